@@ -1,0 +1,3 @@
+from hfguard.cli import run
+
+run()

@@ -1,0 +1,105 @@
+"""Checks are plugins: an id, a tier, a version, and findings.
+
+A check looks at one file (`check_file`, called for each file it `applies_to`) or at the whole
+target (`check_target`: provenance, base diffs, behavior). Built-in checks are listed in
+`BUILTIN_CHECKS`; third parties register classes under the entry point group ``hfguard.checks``::
+
+    [project.entry-points."hfguard.checks"]
+    my-check = "my_pkg.checks:MyCheck"
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+from hfguard.findings import Finding, Severity
+from hfguard.policy import Policy
+from hfguard.target import Target, TargetFile
+
+ENTRY_POINT_GROUP = "hfguard.checks"
+
+# "module:Class" so that listing checks imports nothing heavy (torch lives in the deeper tiers).
+BUILTIN_CHECKS: tuple[str, ...] = (
+)
+
+
+class BudgetExceeded(Exception):
+    """Raised by `Budget.tick` when a check outruns its time or work limit."""
+
+
+@dataclass
+class Budget:
+    """Cooperative bounds on time and work for one check on one file (hostile input)."""
+
+    seconds: float = 60.0
+    started: float = field(default_factory=time.monotonic)
+
+    def remaining(self) -> float:
+        return self.seconds - (time.monotonic() - self.started)
+
+    def tick(self, what: str = "") -> None:
+        if self.remaining() < 0:
+            raise BudgetExceeded(f"time budget of {self.seconds:.0f}s exceeded{' ' + what if what else ''}")
+
+
+@dataclass
+class ScanContext:
+    policy: Policy
+    target: Target
+    options: dict[str, Any] = field(default_factory=dict)   # --device, --base, --probe-data ...
+    progress: Callable[[str], None] = lambda msg: None
+    budget_seconds: float = 60.0
+
+    def budget(self) -> Budget:
+        return Budget(seconds=self.budget_seconds)
+
+    def threshold(self, check: str, name: str, default: Any) -> Any:
+        return self.policy.threshold(check, name, default)
+
+
+class Check:
+    id: str = ""
+    tier: str = "static"
+    version: str = "1"
+    description: str = ""
+
+    def applies_to(self, file: TargetFile, fmt: str) -> bool:
+        return False
+
+    def check_file(self, file: TargetFile, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
+        return ()
+
+    def check_target(self, target: Target, ctx: ScanContext) -> Iterable[Finding]:
+        return ()
+
+    # helpers so every check phrases findings the same way
+    def finding(self, rule: str, severity: Severity, message: str, **kw: Any) -> Finding:
+        return Finding(check=self.id, rule=rule, severity=severity, message=message, **kw)
+
+
+def _load(ref: str) -> type[Check]:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def available_checks() -> list[Check]:
+    """Built-ins plus entry-point plugins, instantiated. A plugin that fails to load is an error."""
+    checks: list[Check] = [_load(ref)() for ref in BUILTIN_CHECKS]
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        checks.append(ep.load()())
+    seen: set[str] = set()
+    for c in checks:
+        if not c.id or c.id in seen:
+            raise RuntimeError(f"check {type(c).__name__} has a missing or duplicate id {c.id!r}")
+        seen.add(c.id)
+    return checks
+
+
+def checks_for_tiers(tiers: Iterable[str]) -> list[Check]:
+    wanted = set(tiers)
+    return [c for c in available_checks() if c.tier in wanted]

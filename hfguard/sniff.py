@@ -1,0 +1,95 @@
+"""What a file really is, from its bytes. The extension is only a hint for text formats."""
+
+from __future__ import annotations
+
+import struct
+
+# Names used across checks; keep them stable (they appear in reports).
+PICKLE = "pickle"
+TORCH_LEGACY = "torch-legacy"      # stacked pickles: magic number, protocol, sys info, data, keys
+ZIP = "zip"                        # torch zip checkpoints, .npz, .keras, nested archives
+TAR = "tar"
+GZIP = "gzip"
+BZIP2 = "bzip2"
+XZ = "xz"
+LZMA = "lzma"
+ZLIB = "zlib"
+NUMPY = "numpy"
+SAFETENSORS = "safetensors"
+HDF5 = "hdf5"
+GGUF = "gguf"
+ONNX = "onnx"
+PYTHON = "python"
+JSON = "json"
+TEXT = "text"
+UNKNOWN = "unknown"
+
+# Protocol 2+ pickles start with PROTO; protocol 0/1 pickles start with an opcode. Legacy torch
+# files start with a pickled long (the magic number 0x1950a86a20f9469cfc6c) under PROTO 2.
+_TORCH_LEGACY_PREFIX = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
+_PICKLE_FIRST_OPCODES = set(b"(}]acdefghijlpqrstuvwxyzIJKLMNPQRSTUVX\x80\x8a\x8b\x8c\x8d\x8e\x8f"
+                            b"\x93\x94\x95\x96\x97\x98GFB.0")
+_TEXT_EXTENSIONS = {".py": PYTHON, ".json": JSON}
+
+
+def sniff(head: bytes, name: str = "", size: int | None = None) -> str:
+    """Classify a file by its first bytes (64 are plenty; 512 help the tar check)."""
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return ZIP
+    if head.startswith(_TORCH_LEGACY_PREFIX):
+        return TORCH_LEGACY
+    if head.startswith(b"\x93NUMPY"):
+        return NUMPY
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return HDF5
+    if head.startswith(b"GGUF"):
+        return GGUF
+    if head.startswith(b"\x1f\x8b"):
+        return GZIP
+    if head.startswith(b"BZh"):
+        return BZIP2
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return XZ
+    if head.startswith(b"\x5d\x00\x00"):
+        return LZMA
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return TAR
+    if _looks_like_safetensors(head, size):
+        return SAFETENSORS
+    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
+        return PICKLE
+    if len(head) >= 2 and head[0] == 0x78 and head[1] in (0x01, 0x5E, 0x9C, 0xDA):
+        return ZLIB
+    lower = name.lower()
+    for ext, fmt in _TEXT_EXTENSIONS.items():
+        if lower.endswith(ext) and _is_text(head):
+            return fmt
+    if _is_text(head):
+        if head.lstrip()[:1] in (b"{", b"["):
+            return JSON
+        return TEXT
+    if head[:1] and head[0] in _PICKLE_FIRST_OPCODES:
+        return PICKLE  # protocol 0/1 binary-ish pickle; the pickle scanner decides for real
+    return UNKNOWN
+
+
+def _looks_like_safetensors(head: bytes, size: int | None) -> bool:
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    if size is not None and n > size - 8:
+        return False
+    return n < (1 << 40) and head[8:9] == b"{"
+
+
+def _is_text(head: bytes) -> bool:
+    if not head:
+        return True
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # a multi-byte character cut at the end of the window is still text
+        return exc.start >= len(head) - 3
+    return True

@@ -1,0 +1,123 @@
+"""Targets: the files to scan, where they came from, and how to read their bytes.
+
+A TargetFile never hands out more than a seekable byte stream; checks that only need a header or
+a zip's central directory seek and read just that, which is what makes remote range reads cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+
+@dataclass
+class TargetFile:
+    path: str                                  # display path: as given, joined with the inner path
+    size: int
+    opener: Callable[[], BinaryIO]             # a fresh seekable binary stream each call
+    local_path: Path | None = None             # set when the bytes are already on disk
+    expected_sha256: str | None = None         # e.g. the Hub's LFS sha256
+    fetch: Callable[[], Path] | None = None    # full download, for tiers that need every byte
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    def open(self) -> BinaryIO:
+        return self.opener()
+
+    def head(self, n: int = 64) -> bytes:
+        with self.open() as fh:
+            return fh.read(n)
+
+    def materialize(self) -> Path:
+        """A local path holding all of the file's bytes (downloads remote files once)."""
+        if self.local_path is None:
+            if self.fetch is None:
+                raise RuntimeError(f"{self.path}: no local copy and no way to fetch one")
+            self.local_path = self.fetch()
+        return self.local_path
+
+
+@dataclass
+class Target:
+    name: str                          # what the user named: a path, or org/model
+    source: str                        # "local" or "hub"
+    files: list[TargetFile]
+    revision: str | None = None        # pinned commit sha for Hub targets
+    repo_id: str | None = None
+    card: dict[str, Any] = field(default_factory=dict)   # model card metadata (base_model, tags)
+    meta: dict[str, Any] = field(default_factory=dict)   # source-specific facts (Hub security status)
+
+    @property
+    def display(self) -> str:
+        if self.repo_id and self.revision:
+            return f"{self.repo_id}@{self.revision}"
+        return self.name
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def local_file(path: Path, display: str) -> TargetFile:
+    return TargetFile(
+        path=display,
+        size=path.stat().st_size,
+        opener=lambda: open(path, "rb"),
+        local_path=path,
+    )
+
+
+def _walk_files(root: Path) -> Iterator[Path]:
+    # Directory symlinks are not followed (no loops); file symlinks are (the HF cache is built of them).
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in (".git",))
+        for name in sorted(filenames):
+            p = Path(dirpath, name)
+            if p.is_file():
+                yield p
+
+
+def local_target(paths: list[str]) -> Target:
+    """Files and directories (recursively) named on the command line."""
+    files: list[TargetFile] = []
+    for given in paths:
+        p = Path(given)
+        if p.is_dir():
+            for f in _walk_files(p):
+                rel = f.relative_to(p).as_posix()
+                files.append(local_file(f, f"{given.rstrip('/')}/{rel}"))
+        elif p.is_file():
+            files.append(local_file(p, given))
+        else:
+            raise FileNotFoundError(f"no such file or directory: {given}")
+    return Target(name=" ".join(paths), source="local", files=files)
+
+
+def hf_cache_dir() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def cache_target(cache: Path | None = None) -> Target:
+    """Every snapshot of every model in the local Hugging Face cache."""
+    cache = cache or hf_cache_dir()
+    files: list[TargetFile] = []
+    if cache.is_dir():
+        for repo_dir in sorted(cache.glob("models--*")):
+            for snapshot in sorted((repo_dir / "snapshots").glob("*")):
+                for f in _walk_files(snapshot):
+                    rel = f.relative_to(cache).as_posix()
+                    files.append(local_file(f, f"{cache}/{rel}"))
+    return Target(name=str(cache), source="local", files=files, meta={"hf_cache": True})
