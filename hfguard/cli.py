@@ -37,8 +37,16 @@ def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--budget", type=float, default=60.0, show_default=True,
                   help="Seconds one check may spend on one file before it gives up (ERROR).")
     @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+    @click.option("--base", help="Base model (path or org/name[@rev]) for the weights-tier diff; "
+                  "default: the card's base_model.")
+    @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                  help="Where the weights tier computes (cuda needs torch).")
     @functools.wraps(func)
     def wrapper(**kw: Any) -> Any:
+        # deeper-tier settings travel in the click context, read by scan_options(), so that commands
+        # which do not use them keep their signatures
+        click.get_current_context().meta["hfguard.options"] = {"base": kw.pop("base"),
+                                                               "device": kw.pop("device")}
         try:
             policy = load_policy(Path(kw.pop("policy_path")) if kw.get("policy_path") else None)
         except PolicyError as exc:
@@ -53,6 +61,11 @@ def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
         return func(policy=policy, **kw)
 
     return wrapper
+
+
+def scan_options() -> dict[str, Any]:
+    """--base / --device of the running command, for ScanContext.options."""
+    return dict(click.get_current_context().meta.get("hfguard.options", {}))
 
 
 def progress_printer(quiet: bool) -> Callable[[str], None]:
@@ -101,7 +114,7 @@ def scan(paths: tuple[str, ...], policy: Policy, fmt: str, output: str | None, b
     if not target.files:
         progress(f"nothing to scan in {target.name}")
     report = run_scan(target, policy, checks_for_tiers(policy.tiers), progress=progress,
-                      budget_seconds=budget)
+                      budget_seconds=budget, options=scan_options())
     emit(report, policy, fmt, output)
 
 

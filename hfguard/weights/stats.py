@@ -1,0 +1,184 @@
+"""Per-tensor statistics, written once against numpy or torch (CPU or CUDA) as the array module.
+
+The moments are summed chunk by chunk around a shift near the mean: each chunk stays in cache for
+all its passes (speed) and the shift keeps fourth moments from cancelling (precision).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str           # "numpy" | "torch-cpu" | "cuda"
+    xp: Any             # the array module: numpy or torch
+    chunk: int          # elements per chunk for the moment passes
+
+    def put(self, a: np.ndarray) -> Any:
+        if self.xp is np:
+            return a
+        t = self.xp.from_numpy(a)
+        return t.to("cuda", non_blocking=True) if self.name == "cuda" else t
+
+    def host(self, x: Any) -> np.ndarray:
+        return x if isinstance(x, np.ndarray) else x.detach().cpu().numpy()
+
+    def to64(self, x: Any) -> Any:
+        return x.astype(np.float64) if self.xp is np else x.double()
+
+
+def backend_for(device: str = "auto") -> Backend:
+    """`auto`: CUDA through torch when present, else numpy. `torch-cpu` exists for equality tests."""
+    if device in ("auto", "cuda", "torch-cpu"):
+        try:
+            import torch
+        except ImportError:
+            if device != "auto":
+                raise RuntimeError(f"--device {device} needs torch, which is not installed") from None
+            return Backend("numpy", np, 1 << 16)
+        if device == "torch-cpu":
+            return Backend("torch-cpu", torch, 1 << 16)
+        if torch.cuda.is_available():
+            return Backend("cuda", torch, 1 << 28)
+        if device == "cuda":
+            raise RuntimeError("--device cuda: torch sees no CUDA device")
+    elif device != "cpu":
+        raise ValueError(f"unknown device {device!r}; expected auto, cpu or cuda")
+    return Backend("numpy", np, 1 << 16)
+
+
+def tensor_stats(arr: np.ndarray, be: Backend, *, tail_k: float = 6.0, spectral_max: int = 4 << 20,
+                 tick: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """Statistics of one float32 tensor; numbers only, so both backends compare equal."""
+    x = be.put(arr)
+    flat = x.reshape(-1)
+    st = _moments(flat, be, tail_k, tick)
+    if x.ndim == 2 and min(x.shape) >= 2 and st["nan"] + st["inf"] == 0:
+        st.update(_row_stats(x, be, tick))
+        if x.shape[0] * x.shape[1] <= spectral_max:
+            st.update(_spectral(x, be, st.pop("_fro2")))
+    st.pop("_fro2", None)
+    return st
+
+
+def _moments(flat: Any, be: Backend, tail_k: float, tick: Callable[[], None]) -> dict[str, Any]:
+    xp, n = be.xp, int(flat.shape[0])
+    sample = flat[: min(n, 4096)]
+    sample = sample[xp.isfinite(sample)]
+    shift = float(sample.mean()) if sample.shape[0] else 0.0
+    s1 = s2 = s3 = s4 = 0.0
+    hi, lo, nonzero, nan, inf, finite = -math.inf, math.inf, 0, 0, 0, 0
+    for i in range(0, n, be.chunk):
+        tick()
+        c = flat[i:i + be.chunk]
+        if not math.isfinite(float(c.sum())):   # a finite sum proves every entry finite
+            nan += int(xp.isnan(c).sum())
+            inf += int(xp.isinf(c).sum())
+            c = c[xp.isfinite(c)]
+            if not c.shape[0]:
+                continue
+        finite += int(c.shape[0])
+        d = c - shift
+        d2 = d * d
+        s1 += float(d.sum())
+        s2 += float(d2.sum())
+        s3 += float((d2 * d).sum())
+        s4 += float((d2 * d2).sum())
+        hi, lo = max(hi, float(c.max())), min(lo, float(c.min()))
+        nonzero += int(xp.count_nonzero(c))
+    st: dict[str, Any] = {"n": n, "nan": nan, "inf": inf}
+    if not finite:
+        return {**st, "mean": None, "std": None, "absmax": None, "kurtosis": None,
+                "tail_share": None, "zero_share": None, "_fro2": 0.0}
+    m1, m2, m3, m4 = s1 / finite, s2 / finite, s3 / finite, s4 / finite
+    var = max(m2 - m1 * m1, 0.0)
+    mean, std = shift + m1, math.sqrt(var)
+    # central fourth moment from moments about the shift (the shift sits near the mean: no cancellation)
+    mu4 = m4 - 4 * m1 * m3 + 6 * m1 * m1 * m2 - 3 * m1 ** 4
+    kurt = mu4 / (var * var) if var > 0 else None
+    tail = 0
+    if std > 0:
+        cut = tail_k * std
+        for i in range(0, n, be.chunk):
+            tick()
+            c = flat[i:i + be.chunk]
+            tail += int((c > mean + cut).sum()) + int((c < mean - cut).sum())
+    st.update(mean=mean, std=std, absmax=max(abs(hi), abs(lo)), min=lo, max=hi,
+              kurtosis=kurt, tail_share=tail / finite, zero_share=1 - nonzero / finite,
+              _fro2=s2 + 2 * shift * s1 + finite * shift * shift)
+    return st
+
+
+def _row_stats(x: Any, be: Backend, tick: Callable[[], None]) -> dict[str, Any]:
+    xp = be.xp
+    rows, cols = int(x.shape[0]), int(x.shape[1])
+    step = max(1, (1 << 20) // cols)
+    sq, sums, nnz = [], [], []
+    for i in range(0, rows, step):
+        tick()
+        blk64 = be.to64(x[i:i + step])
+        sq.append(be.host((blk64 * blk64).sum(1)))
+        sums.append(be.host(blk64.sum(1)))
+        nnz.append(be.host(xp.count_nonzero(x[i:i + step], 1)))
+    norms = np.sqrt(np.concatenate(sq))
+    rsum = np.concatenate(sums)
+    nz = np.concatenate(nnz)
+    groups = equal_norm_groups(norms)
+    dup = mirrored = 0
+    for g in groups:
+        tick()
+        if len(g) > 4096:
+            g = g[:4096]
+        seen: dict[bytes, int] = {}
+        block = be.host(x[g])
+        for r in block:
+            key = r.tobytes()
+            if key in seen:
+                dup += 1
+            elif (-r).tobytes() in seen:
+                mirrored += 1
+            seen[key] = 1
+    return {"rows": rows, "cols": cols, "row_norms": norms, "row_sums": rsum,
+            "zero_rows": int((nz == 0).sum()), "single_nonzero_rows": int((nz == 1).sum()),
+            "single_nonzero_idx": np.flatnonzero(nz == 1)[:16].tolist(),
+            "dup_rows": dup, "mirrored_rows": mirrored,
+            "equal_norm_groups": [g for g in groups if len(g) >= 2]}
+
+
+def equal_norm_groups(norms: np.ndarray, rel_tol: float = 1e-7) -> list[list[int]]:
+    """Rows whose (float64) norms agree within rel_tol, zero rows excluded, largest groups first."""
+    order = np.argsort(norms, kind="stable")
+    v = norms[order]
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    for j in range(len(v)):
+        if v[j] <= 0:
+            continue
+        if cur and v[j] - norms[cur[0]] <= rel_tol * v[j]:
+            cur.append(int(order[j]))
+        else:
+            if len(cur) >= 2:
+                groups.append(cur)
+            cur = [int(order[j])]
+    if len(cur) >= 2:
+        groups.append(cur)
+    return sorted(groups, key=len, reverse=True)
+
+
+def _spectral(x: Any, be: Backend, fro2: float, k: int = 4, iters: int = 6) -> dict[str, Any]:
+    """Top singular values by block power iteration; stable rank = ||W||_F^2 / sigma_1^2."""
+    xp = be.xp
+    k = min(k, int(x.shape[0]), int(x.shape[1]))
+    q = be.put(np.random.default_rng(0).standard_normal((int(x.shape[1]), k)).astype(np.float32))
+    for _ in range(iters):
+        q, _r = xp.linalg.qr(x @ q)
+        q, _r = xp.linalg.qr(x.T @ q)
+    sv = be.host(xp.linalg.svd(x @ q, full_matrices=False)[1]).astype(np.float64)
+    s1 = float(sv[0]) if sv.size else 0.0
+    return {"sigma": [float(s) for s in sv], "stable_rank": fro2 / (s1 * s1) if s1 > 0 else None}
