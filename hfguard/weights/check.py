@@ -78,7 +78,8 @@ class WeightsAnomalies(Check):
                 yield self.finding(hit.rule, _SEV[hit.severity], hit.message, file=ckpt.name,
                                    location=hit.location, evidence=hit.evidence,
                                    remediation=_REMEDIATION.get(hit.rule))
-        over = {r: n - th["max-findings-per-rule"] for r, n in counts.items() if n > th["max-findings-per-rule"]}
+        cap = th["max-findings-per-rule"]
+        over = {r: n - cap for r, n in counts.items() if n > cap}
         if over:
             summary["findings_not_shown"] = over
         yield self.finding("weights/summary", Severity.INFO,
@@ -101,9 +102,9 @@ class WeightsBaseDiff(Check):
 def unreadable_findings(check: Check, failed: list[tuple[str, str]]) -> Iterator[Finding]:
     # evidence could not be gathered: ERROR, never a silent pass
     for path, why in failed:
-        yield check.finding("weights/unreadable", Severity.MEDIUM, f"weights tier cannot read {path}: {why}",
-                            file=path, error=True,
-                            remediation="Provide the weights as safetensors, or scan with --tier static only.")
+        yield check.finding("weights/unreadable", Severity.MEDIUM,
+                            f"weights tier cannot read {path}: {why}", file=path, error=True,
+                            remediation="Provide safetensors weights, or scan with --tier static only.")
 
 
 def configs_by_dir(target: Target) -> dict[str, tuple[str, dict[str, Any]]]:

@@ -106,7 +106,8 @@ class TensorDelta:
         self.surgical_shape = None
         if self.top1_energy is not None and self.top1_energy >= th["low-rank-energy"]:
             self.surgical_shape = "low-rank"
-        elif self.rows_90 is not None and self.rows and self.rows_90 <= max(1, th["row-sparse-share"] * self.rows):
+        elif self.rows_90 is not None and self.rows and \
+                self.rows_90 <= max(1, th["row-sparse-share"] * self.rows):
             self.surgical_shape = "row-sparse"
         elif self.rows is None and self.changed_share <= th["row-sparse-share"]:
             self.surgical_shape = "sparse"
@@ -226,14 +227,16 @@ def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any
                 evidence={"tensors": res.shape_mismatch[:50]})
     if res.removed:
         yield f("weights/base-tensors-removed", Severity.MEDIUM,
-                f"{len(res.removed)} tensors of base {spec} are missing", evidence={"tensors": res.removed[:50]})
+                f"{len(res.removed)} tensors of base {spec} are missing",
+                evidence={"tensors": res.removed[:50]})
     if res.added:
         yield f("weights/base-tensors-added", Severity.LOW,
                 f"{len(res.added)} tensors are not in base {spec} (new heads are common; others are not)",
                 evidence={"tensors": res.added[:50]})
     if res.dtype_mismatch:
         yield f("weights/base-dtype-changed", Severity.INFO,
-                f"{len(res.dtype_mismatch)} tensors changed dtype", evidence={"tensors": res.dtype_mismatch[:50]})
+                f"{len(res.dtype_mismatch)} tensors changed dtype",
+                evidence={"tensors": res.dtype_mismatch[:50]})
     changed = res.deltas
     n = max(res.compared, 1)
     confined = 0 < len(changed) <= max(th["surgical-max-tensors"], th["surgical-max-share"] * n)
@@ -247,7 +250,8 @@ def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any
                 f"only {len(changed)} of {res.compared} tensors differ from base {spec}, and the change is "
                 f"{'/'.join(sorted({d.surgical_shape or '' for d in surgical}))} "
                 f"({', '.join(d.name for d in surgical[:4])}): the shape of a targeted edit, not a fine-tune",
-                location=surgical[0].name, evidence={**summary, "tensors": [d.evidence() for d in changed[:20]]},
+                location=surgical[0].name,
+                evidence={**summary, "tensors": [d.evidence() for d in changed[:20]]},
                 remediation="Use the base model, or find out who made this edit and why.")
     elif changed and not confined:
         yield from _outliers_in_dense(f, changed, th, spec)
@@ -255,15 +259,16 @@ def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any
         if d.edited_rows and len(d.edited_rows) <= max(64, 0.01 * (d.rows or 0)):
             # inside a dense fine-tune, rows of the tokens it saw move a lot too: low, with the rows
             yield f("weights/edited-embedding-rows", Severity.HIGH if confined else Severity.LOW,
-                    f"{len(d.edited_rows)} rows of {d.name} were rewritten ({d.rel:.3g} relative change overall): "
-                    "trigger-token surgery edits a few vocabulary rows", location=d.name,
-                    evidence={"rows": d.edited_rows[:64], **d.evidence()})
+                    f"{len(d.edited_rows)} rows of {d.name} were rewritten ({d.rel:.3g} relative change "
+                    "overall): trigger-token surgery edits a few vocabulary rows", location=d.name,
+                    evidence={**d.evidence(), "row_indices": d.edited_rows[:64]})
     yield f("weights/base-diff-summary", Severity.INFO,
             f"{len(changed)} of {res.compared} tensors differ from base {spec}", evidence=summary)
 
 
-def _outliers_in_dense(f: Any, changed: list[TensorDelta], th: dict[str, Any], spec: str) -> Iterator[Finding]:
-    """A surgical edit hidden inside a fine-tune: one tensor moved far more than the rest, in a narrow shape."""
+def _outliers_in_dense(f: Any, changed: list[TensorDelta], th: dict[str, Any],
+                       spec: str) -> Iterator[Finding]:
+    """A surgical edit hidden in a fine-tune: one tensor moved far more than the rest, narrowly."""
     logs = [math.log(d.rel) for d in changed if 0 < d.rel < math.inf]
     if len(logs) < 8:
         return
@@ -274,6 +279,6 @@ def _outliers_in_dense(f: Any, changed: list[TensorDelta], th: dict[str, Any], s
             z = (math.log(d.rel) - med) / (1.4826 * mad)
             if z >= th["outlier-rel-z"]:
                 yield f("weights/outlier-edit", Severity.MEDIUM,
-                        f"{d.name} moved {d.rel:.3g} relative to base {spec}, {z:.1f} robust sigmas beyond the "
-                        f"other changed tensors, in a {d.surgical_shape} shape", location=d.name,
+                        f"{d.name} moved {d.rel:.3g} relative to base {spec}, {z:.1f} robust sigmas "
+                        f"beyond the other changed tensors, in a {d.surgical_shape} shape", location=d.name,
                         evidence={**d.evidence(), "robust_z": _r(z)})

@@ -257,6 +257,8 @@ def checkpoints_of(target: Any) -> tuple[list[Checkpoint], list[tuple[str, str]]
             weights[f.path] = ("safetensors", f)
         elif fmt == ZIP and (f.name.endswith(_TORCH_EXTS) or (f.local_path and _is_torch_zip(f.local_path))):
             weights[f.path] = ("torch-zip", f)
+        elif f.name.endswith(".safetensors"):   # named so, not shaped so: a loader would still try it
+            failed.append((f.path, "not a valid safetensors file (header length or opening brace)"))
         elif fmt in (TORCH_LEGACY, PICKLE) and f.name.endswith(_TORCH_EXTS):
             failed.append((f.path, f"weights tier: {fmt} checkpoints are not readable without "
                                    "unpickling; convert to safetensors"))

@@ -81,7 +81,8 @@ def huge_constants(name: str, arr: np.ndarray, z_min: float, abs_min: float) -> 
     worst = int(big[np.argmax(dev.ravel()[big])])
     return Hit("weights/huge-constant", "high",
                f"{big.size} entries of {name} are enormous next to the rest "
-               f"(max {float(arr.ravel()[worst]):.4g}, {float(dev.ravel()[worst] / scale):.0f} robust sigmas)",
+               f"(max {float(arr.ravel()[worst]):.4g}, "
+               f"{float(dev.ravel()[worst] / scale):.0f} robust sigmas)",
                name, {"count": int(big.size), "flat_indices": big[:32].tolist(),
                       "max_value": float(arr.ravel()[worst]), "median": med, "robust_scale": scale,
                       "robust_z": float(dev.ravel()[worst] / scale)})
