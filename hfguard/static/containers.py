@@ -255,7 +255,7 @@ class ContainerScanner:
             elif fmt == sn.ZIP:
                 inner = open_slice(fh, e.data_offset, e.csize) if kind is None else spool(
                     stream, cfg.max_decompressed, self.budget)
-                self.scan_zip(inner, None, where, depth + 1)  # type: ignore[arg-type]
+                self.scan(inner, None, sn.ZIP, where, depth + 1)  # type: ignore[arg-type]
                 return  # a nested stored zip is read by its directory: no full CRC pass
             else:
                 self.scan(stream, e.usize, fmt, where, depth + 1, base)  # type: ignore[arg-type]
@@ -288,8 +288,8 @@ class ContainerScanner:
             head = stream.peek(600)[:600]
             fmt = sn.sniff(head, "", None)
             if fmt == sn.ZIP:
-                self.scan_zip(spool(stream, cfg.max_decompressed, self.budget), None,  # type: ignore[arg-type]
-                              inner_where, depth + 1)
+                self.scan(spool(stream, cfg.max_decompressed, self.budget), None,  # type: ignore[arg-type]
+                          sn.ZIP, inner_where, depth + 1)
             elif fmt in SCANNED_FORMATS or may_be_pickle(head):
                 self.scan(stream, None, fmt, inner_where, depth + 1)  # type: ignore[arg-type]
         except STREAM_ERRORS as exc:
@@ -375,7 +375,7 @@ class ContainerScanner:
                 torch_raw = m.name in ("storages", "tensors")  # old torch tar: pickles then raw data
                 if fmt == sn.ZIP:
                     inner = stream if seekable else spool(stream, cfg.max_decompressed, self.budget)
-                    self.scan_zip(inner, m.size, mwhere, depth + 1)  # type: ignore[arg-type]
+                    self.scan(inner, m.size, sn.ZIP, mwhere, depth + 1)  # type: ignore[arg-type]
                 elif fmt == sn.PICKLE or fmt not in SCANNED_FORMATS:
                     self.scan_pickles(stream, m.size, mwhere, m.offset_data,  # type: ignore[arg-type]
                                       quiet=not looks_like_pickle(head),

@@ -428,7 +428,7 @@ class PickleVM:
     def _call(self, func: Any, args: Any, kind: str, kwargs: Any = None) -> Call:
         if isinstance(func, Global):
             func.uses.add("called")
-        else:
+        elif not isinstance(func, Ext):  # an EXT code is already reported as such
             self._res.anomalies.append(Anomaly(
                 "pickle/indirect-call",
                 f"{kind.upper()} calls a value that is not a named global ({_describe(func)})",
