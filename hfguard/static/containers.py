@@ -260,12 +260,12 @@ class ContainerScanner:
             else:
                 self.scan(stream, e.usize, fmt, where, depth + 1, base)  # type: ignore[arg-type]
             tap.drain(self.budget)
-            if tap.count == e.usize and (tap.crc & 0xFFFFFFFF) != e.crc:
+            if tap.count == e.usize and e.crc >= 0 and (tap.crc & 0xFFFFFFFF) != e.crc:
                 self.hits.append(Hit("zip/bad-crc",
                                      f"CRC-32 {tap.crc:08x} does not match the directory's {e.crc:08x} "
                                      "(Python's zipfile refuses this member; torch may load it)",
                                      where, e.header_offset, {"crc": f"{tap.crc:08x}", "expected": f"{e.crc:08x}"}))
-            elif tap.count != e.usize:
+            elif tap.count != e.usize and e.crc >= 0:
                 self.hits.append(Hit("zip/header-mismatch",
                                      f"member holds {tap.count} bytes, the directory says {e.usize}",
                                      where, e.header_offset, {"actual": tap.count, "declared": e.usize}))
@@ -491,7 +491,55 @@ def read_zip_directory(fh: BinaryIO, size: int, config: ScanConfig | None = None
                        f"the end record says {total}", cd_offset, entries=len(entries), declared=total)
     for e in entries:
         _check_local(fh, e, cd_offset)
-    return entries
+    return entries + _unlisted(fh, entries, cd_offset, config)
+
+
+def _unlisted(fh: BinaryIO, entries: list[ZipEntry], cd_offset: int, config: ScanConfig) -> list[ZipEntry]:
+    """Local headers the central directory does not list: streaming extractors see them, directory
+    readers do not, so a payload can hide there. Returned as extra entries to scan."""
+    spans = sorted((e.header_offset, e.data_offset + e.csize + (24 if e.flags & 0x8 else 0))
+                   for e in entries if e.data_offset is not None)
+    found: list[ZipEntry] = []
+    cursor = 0
+    for start, end in [*spans, (cd_offset, cd_offset)]:
+        if start - cursor > 0 and len(found) < config.max_members:
+            fh.seek(cursor)
+            # the descriptor slack may be shorter than 24 bytes: look for a header in the gap start
+            window = fh.read(min(start - cursor, 64))
+            at = window.find(b"PK\x03\x04")
+            if at >= 0:
+                e = ZipEntry(-1, b"", "", 0, 0, 0, 0, 0, cursor + at)
+                _read_unlisted(fh, e, cd_offset)
+                if e.data_offset is not None:
+                    found.append(e)
+            elif start - cursor > 24 and cursor > 0:
+                e = ZipEntry(-1, b"", f"<gap@{cursor}>", 0, 0, 0, 0, 0, cursor)
+                e.problems.append(("zip/unlisted-data", f"{start - cursor} bytes between members belong "
+                                   "to no listed member", {"offset": cursor, "bytes": start - cursor}))
+                found.append(e)
+        cursor = max(cursor, end)
+    return found
+
+
+def _read_unlisted(fh: BinaryIO, e: ZipEntry, cd_offset: int) -> None:
+    fh.seek(e.header_offset)
+    lh = fh.read(30)
+    if len(lh) < 30:
+        return
+    _, _, flags, method, _, _, crc, csize, usize, nlen, elen = struct.unpack("<4sHHHHHIIIHH", lh)
+    raw = fh.read(nlen)
+    e.raw_name, e.name = raw, raw.decode("utf-8", "replace") + " (unlisted)"
+    e.flags, e.method, e.crc, e.csize, e.usize = flags, method, crc, csize, usize
+    e.problems.append(("zip/unlisted-member", "a local header the central directory does not list "
+                       "(streaming extractors read it, directory readers do not)",
+                       {"header_offset": e.header_offset}))
+    start = e.header_offset + 30 + nlen + elen
+    if flags & 0x8 or start + csize > cd_offset:
+        # sizes unknown (data descriptor) or out of bounds: scan what lies up to the directory
+        e.csize = e.usize = max(0, cd_offset - start)
+        e.method = method if method in (0, 8) else 0
+        e.crc = -1
+    e.data_offset = start
 
 
 def _unpack_cd(cd: bytes, pos: int) -> tuple[int, ...]:

@@ -10,10 +10,10 @@ Rule ids emitted (all described, with severities, in signatures/pickle_globals.y
                            it needs weights_only=False, which is worth a FLAG; a state dict passes.
   pickle/malformed, pickle/truncated, pickle/trailing-data, pickle/limit-exceeded,
   pickle/non-string-global, pickle/unknown-extension, pickle/indirect-call, pickle/global-mutation,
-  pickle/out-of-band-buffer, pickle/multiple-pickles,
+  pickle/out-of-band-buffer, pickle/multiple-pickles, pickle/dunder-attribute,
   archive/bomb, archive/depth-exceeded, archive/malformed, archive/too-many-members,
   archive/unsupported-compression, zip/duplicate-member, zip/header-mismatch, zip/bad-crc,
-  zip/flag-bits, zip/out-of-bounds, numpy/malformed-header, numpy/object-array, torch/legacy-layout
+  zip/flag-bits, zip/out-of-bounds, zip/unlisted-member, zip/unlisted-data, numpy/malformed-header, numpy/object-array, torch/legacy-layout
 
 Thresholds (policy ``[tool.hfguard.thresholds."static.serialization"]``): max-opcodes, max-memo,
 max-depth, max-decompressed, max-ratio, max-members.
@@ -21,6 +21,7 @@ max-depth, max-decompressed, max-ratio, max-members.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ from hfguard.static.pickle_rules import RuleSet, load_rules
 from hfguard.static.pickle_vm import Call, Global, Limits
 
 CHECK_ID = "static.serialization"
+_DUNDER = re.compile(r"__\w+__")
 _REMEDIATION = ("Do not load this file with pickle/torch.load(weights_only=False)/joblib.load. Ask for a "
                 "safetensors version, or load with torch.load(weights_only=True) after reviewing the globals.")
 
@@ -141,6 +143,10 @@ def _site_findings(check: Check, site: PickleSite, path: str, rules: RuleSet) ->
                          "severity_basis": f"{use}: {'rule severity' if use != 'referenced' else 'referenced severity'}"}
             yield check.finding("pickle/dangerous-global", sev,
                                 f"{qualname} is {use} by the pickle ({c.rule.description})",
+                                file=path, location=location, evidence=evidence, remediation=_REMEDIATION)
+        elif any(_DUNDER.fullmatch(part) for part in g.name.split(".")):
+            yield check.finding("pickle/dunder-attribute", rules.severity_of("pickle/dunder-attribute"),
+                                f"{qualname} ({use}) walks dunder attributes, a sandbox-escape pattern",
                                 file=path, location=location, evidence=evidence, remediation=_REMEDIATION)
         else:
             yield check.finding("pickle/unknown-global", rules.severity_of("pickle/unknown-global"),

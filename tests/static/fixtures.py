@@ -189,6 +189,23 @@ def set_flag_bits(zip_bytes: bytes, flags: int) -> bytes:
     return bytes(data)
 
 
+def drop_central_entry(zip_bytes: bytes, name: bytes) -> bytes:
+    """Remove `name` from the central directory only: its local header and data stay (unlisted)."""
+    eocd = zip_bytes.rindex(b"PK\x05\x06")
+    total, cd_size, cd_offset = struct.unpack("<HII", zip_bytes[eocd + 10: eocd + 20])
+    cd = zip_bytes[cd_offset: cd_offset + cd_size]
+    kept, pos = b"", 0
+    while pos < len(cd):
+        nlen, elen, clen = struct.unpack("<HHH", cd[pos + 28: pos + 34])
+        size = 46 + nlen + elen + clen
+        if cd[pos + 46: pos + 46 + nlen] != name:
+            kept += cd[pos: pos + size]
+        pos += size
+    tail = bytearray(zip_bytes[eocd:])
+    tail[8:16] = struct.pack("<HHI", total - 1, total - 1, len(kept))
+    return zip_bytes[:cd_offset] + kept + bytes(tail)
+
+
 # -- legacy torch, tar, numpy, joblib, compressed --------------------------------------------------
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 

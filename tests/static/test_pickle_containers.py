@@ -85,6 +85,17 @@ def test_encryption_flag_bits_do_not_hide_a_member(mark, scan_bytes):
     assert "zip/flag-bits" in fx.rules_of(report)
 
 
+def test_member_only_in_local_headers_is_found(mark, scan_bytes):
+    data = fx.zip_with([("archive/hidden.pkl", fx.evil_pickle(mark, 2)),
+                        ("archive/data.pkl", pickle.dumps({"ok": 1}, protocol=2))])
+    hidden = fx.drop_central_entry(data, b"archive/hidden.pkl")
+    assert zipfile.ZipFile(io.BytesIO(hidden)).namelist() == ["archive/data.pkl"]
+    report = scan_bytes("model.pt", hidden)
+    f = _blocked_by(report, "posix.system")
+    assert "archive/hidden.pkl (unlisted)" in f.location
+    assert "zip/unlisted-member" in fx.rules_of(report)
+
+
 def test_nested_zip_in_zip_and_depth_bound(mark, scan_bytes):
     inner = fx.zip_with([("archive/data.pkl", fx.evil_pickle(mark, 2))])
     outer = fx.zip_with([("inner.zip", inner)], zipfile.ZIP_DEFLATED)

@@ -90,6 +90,13 @@ def test_referenced_only_is_lower_but_still_blocks(scan_bytes):
     assert report.verdict is Verdict.BLOCK
 
 
+def test_dunder_attribute_walks(scan_bytes):
+    report = scan_bytes("d.pkl", b"\x80\x04" + fx.op_str("builtins") + fx.op_str("object.__subclasses__")
+                        + b"\x93)R.")
+    [f] = [f for f in report.all_findings() if f.rule == "pickle/dunder-attribute"]
+    assert f.evidence["global"] == "builtins.object.__subclasses__" and report.verdict is Verdict.BLOCK
+
+
 def test_reconstructor_arguments_count_as_called(scan_bytes):
     # copyreg._reconstructor(cls, base, state) calls base.__init__: base=os.system is "called"
     data = b"\x80\x02ccopyreg\n_reconstructor\ncbuiltins\nobject\ncos\nsystem\nX\x02\x00\x00\x00id\x87R."
