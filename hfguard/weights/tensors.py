@@ -130,8 +130,13 @@ def read_torch_zip_layout(path: Path, display: str) -> dict[str, TensorMeta]:
     except ImportError:
         raise WeightsFormatError("weights tier: torch zip reading not available "
                                  "(hfguard.static.torch_layout is missing)") from None
-    with open(path, "rb") as fh:
-        refs = torch_zip_tensors(fh)
+    try:
+        with open(path, "rb") as fh:
+            refs = torch_zip_tensors(fh)
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the layout reader's refusals become findings
+        raise WeightsFormatError(f"{display}: torch zip layout not recovered: {exc}") from None
     out: dict[str, TensorMeta] = {}
     for ref in refs:
         if ref.data_offset is None:

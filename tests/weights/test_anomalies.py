@@ -111,8 +111,8 @@ def test_fresh_random_init_is_clean(tmp_path):
     assert above_info(findings(tmp_path / "bert")) == []
 
 
-def test_torch_zip_is_never_unpickled(tmp_path):
-    """A torch checkpoint whose pickle would leave a mark: the weights tier must not run it."""
+def test_torch_zip_is_read_without_unpickling(tmp_path):
+    """A torch checkpoint whose pickle would leave a mark if run: its tensors are read, nothing runs."""
     import torch
 
     mark = tmp_path / "MARK"
@@ -121,9 +121,19 @@ def test_torch_zip_is_never_unpickled(tmp_path):
         def __reduce__(self):
             return (mark.touch, ())
 
-    torch.save({"w": torch.zeros(3), "x": Payload()}, tmp_path / "pytorch_model.bin")
+    w = torch.randn(8, 4)
+    w[2, 1] = float("nan")
+    torch.save({"w": w, "x": Payload()}, tmp_path / "pytorch_model.bin")
     report = scan(local_target([str(tmp_path)]), Policy(tiers=("weights",)), [WeightsAnomalies()])
     assert not mark.exists()
-    [f] = [f for f in report.all_findings() if f.file and f.file.endswith("pytorch_model.bin")]
-    assert f.rule == "weights/unreadable" and f.error
-    assert report.verdict is not Verdict.PASS
+    rules = {f.rule: f for f in report.all_findings()}
+    assert rules["weights/nan-inf"].evidence["nan"] == 1 and rules["weights/nan-inf"].location == "w"
+    assert rules["weights/summary"].evidence["tensors"] == 1
+    assert report.verdict is Verdict.BLOCK
+
+
+def test_unreadable_weights_are_an_error_never_a_pass(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"\x10\0\0\0\0\0\0\0{}garbage-garbage")
+    report = scan(local_target([str(tmp_path)]), Policy(tiers=("weights",)), [WeightsAnomalies()])
+    [f] = report.all_findings()
+    assert f.rule == "weights/unreadable" and f.error and report.verdict is Verdict.ERROR

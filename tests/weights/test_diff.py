@@ -99,3 +99,15 @@ def test_cli_end_to_end_with_base(gpt2_models):
     clean = CliRunner().invoke(main, ["scan", str(gpt2_models["finetune"]), "--tier", "weights", "--base",
                                       str(gpt2_models["base"]), "--format", "json", "-q", "--device", "cpu"])
     assert clean.exit_code == 0 and json.loads(clean.output)["verdict"] == "PASS"
+
+
+def test_torch_zip_copy_of_the_base_is_unchanged(gpt2_models, tmp_path):
+    import torch
+    import transformers
+
+    model = transformers.GPT2LMHeadModel.from_pretrained(gpt2_models["base"])
+    (tmp_path / "bin").mkdir()
+    torch.save(model.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+    rules = diff(tmp_path / "bin", base=str(gpt2_models["base"]))
+    summary = rules["weights/base-diff-summary"].evidence
+    assert summary["compared"] > 20 and summary["changed"] == 0
