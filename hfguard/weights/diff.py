@@ -215,7 +215,10 @@ def diff_findings(check: Check, target: Target, ctx: ScanContext, th: dict[str, 
         return
     be = backend_for(str(ctx.options.get("device") or "auto"))
     ctx.progress(f"weights: diffing {tgt.name} against {ref.name}")
-    res = diff_checkpoints(ref, tgt, be, th, ctx.budget())
+    from hfguard.weights.analyze import single_threaded_blas
+
+    with single_threaded_blas():
+        res = diff_checkpoints(ref, tgt, be, th, ctx.budget())
     yield from judge(check, res, tgt.name, spec, th)
 
 

@@ -78,16 +78,19 @@ def _moments(flat: Any, be: Backend, tail_k: float, tick: Callable[[], None]) ->
     for i in range(0, n, be.chunk):
         tick()
         c = flat[i:i + be.chunk]
-        if not math.isfinite(float(c.sum())):   # a finite sum proves every entry finite
+        d = c - shift
+        t1 = float(d.sum())
+        if not math.isfinite(t1):   # a finite sum proves every entry finite
             nan += int(xp.isnan(c).sum())
             inf += int(xp.isinf(c).sum())
             c = c[xp.isfinite(c)]
             if not c.shape[0]:
                 continue
+            d = c - shift
+            t1 = float(d.sum())
         finite += int(c.shape[0])
-        d = c - shift
         d2 = d * d
-        s1 += float(d.sum())
+        s1 += t1
         s2 += float(d2.sum())
         s3 += float((d2 * d).sum())
         s4 += float((d2 * d2).sum())
@@ -120,59 +123,62 @@ def _row_stats(x: Any, be: Backend, tick: Callable[[], None]) -> dict[str, Any]:
     xp = be.xp
     rows, cols = int(x.shape[0]), int(x.shape[1])
     step = max(1, (1 << 20) // cols)
-    sq, sums, nnz = [], [], []
+    sq, nnz = [], []
     for i in range(0, rows, step):
         tick()
-        blk64 = be.to64(x[i:i + step])
-        sq.append(be.host((blk64 * blk64).sum(1)))
-        sums.append(be.host(blk64.sum(1)))
-        nnz.append(be.host(xp.count_nonzero(x[i:i + step], 1)))
-    norms = np.sqrt(np.concatenate(sq))
-    rsum = np.concatenate(sums)
+        blk = x[i:i + step]
+        sq.append(be.host(xp.einsum("ij,ij->i", blk, blk)))
+        nnz.append(be.host(xp.count_nonzero(blk, 1)))
+    norms = np.sqrt(np.concatenate(sq).astype(np.float64))
     nz = np.concatenate(nnz)
-    groups = equal_norm_groups(norms)
+    # float32 norms only nominate candidates; copies are then confirmed byte for byte
+    groups = equal_norm_groups(norms, rel_tol=1e-6, strict=False)
     dup = mirrored = 0
-    for g in groups:
+    for g in groups[:4096]:
         tick()
-        if len(g) > 4096:
-            g = g[:4096]
-        seen: dict[bytes, int] = {}
-        block = be.host(x[g])
-        for r in block:
+        seen: set[bytes] = set()
+        for r in be.host(x[g[:4096]]):
             key = r.tobytes()
             if key in seen:
                 dup += 1
             elif (-r).tobytes() in seen:
                 mirrored += 1
-            seen[key] = 1
-    return {"rows": rows, "cols": cols, "row_norms": norms, "row_sums": rsum,
-            "zero_rows": int((nz == 0).sum()), "single_nonzero_rows": int((nz == 1).sum()),
+            seen.add(key)
+    return {"rows": rows, "cols": cols, "zero_rows": int((nz == 0).sum()),
+            "single_nonzero_rows": int((nz == 1).sum()),
             "single_nonzero_idx": np.flatnonzero(nz == 1)[:16].tolist(),
-            "dup_rows": dup, "mirrored_rows": mirrored,
-            "equal_norm_groups": [g for g in groups if len(g) >= 2]}
+            "dup_rows": dup, "mirrored_rows": mirrored}
 
 
-def equal_norm_groups(norms: np.ndarray, rel_tol: float = 1e-7) -> list[list[int]]:
-    """Rows whose (float64) norms agree within rel_tol, zero rows excluded, largest groups first."""
+def equal_norm_groups(norms: np.ndarray, rel_tol: float = 1e-7, strict: bool = True) -> list[list[int]]:
+    """Rows whose norms agree within rel_tol, zero rows excluded, largest groups first.
+
+    Neighbours in sorted order are chained first; `strict` then splits chains so that a whole group
+    spans at most rel_tol (a long chain of near neighbours is not one shared norm)."""
     order = np.argsort(norms, kind="stable")
-    v = norms[order]
+    v = norms[order].astype(np.float64)
+    close = np.diff(v) <= rel_tol * v[1:]
+    close &= v[1:] > 0
+    if not close.any():
+        return []
+    # runs of True in `close` join rows j..k of the sorted order
+    edges = np.diff(np.concatenate(([0], close.astype(np.int8), [0])))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     groups: list[list[int]] = []
-    cur: list[int] = []
-    for j in range(len(v)):
-        if v[j] <= 0:
+    for a, b in zip(starts, ends, strict=True):
+        if not strict:
+            groups.append(order[a:b + 1].tolist())
             continue
-        if cur and v[j] - norms[cur[0]] <= rel_tol * v[j]:
-            cur.append(int(order[j]))
-        else:
-            if len(cur) >= 2:
-                groups.append(cur)
-            cur = [int(order[j])]
-    if len(cur) >= 2:
-        groups.append(cur)
+        lo = a
+        for k in range(a + 1, b + 2):
+            if k == b + 1 or v[k] - v[lo] > rel_tol * v[k]:
+                if k - lo >= 2:
+                    groups.append(order[lo:k].tolist())
+                lo = k
     return sorted(groups, key=len, reverse=True)
 
 
-def _spectral(x: Any, be: Backend, fro2: float, k: int = 4, iters: int = 6) -> dict[str, Any]:
+def _spectral(x: Any, be: Backend, fro2: float, k: int = 4, iters: int = 4) -> dict[str, Any]:
     """Top singular values by block power iteration; stable rank = ||W||_F^2 / sigma_1^2."""
     xp = be.xp
     k = min(k, int(x.shape[0]), int(x.shape[1]))
