@@ -177,7 +177,7 @@ def diff_checkpoints(base: Checkpoint, tgt: Checkpoint, be: Backend, th: dict[st
         if not (m0.is_float and m1.is_float) or not m0.numel:
             continue
         res.compared += 1
-        w0, w1 = base.load(name), tgt.load(name)
+        w0, w1 = base.load(name, copy=False), tgt.load(name, copy=False)
         if np.array_equal(w0, w1, equal_nan=True):
             continue
         res.deltas.append(tensor_delta(name, w0, w1, be, th))

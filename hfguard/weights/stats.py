@@ -23,7 +23,7 @@ class Backend:
     def put(self, a: np.ndarray) -> Any:
         if self.xp is np:
             return a
-        t = self.xp.from_numpy(a)
+        t = self.xp.from_numpy(a if a.flags.writeable else a.copy())   # torch wants writable memory
         return t.to("cuda", non_blocking=True) if self.name == "cuda" else t
 
     def host(self, x: Any) -> np.ndarray:
@@ -43,7 +43,7 @@ def backend_for(device: str = "auto") -> Backend:
                 raise RuntimeError(f"--device {device} needs torch, which is not installed") from None
             return Backend("numpy", np, 1 << 16)
         if device == "torch-cpu":
-            return Backend("torch-cpu", torch, 1 << 16)
+            return Backend("torch-cpu", torch, 1 << 22)
         if torch.cuda.is_available():
             return Backend("cuda", torch, 1 << 28)
         if device == "cuda":
@@ -53,36 +53,55 @@ def backend_for(device: str = "auto") -> Backend:
     return Backend("numpy", np, 1 << 16)
 
 
-def tensor_stats(arr: np.ndarray, be: Backend, *, tail_k: float = 6.0, spectral_max: int = 4 << 20,
+def tensor_stats(arr: np.ndarray, be: Backend, *, tail_k: float = 6.0, spectral_max: int = 1 << 20,
                  tick: Callable[[], None] = lambda: None) -> dict[str, Any]:
-    """Statistics of one float32 tensor; numbers only, so both backends compare equal."""
+    """Statistics of one tensor (float32, possibly a read-only map of the file); numbers only, so
+    both backends compare equal. 2-D tensors get row and spectral statistics too."""
     x = be.put(arr)
-    flat = x.reshape(-1)
+    rows2d = x.ndim == 2 and min(x.shape) >= 2
     with np.errstate(invalid="ignore", over="ignore"):   # inf - inf in a chunk sum is expected
-        st = _moments(flat, be, tail_k, tick)
-    if x.ndim == 2 and min(x.shape) >= 2 and st["nan"] + st["inf"] == 0:
-        st.update(_row_stats(x, be, tick))
-        if x.shape[0] * x.shape[1] <= spectral_max:
-            st.update(_spectral(x, be, st.pop("_fro2")))
-    st.pop("_fro2", None)
+        st, rows = _fused_pass(x if rows2d else x.reshape(1, -1), be, tail_k, tick, rows2d)
+    if rows is not None:
+        st.update(_row_summary(x, be, *rows, tick))
+        st.update(_spectral_budgeted(x, be, rows[0], spectral_max))
     return st
 
 
-def _moments(flat: Any, be: Backend, tail_k: float, tick: Callable[[], None]) -> dict[str, Any]:
-    xp, n = be.xp, int(flat.shape[0])
-    sample = flat[: min(n, 4096)]
+def _blocks(x: Any, chunk: int) -> Any:
+    """Row blocks of about `chunk` elements (a single long row is split into flat pieces)."""
+    rows, cols = int(x.shape[0]), int(x.shape[1])
+    if rows == 1:
+        flat = x.reshape(-1)
+        for i in range(0, cols, chunk):
+            yield flat[i:i + chunk].reshape(1, -1)
+        return
+    step = max(1, chunk // max(cols, 1))
+    for i in range(0, rows, step):
+        yield x[i:i + step]
+
+
+def _fused_pass(x: Any, be: Backend, tail_k: float, tick: Callable[[], None],
+                rows2d: bool) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray] | None]:
+    """Moments, extremes, zeros, and (2-D) row norms and non-zero counts, each block read once
+    while it sits in cache. Moments are taken about a shift near the mean (no cancellation)."""
+    xp = be.xp
+    n = int(x.shape[0]) * int(x.shape[1])
+    sample = x.reshape(-1)[: min(n, 4096)]
     sample = sample[xp.isfinite(sample)]
     shift = float(sample.mean()) if sample.shape[0] else 0.0
     s1 = s2 = s3 = s4 = 0.0
     hi, lo, nonzero, nan, inf, finite = -math.inf, math.inf, 0, 0, 0, 0
-    for i in range(0, n, be.chunk):
+    sq: list[np.ndarray] = []
+    nnz: list[np.ndarray] = []
+    for blk in _blocks(x, be.chunk):
         tick()
-        c = flat[i:i + be.chunk]
+        c = blk.reshape(-1)
         d = c - shift
         t1 = float(d.sum())
         if not math.isfinite(t1):   # a finite sum proves every entry finite
             nan += int(xp.isnan(c).sum())
             inf += int(xp.isinf(c).sum())
+            rows2d = False          # row and spectral statistics need finite numbers
             c = c[xp.isfinite(c)]
             if not c.shape[0]:
                 continue
@@ -91,50 +110,45 @@ def _moments(flat: Any, be: Backend, tail_k: float, tick: Callable[[], None]) ->
         finite += int(c.shape[0])
         d2 = d * d
         s1 += t1
-        s2 += float(d2.sum())
-        s3 += float((d2 * d).sum())
-        s4 += float((d2 * d2).sum())
+        s2 += float(xp.dot(d, d))
+        s3 += float(xp.dot(d2, d))
+        s4 += float(xp.dot(d2, d2))
         hi, lo = max(hi, float(c.max())), min(lo, float(c.min()))
-        nonzero += int(xp.count_nonzero(c))
+        if rows2d:
+            sq.append(be.host(xp.einsum("ij,ij->i", blk, blk)))
+            nz = be.host(xp.count_nonzero(blk, 1))
+            nnz.append(nz)
+            nonzero += int(nz.sum())
+        else:
+            nonzero += int(xp.count_nonzero(c))
     st: dict[str, Any] = {"n": n, "nan": nan, "inf": inf}
     if not finite:
         return {**st, "mean": None, "std": None, "absmax": None, "kurtosis": None,
-                "tail_share": None, "zero_share": None, "_fro2": 0.0}
+                "tail_share": None, "zero_share": None}, None
     m1, m2, m3, m4 = s1 / finite, s2 / finite, s3 / finite, s4 / finite
     var = max(m2 - m1 * m1, 0.0)
     mean, std = shift + m1, math.sqrt(var)
-    # central fourth moment from moments about the shift (the shift sits near the mean: no cancellation)
-    mu4 = m4 - 4 * m1 * m3 + 6 * m1 * m1 * m2 - 3 * m1 ** 4
-    kurt = mu4 / (var * var) if var > 0 else None
+    mu4 = m4 - 4 * m1 * m3 + 6 * m1 * m1 * m2 - 3 * m1 ** 4   # central, from moments about the shift
     tail = 0
-    if std > 0:
-        cut = tail_k * std
-        for i in range(0, n, be.chunk):
+    cut = tail_k * std
+    if std > 0 and (hi > mean + cut or lo < mean - cut):   # else no entry can lie beyond: no pass
+        for blk in _blocks(x, be.chunk):
             tick()
-            c = flat[i:i + be.chunk]
-            tail += int((c > mean + cut).sum()) + int((c < mean - cut).sum())
+            c = blk.reshape(-1)
+            tail += int(xp.count_nonzero(c > mean + cut)) + int(xp.count_nonzero(c < mean - cut))
     st.update(mean=mean, std=std, absmax=max(abs(hi), abs(lo)), min=lo, max=hi,
-              kurtosis=kurt, tail_share=tail / finite, zero_share=1 - nonzero / finite,
-              _fro2=s2 + 2 * shift * s1 + finite * shift * shift)
-    return st
+              kurtosis=mu4 / (var * var) if var > 0 else None, tail_share=tail / finite,
+              zero_share=1 - nonzero / finite)
+    rows = (np.concatenate(sq), np.concatenate(nnz)) if rows2d and sq else None
+    return st, rows
 
 
-def _row_stats(x: Any, be: Backend, tick: Callable[[], None]) -> dict[str, Any]:
-    xp = be.xp
-    rows, cols = int(x.shape[0]), int(x.shape[1])
-    step = max(1, (1 << 20) // cols)
-    sq, nnz = [], []
-    for i in range(0, rows, step):
-        tick()
-        blk = x[i:i + step]
-        sq.append(be.host(xp.einsum("ij,ij->i", blk, blk)))
-        nnz.append(be.host(xp.count_nonzero(blk, 1)))
-    norms = np.sqrt(np.concatenate(sq).astype(np.float64))
-    nz = np.concatenate(nnz)
+def _row_summary(x: Any, be: Backend, sq: np.ndarray, nz: np.ndarray,
+                 tick: Callable[[], None]) -> dict[str, Any]:
+    norms = np.sqrt(sq.astype(np.float64))
     # float32 norms only nominate candidates; copies are then confirmed byte for byte
-    groups = equal_norm_groups(norms, rel_tol=1e-6, strict=False)
     dup = mirrored = 0
-    for g in groups[:4096]:
+    for g in equal_norm_groups(norms, rel_tol=1e-6, strict=False)[:4096]:
         tick()
         seen: set[bytes] = set()
         for r in be.host(x[g[:4096]]):
@@ -144,10 +158,26 @@ def _row_stats(x: Any, be: Backend, tick: Callable[[], None]) -> dict[str, Any]:
             elif (-r).tobytes() in seen:
                 mirrored += 1
             seen.add(key)
-    return {"rows": rows, "cols": cols, "zero_rows": int((nz == 0).sum()),
+    return {"rows": int(x.shape[0]), "cols": int(x.shape[1]), "zero_rows": int((nz == 0).sum()),
             "single_nonzero_rows": int((nz == 1).sum()),
             "single_nonzero_idx": np.flatnonzero(nz == 1)[:16].tolist(),
             "dup_rows": dup, "mirrored_rows": mirrored}
+
+
+def _spectral_budgeted(x: Any, be: Backend, sq: np.ndarray, spectral_max: int) -> dict[str, Any]:
+    """Spectral summary of the whole matrix, or of every k-th row when it is larger than the budget
+    (the same rows for same-shaped siblings, so their numbers stay comparable)."""
+    rows, cols = int(x.shape[0]), int(x.shape[1])
+    step = max(1, math.ceil(rows * cols / max(spectral_max, 1)))
+    if step > 1 and rows // step < 2:
+        return {}
+    sub = x if step == 1 else x[::step]
+    if step > 1:
+        sub = sub.copy() if be.xp is np else sub.contiguous()
+    out = _spectral(sub, be, float(sq[::step].astype(np.float64).sum()))
+    if step > 1:
+        out["spectral_row_step"] = step
+    return out
 
 
 def equal_norm_groups(norms: np.ndarray, rel_tol: float = 1e-7, strict: bool = True) -> list[list[int]]:
@@ -178,7 +208,7 @@ def equal_norm_groups(norms: np.ndarray, rel_tol: float = 1e-7, strict: bool = T
     return sorted(groups, key=len, reverse=True)
 
 
-def _spectral(x: Any, be: Backend, fro2: float, k: int = 4, iters: int = 4) -> dict[str, Any]:
+def _spectral(x: Any, be: Backend, fro2: float, k: int = 4, iters: int = 3) -> dict[str, Any]:
     """Top singular values by block power iteration; stable rank = ||W||_F^2 / sigma_1^2."""
     xp = be.xp
     k = min(k, int(x.shape[0]), int(x.shape[1]))

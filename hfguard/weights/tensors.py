@@ -68,14 +68,14 @@ class Checkpoint:
     def directory(self) -> str:
         return self.name.rsplit("/", 1)[0] if "/" in self.name else "."
 
-    def load(self, name: str) -> np.ndarray:
-        return load_tensor(self.tensors[name])
+    def load(self, name: str, copy: bool = True) -> np.ndarray:
+        return load_tensor(self.tensors[name], copy)
 
     def iter_float(self) -> Iterator[tuple[TensorMeta, np.ndarray]]:
         """Floating tensors in file order, each released when the caller moves on."""
         for meta in sorted(self.tensors.values(), key=lambda m: (str(m.path), m.offset)):
             if meta.is_float and meta.numel:
-                yield meta, load_tensor(meta)
+                yield meta, load_tensor(meta, copy=False)
 
 
 # -- safetensors --------------------------------------------------------------------------------
@@ -179,27 +179,27 @@ def _storage_dtype(dtype: str) -> str:
     return {"bfloat16": "uint16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}.get(dtype, dtype)
 
 
-def load_tensor(meta: TensorMeta) -> np.ndarray:
-    """The tensor as float32 (a private copy: the mapping is gone when this returns)."""
+def load_tensor(meta: TensorMeta, copy: bool = True) -> np.ndarray:
+    """The tensor as float32. With copy=False a contiguous float32 tensor comes back as a read-only
+    view of the file's pages (no copy; the mapping lives as long as the array)."""
     itemsize = _ITEMSIZE[meta.dtype]
     if meta.numel == 0:
         return np.zeros(meta.shape, dtype=np.float32)
     mm = np.memmap(meta.path, dtype=np.uint8, mode="r", offset=meta.offset, shape=(meta.nbytes,))
-    try:
-        raw = mm.view(_storage_dtype(meta.dtype))
-        if meta.stride is None:
-            arr = raw[: meta.numel].reshape(meta.shape)
-        else:
-            span = zip(meta.shape, meta.stride, strict=True)
-            last = meta.storage_offset + sum((d - 1) * s for d, s in span)
-            if meta.storage_offset < 0 or any(s < 0 for s in meta.stride) or last >= raw.shape[0]:
-                raise WeightsFormatError(f"{meta.file}: tensor {meta.name!r} reaches outside its storage")
-            arr = np.lib.stride_tricks.as_strided(
-                raw[meta.storage_offset:], shape=meta.shape,
-                strides=tuple(s * itemsize for s in meta.stride), writeable=False)
-        return widen(np.ascontiguousarray(arr), meta.dtype)
-    finally:
-        del mm
+    raw = np.asarray(mm).view(_storage_dtype(meta.dtype))
+    if meta.stride is None:
+        arr = raw[: meta.numel].reshape(meta.shape)
+    else:
+        span = zip(meta.shape, meta.stride, strict=True)
+        last = meta.storage_offset + sum((d - 1) * s for d, s in span)
+        if meta.storage_offset < 0 or any(s < 0 for s in meta.stride) or last >= raw.shape[0]:
+            raise WeightsFormatError(f"{meta.file}: tensor {meta.name!r} reaches outside its storage")
+        arr = np.lib.stride_tricks.as_strided(
+            raw[meta.storage_offset:], shape=meta.shape,
+            strides=tuple(s * itemsize for s in meta.stride), writeable=False)
+    if not copy and meta.dtype == "float32" and arr.flags.c_contiguous:
+        return arr
+    return widen(np.ascontiguousarray(arr), meta.dtype)
 
 
 # -- grouping a target's files into checkpoints -------------------------------------------------
