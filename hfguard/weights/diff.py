@@ -130,14 +130,16 @@ def _r(x: float | None) -> float | None:
 def tensor_delta(name: str, w0: np.ndarray, w1: np.ndarray, be: Backend, th: dict[str, Any]) -> TensorDelta:
     from hfguard.weights.stats import _spectral
 
-    d = w1 - w0
-    d64 = d.astype(np.float64, copy=False)
-    dn2 = float(np.dot(d64.ravel(), d64.ravel()))
-    wn = float(np.linalg.norm(w0.astype(np.float64).ravel()))
+    d = w1 - w0   # the one full-size temporary: memory stays ~3x the largest tensor
+    flat = d.reshape(-1)
+    dn2 = float(np.dot(flat, flat))
+    if not math.isfinite(dn2):   # NaN/Inf in either side: weights.anomalies reports them
+        return TensorDelta(name, math.inf, float(np.count_nonzero(flat != 0)) / max(d.size, 1))
+    wn = math.sqrt(float(np.dot(w0.reshape(-1), w0.reshape(-1))))
     td = TensorDelta(name, math.sqrt(dn2) / wn if wn > 0 else math.inf,
-                     float(np.count_nonzero(d)) / max(d.size, 1))
+                     float(np.count_nonzero(flat)) / max(d.size, 1))
     if d.ndim == 2 and min(d.shape) >= 2 and dn2 > 0:
-        e = np.einsum("ij,ij->i", d64, d64)
+        e = np.einsum("ij,ij->i", d, d).astype(np.float64)
         cum = np.cumsum(np.sort(e)[::-1])
         td.rows, td.rows_90 = int(d.shape[0]), int(np.searchsorted(cum, 0.9 * cum[-1]) + 1)
         if d.size <= th["diff-spectral-max-elements"]:

@@ -71,3 +71,17 @@ def test_rows_nan_and_inf():
 def test_equal_norm_groups():
     norms = np.array([1.0, 2.0, 1.0 + 1e-9, 3.0, 1.0 - 1e-9, 0.0, 0.0])
     assert [sorted(g) for g in equal_norm_groups(norms)] == [[0, 2, 4]]
+
+
+@pytest.mark.parametrize("name,role,index", [
+    ("encoder.layer.3.attention.self.query.weight", "encoder.layer.{i}.attention.self.query.weight", 3),
+    ("transformer.h.11.mlp.c_fc.weight", "transformer.h.{i}.mlp.c_fc.weight", 11),
+    ("model.layers.0.mlp.up_proj.weight", "model.layers.{i}.mlp.up_proj.weight", 0),
+    ("text_model.encoder.layers.7.mlp.fc1.bias", "text_model.encoder.layers.{i}.mlp.fc1.bias", 7),
+    ("blocks.2.mlp.0.weight", "blocks.{i}.mlp.0.weight", 2),
+    ("embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight", None),
+])
+def test_roles_strip_the_block_index(name, role, index):
+    from hfguard.weights.layers import role_of
+
+    assert role_of(name) == (role, index)
