@@ -43,6 +43,8 @@ STREAM_ERRORS = (VMStop, OSError, EOFError, ValueError, zlib.error, lzma.LZMAErr
 COMPRESSED = {sn.GZIP: "gzip", sn.BZIP2: "bzip2", sn.XZ: "xz", sn.LZMA: "lzma", sn.ZLIB: "zlib"}
 SCANNED_FORMATS = {sn.PICKLE, sn.TORCH_LEGACY, sn.ZIP, sn.TAR, sn.NUMPY, *COMPRESSED}
 _PICKLE_FIRST = set(b"(}]acdefghijlpqrstuvwxyzIJKLMNPQRSTUVX\x80\x8a\x8b\x8c\x8d\x8e\x8f\x93\x94\x95GFBC.0")
+_LEGACY_MAGIC = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"   # LONG1 0x1950a86a20f9469cfc6c
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _JOBLIB_WRAPPERS = {"joblib.numpy_pickle.NumpyArrayWrapper",
                     "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper"}
 # element sizes of legacy storage classes (torch.FloatStorage ...), for the legacy raw section
@@ -120,8 +122,11 @@ class ContainerScanner:
         elif fmt in COMPRESSED:
             self.scan_compressed(fh, size, COMPRESSED[fmt], where, depth)
         elif fmt == sn.PICKLE:
-            head = _peek(fh, 2)
-            self.scan_pickles(fh, size, where, base, quiet=not looks_like_pickle(head))
+            head = _peek(fh, 32)
+            if head[:1] == b"\x80" and 2 <= head.find(_LEGACY_MAGIC) <= 11:  # legacy torch, any protocol
+                self.scan_legacy(fh, size, where, base)
+            else:
+                self.scan_pickles(fh, size, where, base, quiet=not looks_like_pickle(head))
         else:  # text / unknown whose first byte is an opcode: a protocol 0 pickle in disguise?
             self.scan_pickles(fh, size, where, base, quiet=True)
 
@@ -135,8 +140,8 @@ class ContainerScanner:
         vm = PickleVM(limits, self.budget, build_hook=self._joblib_hook(where, sites, limits))
         results, trailing = scan_stream(reader, vm, max_pickles or self.config.max_pickles)
         self._last_fh = reader.fh  # a non-seekable peek may have wrapped it
-        if quiet and not any(r.complete and r.globals for r in results):
-            return []
+        if quiet and not any(_importable(g) for r in results for g in r.globals):
+            return []  # not a pickle after all (text that happens to start with an opcode)
         self.sites.extend(PickleSite(where, r) for r in results)
         self.sites.extend(sites)
         if trailing is not None and not trailing_ok:
@@ -663,11 +668,17 @@ def _literal_dict(text: str) -> dict[str, Any] | None:
 
 
 def _descr_has_object(descr: Any) -> bool:
+    """A .npy descr: a type string ("|O", "<f4") or fields [(name, type[, shape]), ...]."""
     if isinstance(descr, str):
-        return "O" in descr
-    if isinstance(descr, list | tuple):
-        return any(_descr_has_object(d) for d in descr)
+        return descr.lstrip("<>|=").startswith("O")
+    if isinstance(descr, list):
+        return any(isinstance(f, tuple) and len(f) >= 2 and _descr_has_object(f[1]) for f in descr)
     return False
+
+
+def _importable(g: Global) -> bool:
+    """Names an import could resolve; a text file misread as GLOBAL yields names that cannot."""
+    return bool(_IDENTIFIER.fullmatch(g.module) and _IDENTIFIER.fullmatch(g.name))
 
 
 def _dtype_size(dtype: Any) -> tuple[int | None, bool]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import pickle
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -34,8 +35,26 @@ def test_protocol0_text_pickle_is_tried(mark, scan_bytes):
     _blocked_by(report, "builtins.exec")
 
 
+def test_truncated_protocol0_payload_is_still_reported(mark, scan_bytes):
+    # pickle.loads runs os.system before it notices the missing STOP
+    data = b"cos\nsystem\n(S'touch " + str(mark).encode() + b"'\ntR"
+    report = scan_bytes("notes.txt", data)
+    _blocked_by(report, "os.system")
+    assert "pickle/truncated" in fx.rules_of(report)
+
+
+def test_legacy_torch_with_another_protocol(scan_bytes):
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(3)}, buf, _use_new_zipfile_serialization=False, pickle_protocol=4)
+    report = scan_bytes("legacy4.pt", buf.getvalue())
+    assert report.files[0].format == "pickle" and report.verdict is Verdict.PASS, report.all_findings()
+
+
 def test_text_that_is_not_a_pickle_passes(scan_bytes):
-    for text in (b"little\n", b"3\n", b"licence: MIT\n", b"(hello world)\n"):
+    for text in (b"little\n", b"3\n", b"licence: MIT\n", b"(hello world)\n", b"class Foo:\n    pass\n",
+                 b"cfg = 1\nname = x\n"):
         report = scan_bytes("byteorder", text)
         assert report.verdict is Verdict.PASS, text
 
@@ -142,6 +161,19 @@ def test_numpy_object_array_and_npz(mark, scan_bytes):
     npz = fx.zip_with([("arr.npy", npy)], zipfile.ZIP_DEFLATED)
     f = _blocked_by(scan_bytes("arrs.npz", npz), "posix.system")
     assert f.location.startswith("member arr.npy")
+
+
+def test_numpy_structured_field_names_are_not_objects(scan_bytes):
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.zeros(3, dtype=[("Orange", "<f4"), ("Olive", "<i8")]))
+    assert scan_bytes("s.npy", buf.getvalue()).verdict is Verdict.PASS
+    buf = io.BytesIO()
+    arr = np.empty(2, dtype=[("a", "<f4"), ("o", "O")])
+    arr["o"] = [fx.System(Path("/nonexistent/x")), 1]
+    np.save(buf, arr, allow_pickle=True)
+    assert scan_bytes("so.npy", buf.getvalue()).verdict is Verdict.BLOCK
 
 
 def test_numpy_bad_header(scan_bytes):
