@@ -53,8 +53,14 @@ def test_legacy_torch_with_another_protocol(scan_bytes):
 
 
 def test_text_that_is_not_a_pickle_passes(scan_bytes):
-    for text in (b"little\n", b"3\n", b"licence: MIT\n", b"(hello world)\n", b"class Foo:\n    pass\n",
-                 b"cfg = 1\nname = x\n"):
+    for text in (
+        b"little\n",
+        b"3\n",
+        b"licence: MIT\n",
+        b"(hello world)\n",
+        b"class Foo:\n    pass\n",
+        b"cfg = 1\nname = x\n",
+    ):
         report = scan_bytes("byteorder", text)
         assert report.verdict is Verdict.PASS, text
 
@@ -68,8 +74,9 @@ def test_torch_zip_data_pkl(mark, scan_bytes):
 
 def test_torch_zip_other_member_is_scanned_by_content(mark, scan_bytes):
     good = fx.torch_zip_bytes({"w": [1, 2]})
-    report = scan_bytes("model.pt", fx.add_member(good, "archive/extra/notes", fx.evil_pickle(mark, 2),
-                                                  zipfile.ZIP_DEFLATED))
+    report = scan_bytes(
+        "model.pt", fx.add_member(good, "archive/extra/notes", fx.evil_pickle(mark, 2), zipfile.ZIP_DEFLATED)
+    )
     f = _blocked_by(report, "posix.system")
     assert "archive/extra/notes" in f.location
 
@@ -105,8 +112,12 @@ def test_encryption_flag_bits_do_not_hide_a_member(mark, scan_bytes):
 
 
 def test_member_only_in_local_headers_is_found(mark, scan_bytes):
-    data = fx.zip_with([("archive/hidden.pkl", fx.evil_pickle(mark, 2)),
-                        ("archive/data.pkl", pickle.dumps({"ok": 1}, protocol=2))])
+    data = fx.zip_with(
+        [
+            ("archive/hidden.pkl", fx.evil_pickle(mark, 2)),
+            ("archive/data.pkl", pickle.dumps({"ok": 1}, protocol=2)),
+        ]
+    )
     hidden = fx.drop_central_entry(data, b"archive/hidden.pkl")
     assert zipfile.ZipFile(io.BytesIO(hidden)).namelist() == ["archive/data.pkl"]
     report = scan_bytes("model.pt", hidden)
@@ -186,8 +197,12 @@ def test_numpy_bad_header(scan_bytes):
 def test_joblib_plain_and_compressed(mark, tmp_path, scan_bytes, comp):
     import numpy as np
 
-    obj = {"coef": np.arange(1000, dtype=np.float64), "names": np.array(["a", "bb"]),
-           "payload": fx.System(mark), "after": np.ones((3, 4), dtype=np.int8)}
+    obj = {
+        "coef": np.arange(1000, dtype=np.float64),
+        "names": np.array(["a", "bb"]),
+        "payload": fx.System(mark),
+        "after": np.ones((3, 4), dtype=np.int8),
+    }
     path = fx.joblib_file(tmp_path / "m.joblib", obj, comp)
     report = scan_bytes("model.joblib", path.read_bytes())
     _blocked_by(report, "posix.system")
@@ -215,22 +230,23 @@ def test_zip_bomb_is_a_finding(scan_bytes):
     import struct
 
     n = 48 << 20
-    zeros = b"\x80\x04\x8e" + struct.pack("<Q", n) + bytes(n) + b"."   # 48 MB of BINBYTES8
+    zeros = b"\x80\x04\x8e" + struct.pack("<Q", n) + bytes(n) + b"."  # 48 MB of BINBYTES8
     policy = policy_from_mapping({"thresholds": {"static.serialization": {"max-decompressed": 16 << 20}}})
     report = scan_bytes("bomb.pkl.gz", fx.compress("gzip", zeros), policy)
     assert "archive/bomb" in fx.rules_of(report) and report.verdict is Verdict.BLOCK
     member = fx.zip_with([("archive/data.pkl", zeros)], zipfile.ZIP_DEFLATED)
     report = scan_bytes("bomb.pt", member, policy)
     assert "archive/bomb" in fx.rules_of(report)
-    assert scan_bytes("fine.pt", member).verdict is Verdict.PASS   # under the default bounds
+    assert scan_bytes("fine.pt", member).verdict is Verdict.PASS  # under the default bounds
 
 
 def test_ratio_bound():
     from hfguard.static.streams import StreamLimit, open_decompressed
 
     data = fx.compress("zlib", bytes(4 << 20))
-    stream = open_decompressed("zlib", io.BytesIO(data), len(data), cap=1 << 40, ratio=100.0,
-                               ratio_floor=1 << 20, budget=None)
+    stream = open_decompressed(
+        "zlib", io.BytesIO(data), len(data), cap=1 << 40, ratio=100.0, ratio_floor=1 << 20, budget=None
+    )
     with pytest.raises(StreamLimit) as exc:
         while stream.read(1 << 16):
             pass
