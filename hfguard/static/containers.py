@@ -45,6 +45,22 @@ SCANNED_FORMATS = {sn.PICKLE, sn.TORCH_LEGACY, sn.ZIP, sn.TAR, sn.NUMPY, *COMPRE
 _PICKLE_FIRST = set(b"(}]acdefghijlpqrstuvwxyzIJKLMNPQRSTUVX\x80\x8a\x8b\x8c\x8d\x8e\x8f\x93\x94\x95GFBC.0")
 _LEGACY_MAGIC = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # LONG1 0x1950a86a20f9469cfc6c
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_UNSCANNABLE = {
+    b"7z\xbc\xaf\x27\x1c": "7z",
+    b"Rar!\x1a\x07": "rar",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"\x04\x22\x4d\x18": "lz4",
+}
+# deserialisers called with a bytes literal: the bytes are a second payload, scanned as a file
+_EMBEDDED_LOADERS = {
+    "pickle.loads",
+    "_pickle.loads",
+    "dill.loads",
+    "cloudpickle.loads",
+    "torch.storage._load_from_bytes",
+    "joblib.numpy_pickle.loads",
+    "numpy.loads",
+}
 _JOBLIB_WRAPPERS = {
     "joblib.numpy_pickle.NumpyArrayWrapper",
     "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
@@ -118,6 +134,7 @@ class ContainerScanner:
         self.budget = budget or Budget(seconds=1e9)
         self.hits: list[Hit] = []
         self._last_fh: Any = None
+        self._depth = 0
         self.sites: list[PickleSite] = []
 
     # -- entry -------------------------------------------------------------------------------------
@@ -136,6 +153,20 @@ class ContainerScanner:
             )
             return
         self.budget.tick("scanning containers")
+        outer, self._depth = self._depth, depth
+        try:
+            self._dispatch(fh, size, fmt, where, depth, base)
+        finally:
+            self._depth = outer
+
+    def _dispatch(self, fh: BinaryIO, size: int | None, fmt: str, where: str, depth: int, base: int) -> None:
+        if fmt not in (sn.ZIP, sn.TAR, sn.NUMPY, sn.TORCH_LEGACY) and fmt not in COMPRESSED:
+            head = _peek(fh, 8)
+            for magic, kind in _UNSCANNABLE.items():
+                if head.startswith(magic):
+                    msg = f"{kind} archive: hfguard cannot open it, so whatever it holds is unscanned"
+                    self.hits.append(Hit("archive/unscannable", msg, where, base, {"format": kind}))
+                    return
         if fmt == sn.ZIP:
             self.scan_zip(fh, size, where, depth)
         elif fmt == sn.TORCH_LEGACY:
@@ -177,6 +208,7 @@ class ContainerScanner:
             return []  # not a pickle after all (text that happens to start with an opcode)
         self.sites.extend(PickleSite(where, r) for r in results)
         self.sites.extend(sites)
+        self._scan_embedded(results, where)
         if trailing is not None and not trailing_ok:
             self.hits.append(Hit(trailing.rule, trailing.message, where, trailing.offset, trailing.evidence))
         if len(results) > 1 and max_pickles is None:
@@ -191,6 +223,17 @@ class ContainerScanner:
                 )
             )
         return results
+
+    def _scan_embedded(self, results: list[PickleResult], where: str) -> None:
+        for r in results:
+            for call in r.calls:
+                if not (isinstance(call.func, Global) and call.func.qualname in _EMBEDDED_LOADERS):
+                    continue
+                args = call.args if isinstance(call.args, tuple) else ()
+                if args and isinstance(args[0], bytes):
+                    data = args[0]
+                    inner = _join(where, f"<embedded@{call.offset}>")
+                    self.scan(io.BytesIO(data), len(data), sn.sniff(data[:600]), inner, self._depth + 1)  # type: ignore[arg-type]
 
     def _joblib_hook(self, where: str, sites: list[PickleSite], limits: Limits):
         """After BUILD of joblib's NumpyArrayWrapper the array's bytes follow in the stream: skip
@@ -306,7 +349,7 @@ class ContainerScanner:
         is_storage = _storage_key(e.name) in storage_keys
         if is_storage and not looks_like_pickle(head):
             return  # raw tensor bytes, read by torch as data, never unpickled
-        if fmt not in SCANNED_FORMATS and not may_be_pickle(head):
+        if not _interesting(fmt, head):
             return
         base = e.data_offset if kind is None else 0
         stream, tap = open_member()
@@ -386,7 +429,7 @@ class ContainerScanner:
                     inner_where,
                     depth + 1,
                 )
-            elif fmt in SCANNED_FORMATS or may_be_pickle(head):
+            elif _interesting(fmt, head):
                 self.scan(stream, None, fmt, inner_where, depth + 1)  # type: ignore[arg-type]
         except STREAM_ERRORS as exc:
             self._stream_error(exc, inner_where, None)
@@ -499,7 +542,7 @@ class ContainerScanner:
                 mwhere = _join(where, m.name)
                 head = ef.read(600)
                 fmt = sn.sniff(head, m.name, m.size)
-                if fmt not in SCANNED_FORMATS and not may_be_pickle(head):
+                if not _interesting(fmt, head):
                     continue
                 if seekable:
                     ef.seek(0)
@@ -877,6 +920,11 @@ def _descr_has_object(descr: Any) -> bool:
     if isinstance(descr, list):
         return any(isinstance(f, tuple) and len(f) >= 2 and _descr_has_object(f[1]) for f in descr)
     return False
+
+
+def _interesting(fmt: str, head: bytes) -> bool:
+    """Worth a look: a container we open, a possible pickle, or an archive we must report."""
+    return fmt in SCANNED_FORMATS or may_be_pickle(head) or any(head.startswith(m) for m in _UNSCANNABLE)
 
 
 def _importable(g: Global) -> bool:

@@ -11,7 +11,7 @@ Rule ids emitted (all described, with severities, in signatures/pickle_globals.y
   pickle/malformed, pickle/truncated, pickle/trailing-data, pickle/limit-exceeded,
   pickle/non-string-global, pickle/unknown-extension, pickle/indirect-call, pickle/global-mutation,
   pickle/out-of-band-buffer, pickle/multiple-pickles, pickle/dunder-attribute,
-  archive/bomb, archive/depth-exceeded, archive/malformed, archive/too-many-members,
+  archive/bomb, archive/depth-exceeded, archive/malformed, archive/too-many-members, archive/unscannable,
   archive/unsupported-compression, zip/duplicate-member, zip/header-mismatch, zip/bad-crc,
   zip/flag-bits, zip/out-of-bounds, zip/unlisted-member, zip/unlisted-data, numpy/malformed-header,
   numpy/object-array, torch/legacy-layout

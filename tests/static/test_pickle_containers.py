@@ -226,6 +226,28 @@ def test_compressed_pickles(mark, scan_bytes, kind):
     assert f.location.startswith("member <")
 
 
+def test_embedded_payload_of_a_nested_deserializer_is_scanned(mark, scan_bytes):
+    inner = fx.evil_pickle(mark, 4, "exec")
+    outer = b"\x80\x04" + fx.op_str("pickle") + fx.op_str("loads") + b"\x93C" + bytes([len(inner)]) + inner
+    outer += b"\x85R."
+    report = scan_bytes("n.pkl", outer)
+    assert fx.dangerous(report)["pickle.loads"].evidence["use"] == "called"
+    f = _blocked_by(report, "builtins.exec")
+    assert f.location.startswith("member <embedded@")
+
+
+@pytest.mark.parametrize(
+    ("magic", "kind"), [(b"7z\xbc\xaf\x27\x1c\x00\x04", "7z"), (b"\x28\xb5\x2f\xfd\x00", "zstd")]
+)
+def test_archives_hfguard_cannot_open_are_findings(scan_bytes, magic, kind):
+    report = scan_bytes("model.pkl", magic + bytes(100))
+    [f] = [f for f in report.all_findings() if f.rule == "archive/unscannable"]
+    assert f.evidence["format"] == kind and report.verdict is Verdict.FLAG
+    report = scan_bytes("bundle.zip", fx.zip_with([("weights.7z", magic + bytes(100))]))
+    [f] = [f for f in report.all_findings() if f.rule == "archive/unscannable"]
+    assert f.location.startswith("member weights.7z")
+
+
 def test_zip_bomb_is_a_finding(scan_bytes):
     import struct
 
