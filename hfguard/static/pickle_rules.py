@@ -16,17 +16,17 @@ SIGNATURE_FILE = "pickle_globals"
 @dataclass(frozen=True)
 class GlobalRule:
     id: str
-    kind: str                      # "deny" | "allow"
+    kind: str  # "deny" | "allow"
     category: str
     description: str
-    severity: Severity             # deny: when called/mutated
-    referenced: Severity           # deny: when only referenced
-    invokes_args: bool = False     # allow: calls the globals it receives
+    severity: Severity  # deny: when called/mutated
+    referenced: Severity  # deny: when only referenced
+    invokes_args: bool = False  # allow: calls the globals it receives
 
 
 @dataclass(frozen=True)
 class Classification:
-    status: str                    # "denied" | "allowed" | "unknown"
+    status: str  # "denied" | "allowed" | "unknown"
     rule: GlobalRule | None = None
     pattern: str | None = None
 
@@ -47,36 +47,74 @@ class RuleSet:
         self._allow_glob: list[tuple[str, GlobalRule]] = []
         for entry in doc.get("deny", []):
             sev = Severity.parse(entry["severity"])
-            rule = GlobalRule(entry["id"], "deny", entry.get("category", "unsafe"), entry["description"],
-                              sev, Severity.parse(entry.get("referenced", sev)))
+            rule = GlobalRule(
+                entry["id"],
+                "deny",
+                entry.get("category", "unsafe"),
+                entry["description"],
+                sev,
+                Severity.parse(entry.get("referenced", sev)),
+            )
             for pat in entry["match"]:
-                (self._deny_glob.append((pat, rule)) if "*" in pat
-                 else self._deny_exact.setdefault(pat, rule))
+                (
+                    self._deny_glob.append((pat, rule))
+                    if "*" in pat
+                    else self._deny_exact.setdefault(pat, rule)
+                )
         for entry in doc.get("allow", []):
-            rule = GlobalRule(entry["id"], "allow", "allowed", entry["description"], Severity.INFO,
-                              Severity.INFO, bool(entry.get("invokes_args", False)))
+            rule = GlobalRule(
+                entry["id"],
+                "allow",
+                "allowed",
+                entry["description"],
+                Severity.INFO,
+                Severity.INFO,
+                bool(entry.get("invokes_args", False)),
+            )
             for pat in entry["match"]:
-                (self._allow_glob.append((pat, rule)) if "*" in pat
-                 else self._allow_exact.setdefault(pat, rule))
-        self.structural = {rid: StructuralRule(rid, Severity.parse(v["severity"]), v["description"])
-                           for rid, v in doc.get("structural", {}).items()}
+                (
+                    self._allow_glob.append((pat, rule))
+                    if "*" in pat
+                    else self._allow_exact.setdefault(pat, rule)
+                )
+        self.structural = {
+            rid: StructuralRule(rid, Severity.parse(v["severity"]), v["description"])
+            for rid, v in doc.get("structural", {}).items()
+        }
 
-    def classify(self, qualname: str) -> Classification:
+    def classify(self, qualname: str, attr: str | None = None) -> Classification:
+        """`attr` is the name part (what is fetched from the imported module). A dotted one walks
+        attributes: `sklearn.linear_model._base` + `os.system` reaches os.system through the
+        module's own import, so every suffix of the walk is checked against the deny list, and
+        allow globs (which name modules, not attribute walks) do not apply."""
         parts = qualname.split(".")
+        denied = self._denied(parts)
+        if denied is not None:
+            return denied
+        walk = attr.split(".") if attr and "." in attr else []
+        for i in range(len(walk)):
+            denied = self._denied(walk[i:])
+            if denied is not None:
+                return denied
+        if qualname in self._allow_exact:
+            return Classification("allowed", self._allow_exact[qualname], qualname)
+        if not walk:
+            for pat, rule in self._allow_glob:
+                if fnmatch.fnmatchcase(qualname, pat):
+                    return Classification("allowed", rule, pat)
+        return Classification("unknown")
+
+    def _denied(self, parts: list[str]) -> Classification | None:
         # deny matches the name and everything under it: os -> os.system, os.path.join
         for i in range(1, len(parts) + 1):
             prefix = ".".join(parts[:i])
             if prefix in self._deny_exact:
                 return Classification("denied", self._deny_exact[prefix], prefix)
+        qualname = ".".join(parts)
         for pat, rule in self._deny_glob:
             if fnmatch.fnmatchcase(qualname, pat) or fnmatch.fnmatchcase(qualname, pat + ".*"):
                 return Classification("denied", rule, pat)
-        if qualname in self._allow_exact:
-            return Classification("allowed", self._allow_exact[qualname], qualname)
-        for pat, rule in self._allow_glob:
-            if fnmatch.fnmatchcase(qualname, pat):
-                return Classification("allowed", rule, pat)
-        return Classification("unknown")
+        return None
 
     def severity_of(self, rule_id: str) -> Severity:
         return self.structural[rule_id].severity
