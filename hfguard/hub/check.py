@@ -15,6 +15,7 @@ from hfguard.hub.resolve import (
     is_offline,
     list_files,
     parse_ref,
+    record_ref,
     resolve,
 )
 from hfguard.policy import Policy
@@ -101,6 +102,7 @@ def check_repo(spec: str, policy: Policy, *, use_cache: bool = True, download: b
                 tf.materialize()
             except Exception:  # noqa: BLE001 - recorded through on_fetch_error
                 pass
+        record_ref(resolved)
     report = scan(target, policy, checks, options=options, progress=progress, budget_seconds=budget_seconds)
     if late:
         seen = {(f.rule, f.file) for f in report.findings}

@@ -255,6 +255,20 @@ def cached_sha(repo_id: str, rev: str | None) -> str | None:
     return sha if SHA_RE.fullmatch(sha) and (folder / "snapshots" / sha).is_dir() else None
 
 
+def record_ref(resolved: Resolved) -> None:
+    """Note branch/tag -> sha in the HF cache (as huggingface_hub does) so offline runs find it."""
+    rev = resolved.requested or "main"
+    snapshot_root = hub_cache_dir() / ("models--" + resolved.repo_id.replace("/", "--"))
+    if SHA_RE.fullmatch(rev) or not (snapshot_root / "snapshots" / resolved.sha).is_dir():
+        return
+    ref = snapshot_root / "refs" / rev
+    try:
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(resolved.sha, encoding="utf-8")
+    except OSError:
+        pass  # a read-only cache only costs the offline shortcut
+
+
 def resolve_offline(repo_id: str, rev: str | None) -> Resolved:
     sha = cached_sha(repo_id, rev)
     if sha is None:
