@@ -30,7 +30,6 @@ def hub(isolated_hf_home, tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
     monkeypatch.setenv("HFGUARD_HUB_RETRY_WAIT", "0.01")
     monkeypatch.setenv("HFGUARD_CACHE_DIR", str(tmp_path / "hfguard-cache"))
     close_session()
