@@ -6,6 +6,7 @@ import io
 import json
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 
@@ -45,16 +46,41 @@ def torch_zip_bytes(payload: bytes, *, padding: int = 0, root: str = "archive") 
 
 
 def write_sparse_torch_zip(path: Path, size: int, payload: bytes) -> Path:
-    """A torch zip of about `size` bytes: a huge stored member written sparsely (ZIP64 when needed)."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        zf.writestr("archive/data.pkl", payload)
-        zf.writestr("archive/version", "3\n")
-        info = zipfile.ZipInfo("archive/data/0")
-        info.compress_type = zipfile.ZIP_STORED
-        with zf.open(info, "w", force_zip64=True) as member:
-            chunk = b"\0" * (1 << 24)
-            left = size
-            while left > 0:   # zeros compress to nothing on disk only if we seek; write modestly
-                member.write(chunk[:min(left, len(chunk))])
-                left -= len(chunk)
+    """A ZIP64 PyTorch-style checkpoint of about `size` bytes whose big tensor member is a hole.
+
+    Written by hand (zipfile would write every zero): data.pkl and version first, the tensor
+    blob last, then the central directory and the ZIP64 end records, as torch.save lays them out.
+    """
+    members = [("archive/data.pkl", payload), ("archive/version", b"3\n")]
+    big_name, big_size = b"archive/data/0", max(0, size - 4096)
+    zeros_crc = 0
+    chunk = bytes(1 << 20)
+    for off in range(0, big_size, len(chunk)):
+        zeros_crc = zlib.crc32(chunk[:min(len(chunk), big_size - off)], zeros_crc)
+    central = []
+    with open(path, "wb") as fh:
+        for name, data in members:
+            offset, crc = fh.tell(), zlib.crc32(data)
+            fh.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, 0, 0x21, crc, len(data), len(data),
+                                 len(name), 0) + name.encode() + data)
+            entry = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0x21, crc,
+                                len(data), len(data), len(name), 0, 0, 0, 0, 0, offset)
+            central.append(entry + name.encode())
+        offset = fh.tell()
+        extra = struct.pack("<HHQQ", 1, 16, big_size, big_size)
+        fh.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 45, 0, 0, 0, 0x21, zeros_crc, 0xFFFFFFFF,
+                             0xFFFFFFFF, len(big_name), len(extra)) + big_name + extra)
+        fh.seek(big_size, 1)   # the hole
+        central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 45, 45, 0, 0, 0, 0x21, zeros_crc,
+                                   0xFFFFFFFF, 0xFFFFFFFF, len(big_name), len(extra), 0, 0, 0, 0, offset)
+                       + big_name + extra)
+        cd_offset = fh.tell()
+        cd = b"".join(central)
+        fh.write(cd)
+        eocd64 = fh.tell()
+        fh.write(struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, len(central), len(central),
+                             len(cd), cd_offset))
+        fh.write(struct.pack("<IIQI", 0x07064B50, 0, eocd64, 1))
+        fh.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(central), len(central), len(cd),
+                             0xFFFFFFFF, 0))
     return path
