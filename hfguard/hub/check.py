@@ -95,7 +95,10 @@ def check_repo(spec: str, policy: Policy, *, use_cache: bool = True, download: b
     target = hub_target(resolved, stats=stats, token=token,
                         on_fetch_error=lambda exc, hf: late.append(fetch_error_finding(exc, hf)))
     repo_bytes = sum(f.size for f in target.files)
-    if download and not resolved.meta.get("offline"):
+    if download and resolved.meta.get("offline"):
+        progress(f"verifying {len(resolved.files)} cached files against their content hashes…")
+        late += verify_cached(resolved)
+    elif download:
         progress(f"downloading {len(target.files)} files ({_human(repo_bytes)}) into the HF cache…")
         for tf in target.files:
             try:
@@ -103,6 +106,9 @@ def check_repo(spec: str, policy: Policy, *, use_cache: bool = True, download: b
             except Exception:  # noqa: BLE001 - recorded through on_fetch_error
                 pass
         record_ref(resolved)
+    if not download:
+        progress(f"reading headers of {len(target.files)} files ({_human(repo_bytes)} in all) "
+                 f"by HTTP range requests…")
     report = scan(target, policy, checks, options=options, progress=progress, budget_seconds=budget_seconds)
     if late:
         seen = {(f.rule, f.file) for f in report.findings}
@@ -119,6 +125,20 @@ def check_repo(spec: str, policy: Policy, *, use_cache: bool = True, download: b
     if cache and cache.put(key, report):
         progress("verdict cached")
     return report
+
+
+def verify_cached(resolved: Any) -> list[Finding]:
+    """Offline --download: the local snapshot's bytes against the hashes the cache names them by."""
+    from hfguard.hub.fetch import IntegrityError, verify
+
+    found = []
+    for hf in resolved.files:
+        try:
+            verify(hf.local, hf.path, sha256=hf.lfs_sha256, blob_id=None if hf.lfs_sha256 else hf.blob_id,
+                   size=None)
+        except (IntegrityError, OSError) as exc:
+            found.append(fetch_error_finding(exc, hf))
+    return found
 
 
 def _cached(cache: Any, key: str, progress: Callable[[str], None]) -> Report | None:

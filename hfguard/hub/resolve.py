@@ -92,17 +92,30 @@ def hub_cache_dir() -> Path:
 
 
 def configure_session() -> None:
-    """Give huggingface_hub's shared HTTP client finite timeouts (its default is none at all)."""
+    """Give huggingface_hub's shared HTTP client finite timeouts.
+
+    Its default client has none, and some calls (the tree listing) pass `timeout=None`
+    explicitly, which httpx reads as "wait forever": a request hook puts a bound back.
+    """
     from huggingface_hub.utils import _http
 
     if getattr(_http._GLOBAL_CLIENT_FACTORY, "_hfguard", False):
         return
+
+    def bound_timeout(request: Any) -> None:
+        from hfguard.hub.remote import request_timeout
+
+        current = request.extensions.get("timeout") or {}
+        if all(v is None for v in current.values()):
+            request.extensions = {**request.extensions, "timeout": request_timeout().as_dict()}
 
     def factory() -> Any:
         from hfguard.hub.remote import request_timeout
 
         client = _http.default_client_factory()
         client.timeout = request_timeout()
+        hooks = dict(client.event_hooks)
+        client.event_hooks = {**hooks, "request": [*hooks.get("request", []), bound_timeout]}
         return client
 
     factory._hfguard = True  # type: ignore[attr-defined]
@@ -216,8 +229,10 @@ def list_files(resolved: Resolved, *, token: str | bool | None = None,
     api = HfApi(endpoint=endpoint(), token=token)
     repo_id, sha = resolved.repo_id, resolved.sha
     progress(f"{repo_id}@{resolved.requested or 'main'} -> {sha}; listing files…")
-    tree = with_retry(lambda: list(api.list_repo_tree(repo_id, revision=sha, recursive=True, expand=True)),
-                      repo_id, sha, progress)
+    try:  # huggingface_hub already retries the listing (bounded backoff); no second layer here
+        tree = list(api.list_repo_tree(repo_id, revision=sha, recursive=True, expand=True))
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a HubError
+        raise translate(exc, repo_id, sha) from exc
     files = []
     for entry in tree:
         if not hasattr(entry, "size") or not hasattr(entry, "blob_id"):

@@ -62,6 +62,8 @@ def test_malicious_torch_zip_is_never_a_pass_and_never_runs(hub, tmp_path):
     # the static tier read the zip's central directory and small members, not the 4 MiB tensor
     assert hub.bytes_sent("pytorch_model.bin") < len(model) / 4
     assert not mark.exists()
+    if "static.serialization" in {c["id"] for c in report["checks"]}:   # merged from static-pickle
+        assert report["verdict"] == "BLOCK" and "pickle/dangerous-global" in rules(report)
 
 
 def test_safetensors_that_is_a_pickle_blocks_even_when_the_hub_says_safe(hub, tmp_path):
@@ -287,3 +289,26 @@ def test_json_report_is_parseable_and_counts_bytes(hub):
     code, report, _ = run_check("acme/tiny-bert")
     json.dumps(report)
     assert report["stats"]["requests"] >= 1 and report["stats"]["bytes_transferred"] > 0
+
+
+def test_offline_download_verifies_the_cached_bytes(hub, monkeypatch):
+    from hfguard.hub.resolve import hub_cache_dir
+
+    sha = hub.add_repo("acme/tiny-bert", benign_files(4096), card=CARD)
+    assert run_check("acme/tiny-bert", "--download", "--no-cache")[0] == 0
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert run_check("acme/tiny-bert", "--download", "--no-cache")[0] == 0
+    snapshot = hub_cache_dir() / "models--acme--tiny-bert" / "snapshots" / sha
+    blob = (snapshot / "model.safetensors").resolve()
+    blob.write_bytes(blob.read_bytes()[:-1] + b"\x01")   # tampered after download
+    code, report, _ = run_check("acme/tiny-bert", "--download", "--no-cache")
+    assert code == 2 and "provenance/hash-mismatch" in rules(report)
+
+
+def test_a_hanging_listing_is_cut_by_a_timeout_and_retried(hub, monkeypatch):
+    monkeypatch.setenv("HFGUARD_HUB_TIMEOUT", "0.5")
+    hub.add_repo("acme/tiny-bert", benign_files(64))
+    hub.fail(r"GET /api/models/acme/tiny-bert/tree/", delay=30, times=1)
+    code, report, _ = run_check("acme/tiny-bert")
+    assert code == 0 and report["verdict"] == "PASS"
+    assert len(hub.requests(r"GET /api/models/acme/tiny-bert/tree/")) == 2
