@@ -57,9 +57,12 @@ def test_zipfile_reads_only_the_central_directory_and_one_member(hub):
     assert stats.bytes < len(model) / 8
 
 
-def test_416_and_404_are_errors(hub):
+def test_size_disagreement_416_and_404_are_errors(hub):
     sha = hub.add_repo("acme/r", {"blob.bin": b"x" * 100})
-    cache, _ = reader(hub, "acme/r", sha, "blob.bin", 1000)   # claims more than the server has
+    cache, _ = reader(hub, "acme/r", sha, "blob.bin", 1000)   # the listing claims more than is served
+    with pytest.raises(HubReadError) as info:
+        RangeReader(cache).read(10)
+    assert info.value.rule == "hub/size-mismatch"
     fh = RangeReader(cache)
     fh.seek(500)
     with pytest.raises(HubReadError):
@@ -81,3 +84,14 @@ def test_small_file_on_a_server_ignoring_range_is_read_once(hub):
     fh.seek(0)
     assert fh.read(5) == data[:5]
     assert stats.requests == 1 and stats.bytes == len(data)
+
+
+def test_paths_info_speaks_the_hub_shape(hub):
+    from huggingface_hub import HfApi
+
+    data = b"z" * 20_000
+    sha = hub.add_repo("acme/r", {"big.safetensors": data, "small.json": b"{}"})
+    infos = {i.path: i for i in HfApi(endpoint=hub.url).get_paths_info(
+        "acme/r", ["big.safetensors", "small.json"], revision=sha, expand=True)}
+    assert infos["big.safetensors"].lfs.size == len(data) and infos["small.json"].lfs is None
+    assert infos["big.safetensors"].security.status == "safe"
