@@ -312,3 +312,13 @@ def test_a_hanging_listing_is_cut_by_a_timeout_and_retried(hub, monkeypatch):
     code, report, _ = run_check("acme/tiny-bert")
     assert code == 0 and report["verdict"] == "PASS"
     assert len(hub.requests(r"GET /api/models/acme/tiny-bert/tree/")) == 2
+
+
+def test_truncated_full_download_is_an_error(hub):
+    hub.add_repo("acme/tiny-bert", benign_files(1 << 16))
+    hub.fail(r"GET /acme/tiny-bert/resolve/.*/model.safetensors", truncate=True, times=-1)
+    code, report, err = run_check("acme/tiny-bert", "--download")
+    assert code == 2 and report["verdict"] == "ERROR"
+    [fr] = [f for f in report["files"] if f["path"] == "model.safetensors"]
+    assert fr["verdict"] == "ERROR"
+    assert any(f["file"] == "model.safetensors" and f["error"] for f in report["findings"])
