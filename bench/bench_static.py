@@ -72,8 +72,11 @@ def build_corpus(folder: Path) -> dict[str, str]:
     put("arrays.npz", buf.getvalue(), "benign")
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(50, 4)), rng.integers(0, 2, 50)
-    for name, est in {"lr": LogisticRegression(), "rf": RandomForestClassifier(n_estimators=5),
-                      "pipe": Pipeline([("s", StandardScaler()), ("lr", LogisticRegression())])}.items():
+    for name, est in {
+        "lr": LogisticRegression(),
+        "rf": RandomForestClassifier(n_estimators=5),
+        "pipe": Pipeline([("s", StandardScaler()), ("lr", LogisticRegression())]),
+    }.items():
         for comp in (0, 3):
             path = folder / f"sk_{name}_{comp}.joblib"
             fx.joblib_file(path, est.fit(x, y), comp)
@@ -101,20 +104,32 @@ def build_corpus(folder: Path) -> dict[str, str]:
     put("second_pickle.pkl", fx.two_pickles(mark), "malicious")
     put("torch_zip.pt", fx.evil_torch_zip(mark), "malicious")
     good = fx.torch_zip_bytes({"w": torch.ones(2)})
-    put("torch_other_member.pt", fx.add_member(good, "archive/extra", fx.evil_pickle(mark, 2),
-                                                zipfile.ZIP_DEFLATED), "malicious")
+    put(
+        "torch_other_member.pt",
+        fx.add_member(good, "archive/extra", fx.evil_pickle(mark, 2), zipfile.ZIP_DEFLATED),
+        "malicious",
+    )
     put("zip_duplicate.pt", fx.duplicate_name_zip(mark), "malicious")
     z = fx.zip_with([("archive/data.pkl", fx.evil_pickle(mark, 2))])
-    put("zip_name_mismatch.pt", fx.rename_local_header(z, b"archive/data.pkl", b"archive/safe.pkl"), "malicious")
+    put(
+        "zip_name_mismatch.pt",
+        fx.rename_local_header(z, b"archive/data.pkl", b"archive/safe.pkl"),
+        "malicious",
+    )
     put("zip_bad_crc.pt", fx.corrupt_crc(z, b"archive/data.pkl"), "malicious")
     put("zip_flag_bits.pt", fx.set_flag_bits(z, 0x1), "malicious")
-    z2 = fx.zip_with([("archive/hidden.pkl", fx.evil_pickle(mark, 2)), ("archive/data.pkl", pickle.dumps({}))])
+    z2 = fx.zip_with(
+        [("archive/hidden.pkl", fx.evil_pickle(mark, 2)), ("archive/data.pkl", pickle.dumps({}))]
+    )
     put("zip_unlisted.pt", fx.drop_central_entry(z2, b"archive/hidden.pkl"), "malicious")
     put("zip_nested.zip", fx.zip_with([("inner.pt", z)], zipfile.ZIP_DEFLATED), "malicious")
     put("legacy_evil.pt", fx.legacy_torch(fx.evil_pickle(mark, 2)), "malicious")
     put("legacy_tail.pt", buf_legacy(torch) + pickle.dumps(fx.Exec(mark), protocol=2), "malicious")
-    put("old_torch.tar", fx.tar_with([("sys_info", pickle.dumps({})), ("pickle", fx.evil_pickle(mark, 2))]),
-        "malicious")
+    put(
+        "old_torch.tar",
+        fx.tar_with([("sys_info", pickle.dumps({})), ("pickle", fx.evil_pickle(mark, 2))]),
+        "malicious",
+    )
     put("bundle.tgz", fx.tar_with([("m/model.pkl", fx.evil_pickle(mark, 4))], mode="w:gz"), "malicious")
     npy = fx.npy_object([1, fx.System(mark)])
     put("object.npy", npy, "malicious")
@@ -126,17 +141,36 @@ def build_corpus(folder: Path) -> dict[str, str]:
         labels[path.name] = "malicious"
     for kind in ("gzip", "bzip2", "xz", "zlib"):
         put(f"wrapped.{kind}", fx.compress(kind, fx.evil_pickle(mark, 4)), "malicious")
-    advisories = [("pip", "main"), ("timeit", "timeit"), ("pkgutil", "resolve_name"), ("ensurepip", "_run_pip"),
-                  ("asyncio.unix_events", "_UnixSubprocessTransport._start"), ("_operator", "attrgetter"),
-                  ("cProfile", "run"), ("pydoc", "pipepager"), ("code", "InteractiveInterpreter.runcode"),
-                  ("torch.utils.bottleneck.__main__", "run_cprofile"), ("idlelib.pyshell", "ModifiedInterpreter"),
-                  ("lib2to3.pgen2.pgen", "ParserGenerator"), ("numpy.f2py", "compile"), ("venv", "create"),
-                  ("ssl", "get_server_certificate"), ("torch.storage", "_load_from_bytes"),
-                  ("importlib", "import_module"), ("marshal", "loads"), ("trace", "Trace"), ("bdb", "Bdb")]
+    advisories = [
+        ("pip", "main"),
+        ("timeit", "timeit"),
+        ("pkgutil", "resolve_name"),
+        ("ensurepip", "_run_pip"),
+        ("asyncio.unix_events", "_UnixSubprocessTransport._start"),
+        ("_operator", "attrgetter"),
+        ("cProfile", "run"),
+        ("pydoc", "pipepager"),
+        ("code", "InteractiveInterpreter.runcode"),
+        ("torch.utils.bottleneck.__main__", "run_cprofile"),
+        ("idlelib.pyshell", "ModifiedInterpreter"),
+        ("lib2to3.pgen2.pgen", "ParserGenerator"),
+        ("numpy.f2py", "compile"),
+        ("venv", "create"),
+        ("ssl", "get_server_certificate"),
+        ("torch.storage", "_load_from_bytes"),
+        ("importlib", "import_module"),
+        ("marshal", "loads"),
+        ("trace", "Trace"),
+        ("bdb", "Bdb"),
+    ]
     for module, name in advisories:
         data = b"\x80\x04" + fx.op_str(module) + fx.op_str(name) + b"\x93" + fx.op_str("x") + b"\x85R."
         put(f"adv_{module}_{name}.pkl".replace("/", "_"), data, "malicious")
-        put(f"adv_{module}_{name}.pt".replace("/", "_"), fx.replace_member(good, "data.pkl", data), "malicious")
+        put(
+            f"adv_{module}_{name}.pt".replace("/", "_"),
+            fx.replace_member(good, "data.pkl", data),
+            "malicious",
+        )
     return labels
 
 
@@ -159,8 +193,11 @@ def worker(tool: str, folder: Path, names: list[str]) -> dict:
         check = SerializationCheck()
         for n in names:
             rep = scan(local_target([str(folder / n)]), Policy(), [check])
-            out[n] = {"detected": str(rep.verdict) != "PASS", "verdict": str(rep.verdict),
-                      "rules": sorted({f.rule for f in rep.all_findings()})}
+            out[n] = {
+                "detected": str(rep.verdict) != "PASS",
+                "verdict": str(rep.verdict),
+                "rules": sorted({f.rule for f in rep.all_findings()}),
+            }
     elif tool == "picklescan":
         from picklescan.scanner import scan_file_path
 
@@ -197,7 +234,10 @@ def run_worker(tool: str, folder: Path, names: list[str]) -> dict | None:
     cmd = [sys.executable, __file__, "--worker", tool, str(folder), json.dumps(names)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(folder))
     if proc.returncode != 0:
-        print(f"  {tool}: unavailable ({proc.stderr.strip().splitlines()[-1] if proc.stderr else proc.returncode})")
+        print(
+            f"  {tool}: unavailable "
+            f"({proc.stderr.strip().splitlines()[-1] if proc.stderr else proc.returncode})"
+        )
         return None
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -218,8 +258,10 @@ def _data_pkl(sizes: list[int]) -> bytes:
             self.storage = storage
 
         def __reduce__(self):
-            return (torch._utils._rebuild_tensor_v2,
-                    (self.storage, 0, (self.storage.numel,), (1,), False, collections.OrderedDict()))
+            return (
+                torch._utils._rebuild_tensor_v2,
+                (self.storage, 0, (self.storage.numel,), (1,), False, collections.OrderedDict()),
+            )
 
     class _P(pickle.Pickler):
         def persistent_id(self, obj):
@@ -228,8 +270,9 @@ def _data_pkl(sizes: list[int]) -> bytes:
             return None
 
     buf = io.BytesIO()
-    sd = collections.OrderedDict((f"layers.{i}.weight", _Tensor(_Storage(str(i), n // 4)))
-                                 for i, n in enumerate(sizes))
+    sd = collections.OrderedDict(
+        (f"layers.{i}.weight", _Tensor(_Storage(str(i), n // 4))) for i, n in enumerate(sizes)
+    )
     _P(buf, protocol=2).dump(sd)
     return buf.getvalue()
 
@@ -249,8 +292,11 @@ def write_sparse_torch_zip(path: Path, sizes: list[int]) -> None:
             zero_crc[n] = crc
         return zero_crc[n]
 
-    members: list[tuple[str, bytes | int]] = [("archive/data.pkl", _data_pkl(sizes)),
-                                              ("archive/byteorder", b"little"), ("archive/version", b"3\n")]
+    members: list[tuple[str, bytes | int]] = [
+        ("archive/data.pkl", _data_pkl(sizes)),
+        ("archive/byteorder", b"little"),
+        ("archive/version", b"3\n"),
+    ]
     members += [(f"archive/data/{i}", n) for i, n in enumerate(sizes)]
     central = b""
     with open(path, "wb") as fh:
@@ -259,34 +305,65 @@ def write_sparse_torch_zip(path: Path, sizes: list[int]) -> None:
             size = body if isinstance(body, int) else len(body)
             crc = crc_of_zeros(size) if isinstance(body, int) else zlib.crc32(body)
             nb = name.encode()
-            fh.write(struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, size, size, len(nb), 0) + nb)
+            fh.write(
+                struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, size, size, len(nb), 0) + nb
+            )
             if isinstance(body, int):
                 fh.seek(size, 1)  # a hole: sparse on disk
             else:
                 fh.write(body)
-            central += struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, crc, size, size,
-                                   len(nb), 0, 0, 0, 0, 0, offset) + nb
+            central += (
+                struct.pack(
+                    "<4sHHHHHHIIIHHHHHII",
+                    b"PK\x01\x02",
+                    20,
+                    20,
+                    0,
+                    0,
+                    0,
+                    0,
+                    crc,
+                    size,
+                    size,
+                    len(nb),
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    offset,
+                )
+                + nb
+            )
         cd_offset = fh.tell()
         fh.write(central)
-        fh.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(members), len(members), len(central),
-                             cd_offset, 0))
+        fh.write(
+            struct.pack(
+                "<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(members), len(members), len(central), cd_offset, 0
+            )
+        )
 
 
 def measure_one(path: Path) -> dict:
     """Scan in a fresh process: cold (first scan, rules loaded) and warm times, peak RSS, heap peak."""
-    code = ("import json,sys,time,tracemalloc\n"
-            "from bench.bench_static import vm_hwm_mb\n"
-            "from hfguard.engine import scan\nfrom hfguard.policy import Policy\n"
-            "from hfguard.static.serialization import SerializationCheck\nfrom hfguard.target import local_target\n"
-            "before=vm_hwm_mb(); tracemalloc.start()\n"
-            "t=time.perf_counter(); r=scan(local_target([sys.argv[1]]), Policy(), [SerializationCheck()])\n"
-            "cold=time.perf_counter()-t; peak=tracemalloc.get_traced_memory()[1]; tracemalloc.stop()\n"
-            "t=time.perf_counter(); scan(local_target([sys.argv[1]]), Policy(), [SerializationCheck()])\n"
-            "warm=time.perf_counter()-t\n"
-            "print(json.dumps({'verdict': str(r.verdict), 'cold': cold, 'warm': warm, 'py_peak_mb': peak/2**20,"
-            " 'max_rss_mb': vm_hwm_mb(), 'rss_before_mb': before, 'findings': [f.rule for f in r.all_findings()]}))\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True,
-                          cwd=str(ROOT))
+    code = (
+        "import json,sys,time,tracemalloc\n"
+        "from bench.bench_static import vm_hwm_mb\n"
+        "from hfguard.engine import scan\nfrom hfguard.policy import Policy\n"
+        "from hfguard.static.serialization import SerializationCheck\n"
+        "from hfguard.target import local_target\n"
+        "before=vm_hwm_mb(); tracemalloc.start()\n"
+        "t=time.perf_counter(); r=scan(local_target([sys.argv[1]]), Policy(), [SerializationCheck()])\n"
+        "cold=time.perf_counter()-t; peak=tracemalloc.get_traced_memory()[1]; tracemalloc.stop()\n"
+        "t=time.perf_counter(); scan(local_target([sys.argv[1]]), Policy(), [SerializationCheck()])\n"
+        "warm=time.perf_counter()-t\n"
+        "print(json.dumps({'verdict': str(r.verdict), 'cold': cold, 'warm': warm, 'py_peak_mb': peak/2**20,"
+        " 'max_rss_mb': vm_hwm_mb(), 'rss_before_mb': before,"
+        " 'findings': [f.rule for f in r.all_findings()]}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True, cwd=str(ROOT)
+    )
     return json.loads(proc.stdout)
 
 
@@ -308,9 +385,14 @@ def main() -> None:
         names = sorted(labels)
         n_mal = sum(v == "malicious" for v in labels.values())
         n_ben = sum(v == "benign" for v in labels.values())
-        print(f"corpus: {n_mal} malicious, {n_ben} benign, {len(labels) - n_mal - n_ben} gray "
-              "(whole pickled nn.Module)")
-        print(f"{'tool':<11} {'TP':>4} {'FN':>4} {'FP':>4} {'gray':>5} {'errors':>6} {'seconds':>8} {'peakRSS':>8}")
+        print(
+            f"corpus: {n_mal} malicious, {n_ben} benign, {len(labels) - n_mal - n_ben} gray "
+            "(whole pickled nn.Module)"
+        )
+        print(
+            f"{'tool':<11} {'TP':>4} {'FN':>4} {'FP':>4} {'gray':>5} {'errors':>6} "
+            f"{'seconds':>8} {'peakRSS':>8}"
+        )
         misses: dict[str, list[str]] = {}
         for tool in ("hfguard", "picklescan", "modelscan"):
             res = run_worker(tool, folder, names)
@@ -323,25 +405,31 @@ def main() -> None:
             errs = sum(bool(r[n].get("error")) for n in names)
             misses[tool] = [n for n in names if labels[n] == "malicious" and not r[n]["detected"]]
             misses[tool + " FP"] = [n for n in names if labels[n] == "benign" and r[n]["detected"]]
-            print(f"{tool:<11} {tp:>4} {n_mal - tp:>4} {fp:>4} {gray:>5} {errs:>6} {res['seconds']:>8.2f} "
-                  f"{res['max_rss_mb']:>7.0f}M")
+            print(
+                f"{tool:<11} {tp:>4} {n_mal - tp:>4} {fp:>4} {gray:>5} {errs:>6} {res['seconds']:>8.2f} "
+                f"{res['max_rss_mb']:>7.0f}M"
+            )
         for tool, missed in misses.items():
             if missed:
                 print(f"  {tool} missed/flagged: {', '.join(missed)}")
         assert not (folder / "PWNED").exists(), "a payload ran"
 
         print("\nlarge sparse torch zip (hfguard, fresh process each):")
-        print(f"{'file':<6} {'size':>8} {'cold s':>8} {'warm s':>8} {'heap-peak':>9} {'peakRSS':>8} "
-              f"{'(import)':>8} verdict")
+        print(
+            f"{'file':<6} {'size':>8} {'cold s':>8} {'warm s':>8} {'heap-peak':>9} {'peakRSS':>8} "
+            f"{'(import)':>8} verdict"
+        )
         for label, total in (("small", 8 << 20), ("big", int(args.big_gb * (1 << 30)))):
             n = 4
             sizes = [total // n // 64 * 64] * n
             path = folder / f"{label}.pt"
             write_sparse_torch_zip(path, sizes)
             m = measure_one(path)
-            print(f"{label:<6} {path.stat().st_size / 2**30:>7.2f}G {m['cold']:>8.3f} {m['warm']:>8.4f} "
-                  f"{m['py_peak_mb']:>8.2f}M {m['max_rss_mb']:>7.0f}M {m['rss_before_mb']:>7.0f}M "
-                  f"{m['verdict']} {m['findings'] or ''}")
+            print(
+                f"{label:<6} {path.stat().st_size / 2**30:>7.2f}G {m['cold']:>8.3f} {m['warm']:>8.4f} "
+                f"{m['py_peak_mb']:>8.2f}M {m['max_rss_mb']:>7.0f}M {m['rss_before_mb']:>7.0f}M "
+                f"{m['verdict']} {m['findings'] or ''}"
+            )
             if label == "small":
                 import torch
 

@@ -15,16 +15,40 @@ from hfguard.static.streams import buffered, open_decompressed, open_slice
 
 # storage class name -> numpy-style dtype name (torch._utils storage map, plus dtype constants)
 _STORAGE_DTYPES = {
-    "DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16", "LongStorage": "int64",
-    "IntStorage": "int32", "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8",
-    "BoolStorage": "bool", "BFloat16Storage": "bfloat16", "ComplexDoubleStorage": "complex128",
-    "ComplexFloatStorage": "complex64", "QInt8Storage": "qint8", "QInt32Storage": "qint32",
-    "QUInt8Storage": "quint8", "QUInt4x2Storage": "quint4x2", "QUInt2x4Storage": "quint2x4",
+    "DoubleStorage": "float64",
+    "FloatStorage": "float32",
+    "HalfStorage": "float16",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+    "BFloat16Storage": "bfloat16",
+    "ComplexDoubleStorage": "complex128",
+    "ComplexFloatStorage": "complex64",
+    "QInt8Storage": "qint8",
+    "QInt32Storage": "qint32",
+    "QUInt8Storage": "quint8",
+    "QUInt4x2Storage": "quint4x2",
+    "QUInt2x4Storage": "quint2x4",
 }
-_DTYPE_ALIASES = {"float": "float32", "double": "float64", "half": "float16", "long": "int64", "int": "int32",
-                  "short": "int16", "cfloat": "complex64", "cdouble": "complex128", "chalf": "complex32"}
-_REBUILD_TENSOR = {"torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
-                   "torch._utils._rebuild_tensor_v3"}
+_DTYPE_ALIASES = {
+    "float": "float32",
+    "double": "float64",
+    "half": "float16",
+    "long": "int64",
+    "int": "int32",
+    "short": "int16",
+    "cfloat": "complex64",
+    "cdouble": "complex128",
+    "chalf": "complex32",
+}
+_REBUILD_TENSOR = {
+    "torch._utils._rebuild_tensor",
+    "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_tensor_v3",
+}
 _REBUILD_PARAM = {"torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state"}
 _DICT_CLASSES = {"collections.OrderedDict", "builtins.dict", "collections.defaultdict"}
 
@@ -35,18 +59,20 @@ class LayoutError(ValueError):
 
 @dataclass(frozen=True)
 class TensorRef:
-    name: str                    # dotted path of dict keys ("encoder.layer.0.weight")
-    dtype: str                   # numpy-style name ("float32", "bfloat16", "int64", "bool" ...)
+    name: str  # dotted path of dict keys ("encoder.layer.0.weight")
+    dtype: str  # numpy-style name ("float32", "bfloat16", "int64", "bool" ...)
     shape: tuple[int, ...]
     stride: tuple[int, ...]
     storage_key: str
-    storage_offset: int          # in elements
-    member: str                  # zip member holding the storage ("archive/data/0")
-    data_offset: int | None      # absolute byte offset of the member's data when STORED, else None
-    data_length: int             # bytes in the storage member
+    storage_offset: int  # in elements
+    member: str  # zip member holding the storage ("archive/data/0")
+    data_offset: int | None  # absolute byte offset of the member's data when STORED, else None
+    data_length: int  # bytes in the storage member
 
 
-def torch_zip_tensors(stream: BinaryIO, size: int | None = None, max_opcodes: int = 5_000_000) -> list[TensorRef]:
+def torch_zip_tensors(
+    stream: BinaryIO, size: int | None = None, max_opcodes: int = 5_000_000
+) -> list[TensorRef]:
     """Every tensor in the (possibly nested) state dict of a PyTorch zip checkpoint."""
     if size is None:
         size = stream.seek(0, 2)
@@ -77,8 +103,9 @@ def _open(stream: BinaryIO, e: ZipEntry) -> Any:
     if e.method == 0:
         return raw
     if e.method == 8:
-        return buffered(open_decompressed("deflate", raw, e.csize, cap=1 << 30, ratio=1e9, ratio_floor=0,
-                                          budget=None))
+        return buffered(
+            open_decompressed("deflate", raw, e.csize, cap=1 << 30, ratio=1e9, ratio_floor=0, budget=None)
+        )
     raise LayoutError(f"{e.name}: compression method {e.method}")
 
 
@@ -133,8 +160,12 @@ def _tensor(name: str, call: Call, prefix: str, by_name: dict[str, ZipEntry]) ->
         raise LayoutError(f"{name}: unexpected persistent id")
     key = str(pid[2])
     storage_name = pid[1].name
-    if (isinstance(call.func, Global) and call.func.name == "_rebuild_tensor_v3" and len(args) > 6
-            and isinstance(args[6], Global)):
+    if (
+        isinstance(call.func, Global)
+        and call.func.name == "_rebuild_tensor_v3"
+        and len(args) > 6
+        and isinstance(args[6], Global)
+    ):
         storage_name = args[6].name  # v3 carries the dtype beside an untyped storage
     dtype = _STORAGE_DTYPES.get(storage_name) or _DTYPE_ALIASES.get(storage_name, storage_name)
     if storage_name.endswith("Storage") and storage_name not in _STORAGE_DTYPES:
@@ -146,6 +177,14 @@ def _tensor(name: str, call: Call, prefix: str, by_name: dict[str, ZipEntry]) ->
     entry = by_name.get(member)
     if entry is None:
         raise LayoutError(f"{name}: storage member {member} is missing")
-    return TensorRef(name=name, dtype=dtype, shape=_ints(args[2], "shape"), stride=_ints(args[3], "stride"),
-                     storage_key=key, storage_offset=offset, member=member,
-                     data_offset=entry.data_offset if entry.method == 0 else None, data_length=entry.usize)
+    return TensorRef(
+        name=name,
+        dtype=dtype,
+        shape=_ints(args[2], "shape"),
+        stride=_ints(args[3], "stride"),
+        storage_key=key,
+        storage_offset=offset,
+        member=member,
+        data_offset=entry.data_offset if entry.method == 0 else None,
+        data_length=entry.usize,
+    )

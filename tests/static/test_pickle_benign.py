@@ -14,8 +14,22 @@ torch = pytest.importorskip("torch")
 
 
 def _dtypes():
-    names = ["float32", "float64", "float16", "bfloat16", "int8", "uint8", "int16", "int32", "int64",
-             "bool", "complex64", "complex128", "float8_e4m3fn", "float8_e5m2"]
+    names = [
+        "float32",
+        "float64",
+        "float16",
+        "bfloat16",
+        "int8",
+        "uint8",
+        "int16",
+        "int32",
+        "int64",
+        "bool",
+        "complex64",
+        "complex128",
+        "float8_e4m3fn",
+        "float8_e5m2",
+    ]
     return [getattr(torch, n) for n in names if hasattr(torch, n)]
 
 
@@ -32,8 +46,13 @@ def test_state_dicts_of_every_dtype(scan_bytes):
     sd = {f"t_{str(d).split('.')[-1]}": _tensor(d) for d in _dtypes()}
     sd["nested"] = {"inner": {"w": torch.randn(2, 3).t(), "view": torch.arange(10)[2:7]}}
     sd["param"] = torch.nn.Parameter(torch.randn(4))
-    sd["meta"] = {"step": 3, "name": "x", "size": torch.Size([2, 3]), "device": torch.device("cpu"),
-                  "dtype": torch.float16}
+    sd["meta"] = {
+        "step": 3,
+        "name": "x",
+        "size": torch.Size([2, 3]),
+        "device": torch.device("cpu"),
+        "dtype": torch.float16,
+    }
     _passes(scan_bytes("sd.pt", fx.torch_zip_bytes(sd)))
     buf = io.BytesIO()
     torch.save(sd, buf, _use_new_zipfile_serialization=False)
@@ -46,8 +65,12 @@ def test_module_state_and_optimizer(scan_bytes):
     model(torch.randn(5, 4)).sum().backward()
     opt.step()
     sched = torch.optim.lr_scheduler.StepLR(opt, 10)
-    ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "epoch": 1}
+    ckpt = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "epoch": 1,
+    }
     _passes(scan_bytes("ckpt.pt", fx.torch_zip_bytes(ckpt)))
 
 

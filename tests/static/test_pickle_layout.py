@@ -24,12 +24,14 @@ def test_layout_matches_torch_load(tmp_path):
     base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
     sd = {
         "enc": {"layer": {"0": {"weight": torch.randn(3, 5), "bias": torch.zeros(3, dtype=torch.float16)}}},
-        "view": base[1:3, 2:],                # storage offset and strides
-        "shared": base,                       # same storage as view
+        "view": base[1:3, 2:],  # storage offset and strides
+        "shared": base,  # same storage as view
         "t": base.t(),
         "bf": torch.ones(7, dtype=torch.bfloat16),
-        "i": torch.arange(5, dtype=torch.int64), "b": torch.ones(2, dtype=torch.bool),
-        "c": torch.ones(2, dtype=torch.complex64), "scalar": torch.tensor(3.5),
+        "i": torch.arange(5, dtype=torch.int64),
+        "b": torch.ones(2, dtype=torch.bool),
+        "c": torch.ones(2, dtype=torch.complex64),
+        "scalar": torch.tensor(3.5),
         "p": torch.nn.Parameter(torch.randn(2, 2)),
     }
     if hasattr(torch, "float8_e4m3fn"):
@@ -58,11 +60,11 @@ def test_layout_matches_torch_load(tmp_path):
         assert r.data_offset is not None and r.member == f"sd/data/{r.storage_key}"  # prefix: file stem
         # the bytes at data_offset are the tensor's storage
         storage = bytes(t.untyped_storage())
-        assert raw[r.data_offset: r.data_offset + r.data_length] == storage, r.name
+        assert raw[r.data_offset : r.data_offset + r.data_length] == storage, r.name
         dt = _np_dtype(r.dtype)
         if dt is not None and t.is_contiguous() and t.numel():
             start = r.data_offset + r.storage_offset * dt.itemsize
-            arr = np.frombuffer(raw[start: start + t.numel() * dt.itemsize], dtype=dt).reshape(r.shape)
+            arr = np.frombuffer(raw[start : start + t.numel() * dt.itemsize], dtype=dt).reshape(r.shape)
             assert np.array_equal(arr, t.detach().numpy()), r.name
     assert len({r.storage_key for r in refs if r.name in ("view", "shared", "t")}) == 1
 

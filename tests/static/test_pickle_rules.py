@@ -16,43 +16,79 @@ from tests.static import fixtures as fx
 
 # (module, name, rule id) - names from the advisories listed at the top of the YAML
 ADVISORY_GLOBALS = [
-    ("os", "system", "exec-os"), ("posix", "system", "exec-os"), ("nt", "system", "exec-os"),
-    ("subprocess", "Popen", "exec-os"), ("pty", "spawn", "exec-os"),
-    ("builtins", "eval", "exec-builtins"), ("__builtin__", "exec", "exec-builtins"),
-    ("builtins", "getattr", "exec-builtins"), ("builtins", "__import__", "exec-builtins"),
-    ("runpy", "_run_code", "exec-interpreters"), ("code", "InteractiveInterpreter.runcode", "exec-interpreters"),
-    ("cProfile", "run", "exec-interpreters"), ("profile", "Profile.run", "exec-interpreters"),
-    ("timeit", "timeit", "exec-interpreters"), ("trace", "Trace.run", "exec-interpreters"),
-    ("doctest", "debug_script", "exec-interpreters"), ("pdb", "run", "exec-interpreters"),
-    ("bdb", "Bdb.run", "exec-interpreters"), ("pydoc", "pipepager", "exec-interpreters"),
+    ("os", "system", "exec-os"),
+    ("posix", "system", "exec-os"),
+    ("nt", "system", "exec-os"),
+    ("subprocess", "Popen", "exec-os"),
+    ("pty", "spawn", "exec-os"),
+    ("builtins", "eval", "exec-builtins"),
+    ("__builtin__", "exec", "exec-builtins"),
+    ("builtins", "getattr", "exec-builtins"),
+    ("builtins", "__import__", "exec-builtins"),
+    ("runpy", "_run_code", "exec-interpreters"),
+    ("code", "InteractiveInterpreter.runcode", "exec-interpreters"),
+    ("cProfile", "run", "exec-interpreters"),
+    ("profile", "Profile.run", "exec-interpreters"),
+    ("timeit", "timeit", "exec-interpreters"),
+    ("trace", "Trace.run", "exec-interpreters"),
+    ("doctest", "debug_script", "exec-interpreters"),
+    ("pdb", "run", "exec-interpreters"),
+    ("bdb", "Bdb.run", "exec-interpreters"),
+    ("pydoc", "pipepager", "exec-interpreters"),
     ("idlelib.pyshell", "ModifiedInterpreter.runcode", "exec-interpreters"),
     ("lib2to3.pgen2.pgen", "ParserGenerator.make_label", "exec-interpreters"),
-    ("pip", "main", "exec-interpreters"), ("pip._internal", "main", "exec-interpreters"),
-    ("ensurepip", "_run_pip", "exec-interpreters"), ("venv", "create", "exec-interpreters"),
+    ("pip", "main", "exec-interpreters"),
+    ("pip._internal", "main", "exec-interpreters"),
+    ("ensurepip", "_run_pip", "exec-interpreters"),
+    ("venv", "create", "exec-interpreters"),
     ("asyncio.unix_events", "_UnixSubprocessTransport._start", "exec-interpreters"),
-    ("asyncio", "create_subprocess_shell", "exec-interpreters"), ("importlib", "import_module", "exec-interpreters"),
-    ("pkgutil", "resolve_name", "exec-interpreters"), ("ctypes", "CDLL", "exec-interpreters"),
-    ("multiprocessing.util", "spawnv_passfds", "exec-interpreters"), ("webbrowser", "open", "exec-interpreters"),
-    ("sys", "modules", "exec-interpreters"), ("numpy.testing._private.utils", "runstring", "exec-interpreters"),
-    ("numpy.f2py", "compile", "exec-interpreters"), ("distutils.spawn", "spawn", "exec-interpreters"),
-    ("setuptools.sandbox", "run_setup", "exec-interpreters"), ("functools", "reduce", "exec-interpreters"),
-    ("_operator", "attrgetter", "exec-operator"), ("operator", "methodcaller", "exec-operator"),
-    ("functools", "partial", "exec-operator"), ("types", "FunctionType", "code-objects"),
-    ("types", "CodeType", "code-objects"), ("marshal", "loads", "code-objects"),
-    ("shutil", "rmtree", "io-files"), ("_io", "FileIO", "io-files"), ("io", "open", "io-files"),
-    ("tempfile", "mktemp", "io-files"), ("pathlib", "Path.write_text", "io-files"),
-    ("socket", "create_connection", "io-network"), ("ssl", "get_server_certificate", "io-network"),
-    ("urllib.request", "urlopen", "io-network"), ("requests", "get", "io-network"),
-    ("httpx", "get", "io-network"), ("http.client", "HTTPSConnection", "io-network"),
-    ("ftplib", "FTP", "io-network"), ("smtplib", "SMTP", "io-network"),
-    ("pickle", "loads", "nested-deserializer"), ("_pickle", "loads", "nested-deserializer"),
-    ("dill", "loads", "nested-deserializer"), ("cloudpickle", "loads", "nested-deserializer"),
-    ("joblib", "load", "nested-deserializer"), ("torch", "load", "nested-deserializer"),
-    ("torch.serialization", "load", "nested-deserializer"), ("torch.storage", "_load_from_bytes", "nested-deserializer"),
-    ("numpy", "load", "nested-deserializer"), ("shelve", "open", "nested-deserializer"),
-    ("yaml", "unsafe_load", "nested-deserializer"), ("jsonpickle", "decode", "nested-deserializer"),
-    ("torch._C", "_load_for_lite_interpreter", "torch-internals"), ("torch.hub", "load", "torch-internals"),
-    ("torch", "hub.load", "torch-internals"), ("torch.jit", "load", "torch-internals"),
+    ("asyncio", "create_subprocess_shell", "exec-interpreters"),
+    ("importlib", "import_module", "exec-interpreters"),
+    ("pkgutil", "resolve_name", "exec-interpreters"),
+    ("ctypes", "CDLL", "exec-interpreters"),
+    ("multiprocessing.util", "spawnv_passfds", "exec-interpreters"),
+    ("webbrowser", "open", "exec-interpreters"),
+    ("sys", "modules", "exec-interpreters"),
+    ("numpy.testing._private.utils", "runstring", "exec-interpreters"),
+    ("numpy.f2py", "compile", "exec-interpreters"),
+    ("distutils.spawn", "spawn", "exec-interpreters"),
+    ("setuptools.sandbox", "run_setup", "exec-interpreters"),
+    ("functools", "reduce", "exec-interpreters"),
+    ("_operator", "attrgetter", "exec-operator"),
+    ("operator", "methodcaller", "exec-operator"),
+    ("functools", "partial", "exec-operator"),
+    ("types", "FunctionType", "code-objects"),
+    ("types", "CodeType", "code-objects"),
+    ("marshal", "loads", "code-objects"),
+    ("shutil", "rmtree", "io-files"),
+    ("_io", "FileIO", "io-files"),
+    ("io", "open", "io-files"),
+    ("tempfile", "mktemp", "io-files"),
+    ("pathlib", "Path.write_text", "io-files"),
+    ("socket", "create_connection", "io-network"),
+    ("ssl", "get_server_certificate", "io-network"),
+    ("urllib.request", "urlopen", "io-network"),
+    ("requests", "get", "io-network"),
+    ("httpx", "get", "io-network"),
+    ("http.client", "HTTPSConnection", "io-network"),
+    ("ftplib", "FTP", "io-network"),
+    ("smtplib", "SMTP", "io-network"),
+    ("pickle", "loads", "nested-deserializer"),
+    ("_pickle", "loads", "nested-deserializer"),
+    ("dill", "loads", "nested-deserializer"),
+    ("cloudpickle", "loads", "nested-deserializer"),
+    ("joblib", "load", "nested-deserializer"),
+    ("torch", "load", "nested-deserializer"),
+    ("torch.serialization", "load", "nested-deserializer"),
+    ("torch.storage", "_load_from_bytes", "nested-deserializer"),
+    ("numpy", "load", "nested-deserializer"),
+    ("shelve", "open", "nested-deserializer"),
+    ("yaml", "unsafe_load", "nested-deserializer"),
+    ("jsonpickle", "decode", "nested-deserializer"),
+    ("torch._C", "_load_for_lite_interpreter", "torch-internals"),
+    ("torch.hub", "load", "torch-internals"),
+    ("torch", "hub.load", "torch-internals"),
+    ("torch.jit", "load", "torch-internals"),
     ("torch.package", "PackageImporter", "nested-deserializer"),
     ("torch._dynamo.guards", "GuardBuilder.get", "torch-internals"),
     ("torch.fx.experimental.symbolic_shapes", "ShapeEnv.evaluate_guards_expression", "torch-internals"),
@@ -91,8 +127,9 @@ def test_referenced_only_is_lower_but_still_blocks(scan_bytes):
 
 
 def test_dunder_attribute_walks(scan_bytes):
-    report = scan_bytes("d.pkl", b"\x80\x04" + fx.op_str("builtins") + fx.op_str("object.__subclasses__")
-                        + b"\x93)R.")
+    report = scan_bytes(
+        "d.pkl", b"\x80\x04" + fx.op_str("builtins") + fx.op_str("object.__subclasses__") + b"\x93)R."
+    )
     [f] = [f for f in report.all_findings() if f.rule == "pickle/dunder-attribute"]
     assert f.evidence["global"] == "builtins.object.__subclasses__" and report.verdict is Verdict.BLOCK
 
@@ -105,14 +142,32 @@ def test_reconstructor_arguments_count_as_called(scan_bytes):
     assert f.severity is Severity.CRITICAL
 
 
-@pytest.mark.parametrize("qual", [
-    "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter", "torch.FloatStorage",
-    "torch.BFloat16Storage", "torch.storage.UntypedStorage", "torch.bfloat16", "torch.Size", "torch.device",
-    "collections.OrderedDict", "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
-    "numpy.dtype", "numpy.random._pickle.__randomstate_ctor", "joblib.numpy_pickle.NumpyArrayWrapper",
-    "sklearn.tree._tree.Tree", "sklearn.linear_model._logistic.LogisticRegression", "argparse.Namespace",
-    "pathlib.PosixPath", "builtins.set", "_codecs.encode", "copyreg._reconstructor",
-])
+@pytest.mark.parametrize(
+    "qual",
+    [
+        "torch._utils._rebuild_tensor_v2",
+        "torch._utils._rebuild_parameter",
+        "torch.FloatStorage",
+        "torch.BFloat16Storage",
+        "torch.storage.UntypedStorage",
+        "torch.bfloat16",
+        "torch.Size",
+        "torch.device",
+        "collections.OrderedDict",
+        "numpy.core.multiarray._reconstruct",
+        "numpy._core.multiarray._reconstruct",
+        "numpy.dtype",
+        "numpy.random._pickle.__randomstate_ctor",
+        "joblib.numpy_pickle.NumpyArrayWrapper",
+        "sklearn.tree._tree.Tree",
+        "sklearn.linear_model._logistic.LogisticRegression",
+        "argparse.Namespace",
+        "pathlib.PosixPath",
+        "builtins.set",
+        "_codecs.encode",
+        "copyreg._reconstructor",
+    ],
+)
 def test_checkpoint_globals_are_allowed(qual):
     assert load_rules().classify(qual).status == "allowed", qual
 
@@ -120,7 +175,7 @@ def test_checkpoint_globals_are_allowed(qual):
 def test_deny_wins_and_prefixes_are_whole_components():
     rules = load_rules()
     assert rules.classify("os.path.join").status == "denied"
-    assert rules.classify("osmosis.thing").status == "unknown"       # prefix is per dotted component
+    assert rules.classify("osmosis.thing").status == "unknown"  # prefix is per dotted component
     assert rules.classify("torch.storage._load_from_bytes").status == "denied"
     assert rules.classify("pathlib.PosixPath.write_text").status == "denied"
 
