@@ -357,7 +357,7 @@ class ContainerScanner:
             tap = CrcTap(stream)
             stream = buffered(tap)
         try:
-            if fmt == sn.PICKLE or fmt not in SCANNED_FORMATS:
+            if _pickle_member(fmt, head):
                 quiet = is_storage or not looks_like_pickle(head)
                 results = self.scan_pickles(stream, e.usize, where, base, quiet=quiet)
                 for r in results:
@@ -553,7 +553,7 @@ class ContainerScanner:
                 if fmt == sn.ZIP:
                     inner = stream if seekable else spool(stream, cfg.max_decompressed, self.budget)
                     self.scan(inner, m.size, sn.ZIP, mwhere, depth + 1)  # type: ignore[arg-type]
-                elif fmt == sn.PICKLE or fmt not in SCANNED_FORMATS:
+                elif _pickle_member(fmt, head):
                     self.scan_pickles(
                         stream,
                         m.size,
@@ -920,6 +920,11 @@ def _descr_has_object(descr: Any) -> bool:
     if isinstance(descr, list):
         return any(isinstance(f, tuple) and len(f) >= 2 and _descr_has_object(f[1]) for f in descr)
     return False
+
+
+def _pickle_member(fmt: str, head: bytes) -> bool:
+    unscannable = any(head.startswith(m) for m in _UNSCANNABLE)
+    return not unscannable and (fmt == sn.PICKLE or (fmt not in SCANNED_FORMATS and may_be_pickle(head)))
 
 
 def _interesting(fmt: str, head: bytes) -> bool:
