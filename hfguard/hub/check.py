@@ -11,6 +11,7 @@ from hfguard.hub.resolve import (
     HubError,
     HubFile,
     cached_sha,
+    display_name,
     hub_target,
     is_offline,
     list_files,
@@ -78,13 +79,13 @@ def check_repo(spec: str, policy: Policy, *, use_cache: bool = True, download: b
                                                                else None)
         if cache and known_sha:
             hit = _cached(cache, cache_key(repo_id, known_sha, check_meta, policy.fingerprint(),
-                                           policy.tiers, key_options), progress)
+                                           policy.tiers, key_options), display_name(repo_id, rev), progress)
             if hit:
                 return hit
         resolved = resolve(spec, token=token, with_files=False, progress=progress)
         key = cache_key(resolved.repo_id, resolved.sha, check_meta, policy.fingerprint(), policy.tiers,
                         key_options)
-        if cache and (hit := _cached(cache, key, progress)):
+        if cache and (hit := _cached(cache, key, display_name(repo_id, rev), progress)):
             return hit
         list_files(resolved, token=token, progress=progress)
     except HubError as exc:
@@ -110,6 +111,7 @@ def check_repo(spec: str, policy: Policy, *, use_cache: bool = True, download: b
         progress(f"reading headers of {len(target.files)} files ({_human(repo_bytes)} in all) "
                  f"by HTTP range requests…")
     report = scan(target, policy, checks, options=options, progress=progress, budget_seconds=budget_seconds)
+    report.target = target.name   # the engine writes repo@sha; the sha is already Report.revision
     if late:
         seen = {(f.rule, f.file) for f in report.findings}
         report.findings += [f for f in late if (f.rule, f.file) not in seen]
@@ -141,9 +143,10 @@ def verify_cached(resolved: Any) -> list[Finding]:
     return found
 
 
-def _cached(cache: Any, key: str, progress: Callable[[str], None]) -> Report | None:
+def _cached(cache: Any, key: str, name: str, progress: Callable[[str], None]) -> Report | None:
     hit = cache.get(key)
     if hit is not None:
+        hit.target = name
         hit.stats = {**hit.stats, "cached": True, "bytes_transferred": 0, "requests": 0}
         progress(f"cached verdict for {hit.target}: {hit.verdict}")
     return hit

@@ -343,8 +343,13 @@ def hub_target(resolved: Resolved, *, stats: TransferStats, token: str | bool | 
                         "hub_security": hf.security})
         files.append(tf)
     meta = dict(resolved.meta)
-    return Target(name=f"{resolved.repo_id}@{resolved.requested or 'main'}", source="hub", files=files,
+    return Target(name=display_name(resolved.repo_id, resolved.requested), source="hub", files=files,
                   revision=resolved.sha, repo_id=resolved.repo_id, card=dict(resolved.card), meta=meta)
+
+
+def display_name(repo_id: str, requested: str | None) -> str:
+    """What the user asked for; the pinned sha is reported separately (Report.revision)."""
+    return repo_id if not requested or SHA_RE.fullmatch(requested) else f"{repo_id}@{requested}"
 
 
 def _opener(tf: TargetFile, cache: BlockCache) -> Callable[[], Any]:

@@ -24,7 +24,7 @@ def test_benign_repo_passes_reading_only_headers(hub):
     sha = hub.add_repo("acme/tiny-bert", files, card=CARD)
     code, report, err = run_check("acme/tiny-bert")
     assert code == 0 and report["verdict"] == "PASS", report
-    assert report["revision"] == sha and report["source"] == "hub"
+    assert report["revision"] == sha and report["source"] == "hub" and report["target"] == "acme/tiny-bert"
     size = len(files["model.safetensors"])
     fetched = hub.bytes_sent("/resolve/.*model.safetensors")
     assert 0 < fetched < size / 50, (fetched, size)
