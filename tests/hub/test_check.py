@@ -322,3 +322,18 @@ def test_truncated_full_download_is_an_error(hub):
     [fr] = [f for f in report["files"] if f["path"] == "model.safetensors"]
     assert fr["verdict"] == "ERROR"
     assert any(f["file"] == "model.safetensors" and f["error"] for f in report["findings"])
+
+
+def test_hook_context_flags_an_unpinned_reference_and_keys_the_cache(hub):
+    from hfguard.hub.check import check_repo
+    from hfguard.policy import Policy
+
+    sha = hub.add_repo("acme/tiny-bert", benign_files(64), card=CARD)
+    hooked = check_repo("acme/tiny-bert", Policy(), options={"context": "hook"})
+    [f] = [f for f in hooked.findings if f.rule == "provenance/unpinned-revision"]
+    assert sha in f.remediation and hooked.stats["cached"] is False
+    plain = check_repo("acme/tiny-bert", Policy())
+    assert plain.stats["cached"] is False   # another context, another cache entry
+    assert "provenance/unpinned-revision" not in {f.rule for f in plain.findings}
+    pinned = check_repo(f"acme/tiny-bert@{sha}", Policy(), options={"context": "hook"})
+    assert "provenance/unpinned-revision" not in {f.rule for f in pinned.findings}
