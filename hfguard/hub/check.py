@@ -70,10 +70,12 @@ def check_repo(spec: str, policy: Policy, *, use_cache: bool = True, download: b
     checks = checks_for_tiers(policy.tiers)
     check_meta = [{"id": c.id, "tier": c.tier, "version": c.version} for c in checks]
     options = dict(options or {})
-    key_options = {"download": download, "context": options.get("context")}
+    key_options: dict[str, Any] = {"download": download, "context": options.get("context")}
     cache = VerdictCache() if use_cache else None
     try:
         repo_id, rev = parse_ref(spec)
+        if options.get("context") == "hook":   # the verdict there depends on the reference being pinned
+            key_options["pinned"] = bool(rev and SHA_RE.fullmatch(rev))
         # a pinned sha (or, offline, the sha the local cache maps the ref to) needs no network at all
         known_sha = rev if rev and SHA_RE.fullmatch(rev) else (cached_sha(repo_id, rev) if is_offline()
                                                                else None)
