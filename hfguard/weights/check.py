@@ -49,7 +49,7 @@ class WeightsAnomalies(Check):
         from hfguard.weights.tensors import checkpoints_of
 
         ckpts, failed = checkpoints_of(target)
-        yield from unreadable_findings(self, failed)
+        yield from unreadable_findings(self, failed, examined=bool(ckpts))
         if not ckpts:
             if not failed:
                 yield self.finding("weights/no-tensors", Severity.INFO,
@@ -99,9 +99,17 @@ class WeightsBaseDiff(Check):
         yield from diff_findings(self, target, ctx, thresholds(ctx))
 
 
-def unreadable_findings(check: Check, failed: list[tuple[str, str]]) -> Iterator[Finding]:
-    # evidence could not be gathered: ERROR, never a silent pass
+def unreadable_findings(check: Check, failed: list[tuple[str, str]], examined: bool) -> Iterator[Finding]:
+    """Broken weight files are ERROR (evidence missing). A format this tier cannot read is ERROR too,
+    unless another checkpoint of the target was examined (an ONNX or GGUF export next to the
+    safetensors): then it is a low finding that names what was not looked at."""
+    from hfguard.weights.tensors import UNSUPPORTED
+
     for path, why in failed:
+        if examined and why.startswith(UNSUPPORTED):
+            yield check.finding("weights/not-examined", Severity.LOW, f"weights tier skipped {path}: {why}",
+                                file=path, remediation="Scan that file's safetensors form, if any.")
+            continue
         yield check.finding("weights/unreadable", Severity.MEDIUM,
                             f"weights tier cannot read {path}: {why}", file=path, error=True,
                             remediation="Provide safetensors weights, or scan with --tier static only.")

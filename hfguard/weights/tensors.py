@@ -204,6 +204,7 @@ def load_tensor(meta: TensorMeta, copy: bool = True) -> np.ndarray:
 
 # -- grouping a target's files into checkpoints -------------------------------------------------
 _TORCH_EXTS = (".bin", ".pt", ".pth", ".ckpt")
+UNSUPPORTED = "unsupported format"   # prefix of reasons for weight files this tier cannot read
 
 
 def _dirname(display: str) -> str:
@@ -244,7 +245,7 @@ def checkpoints_of(target: Any) -> tuple[list[Checkpoint], list[tuple[str, str]]
     Returns the checkpoints and the files that could not be read as (display path, reason).
     Only weight files and index files are materialized (a full download for Hub targets).
     """
-    from hfguard.sniff import PICKLE, SAFETENSORS, TORCH_LEGACY, ZIP, sniff
+    from hfguard.sniff import GGUF, HDF5, NUMPY, ONNX, PICKLE, SAFETENSORS, TORCH_LEGACY, ZIP, sniff
 
     weights: dict[str, tuple[str, Any]] = {}      # display path -> (kind, TargetFile)
     indexes: list[Any] = []
@@ -265,8 +266,10 @@ def checkpoints_of(target: Any) -> tuple[list[Checkpoint], list[tuple[str, str]]
         elif f.name.endswith(".safetensors"):   # named so, not shaped so: a loader would still try it
             failed.append((f.path, "not a valid safetensors file (header length or opening brace)"))
         elif fmt in (TORCH_LEGACY, PICKLE) and f.name.endswith(_TORCH_EXTS):
-            failed.append((f.path, f"weights tier: {fmt} checkpoints are not readable without "
+            failed.append((f.path, f"{UNSUPPORTED}: {fmt} checkpoints are not readable without "
                                    "unpickling; convert to safetensors"))
+        elif fmt in (GGUF, ONNX, HDF5, NUMPY):
+            failed.append((f.path, f"{UNSUPPORTED}: the weights tier does not read {fmt} tensors yet"))
     out: list[Checkpoint] = []
     claimed: set[str] = set()
     for idx in indexes:

@@ -137,3 +137,17 @@ def test_unreadable_weights_are_an_error_never_a_pass(tmp_path):
     report = scan(local_target([str(tmp_path)]), Policy(tiers=("weights",)), [WeightsAnomalies()])
     [f] = report.all_findings()
     assert f.rule == "weights/unreadable" and f.error and report.verdict is Verdict.ERROR
+
+
+def test_formats_not_read_are_named(tmp_path, minilm_dir):
+    import shutil
+
+    (tmp_path / "model.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 32)
+    report = scan(local_target([str(tmp_path)]), Policy(tiers=("weights",)), [WeightsAnomalies()])
+    [f] = report.all_findings()
+    assert f.rule == "weights/unreadable" and f.error and "gguf" in f.message
+    shutil.copy(minilm_dir / "model.safetensors", tmp_path / "model.safetensors")
+    report = scan(local_target([str(tmp_path)]), Policy(tiers=("weights",)), [WeightsAnomalies()])
+    rules = {f.rule: f for f in report.all_findings()}
+    assert rules["weights/not-examined"].severity is Severity.LOW and not rules["weights/not-examined"].error
+    assert report.verdict is Verdict.PASS
