@@ -55,7 +55,7 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
         if nn is not None:
             norms[meta.name] = nn
         if arr.ndim == 1 and arr.size <= 1 << 20:
-            vectors[meta.name] = arr
+            vectors[meta.name] = np.array(arr)   # a copy: a kept map would pin a file descriptor
         stats[meta.name] = {k: st[k] for k in _KEEP if k in st}
         shapes[meta.name] = meta.shape
         dtypes[meta.dtype] = dtypes.get(meta.dtype, 0) + 1

@@ -20,7 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "robust-z-high": 12.0,       # ... -> high
     "min-siblings": 4,
     "tail-k": 6.0,               # tail_share counts entries beyond tail-k sigma (evidence)
-    "spectral-max-elements": 1 << 20,   # larger matrices: spectral summary on every k-th row
+    "spectral-max-elements": 1 << 18,   # larger matrices: spectral summary on every k-th row
     "trap-min-neurons": 8,
     "trap-norm-tol": 1e-6,       # float32 rows scaled to one norm agree to ~1e-7
     "trap-bias-z": 8.0,

@@ -53,7 +53,7 @@ def backend_for(device: str = "auto") -> Backend:
     return Backend("numpy", np, 1 << 16)
 
 
-def tensor_stats(arr: np.ndarray, be: Backend, *, tail_k: float = 6.0, spectral_max: int = 1 << 20,
+def tensor_stats(arr: np.ndarray, be: Backend, *, tail_k: float = 6.0, spectral_max: int = 1 << 18,
                  tick: Callable[[], None] = lambda: None) -> dict[str, Any]:
     """Statistics of one tensor (float32, possibly a read-only map of the file); numbers only, so
     both backends compare equal. 2-D tensors get row and spectral statistics too."""

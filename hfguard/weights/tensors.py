@@ -166,8 +166,10 @@ _E4M3 = _e4m3fn_table()
 
 def widen(raw: np.ndarray, dtype: str) -> np.ndarray:
     """Storage values (any dtype, bfloat16/float8 as raw integers) -> a float32 copy."""
-    if dtype == "bfloat16":
-        return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    if dtype == "bfloat16":   # bfloat16 is the top half of a float32
+        wide = raw.view(np.uint16).astype(np.uint32)
+        np.left_shift(wide, 16, out=wide)
+        return wide.view(np.float32)
     if dtype == "float8_e5m2":  # the top byte of a float16
         return (raw.view(np.uint8).astype(np.uint16) << 8).view(np.float16).astype(np.float32)
     if dtype == "float8_e4m3fn":
