@@ -82,7 +82,7 @@ def tensor_hits(name: str, arr: np.ndarray, st: dict[str, Any], th: dict[str, An
     if (h := traps.zero_gains(name, arr)) is not None:
         out.append(h)
     if st["nan"] + st["inf"] == 0 and (h := traps.huge_constants(
-            name, arr, th["huge-constant-z"], th["huge-constant-abs"])) is not None:
+            name, arr, th["huge-constant-z"], th["huge-constant-abs"], st["absmax"])) is not None:
         out.append(h)
     embedding = bool(EMBEDDING.search(name))
     copies = st.get("dup_rows", 0) + st.get("mirrored_rows", 0)

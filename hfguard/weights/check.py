@@ -65,11 +65,16 @@ class WeightsAnomalies(Check):
     def _checkpoint(self, ckpt: Any, be: Any, th: dict[str, Any], ctx: ScanContext,
                     config: tuple[str, dict[str, Any]] | None) -> Iterator[Finding]:
         from hfguard.weights.analyze import analyze_checkpoint
+        from hfguard.weights.tensors import WeightsFormatError
 
         for rule, msg, ev in ckpt.problems:
             yield self.finding(rule, Severity.MEDIUM, msg, file=ckpt.name, evidence=ev)
         started = time.monotonic()
-        hits, summary = analyze_checkpoint(ckpt, be, th, ctx.budget(), config)
+        try:
+            hits, summary = analyze_checkpoint(ckpt, be, th, ctx.budget(), config)
+        except WeightsFormatError as exc:   # e.g. a storage that reaches past the end of the file
+            yield from unreadable_findings(self, [(ckpt.name, str(exc))], examined=False)
+            return
         summary["seconds"] = round(time.monotonic() - started, 3)
         counts: dict[str, int] = {}
         for hit in hits:

@@ -26,6 +26,11 @@ class Backend:
         t = self.xp.from_numpy(a if a.flags.writeable else a.copy())   # torch wants writable memory
         return t.to("cuda", non_blocking=True) if self.name == "cuda" else t
 
+    def empty(self, n: int) -> Any:
+        if self.xp is np:
+            return np.empty(n, dtype=np.float32)
+        return self.xp.empty(n, dtype=self.xp.float32, device="cuda" if self.name == "cuda" else "cpu")
+
     def host(self, x: Any) -> np.ndarray:
         return x if isinstance(x, np.ndarray) else x.detach().cpu().numpy()
 
@@ -41,7 +46,7 @@ def backend_for(device: str = "auto") -> Backend:
         except ImportError:
             if device != "auto":
                 raise RuntimeError(f"--device {device} needs torch, which is not installed") from None
-            return Backend("numpy", np, 1 << 16)
+            return Backend("numpy", np, 1 << 17)
         if device == "torch-cpu":
             return Backend("torch-cpu", torch, 1 << 22)
         if torch.cuda.is_available():
@@ -50,7 +55,7 @@ def backend_for(device: str = "auto") -> Backend:
             raise RuntimeError("--device cuda: torch sees no CUDA device")
     elif device != "cpu":
         raise ValueError(f"unknown device {device!r}; expected auto, cpu or cuda")
-    return Backend("numpy", np, 1 << 16)
+    return Backend("numpy", np, 1 << 17)
 
 
 def tensor_stats(arr: np.ndarray, be: Backend, *, tail_k: float = 6.0, spectral_max: int = 1 << 18,
@@ -83,21 +88,35 @@ def _blocks(x: Any, chunk: int) -> Any:
 def _fused_pass(x: Any, be: Backend, tail_k: float, tick: Callable[[], None],
                 rows2d: bool) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray] | None]:
     """Moments, extremes, zeros, and (2-D) row norms and non-zero counts, each block read once
-    while it sits in cache. Moments are taken about a shift near the mean (no cancellation)."""
+    while it sits in cache. Moments are taken about a shift near the mean (no cancellation); for
+    the usual zero-centred weights the shift is 0 and the subtraction pass is skipped. Sums go
+    through BLAS products with a ones vector (several times faster than numpy's pairwise sum)."""
     xp = be.xp
     n = int(x.shape[0]) * int(x.shape[1])
     sample = x.reshape(-1)[: min(n, 4096)]
     sample = sample[xp.isfinite(sample)]
     shift = float(sample.mean()) if sample.shape[0] else 0.0
+    if sample.shape[0] and abs(shift) <= 0.1 * float(sample.std()):
+        shift = 0.0   # cancellation is at most (mean/std)^4 = 1e-4 of the fourth moment
     s1 = s2 = s3 = s4 = 0.0
     hi, lo, nonzero, nan, inf, finite = -math.inf, math.inf, 0, 0, 0, 0
     sq: list[np.ndarray] = []
     nnz: list[np.ndarray] = []
+    ones = dbuf = d2buf = None
     for blk in _blocks(x, be.chunk):
         tick()
-        c = blk.reshape(-1)
-        d = c - shift
-        t1 = float(d.sum())
+        r, k = int(blk.shape[0]), int(blk.shape[1])
+        m = r * k
+        if ones is None or int(ones.shape[0]) < k:
+            ones = be.put(np.ones(k, dtype=np.float32))
+        if d2buf is None or int(d2buf.shape[0]) < m:
+            dbuf, d2buf = be.empty(m), be.empty(m)
+        one, c = ones[:k], blk.reshape(-1)
+        d = c
+        if shift:
+            d = dbuf[:m]
+            xp.subtract(c, shift, out=d)
+        t1 = float((d.reshape(r, k) @ one).sum())
         if not math.isfinite(t1):   # a finite sum proves every entry finite
             nan += int(xp.isnan(c).sum())
             inf += int(xp.isinf(c).sum())
@@ -106,21 +125,37 @@ def _fused_pass(x: Any, be: Backend, tail_k: float, tick: Callable[[], None],
             if not c.shape[0]:
                 continue
             d = c - shift
-            t1 = float(d.sum())
-        finite += int(c.shape[0])
-        d2 = d * d
+            d2 = d * d
+            s1, s2 = s1 + float(d.sum()), s2 + float(d2.sum())
+            s3, s4 = s3 + float((d2 * d).sum()), s4 + float((d2 * d2).sum())
+            hi, lo = max(hi, float(c.max())), min(lo, float(c.min()))
+            finite += int(c.shape[0])
+            nonzero += int(xp.count_nonzero(c))
+            continue
+        finite += m
+        d2 = d2buf[:m]
+        xp.multiply(d, d, out=d2)
         s1 += t1
-        s2 += float(xp.dot(d, d))
+        if rows2d and not shift:   # row norms come out of the second moment for free
+            rs = d2.reshape(r, k) @ one
+            s2 += float(rs.sum())
+            sq.append(be.host(rs))
+        else:
+            s2 += float(xp.dot(d, d))
+            if rows2d:
+                sq.append(be.host(xp.einsum("ij,ij->i", blk, blk)))
         s3 += float(xp.dot(d2, d))
         s4 += float(xp.dot(d2, d2))
-        hi, lo = max(hi, float(c.max())), min(lo, float(c.min()))
+        bhi, blo = float(c.max()), float(c.min())
+        hi, lo = max(hi, bhi), min(lo, blo)
+        # counting non-zeros is the slowest pass: only where a zero is possible at all
+        maybe_zero = float(d2.min()) == 0.0 if not shift else blo <= 0.0 <= bhi
         if rows2d:
-            sq.append(be.host(xp.einsum("ij,ij->i", blk, blk)))
-            nz = be.host(xp.count_nonzero(blk, 1))
+            nz = be.host(xp.count_nonzero(blk, 1)) if maybe_zero else np.full(r, k)
             nnz.append(nz)
             nonzero += int(nz.sum())
         else:
-            nonzero += int(xp.count_nonzero(c))
+            nonzero += int(xp.count_nonzero(c)) if maybe_zero else m
     st: dict[str, Any] = {"n": n, "nan": nan, "inf": inf}
     if not finite:
         return {**st, "mean": None, "std": None, "absmax": None, "kurtosis": None,

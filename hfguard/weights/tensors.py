@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -181,14 +182,25 @@ def _storage_dtype(dtype: str) -> str:
     return {"bfloat16": "uint16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}.get(dtype, dtype)
 
 
+def map_bytes(path: Path, offset: int, nbytes: int) -> np.ndarray:
+    """A read-only uint8 view of file bytes [offset, offset+nbytes); unmapped with the last view."""
+    import mmap
+
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    with open(path, "rb") as fh:
+        if offset + nbytes > os.fstat(fh.fileno()).st_size:
+            raise WeightsFormatError(f"{path}: tensor data lies beyond the end of the file")
+        mm = mmap.mmap(fh.fileno(), offset - start + nbytes, offset=start, access=mmap.ACCESS_READ)
+    return np.frombuffer(mm, dtype=np.uint8, count=nbytes, offset=offset - start)
+
+
 def load_tensor(meta: TensorMeta, copy: bool = True) -> np.ndarray:
     """The tensor as float32. With copy=False a contiguous float32 tensor comes back as a read-only
     view of the file's pages (no copy; the mapping lives as long as the array)."""
     itemsize = _ITEMSIZE[meta.dtype]
     if meta.numel == 0:
         return np.zeros(meta.shape, dtype=np.float32)
-    mm = np.memmap(meta.path, dtype=np.uint8, mode="r", offset=meta.offset, shape=(meta.nbytes,))
-    raw = np.asarray(mm).view(_storage_dtype(meta.dtype))
+    raw = map_bytes(meta.path, meta.offset, meta.nbytes).view(_storage_dtype(meta.dtype))
     if meta.stride is None:
         arr = raw[: meta.numel].reshape(meta.shape)
     else:

@@ -68,8 +68,11 @@ def zero_gains(name: str, arr: np.ndarray) -> Hit | None:
                {"zeros": zeros, "size": int(arr.size), "indices": np.flatnonzero(arr == 0)[:32].tolist()})
 
 
-def huge_constants(name: str, arr: np.ndarray, z_min: float, abs_min: float) -> Hit | None:
+def huge_constants(name: str, arr: np.ndarray, z_min: float, abs_min: float,
+                   absmax: float | None = None) -> Hit | None:
     if not (name.endswith(("bias", "beta")) or POSITIONAL.search(name)) or arr.size < 8:
+        return None
+    if absmax is not None and absmax < abs_min:   # known from the statistics pass: nothing to find
         return None
     med, scale = robust_scale(arr)
     if scale <= 0:

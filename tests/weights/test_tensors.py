@@ -63,3 +63,16 @@ def test_shards_join_through_the_index_and_mismatches_are_reported(tmp_path):
     rules = sorted(r for r, _, _ in ckpt.problems)
     assert rules == ["weights/index-mismatch", "weights/missing-shard"]
     assert [p for p, _ in failed] == [f"{tmp_path}/broken.safetensors"]
+
+
+def test_torch_storage_past_the_end_is_refused(tmp_path):
+    from hfguard.weights.tensors import TensorMeta
+
+    p = tmp_path / "w.bin"
+    p.write_bytes(b"\0" * 64)
+    meta = TensorMeta("w", "float32", (4, 4), "w.bin", p, 32, 64)
+    with pytest.raises(WeightsFormatError, match="beyond the end"):
+        load_tensor(meta)
+    strided = TensorMeta("w", "float32", (4, 4), "w.bin", p, 0, 64, stride=(8, 1))
+    with pytest.raises(WeightsFormatError, match="outside its storage"):
+        load_tensor(strided)
