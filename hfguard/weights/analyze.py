@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -21,14 +22,28 @@ _KEEP = ("n", "mean", "std", "absmax", "kurtosis", "tail_share", "zero_share", "
          "stable_rank", "sigma", "dup_rows", "mirrored_rows", "single_nonzero_rows", "zero_rows")
 
 
-def single_threaded_blas() -> Any:
-    """The spectral passes are skinny (k=4) products: memory-bound, where a multi-threaded BLAS only
-    adds synchronisation (20x slower measured on a loaded 2-core machine). Limit it when we can."""
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """The passes are skinny (k=4) products and block reductions: memory-bound, where threads only
+    add synchronisation (20x slower measured on a loaded 2-core machine). Limit BLAS and torch's
+    CPU threads while we work; CUDA is unaffected."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
     try:
         from threadpoolctl import threadpool_limits
+        limit: Any = threadpool_limits(limits=1, user_api="blas")
     except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+        limit = contextlib.nullcontext()
+    try:
+        if torch is not None:
+            torch.set_num_threads(1)
+        with limit:
+            yield
+    finally:
+        if torch is not None and before is not None:
+            torch.set_num_threads(before)
 
 
 def analyze_checkpoint(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,

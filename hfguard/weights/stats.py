@@ -181,12 +181,27 @@ def _fused_pass(x: Any, be: Backend, tail_k: float, tick: Callable[[], None],
 def _row_summary(x: Any, be: Backend, sq: np.ndarray, nz: np.ndarray,
                  tick: Callable[[], None]) -> dict[str, Any]:
     norms = np.sqrt(sq.astype(np.float64))
-    # float32 norms only nominate candidates; copies are then confirmed byte for byte
+    # float32 norms and the magnitudes of the first two entries only nominate candidates;
+    # copies are then confirmed byte for byte
     dup = mirrored = 0
-    for g in equal_norm_groups(norms, rel_tol=1e-6, strict=False)[:4096]:
+    groups = equal_norm_groups(norms, rel_tol=1e-6, strict=False)[:4096]
+    idx = [i for g in groups for i in g][: 1 << 20]
+    # one gather for every candidate's first two entries (one device round trip, not one per group)
+    heads = np.abs(be.host(x[idx, :2])) if idx else np.zeros((0, 2), np.float32)
+    buckets: dict[tuple[int, bytes], list[int]] = {}
+    pos = 0
+    for gi, g in enumerate(groups):
+        for i in g:
+            if pos >= len(idx):
+                break
+            buckets.setdefault((gi, heads[pos].tobytes()), []).append(i)
+            pos += 1
+    for cand in buckets.values():
+        if len(cand) < 2:
+            continue
         tick()
         seen: set[bytes] = set()
-        for r in be.host(x[g[:4096]]):
+        for r in be.host(x[cand[:4096]]):
             key = r.tobytes()
             if key in seen:
                 dup += 1
