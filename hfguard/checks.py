@@ -25,6 +25,9 @@ ENTRY_POINT_GROUP = "hfguard.checks"
 
 # "module:Class" so that listing checks imports nothing heavy (torch lives in the deeper tiers).
 BUILTIN_CHECKS: tuple[str, ...] = (
+    "hfguard.static.safetensors_header:SafetensorsHeaderCheck",
+    "hfguard.static.keras:KerasCheck",
+    "hfguard.static.custom_code:CustomCodeCheck",
 )
 
 
