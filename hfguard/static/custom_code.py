@@ -104,11 +104,14 @@ class _Analyser(ast.NodeVisitor):
         self.network_lines: list[int] = []
         self.secret_lines: list[int] = []
         self.steps = 0
+        self.renames_main = False           # `__name__ = "__main__"` makes the guard run on import
 
     # -- where are we ---------------------------------------------------------------------------
     def _severity(self, at_import: Severity, in_function: Severity) -> tuple[Severity, str]:
         if not self.scope:
             return at_import, "at import time"
+        if self.scope[0] == "__main__":
+            return min(in_function, Severity.LOW), "under if __name__ == '__main__' (not run on import)"
         if any(s in self.r.load_hooks for s in self.scope):
             return min(Severity(in_function + 1), at_import), f"in {'.'.join(self.scope)} (run on load)"
         return in_function, f"in {'.'.join(self.scope)}"
@@ -162,6 +165,9 @@ class _Analyser(ast.NodeVisitor):
     def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda, name: str) -> None:
         # decorators, defaults and annotations run when the def statement runs
         for d in getattr(node, "decorator_list", []):
+            name = None if isinstance(d, ast.Call) else self.qualname(d)
+            if name:
+                self._check_call(name, d)  # @os.system calls os.system(f)
             self.visit(d)
         args = node.args
         for d in [*args.defaults, *(k for k in args.kw_defaults if k is not None)]:
@@ -188,7 +194,7 @@ class _Analyser(ast.NodeVisitor):
         self._function(node, "<lambda>")
 
     def visit_If(self, node: ast.If) -> None:
-        if not self.scope and _is_main_guard(node.test):
+        if not self.scope and not self.renames_main and _is_main_guard(node.test):
             self.scope.append("__main__")  # runs as a script, not on import
             for stmt in node.body:
                 self.visit(stmt)
@@ -207,7 +213,7 @@ class _Analyser(ast.NodeVisitor):
         self._check_chr_join(name, node)
         self.generic_visit(node)
 
-    def _check_call(self, name: str, node: ast.Call) -> None:
+    def _check_call(self, name: str, node: ast.Call | ast.expr) -> None:
         for rule, at_import, in_function, names in self.r.calls:
             if _match(name, names):
                 sev, where = self._severity(at_import, in_function)
@@ -215,6 +221,8 @@ class _Analyser(ast.NodeVisitor):
                 if rule == "custom-code/network":
                     self.network_lines.append(node.lineno)
                 break
+        if not isinstance(node, ast.Call):
+            return
         if _match(name, self.r.sinks) and any(self._decodes(a) for a in [*node.args, *node.keywords]):
             self._add(self.r.rule("obfuscated-exec"), self.r.sev("obfuscated-exec"),
                       f"{name} runs decoded data (hidden code)", node, call=name)
@@ -424,6 +432,8 @@ def analyse_source(source: str | bytes, filename: str = "<model code>", budget: 
                                         evidence={"limit": max_nodes}))
             return out
     an = _Analyser(rules, budget)
+    an.renames_main = any(isinstance(n, ast.Name) and n.id == "__name__" and isinstance(n.ctx, ast.Store)
+                          for n in ast.walk(tree))
     try:
         an.visit(tree)
     except RecursionError:
