@@ -57,7 +57,7 @@ def _problem(key: str, message: str, location: str, severity: Severity | None = 
     rule = _r(key)
     ev = {**evidence}
     if rule.get("advisories"):
-        ev["advisories"] = rule["advisories"]
+        ev["advisories"] = list(rule["advisories"])  # a copy: the HDF5 path appends to it
     return Problem(rule["rule"], severity or Severity.parse(rule["severity"]), message, location, ev)
 
 
