@@ -349,16 +349,19 @@ class KerasCheck(Check):
 
     def _hdf5(self, file: TargetFile, ctx: ScanContext) -> list[Problem]:
         budget = ctx.budget()
+        via_h5py = h5py_configs(file)
+        # h5py reads the attributes the way Keras does; without it the byte scan goes further
+        limit = SCAN_CHUNK if via_h5py is not None else int(
+            ctx.threshold(self.id, "h5-scan-bytes", H5_SCAN_BYTES))
         with file.open() as fh:
-            scanned = [text for _, text in find_json_configs(fh, H5_SCAN_BYTES, budget)]
-        via_h5py = h5py_configs(file) or []
-        texts = list(dict.fromkeys([*scanned, *via_h5py]))
+            scanned = [text for _, text in find_json_configs(fh, limit, budget)]
+        texts = list(dict.fromkeys([*scanned, *(via_h5py or [])]))
         problems: list[Problem] = []
         for i, text in enumerate(texts):
             problems += self._config_text(text.encode("utf-8", "surrogateescape"), f"model_config[{i}]", ctx)
-        if not texts and file.size > H5_SCAN_BYTES and not via_h5py:
+        if not texts and file.size > limit and via_h5py is None:
             problems.append(Problem("keras/h5-not-fully-scanned", Severity.LOW,
-                                    f"no Keras config in the first {H5_SCAN_BYTES} bytes and h5py is not "
+                                    f"no Keras config in the first {limit} bytes and h5py is not "
                                     "available to read the attributes", None, {"size": file.size}))
         # legacy HDF5 loading ignores safe_mode altogether (CVE-2025-9905): say so where it matters
         for p in problems:

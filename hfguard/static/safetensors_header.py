@@ -72,11 +72,10 @@ class _Strict:
         self.duplicates: list[str] = []
 
     def pairs(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out:
-                self.duplicates.append(key)
-            out[key] = value
+        out = dict(pairs)
+        if len(out) != len(pairs):  # rare: find which
+            seen: set[str] = set()
+            self.duplicates += [k for k, _ in pairs if k in seen or seen.add(k)]
         return out
 
     @staticmethod
@@ -165,13 +164,13 @@ def _parse_json(raw: bytes, header: Header) -> dict[str, Any] | None:
 
 
 def _is_uint(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return type(value) is int and value >= 0  # not bool, not float
 
 
 def _validate(doc: dict[str, Any], header: Header, budget: Budget | None) -> None:
     add = header.problems.append
-    for name, entry in doc.items():
-        if budget is not None:
+    for i, (name, entry) in enumerate(doc.items()):
+        if budget is not None and i % 1024 == 0:
             budget.tick("validating safetensors header")
         if name == "__metadata__":
             _check_metadata(entry, header)
@@ -253,8 +252,8 @@ def _check_layout(header: Header, budget: Budget | None) -> None:
     data_size = header.file_size - header.data_start
     cursor = 0
     previous: TensorEntry | None = None
-    for t in sorted(header.tensors, key=lambda t: (t.begin, t.end)):
-        if budget is not None:
+    for i, t in enumerate(sorted(header.tensors, key=lambda t: (t.begin, t.end))):
+        if budget is not None and i % 1024 == 0:
             budget.tick("checking safetensors layout")
         loc = f"tensor {t.name}"
         if t.end > data_size:

@@ -227,3 +227,13 @@ def test_every_signature_rule_fires_on_its_example(tmp_path, rule, example, cont
         path = _legacy_h5(tmp_path / "m.h5", config)
     _, found = _findings(path)
     assert rule in {r for r, _ in found}
+
+
+def test_h5_config_past_the_scan_limit_without_h5py_is_reported(tmp_path, monkeypatch):
+    path = tmp_path / "weights.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("w", data=np.zeros(4096, np.float32))
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    policy = Policy(thresholds={"static.keras": {"h5-scan-bytes": 1024}})
+    report = scan(local_target([str(path)]), policy, [KerasCheck()])
+    assert {f.rule for f in report.all_findings()} == {"keras/h5-not-fully-scanned"}
