@@ -28,6 +28,7 @@ BUILTIN_CHECKS: tuple[str, ...] = (
     "hfguard.static.safetensors_header:SafetensorsHeaderCheck",
     "hfguard.static.keras:KerasCheck",
     "hfguard.static.custom_code:CustomCodeCheck",
+    "hfguard.static.gguf:GGUFCheck",
 )
 
 

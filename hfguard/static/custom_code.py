@@ -23,6 +23,7 @@ from hfguard import sniff as fmts
 from hfguard.checks import Budget, Check, ScanContext
 from hfguard.findings import Finding, Severity
 from hfguard.static.problems import Problem, TooLarge, load_json_bounded, read_bounded
+from hfguard.static.templates import template_problems
 from hfguard.target import TargetFile
 
 MAX_SOURCE_BYTES = 5 * 1024 * 1024
@@ -503,6 +504,19 @@ def code_refs(doc: Any, name: str) -> list[CodeRef]:
     return refs
 
 
+def _templates_in(doc: Any) -> list[Problem]:
+    """chat_template in tokenizer_config.json / chat_template.json: a string or [{name, template}]."""
+    tpl = doc.get("chat_template") if isinstance(doc, dict) else None
+    items = [("chat_template", tpl)] if isinstance(tpl, str) else [
+        (f"chat_template.{t.get('name', i)}", t.get("template")) for i, t in enumerate(tpl or [])
+        if isinstance(t, dict)] if isinstance(tpl, list) else []
+    out: list[Problem] = []
+    for where, text in items:
+        if isinstance(text, str):
+            out += template_problems(text, where)
+    return out
+
+
 def _escapes(rel: str) -> bool:
     return rel.startswith(("/", "~")) or "\\" in rel or ".." in rel.split("/") or ":" in rel
 
@@ -515,14 +529,24 @@ class CustomCodeCheck(Check):
 
     def applies_to(self, file: TargetFile, fmt: str) -> bool:
         name = file.name.lower()
-        if name.endswith((".py", ".pyc", ".pyw")) or fmt == fmts.PYTHON:
+        if name.endswith((".py", ".pyc", ".pyw", ".jinja")) or fmt == fmts.PYTHON:
             return True
-        return fmt == fmts.JSON and (name.endswith(CONFIG_SUFFIX) or name == "modules.json")
+        return fmt == fmts.JSON and (name.endswith(CONFIG_SUFFIX) or name in ("modules.json",
+                                                                            "chat_template.json"))
 
     def check_file(self, file: TargetFile, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
         name = file.name.lower()
         if name.endswith(".json"):
             yield from self._check_config(file, ctx)
+            return
+        if name.endswith(".jinja"):
+            try:
+                text = read_bounded(file, MAX_CONFIG_BYTES).decode("utf-8", "replace")
+            except TooLarge as exc:
+                yield self.finding("custom-code/too-large", Severity.MEDIUM, f"template not checked: {exc}",
+                                   file=file.path)
+                return
+            yield from self._problems(template_problems(text, "template"), file)
             return
         if name.endswith(".pyc"):
             yield self.finding("custom-code/compiled-python", Severity.MEDIUM,
@@ -547,6 +571,11 @@ class CustomCodeCheck(Check):
                                evidence=p.evidence,
                                remediation="Read this code before passing trust_remote_code=True.")
 
+    def _problems(self, problems: Iterable[Problem], file: TargetFile) -> Iterator[Finding]:
+        for p in problems:
+            yield self.finding(p.rule, p.severity, p.message, file=file.path, location=p.location,
+                               evidence=p.evidence, remediation="Do not render this chat template.")
+
     def _check_config(self, file: TargetFile, ctx: ScanContext) -> Iterator[Finding]:
         try:
             doc = load_json_bounded(file, MAX_CONFIG_BYTES)
@@ -554,6 +583,7 @@ class CustomCodeCheck(Check):
             yield self.finding("custom-code/config-unreadable", Severity.LOW,
                                f"config not checked for remote code: {str(exc)[:200]}", file=file.path)
             return
+        yield from self._problems(_templates_in(doc), file)
         refs = code_refs(doc, file.name)
         if not refs:
             return

@@ -294,3 +294,17 @@ def test_main_guard_is_not_import_time_unless_name_is_reassigned():
     guarded = "import os\nif __name__ == '__main__':\n    os.system('id')\n"
     assert _rules_of(guarded)["custom-code/process"] == Severity.LOW
     assert _rules_of("__name__ = '__main__'\n" + guarded)["custom-code/process"] == Severity.CRITICAL
+
+
+def test_chat_templates_in_tokenizer_config_and_jinja_files(tmp_path):
+    evil = "{{ self.__init__.__globals__.__builtins__.__import__('os').popen('id').read() }}"
+    safe = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    repo = _repo_with_config(tmp_path, {"tokenizer_class": "X", "chat_template": [
+        {"name": "default", "template": safe}, {"name": "tool_use", "template": evil}]}, {},
+        name="tokenizer_config.json")
+    (repo / "chat_template.jinja").write_text(evil)
+    (repo / "safe.jinja").write_text(safe)
+    report = _scan(repo)
+    found = {(f.file.rsplit("/", 1)[-1], f.rule, f.location) for f in report.all_findings()}
+    assert found == {("tokenizer_config.json", "chat-template/injection", "chat_template.tool_use"),
+                     ("chat_template.jinja", "chat-template/injection", "template")}
