@@ -29,6 +29,7 @@ BUILTIN_CHECKS: tuple[str, ...] = (
     "hfguard.static.keras:KerasCheck",
     "hfguard.static.custom_code:CustomCodeCheck",
     "hfguard.static.gguf:GGUFCheck",
+    "hfguard.static.onnx:ONNXCheck",
 )
 
 
