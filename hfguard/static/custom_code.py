@@ -430,16 +430,18 @@ def analyse_source(source: str | bytes, filename: str = "<model code>", budget: 
                                     f"Python that cannot be parsed cannot be vetted: {type(exc).__name__}: "
                                     f"{str(exc)[:200]}", location=f"line {getattr(exc, 'lineno', 0) or 0}"))
         return out
-    for _ in ast.walk(tree):
+    renames_main = False
+    for node in ast.walk(tree):
         out.nodes += 1
+        if isinstance(node, ast.Name) and node.id == "__name__" and isinstance(node.ctx, ast.Store):
+            renames_main = True
         if out.nodes > max_nodes:
             out.problems.append(Problem("custom-code/too-complex", Severity.HIGH,
                                         f"more than {max_nodes} syntax nodes; not analysed",
                                         evidence={"limit": max_nodes}))
             return out
     an = _Analyser(rules, budget)
-    an.renames_main = any(isinstance(n, ast.Name) and n.id == "__name__" and isinstance(n.ctx, ast.Store)
-                          for n in ast.walk(tree))
+    an.renames_main = renames_main
     try:
         an.visit(tree)
     except RecursionError:

@@ -308,3 +308,10 @@ def test_chat_templates_in_tokenizer_config_and_jinja_files(tmp_path):
     found = {(f.file.rsplit("/", 1)[-1], f.rule, f.location) for f in report.all_findings()}
     assert found == {("tokenizer_config.json", "chat-template/injection", "chat_template.tool_use"),
                      ("chat_template.jinja", "chat-template/injection", "template")}
+
+
+def test_token_path_pattern_does_not_match_tokenizers_links():
+    doc = '"""Backed by [tokenizers](https://github.com/huggingface/tokenizers)."""\n'
+    assert "custom-code/sensitive-path" not in _rules_of(doc)
+    steal = "import os\np = os.path.expanduser('~/.cache/huggingface/token')\n"
+    assert _rules_of(steal)["custom-code/sensitive-path"] == Severity.HIGH
