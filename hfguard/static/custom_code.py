@@ -48,6 +48,7 @@ class Rules:
     """signatures/custom_code.yaml, compiled."""
 
     calls: tuple[tuple[str, Severity, Severity, re.Pattern[str]], ...]
+    conditions: dict[str, tuple[bool, dict[str, Any]]]   # call -> (safe when kwargs match?, kwargs)
     load_hooks: frozenset[str]
     sinks: re.Pattern[str]
     decoders: re.Pattern[str]
@@ -69,6 +70,9 @@ def load_rules() -> Rules:
     return Rules(
         calls=tuple((c["rule"], Severity.parse(c["at_import"]), Severity.parse(c["in_function"]),
                      _globs(c["names"])) for c in doc["calls"]),
+        conditions={
+            **{k: (True, v) for c in doc["calls"] for k, v in c.get("safe_when", {}).items()},
+            **{k: (False, v) for c in doc["calls"] for k, v in c.get("unsafe_only_when", {}).items()}},
         load_hooks=frozenset(doc["load_hooks"]),
         sinks=_globs(doc["sinks"]),
         decoders=_globs(doc["decoders"]),
@@ -104,6 +108,7 @@ class _Analyser(ast.NodeVisitor):
         self.r = rules
         self.budget = budget
         self.aliases: dict[str, str] = {}
+        self.star_modules: list[str] = []
         self.scope: list[str] = []          # enclosing function names; empty: runs at import
         self.hits: list[_Hit] = []
         self.urls: list[str] = []
@@ -146,7 +151,9 @@ class _Analyser(ast.NodeVisitor):
         if node.level or not node.module:
             return  # the repository's own modules: analysed as files of their own
         for a in node.names:
-            if a.name != "*":
+            if a.name == "*":
+                self.star_modules.append(node.module)
+            else:
                 self.aliases[a.asname or a.name] = f"{node.module}.{a.name}"
 
     def qualname(self, node: ast.AST) -> str | None:
@@ -219,9 +226,30 @@ class _Analyser(ast.NodeVisitor):
         self._check_chr_join(name, node)
         self.generic_visit(node)
 
+    def _resolve_star(self, name: str) -> str:
+        """`from subprocess import *` then `Popen(...)`: try the star-imported modules."""
+        if "." in name or not self.star_modules:
+            return name
+        for mod in self.star_modules:
+            candidate = f"{mod}.{name}"
+            if any(_match(candidate, names) for _, _, _, names in self.r.calls):
+                return candidate
+        return name
+
+    def _kwargs_say_safe(self, name: str, node: ast.Call | ast.expr) -> bool:
+        cond = self.r.conditions.get(name)
+        if cond is None:
+            return False
+        safe_when, wanted = cond
+        given = {k.arg: k.value.value for k in getattr(node, "keywords", [])
+                 if k.arg and isinstance(k.value, ast.Constant)}
+        matches = all(given.get(k) == v for k, v in wanted.items())
+        return matches if safe_when else not matches
+
     def _check_call(self, name: str, node: ast.Call | ast.expr) -> None:
+        name = self._resolve_star(name)
         for rule, at_import, in_function, names in self.r.calls:
-            if _match(name, names):
+            if _match(name, names) and not self._kwargs_say_safe(name, node):
                 sev, where = self._severity(at_import, in_function)
                 self._add(rule, sev, f"calls {name} {where}", node, call=name, where=where)
                 if rule == "custom-code/network":

@@ -136,9 +136,11 @@ def _inspect(node: dict[str, Any], here: str, out: Analysis, allowed: set[str], 
         out.layers += 1
     module = node.get("module")
     if isinstance(module, str) and module.split(".")[0] not in allowed:
+        rule = _r("module-outside-keras")
+        sev = rule["high_severity"] if module.split(".")[0] in rule["high_roots"] else rule["severity"]
         out.problems.append(_problem("module-outside-keras",
                                      f"config names module {module!r}, outside Keras: older Keras imports it",
-                                     here, module=module))
+                                     here, Severity.parse(sev), module=module))
     if cls == "function" and isinstance(cfg, str) and cfg.split(".")[-1] in gadgets:
         out.problems.append(_problem("dangerous-function",
                                      f"config calls {module or '?'}.{cfg} while loading", here,

@@ -185,7 +185,8 @@ def test_benign_modeling_file_passes_with_info_or_low_only(tmp_path):
     sevs = {(f.rule, f.severity) for f in report.all_findings()}
     assert all(s <= Severity.LOW for _, s in sevs), sevs
     assert ("custom-code/url", Severity.INFO) in sevs           # the paper link, reported as info
-    assert ("custom-code/unsafe-deserialization", Severity.LOW) in sevs   # torch.load in a method
+    # torch.load(..., weights_only=True) is the safe form
+    assert "custom-code/unsafe-deserialization" not in {r for r, _ in sevs}
     assert ("custom-code/process", Severity.LOW) in sevs        # the __main__ block never runs on import
 
 
@@ -210,6 +211,13 @@ def test_benign_modeling_file_passes_with_info_or_low_only(tmp_path):
     ("home = '~'\np = f'{home}/.bashrc'\n", "custom-code/sensitive-path", Severity.HIGH),
     ("import marshal\ncode = marshal.loads(bytes.fromhex('e3'))\n", "custom-code/obfuscated-exec",
      Severity.CRITICAL),
+    ("from subprocess import *\nPopen(['id'])\n", "custom-code/process", Severity.CRITICAL),
+    ("import torch\nsd = torch.load('x.bin')\n", "custom-code/unsafe-deserialization", Severity.HIGH),
+    ("import torch\nsd = torch.load('x.bin', weights_only=True)\n", "custom-code/unsafe-deserialization",
+     None),
+    ("import numpy as np\na = np.load('x.npy')\n", "custom-code/unsafe-deserialization", None),
+    ("import numpy as np\na = np.load('x.npy', allow_pickle=True)\n", "custom-code/unsafe-deserialization",
+     Severity.HIGH),
 ])
 def test_where_a_call_sits_sets_its_severity(source, rule, severity):
     assert _rules_of(source).get(rule) == severity

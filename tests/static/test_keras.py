@@ -237,3 +237,14 @@ def test_h5_config_past_the_scan_limit_without_h5py_is_reported(tmp_path, monkey
     policy = Policy(thresholds={"static.keras": {"h5-scan-bytes": 1024}})
     report = scan(local_target([str(path)]), policy, [KerasCheck()])
     assert {f.rule for f in report.all_findings()} == {"keras/h5-not-fully-scanned"}
+
+
+def test_module_outside_keras_severity_depends_on_the_module(tmp_path):
+    def layer(module: str) -> dict:
+        return {"module": module, "class_name": "TFBertMainLayer", "config": {"name": module},
+                "registered_name": "transformers>TFBertMainLayer"}
+
+    _, found = _findings(_keras_archive(tmp_path / "a.keras", _sequential(layer("transformers.models.bert"))))
+    assert ("keras/module-outside-keras", Severity.MEDIUM) in found
+    _, found = _findings(_keras_archive(tmp_path / "b.keras", _sequential(layer("subprocess"))))
+    assert ("keras/module-outside-keras", Severity.HIGH) in found
