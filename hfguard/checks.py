@@ -31,6 +31,7 @@ BUILTIN_CHECKS: tuple[str, ...] = (
     "hfguard.static.custom_code:CustomCodeCheck",
     "hfguard.static.gguf:GGUFCheck",
     "hfguard.static.onnx:ONNXCheck",
+    "hfguard.static.provenance:ProvenanceCheck",
 )
 
 
