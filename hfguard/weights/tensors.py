@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,39 +79,39 @@ class Checkpoint:
 
 
 # -- safetensors --------------------------------------------------------------------------------
+# header problems after which the tensor entries cannot be trusted for reading (the static tier
+# reports every problem; layout ones such as holes or trailing data do not stop us reading)
+_FATAL_HEADER = ("safetensors/truncated", "safetensors/header-length", "safetensors/header-too-large",
+                 "safetensors/bad-entry", "safetensors/bad-shape", "safetensors/bad-offsets",
+                 "safetensors/numel-overflow", "safetensors/byte-count", "safetensors/bad-dtype",
+                 "safetensors/header-encoding", "safetensors/header-not-object", "safetensors/past-eof",
+                 "safetensors/duplicate-key", "safetensors/header-start")
+
+
 def read_safetensors_header(path: Path, display: str) -> dict[str, TensorMeta]:
+    """Tensor entries through the static tier's strict header parser (hfguard.static)."""
+    from hfguard.static.safetensors_header import read_header
+
     size = path.stat().st_size
     with open(path, "rb") as fh:
-        raw = fh.read(8)
-        if len(raw) < 8:
-            raise WeightsFormatError(f"{display}: shorter than a safetensors header")
-        (n,) = struct.unpack("<Q", raw)
-        if n > MAX_HEADER or n > size - 8:
-            raise WeightsFormatError(f"{display}: header length {n} exceeds the file or the limit")
-        head = fh.read(n)
-    try:
-        doc = json.loads(head)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WeightsFormatError(f"{display}: header is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise WeightsFormatError(f"{display}: header is not a JSON object")
-    base, data_len = 8 + n, size - 8 - n
+        header = read_header(fh, size)
+    fatal = [p for p in header.problems if p.rule in _FATAL_HEADER or p.rule.endswith("json")]
+    if fatal or (header.problems and not header.tensors):
+        why = (fatal or header.problems)[0]
+        raise WeightsFormatError(f"{display}: {why.message} ({why.rule})")
     out: dict[str, TensorMeta] = {}
-    for name, entry in doc.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, itemsize, _ = ST_DTYPES[entry["dtype"]]
-            shape = tuple(int(d) for d in entry["shape"])
-            begin, end = (int(x) for x in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise WeightsFormatError(f"{display}: bad entry for tensor {name!r}: {exc!r}") from None
-        if any(d < 0 for d in shape) or not 0 <= begin <= end <= data_len:
-            raise WeightsFormatError(f"{display}: tensor {name!r} lies outside the data section")
-        if end - begin != math.prod(shape) * itemsize:
-            raise WeightsFormatError(f"{display}: tensor {name!r} has {end - begin} bytes for "
-                                     f"shape {list(shape)} of {entry['dtype']}")
-        out[name] = TensorMeta(name, dtype, shape, display, path, base + begin, end - begin)
+    data_len = size - header.data_start
+    for t in header.tensors:
+        if t.name in out:
+            raise WeightsFormatError(f"{display}: tensor {t.name!r} is declared twice")
+        dtype, itemsize, _ = ST_DTYPES.get(t.dtype, (f"unsupported:{t.dtype}", 0, False))
+        shape = tuple(t.shape)
+        # the invariants the mapping relies on, whatever the parser above let through
+        size_ok = not itemsize or t.end - t.begin == math.prod(shape) * itemsize
+        if not (0 <= t.begin <= t.end <= data_len and size_ok):
+            raise WeightsFormatError(f"{display}: tensor {t.name!r} does not fit its bytes")
+        out[t.name] = TensorMeta(t.name, dtype, shape, display, path, header.data_start + t.begin,
+                                 t.end - t.begin)
     return out
 
 

@@ -37,9 +37,10 @@ def _write_raw(path, header: dict, data: bytes) -> None:
 
 
 @pytest.mark.parametrize("header,why", [
-    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 64]}}, "outside"),
-    ({"w": {"dtype": "F32", "shape": [5], "data_offsets": [0, 16]}}, "bytes for shape"),
-    ({"w": {"dtype": "Q4", "shape": [4], "data_offsets": [0, 16]}}, "bad entry"),
+    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [16, 32]}}, "past-eof"),
+    ({"w": {"dtype": "F32", "shape": [5], "data_offsets": [0, 16]}}, "byte-count"),
+    ({"w": {"dtype": "Q4", "shape": [4], "data_offsets": [0, 16]}}, "bad-dtype"),
+    ({"w": {"dtype": "F32", "shape": [4]}}, "bad-entry"),
 ])
 def test_inconsistent_headers_are_refused(tmp_path, header, why):
     _write_raw(tmp_path / "bad.safetensors", header, b"\0" * 16)
