@@ -55,7 +55,11 @@ class WeightsAnomalies(Check):
                 yield self.finding("weights/no-tensors", Severity.INFO,
                                    f"no safetensors or torch zip checkpoint in {target.display}")
             return
-        be = backend_for(str(ctx.options.get("device") or "auto"))
+        try:
+            be = backend_for(str(ctx.options.get("device") or "auto"))
+        except (RuntimeError, ValueError) as exc:   # e.g. --device cuda on a machine without one
+            yield self.finding("weights/device-unavailable", Severity.MEDIUM, str(exc), error=True)
+            return
         th = thresholds(ctx)
         configs = configs_by_dir(target)
         for ckpt in ckpts:

@@ -215,7 +215,11 @@ def diff_findings(check: Check, target: Target, ctx: ScanContext, th: dict[str, 
                             f"no readable checkpoint in {what}: diff skipped", error=bool(explicit),
                             evidence={"base": spec, "unreadable": failed})
         return
-    be = backend_for(str(ctx.options.get("device") or "auto"))
+    try:
+        be = backend_for(str(ctx.options.get("device") or "auto"))
+    except (RuntimeError, ValueError) as exc:
+        yield check.finding("weights/device-unavailable", Severity.MEDIUM, str(exc), error=True)
+        return
     ctx.progress(f"weights: diffing {tgt.name} against {ref.name}")
     from hfguard.weights.analyze import single_threaded_blas
 

@@ -40,6 +40,8 @@ class Backend:
 
 def backend_for(device: str = "auto") -> Backend:
     """`auto`: CUDA through torch when present, else numpy. `torch-cpu` exists for equality tests."""
+    if device == "auto" and not _nvidia_driver_present():
+        return Backend("numpy", np, 1 << 17)   # no GPU here: spare the seconds of importing torch
     if device in ("auto", "cuda", "torch-cpu"):
         try:
             import torch
@@ -56,6 +58,12 @@ def backend_for(device: str = "auto") -> Backend:
     elif device != "cpu":
         raise ValueError(f"unknown device {device!r}; expected auto, cpu or cuda")
     return Backend("numpy", np, 1 << 17)
+
+
+def _nvidia_driver_present() -> bool:
+    import os
+
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
 
 
 def tensor_stats(arr: np.ndarray, be: Backend, *, tail_k: float = 6.0, spectral_max: int = 1 << 18,

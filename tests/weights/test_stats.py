@@ -85,3 +85,21 @@ def test_roles_strip_the_block_index(name, role, index):
     from hfguard.weights.layers import role_of
 
     assert role_of(name) == (role, index)
+
+
+def test_cuda_without_a_device_is_an_error_finding(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    from safetensors.numpy import save_file
+
+    from hfguard.checks import ScanContext
+    from hfguard.policy import Policy
+    from hfguard.target import local_target
+    from hfguard.weights.check import WeightsAnomalies
+
+    save_file({"w": np.ones((4, 4), np.float32)}, str(tmp_path / "model.safetensors"))
+    target = local_target([str(tmp_path)])
+    ctx = ScanContext(policy=Policy(), target=target, options={"device": "cuda"})
+    [f] = list(WeightsAnomalies().check_target(target, ctx))
+    assert f.rule == "weights/device-unavailable" and f.error
