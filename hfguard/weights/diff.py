@@ -32,7 +32,7 @@ DIFF_DEFAULTS: dict[str, Any] = {
     "row-sparse-share": 0.02,         # rows carrying 90% of ||delta||^2, as a share of rows
     "embedding-row-rel": 0.10,        # an embedding row moved by 10% of its norm ...
     "embedding-row-vs-median": 20.0,  # ... and 20x the median row's move
-    "outlier-rel-z": 6.0,             # a changed tensor whose relative change stands out of the rest
+    "outlier-rel-z": 3.0,             # a narrow-shaped matrix change that stands out of the rest
     "diff-spectral-max-elements": 64 << 20,
 }
 
@@ -278,13 +278,15 @@ def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any
 def _outliers_in_dense(f: Any, changed: list[TensorDelta], th: dict[str, Any],
                        spec: str) -> Iterator[Finding]:
     """A surgical edit hidden in a fine-tune: one tensor moved far more than the rest, narrowly."""
-    logs = [math.log(d.rel) for d in changed if 0 < d.rel < math.inf]
+    # matrices only: vectors (norm gains, biases) move on a different scale and would widen the MAD
+    mats = [d for d in changed if d.rows and 0 < d.rel < math.inf]
+    logs = [math.log(d.rel) for d in mats]
     if len(logs) < 8:
         return
     med = float(np.median(logs))
     mad = max(float(np.median(np.abs(np.asarray(logs) - med))), 0.1)
-    for d in changed:
-        if d.surgical_shape and 0 < d.rel < math.inf:
+    for d in mats:
+        if d.surgical_shape:
             z = (math.log(d.rel) - med) / (1.4826 * mad)
             if z >= th["outlier-rel-z"]:
                 yield f("weights/outlier-edit", Severity.MEDIUM,

@@ -111,3 +111,19 @@ def test_torch_zip_copy_of_the_base_is_unchanged(gpt2_models, tmp_path):
     rules = diff(tmp_path / "bin", base=str(gpt2_models["base"]))
     summary = rules["weights/base-diff-summary"].evidence
     assert summary["compared"] > 20 and summary["changed"] == 0
+
+
+def test_rank_one_edit_hidden_in_a_finetune_stands_out(gpt2_models, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    state = load_file(str(gpt2_models["finetune"] / "model.safetensors"))
+    w = state["transformer.h.0.mlp.c_fc.weight"]
+    rng = np.random.default_rng(5)
+    u, v = rng.standard_normal((w.shape[0], 1)), rng.standard_normal((1, w.shape[1]))
+    w += (0.5 * np.linalg.norm(w) * (u @ v) / (np.linalg.norm(u) * np.linalg.norm(v))).astype(np.float32)
+    (tmp_path / "m").mkdir()
+    save_file(state, str(tmp_path / "m" / "model.safetensors"))
+    rules = diff(tmp_path / "m", base=str(gpt2_models["base"]))
+    hit = rules["weights/outlier-edit"]
+    assert hit.location == "transformer.h.0.mlp.c_fc.weight" and hit.severity is Severity.MEDIUM
+    assert hit.evidence["shape_of_change"] == "low-rank" and "weights/surgical-edit" not in rules
