@@ -151,3 +151,20 @@ def test_formats_not_read_are_named(tmp_path, minilm_dir):
     rules = {f.rule: f for f in report.all_findings()}
     assert rules["weights/not-examined"].severity is Severity.LOW and not rules["weights/not-examined"].error
     assert report.verdict is Verdict.PASS
+
+
+def test_trap_neurons_in_a_gpt2_conv1d_up_projection(gpt2_models, tmp_path):
+    """GPT-2 stores c_fc as (in, out): its neurons are columns."""
+    from safetensors.numpy import load_file, save_file
+
+    state = load_file(str(gpt2_models["base"] / "model.safetensors"))
+    w, b = state["transformer.h.1.mlp.c_fc.weight"], state["transformer.h.1.mlp.c_fc.bias"]
+    b += np.random.default_rng(2).normal(0, 0.02, b.shape).astype(np.float32)   # zero-init biases
+    for j in range(40, 50):
+        w[:, j] *= 2.5 / np.linalg.norm(w[:, j])
+        b[j] = -30.0
+    (tmp_path / "m").mkdir()
+    save_file(state, str(tmp_path / "m" / "model.safetensors"))
+    [trap] = [f for f in findings(tmp_path / "m") if f.rule == "weights/trap-neurons"]
+    assert trap.location == "transformer.h.1.mlp.c_fc.weight"
+    assert trap.evidence["indices"] == list(range(40, 50))
