@@ -6,6 +6,7 @@ Exit codes: 0 pass, 1 the verdict reached --fail-on (flag by default), 2 error o
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -112,6 +113,9 @@ def list_checks() -> None:
 
     for c in available_checks():
         click.echo(f"{c.id:28} {c.tier:9} v{c.version:5} {c.description}")
+
+
+main.add_command(importlib.import_module("hfguard.hub.cli").check)
 
 
 def run() -> None:
