@@ -220,6 +220,15 @@ def test_signature_file_is_well_formed_and_documents_every_rule():
     assert emitted <= set(doc["structural"]), emitted - set(doc["structural"])
 
 
+def test_many_unknown_globals_are_summarised(scan_bytes):
+    body = b"".join(f"cpkg{i}\nThing\n0".encode() for i in range(120))
+    report = scan_bytes("many.pkl", b"\x80\x02" + body + b"N.")
+    unknown = [f for f in report.all_findings() if f.rule == "pickle/unknown-global"]
+    summary = [f for f in unknown if "more" in f.evidence]
+    assert len(unknown) == 51 and len(summary) == 1 and summary[0].evidence["more"] == 70
+    assert report.verdict is Verdict.FLAG
+
+
 def test_check_is_registered():
     [c] = [c for c in available_checks() if c.id == "static.serialization"]
     assert c.tier == "static"
