@@ -238,6 +238,10 @@ _SIZED = {
     "BYTEARRAY8": (8, "<Q", "bytes"),
 }
 
+# opcodes decoded inline by the main loop: BINGET BINPUT MEMOIZE MARK EMPTY_DICT EMPTY_LIST
+# EMPTY_TUPLE NONE BININT1
+_FAST = frozenset(b"hq\x94(}])NK")
+
 BuildHook = Callable[[Any, "Reader"], Any]
 
 
@@ -271,7 +275,8 @@ class Reader:
             )
 
     def read(self, n: int, what: str = "data") -> bytes:
-        self._check(n, what)
+        if n < 0 or (self.size is not None and n > self.size - self.pos):
+            self._check(n, what)
         data = self.fh.read(n)
         self.pos += len(data)
         if len(data) < n:
@@ -415,6 +420,7 @@ class PickleVM:
         stack, marks, memo = self._stack, self._marks, self._memo
         max_opcodes, max_stack, max_end = lim.max_opcodes, lim.max_stack, r.pos + lim.max_bytes
         read, opcodes, sized, op = r.fh.read, OPCODES, _SIZED, self._op
+        str_source = self._str_source
         index = self._index
         while True:
             if index >= max_opcodes:
@@ -453,7 +459,64 @@ class PickleVM:
                     limit=max_stack,
                     limit_name="max_stack",
                 )
-            if name in sized:
+            c = code[0]
+            if c in _FAST:  # the opcodes real pickles are made of, without a call
+                floor = marks[-1] if marks else 0
+                if c == 0x68 or c == 0x71:  # BINGET / BINPUT
+                    arg = read(1)
+                    if not arg:
+                        raise VMStop("pickle/truncated", f"stream ends inside {name}")
+                    r.pos += 1
+                    key = arg[0]
+                    if c == 0x68:
+                        if key not in memo:
+                            raise VMStop(
+                                "pickle/malformed", f"BINGET of memo key {key} that was never stored", key=key
+                            )
+                        value = memo[key]
+                        if type(value) is str and id(value) not in str_source:
+                            str_source[id(value)] = "memo"
+                        stack.append(value)
+                        continue
+                elif c == 0x94:  # MEMOIZE
+                    key = len(memo)
+                else:
+                    if c == 0x28:  # MARK
+                        if len(marks) >= lim.max_marks:
+                            raise VMStop(
+                                "pickle/limit-exceeded",
+                                f"more than {lim.max_marks} nested MARKs",
+                                limit=lim.max_marks,
+                                limit_name="max_marks",
+                            )
+                        marks.append(len(stack))
+                    elif c == 0x7D:  # EMPTY_DICT
+                        stack.append(SymDict())
+                    elif c == 0x5D:  # EMPTY_LIST
+                        stack.append([])
+                    elif c == 0x29:  # EMPTY_TUPLE
+                        stack.append(())
+                    elif c == 0x4E:  # NONE
+                        stack.append(None)
+                    elif c == 0x4B:  # BININT1
+                        arg = read(1)
+                        if not arg:
+                            raise VMStop("pickle/truncated", "stream ends inside BININT1")
+                        r.pos += 1
+                        stack.append(arg[0])
+                    continue
+                # BINPUT / MEMOIZE store the top of the stack
+                if len(stack) <= floor:
+                    raise VMStop("pickle/malformed", "stack underflow")
+                if key not in memo and len(memo) >= lim.max_memo:
+                    raise VMStop(
+                        "pickle/limit-exceeded",
+                        f"memo larger than {lim.max_memo}",
+                        limit=lim.max_memo,
+                        limit_name="max_memo",
+                    )
+                memo[key] = stack[-1]
+            elif name in sized:
                 stack.append(self._sized(r, name))
             elif name == "STOP":
                 res.value = self._pop()
