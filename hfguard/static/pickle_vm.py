@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import codecs
+import gc
 import lzma
 import struct
 import zlib
@@ -391,6 +392,8 @@ class PickleVM:
         self._index = 0
         self._op_offset = r.offset
         self._str_source: dict[int, str] = {}  # id(str value) -> how it was made (evidence)
+        gc_was_on = gc.isenabled()
+        gc.disable()  # a symbolic tree is millions of young objects: collections only cost time here
         try:
             self._loop(r, res)
         except VMStop as stop:
@@ -411,6 +414,9 @@ class PickleVM:
                     self._index,
                 )
             )
+        finally:
+            if gc_was_on:
+                gc.enable()
         res.end = r.offset
         res.opcodes = self._index
         return res
