@@ -201,6 +201,8 @@ def test_deny_wins_and_prefixes_are_whole_components():
     assert rules.classify("osmosis.thing").status == "unknown"  # prefix is per dotted component
     assert rules.classify("torch.storage._load_from_bytes").status == "denied"
     assert rules.classify("pathlib.PosixPath.write_text").status == "denied"
+    assert rules.classify("torch.jit._pickle.build_intlist").status == "allowed"  # a deny exception
+    assert rules.classify("torch.jit.load").status == "denied"
 
 
 def test_signature_file_is_well_formed_and_documents_every_rule():
