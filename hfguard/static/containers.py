@@ -61,6 +61,7 @@ _EMBEDDED_LOADERS = {
     "joblib.numpy_pickle.loads",
     "numpy.loads",
 }
+_JOBLIB_ZF = re.compile(rb"ZF0x[0-9a-fA-F]{1,17} *")
 _JOBLIB_WRAPPERS = {
     "joblib.numpy_pickle.NumpyArrayWrapper",
     "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
@@ -190,6 +191,13 @@ class ContainerScanner:
                 self.scan_pickles(fh, size, where, base, quiet=not looks_like_pickle(head))
         elif fmt == sn.SAFETENSORS:
             return  # tried above as a polyglot; the header itself has its own check
+        elif _JOBLIB_ZF.match(_peek(fh, 22)):
+            # joblib's old "ZF" format: b"ZF" + hex length padded to 19 (+ a space in joblib <= 0.8.4),
+            # then a zlib stream of a pickle; joblib.load still reads it
+            head = _peek(fh, 22)
+            skip = 22 if head[21:22] == b" " else 21
+            fh.read(skip)
+            self.scan_compressed(fh, None if size is None else size - skip, "zlib", where, depth)
         else:  # text / unknown whose first byte is an opcode: a protocol 0 pickle in disguise?
             self.scan_pickles(fh, size, where, base, quiet=True)
 

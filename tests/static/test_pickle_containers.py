@@ -246,6 +246,25 @@ def test_joblib_object_array_nested_pickle(mark, tmp_path, scan_bytes):
     assert "object-array@" in f.location
 
 
+def test_joblib_legacy_zf_format(mark, scan_bytes, tmp_path):
+    import warnings
+    import zlib
+
+    import joblib
+
+    def zf(payload: bytes) -> bytes:
+        return b"ZF" + hex(len(payload)).encode().ljust(19) + zlib.compress(payload)
+
+    benign = tmp_path / "benign_zf.pkl"
+    benign.write_bytes(zf(pickle.dumps({"ok": [1, 2]}, protocol=2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert joblib.load(benign) == {"ok": [1, 2]}  # the format is real: joblib still reads it
+    assert scan_bytes("ok.pkl", benign.read_bytes()).verdict is Verdict.PASS
+    f = _blocked_by(scan_bytes("old.pkl", zf(fx.evil_pickle(mark, 2))), "posix.system")
+    assert f.location.startswith("member <zlib>")
+
+
 @pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz", "lzma", "zlib"])
 def test_compressed_pickles(mark, scan_bytes, kind):
     f = _blocked_by(scan_bytes("model.pkl.x", fx.compress(kind, fx.evil_pickle(mark, 4))), "posix.system")
