@@ -337,6 +337,27 @@ def legacy_torch(data_pickle: bytes, keys: list[str] | None = None, raw: bytes =
     )
 
 
+def old_torch_tar(records: list[bytes] | None = None) -> bytes:
+    """torch's pre-1.0 tar checkpoint: sys_info, pickle, storages (count, then per storage a pickled
+    (key, location, storage_type) and size + raw bytes), tensors (count, then records + layout)."""
+    import torch
+
+    storages = pickle.dumps(2, protocol=2)
+    for key, n in (("0", 3), ("1", 2)):
+        storages += records.pop(0) if records else pickle.dumps((key, "cpu", torch.FloatStorage), protocol=2)
+        storages += struct.pack("<q", n) + bytes(4 * n)
+    tensors = pickle.dumps(1, protocol=2) + pickle.dumps(("t0", "0", torch.FloatTensor), protocol=2)
+    tensors += struct.pack("<ii", 1, 0) + struct.pack("<qqq", 3, 1, 0)
+    return tar_with(
+        [
+            ("sys_info", pickle.dumps({"protocol_version": 1001}, protocol=2)),
+            ("pickle", pickle.dumps({"w": 1}, protocol=2)),
+            ("storages", storages),
+            ("tensors", tensors),
+        ]
+    )
+
+
 def tar_with(members: list[tuple[str, bytes]], mode: str = "w") -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode=mode) as t:

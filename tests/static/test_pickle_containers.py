@@ -190,6 +190,17 @@ def test_tar_old_torch_and_generic(mark, scan_bytes):
     assert "dir/model.pkl" in f.location
 
 
+def test_old_torch_tar_records_are_all_scanned(mark, scan_bytes):
+    report = scan_bytes("ok.tar", fx.old_torch_tar())
+    assert report.verdict is Verdict.PASS and not report.all_findings()
+    evil = fx.old_torch_tar(
+        [pickle.dumps(("0", "cpu", __import__("torch").FloatStorage), protocol=2), fx.evil_pickle(mark, 2)]
+    )
+    report = scan_bytes("bad.tar", evil)
+    f = _blocked_by(report, "posix.system")
+    assert f.location.startswith("member storages")
+
+
 def test_numpy_object_array_and_npz(mark, scan_bytes):
     npy = fx.npy_object([1, fx.System(mark)])
     report = scan_bytes("arr.npy", npy)
