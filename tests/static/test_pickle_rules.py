@@ -166,6 +166,9 @@ def test_reconstructor_arguments_count_as_called(scan_bytes):
         "builtins.set",
         "_codecs.encode",
         "copyreg._reconstructor",
+        "torch.cuda.FloatStorage",
+        "torch.cuda.HalfTensor",
+        "torch.FloatTensor",
     ],
 )
 def test_checkpoint_globals_are_allowed(qual):
