@@ -61,6 +61,7 @@ _EMBEDDED_LOADERS = {
     "joblib.numpy_pickle.loads",
     "numpy.loads",
 }
+_JOBLIB_ZF = re.compile(rb"ZF0x[0-9a-fA-F]{1,17} *")
 _JOBLIB_WRAPPERS = {
     "joblib.numpy_pickle.NumpyArrayWrapper",
     "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
@@ -190,6 +191,13 @@ class ContainerScanner:
                 self.scan_pickles(fh, size, where, base, quiet=not looks_like_pickle(head))
         elif fmt == sn.SAFETENSORS:
             return  # tried above as a polyglot; the header itself has its own check
+        elif _JOBLIB_ZF.match(_peek(fh, 22)):
+            # joblib's old "ZF" format: b"ZF" + hex length padded to 19 (+ a space in joblib <= 0.8.4),
+            # then a zlib stream of a pickle; joblib.load still reads it
+            head = _peek(fh, 22)
+            skip = 22 if head[21:22] == b" " else 21
+            fh.read(skip)
+            self.scan_compressed(fh, None if size is None else size - skip, "zlib", where, depth)
         else:  # text / unknown whose first byte is an opcode: a protocol 0 pickle in disguise?
             self.scan_pickles(fh, size, where, base, quiet=True)
 
@@ -559,8 +567,9 @@ class ContainerScanner:
                     stream: IO[bytes] = ef
                 else:
                     stream = buffered(_Prefixed(head, ef))  # type: ignore[arg-type]
-                torch_raw = m.name in ("storages", "tensors")  # old torch tar: pickles then raw data
-                if fmt == sn.ZIP:
+                if m.name in ("storages", "tensors") and looks_like_pickle(head):
+                    self.scan_torch_tar_records(stream, m.size, mwhere, m.name)  # type: ignore[arg-type]
+                elif fmt == sn.ZIP:
                     inner = stream if seekable else spool(stream, cfg.max_decompressed, self.budget)
                     self.scan(inner, m.size, sn.ZIP, mwhere, depth + 1)  # type: ignore[arg-type]
                 elif _pickle_member(fmt, head):
@@ -570,8 +579,6 @@ class ContainerScanner:
                         mwhere,
                         m.offset_data,  # type: ignore[arg-type]
                         quiet=not looks_like_pickle(head),
-                        max_pickles=1 if torch_raw else None,
-                        trailing_ok=torch_raw,
                     )
                 else:
                     self.scan(stream, m.size, fmt, mwhere, depth + 1, m.offset_data)  # type: ignore[arg-type]
@@ -579,6 +586,50 @@ class ContainerScanner:
             self.hits.append(Hit("archive/malformed", f"cannot read tar: {exc}", where))
         except VMStop as exc:
             self._stream_error(exc, where, None)
+
+    def scan_torch_tar_records(self, fh: BinaryIO, size: int, where: str, kind: str) -> None:
+        """torch's pre-1.0 tar checkpoints: `storages` and `tensors` hold a pickled count, then per
+        record a pickle (every one runs under pickle.load) followed by raw bytes of a known layout."""
+        reader = Reader(fh, size=size, budget=self.budget)
+        vm = PickleVM(self.config.limits, self.budget)
+        try:
+            first = vm.run_one(reader)
+            self.sites.append(PickleSite(where, first))
+            count = first.value
+            if not first.complete or not isinstance(count, int) or not 0 <= count <= self.config.max_members:
+                raise VMStop("torch/legacy-layout", f"{kind}: record count is not a small int")
+            for _ in range(count):
+                rec = vm.run_one(reader)
+                self.sites.append(PickleSite(where, rec))
+                value = rec.value
+                if not (rec.complete and isinstance(value, tuple) and len(value) == 3):
+                    raise VMStop("torch/legacy-layout", f"{kind}: a record is not a 3-tuple pickle")
+                if kind == "storages":
+                    stype = value[2]
+                    m = re.fullmatch(r"(\w*?)Storage", stype.name) if isinstance(stype, Global) else None
+                    elsize = _STORAGE_ELEMENT.get(m.group(1)) if m else None
+                    (numel,) = struct.unpack("<q", reader.read(8, "storage size"))
+                    if elsize is None or numel < 0:
+                        raise VMStop("torch/legacy-layout", f"storages: bad storage type or size {numel}")
+                    reader.skip(numel * elsize, "storage data")
+                else:
+                    (ndim,) = struct.unpack("<i", reader.read(4, "tensor ndim"))
+                    if not 0 <= ndim <= 64:
+                        raise VMStop("torch/legacy-layout", f"tensors: ndim {ndim}")
+                    reader.skip(4 + 16 * ndim + 8, "tensor sizes, strides and offset")
+        except VMStop as exc:
+            self.hits.append(Hit(exc.rule, exc.message, where, reader.offset, exc.evidence))
+            return
+        if reader.remaining():
+            self.hits.append(
+                Hit(
+                    "pickle/trailing-data",
+                    f"{reader.remaining()} bytes after the last record",
+                    where,
+                    reader.offset,
+                    {"bytes": reader.remaining()},
+                )
+            )
 
     # -- numpy ---------------------------------------------------------------------------------------
     def scan_npy(self, fh: BinaryIO, size: int | None, where: str, base: int) -> None:

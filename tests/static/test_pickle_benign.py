@@ -82,6 +82,19 @@ def test_whole_pickled_module_is_flagged_not_blocked(scan_bytes):
     assert "torch.nn.modules.linear.Linear" in {f.evidence["global"] for f in report.all_findings()}
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.script/save are deprecated
+def test_torchscript_archive_is_flagged_for_its_code_not_blocked(scan_bytes):
+    """TorchScript (torch.jit.save) carries compiled code: __torch__ classes are unknown (FLAG);
+    the TorchScript list builders are not treated as torch.jit entry points."""
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), buf)
+    report = scan_bytes("scripted.pt", buf.getvalue())
+    assert report.verdict is Verdict.FLAG, [f.to_dict() for f in report.all_findings()]
+    names = {f.evidence.get("global") for f in report.all_findings()}
+    assert "__torch__.torch.nn.modules.linear.Linear" in names
+    assert not any(n and n.startswith("torch.jit") for n in names)
+
+
 def test_numpy_and_sklearn_joblib(tmp_path, scan_bytes):
     import numpy as np
     from sklearn.ensemble import RandomForestClassifier

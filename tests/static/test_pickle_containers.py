@@ -190,6 +190,17 @@ def test_tar_old_torch_and_generic(mark, scan_bytes):
     assert "dir/model.pkl" in f.location
 
 
+def test_old_torch_tar_records_are_all_scanned(mark, scan_bytes):
+    report = scan_bytes("ok.tar", fx.old_torch_tar())
+    assert report.verdict is Verdict.PASS and not report.all_findings()
+    evil = fx.old_torch_tar(
+        [pickle.dumps(("0", "cpu", __import__("torch").FloatStorage), protocol=2), fx.evil_pickle(mark, 2)]
+    )
+    report = scan_bytes("bad.tar", evil)
+    f = _blocked_by(report, "posix.system")
+    assert f.location.startswith("member storages")
+
+
 def test_numpy_object_array_and_npz(mark, scan_bytes):
     npy = fx.npy_object([1, fx.System(mark)])
     report = scan_bytes("arr.npy", npy)
@@ -244,6 +255,25 @@ def test_joblib_object_array_nested_pickle(mark, tmp_path, scan_bytes):
     path = fx.joblib_file(tmp_path / "o.joblib", {"objs": arr, "w": np.zeros(10)})
     f = _blocked_by(scan_bytes("o.joblib", path.read_bytes()), "builtins.exec")
     assert "object-array@" in f.location
+
+
+def test_joblib_legacy_zf_format(mark, scan_bytes, tmp_path):
+    import warnings
+    import zlib
+
+    import joblib
+
+    def zf(payload: bytes) -> bytes:
+        return b"ZF" + hex(len(payload)).encode().ljust(19) + zlib.compress(payload)
+
+    benign = tmp_path / "benign_zf.pkl"
+    benign.write_bytes(zf(pickle.dumps({"ok": [1, 2]}, protocol=2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert joblib.load(benign) == {"ok": [1, 2]}  # the format is real: joblib still reads it
+    assert scan_bytes("ok.pkl", benign.read_bytes()).verdict is Verdict.PASS
+    f = _blocked_by(scan_bytes("old.pkl", zf(fx.evil_pickle(mark, 2))), "posix.system")
+    assert f.location.startswith("member <zlib>")
 
 
 @pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz", "lzma", "zlib"])
