@@ -168,3 +168,8 @@ def test_trap_neurons_in_a_gpt2_conv1d_up_projection(gpt2_models, tmp_path):
     [trap] = [f for f in findings(tmp_path / "m") if f.rule == "weights/trap-neurons"]
     assert trap.location == "transformer.h.1.mlp.c_fc.weight"
     assert trap.evidence["indices"] == list(range(40, 50))
+
+
+def test_random_init_and_trained_gpt2_are_clean(gpt2_models):
+    for name in ("base", "finetune"):
+        assert above_info(findings(gpt2_models[name])) == [], name
