@@ -354,6 +354,9 @@ class ContainerScanner:
             )
             return buffered(tap), tap
 
+        is_storage = _storage_key(e.name) in storage_keys
+        if is_storage:
+            return  # tensor bytes a pickle names as a storage: torch reads them as data, never unpickles
         try:
             stream, tap = open_member()
             head = stream.read(600)
@@ -364,9 +367,6 @@ class ContainerScanner:
         named_pickle = e.name.endswith(".pkl") and fmt not in SCANNED_FORMATS
         if named_pickle:  # torch unpickles <archive>/data.pkl whatever its first bytes look like
             fmt = sn.PICKLE
-        is_storage = _storage_key(e.name) in storage_keys
-        if is_storage and not looks_like_pickle(head):
-            return  # raw tensor bytes, read by torch as data, never unpickled
         if not _interesting(fmt, head):
             return
         base = e.data_offset if kind is None else 0
@@ -376,7 +376,7 @@ class ContainerScanner:
             stream = buffered(tap)
         try:
             if _pickle_member(fmt, head):
-                quiet = is_storage or not (looks_like_pickle(head) or named_pickle)
+                quiet = not (looks_like_pickle(head) or named_pickle)
                 results = self.scan_pickles(stream, e.usize, where, base, quiet=quiet)
                 for r in results:
                     storage_keys.update(_storage_keys(r.pids))

@@ -345,3 +345,30 @@ def test_truncated_zip_and_garbage_zip(scan_bytes, mark):
     assert report.verdict in (Verdict.BLOCK, Verdict.FLAG) and "archive/malformed" in fx.rules_of(report)
     report = scan_bytes("junk.pt", b"PK\x03\x04" + b"\xff" * 200)
     assert "archive/malformed" in fx.rules_of(report)
+
+
+def test_zip_scan_reads_directory_headers_and_pickles_only(tmp_path):
+    """Tensor data is never read: the bytes read stay tiny however large the checkpoint."""
+    from hfguard.checks import ScanContext
+    from hfguard.engine import scan_file
+    from hfguard.policy import Policy
+    from hfguard.static.serialization import SerializationCheck
+    from hfguard.target import Target, TargetFile
+
+    path = tmp_path / "big.pt"
+    fx.write_sparse_torch_zip(path, [256 << 20] * 4)  # 1 GiB of tensors, sparse on disk
+    read = []
+
+    class Counting(io.FileIO):
+        def readinto(self, b):
+            n = super().readinto(b)
+            read.append(n or 0)
+            return n
+
+    file = TargetFile(
+        path="big.pt", size=path.stat().st_size, opener=lambda: io.BufferedReader(Counting(path))
+    )
+    ctx = ScanContext(policy=Policy(), target=Target(name="t", source="local", files=[file]))
+    report = scan_file(file, [SerializationCheck()], ctx)
+    assert report.format == "zip" and not report.findings
+    assert sum(read) < 256 << 10, sum(read)  # < 256 KiB of a 1 GiB file
