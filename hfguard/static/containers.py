@@ -250,6 +250,18 @@ class ContainerScanner:
                     inner = _join(where, f"<embedded@{call.offset}>")
                     self.scan(io.BytesIO(data), len(data), sn.sniff(data[:600]), inner, self._depth + 1)  # type: ignore[arg-type]
 
+    def _as_plain_pickle(self, reader: Reader, length: int, where: str, sites: list[PickleSite]) -> None:
+        """joblib skips an array's bytes; plain pickle.load of the same file would decode them as
+        opcodes. A payload planted there is reported (quietly: numeric data never parses so)."""
+        start = reader.fh.tell()
+        window = Reader(open_slice(reader.fh, start, length), base=reader.offset, size=length)
+        res = PickleVM(self.config.quiet_limits, self.budget).run_one(window)
+        reader.fh.seek(start)
+        if any(_importable(g) for g in res.globals):
+            sites.append(
+                PickleSite(_join(where, f"<array bytes as pickle.load reads them @{res.start}>"), res)
+            )
+
     def _joblib_hook(self, where: str, sites: list[PickleSite], limits: Limits):
         """After BUILD of joblib's NumpyArrayWrapper the array's bytes follow in the stream: skip
         them (or scan the nested pickle of an object array), as joblib's unpickler reads them."""
@@ -277,12 +289,14 @@ class ContainerScanner:
                     "joblib array wrapper with a dtype hfguard cannot size",
                     dtype=repr(state.get("dtype")),
                 )
-            if state.get("numpy_array_alignment_bytes") is not None:
-                (pad,) = reader.read(1, "joblib alignment padding length")
-                reader.skip(pad, "joblib alignment padding")
             count = 1
             for d in shape:
                 count *= d
+            if state.get("numpy_array_alignment_bytes") is not None:
+                (pad,) = reader.read(1, "joblib alignment padding length")
+                reader.skip(pad, "joblib alignment padding")
+            elif count and _seekable(reader.fh) and reader.size is not None:
+                self._as_plain_pickle(reader, min(count * itemsize, 1 << 20), where, sites)
             reader.skip(count * itemsize, "joblib array data")
             return None
 

@@ -247,6 +247,25 @@ def test_joblib_plain_and_compressed(mark, tmp_path, scan_bytes, comp):
     assert not {"pickle/malformed", "pickle/trailing-data", "pickle/truncated"} & fx.rules_of(report)
 
 
+def test_joblib_array_bytes_that_plain_pickle_would_run(mark, scan_bytes):
+    """joblib reads the bytes after a NumpyArrayWrapper as array data; pickle.load would decode them
+    as opcodes. A payload planted there (no alignment padding, as in joblib < 1.2) is found."""
+    payload = b"cos\nsystem\n(S'touch " + str(mark).encode() + b"'\ntR0"
+    n = len(payload)
+    wrapper = (
+        b"\x80\x02cjoblib.numpy_pickle\nNumpyArrayWrapper\n)\x81}(X\x05\x00\x00\x00shapeK"
+        + bytes([n])
+        + b"\x85X\x05\x00\x00\x00dtypecnumpy\ndtype\nX\x02\x00\x00\x00u1\x89\x88\x87R"
+        + b"(K\x03X\x01\x00\x00\x00|NNNJ"
+        + b"\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbX\x05\x00\x00\x00orderX\x01\x00\x00\x00Cub"
+    )
+    data = wrapper + payload + b"."
+    report = scan_bytes("model.joblib", data)
+    f = _blocked_by(report, "os.system")
+    assert "array bytes as pickle.load reads them" in f.location
+    assert not {"pickle/malformed", "pickle/trailing-data"} & fx.rules_of(report)  # joblib's view parses
+
+
 def test_joblib_object_array_nested_pickle(mark, tmp_path, scan_bytes):
     import numpy as np
 
