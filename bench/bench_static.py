@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,6 +138,21 @@ def build_corpus(folder: Path) -> dict[str, str]:
         path = folder / f"joblib_{str(comp).replace(' ', '')}.joblib"
         fx.joblib_file(path, obj, comp)
         labels[path.name] = "malicious"
+    evil2 = fx.evil_pickle(mark, 2)
+    put("joblib_zf.pkl", b"ZF" + hex(len(evil2)).encode().ljust(19) + zlib.compress(evil2), "malicious")
+    put(
+        "old_torch_records.tar",
+        fx.old_torch_tar([pickle.dumps(("0", "cpu", torch.FloatStorage), protocol=2), evil2]),
+        "malicious",
+    )
+    p0 = b"cos\nsystem\n(S'touch " + str(mark).encode() + b"'\ntR."
+    put("tar_polyglot.pkl", fx.tar_with([(p0.decode(), b"x")]), "malicious")
+    inner = fx.evil_pickle(mark, 4, "exec")
+    embedded = b"\x80\x04" + fx.op_str("pickle") + fx.op_str("loads") + b"\x93C" + bytes([len(inner)]) + inner
+    put("embedded_loads.pkl", embedded + b"\x85R.", "malicious")
+    walk = b"\x80\x04" + fx.op_str("sklearn.linear_model._base") + fx.op_str("os.system") + b"\x93"
+    put("attr_walk.pkl", walk + fx.op_str(f"touch {mark}") + b"\x85R.", "malicious")
+    put("truncated_p0.txt", p0[:-1], "malicious")
     for kind in ("gzip", "bzip2", "xz", "zlib"):
         put(f"wrapped.{kind}", fx.compress(kind, fx.evil_pickle(mark, 4)), "malicious")
     advisories = [

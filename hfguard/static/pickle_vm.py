@@ -384,7 +384,7 @@ class PickleVM:
     # -- one pickle ------------------------------------------------------------------------------
     def run_one(self, r: Reader) -> PickleResult:
         res = PickleResult(start=r.offset, end=r.offset)
-        self._res, self._r = res, r
+        self._res = res
         self._stack: list[Any] = []
         self._marks: list[int] = []
         self._memo: dict[int, Any] = {}

@@ -29,10 +29,10 @@ from typing import Any
 
 from hfguard import sniff as sn
 from hfguard.checks import Budget, Check, ScanContext
-from hfguard.findings import Finding, Severity
+from hfguard.findings import Finding
 from hfguard.static.containers import SCANNED_FORMATS, ContainerScanner, PickleSite, ScanConfig
 from hfguard.static.pickle_rules import RuleSet, load_rules
-from hfguard.static.pickle_vm import Call, Global, Limits
+from hfguard.static.pickle_vm import Global, Limits
 
 CHECK_ID = "static.serialization"
 MAX_UNKNOWN_FINDINGS = 50  # per pickle; the rest are summarised in one finding
@@ -235,25 +235,3 @@ def _location(where: str, offset: int | None, index: int | None) -> str:
     if index:
         parts.append(f"opcode {index}")
     return ", ".join(parts) or "file"
-
-
-def call_globals(value: Any) -> list[str]:
-    """Qualified names of the callables in a symbolic value (for debugging and tests)."""
-    out: list[str] = []
-    todo = [value]
-    seen: set[int] = set()
-    while todo:
-        v = todo.pop()
-        if id(v) in seen:
-            continue
-        seen.add(id(v))
-        if isinstance(v, Call):
-            if isinstance(v.func, Global):
-                out.append(v.func.qualname)
-            todo += [v.args, v.state, *(x for kv in v.items for x in kv), *v.appends]
-        elif isinstance(v, list | tuple):
-            todo += list(v)
-    return out
-
-
-__all__ = ["SerializationCheck", "scan_stream_findings", "config_from", "Severity"]

@@ -138,3 +138,36 @@ def test_real_minilm_weights_pass(tmp_path, scan_bytes):
     buf = io.BytesIO()
     torch.save(sd, buf, _use_new_zipfile_serialization=False)
     _passes(scan_bytes("minilm-legacy.bin", buf.getvalue()))
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_trainer_side_files_pass(scan_bytes, protocol):
+    """rng_state.pth, scaler.pt and friends that the HF Trainer writes beside a checkpoint."""
+    import random
+
+    import numpy as np
+
+    objs = {
+        "rng_state": {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "cpu": torch.random.get_rng_state(),
+        },
+        "values": {
+            "f": np.float32(1.5),
+            "i": np.int64(3),
+            "u": np.array(["x", "y"]),
+            "b": np.bool_(True),
+            "s": {1, 2},
+            "fs": frozenset({3}),
+            "c": 1 + 2j,
+            "sl": slice(1, 2),
+            "r": range(3),
+            "ba": bytearray(b"x"),
+            "bytes": b"raw",
+        },
+    }
+    for name, obj in objs.items():
+        buf = io.BytesIO()
+        torch.save(obj, buf, pickle_protocol=protocol)
+        _passes(scan_bytes(f"{name}.pth", buf.getvalue()))

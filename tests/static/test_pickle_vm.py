@@ -216,5 +216,6 @@ def test_engine_blocks_and_never_runs(mark, scan_bytes):
     report = scan_bytes("model.bin", fx.memo_stack_global(mark))
     assert report.verdict is Verdict.BLOCK
     f = fx.dangerous(report)["builtins.exec"]
+    assert f.rule == "pickle/dangerous-global" and f.check == "static.serialization"
     assert f.severity is Severity.CRITICAL and f.evidence["use"] == "called"
     assert f.evidence["opcode"] == "STACK_GLOBAL" and f.location.startswith("offset ")
