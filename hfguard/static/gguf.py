@@ -163,6 +163,11 @@ def _read_metadata(r: _Reader, n_kv: int, header: GGUFHeader) -> None:
         value = _read_value(r, vtype, keep, key)
         if value is not None:
             header.metadata[key] = value
+        elif keep == MAX_TEMPLATE and vtype == STRING:
+            header.problems.append(Problem("gguf/template-too-large", Severity.MEDIUM,
+                                           f"chat template {key!r} is over {MAX_TEMPLATE} bytes; "
+                                           "not inspected",
+                                           f"metadata {key}"))
 
 
 def _read_value(r: _Reader, vtype: int, keep: int, key: str) -> Any:

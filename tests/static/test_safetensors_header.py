@@ -146,6 +146,7 @@ def test_bad_entries(tmp_path, mutate, rule):
     (b"[1, 2]", "safetensors/header-not-object"),
     (b'  {}', "safetensors/header-start"),
     (b'{}\n\t', "safetensors/header-padding"),
+    (b'{"a":' + b"[" * 200_000 + b"]" * 200_000 + b"}", "safetensors/header-json"),   # nesting bomb
 ])
 def test_bad_header_text(tmp_path, body, rule):
     assert rule in _rules(_write(tmp_path / "bad.safetensors", body, b""))
