@@ -178,9 +178,9 @@ class _Analyser(ast.NodeVisitor):
     def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda, name: str) -> None:
         # decorators, defaults and annotations run when the def statement runs
         for d in getattr(node, "decorator_list", []):
-            name = None if isinstance(d, ast.Call) else self.qualname(d)
-            if name:
-                self._check_call(name, d)  # @os.system calls os.system(f)
+            deco = None if isinstance(d, ast.Call) else self.qualname(d)
+            if deco:
+                self._check_call(deco, d)  # @os.system calls os.system(f)
             self.visit(d)
         args = node.args
         for d in [*args.defaults, *(k for k in args.kw_defaults if k is not None)]:
@@ -316,7 +316,8 @@ class _Analyser(ast.NodeVisitor):
                 if isinstance(sub, ast.BinOp):
                     sub._hfg_seen = True  # type: ignore[attr-defined]
             if len(chrs) >= int(self.r.named["char-obfuscation"]["min_chr_calls"]):
-                decoded = "".join(chr(c.args[0].value) for c in chrs if _const_int(c))
+                decoded = "".join(chr(c.args[0].value) for c in chrs  # type: ignore[attr-defined]
+                                  if _const_int(c))
                 self._add(self.r.rule("char-obfuscation"), self.r.sev("char-obfuscation"),
                           f"builds a string from {len(chrs)} chr() calls", node, decoded=decoded[:200])
         self.generic_visit(node)

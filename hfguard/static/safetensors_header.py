@@ -75,7 +75,10 @@ class _Strict:
         out = dict(pairs)
         if len(out) != len(pairs):  # rare: find which
             seen: set[str] = set()
-            self.duplicates += [k for k, _ in pairs if k in seen or seen.add(k)]
+            for k, _ in pairs:
+                if k in seen:
+                    self.duplicates.append(k)
+                seen.add(k)
         return out
 
     @staticmethod
