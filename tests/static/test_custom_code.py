@@ -323,5 +323,7 @@ def test_chat_templates_in_tokenizer_config_and_jinja_files(tmp_path):
 def test_token_path_pattern_does_not_match_tokenizers_links():
     doc = '"""Backed by [tokenizers](https://github.com/huggingface/tokenizers)."""\n'
     assert "custom-code/sensitive-path" not in _rules_of(doc)
+    assert "custom-code/sensitive-path" not in _rules_of("CA = '/etc/ssl/certs/ca-certificates.crt'\n")
+    assert "custom-code/sensitive-path" in _rules_of("P = '/etc/cron.d/x'\n")
     steal = "import os\np = os.path.expanduser('~/.cache/huggingface/token')\n"
     assert _rules_of(steal)["custom-code/sensitive-path"] == Severity.HIGH
