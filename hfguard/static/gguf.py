@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 from hfguard import sniff as fmts
 from hfguard.checks import Budget, Check, ScanContext
 from hfguard.findings import Finding, Severity
-from hfguard.static.problems import Problem
+from hfguard.static.problems import Problem, lfs_pointer_problem
 from hfguard.static.templates import template_problems
 from hfguard.target import TargetFile
 
@@ -266,6 +266,10 @@ class GGUFCheck(Check):
         return fmt == fmts.GGUF or file.name.lower().endswith(".gguf")
 
     def check_file(self, file: TargetFile, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
+        pointer = lfs_pointer_problem(file, "gguf")
+        if pointer is not None:
+            yield self.finding(pointer.rule, pointer.severity, pointer.message, file=file.path, error=True)
+            return
         with file.open() as fh:
             header = read_gguf_header(fh, file.size, ctx.budget())
         for p in header.problems:

@@ -31,7 +31,7 @@ from hfguard import signatures
 from hfguard import sniff as fmts
 from hfguard.checks import Budget, Check, ScanContext
 from hfguard.findings import Finding, Severity
-from hfguard.static.problems import Problem
+from hfguard.static.problems import Problem, lfs_pointer_problem
 from hfguard.target import TargetFile
 
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
@@ -323,6 +323,9 @@ class KerasCheck(Check):
             problems = self._hdf5(file, ctx)
         elif fmt == fmts.ZIP:
             problems = self._archive(file, ctx)
+        elif (pointer := lfs_pointer_problem(file, "keras")) is not None:
+            yield self.finding(pointer.rule, pointer.severity, pointer.message, file=file.path, error=True)
+            return
         else:
             problems = [Problem("keras/bad-archive", Severity.HIGH,
                                 f"named .keras but the content is {fmt}, not a zip archive")]
