@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -70,13 +71,19 @@ def scan_options() -> dict[str, Any]:
 
 
 def progress_printer(quiet: bool) -> Callable[[str], None]:
+    """Progress on stderr: one line rewritten in place on a terminal, a line per step in logs."""
     if quiet:
         return lambda msg: None
+    if sys.stderr.isatty():
+        width = max(20, shutil.get_terminal_size().columns - 1)
+        return lambda msg: click.echo(f"\r\x1b[Khfguard: {msg}"[: width + 4], err=True, nl=False)
     return lambda msg: click.echo(f"hfguard: {msg}", err=True)
 
 
 def emit(report: Report, policy: Policy, fmt: str, output: str | None) -> None:
     """Write the report and exit with the code its verdict calls for."""
+    if sys.stderr.isatty():
+        click.echo("\r\x1b[K", err=True, nl=False)  # clear the progress line
     if output:
         with open(output, "w", encoding="utf-8") as fh:
             write_report(report, fmt, fh, policy)
