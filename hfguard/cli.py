@@ -37,6 +37,9 @@ def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--budget", type=float, default=60.0, show_default=True,
                   help="Seconds one check may spend on one file before it gives up (ERROR).")
     @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+    @click.option("--reference", help="Behavior tier: a trusted reference model (folder or org/name@rev).")
+    @click.option("--probe-data", type=click.Path(exists=True, dir_okay=False),
+                  help="Behavior tier: probe/canary texts, one per line.")
     @functools.wraps(func)
     def wrapper(**kw: Any) -> Any:
         try:
@@ -44,6 +47,7 @@ def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
         except PolicyError as exc:
             raise click.UsageError(str(exc)) from None
         kw.pop("policy_path", None)
+        kw["options"] = {k: v for k in ("reference", "probe_data") if (v := kw.pop(k)) is not None}
         fail_on = kw.pop("fail_on")
         if fail_on:
             policy.fail_on = parse_fail_on(fail_on)
@@ -87,7 +91,7 @@ def main() -> None:
 @click.argument("paths", nargs=-1, type=click.Path())
 @report_options
 def scan(paths: tuple[str, ...], policy: Policy, fmt: str, output: str | None, budget: float,
-         quiet: bool) -> None:
+         quiet: bool, options: dict[str, Any]) -> None:
     """Scan local files and directories (recursively); with no PATH, the local HF cache."""
     from hfguard.checks import checks_for_tiers
     from hfguard.engine import scan as run_scan
@@ -101,7 +105,7 @@ def scan(paths: tuple[str, ...], policy: Policy, fmt: str, output: str | None, b
     if not target.files:
         progress(f"nothing to scan in {target.name}")
     report = run_scan(target, policy, checks_for_tiers(policy.tiers), progress=progress,
-                      budget_seconds=budget)
+                      budget_seconds=budget, options=options)
     emit(report, policy, fmt, output)
 
 
