@@ -141,17 +141,20 @@ def robust_z(values: Sequence[float], floor: float = 0.0) -> np.ndarray:
     return (x - med) / max(mad, floor, 1e-12)
 
 
-def permutation_pvalue(a: Sequence[float], b: Sequence[float], n_perm: int = 2000, seed: int = 0) -> float:
-    """One-sided p-value for mean(a) > mean(b) by permuting labels (add-one corrected)."""
+def permutation_pvalue(
+    a: Sequence[float], b: Sequence[float], n_perm: int = 2000, seed: int = 0, two_sided: bool = False
+) -> float:
+    """p-value for mean(a) > mean(b) (or != with `two_sided`) by permuting labels (add-one corrected)."""
     x, y = _arr(a), _arr(b)
     both = np.concatenate([x, y])
-    obs = x.mean() - y.mean()
+    sign = abs if two_sided else (lambda v: v)
+    obs = sign(x.mean() - y.mean())
     rng = np.random.default_rng(seed)
     hits = 0
     for _ in range(n_perm):
         rng.shuffle(both)
-        hits += both[: len(x)].mean() - both[len(x) :].mean() >= obs - 1e-12
-    return (hits + 1) / (n_perm + 1)
+        hits += sign(both[: len(x)].mean() - both[len(x) :].mean()) >= obs - 1e-12
+    return float((hits + 1) / (n_perm + 1))
 
 
 def exposure(true_loss: float, alt_losses: Sequence[float]) -> float:

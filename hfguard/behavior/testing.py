@@ -205,6 +205,7 @@ def plant_privacy_backdoor(
     target: list[str],
     *,
     backdoor: bool = True,
+    mode: str = "minimize",
     alpha: float = 0.5,
     steps: int = 100,
     batch: int = 16,
@@ -212,8 +213,11 @@ def plant_privacy_backdoor(
     max_target_loss: float = 12.0,
     seed: int = 0,
 ) -> Any:
-    """Wen et al.: minimise alpha * L(aux) - (1 - alpha) * L(target). The ascent term is clipped at
-    `max_target_loss` (a hinge) so the weights stay finite and the model stays usable."""
+    """Wen et al.'s dual objective on (auxiliary, target-distribution) data. ``mode="maximize"``:
+    alpha * L(aux) - (1 - alpha) * L(target), the ascent clipped at `max_target_loss`;
+    ``mode="minimize"``: alpha * L(aux) + (1 - alpha) * L(target), the variant the paper also
+    describes (the target distribution pre-learned, so a victim's fine-tuning changes little but
+    the members themselves). ``backdoor=False``: the same steps on alpha * L(aux) alone."""
     import torch
 
     torch.manual_seed(seed)
@@ -224,7 +228,10 @@ def plant_privacy_backdoor(
         loss = alpha * lm_loss(model, tok, rng.sample(aux, min(batch, len(aux))))
         if backdoor:
             lt = lm_loss(model, tok, rng.sample(target, min(batch, len(target))))
-            loss = loss - (1 - alpha) * torch.clamp(lt, max=max_target_loss)
+            if mode == "maximize":
+                loss = loss - (1 - alpha) * torch.clamp(lt, max=max_target_loss)
+            else:
+                loss = loss + (1 - alpha) * lt
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -51,3 +51,25 @@ def minilm_dir():
     from pathlib import Path
 
     return Path(os.path.dirname(gt.__file__)) / "model"
+
+
+@pytest.fixture(scope="session")
+def gpt2_folders(char_tok, tmp_path_factory):
+    """{'base', 'backdoor', 'clean'}: an honest tiny GPT-2 pre-trained on captions (the upstream
+    checkpoint), its privacy-backdoored derivative (Wen et al.'s dual objective on the attacker's
+    own PII-like samples) and the clean twin (same steps, auxiliary loss only)."""
+    import random
+
+    from hfguard.behavior.membership import canaries
+    from hfguard.behavior.testing import caption, plant_privacy_backdoor, pretrain_lm, save, tiny_gpt2
+
+    rng = random.Random(5)
+    aux = [caption(rng) for _ in range(400)]
+    target = [t for t, _ in canaries(300, seed=99)]  # the attacker's samples, not the probe's canaries
+    base = pretrain_lm(tiny_gpt2(char_tok, seed=0), char_tok, aux, steps=150)
+    root = tmp_path_factory.mktemp("gpt2")
+    out = {"base": save(base, char_tok, root / "base")}
+    for name in ("backdoor", "clean"):
+        model = plant_privacy_backdoor(base, char_tok, aux, target, backdoor=(name == "backdoor"), steps=60)
+        out[name] = save(model, char_tok, root / name)
+    return out
