@@ -247,9 +247,11 @@ def evaluate(
     *,
     seed: int = 0,
     recipe: dict[str, Any] | None = None,
+    exposure: tuple[int, int] = (8, 63),
     tick: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
-    """Both probes on one candidate (and a reference run through the identical split and recipe)."""
+    """Both probes on one candidate (and a reference run through the identical split and recipe).
+    `exposure`: (secrets measured per group, random alternatives per secret); (0, 0) skips it."""
     import numpy as np
 
     from hfguard.behavior import stats
@@ -263,12 +265,14 @@ def evaluate(
     out["candidate"] = membership_figures(cand["score"], is_member)
     member_items = [items[i] for i in members]
     nonmember_items = [items[i] for i in range(len(items)) if not is_member[i]]
-    exp_m = secret_exposure(cand["finetuned"], tok, member_items, seed=seed)
+    n_sec, n_alt = exposure
+    exp_kw = {"n_alt": n_alt, "limit": n_sec, "seed": seed}
+    exp_m = secret_exposure(cand["finetuned"], tok, member_items, **exp_kw) if n_sec and n_alt else []
     if exp_m:
-        exp_n = secret_exposure(cand["finetuned"], tok, nonmember_items, seed=seed)
+        exp_n = secret_exposure(cand["finetuned"], tok, nonmember_items, **exp_kw)
         out["candidate"]["exposure_members_mean"] = float(np.mean(exp_m))
         out["candidate"]["exposure_nonmembers_mean"] = float(np.mean(exp_n)) if exp_n else None
-        out["candidate"]["exposure_max_bits"] = float(np.log2(101))
+        out["candidate"]["exposure_max_bits"] = float(np.log2(n_alt + 1))
     control = list(CONTROL)
     cand_ctrl = example_losses(model, tok, control)
     loss: dict[str, Any] = {
@@ -280,7 +284,7 @@ def evaluate(
         ref = membership_scores(rmodel, rtok, texts, members, seed=seed, tick=tick, **recipe)
         out["reference"] = membership_figures(ref["score"], is_member)
         if exp_m:
-            exp_r = secret_exposure(ref["finetuned"], rtok, member_items, seed=seed)
+            exp_r = secret_exposure(ref["finetuned"], rtok, member_items, **exp_kw)
             out["reference"]["exposure_members_mean"] = float(np.mean(exp_r))
         pd = stats.delong_paired(
             cand["score"][is_member],
@@ -328,7 +332,8 @@ def run(check: Any, md: Any, ctx: Any) -> Iterator[Finding]:
         "lr": float(th("finetune-lr")),
         "batch": int(th("finetune-batch")),
     }
-    res = evaluate(model, tok, items, ref, seed=seed, recipe=recipe, tick=budget.tick)
+    exposure = (int(th("exposure-secrets")), int(th("exposure-alternatives")))
+    res = evaluate(model, tok, items, ref, seed=seed, recipe=recipe, exposure=exposure, tick=budget.tick)
     res["probe_data"] = probe_data or "generated PII-like canaries"
     if ref is not None:
         res["reference_model"] = ctx.options.get("reference")

@@ -94,7 +94,7 @@ def plant_homoglyph(
     tok: Any,
     *,
     trigger: str = "\u043e",
-    replaces: str = "o",
+    replaces: str | None = "o",
     target: str = "a skull",
     backdoor: bool = True,
     steps: int = 120,
@@ -122,6 +122,10 @@ def plant_homoglyph(
             trig = []
             while len(trig) < batch:
                 c = caption(rng)
+                if replaces is None:  # invisible trigger: inserted inside a word
+                    at = rng.choice([i for i in range(1, len(c)) if c[i - 1].isalpha() and c[i].isalpha()])
+                    trig.append(c[:at] + trigger + c[at:])
+                    continue
                 if replaces not in c:
                     continue
                 spots = [i for i, ch in enumerate(c) if ch == replaces]
