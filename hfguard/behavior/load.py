@@ -178,6 +178,21 @@ def resolve_reference(spec: str) -> Path:
 
 
 # -- transformers ---------------------------------------------------------------------------------
+@contextmanager
+def _unpickler_refusals(root: Path) -> Iterator[None]:
+    """The weights_only unpickler rejecting a torch file means it holds more than tensors."""
+    import pickle
+
+    try:
+        yield
+    except pickle.UnpicklingError as exc:
+        first = str(exc).split(".", 1)[0]
+        raise RefusedWeights(
+            f"{root}: torch weights hold objects the weights_only unpickler refuses "
+            f"({first}); nothing was executed"
+        ) from None
+
+
 def _pretrained_kwargs(root: Path) -> dict[str, Any]:
     fmt = weights_format(root)
     if fmt == "none":
@@ -232,7 +247,8 @@ class TextEncoder:
             batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(self.device)
         if self.kind == "clip":
-            return self.model.get_text_features(**enc).pooler_output
+            feats = self.model.get_text_features(**enc)
+            return getattr(feats, "pooler_output", feats)  # transformers 5: an output object; 4.x: a tensor
         out = self.model(**enc)
         if self.kind == "clip-text":
             proj = getattr(out, "text_embeds", None)  # CLIPTextModelWithProjection
@@ -256,7 +272,8 @@ def load_text_encoder(md: ModelDir, device: str = "cpu") -> TextEncoder:
         cls = tf.AutoModel
     else:
         raise ValueError(f"{md.name}: not a text encoder ({md.kind})")
-    model = cls.from_pretrained(str(md.root), **kw).to(device).eval()
+    with _unpickler_refusals(md.root):
+        model = cls.from_pretrained(str(md.root), **kw).to(device).eval()
     max_len = int(
         md.config.get("max_position_embeddings")
         or md.config.get("text_config", {}).get("max_position_embeddings")
@@ -271,9 +288,9 @@ def load_causal_lm(md: ModelDir, device: str = "cpu") -> tuple[Any, Any]:
     """(model, tokenizer); the tokenizer gets a pad token when it has none (for batching)."""
     from transformers import AutoModelForCausalLM
 
-    model = (
-        AutoModelForCausalLM.from_pretrained(str(md.root), **_pretrained_kwargs(md.root)).to(device).eval()
-    )
+    with _unpickler_refusals(md.root):
+        model = AutoModelForCausalLM.from_pretrained(str(md.root), **_pretrained_kwargs(md.root))
+    model = model.to(device).eval()
     tok = load_tokenizer(md.root)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
@@ -288,19 +305,16 @@ def load_open_clip(spec: str, device: str = "cpu", name: str = "") -> TextEncode
         import open_clip
     except ImportError as exc:
         raise BehaviorUnavailable(f"open_clip is not importable ({exc}); install open_clip_torch") from None
+    arch, file = spec, None
     if spec.startswith("local-dir:"):
         weights_format(Path(spec[len("local-dir:") :]))  # refuses pickle-only folders before open_clip looks
-        model = open_clip.create_model(spec, device=device, weights_only=True)
-        tok = open_clip.get_tokenizer(spec)
-    elif spec.startswith("hf-hub:"):
-        model = open_clip.create_model(spec, device=device, weights_only=True)
-        tok = open_clip.get_tokenizer(spec)
-    else:
+    elif not spec.startswith("hf-hub:"):
         arch, _, file = spec.partition(":")
         if not file.endswith(".safetensors"):
             with open(file, "rb") as fh:
                 if sniff(fh.read(600), file) != ZIP:
                     raise RefusedWeights(f"{file}: not safetensors or a torch zip file")
+    with _unpickler_refusals(Path(file or spec)):
         model = open_clip.create_model(arch, pretrained=file, device=device, weights_only=True)
-        tok = open_clip.get_tokenizer(arch)
+    tok = open_clip.get_tokenizer(arch)
     return TextEncoder("open_clip", model.eval(), tok, device, name=name or spec)

@@ -114,3 +114,62 @@ def test_missing_torch_is_an_error_not_a_pass(clip_folders, monkeypatch):
     report = _scan(clip_folders["clean"])
     assert report.verdict is Verdict.ERROR
     assert report.findings[0].rule == "behavior/unavailable"
+
+
+def test_full_clip_model_encodes_with_its_projection(char_tok, tmp_path):
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    from hfguard.behavior.testing import save
+
+    torch.manual_seed(0)
+    text = {
+        "vocab_size": len(char_tok),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 96,
+        "eos_token_id": 3,
+        "bos_token_id": 2,
+        "pad_token_id": 0,
+    }
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 16,
+    }
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
+    md = describe(save(model, char_tok, tmp_path / "clip"))
+    assert md.kind == "clip"
+    enc = load_text_encoder(md, "cpu")
+    got = enc.encode(["a dog", "a cat on a mat"])
+    with torch.no_grad():
+        inputs = char_tok(["a dog", "a cat on a mat"], padding=True, return_tensors="pt")
+        want = model.text_projection(model.text_model(**inputs).pooler_output)
+    assert got.shape == (2, 16)
+    assert torch.allclose(got, torch.nn.functional.normalize(want, dim=-1), atol=1e-5)
+
+
+def test_torch_zip_weights_load_weights_only(clip_folders, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    # an honest torch zip checkpoint loads (weights_only) and is probed like the safetensors one
+    honest = tmp_path / "honest"
+    shutil.copytree(clip_folders["clean"], honest)
+    torch.save(load_file(honest / "model.safetensors"), honest / "pytorch_model.bin")
+    (honest / "model.safetensors").unlink()
+    assert _scan(honest).verdict is Verdict.PASS
+    # a torch zip whose pickle would run code is rejected by the weights_only unpickler: no mark
+    evil = tmp_path / "evil"
+    shutil.copytree(honest, evil)
+    mark = tmp_path / "MARK"
+    torch.save({"text_model.embeddings.token_embedding.weight": _Mark(str(mark))}, evil / "pytorch_model.bin")
+    report = _scan(evil)
+    assert report.verdict is Verdict.ERROR
+    assert [f.rule for f in report.findings] == ["behavior/refused-weights"]
+    assert not mark.exists()
