@@ -169,6 +169,12 @@ def build_groups(
     return list(groups.values()), unseen
 
 
+def _median(xs: list[float]) -> float | None:
+    import statistics
+
+    return round(statistics.median(xs), 4) if xs else None
+
+
 def _pairwise_mean(x: Any) -> float:
     n = x.shape[0]
     sim = x @ x.T
@@ -280,6 +286,10 @@ def probe(
         "min_collapse": min_collapse,
         "min_consistency": min_consistency,
         "compared_to": "reference" if reference else "latin-controls",
+        # population figures: an encoder that collapses on ANY odd character (a non-specific trigger,
+        # or a broken model) is no outlier; these medians let a reader see it (cf. clean MiniLM ~0.13)
+        "median_collapse": _median([g.scores["collapse"] for g in groups]),
+        "median_control_collapse": _median([g.scores["control_collapse"] for g in groups]),
     }
     return ProbeResult(groups, unseen, flagged, summary)
 

@@ -86,7 +86,11 @@ def tiny_clip_text(tokenizer: Any, seed: int = 0, width: int = 64, layers: int =
 
 def _embed(model: Any, tok: Any, texts: list[str]) -> Any:
     enc = tok(texts, padding=True, return_tensors="pt")
-    return model(**enc).pooler_output
+    out = model(**enc)
+    if model.config.model_type.startswith("clip"):
+        return out.pooler_output
+    mask = enc["attention_mask"].unsqueeze(-1).to(out.last_hidden_state.dtype)  # sentence encoders: mean
+    return (out.last_hidden_state * mask).sum(1) / mask.sum(1)
 
 
 def plant_homoglyph(
