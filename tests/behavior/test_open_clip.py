@@ -1,5 +1,6 @@
-"""The open_clip loader (local-dir: folders, as open_clip writes them for the Hub). open_clip_torch
-is optional (its torchvision needs another torch build than the CPU pin): skipped when absent."""
+"""The open_clip loader (local-dir: folders, as open_clip writes them for the Hub). open_clip_torch is
+in the test extra (beside the torch/torchvision pair that imports together); the skip only guards
+installs without the `clip` extra."""
 
 from __future__ import annotations
 
