@@ -114,6 +114,14 @@ def list_checks() -> None:
         click.echo(f"{c.id:28} {c.tier:9} v{c.version:5} {c.description}")
 
 
+# hook entry points, lockfile, git hooks (logic in hfguard/hooks/)
+from hfguard.hooks.commands import hook, install_hooks, lock  # noqa: E402
+
+main.add_command(hook)
+main.add_command(lock)
+main.add_command(install_hooks)
+
+
 def run() -> None:
     """Console entry point: an unexpected failure is exit 2 with a message, never a pass."""
     try:
