@@ -136,9 +136,18 @@ def _is_offline(kwargs: dict[str, Any]) -> bool:
 
 
 # -- wrappers ----------------------------------------------------------------------------------
+def _unguarded() -> bool:
+    """Off, or called by the guard's own vetting: hfguard's Hub code (in any of its threads) or
+    this thread while it vets."""
+    if not _state.active or getattr(_state.busy, "on", False):
+        return True
+    caller = sys._getframe(2).f_globals.get("__name__", "")
+    return caller.startswith("hfguard.") and not caller.startswith("hfguard.hooks.guard")
+
+
 def _wrap_download(original: Callable[..., Any], kind: str) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not _state.active or getattr(_state.busy, "on", False):
+        if _unguarded():
             return original(*args, **kwargs)
         repo_id = kwargs.get("repo_id", args[0] if args else None)
         if kwargs.get("repo_type") not in (None, "model") or not isinstance(repo_id, str) \
@@ -163,7 +172,7 @@ def _wrap_download(original: Callable[..., Any], kind: str) -> Callable[..., Any
 
 def _wrap_cached_files(original: Callable[..., Any]) -> Callable[..., Any]:
     def cached_files(path_or_repo_id: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _state.active or getattr(_state.busy, "on", False):
+        if _unguarded():
             return original(path_or_repo_id, *args, **kwargs)
         name = os.fspath(path_or_repo_id) if isinstance(path_or_repo_id, str | os.PathLike) else None
         if name and os.path.isdir(name):
