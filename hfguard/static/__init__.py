@@ -1,0 +1,1 @@
+"""The static tier: evidence gathered without executing or fully loading anything."""

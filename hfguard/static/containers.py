@@ -1,0 +1,642 @@
+"""Unpack every pickle-bearing container into pickle streams for the symbolic VM.
+
+Raw pickles (all stacked pickles), PyTorch zip (every member that is a pickle by content, plus the
+zip's own consistency: duplicate names, local/central disagreement, CRC, flag bits, bounds),
+PyTorch legacy (five stacked pickles, then raw storages whose layout is checked), tar (torch's old
+tar checkpoints and generic tar), numpy .npy / .npz (object arrays carry a pickle), joblib (plain or
+compressed; its raw arrays interleaved with the pickle are skipped), gzip/bz2/xz/lzma/zlib wrappers,
+and archives nested in archives up to a depth bound.
+
+Only what is needed is read: a zip's central directory, local headers and the heads of members;
+tensor data members are never read. Nothing is executed or unpickled.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import lzma
+import re
+import struct
+import tarfile
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import IO, Any, BinaryIO
+
+from hfguard import sniff as sn
+from hfguard.checks import Budget
+from hfguard.static.pickle_vm import (
+    Call,
+    Global,
+    Limits,
+    PickleResult,
+    PickleVM,
+    Reader,
+    SymDict,
+    VMStop,
+    scan_stream,
+)
+from hfguard.static.streams import CrcTap, buffered, open_decompressed, open_slice, spool
+
+STREAM_ERRORS = (VMStop, OSError, EOFError, ValueError, zlib.error, lzma.LZMAError, struct.error)
+COMPRESSED = {sn.GZIP: "gzip", sn.BZIP2: "bzip2", sn.XZ: "xz", sn.LZMA: "lzma", sn.ZLIB: "zlib"}
+SCANNED_FORMATS = {sn.PICKLE, sn.TORCH_LEGACY, sn.ZIP, sn.TAR, sn.NUMPY, *COMPRESSED}
+_PICKLE_FIRST = set(b"(}]acdefghijlpqrstuvwxyzIJKLMNPQRSTUVX\x80\x8a\x8b\x8c\x8d\x8e\x8f\x93\x94\x95GFBC.0")
+_JOBLIB_WRAPPERS = {"joblib.numpy_pickle.NumpyArrayWrapper",
+                    "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper"}
+# element sizes of legacy storage classes (torch.FloatStorage ...), for the legacy raw section
+_STORAGE_ELEMENT = {"Double": 8, "Float": 4, "Half": 2, "Long": 8, "Int": 4, "Short": 2, "Char": 1,
+                    "Byte": 1, "Bool": 1, "BFloat16": 2, "ComplexDouble": 16, "ComplexFloat": 8,
+                    "QUInt8": 1, "QInt8": 1, "QInt32": 4, "QUInt4x2": 1, "QUInt2x4": 1, "Untyped": 1}
+
+
+@dataclass
+class Hit:
+    """Structural evidence from a container (rule ids listed in signatures/pickle_globals.yaml)."""
+
+    rule: str
+    message: str
+    where: str
+    offset: int | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PickleSite:
+    where: str               # "" for the file itself, else the member chain ("a.zip!archive/data.pkl")
+    result: PickleResult
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    limits: Limits = Limits()
+    quiet_limits: Limits = Limits(max_opcodes=200_000, max_bytes=64 << 20)
+    max_depth: int = 4
+    max_members: int = 100_000
+    max_central_directory: int = 64 << 20
+    max_decompressed: int = 4 << 30
+    max_ratio: float = 200.0
+    ratio_floor: int = 128 << 20     # the ratio bound applies past this many output bytes
+    max_pickles: int = 64
+
+
+def looks_like_pickle(head: bytes) -> bool:
+    """PROTO 2-5: a pickle for certain (or a broken one, which is a finding)."""
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def may_be_pickle(head: bytes) -> bool:
+    """Could be a protocol 0/1 pickle: tried quietly, reported only if it parses with globals."""
+    return bool(head) and head[0] in _PICKLE_FIRST
+
+
+class ContainerScanner:
+    def __init__(self, config: ScanConfig | None = None, budget: Budget | None = None) -> None:
+        self.config = config or ScanConfig()
+        self.budget = budget or Budget(seconds=1e9)
+        self.hits: list[Hit] = []
+        self._last_fh: Any = None
+        self.sites: list[PickleSite] = []
+
+    # -- entry -------------------------------------------------------------------------------------
+    def scan(self, fh: BinaryIO, size: int | None, fmt: str, where: str = "", depth: int = 0,
+             base: int = 0) -> None:
+        """Scan a stream sniffed as `fmt`. `base` is the stream's absolute offset (for locations)."""
+        if depth > self.config.max_depth:
+            self.hits.append(Hit("archive/depth-exceeded",
+                                 f"archives nested deeper than {self.config.max_depth}", where,
+                                 evidence={"limit": self.config.max_depth}))
+            return
+        self.budget.tick("scanning containers")
+        if fmt == sn.ZIP:
+            self.scan_zip(fh, size, where, depth)
+        elif fmt == sn.TORCH_LEGACY:
+            self.scan_legacy(fh, size, where, base)
+        elif fmt == sn.TAR:
+            self.scan_tar(fh, where, depth)
+        elif fmt == sn.NUMPY:
+            self.scan_npy(fh, size, where, base)
+        elif fmt in COMPRESSED:
+            self.scan_compressed(fh, size, COMPRESSED[fmt], where, depth)
+        elif fmt == sn.PICKLE:
+            head = _peek(fh, 2)
+            self.scan_pickles(fh, size, where, base, quiet=not looks_like_pickle(head))
+        else:  # text / unknown whose first byte is an opcode: a protocol 0 pickle in disguise?
+            self.scan_pickles(fh, size, where, base, quiet=True)
+
+    # -- pickles -----------------------------------------------------------------------------------
+    def scan_pickles(self, fh: BinaryIO, size: int | None, where: str, base: int = 0, *,
+                     quiet: bool = False, max_pickles: int | None = None,
+                     trailing_ok: bool = False) -> list[PickleResult]:
+        limits = self.config.quiet_limits if quiet else self.config.limits
+        reader = Reader(fh, base=base, size=size, budget=self.budget)
+        sites: list[PickleSite] = []
+        vm = PickleVM(limits, self.budget, build_hook=self._joblib_hook(where, sites, limits))
+        results, trailing = scan_stream(reader, vm, max_pickles or self.config.max_pickles)
+        self._last_fh = reader.fh  # a non-seekable peek may have wrapped it
+        if quiet and not any(r.complete and r.globals for r in results):
+            return []
+        self.sites.extend(PickleSite(where, r) for r in results)
+        self.sites.extend(sites)
+        if trailing is not None and not trailing_ok:
+            self.hits.append(Hit(trailing.rule, trailing.message, where, trailing.offset, trailing.evidence))
+        if len(results) > 1 and max_pickles is None:
+            self.hits.append(Hit("pickle/multiple-pickles",
+                                 f"{len(results)} pickles one after another; a loader that reads more "
+                                 "than one runs them all (all were scanned)", where, results[1].start,
+                                 {"pickles": len(results)}))
+        return results
+
+    def _joblib_hook(self, where: str, sites: list[PickleSite], limits: Limits):
+        """After BUILD of joblib's NumpyArrayWrapper the array's bytes follow in the stream: skip
+        them (or scan the nested pickle of an object array), as joblib's unpickler reads them."""
+
+        def hook(call: Call, reader: Reader) -> None:
+            func = call.func
+            if not (isinstance(func, Global) and func.qualname in _JOBLIB_WRAPPERS):
+                return None
+            state = call.state
+            if not isinstance(state, SymDict):
+                raise VMStop("pickle/malformed", "joblib array wrapper without a state dict")
+            itemsize, has_object = _dtype_size(state.get("dtype"))
+            if has_object:
+                nested = PickleVM(limits, self.budget).run_one(reader)
+                sites.append(PickleSite(f"{where}{'!' if where else ''}object-array@{nested.start}", nested))
+                if not nested.complete:
+                    raise VMStop("pickle/truncated", "joblib object array pickle is incomplete")
+                return None
+            shape = state.get("shape")
+            if not (isinstance(shape, tuple) and all(isinstance(d, int) and d >= 0 for d in shape)):
+                raise VMStop("pickle/malformed", "joblib array wrapper with a bad shape")
+            if itemsize is None:
+                raise VMStop("pickle/malformed", "joblib array wrapper with a dtype hfguard cannot size",
+                             dtype=repr(state.get("dtype")))
+            if state.get("numpy_array_alignment_bytes") is not None:
+                (pad,) = reader.read(1, "joblib alignment padding length")
+                reader.skip(pad, "joblib alignment padding")
+            count = 1
+            for d in shape:
+                count *= d
+            reader.skip(count * itemsize, "joblib array data")
+            return None
+
+        return hook
+
+    # -- zip ---------------------------------------------------------------------------------------
+    def scan_zip(self, fh: BinaryIO, size: int | None, where: str, depth: int) -> None:
+        if size is None:
+            size = fh.seek(0, 2)
+        try:
+            entries = read_zip_directory(fh, size, self.config, self.budget)
+        except ZipError as exc:
+            self.hits.append(Hit(exc.rule, str(exc), where, exc.offset, exc.evidence))
+            return
+        names = Counter(e.raw_name for e in entries)
+        for raw, n in names.items():
+            if n > 1:
+                self.hits.append(Hit("zip/duplicate-member",
+                                     f"{n} central-directory entries named {raw.decode('utf-8', 'replace')!r}; "
+                                     "loaders disagree on which one they read (all were scanned)",
+                                     _join(where, raw.decode("utf-8", "replace")), evidence={"count": n}))
+        storage_keys: set[str] = set()
+        # the pickles first (they name the storages), then everything else
+        ordered = sorted(entries, key=lambda e: (not e.name.endswith(".pkl"), e.index))
+        for e in ordered:
+            self.budget.tick("scanning zip members")
+            member_where = _join(where, e.name)
+            for rule, msg, ev in e.problems:
+                self.hits.append(Hit(rule, msg, member_where, e.header_offset, ev))
+            if e.data_offset is None or e.usize == 0:
+                continue
+            self._scan_member(fh, e, member_where, depth, storage_keys)
+
+    def _scan_member(self, fh: BinaryIO, e: ZipEntry, where: str, depth: int, storage_keys: set[str]) -> None:
+        cfg = self.config
+        kind = {0: None, 8: "deflate", 12: "bzip2", 14: "lzma-zip"}.get(e.method, "?")
+        if kind == "?":
+            self.hits.append(Hit("archive/unsupported-compression",
+                                 f"compression method {e.method} cannot be decoded; member unscanned",
+                                 where, e.header_offset, {"method": e.method}))
+            return
+        assert e.data_offset is not None
+
+        def open_member() -> tuple[IO[bytes], CrcTap | None]:
+            raw = open_slice(fh, e.data_offset, e.csize)
+            if kind is None:
+                return raw, None
+            tap = CrcTap(open_decompressed(kind, raw, e.csize, cap=cfg.max_decompressed, ratio=cfg.max_ratio,
+                                           ratio_floor=cfg.ratio_floor, budget=self.budget))
+            return buffered(tap), tap
+
+        try:
+            stream, tap = open_member()
+            head = stream.read(600)
+        except STREAM_ERRORS as exc:
+            self._stream_error(exc, where, e.data_offset)
+            return
+        fmt = sn.sniff(head, e.name, e.usize)
+        is_storage = _storage_key(e.name) in storage_keys
+        if is_storage and not looks_like_pickle(head):
+            return  # raw tensor bytes, read by torch as data, never unpickled
+        if fmt not in SCANNED_FORMATS and not may_be_pickle(head):
+            return
+        base = e.data_offset if kind is None else 0
+        stream, tap = open_member()
+        if kind is None:
+            tap = CrcTap(stream)
+            stream = buffered(tap)
+        try:
+            if fmt == sn.PICKLE or fmt not in SCANNED_FORMATS:
+                quiet = is_storage or not looks_like_pickle(head)
+                results = self.scan_pickles(stream, e.usize, where, base, quiet=quiet)
+                for r in results:
+                    storage_keys.update(_storage_keys(r.pids))
+            elif fmt == sn.ZIP:
+                inner = open_slice(fh, e.data_offset, e.csize) if kind is None else spool(
+                    stream, cfg.max_decompressed, self.budget)
+                self.scan(inner, None, sn.ZIP, where, depth + 1)  # type: ignore[arg-type]
+                return  # a nested stored zip is read by its directory: no full CRC pass
+            else:
+                self.scan(stream, e.usize, fmt, where, depth + 1, base)  # type: ignore[arg-type]
+            tap.drain(self.budget)
+            if tap.count == e.usize and (tap.crc & 0xFFFFFFFF) != e.crc:
+                self.hits.append(Hit("zip/bad-crc",
+                                     f"CRC-32 {tap.crc:08x} does not match the directory's {e.crc:08x} "
+                                     "(Python's zipfile refuses this member; torch may load it)",
+                                     where, e.header_offset, {"crc": f"{tap.crc:08x}", "expected": f"{e.crc:08x}"}))
+            elif tap.count != e.usize:
+                self.hits.append(Hit("zip/header-mismatch",
+                                     f"member holds {tap.count} bytes, the directory says {e.usize}",
+                                     where, e.header_offset, {"actual": tap.count, "declared": e.usize}))
+        except STREAM_ERRORS as exc:
+            self._stream_error(exc, where, e.data_offset)
+
+    def _stream_error(self, exc: BaseException, where: str, offset: int | None) -> None:
+        if isinstance(exc, VMStop):
+            self.hits.append(Hit(exc.rule, exc.message, where, offset, exc.evidence))
+        else:
+            self.hits.append(Hit("archive/malformed", f"cannot read: {type(exc).__name__}: {exc}", where, offset))
+
+    # -- compressed streams ------------------------------------------------------------------------
+    def scan_compressed(self, fh: BinaryIO, size: int | None, kind: str, where: str, depth: int) -> None:
+        cfg = self.config
+        inner_where = _join(where, f"<{kind}>")
+        try:
+            stream = open_decompressed(kind, fh, size, cap=cfg.max_decompressed, ratio=cfg.max_ratio,
+                                       ratio_floor=cfg.ratio_floor, budget=self.budget)
+            head = stream.peek(600)[:600]
+            fmt = sn.sniff(head, "", None)
+            if fmt == sn.ZIP:
+                self.scan(spool(stream, cfg.max_decompressed, self.budget), None,  # type: ignore[arg-type]
+                          sn.ZIP, inner_where, depth + 1)
+            elif fmt in SCANNED_FORMATS or may_be_pickle(head):
+                self.scan(stream, None, fmt, inner_where, depth + 1)  # type: ignore[arg-type]
+        except STREAM_ERRORS as exc:
+            self._stream_error(exc, inner_where, None)
+
+    # -- torch legacy -------------------------------------------------------------------------------
+    def scan_legacy(self, fh: BinaryIO, size: int | None, where: str, base: int) -> None:
+        """magic, protocol, sys_info, the data pickle, the storage keys; then raw storages."""
+        results = self.scan_pickles(fh, size, where, base, max_pickles=5, trailing_ok=True)
+        if len(results) < 5 or not all(r.complete for r in results):
+            if all(r.complete for r in results):
+                self.hits.append(Hit("torch/legacy-layout",
+                                     f"legacy torch file with {len(results)} pickles instead of 5", where))
+            return
+        keys, data = results[4].value, results[3]
+        if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+            self.hits.append(Hit("torch/legacy-layout", "legacy storage key list is not a list of strings",
+                                 where, results[4].start))
+            return
+        elsize = {}
+        for pid in data.pids:
+            if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], Global):
+                m = re.fullmatch(r"(\w*?)Storage", pid[1].name)
+                elsize[pid[2]] = _STORAGE_ELEMENT.get(m.group(1) if m else "")
+        end = results[4].end
+        reader = Reader(self._last_fh, base=end, size=None if size is None else size - (end - base),
+                        budget=self.budget)
+        try:
+            for key in keys:
+                (numel,) = struct.unpack("<q", reader.read(8, "storage size"))
+                es = elsize.get(key)
+                if es is None or numel < 0:
+                    raise VMStop("torch/legacy-layout", f"storage {key!r} has no known element size or a bad size")
+                reader.skip(numel * es, f"storage {key}")
+                self.budget.tick("legacy storages")
+        except VMStop as exc:
+            self.hits.append(Hit("torch/legacy-layout", f"raw storage section: {exc.message}", where,
+                                 reader.offset, exc.evidence))
+            return
+        if reader.remaining():
+            # bytes after the last storage: maybe one more pickle hidden there
+            tail = self.scan_pickles(fh, reader.remaining(), where, reader.offset, quiet=True)
+            if not tail:
+                self.hits.append(Hit("pickle/trailing-data",
+                                     f"{reader.remaining()} bytes after the last legacy storage",
+                                     where, reader.offset, {"bytes": reader.remaining()}))
+
+    # -- tar -----------------------------------------------------------------------------------------
+    def scan_tar(self, fh: BinaryIO, where: str, depth: int) -> None:
+        cfg = self.config
+        seekable = _seekable(fh)
+        try:
+            tf = tarfile.open(fileobj=fh, mode="r:" if seekable else "r|")  # type: ignore[call-overload]
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            self.hits.append(Hit("archive/malformed", f"cannot read tar: {exc}", where))
+            return
+        names: list[str] = []
+        count = 0
+        try:
+            while (m := tf.next()) is not None:
+                count += 1
+                if count > cfg.max_members:
+                    self.hits.append(Hit("archive/too-many-members", f"more than {cfg.max_members} tar members",
+                                         where, evidence={"limit": cfg.max_members}))
+                    return
+                self.budget.tick("tar members")
+                names.append(m.name)
+                if not m.isfile() or m.size == 0:
+                    continue
+                ef = tf.extractfile(m)
+                if ef is None:
+                    continue
+                mwhere = _join(where, m.name)
+                head = ef.read(600)
+                fmt = sn.sniff(head, m.name, m.size)
+                if fmt not in SCANNED_FORMATS and not may_be_pickle(head):
+                    continue
+                if seekable:
+                    ef.seek(0)
+                    stream: IO[bytes] = ef
+                else:
+                    stream = buffered(_Prefixed(head, ef))  # type: ignore[arg-type]
+                torch_raw = m.name in ("storages", "tensors")  # old torch tar: pickles then raw data
+                if fmt == sn.ZIP:
+                    inner = stream if seekable else spool(stream, cfg.max_decompressed, self.budget)
+                    self.scan(inner, m.size, sn.ZIP, mwhere, depth + 1)  # type: ignore[arg-type]
+                elif fmt == sn.PICKLE or fmt not in SCANNED_FORMATS:
+                    self.scan_pickles(stream, m.size, mwhere, m.offset_data,  # type: ignore[arg-type]
+                                      quiet=not looks_like_pickle(head),
+                                      max_pickles=1 if torch_raw else None, trailing_ok=torch_raw)
+                else:
+                    self.scan(stream, m.size, fmt, mwhere, depth + 1, m.offset_data)  # type: ignore[arg-type]
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            self.hits.append(Hit("archive/malformed", f"cannot read tar: {exc}", where))
+        except VMStop as exc:
+            self._stream_error(exc, where, None)
+
+    # -- numpy ---------------------------------------------------------------------------------------
+    def scan_npy(self, fh: BinaryIO, size: int | None, where: str, base: int) -> None:
+        reader = Reader(fh, base=base, size=size, budget=self.budget)
+        try:
+            magic = reader.read(8, ".npy magic")
+            major = magic[6]
+            if major == 1:
+                (hlen,) = struct.unpack("<H", reader.read(2, ".npy header length"))
+            elif major in (2, 3):
+                (hlen,) = struct.unpack("<I", reader.read(4, ".npy header length"))
+            else:
+                raise VMStop("numpy/malformed-header", f".npy version {major} is unknown")
+            if hlen > 1 << 20:
+                raise VMStop("numpy/malformed-header", f".npy header of {hlen} bytes", length=hlen)
+            text = reader.read(hlen, ".npy header").decode("utf-8" if major == 3 else "latin-1")
+        except (VMStop, UnicodeDecodeError) as exc:
+            rule = exc.rule if isinstance(exc, VMStop) else "numpy/malformed-header"
+            self.hits.append(Hit(rule, f".npy header: {exc}", where, reader.offset))
+            return
+        header = _literal_dict(text)
+        if header is None or not {"descr", "fortran_order", "shape"} <= set(header):
+            self.hits.append(Hit("numpy/malformed-header", ".npy header is not the expected dict literal",
+                                 where, base + 8, {"header": text[:200]}))
+            return
+        if _descr_has_object(header["descr"]):
+            self.hits.append(Hit("numpy/object-array",
+                                 "object array: its elements are a pickle (numpy.load needs allow_pickle=True)",
+                                 where, reader.offset, {"descr": str(header["descr"])[:200]}))
+            self.scan_pickles(fh, None if size is None else size - reader.pos, where, reader.offset)
+
+
+# -- zip central directory ----------------------------------------------------------------------------
+class ZipError(Exception):
+    def __init__(self, rule: str, message: str, offset: int | None = None, **evidence: Any) -> None:
+        super().__init__(message)
+        self.rule, self.offset, self.evidence = rule, offset, evidence
+
+
+@dataclass
+class ZipEntry:
+    index: int
+    raw_name: bytes
+    name: str
+    flags: int
+    method: int
+    crc: int
+    csize: int
+    usize: int
+    header_offset: int
+    data_offset: int | None = None
+    problems: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+
+def read_zip_directory(fh: BinaryIO, size: int, config: ScanConfig | None = None,
+                       budget: Budget | None = None) -> list[ZipEntry]:
+    """Central directory entries (zip64 aware), each checked against its local header."""
+    config = config or ScanConfig()
+    tail_len = min(size, 65_557)
+    fh.seek(size - tail_len)
+    tail = fh.read(tail_len)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        raise ZipError("archive/malformed", "no end-of-central-directory record")
+    eocd = size - tail_len + at
+    _, _, _, total, cd_size, cd_offset, _ = struct.unpack("<HHHHIIH", tail[at + 4: at + 22])
+    if (total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF) and at >= 20 \
+            and tail[at - 20: at - 16] == b"PK\x06\x07":
+        (z64_at,) = struct.unpack("<Q", tail[at - 12: at - 4])
+        if z64_at + 56 > size:
+            raise ZipError("archive/malformed", "zip64 end record outside the file", z64_at)
+        fh.seek(z64_at)
+        rec = fh.read(56)
+        if rec[:4] != b"PK\x06\x06":
+            raise ZipError("archive/malformed", "zip64 end record signature missing", z64_at)
+        total, cd_size, cd_offset = struct.unpack("<QQQ", rec[32:56])
+        eocd = z64_at
+    if total > config.max_members:
+        raise ZipError("archive/too-many-members", f"{total} entries (bound {config.max_members})",
+                       limit=config.max_members, entries=total)
+    if cd_size > config.max_central_directory:
+        raise ZipError("pickle/limit-exceeded", f"central directory of {cd_size} bytes",
+                       limit=config.max_central_directory, limit_name="max_central_directory")
+    if cd_offset + cd_size > eocd:
+        raise ZipError("zip/out-of-bounds", "central directory overlaps its end record or the file end",
+                       cd_offset, cd_offset=cd_offset, cd_size=cd_size)
+    fh.seek(cd_offset)
+    cd = fh.read(cd_size)
+    entries: list[ZipEntry] = []
+    pos = 0
+    while pos + 46 <= len(cd) and cd[pos: pos + 4] == b"PK\x01\x02":
+        (flags, method, crc, csize, usize, nlen, elen, clen, hoff) = _unpack_cd(cd, pos)
+        raw = cd[pos + 46: pos + 46 + nlen]
+        extra = cd[pos + 46 + nlen: pos + 46 + nlen + elen]
+        usize, csize, hoff = _zip64(extra, usize, csize, hoff)
+        name = raw.decode("utf-8" if flags & 0x800 else "cp437", "replace")
+        entries.append(ZipEntry(len(entries), raw, name, flags, method, crc, csize, usize, hoff))
+        pos += 46 + nlen + elen + clen
+        if budget is not None and len(entries) & 0x3FF == 0:
+            budget.tick("zip directory")
+    if len(entries) != total:
+        raise ZipError("archive/malformed", f"central directory holds {len(entries)} entries, "
+                       f"the end record says {total}", cd_offset, entries=len(entries), declared=total)
+    for e in entries:
+        _check_local(fh, e, cd_offset)
+    return entries
+
+
+def _unpack_cd(cd: bytes, pos: int) -> tuple[int, ...]:
+    f = struct.unpack("<4sHHHHHHIIIHHHHHII", cd[pos: pos + 46])
+    # sig, made, needed, flags, method, time, date, crc, csize, usize, nlen, elen, clen, disk, iattr, eattr, hoff
+    return f[3], f[4], f[7], f[8], f[9], f[10], f[11], f[12], f[16]
+
+
+def _zip64(extra: bytes, usize: int, csize: int, hoff: int) -> tuple[int, int, int]:
+    i = 0
+    while i + 4 <= len(extra):
+        tag, ln = struct.unpack("<HH", extra[i: i + 4])
+        body = extra[i + 4: i + 4 + ln]
+        if tag == 1:
+            vals = [struct.unpack("<Q", body[j: j + 8])[0] for j in range(0, len(body) - 7, 8)]
+            k = 0
+            if usize == 0xFFFFFFFF and k < len(vals):
+                usize, k = vals[k], k + 1
+            if csize == 0xFFFFFFFF and k < len(vals):
+                csize, k = vals[k], k + 1
+            if hoff == 0xFFFFFFFF and k < len(vals):
+                hoff = vals[k]
+        i += 4 + ln
+    return usize, csize, hoff
+
+
+def _check_local(fh: BinaryIO, e: ZipEntry, cd_offset: int) -> None:
+    if e.flags & 0x1 or e.flags & 0x40 or e.flags & 0x2000:
+        e.problems.append(("zip/flag-bits", f"general-purpose flags 0x{e.flags:04x} claim encryption; "
+                           "torch ignores them, so the member was scanned as plain data", {"flags": e.flags}))
+    if e.header_offset + 30 > cd_offset:
+        e.problems.append(("zip/out-of-bounds", "local header lies outside the archive body",
+                           {"header_offset": e.header_offset}))
+        return
+    fh.seek(e.header_offset)
+    lh = fh.read(30)
+    if len(lh) < 30 or lh[:4] != b"PK\x03\x04":
+        e.problems.append(("zip/header-mismatch", "no local header where the central directory points", {}))
+        return
+    _, _, lflags, lmethod, _, _, lcrc, lcsize, lusize, nlen, elen = struct.unpack("<4sHHHHHIIIHH", lh)
+    lname = fh.read(nlen)
+    lextra = fh.read(elen)
+    mism: dict[str, Any] = {}
+    if lname != e.raw_name:
+        mism["name"] = [lname.decode("utf-8", "replace"), e.name]
+    if lmethod != e.method:
+        mism["method"] = [lmethod, e.method]
+    if not (lflags & 0x8):  # without a data descriptor the local header carries the real values
+        lusize, lcsize, _ = _zip64(lextra, lusize, lcsize, 0)
+        if lcrc != e.crc:
+            mism["crc"] = [f"{lcrc:08x}", f"{e.crc:08x}"]
+        if lcsize != e.csize and lcsize != 0xFFFFFFFF:
+            mism["compressed_size"] = [lcsize, e.csize]
+        if lusize != e.usize and lusize != 0xFFFFFFFF:
+            mism["size"] = [lusize, e.usize]
+    if mism:
+        e.problems.append(("zip/header-mismatch",
+                           "local header disagrees with the central directory on " + ", ".join(mism),
+                           {"local_vs_central": mism}))
+    e.data_offset = e.header_offset + 30 + nlen + elen
+    if e.data_offset + e.csize > cd_offset:
+        e.problems.append(("zip/out-of-bounds", "member data runs past the archive body",
+                           {"data_offset": e.data_offset, "compressed_size": e.csize}))
+        e.data_offset = None
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+class _Prefixed(io.RawIOBase):
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        super().__init__()
+        self.head, self.rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self.head:
+            n = min(len(b), len(self.head))
+            b[:n], self.head = self.head[:n], self.head[n:]
+            return n
+        data = self.rest.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+def _peek(fh: BinaryIO, n: int) -> bytes:
+    if hasattr(fh, "peek"):
+        return fh.peek(n)[:n]  # type: ignore[attr-defined]
+    pos = fh.tell()
+    data = fh.read(n)
+    fh.seek(pos)
+    return data
+
+
+def _seekable(fh: Any) -> bool:
+    try:
+        return bool(fh.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}!{name}" if where else name
+
+
+def _storage_key(name: str) -> str:
+    parts = name.split("/")
+    return parts[-1] if len(parts) >= 2 and parts[-2] == "data" else ""
+
+
+def _storage_keys(pids: list[Any]) -> set[str]:
+    return {str(p[2]) for p in pids if isinstance(p, tuple) and len(p) >= 3 and p[0] == "storage"}
+
+
+def _literal_dict(text: str) -> dict[str, Any] | None:
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _descr_has_object(descr: Any) -> bool:
+    if isinstance(descr, str):
+        return "O" in descr
+    if isinstance(descr, list | tuple):
+        return any(_descr_has_object(d) for d in descr)
+    return False
+
+
+def _dtype_size(dtype: Any) -> tuple[int | None, bool]:
+    """(itemsize, has_object) of a pickled numpy.dtype: Call(numpy.dtype, ('f8', False, True)) with a
+    state tuple (version, byteorder, subdescr, names, fields, elsize, alignment, flags[, metadata])."""
+    if not (isinstance(dtype, Call) and isinstance(dtype.func, Global) and dtype.func.name == "dtype"
+            and isinstance(dtype.args, tuple) and dtype.args and isinstance(dtype.args[0], str)):
+        return None, False
+    code = dtype.args[0]
+    state = dtype.state if isinstance(dtype.state, tuple) else ()
+    flags = state[7] if len(state) > 7 and isinstance(state[7], int) else 0
+    if code.startswith("O") or flags & 0x1:  # NPY_ITEM_REFCOUNT: the dtype holds objects
+        return None, True
+    if len(state) > 5 and isinstance(state[5], int) and state[5] > 0:
+        return state[5], False
+    m = re.fullmatch(r"[a-zA-Z?](\d+)", code)
+    if m:
+        return int(m.group(1)), False
+    return None, False
+

@@ -1,0 +1,87 @@
+"""Classify pickle globals against `signatures/pickle_globals.yaml` (deny wins over allow)."""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from hfguard import signatures
+from hfguard.findings import Severity
+
+SIGNATURE_FILE = "pickle_globals"
+
+
+@dataclass(frozen=True)
+class GlobalRule:
+    id: str
+    kind: str                      # "deny" | "allow"
+    category: str
+    description: str
+    severity: Severity             # deny: when called/mutated
+    referenced: Severity           # deny: when only referenced
+    invokes_args: bool = False     # allow: calls the globals it receives
+
+
+@dataclass(frozen=True)
+class Classification:
+    status: str                    # "denied" | "allowed" | "unknown"
+    rule: GlobalRule | None = None
+    pattern: str | None = None
+
+
+@dataclass(frozen=True)
+class StructuralRule:
+    id: str
+    severity: Severity
+    description: str
+
+
+class RuleSet:
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.version = str(doc["version"])
+        self._deny_exact: dict[str, GlobalRule] = {}
+        self._deny_glob: list[tuple[str, GlobalRule]] = []
+        self._allow_exact: dict[str, GlobalRule] = {}
+        self._allow_glob: list[tuple[str, GlobalRule]] = []
+        for entry in doc.get("deny", []):
+            sev = Severity.parse(entry["severity"])
+            rule = GlobalRule(entry["id"], "deny", entry.get("category", "unsafe"), entry["description"],
+                              sev, Severity.parse(entry.get("referenced", sev)))
+            for pat in entry["match"]:
+                (self._deny_glob.append((pat, rule)) if "*" in pat
+                 else self._deny_exact.setdefault(pat, rule))
+        for entry in doc.get("allow", []):
+            rule = GlobalRule(entry["id"], "allow", "allowed", entry["description"], Severity.INFO,
+                              Severity.INFO, bool(entry.get("invokes_args", False)))
+            for pat in entry["match"]:
+                (self._allow_glob.append((pat, rule)) if "*" in pat
+                 else self._allow_exact.setdefault(pat, rule))
+        self.structural = {rid: StructuralRule(rid, Severity.parse(v["severity"]), v["description"])
+                           for rid, v in doc.get("structural", {}).items()}
+
+    def classify(self, qualname: str) -> Classification:
+        parts = qualname.split(".")
+        # deny matches the name and everything under it: os -> os.system, os.path.join
+        for i in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:i])
+            if prefix in self._deny_exact:
+                return Classification("denied", self._deny_exact[prefix], prefix)
+        for pat, rule in self._deny_glob:
+            if fnmatch.fnmatchcase(qualname, pat) or fnmatch.fnmatchcase(qualname, pat + ".*"):
+                return Classification("denied", rule, pat)
+        if qualname in self._allow_exact:
+            return Classification("allowed", self._allow_exact[qualname], qualname)
+        for pat, rule in self._allow_glob:
+            if fnmatch.fnmatchcase(qualname, pat):
+                return Classification("allowed", rule, pat)
+        return Classification("unknown")
+
+    def severity_of(self, rule_id: str) -> Severity:
+        return self.structural[rule_id].severity
+
+
+@functools.cache
+def load_rules() -> RuleSet:
+    return RuleSet(signatures.load(SIGNATURE_FILE))

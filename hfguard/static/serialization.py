@@ -1,0 +1,180 @@
+"""`static.serialization`: is any pickle in this file unsafe to load?
+
+Every pickle-bearing container is unpacked (`containers.py`), every pickle is run through the
+symbolic VM (`pickle_vm.py`), and every global it imports is classified against
+`signatures/pickle_globals.yaml` (`pickle_rules.py`). Nothing is imported, called or unpickled.
+
+Rule ids emitted (all described, with severities, in signatures/pickle_globals.yaml):
+  pickle/dangerous-global  a denied global; severity from its rule, lower when only referenced
+  pickle/unknown-global    on neither list (medium). A whole pickled nn.Module lands here: loading
+                           it needs weights_only=False, which is worth a FLAG; a state dict passes.
+  pickle/malformed, pickle/truncated, pickle/trailing-data, pickle/limit-exceeded,
+  pickle/non-string-global, pickle/unknown-extension, pickle/indirect-call, pickle/global-mutation,
+  pickle/out-of-band-buffer, pickle/multiple-pickles,
+  archive/bomb, archive/depth-exceeded, archive/malformed, archive/too-many-members,
+  archive/unsupported-compression, zip/duplicate-member, zip/header-mismatch, zip/bad-crc,
+  zip/flag-bits, zip/out-of-bounds, numpy/malformed-header, numpy/object-array, torch/legacy-layout
+
+Thresholds (policy ``[tool.hfguard.thresholds."static.serialization"]``): max-opcodes, max-memo,
+max-depth, max-decompressed, max-ratio, max-members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from hfguard import sniff as sn
+from hfguard.checks import Budget, Check, ScanContext
+from hfguard.findings import Finding, Severity
+from hfguard.static.containers import SCANNED_FORMATS, ContainerScanner, PickleSite, ScanConfig
+from hfguard.static.pickle_rules import RuleSet, load_rules
+from hfguard.static.pickle_vm import Call, Global, Limits
+
+CHECK_ID = "static.serialization"
+_REMEDIATION = ("Do not load this file with pickle/torch.load(weights_only=False)/joblib.load. Ask for a "
+                "safetensors version, or load with torch.load(weights_only=True) after reviewing the globals.")
+
+
+def config_from(ctx: ScanContext | None) -> ScanConfig:
+    if ctx is None:
+        return ScanConfig()
+
+    def t(name: str, default: Any) -> Any:
+        return ctx.threshold(CHECK_ID, name, default)
+
+    d = ScanConfig()
+    return ScanConfig(
+        limits=Limits(max_opcodes=int(t("max-opcodes", d.limits.max_opcodes)),
+                      max_memo=int(t("max-memo", d.limits.max_memo))),
+        max_depth=int(t("max-depth", d.max_depth)),
+        max_decompressed=int(t("max-decompressed", d.max_decompressed)),
+        max_ratio=float(t("max-ratio", d.max_ratio)),
+        max_members=int(t("max-members", d.max_members)),
+    )
+
+
+def scan_stream_findings(check: Check, fh: Any, size: int | None, fmt: str, path: str,
+                         config: ScanConfig | None = None, budget: Budget | None = None) -> list[Finding]:
+    """Scan one stream sniffed as `fmt`; the findings a `SerializationCheck` would report."""
+    scanner = ContainerScanner(config, budget)
+    scanner.scan(fh, size, fmt)
+    return list(findings_of(check, scanner, path, load_rules()))
+
+
+class SerializationCheck(Check):
+    id = CHECK_ID
+    tier = "static"
+    version = "1"
+    description = ("Symbolic pickle VM over every pickle-bearing container (raw, torch zip/legacy, tar, "
+                   "numpy, joblib, compressed, nested); globals classified by signatures/pickle_globals.yaml")
+
+    def applies_to(self, file: Any, fmt: str) -> bool:
+        # text/unknown files are tried too: a protocol 0 pickle is printable text
+        return fmt in SCANNED_FORMATS or fmt in (sn.TEXT, sn.UNKNOWN)
+
+    def check_file(self, file: Any, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
+        with file.open() as fh:
+            return scan_stream_findings(self, fh, file.size, fmt, file.path, config_from(ctx), ctx.budget())
+
+
+@dataclass
+class _Agg:
+    first: Global
+    count: int = 0
+    uses: set[str] = field(default_factory=set)
+
+
+def findings_of(check: Check, scanner: ContainerScanner, path: str, rules: RuleSet) -> Iterator[Finding]:
+    for site in scanner.sites:
+        yield from _site_findings(check, site, path, rules)
+    for h in scanner.hits:
+        yield check.finding(h.rule, rules.severity_of(h.rule), h.message, file=path,
+                            location=_location(h.where, h.offset, None), evidence=dict(h.evidence),
+                            remediation=_REMEDIATION)
+
+
+def _invoked_args(site: PickleSite, rules: RuleSet) -> set[int]:
+    """ids of globals handed to callables that call what they receive (copyreg._reconstructor ...)."""
+    out: set[int] = set()
+    for call in site.result.calls:
+        if not isinstance(call.func, Global):
+            continue
+        c = rules.classify(call.func.qualname)
+        if c.rule is not None and c.rule.invokes_args:
+            for arg in call.args if isinstance(call.args, tuple) else ():
+                if isinstance(arg, Global):
+                    out.add(id(arg))
+    return out
+
+
+def _site_findings(check: Check, site: PickleSite, path: str, rules: RuleSet) -> Iterator[Finding]:
+    res = site.result
+    for a in res.anomalies:
+        yield check.finding(a.rule, rules.severity_of(a.rule), a.message, file=path,
+                            location=_location(site.where, a.offset, a.index),
+                            evidence={**a.evidence, "pickle_start": res.start}, remediation=_REMEDIATION)
+    invoked = _invoked_args(site, rules)
+    groups: dict[str, _Agg] = {}
+    for g in res.globals:
+        agg = groups.setdefault(g.qualname, _Agg(g))
+        agg.count += 1
+        agg.uses |= g.uses
+        if id(g) in invoked:
+            agg.uses.add("called")
+    for qualname, agg in groups.items():
+        c = rules.classify(qualname)
+        if c.status == "allowed":
+            continue
+        g = agg.first
+        use = "called" if "called" in agg.uses else "mutated" if "mutated" in agg.uses else "referenced"
+        evidence = {"global": qualname, "module": g.module, "name": g.name, "use": use,
+                    "opcode": g.opcode, "offset": g.offset, "opcode_index": g.index,
+                    "occurrences": agg.count, "pickle_start": res.start, "protocol": res.protocol}
+        if g.sources:
+            evidence["name_sources"] = list(g.sources)
+        location = _location(site.where, g.offset, g.index)
+        if c.status == "denied" and c.rule is not None:
+            sev = c.rule.severity if use != "referenced" else c.rule.referenced
+            evidence |= {"signature": c.rule.id, "category": c.rule.category, "pattern": c.pattern,
+                         "severity_basis": f"{use}: {'rule severity' if use != 'referenced' else 'referenced severity'}"}
+            yield check.finding("pickle/dangerous-global", sev,
+                                f"{qualname} is {use} by the pickle ({c.rule.description})",
+                                file=path, location=location, evidence=evidence, remediation=_REMEDIATION)
+        else:
+            yield check.finding("pickle/unknown-global", rules.severity_of("pickle/unknown-global"),
+                                f"{qualname} ({use}) is not a known-safe global; loading imports it",
+                                file=path, location=location, evidence=evidence,
+                                remediation="Review the class; prefer a plain state dict or safetensors.")
+
+
+def _location(where: str, offset: int | None, index: int | None) -> str:
+    parts = [f"member {where}"] if where else []
+    if offset is not None:
+        parts.append(f"offset {offset}")
+    if index:
+        parts.append(f"opcode {index}")
+    return ", ".join(parts) or "file"
+
+
+def call_globals(value: Any) -> list[str]:
+    """Qualified names of the callables in a symbolic value (for debugging and tests)."""
+    out: list[str] = []
+    todo = [value]
+    seen: set[int] = set()
+    while todo:
+        v = todo.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if isinstance(v, Call):
+            if isinstance(v.func, Global):
+                out.append(v.func.qualname)
+            todo += [v.args, v.state, *(x for kv in v.items for x in kv), *v.appends]
+        elif isinstance(v, list | tuple):
+            todo += list(v)
+    return out
+
+
+__all__ = ["SerializationCheck", "scan_stream_findings", "config_from", "Severity"]

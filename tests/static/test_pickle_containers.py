@@ -1,0 +1,210 @@
+"""Malicious payloads in every container: BLOCK, the right rule and location, and no mark."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+
+import pytest
+
+from hfguard.findings import Verdict
+from hfguard.policy import policy_from_mapping
+from tests.static import fixtures as fx
+
+
+def _blocked_by(report, qualname: str):
+    assert report.verdict is Verdict.BLOCK, [f.to_dict() for f in report.all_findings()]
+    found = fx.dangerous(report)
+    assert qualname in found, sorted(found)
+    return found[qualname]
+
+
+@pytest.mark.parametrize("protocol", range(6))
+def test_raw_pickle_every_protocol(mark, scan_bytes, protocol):
+    report = scan_bytes("model.ckpt", fx.evil_pickle(mark, protocol))
+    f = _blocked_by(report, "posix.system" if protocol else "posix.system")
+    assert f.evidence["use"] == "called" and f.evidence["signature"] == "exec-os"
+
+
+def test_protocol0_text_pickle_is_tried(mark, scan_bytes):
+    # sniffed as text, still parsed: INST payload in printable protocol 0
+    report = scan_bytes("notes.txt", fx.inst_payload(mark))
+    assert report.files[0].format == "text"
+    _blocked_by(report, "builtins.exec")
+
+
+def test_text_that_is_not_a_pickle_passes(scan_bytes):
+    for text in (b"little\n", b"3\n", b"licence: MIT\n", b"(hello world)\n"):
+        report = scan_bytes("byteorder", text)
+        assert report.verdict is Verdict.PASS, text
+
+
+def test_torch_zip_data_pkl(mark, scan_bytes):
+    report = scan_bytes("pytorch_model.bin", fx.evil_torch_zip(mark))
+    f = _blocked_by(report, "posix.system")
+    assert f.location.startswith("member ") and "data.pkl" in f.location
+    assert f.evidence["offset"] > 0
+
+
+def test_torch_zip_other_member_is_scanned_by_content(mark, scan_bytes):
+    good = fx.torch_zip_bytes({"w": [1, 2]})
+    report = scan_bytes("model.pt", fx.add_member(good, "archive/extra/notes", fx.evil_pickle(mark, 2),
+                                                  zipfile.ZIP_DEFLATED))
+    f = _blocked_by(report, "posix.system")
+    assert "archive/extra/notes" in f.location
+
+
+def test_duplicate_member_names(mark, scan_bytes):
+    report = scan_bytes("model.pt", fx.duplicate_name_zip(mark))
+    _blocked_by(report, "posix.system")
+    assert "zip/duplicate-member" in fx.rules_of(report)
+
+
+def test_local_central_name_mismatch(mark, scan_bytes):
+    data = fx.zip_with([("archive/data.pkl", fx.evil_pickle(mark, 2))])
+    bad = fx.rename_local_header(data, b"archive/data.pkl", b"archive/safe.pkl")
+    report = scan_bytes("model.pt", bad)
+    _blocked_by(report, "posix.system")
+    [m] = [f for f in report.all_findings() if f.rule == "zip/header-mismatch"]
+    assert m.evidence["local_vs_central"]["name"] == ["archive/safe.pkl", "archive/data.pkl"]
+
+
+def test_bad_crc_is_reported_and_still_scanned(mark, scan_bytes):
+    data = fx.zip_with([("archive/data.pkl", fx.evil_pickle(mark, 2))])
+    report = scan_bytes("model.pt", fx.corrupt_crc(data, b"archive/data.pkl"))
+    _blocked_by(report, "posix.system")
+    [c] = [f for f in report.all_findings() if f.rule == "zip/bad-crc"]
+    assert c.evidence["expected"] == "efbeadde"
+
+
+def test_encryption_flag_bits_do_not_hide_a_member(mark, scan_bytes):
+    data = fx.zip_with([("archive/data.pkl", fx.evil_pickle(mark, 2))])
+    report = scan_bytes("model.pt", fx.set_flag_bits(data, 0x1))
+    _blocked_by(report, "posix.system")
+    assert "zip/flag-bits" in fx.rules_of(report)
+
+
+def test_nested_zip_in_zip_and_depth_bound(mark, scan_bytes):
+    inner = fx.zip_with([("archive/data.pkl", fx.evil_pickle(mark, 2))])
+    outer = fx.zip_with([("inner.zip", inner)], zipfile.ZIP_DEFLATED)
+    f = _blocked_by(scan_bytes("bundle.zip", outer), "posix.system")
+    assert f.location.startswith("member inner.zip!archive/data.pkl")
+    deep = inner
+    for i in range(7):
+        deep = fx.zip_with([(f"l{i}.zip", deep)])
+    report = scan_bytes("deep.zip", deep)
+    assert "archive/depth-exceeded" in fx.rules_of(report) and report.verdict is Verdict.BLOCK
+
+
+def test_legacy_torch_every_pickle(mark, scan_bytes):
+    report = scan_bytes("old.pt", fx.legacy_torch(fx.evil_pickle(mark, 2)))
+    assert report.files[0].format == "torch-legacy"
+    _blocked_by(report, "posix.system")
+
+
+def test_legacy_torch_payload_after_the_storages(mark, scan_bytes):
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(3)}, buf, _use_new_zipfile_serialization=False)
+    good = buf.getvalue()
+    assert scan_bytes("ok.pt", good).verdict is Verdict.PASS
+    report = scan_bytes("bad.pt", good + pickle.dumps(fx.Exec(mark), protocol=2))
+    _blocked_by(report, "builtins.exec")
+
+
+def test_tar_old_torch_and_generic(mark, scan_bytes):
+    data = fx.tar_with([("sys_info", pickle.dumps({}, protocol=2)), ("pickle", fx.evil_pickle(mark, 2))])
+    f = _blocked_by(scan_bytes("old.tar", data), "posix.system")
+    assert f.location.startswith("member pickle")
+    gz = fx.tar_with([("dir/model.pkl", fx.evil_pickle(mark, 4))], mode="w:gz")
+    f = _blocked_by(scan_bytes("bundle.tgz", gz), "posix.system")
+    assert "dir/model.pkl" in f.location
+
+
+def test_numpy_object_array_and_npz(mark, scan_bytes):
+    npy = fx.npy_object([1, fx.System(mark)])
+    report = scan_bytes("arr.npy", npy)
+    _blocked_by(report, "posix.system")
+    assert "numpy/object-array" in fx.rules_of(report)
+    npz = fx.zip_with([("arr.npy", npy)], zipfile.ZIP_DEFLATED)
+    f = _blocked_by(scan_bytes("arrs.npz", npz), "posix.system")
+    assert f.location.startswith("member arr.npy")
+
+
+def test_numpy_bad_header(scan_bytes):
+    bad = b"\x93NUMPY\x01\x00" + (20).to_bytes(2, "little") + b"__import__('os')   \n"
+    report = scan_bytes("x.npy", bad)
+    assert "numpy/malformed-header" in fx.rules_of(report) and report.verdict is Verdict.BLOCK
+
+
+@pytest.mark.parametrize("comp", [0, 3, ("gzip", 3), ("bz2", 3), ("xz", 3), ("lzma", 3)])
+def test_joblib_plain_and_compressed(mark, tmp_path, scan_bytes, comp):
+    import numpy as np
+
+    obj = {"coef": np.arange(1000, dtype=np.float64), "names": np.array(["a", "bb"]),
+           "payload": fx.System(mark), "after": np.ones((3, 4), dtype=np.int8)}
+    path = fx.joblib_file(tmp_path / "m.joblib", obj, comp)
+    report = scan_bytes("model.joblib", path.read_bytes())
+    _blocked_by(report, "posix.system")
+    # the raw arrays around the payload were skipped, not misread as opcodes
+    assert not {"pickle/malformed", "pickle/trailing-data", "pickle/truncated"} & fx.rules_of(report)
+
+
+def test_joblib_object_array_nested_pickle(mark, tmp_path, scan_bytes):
+    import numpy as np
+
+    arr = np.empty(2, dtype=object)
+    arr[0], arr[1] = "fine", fx.Exec(mark)
+    path = fx.joblib_file(tmp_path / "o.joblib", {"objs": arr, "w": np.zeros(10)})
+    f = _blocked_by(scan_bytes("o.joblib", path.read_bytes()), "builtins.exec")
+    assert "object-array@" in f.location
+
+
+@pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz", "lzma", "zlib"])
+def test_compressed_pickles(mark, scan_bytes, kind):
+    f = _blocked_by(scan_bytes("model.pkl.x", fx.compress(kind, fx.evil_pickle(mark, 4))), "posix.system")
+    assert f.location.startswith("member <")
+
+
+def test_zip_bomb_is_a_finding(scan_bytes):
+    import struct
+
+    n = 48 << 20
+    zeros = b"\x80\x04\x8e" + struct.pack("<Q", n) + bytes(n) + b"."   # 48 MB of BINBYTES8
+    policy = policy_from_mapping({"thresholds": {"static.serialization": {"max-decompressed": 16 << 20}}})
+    report = scan_bytes("bomb.pkl.gz", fx.compress("gzip", zeros), policy)
+    assert "archive/bomb" in fx.rules_of(report) and report.verdict is Verdict.BLOCK
+    member = fx.zip_with([("archive/data.pkl", zeros)], zipfile.ZIP_DEFLATED)
+    report = scan_bytes("bomb.pt", member, policy)
+    assert "archive/bomb" in fx.rules_of(report)
+    assert scan_bytes("fine.pt", member).verdict is Verdict.PASS   # under the default bounds
+
+
+def test_ratio_bound():
+    from hfguard.static.streams import StreamLimit, open_decompressed
+
+    data = fx.compress("zlib", bytes(4 << 20))
+    stream = open_decompressed("zlib", io.BytesIO(data), len(data), cap=1 << 40, ratio=100.0,
+                               ratio_floor=1 << 20, budget=None)
+    with pytest.raises(StreamLimit) as exc:
+        while stream.read(1 << 16):
+            pass
+    assert exc.value.rule == "archive/bomb" and exc.value.evidence["ratio"] > 100
+
+
+def test_policy_thresholds_reach_the_check(scan_bytes):
+    data = pickle.dumps(list(range(5000)), protocol=4)
+    policy = policy_from_mapping({"thresholds": {"static.serialization": {"max-opcodes": 100}}})
+    report = scan_bytes("many.pkl", data, policy)
+    assert "pickle/limit-exceeded" in fx.rules_of(report)
+    assert scan_bytes("many2.pkl", data).verdict is Verdict.PASS
+
+
+def test_truncated_zip_and_garbage_zip(scan_bytes, mark):
+    data = fx.evil_torch_zip(mark)
+    report = scan_bytes("cut.pt", data[: len(data) // 2])
+    assert report.verdict in (Verdict.BLOCK, Verdict.FLAG) and "archive/malformed" in fx.rules_of(report)
+    report = scan_bytes("junk.pt", b"PK\x03\x04" + b"\xff" * 200)
+    assert "archive/malformed" in fx.rules_of(report)
