@@ -40,8 +40,11 @@ _TRANSFORMERS_HUB = "transformers.utils.hub"
 _MARK = "__hfguard_original__"
 
 
-class ModelBlocked(RuntimeError):
-    """A model was refused by the runtime guard; `report` and `findings` say why."""
+class ModelBlocked(OSError):
+    """A model was refused by the runtime guard; `report` and `findings` say why.
+
+    An OSError, because loaders (transformers) let OSError through with its message but turn
+    other exceptions into a generic "can't load" one."""
 
     def __init__(self, what: str, report: Report) -> None:
         self.report = report
@@ -276,7 +279,7 @@ def _disable() -> None:
             d = getattr(mod, "__dict__", None)
             if isinstance(d, dict):
                 for attr, value in list(d.items()):
-                    if isinstance(value, FunctionType) and _MARK in value.__dict__:
+                    if type(value) is FunctionType and _MARK in value.__dict__:
                         d[attr] = value.__dict__[_MARK]
         if _finder in sys.meta_path:
             sys.meta_path.remove(_finder)

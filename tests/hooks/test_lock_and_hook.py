@@ -191,3 +191,26 @@ def test_cli_hook_refs_offline_uses_lock_and_reports_json(tmp_path, monkeypatch)
     res = runner.invoke(main, ["lock", "--check", "-q"])
     assert res.exit_code == 1 and "b.py:2: new/model has no current entry" in res.output
     assert runner.invoke(main, ["hook", "refs", "-q"]).exit_code == 0  # no files: nothing to do
+
+
+def test_cli_hook_files_scans_only_model_files(tmp_path, monkeypatch):
+    import pickle
+
+    from tests.static.fixtures import evil_pickle
+
+    monkeypatch.chdir(tmp_path)
+    mark = tmp_path / "mark"
+    (tmp_path / "evil.pt").write_bytes(evil_pickle(mark))
+    (tmp_path / "ok.pkl").write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=4))
+    (tmp_path / "notes.txt").write_bytes(evil_pickle(mark))  # not a model file name: not the hook's job
+    runner = CliRunner()
+    res = runner.invoke(main, ["hook", "files", "-q", "--format", "json", "ok.pkl", "notes.txt"])
+    assert res.exit_code == 0, res.output
+    assert [f["path"] for f in json.loads(res.stdout)["files"]] == ["ok.pkl"]
+    res = runner.invoke(main, ["hook", "files", "-q", "--format", "json", "ok.pkl", "evil.pt"])
+    assert res.exit_code == 1
+    doc = json.loads(res.stdout)
+    assert doc["verdict"] == "BLOCK"
+    assert {f["path"]: f["verdict"] for f in doc["files"]} == {"ok.pkl": "PASS", "evil.pt": "BLOCK"}
+    assert runner.invoke(main, ["hook", "files", "-q"]).exit_code == 0
+    assert not mark.exists()
