@@ -3,7 +3,8 @@
 The references hook turns every model's verdict into findings *at the source line* that named
 the model, so text and SARIF point at `train.py:12`, not at a file on the Hub. Per reference:
 
-1. `# hfguard: ignore` on the line: skipped (an info finding records it).
+1. `# hfguard: ignore` on the line: skipped (an info finding records it). A legacy name without
+   an owner (`gpt2`) cannot be vetted: a medium finding asks for the full id.
 2. a repo on the policy's deny list: BLOCK, no network.
 3. a current entry in hfguard.lock (same repo and revision as written, same stamp): its
    recorded findings, no network.
@@ -90,6 +91,14 @@ def vet_references(refs: list[Reference], policy: Policy, lock: Lockfile | None,
             findings.append(_hook_finding(
                 "hook/suppressed-reference", Severity.INFO,
                 f"{ref.repo_id} not vetted: suppressed by an inline hfguard: ignore", ref))
+            continue
+        if "/" not in ref.repo_id:
+            if not ref.suppresses("hook/unqualified-reference"):
+                findings.append(_hook_finding(
+                    "hook/unqualified-reference", Severity.MEDIUM,
+                    f"'{ref.repo_id}' is a legacy name without an owner: the Hub redirects it, and it "
+                    "cannot be vetted or pinned as written", ref, model=ref.repo_id,
+                    remediation="Write the full repo id (e.g. openai-community/gpt2 for gpt2)."))
             continue
         groups.setdefault((ref.repo_id, ref.revision or ""), []).append(ref)
     need_stamp = lock is not None and any(not policy.repo_listed(r, policy.deny) for r, _ in groups)

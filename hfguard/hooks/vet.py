@@ -48,6 +48,7 @@ def vet_reference(repo_id: str, revision: str | None, policy: Policy,
 
         finalize(report, policy)
         return report
-    from hfguard.hub import check_repo  # the Hub side: resolve, plan, range-read, scan, cache
+    from hfguard.hub.check import check_repo  # resolve to a sha, range-read, scan, verdict cache
 
-    return check_repo(repo_id, revision, policy, progress=progress, budget_seconds=budget_seconds)
+    spec = f"{repo_id}@{revision}" if revision else repo_id
+    return check_repo(spec, policy, progress=progress, budget_seconds=budget_seconds)
