@@ -26,6 +26,7 @@ ENTRY_POINT_GROUP = "hfguard.checks"
 # "module:Class" so that listing checks imports nothing heavy (torch lives in the deeper tiers).
 BUILTIN_CHECKS: tuple[str, ...] = (
     "hfguard.static.serialization:SerializationCheck",
+    "hfguard.static.provenance:ProvenanceCheck",
 )
 
 

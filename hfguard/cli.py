@@ -6,6 +6,7 @@ Exit codes: 0 pass, 1 the verdict reached --fail-on (flag by default), 2 error o
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -114,6 +115,7 @@ def list_checks() -> None:
         click.echo(f"{c.id:28} {c.tier:9} v{c.version:5} {c.description}")
 
 
+main.add_command(importlib.import_module("hfguard.hub.cli").check)
 # hook entry points, lockfile, git hooks (logic in hfguard/hooks/)
 from hfguard.hooks.commands import hook, install_hooks, lock  # noqa: E402
 

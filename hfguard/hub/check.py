@@ -1,0 +1,136 @@
+"""`check_repo`: vet one Hub model, pinned to a commit: cache -> resolve -> range reads -> checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from hfguard.findings import Finding, Report, Severity
+from hfguard.hub.resolve import (
+    SHA_RE,
+    HubError,
+    HubFile,
+    cached_sha,
+    hub_target,
+    is_offline,
+    list_files,
+    parse_ref,
+    resolve,
+)
+from hfguard.policy import Policy
+
+
+def error_report(spec: str, exc: HubError, checks: list[dict[str, str]], policy: Policy) -> Report:
+    from hfguard.engine import finalize
+
+    report = Report(target=spec, source="hub", checks=checks)
+    report.findings.append(Finding(check="hub", rule=exc.rule, severity=Severity.HIGH, message=str(exc),
+                                   error=True, remediation=_remedy(exc.rule)))
+    finalize(report, policy)
+    report.stats = {"files": 0, "bytes": 0, "cached": False}
+    return report
+
+
+def _remedy(rule: str) -> str | None:
+    return {
+        "hub/gated": "Accept the model's terms on its Hub page and set HF_TOKEN (or run `hf auth login`).",
+        "hub/repo-not-found": "Check the repo id; for a private repo set HF_TOKEN.",
+        "hub/revision-not-found": "Check the branch, tag or commit sha after '@'.",
+        "hub/offline-not-cached": "Run once online (or unset HF_HUB_OFFLINE) to cache the model.",
+        "provenance/hash-mismatch": "Do not load this file: the bytes served are not the ones the Hub lists.",
+    }.get(rule)
+
+
+def fetch_error_finding(exc: Exception, hf: HubFile) -> Finding:
+    from hfguard.hub.fetch import IntegrityError
+
+    if isinstance(exc, IntegrityError):
+        return Finding(check="hub", rule=exc.rule, severity=Severity.CRITICAL, message=str(exc),
+                       file=hf.path, evidence=dict(exc.evidence), error=True,
+                       remediation=_remedy(exc.rule))
+    rule = getattr(exc, "rule", "hub/download-failed")
+    return Finding(check="hub", rule=rule, severity=Severity.HIGH, message=str(exc), file=hf.path,
+                   error=True, remediation=_remedy(rule))
+
+
+def check_repo(spec: str, policy: Policy, *, use_cache: bool = True, download: bool = False,
+               token: str | bool | None = None, options: dict[str, Any] | None = None,
+               progress: Callable[[str], None] = lambda m: None, budget_seconds: float = 60.0) -> Report:
+    """Vet `org/model[@revision]`. Never raises for Hub trouble: that is an ERROR report.
+
+    options["context"] == "hook" marks a pre-commit run (an unpinned reference is then a finding).
+    """
+    from hfguard.checks import checks_for_tiers
+    from hfguard.engine import finalize, scan
+    from hfguard.hub.cache import VerdictCache, cache_key
+    from hfguard.hub.remote import TransferStats
+
+    checks = checks_for_tiers(policy.tiers)
+    check_meta = [{"id": c.id, "tier": c.tier, "version": c.version} for c in checks]
+    options = dict(options or {})
+    key_options = {"download": download, "context": options.get("context")}
+    cache = VerdictCache() if use_cache else None
+    try:
+        repo_id, rev = parse_ref(spec)
+        # a pinned sha (or, offline, the sha the local cache maps the ref to) needs no network at all
+        known_sha = rev if rev and SHA_RE.fullmatch(rev) else (cached_sha(repo_id, rev) if is_offline()
+                                                               else None)
+        if cache and known_sha:
+            hit = _cached(cache, cache_key(repo_id, known_sha, check_meta, policy.fingerprint(),
+                                           policy.tiers, key_options), progress)
+            if hit:
+                return hit
+        resolved = resolve(spec, token=token, with_files=False, progress=progress)
+        key = cache_key(resolved.repo_id, resolved.sha, check_meta, policy.fingerprint(), policy.tiers,
+                        key_options)
+        if cache and (hit := _cached(cache, key, progress)):
+            return hit
+        list_files(resolved, token=token, progress=progress)
+    except HubError as exc:
+        return error_report(spec, exc, check_meta, policy)
+
+    stats = TransferStats()
+    late: list[Finding] = []
+    target = hub_target(resolved, stats=stats, token=token,
+                        on_fetch_error=lambda exc, hf: late.append(fetch_error_finding(exc, hf)))
+    repo_bytes = sum(f.size for f in target.files)
+    if download and not resolved.meta.get("offline"):
+        progress(f"downloading {len(target.files)} files ({_human(repo_bytes)}) into the HF cache…")
+        for tf in target.files:
+            try:
+                tf.materialize()
+            except Exception:  # noqa: BLE001 - recorded through on_fetch_error
+                pass
+    report = scan(target, policy, checks, options=options, progress=progress, budget_seconds=budget_seconds)
+    if late:
+        seen = {(f.rule, f.file) for f in report.findings}
+        report.findings += [f for f in late if (f.rule, f.file) not in seen]
+        finalize(report, policy)
+    report.stats.update({
+        "cached": False, "offline": bool(resolved.meta.get("offline")),
+        "repo_bytes": repo_bytes, "bytes_transferred": stats.bytes, "requests": stats.requests,
+        "downloaded_files": stats.downloaded_files,
+        "fraction_transferred": round(stats.bytes / repo_bytes, 6) if repo_bytes else 0.0,
+    })
+    progress(f"read {_human(stats.bytes)} of {_human(repo_bytes)} in {stats.requests} range requests"
+             + (f", downloaded {stats.downloaded_files} files" if stats.downloaded_files else ""))
+    if cache and cache.put(key, report):
+        progress("verdict cached")
+    return report
+
+
+def _cached(cache: Any, key: str, progress: Callable[[str], None]) -> Report | None:
+    hit = cache.get(key)
+    if hit is not None:
+        hit.stats = {**hit.stats, "cached": True, "bytes_transferred": 0, "requests": 0}
+        progress(f"cached verdict for {hit.target}: {hit.verdict}")
+    return hit
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

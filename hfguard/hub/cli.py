@@ -1,0 +1,31 @@
+"""`hfguard check org/model[@revision]`: the command; the work is in hfguard.hub.check."""
+
+from __future__ import annotations
+
+import click
+
+from hfguard.cli import emit, progress_printer, report_options
+from hfguard.policy import Policy
+
+
+@click.command("check")
+@click.argument("ref", metavar="ORG/MODEL[@REVISION]")
+@click.option("--no-cache", is_flag=True, help="Ignore and do not update the verdict cache.")
+@click.option("--download", is_flag=True,
+              help="Download every file in full into the HF cache and verify it against the Hub's "
+                   "sha256 (by default the static tier reads only headers by HTTP Range).")
+@click.option("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login).")
+@report_options
+def check(ref: str, policy: Policy, fmt: str, output: str | None, budget: float, quiet: bool,
+          no_cache: bool, download: bool, token: str | None) -> None:
+    """Vet a Hub model pinned to a commit (branch/tag/sha; default main)."""
+    from hfguard.findings import Verdict
+    from hfguard.hub.check import check_repo
+
+    report = check_repo(ref, policy, use_cache=not no_cache, download=download, token=token,
+                        progress=progress_printer(quiet), budget_seconds=budget)
+    if report.verdict is Verdict.ERROR:
+        for f in report.all_findings():
+            if f.error:
+                click.echo(f"hfguard: error: {f.message}", err=True)
+    emit(report, policy, fmt, output)

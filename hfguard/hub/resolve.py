@@ -1,0 +1,341 @@
+"""`org/model[@revision]` -> a pinned commit sha, its files, card metadata and the Hub's own facts.
+
+Every read after resolution names the commit sha, never the branch: the bytes we vet are the bytes
+a pinned load gets. With HF_HUB_OFFLINE=1 everything comes from the local HF cache instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hfguard.hub.fetch import fetch_file
+from hfguard.hub.remote import GATED_HINT, BlockCache, RangeReader, TransferStats, retry_settings
+from hfguard.target import Target, TargetFile, local_file
+
+SHA_RE = re.compile(r"[0-9a-f]{40}")
+_LFS_SHA_RE = re.compile(r"[0-9a-f]{64}")
+CARD_KEYS = ("base_model", "library_name", "tags", "license", "pipeline_tag", "datasets", "language")
+
+
+class HubError(Exception):
+    """Resolution failed; `rule` is a stable id for the report (hub/gated, hub/repo-not-found ...)."""
+
+    def __init__(self, message: str, rule: str = "hub/unreachable") -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+@dataclass
+class HubFile:
+    path: str
+    size: int
+    blob_id: str | None = None
+    lfs_sha256: str | None = None
+    security: dict[str, Any] | None = None
+    local: Path | None = None       # offline: the cached snapshot file
+
+
+@dataclass
+class Resolved:
+    repo_id: str
+    requested: str | None           # what the user asked for (None: the default branch)
+    sha: str
+    files: list[HubFile]
+    card: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# -- environment ----------------------------------------------------------------------------------
+def parse_ref(spec: str) -> tuple[str, str | None]:
+    """`org/model@rev` -> ("org/model", "rev"). Repo ids cannot contain '@'; revisions may hold '/'."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    repo_id, _, rev = spec.strip().partition("@")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise HubError(f"not a Hub model id: {spec!r} ({exc})", rule="hub/bad-reference") from None
+    if "/" not in repo_id:
+        raise HubError(f"not a Hub model id: {spec!r} (expected org/model[@revision])",
+                       rule="hub/bad-reference")
+    return repo_id, (rev or None)
+
+
+def endpoint() -> str:
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def is_offline() -> bool:
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return constants.is_offline_mode() or env.strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_cache_dir() -> Path:
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "hub"
+    return Path(constants.HF_HUB_CACHE)
+
+
+def configure_session() -> None:
+    """Give huggingface_hub's shared HTTP client finite timeouts (its default is none at all)."""
+    from huggingface_hub.utils import _http
+
+    if getattr(_http._GLOBAL_CLIENT_FACTORY, "_hfguard", False):
+        return
+
+    def factory() -> Any:
+        from hfguard.hub.remote import request_timeout
+
+        client = _http.default_client_factory()
+        client.timeout = request_timeout()
+        return client
+
+    factory._hfguard = True  # type: ignore[attr-defined]
+    _http.set_client_factory(factory)
+
+
+# -- online ---------------------------------------------------------------------------------------
+def translate(exc: BaseException, repo_id: str, rev: str | None) -> HubError:
+    """Client exceptions -> one clear sentence and a rule id."""
+    import httpx2
+    from huggingface_hub import errors
+
+    where = f"{repo_id}@{rev}" if rev else repo_id
+    if isinstance(exc, HubError):
+        return exc
+    if isinstance(exc, errors.GatedRepoError):
+        return HubError(f"{where}: {GATED_HINT}", rule="hub/gated")
+    if isinstance(exc, errors.RevisionNotFoundError):
+        return HubError(f"{where}: revision {rev!r} not found", rule="hub/revision-not-found")
+    if isinstance(exc, errors.RepositoryNotFoundError):
+        return HubError(f"{where}: repository not found (if it is private or gated: set HF_TOKEN)",
+                        rule="hub/repo-not-found")
+    if isinstance(exc, errors.OfflineModeIsEnabled):
+        return HubError(f"{where}: offline mode is enabled (HF_HUB_OFFLINE)", rule="hub/offline")
+    if isinstance(exc, errors.HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else 0
+        if status in (401, 403):
+            return HubError(f"{where}: HTTP {status}: {GATED_HINT}", rule="hub/gated")
+        if status == 404:
+            return HubError(f"{where}: not found (HTTP 404)", rule="hub/repo-not-found")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return HubError(f"{where}: the Hub answered HTTP {status}: {first}", rule="hub/server-error")
+    if isinstance(exc, httpx2.TimeoutException):
+        return HubError(f"{where}: the Hub did not answer in time ({type(exc).__name__})", rule="hub/timeout")
+    if isinstance(exc, httpx2.HTTPError | OSError):
+        return HubError(f"{where}: cannot reach the Hub at {endpoint()}: {type(exc).__name__}: {exc}",
+                        rule="hub/unreachable")
+    return HubError(f"{where}: {type(exc).__name__}: {exc}", rule="hub/unreachable")
+
+
+def _retryable(exc: BaseException) -> bool:
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(exc, HfHubHTTPError) and exc.response is not None:
+        return exc.response.status_code in (408, 429) or exc.response.status_code >= 500
+    return isinstance(exc, httpx2.TimeoutException | httpx2.NetworkError | httpx2.RemoteProtocolError)
+
+
+def with_retry(call: Callable[[], Any], repo_id: str, rev: str | None,
+               progress: Callable[[str], None] = lambda m: None) -> Any:
+    """Bounded retries with exponential backoff on 5xx / 429 / timeouts; anything else fails at once."""
+    attempts, wait = retry_settings()
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a HubError
+            if attempt + 1 >= attempts or not _retryable(exc):
+                raise translate(exc, repo_id, rev) from exc
+            delay = min(wait * 2 ** attempt, 8.0)
+            progress(f"{translate(exc, repo_id, rev)} — retrying in {delay:.1f}s")
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def resolve(spec: str, *, token: str | bool | None = None, with_files: bool = True,
+            progress: Callable[[str], None] = lambda m: None) -> Resolved:
+    """Pin `spec` to a commit sha (and list its files unless `with_files` is False)."""
+    repo_id, rev = parse_ref(spec)
+    if is_offline():
+        return resolve_offline(repo_id, rev)
+    from huggingface_hub import HfApi
+
+    configure_session()
+    api = HfApi(endpoint=endpoint(), token=token)
+    timeout = float(os.environ.get("HFGUARD_HUB_TIMEOUT", "30"))
+    progress(f"resolving {repo_id}@{rev or 'main'} on {endpoint()}…")
+    info = with_retry(lambda: api.model_info(repo_id, revision=rev, securityStatus=True, timeout=timeout),
+                      repo_id, rev, progress)
+    sha = str(info.sha or "")
+    if not SHA_RE.fullmatch(sha):
+        raise HubError(f"{repo_id}@{rev or 'main'}: the Hub returned no commit sha ({sha!r})",
+                       rule="hub/bad-response")
+    if rev and SHA_RE.fullmatch(rev) and rev != sha:
+        raise HubError(f"{repo_id}: asked for commit {rev}, the Hub answered {sha}", rule="hub/bad-response")
+    card = _card_from_info(info)
+    meta = {
+        "requested_revision": rev,
+        "endpoint": endpoint(),
+        "gated": info.gated,
+        "private": info.private,
+        "disabled": getattr(info, "disabled", None),
+        "library_name": info.library_name,
+        "tags": info.tags or [],
+        "security_repo_status": info.security_repo_status,
+        "offline": False,
+    }
+    resolved = Resolved(repo_id=repo_id, requested=rev, sha=sha, files=[], card=card, meta=meta)
+    if with_files:
+        list_files(resolved, token=token, progress=progress)
+    return resolved
+
+
+def list_files(resolved: Resolved, *, token: str | bool | None = None,
+               progress: Callable[[str], None] = lambda m: None) -> None:
+    """Sizes, git oids, LFS sha256 and the Hub's per-file scan status, at the pinned commit."""
+    from huggingface_hub import HfApi
+
+    if resolved.meta.get("offline"):
+        return
+    api = HfApi(endpoint=endpoint(), token=token)
+    repo_id, sha = resolved.repo_id, resolved.sha
+    progress(f"{repo_id}@{resolved.requested or 'main'} -> {sha}; listing files…")
+    tree = with_retry(lambda: list(api.list_repo_tree(repo_id, revision=sha, recursive=True, expand=True)),
+                      repo_id, sha, progress)
+    files = []
+    for entry in tree:
+        if not hasattr(entry, "size") or not hasattr(entry, "blob_id"):
+            continue  # a folder
+        sec = entry.security
+        files.append(HubFile(
+            path=entry.path, size=int(entry.size), blob_id=entry.blob_id,
+            lfs_sha256=entry.lfs.sha256 if entry.lfs else None,
+            security={"status": sec.status, "av_scan": sec.av_scan,
+                      "pickle_import_scan": sec.pickle_import_scan} if sec else None))
+    resolved.files = sorted(files, key=lambda f: f.path)
+    resolved.meta["file_security"] = {f.path: f.security for f in files if f.security}
+
+
+def _card_from_info(info: Any) -> dict[str, Any]:
+    data = info.card_data.to_dict() if info.card_data is not None else {}
+    card = {k: data[k] for k in CARD_KEYS if data.get(k) is not None}
+    if "library_name" not in card and info.library_name:
+        card["library_name"] = info.library_name
+    return card
+
+
+# -- offline --------------------------------------------------------------------------------------
+def cached_sha(repo_id: str, rev: str | None) -> str | None:
+    """The commit a ref points to in the local HF cache (refs/<rev>), or the sha itself if cached."""
+    folder = hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    rev = rev or "main"
+    if SHA_RE.fullmatch(rev):
+        return rev if (folder / "snapshots" / rev).is_dir() else None
+    ref = folder / "refs" / rev
+    try:
+        sha = ref.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return sha if SHA_RE.fullmatch(sha) and (folder / "snapshots" / sha).is_dir() else None
+
+
+def resolve_offline(repo_id: str, rev: str | None) -> Resolved:
+    sha = cached_sha(repo_id, rev)
+    if sha is None:
+        raise HubError(f"{repo_id}@{rev or 'main'} is not in the local Hugging Face cache "
+                       f"({hub_cache_dir()}) and offline mode is on (HF_HUB_OFFLINE=1): nothing to check",
+                       rule="hub/offline-not-cached")
+    snapshot = hub_cache_dir() / ("models--" + repo_id.replace("/", "--")) / "snapshots" / sha
+    files = []
+    for path in sorted(p for p in snapshot.rglob("*") if p.is_file()):
+        blob = path.resolve().name
+        files.append(HubFile(path=path.relative_to(snapshot).as_posix(), size=path.stat().st_size,
+                             blob_id=blob if SHA_RE.fullmatch(blob) else None,
+                             lfs_sha256=blob if _LFS_SHA_RE.fullmatch(blob) else None, local=path))
+    card = _card_from_readme(snapshot / "README.md")
+    meta = {"requested_revision": rev, "offline": True, "snapshot": str(snapshot)}
+    return Resolved(repo_id=repo_id, requested=rev, sha=sha, files=files, card=card, meta=meta)
+
+
+def _card_from_readme(path: Path) -> dict[str, Any]:
+    """YAML front matter of a model card (bounded; a bad card is simply no metadata)."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")[:200_000]
+    except OSError:
+        return {}
+    m = re.match(r"\A---\s*\n(.*?)\n---\s*(\n|\Z)", text, re.S)
+    if not m:
+        return {}
+    try:
+        data = yaml.safe_load(m.group(1))
+    except yaml.YAMLError:
+        return {}
+    return {k: data[k] for k in CARD_KEYS if isinstance(data, dict) and data.get(k) is not None}
+
+
+# -- the Target -----------------------------------------------------------------------------------
+def hub_target(resolved: Resolved, *, stats: TransferStats, token: str | bool | None = None,
+               on_fetch_error: Callable[[Exception, HubFile], None] | None = None) -> Target:
+    """TargetFiles that read by HTTP Range (opener) and download + verify in full (fetch)."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers
+
+    files: list[TargetFile] = []
+    headers = {} if resolved.meta.get("offline") else build_hf_headers(token=token)
+    for hf in resolved.files:
+        if hf.local is not None:
+            tf = local_file(hf.local, hf.path)
+            tf.expected_sha256 = hf.lfs_sha256
+        else:
+            url = hf_hub_url(resolved.repo_id, hf.path, revision=resolved.sha, endpoint=endpoint())
+            tf = TargetFile(path=hf.path, size=hf.size, opener=lambda: None,  # type: ignore[arg-type,return-value]
+                            expected_sha256=hf.lfs_sha256)
+            tf.opener = _opener(tf, BlockCache(url, hf.size, headers=headers, stats=stats, name=hf.path))
+            tf.fetch = _fetcher(resolved, hf, stats, token, on_fetch_error)
+        tf.meta.update({"blob_id": hf.blob_id, "lfs": hf.lfs_sha256 is not None,
+                        "hub_security": hf.security})
+        files.append(tf)
+    meta = dict(resolved.meta)
+    return Target(name=f"{resolved.repo_id}@{resolved.requested or 'main'}", source="hub", files=files,
+                  revision=resolved.sha, repo_id=resolved.repo_id, card=dict(resolved.card), meta=meta)
+
+
+def _opener(tf: TargetFile, cache: BlockCache) -> Callable[[], Any]:
+    # once a file has been downloaded in full, read the verified local copy instead of the network
+    def open_() -> Any:
+        return open(tf.local_path, "rb") if tf.local_path is not None else RangeReader(cache)
+
+    return open_
+
+
+def _fetcher(resolved: Resolved, hf: HubFile, stats: TransferStats, token: str | bool | None,
+             on_error: Callable[[Exception, HubFile], None] | None) -> Callable[[], Path]:
+    def fetch() -> Path:
+        try:
+            return fetch_file(resolved.repo_id, hf.path, resolved.sha, sha256=hf.lfs_sha256,
+                              blob_id=hf.blob_id, size=hf.size, token=token, endpoint=endpoint(),
+                              cache_dir=hub_cache_dir(), stats=stats)
+        except Exception as exc:
+            if on_error is not None:
+                on_error(exc, hf)
+            raise
+
+    return fetch

@@ -1,0 +1,290 @@
+"""static.provenance: where a model comes from and whether its files are what they claim to be.
+
+Per file (any target): the extension's claim against the bytes (a `.safetensors` that is a pickle,
+a `.bin` zip that is no PyTorch archive, a binary `.json`), known-bad file hashes.
+Per target (Hub): look-alike names of popular repos, known-bad repos, the Hub's own scan status
+(an "unsafe" is a finding; a "safe" is never a pass), pickle-only weights, custom code, and
+unpinned references in pre-commit hooks. Rules live in signatures/popular_repos.yaml and
+signatures/known_bad.yaml.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from hfguard import sniff as fmts
+from hfguard.checks import Check, ScanContext
+from hfguard.findings import Finding, Severity
+from hfguard.target import Target, TargetFile
+
+_SHA_RE = re.compile(r"[0-9a-f]{40}")
+_PICKLE_FORMATS = {fmts.PICKLE, fmts.TORCH_LEGACY}
+_TORCH_EXTS = (".bin", ".pt", ".pth", ".ckpt")
+_PICKLE_WEIGHT_RE = re.compile(r"(^|/)(pytorch_model|model|diffusion_pytorch_model|adapter_model)"
+                               r"[-\w.]*\.(bin|pt|pth|ckpt)$", re.I)
+_HASH_LIMIT = 256 << 20   # local files hashed for known-bad lookups up to this size
+_CONFIG_LIMIT = 1 << 20
+_HUB_LEVELS = {"unsafe": Severity.HIGH, "suspicious": Severity.MEDIUM, "caution": Severity.LOW}
+
+
+# -- name rules -----------------------------------------------------------------------------------
+def damerau_levenshtein(a: str, b: str) -> int:
+    """Optimal string alignment distance (insert, delete, substitute, swap two neighbours)."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[len(b)]
+
+
+@functools.cache
+def _popular() -> tuple[tuple[str, ...], dict[str, str], int, int]:
+    from hfguard.signatures import load
+
+    doc = load("popular_repos")
+    return (tuple(doc.get("repos", ())), dict(doc.get("confusables", {})),
+            int(doc.get("max_distance", 2)), int(doc.get("short_name", 5)))
+
+
+def skeleton(text: str, confusables: dict[str, str] | None = None) -> str:
+    """Fold look-alike characters so that ids that render alike compare equal."""
+    table = confusables if confusables is not None else _popular()[1]
+    s = unicodedata.normalize("NFKC", text).lower()
+    s = "".join(c for c in unicodedata.normalize("NFKD", s) if not unicodedata.combining(c))
+    for src in sorted(table, key=len, reverse=True):   # "rn" before "r"
+        s = s.replace(src, table[src])
+    return s
+
+
+def lookalikes(repo_id: str) -> list[tuple[str, str, Severity, dict[str, Any]]]:
+    """Popular repos (or publishers) that `repo_id` imitates, closest first: (real, how, severity, evidence).
+
+    A whole id that folds to a popular id's skeleton, or is within a small edit distance of it on
+    both org and name, is HIGH; an org alone that imitates a popular publisher is MEDIUM.
+    """
+    popular, confusables, max_d, short = _popular()
+    cand = repo_id.lower()
+    c_org, _, c_name = cand.rpartition("/")
+    if not c_org or cand in {p.lower() for p in popular}:
+        return []
+    c_skel = skeleton(repo_id, confusables)
+    orgs = {p.lower().rpartition("/")[0] for p in popular} - {""}
+    hits: list[tuple[int, str, str, Severity, dict[str, Any]]] = []
+    for real in popular:
+        r_org, _, r_name = real.lower().rpartition("/")
+        if not r_org or c_org == r_org:
+            continue  # same publisher: its own repos are not squatting on it
+        if c_skel == skeleton(real, confusables):
+            hits.append((0, real, "confusable characters", Severity.HIGH, {"skeleton": c_skel}))
+            continue
+        d_org, d_name = damerau_levenshtein(c_org, r_org), damerau_levenshtein(c_name, r_name)
+        if d_org <= _limit(r_org, max_d, short) and d_name <= _limit(r_name, max_d, short):
+            hits.append((d_org + d_name, real, "near-identical name", Severity.HIGH,
+                         {"org_distance": d_org, "name_distance": d_name}))
+    if not hits and c_org not in orgs and len(c_org) >= 4:
+        c_org_skel = skeleton(c_org, confusables)
+        for org in sorted(orgs):
+            d = damerau_levenshtein(c_org, org)
+            if c_org_skel == skeleton(org, confusables) or d <= _limit(org, max_d, short):
+                hits.append((d, org, "publisher name imitates a popular publisher", Severity.MEDIUM,
+                             {"org_distance": d}))
+    hits.sort(key=lambda h: (h[0], h[1]))
+    return [(real, how, sev, ev) for _, real, how, sev, ev in hits]
+
+
+def _limit(part: str, max_d: int, short: int) -> int:
+    return 1 if len(part) <= short else max_d
+
+
+# -- hashes ---------------------------------------------------------------------------------------
+@functools.cache
+def _known_bad() -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    from hfguard.signatures import load
+
+    doc = load("known_bad")
+    repos = {e["id"].lower(): e for e in doc.get("repos", [])}
+    files = {e["sha256"].lower(): e for e in doc.get("files", [])}
+    return repos, files
+
+
+def _file_sha256(file: TargetFile, ctx: ScanContext) -> str | None:
+    """The Hub's LFS sha256, else our own hash of a local file (bounded)."""
+    if file.expected_sha256:
+        return file.expected_sha256.lower()
+    if file.local_path is None or file.size > _HASH_LIMIT:
+        return None
+    budget = ctx.budget()
+    h = hashlib.sha256()
+    with open(file.local_path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            budget.tick("hashing")
+            h.update(block)
+    return h.hexdigest()
+
+
+# -- format claims --------------------------------------------------------------------------------
+def _claim_mismatch(file: TargetFile, fmt: str) -> tuple[Severity, str] | None:
+    name = file.name.lower()
+    if name.endswith(".safetensors") and fmt != fmts.SAFETENSORS:
+        sev = Severity.HIGH if fmt in _PICKLE_FORMATS | {fmts.ZIP} else Severity.MEDIUM
+        return sev, f"named .safetensors but the content is {fmt}"
+    if name.endswith(".json") and fmt not in (fmts.JSON, fmts.TEXT) and file.size > 0:
+        return Severity.MEDIUM, f"named .json but the content is binary ({fmt})"
+    if name.endswith(".gguf") and fmt != fmts.GGUF:
+        return Severity.MEDIUM, f"named .gguf but the content is {fmt}"
+    if name.endswith(".npy") and fmt != fmts.NUMPY:
+        return Severity.MEDIUM, f"named .npy but the content is {fmt}"
+    if name.endswith((".h5", ".hdf5")) and fmt != fmts.HDF5:
+        return Severity.MEDIUM, f"named {name.rsplit('.', 1)[1]} but the content is {fmt}"
+    if name.endswith(_TORCH_EXTS) and fmt == fmts.ZIP:
+        members = _zip_names(file)
+        if members is not None and not any(m.endswith("/data.pkl") or m == "data.pkl" for m in members):
+            return Severity.MEDIUM, ("a zip archive that is not a PyTorch checkpoint (no data.pkl): "
+                                     + ", ".join(members[:5]))
+    return None
+
+
+def _zip_names(file: TargetFile) -> list[str] | None:
+    """Member names from the central directory only (a range read on Hub files)."""
+    import zipfile
+
+    try:
+        with file.open() as fh, zipfile.ZipFile(fh) as zf:
+            return zf.namelist()[:10_000]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return None  # the serialization checks report unreadable archives
+
+
+class ProvenanceCheck(Check):
+    id = "static.provenance"
+    tier = "static"
+    version = "1"
+    description = "look-alike and known-bad repos/files, format claims, Hub scan status, pinning"
+
+    def applies_to(self, file: TargetFile, fmt: str) -> bool:
+        return True
+
+    def check_file(self, file: TargetFile, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
+        mismatch = _claim_mismatch(file, fmt)
+        if mismatch:
+            sev, what = mismatch
+            yield self.finding("provenance/format-mismatch", sev, f"{file.path}: {what}", file=file.path,
+                               evidence={"format": fmt, "extension": file.name.rsplit(".", 1)[-1]},
+                               remediation="Treat the file as what its bytes are, not what its name says.")
+        sha = _file_sha256(file, ctx)
+        bad = _known_bad()[1].get(sha or "")
+        if bad:
+            yield self.finding("provenance/known-bad-file", Severity.CRITICAL,
+                               f"{file.path} is a known-bad file: {bad.get('reason', '')}", file=file.path,
+                               evidence={"sha256": sha, "name": bad.get("name")},
+                               remediation="Do not load it; report the repo to the Hub.")
+
+    def check_target(self, target: Target, ctx: ScanContext) -> Iterable[Finding]:
+        if target.source != "hub" or not target.repo_id:
+            return
+        yield from self._name_rules(target, ctx)
+        yield from self._hub_status(target)
+        yield from self._contents(target, ctx)
+        if target.meta.get("offline"):
+            yield self.finding("provenance/offline-snapshot", Severity.INFO,
+                               "offline: only the files present in the local cache snapshot were checked",
+                               evidence={"snapshot": target.meta.get("snapshot")})
+        requested = target.meta.get("requested_revision")
+        if ctx.options.get("context") == "hook" and not (requested and _SHA_RE.fullmatch(requested)):
+            yield self.finding("provenance/unpinned-revision", Severity.LOW,
+                               f"{target.repo_id} is referenced by {requested or 'the default branch'}, "
+                               f"not a commit sha: what loads can change after this check",
+                               evidence={"requested": requested, "resolved": target.revision},
+                               remediation=f"Pin it: revision=\"{target.revision}\".")
+
+    def _name_rules(self, target: Target, ctx: ScanContext) -> Iterator[Finding]:
+        repo = target.repo_id or ""
+        bad = _known_bad()[0].get(repo.lower())
+        if bad:
+            yield self.finding("provenance/known-bad-repo", Severity.CRITICAL,
+                               f"{repo} is a known-bad repo: {bad.get('reason', '')}",
+                               evidence={"repo": repo}, remediation="Do not use this model.")
+        if ctx.policy.repo_listed(repo, ctx.policy.deny):
+            yield self.finding("provenance/denied-repo", Severity.HIGH, f"{repo} is on the policy deny list",
+                               evidence={"repo": repo})
+        if ctx.policy.repo_listed(repo, ctx.policy.allow):
+            return  # explicitly trusted: not a look-alike of anything
+        hits = lookalikes(repo)
+        if hits:
+            real, how, sev, evidence = hits[0]
+            also = [h[0] for h in hits[1:6]]
+            yield self.finding("provenance/lookalike-name", sev,
+                               f"{repo} looks like the popular {real} ({how})",
+                               evidence={"imitates": real, **evidence, "also_like": also},
+                               remediation=f"Did you mean {real}? Check the publisher before using it.")
+
+    def _hub_status(self, target: Target) -> Iterator[Finding]:
+        seen: set[str] = set()
+        for path, sec in sorted((target.meta.get("file_security") or {}).items()):
+            sec = sec or {}
+            av = sec.get("av_scan") or {}
+            if av.get("virusFound"):
+                seen.add(path)
+                yield self.finding("provenance/hub-virus", Severity.CRITICAL,
+                                   f"the Hub's antivirus flags {path}: {av.get('virusNames')}", file=path,
+                                   evidence={"av_scan": av})
+            pis = sec.get("pickle_import_scan") or {}
+            level = str(sec.get("status") or "").lower()
+            if pis.get("highestSafetyLevel") == "dangerous" or level in _HUB_LEVELS:
+                seen.add(path)
+                sev = _HUB_LEVELS.get(level, Severity.HIGH)
+                yield self.finding("provenance/hub-security-status", sev,
+                                   f"the Hub's scanners mark {path} as {level or 'dangerous'}", file=path,
+                                   evidence={"status": level, "pickle_import_scan": pis})
+        repo_status = target.meta.get("security_repo_status") or {}
+        for issue in repo_status.get("filesWithIssues") or []:
+            path, level = issue.get("path"), str(issue.get("level", "")).lower()
+            if path in seen or level not in _HUB_LEVELS:
+                continue
+            yield self.finding("provenance/hub-security-status", _HUB_LEVELS[level],
+                               f"the Hub's scanners mark {path} as {level}", file=path,
+                               evidence={"status": level})
+
+    def _contents(self, target: Target, ctx: ScanContext) -> Iterator[Finding]:
+        names = [f.path for f in target.files]
+        pickles = [n for n in names if _PICKLE_WEIGHT_RE.search(n)]
+        if pickles and not any(n.lower().endswith(".safetensors") for n in names):
+            lib = str(target.card.get("library_name") or target.meta.get("library_name") or "").lower()
+            sev = Severity.MEDIUM if lib in ("transformers", "diffusers", "sentence-transformers",
+                                             "timm", "peft") else Severity.LOW
+            yield self.finding("provenance/pickle-only-weights", sev,
+                               f"weights only in pickle form ({', '.join(pickles[:3])}); no safetensors twin",
+                               evidence={"pickle_files": pickles, "library_name": lib or None},
+                               remediation="Prefer a safetensors revision (or convert it in a sandbox).")
+        auto_map = _auto_map(target, ctx)
+        code = [n for n in names if n.lower().endswith(".py")]
+        if auto_map or code:
+            yield self.finding("provenance/custom-code", Severity.LOW,
+                               "loading needs trust_remote_code: the repo ships its own Python code",
+                               evidence={"auto_map": auto_map, "python_files": code},
+                               remediation="Review the code (see static.custom_code findings) and pin it.")
+
+
+def _auto_map(target: Target, ctx: ScanContext) -> dict[str, Any] | None:
+    config = next((f for f in target.files if f.path == "config.json"), None)
+    if config is None or config.size > _CONFIG_LIMIT:
+        return None
+    try:
+        with config.open() as fh:
+            doc = json.loads(fh.read(_CONFIG_LIMIT))
+    except (OSError, ValueError):
+        return None  # an unreadable config is the format checks' business
+    auto_map = doc.get("auto_map") if isinstance(doc, dict) else None
+    return auto_map if isinstance(auto_map, dict) and auto_map else None
