@@ -33,7 +33,7 @@ def repo_files(root: Path) -> list[str]:
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
-        found += [os.path.join(dirpath, n) for n in sorted(filenames)
+        found += [os.path.normpath(os.path.join(dirpath, n)) for n in sorted(filenames)
                   if n.lower().endswith(SUPPORTED_SUFFIXES)]
     return found
 
