@@ -58,7 +58,7 @@ def lock_references(paths: list[str], policy: Policy, lock: Lockfile, *, check: 
     if refresh and not check:
         lock = Lockfile(path=lock.path, entries={})  # re-vet everything; old entries dropped below
     result = vet_references(refs, policy, lock, stamp=stamp, offline=check, vet=vet,
-                            progress=progress, problems=got.problems)
+                            progress=progress, problems=got.problems, files=got.files)
     written = 0
     pruned = 0
     if not check:

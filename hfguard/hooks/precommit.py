@@ -76,7 +76,7 @@ class RefsResult:
 def vet_references(refs: list[Reference], policy: Policy, lock: Lockfile | None, *,
                    stamp: Stamp | None = None, offline: bool | None = None, vet: Vet | None = None,
                    progress: Callable[[str], None] = lambda msg: None,
-                   problems: Iterable[tuple[str, int, str]] = ()) -> RefsResult:
+                   problems: Iterable[tuple[str, int, str]] = (), files: int | None = None) -> RefsResult:
     """Findings for every reference (see the module docstring for the order of decisions)."""
     offline = is_offline() if offline is None else offline
     vet = vet or vet_reference
@@ -141,7 +141,8 @@ def vet_references(refs: list[Reference], policy: Policy, lock: Lockfile | None,
                                 "(or org/name@<sha>), so what was vetted is what loads."))
     report = Report(target="model references", source="hook", findings=findings)
     finalize(report, policy)
-    report.stats = {"files": len({r.file for r in refs}), "references": len(refs),
+    report.stats = {"files": len({r.file for r in refs}) if files is None else files,
+                    "references": len(refs),
                     "models": len(groups), "vetted": len(vetted)}
     return RefsResult(report=report, vetted=vetted, stale=stale)
 
@@ -152,7 +153,7 @@ def refs_hook(files: Iterable[str], policy: Policy, lock: Lockfile | None, *, up
     """`hfguard hook refs FILES`: extract, vet (lock first), optionally record new verdicts."""
     got: Extraction = extract(files)
     result = vet_references(got.references, policy, lock, offline=offline, vet=vet, progress=progress,
-                            problems=got.problems)
+                            problems=got.problems, files=got.files)
     if update_lock and lock is not None and result.vetted:
         for entry in result.vetted:
             lock.put(entry)

@@ -79,6 +79,7 @@ class Reference:
 class Extraction:
     references: list[Reference] = field(default_factory=list)
     problems: list[tuple[str, int, str]] = field(default_factory=list)  # (file, line, why)
+    files: int = 0                                                      # files read
 
 
 # -- strings ------------------------------------------------------------------------------------
@@ -473,6 +474,7 @@ def extract(paths: Iterable[str | Path]) -> Extraction:
         if path.suffix.lower() not in SUPPORTED_SUFFIXES or not path.is_file():
             continue
         got = file_references(path, str(p))
+        out.files += 1
         out.references += got.references
         out.problems += got.problems
     return out

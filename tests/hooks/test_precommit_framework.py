@@ -64,8 +64,9 @@ def test_pre_commit_blocks_a_malicious_commit_passes_a_clean_one_and_uses_the_lo
 
     # benign: a pinned, clean model
     (repo / "weights.pt").unlink()
-    (repo / "train.py").write_text('from transformers import AutoModel\n'
-                                   f'm = AutoModel.from_pretrained("acme/good@{fake_hub.shas["acme/good"]}")\n')
+    good = fake_hub.shas["acme/good"]
+    (repo / "train.py").write_text(f'from transformers import AutoModel\n'
+                                   f'm = AutoModel.from_pretrained("acme/good@{good}")\n')
     res = commit("clean")
     assert res.returncode == 0, res.stdout + res.stderr
 
