@@ -110,3 +110,23 @@ def test_guard_from_the_environment_via_sitecustomize(fake_hub, tmp_path):
     res = subprocess.run([sys.executable, "-c", code], env={**env, "HFGUARD_GUARD": "0"},
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert "BLOCKED" not in res.stdout  # the switch is off: nothing wrapped
+
+
+def test_guard_errors_fail_closed_and_cached_files_are_scanned_offline(fake_hub):
+    import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    with hfguard.guard(policy=Policy()):
+        with pytest.raises(hfguard.ModelBlocked) as info:  # cannot be vetted: ERROR, refused
+            huggingface_hub.hf_hub_download("acme/missing", "config.json")
+        assert info.value.report.verdict.value == "ERROR"
+    with hfguard.guard(policy=Policy(), on_error="warn", forget=True), \
+            pytest.warns(UserWarning, match="could not be vetted"), pytest.raises(RepositoryNotFoundError):
+        huggingface_hub.hf_hub_download("acme/missing", "config.json")
+    # a malicious file already in the cache (downloaded without the guard) and served offline
+    cached = huggingface_hub.hf_hub_download("acme/evil", "pytorch_model.bin")
+    with hfguard.guard(policy=Policy(), forget=True):
+        with pytest.raises(hfguard.ModelBlocked) as info:
+            huggingface_hub.hf_hub_download("acme/evil", "pytorch_model.bin", local_files_only=True)
+        assert any(f.rule == "pickle/dangerous-global" for f in info.value.findings)
+        assert info.value.report.target == cached

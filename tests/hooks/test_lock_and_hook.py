@@ -214,3 +214,20 @@ def test_cli_hook_files_scans_only_model_files(tmp_path, monkeypatch):
     assert {f["path"]: f["verdict"] for f in doc["files"]} == {"ok.pkl": "PASS", "evil.pt": "BLOCK"}
     assert runner.invoke(main, ["hook", "files", "-q"]).exit_code == 0
     assert not mark.exists()
+
+
+def test_refs_hook_update_lock_records_new_verdicts_and_owner_less_names(tmp_path):
+    from hfguard.hooks.precommit import refs_hook
+
+    p = _src(tmp_path, '''
+        from transformers import AutoModel
+        a = AutoModel.from_pretrained("flag/model")
+        b = AutoModel.from_pretrained("gpt2")
+    ''')
+    vet = RecordingVet({"flag/model": [_pickle_finding(Severity.MEDIUM)]})
+    lock = Lockfile(tmp_path / "hfguard.lock")
+    report = refs_hook([str(p)], Policy(), lock, update_lock=True, vet=vet)
+    assert vet.calls == [("flag/model", None)]  # "gpt2" is not sent to the Hub
+    assert ("hook/unqualified-reference", "line 3") in {(f.rule, f.location) for f in report.findings}
+    assert report.verdict is Verdict.FLAG
+    assert load_lock(lock.path).get("flag/model", None).verdict == "FLAG"
