@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from hfguard.engine import finalize
-from hfguard.findings import Finding, Report, Severity
+from hfguard.findings import Finding, Report, Severity, Verdict
 from hfguard.hooks.lockfile import LockEntry, Lockfile, Stamp, current_stamp, entry_from_report
 from hfguard.hooks.refs import Extraction, Reference, extract
 from hfguard.hooks.vet import Vet, denied_finding, is_offline, vet_reference
@@ -124,7 +124,8 @@ def vet_references(refs: list[Reference], policy: Policy, lock: Lockfile | None,
             progress(f"vetting {repo}{'@' + requested if requested else ''}")
             report = vet(repo, requested or None, policy)
             model_findings, revision = report.all_findings(), report.revision
-            if report.revision and stamp:
+            if report.revision and stamp and report.verdict is not Verdict.ERROR:
+                # missing evidence is looked for again next time, never pinned
                 vetted.append(entry_from_report(repo, requested, report, policy, stamp))
         else:
             model_findings, revision = entry.to_findings(), entry.revision

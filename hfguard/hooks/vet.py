@@ -19,8 +19,9 @@ def with_tiers(policy: Policy, tiers: tuple[str, ...] | list[str] | None) -> Pol
 
 
 def is_offline() -> bool:
-    """HF_HUB_OFFLINE as huggingface_hub reads it, without importing huggingface_hub."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE), read without importing huggingface_hub."""
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def denied_finding(repo_id: str, policy: Policy, file: str | None = None,

@@ -231,3 +231,12 @@ def test_refs_hook_update_lock_records_new_verdicts_and_owner_less_names(tmp_pat
     assert ("hook/unqualified-reference", "line 3") in {(f.rule, f.location) for f in report.findings}
     assert report.verdict is Verdict.FLAG
     assert load_lock(lock.path).get("flag/model", None).verdict == "FLAG"
+
+
+def test_error_verdicts_are_never_locked(tmp_path):
+    p = _src(tmp_path, 'import transformers\ntransformers.AutoModel.from_pretrained("flaky/model")\n')
+    crashed = Finding(check="static.serialization", rule="check/crashed", severity=Severity.HIGH,
+                      message="boom", file="model.bin", error=True)
+    result = vet_references(extract([p]).references, Policy(), Lockfile(tmp_path / "l"),
+                            vet=RecordingVet({"flaky/model": [crashed]}))
+    assert result.report.verdict is Verdict.ERROR and result.vetted == []
