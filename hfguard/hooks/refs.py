@@ -146,6 +146,12 @@ _CALLS: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {
 _PREFIX_ONLY = {"create_model", "create_model_and_transforms", "create_model_from_pretrained",
                 "get_tokenizer", "load_model"}
 _NOT_MODELS = {"dataset", "space"}
+# keywords that name a Hub model whatever the function (vLLM, PEFT, custom loaders); `model=` is
+# left out: elsewhere it often names an API model ("openai/gpt-4o"), not a Hub repo
+_MODEL_KWARGS = ("pretrained_model_name_or_path", "model_name_or_path", "model_id", "repo_id")
+# ... but publishing to the Hub names a repo without loading it
+_WRITE_CALLS = ("push_to_hub", "save", "create_", "upload_", "delete_", "update_", "add_", "merge_",
+                "move_", "duplicate_", "request_", "set_", "super_squash", "whoami")
 
 
 def _call_name(func: ast.expr) -> str | None:
@@ -228,8 +234,13 @@ class _PythonScanner:
     def _call(self, node: ast.Call) -> None:
         name = _call_name(node.func)
         if name not in _CALLS:
-            return
-        positions, keywords = _CALLS[name]
+            if name and not name.startswith(_WRITE_CALLS) \
+                    and any(k.arg in _MODEL_KWARGS for k in node.keywords):
+                positions, keywords = (), _MODEL_KWARGS
+            else:
+                return
+        else:
+            positions, keywords = _CALLS[name]
         kw = {k.arg: k.value for k in node.keywords if k.arg}
         repo_type = self._string(kw.get("repo_type"))
         if repo_type and repo_type[0] in _NOT_MODELS:
@@ -254,7 +265,7 @@ class _PythonScanner:
             if name in ("SentenceTransformer", "SparseEncoder") and "/" not in value \
                     and not value.startswith(_HUB_PREFIXES) and not is_local_path(value, self.base):
                 value = f"sentence-transformers/{value}"  # what sentence-transformers itself does
-            self._add(value, node.lineno, def_line, name, allow_bare=True, revision=revision,
+            self._add(value, node.lineno, def_line, name, allow_bare=name in _CALLS, revision=revision,
                       filename=fname[0] if fname else None,
                       end_line=getattr(cand, "end_lineno", 0) or 0)
             if name == "from_pretrained":

@@ -77,6 +77,22 @@ def test_python_calls_constants_and_revisions(tmp_path):
     assert by_repo["acme/weights"].filename == "model.bin"
 
 
+def test_model_keywords_on_any_call_but_not_publishing_calls(tmp_path):
+    p = _write(tmp_path, "serve.py", '''
+        from vllm import LLM
+        from peft import PeftModel
+        llm = LLM(model_id="acme/served", revision="v2")
+        ad = load_adapter(base, repo_id="acme/adapter")
+        other = load_adapter(base, model_id="bare-name")
+        model.push_to_hub(repo_id="me/mine")
+        api.upload_folder(repo_id="me/mine", folder_path=".")
+        api.create_repo(repo_id="me/new")
+        client = OpenAI(model="openai/gpt-4o")
+    ''')
+    refs, _ = _refs(p)
+    assert refs == [("acme/served", "v2", 3, "LLM"), ("acme/adapter", None, 4, "load_adapter")]
+
+
 def test_local_paths_and_existing_dirs_are_not_references(tmp_path):
     (tmp_path / "acme" / "local").mkdir(parents=True)
     p = _write(tmp_path, "a.py", '''
