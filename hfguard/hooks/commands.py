@@ -61,6 +61,22 @@ def hook_files(files: tuple[str, ...], policy: Policy, fmt: str, output: str | N
     emit(report, policy, fmt, output)
 
 
+@hook.command("staged")
+@_lockfile_option
+@report_options
+def hook_staged(lockfile: str | None, policy: Policy, fmt: str, output: str | None, budget: float,
+                quiet: bool) -> None:
+    """Both hooks on the files staged in git's index (what the plain git hook runs)."""
+    from hfguard.hooks.staged import GitError, staged_hook
+
+    try:
+        report = staged_hook(policy, _open_lock(lockfile), budget_seconds=budget,
+                             progress=progress_printer(quiet))
+    except GitError as exc:
+        raise click.UsageError(str(exc)) from None
+    emit(report, policy, fmt, output)
+
+
 @click.command("lock")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @_lockfile_option

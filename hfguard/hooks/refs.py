@@ -421,19 +421,21 @@ def mapping_references(doc: Any, text: str, file: str, base: Path | None = None)
 
 
 # -- files ------------------------------------------------------------------------------------
-def file_references(path: Path, display: str | None = None) -> Extraction:
-    """References in one file, by its suffix. Unparsable input becomes a problem, never silence."""
+def file_references(path: Path, display: str | None = None, text: str | None = None) -> Extraction:
+    """References in one file, by its suffix (`text`: its content, e.g. as staged in git's index).
+    Unparsable input becomes a problem, never silence."""
     display = display or path.as_posix()
     base = path.parent
     suffix = path.suffix.lower()
     out = Extraction()
     if path.name == "hfguard.lock":
         return out
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        out.problems.append((display, 1, f"cannot read: {exc}"))
-        return out
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            out.problems.append((display, 1, f"cannot read: {exc}"))
+            return out
     if suffix in PYTHON_SUFFIXES:
         try:
             out.references = python_references(text, display, base)

@@ -59,26 +59,38 @@ def test_install_respects_core_hookspath_and_foreign_hooks(repo, monkeypatch):
     assert foreign.read_text().endswith("team hook\n")  # the backup is put back
 
 
-def test_plain_git_hook_blocks_a_denied_reference_and_passes_a_clean_commit(repo, monkeypatch):
+def test_plain_git_hook_vets_what_is_staged(repo, monkeypatch):
+    from tests.static.fixtures import evil_pickle
+
     assert _install(repo, monkeypatch).exit_code == 0
     (repo / "hfguard.toml").write_text('deny = ["evil-org"]\n')
     env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "HF_HUB_OFFLINE": "1"}
     (repo / "notes.txt").write_text("no models here\n")
     git(repo, "add", "hfguard.toml", "notes.txt")
     ok = git(repo, "commit", "-qm", "clean", env=env, check=False)
-    assert ok.returncode == 0, ok.stderr
+    assert ok.returncode == 0, ok.stdout + ok.stderr
 
-    (repo / "train.py").write_text(
-        "from transformers import AutoModel\n"
-        "m = AutoModel.from_pretrained('evil-org/backdoored-bert')\n")
-    git(repo, "add", "train.py")
+    bad_code = "from transformers import AutoModel\nm = AutoModel.from_pretrained('evil-org/backdoored')\n"
+    (repo / "my train.py").write_text(bad_code)
+    git(repo, "add", "my train.py")
+    # the working tree no longer names the model, but the index (what would be committed) does
+    (repo / "my train.py").write_text("print('nothing to see')\n")
     bad = git(repo, "commit", "-qm", "add model", env=env, check=False)
     assert bad.returncode != 0
-    assert "hook/denied-repo" in bad.stdout + bad.stderr and "commit refused" in bad.stderr
-    assert "train.py" not in git(repo, "ls-tree", "-r", "--name-only", "HEAD").stdout
+    out = bad.stdout + bad.stderr  # git sends a hook's stdout to stderr
+    assert "hook/denied-repo" in out and "my train.py" in out and "commit refused" in out
+    assert "my train.py" not in git(repo, "ls-tree", "-r", "--name-only", "HEAD").stdout
+
     # the escape hatch a developer can take, documented in the hook
-    (repo / "train.py").write_text(
-        "from transformers import AutoModel\n"
-        "m = AutoModel.from_pretrained('evil-org/backdoored-bert')  # hfguard: ignore\n")
-    git(repo, "add", "train.py")
+    (repo / "my train.py").write_text(bad_code.replace(")\n", ")  # hfguard: ignore\n"))
+    git(repo, "add", "my train.py")
     assert git(repo, "commit", "-qm", "add model", env=env, check=False).returncode == 0
+
+    # a malicious model file is scanned from the index too; no payload runs
+    mark = repo.parent / "mark"
+    (repo / "weights.pkl").write_bytes(evil_pickle(mark))
+    git(repo, "add", "weights.pkl")
+    bad = git(repo, "commit", "-qm", "weights", env=env, check=False)
+    out = bad.stdout + bad.stderr
+    assert bad.returncode != 0 and "pickle/dangerous-global" in out and "weights.pkl" in out
+    assert not mark.exists()
