@@ -136,7 +136,7 @@ def vet_references(refs: list[Reference], policy: Policy, lock: Lockfile | None,
                     "hook/unpinned-reference", Severity.LOW,
                     f"{repo} is not pinned to a commit" +
                     (f" ('{requested}' can move)" if requested else "") +
-                    (f"; it resolves to {revision} today" if revision else ""), r,
+                    (f"; vetted at {revision}" if revision else ""), r,
                     model=repo, revision=revision,
                     remediation=f"Pin it: revision=\"{revision or '<commit sha>'}\" "
                                 "(or org/name@<sha>), so what was vetted is what loads."))
