@@ -6,8 +6,9 @@
 
 It wraps `huggingface_hub.hf_hub_download` and `snapshot_download` (in huggingface_hub and in
 every loaded module that imported those names, e.g. `transformers.utils.hub`, open_clip,
-sentence-transformers) and transformers' `cached_files` (which also serves pinned models from the
-cache and loads local directories without calling the Hub). A Hub model is vetted through
+sentence-transformers), transformers' `cached_files` (which also serves pinned models from the
+cache and loads local directories without calling the Hub) and `torch.load` of a file path
+(open_clip's local checkpoints, user code). A Hub model is vetted through
 `vet_reference` (repo + revision, resolved to a commit sha) and then fetched *at that sha*, so what
 was vetted is what loads. A local directory, or a file served from the cache in offline mode, is
 scanned statically. BLOCK raises `ModelBlocked`; ERROR raises too unless `on_error="warn"`; FLAG
@@ -61,6 +62,7 @@ class _State:
         self.vet: Callable[..., Report] | None = None
         self.verdicts: dict[tuple[str, str], Report] = {}       # per process: (repo, revision) -> report
         self.local: dict[tuple[str, float], Report] = {}         # (path, mtime) -> report
+        self.vetted_paths: set[str] = set()   # files fetched at a commit the guard vetted on the Hub
         self.lock = threading.RLock()
         self.busy = threading.local()   # set while the guard itself talks to the Hub
 
@@ -127,9 +129,12 @@ def _scan_local(path: str) -> None:
             from hfguard.target import local_target
 
             policy = _policy()
-            report = scan(local_target([str(p)]), policy, checks_for_tiers(policy.tiers))
+            target = local_target([str(p)])
+            report = scan(target, policy, checks_for_tiers(policy.tiers))
             _state.local[key] = report
     _decide(str(p), report)
+    for fr in report.files:  # a directory's files need no second scan when torch.load opens them
+        _remember(p / fr.path[len(str(p)) + 1:] if p.is_dir() else p)
 
 
 def _is_offline(kwargs: dict[str, Any]) -> bool:
@@ -165,7 +170,9 @@ def _wrap_download(original: Callable[..., Any], kind: str) -> Callable[..., Any
         sha = _vet_hub(repo_id, kwargs.get("revision"))
         if sha:
             kwargs["revision"] = sha  # fetch exactly the commit that was vetted
-        return original(*args, **kwargs)
+        result = original(*args, **kwargs)
+        _remember(result)
+        return result
 
     wrapper.__name__ = wrapper.__qualname__ = kind
     wrapper.__doc__ = original.__doc__
@@ -185,14 +192,37 @@ def _wrap_cached_files(original: Callable[..., Any]) -> Callable[..., Any]:
             if sha:
                 kwargs["revision"] = sha
         result = original(path_or_repo_id, *args, **kwargs)
-        if name and not os.path.isdir(name) and _is_offline(kwargs):
+        if name and not os.path.isdir(name):
             for f in result or ():
-                if f:
+                if f and _is_offline(kwargs):
                     _scan_local(f)
+                elif f:
+                    _remember(f)
         return result
 
     setattr(cached_files, _MARK, original)
     return cached_files
+
+
+def _remember(path: Any) -> None:
+    if isinstance(path, str | os.PathLike):
+        with _state.lock:
+            _state.vetted_paths.add(os.path.realpath(path))
+
+
+def _wrap_torch_load(original: Callable[..., Any]) -> Callable[..., Any]:
+    """torch.load of a file path (open_clip checkpoints, user code): scanned first, unless it is a
+    file the guard already vetted on the Hub."""
+
+    def load(f: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _unguarded() and isinstance(f, str | os.PathLike) \
+                and os.path.realpath(f) not in _state.vetted_paths:
+            _scan_local(os.fspath(f))
+        return original(f, *args, **kwargs)
+
+    load.__doc__ = original.__doc__
+    setattr(load, _MARK, original)
+    return load
 
 
 # -- patching ----------------------------------------------------------------------------------
@@ -233,11 +263,23 @@ def _patch_transformers(mod: ModuleType) -> None:
     _replace_everywhere(current, _wrap_cached_files(current))
 
 
+def _patch_torch(mod: ModuleType) -> None:
+    current = getattr(mod, "load", None)
+    if current is None or hasattr(current, _MARK):
+        return
+    _replace_everywhere(current, _wrap_torch_load(current))
+
+
+# modules patched when they are (or once they get) imported
+_WATCH: dict[str, Callable[[ModuleType], None]] = {_TRANSFORMERS_HUB: _patch_transformers,
+                                                   "torch": _patch_torch}
+
+
 class _AfterImport(importlib.abc.MetaPathFinder):
-    """Patches transformers' hub helpers when transformers is imported after guard()."""
+    """Patches transformers' hub helpers and torch.load when imported after guard()."""
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != _TRANSFORMERS_HUB:
+        if fullname not in _WATCH:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -250,7 +292,7 @@ class _AfterImport(importlib.abc.MetaPathFinder):
                 def exec_module(module: ModuleType, _run: Any = run) -> None:
                     _run(module)
                     if _state.active:
-                        _patch_transformers(module)
+                        _WATCH[fullname](module)
 
                 loader.exec_module = exec_module  # type: ignore[method-assign]
                 return spec
@@ -266,9 +308,10 @@ def _enable() -> None:
             return
         _state.active = True
         _patch_hub()
-        if _TRANSFORMERS_HUB in sys.modules:
-            _patch_transformers(sys.modules[_TRANSFORMERS_HUB])
-        elif _finder not in sys.meta_path:
+        for name, patch in _WATCH.items():
+            if name in sys.modules:
+                patch(sys.modules[name])
+        if any(name not in sys.modules for name in _WATCH) and _finder not in sys.meta_path:
             sys.meta_path.insert(0, _finder)
 
 
@@ -326,6 +369,7 @@ def guard(enable: bool = True, *, policy: Policy | None = None, on_error: str = 
         if forget or policy is not None:
             _state.verdicts.clear()
             _state.local.clear()
+            _state.vetted_paths.clear()
         _enable()
     return Guard(not was_active)
 

@@ -68,3 +68,18 @@ def test_local_directory_is_scanned_before_transformers_loads_it(tmp_path):
     hfguard.guard(enable=False)
     assert AutoConfig.from_pretrained(str(evil)).model_type == "bert"  # off: untouched
     assert not mark.exists()
+
+
+def test_torch_load_of_a_local_file_is_scanned_first(tmp_path):
+    import torch
+
+    mark = tmp_path / "mark"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(evil_pickle(mark))
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.ones(2)}, good)
+    with hfguard.guard(policy=Policy()):
+        with pytest.raises(hfguard.ModelBlocked):
+            torch.load(evil, weights_only=False)
+        assert torch.load(good)["w"].sum().item() == 2.0
+    assert not mark.exists()
