@@ -44,6 +44,7 @@ CONFIG_KEYS = frozenset({
 })
 
 ALL_RULES = "*"
+MAX_TEXT = 32 << 20   # a source or config file larger than this is reported, not read
 
 
 @dataclass(frozen=True)
@@ -362,13 +363,17 @@ def _config_value(value: Any, key: str, line: int, file: str, lines: list[str],
 
 
 def yaml_references(text: str, file: str, base: Path | None = None) -> list[Reference]:
-    """YAML (and JSON, which YAML reads with line numbers). Raises yaml.YAMLError."""
+    """YAML, with line numbers from the parser. Raises yaml.YAMLError."""
     import yaml
 
     lines = text.splitlines()
     refs: list[Reference] = []
+    seen: set[int] = set()
 
     def walk(node: Any) -> None:
+        if id(node) in seen:  # an alias: each node once (no "billion laughs" blow-up)
+            return
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             pairs = [(k.value if isinstance(k, yaml.ScalarNode) else None, v) for k, v in node.value]
             rev = next((v.value for k, v in pairs if k == "revision" and isinstance(v, yaml.ScalarNode)),
@@ -385,7 +390,7 @@ def yaml_references(text: str, file: str, base: Path | None = None) -> list[Refe
             for item in node.value:
                 walk(item)
 
-    for doc in yaml.compose_all(text, Loader=yaml.SafeLoader):
+    for doc in yaml.compose_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
         walk(doc)
     return refs
 
@@ -423,19 +428,29 @@ def mapping_references(doc: Any, text: str, file: str, base: Path | None = None)
 # -- files ------------------------------------------------------------------------------------
 def file_references(path: Path, display: str | None = None, text: str | None = None) -> Extraction:
     """References in one file, by its suffix (`text`: its content, e.g. as staged in git's index).
-    Unparsable input becomes a problem, never silence."""
+    Unparsable or oversized input becomes a problem, never silence."""
     display = display or path.as_posix()
-    base = path.parent
-    suffix = path.suffix.lower()
     out = Extraction()
     if path.name == "hfguard.lock":
         return out
     if text is None:
         try:
+            if path.stat().st_size > MAX_TEXT:
+                out.problems.append((display, 1, f"larger than {MAX_TEXT >> 20} MiB: not read"))
+                return out
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
             out.problems.append((display, 1, f"cannot read: {exc}"))
             return out
+    try:
+        return _parse(text, display, path.parent, path.suffix.lower())
+    except (RecursionError, MemoryError) as exc:  # hostile nesting
+        out.problems.append((display, 1, f"too deeply nested to read ({type(exc).__name__})"))
+        return out
+
+
+def _parse(text: str, display: str, base: Path, suffix: str) -> Extraction:
+    out = Extraction()
     if suffix in PYTHON_SUFFIXES:
         try:
             out.references = python_references(text, display, base)
@@ -445,8 +460,20 @@ def file_references(path: Path, display: str | None = None, text: str | None = N
                                  f"does not parse as Python: {exc}"))
     elif suffix in NOTEBOOK_SUFFIXES:
         out = notebook_references(text, display, base)
-    elif suffix in YAML_SUFFIXES + JSON_SUFFIXES:
-        out = _yaml_or_json(text, display, base, suffix)
+    elif suffix in JSON_SUFFIXES:
+        try:  # the C parser: JSON files (tokenizers, vocabularies) can be large
+            out.references = mapping_references(json.loads(text), text, display, base)
+        except ValueError as exc:
+            out.problems.append((display, getattr(exc, "lineno", 1), f"does not parse as JSON: {exc}"))
+    elif suffix in YAML_SUFFIXES:
+        import yaml
+
+        try:
+            out.references = yaml_references(text, display, base)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            out.problems.append((display, (mark.line + 1) if mark else 1,
+                                 f"does not parse as YAML: {str(exc).splitlines()[0]}"))
     elif suffix in TOML_SUFFIXES:
         import tomllib
 
@@ -454,28 +481,6 @@ def file_references(path: Path, display: str | None = None, text: str | None = N
             out.references = mapping_references(tomllib.loads(text), text, display, base)
         except tomllib.TOMLDecodeError as exc:
             out.problems.append((display, 1, f"does not parse as TOML: {exc}"))
-    return out
-
-
-def _yaml_or_json(text: str, display: str, base: Path, suffix: str) -> Extraction:
-    import yaml
-
-    out = Extraction()
-    try:
-        out.references = yaml_references(text, display, base)
-        return out
-    except yaml.YAMLError as exc:
-        yaml_error = exc
-    if suffix in JSON_SUFFIXES:
-        try:
-            out.references = mapping_references(json.loads(text), text, display, base)
-            return out
-        except ValueError as exc:
-            out.problems.append((display, getattr(exc, "lineno", 1), f"does not parse as JSON: {exc}"))
-            return out
-    mark = getattr(yaml_error, "problem_mark", None)
-    out.problems.append((display, (mark.line + 1) if mark else 1,
-                         f"does not parse as YAML: {str(yaml_error).splitlines()[0]}"))
     return out
 
 

@@ -13,11 +13,10 @@ from hfguard.engine import finalize
 from hfguard.findings import Finding, Report, Severity
 from hfguard.hooks.lockfile import Lockfile
 from hfguard.hooks.precommit import MODEL_SUFFIXES, vet_references
-from hfguard.hooks.refs import SUPPORTED_SUFFIXES, Extraction, file_references
+from hfguard.hooks.refs import MAX_TEXT, SUPPORTED_SUFFIXES, Extraction, file_references
 from hfguard.hooks.vet import Vet
 from hfguard.policy import Policy
 
-TEXT_LIMIT = 32 << 20   # a source/config/notebook blob larger than this is reported, not read
 _SKIP_MODES = {"120000", "160000"}   # symlinks and submodules carry no file content of their own
 
 
@@ -67,7 +66,7 @@ def staged_hook(policy: Policy, lock: Lockfile | None, *, root: Path | None = No
         if not path.lower().endswith(SUPPORTED_SUFFIXES):
             continue
         size = int(_git(root, "cat-file", "-s", oid))
-        if size > TEXT_LIMIT:
+        if size > MAX_TEXT:
             got.problems.append((path, 1, f"staged file of {size} bytes is too large to read"))
             continue
         text = _git(root, "cat-file", "blob", oid).decode("utf-8", "replace")

@@ -210,3 +210,21 @@ def test_unparsable_files_are_problems_not_silence(tmp_path):
 ])
 def test_parse_spec(value, expected):
     assert parse_spec(value) == expected
+
+
+def test_hostile_configs_are_bounded(tmp_path, monkeypatch):
+    import hfguard.hooks.refs as refs_mod
+
+    laughs = ["a0: &a0 [model_id: acme/lol]"] + [
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 12)]
+    y = _write(tmp_path, "laughs.yaml", "\n".join(laughs) + "\n")
+    got = file_references(y)
+    assert [r.repo_id for r in got.references] == ["acme/lol"]  # each node once, not 10**11 times
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    got = file_references(deep)
+    assert got.problems and not got.references
+    monkeypatch.setattr(refs_mod, "MAX_TEXT", 10)
+    big = _write(tmp_path, "big.py", 'from_pretrained("acme/big-file")\n')
+    got = file_references(big)
+    assert "not read" in got.problems[0][2]
