@@ -32,9 +32,10 @@ def cache_dir() -> Path:
 
 def cache_key(repo_id: str, sha: str, checks: list[dict[str, str]], policy_fingerprint: str,
               tiers: tuple[str, ...], options: dict[str, Any] | None = None) -> str:
+    from hfguard import __version__
     from hfguard.signatures import signatures_version
 
-    doc = {"schema": SCHEMA, "repo": repo_id, "sha": sha,
+    doc = {"schema": SCHEMA, "tool": __version__, "repo": repo_id, "sha": sha,
            "checks": sorted((c["id"], c["version"], c["tier"]) for c in checks),
            "signatures": signatures_version(), "policy": policy_fingerprint, "tiers": sorted(tiers),
            "options": options or {}}

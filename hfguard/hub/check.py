@@ -11,10 +11,12 @@ from hfguard.hub.resolve import (
     HubError,
     HubFile,
     cached_sha,
+    display_name,
     hub_target,
     is_offline,
     list_files,
     parse_ref,
+    record_ref,
     resolve,
 )
 from hfguard.policy import Policy
@@ -68,22 +70,24 @@ def check_repo(spec: str, policy: Policy, *, use_cache: bool = True, download: b
     checks = checks_for_tiers(policy.tiers)
     check_meta = [{"id": c.id, "tier": c.tier, "version": c.version} for c in checks]
     options = dict(options or {})
-    key_options = {"download": download, "context": options.get("context")}
+    key_options: dict[str, Any] = {"download": download, "context": options.get("context")}
     cache = VerdictCache() if use_cache else None
     try:
         repo_id, rev = parse_ref(spec)
+        if options.get("context") == "hook":   # the verdict there depends on the reference being pinned
+            key_options["pinned"] = bool(rev and SHA_RE.fullmatch(rev))
         # a pinned sha (or, offline, the sha the local cache maps the ref to) needs no network at all
         known_sha = rev if rev and SHA_RE.fullmatch(rev) else (cached_sha(repo_id, rev) if is_offline()
                                                                else None)
         if cache and known_sha:
             hit = _cached(cache, cache_key(repo_id, known_sha, check_meta, policy.fingerprint(),
-                                           policy.tiers, key_options), progress)
+                                           policy.tiers, key_options), display_name(repo_id, rev), progress)
             if hit:
                 return hit
         resolved = resolve(spec, token=token, with_files=False, progress=progress)
         key = cache_key(resolved.repo_id, resolved.sha, check_meta, policy.fingerprint(), policy.tiers,
                         key_options)
-        if cache and (hit := _cached(cache, key, progress)):
+        if cache and (hit := _cached(cache, key, display_name(repo_id, rev), progress)):
             return hit
         list_files(resolved, token=token, progress=progress)
     except HubError as exc:
@@ -94,14 +98,22 @@ def check_repo(spec: str, policy: Policy, *, use_cache: bool = True, download: b
     target = hub_target(resolved, stats=stats, token=token,
                         on_fetch_error=lambda exc, hf: late.append(fetch_error_finding(exc, hf)))
     repo_bytes = sum(f.size for f in target.files)
-    if download and not resolved.meta.get("offline"):
+    if download and resolved.meta.get("offline"):
+        progress(f"verifying {len(resolved.files)} cached files against their content hashes…")
+        late += verify_cached(resolved)
+    elif download:
         progress(f"downloading {len(target.files)} files ({_human(repo_bytes)}) into the HF cache…")
         for tf in target.files:
             try:
                 tf.materialize()
             except Exception:  # noqa: BLE001 - recorded through on_fetch_error
                 pass
+        record_ref(resolved)
+    if not download:
+        progress(f"reading headers of {len(target.files)} files ({_human(repo_bytes)} in all) "
+                 f"by HTTP range requests…")
     report = scan(target, policy, checks, options=options, progress=progress, budget_seconds=budget_seconds)
+    report.target = target.name   # the engine writes repo@sha; the sha is already Report.revision
     if late:
         seen = {(f.rule, f.file) for f in report.findings}
         report.findings += [f for f in late if (f.rule, f.file) not in seen]
@@ -119,9 +131,24 @@ def check_repo(spec: str, policy: Policy, *, use_cache: bool = True, download: b
     return report
 
 
-def _cached(cache: Any, key: str, progress: Callable[[str], None]) -> Report | None:
+def verify_cached(resolved: Any) -> list[Finding]:
+    """Offline --download: the local snapshot's bytes against the hashes the cache names them by."""
+    from hfguard.hub.fetch import IntegrityError, verify
+
+    found = []
+    for hf in resolved.files:
+        try:
+            verify(hf.local, hf.path, sha256=hf.lfs_sha256, blob_id=None if hf.lfs_sha256 else hf.blob_id,
+                   size=None)
+        except (IntegrityError, OSError) as exc:
+            found.append(fetch_error_finding(exc, hf))
+    return found
+
+
+def _cached(cache: Any, key: str, name: str, progress: Callable[[str], None]) -> Report | None:
     hit = cache.get(key)
     if hit is not None:
+        hit.target = name
         hit.stats = {**hit.stats, "cached": True, "bytes_transferred": 0, "requests": 0}
         progress(f"cached verdict for {hit.target}: {hit.verdict}")
     return hit

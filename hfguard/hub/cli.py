@@ -22,6 +22,11 @@ def check(ref: str, policy: Policy, fmt: str, output: str | None, budget: float,
     from hfguard.findings import Verdict
     from hfguard.hub.check import check_repo
 
+    if quiet:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+
     report = check_repo(ref, policy, use_cache=not no_cache, download=download, token=token,
                         progress=progress_printer(quiet), budget_seconds=budget)
     if report.verdict is Verdict.ERROR:

@@ -127,6 +127,11 @@ class BlockCache:
                     self.stats.add(0, requests=1)
                     status = resp.status_code
                     if status == 206:
+                        total = _range_total(resp)
+                        if total is not None and total != self.size:
+                            raise HubReadError(f"{self.name}: the server has {total} bytes, the Hub listed "
+                                               f"{self.size}: the file changed or the listing lies",
+                                               rule="hub/size-mismatch")
                         got = _bounded_body(resp, stop - start, self.stats)
                         if len(got) == stop - start and _range_start(resp) == start:
                             return got
@@ -148,6 +153,9 @@ class BlockCache:
                                    rule="hub/offline") from None
             except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
+            except httpx2.HTTPError as exc:   # redirects loops, bad URLs...: not worth a retry
+                raise HubReadError(f"{self.name}: {type(exc).__name__}: {exc}",
+                                   rule="hub/read-failed") from exc
         raise HubReadError(f"{self.name}: reading bytes {start}-{stop - 1} failed after {attempts} "
                            f"attempt(s): {problem}", rule="hub/read-failed")
 
@@ -184,6 +192,11 @@ def _range_start(resp: Any) -> int | None:
         return int(cr.split()[1].split("-")[0])
     except (IndexError, ValueError):
         return None
+
+
+def _range_total(resp: Any) -> int | None:
+    total = resp.headers.get("Content-Range", "").rpartition("/")[2]
+    return int(total) if total.isdigit() else None
 
 
 def _runs(indices: list[int]) -> list[list[int]]:

@@ -92,17 +92,30 @@ def hub_cache_dir() -> Path:
 
 
 def configure_session() -> None:
-    """Give huggingface_hub's shared HTTP client finite timeouts (its default is none at all)."""
+    """Give huggingface_hub's shared HTTP client finite timeouts.
+
+    Its default client has none, and some calls (the tree listing) pass `timeout=None`
+    explicitly, which httpx reads as "wait forever": a request hook puts a bound back.
+    """
     from huggingface_hub.utils import _http
 
     if getattr(_http._GLOBAL_CLIENT_FACTORY, "_hfguard", False):
         return
+
+    def bound_timeout(request: Any) -> None:
+        from hfguard.hub.remote import request_timeout
+
+        current = request.extensions.get("timeout") or {}
+        if all(v is None for v in current.values()):
+            request.extensions = {**request.extensions, "timeout": request_timeout().as_dict()}
 
     def factory() -> Any:
         from hfguard.hub.remote import request_timeout
 
         client = _http.default_client_factory()
         client.timeout = request_timeout()
+        hooks = dict(client.event_hooks)
+        client.event_hooks = {**hooks, "request": [*hooks.get("request", []), bound_timeout]}
         return client
 
     factory._hfguard = True  # type: ignore[attr-defined]
@@ -216,8 +229,10 @@ def list_files(resolved: Resolved, *, token: str | bool | None = None,
     api = HfApi(endpoint=endpoint(), token=token)
     repo_id, sha = resolved.repo_id, resolved.sha
     progress(f"{repo_id}@{resolved.requested or 'main'} -> {sha}; listing files…")
-    tree = with_retry(lambda: list(api.list_repo_tree(repo_id, revision=sha, recursive=True, expand=True)),
-                      repo_id, sha, progress)
+    try:  # huggingface_hub already retries the listing (bounded backoff); no second layer here
+        tree = list(api.list_repo_tree(repo_id, revision=sha, recursive=True, expand=True))
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a HubError
+        raise translate(exc, repo_id, sha) from exc
     files = []
     for entry in tree:
         if not hasattr(entry, "size") or not hasattr(entry, "blob_id"):
@@ -253,6 +268,20 @@ def cached_sha(repo_id: str, rev: str | None) -> str | None:
     except OSError:
         return None
     return sha if SHA_RE.fullmatch(sha) and (folder / "snapshots" / sha).is_dir() else None
+
+
+def record_ref(resolved: Resolved) -> None:
+    """Note branch/tag -> sha in the HF cache (as huggingface_hub does) so offline runs find it."""
+    rev = resolved.requested or "main"
+    snapshot_root = hub_cache_dir() / ("models--" + resolved.repo_id.replace("/", "--"))
+    if SHA_RE.fullmatch(rev) or not (snapshot_root / "snapshots" / resolved.sha).is_dir():
+        return
+    ref = snapshot_root / "refs" / rev
+    try:
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(resolved.sha, encoding="utf-8")
+    except OSError:
+        pass  # a read-only cache only costs the offline shortcut
 
 
 def resolve_offline(repo_id: str, rev: str | None) -> Resolved:
@@ -314,8 +343,13 @@ def hub_target(resolved: Resolved, *, stats: TransferStats, token: str | bool | 
                         "hub_security": hf.security})
         files.append(tf)
     meta = dict(resolved.meta)
-    return Target(name=f"{resolved.repo_id}@{resolved.requested or 'main'}", source="hub", files=files,
+    return Target(name=display_name(resolved.repo_id, resolved.requested), source="hub", files=files,
                   revision=resolved.sha, repo_id=resolved.repo_id, card=dict(resolved.card), meta=meta)
+
+
+def display_name(repo_id: str, requested: str | None) -> str:
+    """What the user asked for; the pinned sha is reported separately (Report.revision)."""
+    return repo_id if not requested or SHA_RE.fullmatch(requested) else f"{repo_id}@{requested}"
 
 
 def _opener(tf: TargetFile, cache: BlockCache) -> Callable[[], Any]:

@@ -43,12 +43,49 @@ STREAM_ERRORS = (VMStop, OSError, EOFError, ValueError, zlib.error, lzma.LZMAErr
 COMPRESSED = {sn.GZIP: "gzip", sn.BZIP2: "bzip2", sn.XZ: "xz", sn.LZMA: "lzma", sn.ZLIB: "zlib"}
 SCANNED_FORMATS = {sn.PICKLE, sn.TORCH_LEGACY, sn.ZIP, sn.TAR, sn.NUMPY, *COMPRESSED}
 _PICKLE_FIRST = set(b"(}]acdefghijlpqrstuvwxyzIJKLMNPQRSTUVX\x80\x8a\x8b\x8c\x8d\x8e\x8f\x93\x94\x95GFBC.0")
-_JOBLIB_WRAPPERS = {"joblib.numpy_pickle.NumpyArrayWrapper",
-                    "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper"}
+_LEGACY_MAGIC = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # LONG1 0x1950a86a20f9469cfc6c
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_UNSCANNABLE = {
+    b"7z\xbc\xaf\x27\x1c": "7z",
+    b"Rar!\x1a\x07": "rar",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"\x04\x22\x4d\x18": "lz4",
+}
+# deserialisers called with a bytes literal: the bytes are a second payload, scanned as a file
+_EMBEDDED_LOADERS = {
+    "pickle.loads",
+    "_pickle.loads",
+    "dill.loads",
+    "cloudpickle.loads",
+    "torch.storage._load_from_bytes",
+    "joblib.numpy_pickle.loads",
+    "numpy.loads",
+}
+_JOBLIB_WRAPPERS = {
+    "joblib.numpy_pickle.NumpyArrayWrapper",
+    "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
+}
 # element sizes of legacy storage classes (torch.FloatStorage ...), for the legacy raw section
-_STORAGE_ELEMENT = {"Double": 8, "Float": 4, "Half": 2, "Long": 8, "Int": 4, "Short": 2, "Char": 1,
-                    "Byte": 1, "Bool": 1, "BFloat16": 2, "ComplexDouble": 16, "ComplexFloat": 8,
-                    "QUInt8": 1, "QInt8": 1, "QInt32": 4, "QUInt4x2": 1, "QUInt2x4": 1, "Untyped": 1}
+_STORAGE_ELEMENT = {
+    "Double": 8,
+    "Float": 4,
+    "Half": 2,
+    "Long": 8,
+    "Int": 4,
+    "Short": 2,
+    "Char": 1,
+    "Byte": 1,
+    "Bool": 1,
+    "BFloat16": 2,
+    "ComplexDouble": 16,
+    "ComplexFloat": 8,
+    "QUInt8": 1,
+    "QInt8": 1,
+    "QInt32": 4,
+    "QUInt4x2": 1,
+    "QUInt2x4": 1,
+    "Untyped": 1,
+}
 
 
 @dataclass
@@ -64,7 +101,7 @@ class Hit:
 
 @dataclass
 class PickleSite:
-    where: str               # "" for the file itself, else the member chain ("a.zip!archive/data.pkl")
+    where: str  # "" for the file itself, else the member chain ("a.zip!archive/data.pkl")
     result: PickleResult
 
 
@@ -77,7 +114,7 @@ class ScanConfig:
     max_central_directory: int = 64 << 20
     max_decompressed: int = 4 << 30
     max_ratio: float = 200.0
-    ratio_floor: int = 128 << 20     # the ratio bound applies past this many output bytes
+    ratio_floor: int = 128 << 20  # the ratio bound applies past this many output bytes
     max_pickles: int = 64
 
 
@@ -97,18 +134,39 @@ class ContainerScanner:
         self.budget = budget or Budget(seconds=1e9)
         self.hits: list[Hit] = []
         self._last_fh: Any = None
+        self._depth = 0
         self.sites: list[PickleSite] = []
 
     # -- entry -------------------------------------------------------------------------------------
-    def scan(self, fh: BinaryIO, size: int | None, fmt: str, where: str = "", depth: int = 0,
-             base: int = 0) -> None:
+    def scan(
+        self, fh: BinaryIO, size: int | None, fmt: str, where: str = "", depth: int = 0, base: int = 0
+    ) -> None:
         """Scan a stream sniffed as `fmt`. `base` is the stream's absolute offset (for locations)."""
         if depth > self.config.max_depth:
-            self.hits.append(Hit("archive/depth-exceeded",
-                                 f"archives nested deeper than {self.config.max_depth}", where,
-                                 evidence={"limit": self.config.max_depth}))
+            self.hits.append(
+                Hit(
+                    "archive/depth-exceeded",
+                    f"archives nested deeper than {self.config.max_depth}",
+                    where,
+                    evidence={"limit": self.config.max_depth},
+                )
+            )
             return
         self.budget.tick("scanning containers")
+        outer, self._depth = self._depth, depth
+        try:
+            self._dispatch(fh, size, fmt, where, depth, base)
+        finally:
+            self._depth = outer
+
+    def _dispatch(self, fh: BinaryIO, size: int | None, fmt: str, where: str, depth: int, base: int) -> None:
+        if fmt not in (sn.ZIP, sn.TAR, sn.NUMPY, sn.TORCH_LEGACY) and fmt not in COMPRESSED:
+            head = _peek(fh, 8)
+            for magic, kind in _UNSCANNABLE.items():
+                if head.startswith(magic):
+                    msg = f"{kind} archive: hfguard cannot open it, so whatever it holds is unscanned"
+                    self.hits.append(Hit("archive/unscannable", msg, where, base, {"format": kind}))
+                    return
         if fmt == sn.ZIP:
             self.scan_zip(fh, size, where, depth)
         elif fmt == sn.TORCH_LEGACY:
@@ -120,33 +178,62 @@ class ContainerScanner:
         elif fmt in COMPRESSED:
             self.scan_compressed(fh, size, COMPRESSED[fmt], where, depth)
         elif fmt == sn.PICKLE:
-            head = _peek(fh, 2)
-            self.scan_pickles(fh, size, where, base, quiet=not looks_like_pickle(head))
+            head = _peek(fh, 32)
+            if head[:1] == b"\x80" and 2 <= head.find(_LEGACY_MAGIC) <= 11:  # legacy torch, any protocol
+                self.scan_legacy(fh, size, where, base)
+            else:
+                self.scan_pickles(fh, size, where, base, quiet=not looks_like_pickle(head))
         else:  # text / unknown whose first byte is an opcode: a protocol 0 pickle in disguise?
             self.scan_pickles(fh, size, where, base, quiet=True)
 
     # -- pickles -----------------------------------------------------------------------------------
-    def scan_pickles(self, fh: BinaryIO, size: int | None, where: str, base: int = 0, *,
-                     quiet: bool = False, max_pickles: int | None = None,
-                     trailing_ok: bool = False) -> list[PickleResult]:
+    def scan_pickles(
+        self,
+        fh: BinaryIO,
+        size: int | None,
+        where: str,
+        base: int = 0,
+        *,
+        quiet: bool = False,
+        max_pickles: int | None = None,
+        trailing_ok: bool = False,
+    ) -> list[PickleResult]:
         limits = self.config.quiet_limits if quiet else self.config.limits
         reader = Reader(fh, base=base, size=size, budget=self.budget)
         sites: list[PickleSite] = []
         vm = PickleVM(limits, self.budget, build_hook=self._joblib_hook(where, sites, limits))
         results, trailing = scan_stream(reader, vm, max_pickles or self.config.max_pickles)
         self._last_fh = reader.fh  # a non-seekable peek may have wrapped it
-        if quiet and not any(r.complete and r.globals for r in results):
-            return []
+        if quiet and not any(_importable(g) for r in results for g in r.globals):
+            return []  # not a pickle after all (text that happens to start with an opcode)
         self.sites.extend(PickleSite(where, r) for r in results)
         self.sites.extend(sites)
+        self._scan_embedded(results, where)
         if trailing is not None and not trailing_ok:
             self.hits.append(Hit(trailing.rule, trailing.message, where, trailing.offset, trailing.evidence))
         if len(results) > 1 and max_pickles is None:
-            self.hits.append(Hit("pickle/multiple-pickles",
-                                 f"{len(results)} pickles one after another; a loader that reads more "
-                                 "than one runs them all (all were scanned)", where, results[1].start,
-                                 {"pickles": len(results)}))
+            self.hits.append(
+                Hit(
+                    "pickle/multiple-pickles",
+                    f"{len(results)} pickles one after another; a loader that reads more "
+                    "than one runs them all (all were scanned)",
+                    where,
+                    results[1].start,
+                    {"pickles": len(results)},
+                )
+            )
         return results
+
+    def _scan_embedded(self, results: list[PickleResult], where: str) -> None:
+        for r in results:
+            for call in r.calls:
+                if not (isinstance(call.func, Global) and call.func.qualname in _EMBEDDED_LOADERS):
+                    continue
+                args = call.args if isinstance(call.args, tuple) else ()
+                if args and isinstance(args[0], bytes):
+                    data = args[0]
+                    inner = _join(where, f"<embedded@{call.offset}>")
+                    self.scan(io.BytesIO(data), len(data), sn.sniff(data[:600]), inner, self._depth + 1)  # type: ignore[arg-type]
 
     def _joblib_hook(self, where: str, sites: list[PickleSite], limits: Limits):
         """After BUILD of joblib's NumpyArrayWrapper the array's bytes follow in the stream: skip
@@ -170,8 +257,11 @@ class ContainerScanner:
             if not (isinstance(shape, tuple) and all(isinstance(d, int) and d >= 0 for d in shape)):
                 raise VMStop("pickle/malformed", "joblib array wrapper with a bad shape")
             if itemsize is None:
-                raise VMStop("pickle/malformed", "joblib array wrapper with a dtype hfguard cannot size",
-                             dtype=repr(state.get("dtype")))
+                raise VMStop(
+                    "pickle/malformed",
+                    "joblib array wrapper with a dtype hfguard cannot size",
+                    dtype=repr(state.get("dtype")),
+                )
             if state.get("numpy_array_alignment_bytes") is not None:
                 (pad,) = reader.read(1, "joblib alignment padding length")
                 reader.skip(pad, "joblib alignment padding")
@@ -195,10 +285,15 @@ class ContainerScanner:
         names = Counter(e.raw_name for e in entries)
         for raw, n in names.items():
             if n > 1:
-                self.hits.append(Hit("zip/duplicate-member",
-                                     f"{n} central-directory entries named {raw.decode('utf-8', 'replace')!r}; "
-                                     "loaders disagree on which one they read (all were scanned)",
-                                     _join(where, raw.decode("utf-8", "replace")), evidence={"count": n}))
+                self.hits.append(
+                    Hit(
+                        "zip/duplicate-member",
+                        f"{n} central-directory entries named {raw.decode('utf-8', 'replace')!r}; "
+                        "loaders disagree on which one they read (all were scanned)",
+                        _join(where, raw.decode("utf-8", "replace")),
+                        evidence={"count": n},
+                    )
+                )
         storage_keys: set[str] = set()
         # the pickles first (they name the storages), then everything else
         ordered = sorted(entries, key=lambda e: (not e.name.endswith(".pkl"), e.index))
@@ -215,9 +310,15 @@ class ContainerScanner:
         cfg = self.config
         kind = {0: None, 8: "deflate", 12: "bzip2", 14: "lzma-zip"}.get(e.method, "?")
         if kind == "?":
-            self.hits.append(Hit("archive/unsupported-compression",
-                                 f"compression method {e.method} cannot be decoded; member unscanned",
-                                 where, e.header_offset, {"method": e.method}))
+            self.hits.append(
+                Hit(
+                    "archive/unsupported-compression",
+                    f"compression method {e.method} cannot be decoded; member unscanned",
+                    where,
+                    e.header_offset,
+                    {"method": e.method},
+                )
+            )
             return
         assert e.data_offset is not None
 
@@ -225,8 +326,17 @@ class ContainerScanner:
             raw = open_slice(fh, e.data_offset, e.csize)
             if kind is None:
                 return raw, None
-            tap = CrcTap(open_decompressed(kind, raw, e.csize, cap=cfg.max_decompressed, ratio=cfg.max_ratio,
-                                           ratio_floor=cfg.ratio_floor, budget=self.budget))
+            tap = CrcTap(
+                open_decompressed(
+                    kind,
+                    raw,
+                    e.csize,
+                    cap=cfg.max_decompressed,
+                    ratio=cfg.max_ratio,
+                    ratio_floor=cfg.ratio_floor,
+                    budget=self.budget,
+                )
+            )
             return buffered(tap), tap
 
         try:
@@ -239,7 +349,7 @@ class ContainerScanner:
         is_storage = _storage_key(e.name) in storage_keys
         if is_storage and not looks_like_pickle(head):
             return  # raw tensor bytes, read by torch as data, never unpickled
-        if fmt not in SCANNED_FORMATS and not may_be_pickle(head):
+        if not _interesting(fmt, head):
             return
         base = e.data_offset if kind is None else 0
         stream, tap = open_member()
@@ -247,28 +357,43 @@ class ContainerScanner:
             tap = CrcTap(stream)
             stream = buffered(tap)
         try:
-            if fmt == sn.PICKLE or fmt not in SCANNED_FORMATS:
+            if _pickle_member(fmt, head):
                 quiet = is_storage or not looks_like_pickle(head)
                 results = self.scan_pickles(stream, e.usize, where, base, quiet=quiet)
                 for r in results:
                     storage_keys.update(_storage_keys(r.pids))
             elif fmt == sn.ZIP:
-                inner = open_slice(fh, e.data_offset, e.csize) if kind is None else spool(
-                    stream, cfg.max_decompressed, self.budget)
+                inner = (
+                    open_slice(fh, e.data_offset, e.csize)
+                    if kind is None
+                    else spool(stream, cfg.max_decompressed, self.budget)
+                )
                 self.scan(inner, None, sn.ZIP, where, depth + 1)  # type: ignore[arg-type]
                 return  # a nested stored zip is read by its directory: no full CRC pass
             else:
                 self.scan(stream, e.usize, fmt, where, depth + 1, base)  # type: ignore[arg-type]
             tap.drain(self.budget)
-            if tap.count == e.usize and (tap.crc & 0xFFFFFFFF) != e.crc:
-                self.hits.append(Hit("zip/bad-crc",
-                                     f"CRC-32 {tap.crc:08x} does not match the directory's {e.crc:08x} "
-                                     "(Python's zipfile refuses this member; torch may load it)",
-                                     where, e.header_offset, {"crc": f"{tap.crc:08x}", "expected": f"{e.crc:08x}"}))
-            elif tap.count != e.usize:
-                self.hits.append(Hit("zip/header-mismatch",
-                                     f"member holds {tap.count} bytes, the directory says {e.usize}",
-                                     where, e.header_offset, {"actual": tap.count, "declared": e.usize}))
+            if tap.count == e.usize and e.crc >= 0 and (tap.crc & 0xFFFFFFFF) != e.crc:
+                self.hits.append(
+                    Hit(
+                        "zip/bad-crc",
+                        f"CRC-32 {tap.crc:08x} does not match the directory's {e.crc:08x} "
+                        "(Python's zipfile refuses this member; torch may load it)",
+                        where,
+                        e.header_offset,
+                        {"crc": f"{tap.crc:08x}", "expected": f"{e.crc:08x}"},
+                    )
+                )
+            elif tap.count != e.usize and e.crc >= 0:
+                self.hits.append(
+                    Hit(
+                        "zip/header-mismatch",
+                        f"member holds {tap.count} bytes, the directory says {e.usize}",
+                        where,
+                        e.header_offset,
+                        {"actual": tap.count, "declared": e.usize},
+                    )
+                )
         except STREAM_ERRORS as exc:
             self._stream_error(exc, where, e.data_offset)
 
@@ -276,21 +401,35 @@ class ContainerScanner:
         if isinstance(exc, VMStop):
             self.hits.append(Hit(exc.rule, exc.message, where, offset, exc.evidence))
         else:
-            self.hits.append(Hit("archive/malformed", f"cannot read: {type(exc).__name__}: {exc}", where, offset))
+            self.hits.append(
+                Hit("archive/malformed", f"cannot read: {type(exc).__name__}: {exc}", where, offset)
+            )
 
     # -- compressed streams ------------------------------------------------------------------------
     def scan_compressed(self, fh: BinaryIO, size: int | None, kind: str, where: str, depth: int) -> None:
         cfg = self.config
         inner_where = _join(where, f"<{kind}>")
         try:
-            stream = open_decompressed(kind, fh, size, cap=cfg.max_decompressed, ratio=cfg.max_ratio,
-                                       ratio_floor=cfg.ratio_floor, budget=self.budget)
+            stream = open_decompressed(
+                kind,
+                fh,
+                size,
+                cap=cfg.max_decompressed,
+                ratio=cfg.max_ratio,
+                ratio_floor=cfg.ratio_floor,
+                budget=self.budget,
+            )
             head = stream.peek(600)[:600]
             fmt = sn.sniff(head, "", None)
             if fmt == sn.ZIP:
-                self.scan(spool(stream, cfg.max_decompressed, self.budget), None,  # type: ignore[arg-type]
-                          sn.ZIP, inner_where, depth + 1)
-            elif fmt in SCANNED_FORMATS or may_be_pickle(head):
+                self.scan(
+                    spool(stream, cfg.max_decompressed, self.budget),
+                    None,  # type: ignore[arg-type]
+                    sn.ZIP,
+                    inner_where,
+                    depth + 1,
+                )
+            elif _interesting(fmt, head):
                 self.scan(stream, None, fmt, inner_where, depth + 1)  # type: ignore[arg-type]
         except STREAM_ERRORS as exc:
             self._stream_error(exc, inner_where, None)
@@ -301,48 +440,80 @@ class ContainerScanner:
         results = self.scan_pickles(fh, size, where, base, max_pickles=5, trailing_ok=True)
         if len(results) < 5 or not all(r.complete for r in results):
             if all(r.complete for r in results):
-                self.hits.append(Hit("torch/legacy-layout",
-                                     f"legacy torch file with {len(results)} pickles instead of 5", where))
+                self.hits.append(
+                    Hit(
+                        "torch/legacy-layout",
+                        f"legacy torch file with {len(results)} pickles instead of 5",
+                        where,
+                    )
+                )
             return
         keys, data = results[4].value, results[3]
         if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
-            self.hits.append(Hit("torch/legacy-layout", "legacy storage key list is not a list of strings",
-                                 where, results[4].start))
+            self.hits.append(
+                Hit(
+                    "torch/legacy-layout",
+                    "legacy storage key list is not a list of strings",
+                    where,
+                    results[4].start,
+                )
+            )
             return
         elsize = {}
         for pid in data.pids:
-            if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], Global):
+            if (
+                isinstance(pid, tuple)
+                and len(pid) >= 5
+                and pid[0] == "storage"
+                and isinstance(pid[1], Global)
+            ):
                 m = re.fullmatch(r"(\w*?)Storage", pid[1].name)
                 elsize[pid[2]] = _STORAGE_ELEMENT.get(m.group(1) if m else "")
         end = results[4].end
-        reader = Reader(self._last_fh, base=end, size=None if size is None else size - (end - base),
-                        budget=self.budget)
+        reader = Reader(
+            self._last_fh, base=end, size=None if size is None else size - (end - base), budget=self.budget
+        )
         try:
             for key in keys:
                 (numel,) = struct.unpack("<q", reader.read(8, "storage size"))
                 es = elsize.get(key)
                 if es is None or numel < 0:
-                    raise VMStop("torch/legacy-layout", f"storage {key!r} has no known element size or a bad size")
+                    raise VMStop(
+                        "torch/legacy-layout", f"storage {key!r} has no known element size or a bad size"
+                    )
                 reader.skip(numel * es, f"storage {key}")
                 self.budget.tick("legacy storages")
         except VMStop as exc:
-            self.hits.append(Hit("torch/legacy-layout", f"raw storage section: {exc.message}", where,
-                                 reader.offset, exc.evidence))
+            self.hits.append(
+                Hit(
+                    "torch/legacy-layout",
+                    f"raw storage section: {exc.message}",
+                    where,
+                    reader.offset,
+                    exc.evidence,
+                )
+            )
             return
         if reader.remaining():
             # bytes after the last storage: maybe one more pickle hidden there
             tail = self.scan_pickles(fh, reader.remaining(), where, reader.offset, quiet=True)
             if not tail:
-                self.hits.append(Hit("pickle/trailing-data",
-                                     f"{reader.remaining()} bytes after the last legacy storage",
-                                     where, reader.offset, {"bytes": reader.remaining()}))
+                self.hits.append(
+                    Hit(
+                        "pickle/trailing-data",
+                        f"{reader.remaining()} bytes after the last legacy storage",
+                        where,
+                        reader.offset,
+                        {"bytes": reader.remaining()},
+                    )
+                )
 
     # -- tar -----------------------------------------------------------------------------------------
     def scan_tar(self, fh: BinaryIO, where: str, depth: int) -> None:
         cfg = self.config
         seekable = _seekable(fh)
         try:
-            tf = tarfile.open(fileobj=fh, mode="r:" if seekable else "r|")  # type: ignore[call-overload]
+            tf = tarfile.open(fileobj=fh, mode="r:" if seekable else "r|")  # noqa: SIM115
         except (tarfile.TarError, OSError, EOFError) as exc:
             self.hits.append(Hit("archive/malformed", f"cannot read tar: {exc}", where))
             return
@@ -352,8 +523,14 @@ class ContainerScanner:
             while (m := tf.next()) is not None:
                 count += 1
                 if count > cfg.max_members:
-                    self.hits.append(Hit("archive/too-many-members", f"more than {cfg.max_members} tar members",
-                                         where, evidence={"limit": cfg.max_members}))
+                    self.hits.append(
+                        Hit(
+                            "archive/too-many-members",
+                            f"more than {cfg.max_members} tar members",
+                            where,
+                            evidence={"limit": cfg.max_members},
+                        )
+                    )
                     return
                 self.budget.tick("tar members")
                 names.append(m.name)
@@ -365,7 +542,7 @@ class ContainerScanner:
                 mwhere = _join(where, m.name)
                 head = ef.read(600)
                 fmt = sn.sniff(head, m.name, m.size)
-                if fmt not in SCANNED_FORMATS and not may_be_pickle(head):
+                if not _interesting(fmt, head):
                     continue
                 if seekable:
                     ef.seek(0)
@@ -376,10 +553,16 @@ class ContainerScanner:
                 if fmt == sn.ZIP:
                     inner = stream if seekable else spool(stream, cfg.max_decompressed, self.budget)
                     self.scan(inner, m.size, sn.ZIP, mwhere, depth + 1)  # type: ignore[arg-type]
-                elif fmt == sn.PICKLE or fmt not in SCANNED_FORMATS:
-                    self.scan_pickles(stream, m.size, mwhere, m.offset_data,  # type: ignore[arg-type]
-                                      quiet=not looks_like_pickle(head),
-                                      max_pickles=1 if torch_raw else None, trailing_ok=torch_raw)
+                elif _pickle_member(fmt, head):
+                    self.scan_pickles(
+                        stream,
+                        m.size,
+                        mwhere,
+                        m.offset_data,  # type: ignore[arg-type]
+                        quiet=not looks_like_pickle(head),
+                        max_pickles=1 if torch_raw else None,
+                        trailing_ok=torch_raw,
+                    )
                 else:
                     self.scan(stream, m.size, fmt, mwhere, depth + 1, m.offset_data)  # type: ignore[arg-type]
         except (tarfile.TarError, OSError, EOFError) as exc:
@@ -408,13 +591,26 @@ class ContainerScanner:
             return
         header = _literal_dict(text)
         if header is None or not {"descr", "fortran_order", "shape"} <= set(header):
-            self.hits.append(Hit("numpy/malformed-header", ".npy header is not the expected dict literal",
-                                 where, base + 8, {"header": text[:200]}))
+            self.hits.append(
+                Hit(
+                    "numpy/malformed-header",
+                    ".npy header is not the expected dict literal",
+                    where,
+                    base + 8,
+                    {"header": text[:200]},
+                )
+            )
             return
         if _descr_has_object(header["descr"]):
-            self.hits.append(Hit("numpy/object-array",
-                                 "object array: its elements are a pickle (numpy.load needs allow_pickle=True)",
-                                 where, reader.offset, {"descr": str(header["descr"])[:200]}))
+            self.hits.append(
+                Hit(
+                    "numpy/object-array",
+                    "object array: its elements are a pickle (numpy.load needs allow_pickle=True)",
+                    where,
+                    reader.offset,
+                    {"descr": str(header["descr"])[:200]},
+                )
+            )
             self.scan_pickles(fh, None if size is None else size - reader.pos, where, reader.offset)
 
 
@@ -440,8 +636,9 @@ class ZipEntry:
     problems: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
 
-def read_zip_directory(fh: BinaryIO, size: int, config: ScanConfig | None = None,
-                       budget: Budget | None = None) -> list[ZipEntry]:
+def read_zip_directory(
+    fh: BinaryIO, size: int, config: ScanConfig | None = None, budget: Budget | None = None
+) -> list[ZipEntry]:
     """Central directory entries (zip64 aware), each checked against its local header."""
     config = config or ScanConfig()
     tail_len = min(size, 65_557)
@@ -451,10 +648,13 @@ def read_zip_directory(fh: BinaryIO, size: int, config: ScanConfig | None = None
     if at < 0 or len(tail) - at < 22:
         raise ZipError("archive/malformed", "no end-of-central-directory record")
     eocd = size - tail_len + at
-    _, _, _, total, cd_size, cd_offset, _ = struct.unpack("<HHHHIIH", tail[at + 4: at + 22])
-    if (total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF) and at >= 20 \
-            and tail[at - 20: at - 16] == b"PK\x06\x07":
-        (z64_at,) = struct.unpack("<Q", tail[at - 12: at - 4])
+    _, _, _, total, cd_size, cd_offset, _ = struct.unpack("<HHHHIIH", tail[at + 4 : at + 22])
+    if (
+        (total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF)
+        and at >= 20
+        and tail[at - 20 : at - 16] == b"PK\x06\x07"
+    ):
+        (z64_at,) = struct.unpack("<Q", tail[at - 12 : at - 4])
         if z64_at + 56 > size:
             raise ZipError("archive/malformed", "zip64 end record outside the file", z64_at)
         fh.seek(z64_at)
@@ -464,22 +664,35 @@ def read_zip_directory(fh: BinaryIO, size: int, config: ScanConfig | None = None
         total, cd_size, cd_offset = struct.unpack("<QQQ", rec[32:56])
         eocd = z64_at
     if total > config.max_members:
-        raise ZipError("archive/too-many-members", f"{total} entries (bound {config.max_members})",
-                       limit=config.max_members, entries=total)
+        raise ZipError(
+            "archive/too-many-members",
+            f"{total} entries (bound {config.max_members})",
+            limit=config.max_members,
+            entries=total,
+        )
     if cd_size > config.max_central_directory:
-        raise ZipError("pickle/limit-exceeded", f"central directory of {cd_size} bytes",
-                       limit=config.max_central_directory, limit_name="max_central_directory")
+        raise ZipError(
+            "pickle/limit-exceeded",
+            f"central directory of {cd_size} bytes",
+            limit=config.max_central_directory,
+            limit_name="max_central_directory",
+        )
     if cd_offset + cd_size > eocd:
-        raise ZipError("zip/out-of-bounds", "central directory overlaps its end record or the file end",
-                       cd_offset, cd_offset=cd_offset, cd_size=cd_size)
+        raise ZipError(
+            "zip/out-of-bounds",
+            "central directory overlaps its end record or the file end",
+            cd_offset,
+            cd_offset=cd_offset,
+            cd_size=cd_size,
+        )
     fh.seek(cd_offset)
     cd = fh.read(cd_size)
     entries: list[ZipEntry] = []
     pos = 0
-    while pos + 46 <= len(cd) and cd[pos: pos + 4] == b"PK\x01\x02":
+    while pos + 46 <= len(cd) and cd[pos : pos + 4] == b"PK\x01\x02":
         (flags, method, crc, csize, usize, nlen, elen, clen, hoff) = _unpack_cd(cd, pos)
-        raw = cd[pos + 46: pos + 46 + nlen]
-        extra = cd[pos + 46 + nlen: pos + 46 + nlen + elen]
+        raw = cd[pos + 46 : pos + 46 + nlen]
+        extra = cd[pos + 46 + nlen : pos + 46 + nlen + elen]
         usize, csize, hoff = _zip64(extra, usize, csize, hoff)
         name = raw.decode("utf-8" if flags & 0x800 else "cp437", "replace")
         entries.append(ZipEntry(len(entries), raw, name, flags, method, crc, csize, usize, hoff))
@@ -487,26 +700,92 @@ def read_zip_directory(fh: BinaryIO, size: int, config: ScanConfig | None = None
         if budget is not None and len(entries) & 0x3FF == 0:
             budget.tick("zip directory")
     if len(entries) != total:
-        raise ZipError("archive/malformed", f"central directory holds {len(entries)} entries, "
-                       f"the end record says {total}", cd_offset, entries=len(entries), declared=total)
+        raise ZipError(
+            "archive/malformed",
+            f"central directory holds {len(entries)} entries, the end record says {total}",
+            cd_offset,
+            entries=len(entries),
+            declared=total,
+        )
     for e in entries:
         _check_local(fh, e, cd_offset)
-    return entries
+    return entries + _unlisted(fh, entries, cd_offset, config)
+
+
+def _unlisted(fh: BinaryIO, entries: list[ZipEntry], cd_offset: int, config: ScanConfig) -> list[ZipEntry]:
+    """Local headers the central directory does not list: streaming extractors see them, directory
+    readers do not, so a payload can hide there. Returned as extra entries to scan."""
+    spans = sorted(
+        (e.header_offset, e.data_offset + e.csize + (24 if e.flags & 0x8 else 0))
+        for e in entries
+        if e.data_offset is not None
+    )
+    found: list[ZipEntry] = []
+    cursor = 0
+    for start, end in [*spans, (cd_offset, cd_offset)]:
+        if start - cursor > 0 and len(found) < config.max_members:
+            fh.seek(cursor)
+            # the descriptor slack may be shorter than 24 bytes: look for a header in the gap start
+            window = fh.read(min(start - cursor, 64))
+            at = window.find(b"PK\x03\x04")
+            if at >= 0:
+                e = ZipEntry(-1, b"", "", 0, 0, 0, 0, 0, cursor + at)
+                _read_unlisted(fh, e, cd_offset)
+                if e.data_offset is not None:
+                    found.append(e)
+            elif start - cursor > 24 and cursor > 0:
+                e = ZipEntry(-1, b"", f"<gap@{cursor}>", 0, 0, 0, 0, 0, cursor)
+                e.problems.append(
+                    (
+                        "zip/unlisted-data",
+                        f"{start - cursor} bytes between members belong to no listed member",
+                        {"offset": cursor, "bytes": start - cursor},
+                    )
+                )
+                found.append(e)
+        cursor = max(cursor, end)
+    return found
+
+
+def _read_unlisted(fh: BinaryIO, e: ZipEntry, cd_offset: int) -> None:
+    fh.seek(e.header_offset)
+    lh = fh.read(30)
+    if len(lh) < 30:
+        return
+    _, _, flags, method, _, _, crc, csize, usize, nlen, elen = struct.unpack("<4sHHHHHIIIHH", lh)
+    raw = fh.read(nlen)
+    e.raw_name, e.name = raw, raw.decode("utf-8", "replace") + " (unlisted)"
+    e.flags, e.method, e.crc, e.csize, e.usize = flags, method, crc, csize, usize
+    e.problems.append(
+        (
+            "zip/unlisted-member",
+            "a local header the central directory does not list "
+            "(streaming extractors read it, directory readers do not)",
+            {"header_offset": e.header_offset},
+        )
+    )
+    start = e.header_offset + 30 + nlen + elen
+    if flags & 0x8 or start + csize > cd_offset:
+        # sizes unknown (data descriptor) or out of bounds: scan what lies up to the directory
+        e.csize = e.usize = max(0, cd_offset - start)
+        e.method = method if method in (0, 8) else 0
+        e.crc = -1
+    e.data_offset = start
 
 
 def _unpack_cd(cd: bytes, pos: int) -> tuple[int, ...]:
-    f = struct.unpack("<4sHHHHHHIIIHHHHHII", cd[pos: pos + 46])
-    # sig, made, needed, flags, method, time, date, crc, csize, usize, nlen, elen, clen, disk, iattr, eattr, hoff
+    f = struct.unpack("<4sHHHHHHIIIHHHHHII", cd[pos : pos + 46])
+    # sig made needed flags method time date crc csize usize nlen elen clen disk iattr eattr hoff
     return f[3], f[4], f[7], f[8], f[9], f[10], f[11], f[12], f[16]
 
 
 def _zip64(extra: bytes, usize: int, csize: int, hoff: int) -> tuple[int, int, int]:
     i = 0
     while i + 4 <= len(extra):
-        tag, ln = struct.unpack("<HH", extra[i: i + 4])
-        body = extra[i + 4: i + 4 + ln]
+        tag, ln = struct.unpack("<HH", extra[i : i + 4])
+        body = extra[i + 4 : i + 4 + ln]
         if tag == 1:
-            vals = [struct.unpack("<Q", body[j: j + 8])[0] for j in range(0, len(body) - 7, 8)]
+            vals = [struct.unpack("<Q", body[j : j + 8])[0] for j in range(0, len(body) - 7, 8)]
             k = 0
             if usize == 0xFFFFFFFF and k < len(vals):
                 usize, k = vals[k], k + 1
@@ -520,11 +799,22 @@ def _zip64(extra: bytes, usize: int, csize: int, hoff: int) -> tuple[int, int, i
 
 def _check_local(fh: BinaryIO, e: ZipEntry, cd_offset: int) -> None:
     if e.flags & 0x1 or e.flags & 0x40 or e.flags & 0x2000:
-        e.problems.append(("zip/flag-bits", f"general-purpose flags 0x{e.flags:04x} claim encryption; "
-                           "torch ignores them, so the member was scanned as plain data", {"flags": e.flags}))
+        e.problems.append(
+            (
+                "zip/flag-bits",
+                f"general-purpose flags 0x{e.flags:04x} claim encryption; "
+                "torch ignores them, so the member was scanned as plain data",
+                {"flags": e.flags},
+            )
+        )
     if e.header_offset + 30 > cd_offset:
-        e.problems.append(("zip/out-of-bounds", "local header lies outside the archive body",
-                           {"header_offset": e.header_offset}))
+        e.problems.append(
+            (
+                "zip/out-of-bounds",
+                "local header lies outside the archive body",
+                {"header_offset": e.header_offset},
+            )
+        )
         return
     fh.seek(e.header_offset)
     lh = fh.read(30)
@@ -548,13 +838,22 @@ def _check_local(fh: BinaryIO, e: ZipEntry, cd_offset: int) -> None:
         if lusize != e.usize and lusize != 0xFFFFFFFF:
             mism["size"] = [lusize, e.usize]
     if mism:
-        e.problems.append(("zip/header-mismatch",
-                           "local header disagrees with the central directory on " + ", ".join(mism),
-                           {"local_vs_central": mism}))
+        e.problems.append(
+            (
+                "zip/header-mismatch",
+                "local header disagrees with the central directory on " + ", ".join(mism),
+                {"local_vs_central": mism},
+            )
+        )
     e.data_offset = e.header_offset + 30 + nlen + elen
     if e.data_offset + e.csize > cd_offset:
-        e.problems.append(("zip/out-of-bounds", "member data runs past the archive body",
-                           {"data_offset": e.data_offset, "compressed_size": e.csize}))
+        e.problems.append(
+            (
+                "zip/out-of-bounds",
+                "member data runs past the archive body",
+                {"data_offset": e.data_offset, "compressed_size": e.csize},
+            )
+        )
         e.data_offset = None
 
 
@@ -615,18 +914,40 @@ def _literal_dict(text: str) -> dict[str, Any] | None:
 
 
 def _descr_has_object(descr: Any) -> bool:
+    """A .npy descr: a type string ("|O", "<f4") or fields [(name, type[, shape]), ...]."""
     if isinstance(descr, str):
-        return "O" in descr
-    if isinstance(descr, list | tuple):
-        return any(_descr_has_object(d) for d in descr)
+        return descr.lstrip("<>|=").startswith("O")
+    if isinstance(descr, list):
+        return any(isinstance(f, tuple) and len(f) >= 2 and _descr_has_object(f[1]) for f in descr)
     return False
+
+
+def _pickle_member(fmt: str, head: bytes) -> bool:
+    unscannable = any(head.startswith(m) for m in _UNSCANNABLE)
+    return not unscannable and (fmt == sn.PICKLE or (fmt not in SCANNED_FORMATS and may_be_pickle(head)))
+
+
+def _interesting(fmt: str, head: bytes) -> bool:
+    """Worth a look: a container we open, a possible pickle, or an archive we must report."""
+    return fmt in SCANNED_FORMATS or may_be_pickle(head) or any(head.startswith(m) for m in _UNSCANNABLE)
+
+
+def _importable(g: Global) -> bool:
+    """Names an import could resolve; a text file misread as GLOBAL yields names that cannot."""
+    return bool(_IDENTIFIER.fullmatch(g.module) and _IDENTIFIER.fullmatch(g.name))
 
 
 def _dtype_size(dtype: Any) -> tuple[int | None, bool]:
     """(itemsize, has_object) of a pickled numpy.dtype: Call(numpy.dtype, ('f8', False, True)) with a
     state tuple (version, byteorder, subdescr, names, fields, elsize, alignment, flags[, metadata])."""
-    if not (isinstance(dtype, Call) and isinstance(dtype.func, Global) and dtype.func.name == "dtype"
-            and isinstance(dtype.args, tuple) and dtype.args and isinstance(dtype.args[0], str)):
+    if not (
+        isinstance(dtype, Call)
+        and isinstance(dtype.func, Global)
+        and dtype.func.name == "dtype"
+        and isinstance(dtype.args, tuple)
+        and dtype.args
+        and isinstance(dtype.args[0], str)
+    ):
         return None, False
     code = dtype.args[0]
     state = dtype.state if isinstance(dtype.state, tuple) else ()
@@ -639,4 +960,3 @@ def _dtype_size(dtype: Any) -> tuple[int | None, bool]:
     if m:
         return int(m.group(1)), False
     return None, False
-

@@ -16,17 +16,17 @@ SIGNATURE_FILE = "pickle_globals"
 @dataclass(frozen=True)
 class GlobalRule:
     id: str
-    kind: str                      # "deny" | "allow"
+    kind: str  # "deny" | "allow"
     category: str
     description: str
-    severity: Severity             # deny: when called/mutated
-    referenced: Severity           # deny: when only referenced
-    invokes_args: bool = False     # allow: calls the globals it receives
+    severity: Severity  # deny: when called/mutated
+    referenced: Severity  # deny: when only referenced
+    invokes_args: bool = False  # allow: calls the globals it receives
 
 
 @dataclass(frozen=True)
 class Classification:
-    status: str                    # "denied" | "allowed" | "unknown"
+    status: str  # "denied" | "allowed" | "unknown"
     rule: GlobalRule | None = None
     pattern: str | None = None
 
@@ -47,19 +47,40 @@ class RuleSet:
         self._allow_glob: list[tuple[str, GlobalRule]] = []
         for entry in doc.get("deny", []):
             sev = Severity.parse(entry["severity"])
-            rule = GlobalRule(entry["id"], "deny", entry.get("category", "unsafe"), entry["description"],
-                              sev, Severity.parse(entry.get("referenced", sev)))
+            rule = GlobalRule(
+                entry["id"],
+                "deny",
+                entry.get("category", "unsafe"),
+                entry["description"],
+                sev,
+                Severity.parse(entry.get("referenced", sev)),
+            )
             for pat in entry["match"]:
-                (self._deny_glob.append((pat, rule)) if "*" in pat
-                 else self._deny_exact.setdefault(pat, rule))
+                (
+                    self._deny_glob.append((pat, rule))
+                    if "*" in pat
+                    else self._deny_exact.setdefault(pat, rule)
+                )
         for entry in doc.get("allow", []):
-            rule = GlobalRule(entry["id"], "allow", "allowed", entry["description"], Severity.INFO,
-                              Severity.INFO, bool(entry.get("invokes_args", False)))
+            rule = GlobalRule(
+                entry["id"],
+                "allow",
+                "allowed",
+                entry["description"],
+                Severity.INFO,
+                Severity.INFO,
+                bool(entry.get("invokes_args", False)),
+            )
             for pat in entry["match"]:
-                (self._allow_glob.append((pat, rule)) if "*" in pat
-                 else self._allow_exact.setdefault(pat, rule))
-        self.structural = {rid: StructuralRule(rid, Severity.parse(v["severity"]), v["description"])
-                           for rid, v in doc.get("structural", {}).items()}
+                (
+                    self._allow_glob.append((pat, rule))
+                    if "*" in pat
+                    else self._allow_exact.setdefault(pat, rule)
+                )
+        self.structural = {
+            rid: StructuralRule(rid, Severity.parse(v["severity"]), v["description"])
+            for rid, v in doc.get("structural", {}).items()
+        }
 
     def classify(self, qualname: str) -> Classification:
         parts = qualname.split(".")

@@ -29,11 +29,11 @@ class Global:
 
     module: str
     name: str
-    index: int           # opcode index
-    offset: int          # absolute byte offset of the opcode
+    index: int  # opcode index
+    offset: int  # absolute byte offset of the opcode
     opcode: str
     uses: set[str] = field(default_factory=set)
-    sources: tuple[str, ...] = ()   # where STACK_GLOBAL's strings came from (memo, escaped ...)
+    sources: tuple[str, ...] = ()  # where STACK_GLOBAL's strings came from (memo, escaped ...)
 
     @property
     def qualname(self) -> str:
@@ -106,7 +106,7 @@ class SymSet:
 # -- results -----------------------------------------------------------------------------------
 @dataclass
 class Anomaly:
-    rule: str        # pickle/malformed, pickle/truncated, pickle/limit-exceeded, ...
+    rule: str  # pickle/malformed, pickle/truncated, pickle/limit-exceeded, ...
     message: str
     offset: int
     index: int
@@ -116,15 +116,15 @@ class Anomaly:
 @dataclass
 class PickleResult:
     start: int
-    end: int                       # offset after the last byte consumed
-    value: Any = None              # what STOP returned
-    complete: bool = False         # reached STOP
+    end: int  # offset after the last byte consumed
+    value: Any = None  # what STOP returned
+    complete: bool = False  # reached STOP
     protocol: int = 0
     opcodes: int = 0
     globals: list[Global] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
     persistent_ids: int = 0
-    pids: list[Any] = field(default_factory=list)   # BINPERSID/PERSID ids (first 1M)
+    pids: list[Any] = field(default_factory=list)  # BINPERSID/PERSID ids (first 1M)
     calls: list[Call] = field(default_factory=list)  # every call, in order (first 1M)
 
 
@@ -135,9 +135,9 @@ class Limits:
     max_stack: int = 1_000_000
     max_marks: int = 10_000
     max_line: int = 65_536
-    keep_str: int = 65_536        # strings/bytes longer than this become a Blob
-    keep_total: int = 32 << 20    # total bytes of kept strings; beyond it everything is a Blob
-    max_bytes: int = 8 << 30      # bytes one pickle may span (its strings included)
+    keep_str: int = 65_536  # strings/bytes longer than this become a Blob
+    keep_total: int = 32 << 20  # total bytes of kept strings; beyond it everything is a Blob
+    max_bytes: int = 8 << 30  # bytes one pickle may span (its strings included)
 
 
 class VMStop(Exception):
@@ -150,29 +150,89 @@ class VMStop(Exception):
 
 # opcode byte -> name (protocols 0-5)
 OPCODES: dict[int, str] = {
-    ord(k): v for k, v in {
-        "(": "MARK", ".": "STOP", "0": "POP", "1": "POP_MARK", "2": "DUP", "F": "FLOAT", "I": "INT",
-        "J": "BININT", "K": "BININT1", "L": "LONG", "M": "BININT2", "N": "NONE", "P": "PERSID",
-        "Q": "BINPERSID", "R": "REDUCE", "S": "STRING", "T": "BINSTRING", "U": "SHORT_BINSTRING",
-        "V": "UNICODE", "X": "BINUNICODE", "a": "APPEND", "b": "BUILD", "c": "GLOBAL", "d": "DICT",
-        "}": "EMPTY_DICT", "e": "APPENDS", "g": "GET", "h": "BINGET", "i": "INST", "j": "LONG_BINGET",
-        "l": "LIST", "]": "EMPTY_LIST", "o": "OBJ", "p": "PUT", "q": "BINPUT", "r": "LONG_BINPUT",
-        "s": "SETITEM", "t": "TUPLE", ")": "EMPTY_TUPLE", "u": "SETITEMS", "G": "BINFLOAT",
-        "\x80": "PROTO", "\x81": "NEWOBJ", "\x82": "EXT1", "\x83": "EXT2", "\x84": "EXT4",
-        "\x85": "TUPLE1", "\x86": "TUPLE2", "\x87": "TUPLE3", "\x88": "NEWTRUE", "\x89": "NEWFALSE",
-        "\x8a": "LONG1", "\x8b": "LONG4", "B": "BINBYTES", "C": "SHORT_BINBYTES",
-        "\x8c": "SHORT_BINUNICODE", "\x8d": "BINUNICODE8", "\x8e": "BINBYTES8", "\x8f": "EMPTY_SET",
-        "\x90": "ADDITEMS", "\x91": "FROZENSET", "\x92": "NEWOBJ_EX", "\x93": "STACK_GLOBAL",
-        "\x94": "MEMOIZE", "\x95": "FRAME", "\x96": "BYTEARRAY8", "\x97": "NEXT_BUFFER",
+    ord(k): v
+    for k, v in {
+        "(": "MARK",
+        ".": "STOP",
+        "0": "POP",
+        "1": "POP_MARK",
+        "2": "DUP",
+        "F": "FLOAT",
+        "I": "INT",
+        "J": "BININT",
+        "K": "BININT1",
+        "L": "LONG",
+        "M": "BININT2",
+        "N": "NONE",
+        "P": "PERSID",
+        "Q": "BINPERSID",
+        "R": "REDUCE",
+        "S": "STRING",
+        "T": "BINSTRING",
+        "U": "SHORT_BINSTRING",
+        "V": "UNICODE",
+        "X": "BINUNICODE",
+        "a": "APPEND",
+        "b": "BUILD",
+        "c": "GLOBAL",
+        "d": "DICT",
+        "}": "EMPTY_DICT",
+        "e": "APPENDS",
+        "g": "GET",
+        "h": "BINGET",
+        "i": "INST",
+        "j": "LONG_BINGET",
+        "l": "LIST",
+        "]": "EMPTY_LIST",
+        "o": "OBJ",
+        "p": "PUT",
+        "q": "BINPUT",
+        "r": "LONG_BINPUT",
+        "s": "SETITEM",
+        "t": "TUPLE",
+        ")": "EMPTY_TUPLE",
+        "u": "SETITEMS",
+        "G": "BINFLOAT",
+        "\x80": "PROTO",
+        "\x81": "NEWOBJ",
+        "\x82": "EXT1",
+        "\x83": "EXT2",
+        "\x84": "EXT4",
+        "\x85": "TUPLE1",
+        "\x86": "TUPLE2",
+        "\x87": "TUPLE3",
+        "\x88": "NEWTRUE",
+        "\x89": "NEWFALSE",
+        "\x8a": "LONG1",
+        "\x8b": "LONG4",
+        "B": "BINBYTES",
+        "C": "SHORT_BINBYTES",
+        "\x8c": "SHORT_BINUNICODE",
+        "\x8d": "BINUNICODE8",
+        "\x8e": "BINBYTES8",
+        "\x8f": "EMPTY_SET",
+        "\x90": "ADDITEMS",
+        "\x91": "FROZENSET",
+        "\x92": "NEWOBJ_EX",
+        "\x93": "STACK_GLOBAL",
+        "\x94": "MEMOIZE",
+        "\x95": "FRAME",
+        "\x96": "BYTEARRAY8",
+        "\x97": "NEXT_BUFFER",
         "\x98": "READONLY_BUFFER",
     }.items()
 }
 
 # length-prefixed string/bytes opcodes: name -> (length bytes, struct format, value kind)
 _SIZED = {
-    "BINSTRING": (4, "<i", "str8"), "SHORT_BINSTRING": (1, "<B", "str8"),
-    "BINUNICODE": (4, "<I", "str"), "SHORT_BINUNICODE": (1, "<B", "str"), "BINUNICODE8": (8, "<Q", "str"),
-    "BINBYTES": (4, "<I", "bytes"), "SHORT_BINBYTES": (1, "<B", "bytes"), "BINBYTES8": (8, "<Q", "bytes"),
+    "BINSTRING": (4, "<i", "str8"),
+    "SHORT_BINSTRING": (1, "<B", "str8"),
+    "BINUNICODE": (4, "<I", "str"),
+    "SHORT_BINUNICODE": (1, "<B", "str"),
+    "BINUNICODE8": (8, "<Q", "str"),
+    "BINBYTES": (4, "<I", "bytes"),
+    "SHORT_BINBYTES": (1, "<B", "bytes"),
+    "BINBYTES8": (8, "<Q", "bytes"),
     "BYTEARRAY8": (8, "<Q", "bytes"),
 }
 
@@ -182,8 +242,9 @@ BuildHook = Callable[[Any, "Reader"], Any]
 class Reader:
     """Reads the stream, keeps the absolute offset, and refuses lengths the bytes left can't hold."""
 
-    def __init__(self, fh: BinaryIO, base: int = 0, size: int | None = None,
-                 budget: Budget | None = None) -> None:
+    def __init__(
+        self, fh: BinaryIO, base: int = 0, size: int | None = None, budget: Budget | None = None
+    ) -> None:
         self.fh, self.base, self.size, self.pos = fh, base, size, 0
         self.budget = budget
         self._seekable = size is not None and _is_seekable(fh)
@@ -200,16 +261,24 @@ class Reader:
         if n < 0:
             raise VMStop("pickle/malformed", f"negative length {n} for {what}", length=n)
         if left is not None and n > left:
-            raise VMStop("pickle/truncated", f"{what} declares {n} bytes but only {left} remain",
-                        declared=n, remaining=left)
+            raise VMStop(
+                "pickle/truncated",
+                f"{what} declares {n} bytes but only {left} remain",
+                declared=n,
+                remaining=left,
+            )
 
     def read(self, n: int, what: str = "data") -> bytes:
         self._check(n, what)
         data = self.fh.read(n)
         self.pos += len(data)
         if len(data) < n:
-            raise VMStop("pickle/truncated", f"stream ends inside {what} ({len(data)} of {n} bytes)",
-                        declared=n, got=len(data))
+            raise VMStop(
+                "pickle/truncated",
+                f"stream ends inside {what} ({len(data)} of {n} bytes)",
+                declared=n,
+                got=len(data),
+            )
         return data
 
     def peek1(self) -> bytes:
@@ -297,8 +366,9 @@ def _dotted(module: str, name: str) -> tuple[str, str]:
 class PickleVM:
     """Interprets one pickle symbolically. Use `run_one` (one pickle) or `scan_stream` (all)."""
 
-    def __init__(self, limits: Limits | None = None, budget: Budget | None = None,
-                 build_hook: BuildHook | None = None) -> None:
+    def __init__(
+        self, limits: Limits | None = None, budget: Budget | None = None, build_hook: BuildHook | None = None
+    ) -> None:
         self.limits = limits or Limits()
         self.budget = budget
         self.build_hook = build_hook
@@ -313,19 +383,27 @@ class PickleVM:
         self._kept = 0
         self._index = 0
         self._op_offset = r.offset
-        self._str_source: dict[int, str] = {}   # id(str value) -> how it was made (evidence)
+        self._str_source: dict[int, str] = {}  # id(str value) -> how it was made (evidence)
         try:
             self._loop(r, res)
         except VMStop as stop:
-            res.anomalies.append(Anomaly(stop.rule, stop.message, self._op_offset, self._index,
-                                         stop.evidence))
+            res.anomalies.append(
+                Anomaly(stop.rule, stop.message, self._op_offset, self._index, stop.evidence)
+            )
         except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
             # the stream under the pickle broke (bad compressed data, I/O error)
-            res.anomalies.append(Anomaly("archive/malformed", f"cannot read the stream: {exc}",
-                                         self._op_offset, self._index))
+            res.anomalies.append(
+                Anomaly("archive/malformed", f"cannot read the stream: {exc}", self._op_offset, self._index)
+            )
         except (MemoryError, RecursionError) as exc:
-            res.anomalies.append(Anomaly("pickle/limit-exceeded", f"{type(exc).__name__} while decoding",
-                                         self._op_offset, self._index))
+            res.anomalies.append(
+                Anomaly(
+                    "pickle/limit-exceeded",
+                    f"{type(exc).__name__} while decoding",
+                    self._op_offset,
+                    self._index,
+                )
+            )
         res.end = r.offset
         res.opcodes = self._index
         return res
@@ -336,11 +414,19 @@ class PickleVM:
         start = r.offset
         while True:
             if self._index >= lim.max_opcodes:
-                raise VMStop("pickle/limit-exceeded", f"more than {lim.max_opcodes} opcodes",
-                            limit=lim.max_opcodes, limit_name="max_opcodes")
+                raise VMStop(
+                    "pickle/limit-exceeded",
+                    f"more than {lim.max_opcodes} opcodes",
+                    limit=lim.max_opcodes,
+                    limit_name="max_opcodes",
+                )
             if r.offset - start > lim.max_bytes:
-                raise VMStop("pickle/limit-exceeded", f"pickle spans more than {lim.max_bytes} bytes",
-                            limit=lim.max_bytes, limit_name="max_bytes")
+                raise VMStop(
+                    "pickle/limit-exceeded",
+                    f"pickle spans more than {lim.max_bytes} bytes",
+                    limit=lim.max_bytes,
+                    limit_name="max_bytes",
+                )
             if self.budget is not None and self._index & 0xFFF == 0:
                 self.budget.tick("decoding pickle")
             self._op_offset = r.offset
@@ -353,8 +439,12 @@ class PickleVM:
                 raise VMStop("pickle/malformed", f"unknown opcode 0x{code[0]:02x}", opcode=f"0x{code[0]:02x}")
             self._index += 1
             if len(stack) > lim.max_stack:
-                raise VMStop("pickle/limit-exceeded", f"stack deeper than {lim.max_stack}",
-                            limit=lim.max_stack, limit_name="max_stack")
+                raise VMStop(
+                    "pickle/limit-exceeded",
+                    f"stack deeper than {lim.max_stack}",
+                    limit=lim.max_stack,
+                    limit_name="max_stack",
+                )
             if name == "STOP":
                 res.value = self._pop()
                 res.complete = True
@@ -414,11 +504,15 @@ class PickleVM:
     def _global(self, module: Any, name: Any, opcode: str, sources: tuple[str, ...] = ()) -> Global:
         res = self._res
         if not (isinstance(module, str) and isinstance(name, str)):
-            res.anomalies.append(Anomaly(
-                "pickle/non-string-global",
-                f"{opcode} with non-string module/name ({type(module).__name__}, {type(name).__name__})",
-                self._op_offset, self._index,
-                {"module": _describe(module), "name": _describe(name)}))
+            res.anomalies.append(
+                Anomaly(
+                    "pickle/non-string-global",
+                    f"{opcode} with non-string module/name ({type(module).__name__}, {type(name).__name__})",
+                    self._op_offset,
+                    self._index,
+                    {"module": _describe(module), "name": _describe(name)},
+                )
+            )
             module, name = _describe(module), _describe(name)
         module, name = _dotted(module, name)
         g = Global(module, name, self._index, self._op_offset, opcode, sources=sources)
@@ -429,10 +523,15 @@ class PickleVM:
         if isinstance(func, Global):
             func.uses.add("called")
         elif not isinstance(func, Ext):  # an EXT code is already reported as such
-            self._res.anomalies.append(Anomaly(
-                "pickle/indirect-call",
-                f"{kind.upper()} calls a value that is not a named global ({_describe(func)})",
-                self._op_offset, self._index, {"callee": _describe(func)}))
+            self._res.anomalies.append(
+                Anomaly(
+                    "pickle/indirect-call",
+                    f"{kind.upper()} calls a value that is not a named global ({_describe(func)})",
+                    self._op_offset,
+                    self._index,
+                    {"callee": _describe(func)},
+                )
+            )
         call = Call(func, args, kind, self._index, self._op_offset, kwargs=kwargs)
         if len(self._res.calls) < 1_000_000:
             self._res.calls.append(call)
@@ -442,23 +541,40 @@ class PickleVM:
         """True when `target` is something a real unpickler could mutate symbolically."""
         if isinstance(target, Global):
             target.uses.add("mutated")
-            self._res.anomalies.append(Anomaly(
-                "pickle/global-mutation", f"{how} modifies the global {target.qualname} itself",
-                self._op_offset, self._index, {"global": target.qualname, "via": how}))
+            self._res.anomalies.append(
+                Anomaly(
+                    "pickle/global-mutation",
+                    f"{how} modifies the global {target.qualname} itself",
+                    self._op_offset,
+                    self._index,
+                    {"global": target.qualname, "via": how},
+                )
+            )
             return False
         return True
 
     # -- the opcodes -------------------------------------------------------------------------------
-    def _op(self, name: str, r: Reader, res: PickleResult, stack: list[Any], marks: list[int],
-            memo: dict[int, Any]) -> None:
+    def _op(
+        self,
+        name: str,
+        r: Reader,
+        res: PickleResult,
+        stack: list[Any],
+        marks: list[int],
+        memo: dict[int, Any],
+    ) -> None:
         lim = self.limits
         push = stack.append
         if name in _SIZED:
             push(self._sized(r, name))
         elif name == "MARK":
             if len(marks) >= lim.max_marks:
-                raise VMStop("pickle/limit-exceeded", f"more than {lim.max_marks} nested MARKs",
-                            limit=lim.max_marks, limit_name="max_marks")
+                raise VMStop(
+                    "pickle/limit-exceeded",
+                    f"more than {lim.max_marks} nested MARKs",
+                    limit=lim.max_marks,
+                    limit_name="max_marks",
+                )
             marks.append(len(stack))
         elif name == "PROTO":
             (proto,) = r.read(1, "PROTO")
@@ -469,8 +585,12 @@ class PickleVM:
             (n,) = struct.unpack("<Q", r.read(8, "FRAME"))
             left = r.remaining()
             if left is not None and n > left:
-                raise VMStop("pickle/truncated", f"FRAME declares {n} bytes but only {left} remain",
-                            declared=n, remaining=left)
+                raise VMStop(
+                    "pickle/truncated",
+                    f"FRAME declares {n} bytes but only {left} remain",
+                    declared=n,
+                    remaining=left,
+                )
         elif name in ("BININT", "BININT1", "BININT2"):
             n, fmt = {"BININT": (4, "<i"), "BININT1": (1, "<B"), "BININT2": (2, "<H")}[name]
             push(struct.unpack(fmt, r.read(n, name))[0])
@@ -586,8 +706,9 @@ class PickleVM:
             if name == "GET":
                 key = self._int_line(r, "GET")
             else:
-                key = struct.unpack("<B" if name == "BINGET" else "<I",
-                                    r.read(1 if name == "BINGET" else 4, name))[0]
+                key = struct.unpack(
+                    "<B" if name == "BINGET" else "<I", r.read(1 if name == "BINGET" else 4, name)
+                )[0]
             if key not in memo:
                 raise VMStop("pickle/malformed", f"{name} of memo key {key} that was never stored", key=key)
             value = memo[key]
@@ -600,13 +721,18 @@ class PickleVM:
             elif name == "MEMOIZE":
                 key = len(memo)
             else:
-                key = struct.unpack("<B" if name == "BINPUT" else "<I",
-                                    r.read(1 if name == "BINPUT" else 4, name))[0]
+                key = struct.unpack(
+                    "<B" if name == "BINPUT" else "<I", r.read(1 if name == "BINPUT" else 4, name)
+                )[0]
             if key < 0:
                 raise VMStop("pickle/malformed", f"negative memo key {key}")
             if key not in memo and len(memo) >= lim.max_memo:
-                raise VMStop("pickle/limit-exceeded", f"memo larger than {lim.max_memo}",
-                            limit=lim.max_memo, limit_name="max_memo")
+                raise VMStop(
+                    "pickle/limit-exceeded",
+                    f"memo larger than {lim.max_memo}",
+                    limit=lim.max_memo,
+                    limit_name="max_memo",
+                )
             memo[key] = self._top()
         elif name == "GLOBAL":
             module = self._text(r.readline(lim.max_line, "GLOBAL module"), "GLOBAL module")
@@ -615,8 +741,9 @@ class PickleVM:
         elif name == "STACK_GLOBAL":
             qual = self._pop()
             module = self._pop()
-            sources = tuple(self._str_source.get(id(v), "literal") for v in (module, qual)
-                            if isinstance(v, str))
+            sources = tuple(
+                self._str_source.get(id(v), "literal") for v in (module, qual) if isinstance(v, str)
+            )
             push(self._global(module, qual, name, sources))
         elif name == "INST":
             module = self._text(r.readline(lim.max_line, "INST module"), "INST module")
@@ -655,10 +782,16 @@ class PickleVM:
         elif name in ("EXT1", "EXT2", "EXT4"):
             n, fmt = {"EXT1": (1, "<B"), "EXT2": (2, "<H"), "EXT4": (4, "<i")}[name]
             (code,) = struct.unpack(fmt, r.read(n, name))
-            res.anomalies.append(Anomaly(
-                "pickle/unknown-extension",
-                f"{name} code {code}: resolved through copyreg's extension registry at load time, "
-                "which hides the imported name", self._op_offset, self._index, {"code": code}))
+            res.anomalies.append(
+                Anomaly(
+                    "pickle/unknown-extension",
+                    f"{name} code {code}: resolved through copyreg's extension registry at load time, "
+                    "which hides the imported name",
+                    self._op_offset,
+                    self._index,
+                    {"code": code},
+                )
+            )
             push(Ext(code))
         elif name == "PERSID":
             pid = self._text(r.readline(lim.max_line, "PERSID"), "PERSID", "ascii")
@@ -666,9 +799,14 @@ class PickleVM:
         elif name == "BINPERSID":
             self._persid(self._pop())
         elif name == "NEXT_BUFFER":
-            res.anomalies.append(Anomaly(
-                "pickle/out-of-band-buffer", "NEXT_BUFFER needs out-of-band buffers the loader supplies",
-                self._op_offset, self._index))
+            res.anomalies.append(
+                Anomaly(
+                    "pickle/out-of-band-buffer",
+                    "NEXT_BUFFER needs out-of-band buffers the loader supplies",
+                    self._op_offset,
+                    self._index,
+                )
+            )
             push(Blob("buffer", 0, r.offset))
         elif name == "READONLY_BUFFER":
             self._top()
@@ -690,7 +828,7 @@ class PickleVM:
             raise VMStop("pickle/malformed", f"{how} on {_describe(target)}")
 
     def _setitems(self, target: Any, pairs: list[tuple[Any, Any]], how: str) -> None:
-        if isinstance(target, SymDict) or isinstance(target, Call):
+        if isinstance(target, SymDict | Call):
             target.items.extend(pairs)
         elif self._mutate(target, how):
             raise VMStop("pickle/malformed", f"{how} on {_describe(target)}")
@@ -718,13 +856,22 @@ def scan_stream(r: Reader, vm: PickleVM, max_pickles: int = 64) -> tuple[list[Pi
         res = vm.run_one(r)
         if results and not res.complete and not res.globals:
             # what follows the last good pickle is not a (complete) pickle: data hidden behind it
-            trailing = Anomaly("pickle/trailing-data",
-                               "bytes after the end of the pickle do not parse as another pickle",
-                               res.start, 0, {"parse_error": res.anomalies[0].message if res.anomalies else ""})
+            trailing = Anomaly(
+                "pickle/trailing-data",
+                "bytes after the end of the pickle do not parse as another pickle",
+                res.start,
+                0,
+                {"parse_error": res.anomalies[0].message if res.anomalies else ""},
+            )
             return results, trailing
         results.append(res)
         if not res.complete or r.remaining() == 0 or not r.peek1():
             return results, None
         if len(results) >= max_pickles:
-            return results, Anomaly("pickle/limit-exceeded", f"more than {max_pickles} pickles in one stream",
-                                    r.offset, 0, {"limit": max_pickles, "limit_name": "max_pickles"})
+            return results, Anomaly(
+                "pickle/limit-exceeded",
+                f"more than {max_pickles} pickles in one stream",
+                r.offset,
+                0,
+                {"limit": max_pickles, "limit_name": "max_pickles"},
+            )

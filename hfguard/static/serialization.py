@@ -10,10 +10,11 @@ Rule ids emitted (all described, with severities, in signatures/pickle_globals.y
                            it needs weights_only=False, which is worth a FLAG; a state dict passes.
   pickle/malformed, pickle/truncated, pickle/trailing-data, pickle/limit-exceeded,
   pickle/non-string-global, pickle/unknown-extension, pickle/indirect-call, pickle/global-mutation,
-  pickle/out-of-band-buffer, pickle/multiple-pickles,
-  archive/bomb, archive/depth-exceeded, archive/malformed, archive/too-many-members,
+  pickle/out-of-band-buffer, pickle/multiple-pickles, pickle/dunder-attribute,
+  archive/bomb, archive/depth-exceeded, archive/malformed, archive/too-many-members, archive/unscannable,
   archive/unsupported-compression, zip/duplicate-member, zip/header-mismatch, zip/bad-crc,
-  zip/flag-bits, zip/out-of-bounds, numpy/malformed-header, numpy/object-array, torch/legacy-layout
+  zip/flag-bits, zip/out-of-bounds, zip/unlisted-member, zip/unlisted-data, numpy/malformed-header,
+  numpy/object-array, torch/legacy-layout
 
 Thresholds (policy ``[tool.hfguard.thresholds."static.serialization"]``): max-opcodes, max-memo,
 max-depth, max-decompressed, max-ratio, max-members.
@@ -21,6 +22,7 @@ max-depth, max-decompressed, max-ratio, max-members.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +35,11 @@ from hfguard.static.pickle_rules import RuleSet, load_rules
 from hfguard.static.pickle_vm import Call, Global, Limits
 
 CHECK_ID = "static.serialization"
-_REMEDIATION = ("Do not load this file with pickle/torch.load(weights_only=False)/joblib.load. Ask for a "
-                "safetensors version, or load with torch.load(weights_only=True) after reviewing the globals.")
+_DUNDER = re.compile(r"__\w+__")
+_REMEDIATION = (
+    "Do not load this file with pickle/torch.load(weights_only=False)/joblib.load. Ask for a "
+    "safetensors version, or load with torch.load(weights_only=True) after reviewing the globals."
+)
 
 
 def config_from(ctx: ScanContext | None) -> ScanConfig:
@@ -46,8 +51,10 @@ def config_from(ctx: ScanContext | None) -> ScanConfig:
 
     d = ScanConfig()
     return ScanConfig(
-        limits=Limits(max_opcodes=int(t("max-opcodes", d.limits.max_opcodes)),
-                      max_memo=int(t("max-memo", d.limits.max_memo))),
+        limits=Limits(
+            max_opcodes=int(t("max-opcodes", d.limits.max_opcodes)),
+            max_memo=int(t("max-memo", d.limits.max_memo)),
+        ),
         max_depth=int(t("max-depth", d.max_depth)),
         max_decompressed=int(t("max-decompressed", d.max_decompressed)),
         max_ratio=float(t("max-ratio", d.max_ratio)),
@@ -55,8 +62,15 @@ def config_from(ctx: ScanContext | None) -> ScanConfig:
     )
 
 
-def scan_stream_findings(check: Check, fh: Any, size: int | None, fmt: str, path: str,
-                         config: ScanConfig | None = None, budget: Budget | None = None) -> list[Finding]:
+def scan_stream_findings(
+    check: Check,
+    fh: Any,
+    size: int | None,
+    fmt: str,
+    path: str,
+    config: ScanConfig | None = None,
+    budget: Budget | None = None,
+) -> list[Finding]:
     """Scan one stream sniffed as `fmt`; the findings a `SerializationCheck` would report."""
     scanner = ContainerScanner(config, budget)
     scanner.scan(fh, size, fmt)
@@ -67,8 +81,10 @@ class SerializationCheck(Check):
     id = CHECK_ID
     tier = "static"
     version = "1"
-    description = ("Symbolic pickle VM over every pickle-bearing container (raw, torch zip/legacy, tar, "
-                   "numpy, joblib, compressed, nested); globals classified by signatures/pickle_globals.yaml")
+    description = (
+        "Symbolic pickle VM over every pickle-bearing container (raw, torch zip/legacy, tar, "
+        "numpy, joblib, compressed, nested); globals classified by signatures/pickle_globals.yaml"
+    )
 
     def applies_to(self, file: Any, fmt: str) -> bool:
         # text/unknown files are tried too: a protocol 0 pickle is printable text
@@ -90,9 +106,15 @@ def findings_of(check: Check, scanner: ContainerScanner, path: str, rules: RuleS
     for site in scanner.sites:
         yield from _site_findings(check, site, path, rules)
     for h in scanner.hits:
-        yield check.finding(h.rule, rules.severity_of(h.rule), h.message, file=path,
-                            location=_location(h.where, h.offset, None), evidence=dict(h.evidence),
-                            remediation=_REMEDIATION)
+        yield check.finding(
+            h.rule,
+            rules.severity_of(h.rule),
+            h.message,
+            file=path,
+            location=_location(h.where, h.offset, None),
+            evidence=dict(h.evidence),
+            remediation=_REMEDIATION,
+        )
 
 
 def _invoked_args(site: PickleSite, rules: RuleSet) -> set[int]:
@@ -112,9 +134,15 @@ def _invoked_args(site: PickleSite, rules: RuleSet) -> set[int]:
 def _site_findings(check: Check, site: PickleSite, path: str, rules: RuleSet) -> Iterator[Finding]:
     res = site.result
     for a in res.anomalies:
-        yield check.finding(a.rule, rules.severity_of(a.rule), a.message, file=path,
-                            location=_location(site.where, a.offset, a.index),
-                            evidence={**a.evidence, "pickle_start": res.start}, remediation=_REMEDIATION)
+        yield check.finding(
+            a.rule,
+            rules.severity_of(a.rule),
+            a.message,
+            file=path,
+            location=_location(site.where, a.offset, a.index),
+            evidence={**a.evidence, "pickle_start": res.start},
+            remediation=_REMEDIATION,
+        )
     invoked = _invoked_args(site, rules)
     groups: dict[str, _Agg] = {}
     for g in res.globals:
@@ -129,24 +157,58 @@ def _site_findings(check: Check, site: PickleSite, path: str, rules: RuleSet) ->
             continue
         g = agg.first
         use = "called" if "called" in agg.uses else "mutated" if "mutated" in agg.uses else "referenced"
-        evidence = {"global": qualname, "module": g.module, "name": g.name, "use": use,
-                    "opcode": g.opcode, "offset": g.offset, "opcode_index": g.index,
-                    "occurrences": agg.count, "pickle_start": res.start, "protocol": res.protocol}
+        evidence = {
+            "global": qualname,
+            "module": g.module,
+            "name": g.name,
+            "use": use,
+            "opcode": g.opcode,
+            "offset": g.offset,
+            "opcode_index": g.index,
+            "occurrences": agg.count,
+            "pickle_start": res.start,
+            "protocol": res.protocol,
+        }
         if g.sources:
             evidence["name_sources"] = list(g.sources)
         location = _location(site.where, g.offset, g.index)
         if c.status == "denied" and c.rule is not None:
             sev = c.rule.severity if use != "referenced" else c.rule.referenced
-            evidence |= {"signature": c.rule.id, "category": c.rule.category, "pattern": c.pattern,
-                         "severity_basis": f"{use}: {'rule severity' if use != 'referenced' else 'referenced severity'}"}
-            yield check.finding("pickle/dangerous-global", sev,
-                                f"{qualname} is {use} by the pickle ({c.rule.description})",
-                                file=path, location=location, evidence=evidence, remediation=_REMEDIATION)
+            evidence |= {
+                "signature": c.rule.id,
+                "category": c.rule.category,
+                "pattern": c.pattern,
+                "severity_basis": "rule severity" if use != "referenced" else "referenced severity",
+            }
+            yield check.finding(
+                "pickle/dangerous-global",
+                sev,
+                f"{qualname} is {use} by the pickle ({c.rule.description})",
+                file=path,
+                location=location,
+                evidence=evidence,
+                remediation=_REMEDIATION,
+            )
+        elif any(_DUNDER.fullmatch(part) for part in g.name.split(".")):
+            yield check.finding(
+                "pickle/dunder-attribute",
+                rules.severity_of("pickle/dunder-attribute"),
+                f"{qualname} ({use}) walks dunder attributes, a sandbox-escape pattern",
+                file=path,
+                location=location,
+                evidence=evidence,
+                remediation=_REMEDIATION,
+            )
         else:
-            yield check.finding("pickle/unknown-global", rules.severity_of("pickle/unknown-global"),
-                                f"{qualname} ({use}) is not a known-safe global; loading imports it",
-                                file=path, location=location, evidence=evidence,
-                                remediation="Review the class; prefer a plain state dict or safetensors.")
+            yield check.finding(
+                "pickle/unknown-global",
+                rules.severity_of("pickle/unknown-global"),
+                f"{qualname} ({use}) is not a known-safe global; loading imports it",
+                file=path,
+                location=location,
+                evidence=evidence,
+                remediation="Review the class; prefer a plain state dict or safetensors.",
+            )
 
 
 def _location(where: str, offset: int | None, index: int | None) -> str:

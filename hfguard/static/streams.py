@@ -91,8 +91,15 @@ class _Inflate(io.RawIOBase):
 class _Capped(io.RawIOBase):
     """Counts what a decompressor yields; refuses more than `cap` bytes or `ratio` x the input."""
 
-    def __init__(self, inner: IO[bytes], compressed_size: int | None, cap: int, ratio: float,
-                 ratio_floor: int, budget: Budget | None) -> None:
+    def __init__(
+        self,
+        inner: IO[bytes],
+        compressed_size: int | None,
+        cap: int,
+        ratio: float,
+        ratio_floor: int,
+        budget: Budget | None,
+    ) -> None:
         super().__init__()
         self.inner, self.compressed_size, self.cap = inner, compressed_size, cap
         self.ratio, self.ratio_floor, self.budget, self.total = ratio, ratio_floor, budget, 0
@@ -104,15 +111,26 @@ class _Capped(io.RawIOBase):
         n = self.inner.readinto(b)  # type: ignore[attr-defined]
         self.total += n
         if self.total > self.cap:
-            raise StreamLimit("archive/bomb", f"decompressed data exceeds {self.cap} bytes",
-                              limit=self.cap, limit_name="max_decompressed")
-        if (self.compressed_size and self.total > self.ratio_floor
-                and self.total > self.ratio * self.compressed_size):
-            raise StreamLimit("archive/bomb",
-                              f"compression ratio above {self.ratio:.0f}:1 "
-                              f"({self.total} bytes from {self.compressed_size})",
-                              ratio=round(self.total / self.compressed_size, 1),
-                              compressed=self.compressed_size, limit=self.ratio, limit_name="max_ratio")
+            raise StreamLimit(
+                "archive/bomb",
+                f"decompressed data exceeds {self.cap} bytes",
+                limit=self.cap,
+                limit_name="max_decompressed",
+            )
+        if (
+            self.compressed_size
+            and self.total > self.ratio_floor
+            and self.total > self.ratio * self.compressed_size
+        ):
+            raise StreamLimit(
+                "archive/bomb",
+                f"compression ratio above {self.ratio:.0f}:1 "
+                f"({self.total} bytes from {self.compressed_size})",
+                ratio=round(self.total / self.compressed_size, 1),
+                compressed=self.compressed_size,
+                limit=self.ratio,
+                limit_name="max_ratio",
+            )
         if self.budget is not None:
             self.budget.tick("decompressing")
         return n
@@ -164,21 +182,33 @@ class _ZipLzma(io.RawIOBase):
         return len(out)
 
 
-def open_decompressed(kind: str, src: IO[bytes], compressed_size: int | None, *, cap: int,
-                      ratio: float, ratio_floor: int, budget: Budget | None) -> io.BufferedReader:
+def open_decompressed(
+    kind: str,
+    src: IO[bytes],
+    compressed_size: int | None,
+    *,
+    cap: int,
+    ratio: float,
+    ratio_floor: int,
+    budget: Budget | None,
+) -> io.BufferedReader:
     return buffered(_Capped(decompressor(kind, src), compressed_size, cap, ratio, ratio_floor, budget))
 
 
 def spool(src: IO[bytes], cap: int, budget: Budget | None) -> IO[bytes]:
     """Copy a non-seekable stream into a temp file (memory up to 16 MB, then disk), bounded."""
-    out = tempfile.SpooledTemporaryFile(max_size=16 << 20)
+    out = tempfile.SpooledTemporaryFile(max_size=16 << 20)  # noqa: SIM115 - returned to the caller
     total = 0
     while chunk := src.read(CHUNK * 4):
         total += len(chunk)
         if total > cap:
             out.close()
-            raise StreamLimit("archive/bomb", f"nested archive larger than {cap} bytes",
-                              limit=cap, limit_name="max_decompressed")
+            raise StreamLimit(
+                "archive/bomb",
+                f"nested archive larger than {cap} bytes",
+                limit=cap,
+                limit_name="max_decompressed",
+            )
         out.write(chunk)
         if budget is not None:
             budget.tick("spooling")

@@ -28,4 +28,3 @@ def scan_bytes(tmp_path):
         return report
 
     return run
-

@@ -60,14 +60,21 @@ def op_str(s: str) -> bytes:
 def memo_stack_global(mark: Path) -> bytes:
     """builtins.exec via STACK_GLOBAL whose strings come from the memo, put there with a mix of
     BINPUT and MEMOIZE (picklescan issue #14: memo confusion), plus decoy safe strings."""
-    return (b"\x80\x04"
-            + op_str("builtins") + b"q\x05"          # memo[5] = "builtins" (BINPUT)
-            + op_str("exec") + b"\x94"               # MEMOIZE -> memo[1] (len(memo) == 1)
-            + op_str("torch._utils") + b"\x94"       # memo[2] decoy
-            + b"000"                                 # POP x3
-            + op_str("_rebuild_tensor_v2") + b"0"
-            + b"h\x05h\x01\x93"                      # BINGET 5, BINGET 1, STACK_GLOBAL
-            + op_str(exec_code(mark)) + b"\x85R.")   # TUPLE1, REDUCE, STOP
+    return (
+        b"\x80\x04"
+        + op_str("builtins")
+        + b"q\x05"  # memo[5] = "builtins" (BINPUT)
+        + op_str("exec")
+        + b"\x94"  # MEMOIZE -> memo[1] (len(memo) == 1)
+        + op_str("torch._utils")
+        + b"\x94"  # memo[2] decoy
+        + b"000"  # POP x3
+        + op_str("_rebuild_tensor_v2")
+        + b"0"
+        + b"h\x05h\x01\x93"  # BINGET 5, BINGET 1, STACK_GLOBAL
+        + op_str(exec_code(mark))
+        + b"\x85R."
+    )  # TUPLE1, REDUCE, STOP
 
 
 def inst_payload(mark: Path) -> bytes:
@@ -82,8 +89,7 @@ def obj_payload(mark: Path) -> bytes:
 
 def escaped_stack_global(mark: Path) -> bytes:
     """STACK_GLOBAL fed by protocol-0 STRING with escapes and UNICODE with \\u escapes."""
-    return (b"\x80\x04S'o\\x73'\n" + b"Vsys\\u0074em\n" + b"\x93"
-            + op_str(f"touch {mark}") + b"\x85R.")
+    return b"\x80\x04S'o\\x73'\n" + b"Vsys\\u0074em\n" + b"\x93" + op_str(f"touch {mark}") + b"\x85R."
 
 
 def ext_payload() -> bytes:
@@ -159,9 +165,9 @@ def rename_local_header(zip_bytes: bytes, old: bytes, new: bytes) -> bytes:
     assert len(old) == len(new)
     i = zip_bytes.index(b"PK\x03\x04")
     while i >= 0:
-        nlen = struct.unpack("<H", zip_bytes[i + 26: i + 28])[0]
-        if zip_bytes[i + 30: i + 30 + nlen] == old:
-            return zip_bytes[: i + 30] + new + zip_bytes[i + 30 + nlen:]
+        nlen = struct.unpack("<H", zip_bytes[i + 26 : i + 28])[0]
+        if zip_bytes[i + 30 : i + 30 + nlen] == old:
+            return zip_bytes[: i + 30] + new + zip_bytes[i + 30 + nlen :]
         i = zip_bytes.find(b"PK\x03\x04", i + 4)
     raise ValueError("member not found")
 
@@ -172,9 +178,9 @@ def corrupt_crc(zip_bytes: bytes, name: bytes) -> bytes:
     for sig, crc_at, nlen_at, name_at in ((b"PK\x03\x04", 14, 26, 30), (b"PK\x01\x02", 16, 28, 46)):
         i = data.find(sig)
         while i >= 0:
-            nlen = struct.unpack("<H", data[i + nlen_at: i + nlen_at + 2])[0]
-            if bytes(data[i + name_at: i + name_at + nlen]) == name:
-                data[i + crc_at: i + crc_at + 4] = b"\xde\xad\xbe\xef"
+            nlen = struct.unpack("<H", data[i + nlen_at : i + nlen_at + 2])[0]
+            if bytes(data[i + name_at : i + name_at + nlen]) == name:
+                data[i + crc_at : i + crc_at + 4] = b"\xde\xad\xbe\xef"
             i = data.find(sig, i + 4)
     return bytes(data)
 
@@ -184,9 +190,26 @@ def set_flag_bits(zip_bytes: bytes, flags: int) -> bytes:
     for sig, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
         i = data.find(sig)
         while i >= 0:
-            data[i + at: i + at + 2] = struct.pack("<H", flags)
+            data[i + at : i + at + 2] = struct.pack("<H", flags)
             i = data.find(sig, i + 4)
     return bytes(data)
+
+
+def drop_central_entry(zip_bytes: bytes, name: bytes) -> bytes:
+    """Remove `name` from the central directory only: its local header and data stay (unlisted)."""
+    eocd = zip_bytes.rindex(b"PK\x05\x06")
+    total, cd_size, cd_offset = struct.unpack("<HII", zip_bytes[eocd + 10 : eocd + 20])
+    cd = zip_bytes[cd_offset : cd_offset + cd_size]
+    kept, pos = b"", 0
+    while pos < len(cd):
+        nlen, elen, clen = struct.unpack("<HHH", cd[pos + 28 : pos + 34])
+        size = 46 + nlen + elen + clen
+        if cd[pos + 46 : pos + 46 + nlen] != name:
+            kept += cd[pos : pos + size]
+        pos += size
+    tail = bytearray(zip_bytes[eocd:])
+    tail[8:16] = struct.pack("<HHI", total - 1, total - 1, len(kept))
+    return zip_bytes[:cd_offset] + kept + bytes(tail)
 
 
 # -- legacy torch, tar, numpy, joblib, compressed --------------------------------------------------
@@ -194,10 +217,19 @@ LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
 def legacy_torch(data_pickle: bytes, keys: list[str] | None = None, raw: bytes = b"") -> bytes:
-    sys_info = {"protocol_version": 1001, "little_endian": True,
-                "type_sizes": {"short": 2, "int": 4, "long": 4}}
-    return (pickle.dumps(LEGACY_MAGIC, protocol=2) + pickle.dumps(1001, protocol=2)
-            + pickle.dumps(sys_info, protocol=2) + data_pickle + pickle.dumps(keys or [], protocol=2) + raw)
+    sys_info = {
+        "protocol_version": 1001,
+        "little_endian": True,
+        "type_sizes": {"short": 2, "int": 4, "long": 4},
+    }
+    return (
+        pickle.dumps(LEGACY_MAGIC, protocol=2)
+        + pickle.dumps(1001, protocol=2)
+        + pickle.dumps(sys_info, protocol=2)
+        + data_pickle
+        + pickle.dumps(keys or [], protocol=2)
+        + raw
+    )
 
 
 def tar_with(members: list[tuple[str, bytes]], mode: str = "w") -> bytes:
@@ -222,8 +254,13 @@ def npy_object(obj_list) -> bytes:
 
 
 def compress(kind: str, data: bytes) -> bytes:
-    return {"gzip": gzip.compress, "bzip2": bz2.compress, "xz": lzma.compress,
-            "lzma": lambda d: lzma.compress(d, format=lzma.FORMAT_ALONE), "zlib": zlib.compress}[kind](data)
+    return {
+        "gzip": gzip.compress,
+        "bzip2": bz2.compress,
+        "xz": lzma.compress,
+        "lzma": lambda d: lzma.compress(d, format=lzma.FORMAT_ALONE),
+        "zlib": zlib.compress,
+    }[kind](data)
 
 
 def joblib_file(path: Path, obj, compress_arg=0) -> Path:
@@ -234,6 +271,7 @@ def joblib_file(path: Path, obj, compress_arg=0) -> Path:
 
 
 # -- report helpers ---------------------------------------------------------------------------------
+
 
 def rules_of(report) -> set[str]:
     return {f.rule for f in report.all_findings()}

