@@ -167,6 +167,11 @@ class ContainerScanner:
                     msg = f"{kind} archive: hfguard cannot open it, so whatever it holds is unscanned"
                     self.hits.append(Hit("archive/unscannable", msg, where, base, {"format": kind}))
                     return
+        if fmt in (sn.TAR, sn.SAFETENSORS) and may_be_pickle(_peek(fh, 1)) and _seekable(fh):
+            # a polyglot: a tar whose first member name, or a "safetensors" header length, is also
+            # a pickle that pickle.load would run
+            self.scan_pickles(fh, size, where, base, quiet=True)
+            fh.seek(0)
         if fmt == sn.ZIP:
             self.scan_zip(fh, size, where, depth)
         elif fmt == sn.TORCH_LEGACY:
@@ -183,6 +188,8 @@ class ContainerScanner:
                 self.scan_legacy(fh, size, where, base)
             else:
                 self.scan_pickles(fh, size, where, base, quiet=not looks_like_pickle(head))
+        elif fmt == sn.SAFETENSORS:
+            return  # tried above as a polyglot; the header itself has its own check
         else:  # text / unknown whose first byte is an opcode: a protocol 0 pickle in disguise?
             self.scan_pickles(fh, size, where, base, quiet=True)
 
@@ -346,6 +353,9 @@ class ContainerScanner:
             self._stream_error(exc, where, e.data_offset)
             return
         fmt = sn.sniff(head, e.name, e.usize)
+        named_pickle = e.name.endswith(".pkl") and fmt not in SCANNED_FORMATS
+        if named_pickle:  # torch unpickles <archive>/data.pkl whatever its first bytes look like
+            fmt = sn.PICKLE
         is_storage = _storage_key(e.name) in storage_keys
         if is_storage and not looks_like_pickle(head):
             return  # raw tensor bytes, read by torch as data, never unpickled
@@ -358,7 +368,7 @@ class ContainerScanner:
             stream = buffered(tap)
         try:
             if _pickle_member(fmt, head):
-                quiet = is_storage or not looks_like_pickle(head)
+                quiet = is_storage or not (looks_like_pickle(head) or named_pickle)
                 results = self.scan_pickles(stream, e.usize, where, base, quiet=quiet)
                 for r in results:
                     storage_keys.update(_storage_keys(r.pids))

@@ -82,22 +82,39 @@ class RuleSet:
             for rid, v in doc.get("structural", {}).items()
         }
 
-    def classify(self, qualname: str) -> Classification:
+    def classify(self, qualname: str, attr: str | None = None) -> Classification:
+        """`attr` is the name part (what is fetched from the imported module). A dotted one walks
+        attributes: `sklearn.linear_model._base` + `os.system` reaches os.system through the
+        module's own import, so every suffix of the walk is checked against the deny list, and
+        allow globs (which name modules, not attribute walks) do not apply."""
         parts = qualname.split(".")
+        denied = self._denied(parts)
+        if denied is not None:
+            return denied
+        walk = attr.split(".") if attr and "." in attr else []
+        for i in range(len(walk)):
+            denied = self._denied(walk[i:])
+            if denied is not None:
+                return denied
+        if qualname in self._allow_exact:
+            return Classification("allowed", self._allow_exact[qualname], qualname)
+        if not walk:
+            for pat, rule in self._allow_glob:
+                if fnmatch.fnmatchcase(qualname, pat):
+                    return Classification("allowed", rule, pat)
+        return Classification("unknown")
+
+    def _denied(self, parts: list[str]) -> Classification | None:
         # deny matches the name and everything under it: os -> os.system, os.path.join
         for i in range(1, len(parts) + 1):
             prefix = ".".join(parts[:i])
             if prefix in self._deny_exact:
                 return Classification("denied", self._deny_exact[prefix], prefix)
+        qualname = ".".join(parts)
         for pat, rule in self._deny_glob:
             if fnmatch.fnmatchcase(qualname, pat) or fnmatch.fnmatchcase(qualname, pat + ".*"):
                 return Classification("denied", rule, pat)
-        if qualname in self._allow_exact:
-            return Classification("allowed", self._allow_exact[qualname], qualname)
-        for pat, rule in self._allow_glob:
-            if fnmatch.fnmatchcase(qualname, pat):
-                return Classification("allowed", rule, pat)
-        return Classification("unknown")
+        return None
 
     def severity_of(self, rule_id: str) -> Severity:
         return self.structural[rule_id].severity

@@ -481,7 +481,8 @@ class PickleVM:
 
     def _text(self, raw: bytes, what: str, codec: str = "utf-8") -> str:
         try:
-            return raw.decode(codec)
+            # as the unpickler does: lone surrogates are legal in pickled str
+            return raw.decode(codec, "surrogatepass") if codec == "utf-8" else raw.decode(codec)
         except UnicodeDecodeError:
             raise VMStop("pickle/malformed", f"undecodable {what}: {raw[:40]!r}") from None
 

@@ -88,7 +88,8 @@ class SerializationCheck(Check):
 
     def applies_to(self, file: Any, fmt: str) -> bool:
         # text/unknown files are tried too: a protocol 0 pickle is printable text
-        return fmt in SCANNED_FORMATS or fmt in (sn.TEXT, sn.UNKNOWN)
+        # safetensors: only a pickle polyglot (a header length whose bytes are pickle opcodes)
+        return fmt in SCANNED_FORMATS or fmt in (sn.TEXT, sn.UNKNOWN, sn.SAFETENSORS)
 
     def check_file(self, file: Any, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
         with file.open() as fh:
@@ -123,7 +124,7 @@ def _invoked_args(site: PickleSite, rules: RuleSet) -> set[int]:
     for call in site.result.calls:
         if not isinstance(call.func, Global):
             continue
-        c = rules.classify(call.func.qualname)
+        c = rules.classify(call.func.qualname, call.func.name)
         if c.rule is not None and c.rule.invokes_args:
             for arg in call.args if isinstance(call.args, tuple) else ():
                 if isinstance(arg, Global):
@@ -152,7 +153,7 @@ def _site_findings(check: Check, site: PickleSite, path: str, rules: RuleSet) ->
         if id(g) in invoked:
             agg.uses.add("called")
     for qualname, agg in groups.items():
-        c = rules.classify(qualname)
+        c = rules.classify(qualname, agg.first.name)
         if c.status == "allowed":
             continue
         g = agg.first

@@ -65,6 +65,32 @@ def test_text_that_is_not_a_pickle_passes(scan_bytes):
         assert report.verdict is Verdict.PASS, text
 
 
+def test_polyglots_tar_and_safetensors(mark, scan_bytes):
+    # a tar whose first member name is a protocol 0 pickle: pickle.load runs it
+    payload = b"cos\nsystem\n(S'touch " + str(mark).encode() + b"'\ntR."
+    data = fx.tar_with([(payload.decode(), b"hello")])
+    report = scan_bytes("model.pkl", data)
+    assert report.files[0].format == "tar"
+    _blocked_by(report, "os.system")
+    # a pickle whose first 8 bytes read as a small safetensors header length
+    inner = fx.evil_pickle(mark, 2)
+    # BINUNICODE of 2 chars "\0{": the first 8 bytes read as a header length of 0x02580280 (39 MB)
+    poly = b"\x80\x02X\x02\x00\x00\x00\x00{0" + inner[2:]
+    poly += b"\x00" * (0x02580280 + 16 - len(poly))  # pad so that "header" fits in the file
+    path_report = scan_bytes("model.safetensors", poly)
+    assert path_report.files[0].format == "safetensors"
+    _blocked_by(path_report, "posix.system")
+
+
+def test_real_safetensors_are_not_pickles(scan_bytes):
+    import torch
+    from safetensors.torch import save
+
+    for n in (1, 40, 300):  # header lengths whose first byte may be 0x80
+        data = save({f"t{i}": torch.ones(2) for i in range(n)})
+        assert scan_bytes(f"m{n}.safetensors", data).verdict is Verdict.PASS
+
+
 def test_torch_zip_data_pkl(mark, scan_bytes):
     report = scan_bytes("pytorch_model.bin", fx.evil_torch_zip(mark))
     f = _blocked_by(report, "posix.system")

@@ -172,6 +172,29 @@ def test_checkpoint_globals_are_allowed(qual):
     assert load_rules().classify(qual).status == "allowed", qual
 
 
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("sklearn.linear_model._base", "os.system"),
+        ("transformers.training_args", "os.system"),
+        ("torch.serialization", "os.system"),
+        ("numpy.core.multiarray", "sys.modules"),
+        ("collections", "OrderedDict.__init__.__globals__"),
+    ],
+)
+def test_attribute_walks_through_allowed_modules_are_denied(scan_bytes, module, name):
+    from hfguard.static.pickle_vm import _dotted
+
+    qual = ".".join(_dotted(module, name))
+    c = load_rules().classify(qual, name)
+    if "__globals__" in name:
+        assert c.status == "unknown"  # and the dunder rule blocks it, below
+    else:
+        assert c.status == "denied", qual
+    data = b"\x80\x04" + fx.op_str(module) + fx.op_str(name) + b"\x93)R."
+    assert scan_bytes("walk.pkl", data).verdict is Verdict.BLOCK
+
+
 def test_deny_wins_and_prefixes_are_whole_components():
     rules = load_rules()
     assert rules.classify("os.path.join").status == "denied"
