@@ -1,37 +1,24 @@
-"""A fake Hub with the real huggingface_hub client pointed at it, and the models the hooks vet."""
+"""The fake Hub of tests/hub (real huggingface_hub client pointed at a local server), holding the
+models the hooks vet."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import struct
-import zipfile
 
 import pytest
 
+from tests.fakehub.builders import safetensors_bytes, torch_zip_bytes
 from tests.fakehub.server import FakeHub
+from tests.hub.conftest import hub  # noqa: F401 - the fixture, reused
 from tests.static.fixtures import evil_pickle
 
 LOOKALIKE = "sentence-transfomers/all-MiniLM-L6-v2"   # one letter off the popular repo
-
-
-def safetensors_bytes(n: int = 16) -> bytes:
-    header = json.dumps({"w": {"dtype": "F32", "shape": [n], "data_offsets": [0, 4 * n]},
-                         "__metadata__": {"format": "pt"}}).encode()
-    header += b" " * (-len(header) % 8)
-    return struct.pack("<Q", len(header)) + header + b"\0" * (4 * n)
+CONFIG = json.dumps({"model_type": "bert"}).encode()
 
 
 def torch_zip(payload: bytes) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        zf.writestr("archive/data.pkl", payload)
-        zf.writestr("archive/version", "3\n")
-    return buf.getvalue()
-
-
-CONFIG = json.dumps({"model_type": "bert"}).encode()
+    return torch_zip_bytes(payload)
 
 
 def hub_env(fake: FakeHub, home) -> dict[str, str]:
@@ -44,36 +31,18 @@ def hub_env(fake: FakeHub, home) -> dict[str, str]:
 
 
 @pytest.fixture
-def fake_hub(isolated_hf_home, tmp_path, monkeypatch):
+def fake_hub(hub, isolated_hf_home, tmp_path):  # noqa: F811 - `hub` is the fixture imported above
     """Repos: acme/evil (os.system pickle in a torch zip), acme/good (safetensors), a look-alike.
     `fake_hub.mark` is the file the evil payload would create; `fake_hub.shas` the commits."""
-    from huggingface_hub import constants
-    from huggingface_hub.utils import close_session
-
-    fake = FakeHub().start()
-    fake.mark = tmp_path / "payload-ran"
-    fake.shas = {
-        "acme/evil": fake.add_repo("acme/evil", {"config.json": CONFIG,
-                                                 "pytorch_model.bin": torch_zip(evil_pickle(fake.mark))}),
-        "acme/good": fake.add_repo("acme/good", {"config.json": CONFIG,
-                                                 "model.safetensors": safetensors_bytes()}),
-        LOOKALIKE: fake.add_repo(LOOKALIKE, {"config.json": CONFIG,
-                                             "model.safetensors": safetensors_bytes()}),
+    hub.mark = tmp_path / "payload-ran"
+    hub.shas = {
+        "acme/evil": hub.add_repo("acme/evil", {"config.json": CONFIG,
+                                               "pytorch_model.bin": torch_zip(evil_pickle(hub.mark))}),
+        "acme/good": hub.add_repo("acme/good", {"config.json": CONFIG,
+                                               "model.safetensors": safetensors_bytes(16)}),
+        LOOKALIKE: hub.add_repo(LOOKALIKE, {"config.json": CONFIG,
+                                           "model.safetensors": safetensors_bytes(16)}),
     }
-    monkeypatch.setenv("HF_ENDPOINT", fake.url)
-    monkeypatch.setattr(constants, "ENDPOINT", fake.url)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                        fake.url + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(isolated_hf_home / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
-    monkeypatch.setenv("HFGUARD_HUB_RETRY_WAIT", "0.01")
-    monkeypatch.setenv("HFGUARD_CACHE_DIR", str(tmp_path / "hfguard-cache"))
-    fake.env = hub_env(fake, isolated_hf_home)
-    close_session()
-    yield fake
-    close_session()
-    fake.stop()
-    assert not fake.mark.exists(), "a model payload ran"
+    hub.env = hub_env(hub, isolated_hf_home)
+    yield hub
+    assert not hub.mark.exists(), "a model payload ran"
