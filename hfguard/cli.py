@@ -116,12 +116,10 @@ def list_checks() -> None:
 
 
 main.add_command(importlib.import_module("hfguard.hub.cli").check)
-# hook entry points, lockfile, git hooks (logic in hfguard/hooks/)
-from hfguard.hooks.commands import hook, install_hooks, lock  # noqa: E402
-
-main.add_command(hook)
-main.add_command(lock)
-main.add_command(install_hooks)
+_hooks = importlib.import_module("hfguard.hooks.commands")  # hook entry points, lock, git hooks
+main.add_command(_hooks.hook)
+main.add_command(_hooks.lock)
+main.add_command(_hooks.install_hooks)
 
 
 def run() -> None:
