@@ -21,6 +21,7 @@ Whole process from the environment, without .pth files: put in a `sitecustomize.
 
 from __future__ import annotations
 
+import functools
 import importlib.abc
 import os
 import sys
@@ -153,7 +154,7 @@ def _unguarded() -> bool:
     return caller.startswith("hfguard.") and not caller.startswith("hfguard.hooks.guard")
 
 
-def _wrap_download(original: Callable[..., Any], kind: str) -> Callable[..., Any]:
+def _wrap_download(original: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if _unguarded():
             return original(*args, **kwargs)
@@ -174,8 +175,7 @@ def _wrap_download(original: Callable[..., Any], kind: str) -> Callable[..., Any
         _remember(result)
         return result
 
-    wrapper.__name__ = wrapper.__qualname__ = kind
-    wrapper.__doc__ = original.__doc__
+    functools.update_wrapper(wrapper, original)  # name, docs, signature (via __wrapped__)
     setattr(wrapper, _MARK, original)
     return wrapper
 
@@ -200,6 +200,7 @@ def _wrap_cached_files(original: Callable[..., Any]) -> Callable[..., Any]:
                     _remember(f)
         return result
 
+    functools.update_wrapper(cached_files, original)
     setattr(cached_files, _MARK, original)
     return cached_files
 
@@ -220,7 +221,7 @@ def _wrap_torch_load(original: Callable[..., Any]) -> Callable[..., Any]:
             _scan_local(os.fspath(f))
         return original(f, *args, **kwargs)
 
-    load.__doc__ = original.__doc__
+    functools.update_wrapper(load, original)
     setattr(load, _MARK, original)
     return load
 
@@ -247,13 +248,13 @@ def _patch_hub() -> None:
         current = getattr(mod, attr)
         if hasattr(current, _MARK):
             continue
-        _replace_everywhere(current, _wrap_download(current, attr))
+        _replace_everywhere(current, _wrap_download(current))
     import huggingface_hub  # the lazy top-level names resolve through the modules above
 
     for _, attr in _HUB_TARGETS:
         value = getattr(huggingface_hub, attr)
         if not hasattr(value, _MARK):
-            _replace_everywhere(value, _wrap_download(value, attr))
+            _replace_everywhere(value, _wrap_download(value))
 
 
 def _patch_transformers(mod: ModuleType) -> None:
