@@ -107,10 +107,11 @@ def _vet_hub(repo_id: str, revision: str | None) -> str | None:
             report = vet(repo_id, revision, _policy())
         finally:
             _state.busy.on = False
-        with _state.lock:
-            _state.verdicts[key] = report
-            if report.revision:
-                _state.verdicts.setdefault((repo_id, report.revision), report)
+        if report.verdict is not Verdict.ERROR:  # missing evidence is looked for again next time
+            with _state.lock:
+                _state.verdicts[key] = report
+                if report.revision:
+                    _state.verdicts.setdefault((repo_id, report.revision), report)
     _decide(f"{repo_id}@{report.revision or revision or 'main'}", report)
     return report.revision
 
