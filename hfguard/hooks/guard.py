@@ -95,7 +95,7 @@ def _decide(what: str, report: Report) -> None:
 
 def _vet_hub(repo_id: str, revision: str | None) -> str | None:
     """Vet repo@revision (once per process) and return the commit sha that was vetted."""
-    key = (repo_id, revision or "")
+    key = (repo_id, revision or "main")  # the Hub's default branch: None and "main" are one key
     report = _state.verdicts.get(key)
     if report is None:
         # not under the lock: the vetting may use threads that download through the wrappers

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -84,6 +85,14 @@ def test_runtime_guard_blocks_a_malicious_download_before_it_is_loaded(fake_hub,
             huggingface_hub.snapshot_download("acme/evil")
         path = huggingface_hub.hf_hub_download("acme/good", "model.safetensors")
         assert fake_hub.shas["acme/good"] in path  # fetched at the vetted commit
+        # main moves to a malicious commit after vetting: this process still gets what was vetted
+        vetted = Path(path).read_bytes()
+        from tests.fakehub.builders import torch_zip_bytes
+        from tests.static.fixtures import evil_pickle
+
+        fake_hub.add_repo("acme/good", {"model.safetensors": torch_zip_bytes(evil_pickle(fake_hub.mark))})
+        again = huggingface_hub.hf_hub_download("acme/good", "model.safetensors", force_download=True)
+        assert Path(again).read_bytes() == vetted
         from transformers import AutoConfig
 
         with pytest.raises(hfguard.ModelBlocked):
