@@ -105,11 +105,15 @@ def vet_references(refs: list[Reference], policy: Policy, lock: Lockfile | None,
     stamp = stamp or (current_stamp(policy) if need_stamp else None)
     vetted: list[LockEntry] = []
     stale: list[Reference] = []
+    entries = {key: lock.lookup(*key, stamp) if lock is not None and stamp else None for key in groups}
+    to_vet = [key for key in sorted(groups) if entries[key] is None and not offline
+              and not policy.repo_listed(key[0], policy.deny)]
+    reports = _vet_all(to_vet, vet, policy, progress)
     for (repo, requested), group in sorted(groups.items()):
         if policy.repo_listed(repo, policy.deny):
             findings += [denied_finding(repo, policy, r.file, r.location) for r in group]
             continue
-        entry = lock.lookup(repo, requested, stamp) if lock is not None and stamp else None
+        entry = entries[(repo, requested)]
         if entry is None:
             stale += group
             if offline:
@@ -121,8 +125,7 @@ def vet_references(refs: list[Reference], policy: Policy, lock: Lockfile | None,
                     remediation="Run `hfguard lock` with network access and commit hfguard.lock.")
                     for r in group]
                 continue
-            progress(f"vetting {repo}{'@' + requested if requested else ''}")
-            report = vet(repo, requested or None, policy)
+            report = reports[(repo, requested)]
             model_findings, revision = report.all_findings(), report.revision
             if report.revision and stamp and report.verdict is not Verdict.ERROR:
                 # missing evidence is looked for again next time, never pinned
@@ -146,6 +149,22 @@ def vet_references(refs: list[Reference], policy: Policy, lock: Lockfile | None,
                     "references": len(refs),
                     "models": len(groups), "vetted": len(vetted)}
     return RefsResult(report=report, vetted=vetted, stale=stale)
+
+
+def _vet_all(keys: list[tuple[str, str]], vet: Vet, policy: Policy,
+             progress: Callable[[str], None]) -> dict[tuple[str, str], Report]:
+    """Vet models on the Hub, a few at a time (each is mostly waiting on the network)."""
+    def one(key: tuple[str, str]) -> Report:
+        repo, requested = key
+        progress(f"vetting {repo}{'@' + requested if requested else ''}")
+        return vet(repo, requested or None, policy)
+
+    if len(keys) <= 1:
+        return {k: one(k) for k in keys}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(4, len(keys))) as pool:
+        return dict(zip(keys, pool.map(one, keys), strict=True))
 
 
 def refs_hook(files: Iterable[str], policy: Policy, lock: Lockfile | None, *, update_lock: bool = False,
