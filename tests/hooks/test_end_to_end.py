@@ -62,6 +62,10 @@ def test_hook_blocks_malicious_and_lookalike_references_and_the_lock_needs_no_ne
     assert f'revision = "{fake_hub.shas["acme/evil"]}"' in lock_text and 'verdict = "BLOCK"' in lock_text
     assert runner.invoke(main, ["lock", "-q"]).exit_code == res.exit_code
     assert (tmp_path / "proj" / "hfguard.lock").read_text() == lock_text  # nothing re-vetted, same bytes
+    n = len(fake_hub.requests("/api/models/"))
+    assert runner.invoke(main, ["lock", "--refresh", "-q"]).exit_code == res.exit_code
+    assert len(fake_hub.requests("/api/models/")) > n  # --refresh asked the Hub again
+    assert (tmp_path / "proj" / "hfguard.lock").read_text() == lock_text
 
     # from now on the Hub is unreachable and offline mode is on: the lock answers
     requests_before = len(fake_hub.log)
