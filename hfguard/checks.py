@@ -26,6 +26,11 @@ ENTRY_POINT_GROUP = "hfguard.checks"
 # "module:Class" so that listing checks imports nothing heavy (torch lives in the deeper tiers).
 BUILTIN_CHECKS: tuple[str, ...] = (
     "hfguard.static.serialization:SerializationCheck",
+    "hfguard.static.safetensors_header:SafetensorsHeaderCheck",
+    "hfguard.static.keras:KerasCheck",
+    "hfguard.static.custom_code:CustomCodeCheck",
+    "hfguard.static.gguf:GGUFCheck",
+    "hfguard.static.onnx:ONNXCheck",
     "hfguard.static.provenance:ProvenanceCheck",
 )
 

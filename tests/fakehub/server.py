@@ -239,8 +239,8 @@ class _HubHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD" and body:
+            self.entry["sent"] += len(body)  # before the write: the client may look at the log first
             self.wfile.write(body)
-            self.entry["sent"] += len(body)
 
     def _json(self, doc: Any, headers: dict[str, str] | None = None) -> None:
         self._send(200, json.dumps(doc).encode(), headers)
@@ -404,8 +404,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         off = start
         while off < start + limit:
             chunk = blob.read(off, min(_CHUNK, start + limit - off))
+            self.entry["sent"] += len(chunk)  # before the write, as in _send
             self.wfile.write(chunk)
-            self.entry["sent"] += len(chunk)
             off += len(chunk)
         if limit < length:
             self.wfile.flush()

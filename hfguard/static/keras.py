@@ -1,0 +1,374 @@
+"""static.keras: Keras model configs in `.keras` v3 archives and legacy HDF5 `.h5` files.
+
+A Keras config can carry code: Lambda layers hold marshalled Python bytecode (base64) that runs on
+load (CVE-2024-3660; HDF5 loading ignores safe_mode, CVE-2025-9905), `module` keys that older Keras
+imported as given (CVE-2025-1550), and references to Keras' own functions that turn safe_mode off or
+fetch files from inside the load (CVE-2025-8747, CVE-2025-9906). The bytecode is decoded and its
+names scanned at byte level; it is never unmarshalled.
+
+HDF5 needs no h5py: Keras stores `model_config` as a JSON string attribute, found by a bounded byte
+scan. h5py, when importable, reads the attribute as well.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fnmatch
+import functools
+import json
+import re
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from hfguard import signatures
+from hfguard import sniff as fmts
+from hfguard.checks import Budget, Check, ScanContext
+from hfguard.findings import Finding, Severity
+from hfguard.static.problems import Problem
+from hfguard.target import TargetFile
+
+MAX_CONFIG_BYTES = 64 * 1024 * 1024
+MAX_CODE_BYTES = 4 * 1024 * 1024
+MAX_NODES = 2_000_000
+MAX_DEPTH = 200
+SCAN_CHUNK = 8 * 1024 * 1024
+H5_SCAN_BYTES = 256 * 1024 * 1024   # how far into an HDF5 file the byte scan looks for the config
+MAX_CONFIGS = 16
+_MARKERS = (b'{"class_name"', b'{"module"')
+_KERAS_MEMBERS = {"config.json", "metadata.json", "model.weights.h5", "model.weights.npz"}
+_IDENT = re.compile(rb"[A-Za-z_][A-Za-z0-9_]{1,63}")
+_B64 = re.compile(r"[A-Za-z0-9+/=\s]{16,}")
+
+
+@functools.cache
+def _rules() -> dict[str, Any]:
+    return signatures.load("keras")
+
+
+def _r(key: str) -> dict[str, Any]:
+    return _rules()["rules"][key]
+
+
+def _problem(key: str, message: str, location: str, severity: Severity | None = None,
+             **evidence: Any) -> Problem:
+    rule = _r(key)
+    ev = {**evidence}
+    if rule.get("advisories"):
+        ev["advisories"] = list(rule["advisories"])  # a copy: the HDF5 path appends to it
+    return Problem(rule["rule"], severity or Severity.parse(rule["severity"]), message, location, ev)
+
+
+# -- bytecode ----------------------------------------------------------------------------------
+
+def bytecode_names(b64: str) -> set[str] | None:
+    """Identifiers inside base64-encoded marshalled code, or None when it is not marshalled code.
+    Byte-level only: the data is never unmarshalled."""
+    if len(b64) > MAX_CODE_BYTES * 4 // 3 + 1024:
+        b64 = b64[: MAX_CODE_BYTES * 4 // 3]
+    try:
+        raw = base64.b64decode("".join(b64.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if not raw or raw[0] & 0x7F != ord("c"):  # TYPE_CODE, with or without FLAG_REF
+        return None
+    names: set[str] = set()
+    for m in _IDENT.finditer(raw):
+        tok = m.group().decode("ascii")
+        names.add(tok)
+        names.add(tok[1:])  # a length or type byte that happens to be a letter glues onto the name
+    return names
+
+
+# -- the config walk ---------------------------------------------------------------------------
+
+@dataclass
+class Analysis:
+    problems: list[Problem] = field(default_factory=list)
+    lambdas: list[str] = field(default_factory=list)
+    layers: int = 0
+
+
+def analyse_config(config: Any, raw_text: str | None = None, budget: Budget | None = None,
+                   where: str = "config") -> Analysis:
+    """Walk a Keras model config (any nesting: Functional, Sequential, TimeDistributed,
+    Bidirectional, nested models) and report code it carries."""
+    out = Analysis()
+    text = raw_text if raw_text is not None else json.dumps(config, default=str)
+    for needle in _r("unsafe-deserialization")["needles"]:
+        if needle in text:
+            out.problems.append(_problem("unsafe-deserialization",
+                                         f"config mentions {needle}: it can switch safe_mode off "
+                                         "while loading",
+                                         where, needle=needle))
+    allowed = set(_rules()["allowed_module_roots"])
+    gadgets = set(_r("dangerous-function")["names"])
+    stack: list[tuple[Any, str, int]] = [(config, where, 0)]
+    nodes = 0
+    while stack:
+        node, path, depth = stack.pop()
+        nodes += 1
+        if budget is not None and nodes % 4096 == 0:
+            budget.tick("walking a Keras config")
+        if nodes > MAX_NODES or depth > MAX_DEPTH:
+            out.problems.append(Problem("keras/too-complex", Severity.HIGH,
+                                        "config too large or deep to analyse", path,
+                                        {"nodes": nodes, "depth": depth}))
+            return out
+        if isinstance(node, list):
+            stack += [(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node)]
+            continue
+        if not isinstance(node, dict):
+            continue
+        name = node.get("config", {}).get("name") if isinstance(node.get("config"), dict) else None
+        here = f"{path}/{name}" if isinstance(name, str) else path
+        _inspect(node, here, out, allowed, gadgets)
+        stack += [(v, f"{here}.{k}", depth + 1) for k, v in node.items()]
+    return out
+
+
+def _inspect(node: dict[str, Any], here: str, out: Analysis, allowed: set[str], gadgets: set[str]) -> None:
+    cls = node.get("class_name")
+    cfg = node.get("config")
+    if isinstance(cls, str) and isinstance(cfg, dict):
+        out.layers += 1
+    module = node.get("module")
+    if isinstance(module, str) and module.split(".")[0] not in allowed:
+        rule = _r("module-outside-keras")
+        sev = rule["high_severity"] if module.split(".")[0] in rule["high_roots"] else rule["severity"]
+        out.problems.append(_problem("module-outside-keras",
+                                     f"config names module {module!r}, outside Keras: older Keras imports it",
+                                     here, Severity.parse(sev), module=module))
+    if cls == "function" and isinstance(cfg, str) and cfg.split(".")[-1] in gadgets:
+        out.problems.append(_problem("dangerous-function",
+                                     f"config calls {module or '?'}.{cfg} while loading", here,
+                                     function=f"{module}.{cfg}"))
+    registered = node.get("registered_name")
+    if isinstance(registered, str) and ">" in registered:
+        out.problems.append(_problem("custom-object", f"custom object {registered!r} needs code from outside "
+                                     "the model file", here, registered_name=registered))
+    if cls == "Lambda" and isinstance(cfg, dict):
+        out.lambdas.append(here)
+        _inspect_lambda(cfg, here, out, gadgets)
+    if cls == "__lambda__":
+        _inspect_code(node, here, out)
+    if cls in ("TFOpLambda", "SlicingOpLambda") and isinstance(cfg, dict):
+        fn = cfg.get("function")
+        if isinstance(fn, str) and any(fnmatch.fnmatchcase(fn, p) for p in _r("tfoplambda")["patterns"]):
+            out.problems.append(_problem("tfoplambda", f"{cls} calls tf.{fn}", here, function=fn))
+        elif not isinstance(fn, str) or not re.fullmatch(r"[A-Za-z_][\w.]*", fn):
+            out.problems.append(_problem("tfoplambda", f"{cls} with an odd function {str(fn)[:80]!r}", here,
+                                         Severity.MEDIUM, function=str(fn)[:200]))
+    for key, val in node.items():
+        if key == "safe_mode" and val is False:
+            out.problems.append(_problem("safe-mode-off", "config passes safe_mode=False", here))
+
+
+def _inspect_lambda(cfg: dict[str, Any], here: str, out: Analysis, gadgets: set[str]) -> None:
+    fn = cfg.get("function")
+    before = len(out.problems)
+    # Keras 2 / legacy HDF5: "function": [base64, defaults, closure], "function_type": "lambda"
+    if isinstance(fn, list) and fn and isinstance(fn[0], str):
+        _inspect_code({"config": {"value": fn}}, here, out)
+    elif isinstance(fn, str) and cfg.get("function_type") == "function" and fn.split(".")[-1] in gadgets:
+        out.problems.append(_problem("dangerous-function", f"Lambda calls {cfg.get('module')}.{fn}", here,
+                                     function=f"{cfg.get('module')}.{fn}"))
+    if len(out.problems) == before and not _has_lambda_code(fn):
+        out.problems.append(_problem("lambda-layer", "Lambda layer: runs a Python function named in the "
+                                     "config", here, function=str(fn)[:200]))
+
+
+def _has_lambda_code(fn: Any) -> bool:
+    return (isinstance(fn, dict) and fn.get("class_name") == "__lambda__") or isinstance(fn, list)
+
+
+def _inspect_code(node: dict[str, Any], here: str, out: Analysis) -> None:
+    rule = _r("lambda-bytecode")
+    found = False
+    for s in _strings(node.get("config")):
+        if not _B64.fullmatch(s):
+            continue
+        names = bytecode_names(s)
+        if names is None:
+            continue
+        found = True
+        bad = sorted(names & set(rule["dangerous_names"]))
+        sev = Severity.parse(rule["dangerous_severity"] if bad else rule["severity"])
+        msg = "Lambda holds marshalled Python bytecode that runs on load"
+        if bad:
+            msg += f"; it names {', '.join(bad[:8])}"
+        out.problems.append(_problem("lambda-bytecode", msg, here, sev, dangerous_names=bad,
+                                     code_bytes=len(s) * 3 // 4))
+    if not found:
+        out.problems.append(_problem("lambda-bytecode", "Lambda function payload that is not readable "
+                                     "bytecode (cannot be vetted)", here))
+
+
+def _strings(value: Any, depth: int = 0) -> Iterator[str]:
+    if depth > 8:
+        return
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v, depth + 1)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v, depth + 1)
+
+
+# -- containers --------------------------------------------------------------------------------
+
+def find_json_configs(fh: BinaryIO, limit: int = H5_SCAN_BYTES, budget: Budget | None = None
+                      ) -> list[tuple[int, str]]:
+    """JSON objects that look like Keras configs anywhere in the first `limit` bytes of a binary
+    file: (offset, text). Bounded: chunked search, each object at most MAX_CONFIG_BYTES."""
+    found: list[tuple[int, str]] = []
+    decoder = json.JSONDecoder()
+    pos = 0
+    keep = max(len(m) for m in _MARKERS)
+    while pos < limit and len(found) < MAX_CONFIGS:
+        if budget is not None:
+            budget.tick("scanning HDF5 for a Keras config")
+        fh.seek(pos)
+        chunk = fh.read(min(SCAN_CHUNK, limit - pos))
+        if not chunk:
+            break
+        hits = [i for i in (chunk.find(m) for m in _MARKERS) if i >= 0]
+        if not hits:
+            pos += max(len(chunk) - keep, 1)
+            continue
+        start = pos + min(hits)
+        fh.seek(start)
+        window = fh.read(MAX_CONFIG_BYTES).decode("utf-8", "surrogateescape")
+        try:
+            obj, end = decoder.raw_decode(window)
+        except (ValueError, RecursionError):
+            pos = start + 1
+            continue
+        text = window[:end]
+        if isinstance(obj, dict):
+            found.append((start, text))
+        pos = start + len(text.encode("utf-8", "surrogateescape"))
+    return found
+
+
+def h5py_configs(file: TargetFile) -> list[str] | None:
+    """The model_config / training_config attributes through h5py, or None when h5py is missing."""
+    try:
+        import h5py
+    except ImportError:
+        return None
+    if file.local_path is None:
+        return None
+    out = []
+    try:
+        with h5py.File(file.local_path, "r") as f:
+            for key in ("model_config", "training_config"):
+                if key in f.attrs:
+                    val = f.attrs[key]
+                    out.append(val.decode("utf-8", "replace") if isinstance(val, bytes) else str(val))
+    except (OSError, ValueError, KeyError):
+        return None
+    return out
+
+
+class KerasCheck(Check):
+    id = "static.keras"
+    tier = "static"
+    version = "1"
+    description = "Keras .keras archives and .h5 models: Lambda bytecode, foreign modules, safe_mode bypasses"
+
+    def applies_to(self, file: TargetFile, fmt: str) -> bool:
+        return fmt in (fmts.ZIP, fmts.HDF5) or file.name.lower().endswith(".keras")
+
+    def check_file(self, file: TargetFile, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
+        if fmt == fmts.HDF5:
+            problems = self._hdf5(file, ctx)
+        elif fmt == fmts.ZIP:
+            problems = self._archive(file, ctx)
+        else:
+            problems = [Problem("keras/bad-archive", Severity.HIGH,
+                                f"named .keras but the content is {fmt}, not a zip archive")]
+        for p in problems:
+            yield self.finding(p.rule, p.severity, p.message, file=file.path, location=p.location,
+                               evidence=p.evidence,
+                               remediation="Do not load this model; if you must, use Keras >= 3.11 "
+                                           "with safe_mode=True and only the .keras format.")
+
+    def _archive(self, file: TargetFile, ctx: ScanContext) -> list[Problem]:
+        is_keras_name = file.name.lower().endswith(".keras")
+        with file.open() as fh:
+            try:
+                zf = zipfile.ZipFile(fh)
+            except (zipfile.BadZipFile, OSError, ValueError) as exc:
+                if is_keras_name:
+                    return [Problem("keras/bad-archive", Severity.HIGH, f"unreadable .keras archive: {exc}")]
+                return []  # not ours to judge; the archive scanner reports broken zips
+            names = {i.filename: i for i in zf.infolist()}
+            keras_like = is_keras_name or bool(names.keys() & (_KERAS_MEMBERS - {"config.json"}))
+            if "config.json" not in names or not keras_like:
+                if is_keras_name:
+                    return [Problem("keras/bad-archive", Severity.HIGH, ".keras archive without config.json")]
+                return []
+            problems: list[Problem] = []
+            for n in names:
+                if n.startswith(("/", "\\")) or ".." in n.replace("\\", "/").split("/"):
+                    problems.append(Problem("keras/archive-path", Severity.HIGH,
+                                            f"archive member escapes the archive: {n!r}", n))
+                elif n not in _KERAS_MEMBERS and not n.startswith("assets/") and not n.endswith("/"):
+                    problems.append(Problem("keras/unexpected-member", Severity.LOW,
+                                            f"unexpected member {n!r} in a .keras archive", n))
+            if "model.weights.npz" in names:
+                problems.append(Problem("keras/npz-weights", Severity.LOW,
+                                        "weights stored as .npz, which Keras loads with allow_pickle=True",
+                                        "model.weights.npz"))
+            info = names["config.json"]
+            if info.file_size > MAX_CONFIG_BYTES:
+                problems.append(Problem("keras/config-too-large", Severity.HIGH,
+                                        f"config.json is {info.file_size} bytes; not analysed",
+                                        "config.json"))
+                return problems
+            with zf.open(info) as member:
+                raw = member.read(MAX_CONFIG_BYTES + 1)
+            if len(raw) > MAX_CONFIG_BYTES:
+                problems.append(Problem("keras/config-too-large", Severity.HIGH,
+                                        "config.json inflates past the limit; not analysed", "config.json"))
+                return problems
+            problems += self._config_text(raw, "config.json", ctx)
+            return problems
+
+    def _config_text(self, raw: bytes, where: str, ctx: ScanContext) -> list[Problem]:
+        try:
+            text = raw.decode("utf-8")
+            doc = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            return [Problem("keras/bad-config", Severity.HIGH, f"model config is not JSON: {str(exc)[:200]}",
+                            where)]
+        return analyse_config(doc, text, ctx.budget(), where).problems
+
+    def _hdf5(self, file: TargetFile, ctx: ScanContext) -> list[Problem]:
+        budget = ctx.budget()
+        via_h5py = h5py_configs(file)
+        # h5py reads the attributes the way Keras does; without it the byte scan goes further
+        limit = SCAN_CHUNK if via_h5py is not None else int(
+            ctx.threshold(self.id, "h5-scan-bytes", H5_SCAN_BYTES))
+        with file.open() as fh:
+            scanned = [text for _, text in find_json_configs(fh, limit, budget)]
+        texts = list(dict.fromkeys([*scanned, *(via_h5py or [])]))
+        problems: list[Problem] = []
+        for i, text in enumerate(texts):
+            problems += self._config_text(text.encode("utf-8", "surrogateescape"), f"model_config[{i}]", ctx)
+        if not texts and file.size > limit and via_h5py is None:
+            problems.append(Problem("keras/h5-not-fully-scanned", Severity.LOW,
+                                    f"no Keras config in the first {limit} bytes and h5py is not "
+                                    "available to read the attributes", None, {"size": file.size}))
+        # legacy HDF5 loading ignores safe_mode altogether (CVE-2025-9905): say so where it matters
+        for p in problems:
+            if p.rule == "keras/lambda-bytecode":
+                p.evidence.setdefault("advisories", [])
+                if "CVE-2025-9905" not in p.evidence["advisories"]:
+                    p.evidence["advisories"].append("CVE-2025-9905")
+        return problems

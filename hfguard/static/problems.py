@@ -1,0 +1,46 @@
+"""Small shared pieces of the format checks: a Problem (a finding before it has a check id) and
+bounded reads of JSON documents from a TargetFile."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from hfguard.findings import Severity
+from hfguard.target import TargetFile
+
+
+@dataclass
+class Problem:
+    """One deviation found by a parser; the check turns it into a Finding."""
+
+    rule: str
+    severity: Severity
+    message: str
+    location: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+class TooLarge(ValueError):
+    pass
+
+
+def read_bounded(file: TargetFile, limit: int) -> bytes:
+    """All of a file's bytes, refusing files above `limit` (the size may lie: read limit + 1)."""
+    if file.size > limit:
+        raise TooLarge(f"{file.size} bytes is above the {limit}-byte limit")
+    with file.open() as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"more than {limit} bytes")
+    return data
+
+
+def load_json_bounded(file: TargetFile, limit: int) -> Any:
+    """Parse a JSON file of at most `limit` bytes; ValueError (or TooLarge) when it is not JSON."""
+    data = read_bounded(file, limit)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
