@@ -39,9 +39,9 @@ SUPPORTED_SUFFIXES = PYTHON_SUFFIXES + NOTEBOOK_SUFFIXES + YAML_SUFFIXES + JSON_
 CONFIG_KEYS = frozenset({
     "model_name_or_path", "model_id", "model_name", "base_model", "base_model_name_or_path",
     "pretrained_model_name_or_path", "tokenizer_name", "tokenizer_name_or_path", "model", "repo_id",
-    "teacher_model", "reward_model", "ref_model", "embedding_model", "encoder", "text_encoder",
-    "vision_model", "adapter", "adapter_name_or_path", "peft_model_id", "pretrained", "checkpoint",
-})
+    "teacher_model", "reward_model", "ref_model", "embedding_model", "adapter_name_or_path",
+    "peft_model_id", "hf_model", "hub_model",
+})  # not "checkpoint", "pretrained", "encoder": their values are mostly local paths
 
 ALL_RULES = "*"
 MAX_TEXT = 32 << 20   # a source or config file larger than this is reported, not read
