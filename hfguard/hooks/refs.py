@@ -40,7 +40,7 @@ CONFIG_KEYS = frozenset({
     "model_name_or_path", "model_id", "model_name", "base_model", "base_model_name_or_path",
     "pretrained_model_name_or_path", "tokenizer_name", "tokenizer_name_or_path", "model", "repo_id",
     "teacher_model", "reward_model", "ref_model", "embedding_model", "adapter_name_or_path",
-    "peft_model_id", "hf_model", "hub_model",
+    "peft_model_id",
 })  # not "checkpoint", "pretrained", "encoder": their values are mostly local paths
 
 ALL_RULES = "*"
