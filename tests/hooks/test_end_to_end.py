@@ -114,15 +114,18 @@ def test_guard_from_the_environment_via_sitecustomize(fake_hub, tmp_path):
     code = ("import huggingface_hub, hfguard\n"
             "try:\n    huggingface_hub.hf_hub_download('acme/evil', 'pytorch_model.bin')\n"
             "except hfguard.ModelBlocked as exc:\n    print('BLOCKED', exc.report.verdict)\n"
-            "print(huggingface_hub.hf_hub_download('acme/good', 'config.json'))\n")
+            "print(huggingface_hub.hf_hub_download('acme/good', 'config.json'))\n"
+            "import transformers.utils.hub as th  # imported after the guard: patched on import\n"
+            "print('PATCHED', '__hfguard_original__' in th.cached_files.__dict__)\n")
     env = {**fake_hub.env, "PYTHONPATH": str(site), "HFGUARD_GUARD": "1"}
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          cwd=tmp_path, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "BLOCKED BLOCK" in res.stdout and fake_hub.shas["acme/good"] in res.stdout
+    assert "PATCHED True" in res.stdout
     res = subprocess.run([sys.executable, "-c", code], env={**env, "HFGUARD_GUARD": "0"},
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert "BLOCKED" not in res.stdout  # the switch is off: nothing wrapped
+    assert "BLOCKED" not in res.stdout and "PATCHED False" in res.stdout  # switch off: nothing wrapped
 
 
 def test_guard_errors_fail_closed_and_cached_files_are_scanned_offline(fake_hub):
