@@ -19,7 +19,6 @@ import json
 import os
 import pickle
 import resource
-import struct
 import subprocess
 import sys
 import tempfile
@@ -139,6 +138,21 @@ def build_corpus(folder: Path) -> dict[str, str]:
         path = folder / f"joblib_{str(comp).replace(' ', '')}.joblib"
         fx.joblib_file(path, obj, comp)
         labels[path.name] = "malicious"
+    evil2 = fx.evil_pickle(mark, 2)
+    put("joblib_zf.pkl", b"ZF" + hex(len(evil2)).encode().ljust(19) + zlib.compress(evil2), "malicious")
+    put(
+        "old_torch_records.tar",
+        fx.old_torch_tar([pickle.dumps(("0", "cpu", torch.FloatStorage), protocol=2), evil2]),
+        "malicious",
+    )
+    p0 = b"cos\nsystem\n(S'touch " + str(mark).encode() + b"'\ntR."
+    put("tar_polyglot.pkl", fx.tar_with([(p0.decode(), b"x")]), "malicious")
+    inner = fx.evil_pickle(mark, 4, "exec")
+    embedded = b"\x80\x04" + fx.op_str("pickle") + fx.op_str("loads") + b"\x93C" + bytes([len(inner)]) + inner
+    put("embedded_loads.pkl", embedded + b"\x85R.", "malicious")
+    walk = b"\x80\x04" + fx.op_str("sklearn.linear_model._base") + fx.op_str("os.system") + b"\x93"
+    put("attr_walk.pkl", walk + fx.op_str(f"touch {mark}") + b"\x85R.", "malicious")
+    put("truncated_p0.txt", p0[:-1], "malicious")
     for kind in ("gzip", "bzip2", "xz", "zlib"):
         put(f"wrapped.{kind}", fx.compress(kind, fx.evil_pickle(mark, 4)), "malicious")
     advisories = [
@@ -243,107 +257,6 @@ def run_worker(tool: str, folder: Path, names: list[str]) -> dict | None:
 
 
 # -- large sparse torch zip ---------------------------------------------------------------------------
-def _data_pkl(sizes: list[int]) -> bytes:
-    """data.pkl exactly as torch writes it for float32 tensors of these sizes."""
-    import collections
-
-    import torch
-
-    class _Storage:
-        def __init__(self, key: str, numel: int) -> None:
-            self.key, self.numel = key, numel
-
-    class _Tensor:
-        def __init__(self, storage: _Storage) -> None:
-            self.storage = storage
-
-        def __reduce__(self):
-            return (
-                torch._utils._rebuild_tensor_v2,
-                (self.storage, 0, (self.storage.numel,), (1,), False, collections.OrderedDict()),
-            )
-
-    class _P(pickle.Pickler):
-        def persistent_id(self, obj):
-            if isinstance(obj, _Storage):
-                return ("storage", torch.FloatStorage, obj.key, "cpu", obj.numel)
-            return None
-
-    buf = io.BytesIO()
-    sd = collections.OrderedDict(
-        (f"layers.{i}.weight", _Tensor(_Storage(str(i), n // 4))) for i, n in enumerate(sizes)
-    )
-    _P(buf, protocol=2).dump(sd)
-    return buf.getvalue()
-
-
-def write_sparse_torch_zip(path: Path, sizes: list[int]) -> None:
-    """A STORED torch zip whose tensor members are holes (zeros) of the given byte sizes."""
-    zero_crc: dict[int, int] = {}
-
-    def crc_of_zeros(n: int) -> int:
-        if n not in zero_crc:
-            crc, block = 0, bytes(1 << 24)
-            left = n
-            while left:
-                k = min(left, len(block))
-                crc = zlib.crc32(block[:k], crc)
-                left -= k
-            zero_crc[n] = crc
-        return zero_crc[n]
-
-    members: list[tuple[str, bytes | int]] = [
-        ("archive/data.pkl", _data_pkl(sizes)),
-        ("archive/byteorder", b"little"),
-        ("archive/version", b"3\n"),
-    ]
-    members += [(f"archive/data/{i}", n) for i, n in enumerate(sizes)]
-    central = b""
-    with open(path, "wb") as fh:
-        for name, body in members:
-            offset = fh.tell()
-            size = body if isinstance(body, int) else len(body)
-            crc = crc_of_zeros(size) if isinstance(body, int) else zlib.crc32(body)
-            nb = name.encode()
-            fh.write(
-                struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, size, size, len(nb), 0) + nb
-            )
-            if isinstance(body, int):
-                fh.seek(size, 1)  # a hole: sparse on disk
-            else:
-                fh.write(body)
-            central += (
-                struct.pack(
-                    "<4sHHHHHHIIIHHHHHII",
-                    b"PK\x01\x02",
-                    20,
-                    20,
-                    0,
-                    0,
-                    0,
-                    0,
-                    crc,
-                    size,
-                    size,
-                    len(nb),
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    offset,
-                )
-                + nb
-            )
-        cd_offset = fh.tell()
-        fh.write(central)
-        fh.write(
-            struct.pack(
-                "<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(members), len(members), len(central), cd_offset, 0
-            )
-        )
-
-
 def measure_one(path: Path) -> dict:
     """Scan in a fresh process: cold (first scan, rules loaded) and warm times, peak RSS, heap peak."""
     code = (
@@ -414,7 +327,19 @@ def main() -> None:
                 print(f"  {tool} missed/flagged: {', '.join(missed)}")
         assert not (folder / "PWNED").exists(), "a payload ran"
 
-        print("\nlarge sparse torch zip (hfguard, fresh process each):")
+        print("\nsymbolic VM throughput (one large benign pickle, in this process):")
+        from hfguard.static.pickle_vm import PickleVM, Reader, scan_stream
+
+        big = pickle.dumps([{"id": i, "name": f"tok{i}", "w": i * 0.5} for i in range(150_000)], protocol=4)
+        t = time.perf_counter()
+        results, _ = scan_stream(Reader(io.BytesIO(big), size=len(big)), PickleVM())
+        dt = time.perf_counter() - t
+        ops = sum(r.opcodes for r in results)
+        print(f"  {len(big) / 2**20:.1f} MB, {ops} opcodes in {dt:.2f}s = {ops / dt / 1e6:.2f} M opcodes/s")
+
+        from tests.static import fixtures as fx
+
+        print("\nlarge sparse torch zip (hfguard, fresh process each; zip64 past 4 GB):")
         print(
             f"{'file':<6} {'size':>8} {'cold s':>8} {'warm s':>8} {'heap-peak':>9} {'peakRSS':>8} "
             f"{'(import)':>8} verdict"
@@ -423,7 +348,7 @@ def main() -> None:
             n = 4
             sizes = [total // n // 64 * 64] * n
             path = folder / f"{label}.pt"
-            write_sparse_torch_zip(path, sizes)
+            fx.write_sparse_torch_zip(path, sizes, real_crc=True)
             m = measure_one(path)
             print(
                 f"{label:<6} {path.stat().st_size / 2**30:>7.2f}G {m['cold']:>8.3f} {m['warm']:>8.4f} "

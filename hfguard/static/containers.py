@@ -38,6 +38,7 @@ from hfguard.static.pickle_vm import (
     scan_stream,
 )
 from hfguard.static.streams import CrcTap, buffered, open_decompressed, open_slice, spool
+from hfguard.static.zipdir import ZipEntry, ZipError, read_zip_directory
 
 STREAM_ERRORS = (VMStop, OSError, EOFError, ValueError, zlib.error, lzma.LZMAError, struct.error)
 COMPRESSED = {sn.GZIP: "gzip", sn.BZIP2: "bzip2", sn.XZ: "xz", sn.LZMA: "lzma", sn.ZLIB: "zlib"}
@@ -61,6 +62,7 @@ _EMBEDDED_LOADERS = {
     "joblib.numpy_pickle.loads",
     "numpy.loads",
 }
+_JOBLIB_ZF = re.compile(rb"ZF0x[0-9a-fA-F]{1,17} *")
 _JOBLIB_WRAPPERS = {
     "joblib.numpy_pickle.NumpyArrayWrapper",
     "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
@@ -190,6 +192,13 @@ class ContainerScanner:
                 self.scan_pickles(fh, size, where, base, quiet=not looks_like_pickle(head))
         elif fmt == sn.SAFETENSORS:
             return  # tried above as a polyglot; the header itself has its own check
+        elif _JOBLIB_ZF.match(_peek(fh, 22)):
+            # joblib's old "ZF" format: b"ZF" + hex length padded to 19 (+ a space in joblib <= 0.8.4),
+            # then a zlib stream of a pickle; joblib.load still reads it
+            head = _peek(fh, 22)
+            skip = 22 if head[21:22] == b" " else 21
+            fh.read(skip)
+            self.scan_compressed(fh, None if size is None else size - skip, "zlib", where, depth)
         else:  # text / unknown whose first byte is an opcode: a protocol 0 pickle in disguise?
             self.scan_pickles(fh, size, where, base, quiet=True)
 
@@ -242,6 +251,18 @@ class ContainerScanner:
                     inner = _join(where, f"<embedded@{call.offset}>")
                     self.scan(io.BytesIO(data), len(data), sn.sniff(data[:600]), inner, self._depth + 1)  # type: ignore[arg-type]
 
+    def _as_plain_pickle(self, reader: Reader, length: int, where: str, sites: list[PickleSite]) -> None:
+        """joblib skips an array's bytes; plain pickle.load of the same file would decode them as
+        opcodes. A payload planted there is reported (quietly: numeric data never parses so)."""
+        start = reader.fh.tell()
+        window = Reader(open_slice(reader.fh, start, length), base=reader.offset, size=length)
+        res = PickleVM(self.config.quiet_limits, self.budget).run_one(window)
+        reader.fh.seek(start)
+        if any(_importable(g) for g in res.globals):
+            sites.append(
+                PickleSite(_join(where, f"<array bytes as pickle.load reads them @{res.start}>"), res)
+            )
+
     def _joblib_hook(self, where: str, sites: list[PickleSite], limits: Limits):
         """After BUILD of joblib's NumpyArrayWrapper the array's bytes follow in the stream: skip
         them (or scan the nested pickle of an object array), as joblib's unpickler reads them."""
@@ -269,12 +290,14 @@ class ContainerScanner:
                     "joblib array wrapper with a dtype hfguard cannot size",
                     dtype=repr(state.get("dtype")),
                 )
-            if state.get("numpy_array_alignment_bytes") is not None:
-                (pad,) = reader.read(1, "joblib alignment padding length")
-                reader.skip(pad, "joblib alignment padding")
             count = 1
             for d in shape:
                 count *= d
+            if state.get("numpy_array_alignment_bytes") is not None:
+                (pad,) = reader.read(1, "joblib alignment padding length")
+                reader.skip(pad, "joblib alignment padding")
+            elif count and _seekable(reader.fh) and reader.size is not None:
+                self._as_plain_pickle(reader, min(count * itemsize, 1 << 20), where, sites)
             reader.skip(count * itemsize, "joblib array data")
             return None
 
@@ -285,7 +308,13 @@ class ContainerScanner:
         if size is None:
             size = fh.seek(0, 2)
         try:
-            entries = read_zip_directory(fh, size, self.config, self.budget)
+            entries = read_zip_directory(
+                fh,
+                size,
+                max_members=self.config.max_members,
+                max_central_directory=self.config.max_central_directory,
+                budget=self.budget,
+            )
         except ZipError as exc:
             self.hits.append(Hit(exc.rule, str(exc), where, exc.offset, exc.evidence))
             return
@@ -346,6 +375,9 @@ class ContainerScanner:
             )
             return buffered(tap), tap
 
+        is_storage = _storage_key(e.name) in storage_keys
+        if is_storage:
+            return  # tensor bytes a pickle names as a storage: torch reads them as data, never unpickles
         try:
             stream, tap = open_member()
             head = stream.read(600)
@@ -356,9 +388,6 @@ class ContainerScanner:
         named_pickle = e.name.endswith(".pkl") and fmt not in SCANNED_FORMATS
         if named_pickle:  # torch unpickles <archive>/data.pkl whatever its first bytes look like
             fmt = sn.PICKLE
-        is_storage = _storage_key(e.name) in storage_keys
-        if is_storage and not looks_like_pickle(head):
-            return  # raw tensor bytes, read by torch as data, never unpickled
         if not _interesting(fmt, head):
             return
         base = e.data_offset if kind is None else 0
@@ -368,7 +397,7 @@ class ContainerScanner:
             stream = buffered(tap)
         try:
             if _pickle_member(fmt, head):
-                quiet = is_storage or not (looks_like_pickle(head) or named_pickle)
+                quiet = not (looks_like_pickle(head) or named_pickle)
                 results = self.scan_pickles(stream, e.usize, where, base, quiet=quiet)
                 for r in results:
                     storage_keys.update(_storage_keys(r.pids))
@@ -559,8 +588,9 @@ class ContainerScanner:
                     stream: IO[bytes] = ef
                 else:
                     stream = buffered(_Prefixed(head, ef))  # type: ignore[arg-type]
-                torch_raw = m.name in ("storages", "tensors")  # old torch tar: pickles then raw data
-                if fmt == sn.ZIP:
+                if m.name in ("storages", "tensors") and looks_like_pickle(head):
+                    self.scan_torch_tar_records(stream, m.size, mwhere, m.name)  # type: ignore[arg-type]
+                elif fmt == sn.ZIP:
                     inner = stream if seekable else spool(stream, cfg.max_decompressed, self.budget)
                     self.scan(inner, m.size, sn.ZIP, mwhere, depth + 1)  # type: ignore[arg-type]
                 elif _pickle_member(fmt, head):
@@ -570,8 +600,6 @@ class ContainerScanner:
                         mwhere,
                         m.offset_data,  # type: ignore[arg-type]
                         quiet=not looks_like_pickle(head),
-                        max_pickles=1 if torch_raw else None,
-                        trailing_ok=torch_raw,
                     )
                 else:
                     self.scan(stream, m.size, fmt, mwhere, depth + 1, m.offset_data)  # type: ignore[arg-type]
@@ -579,6 +607,50 @@ class ContainerScanner:
             self.hits.append(Hit("archive/malformed", f"cannot read tar: {exc}", where))
         except VMStop as exc:
             self._stream_error(exc, where, None)
+
+    def scan_torch_tar_records(self, fh: BinaryIO, size: int, where: str, kind: str) -> None:
+        """torch's pre-1.0 tar checkpoints: `storages` and `tensors` hold a pickled count, then per
+        record a pickle (every one runs under pickle.load) followed by raw bytes of a known layout."""
+        reader = Reader(fh, size=size, budget=self.budget)
+        vm = PickleVM(self.config.limits, self.budget)
+        try:
+            first = vm.run_one(reader)
+            self.sites.append(PickleSite(where, first))
+            count = first.value
+            if not first.complete or not isinstance(count, int) or not 0 <= count <= self.config.max_members:
+                raise VMStop("torch/legacy-layout", f"{kind}: record count is not a small int")
+            for _ in range(count):
+                rec = vm.run_one(reader)
+                self.sites.append(PickleSite(where, rec))
+                value = rec.value
+                if not (rec.complete and isinstance(value, tuple) and len(value) == 3):
+                    raise VMStop("torch/legacy-layout", f"{kind}: a record is not a 3-tuple pickle")
+                if kind == "storages":
+                    stype = value[2]
+                    m = re.fullmatch(r"(\w*?)Storage", stype.name) if isinstance(stype, Global) else None
+                    elsize = _STORAGE_ELEMENT.get(m.group(1)) if m else None
+                    (numel,) = struct.unpack("<q", reader.read(8, "storage size"))
+                    if elsize is None or numel < 0:
+                        raise VMStop("torch/legacy-layout", f"storages: bad storage type or size {numel}")
+                    reader.skip(numel * elsize, "storage data")
+                else:
+                    (ndim,) = struct.unpack("<i", reader.read(4, "tensor ndim"))
+                    if not 0 <= ndim <= 64:
+                        raise VMStop("torch/legacy-layout", f"tensors: ndim {ndim}")
+                    reader.skip(4 + 16 * ndim + 8, "tensor sizes, strides and offset")
+        except VMStop as exc:
+            self.hits.append(Hit(exc.rule, exc.message, where, reader.offset, exc.evidence))
+            return
+        if reader.remaining():
+            self.hits.append(
+                Hit(
+                    "pickle/trailing-data",
+                    f"{reader.remaining()} bytes after the last record",
+                    where,
+                    reader.offset,
+                    {"bytes": reader.remaining()},
+                )
+            )
 
     # -- numpy ---------------------------------------------------------------------------------------
     def scan_npy(self, fh: BinaryIO, size: int | None, where: str, base: int) -> None:
@@ -622,249 +694,6 @@ class ContainerScanner:
                 )
             )
             self.scan_pickles(fh, None if size is None else size - reader.pos, where, reader.offset)
-
-
-# -- zip central directory ----------------------------------------------------------------------------
-class ZipError(Exception):
-    def __init__(self, rule: str, message: str, offset: int | None = None, **evidence: Any) -> None:
-        super().__init__(message)
-        self.rule, self.offset, self.evidence = rule, offset, evidence
-
-
-@dataclass
-class ZipEntry:
-    index: int
-    raw_name: bytes
-    name: str
-    flags: int
-    method: int
-    crc: int
-    csize: int
-    usize: int
-    header_offset: int
-    data_offset: int | None = None
-    problems: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-
-
-def read_zip_directory(
-    fh: BinaryIO, size: int, config: ScanConfig | None = None, budget: Budget | None = None
-) -> list[ZipEntry]:
-    """Central directory entries (zip64 aware), each checked against its local header."""
-    config = config or ScanConfig()
-    tail_len = min(size, 65_557)
-    fh.seek(size - tail_len)
-    tail = fh.read(tail_len)
-    at = tail.rfind(b"PK\x05\x06")
-    if at < 0 or len(tail) - at < 22:
-        raise ZipError("archive/malformed", "no end-of-central-directory record")
-    eocd = size - tail_len + at
-    _, _, _, total, cd_size, cd_offset, _ = struct.unpack("<HHHHIIH", tail[at + 4 : at + 22])
-    if (
-        (total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF)
-        and at >= 20
-        and tail[at - 20 : at - 16] == b"PK\x06\x07"
-    ):
-        (z64_at,) = struct.unpack("<Q", tail[at - 12 : at - 4])
-        if z64_at + 56 > size:
-            raise ZipError("archive/malformed", "zip64 end record outside the file", z64_at)
-        fh.seek(z64_at)
-        rec = fh.read(56)
-        if rec[:4] != b"PK\x06\x06":
-            raise ZipError("archive/malformed", "zip64 end record signature missing", z64_at)
-        total, cd_size, cd_offset = struct.unpack("<QQQ", rec[32:56])
-        eocd = z64_at
-    if total > config.max_members:
-        raise ZipError(
-            "archive/too-many-members",
-            f"{total} entries (bound {config.max_members})",
-            limit=config.max_members,
-            entries=total,
-        )
-    if cd_size > config.max_central_directory:
-        raise ZipError(
-            "pickle/limit-exceeded",
-            f"central directory of {cd_size} bytes",
-            limit=config.max_central_directory,
-            limit_name="max_central_directory",
-        )
-    if cd_offset + cd_size > eocd:
-        raise ZipError(
-            "zip/out-of-bounds",
-            "central directory overlaps its end record or the file end",
-            cd_offset,
-            cd_offset=cd_offset,
-            cd_size=cd_size,
-        )
-    fh.seek(cd_offset)
-    cd = fh.read(cd_size)
-    entries: list[ZipEntry] = []
-    pos = 0
-    while pos + 46 <= len(cd) and cd[pos : pos + 4] == b"PK\x01\x02":
-        (flags, method, crc, csize, usize, nlen, elen, clen, hoff) = _unpack_cd(cd, pos)
-        raw = cd[pos + 46 : pos + 46 + nlen]
-        extra = cd[pos + 46 + nlen : pos + 46 + nlen + elen]
-        usize, csize, hoff = _zip64(extra, usize, csize, hoff)
-        name = raw.decode("utf-8" if flags & 0x800 else "cp437", "replace")
-        entries.append(ZipEntry(len(entries), raw, name, flags, method, crc, csize, usize, hoff))
-        pos += 46 + nlen + elen + clen
-        if budget is not None and len(entries) & 0x3FF == 0:
-            budget.tick("zip directory")
-    if len(entries) != total:
-        raise ZipError(
-            "archive/malformed",
-            f"central directory holds {len(entries)} entries, the end record says {total}",
-            cd_offset,
-            entries=len(entries),
-            declared=total,
-        )
-    for e in entries:
-        _check_local(fh, e, cd_offset)
-    return entries + _unlisted(fh, entries, cd_offset, config)
-
-
-def _unlisted(fh: BinaryIO, entries: list[ZipEntry], cd_offset: int, config: ScanConfig) -> list[ZipEntry]:
-    """Local headers the central directory does not list: streaming extractors see them, directory
-    readers do not, so a payload can hide there. Returned as extra entries to scan."""
-    spans = sorted(
-        (e.header_offset, e.data_offset + e.csize + (24 if e.flags & 0x8 else 0))
-        for e in entries
-        if e.data_offset is not None
-    )
-    found: list[ZipEntry] = []
-    cursor = 0
-    for start, end in [*spans, (cd_offset, cd_offset)]:
-        if start - cursor > 0 and len(found) < config.max_members:
-            fh.seek(cursor)
-            # the descriptor slack may be shorter than 24 bytes: look for a header in the gap start
-            window = fh.read(min(start - cursor, 64))
-            at = window.find(b"PK\x03\x04")
-            if at >= 0:
-                e = ZipEntry(-1, b"", "", 0, 0, 0, 0, 0, cursor + at)
-                _read_unlisted(fh, e, cd_offset)
-                if e.data_offset is not None:
-                    found.append(e)
-            elif start - cursor > 24 and cursor > 0:
-                e = ZipEntry(-1, b"", f"<gap@{cursor}>", 0, 0, 0, 0, 0, cursor)
-                e.problems.append(
-                    (
-                        "zip/unlisted-data",
-                        f"{start - cursor} bytes between members belong to no listed member",
-                        {"offset": cursor, "bytes": start - cursor},
-                    )
-                )
-                found.append(e)
-        cursor = max(cursor, end)
-    return found
-
-
-def _read_unlisted(fh: BinaryIO, e: ZipEntry, cd_offset: int) -> None:
-    fh.seek(e.header_offset)
-    lh = fh.read(30)
-    if len(lh) < 30:
-        return
-    _, _, flags, method, _, _, crc, csize, usize, nlen, elen = struct.unpack("<4sHHHHHIIIHH", lh)
-    raw = fh.read(nlen)
-    e.raw_name, e.name = raw, raw.decode("utf-8", "replace") + " (unlisted)"
-    e.flags, e.method, e.crc, e.csize, e.usize = flags, method, crc, csize, usize
-    e.problems.append(
-        (
-            "zip/unlisted-member",
-            "a local header the central directory does not list "
-            "(streaming extractors read it, directory readers do not)",
-            {"header_offset": e.header_offset},
-        )
-    )
-    start = e.header_offset + 30 + nlen + elen
-    if flags & 0x8 or start + csize > cd_offset:
-        # sizes unknown (data descriptor) or out of bounds: scan what lies up to the directory
-        e.csize = e.usize = max(0, cd_offset - start)
-        e.method = method if method in (0, 8) else 0
-        e.crc = -1
-    e.data_offset = start
-
-
-def _unpack_cd(cd: bytes, pos: int) -> tuple[int, ...]:
-    f = struct.unpack("<4sHHHHHHIIIHHHHHII", cd[pos : pos + 46])
-    # sig made needed flags method time date crc csize usize nlen elen clen disk iattr eattr hoff
-    return f[3], f[4], f[7], f[8], f[9], f[10], f[11], f[12], f[16]
-
-
-def _zip64(extra: bytes, usize: int, csize: int, hoff: int) -> tuple[int, int, int]:
-    i = 0
-    while i + 4 <= len(extra):
-        tag, ln = struct.unpack("<HH", extra[i : i + 4])
-        body = extra[i + 4 : i + 4 + ln]
-        if tag == 1:
-            vals = [struct.unpack("<Q", body[j : j + 8])[0] for j in range(0, len(body) - 7, 8)]
-            k = 0
-            if usize == 0xFFFFFFFF and k < len(vals):
-                usize, k = vals[k], k + 1
-            if csize == 0xFFFFFFFF and k < len(vals):
-                csize, k = vals[k], k + 1
-            if hoff == 0xFFFFFFFF and k < len(vals):
-                hoff = vals[k]
-        i += 4 + ln
-    return usize, csize, hoff
-
-
-def _check_local(fh: BinaryIO, e: ZipEntry, cd_offset: int) -> None:
-    if e.flags & 0x1 or e.flags & 0x40 or e.flags & 0x2000:
-        e.problems.append(
-            (
-                "zip/flag-bits",
-                f"general-purpose flags 0x{e.flags:04x} claim encryption; "
-                "torch ignores them, so the member was scanned as plain data",
-                {"flags": e.flags},
-            )
-        )
-    if e.header_offset + 30 > cd_offset:
-        e.problems.append(
-            (
-                "zip/out-of-bounds",
-                "local header lies outside the archive body",
-                {"header_offset": e.header_offset},
-            )
-        )
-        return
-    fh.seek(e.header_offset)
-    lh = fh.read(30)
-    if len(lh) < 30 or lh[:4] != b"PK\x03\x04":
-        e.problems.append(("zip/header-mismatch", "no local header where the central directory points", {}))
-        return
-    _, _, lflags, lmethod, _, _, lcrc, lcsize, lusize, nlen, elen = struct.unpack("<4sHHHHHIIIHH", lh)
-    lname = fh.read(nlen)
-    lextra = fh.read(elen)
-    mism: dict[str, Any] = {}
-    if lname != e.raw_name:
-        mism["name"] = [lname.decode("utf-8", "replace"), e.name]
-    if lmethod != e.method:
-        mism["method"] = [lmethod, e.method]
-    if not (lflags & 0x8):  # without a data descriptor the local header carries the real values
-        lusize, lcsize, _ = _zip64(lextra, lusize, lcsize, 0)
-        if lcrc != e.crc:
-            mism["crc"] = [f"{lcrc:08x}", f"{e.crc:08x}"]
-        if lcsize != e.csize and lcsize != 0xFFFFFFFF:
-            mism["compressed_size"] = [lcsize, e.csize]
-        if lusize != e.usize and lusize != 0xFFFFFFFF:
-            mism["size"] = [lusize, e.usize]
-    if mism:
-        e.problems.append(
-            (
-                "zip/header-mismatch",
-                "local header disagrees with the central directory on " + ", ".join(mism),
-                {"local_vs_central": mism},
-            )
-        )
-    e.data_offset = e.header_offset + 30 + nlen + elen
-    if e.data_offset + e.csize > cd_offset:
-        e.problems.append(
-            (
-                "zip/out-of-bounds",
-                "member data runs past the archive body",
-                {"data_offset": e.data_offset, "compressed_size": e.csize},
-            )
-        )
-        e.data_offset = None
 
 
 # -- helpers -------------------------------------------------------------------------------------------

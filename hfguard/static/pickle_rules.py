@@ -22,6 +22,7 @@ class GlobalRule:
     severity: Severity  # deny: when called/mutated
     referenced: Severity  # deny: when only referenced
     invokes_args: bool = False  # allow: calls the globals it receives
+    exceptions: frozenset[str] = frozenset()  # deny: exact names this rule does not cover
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class RuleSet:
                 entry["description"],
                 sev,
                 Severity.parse(entry.get("referenced", sev)),
+                exceptions=frozenset(entry.get("except", ())),
             )
             for pat in entry["match"]:
                 (
@@ -106,12 +108,15 @@ class RuleSet:
 
     def _denied(self, parts: list[str]) -> Classification | None:
         # deny matches the name and everything under it: os -> os.system, os.path.join
+        qualname = ".".join(parts)
         for i in range(1, len(parts) + 1):
             prefix = ".".join(parts[:i])
-            if prefix in self._deny_exact:
-                return Classification("denied", self._deny_exact[prefix], prefix)
-        qualname = ".".join(parts)
+            rule = self._deny_exact.get(prefix)
+            if rule is not None and qualname not in rule.exceptions:
+                return Classification("denied", rule, prefix)
         for pat, rule in self._deny_glob:
+            if qualname in rule.exceptions:
+                continue
             if fnmatch.fnmatchcase(qualname, pat) or fnmatch.fnmatchcase(qualname, pat + ".*"):
                 return Classification("denied", rule, pat)
         return None

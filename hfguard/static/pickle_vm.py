@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import codecs
+import gc
 import lzma
 import struct
 import zlib
@@ -22,7 +23,7 @@ from hfguard.checks import Budget
 
 
 # -- symbolic values ---------------------------------------------------------------------------
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Global:
     """`module.name` as named in the stream (GLOBAL / INST / STACK_GLOBAL). `uses` collects how the
     stream uses it: "called" (REDUCE/NEWOBJ/OBJ/INST), "mutated" (BUILD/SETITEM/APPEND on it)."""
@@ -43,7 +44,7 @@ class Global:
         return f"Global({self.qualname})"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Call:
     """`func(*args)` as REDUCE / NEWOBJ / NEWOBJ_EX / OBJ / INST would perform it. BUILD state and
     SETITEM/APPEND content applied to the result are recorded, not performed."""
@@ -62,7 +63,7 @@ class Call:
         return f"Call({self.func!r}, kind={self.kind})"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class PersistentRef:
     pid: Any
 
@@ -70,14 +71,14 @@ class PersistentRef:
         return f"PersistentRef({self.pid!r})"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Ext:
     """An EXT1/2/4 code: resolved through copyreg's extension registry at load time."""
 
     code: int
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Blob:
     """A string or bytes value too large to keep: its kind, length and where it lies."""
 
@@ -86,7 +87,7 @@ class Blob:
     offset: int
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class SymDict:
     items: list[tuple[Any, Any]] = field(default_factory=list)
 
@@ -97,7 +98,7 @@ class SymDict:
         return default
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class SymSet:
     items: list[Any] = field(default_factory=list)
     frozen: bool = False
@@ -135,6 +136,8 @@ class Limits:
     max_stack: int = 1_000_000
     max_marks: int = 10_000
     max_line: int = 65_536
+    max_globals: int = 100_000  # symbolic objects are 200-400 bytes: these bound the tree
+    max_calls: int = 300_000
     keep_str: int = 65_536  # strings/bytes longer than this become a Blob
     keep_total: int = 32 << 20  # total bytes of kept strings; beyond it everything is a Blob
     max_bytes: int = 8 << 30  # bytes one pickle may span (its strings included)
@@ -236,6 +239,10 @@ _SIZED = {
     "BYTEARRAY8": (8, "<Q", "bytes"),
 }
 
+# opcodes decoded inline by the main loop: BINGET BINPUT MEMOIZE MARK EMPTY_DICT EMPTY_LIST
+# EMPTY_TUPLE NONE BININT1
+_FAST = frozenset(b"hq\x94(}])NK")
+
 BuildHook = Callable[[Any, "Reader"], Any]
 
 
@@ -269,7 +276,8 @@ class Reader:
             )
 
     def read(self, n: int, what: str = "data") -> bytes:
-        self._check(n, what)
+        if n < 0 or (self.size is not None and n > self.size - self.pos):
+            self._check(n, what)
         data = self.fh.read(n)
         self.pos += len(data)
         if len(data) < n:
@@ -376,7 +384,7 @@ class PickleVM:
     # -- one pickle ------------------------------------------------------------------------------
     def run_one(self, r: Reader) -> PickleResult:
         res = PickleResult(start=r.offset, end=r.offset)
-        self._res, self._r = res, r
+        self._res = res
         self._stack: list[Any] = []
         self._marks: list[int] = []
         self._memo: dict[int, Any] = {}
@@ -384,6 +392,8 @@ class PickleVM:
         self._index = 0
         self._op_offset = r.offset
         self._str_source: dict[int, str] = {}  # id(str value) -> how it was made (evidence)
+        gc_was_on = gc.isenabled()
+        gc.disable()  # a symbolic tree is millions of young objects: collections only cost time here
         try:
             self._loop(r, res)
         except VMStop as stop:
@@ -404,6 +414,9 @@ class PickleVM:
                     self._index,
                 )
             )
+        finally:
+            if gc_was_on:
+                gc.enable()
         res.end = r.offset
         res.opcodes = self._index
         return res
@@ -411,45 +424,112 @@ class PickleVM:
     def _loop(self, r: Reader, res: PickleResult) -> None:
         lim = self.limits
         stack, marks, memo = self._stack, self._marks, self._memo
-        start = r.offset
+        max_opcodes, max_stack, max_end = lim.max_opcodes, lim.max_stack, r.pos + lim.max_bytes
+        read, opcodes, sized, op = r.fh.read, OPCODES, _SIZED, self._op
+        str_source = self._str_source
+        index = self._index
         while True:
-            if self._index >= lim.max_opcodes:
+            if index >= max_opcodes:
                 raise VMStop(
                     "pickle/limit-exceeded",
-                    f"more than {lim.max_opcodes} opcodes",
-                    limit=lim.max_opcodes,
+                    f"more than {max_opcodes} opcodes",
+                    limit=max_opcodes,
                     limit_name="max_opcodes",
                 )
-            if r.offset - start > lim.max_bytes:
-                raise VMStop(
-                    "pickle/limit-exceeded",
-                    f"pickle spans more than {lim.max_bytes} bytes",
-                    limit=lim.max_bytes,
-                    limit_name="max_bytes",
-                )
-            if self.budget is not None and self._index & 0xFFF == 0:
-                self.budget.tick("decoding pickle")
-            self._op_offset = r.offset
-            code = r.fh.read(1)
+            if index & 0xFFF == 0:  # the costlier bounds, every 4096 opcodes
+                if r.pos > max_end:
+                    raise VMStop(
+                        "pickle/limit-exceeded",
+                        f"pickle spans more than {lim.max_bytes} bytes",
+                        limit=lim.max_bytes,
+                        limit_name="max_bytes",
+                    )
+                if self.budget is not None:
+                    self.budget.tick("decoding pickle")
+                if r.fh is not read.__self__:  # a non-seekable peek swapped the stream
+                    read = r.fh.read
+            self._op_offset = r.base + r.pos
+            code = read(1)
             if not code:
                 raise VMStop("pickle/truncated", "stream ends without STOP")
             r.pos += 1
-            name = OPCODES.get(code[0])
+            name = opcodes.get(code[0])
             if name is None:
                 raise VMStop("pickle/malformed", f"unknown opcode 0x{code[0]:02x}", opcode=f"0x{code[0]:02x}")
-            self._index += 1
-            if len(stack) > lim.max_stack:
+            index += 1
+            self._index = index
+            if len(stack) > max_stack:
                 raise VMStop(
                     "pickle/limit-exceeded",
-                    f"stack deeper than {lim.max_stack}",
-                    limit=lim.max_stack,
+                    f"stack deeper than {max_stack}",
+                    limit=max_stack,
                     limit_name="max_stack",
                 )
-            if name == "STOP":
+            c = code[0]
+            if c in _FAST:  # the opcodes real pickles are made of, without a call
+                floor = marks[-1] if marks else 0
+                if c == 0x68 or c == 0x71:  # BINGET / BINPUT
+                    arg = read(1)
+                    if not arg:
+                        raise VMStop("pickle/truncated", f"stream ends inside {name}")
+                    r.pos += 1
+                    key = arg[0]
+                    if c == 0x68:
+                        if key not in memo:
+                            raise VMStop(
+                                "pickle/malformed", f"BINGET of memo key {key} that was never stored", key=key
+                            )
+                        value = memo[key]
+                        if type(value) is str and id(value) not in str_source:
+                            str_source[id(value)] = "memo"
+                        stack.append(value)
+                        continue
+                elif c == 0x94:  # MEMOIZE
+                    key = len(memo)
+                else:
+                    if c == 0x28:  # MARK
+                        if len(marks) >= lim.max_marks:
+                            raise VMStop(
+                                "pickle/limit-exceeded",
+                                f"more than {lim.max_marks} nested MARKs",
+                                limit=lim.max_marks,
+                                limit_name="max_marks",
+                            )
+                        marks.append(len(stack))
+                    elif c == 0x7D:  # EMPTY_DICT
+                        stack.append(SymDict())
+                    elif c == 0x5D:  # EMPTY_LIST
+                        stack.append([])
+                    elif c == 0x29:  # EMPTY_TUPLE
+                        stack.append(())
+                    elif c == 0x4E:  # NONE
+                        stack.append(None)
+                    elif c == 0x4B:  # BININT1
+                        arg = read(1)
+                        if not arg:
+                            raise VMStop("pickle/truncated", "stream ends inside BININT1")
+                        r.pos += 1
+                        stack.append(arg[0])
+                    continue
+                # BINPUT / MEMOIZE store the top of the stack
+                if len(stack) <= floor:
+                    raise VMStop("pickle/malformed", "stack underflow")
+                if key not in memo and len(memo) >= lim.max_memo:
+                    raise VMStop(
+                        "pickle/limit-exceeded",
+                        f"memo larger than {lim.max_memo}",
+                        limit=lim.max_memo,
+                        limit_name="max_memo",
+                    )
+                memo[key] = stack[-1]
+            elif name in sized:
+                stack.append(self._sized(r, name))
+            elif name == "STOP":
                 res.value = self._pop()
                 res.complete = True
                 return
-            self._op(name, r, res, stack, marks, memo)
+            else:
+                op(name, r, res, stack, marks, memo)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _pop(self) -> Any:
@@ -515,6 +595,13 @@ class PickleVM:
                 )
             )
             module, name = _describe(module), _describe(name)
+        if len(res.globals) >= self.limits.max_globals:
+            raise VMStop(
+                "pickle/limit-exceeded",
+                f"more than {self.limits.max_globals} globals",
+                limit=self.limits.max_globals,
+                limit_name="max_globals",
+            )
         module, name = _dotted(module, name)
         g = Global(module, name, self._index, self._op_offset, opcode, sources=sources)
         res.globals.append(g)
@@ -534,8 +621,14 @@ class PickleVM:
                 )
             )
         call = Call(func, args, kind, self._index, self._op_offset, kwargs=kwargs)
-        if len(self._res.calls) < 1_000_000:
-            self._res.calls.append(call)
+        if len(self._res.calls) >= self.limits.max_calls:
+            raise VMStop(
+                "pickle/limit-exceeded",
+                f"more than {self.limits.max_calls} calls",
+                limit=self.limits.max_calls,
+                limit_name="max_calls",
+            )
+        self._res.calls.append(call)
         return call
 
     def _mutate(self, target: Any, how: str) -> bool:

@@ -29,12 +29,13 @@ from typing import Any
 
 from hfguard import sniff as sn
 from hfguard.checks import Budget, Check, ScanContext
-from hfguard.findings import Finding, Severity
+from hfguard.findings import Finding
 from hfguard.static.containers import SCANNED_FORMATS, ContainerScanner, PickleSite, ScanConfig
 from hfguard.static.pickle_rules import RuleSet, load_rules
-from hfguard.static.pickle_vm import Call, Global, Limits
+from hfguard.static.pickle_vm import Global, Limits
 
 CHECK_ID = "static.serialization"
+MAX_UNKNOWN_FINDINGS = 50  # per pickle; the rest are summarised in one finding
 _DUNDER = re.compile(r"__\w+__")
 _REMEDIATION = (
     "Do not load this file with pickle/torch.load(weights_only=False)/joblib.load. Ask for a "
@@ -152,6 +153,7 @@ def _site_findings(check: Check, site: PickleSite, path: str, rules: RuleSet) ->
         agg.uses |= g.uses
         if id(g) in invoked:
             agg.uses.add("called")
+    unknown: list[str] = []
     for qualname, agg in groups.items():
         c = rules.classify(qualname, agg.first.name)
         if c.status == "allowed":
@@ -201,6 +203,9 @@ def _site_findings(check: Check, site: PickleSite, path: str, rules: RuleSet) ->
                 remediation=_REMEDIATION,
             )
         else:
+            unknown.append(qualname)
+            if len(unknown) > MAX_UNKNOWN_FINDINGS:
+                continue  # summarised below: one finding per name would drown the report
             yield check.finding(
                 "pickle/unknown-global",
                 rules.severity_of("pickle/unknown-global"),
@@ -210,6 +215,17 @@ def _site_findings(check: Check, site: PickleSite, path: str, rules: RuleSet) ->
                 evidence=evidence,
                 remediation="Review the class; prefer a plain state dict or safetensors.",
             )
+    if len(unknown) > MAX_UNKNOWN_FINDINGS:
+        rest = unknown[MAX_UNKNOWN_FINDINGS:]
+        yield check.finding(
+            "pickle/unknown-global",
+            rules.severity_of("pickle/unknown-global"),
+            f"{len(rest)} more unknown globals in this pickle",
+            file=path,
+            location=_location(site.where, res.start, None),
+            evidence={"more": len(rest), "globals": rest[:200], "pickle_start": res.start},
+            remediation="Review the classes; prefer a plain state dict or safetensors.",
+        )
 
 
 def _location(where: str, offset: int | None, index: int | None) -> str:
@@ -219,25 +235,3 @@ def _location(where: str, offset: int | None, index: int | None) -> str:
     if index:
         parts.append(f"opcode {index}")
     return ", ".join(parts) or "file"
-
-
-def call_globals(value: Any) -> list[str]:
-    """Qualified names of the callables in a symbolic value (for debugging and tests)."""
-    out: list[str] = []
-    todo = [value]
-    seen: set[int] = set()
-    while todo:
-        v = todo.pop()
-        if id(v) in seen:
-            continue
-        seen.add(id(v))
-        if isinstance(v, Call):
-            if isinstance(v.func, Global):
-                out.append(v.func.qualname)
-            todo += [v.args, v.state, *(x for kv in v.items for x in kv), *v.appends]
-        elif isinstance(v, list | tuple):
-            todo += list(v)
-    return out
-
-
-__all__ = ["SerializationCheck", "scan_stream_findings", "config_from", "Severity"]

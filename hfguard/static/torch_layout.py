@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from hfguard.static.containers import ZipEntry, read_zip_directory
 from hfguard.static.pickle_vm import Call, Global, PersistentRef, PickleVM, Reader, SymDict
 from hfguard.static.streams import buffered, open_decompressed, open_slice
+from hfguard.static.zipdir import ZipEntry, read_zip_directory
 
 # storage class name -> numpy-style dtype name (torch._utils storage map, plus dtype constants)
 _STORAGE_DTYPES = {

@@ -212,6 +212,111 @@ def drop_central_entry(zip_bytes: bytes, name: bytes) -> bytes:
     return zip_bytes[:cd_offset] + kept + bytes(tail)
 
 
+def sparse_data_pkl(sizes: list[int]) -> bytes:
+    """data.pkl as torch writes it for float32 tensors of these byte sizes (torch's own globals)."""
+    import collections
+
+    import torch
+
+    class _Storage:
+        def __init__(self, key: str, numel: int) -> None:
+            self.key, self.numel = key, numel
+
+    class _Tensor:
+        def __init__(self, storage: _Storage) -> None:
+            self.storage = storage
+
+        def __reduce__(self):
+            args = (self.storage, 0, (self.storage.numel,), (1,), False, collections.OrderedDict())
+            return torch._utils._rebuild_tensor_v2, args
+
+    class _Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, _Storage):
+                return ("storage", torch.FloatStorage, obj.key, "cpu", obj.numel)
+            return None
+
+    buf = io.BytesIO()
+    sd = collections.OrderedDict(
+        (f"layers.{i}.weight", _Tensor(_Storage(str(i), n // 4))) for i, n in enumerate(sizes)
+    )
+    _Pickler(buf, protocol=2).dump(sd)
+    return buf.getvalue()
+
+
+def write_sparse_torch_zip(path: Path, sizes: list[int], real_crc: bool = False) -> None:
+    """A STORED torch zip whose tensor members are holes (zeros, sparse on disk) of these byte
+    sizes; zip64 records once offsets pass 4 GiB. CRCs of the holes are only computed when asked
+    (slow for GBs; a scanner that never reads tensor data never needs them)."""
+
+    def crc_of_zeros(n: int) -> int:
+        crc, block = 0, bytes(1 << 24)
+        while n:
+            k = min(n, len(block))
+            crc, n = zlib.crc32(block[:k], crc), n - k
+        return crc
+
+    members: list[tuple[str, bytes | int]] = [
+        ("archive/data.pkl", sparse_data_pkl(sizes)),
+        ("archive/byteorder", b"little"),
+        ("archive/version", b"3\n"),
+    ]
+    members += [(f"archive/data/{i}", n) for i, n in enumerate(sizes)]
+    crcs: dict[int, int] = {}
+    central = b""
+    big = 0xFFFFFFFF
+    with open(path, "wb") as fh:
+        for name, body in members:
+            offset = fh.tell()
+            size = body if isinstance(body, int) else len(body)
+            if isinstance(body, int):
+                crc = crcs.setdefault(size, crc_of_zeros(size)) if real_crc else 0
+            else:
+                crc = zlib.crc32(body)
+            nb = name.encode()
+            fh.write(struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 45, 0, 0, 0, 0, crc, size, size, len(nb), 0))
+            fh.write(nb)
+            if isinstance(body, int):
+                fh.seek(size, 1)
+            else:
+                fh.write(body)
+            extra = struct.pack("<HHQ", 1, 8, offset) if offset >= big else b""
+            central += (
+                struct.pack(
+                    "<4sHHHHHHIIIHHHHHII",
+                    b"PK\x01\x02",
+                    45,
+                    45,
+                    0,
+                    0,
+                    0,
+                    0,
+                    crc,
+                    size,
+                    size,
+                    len(nb),
+                    len(extra),
+                    0,
+                    0,
+                    0,
+                    0,
+                    min(offset, big),
+                )
+                + nb
+                + extra
+            )
+        cd_offset = fh.tell()
+        fh.write(central)
+        n = len(members)
+        if cd_offset >= big:
+            z64 = fh.tell()
+            fh.write(
+                struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, len(central), cd_offset)
+            )
+            fh.write(struct.pack("<4sIQI", b"PK\x06\x07", 0, z64, 1))
+        fh.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, n, n, len(central), min(cd_offset, big), 0))
+
+
 # -- legacy torch, tar, numpy, joblib, compressed --------------------------------------------------
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
@@ -229,6 +334,27 @@ def legacy_torch(data_pickle: bytes, keys: list[str] | None = None, raw: bytes =
         + data_pickle
         + pickle.dumps(keys or [], protocol=2)
         + raw
+    )
+
+
+def old_torch_tar(records: list[bytes] | None = None) -> bytes:
+    """torch's pre-1.0 tar checkpoint: sys_info, pickle, storages (count, then per storage a pickled
+    (key, location, storage_type) and size + raw bytes), tensors (count, then records + layout)."""
+    import torch
+
+    storages = pickle.dumps(2, protocol=2)
+    for key, n in (("0", 3), ("1", 2)):
+        storages += records.pop(0) if records else pickle.dumps((key, "cpu", torch.FloatStorage), protocol=2)
+        storages += struct.pack("<q", n) + bytes(4 * n)
+    tensors = pickle.dumps(1, protocol=2) + pickle.dumps(("t0", "0", torch.FloatTensor), protocol=2)
+    tensors += struct.pack("<ii", 1, 0) + struct.pack("<qqq", 3, 1, 0)
+    return tar_with(
+        [
+            ("sys_info", pickle.dumps({"protocol_version": 1001}, protocol=2)),
+            ("pickle", pickle.dumps({"w": 1}, protocol=2)),
+            ("storages", storages),
+            ("tensors", tensors),
+        ]
     )
 
 

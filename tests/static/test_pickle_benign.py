@@ -82,6 +82,19 @@ def test_whole_pickled_module_is_flagged_not_blocked(scan_bytes):
     assert "torch.nn.modules.linear.Linear" in {f.evidence["global"] for f in report.all_findings()}
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.script/save are deprecated
+def test_torchscript_archive_is_flagged_for_its_code_not_blocked(scan_bytes):
+    """TorchScript (torch.jit.save) carries compiled code: __torch__ classes are unknown (FLAG);
+    the TorchScript list builders are not treated as torch.jit entry points."""
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), buf)
+    report = scan_bytes("scripted.pt", buf.getvalue())
+    assert report.verdict is Verdict.FLAG, [f.to_dict() for f in report.all_findings()]
+    names = {f.evidence.get("global") for f in report.all_findings()}
+    assert "__torch__.torch.nn.modules.linear.Linear" in names
+    assert not any(n and n.startswith("torch.jit") for n in names)
+
+
 def test_numpy_and_sklearn_joblib(tmp_path, scan_bytes):
     import numpy as np
     from sklearn.ensemble import RandomForestClassifier
@@ -125,3 +138,36 @@ def test_real_minilm_weights_pass(tmp_path, scan_bytes):
     buf = io.BytesIO()
     torch.save(sd, buf, _use_new_zipfile_serialization=False)
     _passes(scan_bytes("minilm-legacy.bin", buf.getvalue()))
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_trainer_side_files_pass(scan_bytes, protocol):
+    """rng_state.pth, scaler.pt and friends that the HF Trainer writes beside a checkpoint."""
+    import random
+
+    import numpy as np
+
+    objs = {
+        "rng_state": {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "cpu": torch.random.get_rng_state(),
+        },
+        "values": {
+            "f": np.float32(1.5),
+            "i": np.int64(3),
+            "u": np.array(["x", "y"]),
+            "b": np.bool_(True),
+            "s": {1, 2},
+            "fs": frozenset({3}),
+            "c": 1 + 2j,
+            "sl": slice(1, 2),
+            "r": range(3),
+            "ba": bytearray(b"x"),
+            "bytes": b"raw",
+        },
+    }
+    for name, obj in objs.items():
+        buf = io.BytesIO()
+        torch.save(obj, buf, pickle_protocol=protocol)
+        _passes(scan_bytes(f"{name}.pth", buf.getvalue()))

@@ -190,6 +190,17 @@ def test_tar_old_torch_and_generic(mark, scan_bytes):
     assert "dir/model.pkl" in f.location
 
 
+def test_old_torch_tar_records_are_all_scanned(mark, scan_bytes):
+    report = scan_bytes("ok.tar", fx.old_torch_tar())
+    assert report.verdict is Verdict.PASS and not report.all_findings()
+    evil = fx.old_torch_tar(
+        [pickle.dumps(("0", "cpu", __import__("torch").FloatStorage), protocol=2), fx.evil_pickle(mark, 2)]
+    )
+    report = scan_bytes("bad.tar", evil)
+    f = _blocked_by(report, "posix.system")
+    assert f.location.startswith("member storages")
+
+
 def test_numpy_object_array_and_npz(mark, scan_bytes):
     npy = fx.npy_object([1, fx.System(mark)])
     report = scan_bytes("arr.npy", npy)
@@ -236,6 +247,25 @@ def test_joblib_plain_and_compressed(mark, tmp_path, scan_bytes, comp):
     assert not {"pickle/malformed", "pickle/trailing-data", "pickle/truncated"} & fx.rules_of(report)
 
 
+def test_joblib_array_bytes_that_plain_pickle_would_run(mark, scan_bytes):
+    """joblib reads the bytes after a NumpyArrayWrapper as array data; pickle.load would decode them
+    as opcodes. A payload planted there (no alignment padding, as in joblib < 1.2) is found."""
+    payload = b"cos\nsystem\n(S'touch " + str(mark).encode() + b"'\ntR0"
+    n = len(payload)
+    wrapper = (
+        b"\x80\x02cjoblib.numpy_pickle\nNumpyArrayWrapper\n)\x81}(X\x05\x00\x00\x00shapeK"
+        + bytes([n])
+        + b"\x85X\x05\x00\x00\x00dtypecnumpy\ndtype\nX\x02\x00\x00\x00u1\x89\x88\x87R"
+        + b"(K\x03X\x01\x00\x00\x00|NNNJ"
+        + b"\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbX\x05\x00\x00\x00orderX\x01\x00\x00\x00Cub"
+    )
+    data = wrapper + payload + b"."
+    report = scan_bytes("model.joblib", data)
+    f = _blocked_by(report, "os.system")
+    assert "array bytes as pickle.load reads them" in f.location
+    assert not {"pickle/malformed", "pickle/trailing-data"} & fx.rules_of(report)  # joblib's view parses
+
+
 def test_joblib_object_array_nested_pickle(mark, tmp_path, scan_bytes):
     import numpy as np
 
@@ -244,6 +274,25 @@ def test_joblib_object_array_nested_pickle(mark, tmp_path, scan_bytes):
     path = fx.joblib_file(tmp_path / "o.joblib", {"objs": arr, "w": np.zeros(10)})
     f = _blocked_by(scan_bytes("o.joblib", path.read_bytes()), "builtins.exec")
     assert "object-array@" in f.location
+
+
+def test_joblib_legacy_zf_format(mark, scan_bytes, tmp_path):
+    import warnings
+    import zlib
+
+    import joblib
+
+    def zf(payload: bytes) -> bytes:
+        return b"ZF" + hex(len(payload)).encode().ljust(19) + zlib.compress(payload)
+
+    benign = tmp_path / "benign_zf.pkl"
+    benign.write_bytes(zf(pickle.dumps({"ok": [1, 2]}, protocol=2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert joblib.load(benign) == {"ok": [1, 2]}  # the format is real: joblib still reads it
+    assert scan_bytes("ok.pkl", benign.read_bytes()).verdict is Verdict.PASS
+    f = _blocked_by(scan_bytes("old.pkl", zf(fx.evil_pickle(mark, 2))), "posix.system")
+    assert f.location.startswith("member <zlib>")
 
 
 @pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz", "lzma", "zlib"])
@@ -315,3 +364,30 @@ def test_truncated_zip_and_garbage_zip(scan_bytes, mark):
     assert report.verdict in (Verdict.BLOCK, Verdict.FLAG) and "archive/malformed" in fx.rules_of(report)
     report = scan_bytes("junk.pt", b"PK\x03\x04" + b"\xff" * 200)
     assert "archive/malformed" in fx.rules_of(report)
+
+
+def test_zip_scan_reads_directory_headers_and_pickles_only(tmp_path):
+    """Tensor data is never read: the bytes read stay tiny however large the checkpoint."""
+    from hfguard.checks import ScanContext
+    from hfguard.engine import scan_file
+    from hfguard.policy import Policy
+    from hfguard.static.serialization import SerializationCheck
+    from hfguard.target import Target, TargetFile
+
+    path = tmp_path / "big.pt"
+    fx.write_sparse_torch_zip(path, [256 << 20] * 4)  # 1 GiB of tensors, sparse on disk
+    read = []
+
+    class Counting(io.FileIO):
+        def readinto(self, b):
+            n = super().readinto(b)
+            read.append(n or 0)
+            return n
+
+    file = TargetFile(
+        path="big.pt", size=path.stat().st_size, opener=lambda: io.BufferedReader(Counting(path))
+    )
+    ctx = ScanContext(policy=Policy(), target=Target(name="t", source="local", files=[file]))
+    report = scan_file(file, [SerializationCheck()], ctx)
+    assert report.format == "zip" and not report.findings
+    assert sum(read) < 256 << 10, sum(read)  # < 256 KiB of a 1 GiB file

@@ -90,3 +90,27 @@ def test_layout_refuses_non_checkpoints(mark):
         torch_zip_tensors(io.BytesIO(fx.zip_with([("a/b.txt", b"x")])))
     with pytest.raises(LayoutError):  # a payload instead of a state dict: no tensors, nothing run
         torch_zip_tensors(io.BytesIO(fx.replace_member(fx.evil_torch_zip(mark), "data.pkl", b"\x80\x02N")))
+
+
+def test_sparse_zip64_checkpoint_past_4gib(tmp_path, scan_bytes):
+    """A 6 GiB torch zip (sparse on disk, zip64 offsets): scanned from its directory and data.pkl,
+    never its tensor bytes; the layout points at the right offsets."""
+    from hfguard.engine import scan
+    from hfguard.findings import Verdict
+    from hfguard.policy import Policy
+    from hfguard.static.serialization import SerializationCheck
+    from hfguard.target import local_target
+
+    sizes = [3 << 29] * 4  # 4 x 1.5 GiB: the last header and the directory lie past 4 GiB
+    path = tmp_path / "big.pt"
+    fx.write_sparse_torch_zip(path, sizes)
+    assert path.stat().st_size > 1 << 32
+    report = scan(local_target([str(path)]), Policy(), [SerializationCheck()])
+    assert report.verdict is Verdict.PASS, report.all_findings()
+    with open(path, "rb") as fh:
+        refs = torch_zip_tensors(fh)
+    assert [r.shape for r in refs] == [(n // 4,) for n in sizes]
+    assert refs[-1].data_offset > 1 << 32 and refs[-1].data_length == sizes[-1]
+    with open(path, "rb") as fh:  # the offset is exactly where the member's bytes begin
+        fh.seek(refs[-1].data_offset - len("archive/data/3") - 30)
+        assert fh.read(4) == b"PK\x03\x04"

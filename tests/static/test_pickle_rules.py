@@ -166,6 +166,9 @@ def test_reconstructor_arguments_count_as_called(scan_bytes):
         "builtins.set",
         "_codecs.encode",
         "copyreg._reconstructor",
+        "torch.cuda.FloatStorage",
+        "torch.cuda.HalfTensor",
+        "torch.FloatTensor",
     ],
 )
 def test_checkpoint_globals_are_allowed(qual):
@@ -201,6 +204,8 @@ def test_deny_wins_and_prefixes_are_whole_components():
     assert rules.classify("osmosis.thing").status == "unknown"  # prefix is per dotted component
     assert rules.classify("torch.storage._load_from_bytes").status == "denied"
     assert rules.classify("pathlib.PosixPath.write_text").status == "denied"
+    assert rules.classify("torch.jit._pickle.build_intlist").status == "allowed"  # a deny exception
+    assert rules.classify("torch.jit.load").status == "denied"
 
 
 def test_signature_file_is_well_formed_and_documents_every_rule():
@@ -214,10 +219,20 @@ def test_signature_file_is_well_formed_and_documents_every_rule():
     # every rule id the code can emit is documented with a severity
     src = Path(__file__).parents[2] / "hfguard" / "static"
     emitted = set()
-    for f in src.glob("*.py"):
+    mine = ("pickle_vm", "pickle_rules", "containers", "streams", "zipdir", "serialization", "torch_layout")
+    for f in (src / f"{m}.py" for m in mine):
         emitted |= set(re.findall(r'"((?:pickle|zip|archive|numpy|torch)/[a-z0-9-]+)"', f.read_text()))
     assert emitted, "no rule ids found"
     assert emitted <= set(doc["structural"]), emitted - set(doc["structural"])
+
+
+def test_many_unknown_globals_are_summarised(scan_bytes):
+    body = b"".join(f"cpkg{i}\nThing\n0".encode() for i in range(120))
+    report = scan_bytes("many.pkl", b"\x80\x02" + body + b"N.")
+    unknown = [f for f in report.all_findings() if f.rule == "pickle/unknown-global"]
+    summary = [f for f in unknown if "more" in f.evidence]
+    assert len(unknown) == 51 and len(summary) == 1 and summary[0].evidence["more"] == 70
+    assert report.verdict is Verdict.FLAG
 
 
 def test_check_is_registered():

@@ -190,6 +190,10 @@ def test_bounds_are_findings_not_crashes():
     million = b"\x80\x04" + b"N0" * 1_000_000 + b"N."
     res = one(million, Limits(max_opcodes=100_000))
     assert res.anomalies[0].rule == "pickle/limit-exceeded" and res.opcodes == 100_000
+    globs = b"\x80\x04" + (fx.op_str("a") + fx.op_str("b") + b"\x930") * 50 + b"N."
+    assert one(globs, Limits(max_globals=10)).anomalies[0].evidence["limit_name"] == "max_globals"
+    calls = b"\x80\x04" + fx.op_str("a") + fx.op_str("b") + b"\x93\x94" + b"h\x00)R0" * 50 + b"N."
+    assert one(calls, Limits(max_calls=10)).anomalies[0].evidence["limit_name"] == "max_calls"
     memo = b"\x80\x04N" + b"\x94" * 5000 + b"."
     res = one(memo, Limits(max_memo=1000))
     assert res.anomalies[0].evidence["limit_name"] == "max_memo"
@@ -212,5 +216,6 @@ def test_engine_blocks_and_never_runs(mark, scan_bytes):
     report = scan_bytes("model.bin", fx.memo_stack_global(mark))
     assert report.verdict is Verdict.BLOCK
     f = fx.dangerous(report)["builtins.exec"]
+    assert f.rule == "pickle/dangerous-global" and f.check == "static.serialization"
     assert f.severity is Severity.CRITICAL and f.evidence["use"] == "called"
     assert f.evidence["opcode"] == "STACK_GLOBAL" and f.location.startswith("offset ")

@@ -1,0 +1,149 @@
+"""Each structural rule of signatures/pickle_globals.yaml, provoked by a crafted file; and the
+time budget: a scan that runs out of time is an ERROR, never a PASS."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from hfguard import signatures
+from hfguard.engine import scan
+from hfguard.findings import Severity, Verdict
+from hfguard.policy import Policy, policy_from_mapping
+from hfguard.static.serialization import SerializationCheck
+from hfguard.target import local_target
+from tests.static import fixtures as fx
+
+
+def _with_gap(zip_bytes: bytes, before: bytes, gap: bytes) -> bytes:
+    """Insert `gap` before the local header of member `before`; fix the directory's offsets."""
+    z = zipfile.ZipFile(io.BytesIO(zip_bytes))
+    at = z.getinfo(before.decode()).header_offset
+    data = bytearray(zip_bytes[:at] + gap + zip_bytes[at:])
+    eocd = data.rindex(b"PK\x05\x06")
+    cd_offset = struct.unpack("<I", data[eocd + 16 : eocd + 20])[0] + len(gap)
+    data[eocd + 16 : eocd + 20] = struct.pack("<I", cd_offset)
+    pos = cd_offset
+    while data[pos : pos + 4] == b"PK\x01\x02":
+        nlen, elen, clen = struct.unpack("<HHH", data[pos + 28 : pos + 34])
+        (hoff,) = struct.unpack("<I", data[pos + 42 : pos + 46])
+        if hoff >= at:
+            data[pos + 42 : pos + 46] = struct.pack("<I", hoff + len(gap))
+        pos += 46 + nlen + elen + clen
+    return bytes(data)
+
+
+def _set_method(zip_bytes: bytes, method: int) -> bytes:
+    data = bytearray(zip_bytes)
+    for sig, at in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        i = data.find(sig)
+        while i >= 0:
+            data[i + at : i + at + 2] = struct.pack("<H", method)
+            i = data.find(sig, i + 4)
+    return bytes(data)
+
+
+def _bad_offset(zip_bytes: bytes) -> bytes:
+    data = bytearray(zip_bytes)
+    i = data.find(b"PK\x01\x02")
+    data[i + 42 : i + 46] = struct.pack("<I", 0x7FFFFFF0)
+    return bytes(data)
+
+
+def _legacy_cut() -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(64)}, buf, _use_new_zipfile_serialization=False)
+    return buf.getvalue()[:-100]
+
+
+two = [
+    ("archive/a.pkl", pickle.dumps({"a": 1}, protocol=2)),
+    ("archive/b.pkl", pickle.dumps([2], protocol=2)),
+]
+CASES = {
+    "pickle/out-of-band-buffer": (lambda: b"\x80\x05\x97\x98.", None),
+    "pickle/multiple-pickles": (lambda: pickle.dumps(1, protocol=2) + pickle.dumps(2, protocol=2), None),
+    "archive/too-many-members": (lambda: fx.zip_with(two), {"max-members": 1}),
+    "archive/unsupported-compression": (lambda: _set_method(fx.zip_with(two), 99), None),
+    "zip/out-of-bounds": (lambda: _bad_offset(fx.zip_with(two)), None),
+    "zip/unlisted-data": (lambda: _with_gap(fx.zip_with(two), b"archive/b.pkl", b"\x00" * 100), None),
+    "torch/legacy-layout": (_legacy_cut, None),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(CASES))
+def test_structural_rule(tmp_path, rule):
+    build, thresholds = CASES[rule]
+    path = tmp_path / "f.bin"
+    path.write_bytes(build())
+    policy = (
+        policy_from_mapping({"thresholds": {"static.serialization": thresholds}}) if thresholds else Policy()
+    )
+    report = scan(local_target([str(path)]), policy, [SerializationCheck()])
+    found = [f for f in report.all_findings() if f.rule == rule]
+    assert found, [f.to_dict() for f in report.all_findings()]
+    expected = Severity.parse(signatures.load("pickle_globals")["structural"][rule]["severity"])
+    assert found[0].severity is expected
+    assert (report.verdict is Verdict.PASS) == (expected < Severity.MEDIUM)
+
+
+def test_every_structural_rule_has_a_test():
+    rules = set(signatures.load("pickle_globals")["structural"])
+    text = "".join(p.read_text() for p in Path(__file__).parent.glob("test_pickle_*.py"))
+    assert {r for r in rules if f'"{r}"' not in text} == set()
+
+
+def test_running_out_of_time_is_an_error_not_a_pass(tmp_path):
+    path = tmp_path / "slow.pkl"
+    path.write_bytes(pickle.dumps(list(range(200_000)), protocol=4))
+    report = scan(local_target([str(path)]), Policy(), [SerializationCheck()], budget_seconds=0.0)
+    [f] = report.all_findings()
+    assert f.rule == "check/timeout" and f.error and report.verdict is Verdict.ERROR
+
+
+def test_mutated_containers_never_crash_the_check(mark):
+    """Deterministic mutation fuzzing: every container, bytes flipped, cut and inserted. Whatever
+    comes out, the check returns findings (never raises); no payload runs."""
+    import random
+
+    from hfguard.sniff import sniff
+    from hfguard.static.serialization import scan_stream_findings
+
+    torch = pytest.importorskip("torch")
+    seeds = [
+        fx.evil_pickle(mark, 4),
+        fx.inst_payload(mark),
+        fx.torch_zip_bytes({"w": torch.ones(3), "n": {"b": torch.zeros(2, dtype=torch.bfloat16)}}),
+        fx.legacy_torch(fx.evil_pickle(mark, 2)),
+        fx.old_torch_tar(),
+        fx.npy_object([1, "x"]),
+        fx.compress("gzip", fx.evil_pickle(mark, 4)),
+        fx.zip_with([("a.npy", fx.npy_object([1]))], zipfile.ZIP_DEFLATED),
+    ]
+    rng = random.Random(20261123)
+    check = SerializationCheck()
+    for _ in range(400):
+        d = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 6)):
+            i = rng.randrange(len(d) + 1)
+            r = rng.random()
+            if r < 0.5 and i < len(d):
+                d[i] = rng.randrange(256)
+            elif r < 0.7:
+                del d[i : i + rng.randint(1, 40)]
+            elif r < 0.9:
+                d[i:i] = rng.randbytes(rng.randint(1, 16))
+            else:
+                d = d[:i]
+        data = bytes(d)
+        findings = scan_stream_findings(
+            check, io.BytesIO(data), len(data), sniff(data[:600], "", len(data)), "f"
+        )
+        assert all(f.rule and f.severity is not None for f in findings)
