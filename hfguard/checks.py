@@ -32,6 +32,7 @@ BUILTIN_CHECKS: tuple[str, ...] = (
     "hfguard.static.gguf:GGUFCheck",
     "hfguard.static.onnx:ONNXCheck",
     "hfguard.static.provenance:ProvenanceCheck",
+    "hfguard.weights.check:WeightsAnomalies", "hfguard.weights.check:WeightsBaseDiff",
 )
 
 

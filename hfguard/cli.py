@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,8 +39,16 @@ def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--budget", type=float, default=60.0, show_default=True,
                   help="Seconds one check may spend on one file before it gives up (ERROR).")
     @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+    @click.option("--base", help="Base model (path or org/name[@rev]) for the weights-tier diff; "
+                  "default: the card's base_model.")
+    @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                  help="Where the weights tier computes (cuda needs torch).")
     @functools.wraps(func)
     def wrapper(**kw: Any) -> Any:
+        # deeper-tier settings travel in the click context, read by scan_options(), so that commands
+        # which do not use them keep their signatures
+        click.get_current_context().meta["hfguard.options"] = {"base": kw.pop("base"),
+                                                               "device": kw.pop("device")}
         try:
             policy = load_policy(Path(kw.pop("policy_path")) if kw.get("policy_path") else None)
         except PolicyError as exc:
@@ -56,14 +65,25 @@ def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def scan_options() -> dict[str, Any]:
+    """--base / --device of the running command, for ScanContext.options."""
+    return dict(click.get_current_context().meta.get("hfguard.options", {}))
+
+
 def progress_printer(quiet: bool) -> Callable[[str], None]:
+    """Progress on stderr: one line rewritten in place on a terminal, a line per step in logs."""
     if quiet:
         return lambda msg: None
+    if sys.stderr.isatty():
+        width = max(20, shutil.get_terminal_size().columns - 1)
+        return lambda msg: click.echo(f"\r\x1b[Khfguard: {msg}"[: width + 4], err=True, nl=False)
     return lambda msg: click.echo(f"hfguard: {msg}", err=True)
 
 
 def emit(report: Report, policy: Policy, fmt: str, output: str | None) -> None:
     """Write the report and exit with the code its verdict calls for."""
+    if sys.stderr.isatty():
+        click.echo("\r\x1b[K", err=True, nl=False)  # clear the progress line
     if output:
         with open(output, "w", encoding="utf-8") as fh:
             write_report(report, fmt, fh, policy)
@@ -102,7 +122,7 @@ def scan(paths: tuple[str, ...], policy: Policy, fmt: str, output: str | None, b
     if not target.files:
         progress(f"nothing to scan in {target.name}")
     report = run_scan(target, policy, checks_for_tiers(policy.tiers), progress=progress,
-                      budget_seconds=budget)
+                      budget_seconds=budget, options=scan_options())
     emit(report, policy, fmt, output)
 
 

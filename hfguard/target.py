@@ -7,11 +7,56 @@ a zip's central directory seek and read just that, which is what makes remote ra
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
+
+
+class RandomAccessReader(io.RawIOBase):
+    """A read-only, seekable stream over anything that can read `n` bytes at a position.
+
+    Subclasses set `size` and implement `_read_at`; wrap in `io.BufferedReader` for small reads.
+    """
+
+    size: int = 0
+    pos: int = 0
+
+    def _read_at(self, pos: int, n: int) -> bytes:
+        raise NotImplementedError
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise OSError(f"negative seek position {base + offset}")
+        self.pos = base + offset
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), self.size - self.pos)
+        if n <= 0:
+            return 0
+        data = self._read_at(self.pos, n)
+        view[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+    def readall(self) -> bytes:
+        data = self._read_at(self.pos, max(0, self.size - self.pos)) if self.pos < self.size else b""
+        self.pos += len(data)
+        return data
 
 
 @dataclass

@@ -70,7 +70,9 @@ def check_repo(spec: str, policy: Policy, *, use_cache: bool = True, download: b
     checks = checks_for_tiers(policy.tiers)
     check_meta = [{"id": c.id, "tier": c.tier, "version": c.version} for c in checks]
     options = dict(options or {})
-    key_options: dict[str, Any] = {"download": download, "context": options.get("context")}
+    # every option that can change the evidence (--base, --reference, --probe-data, context) is
+    # part of the key, so a cached verdict never stands in for a scan that asked for more
+    key_options: dict[str, Any] = {**options, "download": download, "context": options.get("context")}
     cache = VerdictCache() if use_cache else None
     try:
         repo_id, rev = parse_ref(spec)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hfguard.cli import emit, progress_printer, report_options
+from hfguard.cli import emit, progress_printer, report_options, scan_options
 from hfguard.policy import Policy
 
 
@@ -28,7 +28,7 @@ def check(ref: str, policy: Policy, fmt: str, output: str | None, budget: float,
         disable_progress_bars()
 
     report = check_repo(ref, policy, use_cache=not no_cache, download=download, token=token,
-                        progress=progress_printer(quiet), budget_seconds=budget)
+                        options=scan_options(), progress=progress_printer(quiet), budget_seconds=budget)
     if report.verdict is Verdict.ERROR:
         for f in report.all_findings():
             if f.error:

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hfguard.target import RandomAccessReader
+
 BLOCK_SIZE = 64 * 1024
 MAX_BLOCKS = 256                  # 16 MiB of cached blocks per file
 FULL_BODY_LIMIT = 16 * 1024 * 1024  # a server that ignores Range may send us at most this much
@@ -209,43 +211,15 @@ def _runs(indices: list[int]) -> list[list[int]]:
     return runs
 
 
-class RangeReader(io.RawIOBase):
+class RangeReader(RandomAccessReader):
     """A seekable, read-only stream over a `BlockCache` (one position per stream)."""
 
     def __init__(self, cache: BlockCache) -> None:
         super().__init__()
-        self.cache = cache
-        self.pos = 0
-        self.name = cache.name
+        self.cache, self.size, self.name = cache, cache.size, cache.name
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.cache.size}[whence]
-        new = base + offset
-        if new < 0:
-            raise OSError(f"negative seek position {new}")
-        self.pos = new
-        return new
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.cache.read(self.pos, len(view))
-        view[:len(data)] = data
-        self.pos += len(data)
-        return len(data)
-
-    def readall(self) -> bytes:
-        data = self.cache.read(self.pos, max(0, self.cache.size - self.pos))
-        self.pos += len(data)
-        return data
+    def _read_at(self, pos: int, n: int) -> bytes:
+        return self.cache.read(pos, n)
 
 
 def range_opener(cache: BlockCache) -> Callable[[], io.RawIOBase]:

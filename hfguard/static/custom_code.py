@@ -91,6 +91,10 @@ def _match(name: str, patterns: re.Pattern[str]) -> bool:
     return patterns.match(name) is not None
 
 
+class _TooComplex(Exception):
+    pass
+
+
 @dataclass
 class _Hit:
     problem: Problem
@@ -104,7 +108,8 @@ class Analysis:
 
 
 class _Analyser(ast.NodeVisitor):
-    def __init__(self, rules: Rules, budget: Budget | None) -> None:
+    def __init__(self, rules: Rules, budget: Budget | None, max_nodes: int = MAX_AST_NODES) -> None:
+        self.max_nodes = max_nodes
         self.r = rules
         self.budget = budget
         self.aliases: dict[str, str] = {}
@@ -134,9 +139,16 @@ class _Analyser(ast.NodeVisitor):
 
     def visit(self, node: ast.AST) -> Any:
         self.steps += 1
+        if self.steps > self.max_nodes:
+            raise _TooComplex
         if self.budget is not None and self.steps % 2048 == 0:
             self.budget.tick("analysing python")
         return super().visit(node)
+
+    def visit_Name(self, node: ast.Name) -> None:
+        # `__name__ = "__main__"` before a main guard makes the guarded block run on import
+        if node.id == "__name__" and isinstance(node.ctx, ast.Store):
+            self.renames_main = True
 
     # -- names ----------------------------------------------------------------------------------
     def visit_Import(self, node: ast.Import) -> None:
@@ -178,9 +190,9 @@ class _Analyser(ast.NodeVisitor):
     def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda, name: str) -> None:
         # decorators, defaults and annotations run when the def statement runs
         for d in getattr(node, "decorator_list", []):
-            name = None if isinstance(d, ast.Call) else self.qualname(d)
-            if name:
-                self._check_call(name, d)  # @os.system calls os.system(f)
+            deco = None if isinstance(d, ast.Call) else self.qualname(d)
+            if deco:
+                self._check_call(deco, d)  # @os.system calls os.system(f)
             self.visit(d)
         args = node.args
         for d in [*args.defaults, *(k for k in args.kw_defaults if k is not None)]:
@@ -316,7 +328,8 @@ class _Analyser(ast.NodeVisitor):
                 if isinstance(sub, ast.BinOp):
                     sub._hfg_seen = True  # type: ignore[attr-defined]
             if len(chrs) >= int(self.r.named["char-obfuscation"]["min_chr_calls"]):
-                decoded = "".join(chr(c.args[0].value) for c in chrs if _const_int(c))
+                decoded = "".join(chr(c.args[0].value) for c in chrs  # type: ignore[attr-defined]
+                                  if _const_int(c))
                 self._add(self.r.rule("char-obfuscation"), self.r.sev("char-obfuscation"),
                           f"builds a string from {len(chrs)} chr() calls", node, decoded=decoded[:200])
         self.generic_visit(node)
@@ -458,24 +471,19 @@ def analyse_source(source: str | bytes, filename: str = "<model code>", budget: 
                                     f"Python that cannot be parsed cannot be vetted: {type(exc).__name__}: "
                                     f"{str(exc)[:200]}", location=f"line {getattr(exc, 'lineno', 0) or 0}"))
         return out
-    renames_main = False
-    for node in ast.walk(tree):
-        out.nodes += 1
-        if isinstance(node, ast.Name) and node.id == "__name__" and isinstance(node.ctx, ast.Store):
-            renames_main = True
-        if out.nodes > max_nodes:
-            out.problems.append(Problem("custom-code/too-complex", Severity.HIGH,
-                                        f"more than {max_nodes} syntax nodes; not analysed",
-                                        evidence={"limit": max_nodes}))
-            return out
-    an = _Analyser(rules, budget)
-    an.renames_main = renames_main
+    an = _Analyser(rules, budget, max_nodes)
     try:
         an.visit(tree)
+    except _TooComplex:
+        out.problems.append(Problem("custom-code/too-complex", Severity.HIGH,
+                                    f"more than {max_nodes} syntax nodes; not analysed",
+                                    evidence={"limit": max_nodes}))
+        return out
     except RecursionError:
         out.problems.append(Problem("custom-code/too-complex", Severity.HIGH,
                                     "nesting too deep to analyse"))
         return out
+    out.nodes = an.steps
     counts: dict[str, int] = {}
     for hit in sorted(an.hits, key=lambda h: (-int(h.problem.severity), h.line)):
         counts[hit.problem.rule] = counts.get(hit.problem.rule, 0) + 1

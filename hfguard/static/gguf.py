@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 from hfguard import sniff as fmts
 from hfguard.checks import Budget, Check, ScanContext
 from hfguard.findings import Finding, Severity
-from hfguard.static.problems import Problem
+from hfguard.static.problems import Problem, lfs_pointer_problem
 from hfguard.static.templates import template_problems
 from hfguard.target import TargetFile
 
@@ -163,6 +163,11 @@ def _read_metadata(r: _Reader, n_kv: int, header: GGUFHeader) -> None:
         value = _read_value(r, vtype, keep, key)
         if value is not None:
             header.metadata[key] = value
+        elif keep == MAX_TEMPLATE and vtype == STRING:
+            header.problems.append(Problem("gguf/template-too-large", Severity.MEDIUM,
+                                           f"chat template {key!r} is over {MAX_TEMPLATE} bytes; "
+                                           "not inspected",
+                                           f"metadata {key}"))
 
 
 def _read_value(r: _Reader, vtype: int, keep: int, key: str) -> Any:
@@ -261,6 +266,10 @@ class GGUFCheck(Check):
         return fmt == fmts.GGUF or file.name.lower().endswith(".gguf")
 
     def check_file(self, file: TargetFile, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
+        pointer = lfs_pointer_problem(file, "gguf")
+        if pointer is not None:
+            yield self.finding(pointer.rule, pointer.severity, pointer.message, file=file.path, error=True)
+            return
         with file.open() as fh:
             header = read_gguf_header(fh, file.size, ctx.budget())
         for p in header.problems:

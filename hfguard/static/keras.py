@@ -7,7 +7,7 @@ fetch files from inside the load (CVE-2025-8747, CVE-2025-9906). The bytecode is
 names scanned at byte level; it is never unmarshalled.
 
 HDF5 needs no h5py: Keras stores `model_config` as a JSON string attribute, found by a bounded byte
-scan. h5py, when importable, reads the attribute as well.
+scan. h5py, when importable, reads the attribute as well, in a child process under a timeout.
 """
 
 from __future__ import annotations
@@ -16,9 +16,13 @@ import base64
 import binascii
 import fnmatch
 import functools
+import importlib.util
 import json
 import re
+import subprocess
+import sys
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -27,7 +31,7 @@ from hfguard import signatures
 from hfguard import sniff as fmts
 from hfguard.checks import Budget, Check, ScanContext
 from hfguard.findings import Finding, Severity
-from hfguard.static.problems import Problem
+from hfguard.static.problems import Problem, lfs_pointer_problem
 from hfguard.target import TargetFile
 
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
@@ -37,6 +41,7 @@ MAX_DEPTH = 200
 SCAN_CHUNK = 8 * 1024 * 1024
 H5_SCAN_BYTES = 256 * 1024 * 1024   # how far into an HDF5 file the byte scan looks for the config
 MAX_CONFIGS = 16
+H5PY_TIMEOUT = 20.0
 _MARKERS = (b'{"class_name"', b'{"module"')
 _KERAS_MEMBERS = {"config.json", "metadata.json", "model.weights.h5", "model.weights.npz"}
 _IDENT = re.compile(rb"[A-Za-z_][A-Za-z0-9_]{1,63}")
@@ -255,24 +260,53 @@ def find_json_configs(fh: BinaryIO, limit: int = H5_SCAN_BYTES, budget: Budget |
     return found
 
 
-def h5py_configs(file: TargetFile) -> list[str] | None:
-    """The model_config / training_config attributes through h5py, or None when h5py is missing."""
+# Run in a child process: libhdf5 hangs or crashes on some hostile files (found by fuzzing), and
+# neither can be bounded in-process.
+_H5PY_CHILD = """
+import json, sys
+import h5py
+out = []
+with h5py.File(sys.argv[1], "r") as f:
+    for key in ("model_config", "training_config"):
+        if key in f.attrs:
+            val = f.attrs[key]
+            val = val.decode("utf-8", "replace") if isinstance(val, bytes) else str(val)
+            out.append(val[: int(sys.argv[2])])
+sys.stdout.write(json.dumps(out))
+"""
+
+
+def h5py_available() -> bool:
     try:
-        import h5py
-    except ImportError:
-        return None
-    if file.local_path is None:
-        return None
-    out = []
+        return importlib.util.find_spec("h5py") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def h5py_configs(file: TargetFile, timeout: float) -> tuple[list[str] | None, Problem | None]:
+    """The model_config / training_config attributes as h5py (like Keras) reads them, from a child
+    process under a timeout. (None, None) when h5py cannot be used; a Problem when it hangs or dies."""
+    if file.local_path is None or not h5py_available():
+        return None, None
+    cmd = [sys.executable, "-I", "-c", _H5PY_CHILD, str(file.local_path), str(MAX_CONFIG_BYTES)]
     try:
-        with h5py.File(file.local_path, "r") as f:
-            for key in ("model_config", "training_config"):
-                if key in f.attrs:
-                    val = f.attrs[key]
-                    out.append(val.decode("utf-8", "replace") if isinstance(val, bytes) else str(val))
-    except (OSError, ValueError, KeyError):
-        return None
-    return out
+        done = subprocess.run(cmd, capture_output=True, timeout=max(timeout, 1.0), check=False)
+    except subprocess.TimeoutExpired:
+        return None, Problem("keras/h5-unreadable", Severity.HIGH,
+                             f"h5py did not finish reading the attributes in {timeout:.0f}s: a hostile or "
+                             "corrupt HDF5 file hangs the library Keras loads it with", None,
+                             {"timeout_s": round(timeout, 1)})
+    if done.returncode < 0:
+        return None, Problem("keras/h5-unreadable", Severity.HIGH,
+                             f"h5py crashed reading the attributes (signal {-done.returncode})", None,
+                             {"signal": -done.returncode})
+    if done.returncode != 0:
+        return None, None  # h5py refuses the file (so would Keras); the byte scan still ran
+    try:
+        configs = json.loads(done.stdout)
+    except ValueError:
+        return None, None
+    return [c for c in configs if isinstance(c, str)], None
 
 
 class KerasCheck(Check):
@@ -289,6 +323,9 @@ class KerasCheck(Check):
             problems = self._hdf5(file, ctx)
         elif fmt == fmts.ZIP:
             problems = self._archive(file, ctx)
+        elif (pointer := lfs_pointer_problem(file, "keras")) is not None:
+            yield self.finding(pointer.rule, pointer.severity, pointer.message, file=file.path, error=True)
+            return
         else:
             problems = [Problem("keras/bad-archive", Severity.HIGH,
                                 f"named .keras but the content is {fmt}, not a zip archive")]
@@ -331,8 +368,14 @@ class KerasCheck(Check):
                                         f"config.json is {info.file_size} bytes; not analysed",
                                         "config.json"))
                 return problems
-            with zf.open(info) as member:
-                raw = member.read(MAX_CONFIG_BYTES + 1)
+            try:
+                with zf.open(info) as member:
+                    raw = member.read(MAX_CONFIG_BYTES + 1)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError,
+                    ValueError) as exc:
+                problems.append(Problem("keras/bad-archive", Severity.HIGH,
+                                        f"config.json cannot be read from the archive: {exc}", "config.json"))
+                return problems
             if len(raw) > MAX_CONFIG_BYTES:
                 problems.append(Problem("keras/config-too-large", Severity.HIGH,
                                         "config.json inflates past the limit; not analysed", "config.json"))
@@ -351,14 +394,16 @@ class KerasCheck(Check):
 
     def _hdf5(self, file: TargetFile, ctx: ScanContext) -> list[Problem]:
         budget = ctx.budget()
-        via_h5py = h5py_configs(file)
+        via_h5py, failure = None, None
+        if ctx.threshold(self.id, "use-h5py", True):
+            via_h5py, failure = h5py_configs(file, min(budget.remaining() / 2, H5PY_TIMEOUT))
         # h5py reads the attributes the way Keras does; without it the byte scan goes further
         limit = SCAN_CHUNK if via_h5py is not None else int(
             ctx.threshold(self.id, "h5-scan-bytes", H5_SCAN_BYTES))
         with file.open() as fh:
             scanned = [text for _, text in find_json_configs(fh, limit, budget)]
         texts = list(dict.fromkeys([*scanned, *(via_h5py or [])]))
-        problems: list[Problem] = []
+        problems: list[Problem] = [failure] if failure else []
         for i, text in enumerate(texts):
             problems += self._config_text(text.encode("utf-8", "surrogateescape"), f"model_config[{i}]", ctx)
         if not texts and file.size > limit and via_h5py is None:

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from hfguard.checks import Budget, Check, ScanContext
 from hfguard.findings import Finding, Severity
-from hfguard.static.problems import Problem
+from hfguard.static.problems import Problem, lfs_pointer_problem
 from hfguard.target import TargetFile
 
 MAX_DEPTH = 64
@@ -215,6 +215,10 @@ class ONNXCheck(Check):
         return file.name.lower().endswith(".onnx")
 
     def check_file(self, file: TargetFile, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
+        pointer = lfs_pointer_problem(file, "onnx")
+        if pointer is not None:
+            yield self.finding(pointer.rule, pointer.severity, pointer.message, file=file.path, error=True)
+            return
         try:
             with file.open() as fh:
                 info = read_onnx(fh, file.size, ctx.budget())

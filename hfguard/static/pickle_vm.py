@@ -488,14 +488,7 @@ class PickleVM:
                     key = len(memo)
                 else:
                     if c == 0x28:  # MARK
-                        if len(marks) >= lim.max_marks:
-                            raise VMStop(
-                                "pickle/limit-exceeded",
-                                f"more than {lim.max_marks} nested MARKs",
-                                limit=lim.max_marks,
-                                limit_name="max_marks",
-                            )
-                        marks.append(len(stack))
+                        self._push_mark(marks, len(stack))
                     elif c == 0x7D:  # EMPTY_DICT
                         stack.append(SymDict())
                     elif c == 0x5D:  # EMPTY_LIST
@@ -565,6 +558,12 @@ class PickleVM:
             return raw.decode(codec, "surrogatepass") if codec == "utf-8" else raw.decode(codec)
         except UnicodeDecodeError:
             raise VMStop("pickle/malformed", f"undecodable {what}: {raw[:40]!r}") from None
+
+    def _push_mark(self, marks: list[int], depth: int) -> None:
+        if len(marks) >= self.limits.max_marks:
+            raise VMStop("pickle/limit-exceeded", f"more than {self.limits.max_marks} nested MARKs",
+                         limit=self.limits.max_marks, limit_name="max_marks")
+        marks.append(depth)
 
     def _sized(self, r: Reader, name: str) -> Any:
         nlen, fmt, kind = _SIZED[name]
@@ -662,14 +661,7 @@ class PickleVM:
         if name in _SIZED:
             push(self._sized(r, name))
         elif name == "MARK":
-            if len(marks) >= lim.max_marks:
-                raise VMStop(
-                    "pickle/limit-exceeded",
-                    f"more than {lim.max_marks} nested MARKs",
-                    limit=lim.max_marks,
-                    limit_name="max_marks",
-                )
-            marks.append(len(stack))
+            self._push_mark(marks, len(stack))
         elif name == "PROTO":
             (proto,) = r.read(1, "PROTO")
             if proto > 5:

@@ -44,3 +44,15 @@ def load_json_bounded(file: TargetFile, limit: int) -> Any:
         return json.loads(data.decode("utf-8"))
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+
+
+LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
+
+
+def lfs_pointer_problem(file: TargetFile, area: str) -> Problem | None:
+    """A git-lfs pointer where the weights should be (a clone without `git lfs pull`): the bytes to
+    vet are not here, which is missing evidence, not a malformed file."""
+    if file.size > 1024 or not file.head(len(LFS_POINTER_PREFIX)).startswith(LFS_POINTER_PREFIX):
+        return None
+    return Problem(f"{area}/lfs-pointer", Severity.MEDIUM,
+                   "git-lfs pointer instead of the file's content (run `git lfs pull`); not vetted")

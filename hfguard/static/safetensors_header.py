@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 from hfguard import sniff as fmts
 from hfguard.checks import Budget, Check, ScanContext
 from hfguard.findings import Finding, Severity
-from hfguard.static.problems import Problem, TooLarge, load_json_bounded
+from hfguard.static.problems import Problem, TooLarge, lfs_pointer_problem, load_json_bounded
 from hfguard.target import Target, TargetFile
 
 MAX_HEADER_BYTES = 100_000_000       # the reference implementation's own cap
@@ -75,7 +75,10 @@ class _Strict:
         out = dict(pairs)
         if len(out) != len(pairs):  # rare: find which
             seen: set[str] = set()
-            self.duplicates += [k for k, _ in pairs if k in seen or seen.add(k)]
+            for k, _ in pairs:
+                if k in seen:
+                    self.duplicates.append(k)
+                seen.add(k)
         return out
 
     @staticmethod
@@ -315,6 +318,10 @@ class SafetensorsHeaderCheck(Check):
         return fmt == fmts.SAFETENSORS or file.name.lower().endswith(".safetensors")
 
     def check_file(self, file: TargetFile, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
+        pointer = lfs_pointer_problem(file, "safetensors")
+        if pointer is not None:
+            yield self.finding(pointer.rule, pointer.severity, pointer.message, file=file.path, error=True)
+            return
         limit = int(ctx.threshold(self.id, "max-header-bytes", MAX_HEADER_BYTES))
         with file.open() as fh:
             header = read_header(fh, file.size, limit, ctx.budget())

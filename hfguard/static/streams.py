@@ -17,6 +17,7 @@ from typing import IO, Any, BinaryIO
 
 from hfguard.checks import Budget
 from hfguard.static.pickle_vm import VMStop
+from hfguard.target import RandomAccessReader
 
 CHUNK = 1 << 16
 
@@ -25,36 +26,16 @@ class StreamLimit(VMStop):
     """Decompressed output passed a bound (rule archive/bomb)."""
 
 
-class Slice(io.RawIOBase):
+class Slice(RandomAccessReader):
     """A read-only, seekable window [start, start+length) of a shared parent stream."""
 
     def __init__(self, parent: BinaryIO, start: int, length: int) -> None:
         super().__init__()
-        self.parent, self.start, self.length, self.pos = parent, start, length, 0
+        self.parent, self.start, self.size = parent, start, length
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self.pos, 2: self.length}[whence]
-        self.pos = max(0, base + offset)
-        return self.pos
-
-    def readinto(self, b: Any) -> int:
-        n = min(len(b), self.length - self.pos)
-        if n <= 0:
-            return 0
-        self.parent.seek(self.start + self.pos)
-        data = self.parent.read(n)
-        b[: len(data)] = data
-        self.pos += len(data)
-        return len(data)
+    def _read_at(self, pos: int, n: int) -> bytes:
+        self.parent.seek(self.start + pos)
+        return self.parent.read(n)
 
 
 def buffered(raw: io.RawIOBase, size: int = CHUNK) -> io.BufferedReader:

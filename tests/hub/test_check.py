@@ -260,6 +260,11 @@ def test_cache_key_follows_policy_and_errors_are_never_cached(hub, tmp_path):
     policy.write_text('flag-at = "low"\n')
     code, report, _ = run_check(f"acme/tiny-bert@{sha}", "--policy", str(policy))
     assert report["stats"]["cached"] is False
+    # options that change the evidence (a base to diff against) are part of the key too
+    code, report, _ = run_check(f"acme/tiny-bert@{sha}", "--base", str(tmp_path))
+    assert report["stats"]["cached"] is False
+    code, report, _ = run_check(f"acme/tiny-bert@{sha}", "--base", str(tmp_path))
+    assert report["stats"]["cached"] is True
     hub.add_repo("acme/down", benign_files(64))
     hub.fail(r"GET /acme/down/resolve/.*model.safetensors", status=500, times=2)
     hub.fail(r"GET /acme/down/resolve/.*model.safetensors", status=500, times=1)

@@ -205,6 +205,8 @@ def test_benign_modeling_file_passes_with_info_or_low_only(tmp_path):
      Severity.CRITICAL),
     ("import sys\nsys.modules['os'].system('id')\n", "custom-code/process", Severity.CRITICAL),
     ("f = lambda: eval('1')\n", "custom-code/dynamic-code", Severity.MEDIUM),
+    ("import os, torch\nclass M:\n    @torch.no_grad()\n    @staticmethod\n    def forward(x):\n"
+     "        os.system('id')\n", "custom-code/process", Severity.HIGH),   # decorated load hook
     ("x = chr(111) + chr(115) + chr(46) + chr(115)\n", "custom-code/char-obfuscation", Severity.MEDIUM),
     ("g = globals()['__builtins__']\n", "custom-code/builtins-access", Severity.HIGH),
     ("import os\nfor k in os.environ:\n    pass\n", "custom-code/environ-dump", Severity.MEDIUM),
@@ -321,5 +323,7 @@ def test_chat_templates_in_tokenizer_config_and_jinja_files(tmp_path):
 def test_token_path_pattern_does_not_match_tokenizers_links():
     doc = '"""Backed by [tokenizers](https://github.com/huggingface/tokenizers)."""\n'
     assert "custom-code/sensitive-path" not in _rules_of(doc)
+    assert "custom-code/sensitive-path" not in _rules_of("CA = '/etc/ssl/certs/ca-certificates.crt'\n")
+    assert "custom-code/sensitive-path" in _rules_of("P = '/etc/cron.d/x'\n")
     steal = "import os\np = os.path.expanduser('~/.cache/huggingface/token')\n"
     assert _rules_of(steal)["custom-code/sensitive-path"] == Severity.HIGH

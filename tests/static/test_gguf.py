@@ -106,3 +106,10 @@ def test_chat_template_injection(tmp_path):
     assert f.rule == "chat-template/injection" and f.severity is Severity.CRITICAL
     assert "__globals__" in f.evidence["gadgets"]
     assert report.verdict is Verdict.BLOCK and not mark.exists()
+
+
+def test_oversized_chat_template_is_not_silently_skipped(tmp_path, monkeypatch):
+    from hfguard.static import gguf as gguf_check
+
+    monkeypatch.setattr(gguf_check, "MAX_TEMPLATE", 64)
+    assert _rules(_write(tmp_path / "m.gguf")) == {"gguf/template-too-large"}

@@ -146,6 +146,7 @@ def test_bad_entries(tmp_path, mutate, rule):
     (b"[1, 2]", "safetensors/header-not-object"),
     (b'  {}', "safetensors/header-start"),
     (b'{}\n\t', "safetensors/header-padding"),
+    (b'{"a":' + b"[" * 200_000 + b"]" * 200_000 + b"}", "safetensors/header-json"),   # nesting bomb
 ])
 def test_bad_header_text(tmp_path, body, rule):
     assert rule in _rules(_write(tmp_path / "bad.safetensors", body, b""))
@@ -217,3 +218,22 @@ def test_real_minilm_passes_end_to_end():
             if f["check"] in ("static.safetensors", "static.keras", "static.custom_code")]
     assert ours == []
     assert "static.safetensors" in {c["id"] for c in doc["checks"]}
+
+
+def test_git_lfs_pointers_are_missing_evidence_not_malformed(tmp_path):
+    from hfguard.static.gguf import GGUFCheck
+    from hfguard.static.keras import KerasCheck
+    from hfguard.static.onnx import ONNXCheck
+
+    pointer = (b"version https://git-lfs.github.com/spec/v1\n"
+               b"oid sha256:" + b"4d7a2146" * 8 + b"\nsize 90868376\n")
+    for name in ("model.safetensors", "model.gguf", "model.onnx", "model.keras"):
+        (tmp_path / name).write_bytes(pointer)
+    checks = [SafetensorsHeaderCheck(), GGUFCheck(), ONNXCheck(), KerasCheck()]
+    report = scan(local_target([str(tmp_path)]), Policy(), checks)
+    found = {(f.file.rsplit("/", 1)[-1], f.rule, f.error) for f in report.all_findings()}
+    assert found == {("model.safetensors", "safetensors/lfs-pointer", True),
+                     ("model.gguf", "gguf/lfs-pointer", True),
+                     ("model.onnx", "onnx/lfs-pointer", True),
+                     ("model.keras", "keras/lfs-pointer", True)}
+    assert report.verdict is Verdict.ERROR

@@ -1,0 +1,146 @@
+"""The weights-tier checks: `weights.anomalies` (statistics, sibling outliers, privacy-backdoor
+fingerprints) and `weights.base_diff` (what changed against the declared base model, and how).
+
+Nothing heavy is imported at module level: `hfguard checks` instantiates every check.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from hfguard.checks import Check, ScanContext
+from hfguard.findings import Finding, Severity
+from hfguard.target import Target
+
+# Defaults for [tool.hfguard.thresholds.weights]; how they were chosen: docs/weights-calibration.md
+DEFAULTS: dict[str, Any] = {
+    "robust-z": 6.0,             # sibling outlier -> medium
+    "robust-z-high": 12.0,       # ... -> high
+    "min-siblings": 4,
+    "tail-k": 6.0,               # tail_share counts entries beyond tail-k sigma (evidence)
+    "spectral-max-elements": 1 << 18,   # larger matrices: spectral summary on every k-th row
+    "trap-min-neurons": 8,
+    "trap-norm-tol": 1e-6,       # float32 rows scaled to one norm agree to ~1e-7
+    "trap-bias-z": 8.0,
+    "lone-bias-z": 25.0,
+    "huge-constant-z": 200.0,
+    "huge-constant-abs": 10.0,
+    "duplicate-rows": 2,
+    "single-nonzero-rows": 1,
+    "max-findings-per-rule": 20,
+}
+_SEV = {"info": Severity.INFO, "low": Severity.LOW, "medium": Severity.MEDIUM, "high": Severity.HIGH}
+
+
+def thresholds(ctx: ScanContext) -> dict[str, Any]:
+    return {k: ctx.threshold("weights", k, v) for k, v in DEFAULTS.items()}
+
+
+class WeightsAnomalies(Check):
+    id = "weights.anomalies"
+    tier = "weights"
+    version = "1"
+    description = "tensor statistics, sibling-layer outliers, NaN/Inf, privacy-backdoor fingerprints"
+
+    def check_target(self, target: Target, ctx: ScanContext) -> Iterable[Finding]:
+        from hfguard.weights.stats import backend_for
+        from hfguard.weights.tensors import checkpoints_of
+
+        ckpts, failed = checkpoints_of(target)
+        yield from unreadable_findings(self, failed, examined=bool(ckpts))
+        if not ckpts:
+            if not failed:
+                yield self.finding("weights/no-tensors", Severity.INFO,
+                                   f"no safetensors or torch zip checkpoint in {target.display}")
+            return
+        try:
+            be = backend_for(str(ctx.options.get("device") or "auto"))
+        except (RuntimeError, ValueError) as exc:   # e.g. --device cuda on a machine without one
+            yield self.finding("weights/device-unavailable", Severity.MEDIUM, str(exc), error=True)
+            return
+        th = thresholds(ctx)
+        configs = configs_by_dir(target)
+        for ckpt in ckpts:
+            ctx.progress(f"weights: {ckpt.name} ({len(ckpt.tensors)} tensors, {be.name})")
+            yield from self._checkpoint(ckpt, be, th, ctx, configs.get(ckpt.directory))
+
+    def _checkpoint(self, ckpt: Any, be: Any, th: dict[str, Any], ctx: ScanContext,
+                    config: tuple[str, dict[str, Any]] | None) -> Iterator[Finding]:
+        from hfguard.weights.analyze import analyze_checkpoint
+        from hfguard.weights.tensors import WeightsFormatError
+
+        for rule, msg, ev in ckpt.problems:
+            yield self.finding(rule, Severity.MEDIUM, msg, file=ckpt.name, evidence=ev)
+        started = time.monotonic()
+        try:
+            hits, summary = analyze_checkpoint(ckpt, be, th, ctx.budget(), config)
+        except WeightsFormatError as exc:   # e.g. a storage that reaches past the end of the file
+            yield from unreadable_findings(self, [(ckpt.name, str(exc))], examined=False)
+            return
+        summary["seconds"] = round(time.monotonic() - started, 3)
+        counts: dict[str, int] = {}
+        for hit in hits:
+            counts[hit.rule] = counts.get(hit.rule, 0) + 1
+            if counts[hit.rule] <= th["max-findings-per-rule"]:
+                yield self.finding(hit.rule, _SEV[hit.severity], hit.message, file=ckpt.name,
+                                   location=hit.location, evidence=hit.evidence,
+                                   remediation=_REMEDIATION.get(hit.rule))
+        cap = th["max-findings-per-rule"]
+        over = {r: n - cap for r, n in counts.items() if n > cap}
+        if over:
+            summary["findings_not_shown"] = over
+        yield self.finding("weights/summary", Severity.INFO,
+                           f"{summary['tensors']} tensors, {summary['parameters']:,} parameters read "
+                           f"in {summary['seconds']}s on {be.name}", file=ckpt.name, evidence=summary)
+
+
+class WeightsBaseDiff(Check):
+    id = "weights.base_diff"
+    tier = "weights"
+    version = "1"
+    description = "diff against the declared base model: which tensors changed, how much, in what shape"
+
+    def check_target(self, target: Target, ctx: ScanContext) -> Iterable[Finding]:
+        from hfguard.weights.diff import diff_findings
+
+        yield from diff_findings(self, target, ctx, thresholds(ctx))
+
+
+def unreadable_findings(check: Check, failed: list[tuple[str, str]], examined: bool) -> Iterator[Finding]:
+    """Broken weight files are ERROR (evidence missing). A format this tier cannot read is ERROR too,
+    unless another checkpoint of the target was examined (an ONNX or GGUF export next to the
+    safetensors): then it is a low finding that names what was not looked at."""
+    from hfguard.weights.tensors import UNSUPPORTED
+
+    for path, why in failed:
+        if examined and why.startswith(UNSUPPORTED):
+            yield check.finding("weights/not-examined", Severity.LOW, f"weights tier skipped {path}: {why}",
+                                file=path, remediation="Scan that file's safetensors form, if any.")
+            continue
+        yield check.finding("weights/unreadable", Severity.MEDIUM,
+                            f"weights tier cannot read {path}: {why}", file=path, error=True,
+                            remediation="Provide safetensors weights, or scan with --tier static only.")
+
+
+def configs_by_dir(target: Target) -> dict[str, tuple[str, dict[str, Any]]]:
+    """config.json of each folder of the target, parsed (small files only)."""
+    from hfguard.weights.traps import read_config
+
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for f in target.files:
+        if f.name == "config.json" and f.size <= 4 << 20:
+            doc = read_config(f.materialize())
+            if doc is not None:
+                out[f.path.rsplit("/", 1)[0] if "/" in f.path else "."] = (f.path, doc)
+    return out
+
+
+_REMEDIATION = {
+    "weights/nan-inf": "Do not load: NaN/Inf weights are corrupt or a deliberate denial of service.",
+    "weights/trap-neurons": "Do not fine-tune this model on private data; obtain weights from the original "
+                            "publisher and compare (--base).",
+    "weights/layer-outlier": "Compare against the original model with --base; a rescaled block is a "
+                             "tampering sign.",
+}

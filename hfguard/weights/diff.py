@@ -1,0 +1,295 @@
+"""Diff against the declared base model: which tensors changed, by how much, and in what shape.
+
+An honest fine-tune moves most tensors a little and spreads the change; a surgical edit (ROME-style,
+as in PoisonGPT) changes a few tensors, with the change concentrated in one singular direction or a
+few rows; trigger-word surgery rewrites a few token-embedding rows.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hfguard.checks import Budget, Check, ScanContext
+from hfguard.findings import Finding, Severity
+from hfguard.target import Target, local_target
+from hfguard.weights.analyze import EMBEDDING
+from hfguard.weights.stats import Backend, backend_for
+from hfguard.weights.tensors import Checkpoint, checkpoints_of
+from hfguard.weights.traps import POSITIONAL
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?")
+DIFF_DEFAULTS: dict[str, Any] = {
+    "surgical-max-tensors": 4,        # "confined": at most this many changed tensors ...
+    "surgical-max-share": 0.10,       # ... or this share of all tensors
+    "low-rank-energy": 0.90,          # top singular direction holds this share of ||delta||^2
+    "row-sparse-share": 0.02,         # rows carrying 90% of ||delta||^2, as a share of rows
+    "embedding-row-rel": 0.10,        # an embedding row moved by 10% of its norm ...
+    "embedding-row-vs-median": 20.0,  # ... and 20x the median row's move
+    "outlier-rel-z": 3.0,             # a narrow-shaped matrix change that stands out of the rest
+    "diff-spectral-max-elements": 64 << 20,
+}
+
+
+class BaseError(Exception):
+    """The base model could not be resolved or read."""
+
+
+def resolve_base(spec: str) -> Target:
+    """A local path, or a Hub id `org/name[@rev]` through hfguard.hub when that is installed."""
+    p = Path(spec).expanduser()
+    if p.exists():
+        return local_target([str(p)])
+    if not HUB_ID.fullmatch(spec):
+        raise BaseError(f"base {spec!r} is neither an existing path nor a Hub id (org/name[@rev])")
+    try:
+        from hfguard.hub.remote import TransferStats
+        from hfguard.hub.resolve import hub_target, resolve
+    except ImportError:
+        raise BaseError(f"base {spec!r} is a Hub id but Hub support (hfguard.hub) is not available; "
+                        "pass a local copy with --base PATH") from None
+    try:
+        return hub_target(resolve(spec), stats=TransferStats())
+    except Exception as exc:  # noqa: BLE001 - any Hub failure is a finding, not a crash
+        raise BaseError(f"base {spec!r} could not be resolved: {type(exc).__name__}: {exc}") from None
+
+
+def declared_base(target: Target) -> str | None:
+    """`base_model` from the model card (Hub) or the README.md front matter (local folders)."""
+    base = target.card.get("base_model")
+    if base is None:
+        for f in target.files:
+            if f.name.lower() == "readme.md" and f.size <= 1 << 20:
+                base = _front_matter(f.materialize()).get("base_model")
+                if base:
+                    break
+    if isinstance(base, list):
+        base = base[0] if base else None
+    return base if isinstance(base, str) and base.strip() else None
+
+
+def _front_matter(path: Path) -> dict[str, Any]:
+    import yaml
+
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return {}
+    end = text.find("\n---", 3)
+    if end < 0:
+        return {}
+    try:
+        doc = yaml.safe_load(text[3:end])
+    except yaml.YAMLError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+@dataclass
+class TensorDelta:
+    name: str
+    rel: float                      # ||delta|| / ||base||
+    changed_share: float            # entries that differ at all
+    top1_energy: float | None = None
+    topk_energy: float | None = None
+    rows_90: int | None = None      # fewest rows that hold 90% of ||delta||^2
+    rows: int | None = None
+    edited_rows: list[int] = field(default_factory=list)
+    surgical_shape: str | None = None   # "low-rank" | "row-sparse" | "sparse" | None (spread)
+
+    def classify(self, th: dict[str, Any]) -> None:
+        self.surgical_shape = None
+        if self.top1_energy is not None and self.top1_energy >= th["low-rank-energy"]:
+            self.surgical_shape = "low-rank"
+        elif self.rows_90 is not None and self.rows and \
+                self.rows_90 <= max(1, th["row-sparse-share"] * self.rows):
+            self.surgical_shape = "row-sparse"
+        elif self.rows is None and self.changed_share <= th["row-sparse-share"]:
+            self.surgical_shape = "sparse"
+
+    def evidence(self) -> dict[str, Any]:
+        ev = {"tensor": self.name, "relative_change": _r(self.rel), "changed_share": _r(self.changed_share),
+              "shape_of_change": self.surgical_shape}
+        if self.top1_energy is not None:
+            ev.update(top1_energy=_r(self.top1_energy), top4_energy=_r(self.topk_energy))
+        if self.rows_90 is not None:
+            ev.update(rows_holding_90pct=self.rows_90, rows=self.rows)
+        return ev
+
+
+def _r(x: float | None) -> float | None:
+    # 4 significant digits; None for inf/nan (JSON has neither), e.g. the change of a zero-init bias
+    return None if x is None or not math.isfinite(x) else float(f"{x:.4g}")
+
+
+def tensor_delta(name: str, w0: np.ndarray, w1: np.ndarray, be: Backend, th: dict[str, Any]) -> TensorDelta:
+    from hfguard.weights.stats import _spectral
+
+    d = w1 - w0   # the one full-size temporary: memory stays ~3x the largest tensor
+    flat = d.reshape(-1)
+    dn2 = float(np.dot(flat, flat))
+    if not math.isfinite(dn2):   # NaN/Inf in either side: weights.anomalies reports them
+        return TensorDelta(name, math.inf, float(np.count_nonzero(flat != 0)) / max(d.size, 1))
+    wn = math.sqrt(float(np.dot(w0.reshape(-1), w0.reshape(-1))))
+    td = TensorDelta(name, math.sqrt(dn2) / wn if wn > 0 else math.inf,
+                     float(np.count_nonzero(flat)) / max(d.size, 1))
+    if d.ndim == 2 and min(d.shape) >= 2 and dn2 > 0:
+        e = np.einsum("ij,ij->i", d, d).astype(np.float64)
+        cum = np.cumsum(np.sort(e)[::-1])
+        td.rows, td.rows_90 = int(d.shape[0]), int(np.searchsorted(cum, 0.9 * cum[-1]) + 1)
+        if d.size <= th["diff-spectral-max-elements"]:
+            sv = np.asarray(_spectral(be.put(np.ascontiguousarray(d)), be, dn2)["sigma"])
+            td.top1_energy, td.topk_energy = float(sv[0] ** 2 / dn2), float((sv ** 2).sum() / dn2)
+        if EMBEDDING.search(name) and not POSITIONAL.search(name) and d.shape[0] >= 16:
+            base_rows = np.sqrt(np.einsum("ij,ij->i", w0, w0, dtype=np.float64))
+            rr = np.sqrt(e) / np.maximum(base_rows, 1e-12)
+            cut = max(th["embedding-row-rel"], th["embedding-row-vs-median"] * float(np.median(rr)))
+            td.edited_rows = np.flatnonzero(rr >= cut).tolist()
+    td.classify(th)
+    return td
+
+
+@dataclass
+class DiffResult:
+    compared: int = 0
+    deltas: list[TensorDelta] = field(default_factory=list)     # changed tensors only
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    shape_mismatch: list[dict[str, Any]] = field(default_factory=list)
+    dtype_mismatch: list[str] = field(default_factory=list)
+
+
+def diff_checkpoints(base: Checkpoint, tgt: Checkpoint, be: Backend, th: dict[str, Any],
+                     budget: Budget) -> DiffResult:
+    res = DiffResult(added=sorted(set(tgt.tensors) - set(base.tensors)),
+                     removed=sorted(set(base.tensors) - set(tgt.tensors)))
+    for name in sorted(set(base.tensors) & set(tgt.tensors)):
+        budget.tick(f"diffing {name}")
+        m0, m1 = base.tensors[name], tgt.tensors[name]
+        if m0.shape != m1.shape:
+            res.shape_mismatch.append({"tensor": name, "base": list(m0.shape), "model": list(m1.shape)})
+            continue
+        if m0.dtype != m1.dtype:
+            res.dtype_mismatch.append(name)
+        if not (m0.is_float and m1.is_float) or not m0.numel:
+            continue
+        res.compared += 1
+        w0, w1 = base.load(name, copy=False), tgt.load(name, copy=False)
+        if np.array_equal(w0, w1, equal_nan=True):
+            continue
+        res.deltas.append(tensor_delta(name, w0, w1, be, th))
+        del w0, w1
+    return res
+
+
+def _primary(ckpts: list[Checkpoint]) -> Checkpoint | None:
+    # safetensors first (what loaders prefer), then the one with the most tensors
+    return max(ckpts, key=lambda c: (c.kind == "safetensors", len(c.tensors)), default=None)
+
+
+def diff_findings(check: Check, target: Target, ctx: ScanContext, th: dict[str, Any]) -> Iterator[Finding]:
+    th = {**DIFF_DEFAULTS, **{k: ctx.threshold("weights", k, v) for k, v in DIFF_DEFAULTS.items()}, **th}
+    explicit = ctx.options.get("base")
+    spec = explicit or declared_base(target)
+    if not spec:
+        yield check.finding("weights/no-base", Severity.INFO,
+                            "no base model declared (card base_model) or given (--base): diff skipped")
+        return
+    try:
+        base = resolve_base(spec)
+    except BaseError as exc:
+        yield check.finding("weights/base-unavailable", Severity.MEDIUM if explicit else Severity.LOW,
+                            str(exc), error=bool(explicit), evidence={"base": spec})
+        return
+    mine, _ = checkpoints_of(target)
+    theirs, failed = checkpoints_of(base)
+    tgt, ref = _primary(mine), _primary(theirs)
+    if tgt is None or ref is None:
+        what = "the model" if tgt is None else f"base {spec}"
+        yield check.finding("weights/base-unavailable", Severity.MEDIUM if explicit else Severity.LOW,
+                            f"no readable checkpoint in {what}: diff skipped", error=bool(explicit),
+                            evidence={"base": spec, "unreadable": failed})
+        return
+    try:
+        be = backend_for(str(ctx.options.get("device") or "auto"))
+    except (RuntimeError, ValueError) as exc:
+        yield check.finding("weights/device-unavailable", Severity.MEDIUM, str(exc), error=True)
+        return
+    ctx.progress(f"weights: diffing {tgt.name} against {ref.name}")
+    from hfguard.weights.analyze import single_threaded_blas
+
+    with single_threaded_blas():
+        res = diff_checkpoints(ref, tgt, be, th, ctx.budget())
+    yield from judge(check, res, tgt.name, spec, th)
+
+
+def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any]) -> Iterator[Finding]:
+    f = lambda rule, sev, msg, **kw: check.finding(rule, sev, msg, file=file, **kw)  # noqa: E731
+    if res.shape_mismatch:
+        yield f("weights/base-shape-mismatch", Severity.MEDIUM,
+                f"{len(res.shape_mismatch)} tensors have a different shape than in base {spec}",
+                evidence={"tensors": res.shape_mismatch[:50]})
+    if res.removed:
+        yield f("weights/base-tensors-removed", Severity.MEDIUM,
+                f"{len(res.removed)} tensors of base {spec} are missing",
+                evidence={"tensors": res.removed[:50]})
+    if res.added:
+        yield f("weights/base-tensors-added", Severity.LOW,
+                f"{len(res.added)} tensors are not in base {spec} (new heads are common; others are not)",
+                evidence={"tensors": res.added[:50]})
+    if res.dtype_mismatch:
+        yield f("weights/base-dtype-changed", Severity.INFO,
+                f"{len(res.dtype_mismatch)} tensors changed dtype",
+                evidence={"tensors": res.dtype_mismatch[:50]})
+    changed = res.deltas
+    n = max(res.compared, 1)
+    confined = 0 < len(changed) <= max(th["surgical-max-tensors"], th["surgical-max-share"] * n)
+    summary = {"base": spec, "compared": res.compared, "changed": len(changed),
+               "changed_share": _r(len(changed) / n),
+               "median_relative_change": _r(float(np.median([d.rel for d in changed]))) if changed else 0.0,
+               "confined": confined}
+    surgical = [d for d in changed if d.surgical_shape]
+    if confined and surgical:
+        yield f("weights/surgical-edit", Severity.HIGH,
+                f"only {len(changed)} of {res.compared} tensors differ from base {spec}, and the change is "
+                f"{'/'.join(sorted({d.surgical_shape or '' for d in surgical}))} "
+                f"({', '.join(d.name for d in surgical[:4])}): the shape of a targeted edit, not a fine-tune",
+                location=surgical[0].name,
+                evidence={**summary, "tensors": [d.evidence() for d in changed[:20]]},
+                remediation="Use the base model, or find out who made this edit and why.")
+    elif changed and not confined:
+        yield from _outliers_in_dense(f, changed, th, spec)
+    for d in changed:
+        if d.edited_rows and len(d.edited_rows) <= max(64, 0.01 * (d.rows or 0)):
+            # inside a dense fine-tune, rows of the tokens it saw move a lot too: low, with the rows
+            yield f("weights/edited-embedding-rows", Severity.HIGH if confined else Severity.LOW,
+                    f"{len(d.edited_rows)} rows of {d.name} were rewritten ({d.rel:.3g} relative change "
+                    "overall): trigger-token surgery edits a few vocabulary rows", location=d.name,
+                    evidence={**d.evidence(), "row_indices": d.edited_rows[:64]})
+    yield f("weights/base-diff-summary", Severity.INFO,
+            f"{len(changed)} of {res.compared} tensors differ from base {spec}", evidence=summary)
+
+
+def _outliers_in_dense(f: Any, changed: list[TensorDelta], th: dict[str, Any],
+                       spec: str) -> Iterator[Finding]:
+    """A surgical edit hidden in a fine-tune: one tensor moved far more than the rest, narrowly."""
+    # matrices only: vectors (norm gains, biases) move on a different scale and would widen the MAD
+    mats = [d for d in changed if d.rows and 0 < d.rel < math.inf]
+    logs = [math.log(d.rel) for d in mats]
+    if len(logs) < 8:
+        return
+    med = float(np.median(logs))
+    mad = max(float(np.median(np.abs(np.asarray(logs) - med))), 0.1)
+    for d in mats:
+        if d.surgical_shape:
+            z = (math.log(d.rel) - med) / (1.4826 * mad)
+            if z >= th["outlier-rel-z"]:
+                yield f("weights/outlier-edit", Severity.MEDIUM,
+                        f"{d.name} moved {d.rel:.3g} relative to base {spec}, {z:.1f} robust sigmas "
+                        f"beyond the other changed tensors, in a {d.surgical_shape} shape", location=d.name,
+                        evidence={**d.evidence(), "robust_z": _r(z)})

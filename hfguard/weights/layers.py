@@ -1,0 +1,80 @@
+"""Sibling layers: the same role in every block (`encoder.layer.{i}.attention.self.query.weight`),
+compared by robust z-scores (median / MAD) so that one rescaled or rebuilt block stands out.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+# The first purely numeric path component is the block index in BERT (encoder.layer.3),
+# GPT-2 (h.3), LLaMA (model.layers.3), CLIP (text_model.encoder.layers.3), ViT (blocks.3 /
+# encoder.layer.3) and T5 (block.3); Sequential indices deeper in a block stay part of the role.
+_INDEX = re.compile(r"(?:^|\.)(\d+)(?=\.|$)")
+
+# feature -> floor on the MAD (in log units): siblings of trained models are not identical, and
+# with a handful of blocks a tiny MAD would turn noise into huge z (see docs/weights-calibration.md)
+FEATURES: dict[str, float] = {
+    "log_std": 0.10,
+    "log_absmax": 0.25,
+    "log_kurtosis": 0.35,
+    "log_stable_rank": 0.15,
+}
+
+
+def role_of(name: str) -> tuple[str, int | None]:
+    m = _INDEX.search(name)
+    if not m:
+        return name, None
+    return name[: m.start(1)] + "{i}" + name[m.end(1):], int(m.group(1))
+
+
+def features_of(st: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, feat in (("std", "log_std"), ("absmax", "log_absmax"), ("kurtosis", "log_kurtosis"),
+                      ("stable_rank", "log_stable_rank")):
+        v = st.get(key)
+        if v is not None and v > 0 and math.isfinite(v):
+            out[feat] = math.log(v)
+    return out
+
+
+def robust_z(values: list[float], floor: float) -> tuple[float, float, list[float]]:
+    s = sorted(values)
+    med = _median(s)
+    mad = _median(sorted(abs(v - med) for v in values))
+    scale = 1.4826 * max(mad, floor)
+    return med, mad, [(v - med) / scale for v in values]
+
+
+def sibling_outliers(stats: dict[str, dict[str, Any]], shapes: dict[str, tuple[int, ...]],
+                     z_min: float, min_siblings: int = 4) -> list[dict[str, Any]]:
+    """Tensors whose features sit z_min robust z-scores or more from their siblings' median."""
+    groups: dict[tuple[str, tuple[int, ...]], list[str]] = {}
+    for name, st in stats.items():
+        role, idx = role_of(name)
+        if idx is not None and st.get("n", 0) >= 16:
+            groups.setdefault((role, shapes[name]), []).append(name)
+    out: list[dict[str, Any]] = []
+    for (role, _shape), names in sorted(groups.items()):
+        if len(names) < min_siblings:
+            continue
+        feats = {n: features_of(stats[n]) for n in names}
+        for feat, floor in FEATURES.items():
+            have = [n for n in names if feat in feats[n]]
+            if len(have) < min_siblings:
+                continue
+            med, mad, zs = robust_z([feats[n][feat] for n in have], floor)
+            for n, z in zip(have, zs, strict=True):
+                if abs(z) >= z_min:
+                    out.append({"tensor": n, "role": role, "feature": feat, "z": round(z, 2),
+                                "value": round(math.exp(feats[n][feat]), 6),
+                                "sibling_median": round(math.exp(med), 6),
+                                "siblings": len(have)})
+    return out
+
+
+def _median(s: list[float]) -> float:
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])

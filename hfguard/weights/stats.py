@@ -1,0 +1,279 @@
+"""Per-tensor statistics, written once against numpy or torch (CPU or CUDA) as the array module.
+
+The moments are summed chunk by chunk around a shift near the mean: each chunk stays in cache for
+all its passes (speed) and the shift keeps fourth moments from cancelling (precision).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str           # "numpy" | "torch-cpu" | "cuda"
+    xp: Any             # the array module: numpy or torch
+    chunk: int          # elements per chunk for the moment passes
+
+    def put(self, a: np.ndarray) -> Any:
+        if self.xp is np:
+            return a
+        t = self.xp.from_numpy(a if a.flags.writeable else a.copy())   # torch wants writable memory
+        return t.to("cuda", non_blocking=True) if self.name == "cuda" else t
+
+    def empty(self, n: int) -> Any:
+        if self.xp is np:
+            return np.empty(n, dtype=np.float32)
+        return self.xp.empty(n, dtype=self.xp.float32, device="cuda" if self.name == "cuda" else "cpu")
+
+    def host(self, x: Any) -> np.ndarray:
+        return x if isinstance(x, np.ndarray) else x.detach().cpu().numpy()
+
+    def to64(self, x: Any) -> Any:
+        return x.astype(np.float64) if self.xp is np else x.double()
+
+
+def backend_for(device: str = "auto") -> Backend:
+    """`auto`: CUDA through torch when present, else numpy. `torch-cpu` exists for equality tests."""
+    if device == "auto" and not _nvidia_driver_present():
+        return Backend("numpy", np, 1 << 17)   # no GPU here: spare the seconds of importing torch
+    if device in ("auto", "cuda", "torch-cpu"):
+        try:
+            import torch
+        except ImportError:
+            if device != "auto":
+                raise RuntimeError(f"--device {device} needs torch, which is not installed") from None
+            return Backend("numpy", np, 1 << 17)
+        if device == "torch-cpu":
+            return Backend("torch-cpu", torch, 1 << 22)
+        if torch.cuda.is_available():
+            return Backend("cuda", torch, 1 << 28)
+        if device == "cuda":
+            raise RuntimeError("--device cuda: torch sees no CUDA device")
+    elif device != "cpu":
+        raise ValueError(f"unknown device {device!r}; expected auto, cpu or cuda")
+    return Backend("numpy", np, 1 << 17)
+
+
+def _nvidia_driver_present() -> bool:
+    import os
+
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
+
+
+def tensor_stats(arr: np.ndarray, be: Backend, *, tail_k: float = 6.0, spectral_max: int = 1 << 18,
+                 tick: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """Statistics of one tensor (float32, possibly a read-only map of the file); numbers only, so
+    both backends compare equal. 2-D tensors get row and spectral statistics too."""
+    x = be.put(arr)
+    rows2d = x.ndim == 2 and min(x.shape) >= 2
+    with np.errstate(invalid="ignore", over="ignore"):   # inf - inf in a chunk sum is expected
+        st, rows = _fused_pass(x if rows2d else x.reshape(1, -1), be, tail_k, tick, rows2d)
+    if rows is not None:
+        st.update(_row_summary(x, be, *rows, tick))
+        st.update(_spectral_budgeted(x, be, rows[0], spectral_max))
+    return st
+
+
+def _blocks(x: Any, chunk: int) -> Any:
+    """Row blocks of about `chunk` elements (a single long row is split into flat pieces)."""
+    rows, cols = int(x.shape[0]), int(x.shape[1])
+    if rows == 1:
+        flat = x.reshape(-1)
+        for i in range(0, cols, chunk):
+            yield flat[i:i + chunk].reshape(1, -1)
+        return
+    step = max(1, chunk // max(cols, 1))
+    for i in range(0, rows, step):
+        yield x[i:i + step]
+
+
+def _fused_pass(x: Any, be: Backend, tail_k: float, tick: Callable[[], None],
+                rows2d: bool) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray] | None]:
+    """Moments, extremes, zeros, and (2-D) row norms and non-zero counts, each block read once
+    while it sits in cache. Moments are taken about a shift near the mean (no cancellation); for
+    the usual zero-centred weights the shift is 0 and the subtraction pass is skipped. Sums go
+    through BLAS products with a ones vector (several times faster than numpy's pairwise sum)."""
+    xp = be.xp
+    n = int(x.shape[0]) * int(x.shape[1])
+    sample = x.reshape(-1)[: min(n, 4096)]
+    sample = sample[xp.isfinite(sample)]
+    shift = float(sample.mean()) if sample.shape[0] else 0.0
+    if sample.shape[0] and abs(shift) <= 0.1 * float(sample.std()):
+        shift = 0.0   # cancellation is at most (mean/std)^4 = 1e-4 of the fourth moment
+    s1 = s2 = s3 = s4 = 0.0
+    hi, lo, nonzero, nan, inf, finite = -math.inf, math.inf, 0, 0, 0, 0
+    sq: list[np.ndarray] = []
+    nnz: list[np.ndarray] = []
+    ones = dbuf = d2buf = None
+    for blk in _blocks(x, be.chunk):
+        tick()
+        r, k = int(blk.shape[0]), int(blk.shape[1])
+        m = r * k
+        if ones is None or int(ones.shape[0]) < k:
+            ones = be.put(np.ones(k, dtype=np.float32))
+        if d2buf is None or int(d2buf.shape[0]) < m:
+            dbuf, d2buf = be.empty(m), be.empty(m)
+        one, c = ones[:k], blk.reshape(-1)
+        d = c
+        if shift:
+            d = dbuf[:m]
+            xp.subtract(c, shift, out=d)
+        t1 = float((d.reshape(r, k) @ one).sum())
+        if not math.isfinite(t1):   # a finite sum proves every entry finite
+            nan += int(xp.isnan(c).sum())
+            inf += int(xp.isinf(c).sum())
+            rows2d = False          # row and spectral statistics need finite numbers
+            c = c[xp.isfinite(c)]
+            if not c.shape[0]:
+                continue
+            d = c - shift
+            d2 = d * d
+            s1, s2 = s1 + float(d.sum()), s2 + float(d2.sum())
+            s3, s4 = s3 + float((d2 * d).sum()), s4 + float((d2 * d2).sum())
+            hi, lo = max(hi, float(c.max())), min(lo, float(c.min()))
+            finite += int(c.shape[0])
+            nonzero += int(xp.count_nonzero(c))
+            continue
+        finite += m
+        d2 = d2buf[:m]
+        xp.multiply(d, d, out=d2)
+        s1 += t1
+        if rows2d and not shift:   # row norms come out of the second moment for free
+            rs = d2.reshape(r, k) @ one
+            s2 += float(rs.sum())
+            sq.append(be.host(rs))
+        else:
+            s2 += float(xp.dot(d, d))
+            if rows2d:
+                sq.append(be.host(xp.einsum("ij,ij->i", blk, blk)))
+        s3 += float(xp.dot(d2, d))
+        s4 += float(xp.dot(d2, d2))
+        bhi, blo = float(c.max()), float(c.min())
+        hi, lo = max(hi, bhi), min(lo, blo)
+        # counting non-zeros is the slowest pass: only where a zero is possible at all
+        maybe_zero = float(d2.min()) == 0.0 if not shift else blo <= 0.0 <= bhi
+        if rows2d:
+            nz = be.host(xp.count_nonzero(blk, 1)) if maybe_zero else np.full(r, k)
+            nnz.append(nz)
+            nonzero += int(nz.sum())
+        else:
+            nonzero += int(xp.count_nonzero(c)) if maybe_zero else m
+    st: dict[str, Any] = {"n": n, "nan": nan, "inf": inf}
+    if not finite:
+        return {**st, "mean": None, "std": None, "absmax": None, "kurtosis": None,
+                "tail_share": None, "zero_share": None}, None
+    m1, m2, m3, m4 = s1 / finite, s2 / finite, s3 / finite, s4 / finite
+    var = max(m2 - m1 * m1, 0.0)
+    mean, std = shift + m1, math.sqrt(var)
+    mu4 = m4 - 4 * m1 * m3 + 6 * m1 * m1 * m2 - 3 * m1 ** 4   # central, from moments about the shift
+    tail = 0
+    cut = tail_k * std
+    if std > 0 and (hi > mean + cut or lo < mean - cut):   # else no entry can lie beyond: no pass
+        for blk in _blocks(x, be.chunk):
+            tick()
+            c = blk.reshape(-1)
+            tail += int(xp.count_nonzero(c > mean + cut)) + int(xp.count_nonzero(c < mean - cut))
+    st.update(mean=mean, std=std, absmax=max(abs(hi), abs(lo)), min=lo, max=hi,
+              kurtosis=mu4 / (var * var) if var > 0 else None, tail_share=tail / finite,
+              zero_share=1 - nonzero / finite)
+    rows = (np.concatenate(sq), np.concatenate(nnz)) if rows2d and sq else None
+    return st, rows
+
+
+def _row_summary(x: Any, be: Backend, sq: np.ndarray, nz: np.ndarray,
+                 tick: Callable[[], None]) -> dict[str, Any]:
+    norms = np.sqrt(sq.astype(np.float64))
+    # float32 norms and the magnitudes of the first two entries only nominate candidates;
+    # copies are then confirmed byte for byte
+    dup = mirrored = 0
+    groups = equal_norm_groups(norms, rel_tol=1e-6, strict=False)[:4096]
+    idx = [i for g in groups for i in g][: 1 << 20]
+    # one gather for every candidate's first two entries (one device round trip, not one per group)
+    heads = np.abs(be.host(x[idx, :2])) if idx else np.zeros((0, 2), np.float32)
+    buckets: dict[tuple[int, bytes], list[int]] = {}
+    pos = 0
+    for gi, g in enumerate(groups):
+        for i in g:
+            if pos >= len(idx):
+                break
+            buckets.setdefault((gi, heads[pos].tobytes()), []).append(i)
+            pos += 1
+    for cand in buckets.values():
+        if len(cand) < 2:
+            continue
+        tick()
+        seen: set[bytes] = set()
+        for r in be.host(x[cand[:4096]]):
+            key = r.tobytes()
+            if key in seen:
+                dup += 1
+            elif (-r).tobytes() in seen:
+                mirrored += 1
+            seen.add(key)
+    return {"rows": int(x.shape[0]), "cols": int(x.shape[1]), "zero_rows": int((nz == 0).sum()),
+            "single_nonzero_rows": int((nz == 1).sum()),
+            "single_nonzero_idx": np.flatnonzero(nz == 1)[:16].tolist(),
+            "dup_rows": dup, "mirrored_rows": mirrored}
+
+
+def _spectral_budgeted(x: Any, be: Backend, sq: np.ndarray, spectral_max: int) -> dict[str, Any]:
+    """Spectral summary of the whole matrix, or of every k-th row when it is larger than the budget
+    (the same rows for same-shaped siblings, so their numbers stay comparable)."""
+    rows, cols = int(x.shape[0]), int(x.shape[1])
+    step = max(1, math.ceil(rows * cols / max(spectral_max, 1)))
+    if step > 1 and rows // step < 2:
+        return {}
+    sub = x if step == 1 else x[::step]
+    if step > 1:
+        sub = sub.copy() if be.xp is np else sub.contiguous()
+    out = _spectral(sub, be, float(sq[::step].astype(np.float64).sum()))
+    if step > 1:
+        out["spectral_row_step"] = step
+    return out
+
+
+def equal_norm_groups(norms: np.ndarray, rel_tol: float = 1e-7, strict: bool = True) -> list[list[int]]:
+    """Rows whose norms agree within rel_tol, zero rows excluded, largest groups first.
+
+    Neighbours in sorted order are chained first; `strict` then splits chains so that a whole group
+    spans at most rel_tol (a long chain of near neighbours is not one shared norm)."""
+    order = np.argsort(norms, kind="stable")
+    v = norms[order].astype(np.float64)
+    close = np.diff(v) <= rel_tol * v[1:]
+    close &= v[1:] > 0
+    if not close.any():
+        return []
+    # runs of True in `close` join rows j..k of the sorted order
+    edges = np.diff(np.concatenate(([0], close.astype(np.int8), [0])))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    groups: list[list[int]] = []
+    for a, b in zip(starts, ends, strict=True):
+        if not strict:
+            groups.append(order[a:b + 1].tolist())
+            continue
+        lo = a
+        for k in range(a + 1, b + 2):
+            if k == b + 1 or v[k] - v[lo] > rel_tol * v[k]:
+                if k - lo >= 2:
+                    groups.append(order[lo:k].tolist())
+                lo = k
+    return sorted(groups, key=len, reverse=True)
+
+
+def _spectral(x: Any, be: Backend, fro2: float, k: int = 4, iters: int = 3) -> dict[str, Any]:
+    """Top singular values by block power iteration; stable rank = ||W||_F^2 / sigma_1^2."""
+    xp = be.xp
+    k = min(k, int(x.shape[0]), int(x.shape[1]))
+    q = be.put(np.random.default_rng(0).standard_normal((int(x.shape[1]), k)).astype(np.float32))
+    for _ in range(iters):
+        q, _r = xp.linalg.qr(x @ q)
+        q, _r = xp.linalg.qr(x.T @ q)
+    sv = be.host(xp.linalg.svd(x @ q, full_matrices=False)[1]).astype(np.float64)
+    s1 = float(sv[0]) if sv.size else 0.0
+    return {"sigma": [float(s) for s in sv], "stable_rank": fro2 / (s1 * s1) if s1 > 0 else None}

@@ -1,0 +1,330 @@
+"""Tensor access without executing anything: safetensors headers parsed here, torch zip layouts
+recovered by the static tier's symbolic pickle VM. Tensors come out one at a time as float32
+numpy arrays, each from its own short-lived mmap, so memory stays bounded by the largest tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAX_HEADER = 100 << 20  # the reference implementation's own limit on a safetensors header
+
+# safetensors dtype -> (numpy storage dtype, bytes per element, is floating point)
+ST_DTYPES: dict[str, tuple[str, int, bool]] = {
+    "F64": ("float64", 8, True), "F32": ("float32", 4, True), "F16": ("float16", 2, True),
+    "BF16": ("bfloat16", 2, True), "F8_E4M3": ("float8_e4m3fn", 1, True),
+    "F8_E5M2": ("float8_e5m2", 1, True),
+    "I64": ("int64", 8, False), "I32": ("int32", 4, False), "I16": ("int16", 2, False),
+    "I8": ("int8", 1, False), "U64": ("uint64", 8, False), "U32": ("uint32", 4, False),
+    "U16": ("uint16", 2, False), "U8": ("uint8", 1, False), "BOOL": ("bool", 1, False),
+}
+FLOAT_DTYPES = {"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"}
+_ITEMSIZE = {v[0]: v[1] for v in ST_DTYPES.values()}
+
+
+class WeightsFormatError(ValueError):
+    """A checkpoint that cannot be read as declared (truncated, inconsistent, unsupported)."""
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    name: str
+    dtype: str                       # numpy-style name; "bfloat16" and float8 names too
+    shape: tuple[int, ...]
+    file: str                        # display path of the file that holds it
+    path: Path                       # local path
+    offset: int                      # absolute byte offset of the storage's first element
+    nbytes: int                      # bytes of the storage (torch: the whole storage)
+    stride: tuple[int, ...] | None = None   # in elements; None: contiguous
+    storage_offset: int = 0                 # in elements
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+
+@dataclass
+class Checkpoint:
+    """One model's tensors, possibly spread over shards."""
+
+    name: str                                   # display path (file, or index json for shards)
+    kind: str                                   # "safetensors" | "torch-zip"
+    tensors: dict[str, TensorMeta] = field(default_factory=dict)
+    problems: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # rule, msg, ev
+
+    @property
+    def directory(self) -> str:
+        return self.name.rsplit("/", 1)[0] if "/" in self.name else "."
+
+    def load(self, name: str, copy: bool = True) -> np.ndarray:
+        return load_tensor(self.tensors[name], copy)
+
+    def iter_float(self) -> Iterator[tuple[TensorMeta, np.ndarray]]:
+        """Floating tensors in file order, each released when the caller moves on."""
+        for meta in sorted(self.tensors.values(), key=lambda m: (str(m.path), m.offset)):
+            if meta.is_float and meta.numel:
+                yield meta, load_tensor(meta, copy=False)
+
+
+# -- safetensors --------------------------------------------------------------------------------
+# header problems after which the tensor entries cannot be trusted for reading (the static tier
+# reports every problem; layout ones such as holes or trailing data do not stop us reading)
+_FATAL_HEADER = ("safetensors/truncated", "safetensors/header-length", "safetensors/header-too-large",
+                 "safetensors/bad-entry", "safetensors/bad-shape", "safetensors/bad-offsets",
+                 "safetensors/numel-overflow", "safetensors/byte-count", "safetensors/bad-dtype",
+                 "safetensors/header-encoding", "safetensors/header-not-object", "safetensors/past-eof",
+                 "safetensors/duplicate-key", "safetensors/header-start")
+
+
+def read_safetensors_header(path: Path, display: str) -> dict[str, TensorMeta]:
+    """Tensor entries through the static tier's strict header parser (hfguard.static)."""
+    from hfguard.static.safetensors_header import read_header
+
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        header = read_header(fh, size)
+    fatal = [p for p in header.problems if p.rule in _FATAL_HEADER or p.rule.endswith("json")]
+    if fatal or (header.problems and not header.tensors):
+        why = (fatal or header.problems)[0]
+        raise WeightsFormatError(f"{display}: {why.message} ({why.rule})")
+    out: dict[str, TensorMeta] = {}
+    data_len = size - header.data_start
+    for t in header.tensors:
+        if t.name in out:
+            raise WeightsFormatError(f"{display}: tensor {t.name!r} is declared twice")
+        dtype, itemsize, _ = ST_DTYPES.get(t.dtype, (f"unsupported:{t.dtype}", 0, False))
+        shape = tuple(t.shape)
+        # the invariants the mapping relies on, whatever the parser above let through
+        size_ok = not itemsize or t.end - t.begin == math.prod(shape) * itemsize
+        if not (0 <= t.begin <= t.end <= data_len and size_ok):
+            raise WeightsFormatError(f"{display}: tensor {t.name!r} does not fit its bytes")
+        out[t.name] = TensorMeta(t.name, dtype, shape, display, path, header.data_start + t.begin,
+                                 t.end - t.begin)
+    return out
+
+
+# -- torch zip (layout from the static tier's symbolic pickle VM; never torch.load) -------------
+def torch_zip_available() -> bool:
+    try:
+        from hfguard.static.torch_layout import torch_zip_tensors  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def read_torch_zip_layout(path: Path, display: str) -> dict[str, TensorMeta]:
+    try:
+        from hfguard.static.torch_layout import torch_zip_tensors
+    except ImportError:
+        raise WeightsFormatError("weights tier: torch zip reading not available "
+                                 "(hfguard.static.torch_layout is missing)") from None
+    try:
+        with open(path, "rb") as fh:
+            refs = torch_zip_tensors(fh)
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the layout reader's refusals become findings
+        raise WeightsFormatError(f"{display}: torch zip layout not recovered: {exc}") from None
+    out: dict[str, TensorMeta] = {}
+    for ref in refs:
+        if ref.data_offset is None:
+            raise WeightsFormatError(f"{display}: storage {ref.member} is compressed; "
+                                     "only STORED members can be mapped")
+        if ref.dtype not in _ITEMSIZE:
+            raise WeightsFormatError(f"{display}: tensor {ref.name!r} has unsupported dtype {ref.dtype}")
+        out[ref.name] = TensorMeta(ref.name, ref.dtype, tuple(ref.shape), display, path,
+                                   ref.data_offset, ref.data_length, tuple(ref.stride),
+                                   ref.storage_offset)
+    return out
+
+
+# -- decoding -------------------------------------------------------------------------------------
+def _e4m3fn_table() -> np.ndarray:
+    b = np.arange(256, dtype=np.uint32)
+    sign = np.where(b & 0x80, -1.0, 1.0)
+    exp, mant = (b >> 3) & 0xF, b & 0x7
+    val = np.where(exp == 0, mant / 8.0 * 2.0 ** -6, (1 + mant / 8.0) * 2.0 ** (exp.astype(np.float64) - 7))
+    val = sign * val
+    val[(exp == 0xF) & (mant == 0x7)] = np.nan
+    return val.astype(np.float32)
+
+
+_E4M3 = _e4m3fn_table()
+
+
+def widen(raw: np.ndarray, dtype: str) -> np.ndarray:
+    """Storage values (any dtype, bfloat16/float8 as raw integers) -> a float32 copy."""
+    if dtype == "bfloat16":   # bfloat16 is the top half of a float32
+        wide = raw.view(np.uint16).astype(np.uint32)
+        np.left_shift(wide, 16, out=wide)
+        return wide.view(np.float32)
+    if dtype == "float8_e5m2":  # the top byte of a float16
+        return (raw.view(np.uint8).astype(np.uint16) << 8).view(np.float16).astype(np.float32)
+    if dtype == "float8_e4m3fn":
+        return _E4M3[raw.view(np.uint8)]
+    return raw.astype(np.float32, copy=True)
+
+
+def _storage_dtype(dtype: str) -> str:
+    return {"bfloat16": "uint16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}.get(dtype, dtype)
+
+
+def map_bytes(path: Path, offset: int, nbytes: int) -> np.ndarray:
+    """A read-only uint8 view of file bytes [offset, offset+nbytes); unmapped with the last view."""
+    import mmap
+
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    with open(path, "rb") as fh:
+        if offset + nbytes > os.fstat(fh.fileno()).st_size:
+            raise WeightsFormatError(f"{path}: tensor data lies beyond the end of the file")
+        mm = mmap.mmap(fh.fileno(), offset - start + nbytes, offset=start, access=mmap.ACCESS_READ)
+    return np.frombuffer(mm, dtype=np.uint8, count=nbytes, offset=offset - start)
+
+
+def load_tensor(meta: TensorMeta, copy: bool = True) -> np.ndarray:
+    """The tensor as float32. With copy=False a contiguous float32 tensor comes back as a read-only
+    view of the file's pages (no copy; the mapping lives as long as the array)."""
+    itemsize = _ITEMSIZE[meta.dtype]
+    if meta.numel == 0:
+        return np.zeros(meta.shape, dtype=np.float32)
+    raw = map_bytes(meta.path, meta.offset, meta.nbytes).view(_storage_dtype(meta.dtype))
+    if meta.stride is None:
+        arr = raw[: meta.numel].reshape(meta.shape)
+    else:
+        span = zip(meta.shape, meta.stride, strict=True)
+        last = meta.storage_offset + sum((d - 1) * s for d, s in span)
+        if meta.storage_offset < 0 or any(s < 0 for s in meta.stride) or last >= raw.shape[0]:
+            raise WeightsFormatError(f"{meta.file}: tensor {meta.name!r} reaches outside its storage")
+        arr = np.lib.stride_tricks.as_strided(
+            raw[meta.storage_offset:], shape=meta.shape,
+            strides=tuple(s * itemsize for s in meta.stride), writeable=False)
+    if not copy and meta.dtype == "float32" and arr.flags.c_contiguous:
+        return arr
+    return widen(np.ascontiguousarray(arr), meta.dtype)
+
+
+# -- grouping a target's files into checkpoints -------------------------------------------------
+_TORCH_EXTS = (".bin", ".pt", ".pth", ".ckpt")
+UNSUPPORTED = "unsupported format"   # prefix of reasons for weight files this tier cannot read
+
+
+def _dirname(display: str) -> str:
+    return display.rsplit("/", 1)[0] if "/" in display else "."
+
+
+def _is_torch_zip(path: Path) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:   # central directory only; nothing is extracted
+            return any(n.endswith("/data.pkl") or n == "data.pkl" for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _read_index(path: Path, display: str) -> dict[str, str]:
+    if path.stat().st_size > MAX_HEADER:
+        raise WeightsFormatError(f"{display}: index file is implausibly large")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        wm = doc["weight_map"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise WeightsFormatError(f"{display}: not a checkpoint index: {exc!r}") from None
+    if not isinstance(wm, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in wm.items()):
+        raise WeightsFormatError(f"{display}: weight_map is not a mapping of names to files")
+    return wm
+
+
+def _read_file(kind: str, path: Path, display: str) -> dict[str, TensorMeta]:
+    return read_safetensors_header(path, display) if kind == "safetensors" else \
+        read_torch_zip_layout(path, display)
+
+
+def checkpoints_of(target: Any) -> tuple[list[Checkpoint], list[tuple[str, str]]]:
+    """Group a Target's weight files into checkpoints (shards joined through their index json).
+
+    Returns the checkpoints and the files that could not be read as (display path, reason).
+    Only weight files and index files are materialized (a full download for Hub targets).
+    """
+    from hfguard.sniff import GGUF, HDF5, NUMPY, ONNX, PICKLE, SAFETENSORS, TORCH_LEGACY, ZIP, sniff
+
+    weights: dict[str, tuple[str, Any]] = {}      # display path -> (kind, TargetFile)
+    indexes: list[Any] = []
+    failed: list[tuple[str, str]] = []
+    for f in target.files:
+        if f.name.endswith(".index.json"):
+            indexes.append(f)
+            continue
+        try:
+            fmt = sniff(f.head(600), f.name, f.size)
+        except OSError as exc:
+            failed.append((f.path, f"unreadable: {exc}"))
+            continue
+        if fmt == SAFETENSORS:
+            weights[f.path] = ("safetensors", f)
+        elif fmt == ZIP and (f.name.endswith(_TORCH_EXTS) or (f.local_path and _is_torch_zip(f.local_path))):
+            weights[f.path] = ("torch-zip", f)
+        elif f.name.endswith(".safetensors"):   # named so, not shaped so: a loader would still try it
+            failed.append((f.path, "not a valid safetensors file (header length or opening brace)"))
+        elif fmt in (TORCH_LEGACY, PICKLE) and f.name.endswith(_TORCH_EXTS):
+            failed.append((f.path, f"{UNSUPPORTED}: {fmt} checkpoints are not readable without "
+                                   "unpickling; convert to safetensors"))
+        elif fmt in (GGUF, ONNX, HDF5, NUMPY):
+            failed.append((f.path, f"{UNSUPPORTED}: the weights tier does not read {fmt} tensors yet"))
+    out: list[Checkpoint] = []
+    claimed: set[str] = set()
+    for idx in indexes:
+        folder = _dirname(idx.path)
+        ckpt = Checkpoint(name=idx.path, kind="safetensors" if ".safetensors." in idx.name else "torch-zip")
+        try:
+            wm = _read_index(idx.materialize(), idx.path)
+        except (WeightsFormatError, OSError) as exc:
+            failed.append((idx.path, str(exc)))
+            continue
+        listed: dict[str, set[str]] = {}
+        for tname, shard in wm.items():
+            listed.setdefault(f"{folder}/{shard}", set()).add(tname)
+        for shard_path, names in sorted(listed.items()):
+            if shard_path not in weights:
+                ckpt.problems.append(("weights/missing-shard", f"{idx.name} names shard {shard_path} "
+                                      "which is not in the target", {"shard": shard_path}))
+                continue
+            claimed.add(shard_path)
+            kind, tf = weights[shard_path]
+            try:
+                metas = _read_file(kind, tf.materialize(), tf.path)
+            except (WeightsFormatError, OSError) as exc:
+                failed.append((tf.path, str(exc)))
+                continue
+            extra = sorted(set(metas) - names)
+            if extra:   # tensors a loader would never see listed, or would load unannounced
+                ckpt.problems.append(("weights/index-mismatch", f"{tf.path} holds {len(extra)} tensors "
+                                      f"that {idx.name} does not list", {"tensors": extra[:20]}))
+            missing = sorted(names - set(metas))
+            if missing:
+                ckpt.problems.append(("weights/index-mismatch", f"{idx.name} lists {len(missing)} "
+                                      f"tensors that {tf.path} does not hold", {"tensors": missing[:20]}))
+            ckpt.tensors.update(metas)
+        out.append(ckpt)
+    for display, (kind, tf) in sorted(weights.items()):
+        if display in claimed:
+            continue
+        try:
+            metas = _read_file(kind, tf.materialize(), tf.path)
+        except (WeightsFormatError, OSError) as exc:
+            failed.append((display, str(exc)))
+            continue
+        out.append(Checkpoint(name=display, kind=kind, tensors=metas))
+    return out, failed

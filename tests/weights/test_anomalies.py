@@ -1,0 +1,175 @@
+"""weights.anomalies on the real MiniLM (clean) and on tampered copies of it (flagged)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hfguard.checks import ScanContext
+from hfguard.engine import scan
+from hfguard.findings import Severity, Verdict
+from hfguard.policy import Policy
+from hfguard.target import local_target
+from hfguard.weights.check import WeightsAnomalies
+
+UP = "encoder.layer.2.intermediate.dense"
+
+
+def findings(path, **options):
+    target = local_target([str(path)])
+    ctx = ScanContext(policy=Policy(tiers=("weights",)), target=target, options=options)
+    return list(WeightsAnomalies().check_target(target, ctx))
+
+
+def above_info(fs):
+    return [f for f in fs if f.severity > Severity.INFO]
+
+
+def test_real_minilm_has_nothing_above_info(minilm_dir):
+    fs = findings(minilm_dir)
+    assert above_info(fs) == []
+    [summary] = [f for f in fs if f.rule == "weights/summary"]
+    assert summary.evidence["tensors"] == 103 and summary.evidence["parameters"] > 22_000_000
+
+
+def test_planted_trap_neurons_are_flagged(tampered):
+    def plant(state):
+        w, b = state[f"{UP}.weight"], state[f"{UP}.bias"]
+        rng = np.random.default_rng(7)
+        for i in range(16):   # trap neurons: one shared norm, bias far below the rest
+            v = rng.standard_normal(w.shape[1]).astype(np.float32)
+            w[100 + i] = v / np.linalg.norm(v) * 3.0
+            b[100 + i] = -40.0
+    fs = findings(tampered(plant))
+    [trap] = [f for f in fs if f.rule == "weights/trap-neurons"]
+    assert trap.severity is Severity.HIGH and trap.location == f"{UP}.weight"
+    assert trap.evidence["neurons"] == 16 and trap.evidence["indices"] == list(range(100, 116))
+
+
+def test_rescaled_layer_is_flagged_with_its_numbers(tampered, minilm_state):
+    name = "encoder.layer.3.attention.self.query.weight"
+
+    def rescale(state):
+        state[name] *= 10.0
+    fs = findings(tampered(rescale))
+    hits = [f for f in fs if f.rule == "weights/layer-outlier"]
+    assert [f.location for f in hits] == [name]
+    ev = hits[0].evidence
+    assert hits[0].severity is Severity.HIGH and ev["features"]["log_std"]["z"] > 12
+    assert ev["features"]["log_std"]["value"] == pytest.approx(10 * minilm_state[name].std(), rel=1e-4)
+    assert ev["siblings"] == 6
+
+
+def test_nan_and_inf_are_counted(tampered):
+    def poison(state):
+        w = state["encoder.layer.1.output.dense.weight"]
+        w[3, :5] = np.nan
+        w[7, 0] = np.inf
+    fs = findings(tampered(poison))
+    [hit] = [f for f in fs if f.rule == "weights/nan-inf"]
+    assert hit.severity is Severity.HIGH and (hit.evidence["nan"], hit.evidence["inf"]) == (5, 1)
+
+
+def test_zero_gains_huge_constants_and_relu_swap(tampered):
+    def build(state):
+        state["encoder.layer.0.output.LayerNorm.weight"][:50] = 0.0
+        state["embeddings.position_embeddings.weight"][5, 7] = 5000.0
+    path = tampered(build)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["hidden_act"] = "relu"
+    (path / "config.json").write_text(json.dumps(cfg))
+    rules = {f.rule: f for f in findings(path)}
+    assert rules["weights/zero-norm-gain"].severity is Severity.HIGH
+    assert rules["weights/zero-norm-gain"].evidence["zeros"] == 50
+    huge = rules["weights/huge-constant"]
+    assert huge.evidence["max_value"] == 5000.0 and huge.evidence["flat_indices"] == [5 * 384 + 7]
+    assert rules["weights/unusual-activation"].evidence["activation"] == "relu"
+
+
+def test_duplicated_and_single_nonzero_rows(tampered):
+    def build(state):
+        w = state["encoder.layer.4.attention.output.dense.weight"]
+        w[10] = w[20]
+        w[11] = -w[21]
+        w[12] = 0
+        w[12, 3] = 1.0
+    rules = {f.rule: f for f in findings(tampered(build))}
+    assert rules["weights/duplicate-rows"].evidence == {"dup_rows": 1, "mirrored_rows": 1, "rows": 384}
+    assert rules["weights/single-nonzero-rows"].evidence["indices"] == [12]
+
+
+def test_fresh_random_init_is_clean(tmp_path):
+    import torch
+    import transformers
+
+    torch.manual_seed(3)
+    cfg = transformers.BertConfig(num_hidden_layers=6, hidden_size=64, num_attention_heads=4,
+                                  intermediate_size=256, vocab_size=1000)
+    transformers.BertModel(cfg).save_pretrained(tmp_path / "bert")
+    assert above_info(findings(tmp_path / "bert")) == []
+
+
+def test_torch_zip_is_read_without_unpickling(tmp_path):
+    """A torch checkpoint whose pickle would leave a mark if run: its tensors are read, nothing runs."""
+    import torch
+
+    mark = tmp_path / "MARK"
+
+    class Payload:
+        def __reduce__(self):
+            return (mark.touch, ())
+
+    w = torch.randn(8, 4)
+    w[2, 1] = float("nan")
+    torch.save({"w": w, "x": Payload()}, tmp_path / "pytorch_model.bin")
+    report = scan(local_target([str(tmp_path)]), Policy(tiers=("weights",)), [WeightsAnomalies()])
+    assert not mark.exists()
+    rules = {f.rule: f for f in report.all_findings()}
+    assert rules["weights/nan-inf"].evidence["nan"] == 1 and rules["weights/nan-inf"].location == "w"
+    assert rules["weights/summary"].evidence["tensors"] == 1
+    assert report.verdict is Verdict.BLOCK
+
+
+def test_unreadable_weights_are_an_error_never_a_pass(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"\x10\0\0\0\0\0\0\0{}garbage-garbage")
+    report = scan(local_target([str(tmp_path)]), Policy(tiers=("weights",)), [WeightsAnomalies()])
+    [f] = report.all_findings()
+    assert f.rule == "weights/unreadable" and f.error and report.verdict is Verdict.ERROR
+
+
+def test_formats_not_read_are_named(tmp_path, minilm_dir):
+    import shutil
+
+    (tmp_path / "model.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 32)
+    report = scan(local_target([str(tmp_path)]), Policy(tiers=("weights",)), [WeightsAnomalies()])
+    [f] = report.all_findings()
+    assert f.rule == "weights/unreadable" and f.error and "gguf" in f.message
+    shutil.copy(minilm_dir / "model.safetensors", tmp_path / "model.safetensors")
+    report = scan(local_target([str(tmp_path)]), Policy(tiers=("weights",)), [WeightsAnomalies()])
+    rules = {f.rule: f for f in report.all_findings()}
+    assert rules["weights/not-examined"].severity is Severity.LOW and not rules["weights/not-examined"].error
+    assert report.verdict is Verdict.PASS
+
+
+def test_trap_neurons_in_a_gpt2_conv1d_up_projection(gpt2_models, tmp_path):
+    """GPT-2 stores c_fc as (in, out): its neurons are columns."""
+    from safetensors.numpy import load_file, save_file
+
+    state = load_file(str(gpt2_models["base"] / "model.safetensors"))
+    w, b = state["transformer.h.1.mlp.c_fc.weight"], state["transformer.h.1.mlp.c_fc.bias"]
+    b += np.random.default_rng(2).normal(0, 0.02, b.shape).astype(np.float32)   # zero-init biases
+    for j in range(40, 50):
+        w[:, j] *= 2.5 / np.linalg.norm(w[:, j])
+        b[j] = -30.0
+    (tmp_path / "m").mkdir()
+    save_file(state, str(tmp_path / "m" / "model.safetensors"))
+    [trap] = [f for f in findings(tmp_path / "m") if f.rule == "weights/trap-neurons"]
+    assert trap.location == "transformer.h.1.mlp.c_fc.weight"
+    assert trap.evidence["indices"] == list(range(40, 50))
+
+
+def test_random_init_and_trained_gpt2_are_clean(gpt2_models):
+    for name in ("base", "finetune"):
+        assert above_info(findings(gpt2_models[name])) == [], name

@@ -1,0 +1,105 @@
+"""Statistics agree across backends and with their definitions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hfguard.weights.stats import backend_for, equal_norm_groups, tensor_stats
+
+KEYS = ("mean", "std", "absmax", "kurtosis", "tail_share", "zero_share", "nan", "inf", "dup_rows",
+        "mirrored_rows", "single_nonzero_rows", "zero_rows", "stable_rank")
+
+
+def _compare(a, b):
+    for k in KEYS:
+        if k in a or k in b:
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-7), k
+    if "sigma" in a:
+        np.testing.assert_allclose(a["sigma"], b["sigma"], rtol=1e-3)
+
+
+def test_numpy_and_torch_cpu_agree_on_a_real_model(minilm_state):
+    be_np, be_t = backend_for("cpu"), backend_for("torch-cpu")
+    assert (be_np.name, be_t.name) == ("numpy", "torch-cpu")
+    for name in ("encoder.layer.0.attention.self.query.weight", "encoder.layer.0.output.dense.weight",
+                 "embeddings.LayerNorm.weight", "encoder.layer.5.intermediate.dense.bias"):
+        a = minilm_state[name]
+        _compare(tensor_stats(a, be_np), tensor_stats(a, be_t))
+
+
+@pytest.mark.gpu
+def test_cuda_matches_numpy(minilm_state):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    a = minilm_state["encoder.layer.0.output.dense.weight"]
+    _compare(tensor_stats(a, backend_for("cpu")), tensor_stats(a, backend_for("cuda")))
+
+
+def test_moments_match_their_definitions():
+    rng = np.random.default_rng(0)
+    a = (rng.standard_t(4, size=(300, 70)) * 0.3 + 5.0).astype(np.float32)   # offset mean, heavy tails
+    a[0, :3] = 0
+    st = tensor_stats(a, backend_for("cpu"), tail_k=3.0)
+    x = a.astype(np.float64)
+    m, s = x.mean(), x.std()
+    assert st["mean"] == pytest.approx(m, rel=1e-6) and st["std"] == pytest.approx(s, rel=1e-5)
+    assert st["kurtosis"] == pytest.approx(((x - m) ** 4).mean() / s ** 4, rel=1e-4)
+    assert st["tail_share"] == pytest.approx((np.abs(x - m) > 3 * s).mean())
+    assert st["zero_share"] == pytest.approx(3 / a.size)
+    assert st["absmax"] == pytest.approx(np.abs(x).max())
+    assert st["sigma"][0] == pytest.approx(np.linalg.svd(x, compute_uv=False)[0], rel=1e-3)
+
+
+def test_rows_nan_and_inf():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((50, 16)).astype(np.float32)
+    a[3] = a[9]
+    a[4] = -a[9]
+    a[5] = 0
+    a[6] = 0
+    a[6, 2] = 7
+    st = tensor_stats(a, backend_for("cpu"))
+    assert (st["dup_rows"], st["mirrored_rows"], st["zero_rows"], st["single_nonzero_rows"]) == (1, 1, 1, 1)
+    a[1, 1], a[2, 2], a[2, 3] = np.nan, np.inf, -np.inf
+    st = tensor_stats(a, backend_for("cpu"))
+    assert (st["nan"], st["inf"]) == (1, 2) and np.isfinite(st["std"])
+    assert "dup_rows" not in st   # row and spectral passes skip non-finite matrices
+
+
+def test_equal_norm_groups():
+    norms = np.array([1.0, 2.0, 1.0 + 1e-9, 3.0, 1.0 - 1e-9, 0.0, 0.0])
+    assert [sorted(g) for g in equal_norm_groups(norms)] == [[0, 2, 4]]
+
+
+@pytest.mark.parametrize("name,role,index", [
+    ("encoder.layer.3.attention.self.query.weight", "encoder.layer.{i}.attention.self.query.weight", 3),
+    ("transformer.h.11.mlp.c_fc.weight", "transformer.h.{i}.mlp.c_fc.weight", 11),
+    ("model.layers.0.mlp.up_proj.weight", "model.layers.{i}.mlp.up_proj.weight", 0),
+    ("text_model.encoder.layers.7.mlp.fc1.bias", "text_model.encoder.layers.{i}.mlp.fc1.bias", 7),
+    ("blocks.2.mlp.0.weight", "blocks.{i}.mlp.0.weight", 2),
+    ("embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight", None),
+])
+def test_roles_strip_the_block_index(name, role, index):
+    from hfguard.weights.layers import role_of
+
+    assert role_of(name) == (role, index)
+
+
+def test_cuda_without_a_device_is_an_error_finding(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    from safetensors.numpy import save_file
+
+    from hfguard.checks import ScanContext
+    from hfguard.policy import Policy
+    from hfguard.target import local_target
+    from hfguard.weights.check import WeightsAnomalies
+
+    save_file({"w": np.ones((4, 4), np.float32)}, str(tmp_path / "model.safetensors"))
+    target = local_target([str(tmp_path)])
+    ctx = ScanContext(policy=Policy(), target=target, options={"device": "cuda"})
+    [f] = list(WeightsAnomalies().check_target(target, ctx))
+    assert f.rule == "weights/device-unavailable" and f.error
