@@ -36,20 +36,19 @@ def _git(root: Path, *args: str) -> bytes:
 
 def staged_blobs(root: Path) -> list[tuple[str, str]]:
     """(path, blob id) of every file added, copied, modified or renamed in the index."""
-    names = [n for n in _git(root, "diff", "--cached", "--name-only", "-z", "--diff-filter=ACMR")
-             .decode("utf-8", "surrogateescape").split("\0") if n]
+    names = {n for n in _git(root, "diff", "--cached", "--name-only", "-z", "--diff-filter=ACMR")
+             .decode("utf-8", "surrogateescape").split("\0") if n}
     if not names:
         return []
     out = []
-    for line in _git(root, "ls-files", "-s", "-z", "--", *names).decode(
-            "utf-8", "surrogateescape").split("\0"):
-        if not line:
-            continue
+    # the whole index, filtered here: names as pathspecs would glob (a[1].py) and could be many
+    for line in _git(root, "ls-files", "-s", "-z").decode("utf-8", "surrogateescape").split("\0"):
         meta, _, path = line.partition("\t")
-        mode, oid, _stage = meta.split()
-        if mode not in _SKIP_MODES:
-            out.append((path, oid))
-    return out
+        if path in names:
+            mode, oid, _stage = meta.split()
+            if mode not in _SKIP_MODES:
+                out.append((path, oid))
+    return sorted(out)
 
 
 def staged_hook(policy: Policy, lock: Lockfile | None, *, root: Path | None = None,

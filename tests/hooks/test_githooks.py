@@ -71,19 +71,19 @@ def test_plain_git_hook_vets_what_is_staged(repo, monkeypatch):
     assert ok.returncode == 0, ok.stdout + ok.stderr
 
     bad_code = "from transformers import AutoModel\nm = AutoModel.from_pretrained('evil-org/backdoored')\n"
-    (repo / "my train.py").write_text(bad_code)
-    git(repo, "add", "my train.py")
+    (repo / "my train[1].py").write_text(bad_code)
+    git(repo, "add", "my train[1].py")
     # the working tree no longer names the model, but the index (what would be committed) does
-    (repo / "my train.py").write_text("print('nothing to see')\n")
+    (repo / "my train[1].py").write_text("print('nothing to see')\n")
     bad = git(repo, "commit", "-qm", "add model", env=env, check=False)
     assert bad.returncode != 0
     out = bad.stdout + bad.stderr  # git sends a hook's stdout to stderr
-    assert "hook/denied-repo" in out and "my train.py" in out and "commit refused" in out
-    assert "my train.py" not in git(repo, "ls-tree", "-r", "--name-only", "HEAD").stdout
+    assert "hook/denied-repo" in out and "my train[1].py" in out and "commit refused" in out
+    assert "my train[1].py" not in git(repo, "ls-tree", "-r", "--name-only", "HEAD").stdout
 
     # the escape hatch a developer can take, documented in the hook
-    (repo / "my train.py").write_text(bad_code.replace(")\n", ")  # hfguard: ignore\n"))
-    git(repo, "add", "my train.py")
+    (repo / "my train[1].py").write_text(bad_code.replace(")\n", ")  # hfguard: ignore\n"))
+    git(repo, "add", "my train[1].py")
     assert git(repo, "commit", "-qm", "add model", env=env, check=False).returncode == 0
 
     # a malicious model file is scanned from the index too; no payload runs
