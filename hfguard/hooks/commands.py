@@ -7,6 +7,7 @@ unless a model must actually be vetted on the Hub).
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -99,8 +100,11 @@ def lock(paths: tuple[str, ...], lockfile: str | None, check: bool, refresh: boo
     if check:
         for ref in result.stale:
             click.echo(f"{ref.file}:{ref.line}: {ref.spec} has no current entry in {lk.path}", err=True)
-        if fmt != "text" or output:
-            emit(result.report, policy, fmt, output)
+        if fmt != "text" or output:  # the report too, but the exit code says stale or not
+            from hfguard.report import write_report
+
+            with open(output, "w", encoding="utf-8") if output else nullcontext(sys.stdout) as out:
+                write_report(result.report, fmt, out, policy)
         click.echo(f"hfguard lock --check: {len(result.references)} references, "
                    f"{len(result.stale)} stale or missing", err=True)
         sys.exit(EXIT_FAIL if result.stale else EXIT_PASS)

@@ -190,6 +190,10 @@ def test_cli_hook_refs_offline_uses_lock_and_reports_json(tmp_path, monkeypatch)
     assert res.exit_code == 2 and "hook/not-locked" in res.stdout
     res = runner.invoke(main, ["lock", "--check", "-q"])
     assert res.exit_code == 1 and "b.py:2: new/model has no current entry" in res.output
+    res = runner.invoke(main, ["lock", "--check", "-q", "--format", "json"])
+    doc = json.loads(res.stdout)  # the denied repo in cfg.yaml outranks the missing entry
+    assert res.exit_code == 1 and doc["verdict"] == "BLOCK"
+    assert {f["rule"] for f in doc["findings"]} >= {"hook/not-locked", "hook/denied-repo"}
     assert runner.invoke(main, ["hook", "refs", "-q"]).exit_code == 0  # no files: nothing to do
 
 
