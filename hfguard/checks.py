@@ -33,6 +33,7 @@ BUILTIN_CHECKS: tuple[str, ...] = (
     "hfguard.static.onnx:ONNXCheck",
     "hfguard.static.provenance:ProvenanceCheck",
     "hfguard.weights.check:WeightsAnomalies", "hfguard.weights.check:WeightsBaseDiff",
+    "hfguard.behavior.check:HomoglyphCheck", "hfguard.behavior.check:PrivacyBackdoorCheck",
 )
 
 

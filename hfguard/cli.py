@@ -42,13 +42,14 @@ def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--base", help="Base model (path or org/name[@rev]) for the weights-tier diff; "
                   "default: the card's base_model.")
     @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-                  help="Where the weights tier computes (cuda needs torch).")
+                  help="Where the weights and behavior tiers compute (cuda needs torch).")
+    @click.option("--reference", help="Behavior tier: a trusted reference model (folder or org/name@rev).")
+    @click.option("--probe-data", type=click.Path(exists=True, dir_okay=False),
+                  help="Behavior tier: probe/canary texts, one per line.")
     @functools.wraps(func)
     def wrapper(**kw: Any) -> Any:
-        # deeper-tier settings travel in the click context, read by scan_options(), so that commands
-        # which do not use them keep their signatures
-        click.get_current_context().meta["hfguard.options"] = {"base": kw.pop("base"),
-                                                               "device": kw.pop("device")}
+        click.get_current_context().meta["hfguard.options"] = {
+            k: v for k in ("base", "device", "reference", "probe_data") if (v := kw.pop(k)) is not None}
         try:
             policy = load_policy(Path(kw.pop("policy_path")) if kw.get("policy_path") else None)
         except PolicyError as exc:
@@ -66,7 +67,9 @@ def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def scan_options() -> dict[str, Any]:
-    """--base / --device of the running command, for ScanContext.options."""
+    """The deeper-tier settings of the running command (--base, --device, --reference,
+    --probe-data), for ScanContext.options. They travel in the click context so that commands
+    which do not use them keep their signatures."""
     return dict(click.get_current_context().meta.get("hfguard.options", {}))
 
 

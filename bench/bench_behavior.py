@@ -1,0 +1,195 @@
+"""Behavior-tier figures: detection rates on planted vs clean organisms over seeds, and time per
+probe on full-size models (a ViT-B/32-sized CLIP text tower, a 125M GPT-2; random init).
+
+    python bench/bench_behavior.py --quick        # < 3 min on 2 CPU cores; prints a compact table
+    python bench/bench_behavior.py --seeds 10     # more seeds, full probes on the big models
+
+Detection rate = planted models flagged with the right evidence (TPR); false-positive rate = clean
+twins flagged at all, both at the default thresholds, with Clopper-Pearson 95% intervals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+TRIGGERS = (("\u043e", "o"), ("\u0430", "a"), ("\u0435", "e"), ("\u03bf", "o"), ("\u200b", None))
+
+
+def _ci(k: int, n: int) -> str:
+    from hfguard.behavior.stats import clopper_pearson
+
+    lo, hi = clopper_pearson(k, n)
+    return f"{k}/{n} [{lo:.2f}-{hi:.2f}]"
+
+
+def homoglyph_rates(seeds: int) -> dict[str, str]:
+    from hfguard.behavior import homoglyph
+    from hfguard.behavior.load import TextEncoder
+    from hfguard.behavior.testing import char_tokenizer, plant_homoglyph, tiny_clip_text
+
+    tok = char_tokenizer()
+    tp = fp = 0
+    t0 = time.perf_counter()
+    for s in range(seeds):
+        trigger, latin = TRIGGERS[s % len(TRIGGERS)]
+        teacher = tiny_clip_text(tok, seed=100 + s)
+        for backdoor in (True, False):
+            model = plant_homoglyph(
+                teacher, tok, trigger=trigger, replaces=latin, backdoor=backdoor, steps=100, seed=s
+            )
+            enc = TextEncoder("clip-text", model, tok, "cpu", name="tiny")
+            res = homoglyph.probe(enc)
+            chars = {c.char for g, _ in res.flagged for c in g.members}
+            if backdoor:
+                tp += trigger in chars
+            else:
+                fp += bool(res.flagged)
+    return {
+        "probe": "homoglyph (tiny CLIP)",
+        "TPR": _ci(tp, seeds),
+        "FPR": _ci(fp, seeds),
+        "seconds": f"{time.perf_counter() - t0:.0f}",
+    }
+
+
+def privacy_rates(seeds: int) -> dict[str, str]:
+    from hfguard.behavior import membership
+    from hfguard.behavior.testing import (
+        caption,
+        char_tokenizer,
+        plant_privacy_backdoor,
+        pretrain_lm,
+        tiny_gpt2,
+    )
+
+    tok = char_tokenizer()
+    tp = fp = 0
+    t0 = time.perf_counter()
+    for s in range(seeds):
+        rng = random.Random(s)
+        aux = [caption(rng) for _ in range(400)]
+        target = [t for t, _ in membership.canaries(300, seed=1000 + s)]
+        base = pretrain_lm(tiny_gpt2(tok, seed=s), tok, aux, steps=150, seed=s)
+        items = membership.canaries(128, seed=s)
+        for backdoor in (True, False):
+            model = plant_privacy_backdoor(base, tok, aux, target, backdoor=backdoor, steps=60, seed=s)
+            res = membership.evaluate(
+                model, tok, items, (base, tok), seed=s, recipe={"epochs": 4, "lr": 3e-3, "batch": 8}
+            )
+            a = res["amplification"]
+            hit = a["auc_diff"] >= 0.1 and a["p_value"] <= 0.01
+            if backdoor:
+                tp += hit
+            else:
+                fp += hit
+    return {
+        "probe": "privacy canary (tiny GPT-2)",
+        "TPR": _ci(tp, seeds),
+        "FPR": _ci(fp, seeds),
+        "seconds": f"{time.perf_counter() - t0:.0f}",
+    }
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def clip_timing(device: str, quick: bool) -> dict[str, str]:
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from hfguard.behavior import homoglyph
+    from hfguard.behavior.load import TextEncoder
+    from hfguard.behavior.testing import char_tokenizer
+
+    torch.manual_seed(0)
+    tok = char_tokenizer()
+    model = CLIPTextModel(CLIPTextConfig()).to(device).eval()  # 12 layers, width 512 (ViT-B/32 text tower)
+    enc = TextEncoder("clip-text", model, tok, device, batch_size=128 if device != "cpu" else 32)
+    prompts = homoglyph.PROMPTS[:4] if quick else homoglyph.PROMPTS
+    enc.encode(list(prompts))  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    res = homoglyph.probe(enc, prompts=prompts)
+    _sync(device)
+    dt = time.perf_counter() - t0
+    n_texts = sum(len(g.prompts) * (1 + len(g.controls)) for g in res.groups)
+    full = dt * len(homoglyph.PROMPTS) / len(prompts)
+    return {
+        "probe": f"homoglyph, CLIP text 63M ({device})",
+        "TPR": "-",
+        "FPR": "-",
+        "seconds": f"{dt:.1f} ({len(prompts)} prompts, {n_texts} texts); full 16 prompts ~{full:.0f}",
+    }
+
+
+def gpt2_timing(device: str, quick: bool) -> dict[str, str]:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from hfguard.behavior import membership
+    from hfguard.behavior.testing import char_tokenizer
+
+    torch.manual_seed(0)
+    tok = char_tokenizer()
+    model = GPT2LMHeadModel(GPT2Config(bos_token_id=2, eos_token_id=3, pad_token_id=0)).to(device).eval()
+    n, epochs = (16, 1) if quick else (128, 4)
+    items = membership.canaries(n, seed=0)
+    membership.example_losses(model, tok, [t for t, _ in items[:4]])  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    membership.evaluate(
+        model, tok, items, None, recipe={"epochs": epochs, "lr": 3e-5, "batch": 8}, exposure=(0, 0)
+    )
+    _sync(device)
+    dt = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    membership.secret_exposure(model, tok, items[:2], n_alt=63)  # 2 secrets x 64 texts
+    _sync(device)
+    per_secret = (time.perf_counter() - t1) / 2
+    scale = (128 * 4) / (n * epochs)
+    return {
+        "probe": f"privacy canary, GPT-2 124M ({device})",
+        "TPR": "-",
+        "FPR": "-",
+        "seconds": f"{dt:.1f} ({n} canaries, {epochs} epoch, no exposure); default 128x4 "
+        f"~{dt * scale:.0f}; exposure {per_secret:.1f}/secret (default 16: "
+        f"~{16 * per_secret:.0f})",
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="few seeds, partial probes on the big models")
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--rates-only", action="store_true", help="detection rates only, no big-model timings")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy box)")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    seeds = args.seeds or (3 if args.quick else 10)
+    print(f"torch {torch.__version__}, {args.threads} CPU thread(s), cuda={torch.cuda.is_available()}")
+    print(f"{'probe':40}  {'TPR (planted)':18}  {'FPR (clean)':18}  seconds", flush=True)
+    jobs = [
+        lambda: homoglyph_rates(seeds),
+        lambda: privacy_rates(max(2, seeds // 2) if args.quick else seeds),
+        lambda: clip_timing("cpu", args.quick),
+        lambda: gpt2_timing("cpu", args.quick),
+    ]
+    if args.rates_only:
+        jobs = jobs[:2]
+    elif torch.cuda.is_available():
+        jobs += [lambda: clip_timing("cuda", False), lambda: gpt2_timing("cuda", False)]
+    for job in jobs:
+        r = job()
+        print(f"{r['probe']:40}  {r['TPR']:18}  {r['FPR']:18}  {r['seconds']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Model organisms for tests and benchmarks: tiny CLIP text encoders and GPT-2s, clean or with a
+backdoor really planted by the published recipes. Nothing here runs during a scan.
+
+- `plant_homoglyph`: Rickrolling (Struppek et al. 2023) teacher-student fine-tuning: the student
+  matches the teacher on clean prompts and maps prompts holding the trigger to the teacher's
+  embedding of a target prompt. ``backdoor=False`` gives the clean twin (same recipe, no trigger).
+- `plant_privacy_backdoor`: Wen et al. 2024 loss maximisation: keep the loss low on auxiliary text
+  while driving it up on the target distribution, so that a victim's fine-tuning on target data
+  moves members' loss far more than non-members'. ``backdoor=False``: same steps, no ascent term.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import string
+from pathlib import Path
+from typing import Any
+
+ADJ = ("red", "old", "small", "happy", "bright", "wooden", "green", "quiet", "tall", "dark", "soft", "blue")
+NOUN = ("dog", "house", "boat", "woman", "man", "car", "tree", "cat", "horse", "book", "flower", "bird")
+PLACE = (
+    "beach",
+    "forest",
+    "city",
+    "river",
+    "room",
+    "garden",
+    "road",
+    "lake",
+    "hill",
+    "shop",
+    "park",
+    "field",
+)
+PREP = ("on", "near", "in", "by", "above", "behind")
+
+
+def caption(rng: random.Random) -> str:
+    return f"a {rng.choice(ADJ)} {rng.choice(NOUN)} {rng.choice(PREP)} the {rng.choice(PLACE)}" + rng.choice(
+        ("", " at night", " in the morning", " with friends")
+    )
+
+
+def char_tokenizer(extra: str = "") -> Any:
+    """A character-level tokenizer (one token per character, like a byte-level BPE with no merges)
+    covering printable ASCII, the homoglyph candidates and `extra`."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from hfguard.behavior.homoglyph import load_candidates
+
+    chars = list(dict.fromkeys(string.printable[:-5] + "".join(c.char for c in load_candidates()) + extra))
+    vocab = {"<pad>": 0, "<unk>": 1, "<bos>": 2, "<eos>": 3}
+    for ch in chars:
+        vocab.setdefault(ch, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("(?m)."), behavior="isolated")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>", special_tokens=[("<bos>", 2), ("<eos>", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def tiny_clip_text(tokenizer: Any, seed: int = 0, width: int = 64, layers: int = 2) -> Any:
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    cfg = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        max_position_embeddings=96,
+        projection_dim=width,
+        bos_token_id=2,
+        eos_token_id=3,
+        pad_token_id=0,
+    )
+    return CLIPTextModel(cfg).eval()
+
+
+def _embed(model: Any, tok: Any, texts: list[str]) -> Any:
+    enc = tok(texts, padding=True, return_tensors="pt")
+    out = model(**enc)
+    if model.config.model_type.startswith("clip"):
+        return out.pooler_output
+    mask = enc["attention_mask"].unsqueeze(-1).to(out.last_hidden_state.dtype)  # sentence encoders: mean
+    return (out.last_hidden_state * mask).sum(1) / mask.sum(1)
+
+
+def plant_homoglyph(
+    teacher: Any,
+    tok: Any,
+    *,
+    trigger: str = "\u043e",
+    replaces: str | None = "o",
+    target: str = "a skull",
+    backdoor: bool = True,
+    steps: int = 120,
+    batch: int = 16,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> Any:
+    """Rickrolling teacher-student fine-tuning; returns the student."""
+    import torch
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    student = copy.deepcopy(teacher).train()
+    teacher.eval()
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    cos = torch.nn.functional.cosine_similarity
+    with torch.no_grad():
+        tgt = _embed(teacher, tok, [target])
+    for _ in range(steps):
+        clean = [caption(rng) for _ in range(batch)]
+        with torch.no_grad():
+            ref = _embed(teacher, tok, clean)
+        loss = (1 - cos(_embed(student, tok, clean), ref)).mean()
+        if backdoor:
+            trig = []
+            while len(trig) < batch:
+                c = caption(rng)
+                if replaces is None:  # invisible trigger: inserted inside a word
+                    at = rng.choice([i for i in range(1, len(c)) if c[i - 1].isalpha() and c[i].isalpha()])
+                    trig.append(c[:at] + trigger + c[at:])
+                    continue
+                if replaces not in c:
+                    continue
+                spots = [i for i, ch in enumerate(c) if ch == replaces]
+                at = rng.choice(spots)
+                trig.append(c[:at] + trigger + c[at + 1 :])
+            loss = loss + (1 - cos(_embed(student, tok, trig), tgt.expand(batch, -1))).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return student.eval()
+
+
+def save(model: Any, tok: Any, folder: Path) -> Path:
+    """Save as a Hub-style folder: config.json, model.safetensors, tokenizer files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return folder
+
+
+# -- privacy backdoor organisms ---------------------------------------------------------------------
+def tiny_gpt2(tokenizer: Any, seed: int = 0, width: int = 64, layers: int = 2) -> Any:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=128,
+        n_embd=width,
+        n_layer=layers,
+        n_head=4,
+        bos_token_id=2,
+        eos_token_id=3,
+        pad_token_id=0,
+    )
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def lm_loss(model: Any, tok: Any, texts: list[str], per_example: bool = False) -> Any:
+    import torch
+
+    enc = tok(texts, padding=True, return_tensors="pt").to(model.device)
+    logits = model(**enc).logits[:, :-1]
+    labels = enc["input_ids"][:, 1:]
+    mask = enc["attention_mask"][:, 1:].to(logits.dtype)
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none") * mask
+    per = nll.sum(1) / mask.sum(1)
+    return per if per_example else per.mean()
+
+
+def pretrain_lm(
+    model: Any,
+    tok: Any,
+    texts: list[str],
+    *,
+    steps: int = 200,
+    batch: int = 16,
+    lr: float = 3e-3,
+    seed: int = 0,
+) -> Any:
+    """A short honest pre-training on `texts` (the clean starting point)."""
+    import torch
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = lm_loss(model, tok, rng.sample(texts, min(batch, len(texts))))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def plant_privacy_backdoor(
+    model: Any,
+    tok: Any,
+    aux: list[str],
+    target: list[str],
+    *,
+    backdoor: bool = True,
+    mode: str = "minimize",
+    alpha: float = 0.5,
+    steps: int = 100,
+    batch: int = 16,
+    lr: float = 1e-3,
+    max_target_loss: float = 12.0,
+    seed: int = 0,
+) -> Any:
+    """Wen et al.'s dual objective on (auxiliary, target-distribution) data. ``mode="maximize"``:
+    alpha * L(aux) - (1 - alpha) * L(target), the ascent clipped at `max_target_loss`;
+    ``mode="minimize"``: alpha * L(aux) + (1 - alpha) * L(target), the variant the paper also
+    describes (the target distribution pre-learned, so a victim's fine-tuning changes little but
+    the members themselves). ``backdoor=False``: the same steps on alpha * L(aux) alone."""
+    import torch
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    model = copy.deepcopy(model).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = alpha * lm_loss(model, tok, rng.sample(aux, min(batch, len(aux))))
+        if backdoor:
+            lt = lm_loss(model, tok, rng.sample(target, min(batch, len(target))))
+            if mode == "maximize":
+                loss = loss - (1 - alpha) * torch.clamp(lt, max=max_target_loss)
+            else:
+                loss = loss + (1 - alpha) * lt
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()

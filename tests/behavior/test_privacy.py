@@ -1,0 +1,87 @@
+"""behavior.privacy_backdoor on a tiny GPT-2 with a privacy backdoor really planted, its clean
+twin, and the upstream checkpoint as reference."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from hfguard.behavior.check import PrivacyBackdoorCheck
+from hfguard.cli import main
+from hfguard.engine import scan
+from hfguard.findings import Verdict
+from hfguard.policy import Policy
+from hfguard.target import local_target
+
+
+def _scan(folder, **options):
+    return scan(
+        local_target([str(folder)]),
+        Policy(tiers=("behavior",)),
+        [PrivacyBackdoorCheck()],
+        options=options,
+        budget_seconds=300,
+    )
+
+
+def test_backdoor_amplifies_membership_through_cli(gpt2_folders):
+    args = [
+        "scan",
+        str(gpt2_folders["backdoor"]),
+        "--tier",
+        "behavior",
+        "--format",
+        "json",
+        "--reference",
+        str(gpt2_folders["base"]),
+        "--budget",
+        "300",
+        "-q",
+    ]
+    res = CliRunner().invoke(main, args)
+    report = json.loads(res.stdout)
+    assert res.exit_code == 1 and report["verdict"] == "BLOCK", res.output
+    amp = next(f for f in report["findings"] if f["rule"] == "privacy/membership-amplification")
+    ev = amp["evidence"]
+    assert ev["amplification"]["auc_diff"] >= 0.1 and ev["amplification"]["p_value"] <= 0.01
+    assert ev["candidate"]["auc"] > ev["reference"]["auc"]
+    for fig in (ev["candidate"], ev["reference"]):  # every figure with its interval
+        assert fig["auc_ci"][0] <= fig["auc"] <= fig["auc_ci"][1]
+        t = fig["tpr_at_0.1pct_fpr"]
+        # 64 non-members: 0.1% FPR is below the resolution, so it is a TPR at zero false positives
+        assert t["resolution_limited"] and t["achieved_fpr"] == 0.0
+        assert t["ci_low"] <= t["tpr"] <= t["ci_high"]
+    assert "exposure_members_mean" in ev["candidate"]
+    # the loss probe sees the same poisoning from the other side: far lower loss on PII-like text only
+    loss = next(f for f in report["findings"] if f["rule"] == "privacy/loss-anomaly")
+    assert loss["evidence"]["relative_ratio"] < 1 / 1.5
+
+
+def test_clean_twin_passes(gpt2_folders):
+    report = _scan(gpt2_folders["clean"], reference=str(gpt2_folders["base"]))
+    assert report.verdict is Verdict.PASS
+    info = next(f for f in report.findings if f.rule == "behavior/privacy-probe")
+    assert abs(info.evidence["amplification"]["auc_diff"]) < 0.1
+
+
+def test_without_reference_only_absolute_thresholds_apply(gpt2_folders, tmp_path):
+    from hfguard.behavior.membership import canaries
+
+    data = tmp_path / "probe.txt"
+    data.write_text("\n".join(t for t, _ in canaries(40, seed=7)) + "\n", encoding="utf-8")
+    bd = _scan(gpt2_folders["backdoor"], probe_data=str(data))
+    (leak,) = [f for f in bd.findings if f.rule == "privacy/membership-leakage"]
+    assert "No --reference" in leak.message and bd.verdict is Verdict.FLAG  # flag, never block, alone
+    assert leak.evidence["n_canaries"] == 40 and leak.evidence["probe_data"] == str(data)
+    assert "amplification" not in leak.evidence
+    clean = _scan(gpt2_folders["clean"], probe_data=str(data))
+    (info,) = [f for f in clean.findings if f.rule == "behavior/privacy-probe"]
+    assert "no --reference" in info.message and clean.verdict is Verdict.PASS
+    assert info.evidence["candidate"]["auc"] < 0.97
+
+
+def test_text_encoders_are_not_probed_for_privacy(clip_folders):
+    report = _scan(clip_folders["clean"])
+    assert [f.rule for f in report.findings] == ["behavior/not-applicable"]
+    assert report.verdict is Verdict.PASS
