@@ -12,12 +12,30 @@ from pathlib import Path
 
 import click
 
-from hfguard.cli import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, emit, progress_printer, report_options
+from hfguard.cli import (
+    EXIT_ERROR,
+    EXIT_FAIL,
+    EXIT_PASS,
+    emit,
+    progress_printer,
+    report_options,
+    scan_options,
+)
 from hfguard.policy import Policy
 
 _lockfile_option = click.option(
     "--lockfile", type=click.Path(dir_okay=False), default=None,
     help="Lockfile to read/write (default: the nearest hfguard.lock, else ./hfguard.lock).")
+
+
+def _vet():
+    """vet_reference with this command's deeper-tier options (--base, --device ...)."""
+    import functools
+
+    from hfguard.hooks.vet import vet_reference
+
+    options = scan_options()
+    return functools.partial(vet_reference, options=options) if options else None
 
 
 def _open_lock(path: str | None):
@@ -45,7 +63,7 @@ def hook_refs(files: tuple[str, ...], lockfile: str | None, update_lock: bool, p
     """Vet the Hub models that FILES reference (Python, notebooks, YAML/JSON/TOML configs)."""
     from hfguard.hooks.precommit import refs_hook
 
-    report = refs_hook(files, policy, _open_lock(lockfile), update_lock=update_lock,
+    report = refs_hook(files, policy, _open_lock(lockfile), update_lock=update_lock, vet=_vet(),
                        progress=progress_printer(quiet))
     emit(report, policy, fmt, output)
 
@@ -58,7 +76,8 @@ def hook_files(files: tuple[str, ...], policy: Policy, fmt: str, output: str | N
     """Scan the model files among FILES (by extension: .bin .pt .pkl .safetensors .onnx ...)."""
     from hfguard.hooks.precommit import files_hook
 
-    report = files_hook(files, policy, budget_seconds=budget, progress=progress_printer(quiet))
+    report = files_hook(files, policy, budget_seconds=budget, options=scan_options(),
+                        progress=progress_printer(quiet))
     emit(report, policy, fmt, output)
 
 
@@ -71,8 +90,8 @@ def hook_staged(lockfile: str | None, policy: Policy, fmt: str, output: str | No
     from hfguard.hooks.staged import GitError, staged_hook
 
     try:
-        report = staged_hook(policy, _open_lock(lockfile), budget_seconds=budget,
-                             progress=progress_printer(quiet))
+        report = staged_hook(policy, _open_lock(lockfile), budget_seconds=budget, vet=_vet(),
+                             options=scan_options(), progress=progress_printer(quiet))
     except GitError as exc:
         raise click.UsageError(str(exc)) from None
     emit(report, policy, fmt, output)
@@ -96,7 +115,7 @@ def lock(paths: tuple[str, ...], lockfile: str | None, check: bool, refresh: boo
         files += repo_files(Path(p)) if Path(p).is_dir() else [p]
     lk = _open_lock(lockfile)
     result = lock_references(files, policy, lk, check=check, refresh=refresh, prune=not paths,
-                             progress=progress)
+                             vet=_vet(), progress=progress)
     if check:
         for ref in result.stale:
             click.echo(f"{ref.file}:{ref.line}: {ref.spec} has no current entry in {lk.path}", err=True)

@@ -183,6 +183,7 @@ def refs_hook(files: Iterable[str], policy: Policy, lock: Lockfile | None, *, up
 
 
 def files_hook(files: Iterable[str], policy: Policy, *, budget_seconds: float = 60.0,
+               options: dict | None = None,
                progress: Callable[[str], None] = lambda msg: None) -> Report:
     """`hfguard hook files FILES`: scan the model files among them (by extension), locally."""
     from hfguard.checks import checks_for_tiers
@@ -195,4 +196,4 @@ def files_hook(files: Iterable[str], policy: Policy, *, budget_seconds: float = 
         report.stats = {"files": 0}
         return report
     return scan(local_target(paths), policy, checks_for_tiers(policy.tiers), progress=progress,
-                budget_seconds=budget_seconds)
+                budget_seconds=budget_seconds, options=options)

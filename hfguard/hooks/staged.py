@@ -53,6 +53,7 @@ def staged_blobs(root: Path) -> list[tuple[str, str]]:
 
 def staged_hook(policy: Policy, lock: Lockfile | None, *, root: Path | None = None,
                 budget_seconds: float = 60.0, vet: Vet | None = None, offline: bool | None = None,
+                options: dict | None = None,
                 progress: Callable[[str], None] = lambda msg: None) -> Report:
     from hfguard.checks import checks_for_tiers
     from hfguard.engine import scan
@@ -94,7 +95,7 @@ def staged_hook(policy: Policy, lock: Lockfile | None, *, root: Path | None = No
                 files.append(local_file(dest, path))
             scanned = scan(Target(name="staged model files", source="local", files=files), policy,
                            checks_for_tiers(policy.tiers), progress=progress,
-                           budget_seconds=budget_seconds)
+                           budget_seconds=budget_seconds, options=options)
         report.files, report.checks = scanned.files, scanned.checks
         report.findings += [f for f in scanned.findings if f.rule != "scan/no-files" or files]
     finalize(report, policy)

@@ -35,9 +35,10 @@ def denied_finding(repo_id: str, policy: Policy, file: str | None = None,
 def vet_reference(repo_id: str, revision: str | None, policy: Policy,
                   tiers: tuple[str, ...] | list[str] | None = None, *,
                   progress: Callable[[str], None] = lambda msg: None,
-                  budget_seconds: float = 60.0) -> Report:
+                  budget_seconds: float = 60.0, options: dict | None = None) -> Report:
     """Resolve `repo_id@revision` to a pinned sha on the Hub and run the policy's checks on it.
 
+    `options`: deeper-tier settings (--base, --device ...), as `hfguard check` passes them.
     A denied repo is BLOCKed without any network. The returned Report's `revision` is the
     commit sha that was vetted (None only when resolution failed: the verdict is then ERROR).
     """
@@ -52,4 +53,4 @@ def vet_reference(repo_id: str, revision: str | None, policy: Policy,
     from hfguard.hub.check import check_repo  # resolve to a sha, range-read, scan, verdict cache
 
     spec = f"{repo_id}@{revision}" if revision else repo_id
-    return check_repo(spec, policy, progress=progress, budget_seconds=budget_seconds)
+    return check_repo(spec, policy, progress=progress, budget_seconds=budget_seconds, options=options)
