@@ -139,6 +139,10 @@ def list_checks() -> None:
 
 
 main.add_command(importlib.import_module("hfguard.hub.cli").check)
+_hooks = importlib.import_module("hfguard.hooks.commands")  # hook entry points, lock, git hooks
+main.add_command(_hooks.hook)
+main.add_command(_hooks.lock)
+main.add_command(_hooks.install_hooks)
 
 
 def run() -> None:

@@ -26,6 +26,12 @@ def _uri(finding: Finding, report: Report) -> str:
     return re.sub(r"^\./", "", path.replace("\\", "/"))
 
 
+def _line(finding: Finding) -> int:
+    # source-level findings (the hooks' model references) carry "line N"
+    m = re.fullmatch(r"line (\d+)", finding.location or "")
+    return int(m.group(1)) if m else 1
+
+
 def to_sarif(report: Report, policy: Policy) -> dict[str, Any]:
     rules: dict[str, dict[str, Any]] = {}
     results = []
@@ -51,7 +57,7 @@ def to_sarif(report: Report, policy: Policy) -> dict[str, Any]:
             "message": {"text": f.message + (f" [{f.location}]" if f.location else "")},
             "locations": [{"physicalLocation": {
                 "artifactLocation": {"uri": _uri(f, report)},
-                "region": {"startLine": 1},
+                "region": {"startLine": _line(f)},
             }}],
             "partialFingerprints": {"hfguardFinding/v1": f.fingerprint()},
             "properties": {"check": f.check, "severity": str(sev), "evidence": f.evidence},

@@ -1,0 +1,184 @@
+"""`hfguard.lock`: pinned verdicts for the Hub models a repository references.
+
+One `[[model]]` table per (repo, revision as written): the commit sha it resolved to, the verdict,
+the findings that made it, and the *stamp* it was vetted under (tiers, check ids and versions,
+signatures version, policy fingerprint). The hook trusts an entry, without any network, only
+while its stamp equals the current one. The file is TOML, sorted, one value per line: diffs
+stay readable and two runs over the same inputs write the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hfguard.findings import Finding, Report, Severity
+from hfguard.policy import Policy
+
+LOCK_NAME = "hfguard.lock"
+LOCK_VERSION = 1
+_HEADER = ("# hfguard.lock: verdicts for the Hub models this repository references.\n"
+           "# Written by `hfguard lock`; commit it. An entry is trusted only while its stamp\n"
+           "# (tiers, checks, signatures, policy) matches: then the hook needs no network.\n")
+
+
+class LockError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """Everything that, when it changes, makes a recorded verdict stale."""
+
+    tiers: tuple[str, ...]
+    checks: tuple[str, ...]          # "id@version", sorted
+    signatures: str
+    policy: str
+
+
+def current_stamp(policy: Policy) -> Stamp:
+    from hfguard.checks import checks_for_tiers
+    from hfguard.signatures import signatures_version
+
+    checks = checks_for_tiers(policy.tiers)
+    return Stamp(tiers=tuple(sorted(policy.tiers)),
+                 checks=tuple(sorted(f"{c.id}@{c.version}" for c in checks)),
+                 signatures=signatures_version(), policy=policy.fingerprint())
+
+
+@dataclass
+class LockEntry:
+    repo: str
+    requested: str                   # the revision as written in the source ("" = default branch)
+    revision: str                    # the commit sha it resolved to
+    verdict: str
+    stamp: Stamp
+    date: str = ""
+    tool: str = ""
+    findings: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.repo.lower(), self.requested)
+
+    def to_findings(self) -> list[Finding]:
+        return [Finding(check=f.get("check", "lock"), rule=f["rule"],
+                        severity=Severity.parse(f["severity"]), message=f.get("message", ""),
+                        file=f.get("file") or None, location=f.get("location") or None,
+                        error=bool(f.get("error", False)))
+                for f in self.findings]
+
+
+def entry_from_report(repo: str, requested: str | None, report: Report, policy: Policy,
+                      stamp: Stamp) -> LockEntry:
+    """What a lock keeps of a vetted model: its sha, verdict and the findings that count."""
+    if not report.revision:
+        raise LockError(f"{repo}: the vetted report has no pinned revision")
+    from hfguard import __version__
+
+    kept = [f for f in report.all_findings()
+            if f.error or (f.severity > Severity.INFO and not policy.is_suppressed(f))]
+    findings = [{"check": f.check, "rule": f.rule, "severity": str(f.severity), "message": f.message,
+                 "file": f.file or "", "location": f.location or "", "error": f.error}
+                for f in kept]
+    findings.sort(key=lambda d: (d["rule"], d["file"], d["location"], d["message"]))
+    return LockEntry(repo=repo, requested=requested or "", revision=report.revision,
+                     verdict=str(report.verdict), stamp=stamp,
+                     date=_dt.datetime.now(_dt.UTC).date().isoformat(), tool=__version__,
+                     findings=findings)
+
+
+@dataclass
+class Lockfile:
+    path: Path
+    entries: dict[tuple[str, str], LockEntry] = field(default_factory=dict)
+
+    def get(self, repo: str, requested: str | None) -> LockEntry | None:
+        return self.entries.get((repo.lower(), requested or ""))
+
+    def lookup(self, repo: str, requested: str | None, stamp: Stamp) -> LockEntry | None:
+        """A current entry for this reference, or None (missing or stale).
+
+        A reference pinned to a sha also matches an entry recorded under another name for the
+        same commit (a branch that resolved to it).
+        """
+        entry = self.get(repo, requested)
+        if entry is None and requested:
+            entry = next((e for e in self.entries.values()
+                          if e.repo.lower() == repo.lower() and e.revision == requested), None)
+        if entry is None or entry.stamp != stamp:
+            return None
+        return entry
+
+    def put(self, entry: LockEntry) -> None:
+        self.entries[entry.key] = entry
+
+    def dumps(self) -> str:
+        out = [_HEADER, f"version = {LOCK_VERSION}\n"]
+        for e in sorted(self.entries.values(), key=lambda e: e.key):
+            out.append("\n[[model]]\n")
+            out += [f"{k} = {_toml(v)}\n" for k, v in (
+                ("repo", e.repo), ("requested", e.requested), ("revision", e.revision),
+                ("verdict", e.verdict), ("date", e.date), ("hfguard", e.tool),
+                ("tiers", list(e.stamp.tiers)), ("checks", list(e.stamp.checks)),
+                ("signatures", e.stamp.signatures), ("policy", e.stamp.policy))]
+            for f in e.findings:
+                out.append("\n[[model.finding]]\n")
+                out += [f"{k} = {_toml(f[k])}\n" for k in
+                        ("check", "rule", "severity", "message", "file", "location", "error")]
+        return "".join(out)
+
+    def save(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(self.dumps(), encoding="utf-8")
+        tmp.replace(self.path)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    # JSON string escapes are valid TOML basic-string escapes
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def load_lock(path: Path) -> Lockfile:
+    """Read a lockfile; a missing file is an empty lock, a malformed one is an error."""
+    lock = Lockfile(path=path)
+    if not path.exists():
+        return lock
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise LockError(f"cannot read {path}: {exc}") from None
+    if doc.get("version") != LOCK_VERSION:
+        raise LockError(f"{path}: unsupported lock version {doc.get('version')!r}")
+    try:
+        for m in doc.get("model", []):
+            lock.put(LockEntry(
+                repo=m["repo"], requested=m.get("requested", ""), revision=m["revision"],
+                verdict=m["verdict"], date=m.get("date", ""), tool=m.get("hfguard", ""),
+                stamp=Stamp(tiers=tuple(m["tiers"]), checks=tuple(m["checks"]),
+                            signatures=m["signatures"], policy=m["policy"]),
+                findings=[dict(f) for f in m.get("finding", [])]))
+    except (KeyError, TypeError) as exc:
+        raise LockError(f"{path}: malformed entry ({exc})") from None
+    return lock
+
+
+def find_lock(start: Path | None = None) -> Path:
+    """The nearest hfguard.lock upwards (stopping at a git root), else one in `start`."""
+    start = (start or Path.cwd()).resolve()
+    for folder in [start, *start.parents]:
+        if (folder / LOCK_NAME).is_file():
+            return folder / LOCK_NAME
+        if (folder / ".git").exists():
+            break
+    return start / LOCK_NAME
