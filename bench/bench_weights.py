@@ -2,11 +2,14 @@
 
     python bench/bench_weights.py [--model DIR_OR_FILE ...] [--synthetic-mb 200] [--repeat 3]
 
-Figures (best of --repeat; the file is in the page cache after the first raw read, so "raw" is
-page-cache bandwidth, the toughest yardstick):
-  raw read     readinto() of the whole file, 16 MiB at a time
+Figures (best of --repeat), with three yardsticks for "raw read" of the same file:
+  device read  O_DIRECT reads, 16 MiB at a time: the storage itself, no page cache (what a scan of
+               a file that is not in memory waits for; absent where the filesystem refuses O_DIRECT)
+  fresh read   f.read() of the whole file into a new buffer (what a plain loader does)
+  cached read  readinto() a reused buffer from the page cache: memory bandwidth, the toughest
   decode       every float tensor mapped and widened to float32 (no statistics)
-  stats/<be>   the full weights.anomalies pass (moments, rows, spectral, traps, siblings)
+  stats/<be>   the full weights.anomalies pass (moments, rows, spectral, traps, siblings);
+               `cpu` is the compiled kernels when numba is installed, `numpy` the generic pass
   peak         tracemalloc peak of the stats pass (numpy buffers are traced) vs the largest tensor
 """
 
@@ -71,6 +74,27 @@ def raw_read(paths: list[Path]) -> float:
     return time.perf_counter() - t
 
 
+def raw_read_direct(paths: list[Path]) -> float | None:
+    """O_DIRECT: bypasses the page cache, so every byte comes from the device."""
+    import mmap
+
+    buf = mmap.mmap(-1, 16 << 20)   # page-aligned, as O_DIRECT requires
+    t = time.perf_counter()
+    for p in paths:
+        try:
+            fd = os.open(p, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
+        except OSError:
+            return None
+        try:
+            while os.readv(fd, [buf]) == len(buf):
+                pass
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+    return time.perf_counter() - t
+
+
 def raw_read_fresh(paths: list[Path]) -> float:
     """f.read() of each whole file into a new buffer (what a plain loader does)."""
     t = time.perf_counter()
@@ -102,7 +126,7 @@ def stats(ckpt: Checkpoint, device: str) -> float:
 
 
 def peak_memory(ckpt: Checkpoint) -> int:
-    """tracemalloc peak of one numpy stats pass (a separate run: tracing slows allocations)."""
+    """tracemalloc peak of one CPU stats pass (a separate run: tracing slows allocations)."""
     tracemalloc.start()
     analyze_checkpoint(ckpt, backend_for("cpu"), DEFAULTS, Budget(3600), None)
     peak = tracemalloc.get_traced_memory()[1]
@@ -116,17 +140,20 @@ def bench(target: Path, repeat: int) -> None:
     size = sum(p.stat().st_size for p in files)
     largest = max(m.numel for m in ckpt.tensors.values()) * 4
     gb = size / 1e9
-    raw_read(files)   # warm the page cache: every figure below reads from memory
+    raw_read(files)   # warm the page cache for the cached yardstick and the passes
     best = lambda f: min(f() for _ in range(repeat))  # noqa: E731
+    direct = raw_read_direct(files)
     raw = best(lambda: raw_read(files))
     fresh = best(lambda: raw_read_fresh(files))
     dec = best(lambda: decode(ckpt))
     print(f"\n{ckpt.name}: {size / 2**20:.1f} MiB, {len(ckpt.tensors)} tensors, "
           f"largest tensor {largest / 2**20:.1f} MiB as float32")
-    print(f"  raw read      {gb / raw:7.2f} GB/s   (readinto a reused 16 MiB buffer, page cache)")
-    print(f"  raw read      {gb / fresh:7.2f} GB/s   (f.read() into a fresh buffer)")
-    print(f"  decode        {gb / dec:7.2f} GB/s   ({raw / dec:.2f}x raw)")
-    devices = ["cpu", "torch-cpu"]   # torch-cpu: the GPU code path run on the CPU (for reference)
+    if direct:
+        print(f"  device read   {gb / direct:7.2f} GB/s   (O_DIRECT, no page cache)")
+    print(f"  fresh read    {gb / fresh:7.2f} GB/s   (f.read() into a fresh buffer, page cache)")
+    print(f"  cached read   {gb / raw:7.2f} GB/s   (readinto a reused 16 MiB buffer, page cache)")
+    print(f"  decode        {gb / dec:7.2f} GB/s   ({raw / dec:.2f}x cached read)")
+    devices = ["cpu", "numpy", "torch-cpu"]   # torch-cpu: the GPU code path run on the CPU
     try:
         import torch
 
@@ -136,10 +163,12 @@ def bench(target: Path, repeat: int) -> None:
         devices.remove("torch-cpu")
     for dev in devices:
         took = best(lambda d=dev: stats(ckpt, d))
-        print(f"  stats/{dev:9s}{gb / took:7.2f} GB/s   ({raw / took:.2f}x raw, {fresh / took:.2f}x fresh)"
-              f"   {took:.2f}s")
+        vs_device = f"{direct / took:.2f}x device, " if direct else ""
+        label = backend_for(dev).name
+        print(f"  stats/{label:9s}{gb / took:7.2f} GB/s   ({vs_device}{fresh / took:.2f}x fresh, "
+              f"{raw / took:.2f}x cached)   {took:.2f}s")
     peak = peak_memory(ckpt)
-    print(f"  peak traced memory of the numpy pass: {peak / 2**20:.1f} MiB "
+    print(f"  peak traced memory of the cpu pass: {peak / 2**20:.1f} MiB "
           f"({peak / largest:.2f}x the largest tensor as float32)")
 
 
@@ -150,6 +179,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     print(f"cpu cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}, numpy {np.__version__}")
+    t = time.perf_counter()
+    name = backend_for("cpu").name
+    print(f"cpu backend: {name} (import and load of compiled kernels {time.perf_counter() - t:.2f}s; "
+          "the first run of a fresh install also compiles them, once, into numba's cache)")
     for m in args.model or [str(minilm())]:
         bench(Path(m), args.repeat)
     if args.synthetic_mb:

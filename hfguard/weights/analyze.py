@@ -5,8 +5,13 @@ cross-tensor evidence (sibling layers, trap neurons with their biases) is judged
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,10 +19,12 @@ import numpy as np
 from hfguard.checks import Budget
 from hfguard.weights import layers, traps
 from hfguard.weights.stats import Backend, tensor_stats
-from hfguard.weights.tensors import Checkpoint
+from hfguard.weights.tensors import Checkpoint, TensorMeta, load_tensor
 from hfguard.weights.traps import Hit
 
 EMBEDDING = re.compile(r"(embed|wte|wpe|tok_embeddings|shared\.weight|lm_head|word_embeddings)", re.I)
+MAX_WORKERS = 4
+IN_FLIGHT_BYTES = 2 << 30
 _KEEP = ("n", "mean", "std", "absmax", "kurtosis", "tail_share", "zero_share", "nan", "inf",
          "stable_rank", "sigma", "dup_rows", "mirrored_rows", "single_nonzero_rows", "zero_rows")
 
@@ -52,6 +59,57 @@ def analyze_checkpoint(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget
         return _analyze(ckpt, be, th, budget, config)
 
 
+@dataclass
+class _Measured:
+    """What one tensor leaves behind once its array is released: small numbers only."""
+
+    meta: TensorMeta
+    stats: dict[str, Any]
+    hits: list[Hit]
+    neuron_norms: np.ndarray | None
+    vector: np.ndarray | None   # a 1-D tensor's values, for the bias side of trap neurons
+
+
+def _measure(meta: TensorMeta, be: Backend, th: dict[str, Any], budget: Budget,
+             scratch: threading.local) -> _Measured:
+    budget.tick(f"reading {meta.name}")
+    mapped = meta.mapped_as_is   # read in place: no buffer
+    if not mapped and (getattr(scratch, "buf", None) is None or scratch.buf.size < meta.numel):
+        scratch.buf = np.empty(meta.numel, dtype=np.float32)   # one widening buffer per worker
+    arr = load_tensor(meta, copy=False, out=None if mapped else scratch.buf)
+    st = tensor_stats(arr, be, tail_k=th["tail-k"], spectral_max=th["spectral-max-elements"],
+                      tick=lambda: budget.tick(f"measuring {meta.name}"))
+    vector = np.array(arr) if arr.ndim == 1 and arr.size <= 1 << 20 else None   # a copy: arr is reused
+    return _Measured(meta, {k: st[k] for k in _KEEP if k in st}, tensor_hits(meta.name, arr, st, th),
+                     traps.neuron_norms(meta.name, arr), vector)
+
+
+def _measured(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget) -> Iterator[_Measured]:
+    """Every float tensor measured, in file order. On the CPU a few at a time: BLAS and numpy's
+    large ufuncs release the GIL. Memory: a tensor and its widening buffer per worker, so fewer
+    workers where the largest tensors are big (at most IN_FLIGHT_BYTES as float32 in flight)."""
+    metas = ckpt.float_tensors()
+    largest = max((m.numel * 4 for m in metas), default=1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = 1 if be.xp is not np else max(1, min(MAX_WORKERS, cores, IN_FLIGHT_BYTES // largest))
+    scratch = threading.local()
+    if workers == 1:
+        yield from (_measure(m, be, th, budget, scratch) for m in metas)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="hfguard-weights") as pool:
+        pending: deque[Future[_Measured]] = deque()
+        try:
+            for meta in metas:
+                pending.append(pool.submit(_measure, meta, be, th, budget, scratch))
+                if len(pending) > workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
+
+
 def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
              config: tuple[str, dict[str, Any]] | None) -> tuple[list[Hit], dict[str, Any]]:
     hits: list[Hit] = []
@@ -61,21 +119,16 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
     vectors: dict[str, np.ndarray] = {}     # 1-D tensors, kept for the bias side of trap neurons
     dtypes: dict[str, int] = {}
     params = 0
-    for meta, arr in ckpt.iter_float():
-        budget.tick(f"reading {meta.name}")
-        st = tensor_stats(arr, be, tail_k=th["tail-k"], spectral_max=th["spectral-max-elements"],
-                          tick=lambda n=meta.name: budget.tick(f"measuring {n}"))
-        hits += tensor_hits(meta.name, arr, st, th)
-        nn = traps.neuron_norms(meta.name, arr)
-        if nn is not None:
-            norms[meta.name] = nn
-        if arr.ndim == 1 and arr.size <= 1 << 20:
-            vectors[meta.name] = np.array(arr)   # a copy: a kept map would pin a file descriptor
-        stats[meta.name] = {k: st[k] for k in _KEEP if k in st}
-        shapes[meta.name] = meta.shape
-        dtypes[meta.dtype] = dtypes.get(meta.dtype, 0) + 1
-        params += meta.numel
-        del arr
+    for m in _measured(ckpt, be, th, budget):
+        name = m.meta.name
+        hits += m.hits
+        if m.neuron_norms is not None:
+            norms[name] = m.neuron_norms
+        if m.vector is not None:
+            vectors[name] = m.vector
+        stats[name], shapes[name] = m.stats, m.meta.shape
+        dtypes[m.meta.dtype] = dtypes.get(m.meta.dtype, 0) + 1
+        params += m.meta.numel
     for name, nn in norms.items():
         bias = vectors.get(re.sub(r"weight$", "bias", name))
         hits += traps.trap_neurons(name, nn, bias, min_group=th["trap-min-neurons"],

@@ -54,6 +54,19 @@ class TensorMeta:
     def is_float(self) -> bool:
         return self.dtype in FLOAT_DTYPES
 
+    @property
+    def mapped_as_is(self) -> bool:
+        """float32 in C order: `load_tensor(copy=False)` returns the file's pages, no copy."""
+        if self.dtype != "float32":
+            return False
+        if self.stride is None:
+            return True
+        expect, contiguous = 1, []
+        for dim in reversed(self.shape):
+            contiguous.append(expect)
+            expect *= dim
+        return tuple(reversed(contiguous)) == self.stride or self.numel <= 1
+
 
 @dataclass
 class Checkpoint:
@@ -71,11 +84,19 @@ class Checkpoint:
     def load(self, name: str, copy: bool = True) -> np.ndarray:
         return load_tensor(self.tensors[name], copy)
 
+    def float_tensors(self) -> list[TensorMeta]:
+        """Floating tensors with entries, in file order (reads stay sequential)."""
+        return sorted((m for m in self.tensors.values() if m.is_float and m.numel),
+                      key=lambda m: (str(m.path), m.offset))
+
     def iter_float(self) -> Iterator[tuple[TensorMeta, np.ndarray]]:
-        """Floating tensors in file order, each released when the caller moves on."""
-        for meta in sorted(self.tensors.values(), key=lambda m: (str(m.path), m.offset)):
-            if meta.is_float and meta.numel:
-                yield meta, load_tensor(meta, copy=False)
+        """Floating tensors in file order. Each array is valid only until the next is yielded:
+        tensors that need widening share one buffer (fresh pages cost more than the widening
+        itself), and float32 ones are views of the file. Copy what you keep."""
+        metas = self.float_tensors()
+        scratch = np.empty(max((m.numel for m in metas), default=0), dtype=np.float32)
+        for meta in metas:
+            yield meta, load_tensor(meta, copy=False, out=scratch)
 
 
 # -- safetensors --------------------------------------------------------------------------------
@@ -164,17 +185,24 @@ def _e4m3fn_table() -> np.ndarray:
 _E4M3 = _e4m3fn_table()
 
 
-def widen(raw: np.ndarray, dtype: str) -> np.ndarray:
-    """Storage values (any dtype, bfloat16/float8 as raw integers) -> a float32 copy."""
+def widen(raw: np.ndarray, dtype: str, out: np.ndarray | None = None) -> np.ndarray:
+    """Storage values (contiguous; bfloat16/float8 as raw integers) -> float32, written into
+    `out` (a flat float32 buffer at least as long) when given, else a new array."""
+    if out is None or out.size < raw.size:
+        wide = np.empty(raw.shape, np.float32)
+    else:
+        wide = out[: raw.size].reshape(raw.shape)
     if dtype == "bfloat16":   # bfloat16 is the top half of a float32
-        wide = raw.view(np.uint16).astype(np.uint32)
-        np.left_shift(wide, 16, out=wide)
-        return wide.view(np.float32)
-    if dtype == "float8_e5m2":  # the top byte of a float16
-        return (raw.view(np.uint8).astype(np.uint16) << 8).view(np.float16).astype(np.float32)
-    if dtype == "float8_e4m3fn":
-        return _E4M3[raw.view(np.uint8)]
-    return raw.astype(np.float32, copy=True)
+        bits = wide.view(np.uint32)
+        np.copyto(bits, raw.view(np.uint16))
+        np.left_shift(bits, 16, out=bits)
+    elif dtype == "float8_e5m2":  # the top byte of a float16
+        np.copyto(wide, (raw.view(np.uint8).astype(np.uint16) << 8).view(np.float16))
+    elif dtype == "float8_e4m3fn":
+        np.take(_E4M3, raw.view(np.uint8), out=wide)
+    else:
+        np.copyto(wide, raw, casting="same_kind")
+    return wide
 
 
 def _storage_dtype(dtype: str) -> str:
@@ -193,9 +221,10 @@ def map_bytes(path: Path, offset: int, nbytes: int) -> np.ndarray:
     return np.frombuffer(mm, dtype=np.uint8, count=nbytes, offset=offset - start)
 
 
-def load_tensor(meta: TensorMeta, copy: bool = True) -> np.ndarray:
+def load_tensor(meta: TensorMeta, copy: bool = True, out: np.ndarray | None = None) -> np.ndarray:
     """The tensor as float32. With copy=False a contiguous float32 tensor comes back as a read-only
-    view of the file's pages (no copy; the mapping lives as long as the array)."""
+    view of the file's pages (no copy; the mapping lives as long as the array); others are
+    widened into `out` when given (see `widen`)."""
     itemsize = _ITEMSIZE[meta.dtype]
     if meta.numel == 0:
         return np.zeros(meta.shape, dtype=np.float32)
@@ -210,9 +239,9 @@ def load_tensor(meta: TensorMeta, copy: bool = True) -> np.ndarray:
         arr = np.lib.stride_tricks.as_strided(
             raw[meta.storage_offset:], shape=meta.shape,
             strides=tuple(s * itemsize for s in meta.stride), writeable=False)
-    if not copy and meta.dtype == "float32" and arr.flags.c_contiguous:
+    if not copy and meta.mapped_as_is:
         return arr
-    return widen(np.ascontiguousarray(arr), meta.dtype)
+    return widen(np.ascontiguousarray(arr), meta.dtype, out)
 
 
 # -- grouping a target's files into checkpoints -------------------------------------------------
