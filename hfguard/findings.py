@@ -98,6 +98,21 @@ class Finding:
 
 
 @dataclass
+class Observation:
+    """One deviation a parser found, before a check turns it into Findings (`Check.findings_from`).
+
+    `severity` is None where the check's rules rate it by rule id (the pickle signatures rate what
+    the container scanner observes).
+    """
+
+    rule: str
+    severity: Severity | None
+    message: str
+    location: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class FileReport:
     path: str
     format: str

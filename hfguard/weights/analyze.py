@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from hfguard.checks import Budget
+from hfguard.findings import Observation, Severity
 from hfguard.weights import layers, traps
 from hfguard.weights.stats import Backend, tensor_stats
 from hfguard.weights.tensors import Checkpoint, TensorMeta, load_tensor
-from hfguard.weights.traps import Hit
 
 EMBEDDING = re.compile(r"(embed|wte|wpe|tok_embeddings|shared\.weight|lm_head|word_embeddings)", re.I)
 MAX_WORKERS = 4
@@ -54,7 +54,7 @@ def single_threaded_blas() -> Iterator[None]:
 
 
 def analyze_checkpoint(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
-                       config: tuple[str, dict[str, Any]] | None) -> tuple[list[Hit], dict[str, Any]]:
+                       config: tuple[str, dict[str, Any]] | None) -> tuple[list[Observation], dict[str, Any]]:
     with single_threaded_blas():
         return _analyze(ckpt, be, th, budget, config)
 
@@ -65,7 +65,7 @@ class _Measured:
 
     meta: TensorMeta
     stats: dict[str, Any]
-    hits: list[Hit]
+    hits: list[Observation]
     neuron_norms: np.ndarray | None
     vector: np.ndarray | None   # a 1-D tensor's values, for the bias side of trap neurons
 
@@ -111,8 +111,8 @@ def _measured(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget)
 
 
 def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
-             config: tuple[str, dict[str, Any]] | None) -> tuple[list[Hit], dict[str, Any]]:
-    hits: list[Hit] = []
+             config: tuple[str, dict[str, Any]] | None) -> tuple[list[Observation], dict[str, Any]]:
+    hits: list[Observation] = []
     stats: dict[str, dict[str, Any]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     norms: dict[str, np.ndarray] = {}
@@ -142,11 +142,12 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
     return hits, summary
 
 
-def tensor_hits(name: str, arr: np.ndarray, st: dict[str, Any], th: dict[str, Any]) -> list[Hit]:
-    out: list[Hit] = []
+def tensor_hits(name: str, arr: np.ndarray, st: dict[str, Any], th: dict[str, Any]) -> list[Observation]:
+    out: list[Observation] = []
     if st["nan"] or st["inf"]:
-        out.append(Hit("weights/nan-inf", "high", f"{name} holds {st['nan']} NaN and {st['inf']} Inf values",
-                       name, {"nan": st["nan"], "inf": st["inf"], "n": st["n"]}))
+        out.append(Observation("weights/nan-inf", Severity.HIGH,
+                               f"{name} holds {st['nan']} NaN and {st['inf']} Inf values",
+                               name, {"nan": st["nan"], "inf": st["inf"], "n": st["n"]}))
     if (h := traps.zero_gains(name, arr)) is not None:
         out.append(h)
     if st["nan"] + st["inf"] == 0 and (h := traps.huge_constants(
@@ -155,25 +156,26 @@ def tensor_hits(name: str, arr: np.ndarray, st: dict[str, Any], th: dict[str, An
     embedding = bool(EMBEDDING.search(name))
     copies = st.get("dup_rows", 0) + st.get("mirrored_rows", 0)
     if copies >= th["duplicate-rows"]:
-        out.append(Hit("weights/duplicate-rows", "info" if embedding else "medium",
-                       f"{name} has {st['dup_rows']} duplicated and {st['mirrored_rows']} sign-mirrored rows",
-                       name, {"dup_rows": st["dup_rows"], "mirrored_rows": st["mirrored_rows"],
-                              "rows": st["rows"]}))
+        out.append(Observation(
+            "weights/duplicate-rows", Severity.INFO if embedding else Severity.MEDIUM,
+            f"{name} has {st['dup_rows']} duplicated and {st['mirrored_rows']} sign-mirrored rows",
+            name, {"dup_rows": st["dup_rows"], "mirrored_rows": st["mirrored_rows"], "rows": st["rows"]}))
     single = st.get("single_nonzero_rows", 0)
     if single >= th["single-nonzero-rows"] and st.get("cols", 0) >= 8:
-        out.append(Hit("weights/single-nonzero-rows", "info" if embedding else "medium",
-                       f"{name} has {single} rows with exactly one non-zero entry (pass-through neurons)",
-                       name, {"rows": single, "indices": st["single_nonzero_idx"]}))
+        out.append(Observation(
+            "weights/single-nonzero-rows", Severity.INFO if embedding else Severity.MEDIUM,
+            f"{name} has {single} rows with exactly one non-zero entry (pass-through neurons)",
+            name, {"rows": single, "indices": st["single_nonzero_idx"]}))
     return out
 
 
 def sibling_hits(stats: dict[str, dict[str, Any]], shapes: dict[str, tuple[int, ...]],
-                 th: dict[str, Any]) -> list[Hit]:
+                 th: dict[str, Any]) -> list[Observation]:
     outliers = layers.sibling_outliers(stats, shapes, th["robust-z"], th["min-siblings"])
     by_tensor: dict[str, list[dict[str, Any]]] = {}
     for o in outliers:
         by_tensor.setdefault(o["tensor"], []).append(o)
-    out: list[Hit] = []
+    out: list[Observation] = []
     for name, os_ in by_tensor.items():
         zmax = max(abs(o["z"]) for o in os_)
         feats = {o["feature"]: {k: o[k] for k in ("z", "value", "sibling_median")} for o in os_}
@@ -181,8 +183,9 @@ def sibling_hits(stats: dict[str, dict[str, Any]], shapes: dict[str, tuple[int, 
         what = "rescaled" if rescaled else "unlike its siblings"
         detail = ", ".join(f"{f} z={v['z']:+.1f} ({v['value']:.4g} vs median {v['sibling_median']:.4g})"
                            for f, v in feats.items())
-        out.append(Hit("weights/layer-outlier", "high" if zmax >= th["robust-z-high"] else "medium",
-                       f"{name} is {what} ({os_[0]['siblings']} siblings of role {os_[0]['role']}): {detail}",
-                       name, {"role": os_[0]["role"], "siblings": os_[0]["siblings"], "features": feats,
-                              "max_abs_z": zmax, "stats": stats[name]}))
+        out.append(Observation(
+            "weights/layer-outlier", Severity.HIGH if zmax >= th["robust-z-high"] else Severity.MEDIUM,
+            f"{name} is {what} ({os_[0]['siblings']} siblings of role {os_[0]['role']}): {detail}",
+            name, {"role": os_[0]["role"], "siblings": os_[0]["siblings"], "features": feats,
+                   "max_abs_z": zmax, "stats": stats[name]}))
     return out

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from hfguard.findings import Observation, Severity
+
 MAX_HEADER = 100 << 20  # the reference implementation's own limit on a safetensors header
 
 # safetensors dtype -> (numpy storage dtype, bytes per element, is floating point)
@@ -75,7 +77,7 @@ class Checkpoint:
     name: str                                   # display path (file, or index json for shards)
     kind: str                                   # "safetensors" | "torch-zip"
     tensors: dict[str, TensorMeta] = field(default_factory=dict)
-    problems: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # rule, msg, ev
+    problems: list[Observation] = field(default_factory=list)
 
     @property
     def directory(self) -> str:
@@ -327,8 +329,10 @@ def checkpoints_of(target: Any) -> tuple[list[Checkpoint], list[tuple[str, str]]
             listed.setdefault(f"{folder}/{shard}", set()).add(tname)
         for shard_path, names in sorted(listed.items()):
             if shard_path not in weights:
-                ckpt.problems.append(("weights/missing-shard", f"{idx.name} names shard {shard_path} "
-                                      "which is not in the target", {"shard": shard_path}))
+                ckpt.problems.append(Observation(
+                    "weights/missing-shard", Severity.MEDIUM,
+                    f"{idx.name} names shard {shard_path} which is not in the target",
+                    evidence={"shard": shard_path}))
                 continue
             claimed.add(shard_path)
             kind, tf = weights[shard_path]
@@ -339,12 +343,16 @@ def checkpoints_of(target: Any) -> tuple[list[Checkpoint], list[tuple[str, str]]
                 continue
             extra = sorted(set(metas) - names)
             if extra:   # tensors a loader would never see listed, or would load unannounced
-                ckpt.problems.append(("weights/index-mismatch", f"{tf.path} holds {len(extra)} tensors "
-                                      f"that {idx.name} does not list", {"tensors": extra[:20]}))
+                ckpt.problems.append(Observation(
+                    "weights/index-mismatch", Severity.MEDIUM,
+                    f"{tf.path} holds {len(extra)} tensors that {idx.name} does not list",
+                    evidence={"tensors": extra[:20]}))
             missing = sorted(names - set(metas))
             if missing:
-                ckpt.problems.append(("weights/index-mismatch", f"{idx.name} lists {len(missing)} "
-                                      f"tensors that {tf.path} does not hold", {"tensors": missing[:20]}))
+                ckpt.problems.append(Observation(
+                    "weights/index-mismatch", Severity.MEDIUM,
+                    f"{idx.name} lists {len(missing)} tensors that {tf.path} does not hold",
+                    evidence={"tensors": missing[:20]}))
             ckpt.tensors.update(metas)
         out.append(ckpt)
     for display, (kind, tf) in sorted(weights.items()):
