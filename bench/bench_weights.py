@@ -2,14 +2,13 @@
 
     python bench/bench_weights.py [--model DIR_OR_FILE ...] [--synthetic-mb 200] [--repeat 3]
 
-Figures (best of --repeat), with three yardsticks for "raw read" of the same file:
+Figures (best of --repeat), with two yardsticks for "raw read" of the same file:
   device read  O_DIRECT reads, 16 MiB at a time: the storage itself, no page cache (what a scan of
                a file that is not in memory waits for; absent where the filesystem refuses O_DIRECT)
-  fresh read   f.read() of the whole file into a new buffer (what a plain loader does)
   cached read  readinto() a reused buffer from the page cache: memory bandwidth, the toughest
   decode       every float tensor mapped and widened to float32 (no statistics)
-  stats/<be>   the full weights.anomalies pass (moments, rows, spectral, traps, siblings);
-               `cpu` is the compiled kernels when numba is installed, `numpy` the generic pass
+  stats/<be>   the full weights.anomalies pass (moments, rows, spectral, traps, siblings), with
+               tensors measured on up to analyze.MAX_WORKERS threads, and on one ("x1")
   peak         tracemalloc peak of the stats pass (numpy buffers are traced) vs the largest tensor
 """
 
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hfguard.checks import Budget  # noqa: E402
 from hfguard.target import local_target  # noqa: E402
-from hfguard.weights.analyze import analyze_checkpoint  # noqa: E402
+from hfguard.weights import analyze  # noqa: E402
 from hfguard.weights.check import DEFAULTS  # noqa: E402
 from hfguard.weights.stats import backend_for  # noqa: E402
 from hfguard.weights.tensors import Checkpoint, checkpoints_of, load_tensor  # noqa: E402
@@ -95,16 +94,6 @@ def raw_read_direct(paths: list[Path]) -> float | None:
     return time.perf_counter() - t
 
 
-def raw_read_fresh(paths: list[Path]) -> float:
-    """f.read() of each whole file into a new buffer (what a plain loader does)."""
-    t = time.perf_counter()
-    for p in paths:
-        with open(p, "rb") as fh:
-            data = fh.read()
-        del data
-    return time.perf_counter() - t
-
-
 def decode(ckpt: Checkpoint) -> float:
     t = time.perf_counter()
     for meta in ckpt.tensors.values():
@@ -115,9 +104,16 @@ def decode(ckpt: Checkpoint) -> float:
 
 
 def stats(ckpt: Checkpoint, device: str) -> float:
-    be = backend_for(device)
+    """One analysis; a device ending in -x1 measures the tensors on one thread."""
+    be = backend_for(device.removesuffix("-x1"))
+    saved = analyze.MAX_WORKERS
+    if device.endswith("-x1"):
+        analyze.MAX_WORKERS = 1
     t = time.perf_counter()
-    analyze_checkpoint(ckpt, be, DEFAULTS, Budget(3600), None)
+    try:
+        analyze.analyze_checkpoint(ckpt, be, DEFAULTS, Budget(3600), None)
+    finally:
+        analyze.MAX_WORKERS = saved
     if be.name == "cuda":
         import torch
 
@@ -128,7 +124,7 @@ def stats(ckpt: Checkpoint, device: str) -> float:
 def peak_memory(ckpt: Checkpoint) -> int:
     """tracemalloc peak of one CPU stats pass (a separate run: tracing slows allocations)."""
     tracemalloc.start()
-    analyze_checkpoint(ckpt, backend_for("cpu"), DEFAULTS, Budget(3600), None)
+    analyze.analyze_checkpoint(ckpt, backend_for("cpu"), DEFAULTS, Budget(3600), None)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak
@@ -144,16 +140,14 @@ def bench(target: Path, repeat: int) -> None:
     best = lambda f: min(f() for _ in range(repeat))  # noqa: E731
     direct = raw_read_direct(files)
     raw = best(lambda: raw_read(files))
-    fresh = best(lambda: raw_read_fresh(files))
     dec = best(lambda: decode(ckpt))
     print(f"\n{ckpt.name}: {size / 2**20:.1f} MiB, {len(ckpt.tensors)} tensors, "
           f"largest tensor {largest / 2**20:.1f} MiB as float32")
     if direct:
         print(f"  device read   {gb / direct:7.2f} GB/s   (O_DIRECT, no page cache)")
-    print(f"  fresh read    {gb / fresh:7.2f} GB/s   (f.read() into a fresh buffer, page cache)")
     print(f"  cached read   {gb / raw:7.2f} GB/s   (readinto a reused 16 MiB buffer, page cache)")
     print(f"  decode        {gb / dec:7.2f} GB/s   ({raw / dec:.2f}x cached read)")
-    devices = ["cpu", "numpy", "torch-cpu"]   # torch-cpu: the GPU code path run on the CPU
+    devices = ["cpu", "cpu-x1", "torch-cpu"]   # torch-cpu: the GPU code path run on the CPU
     try:
         import torch
 
@@ -164,9 +158,9 @@ def bench(target: Path, repeat: int) -> None:
     for dev in devices:
         took = best(lambda d=dev: stats(ckpt, d))
         vs_device = f"{direct / took:.2f}x device, " if direct else ""
-        label = backend_for(dev).name
-        print(f"  stats/{label:9s}{gb / took:7.2f} GB/s   ({vs_device}{fresh / took:.2f}x fresh, "
-              f"{raw / took:.2f}x cached)   {took:.2f}s")
+        label = backend_for(dev.removesuffix("-x1")).name + (" x1" if dev.endswith("-x1") else "")
+        print(f"  stats/{label:9s}{gb / took:7.2f} GB/s   ({vs_device}{raw / took:.2f}x cached)"
+              f"   {took:.2f}s")
     peak = peak_memory(ckpt)
     print(f"  peak traced memory of the cpu pass: {peak / 2**20:.1f} MiB "
           f"({peak / largest:.2f}x the largest tensor as float32)")
@@ -179,10 +173,6 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     print(f"cpu cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}, numpy {np.__version__}")
-    t = time.perf_counter()
-    name = backend_for("cpu").name
-    print(f"cpu backend: {name} (import and load of compiled kernels {time.perf_counter() - t:.2f}s; "
-          "the first run of a fresh install also compiles them, once, into numba's cache)")
     for m in args.model or [str(minilm())]:
         bench(Path(m), args.repeat)
     if args.synthetic_mb:
