@@ -76,10 +76,13 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
     remediation: str | None = None
     error: bool = False
+    # identifies the finding in place of `location` where the location moves while the thing does
+    # not: a hook finding sits on "line N" of a source file but is about the model it names
+    anchor: str | None = None
 
     def fingerprint(self) -> str:
         """Stable identity for baselines and SARIF: what and where, not the wording."""
-        key = json.dumps([self.check, self.rule, self.file, self.location], default=str)
+        key = json.dumps([self.check, self.rule, self.file, self.anchor or self.location], default=str)
         return hashlib.sha256(key.encode()).hexdigest()[:32]
 
     def to_dict(self) -> dict[str, Any]:

@@ -42,7 +42,7 @@ def _hook_finding(rule: str, severity: Severity, message: str, ref: Reference | 
     return Finding(check="hook", rule=rule, severity=severity, message=message,
                    file=ref.file if ref else file, location=ref.location if ref else location,
                    evidence={k: v for k, v in evidence.items() if v is not None},
-                   remediation=remediation, error=error)
+                   remediation=remediation, error=error, anchor=ref.anchor if ref else None)
 
 
 def carry_over(ref: Reference, model_findings: Iterable[Finding], revision: str | None,
@@ -63,7 +63,8 @@ def carry_over(ref: Reference, model_findings: Iterable[Finding], revision: str 
             message=f"{ref.repo_id}@{(revision or '?')[:12]}{where}: {f.message}{note}",
             file=ref.file, location=ref.location, remediation=f.remediation, error=f.error,
             evidence={**f.evidence, "model": ref.repo_id, "revision": revision,
-                      "model_file": f.file, "model_location": f.location}))
+                      "model_file": f.file, "model_location": f.location},
+            anchor=f"{ref.anchor} {f.file or ''} {f.location or ''}"))
     return out
 
 

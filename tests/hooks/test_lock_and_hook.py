@@ -171,6 +171,29 @@ def test_deeper_tier_inputs_are_part_of_the_stamp(tmp_path):
     assert current_stamp(policy, {"device": "cuda"}) == current_stamp(policy)
 
 
+def test_a_baseline_survives_lines_added_above(tmp_path):
+    """Hook findings sit on source lines but are fingerprinted by the model they are about."""
+    p = _src(tmp_path, '''
+        from transformers import AutoModel
+        a = AutoModel.from_pretrained("flag/model")
+        b = AutoModel.from_pretrained("legacy")
+    ''')
+    vet = RecordingVet({"flag/model": [_pickle_finding(Severity.MEDIUM)]})
+    first = vet_references(extract([p]).references, Policy(), None, vet=vet).report
+    assert first.verdict is Verdict.FLAG
+    accepted = frozenset(f.fingerprint() for f in first.findings if f.severity > Severity.INFO)
+    assert {f.rule for f in first.findings if f.fingerprint() in accepted} >= {
+        "pickle/dangerous-global", "hook/unpinned-reference", "hook/unqualified-reference"}
+    p.write_text("import os\n\n\n" + p.read_text())
+    second = vet_references(extract([p]).references, Policy(baseline=accepted), None, vet=vet).report
+    assert {f.location for f in second.findings} == {"line 5", "line 6"}   # they moved
+    assert second.verdict is Verdict.PASS
+    other = _src(tmp_path, 'from transformers import AutoModel\nAutoModel.from_pretrained("flag/model")\n',
+                 name="other.py")   # the same model named in another file is not accepted there
+    third = vet_references(extract([other]).references, Policy(baseline=accepted), None, vet=vet).report
+    assert third.verdict is Verdict.FLAG
+
+
 def test_lock_entries_keep_what_counts(tmp_path):
     report = Report(target="x/y", source="hub", revision=SHA_A, findings=[
         _pickle_finding(),
