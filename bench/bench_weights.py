@@ -7,8 +7,7 @@ Figures (best of --repeat), with two yardsticks for "raw read" of the same file:
                a file that is not in memory waits for; absent where the filesystem refuses O_DIRECT)
   cached read  readinto() a reused buffer from the page cache: memory bandwidth, the toughest
   decode       every float tensor mapped and widened to float32 (no statistics)
-  stats/<be>   the full weights.anomalies pass (moments, rows, spectral, traps, siblings), with
-               tensors measured on up to analyze.MAX_WORKERS threads, and on one ("x1")
+  stats/<be>   the full weights.anomalies pass (moments, rows, spectral, traps, siblings)
   peak         tracemalloc peak of the stats pass (numpy buffers are traced) vs the largest tensor
 """
 
@@ -105,16 +104,9 @@ def decode(ckpt: Checkpoint) -> float:
 
 
 def stats(ckpt: Checkpoint, device: str) -> float:
-    """One analysis; a device ending in -x1 measures the tensors on one thread."""
-    be = backend_for(device.removesuffix("-x1"))
-    saved = analyze.MAX_WORKERS
-    if device.endswith("-x1"):
-        analyze.MAX_WORKERS = 1
+    be = backend_for(device)
     t = time.perf_counter()
-    try:
-        analyze.analyze_checkpoint(ckpt, be, DEFAULTS, Budget(3600), None)
-    finally:
-        analyze.MAX_WORKERS = saved
+    analyze.analyze_checkpoint(ckpt, be, DEFAULTS, Budget(3600), None)
     if be.name == "cuda":
         import torch
 
@@ -148,7 +140,7 @@ def bench(target: Path, repeat: int) -> None:
         print(f"  device read   {gb / direct:7.2f} GB/s   (O_DIRECT, no page cache)")
     print(f"  cached read   {gb / raw:7.2f} GB/s   (readinto a reused 16 MiB buffer, page cache)")
     print(f"  decode        {gb / dec:7.2f} GB/s   ({raw / dec:.2f}x cached read)")
-    devices = ["cpu", "cpu-x1", "torch-cpu"]   # torch-cpu: the GPU code path run on the CPU
+    devices = ["cpu", "torch-cpu"]   # torch-cpu: the GPU code path run on the CPU
     try:
         import torch
 
@@ -159,7 +151,7 @@ def bench(target: Path, repeat: int) -> None:
     for dev in devices:
         took = best(lambda d=dev: stats(ckpt, d))
         vs_device = f"{direct / took:.2f}x device, " if direct else ""
-        label = backend_for(dev.removesuffix("-x1")).name + (" x1" if dev.endswith("-x1") else "")
+        label = backend_for(dev).name
         print(f"  stats/{label:9s}{gb / took:7.2f} GB/s   ({vs_device}{raw / took:.2f}x cached)"
               f"   {took:.2f}s")
     peak = peak_memory(ckpt)

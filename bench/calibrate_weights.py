@@ -25,7 +25,7 @@ from hfguard.weights import layers, traps  # noqa: E402
 from hfguard.weights.check import DEFAULTS  # noqa: E402
 from hfguard.weights.diff import DIFF_DEFAULTS, diff_checkpoints  # noqa: E402
 from hfguard.weights.stats import backend_for, equal_norm_groups, tensor_stats  # noqa: E402
-from hfguard.weights.tensors import checkpoints_of  # noqa: E402
+from hfguard.weights.tensors import checkpoints_of, load_tensor  # noqa: E402
 
 
 def measure(path: Path) -> dict[str, float]:
@@ -35,7 +35,8 @@ def measure(path: Path) -> dict[str, float]:
     out = {"huge_const_z": 0.0, "min_upproj_bias_z": 0.0, "largest_equal_norm_group": 0,
            "dup_rows_non_embedding": 0, "single_nonzero_rows": 0}
     vectors, norms = {}, {}
-    for meta, arr in ckpt.iter_float():
+    for meta in ckpt.float_tensors():
+        arr = load_tensor(meta, copy=False)
         st = tensor_stats(arr, be)
         stats[meta.name], shapes[meta.name] = st, meta.shape
         if (meta.name.endswith(("bias", "beta")) or traps.POSITIONAL.search(meta.name)) and arr.size >= 8:

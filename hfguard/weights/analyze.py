@@ -5,12 +5,8 @@ cross-tensor evidence (sibling layers, trap neurons with their biases) is judged
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import threading
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +19,6 @@ from hfguard.weights.stats import Backend, tensor_stats
 from hfguard.weights.tensors import Checkpoint, TensorMeta, load_tensor
 
 EMBEDDING = re.compile(r"(embed|wte|wpe|tok_embeddings|shared\.weight|lm_head|word_embeddings)", re.I)
-MAX_WORKERS = 4
-IN_FLIGHT_BYTES = 2 << 30
 _KEEP = ("n", "mean", "std", "absmax", "kurtosis", "tail_share", "zero_share", "nan", "inf",
          "stable_rank", "sigma", "dup_rows", "mirrored_rows", "single_nonzero_rows", "zero_rows")
 
@@ -71,12 +65,11 @@ class _Measured:
 
 
 def _measure(meta: TensorMeta, be: Backend, th: dict[str, Any], budget: Budget,
-             scratch: threading.local) -> _Measured:
+             scratch: np.ndarray) -> _Measured:
+    """One tensor, widened (where it is not float32 already) into `scratch`, which is reused:
+    fresh pages for every tensor cost more than the widening itself."""
     budget.tick(f"reading {meta.name}")
-    mapped = meta.mapped_as_is   # read in place: no buffer
-    if not mapped and (getattr(scratch, "buf", None) is None or scratch.buf.size < meta.numel):
-        scratch.buf = np.empty(meta.numel, dtype=np.float32)   # one widening buffer per worker
-    arr = load_tensor(meta, copy=False, out=None if mapped else scratch.buf)
+    arr = load_tensor(meta, copy=False, out=None if meta.mapped_as_is else scratch)
     st = tensor_stats(arr, be, tail_k=th["tail-k"], spectral_max=th["spectral-max-elements"],
                       tick=lambda: budget.tick(f"measuring {meta.name}"))
     vector = np.array(arr) if arr.ndim == 1 and arr.size <= 1 << 20 else None   # a copy: arr is reused
@@ -85,29 +78,13 @@ def _measure(meta: TensorMeta, be: Backend, th: dict[str, Any], budget: Budget,
 
 
 def _measured(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget) -> Iterator[_Measured]:
-    """Every float tensor measured, in file order. On the CPU a few at a time: BLAS and numpy's
-    large ufuncs release the GIL. Memory: a tensor and its widening buffer per worker, so fewer
-    workers where the largest tensors are big (at most IN_FLIGHT_BYTES as float32 in flight)."""
+    """Every float tensor measured, in file order, one at a time: memory is one tensor and one
+    widening buffer. (Two tensors at a time on threads measured no faster on 2 cores: numpy
+    holds the GIL between its many short calls.)"""
     metas = ckpt.float_tensors()
-    largest = max((m.numel * 4 for m in metas), default=1)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = 1 if be.xp is not np else max(1, min(MAX_WORKERS, cores, IN_FLIGHT_BYTES // largest))
-    scratch = threading.local()
-    if workers == 1:
-        yield from (_measure(m, be, th, budget, scratch) for m in metas)
-        return
-    with ThreadPoolExecutor(workers, thread_name_prefix="hfguard-weights") as pool:
-        pending: deque[Future[_Measured]] = deque()
-        try:
-            for meta in metas:
-                pending.append(pool.submit(_measure, meta, be, th, budget, scratch))
-                if len(pending) > workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for f in pending:
-                f.cancel()
+    scratch = np.empty(max((m.numel for m in metas if not m.mapped_as_is), default=0), np.float32)
+    for meta in metas:
+        yield _measure(meta, be, th, budget, scratch)
 
 
 def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,

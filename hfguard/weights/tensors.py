@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,15 +89,6 @@ class Checkpoint:
         """Floating tensors with entries, in file order (reads stay sequential)."""
         return sorted((m for m in self.tensors.values() if m.is_float and m.numel),
                       key=lambda m: (str(m.path), m.offset))
-
-    def iter_float(self) -> Iterator[tuple[TensorMeta, np.ndarray]]:
-        """Floating tensors in file order. Each array is valid only until the next is yielded:
-        tensors that need widening share one buffer (fresh pages cost more than the widening
-        itself), and float32 ones are views of the file. Copy what you keep."""
-        metas = self.float_tensors()
-        scratch = np.empty(max((m.numel for m in metas), default=0), dtype=np.float32)
-        for meta in metas:
-            yield meta, load_tensor(meta, copy=False, out=scratch)
 
 
 # -- safetensors --------------------------------------------------------------------------------

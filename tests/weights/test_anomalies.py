@@ -176,8 +176,8 @@ def test_random_init_and_trained_gpt2_are_clean(gpt2_models):
 
 
 def test_bfloat16_copy_same_verdict_as_float32(tmp_path, tampered):
-    """Trap neurons planted in a bfloat16 MiniLM: tensors measured on worker threads, widened
-    into per-worker buffers, give the verdict the float32 copy gets."""
+    """Trap neurons planted in a bfloat16 MiniLM: tensors widened into one reused buffer give the
+    verdict the float32 copy gets."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -203,7 +203,7 @@ def test_bfloat16_copy_same_verdict_as_float32(tmp_path, tampered):
     assert rules["bfloat16"] == rules["float32"]
 
 
-def test_budget_runs_out_inside_the_worker_threads(minilm_dir):
+def test_budget_runs_out_between_tensors(minilm_dir):
     from hfguard.checks import Budget, BudgetExceeded
     from hfguard.weights.analyze import analyze_checkpoint
     from hfguard.weights.check import DEFAULTS
