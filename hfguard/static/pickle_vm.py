@@ -669,14 +669,7 @@ class PickleVM:
             res.protocol = proto
         elif name == "FRAME":
             (n,) = struct.unpack("<Q", r.read(8, "FRAME"))
-            left = r.remaining()
-            if left is not None and n > left:
-                raise VMStop(
-                    "pickle/truncated",
-                    f"FRAME declares {n} bytes but only {left} remain",
-                    declared=n,
-                    remaining=left,
-                )
+            r._check(n, "FRAME")   # a frame longer than the bytes left is a truncation
         elif name in ("BININT", "BININT1", "BININT2"):
             n, fmt = {"BININT": (4, "<i"), "BININT1": (1, "<B"), "BININT2": (2, "<H")}[name]
             push(struct.unpack(fmt, r.read(n, name))[0])
