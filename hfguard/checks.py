@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from hfguard.findings import Finding, Severity
+from hfguard.findings import Finding, Observation, Severity
 from hfguard.policy import Policy
 from hfguard.target import Target, TargetFile
 
@@ -89,6 +89,20 @@ class Check:
     # helpers so every check phrases findings the same way
     def finding(self, rule: str, severity: Severity, message: str, **kw: Any) -> Finding:
         return Finding(check=self.id, rule=rule, severity=severity, message=message, **kw)
+
+    def findings_from(self, observations: Iterable[Observation], *, file: str | None = None,
+                      remediation: str | Callable[[str], str | None] | None = None,
+                      severity_of: Callable[[str], Severity] | None = None,
+                      error: bool = False) -> Iterator[Finding]:
+        """One finding per observation. `severity_of` rates those that carry no severity;
+        `remediation` is one text for all, or a function of the rule id."""
+        for o in observations:
+            severity = o.severity if o.severity is not None or severity_of is None else severity_of(o.rule)
+            if severity is None:
+                raise ValueError(f"observation {o.rule} has no severity and nothing rates it")
+            yield self.finding(o.rule, severity, o.message, file=file, location=o.location,
+                               evidence=dict(o.evidence), error=error,
+                               remediation=remediation(o.rule) if callable(remediation) else remediation)
 
 
 def _load(ref: str) -> type[Check]:

@@ -76,10 +76,13 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
     remediation: str | None = None
     error: bool = False
+    # identifies the finding in place of `location` where the location moves while the thing does
+    # not: a hook finding sits on "line N" of a source file but is about the model it names
+    anchor: str | None = None
 
     def fingerprint(self) -> str:
         """Stable identity for baselines and SARIF: what and where, not the wording."""
-        key = json.dumps([self.check, self.rule, self.file, self.location], default=str)
+        key = json.dumps([self.check, self.rule, self.file, self.anchor or self.location], default=str)
         return hashlib.sha256(key.encode()).hexdigest()[:32]
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,6 +98,21 @@ class Finding:
             "error": self.error,
             "fingerprint": self.fingerprint(),
         }
+
+
+@dataclass
+class Observation:
+    """One deviation a parser found, before a check turns it into Findings (`Check.findings_from`).
+
+    `severity` is None where the check's rules rate it by rule id (the pickle signatures rate what
+    the container scanner observes).
+    """
+
+    rule: str
+    severity: Severity | None
+    message: str
+    location: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

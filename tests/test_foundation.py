@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from hfguard.checks import Check, ScanContext
 from hfguard.cli import main
 from hfguard.engine import scan
-from hfguard.findings import Finding, Severity, Verdict
+from hfguard.findings import Finding, Observation, Severity, Verdict
 from hfguard.policy import Policy, PolicyError, load_policy, policy_from_mapping
 from hfguard.report.sarif import to_sarif
 from hfguard.sniff import sniff
@@ -165,3 +165,21 @@ def test_sarif_rule_severity_is_the_worst_seen():
         Finding(check="c", rule="r/x", severity=Severity.HIGH, message="m", file="a", location="1")])
     sarif = to_sarif(Report(target="t", source="local", files=[fr]), Policy())
     assert sarif["runs"][0]["tool"]["driver"]["rules"][0]["properties"]["security-severity"] == "8.0"
+
+
+def test_findings_from_rates_unrated_observations_and_copies_evidence():
+    check = MarkerCheck()
+    rated = Observation("marker/a", Severity.LOW, "rated", "offset 3", {"n": 1})
+    unrated = Observation("marker/b", None, "unrated")
+    rules = {"marker/a": Severity.CRITICAL, "marker/b": Severity.HIGH}
+    fs = list(check.findings_from([rated, unrated], file="f", remediation={"marker/b": "fix b"}.get,
+                                  severity_of=rules.__getitem__))
+    assert [(f.check, f.rule, f.severity, f.location, f.file, f.remediation) for f in fs] == [
+        ("test.marker", "marker/a", Severity.LOW, "offset 3", "f", None),     # its own severity wins
+        ("test.marker", "marker/b", Severity.HIGH, None, "f", "fix b")]
+    fs[0].evidence["n"] = 2
+    assert rated.evidence == {"n": 1}
+    [err] = check.findings_from([rated], remediation="one text", error=True)
+    assert err.error and err.remediation == "one text"
+    with pytest.raises(ValueError, match="marker/b"):
+        list(check.findings_from([unrated]))

@@ -28,16 +28,6 @@ _lockfile_option = click.option(
     help="Lockfile to read/write (default: the nearest hfguard.lock, else ./hfguard.lock).")
 
 
-def _vet():
-    """vet_reference with this command's deeper-tier options (--base, --device ...)."""
-    import functools
-
-    from hfguard.hooks.vet import vet_reference
-
-    options = scan_options()
-    return functools.partial(vet_reference, options=options) if options else None
-
-
 def _open_lock(path: str | None):
     from hfguard.hooks.lockfile import LockError, find_lock, load_lock
 
@@ -63,8 +53,8 @@ def hook_refs(files: tuple[str, ...], lockfile: str | None, update_lock: bool, p
     """Vet the Hub models that FILES reference (Python, notebooks, YAML/JSON/TOML configs)."""
     from hfguard.hooks.precommit import refs_hook
 
-    report = refs_hook(files, policy, _open_lock(lockfile), update_lock=update_lock, vet=_vet(),
-                       progress=progress_printer(quiet))
+    report = refs_hook(files, policy, _open_lock(lockfile), update_lock=update_lock,
+                       options=scan_options(), progress=progress_printer(quiet))
     emit(report, policy, fmt, output)
 
 
@@ -90,7 +80,7 @@ def hook_staged(lockfile: str | None, policy: Policy, fmt: str, output: str | No
     from hfguard.hooks.staged import GitError, staged_hook
 
     try:
-        report = staged_hook(policy, _open_lock(lockfile), budget_seconds=budget, vet=_vet(),
+        report = staged_hook(policy, _open_lock(lockfile), budget_seconds=budget,
                              options=scan_options(), progress=progress_printer(quiet))
     except GitError as exc:
         raise click.UsageError(str(exc)) from None
@@ -115,7 +105,7 @@ def lock(paths: tuple[str, ...], lockfile: str | None, check: bool, refresh: boo
         files += repo_files(Path(p)) if Path(p).is_dir() else [p]
     lk = _open_lock(lockfile)
     result = lock_references(files, policy, lk, check=check, refresh=refresh, prune=not paths,
-                             vet=_vet(), progress=progress)
+                             options=scan_options(), progress=progress)
     if check:
         for ref in result.stale:
             click.echo(f"{ref.file}:{ref.line}: {ref.spec} has no current entry in {lk.path}", err=True)

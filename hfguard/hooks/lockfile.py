@@ -10,6 +10,7 @@ stay readable and two runs over the same inputs write the same bytes.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -38,16 +39,36 @@ class Stamp:
     checks: tuple[str, ...]          # "id@version", sorted
     signatures: str
     policy: str
+    options: str = ""                # `options_fingerprint` of the deeper-tier inputs
 
 
-def current_stamp(policy: Policy) -> Stamp:
+# deeper-tier inputs that change what a verdict says; --device only changes where it is computed
+VERDICT_OPTIONS = ("base", "reference", "probe_data")
+
+
+def options_fingerprint(options: dict[str, Any] | None) -> str:
+    """'' without deeper-tier inputs, else a digest of them (a --probe-data file by its content)."""
+    chosen = {k: str(options[k]) for k in VERDICT_OPTIONS if options and options.get(k) is not None}
+    if not chosen:
+        return ""
+    if "probe_data" in chosen:
+        digest = hashlib.sha256()
+        with open(chosen["probe_data"], "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        chosen["probe_data"] = "sha256:" + digest.hexdigest()
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def current_stamp(policy: Policy, options: dict[str, Any] | None = None) -> Stamp:
     from hfguard.checks import checks_for_tiers
     from hfguard.signatures import signatures_version
 
     checks = checks_for_tiers(policy.tiers)
     return Stamp(tiers=tuple(sorted(policy.tiers)),
                  checks=tuple(sorted(f"{c.id}@{c.version}" for c in checks)),
-                 signatures=signatures_version(), policy=policy.fingerprint())
+                 signatures=signatures_version(), policy=policy.fingerprint(),
+                 options=options_fingerprint(options))
 
 
 @dataclass
@@ -126,6 +147,8 @@ class Lockfile:
                 ("verdict", e.verdict), ("date", e.date), ("hfguard", e.tool),
                 ("tiers", list(e.stamp.tiers)), ("checks", list(e.stamp.checks)),
                 ("signatures", e.stamp.signatures), ("policy", e.stamp.policy))]
+            if e.stamp.options:   # absent when vetted without deeper-tier inputs
+                out.append(f"options = {_toml(e.stamp.options)}\n")
             for f in e.findings:
                 out.append("\n[[model.finding]]\n")
                 out += [f"{k} = {_toml(f[k])}\n" for k in
@@ -166,7 +189,8 @@ def load_lock(path: Path) -> Lockfile:
                 repo=m["repo"], requested=m.get("requested", ""), revision=m["revision"],
                 verdict=m["verdict"], date=m.get("date", ""), tool=m.get("hfguard", ""),
                 stamp=Stamp(tiers=tuple(m["tiers"]), checks=tuple(m["checks"]),
-                            signatures=m["signatures"], policy=m["policy"]),
+                            signatures=m["signatures"], policy=m["policy"],
+                            options=m.get("options", "")),
                 findings=[dict(f) for f in m.get("finding", [])]))
     except (KeyError, TypeError) as exc:
         raise LockError(f"{path}: malformed entry ({exc})") from None

@@ -49,15 +49,16 @@ class LockResult:
 
 def lock_references(paths: list[str], policy: Policy, lock: Lockfile, *, check: bool = False,
                     refresh: bool = False, prune: bool = False, vet: Vet | None = None,
+                    options: dict | None = None,
                     progress: Callable[[str], None] = lambda msg: None) -> LockResult:
     """Vet every reference without a current entry and record it (`check`: network-free, only
     report what is stale). `prune` drops entries no reference uses any more."""
     got = extract(paths)
     refs = got.references
-    stamp = current_stamp(policy)
+    stamp = current_stamp(policy, options)
     if refresh and not check:
         lock = Lockfile(path=lock.path, entries={})  # re-vet everything; old entries dropped below
-    result = vet_references(refs, policy, lock, stamp=stamp, offline=check, vet=vet,
+    result = vet_references(refs, policy, lock, stamp=stamp, offline=check, vet=vet, options=options,
                             progress=progress, problems=got.problems, files=got.files)
     written = 0
     pruned = 0

@@ -18,6 +18,7 @@ compromised too.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def _hook_finding(rule: str, severity: Severity, message: str, ref: Reference | 
     return Finding(check="hook", rule=rule, severity=severity, message=message,
                    file=ref.file if ref else file, location=ref.location if ref else location,
                    evidence={k: v for k, v in evidence.items() if v is not None},
-                   remediation=remediation, error=error)
+                   remediation=remediation, error=error, anchor=ref.anchor if ref else None)
 
 
 def carry_over(ref: Reference, model_findings: Iterable[Finding], revision: str | None,
@@ -62,7 +63,8 @@ def carry_over(ref: Reference, model_findings: Iterable[Finding], revision: str 
             message=f"{ref.repo_id}@{(revision or '?')[:12]}{where}: {f.message}{note}",
             file=ref.file, location=ref.location, remediation=f.remediation, error=f.error,
             evidence={**f.evidence, "model": ref.repo_id, "revision": revision,
-                      "model_file": f.file, "model_location": f.location}))
+                      "model_file": f.file, "model_location": f.location},
+            anchor=f"{ref.anchor} {f.file or ''} {f.location or ''}"))
     return out
 
 
@@ -75,11 +77,12 @@ class RefsResult:
 
 def vet_references(refs: list[Reference], policy: Policy, lock: Lockfile | None, *,
                    stamp: Stamp | None = None, offline: bool | None = None, vet: Vet | None = None,
-                   progress: Callable[[str], None] = lambda msg: None,
+                   options: dict | None = None, progress: Callable[[str], None] = lambda msg: None,
                    problems: Iterable[tuple[str, int, str]] = (), files: int | None = None) -> RefsResult:
-    """Findings for every reference (see the module docstring for the order of decisions)."""
+    """Findings for every reference (see the module docstring for the order of decisions).
+    `options`: the deeper-tier settings models are vetted with (part of the lock stamp)."""
     offline = is_offline() if offline is None else offline
-    vet = vet or vet_reference
+    vet = vet or functools.partial(vet_reference, options=options)
     findings: list[Finding] = [
         _hook_finding("hook/unparsable-source", Severity.LOW, f"could not fully read {file}: {why}; "
                       "references in it may be missed", file=file, location=f"line {line}")
@@ -102,7 +105,7 @@ def vet_references(refs: list[Reference], policy: Policy, lock: Lockfile | None,
             continue
         groups.setdefault((ref.repo_id, ref.revision or ""), []).append(ref)
     need_stamp = lock is not None and any(not policy.repo_listed(r, policy.deny) for r, _ in groups)
-    stamp = stamp or (current_stamp(policy) if need_stamp else None)
+    stamp = stamp or (current_stamp(policy, options) if need_stamp else None)
     vetted: list[LockEntry] = []
     stale: list[Reference] = []
     entries = {key: lock.lookup(*key, stamp) if lock is not None and stamp else None for key in groups}
@@ -168,12 +171,12 @@ def _vet_all(keys: list[tuple[str, str]], vet: Vet, policy: Policy,
 
 
 def refs_hook(files: Iterable[str], policy: Policy, lock: Lockfile | None, *, update_lock: bool = False,
-              offline: bool | None = None, vet: Vet | None = None,
+              offline: bool | None = None, vet: Vet | None = None, options: dict | None = None,
               progress: Callable[[str], None] = lambda msg: None) -> Report:
     """`hfguard hook refs FILES`: extract, vet (lock first), optionally record new verdicts."""
     got: Extraction = extract(files)
-    result = vet_references(got.references, policy, lock, offline=offline, vet=vet, progress=progress,
-                            problems=got.problems, files=got.files)
+    result = vet_references(got.references, policy, lock, offline=offline, vet=vet, options=options,
+                            progress=progress, problems=got.problems, files=got.files)
     if update_lock and lock is not None and result.vetted:
         for entry in result.vetted:
             lock.put(entry)

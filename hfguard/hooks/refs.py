@@ -72,6 +72,12 @@ class Reference:
     def spec(self) -> str:
         return f"{self.repo_id}@{self.revision}" if self.revision else self.repo_id
 
+    @property
+    def anchor(self) -> str:
+        """What findings about this reference are fingerprinted by instead of its line, so a
+        baseline survives edits above it (`Finding.anchor`)."""
+        return f"model {self.spec}"
+
     def suppresses(self, rule: str) -> bool:
         return ALL_RULES in self.ignore or rule in self.ignore
 

@@ -74,8 +74,8 @@ def staged_hook(policy: Policy, lock: Lockfile | None, *, root: Path | None = No
         got.files += 1
         got.references += one.references
         got.problems += one.problems
-    refs = vet_references(got.references, policy, lock, offline=offline, vet=vet, progress=progress,
-                          problems=got.problems, files=got.files).report
+    refs = vet_references(got.references, policy, lock, offline=offline, vet=vet, options=options,
+                          progress=progress, problems=got.problems, files=got.files).report
     report = Report(target="staged changes", source="hook", findings=refs.findings)
     models = [(p, oid) for p, oid in blobs if p.lower().endswith(MODEL_SUFFIXES)]
     if models:

@@ -28,7 +28,7 @@ def denied_finding(repo_id: str, policy: Policy, file: str | None = None,
                    location: str | None = None) -> Finding:
     return Finding(check="hook", rule="hook/denied-repo", severity=Severity.CRITICAL,
                    message=f"{repo_id} is denied by policy ({policy.source or 'deny list'})",
-                   file=file, location=location, evidence={"model": repo_id},
+                   file=file, location=location, evidence={"model": repo_id}, anchor=f"model {repo_id}",
                    remediation="Use a model the policy allows, or change the policy's deny list.")
 
 

@@ -21,11 +21,12 @@ import struct
 import tarfile
 import zlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
 from hfguard import sniff as sn
 from hfguard.checks import Budget
+from hfguard.findings import Observation
 from hfguard.static.pickle_vm import (
     Call,
     Global,
@@ -91,17 +92,6 @@ _STORAGE_ELEMENT = {
 
 
 @dataclass
-class Hit:
-    """Structural evidence from a container (rule ids listed in signatures/pickle_globals.yaml)."""
-
-    rule: str
-    message: str
-    where: str
-    offset: int | None = None
-    evidence: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class PickleSite:
     where: str  # "" for the file itself, else the member chain ("a.zip!archive/data.pkl")
     result: PickleResult
@@ -134,10 +124,22 @@ class ContainerScanner:
     def __init__(self, config: ScanConfig | None = None, budget: Budget | None = None) -> None:
         self.config = config or ScanConfig()
         self.budget = budget or Budget(seconds=1e9)
-        self.hits: list[Hit] = []
+        # structural evidence; no severity: signatures/pickle_globals.yaml rates each rule id
+        self.observations: list[Observation] = []
         self._last_fh: Any = None
         self._depth = 0
         self.sites: list[PickleSite] = []
+
+    def _observe(
+        self,
+        rule: str,
+        message: str,
+        where: str,
+        offset: int | None = None,
+        evidence: dict[str, Any] | None = None,
+    ) -> None:
+        location = member_location(where, offset)
+        self.observations.append(Observation(rule, None, message, location, evidence or {}))
 
     # -- entry -------------------------------------------------------------------------------------
     def scan(
@@ -145,13 +147,11 @@ class ContainerScanner:
     ) -> None:
         """Scan a stream sniffed as `fmt`. `base` is the stream's absolute offset (for locations)."""
         if depth > self.config.max_depth:
-            self.hits.append(
-                Hit(
-                    "archive/depth-exceeded",
-                    f"archives nested deeper than {self.config.max_depth}",
-                    where,
-                    evidence={"limit": self.config.max_depth},
-                )
+            self._observe(
+                "archive/depth-exceeded",
+                f"archives nested deeper than {self.config.max_depth}",
+                where,
+                evidence={"limit": self.config.max_depth},
             )
             return
         self.budget.tick("scanning containers")
@@ -167,7 +167,7 @@ class ContainerScanner:
             for magic, kind in _UNSCANNABLE.items():
                 if head.startswith(magic):
                     msg = f"{kind} archive: hfguard cannot open it, so whatever it holds is unscanned"
-                    self.hits.append(Hit("archive/unscannable", msg, where, base, {"format": kind}))
+                    self._observe("archive/unscannable", msg, where, base, {"format": kind})
                     return
         if fmt in (sn.TAR, sn.SAFETENSORS) and may_be_pickle(_peek(fh, 1)) and _seekable(fh):
             # a polyglot: a tar whose first member name, or a "safetensors" header length, is also
@@ -226,17 +226,15 @@ class ContainerScanner:
         self.sites.extend(sites)
         self._scan_embedded(results, where)
         if trailing is not None and not trailing_ok:
-            self.hits.append(Hit(trailing.rule, trailing.message, where, trailing.offset, trailing.evidence))
+            self._observe(trailing.rule, trailing.message, where, trailing.offset, trailing.evidence)
         if len(results) > 1 and max_pickles is None:
-            self.hits.append(
-                Hit(
-                    "pickle/multiple-pickles",
-                    f"{len(results)} pickles one after another; a loader that reads more "
-                    "than one runs them all (all were scanned)",
-                    where,
-                    results[1].start,
-                    {"pickles": len(results)},
-                )
+            self._observe(
+                "pickle/multiple-pickles",
+                f"{len(results)} pickles one after another; a loader that reads more "
+                "than one runs them all (all were scanned)",
+                where,
+                results[1].start,
+                {"pickles": len(results)},
             )
         return results
 
@@ -316,19 +314,17 @@ class ContainerScanner:
                 budget=self.budget,
             )
         except ZipError as exc:
-            self.hits.append(Hit(exc.rule, str(exc), where, exc.offset, exc.evidence))
+            self._observe(exc.rule, str(exc), where, exc.offset, exc.evidence)
             return
         names = Counter(e.raw_name for e in entries)
         for raw, n in names.items():
             if n > 1:
-                self.hits.append(
-                    Hit(
-                        "zip/duplicate-member",
-                        f"{n} central-directory entries named {raw.decode('utf-8', 'replace')!r}; "
-                        "loaders disagree on which one they read (all were scanned)",
-                        _join(where, raw.decode("utf-8", "replace")),
-                        evidence={"count": n},
-                    )
+                self._observe(
+                    "zip/duplicate-member",
+                    f"{n} central-directory entries named {raw.decode('utf-8', 'replace')!r}; "
+                    "loaders disagree on which one they read (all were scanned)",
+                    _join(where, raw.decode("utf-8", "replace")),
+                    evidence={"count": n},
                 )
         storage_keys: set[str] = set()
         # the pickles first (they name the storages), then everything else
@@ -337,7 +333,7 @@ class ContainerScanner:
             self.budget.tick("scanning zip members")
             member_where = _join(where, e.name)
             for rule, msg, ev in e.problems:
-                self.hits.append(Hit(rule, msg, member_where, e.header_offset, ev))
+                self._observe(rule, msg, member_where, e.header_offset, ev)
             if e.data_offset is None or e.usize == 0:
                 continue
             self._scan_member(fh, e, member_where, depth, storage_keys)
@@ -346,14 +342,12 @@ class ContainerScanner:
         cfg = self.config
         kind = {0: None, 8: "deflate", 12: "bzip2", 14: "lzma-zip"}.get(e.method, "?")
         if kind == "?":
-            self.hits.append(
-                Hit(
-                    "archive/unsupported-compression",
-                    f"compression method {e.method} cannot be decoded; member unscanned",
-                    where,
-                    e.header_offset,
-                    {"method": e.method},
-                )
+            self._observe(
+                "archive/unsupported-compression",
+                f"compression method {e.method} cannot be decoded; member unscanned",
+                where,
+                e.header_offset,
+                {"method": e.method},
             )
             return
         assert e.data_offset is not None
@@ -413,35 +407,34 @@ class ContainerScanner:
                 self.scan(stream, e.usize, fmt, where, depth + 1, base)  # type: ignore[arg-type]
             tap.drain(self.budget)
             if tap.count == e.usize and e.crc >= 0 and (tap.crc & 0xFFFFFFFF) != e.crc:
-                self.hits.append(
-                    Hit(
-                        "zip/bad-crc",
-                        f"CRC-32 {tap.crc:08x} does not match the directory's {e.crc:08x} "
-                        "(Python's zipfile refuses this member; torch may load it)",
-                        where,
-                        e.header_offset,
-                        {"crc": f"{tap.crc:08x}", "expected": f"{e.crc:08x}"},
-                    )
+                self._observe(
+                    "zip/bad-crc",
+                    f"CRC-32 {tap.crc:08x} does not match the directory's {e.crc:08x} "
+                    "(Python's zipfile refuses this member; torch may load it)",
+                    where,
+                    e.header_offset,
+                    {"crc": f"{tap.crc:08x}", "expected": f"{e.crc:08x}"},
                 )
             elif tap.count != e.usize and e.crc >= 0:
-                self.hits.append(
-                    Hit(
-                        "zip/header-mismatch",
-                        f"member holds {tap.count} bytes, the directory says {e.usize}",
-                        where,
-                        e.header_offset,
-                        {"actual": tap.count, "declared": e.usize},
-                    )
+                self._observe(
+                    "zip/header-mismatch",
+                    f"member holds {tap.count} bytes, the directory says {e.usize}",
+                    where,
+                    e.header_offset,
+                    {"actual": tap.count, "declared": e.usize},
                 )
         except STREAM_ERRORS as exc:
             self._stream_error(exc, where, e.data_offset)
 
     def _stream_error(self, exc: BaseException, where: str, offset: int | None) -> None:
         if isinstance(exc, VMStop):
-            self.hits.append(Hit(exc.rule, exc.message, where, offset, exc.evidence))
+            self._observe(exc.rule, exc.message, where, offset, exc.evidence)
         else:
-            self.hits.append(
-                Hit("archive/malformed", f"cannot read: {type(exc).__name__}: {exc}", where, offset)
+            self._observe(
+                "archive/malformed",
+                f"cannot read: {type(exc).__name__}: {exc}",
+                where,
+                offset,
             )
 
     # -- compressed streams ------------------------------------------------------------------------
@@ -479,23 +472,19 @@ class ContainerScanner:
         results = self.scan_pickles(fh, size, where, base, max_pickles=5, trailing_ok=True)
         if len(results) < 5 or not all(r.complete for r in results):
             if all(r.complete for r in results):
-                self.hits.append(
-                    Hit(
-                        "torch/legacy-layout",
-                        f"legacy torch file with {len(results)} pickles instead of 5",
-                        where,
-                    )
+                self._observe(
+                    "torch/legacy-layout",
+                    f"legacy torch file with {len(results)} pickles instead of 5",
+                    where,
                 )
             return
         keys, data = results[4].value, results[3]
         if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
-            self.hits.append(
-                Hit(
-                    "torch/legacy-layout",
-                    "legacy storage key list is not a list of strings",
-                    where,
-                    results[4].start,
-                )
+            self._observe(
+                "torch/legacy-layout",
+                "legacy storage key list is not a list of strings",
+                where,
+                results[4].start,
             )
             return
         elsize = {}
@@ -523,28 +512,24 @@ class ContainerScanner:
                 reader.skip(numel * es, f"storage {key}")
                 self.budget.tick("legacy storages")
         except VMStop as exc:
-            self.hits.append(
-                Hit(
-                    "torch/legacy-layout",
-                    f"raw storage section: {exc.message}",
-                    where,
-                    reader.offset,
-                    exc.evidence,
-                )
+            self._observe(
+                "torch/legacy-layout",
+                f"raw storage section: {exc.message}",
+                where,
+                reader.offset,
+                exc.evidence,
             )
             return
         if reader.remaining():
             # bytes after the last storage: maybe one more pickle hidden there
             tail = self.scan_pickles(fh, reader.remaining(), where, reader.offset, quiet=True)
             if not tail:
-                self.hits.append(
-                    Hit(
-                        "pickle/trailing-data",
-                        f"{reader.remaining()} bytes after the last legacy storage",
-                        where,
-                        reader.offset,
-                        {"bytes": reader.remaining()},
-                    )
+                self._observe(
+                    "pickle/trailing-data",
+                    f"{reader.remaining()} bytes after the last legacy storage",
+                    where,
+                    reader.offset,
+                    {"bytes": reader.remaining()},
                 )
 
     # -- tar -----------------------------------------------------------------------------------------
@@ -554,7 +539,7 @@ class ContainerScanner:
         try:
             tf = tarfile.open(fileobj=fh, mode="r:" if seekable else "r|")  # noqa: SIM115
         except (tarfile.TarError, OSError, EOFError) as exc:
-            self.hits.append(Hit("archive/malformed", f"cannot read tar: {exc}", where))
+            self._observe("archive/malformed", f"cannot read tar: {exc}", where)
             return
         names: list[str] = []
         count = 0
@@ -562,13 +547,11 @@ class ContainerScanner:
             while (m := tf.next()) is not None:
                 count += 1
                 if count > cfg.max_members:
-                    self.hits.append(
-                        Hit(
-                            "archive/too-many-members",
-                            f"more than {cfg.max_members} tar members",
-                            where,
-                            evidence={"limit": cfg.max_members},
-                        )
+                    self._observe(
+                        "archive/too-many-members",
+                        f"more than {cfg.max_members} tar members",
+                        where,
+                        evidence={"limit": cfg.max_members},
                     )
                     return
                 self.budget.tick("tar members")
@@ -604,7 +587,7 @@ class ContainerScanner:
                 else:
                     self.scan(stream, m.size, fmt, mwhere, depth + 1, m.offset_data)  # type: ignore[arg-type]
         except (tarfile.TarError, OSError, EOFError) as exc:
-            self.hits.append(Hit("archive/malformed", f"cannot read tar: {exc}", where))
+            self._observe("archive/malformed", f"cannot read tar: {exc}", where)
         except VMStop as exc:
             self._stream_error(exc, where, None)
 
@@ -639,17 +622,15 @@ class ContainerScanner:
                         raise VMStop("torch/legacy-layout", f"tensors: ndim {ndim}")
                     reader.skip(4 + 16 * ndim + 8, "tensor sizes, strides and offset")
         except VMStop as exc:
-            self.hits.append(Hit(exc.rule, exc.message, where, reader.offset, exc.evidence))
+            self._observe(exc.rule, exc.message, where, reader.offset, exc.evidence)
             return
         if reader.remaining():
-            self.hits.append(
-                Hit(
-                    "pickle/trailing-data",
-                    f"{reader.remaining()} bytes after the last record",
-                    where,
-                    reader.offset,
-                    {"bytes": reader.remaining()},
-                )
+            self._observe(
+                "pickle/trailing-data",
+                f"{reader.remaining()} bytes after the last record",
+                where,
+                reader.offset,
+                {"bytes": reader.remaining()},
             )
 
     # -- numpy ---------------------------------------------------------------------------------------
@@ -669,31 +650,37 @@ class ContainerScanner:
             text = reader.read(hlen, ".npy header").decode("utf-8" if major == 3 else "latin-1")
         except (VMStop, UnicodeDecodeError) as exc:
             rule = exc.rule if isinstance(exc, VMStop) else "numpy/malformed-header"
-            self.hits.append(Hit(rule, f".npy header: {exc}", where, reader.offset))
+            self._observe(rule, f".npy header: {exc}", where, reader.offset)
             return
         header = _literal_dict(text)
         if header is None or not {"descr", "fortran_order", "shape"} <= set(header):
-            self.hits.append(
-                Hit(
-                    "numpy/malformed-header",
-                    ".npy header is not the expected dict literal",
-                    where,
-                    base + 8,
-                    {"header": text[:200]},
-                )
+            self._observe(
+                "numpy/malformed-header",
+                ".npy header is not the expected dict literal",
+                where,
+                base + 8,
+                {"header": text[:200]},
             )
             return
         if _descr_has_object(header["descr"]):
-            self.hits.append(
-                Hit(
-                    "numpy/object-array",
-                    "object array: its elements are a pickle (numpy.load needs allow_pickle=True)",
-                    where,
-                    reader.offset,
-                    {"descr": str(header["descr"])[:200]},
-                )
+            self._observe(
+                "numpy/object-array",
+                "object array: its elements are a pickle (numpy.load needs allow_pickle=True)",
+                where,
+                reader.offset,
+                {"descr": str(header["descr"])[:200]},
             )
             self.scan_pickles(fh, None if size is None else size - reader.pos, where, reader.offset)
+
+
+def member_location(where: str, offset: int | None, index: int | None = None) -> str:
+    """Where in a container: the member chain, the byte offset, the opcode index."""
+    parts = [f"member {where}"] if where else []
+    if offset is not None:
+        parts.append(f"offset {offset}")
+    if index:
+        parts.append(f"opcode {index}")
+    return ", ".join(parts) or "file"
 
 
 # -- helpers -------------------------------------------------------------------------------------------

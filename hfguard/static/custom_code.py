@@ -21,8 +21,8 @@ from typing import Any
 from hfguard import signatures
 from hfguard import sniff as fmts
 from hfguard.checks import Budget, Check, ScanContext
-from hfguard.findings import Finding, Severity
-from hfguard.static.problems import Problem, TooLarge, load_json_bounded, read_bounded
+from hfguard.findings import Finding, Observation, Severity
+from hfguard.static.problems import TooLarge, load_json_bounded, read_bounded
 from hfguard.static.templates import template_problems
 from hfguard.target import TargetFile
 
@@ -97,13 +97,13 @@ class _TooComplex(Exception):
 
 @dataclass
 class _Hit:
-    problem: Problem
+    problem: Observation
     line: int
 
 
 @dataclass
 class Analysis:
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[Observation] = field(default_factory=list)
     nodes: int = 0
 
 
@@ -134,8 +134,8 @@ class _Analyser(ast.NodeVisitor):
 
     def _add(self, rule: str, sev: Severity, msg: str, node: ast.AST, **evidence: Any) -> None:
         line = getattr(node, "lineno", 0)
-        self.hits.append(_Hit(Problem(rule, sev, msg, location=f"line {line}",
-                                      evidence={"line": line, **evidence}), line))
+        self.hits.append(_Hit(Observation(rule, sev, msg, location=f"line {line}",
+                                          evidence={"line": line, **evidence}), line))
 
     def visit(self, node: ast.AST) -> Any:
         self.steps += 1
@@ -467,21 +467,22 @@ def analyse_source(source: str | bytes, filename: str = "<model code>", budget: 
     try:
         tree = ast.parse(source, filename=filename)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
-        out.problems.append(Problem("custom-code/unparsable", Severity.HIGH,
-                                    f"Python that cannot be parsed cannot be vetted: {type(exc).__name__}: "
-                                    f"{str(exc)[:200]}", location=f"line {getattr(exc, 'lineno', 0) or 0}"))
+        out.problems.append(Observation(
+            "custom-code/unparsable", Severity.HIGH,
+            f"Python that cannot be parsed cannot be vetted: {type(exc).__name__}: "
+            f"{str(exc)[:200]}", location=f"line {getattr(exc, 'lineno', 0) or 0}"))
         return out
     an = _Analyser(rules, budget, max_nodes)
     try:
         an.visit(tree)
     except _TooComplex:
-        out.problems.append(Problem("custom-code/too-complex", Severity.HIGH,
-                                    f"more than {max_nodes} syntax nodes; not analysed",
-                                    evidence={"limit": max_nodes}))
+        out.problems.append(Observation("custom-code/too-complex", Severity.HIGH,
+                                        f"more than {max_nodes} syntax nodes; not analysed",
+                                        evidence={"limit": max_nodes}))
         return out
     except RecursionError:
-        out.problems.append(Problem("custom-code/too-complex", Severity.HIGH,
-                                    "nesting too deep to analyse"))
+        out.problems.append(Observation("custom-code/too-complex", Severity.HIGH,
+                                        "nesting too deep to analyse"))
         return out
     out.nodes = an.steps
     counts: dict[str, int] = {}
@@ -490,14 +491,14 @@ def analyse_source(source: str | bytes, filename: str = "<model code>", budget: 
         if counts[hit.problem.rule] <= MAX_HITS_PER_RULE:
             out.problems.append(hit.problem)
     if an.secret_lines and an.network_lines:
-        out.problems.append(Problem(
+        out.problems.append(Observation(
             rules.rule("exfiltration"), rules.sev("exfiltration"),
             "reads secrets or the environment and talks to the network in the same module",
             location=f"line {an.secret_lines[0]}",
             evidence={"secret_lines": an.secret_lines[:20], "network_lines": an.network_lines[:20]}))
     if an.urls:
-        out.problems.append(Problem(rules.rule("url"), rules.sev("url"), f"{len(an.urls)} URL literal(s)",
-                                    evidence={"urls": sorted(set(an.urls))[:20]}))
+        out.problems.append(Observation(rules.rule("url"), rules.sev("url"), f"{len(an.urls)} URL literal(s)",
+                                        evidence={"urls": sorted(set(an.urls))[:20]}))
     return out
 
 
@@ -542,13 +543,13 @@ def code_refs(doc: Any, name: str) -> list[CodeRef]:
     return refs
 
 
-def _templates_in(doc: Any) -> list[Problem]:
+def _templates_in(doc: Any) -> list[Observation]:
     """chat_template in tokenizer_config.json / chat_template.json: a string or [{name, template}]."""
     tpl = doc.get("chat_template") if isinstance(doc, dict) else None
     items = [("chat_template", tpl)] if isinstance(tpl, str) else [
         (f"chat_template.{t.get('name', i)}", t.get("template")) for i, t in enumerate(tpl or [])
         if isinstance(t, dict)] if isinstance(tpl, list) else []
-    out: list[Problem] = []
+    out: list[Observation] = []
     for where, text in items:
         if isinstance(text, str):
             out += template_problems(text, where)
@@ -557,6 +558,9 @@ def _templates_in(doc: Any) -> list[Problem]:
 
 def _escapes(rel: str) -> bool:
     return rel.startswith(("/", "~")) or "\\" in rel or ".." in rel.split("/") or ":" in rel
+
+
+_TEMPLATE_REMEDIATION = "Do not render this chat template."
 
 
 class CustomCodeCheck(Check):
@@ -584,7 +588,8 @@ class CustomCodeCheck(Check):
                 yield self.finding("custom-code/too-large", Severity.MEDIUM, f"template not checked: {exc}",
                                    file=file.path)
                 return
-            yield from self._problems(template_problems(text, "template"), file)
+            yield from self.findings_from(template_problems(text, "template"), file=file.path,
+                                          remediation=_TEMPLATE_REMEDIATION)
             return
         if name.endswith(".pyc"):
             yield self.finding("custom-code/compiled-python", Severity.MEDIUM,
@@ -604,15 +609,8 @@ class CustomCodeCheck(Check):
             return
         max_nodes = int(ctx.threshold(self.id, "max-ast-nodes", MAX_AST_NODES))
         result = analyse_source(data, file.path, ctx.budget(), max_nodes)
-        for p in result.problems:
-            yield self.finding(p.rule, p.severity, p.message, file=file.path, location=p.location,
-                               evidence=p.evidence,
-                               remediation="Read this code before passing trust_remote_code=True.")
-
-    def _problems(self, problems: Iterable[Problem], file: TargetFile) -> Iterator[Finding]:
-        for p in problems:
-            yield self.finding(p.rule, p.severity, p.message, file=file.path, location=p.location,
-                               evidence=p.evidence, remediation="Do not render this chat template.")
+        yield from self.findings_from(result.problems, file=file.path,
+                                      remediation="Read this code before passing trust_remote_code=True.")
 
     def _check_config(self, file: TargetFile, ctx: ScanContext) -> Iterator[Finding]:
         try:
@@ -621,7 +619,7 @@ class CustomCodeCheck(Check):
             yield self.finding("custom-code/config-unreadable", Severity.LOW,
                                f"config not checked for remote code: {str(exc)[:200]}", file=file.path)
             return
-        yield from self._problems(_templates_in(doc), file)
+        yield from self.findings_from(_templates_in(doc), file=file.path, remediation=_TEMPLATE_REMEDIATION)
         refs = code_refs(doc, file.name)
         if not refs:
             return

@@ -16,8 +16,8 @@ from typing import Any, BinaryIO
 
 from hfguard import sniff as fmts
 from hfguard.checks import Budget, Check, ScanContext
-from hfguard.findings import Finding, Severity
-from hfguard.static.problems import Problem, lfs_pointer_problem
+from hfguard.findings import Finding, Observation, Severity
+from hfguard.static.problems import lfs_pointer_problem
 from hfguard.static.templates import template_problems
 from hfguard.target import TargetFile
 
@@ -63,7 +63,7 @@ class GGUFHeader:
     metadata: dict[str, Any] = field(default_factory=dict)   # scalars and short strings only
     tensors: list[TensorInfo] = field(default_factory=list)
     data_start: int = 0
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[Observation] = field(default_factory=list)
 
 
 class _Reader:
@@ -114,14 +114,14 @@ def read_gguf_header(fh: BinaryIO, size: int, budget: Budget | None = None) -> G
     fh.seek(0)
     head = fh.read(8)
     if len(head) < 8 or head[:4] != b"GGUF":
-        add(Problem("gguf/truncated", Severity.HIGH, "no GGUF magic and version"))
+        add(Observation("gguf/truncated", Severity.HIGH, "no GGUF magic and version"))
         return header
     little = struct.unpack("<I", head[4:8])[0]
     endian = "<" if little < 0x10000 else ">"  # big-endian files exist (s390x builds)
     header.version = struct.unpack(endian + "I", head[4:8])[0]
     if header.version not in (1, 2, 3):
-        add(Problem("gguf/bad-version", Severity.MEDIUM, f"unknown GGUF version {header.version}",
-                    "offset 4", {"version": header.version}))
+        add(Observation("gguf/bad-version", Severity.MEDIUM, f"unknown GGUF version {header.version}",
+                        "offset 4", {"version": header.version}))
         return header
     r = _Reader(fh, size, endian, header.version >= 2, budget)
     try:
@@ -129,18 +129,19 @@ def read_gguf_header(fh: BinaryIO, size: int, budget: Budget | None = None) -> G
         # each tensor info takes >= 24 bytes and each pair >= 13: a bigger count cannot fit
         for what, n, floor in (("tensor", n_tensors, 24), ("metadata", n_kv, 13)):
             if n > MAX_COUNT or n * floor > size:
-                add(Problem("gguf/count-bounds", Severity.HIGH,
-                            f"{what} count {n} cannot fit in a {size}-byte file (or exceeds {MAX_COUNT})",
-                            "offset 8", {"count": n, "size": size}))
+                add(Observation("gguf/count-bounds", Severity.HIGH,
+                                f"{what} count {n} cannot fit in a {size}-byte file (or exceeds {MAX_COUNT})",
+                                "offset 8", {"count": n, "size": size}))
                 return header
         _read_metadata(r, n_kv, header)
         _read_tensor_infos(r, n_tensors, header)
     except _Truncated as exc:
-        add(Problem("gguf/truncated", Severity.HIGH, f"header runs past the end of the file: {exc}",
-                    f"offset {r.pos}"))
+        add(Observation("gguf/truncated", Severity.HIGH, f"header runs past the end of the file: {exc}",
+                        f"offset {r.pos}"))
         return header
     except ValueError as exc:
-        add(Problem("gguf/bounds", Severity.HIGH, f"hostile length in the header: {exc}", f"offset {r.pos}"))
+        add(Observation("gguf/bounds", Severity.HIGH, f"hostile length in the header: {exc}",
+                        f"offset {r.pos}"))
         return header
     _check_layout(header, r.pos, size)
     return header
@@ -154,9 +155,9 @@ def _read_metadata(r: _Reader, n_kv: int, header: GGUFHeader) -> None:
         if key is None:
             raise ValueError("metadata key longer than 4096 bytes")
         if key in seen:
-            header.problems.append(Problem("gguf/duplicate-key", Severity.MEDIUM,
-                                           f"metadata key {key!r} appears twice: readers disagree",
-                                           f"metadata {key}"))
+            header.problems.append(Observation("gguf/duplicate-key", Severity.MEDIUM,
+                                               f"metadata key {key!r} appears twice: readers disagree",
+                                               f"metadata {key}"))
         seen.add(key)
         vtype = r.unpack("I")
         keep = MAX_TEMPLATE if key.startswith("tokenizer.chat_template") else 256
@@ -164,10 +165,10 @@ def _read_metadata(r: _Reader, n_kv: int, header: GGUFHeader) -> None:
         if value is not None:
             header.metadata[key] = value
         elif keep == MAX_TEMPLATE and vtype == STRING:
-            header.problems.append(Problem("gguf/template-too-large", Severity.MEDIUM,
-                                           f"chat template {key!r} is over {MAX_TEMPLATE} bytes; "
-                                           "not inspected",
-                                           f"metadata {key}"))
+            header.problems.append(Observation("gguf/template-too-large", Severity.MEDIUM,
+                                               f"chat template {key!r} is over {MAX_TEMPLATE} bytes; "
+                                               "not inspected",
+                                               f"metadata {key}"))
 
 
 def _read_value(r: _Reader, vtype: int, keep: int, key: str) -> Any:
@@ -208,8 +209,8 @@ def _check_layout(header: GGUFHeader, infos_end: int, size: int) -> None:
     add = header.problems.append
     align = header.metadata.get("general.alignment", DEFAULT_ALIGNMENT)
     if not isinstance(align, int) or isinstance(align, bool) or align <= 0 or align & (align - 1):
-        add(Problem("gguf/bad-alignment", Severity.HIGH, f"general.alignment {align!r} is not a power of two",
-                    "metadata general.alignment"))
+        add(Observation("gguf/bad-alignment", Severity.HIGH,
+                        f"general.alignment {align!r} is not a power of two", "metadata general.alignment"))
         return
     header.data_start = -(-infos_end // align) * align
     data_size = size - header.data_start
@@ -218,37 +219,40 @@ def _check_layout(header: GGUFHeader, infos_end: int, size: int) -> None:
     for t in header.tensors:
         loc = f"tensor {t.name}"
         if t.name in names:
-            add(Problem("gguf/duplicate-tensor", Severity.HIGH, f"tensor {t.name!r} is listed twice", loc))
+            add(Observation("gguf/duplicate-tensor", Severity.HIGH, f"tensor {t.name!r} is listed twice",
+                            loc))
         names.add(t.name)
         if t.offset % align:
-            add(Problem("gguf/misaligned-offset", Severity.HIGH,
-                        f"tensor {t.name!r} offset {t.offset} is not a multiple of {align}", loc))
+            add(Observation("gguf/misaligned-offset", Severity.HIGH,
+                            f"tensor {t.name!r} offset {t.offset} is not a multiple of {align}", loc))
         if t.ggml_type not in GGML_TYPES:
             if t.ggml_type not in KNOWN_UNSIZED:
-                add(Problem("gguf/unknown-type", Severity.MEDIUM,
-                            f"tensor {t.name!r} has unknown ggml type {t.ggml_type}", loc))
+                add(Observation("gguf/unknown-type", Severity.MEDIUM,
+                                f"tensor {t.name!r} has unknown ggml type {t.ggml_type}", loc))
             if t.offset > data_size:
-                add(Problem("gguf/past-eof", Severity.HIGH, f"tensor {t.name!r} starts past the end", loc))
+                add(Observation("gguf/past-eof", Severity.HIGH, f"tensor {t.name!r} starts past the end",
+                                loc))
             continue
         block, nbytes = GGML_TYPES[t.ggml_type]
         numel = 1
         for d in t.dims:
             numel *= d
         if t.dims and t.dims[0] % block:
-            add(Problem("gguf/bad-dims", Severity.HIGH,
-                        f"tensor {t.name!r} row of {t.dims[0]} is not a whole number of {block}-blocks", loc))
+            add(Observation("gguf/bad-dims", Severity.HIGH,
+                            f"tensor {t.name!r} row of {t.dims[0]} is not a whole number of {block}-blocks",
+                            loc))
             continue
         length = numel // block * nbytes
         if t.offset + length > data_size:
-            add(Problem("gguf/past-eof", Severity.HIGH,
-                        f"tensor {t.name!r} [{t.offset}, {t.offset + length}) runs past the data section "
-                        f"({data_size} bytes)", loc, {"offset": t.offset, "bytes": length}))
+            add(Observation("gguf/past-eof", Severity.HIGH,
+                            f"tensor {t.name!r} [{t.offset}, {t.offset + length}) runs past the data section "
+                            f"({data_size} bytes)", loc, {"offset": t.offset, "bytes": length}))
         spans.append((t.offset, t.offset + length, t.name))
     spans.sort()
     for (_b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:], strict=False):
         if b1 < e0:
-            add(Problem("gguf/overlap", Severity.HIGH, f"tensor {n1!r} overlaps {n0!r}", f"tensor {n1}",
-                        {"begin": b1, "other_end": e0}))
+            add(Observation("gguf/overlap", Severity.HIGH, f"tensor {n1!r} overlaps {n0!r}", f"tensor {n1}",
+                            {"begin": b1, "other_end": e0}))
     for key, value in header.metadata.items():
         if key.startswith("tokenizer.chat_template") and isinstance(value, str):
             for p in template_problems(value, f"metadata {key}"):
@@ -268,11 +272,9 @@ class GGUFCheck(Check):
     def check_file(self, file: TargetFile, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
         pointer = lfs_pointer_problem(file, "gguf")
         if pointer is not None:
-            yield self.finding(pointer.rule, pointer.severity, pointer.message, file=file.path, error=True)
+            yield from self.findings_from([pointer], file=file.path, error=True)
             return
         with file.open() as fh:
             header = read_gguf_header(fh, file.size, ctx.budget())
-        for p in header.problems:
-            yield self.finding(p.rule, p.severity, p.message, file=file.path, location=p.location,
-                               evidence=p.evidence,
-                               remediation="Do not load this file with llama.cpp or its bindings.")
+        yield from self.findings_from(header.problems, file=file.path,
+                                      remediation="Do not load this file with llama.cpp or its bindings.")

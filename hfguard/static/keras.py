@@ -30,8 +30,8 @@ from typing import Any, BinaryIO
 from hfguard import signatures
 from hfguard import sniff as fmts
 from hfguard.checks import Budget, Check, ScanContext
-from hfguard.findings import Finding, Severity
-from hfguard.static.problems import Problem, lfs_pointer_problem
+from hfguard.findings import Finding, Observation, Severity
+from hfguard.static.problems import lfs_pointer_problem
 from hfguard.target import TargetFile
 
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
@@ -58,12 +58,12 @@ def _r(key: str) -> dict[str, Any]:
 
 
 def _problem(key: str, message: str, location: str, severity: Severity | None = None,
-             **evidence: Any) -> Problem:
+             **evidence: Any) -> Observation:
     rule = _r(key)
     ev = {**evidence}
     if rule.get("advisories"):
         ev["advisories"] = list(rule["advisories"])  # a copy: the HDF5 path appends to it
-    return Problem(rule["rule"], severity or Severity.parse(rule["severity"]), message, location, ev)
+    return Observation(rule["rule"], severity or Severity.parse(rule["severity"]), message, location, ev)
 
 
 # -- bytecode ----------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ def bytecode_names(b64: str) -> set[str] | None:
 
 @dataclass
 class Analysis:
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[Observation] = field(default_factory=list)
     lambdas: list[str] = field(default_factory=list)
     layers: int = 0
 
@@ -118,9 +118,9 @@ def analyse_config(config: Any, raw_text: str | None = None, budget: Budget | No
         if budget is not None and nodes % 4096 == 0:
             budget.tick("walking a Keras config")
         if nodes > MAX_NODES or depth > MAX_DEPTH:
-            out.problems.append(Problem("keras/too-complex", Severity.HIGH,
-                                        "config too large or deep to analyse", path,
-                                        {"nodes": nodes, "depth": depth}))
+            out.problems.append(Observation("keras/too-complex", Severity.HIGH,
+                                            "config too large or deep to analyse", path,
+                                            {"nodes": nodes, "depth": depth}))
             return out
         if isinstance(node, list):
             stack += [(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node)]
@@ -283,23 +283,23 @@ def h5py_available() -> bool:
         return False
 
 
-def h5py_configs(file: TargetFile, timeout: float) -> tuple[list[str] | None, Problem | None]:
+def h5py_configs(file: TargetFile, timeout: float) -> tuple[list[str] | None, Observation | None]:
     """The model_config / training_config attributes as h5py (like Keras) reads them, from a child
-    process under a timeout. (None, None) when h5py cannot be used; a Problem when it hangs or dies."""
+    process under a timeout. (None, None) when h5py cannot be used; an Observation when it hangs or dies."""
     if file.local_path is None or not h5py_available():
         return None, None
     cmd = [sys.executable, "-I", "-c", _H5PY_CHILD, str(file.local_path), str(MAX_CONFIG_BYTES)]
     try:
         done = subprocess.run(cmd, capture_output=True, timeout=max(timeout, 1.0), check=False)
     except subprocess.TimeoutExpired:
-        return None, Problem("keras/h5-unreadable", Severity.HIGH,
-                             f"h5py did not finish reading the attributes in {timeout:.0f}s: a hostile or "
-                             "corrupt HDF5 file hangs the library Keras loads it with", None,
-                             {"timeout_s": round(timeout, 1)})
+        return None, Observation(
+            "keras/h5-unreadable", Severity.HIGH,
+            f"h5py did not finish reading the attributes in {timeout:.0f}s: a hostile or "
+            "corrupt HDF5 file hangs the library Keras loads it with", None, {"timeout_s": round(timeout, 1)})
     if done.returncode < 0:
-        return None, Problem("keras/h5-unreadable", Severity.HIGH,
-                             f"h5py crashed reading the attributes (signal {-done.returncode})", None,
-                             {"signal": -done.returncode})
+        return None, Observation("keras/h5-unreadable", Severity.HIGH,
+                                 f"h5py crashed reading the attributes (signal {-done.returncode})", None,
+                                 {"signal": -done.returncode})
     if done.returncode != 0:
         return None, None  # h5py refuses the file (so would Keras); the byte scan still ran
     try:
@@ -324,75 +324,77 @@ class KerasCheck(Check):
         elif fmt == fmts.ZIP:
             problems = self._archive(file, ctx)
         elif (pointer := lfs_pointer_problem(file, "keras")) is not None:
-            yield self.finding(pointer.rule, pointer.severity, pointer.message, file=file.path, error=True)
+            yield from self.findings_from([pointer], file=file.path, error=True)
             return
         else:
-            problems = [Problem("keras/bad-archive", Severity.HIGH,
-                                f"named .keras but the content is {fmt}, not a zip archive")]
-        for p in problems:
-            yield self.finding(p.rule, p.severity, p.message, file=file.path, location=p.location,
-                               evidence=p.evidence,
-                               remediation="Do not load this model; if you must, use Keras >= 3.11 "
-                                           "with safe_mode=True and only the .keras format.")
+            problems = [Observation("keras/bad-archive", Severity.HIGH,
+                                    f"named .keras but the content is {fmt}, not a zip archive")]
+        yield from self.findings_from(problems, file=file.path,
+                                      remediation="Do not load this model; if you must, use Keras >= 3.11 "
+                                                  "with safe_mode=True and only the .keras format.")
 
-    def _archive(self, file: TargetFile, ctx: ScanContext) -> list[Problem]:
+    def _archive(self, file: TargetFile, ctx: ScanContext) -> list[Observation]:
         is_keras_name = file.name.lower().endswith(".keras")
         with file.open() as fh:
             try:
                 zf = zipfile.ZipFile(fh)
             except (zipfile.BadZipFile, OSError, ValueError) as exc:
                 if is_keras_name:
-                    return [Problem("keras/bad-archive", Severity.HIGH, f"unreadable .keras archive: {exc}")]
+                    return [Observation("keras/bad-archive", Severity.HIGH,
+                                        f"unreadable .keras archive: {exc}")]
                 return []  # not ours to judge; the archive scanner reports broken zips
             names = {i.filename: i for i in zf.infolist()}
             keras_like = is_keras_name or bool(names.keys() & (_KERAS_MEMBERS - {"config.json"}))
             if "config.json" not in names or not keras_like:
                 if is_keras_name:
-                    return [Problem("keras/bad-archive", Severity.HIGH, ".keras archive without config.json")]
+                    return [Observation("keras/bad-archive", Severity.HIGH,
+                                        ".keras archive without config.json")]
                 return []
-            problems: list[Problem] = []
+            problems: list[Observation] = []
             for n in names:
                 if n.startswith(("/", "\\")) or ".." in n.replace("\\", "/").split("/"):
-                    problems.append(Problem("keras/archive-path", Severity.HIGH,
-                                            f"archive member escapes the archive: {n!r}", n))
+                    problems.append(Observation("keras/archive-path", Severity.HIGH,
+                                                f"archive member escapes the archive: {n!r}", n))
                 elif n not in _KERAS_MEMBERS and not n.startswith("assets/") and not n.endswith("/"):
-                    problems.append(Problem("keras/unexpected-member", Severity.LOW,
-                                            f"unexpected member {n!r} in a .keras archive", n))
+                    problems.append(Observation("keras/unexpected-member", Severity.LOW,
+                                                f"unexpected member {n!r} in a .keras archive", n))
             if "model.weights.npz" in names:
-                problems.append(Problem("keras/npz-weights", Severity.LOW,
-                                        "weights stored as .npz, which Keras loads with allow_pickle=True",
-                                        "model.weights.npz"))
+                problems.append(Observation(
+                    "keras/npz-weights", Severity.LOW,
+                    "weights stored as .npz, which Keras loads with allow_pickle=True", "model.weights.npz"))
             info = names["config.json"]
             if info.file_size > MAX_CONFIG_BYTES:
-                problems.append(Problem("keras/config-too-large", Severity.HIGH,
-                                        f"config.json is {info.file_size} bytes; not analysed",
-                                        "config.json"))
+                problems.append(Observation("keras/config-too-large", Severity.HIGH,
+                                            f"config.json is {info.file_size} bytes; not analysed",
+                                            "config.json"))
                 return problems
             try:
                 with zf.open(info) as member:
                     raw = member.read(MAX_CONFIG_BYTES + 1)
             except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError,
                     ValueError) as exc:
-                problems.append(Problem("keras/bad-archive", Severity.HIGH,
-                                        f"config.json cannot be read from the archive: {exc}", "config.json"))
+                problems.append(Observation(
+                    "keras/bad-archive", Severity.HIGH,
+                    f"config.json cannot be read from the archive: {exc}", "config.json"))
                 return problems
             if len(raw) > MAX_CONFIG_BYTES:
-                problems.append(Problem("keras/config-too-large", Severity.HIGH,
-                                        "config.json inflates past the limit; not analysed", "config.json"))
+                problems.append(Observation(
+                    "keras/config-too-large", Severity.HIGH,
+                    "config.json inflates past the limit; not analysed", "config.json"))
                 return problems
             problems += self._config_text(raw, "config.json", ctx)
             return problems
 
-    def _config_text(self, raw: bytes, where: str, ctx: ScanContext) -> list[Problem]:
+    def _config_text(self, raw: bytes, where: str, ctx: ScanContext) -> list[Observation]:
         try:
             text = raw.decode("utf-8")
             doc = json.loads(text)
         except (ValueError, RecursionError) as exc:
-            return [Problem("keras/bad-config", Severity.HIGH, f"model config is not JSON: {str(exc)[:200]}",
-                            where)]
+            return [Observation("keras/bad-config", Severity.HIGH,
+                                f"model config is not JSON: {str(exc)[:200]}", where)]
         return analyse_config(doc, text, ctx.budget(), where).problems
 
-    def _hdf5(self, file: TargetFile, ctx: ScanContext) -> list[Problem]:
+    def _hdf5(self, file: TargetFile, ctx: ScanContext) -> list[Observation]:
         budget = ctx.budget()
         via_h5py, failure = None, None
         if ctx.threshold(self.id, "use-h5py", True):
@@ -403,13 +405,13 @@ class KerasCheck(Check):
         with file.open() as fh:
             scanned = [text for _, text in find_json_configs(fh, limit, budget)]
         texts = list(dict.fromkeys([*scanned, *(via_h5py or [])]))
-        problems: list[Problem] = [failure] if failure else []
+        problems: list[Observation] = [failure] if failure else []
         for i, text in enumerate(texts):
             problems += self._config_text(text.encode("utf-8", "surrogateescape"), f"model_config[{i}]", ctx)
         if not texts and file.size > limit and via_h5py is None:
-            problems.append(Problem("keras/h5-not-fully-scanned", Severity.LOW,
-                                    f"no Keras config in the first {limit} bytes and h5py is not "
-                                    "available to read the attributes", None, {"size": file.size}))
+            problems.append(Observation("keras/h5-not-fully-scanned", Severity.LOW,
+                                        f"no Keras config in the first {limit} bytes and h5py is not "
+                                        "available to read the attributes", None, {"size": file.size}))
         # legacy HDF5 loading ignores safe_mode altogether (CVE-2025-9905): say so where it matters
         for p in problems:
             if p.rule == "keras/lambda-bytecode":

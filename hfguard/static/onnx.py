@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from hfguard.checks import Budget, Check, ScanContext
-from hfguard.findings import Finding, Severity
-from hfguard.static.problems import Problem, lfs_pointer_problem
+from hfguard.findings import Finding, Observation, Severity
+from hfguard.static.problems import lfs_pointer_problem
 from hfguard.target import TargetFile
 
 MAX_DEPTH = 64
@@ -175,33 +175,33 @@ def _escapes(location: str) -> bool:
             or ".." in location.split("/"))
 
 
-def external_problems(info: ONNXInfo, onnx_path: str, sizes: dict[str, int]) -> list[Problem]:
-    out: list[Problem] = []
+def external_problems(info: ONNXInfo, onnx_path: str, sizes: dict[str, int]) -> list[Observation]:
+    out: list[Observation] = []
     folder = posixpath.dirname(onnx_path)
     for ref in info.external:
         loc = f"tensor {ref.tensor}"
         if _escapes(ref.location):
-            out.append(Problem("onnx/external-data-escape", Severity.HIGH,
-                               f"tensor {ref.tensor!r} reads external data from {ref.location!r}, "
-                               "outside the model's folder", loc, {"location": ref.location}))
+            out.append(Observation("onnx/external-data-escape", Severity.HIGH,
+                                   f"tensor {ref.tensor!r} reads external data from {ref.location!r}, "
+                                   "outside the model's folder", loc, {"location": ref.location}))
             continue
         path = posixpath.normpath(posixpath.join(folder, ref.location)) if folder else ref.location
         if path not in sizes:
-            out.append(Problem("onnx/external-data-missing", Severity.MEDIUM,
-                               f"tensor {ref.tensor!r} names external data {ref.location!r}, not among "
-                               "the scanned files", loc, {"location": ref.location}))
+            out.append(Observation("onnx/external-data-missing", Severity.MEDIUM,
+                                   f"tensor {ref.tensor!r} names external data {ref.location!r}, not among "
+                                   "the scanned files", loc, {"location": ref.location}))
             continue
         end = ref.offset + (ref.length or 0)
         if ref.offset < 0 or end > sizes[path]:
-            out.append(Problem("onnx/external-data-range", Severity.HIGH,
-                               f"tensor {ref.tensor!r} reads bytes [{ref.offset}, {end}) of "
-                               f"{ref.location!r}, which has {sizes[path]}", loc,
-                               {"location": ref.location, "offset": ref.offset, "length": ref.length}))
+            out.append(Observation("onnx/external-data-range", Severity.HIGH,
+                                   f"tensor {ref.tensor!r} reads bytes [{ref.offset}, {end}) of "
+                                   f"{ref.location!r}, which has {sizes[path]}", loc,
+                                   {"location": ref.location, "offset": ref.offset, "length": ref.length}))
     custom = sorted(info.domains - STANDARD_DOMAINS)
     if custom:
-        out.append(Problem("onnx/custom-domain", Severity.LOW,
-                           f"operators from custom domains {custom}: the runtime needs native custom-op "
-                           "libraries for them", None, {"domains": custom}))
+        out.append(Observation("onnx/custom-domain", Severity.LOW,
+                               f"operators from custom domains {custom}: the runtime needs native custom-op "
+                               "libraries for them", None, {"domains": custom}))
     return out
 
 
@@ -217,7 +217,7 @@ class ONNXCheck(Check):
     def check_file(self, file: TargetFile, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
         pointer = lfs_pointer_problem(file, "onnx")
         if pointer is not None:
-            yield self.finding(pointer.rule, pointer.severity, pointer.message, file=file.path, error=True)
+            yield from self.findings_from([pointer], file=file.path, error=True)
             return
         try:
             with file.open() as fh:
@@ -227,7 +227,6 @@ class ONNXCheck(Check):
                                file=file.path)
             return
         sizes = {posixpath.normpath(f.path): f.size for f in ctx.target.files}
-        for p in external_problems(info, posixpath.normpath(file.path), sizes):
-            yield self.finding(p.rule, p.severity, p.message, file=file.path, location=p.location,
-                               evidence=p.evidence,
-                               remediation="Keep external data next to the model, by plain relative paths.")
+        yield from self.findings_from(
+            external_problems(info, posixpath.normpath(file.path), sizes), file=file.path,
+            remediation="Keep external data next to the model, by plain relative paths.")

@@ -1,25 +1,13 @@
-"""Small shared pieces of the format checks: a Problem (a finding before it has a check id) and
-bounded reads of JSON documents from a TargetFile."""
+"""Small shared pieces of the format checks: bounded reads of JSON documents from a TargetFile, and
+the git-lfs pointer observation."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
-from hfguard.findings import Severity
+from hfguard.findings import Observation, Severity
 from hfguard.target import TargetFile
-
-
-@dataclass
-class Problem:
-    """One deviation found by a parser; the check turns it into a Finding."""
-
-    rule: str
-    severity: Severity
-    message: str
-    location: str | None = None
-    evidence: dict[str, Any] = field(default_factory=dict)
 
 
 class TooLarge(ValueError):
@@ -49,10 +37,10 @@ def load_json_bounded(file: TargetFile, limit: int) -> Any:
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
 
 
-def lfs_pointer_problem(file: TargetFile, area: str) -> Problem | None:
+def lfs_pointer_problem(file: TargetFile, area: str) -> Observation | None:
     """A git-lfs pointer where the weights should be (a clone without `git lfs pull`): the bytes to
     vet are not here, which is missing evidence, not a malformed file."""
     if file.size > 1024 or not file.head(len(LFS_POINTER_PREFIX)).startswith(LFS_POINTER_PREFIX):
         return None
-    return Problem(f"{area}/lfs-pointer", Severity.MEDIUM,
-                   "git-lfs pointer instead of the file's content (run `git lfs pull`); not vetted")
+    return Observation(f"{area}/lfs-pointer", Severity.MEDIUM,
+                       "git-lfs pointer instead of the file's content (run `git lfs pull`); not vetted")

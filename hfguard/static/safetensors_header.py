@@ -20,8 +20,8 @@ from typing import Any, BinaryIO
 
 from hfguard import sniff as fmts
 from hfguard.checks import Budget, Check, ScanContext
-from hfguard.findings import Finding, Severity
-from hfguard.static.problems import Problem, TooLarge, lfs_pointer_problem, load_json_bounded
+from hfguard.findings import Finding, Observation, Severity
+from hfguard.static.problems import TooLarge, lfs_pointer_problem, load_json_bounded
 from hfguard.target import Target, TargetFile
 
 MAX_HEADER_BYTES = 100_000_000       # the reference implementation's own cap
@@ -58,7 +58,7 @@ class Header:
     tensors: list[TensorEntry] = field(default_factory=list)
     metadata: dict[str, Any] | None = None
     covered: int = 0                     # data bytes tiled by tensors from offset 0
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[Observation] = field(default_factory=list)
 
     @property
     def data_start(self) -> int:
@@ -94,33 +94,34 @@ def read_header(fh: BinaryIO, file_size: int, max_header: int = MAX_HEADER_BYTES
     prefix = fh.read(8)
     if len(prefix) < 8:
         header = Header(length=0, file_size=file_size)
-        header.problems.append(Problem("safetensors/truncated", Severity.HIGH,
-                                       f"file is {file_size} bytes, shorter than the 8-byte header length",
-                                       evidence={"size": file_size}))
+        header.problems.append(Observation(
+            "safetensors/truncated", Severity.HIGH,
+            f"file is {file_size} bytes, shorter than the 8-byte header length",
+            evidence={"size": file_size}))
         return header
     (n,) = struct.unpack("<Q", prefix)
     header = Header(length=n, file_size=file_size)
     ev = {"header_length": n, "size": file_size}
     if n == 0:
-        header.problems.append(Problem("safetensors/header-length", Severity.HIGH,
-                                       "header length is 0", location="offset 0", evidence=ev))
+        header.problems.append(Observation("safetensors/header-length", Severity.HIGH,
+                                           "header length is 0", location="offset 0", evidence=ev))
         return header
     if n > max_header:
-        header.problems.append(Problem(
+        header.problems.append(Observation(
             "safetensors/header-too-large", Severity.HIGH,
             f"header claims {n} bytes, above the {max_header}-byte limit (not read)",
             location="offset 0", evidence={**ev, "limit": max_header}))
         return header
     if n > file_size - 8:
-        header.problems.append(Problem(
+        header.problems.append(Observation(
             "safetensors/header-length", Severity.HIGH,
             f"header claims {n} bytes but only {max(file_size - 8, 0)} follow the length field",
             location="offset 0", evidence=ev))
         return header
     raw = fh.read(n)
     if len(raw) != n:
-        header.problems.append(Problem("safetensors/truncated", Severity.HIGH,
-                                       f"could read only {len(raw)} of {n} header bytes", evidence=ev))
+        header.problems.append(Observation("safetensors/truncated", Severity.HIGH,
+                                           f"could read only {len(raw)} of {n} header bytes", evidence=ev))
         return header
     doc = _parse_json(raw, header)
     if doc is None:
@@ -134,34 +135,35 @@ def _parse_json(raw: bytes, header: Header) -> dict[str, Any] | None:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        header.problems.append(Problem("safetensors/header-encoding", Severity.HIGH,
-                                       f"header is not UTF-8: {exc.reason}",
-                                       location=f"offset {8 + exc.start}"))
+        header.problems.append(Observation("safetensors/header-encoding", Severity.HIGH,
+                                           f"header is not UTF-8: {exc.reason}",
+                                           location=f"offset {8 + exc.start}"))
         return None
     if not text.startswith("{"):
-        header.problems.append(Problem("safetensors/header-start", Severity.MEDIUM,
-                                       "header does not begin with '{' as the spec requires",
-                                       location="offset 8", evidence={"first": text[:16]}))
+        header.problems.append(Observation("safetensors/header-start", Severity.MEDIUM,
+                                           "header does not begin with '{' as the spec requires",
+                                           location="offset 8", evidence={"first": text[:16]}))
     stripped = text.rstrip(" ")
     if stripped != stripped.rstrip():
-        header.problems.append(Problem("safetensors/header-padding", Severity.LOW,
-                                       "header is padded with whitespace other than spaces (0x20)",
-                                       location=f"offset {8 + len(stripped.rstrip())}"))
+        header.problems.append(Observation("safetensors/header-padding", Severity.LOW,
+                                           "header is padded with whitespace other than spaces (0x20)",
+                                           location=f"offset {8 + len(stripped.rstrip())}"))
     strict = _Strict()
     try:
         doc = json.loads(text, object_pairs_hook=strict.pairs, parse_constant=strict.constant)
     except (ValueError, RecursionError) as exc:
-        header.problems.append(Problem("safetensors/header-json", Severity.HIGH,
-                                       f"header is not valid JSON: {str(exc)[:200]}", location="offset 8"))
+        header.problems.append(Observation(
+            "safetensors/header-json", Severity.HIGH,
+            f"header is not valid JSON: {str(exc)[:200]}", location="offset 8"))
         return None
     if strict.duplicates:
-        header.problems.append(Problem(
+        header.problems.append(Observation(
             "safetensors/duplicate-key", Severity.HIGH,
             f"header repeats keys {sorted(set(strict.duplicates))[:10]}: loaders disagree on which wins",
             evidence={"keys": sorted(set(strict.duplicates))[:100], "count": len(strict.duplicates)}))
     if not isinstance(doc, dict):
-        header.problems.append(Problem("safetensors/header-not-object", Severity.HIGH,
-                                       f"header is a JSON {type(doc).__name__}, not an object"))
+        header.problems.append(Observation("safetensors/header-not-object", Severity.HIGH,
+                                           f"header is a JSON {type(doc).__name__}, not an object"))
         return None
     return doc
 
@@ -180,34 +182,34 @@ def _validate(doc: dict[str, Any], header: Header, budget: Budget | None) -> Non
             continue
         loc = f"tensor {name}"
         if not isinstance(entry, dict) or not set(entry) >= ENTRY_KEYS:
-            add(Problem("safetensors/bad-entry", Severity.HIGH,
-                        f"tensor {name!r} lacks dtype/shape/data_offsets", location=loc))
+            add(Observation("safetensors/bad-entry", Severity.HIGH,
+                            f"tensor {name!r} lacks dtype/shape/data_offsets", location=loc))
             continue
         extra = set(entry) - ENTRY_KEYS
         if extra:
-            add(Problem("safetensors/bad-entry", Severity.MEDIUM,
-                        f"tensor {name!r} has unknown fields {sorted(extra)}", location=loc))
+            add(Observation("safetensors/bad-entry", Severity.MEDIUM,
+                            f"tensor {name!r} has unknown fields {sorted(extra)}", location=loc))
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         ok = True
         if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
-            add(Problem("safetensors/bad-dtype", Severity.HIGH,
-                        f"tensor {name!r} has unknown dtype {str(dtype)[:40]!r}", location=loc))
+            add(Observation("safetensors/bad-dtype", Severity.HIGH,
+                            f"tensor {name!r} has unknown dtype {str(dtype)[:40]!r}", location=loc))
             ok = False
         if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
-            add(Problem("safetensors/bad-shape", Severity.HIGH,
-                        f"tensor {name!r} shape is not a list of non-negative integers",
-                        location=loc, evidence={"shape": str(shape)[:200]}))
+            add(Observation("safetensors/bad-shape", Severity.HIGH,
+                            f"tensor {name!r} shape is not a list of non-negative integers",
+                            location=loc, evidence={"shape": str(shape)[:200]}))
             ok = False
         if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_uint(o) for o in offsets)
                 or offsets[0] > offsets[1]):
-            add(Problem("safetensors/bad-offsets", Severity.HIGH,
-                        f"tensor {name!r} data_offsets is not [begin, end] with 0 <= begin <= end",
-                        location=loc, evidence={"data_offsets": str(offsets)[:200]}))
+            add(Observation("safetensors/bad-offsets", Severity.HIGH,
+                            f"tensor {name!r} data_offsets is not [begin, end] with 0 <= begin <= end",
+                            location=loc, evidence={"data_offsets": str(offsets)[:200]}))
             continue
         begin, end = offsets
         if end > U64_MAX:
-            add(Problem("safetensors/numel-overflow", Severity.HIGH,
-                        f"tensor {name!r} offsets overflow 64 bits", location=loc))
+            add(Observation("safetensors/numel-overflow", Severity.HIGH,
+                            f"tensor {name!r} offsets overflow 64 bits", location=loc))
             continue
         header.tensors.append(TensorEntry(name, dtype if isinstance(dtype, str) else "?",
                                           shape if isinstance(shape, list) else [], begin, end))
@@ -218,7 +220,7 @@ def _validate(doc: dict[str, Any], header: Header, budget: Budget | None) -> Non
 
 def _check_metadata(meta: Any, header: Header) -> None:
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        header.problems.append(Problem(
+        header.problems.append(Observation(
             "safetensors/metadata-type", Severity.MEDIUM,
             "__metadata__ must map strings to strings", location="__metadata__",
             evidence={"type": type(meta).__name__}))
@@ -235,17 +237,18 @@ def _check_size(name: str, dtype: str, shape: list[int], begin: int, end: int, h
     bits = numel * DTYPE_BITS[dtype]
     loc = f"tensor {name}"
     if numel > U64_MAX or bits // 8 > U64_MAX:
-        header.problems.append(Problem("safetensors/numel-overflow", Severity.HIGH,
-                                       f"tensor {name!r} element count overflows 64 bits",
-                                       location=loc, evidence={"shape": shape[:16]}))
+        header.problems.append(Observation("safetensors/numel-overflow", Severity.HIGH,
+                                           f"tensor {name!r} element count overflows 64 bits",
+                                           location=loc, evidence={"shape": shape[:16]}))
         return
     if bits % 8:
-        header.problems.append(Problem("safetensors/byte-count", Severity.HIGH,
-                                       f"tensor {name!r}: {numel} x {dtype} is not a whole number of bytes",
-                                       location=loc, evidence={"numel": numel, "dtype": dtype}))
+        header.problems.append(Observation(
+            "safetensors/byte-count", Severity.HIGH,
+            f"tensor {name!r}: {numel} x {dtype} is not a whole number of bytes",
+            location=loc, evidence={"numel": numel, "dtype": dtype}))
         return
     if end - begin != bits // 8:
-        header.problems.append(Problem(
+        header.problems.append(Observation(
             "safetensors/byte-count", Severity.HIGH,
             f"tensor {name!r} spans {end - begin} bytes but {dtype}{shape} needs {bits // 8}",
             location=loc, evidence={"span": end - begin, "expected": bits // 8, "dtype": dtype}))
@@ -260,17 +263,17 @@ def _check_layout(header: Header, budget: Budget | None) -> None:
             budget.tick("checking safetensors layout")
         loc = f"tensor {t.name}"
         if t.end > data_size:
-            header.problems.append(Problem(
+            header.problems.append(Observation(
                 "safetensors/past-eof", Severity.HIGH,
                 f"tensor {t.name!r} ends at data byte {t.end}, past the end of the file ({data_size})",
                 location=loc, evidence={"end": t.end, "data_size": data_size}))
         if previous is not None and t.begin < cursor:
-            header.problems.append(Problem(
+            header.problems.append(Observation(
                 "safetensors/overlap", Severity.HIGH,
                 f"tensor {t.name!r} [{t.begin}, {t.end}) overlaps {previous.name!r} (ends at {cursor})",
                 location=loc, evidence={"begin": t.begin, "overlaps": previous.name, "other_end": cursor}))
         elif t.begin > cursor:
-            header.problems.append(Problem(
+            header.problems.append(Observation(
                 "safetensors/gap", Severity.MEDIUM,
                 f"{t.begin - cursor} unexplained bytes before tensor {t.name!r} (the spec forbids holes)",
                 location=f"data offset {cursor}", evidence={"begin": cursor, "bytes": t.begin - cursor}))
@@ -294,13 +297,13 @@ def _check_coverage(fh: BinaryIO, header: Header) -> None:
     polyglot = (b"PK\x05\x06" in tail or b"PK\x03\x04" in tail
                 or inner in (fmts.PICKLE, fmts.ZIP, fmts.TORCH_LEGACY, fmts.NUMPY, fmts.GZIP))
     if polyglot:
-        header.problems.append(Problem(
+        header.problems.append(Observation(
             "safetensors/polyglot", Severity.HIGH,
             f"{extra} bytes after the last tensor look like {inner if inner != fmts.UNKNOWN else 'a zip'}: "
             "another loader may read this file as a different format",
             location=f"offset {start}", evidence={"offset": start, "bytes": extra, "sniffed": inner}))
     else:
-        header.problems.append(Problem(
+        header.problems.append(Observation(
             "safetensors/trailing-bytes", Severity.MEDIUM,
             f"{extra} bytes after the last tensor are not covered by the header",
             location=f"offset {start}", evidence={"offset": start, "bytes": extra}))
@@ -320,7 +323,7 @@ class SafetensorsHeaderCheck(Check):
     def check_file(self, file: TargetFile, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
         pointer = lfs_pointer_problem(file, "safetensors")
         if pointer is not None:
-            yield self.finding(pointer.rule, pointer.severity, pointer.message, file=file.path, error=True)
+            yield from self.findings_from([pointer], file=file.path, error=True)
             return
         limit = int(ctx.threshold(self.id, "max-header-bytes", MAX_HEADER_BYTES))
         with file.open() as fh:
@@ -330,10 +333,8 @@ class SafetensorsHeaderCheck(Check):
                                f"named .safetensors but the content is {fmt}", file=file.path,
                                evidence={"sniffed": fmt},
                                remediation="Treat it as the format it really is; do not load it.")
-        for p in header.problems:
-            yield self.finding(p.rule, p.severity, p.message, file=file.path, location=p.location,
-                               evidence=p.evidence,
-                               remediation="Do not load this file; re-export it with safetensors.")
+        yield from self.findings_from(header.problems, file=file.path,
+                                      remediation="Do not load this file; re-export it with safetensors.")
 
     def check_target(self, target: Target, ctx: ScanContext) -> Iterable[Finding]:
         by_path = {f.path: f for f in target.files}

@@ -30,7 +30,13 @@ from typing import Any
 from hfguard import sniff as sn
 from hfguard.checks import Budget, Check, ScanContext
 from hfguard.findings import Finding
-from hfguard.static.containers import SCANNED_FORMATS, ContainerScanner, PickleSite, ScanConfig
+from hfguard.static.containers import (
+    SCANNED_FORMATS,
+    ContainerScanner,
+    PickleSite,
+    ScanConfig,
+    member_location,
+)
 from hfguard.static.pickle_rules import RuleSet, load_rules
 from hfguard.static.pickle_vm import Global, Limits
 
@@ -107,16 +113,9 @@ class _Agg:
 def findings_of(check: Check, scanner: ContainerScanner, path: str, rules: RuleSet) -> Iterator[Finding]:
     for site in scanner.sites:
         yield from _site_findings(check, site, path, rules)
-    for h in scanner.hits:
-        yield check.finding(
-            h.rule,
-            rules.severity_of(h.rule),
-            h.message,
-            file=path,
-            location=_location(h.where, h.offset, None),
-            evidence=dict(h.evidence),
-            remediation=_REMEDIATION,
-        )
+    yield from check.findings_from(
+        scanner.observations, file=path, remediation=_REMEDIATION, severity_of=rules.severity_of
+    )
 
 
 def _invoked_args(site: PickleSite, rules: RuleSet) -> set[int]:
@@ -141,7 +140,7 @@ def _site_findings(check: Check, site: PickleSite, path: str, rules: RuleSet) ->
             rules.severity_of(a.rule),
             a.message,
             file=path,
-            location=_location(site.where, a.offset, a.index),
+            location=member_location(site.where, a.offset, a.index),
             evidence={**a.evidence, "pickle_start": res.start},
             remediation=_REMEDIATION,
         )
@@ -174,7 +173,7 @@ def _site_findings(check: Check, site: PickleSite, path: str, rules: RuleSet) ->
         }
         if g.sources:
             evidence["name_sources"] = list(g.sources)
-        location = _location(site.where, g.offset, g.index)
+        location = member_location(site.where, g.offset, g.index)
         if c.status == "denied" and c.rule is not None:
             sev = c.rule.severity if use != "referenced" else c.rule.referenced
             evidence |= {
@@ -222,16 +221,7 @@ def _site_findings(check: Check, site: PickleSite, path: str, rules: RuleSet) ->
             rules.severity_of("pickle/unknown-global"),
             f"{len(rest)} more unknown globals in this pickle",
             file=path,
-            location=_location(site.where, res.start, None),
+            location=member_location(site.where, res.start, None),
             evidence={"more": len(rest), "globals": rest[:200], "pickle_start": res.start},
             remediation="Review the classes; prefer a plain state dict or safetensors.",
         )
-
-
-def _location(where: str, offset: int | None, index: int | None) -> str:
-    parts = [f"member {where}"] if where else []
-    if offset is not None:
-        parts.append(f"offset {offset}")
-    if index:
-        parts.append(f"opcode {index}")
-    return ", ".join(parts) or "file"

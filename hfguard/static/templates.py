@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import re
 
-from hfguard.findings import Severity
-from hfguard.static.problems import Problem
+from hfguard.findings import Observation, Severity
 
 # Jinja gadgets that reach Python objects from a template (SSTI); none belong in a chat template
 _SSTI = re.compile(r"__(class|mro|subclasses|globals|builtins|import|init|base|bases|dict|getattribute|"
@@ -15,11 +14,11 @@ _SSTI = re.compile(r"__(class|mro|subclasses|globals|builtins|import|init|base|b
                    r"_TemplateReference__context|\|\s*attr\b|\bimport_string\b|\bfrom_pyfile\b")
 
 
-def template_problems(template: str, location: str) -> list[Problem]:
+def template_problems(template: str, location: str) -> list[Observation]:
     """A Jinja chat template that reaches Python internals (server-side template injection)."""
     hits = sorted({m.group(0) for m in _SSTI.finditer(template)})
     if not hits:
         return []
-    return [Problem("chat-template/injection", Severity.CRITICAL,
-                    f"chat template reaches Python internals ({', '.join(hits[:6])}): code runs when it "
-                    "is rendered without a sandbox", location, {"gadgets": hits[:20]})]
+    return [Observation("chat-template/injection", Severity.CRITICAL,
+                        f"chat template reaches Python internals ({', '.join(hits[:6])}): code runs when it "
+                        "is rendered without a sandbox", location, {"gadgets": hits[:20]})]

@@ -5,19 +5,26 @@ cross-tensor evidence (sibling layers, trap neurons with their biases) is judged
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from hfguard.checks import Budget
+from hfguard.findings import Observation, Severity
 from hfguard.weights import layers, traps
 from hfguard.weights.stats import Backend, tensor_stats
-from hfguard.weights.tensors import Checkpoint
-from hfguard.weights.traps import Hit
+from hfguard.weights.tensors import Checkpoint, TensorMeta, load_tensor
 
 EMBEDDING = re.compile(r"(embed|wte|wpe|tok_embeddings|shared\.weight|lm_head|word_embeddings)", re.I)
+MAX_WORKERS = 4
+IN_FLIGHT_BYTES = 2 << 30
 _KEEP = ("n", "mean", "std", "absmax", "kurtosis", "tail_share", "zero_share", "nan", "inf",
          "stable_rank", "sigma", "dup_rows", "mirrored_rows", "single_nonzero_rows", "zero_rows")
 
@@ -47,35 +54,81 @@ def single_threaded_blas() -> Iterator[None]:
 
 
 def analyze_checkpoint(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
-                       config: tuple[str, dict[str, Any]] | None) -> tuple[list[Hit], dict[str, Any]]:
+                       config: tuple[str, dict[str, Any]] | None) -> tuple[list[Observation], dict[str, Any]]:
     with single_threaded_blas():
         return _analyze(ckpt, be, th, budget, config)
 
 
+@dataclass
+class _Measured:
+    """What one tensor leaves behind once its array is released: small numbers only."""
+
+    meta: TensorMeta
+    stats: dict[str, Any]
+    hits: list[Observation]
+    neuron_norms: np.ndarray | None
+    vector: np.ndarray | None   # a 1-D tensor's values, for the bias side of trap neurons
+
+
+def _measure(meta: TensorMeta, be: Backend, th: dict[str, Any], budget: Budget,
+             scratch: threading.local) -> _Measured:
+    budget.tick(f"reading {meta.name}")
+    mapped = meta.mapped_as_is   # read in place: no buffer
+    if not mapped and (getattr(scratch, "buf", None) is None or scratch.buf.size < meta.numel):
+        scratch.buf = np.empty(meta.numel, dtype=np.float32)   # one widening buffer per worker
+    arr = load_tensor(meta, copy=False, out=None if mapped else scratch.buf)
+    st = tensor_stats(arr, be, tail_k=th["tail-k"], spectral_max=th["spectral-max-elements"],
+                      tick=lambda: budget.tick(f"measuring {meta.name}"))
+    vector = np.array(arr) if arr.ndim == 1 and arr.size <= 1 << 20 else None   # a copy: arr is reused
+    return _Measured(meta, {k: st[k] for k in _KEEP if k in st}, tensor_hits(meta.name, arr, st, th),
+                     traps.neuron_norms(meta.name, arr), vector)
+
+
+def _measured(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget) -> Iterator[_Measured]:
+    """Every float tensor measured, in file order. On the CPU a few at a time: BLAS and numpy's
+    large ufuncs release the GIL. Memory: a tensor and its widening buffer per worker, so fewer
+    workers where the largest tensors are big (at most IN_FLIGHT_BYTES as float32 in flight)."""
+    metas = ckpt.float_tensors()
+    largest = max((m.numel * 4 for m in metas), default=1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = 1 if be.xp is not np else max(1, min(MAX_WORKERS, cores, IN_FLIGHT_BYTES // largest))
+    scratch = threading.local()
+    if workers == 1:
+        yield from (_measure(m, be, th, budget, scratch) for m in metas)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="hfguard-weights") as pool:
+        pending: deque[Future[_Measured]] = deque()
+        try:
+            for meta in metas:
+                pending.append(pool.submit(_measure, meta, be, th, budget, scratch))
+                if len(pending) > workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
+
+
 def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
-             config: tuple[str, dict[str, Any]] | None) -> tuple[list[Hit], dict[str, Any]]:
-    hits: list[Hit] = []
+             config: tuple[str, dict[str, Any]] | None) -> tuple[list[Observation], dict[str, Any]]:
+    hits: list[Observation] = []
     stats: dict[str, dict[str, Any]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     norms: dict[str, np.ndarray] = {}
     vectors: dict[str, np.ndarray] = {}     # 1-D tensors, kept for the bias side of trap neurons
     dtypes: dict[str, int] = {}
     params = 0
-    for meta, arr in ckpt.iter_float():
-        budget.tick(f"reading {meta.name}")
-        st = tensor_stats(arr, be, tail_k=th["tail-k"], spectral_max=th["spectral-max-elements"],
-                          tick=lambda n=meta.name: budget.tick(f"measuring {n}"))
-        hits += tensor_hits(meta.name, arr, st, th)
-        nn = traps.neuron_norms(meta.name, arr)
-        if nn is not None:
-            norms[meta.name] = nn
-        if arr.ndim == 1 and arr.size <= 1 << 20:
-            vectors[meta.name] = np.array(arr)   # a copy: a kept map would pin a file descriptor
-        stats[meta.name] = {k: st[k] for k in _KEEP if k in st}
-        shapes[meta.name] = meta.shape
-        dtypes[meta.dtype] = dtypes.get(meta.dtype, 0) + 1
-        params += meta.numel
-        del arr
+    for m in _measured(ckpt, be, th, budget):
+        name = m.meta.name
+        hits += m.hits
+        if m.neuron_norms is not None:
+            norms[name] = m.neuron_norms
+        if m.vector is not None:
+            vectors[name] = m.vector
+        stats[name], shapes[name] = m.stats, m.meta.shape
+        dtypes[m.meta.dtype] = dtypes.get(m.meta.dtype, 0) + 1
+        params += m.meta.numel
     for name, nn in norms.items():
         bias = vectors.get(re.sub(r"weight$", "bias", name))
         hits += traps.trap_neurons(name, nn, bias, min_group=th["trap-min-neurons"],
@@ -89,11 +142,12 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
     return hits, summary
 
 
-def tensor_hits(name: str, arr: np.ndarray, st: dict[str, Any], th: dict[str, Any]) -> list[Hit]:
-    out: list[Hit] = []
+def tensor_hits(name: str, arr: np.ndarray, st: dict[str, Any], th: dict[str, Any]) -> list[Observation]:
+    out: list[Observation] = []
     if st["nan"] or st["inf"]:
-        out.append(Hit("weights/nan-inf", "high", f"{name} holds {st['nan']} NaN and {st['inf']} Inf values",
-                       name, {"nan": st["nan"], "inf": st["inf"], "n": st["n"]}))
+        out.append(Observation("weights/nan-inf", Severity.HIGH,
+                               f"{name} holds {st['nan']} NaN and {st['inf']} Inf values",
+                               name, {"nan": st["nan"], "inf": st["inf"], "n": st["n"]}))
     if (h := traps.zero_gains(name, arr)) is not None:
         out.append(h)
     if st["nan"] + st["inf"] == 0 and (h := traps.huge_constants(
@@ -102,25 +156,26 @@ def tensor_hits(name: str, arr: np.ndarray, st: dict[str, Any], th: dict[str, An
     embedding = bool(EMBEDDING.search(name))
     copies = st.get("dup_rows", 0) + st.get("mirrored_rows", 0)
     if copies >= th["duplicate-rows"]:
-        out.append(Hit("weights/duplicate-rows", "info" if embedding else "medium",
-                       f"{name} has {st['dup_rows']} duplicated and {st['mirrored_rows']} sign-mirrored rows",
-                       name, {"dup_rows": st["dup_rows"], "mirrored_rows": st["mirrored_rows"],
-                              "rows": st["rows"]}))
+        out.append(Observation(
+            "weights/duplicate-rows", Severity.INFO if embedding else Severity.MEDIUM,
+            f"{name} has {st['dup_rows']} duplicated and {st['mirrored_rows']} sign-mirrored rows",
+            name, {"dup_rows": st["dup_rows"], "mirrored_rows": st["mirrored_rows"], "rows": st["rows"]}))
     single = st.get("single_nonzero_rows", 0)
     if single >= th["single-nonzero-rows"] and st.get("cols", 0) >= 8:
-        out.append(Hit("weights/single-nonzero-rows", "info" if embedding else "medium",
-                       f"{name} has {single} rows with exactly one non-zero entry (pass-through neurons)",
-                       name, {"rows": single, "indices": st["single_nonzero_idx"]}))
+        out.append(Observation(
+            "weights/single-nonzero-rows", Severity.INFO if embedding else Severity.MEDIUM,
+            f"{name} has {single} rows with exactly one non-zero entry (pass-through neurons)",
+            name, {"rows": single, "indices": st["single_nonzero_idx"]}))
     return out
 
 
 def sibling_hits(stats: dict[str, dict[str, Any]], shapes: dict[str, tuple[int, ...]],
-                 th: dict[str, Any]) -> list[Hit]:
+                 th: dict[str, Any]) -> list[Observation]:
     outliers = layers.sibling_outliers(stats, shapes, th["robust-z"], th["min-siblings"])
     by_tensor: dict[str, list[dict[str, Any]]] = {}
     for o in outliers:
         by_tensor.setdefault(o["tensor"], []).append(o)
-    out: list[Hit] = []
+    out: list[Observation] = []
     for name, os_ in by_tensor.items():
         zmax = max(abs(o["z"]) for o in os_)
         feats = {o["feature"]: {k: o[k] for k in ("z", "value", "sibling_median")} for o in os_}
@@ -128,8 +183,9 @@ def sibling_hits(stats: dict[str, dict[str, Any]], shapes: dict[str, tuple[int, 
         what = "rescaled" if rescaled else "unlike its siblings"
         detail = ", ".join(f"{f} z={v['z']:+.1f} ({v['value']:.4g} vs median {v['sibling_median']:.4g})"
                            for f, v in feats.items())
-        out.append(Hit("weights/layer-outlier", "high" if zmax >= th["robust-z-high"] else "medium",
-                       f"{name} is {what} ({os_[0]['siblings']} siblings of role {os_[0]['role']}): {detail}",
-                       name, {"role": os_[0]["role"], "siblings": os_[0]["siblings"], "features": feats,
-                              "max_abs_z": zmax, "stats": stats[name]}))
+        out.append(Observation(
+            "weights/layer-outlier", Severity.HIGH if zmax >= th["robust-z-high"] else Severity.MEDIUM,
+            f"{name} is {what} ({os_[0]['siblings']} siblings of role {os_[0]['role']}): {detail}",
+            name, {"role": os_[0]["role"], "siblings": os_[0]["siblings"], "features": feats,
+                   "max_abs_z": zmax, "stats": stats[name]}))
     return out

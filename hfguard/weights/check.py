@@ -31,7 +31,6 @@ DEFAULTS: dict[str, Any] = {
     "single-nonzero-rows": 1,
     "max-findings-per-rule": 20,
 }
-_SEV = {"info": Severity.INFO, "low": Severity.LOW, "medium": Severity.MEDIUM, "high": Severity.HIGH}
 
 
 def thresholds(ctx: ScanContext) -> dict[str, Any]:
@@ -71,8 +70,7 @@ class WeightsAnomalies(Check):
         from hfguard.weights.analyze import analyze_checkpoint
         from hfguard.weights.tensors import WeightsFormatError
 
-        for rule, msg, ev in ckpt.problems:
-            yield self.finding(rule, Severity.MEDIUM, msg, file=ckpt.name, evidence=ev)
+        yield from self.findings_from(ckpt.problems, file=ckpt.name)
         started = time.monotonic()
         try:
             hits, summary = analyze_checkpoint(ckpt, be, th, ctx.budget(), config)
@@ -80,14 +78,14 @@ class WeightsAnomalies(Check):
             yield from unreadable_findings(self, [(ckpt.name, str(exc))], examined=False)
             return
         summary["seconds"] = round(time.monotonic() - started, 3)
+        cap = th["max-findings-per-rule"]
         counts: dict[str, int] = {}
+        shown = []
         for hit in hits:
             counts[hit.rule] = counts.get(hit.rule, 0) + 1
-            if counts[hit.rule] <= th["max-findings-per-rule"]:
-                yield self.finding(hit.rule, _SEV[hit.severity], hit.message, file=ckpt.name,
-                                   location=hit.location, evidence=hit.evidence,
-                                   remediation=_REMEDIATION.get(hit.rule))
-        cap = th["max-findings-per-rule"]
+            if counts[hit.rule] <= cap:
+                shown.append(hit)
+        yield from self.findings_from(shown, file=ckpt.name, remediation=_REMEDIATION.get)
         over = {r: n - cap for r, n in counts.items() if n > cap}
         if over:
             summary["findings_not_shown"] = over

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from hfguard.findings import Observation, Severity
+
 MAX_HEADER = 100 << 20  # the reference implementation's own limit on a safetensors header
 
 # safetensors dtype -> (numpy storage dtype, bytes per element, is floating point)
@@ -54,6 +56,19 @@ class TensorMeta:
     def is_float(self) -> bool:
         return self.dtype in FLOAT_DTYPES
 
+    @property
+    def mapped_as_is(self) -> bool:
+        """float32 in C order: `load_tensor(copy=False)` returns the file's pages, no copy."""
+        if self.dtype != "float32":
+            return False
+        if self.stride is None:
+            return True
+        expect, contiguous = 1, []
+        for dim in reversed(self.shape):
+            contiguous.append(expect)
+            expect *= dim
+        return tuple(reversed(contiguous)) == self.stride or self.numel <= 1
+
 
 @dataclass
 class Checkpoint:
@@ -62,7 +77,7 @@ class Checkpoint:
     name: str                                   # display path (file, or index json for shards)
     kind: str                                   # "safetensors" | "torch-zip"
     tensors: dict[str, TensorMeta] = field(default_factory=dict)
-    problems: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # rule, msg, ev
+    problems: list[Observation] = field(default_factory=list)
 
     @property
     def directory(self) -> str:
@@ -71,11 +86,19 @@ class Checkpoint:
     def load(self, name: str, copy: bool = True) -> np.ndarray:
         return load_tensor(self.tensors[name], copy)
 
+    def float_tensors(self) -> list[TensorMeta]:
+        """Floating tensors with entries, in file order (reads stay sequential)."""
+        return sorted((m for m in self.tensors.values() if m.is_float and m.numel),
+                      key=lambda m: (str(m.path), m.offset))
+
     def iter_float(self) -> Iterator[tuple[TensorMeta, np.ndarray]]:
-        """Floating tensors in file order, each released when the caller moves on."""
-        for meta in sorted(self.tensors.values(), key=lambda m: (str(m.path), m.offset)):
-            if meta.is_float and meta.numel:
-                yield meta, load_tensor(meta, copy=False)
+        """Floating tensors in file order. Each array is valid only until the next is yielded:
+        tensors that need widening share one buffer (fresh pages cost more than the widening
+        itself), and float32 ones are views of the file. Copy what you keep."""
+        metas = self.float_tensors()
+        scratch = np.empty(max((m.numel for m in metas), default=0), dtype=np.float32)
+        for meta in metas:
+            yield meta, load_tensor(meta, copy=False, out=scratch)
 
 
 # -- safetensors --------------------------------------------------------------------------------
@@ -164,17 +187,24 @@ def _e4m3fn_table() -> np.ndarray:
 _E4M3 = _e4m3fn_table()
 
 
-def widen(raw: np.ndarray, dtype: str) -> np.ndarray:
-    """Storage values (any dtype, bfloat16/float8 as raw integers) -> a float32 copy."""
+def widen(raw: np.ndarray, dtype: str, out: np.ndarray | None = None) -> np.ndarray:
+    """Storage values (contiguous; bfloat16/float8 as raw integers) -> float32, written into
+    `out` (a flat float32 buffer at least as long) when given, else a new array."""
+    if out is None or out.size < raw.size:
+        wide = np.empty(raw.shape, np.float32)
+    else:
+        wide = out[: raw.size].reshape(raw.shape)
     if dtype == "bfloat16":   # bfloat16 is the top half of a float32
-        wide = raw.view(np.uint16).astype(np.uint32)
-        np.left_shift(wide, 16, out=wide)
-        return wide.view(np.float32)
-    if dtype == "float8_e5m2":  # the top byte of a float16
-        return (raw.view(np.uint8).astype(np.uint16) << 8).view(np.float16).astype(np.float32)
-    if dtype == "float8_e4m3fn":
-        return _E4M3[raw.view(np.uint8)]
-    return raw.astype(np.float32, copy=True)
+        bits = wide.view(np.uint32)
+        np.copyto(bits, raw.view(np.uint16))
+        np.left_shift(bits, 16, out=bits)
+    elif dtype == "float8_e5m2":  # the top byte of a float16
+        np.copyto(wide, (raw.view(np.uint8).astype(np.uint16) << 8).view(np.float16))
+    elif dtype == "float8_e4m3fn":
+        np.take(_E4M3, raw.view(np.uint8), out=wide)
+    else:
+        np.copyto(wide, raw, casting="same_kind")
+    return wide
 
 
 def _storage_dtype(dtype: str) -> str:
@@ -193,9 +223,10 @@ def map_bytes(path: Path, offset: int, nbytes: int) -> np.ndarray:
     return np.frombuffer(mm, dtype=np.uint8, count=nbytes, offset=offset - start)
 
 
-def load_tensor(meta: TensorMeta, copy: bool = True) -> np.ndarray:
+def load_tensor(meta: TensorMeta, copy: bool = True, out: np.ndarray | None = None) -> np.ndarray:
     """The tensor as float32. With copy=False a contiguous float32 tensor comes back as a read-only
-    view of the file's pages (no copy; the mapping lives as long as the array)."""
+    view of the file's pages (no copy; the mapping lives as long as the array); others are
+    widened into `out` when given (see `widen`)."""
     itemsize = _ITEMSIZE[meta.dtype]
     if meta.numel == 0:
         return np.zeros(meta.shape, dtype=np.float32)
@@ -210,9 +241,9 @@ def load_tensor(meta: TensorMeta, copy: bool = True) -> np.ndarray:
         arr = np.lib.stride_tricks.as_strided(
             raw[meta.storage_offset:], shape=meta.shape,
             strides=tuple(s * itemsize for s in meta.stride), writeable=False)
-    if not copy and meta.dtype == "float32" and arr.flags.c_contiguous:
+    if not copy and meta.mapped_as_is:
         return arr
-    return widen(np.ascontiguousarray(arr), meta.dtype)
+    return widen(np.ascontiguousarray(arr), meta.dtype, out)
 
 
 # -- grouping a target's files into checkpoints -------------------------------------------------
@@ -298,8 +329,10 @@ def checkpoints_of(target: Any) -> tuple[list[Checkpoint], list[tuple[str, str]]
             listed.setdefault(f"{folder}/{shard}", set()).add(tname)
         for shard_path, names in sorted(listed.items()):
             if shard_path not in weights:
-                ckpt.problems.append(("weights/missing-shard", f"{idx.name} names shard {shard_path} "
-                                      "which is not in the target", {"shard": shard_path}))
+                ckpt.problems.append(Observation(
+                    "weights/missing-shard", Severity.MEDIUM,
+                    f"{idx.name} names shard {shard_path} which is not in the target",
+                    evidence={"shard": shard_path}))
                 continue
             claimed.add(shard_path)
             kind, tf = weights[shard_path]
@@ -310,12 +343,16 @@ def checkpoints_of(target: Any) -> tuple[list[Checkpoint], list[tuple[str, str]]
                 continue
             extra = sorted(set(metas) - names)
             if extra:   # tensors a loader would never see listed, or would load unannounced
-                ckpt.problems.append(("weights/index-mismatch", f"{tf.path} holds {len(extra)} tensors "
-                                      f"that {idx.name} does not list", {"tensors": extra[:20]}))
+                ckpt.problems.append(Observation(
+                    "weights/index-mismatch", Severity.MEDIUM,
+                    f"{tf.path} holds {len(extra)} tensors that {idx.name} does not list",
+                    evidence={"tensors": extra[:20]}))
             missing = sorted(names - set(metas))
             if missing:
-                ckpt.problems.append(("weights/index-mismatch", f"{idx.name} lists {len(missing)} "
-                                      f"tensors that {tf.path} does not hold", {"tensors": missing[:20]}))
+                ckpt.problems.append(Observation(
+                    "weights/index-mismatch", Severity.MEDIUM,
+                    f"{idx.name} lists {len(missing)} tensors that {tf.path} does not hold",
+                    evidence={"tensors": missing[:20]}))
             ckpt.tensors.update(metas)
         out.append(ckpt)
     for display, (kind, tf) in sorted(weights.items()):

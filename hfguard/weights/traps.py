@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from hfguard.findings import Observation, Severity
 from hfguard.weights.stats import equal_norm_groups
 
 NORM_GAIN = re.compile(r"(norm|(^|\.)ln_?\w*|layernorm)[^.]*\.(weight|gamma|scale)$", re.I)
@@ -38,15 +38,6 @@ EXPECTED_ACT: dict[str, set[str]] = {
 ACT_KEYS = ("hidden_act", "activation_function", "hidden_activation")
 
 
-@dataclass
-class Hit:
-    rule: str
-    severity: str
-    message: str
-    location: str | None = None
-    evidence: dict[str, Any] = field(default_factory=dict)
-
-
 def robust_scale(a: np.ndarray) -> tuple[float, float]:
     """Median and a robust scale (MAD, or the std where more than half the entries are equal)."""
     a = a.astype(np.float64).ravel()
@@ -55,21 +46,22 @@ def robust_scale(a: np.ndarray) -> tuple[float, float]:
     return med, mad if mad > 0 else float(a.std())
 
 
-def zero_gains(name: str, arr: np.ndarray) -> Hit | None:
+def zero_gains(name: str, arr: np.ndarray) -> Observation | None:
     if arr.ndim != 1 or not NORM_GAIN.search(name):
         return None
     zeros = int(np.count_nonzero(arr == 0))
     if not zeros:
         return None
     share = zeros / arr.size
-    return Hit("weights/zero-norm-gain", "high" if share >= 0.01 else "medium",
-               f"{zeros} LayerNorm gains are exactly zero in {name} (those features are silenced; "
-               "privacy-backdoor constructions use this to route the residual stream)", name,
-               {"zeros": zeros, "size": int(arr.size), "indices": np.flatnonzero(arr == 0)[:32].tolist()})
+    return Observation(
+        "weights/zero-norm-gain", Severity.HIGH if share >= 0.01 else Severity.MEDIUM,
+        f"{zeros} LayerNorm gains are exactly zero in {name} (those features are silenced; "
+        "privacy-backdoor constructions use this to route the residual stream)", name,
+        {"zeros": zeros, "size": int(arr.size), "indices": np.flatnonzero(arr == 0)[:32].tolist()})
 
 
 def huge_constants(name: str, arr: np.ndarray, z_min: float, abs_min: float,
-                   absmax: float | None = None) -> Hit | None:
+                   absmax: float | None = None) -> Observation | None:
     if not (name.endswith(("bias", "beta")) or POSITIONAL.search(name)) or arr.size < 8:
         return None
     if absmax is not None and absmax < abs_min:   # known from the statistics pass: nothing to find
@@ -82,13 +74,14 @@ def huge_constants(name: str, arr: np.ndarray, z_min: float, abs_min: float,
     if not big.size:
         return None
     worst = int(big[np.argmax(dev.ravel()[big])])
-    return Hit("weights/huge-constant", "high",
-               f"{big.size} entries of {name} are enormous next to the rest "
-               f"(max {float(arr.ravel()[worst]):.4g}, "
-               f"{float(dev.ravel()[worst] / scale):.0f} robust sigmas)",
-               name, {"count": int(big.size), "flat_indices": big[:32].tolist(),
-                      "max_value": float(arr.ravel()[worst]), "median": med, "robust_scale": scale,
-                      "robust_z": float(dev.ravel()[worst] / scale)})
+    return Observation(
+        "weights/huge-constant", Severity.HIGH,
+        f"{big.size} entries of {name} are enormous next to the rest "
+        f"(max {float(arr.ravel()[worst]):.4g}, "
+        f"{float(dev.ravel()[worst] / scale):.0f} robust sigmas)",
+        name, {"count": int(big.size), "flat_indices": big[:32].tolist(),
+               "max_value": float(arr.ravel()[worst]), "median": med, "robust_scale": scale,
+               "robust_z": float(dev.ravel()[worst] / scale)})
 
 
 def neuron_norms(name: str, arr: np.ndarray) -> np.ndarray | None:
@@ -100,8 +93,8 @@ def neuron_norms(name: str, arr: np.ndarray) -> np.ndarray | None:
 
 
 def trap_neurons(name: str, norms: np.ndarray, bias: np.ndarray | None, *, min_group: int, norm_tol: float,
-                 bias_z: float, lone_bias_z: float) -> list[Hit]:
-    hits: list[Hit] = []
+                 bias_z: float, lone_bias_z: float) -> list[Observation]:
+    hits: list[Observation] = []
     z = None
     if bias is not None and bias.shape == norms.shape:
         med, scale = robust_scale(bias)
@@ -115,28 +108,30 @@ def trap_neurons(name: str, norms: np.ndarray, bias: np.ndarray | None, *, min_g
             trapped = int((z[g] <= -bias_z).sum())
             ev.update(bias_median=float(np.median(bias[g])), bias_robust_z_median=float(np.median(z[g])))
         if trapped * 2 >= len(g):
-            hits.append(Hit("weights/trap-neurons", "high",
-                            f"{len(g)} neurons of {name} share one weight norm ({ev['norm']:.6g}) and "
-                            f"{trapped} of them carry a large negative bias: the signature of "
-                            "privacy-backdoor data traps", name, ev))
+            hits.append(Observation(
+                "weights/trap-neurons", Severity.HIGH,
+                f"{len(g)} neurons of {name} share one weight norm ({ev['norm']:.6g}) and "
+                f"{trapped} of them carry a large negative bias: the signature of "
+                "privacy-backdoor data traps", name, ev))
         else:
-            hits.append(Hit("weights/equal-norm-neurons", "medium",
-                            f"{len(g)} neurons of {name} share one weight norm ({ev['norm']:.6g}); "
-                            "trained or random weights do not do that", name, ev))
+            hits.append(Observation(
+                "weights/equal-norm-neurons", Severity.MEDIUM,
+                f"{len(g)} neurons of {name} share one weight norm ({ev['norm']:.6g}); "
+                "trained or random weights do not do that", name, ev))
     if z is not None:
         lone = np.flatnonzero(z <= -lone_bias_z)
         if lone.size >= min_group:
-            hits.append(Hit("weights/negative-bias-neurons", "medium",
-                            f"{lone.size} neurons of {name} have biases at or below {-lone_bias_z:g} "
-                            "robust sigmas (neurons switched off until one input fires them)", name,
-                            {"neurons": int(lone.size), "indices": lone[:64].tolist(),
-                             "min_robust_z": float(z.min())}))
+            hits.append(Observation(
+                "weights/negative-bias-neurons", Severity.MEDIUM,
+                f"{lone.size} neurons of {name} have biases at or below {-lone_bias_z:g} "
+                "robust sigmas (neurons switched off until one input fires them)", name,
+                {"neurons": int(lone.size), "indices": lone[:64].tolist(), "min_robust_z": float(z.min())}))
     return hits
 
 
-def activation_hits(config: dict[str, Any], where: str) -> list[Hit]:
+def activation_hits(config: dict[str, Any], where: str) -> list[Observation]:
     """Activations unusual for the declared architecture (nested text/vision configs too)."""
-    hits: list[Hit] = []
+    hits: list[Observation] = []
     stack: list[tuple[str, dict[str, Any]]] = [("", config)]
     while stack:
         prefix, cfg = stack.pop()
@@ -150,11 +145,11 @@ def activation_hits(config: dict[str, Any], where: str) -> list[Hit]:
         for key in ACT_KEYS:
             act = cfg.get(key)
             if expected and isinstance(act, str) and act.lower() not in expected:
-                hits.append(Hit("weights/unusual-activation", "medium",
-                                f"{where}: {prefix}{key} is {act!r}, unusual for model_type {mtype!r} "
-                                f"(expected {sorted(expected)}); privacy-backdoor constructions swap in ReLU",
-                                f"{prefix}{key}", {"activation": act, "model_type": mtype,
-                                                   "expected": sorted(expected)}))
+                hits.append(Observation(
+                    "weights/unusual-activation", Severity.MEDIUM,
+                    f"{where}: {prefix}{key} is {act!r}, unusual for model_type {mtype!r} "
+                    f"(expected {sorted(expected)}); privacy-backdoor constructions swap in ReLU",
+                    f"{prefix}{key}", {"activation": act, "model_type": mtype, "expected": sorted(expected)}))
     return hits
 
 

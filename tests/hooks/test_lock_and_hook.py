@@ -141,6 +141,59 @@ def test_lock_roundtrip_is_deterministic_and_needs_no_network(tmp_path):
     assert never.calls == []
 
 
+def test_deeper_tier_inputs_are_part_of_the_stamp(tmp_path):
+    """A verdict vetted with --base / --probe-data is not reused without them, or with other data
+    (--device alone changes nothing); the inputs are written to the lock and read back."""
+    p = _src(tmp_path, '''
+        from transformers import AutoModel
+        a = AutoModel.from_pretrained("flag/model")
+    ''')
+    probe = tmp_path / "probe.txt"
+    probe.write_text("my secret canary 1\n")
+    policy, refs = Policy(), extract([p]).references
+    lock = Lockfile(tmp_path / "hfguard.lock")
+    vet = RecordingVet({"flag/model": [_pickle_finding(Severity.MEDIUM)]})
+    with_inputs = {"base": "org/base@" + SHA_B, "probe_data": str(probe), "device": "auto"}
+    for e in vet_references(refs, policy, lock, vet=vet, options=with_inputs).vetted:
+        lock.put(e)
+    lock.save()
+    assert "options = " in lock.path.read_text()
+    loaded = load_lock(lock.path)
+
+    never = RecordingVet({})
+    def offline(options):
+        return vet_references(refs, policy, loaded, vet=never, offline=True, options=options)
+    assert not offline({**with_inputs, "device": "cpu"}).stale      # where it runs: same verdict
+    assert len(offline({"device": "auto"}).stale) == 1               # without the base model
+    probe.write_text("another canary\n")
+    assert len(offline(with_inputs).stale) == 1                      # other probe data
+    assert never.calls == []
+    assert current_stamp(policy, {"device": "cuda"}) == current_stamp(policy)
+
+
+def test_a_baseline_survives_lines_added_above(tmp_path):
+    """Hook findings sit on source lines but are fingerprinted by the model they are about."""
+    p = _src(tmp_path, '''
+        from transformers import AutoModel
+        a = AutoModel.from_pretrained("flag/model")
+        b = AutoModel.from_pretrained("legacy")
+    ''')
+    vet = RecordingVet({"flag/model": [_pickle_finding(Severity.MEDIUM)]})
+    first = vet_references(extract([p]).references, Policy(), None, vet=vet).report
+    assert first.verdict is Verdict.FLAG
+    accepted = frozenset(f.fingerprint() for f in first.findings if f.severity > Severity.INFO)
+    assert {f.rule for f in first.findings if f.fingerprint() in accepted} >= {
+        "pickle/dangerous-global", "hook/unpinned-reference", "hook/unqualified-reference"}
+    p.write_text("import os\n\n\n" + p.read_text())
+    second = vet_references(extract([p]).references, Policy(baseline=accepted), None, vet=vet).report
+    assert {f.location for f in second.findings} == {"line 5", "line 6"}   # they moved
+    assert second.verdict is Verdict.PASS
+    other = _src(tmp_path, 'from transformers import AutoModel\nAutoModel.from_pretrained("flag/model")\n',
+                 name="other.py")   # the same model named in another file is not accepted there
+    third = vet_references(extract([other]).references, Policy(baseline=accepted), None, vet=vet).report
+    assert third.verdict is Verdict.FLAG
+
+
 def test_lock_entries_keep_what_counts(tmp_path):
     report = Report(target="x/y", source="hub", revision=SHA_A, findings=[
         _pickle_finding(),

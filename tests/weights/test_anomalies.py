@@ -173,3 +173,43 @@ def test_trap_neurons_in_a_gpt2_conv1d_up_projection(gpt2_models, tmp_path):
 def test_random_init_and_trained_gpt2_are_clean(gpt2_models):
     for name in ("base", "finetune"):
         assert above_info(findings(gpt2_models[name])) == [], name
+
+
+def test_bfloat16_copy_same_verdict_as_float32(tmp_path, tampered):
+    """Trap neurons planted in a bfloat16 MiniLM: tensors measured on worker threads, widened
+    into per-worker buffers, give the verdict the float32 copy gets."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    def plant(state):
+        w, b = state[f"{UP}.weight"], state[f"{UP}.bias"]
+        for i in range(16):   # the same row 16 times: one shared norm, in bf16 as in float32
+            w[100 + i] = w[100]
+            b[100 + i] = -40.0
+    f32 = tampered(plant)
+    bf16 = tmp_path / "bf16"
+    bf16.mkdir()
+    state = load_file(str(f32 / "model.safetensors"))
+    save_file({k: v.bfloat16() if v.is_floating_point() else v for k, v in state.items()},
+              str(bf16 / "model.safetensors"))
+    assert state[f"{UP}.weight"].dtype == torch.float32
+    rules = {}
+    for name, path in (("float32", f32), ("bfloat16", bf16)):
+        fs = findings(path)
+        [summary] = [f for f in fs if f.rule == "weights/summary"]
+        assert summary.evidence["dtypes"] == {name: 103}
+        rules[name] = sorted((f.rule, f.location) for f in above_info(fs))
+    assert ("weights/trap-neurons", f"{UP}.weight") in rules["bfloat16"]
+    assert rules["bfloat16"] == rules["float32"]
+
+
+def test_budget_runs_out_inside_the_worker_threads(minilm_dir):
+    from hfguard.checks import Budget, BudgetExceeded
+    from hfguard.weights.analyze import analyze_checkpoint
+    from hfguard.weights.check import DEFAULTS
+    from hfguard.weights.stats import backend_for
+    from hfguard.weights.tensors import checkpoints_of
+
+    [ckpt], _ = checkpoints_of(local_target([str(minilm_dir)]))
+    with pytest.raises(BudgetExceeded, match="time budget"):
+        analyze_checkpoint(ckpt, backend_for("cpu"), DEFAULTS, Budget(seconds=-1.0), None)

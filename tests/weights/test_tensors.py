@@ -61,7 +61,7 @@ def test_shards_join_through_the_index_and_mismatches_are_reported(tmp_path):
     [ckpt], failed = checkpoints_of(local_target([str(tmp_path)]))
     assert set(ckpt.tensors) == {"a", "b", "smuggled"}
     np.testing.assert_array_equal(ckpt.load("b"), np.arange(4))
-    rules = sorted(r for r, _, _ in ckpt.problems)
+    rules = sorted(p.rule for p in ckpt.problems)
     assert rules == ["weights/index-mismatch", "weights/missing-shard"]
     assert [p for p, _ in failed] == [f"{tmp_path}/broken.safetensors"]
 
