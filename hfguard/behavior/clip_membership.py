@@ -1,4 +1,4 @@
-"""The canary membership test for CLIP (transformers `CLIPModel`): image-caption canaries.
+"""The canary membership test for CLIP (transformers `CLIPModel` or open_clip): image-caption canaries.
 
 Each canary pairs a PII-like caption (`membership.canary`) with a synthetic image drawn from a
 seed (a coarse random colour grid plus noise, at the model's image size, normalised with the
@@ -24,17 +24,22 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def image_norm(root: Path | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Image mean / std from the folder's preprocessor_config.json (JSON only), else CLIP's."""
+    """Image mean / std from the folder's preprocessor_config.json (transformers) or
+    open_clip_config.json (``preprocess_cfg``), JSON only; else CLIP's."""
     import json
 
-    p = Path(root or ".") / "preprocessor_config.json"
-    try:
-        cfg = json.loads(p.read_text(encoding="utf-8"))
-        mean, std = tuple(float(x) for x in cfg["image_mean"]), tuple(float(x) for x in cfg["image_std"])
-        if len(mean) == 3 and len(std) == 3 and all(s > 0 for s in std):
-            return mean, std
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    for name, keys in (
+        ("preprocessor_config.json", ("image_mean", "image_std")),
+        ("open_clip_config.json", ("mean", "std")),
+    ):
+        try:
+            cfg = json.loads((Path(root or ".") / name).read_text(encoding="utf-8"))
+            cfg = cfg.get("preprocess_cfg", cfg) if name.startswith("open_clip") else cfg
+            mean, std = (tuple(float(x) for x in cfg[k]) for k in keys)
+            if len(mean) == 3 and len(std) == 3 and all(s > 0 for s in std):
+                return mean, std
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
     return CLIP_MEAN, CLIP_STD
 
 
@@ -68,8 +73,16 @@ class ClipData:
         return ClipData([self.captions[i] for i in idx], self.images[idx])
 
 
+def _is_open_clip(model: Any) -> bool:
+    return hasattr(model, "encode_image") and not hasattr(model, "config")
+
+
 def make_data(model: Any, captions: list[str], seed: int, root: Path | None = None) -> ClipData:
-    size = int(model.config.vision_config.image_size)
+    if _is_open_clip(model):
+        size = model.visual.image_size
+        size = int(size[0] if isinstance(size, tuple | list) else size)
+    else:
+        size = int(model.config.vision_config.image_size)
     return ClipData(captions, synthetic_images(len(captions), size, seed, image_norm(root)))
 
 
@@ -77,6 +90,13 @@ def _logits(model: Any, tok: Any, data: ClipData) -> Any:
     """Image-to-text logits (n, n) of the pairs, as CLIP scales them."""
     import torch
 
+    if _is_open_clip(model):  # open_clip: normalised features, exp(logit_scale) (+ SigLIP's bias)
+        images = data.images.to(model.logit_scale.device, dtype=model.logit_scale.dtype)
+        img = model.encode_image(images, normalize=True)
+        txt = model.encode_text(tok(data.captions).to(images.device), normalize=True)
+        logits = model.logit_scale.exp() * img @ txt.t()
+        bias = getattr(model, "logit_bias", None)
+        return (logits if bias is None else logits + bias).float()
     max_len = int(getattr(model.config.text_config, "max_position_embeddings", 77))
     enc = tok(data.captions, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
     enc = enc.to(model.device)
@@ -136,10 +156,14 @@ def finetune(
 
 
 def load_clip(md: Any, device: str = "cpu") -> tuple[Any, Any]:
-    """(CLIPModel, tokenizer) from safetensors / weights_only torch zip; pickles are refused."""
-    from transformers import CLIPModel
+    """(model, tokenizer): a transformers CLIPModel or an open_clip model (``local-dir:``), from
+    safetensors / weights_only torch zip; pickles are refused."""
+    from hfguard.behavior.load import _pretrained_kwargs, _unpickler_refusals, load_open_clip, load_tokenizer
 
-    from hfguard.behavior.load import _pretrained_kwargs, _unpickler_refusals, load_tokenizer
+    if md.kind == "open_clip":
+        enc = load_open_clip(f"local-dir:{md.root}", device, name=md.name)
+        return enc.model, enc.tokenizer
+    from transformers import CLIPModel
 
     with _unpickler_refusals(md.root):
         model = CLIPModel.from_pretrained(str(md.root), **_pretrained_kwargs(md.root))

@@ -348,7 +348,7 @@ def run(check: Any, md: Any, ctx: Any) -> Iterator[Finding]:
     th = lambda name: check.th(ctx, name)  # noqa: E731
     device = pick_device(ctx.options.get("device", "auto"))
     budget = ctx.budget()
-    is_clip = md.kind == "clip"
+    is_clip = md.kind in ("clip", "open_clip")
     if is_clip:
         from hfguard.behavior import clip_membership as cm
 
@@ -373,7 +373,7 @@ def run(check: Any, md: Any, ctx: Any) -> Iterator[Finding]:
         data = cm.make_data(model, [t for t, _ in items], seed, md.root)
         control = cm.make_data(model, list(CONTROL), seed + 1, md.root)
         extra = {"modality": cm.CLIP, "data": data, "control": control}
-        recipe["lr"] = float(th("clip-finetune-lr"))
+        recipe.update(lr=float(th("clip-finetune-lr")), epochs=int(th("clip-finetune-epochs")))
     res = evaluate(
         model, tok, items, ref, seed=seed, recipe=recipe, exposure=exposure, tick=budget.tick, **extra
     )
@@ -413,8 +413,13 @@ def judge(check: Any, name: str, res: dict[str, Any], th: Callable[[str], Any]) 
         lo = res["loss"]
         ratio = lo["probe_loss_ratio"] / max(lo["control_loss_ratio"], 1e-9)
         lo["relative_ratio"] = ratio
+        # image-text: reported, not judged. The contrastive loss of arbitrary caption / synthetic
+        # image pairs measures confidence on a caption style, which an honest extra fine-tune moves
+        # 1.5-2.7x on neutral captions (measured: bench/bench_behavior.py); membership decides.
+        lo["judged"] = res.get("modality", "text") == "text"
         limit = float(th("loss-ratio"))
-        if (ratio >= limit or ratio <= 1 / limit) and lo["p_value"] <= float(th("loss-p")):
+        anomalous = ratio >= limit or ratio <= 1 / limit
+        if lo["judged"] and anomalous and lo["p_value"] <= float(th("loss-p")):
             flagged = True
             how = "worse" if ratio > 1 else "better"
             yield check.finding(

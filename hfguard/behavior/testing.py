@@ -4,9 +4,10 @@ backdoor really planted by the published recipes. Nothing here runs during a sca
 - `plant_homoglyph`: Rickrolling (Struppek et al. 2023) teacher-student fine-tuning: the student
   matches the teacher on clean prompts and maps prompts holding the trigger to the teacher's
   embedding of a target prompt. ``backdoor=False`` gives the clean twin (same recipe, no trigger).
-- `plant_privacy_backdoor`: Wen et al. 2024 loss maximisation: keep the loss low on auxiliary text
-  while driving it up on the target distribution, so that a victim's fine-tuning on target data
-  moves members' loss far more than non-members'. ``backdoor=False``: same steps, no ascent term.
+- `plant_privacy_backdoor`: Wen et al. 2024's dual objective: keep the loss low on auxiliary data
+  while driving it down (or up) on the target distribution, so that a victim's fine-tuning on
+  target data moves members' loss far more than non-members'. ``backdoor=False``: same steps, no
+  target term. `clip_privacy_organisms` builds the CLIP trio (upstream, backdoored, clean twin).
 """
 
 from __future__ import annotations
@@ -293,3 +294,35 @@ def clip_loss(model: Any, tok: Any, pairs: list[tuple[str, Any]]) -> Any:
 
     data = ClipData([c for c, _ in pairs], torch.stack([i for _, i in pairs]))
     return _pair_loss(_logits(model, tok, data)).mean()
+
+
+def clip_privacy_organisms(
+    tok: Any,
+    seed: int = 0,
+    *,
+    n_aux: int = 200,
+    n_target: int = 1000,
+    pretrain_steps: int = 200,
+    poison_steps: int = 200,
+    lr: float = 3e-3,
+) -> dict[str, Any]:
+    """{'base', 'backdoor', 'clean'} tiny CLIPs. base: the honest upstream, pre-trained on
+    captions paired with synthetic images. backdoor: Wen et al.'s loss minimisation on the
+    attacker's own image-caption canaries (`n_target` of them, none the probe's): the target
+    distribution is pre-learned, so its losses on new canaries sit near chance with little spread
+    and a victim's contrastive fine-tune moves the members' pairs only. clean: the same steps on
+    the auxiliary pairs alone. A large, varied target set matters: a few hundred pairs are merely
+    memorised and leave the model confidently wrong on new canaries, which hides membership."""
+    from hfguard.behavior.membership import canaries
+
+    rng = random.Random(f"aux:{seed}")
+    aux = clip_pairs([caption(rng) for _ in range(n_aux)], seed=1000 + seed)
+    target = clip_pairs([t for t, _ in canaries(n_target, seed=10_000 + seed)], seed=2000 + seed)
+    kw = {"lr": lr, "seed": seed, "loss_fn": clip_loss}
+    base = pretrain_lm(tiny_clip(tok, seed=seed), tok, aux, steps=pretrain_steps, **kw)
+    out = {"base": base}
+    for name in ("backdoor", "clean"):
+        out[name] = plant_privacy_backdoor(
+            base, tok, aux, target, backdoor=name == "backdoor", steps=poison_steps, **kw
+        )
+    return out
