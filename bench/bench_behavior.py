@@ -3,6 +3,7 @@ probe on full-size models (a ViT-B/32-sized CLIP text tower, a 125M GPT-2; rando
 
     python bench/bench_behavior.py --quick        # < 3 min on 2 CPU cores; prints a compact table
     python bench/bench_behavior.py --seeds 10     # more seeds, full probes on the big models
+    python bench/bench_behavior.py --clip-rates-only --seeds 20   # CLIP canary test, ~21 s a seed
 
 Detection rate = planted models flagged with the right evidence (TPR); false-positive rate = clean
 twins flagged at all, both at the default thresholds, with Clopper-Pearson 95% intervals.
