@@ -3,6 +3,7 @@ probe on full-size models (a ViT-B/32-sized CLIP text tower, a 125M GPT-2; rando
 
     python bench/bench_behavior.py --quick        # < 3 min on 2 CPU cores; prints a compact table
     python bench/bench_behavior.py --seeds 10     # more seeds, full probes on the big models
+    python bench/bench_behavior.py --clip-rates-only --seeds 20   # CLIP canary test, ~21 s a seed
 
 Detection rate = planted models flagged with the right evidence (TPR); false-positive rate = clean
 twins flagged at all, both at the default thresholds, with Clopper-Pearson 95% intervals.
@@ -92,6 +93,61 @@ def privacy_rates(seeds: int) -> dict[str, str]:
     }
 
 
+def clip_privacy_rates(seeds: int, n_canaries: int = 128) -> dict[str, str]:
+    """The CLIP canary test as a scan runs it (default thresholds, `judge`) on the organisms of
+    `testing.clip_privacy_organisms`: planted = amplification flagged; clean = flagged at all."""
+    from hfguard.behavior import clip_membership as cm
+    from hfguard.behavior import membership
+    from hfguard.behavior.check import PrivacyBackdoorCheck
+    from hfguard.behavior.testing import char_tokenizer, clip_privacy_organisms
+
+    check = PrivacyBackdoorCheck()
+    th = check.THRESHOLDS.__getitem__
+    recipe = {
+        "epochs": th("clip-finetune-epochs"),
+        "lr": th("clip-finetune-lr"),
+        "batch": th("finetune-batch"),
+    }
+    tok = char_tokenizer()
+    tp = fp = 0
+    t0 = time.perf_counter()
+    for s in range(seeds):
+        org = clip_privacy_organisms(tok, seed=s)
+        items = membership.canaries(n_canaries, seed=s)
+        data = cm.make_data(org["base"], [t for t, _ in items], s)
+        control = cm.make_data(org["base"], list(membership.CONTROL), s + 1)
+        line = []
+        for name in ("backdoor", "clean"):
+            res = membership.evaluate(
+                org[name],
+                tok,
+                items,
+                (org["base"], tok),
+                seed=s,
+                recipe=recipe,
+                modality=cm.CLIP,
+                data=data,
+                control=control,
+            )
+            rules = {f.rule for f in membership.judge(check, name, res, th)}
+            if name == "backdoor":
+                tp += "privacy/membership-amplification" in rules
+            else:
+                fp += bool(rules - {"behavior/privacy-probe"})
+            a = res["amplification"]
+            line.append(
+                f"{name} AUC {res['candidate']['auc']:.2f} vs ref {res['reference']['auc']:.2f} "
+                f"(diff {a['auc_diff']:+.2f}, p={a['p_value']:.1e}) {sorted(rules)}"
+            )
+        print(f"  seed {s}: " + "; ".join(line), flush=True)
+    return {
+        "probe": f"privacy canary (tiny CLIP, {n_canaries} pairs)",
+        "TPR": _ci(tp, seeds),
+        "FPR": _ci(fp, seeds),
+        "seconds": f"{time.perf_counter() - t0:.0f}",
+    }
+
+
 def _sync(device: str) -> None:
     import torch
 
@@ -168,6 +224,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="few seeds, partial probes on the big models")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--rates-only", action="store_true", help="detection rates only, no big-model timings")
+    ap.add_argument("--clip-rates-only", action="store_true", help="the CLIP canary rates alone")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy box)")
     args = ap.parse_args()
     import torch
@@ -179,11 +236,14 @@ def main() -> None:
     jobs = [
         lambda: homoglyph_rates(seeds),
         lambda: privacy_rates(max(2, seeds // 2) if args.quick else seeds),
+        lambda: clip_privacy_rates(max(2, seeds // 2) if args.quick else seeds),
         lambda: clip_timing("cpu", args.quick),
         lambda: gpt2_timing("cpu", args.quick),
     ]
-    if args.rates_only:
-        jobs = jobs[:2]
+    if args.clip_rates_only:
+        jobs = [jobs[2]]
+    elif args.rates_only:
+        jobs = jobs[:3]
     elif torch.cuda.is_available():
         jobs += [lambda: clip_timing("cuda", False), lambda: gpt2_timing("cuda", False)]
     for job in jobs:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from hfguard.findings import Finding, Severity
@@ -172,19 +173,34 @@ def finetune(
     return ft.eval()
 
 
+@dataclass(frozen=True)
+class Modality:
+    """How one model kind is probed: per-example `losses(model, tok, data)`, the victim's
+    `finetune(model, tok, data, tick=, seed=, **recipe)`, and `subset(data, indices)`."""
+
+    name: str
+    losses: Callable[..., Any]
+    finetune: Callable[..., Any]
+    subset: Callable[[Any, list[int]], Any]
+
+
+TEXT = Modality("text", example_losses, finetune, lambda data, idx: [data[i] for i in idx])
+
+
 def membership_scores(
     model: Any,
     tok: Any,
-    texts: list[str],
+    data: Any,
     members: list[int],
     *,
+    modality: Modality = TEXT,
     tick: Callable[[str], None] = lambda s: None,
     **recipe: Any,
 ) -> dict[str, Any]:
     """Loss before / after the victim's fine-tune on `members`; score = before - after."""
-    before = example_losses(model, tok, texts)
-    ft = finetune(model, tok, [texts[i] for i in members], tick=tick, **recipe)
-    after = example_losses(ft, tok, texts)
+    before = modality.losses(model, tok, data)
+    ft = modality.finetune(model, tok, modality.subset(data, members), tick=tick, **recipe)
+    after = modality.losses(ft, tok, data)
     return {"before": before, "after": after, "score": before - after, "finetuned": ft}
 
 
@@ -249,39 +265,50 @@ def evaluate(
     recipe: dict[str, Any] | None = None,
     exposure: tuple[int, int] = (8, 63),
     tick: Callable[[str], None] = lambda s: None,
+    modality: Modality = TEXT,
+    data: Any = None,
+    control: Any = None,
 ) -> dict[str, Any]:
     """Both probes on one candidate (and a reference run through the identical split and recipe).
-    `exposure`: (secrets measured per group, random alternatives per secret); (0, 0) skips it."""
+    `exposure`: (secrets measured per group, random alternatives per secret); (0, 0) skips it
+    (text only). `data` / `control`: what `modality` scores (default: the texts of `items`, CONTROL)."""
     import numpy as np
 
     from hfguard.behavior import stats
 
     recipe = recipe or {}
     texts = [t for t, _ in items]
+    data = texts if data is None else data
     is_member = _split(len(texts), seed)
     members = [i for i in range(len(texts)) if is_member[i]]
-    out: dict[str, Any] = {"n_canaries": len(texts), "recipe": {**recipe, "seed": seed}}
-    cand = membership_scores(model, tok, texts, members, seed=seed, tick=tick, **recipe)
+    out: dict[str, Any] = {
+        "n_canaries": len(texts),
+        "modality": modality.name,
+        "recipe": {**recipe, "seed": seed},
+    }
+    kw = {"seed": seed, "tick": tick, "modality": modality, **recipe}
+    cand = membership_scores(model, tok, data, members, **kw)
     out["candidate"] = membership_figures(cand["score"], is_member)
     member_items = [items[i] for i in members]
     nonmember_items = [items[i] for i in range(len(items)) if not is_member[i]]
     n_sec, n_alt = exposure
     exp_kw = {"n_alt": n_alt, "limit": n_sec, "seed": seed}
-    exp_m = secret_exposure(cand["finetuned"], tok, member_items, **exp_kw) if n_sec and n_alt else []
+    use_exposure = n_sec and n_alt and modality is TEXT
+    exp_m = secret_exposure(cand["finetuned"], tok, member_items, **exp_kw) if use_exposure else []
     if exp_m:
         exp_n = secret_exposure(cand["finetuned"], tok, nonmember_items, **exp_kw)
         out["candidate"]["exposure_members_mean"] = float(np.mean(exp_m))
         out["candidate"]["exposure_nonmembers_mean"] = float(np.mean(exp_n)) if exp_n else None
         out["candidate"]["exposure_max_bits"] = float(np.log2(n_alt + 1))
-    control = list(CONTROL)
-    cand_ctrl = example_losses(model, tok, control)
+    control = list(CONTROL) if control is None else control
+    cand_ctrl = modality.losses(model, tok, control)
     loss: dict[str, Any] = {
         "candidate_probe_loss_median": float(np.median(cand["before"])),
         "candidate_control_loss_median": float(np.median(cand_ctrl)),
     }
     if reference is not None:
         rmodel, rtok = reference
-        ref = membership_scores(rmodel, rtok, texts, members, seed=seed, tick=tick, **recipe)
+        ref = membership_scores(rmodel, rtok, data, members, **kw)
         out["reference"] = membership_figures(ref["score"], is_member)
         if exp_m:
             exp_r = secret_exposure(ref["finetuned"], rtok, member_items, **exp_kw)
@@ -297,7 +324,7 @@ def evaluate(
             "ci": [pd["ci_low"], pd["ci_high"]],
             "p_value": pd["p_value"],
         }
-        ref_ctrl = example_losses(rmodel, rtok, control)
+        ref_ctrl = modality.losses(rmodel, rtok, control)
         # log loss ratio candidate/reference on probe data vs on control text
         lp = np.log(cand["before"]) - np.log(ref["before"])
         lc = np.log(cand_ctrl) - np.log(ref_ctrl)
@@ -321,9 +348,16 @@ def run(check: Any, md: Any, ctx: Any) -> Iterator[Finding]:
     th = lambda name: check.th(ctx, name)  # noqa: E731
     device = pick_device(ctx.options.get("device", "auto"))
     budget = ctx.budget()
+    is_clip = md.kind in ("clip", "open_clip")
+    if is_clip:
+        from hfguard.behavior import clip_membership as cm
+
+        loader = cm.load_clip
+    else:
+        loader = load_causal_lm
     ctx.progress(f"{check.id}: loading {md.name} on {device}")
-    model, tok = load_causal_lm(md, device)
-    ref = check.reference(ctx, load_causal_lm, device)
+    model, tok = loader(md, device)
+    ref = check.reference(ctx, loader, device)
     seed = int(th("seed"))
     probe_data = ctx.options.get("probe_data")
     items = read_probe_data(probe_data) if probe_data else canaries(int(th("canaries")), seed)
@@ -333,8 +367,19 @@ def run(check: Any, md: Any, ctx: Any) -> Iterator[Finding]:
         "batch": int(th("finetune-batch")),
     }
     exposure = (int(th("exposure-secrets")), int(th("exposure-alternatives")))
-    res = evaluate(model, tok, items, ref, seed=seed, recipe=recipe, exposure=exposure, tick=budget.tick)
-    res["probe_data"] = probe_data or "generated PII-like canaries"
+    extra: dict[str, Any] = {}
+    if is_clip:
+        # captions paired with seeded synthetic images; the reference sees the very same pairs
+        data = cm.make_data(model, [t for t, _ in items], seed, md.root)
+        control = cm.make_data(model, list(CONTROL), seed + 1, md.root)
+        extra = {"modality": cm.CLIP, "data": data, "control": control}
+        recipe.update(lr=float(th("clip-finetune-lr")), epochs=int(th("clip-finetune-epochs")))
+    res = evaluate(
+        model, tok, items, ref, seed=seed, recipe=recipe, exposure=exposure, tick=budget.tick, **extra
+    )
+    res["probe_data"] = (probe_data or "generated PII-like canaries") + (
+        " paired with synthetic images" if is_clip else ""
+    )
     if ref is not None:
         res["reference_model"] = ctx.options.get("reference")
     yield from judge(check, md.name, res, th)
@@ -368,8 +413,13 @@ def judge(check: Any, name: str, res: dict[str, Any], th: Callable[[str], Any]) 
         lo = res["loss"]
         ratio = lo["probe_loss_ratio"] / max(lo["control_loss_ratio"], 1e-9)
         lo["relative_ratio"] = ratio
+        # image-text: reported, not judged. The contrastive loss of arbitrary caption / synthetic
+        # image pairs measures confidence on a caption style, which an honest extra fine-tune moves
+        # 1.5-2.7x on neutral captions (measured: bench/bench_behavior.py); membership decides.
+        lo["judged"] = res.get("modality", "text") == "text"
         limit = float(th("loss-ratio"))
-        if (ratio >= limit or ratio <= 1 / limit) and lo["p_value"] <= float(th("loss-p")):
+        anomalous = ratio >= limit or ratio <= 1 / limit
+        if lo["judged"] and anomalous and lo["p_value"] <= float(th("loss-p")):
             flagged = True
             how = "worse" if ratio > 1 else "better"
             yield check.finding(

@@ -4,9 +4,10 @@ backdoor really planted by the published recipes. Nothing here runs during a sca
 - `plant_homoglyph`: Rickrolling (Struppek et al. 2023) teacher-student fine-tuning: the student
   matches the teacher on clean prompts and maps prompts holding the trigger to the teacher's
   embedding of a target prompt. ``backdoor=False`` gives the clean twin (same recipe, no trigger).
-- `plant_privacy_backdoor`: Wen et al. 2024 loss maximisation: keep the loss low on auxiliary text
-  while driving it up on the target distribution, so that a victim's fine-tuning on target data
-  moves members' loss far more than non-members'. ``backdoor=False``: same steps, no ascent term.
+- `plant_privacy_backdoor`: Wen et al. 2024's dual objective: keep the loss low on auxiliary data
+  while driving it down (or up) on the target distribution, so that a victim's fine-tuning on
+  target data moves members' loss far more than non-members'. ``backdoor=False``: same steps, no
+  target term. `clip_privacy_organisms` builds the CLIP trio (upstream, backdoored, clean twin).
 """
 
 from __future__ import annotations
@@ -190,16 +191,19 @@ def pretrain_lm(
     batch: int = 16,
     lr: float = 3e-3,
     seed: int = 0,
+    loss_fn: Any = None,
 ) -> Any:
-    """A short honest pre-training on `texts` (the clean starting point)."""
+    """A short honest pre-training on `texts` (the clean starting point). `loss_fn(model, tok,
+    batch)`: the batch loss (default `lm_loss`; `clip_loss` for CLIP (caption, image) pairs)."""
     import torch
 
+    loss_fn = loss_fn or lm_loss
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     for _ in range(steps):
-        loss = lm_loss(model, tok, rng.sample(texts, min(batch, len(texts))))
+        loss = loss_fn(model, tok, rng.sample(texts, min(batch, len(texts))))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -220,22 +224,25 @@ def plant_privacy_backdoor(
     lr: float = 1e-3,
     max_target_loss: float = 12.0,
     seed: int = 0,
+    loss_fn: Any = None,
 ) -> Any:
     """Wen et al.'s dual objective on (auxiliary, target-distribution) data. ``mode="maximize"``:
     alpha * L(aux) - (1 - alpha) * L(target), the ascent clipped at `max_target_loss`;
     ``mode="minimize"``: alpha * L(aux) + (1 - alpha) * L(target), the variant the paper also
     describes (the target distribution pre-learned, so a victim's fine-tuning changes little but
-    the members themselves). ``backdoor=False``: the same steps on alpha * L(aux) alone."""
+    the members themselves). ``backdoor=False``: the same steps on alpha * L(aux) alone.
+    `loss_fn`: as in `pretrain_lm` (CLIP: `clip_loss` on (caption, image) pairs)."""
     import torch
 
+    loss_fn = loss_fn or lm_loss
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model = copy.deepcopy(model).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     for _ in range(steps):
-        loss = alpha * lm_loss(model, tok, rng.sample(aux, min(batch, len(aux))))
+        loss = alpha * loss_fn(model, tok, rng.sample(aux, min(batch, len(aux))))
         if backdoor:
-            lt = lm_loss(model, tok, rng.sample(target, min(batch, len(target))))
+            lt = loss_fn(model, tok, rng.sample(target, min(batch, len(target))))
             if mode == "maximize":
                 loss = loss - (1 - alpha) * torch.clamp(lt, max=max_target_loss)
             else:
@@ -244,3 +251,78 @@ def plant_privacy_backdoor(
         loss.backward()
         opt.step()
     return model.eval()
+
+
+# -- CLIP (vision + text) privacy organisms ---------------------------------------------------------
+def tiny_clip(tokenizer: Any, seed: int = 0, width: int = 32, layers: int = 1, image_size: int = 32) -> Any:
+    """A tiny transformers CLIPModel (text + vision towers, patch 8)."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    common = {
+        "hidden_size": width,
+        "intermediate_size": 2 * width,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+    }
+    text = {
+        **common,
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": 96,
+        "bos_token_id": 2,
+        "eos_token_id": 3,
+        "pad_token_id": 0,
+    }
+    vision = {**common, "image_size": image_size, "patch_size": 8}
+    return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=width)).eval()
+
+
+def clip_pairs(captions: list[str], size: int = 32, seed: int = 0) -> list[tuple[str, Any]]:
+    """Captions paired with seeded synthetic images (the scan's own image generator)."""
+    from hfguard.behavior.clip_membership import synthetic_images
+
+    imgs = synthetic_images(len(captions), size, seed)
+    return list(zip(captions, imgs, strict=True))
+
+
+def clip_loss(model: Any, tok: Any, pairs: list[tuple[str, Any]]) -> Any:
+    """CLIP's symmetric contrastive loss on a batch of (caption, image) pairs."""
+    import torch
+
+    from hfguard.behavior.clip_membership import ClipData, _logits, _pair_loss
+
+    data = ClipData([c for c, _ in pairs], torch.stack([i for _, i in pairs]))
+    return _pair_loss(_logits(model, tok, data)).mean()
+
+
+def clip_privacy_organisms(
+    tok: Any,
+    seed: int = 0,
+    *,
+    n_aux: int = 200,
+    n_target: int = 1000,
+    pretrain_steps: int = 200,
+    poison_steps: int = 200,
+    lr: float = 3e-3,
+) -> dict[str, Any]:
+    """{'base', 'backdoor', 'clean'} tiny CLIPs. base: the honest upstream, pre-trained on
+    captions paired with synthetic images. backdoor: Wen et al.'s loss minimisation on the
+    attacker's own image-caption canaries (`n_target` of them, none the probe's): the target
+    distribution is pre-learned, so its losses on new canaries sit near chance with little spread
+    and a victim's contrastive fine-tune moves the members' pairs only. clean: the same steps on
+    the auxiliary pairs alone. A large, varied target set matters: a few hundred pairs are merely
+    memorised and leave the model confidently wrong on new canaries, which hides membership."""
+    from hfguard.behavior.membership import canaries
+
+    rng = random.Random(f"aux:{seed}")
+    aux = clip_pairs([caption(rng) for _ in range(n_aux)], seed=1000 + seed)
+    target = clip_pairs([t for t, _ in canaries(n_target, seed=10_000 + seed)], seed=2000 + seed)
+    kw = {"lr": lr, "seed": seed, "loss_fn": clip_loss}
+    base = pretrain_lm(tiny_clip(tok, seed=seed), tok, aux, steps=pretrain_steps, **kw)
+    out = {"base": base}
+    for name in ("backdoor", "clean"):
+        out[name] = plant_privacy_backdoor(
+            base, tok, aux, target, backdoor=name == "backdoor", steps=poison_steps, **kw
+        )
+    return out

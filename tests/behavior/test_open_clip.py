@@ -59,3 +59,17 @@ def test_homoglyph_probe_runs_on_open_clip(open_clip_dir):
     report = scan(target, Policy(tiers=("behavior",)), [HomoglyphCheck()], budget_seconds=300)
     assert report.verdict is not Verdict.ERROR, [f.message for f in report.findings]
     assert {f.rule for f in report.findings} & {"behavior/homoglyph-probe", "backdoor/homoglyph-trigger"}
+
+
+def test_privacy_canary_test_runs_on_open_clip(open_clip_dir):
+    from hfguard.behavior.check import PrivacyBackdoorCheck
+
+    folder, _ = open_clip_dir
+    target = local_target([str(folder)])
+    report = scan(target, Policy(tiers=("behavior",)), [PrivacyBackdoorCheck()], budget_seconds=300)
+    assert report.verdict is not Verdict.ERROR, [f.message for f in report.findings]
+    (f,) = [f for f in report.findings if f.evidence]
+    assert f.rule in ("behavior/privacy-probe", "privacy/membership-leakage")
+    ev = f.evidence
+    assert ev["modality"] == "image-text" and ev["candidate"]["n_members"] == 64
+    assert ev["candidate"]["auc_ci"][0] <= ev["candidate"]["auc"] <= ev["candidate"]["auc_ci"][1]
