@@ -11,13 +11,11 @@ before - after, AUC / TPR / amplification) through the `CLIP` modality defined h
 
 from __future__ import annotations
 
-import copy
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hfguard.behavior.membership import Modality
+from hfguard.behavior.membership import Modality, train_copy
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP defaults when no preprocessor config
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -137,41 +135,24 @@ def finetune(
     tick: Callable[[str], None] = lambda s: None,
 ) -> Any:
     """The simulated victim: full fine-tuning of a copy with CLIP's contrastive loss (AdamW)."""
-    import torch
+    def batch_loss(ft: Any, idx: list[int]) -> Any:
+        return _pair_loss(_logits(ft, tok, data.subset(idx)))
 
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    ft = copy.deepcopy(model).train()
-    opt = torch.optim.AdamW(ft.parameters(), lr=lr, weight_decay=0.0)
-    order = list(range(len(data)))
-    for _ in range(epochs):
-        rng.shuffle(order)
-        for i in range(0, len(order), batch):
-            tick("canary fine-tune")
-            loss = _pair_loss(_logits(ft, tok, data.subset(order[i : i + batch]))).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return ft.eval()
+    return train_copy(model, list(range(len(data))), batch_loss, epochs=epochs, lr=lr, batch=batch,
+                      seed=seed, tick=tick)
 
 
 def load_clip(md: Any, device: str = "cpu") -> tuple[Any, Any]:
     """(model, tokenizer): a transformers CLIPModel or an open_clip model (``local-dir:``), from
     safetensors / weights_only torch zip; pickles are refused."""
-    from hfguard.behavior.load import _pretrained_kwargs, _unpickler_refusals, load_open_clip, load_tokenizer
+    from hfguard.behavior.load import load_open_clip, load_with_tokenizer
 
     if md.kind == "open_clip":
         enc = load_open_clip(f"local-dir:{md.root}", device, name=md.name)
         return enc.model, enc.tokenizer
     from transformers import CLIPModel
 
-    with _unpickler_refusals(md.root):
-        model = CLIPModel.from_pretrained(str(md.root), **_pretrained_kwargs(md.root))
-    model = model.to(device).eval()
-    tok = load_tokenizer(md.root)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token or tok.unk_token
-    return model, tok
+    return load_with_tokenizer(CLIPModel, md, device)
 
 
 CLIP = Modality("image-text", pair_losses, finetune, lambda data, idx: data.subset(idx))

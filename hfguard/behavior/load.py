@@ -288,8 +288,14 @@ def load_causal_lm(md: ModelDir, device: str = "cpu") -> tuple[Any, Any]:
     """(model, tokenizer); the tokenizer gets a pad token when it has none (for batching)."""
     from transformers import AutoModelForCausalLM
 
+    return load_with_tokenizer(AutoModelForCausalLM, md, device)
+
+
+def load_with_tokenizer(model_class: Any, md: ModelDir, device: str = "cpu") -> tuple[Any, Any]:
+    """A transformers `model_class` from md (safetensors / weights_only; pickles refused) and its
+    tokenizer, given a pad token when it has none (for batching)."""
     with _unpickler_refusals(md.root):
-        model = AutoModelForCausalLM.from_pretrained(str(md.root), **_pretrained_kwargs(md.root))
+        model = model_class.from_pretrained(str(md.root), **_pretrained_kwargs(md.root))
     model = model.to(device).eval()
     tok = load_tokenizer(md.root)
     if tok.pad_token is None:

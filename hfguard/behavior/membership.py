@@ -151,7 +151,16 @@ def finetune(
     seed: int = 0,
     tick: Callable[[str], None] = lambda s: None,
 ) -> Any:
-    """The simulated victim: full fine-tuning of a copy (AdamW or plain SGD), fixed seed and order."""
+    """The simulated victim on texts: next-token loss."""
+    return train_copy(model, list(texts), lambda ft, b: _batch_loss(ft, tok, b, 128), epochs=epochs,
+                      lr=lr, batch=batch, optimizer=optimizer, seed=seed, tick=tick)
+
+
+def train_copy(model: Any, items: list[Any], batch_loss: Callable[[Any, list[Any]], Any], *,
+               epochs: int, lr: float, batch: int, optimizer: str = "adamw", seed: int = 0,
+               tick: Callable[[str], None] = lambda s: None) -> Any:
+    """Full fine-tuning of a copy (AdamW or plain SGD) with a fixed seed and order;
+    `batch_loss(model, items)` gives per-example losses."""
     import torch
 
     torch.manual_seed(seed)
@@ -161,12 +170,12 @@ def finetune(
         opt: Any = torch.optim.SGD(ft.parameters(), lr=lr)
     else:
         opt = torch.optim.AdamW(ft.parameters(), lr=lr, weight_decay=0.0)
-    order = list(texts)
+    order = list(items)
     for _ in range(epochs):
         rng.shuffle(order)
         for i in range(0, len(order), batch):
             tick("canary fine-tune")
-            loss = _batch_loss(ft, tok, order[i : i + batch], 128).mean()
+            loss = batch_loss(ft, order[i : i + batch]).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -73,3 +73,18 @@ def gpt2_folders(char_tok, tmp_path_factory):
         model = plant_privacy_backdoor(base, char_tok, aux, target, backdoor=(name == "backdoor"), steps=60)
         out[name] = save(model, char_tok, root / name)
     return out
+
+
+@pytest.fixture
+def scan_privacy():
+    """scan_privacy(folder, **options) -> the Report of behavior.privacy_backdoor alone."""
+    from hfguard.behavior.check import PrivacyBackdoorCheck
+    from hfguard.engine import scan
+    from hfguard.policy import Policy
+    from hfguard.target import local_target
+
+    def run(folder, **options):
+        return scan(local_target([str(folder)]), Policy(tiers=("behavior",)), [PrivacyBackdoorCheck()],
+                    options=options, budget_seconds=300)
+
+    return run

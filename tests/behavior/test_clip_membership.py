@@ -11,10 +11,7 @@ from click.testing import CliRunner
 
 from hfguard.behavior.check import PrivacyBackdoorCheck
 from hfguard.cli import main
-from hfguard.engine import scan
 from hfguard.findings import Verdict
-from hfguard.policy import Policy
-from hfguard.target import local_target
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +23,6 @@ def clip_dirs(char_tok, tmp_path_factory):
     root = tmp_path_factory.mktemp("clipmodel")
     return {k: save(m, char_tok, root / k) for k, m in clip_privacy_organisms(char_tok, seed=0).items()}
 
-
-def _scan(folder, **options):
-    return scan(
-        local_target([str(folder)]),
-        Policy(tiers=("behavior",)),
-        [PrivacyBackdoorCheck()],
-        options=options,
-        budget_seconds=300,
-    )
 
 
 def test_clip_backdoor_amplifies_membership_through_cli(clip_dirs):
@@ -59,8 +47,8 @@ def test_clip_backdoor_amplifies_membership_through_cli(clip_dirs):
     assert ev["candidate"]["tpr_at_1pct_fpr"]["tpr"] > ev["reference"]["tpr_at_1pct_fpr"]["tpr"]
 
 
-def test_clip_clean_twin_passes(clip_dirs):
-    report = _scan(clip_dirs["clean"], reference=str(clip_dirs["base"]))
+def test_clip_clean_twin_passes(clip_dirs, scan_privacy):
+    report = scan_privacy(clip_dirs["clean"], reference=str(clip_dirs["base"]))
     assert report.verdict is Verdict.PASS, [f.message for f in report.findings]
     (info,) = [f for f in report.findings if f.rule == "behavior/privacy-probe"]
     ev = info.evidence
@@ -70,8 +58,8 @@ def test_clip_clean_twin_passes(clip_dirs):
     assert ev["loss"]["judged"] is False  # image-text loss ratios are reported, never judged
 
 
-def test_clip_canary_measurement_without_reference(clip_dirs):
-    report = _scan(clip_dirs["base"])
+def test_clip_canary_measurement_without_reference(clip_dirs, scan_privacy):
+    report = scan_privacy(clip_dirs["base"])
     assert report.verdict is not Verdict.ERROR
     rules = {f.rule for f in report.findings}
     assert rules & {"behavior/privacy-probe", "privacy/membership-leakage"}

@@ -7,22 +7,8 @@ import json
 
 from click.testing import CliRunner
 
-from hfguard.behavior.check import PrivacyBackdoorCheck
 from hfguard.cli import main
-from hfguard.engine import scan
 from hfguard.findings import Verdict
-from hfguard.policy import Policy
-from hfguard.target import local_target
-
-
-def _scan(folder, **options):
-    return scan(
-        local_target([str(folder)]),
-        Policy(tiers=("behavior",)),
-        [PrivacyBackdoorCheck()],
-        options=options,
-        budget_seconds=300,
-    )
 
 
 def test_backdoor_amplifies_membership_through_cli(gpt2_folders):
@@ -58,30 +44,30 @@ def test_backdoor_amplifies_membership_through_cli(gpt2_folders):
     assert loss["evidence"]["relative_ratio"] < 1 / 1.5
 
 
-def test_clean_twin_passes(gpt2_folders):
-    report = _scan(gpt2_folders["clean"], reference=str(gpt2_folders["base"]))
+def test_clean_twin_passes(gpt2_folders, scan_privacy):
+    report = scan_privacy(gpt2_folders["clean"], reference=str(gpt2_folders["base"]))
     assert report.verdict is Verdict.PASS
     info = next(f for f in report.findings if f.rule == "behavior/privacy-probe")
     assert abs(info.evidence["amplification"]["auc_diff"]) < 0.1
 
 
-def test_without_reference_only_absolute_thresholds_apply(gpt2_folders, tmp_path):
+def test_without_reference_only_absolute_thresholds_apply(gpt2_folders, tmp_path, scan_privacy):
     from hfguard.behavior.membership import canaries
 
     data = tmp_path / "probe.txt"
     data.write_text("\n".join(t for t, _ in canaries(40, seed=7)) + "\n", encoding="utf-8")
-    bd = _scan(gpt2_folders["backdoor"], probe_data=str(data))
+    bd = scan_privacy(gpt2_folders["backdoor"], probe_data=str(data))
     (leak,) = [f for f in bd.findings if f.rule == "privacy/membership-leakage"]
     assert "No --reference" in leak.message and bd.verdict is Verdict.FLAG  # flag, never block, alone
     assert leak.evidence["n_canaries"] == 40 and leak.evidence["probe_data"] == str(data)
     assert "amplification" not in leak.evidence
-    clean = _scan(gpt2_folders["clean"], probe_data=str(data))
+    clean = scan_privacy(gpt2_folders["clean"], probe_data=str(data))
     (info,) = [f for f in clean.findings if f.rule == "behavior/privacy-probe"]
     assert "no --reference" in info.message and clean.verdict is Verdict.PASS
     assert info.evidence["candidate"]["auc"] < 0.97
 
 
-def test_text_encoders_are_not_probed_for_privacy(clip_folders):
-    report = _scan(clip_folders["clean"])
+def test_text_encoders_are_not_probed_for_privacy(clip_folders, scan_privacy):
+    report = scan_privacy(clip_folders["clean"])
     assert [f.rule for f in report.findings] == ["behavior/not-applicable"]
     assert report.verdict is Verdict.PASS
