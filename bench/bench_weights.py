@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hfguard.checks import Budget  # noqa: E402
 from hfguard.target import local_target  # noqa: E402
-from hfguard.weights import analyze  # noqa: E402
+from hfguard.weights.analyze import analyze_checkpoint  # noqa: E402
 from hfguard.weights.check import DEFAULTS  # noqa: E402
 from hfguard.weights.stats import backend_for  # noqa: E402
 from hfguard.weights.tensors import Checkpoint, checkpoints_of, load_tensor  # noqa: E402
@@ -106,7 +106,7 @@ def decode(ckpt: Checkpoint) -> float:
 def stats(ckpt: Checkpoint, device: str) -> float:
     be = backend_for(device)
     t = time.perf_counter()
-    analyze.analyze_checkpoint(ckpt, be, DEFAULTS, Budget(3600), None)
+    analyze_checkpoint(ckpt, be, DEFAULTS, Budget(3600), None)
     if be.name == "cuda":
         import torch
 
@@ -117,7 +117,7 @@ def stats(ckpt: Checkpoint, device: str) -> float:
 def peak_memory(ckpt: Checkpoint) -> int:
     """tracemalloc peak of one CPU stats pass (a separate run: tracing slows allocations)."""
     tracemalloc.start()
-    analyze.analyze_checkpoint(ckpt, backend_for("cpu"), DEFAULTS, Budget(3600), None)
+    analyze_checkpoint(ckpt, backend_for("cpu"), DEFAULTS, Budget(3600), None)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak

@@ -10,7 +10,9 @@ target (`check_target`: provenance, base diffs, behavior). Built-in checks are l
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -54,6 +56,24 @@ class Budget:
     def tick(self, what: str = "") -> None:
         if self.remaining() < 0:
             raise BudgetExceeded(f"time budget of {self.seconds:.0f}s exceeded{' ' + what if what else ''}")
+
+
+# deeper-tier inputs that change what a verdict says; --device only changes where it is computed
+VERDICT_OPTIONS = ("base", "reference", "probe_data")
+
+
+def options_fingerprint(options: dict[str, Any] | None) -> str:
+    """'' without deeper-tier inputs, else a digest of them (a --probe-data file by its content)."""
+    chosen = {k: str(options[k]) for k in VERDICT_OPTIONS if options and options.get(k) is not None}
+    if not chosen:
+        return ""
+    if "probe_data" in chosen:
+        digest = hashlib.sha256()
+        with open(chosen["probe_data"], "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        chosen["probe_data"] = "sha256:" + digest.hexdigest()
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass

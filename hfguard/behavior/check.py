@@ -169,6 +169,7 @@ class PrivacyBackdoorCheck(BehaviorCheck):
     kinds = (*CAUSAL_LMS, "clip", "open_clip")  # CLIP: image-caption canaries, contrastive fine-tune
     THRESHOLDS = {
         "canaries": 128,
+        "min-probe-texts": 32,  # fewer (from --probe-data): AUC and its CI mean nothing; ERROR
         "finetune-epochs": 4,
         "finetune-lr": 3e-3,
         "finetune-batch": 8,

@@ -262,7 +262,6 @@ def load_text_encoder(md: ModelDir, device: str = "cpu") -> TextEncoder:
         return load_open_clip(f"local-dir:{md.root}", device, name=md.name)
     import transformers as tf
 
-    kw = _pretrained_kwargs(md.root)
     archs = md.config.get("architectures") or []
     if md.kind == "clip-text":
         cls = tf.CLIPTextModelWithProjection if "CLIPTextModelWithProjection" in archs else tf.CLIPTextModel
@@ -272,16 +271,13 @@ def load_text_encoder(md: ModelDir, device: str = "cpu") -> TextEncoder:
         cls = tf.AutoModel
     else:
         raise ValueError(f"{md.name}: not a text encoder ({md.kind})")
-    with _unpickler_refusals(md.root):
-        model = cls.from_pretrained(str(md.root), **kw).to(device).eval()
+    model, tok = load_with_tokenizer(cls, md, device)
     max_len = int(
         md.config.get("max_position_embeddings")
         or md.config.get("text_config", {}).get("max_position_embeddings")
         or 77
     )
-    return TextEncoder(
-        md.kind, model, load_tokenizer(md.root), device, name=md.name, max_length=min(max_len, 512)
-    )
+    return TextEncoder(md.kind, model, tok, device, name=md.name, max_length=min(max_len, 512))
 
 
 def load_causal_lm(md: ModelDir, device: str = "cpu") -> tuple[Any, Any]:

@@ -147,29 +147,25 @@ def finetune(
     epochs: int = 4,
     lr: float = 1e-3,
     batch: int = 8,
-    optimizer: str = "adamw",
     seed: int = 0,
     tick: Callable[[str], None] = lambda s: None,
 ) -> Any:
     """The simulated victim on texts: next-token loss."""
     return train_copy(model, list(texts), lambda ft, b: _batch_loss(ft, tok, b, 128), epochs=epochs,
-                      lr=lr, batch=batch, optimizer=optimizer, seed=seed, tick=tick)
+                      lr=lr, batch=batch, seed=seed, tick=tick)
 
 
 def train_copy(model: Any, items: list[Any], batch_loss: Callable[[Any, list[Any]], Any], *,
-               epochs: int, lr: float, batch: int, optimizer: str = "adamw", seed: int = 0,
+               epochs: int, lr: float, batch: int, seed: int = 0,
                tick: Callable[[str], None] = lambda s: None) -> Any:
-    """Full fine-tuning of a copy (AdamW or plain SGD) with a fixed seed and order;
+    """Full fine-tuning of a copy (AdamW) with a fixed seed and order;
     `batch_loss(model, items)` gives per-example losses."""
     import torch
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
     ft = copy.deepcopy(model).train()
-    if optimizer == "sgd":
-        opt: Any = torch.optim.SGD(ft.parameters(), lr=lr)
-    else:
-        opt = torch.optim.AdamW(ft.parameters(), lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(ft.parameters(), lr=lr, weight_decay=0.0)
     order = list(items)
     for _ in range(epochs):
         rng.shuffle(order)
@@ -355,6 +351,18 @@ def run(check: Any, md: Any, ctx: Any) -> Iterator[Finding]:
     from hfguard.behavior.load import load_causal_lm, pick_device
 
     th = lambda name: check.th(ctx, name)  # noqa: E731
+    seed = int(th("seed"))
+    probe_data = ctx.options.get("probe_data")
+    items = read_probe_data(probe_data) if probe_data else canaries(int(th("canaries")), seed)
+    if len(items) < int(th("min-probe-texts")):
+        yield check.finding(
+            "behavior/insufficient-probe-data", Severity.HIGH,
+            f"{md.name}: {len(items)} probe texts in {probe_data}; the membership test needs at least "
+            f"{int(th('min-probe-texts'))} (half members, half not) to measure anything",
+            location=md.name, error=True, evidence={"texts": len(items)},
+            remediation="give --probe-data more lines (one text per line), or leave it out for "
+            "generated canaries")
+        return
     device = pick_device(ctx.options.get("device", "auto"))
     budget = ctx.budget()
     is_clip = md.kind in ("clip", "open_clip")
@@ -367,9 +375,6 @@ def run(check: Any, md: Any, ctx: Any) -> Iterator[Finding]:
     ctx.progress(f"{check.id}: loading {md.name} on {device}")
     model, tok = loader(md, device)
     ref = check.reference(ctx, loader, device)
-    seed = int(th("seed"))
-    probe_data = ctx.options.get("probe_data")
-    items = read_probe_data(probe_data) if probe_data else canaries(int(th("canaries")), seed)
     recipe = {
         "epochs": int(th("finetune-epochs")),
         "lr": float(th("finetune-lr")),

@@ -10,13 +10,13 @@ stay readable and two runs over the same inputs write the same bytes.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hfguard.checks import options_fingerprint
 from hfguard.findings import Finding, Report, Severity
 from hfguard.policy import Policy
 
@@ -39,25 +39,7 @@ class Stamp:
     checks: tuple[str, ...]          # "id@version", sorted
     signatures: str
     policy: str
-    options: str = ""                # `options_fingerprint` of the deeper-tier inputs
-
-
-# deeper-tier inputs that change what a verdict says; --device only changes where it is computed
-VERDICT_OPTIONS = ("base", "reference", "probe_data")
-
-
-def options_fingerprint(options: dict[str, Any] | None) -> str:
-    """'' without deeper-tier inputs, else a digest of them (a --probe-data file by its content)."""
-    chosen = {k: str(options[k]) for k in VERDICT_OPTIONS if options and options.get(k) is not None}
-    if not chosen:
-        return ""
-    if "probe_data" in chosen:
-        digest = hashlib.sha256()
-        with open(chosen["probe_data"], "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        chosen["probe_data"] = "sha256:" + digest.hexdigest()
-    return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+    options: str = ""                # `checks.options_fingerprint` of the deeper-tier inputs
 
 
 def current_stamp(policy: Policy, options: dict[str, Any] | None = None) -> Stamp:

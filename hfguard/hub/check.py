@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from hfguard.checks import options_fingerprint
 from hfguard.findings import Finding, Report, Severity
 from hfguard.hub.resolve import (
     SHA_RE,
@@ -70,9 +71,11 @@ def check_repo(spec: str, policy: Policy, *, use_cache: bool = True, download: b
     checks = checks_for_tiers(policy.tiers)
     check_meta = [{"id": c.id, "tier": c.tier, "version": c.version} for c in checks]
     options = dict(options or {})
-    # every option that can change the evidence (--base, --reference, --probe-data, context) is
-    # part of the key, so a cached verdict never stands in for a scan that asked for more
-    key_options: dict[str, Any] = {**options, "download": download, "context": options.get("context")}
+    # every option that can change the evidence (--base, --reference, --probe-data by content,
+    # context) is part of the key, so a cached verdict never stands in for a scan that asked for more;
+    # --device is not (it changes where numbers are computed, not what they say)
+    key_options: dict[str, Any] = {"download": download, "context": options.get("context"),
+                                   "inputs": options_fingerprint(options)}
     cache = VerdictCache() if use_cache else None
     try:
         repo_id, rev = parse_ref(spec)
@@ -136,12 +139,15 @@ def check_repo(spec: str, policy: Policy, *, use_cache: bool = True, download: b
 def verify_cached(resolved: Any) -> list[Finding]:
     """Offline --download: the local snapshot's bytes against the hashes the cache names them by."""
     from hfguard.hub.fetch import IntegrityError, verify
+    from hfguard.hub.remote import HubReadError
 
     found = []
     for hf in resolved.files:
         try:
-            verify(hf.local, hf.path, sha256=hf.lfs_sha256, blob_id=None if hf.lfs_sha256 else hf.blob_id,
-                   size=None)
+            if not (hf.lfs_sha256 or hf.blob_id):   # a plain file in the snapshot: nothing vouches for it
+                raise HubReadError(f"{hf.path}: not a link to a content-addressed blob in the cache; its "
+                                   "bytes cannot be verified offline", rule="hub/unverifiable-cached-file")
+            verify(hf.local, hf.path, sha256=hf.lfs_sha256, blob_id=hf.blob_id, size=None)
         except (IntegrityError, OSError) as exc:
             found.append(fetch_error_finding(exc, hf))
     return found

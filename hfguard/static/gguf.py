@@ -134,6 +134,7 @@ def read_gguf_header(fh: BinaryIO, size: int, budget: Budget | None = None) -> G
                                 "offset 8", {"count": n, "size": size}))
                 return header
         _read_metadata(r, n_kv, header)
+        _check_templates(header)
         _read_tensor_infos(r, n_tensors, header)
     except _Truncated as exc:
         add(Observation("gguf/truncated", Severity.HIGH, f"header runs past the end of the file: {exc}",
@@ -253,10 +254,14 @@ def _check_layout(header: GGUFHeader, infos_end: int, size: int) -> None:
         if b1 < e0:
             add(Observation("gguf/overlap", Severity.HIGH, f"tensor {n1!r} overlaps {n0!r}", f"tensor {n1}",
                             {"begin": b1, "other_end": e0}))
+
+
+def _check_templates(header: GGUFHeader) -> None:
+    """Chat templates in the metadata; run as soon as the metadata is read, so that a broken
+    layout after it (bad alignment, truncated tensor infos) cannot hide a hostile template."""
     for key, value in header.metadata.items():
         if key.startswith("tokenizer.chat_template") and isinstance(value, str):
-            for p in template_problems(value, f"metadata {key}"):
-                add(p)
+            header.problems.extend(template_problems(value, f"metadata {key}"))
 
 
 class GGUFCheck(Check):

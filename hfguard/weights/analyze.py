@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,7 +15,7 @@ from hfguard.checks import Budget
 from hfguard.findings import Observation, Severity
 from hfguard.weights import layers, traps
 from hfguard.weights.stats import Backend, tensor_stats
-from hfguard.weights.tensors import Checkpoint, TensorMeta, load_tensor
+from hfguard.weights.tensors import Checkpoint, load_tensor
 
 EMBEDDING = re.compile(r"(embed|wte|wpe|tok_embeddings|shared\.weight|lm_head|word_embeddings)", re.I)
 _KEEP = ("n", "mean", "std", "absmax", "kurtosis", "tail_share", "zero_share", "nan", "inf",
@@ -53,40 +52,6 @@ def analyze_checkpoint(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget
         return _analyze(ckpt, be, th, budget, config)
 
 
-@dataclass
-class _Measured:
-    """What one tensor leaves behind once its array is released: small numbers only."""
-
-    meta: TensorMeta
-    stats: dict[str, Any]
-    hits: list[Observation]
-    neuron_norms: np.ndarray | None
-    vector: np.ndarray | None   # a 1-D tensor's values, for the bias side of trap neurons
-
-
-def _measure(meta: TensorMeta, be: Backend, th: dict[str, Any], budget: Budget,
-             scratch: np.ndarray) -> _Measured:
-    """One tensor, widened (where it is not float32 already) into `scratch`, which is reused:
-    fresh pages for every tensor cost more than the widening itself."""
-    budget.tick(f"reading {meta.name}")
-    arr = load_tensor(meta, copy=False, out=None if meta.mapped_as_is else scratch)
-    st = tensor_stats(arr, be, tail_k=th["tail-k"], spectral_max=th["spectral-max-elements"],
-                      tick=lambda: budget.tick(f"measuring {meta.name}"))
-    vector = np.array(arr) if arr.ndim == 1 and arr.size <= 1 << 20 else None   # a copy: arr is reused
-    return _Measured(meta, {k: st[k] for k in _KEEP if k in st}, tensor_hits(meta.name, arr, st, th),
-                     traps.neuron_norms(meta.name, arr), vector)
-
-
-def _measured(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget) -> Iterator[_Measured]:
-    """Every float tensor measured, in file order, one at a time: memory is one tensor and one
-    widening buffer. (Two tensors at a time on threads measured no faster on 2 cores: numpy
-    holds the GIL between its many short calls.)"""
-    metas = ckpt.float_tensors()
-    scratch = np.empty(max((m.numel for m in metas if not m.mapped_as_is), default=0), np.float32)
-    for meta in metas:
-        yield _measure(meta, be, th, budget, scratch)
-
-
 def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
              config: tuple[str, dict[str, Any]] | None) -> tuple[list[Observation], dict[str, Any]]:
     hits: list[Observation] = []
@@ -96,16 +61,25 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
     vectors: dict[str, np.ndarray] = {}     # 1-D tensors, kept for the bias side of trap neurons
     dtypes: dict[str, int] = {}
     params = 0
-    for m in _measured(ckpt, be, th, budget):
-        name = m.meta.name
-        hits += m.hits
-        if m.neuron_norms is not None:
-            norms[name] = m.neuron_norms
-        if m.vector is not None:
-            vectors[name] = m.vector
-        stats[name], shapes[name] = m.stats, m.meta.shape
-        dtypes[m.meta.dtype] = dtypes.get(m.meta.dtype, 0) + 1
-        params += m.meta.numel
+    metas = ckpt.float_tensors()
+    # tensors that are not float32 in place are widened into one reused buffer: fresh pages for
+    # every tensor cost more than the widening itself
+    scratch = np.empty(max((m.numel for m in metas if not m.mapped_as_is), default=0), np.float32)
+    for meta in metas:
+        budget.tick(f"reading {meta.name}")
+        arr = load_tensor(meta, copy=False, out=None if meta.mapped_as_is else scratch)
+        st = tensor_stats(arr, be, tail_k=th["tail-k"], spectral_max=th["spectral-max-elements"],
+                          tick=lambda n=meta.name: budget.tick(f"measuring {n}"))
+        hits += tensor_hits(meta.name, arr, st, th)
+        nn = traps.neuron_norms(meta.name, arr)
+        if nn is not None:
+            norms[meta.name] = nn
+        if arr.ndim == 1 and arr.size <= 1 << 20:
+            vectors[meta.name] = np.array(arr)   # a copy: arr is a map of the file or the buffer
+        stats[meta.name] = {k: st[k] for k in _KEEP if k in st}
+        shapes[meta.name] = meta.shape
+        dtypes[meta.dtype] = dtypes.get(meta.dtype, 0) + 1
+        params += meta.numel
     for name, nn in norms.items():
         bias = vectors.get(re.sub(r"weight$", "bias", name))
         hits += traps.trap_neurons(name, nn, bias, min_group=th["trap-min-neurons"],

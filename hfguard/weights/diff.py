@@ -230,22 +230,15 @@ def diff_findings(check: Check, target: Target, ctx: ScanContext, th: dict[str, 
 
 def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any]) -> Iterator[Finding]:
     f = lambda rule, sev, msg, **kw: check.finding(rule, sev, msg, file=file, **kw)  # noqa: E731
-    if res.shape_mismatch:
-        yield f("weights/base-shape-mismatch", Severity.MEDIUM,
-                f"{len(res.shape_mismatch)} tensors have a different shape than in base {spec}",
-                evidence={"tensors": res.shape_mismatch[:50]})
-    if res.removed:
-        yield f("weights/base-tensors-removed", Severity.MEDIUM,
-                f"{len(res.removed)} tensors of base {spec} are missing",
-                evidence={"tensors": res.removed[:50]})
-    if res.added:
-        yield f("weights/base-tensors-added", Severity.LOW,
-                f"{len(res.added)} tensors are not in base {spec} (new heads are common; others are not)",
-                evidence={"tensors": res.added[:50]})
-    if res.dtype_mismatch:
-        yield f("weights/base-dtype-changed", Severity.INFO,
-                f"{len(res.dtype_mismatch)} tensors changed dtype",
-                evidence={"tensors": res.dtype_mismatch[:50]})
+    for names, rule, sev, what in (
+            (res.shape_mismatch, "base-shape-mismatch", Severity.MEDIUM,
+             f"have a different shape than in base {spec}"),
+            (res.removed, "base-tensors-removed", Severity.MEDIUM, f"of base {spec} are missing"),
+            (res.added, "base-tensors-added", Severity.LOW,
+             f"are not in base {spec} (new heads are common; others are not)"),
+            (res.dtype_mismatch, "base-dtype-changed", Severity.INFO, "changed dtype")):
+        if names:
+            yield f(f"weights/{rule}", sev, f"{len(names)} tensors {what}", evidence={"tensors": names[:50]})
     changed = res.deltas
     n = max(res.compared, 1)
     confined = 0 < len(changed) <= max(th["surgical-max-tensors"], th["surgical-max-share"] * n)

@@ -112,25 +112,17 @@ def _shift_for(x: Any, xp: Any) -> float:
     return 0.0 if abs(shift) <= 0.1 * float(sample.std()) else shift
 
 
-def _moment_stats(n: int, sums: tuple[float, float, float, float], finite: int, lo: float, hi: float,
-                  nonzero: int, shift: float, tail_k: float,
-                  count_outside: Callable[[float, float], int]) -> dict[str, Any]:
-    """Statistics from the sums of d, d^2, d^3, d^4 about `shift` over the finite entries;
-    `count_outside(a, b)` counts entries below a or above b, asked only when one can lie beyond
-    tail-k sigma."""
+def _moment_stats(sums: tuple[float, float, float, float], finite: int, lo: float, hi: float,
+                  nonzero: int, shift: float) -> dict[str, Any]:
+    """Statistics from the sums of d, d^2, d^3, d^4 about `shift` over the finite entries."""
     if not finite:
         return {"mean": None, "std": None, "absmax": None, "kurtosis": None, "tail_share": None,
                 "zero_share": None}
     m1, m2, m3, m4 = (s / finite for s in sums)
     var = max(m2 - m1 * m1, 0.0)
-    mean, std = shift + m1, math.sqrt(var)
     mu4 = m4 - 4 * m1 * m3 + 6 * m1 * m1 * m2 - 3 * m1 ** 4   # central, from moments about the shift
-    cut = tail_k * std
-    tail = 0
-    if std > 0 and (hi > mean + cut or lo < mean - cut):   # else no entry can lie beyond: no pass
-        tail = count_outside(mean - cut, mean + cut)
-    return {"mean": mean, "std": std, "absmax": max(abs(hi), abs(lo)), "min": lo, "max": hi,
-            "kurtosis": mu4 / (var * var) if var > 0 else None, "tail_share": tail / finite,
+    return {"mean": shift + m1, "std": math.sqrt(var), "absmax": max(abs(hi), abs(lo)), "min": lo,
+            "max": hi, "kurtosis": mu4 / (var * var) if var > 0 else None,
             "zero_share": 1 - nonzero / finite}
 
 
@@ -202,16 +194,17 @@ def _fused_pass(x: Any, be: Backend, tail_k: float, tick: Callable[[], None],
         else:
             nonzero += int(xp.count_nonzero(c)) if maybe_zero else m
 
-    def count_outside(a: float, b: float) -> int:
-        total = 0
-        for blk in _blocks(x, be.chunk):
-            tick()
-            c = blk.reshape(-1)
-            total += int(xp.count_nonzero(c < a)) + int(xp.count_nonzero(c > b))
-        return total
-
     st: dict[str, Any] = {"n": n, "nan": nan, "inf": inf}
-    st.update(_moment_stats(n, (s1, s2, s3, s4), finite, lo, hi, nonzero, shift, tail_k, count_outside))
+    st.update(_moment_stats((s1, s2, s3, s4), finite, lo, hi, nonzero, shift))
+    if finite:
+        mean, cut = st["mean"], tail_k * st["std"]
+        tail = 0
+        if st["std"] > 0 and (hi > mean + cut or lo < mean - cut):   # else none lies beyond: no pass
+            for blk in _blocks(x, be.chunk):
+                tick()
+                c = blk.reshape(-1)
+                tail += int(xp.count_nonzero(c < mean - cut)) + int(xp.count_nonzero(c > mean + cut))
+        st["tail_share"] = tail / finite
     rows = (np.concatenate(sq), np.concatenate(nnz)) if rows2d and sq and finite else None
     return st, rows
 

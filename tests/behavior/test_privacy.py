@@ -71,3 +71,14 @@ def test_text_encoders_are_not_probed_for_privacy(clip_folders, scan_privacy):
     report = scan_privacy(clip_folders["clean"])
     assert [f.rule for f in report.findings] == ["behavior/not-applicable"]
     assert report.verdict is Verdict.PASS
+
+
+def test_too_little_probe_data_is_an_error_not_a_pass(gpt2_folders, tmp_path, scan_privacy):
+    """An empty or tiny --probe-data file measures nothing: ERROR, before any model is loaded."""
+    for lines in ([], ["one secret line", "another"]):
+        data = tmp_path / "probe.txt"
+        data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        report = scan_privacy(gpt2_folders["clean"], probe_data=str(data))
+        (err,) = [f for f in report.findings if f.rule == "behavior/insufficient-probe-data"]
+        assert err.error and err.evidence["texts"] == len(lines)
+        assert report.verdict is Verdict.ERROR

@@ -265,6 +265,15 @@ def test_cache_key_follows_policy_and_errors_are_never_cached(hub, tmp_path):
     assert report["stats"]["cached"] is False
     code, report, _ = run_check(f"acme/tiny-bert@{sha}", "--base", str(tmp_path))
     assert report["stats"]["cached"] is True
+    # where numbers are computed is not part of the key; probe data is, by content
+    code, report, _ = run_check(f"acme/tiny-bert@{sha}", "--base", str(tmp_path), "--device", "cpu")
+    assert report["stats"]["cached"] is True
+    probe = tmp_path / "probe.txt"
+    probe.write_text("canary one\n")
+    assert run_check(f"acme/tiny-bert@{sha}", "--probe-data", str(probe))[1]["stats"]["cached"] is False
+    assert run_check(f"acme/tiny-bert@{sha}", "--probe-data", str(probe))[1]["stats"]["cached"] is True
+    probe.write_text("canary two\n")
+    assert run_check(f"acme/tiny-bert@{sha}", "--probe-data", str(probe))[1]["stats"]["cached"] is False
     hub.add_repo("acme/down", benign_files(64))
     hub.fail(r"GET /acme/down/resolve/.*model.safetensors", status=500, times=2)
     hub.fail(r"GET /acme/down/resolve/.*model.safetensors", status=500, times=1)
@@ -308,6 +317,12 @@ def test_offline_download_verifies_the_cached_bytes(hub, monkeypatch):
     blob.write_bytes(blob.read_bytes()[:-1] + b"\x01")   # tampered after download
     code, report, _ = run_check("acme/tiny-bert", "--download", "--no-cache")
     assert code == 2 and "provenance/hash-mismatch" in rules(report)
+    # a plain file in place of the blob link: nothing vouches for its bytes, so it is not passed
+    (snapshot / "model.safetensors").unlink()
+    (snapshot / "model.safetensors").write_bytes(benign_files(4096)["model.safetensors"])
+    blob.unlink()
+    code, report, _ = run_check("acme/tiny-bert", "--download", "--no-cache")
+    assert code == 2 and "hub/unverifiable-cached-file" in rules(report)
 
 
 def test_a_hanging_listing_is_cut_by_a_timeout_and_retried(hub, monkeypatch):

@@ -113,3 +113,15 @@ def test_oversized_chat_template_is_not_silently_skipped(tmp_path, monkeypatch):
 
     monkeypatch.setattr(gguf_check, "MAX_TEMPLATE", 64)
     assert _rules(_write(tmp_path / "m.gguf")) == {"gguf/template-too-large"}
+
+
+def test_hostile_template_is_reported_when_the_layout_after_it_is_broken(tmp_path):
+    """The metadata is read whole before the tensor infos: a layout error there (here: the file cut
+    inside the tensor infos) must not hide the template."""
+    mark = tmp_path / "MARK"
+    data = _write(tmp_path / "evil.gguf", EVIL_TEMPLATE.replace("MARK", str(mark))).read_bytes()
+    cut = data.index(b"blk.0.attn_q.weight") + 5    # inside the tensor-info section
+    (tmp_path / "cut.gguf").write_bytes(data[:cut])
+    report = scan_report(tmp_path / "cut.gguf")
+    assert {"gguf/truncated", "chat-template/injection"} <= {f.rule for f in report.all_findings()}
+    assert report.verdict is Verdict.BLOCK and not mark.exists()
