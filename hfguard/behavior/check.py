@@ -145,7 +145,17 @@ class HomoglyphCheck(BehaviorCheck):
                 remediation="do not use this text encoder; a planted trigger (Rickrolling-style) is likely. "
                 "Compare with the upstream checkpoint (--reference) and diff the weights.",
             )
-        if not res.flagged:
+        if len(res.groups) < homoglyph.MIN_GROUPS:   # no population to find an outlier in
+            yield self.finding(
+                "behavior/homoglyph-inconclusive",
+                Severity.MEDIUM,
+                f"{md.name}: the tokenizer tells only {len(res.groups)} of {res.summary['candidates']} "
+                f"candidate characters apart (needs {homoglyph.MIN_GROUPS}); the trigger probe could not run",
+                location=md.name,
+                error=True,
+                evidence={"probe": summary},
+            )
+        elif not res.flagged:
             top = sorted(
                 res.groups,
                 key=lambda g: -max(g.scores.get("z_collapse", 0), g.scores.get("z_consistency", 0)),

@@ -30,6 +30,8 @@ from typing import Any
 from hfguard import signatures
 from hfguard.behavior.load import TextEncoder
 
+MIN_GROUPS = 5   # distinct candidate characters an outlier test needs
+
 PROMPTS = (
     "a photo of a dog running on the beach",
     "an old wooden house next to a quiet river",
@@ -267,7 +269,7 @@ def probe(
                 g.scores[f"vs_reference_{k}"] = g.scores[f"excess_{k}"] - r.scores[f"excess_{k}"]
     key = "vs_reference_{}" if reference is not None else "excess_{}"
     flagged = []
-    if len(groups) >= 5:  # an outlier test needs a population
+    if len(groups) >= MIN_GROUPS:  # an outlier test needs a population
         zc = robust_z([g.scores[key.format("collapse")] for g in groups], floor=z_floor)
         zd = robust_z([g.scores[key.format("consistency")] for g in groups], floor=z_floor)
         for g, a, b in zip(groups, zc, zd, strict=True):

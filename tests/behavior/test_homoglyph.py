@@ -46,6 +46,19 @@ def test_clean_twin_passes(clip_folders):
     assert info and info[0].evidence["probe"]["distinct_probes"] > 40
 
 
+def test_too_few_distinct_candidates_is_an_error_not_a_pass(clip_folders, monkeypatch):
+    """Where the tokenizer cannot tell enough candidates apart there is no population for the
+    outlier test: the probe did not run, and the report says so (ERROR)."""
+    from hfguard.behavior import homoglyph
+
+    monkeypatch.setattr(homoglyph, "MIN_GROUPS", 10_000)
+    report = _scan(clip_folders["clean"])
+    (f,) = [f for f in report.findings if f.rule == "behavior/homoglyph-inconclusive"]
+    assert f.error and f.evidence["probe"]["distinct_probes"] < 10_000
+    assert not any(f.rule == "behavior/homoglyph-probe" for f in report.findings)
+    assert report.verdict is Verdict.ERROR
+
+
 def test_reference_comparison(clip_folders):
     # against its clean twin the backdoor stands out even more; the twin against itself is quiet
     bd = _scan(clip_folders["backdoor"], reference=str(clip_folders["clean"]))
