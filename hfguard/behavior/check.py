@@ -91,13 +91,23 @@ class BehaviorCheck(Check):
         raise NotImplementedError
 
     def reference(self, ctx: ScanContext, loader: Callable[[Any, str], Any], device: str) -> Any:
-        from hfguard.behavior.load import describe, resolve_reference
+        """--reference: a local folder or a Hub id, pinned and read like any target (hfguard.target)."""
+        from hfguard.behavior.load import BehaviorUnavailable, model_dirs
+        from hfguard.target import ModelSpecError, resolve_model
 
         spec = ctx.options.get("reference")
         if not spec:
             return None
         ctx.progress(f"{self.id}: loading reference {spec}")
-        return loader(describe(resolve_reference(str(spec)), str(spec)), device)
+        try:
+            target = resolve_model(str(spec))
+        except ModelSpecError as exc:
+            raise BehaviorUnavailable(f"--reference: {exc}") from None
+        with model_dirs(target) as mds:
+            if not mds:
+                raise BehaviorUnavailable(f"--reference {spec}: no model folder (config.json or "
+                                          "open_clip_config.json) in it")
+            return loader(mds[0], device)
 
 
 class HomoglyphCheck(BehaviorCheck):

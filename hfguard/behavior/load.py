@@ -159,24 +159,6 @@ def describe(root: Path, name: str | None = None) -> ModelDir:
     return ModelDir(root=root, name=name or str(root), kind=classify(config, oc.is_file()), config=config)
 
 
-def resolve_reference(spec: str) -> Path:
-    """--reference: a local folder, or a Hub repo id (``org/name[@revision]``) fetched without any
-    pickle or code files."""
-    p = Path(spec)
-    if p.is_dir():
-        return p
-    if spec.startswith("hf-hub:"):
-        spec = spec[len("hf-hub:") :]
-    repo, _, rev = spec.partition("@")
-    from huggingface_hub import snapshot_download
-
-    return Path(
-        snapshot_download(
-            repo, revision=rev or None, allow_patterns=["*.json", "*.txt", "*.model", "*.safetensors"]
-        )
-    )
-
-
 # -- transformers ---------------------------------------------------------------------------------
 @contextmanager
 def _unpickler_refusals(root: Path) -> Iterator[None]:

@@ -299,12 +299,14 @@ def evaluate(
     n_sec, n_alt = exposure
     exp_kw = {"n_alt": n_alt, "limit": n_sec, "seed": seed}
     use_exposure = n_sec and n_alt and modality is TEXT
-    exp_m = secret_exposure(cand["finetuned"], tok, member_items, **exp_kw) if use_exposure else []
+    finetuned = cand.pop("finetuned")   # dropped before the reference is fine-tuned (memory)
+    exp_m = secret_exposure(finetuned, tok, member_items, **exp_kw) if use_exposure else []
     if exp_m:
-        exp_n = secret_exposure(cand["finetuned"], tok, nonmember_items, **exp_kw)
+        exp_n = secret_exposure(finetuned, tok, nonmember_items, **exp_kw)
         out["candidate"]["exposure_members_mean"] = float(np.mean(exp_m))
         out["candidate"]["exposure_nonmembers_mean"] = float(np.mean(exp_n)) if exp_n else None
         out["candidate"]["exposure_max_bits"] = float(np.log2(n_alt + 1))
+    del finetuned
     control = list(CONTROL) if control is None else control
     cand_ctrl = modality.losses(model, tok, control)
     loss: dict[str, Any] = {
@@ -315,9 +317,11 @@ def evaluate(
         rmodel, rtok = reference
         ref = membership_scores(rmodel, rtok, data, members, **kw)
         out["reference"] = membership_figures(ref["score"], is_member)
+        ref_finetuned = ref.pop("finetuned")
         if exp_m:
-            exp_r = secret_exposure(ref["finetuned"], rtok, member_items, **exp_kw)
+            exp_r = secret_exposure(ref_finetuned, rtok, member_items, **exp_kw)
             out["reference"]["exposure_members_mean"] = float(np.mean(exp_r))
+        del ref_finetuned
         pd = stats.delong_paired(
             cand["score"][is_member],
             cand["score"][~is_member],

@@ -134,9 +134,14 @@ def _scan_local(path: str) -> None:
             target = local_target([str(p)])
             report = scan(target, policy, checks_for_tiers(policy.tiers))
             _state.local[key] = report
+        if p.is_dir():   # its files need no second scan when torch.load opens them unchanged
+            for fr in report.files:
+                try:
+                    f = (p / fr.path[len(str(p)) + 1:]).resolve()
+                    _state.local.setdefault((str(f), f.stat().st_mtime), report)
+                except OSError:
+                    continue
     _decide(str(p), report)
-    for fr in report.files:  # a directory's files need no second scan when torch.load opens them
-        _remember(p / fr.path[len(str(p)) + 1:] if p.is_dir() else p)
 
 
 def _is_offline(kwargs: dict[str, Any]) -> bool:
@@ -214,7 +219,8 @@ def _remember(path: Any) -> None:
 
 def _wrap_torch_load(original: Callable[..., Any]) -> Callable[..., Any]:
     """torch.load of a file path (open_clip checkpoints, user code): scanned first, unless it is a
-    file the guard already vetted on the Hub."""
+    file the guard already vetted on the Hub (a local file scanned before, with the same mtime, is
+    a cache hit in `_scan_local`)."""
 
     def load(f: Any, *args: Any, **kwargs: Any) -> Any:
         if not _unguarded() and isinstance(f, str | os.PathLike) \

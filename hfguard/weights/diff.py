@@ -8,7 +8,6 @@ few rows; trigger-word surgery rewrites a few token-embedding rows.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +17,12 @@ import numpy as np
 
 from hfguard.checks import Budget, Check, ScanContext
 from hfguard.findings import Finding, Severity
-from hfguard.target import Target, local_target
+from hfguard.target import ModelSpecError, Target, resolve_model
 from hfguard.weights.analyze import EMBEDDING
 from hfguard.weights.stats import Backend, backend_for
 from hfguard.weights.tensors import Checkpoint, checkpoints_of
 from hfguard.weights.traps import POSITIONAL
 
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?")
 DIFF_DEFAULTS: dict[str, Any] = {
     "surgical-max-tensors": 4,        # "confined": at most this many changed tensors ...
     "surgical-max-share": 0.10,       # ... or this share of all tensors
@@ -35,29 +33,6 @@ DIFF_DEFAULTS: dict[str, Any] = {
     "outlier-rel-z": 3.0,             # a narrow-shaped matrix change that stands out of the rest
     "diff-spectral-max-elements": 64 << 20,
 }
-
-
-class BaseError(Exception):
-    """The base model could not be resolved or read."""
-
-
-def resolve_base(spec: str) -> Target:
-    """A local path, or a Hub id `org/name[@rev]` through hfguard.hub when that is installed."""
-    p = Path(spec).expanduser()
-    if p.exists():
-        return local_target([str(p)])
-    if not HUB_ID.fullmatch(spec):
-        raise BaseError(f"base {spec!r} is neither an existing path nor a Hub id (org/name[@rev])")
-    try:
-        from hfguard.hub.remote import TransferStats
-        from hfguard.hub.resolve import hub_target, resolve
-    except ImportError:
-        raise BaseError(f"base {spec!r} is a Hub id but Hub support (hfguard.hub) is not available; "
-                        "pass a local copy with --base PATH") from None
-    try:
-        return hub_target(resolve(spec), stats=TransferStats())
-    except Exception as exc:  # noqa: BLE001 - any Hub failure is a finding, not a crash
-        raise BaseError(f"base {spec!r} could not be resolved: {type(exc).__name__}: {exc}") from None
 
 
 def declared_base(target: Target) -> str | None:
@@ -201,10 +176,10 @@ def diff_findings(check: Check, target: Target, ctx: ScanContext, th: dict[str, 
                             "no base model declared (card base_model) or given (--base): diff skipped")
         return
     try:
-        base = resolve_base(spec)
-    except BaseError as exc:
+        base = resolve_model(spec)
+    except ModelSpecError as exc:
         yield check.finding("weights/base-unavailable", Severity.MEDIUM if explicit else Severity.LOW,
-                            str(exc), error=bool(explicit), evidence={"base": spec})
+                            f"base: {exc}", error=bool(explicit), evidence={"base": spec})
         return
     mine, _ = checkpoints_of(target)
     theirs, failed = checkpoints_of(base)

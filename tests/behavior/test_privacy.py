@@ -82,3 +82,13 @@ def test_too_little_probe_data_is_an_error_not_a_pass(gpt2_folders, tmp_path, sc
         (err,) = [f for f in report.findings if f.rule == "behavior/insufficient-probe-data"]
         assert err.error and err.evidence["texts"] == len(lines)
         assert report.verdict is Verdict.ERROR
+
+
+def test_an_unresolvable_reference_is_an_error_not_a_pass(gpt2_folders, tmp_path, scan_privacy):
+    empty = tmp_path / "no-model-here"
+    empty.mkdir()
+    for spec in (str(tmp_path / "missing dir"), str(empty)):
+        report = scan_privacy(gpt2_folders["clean"], reference=spec)
+        (err,) = [f for f in report.findings if f.rule == "behavior/unavailable"]
+        assert err.error and "--reference" in err.message
+        assert report.verdict is Verdict.ERROR

@@ -83,3 +83,28 @@ def test_torch_load_of_a_local_file_is_scanned_first(tmp_path):
             torch.load(evil, weights_only=False)
         assert torch.load(good)["w"].sum().item() == 2.0
     assert not mark.exists()
+
+
+def test_a_file_rewritten_after_its_directory_was_scanned_is_scanned_again(tmp_path):
+    """Files of a scanned directory are remembered with their mtime: torch.load of an unchanged
+    one needs no rescan, a rewritten one is scanned (and blocked) before it loads."""
+    import os
+
+    import torch
+
+    mark = tmp_path / "mark"
+    folder = tmp_path / "m"
+    folder.mkdir()
+    ckpt = folder / "ckpt.pt"
+    torch.save({"w": torch.ones(2)}, ckpt)
+    with hfguard.guard(policy=Policy()):
+        guard_mod._scan_local(str(folder))
+        scans = len(guard_mod._state.local)
+        assert torch.load(ckpt)["w"].sum().item() == 2.0
+        assert len(guard_mod._state.local) == scans           # a cache hit, no second scan
+        ckpt.write_bytes(evil_pickle(mark))
+        st = ckpt.stat()
+        os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        with pytest.raises(hfguard.ModelBlocked):
+            torch.load(ckpt, weights_only=False)
+    assert not mark.exists()

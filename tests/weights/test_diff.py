@@ -13,9 +13,9 @@ from hfguard.checks import ScanContext
 from hfguard.cli import main
 from hfguard.findings import Severity
 from hfguard.policy import Policy
-from hfguard.target import local_target
+from hfguard.target import ModelSpecError, local_target, resolve_model
 from hfguard.weights.check import WeightsBaseDiff
-from hfguard.weights.diff import BaseError, declared_base, resolve_base
+from hfguard.weights.diff import declared_base
 
 
 def diff(path, **options):
@@ -77,15 +77,15 @@ def test_base_comes_from_the_card_front_matter(gpt2_models, tmp_path):
 
 def test_missing_bases_are_findings_not_silence(gpt2_models, monkeypatch):
     assert "weights/no-base" in diff(gpt2_models["rome"])
-    with pytest.raises(BaseError, match="neither an existing path"):
-        resolve_base("/no/such/dir and spaces")
+    with pytest.raises(ModelSpecError, match="neither an existing path"):
+        resolve_model("/no/such/dir and spaces")
     rules = diff(gpt2_models["rome"], base="/no/such/dir and spaces")
     assert rules["weights/base-unavailable"].error   # asked for explicitly: ERROR, never PASS
     import sys
     monkeypatch.setitem(sys.modules, "hfguard.hub", None)   # Hub support absent
     monkeypatch.setitem(sys.modules, "hfguard.hub.resolve", None)
-    with pytest.raises(BaseError, match="Hub support"):
-        resolve_base("some-org/some-model")
+    with pytest.raises(ModelSpecError, match="Hub support"):
+        resolve_model("some-org/some-model")
 
 
 def test_cli_end_to_end_with_base(gpt2_models):
