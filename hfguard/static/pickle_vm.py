@@ -656,13 +656,10 @@ class PickleVM:
         marks: list[int],
         memo: dict[int, Any],
     ) -> None:
+        # _loop handles _FAST and _SIZED opcodes and STOP itself; everything else comes here
         lim = self.limits
         push = stack.append
-        if name in _SIZED:
-            push(self._sized(r, name))
-        elif name == "MARK":
-            self._push_mark(marks, len(stack))
-        elif name == "PROTO":
+        if name == "PROTO":
             (proto,) = r.read(1, "PROTO")
             if proto > 5:
                 raise VMStop("pickle/malformed", f"unsupported protocol {proto}", protocol=proto)
@@ -670,8 +667,8 @@ class PickleVM:
         elif name == "FRAME":
             (n,) = struct.unpack("<Q", r.read(8, "FRAME"))
             r._check(n, "FRAME")   # a frame longer than the bytes left is a truncation
-        elif name in ("BININT", "BININT1", "BININT2"):
-            n, fmt = {"BININT": (4, "<i"), "BININT1": (1, "<B"), "BININT2": (2, "<H")}[name]
+        elif name in ("BININT", "BININT2"):
+            n, fmt = {"BININT": (4, "<i"), "BININT2": (2, "<H")}[name]
             push(struct.unpack(fmt, r.read(n, name))[0])
         elif name == "INT":
             line = r.readline(lim.max_line, "INT")
@@ -705,8 +702,6 @@ class PickleVM:
                 raise VMStop("pickle/malformed", f"bad FLOAT {line[:40]!r}") from None
         elif name == "BINFLOAT":
             push(struct.unpack(">d", r.read(8, name))[0])
-        elif name == "NONE":
-            push(None)
         elif name in ("NEWTRUE", "NEWFALSE"):
             push(name == "NEWTRUE")
         elif name == "STRING":
@@ -733,12 +728,8 @@ class PickleVM:
             self._extend(self._top(), items, name)
         elif name == "LIST":
             push(self._pop_mark())
-        elif name == "EMPTY_LIST":
-            push([])
         elif name == "TUPLE":
             push(tuple(self._pop_mark()))
-        elif name == "EMPTY_TUPLE":
-            push(())
         elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
             n = int(name[-1])
             items = [self._pop() for _ in range(n)]
@@ -748,8 +739,6 @@ class PickleVM:
             if len(items) % 2:
                 raise VMStop("pickle/malformed", "DICT with an odd number of items")
             push(SymDict(list(zip(items[::2], items[1::2], strict=True))))
-        elif name == "EMPTY_DICT":
-            push(SymDict())
         elif name == "SETITEM":
             v = self._pop()
             k = self._pop()
@@ -781,28 +770,16 @@ class PickleVM:
             self._pop_mark()
         elif name == "DUP":
             push(self._top())
-        elif name in ("GET", "BINGET", "LONG_BINGET"):
-            if name == "GET":
-                key = self._int_line(r, "GET")
-            else:
-                key = struct.unpack(
-                    "<B" if name == "BINGET" else "<I", r.read(1 if name == "BINGET" else 4, name)
-                )[0]
+        elif name in ("GET", "LONG_BINGET"):
+            key = self._int_line(r, "GET") if name == "GET" else struct.unpack("<I", r.read(4, name))[0]
             if key not in memo:
                 raise VMStop("pickle/malformed", f"{name} of memo key {key} that was never stored", key=key)
             value = memo[key]
             if isinstance(value, str) and id(value) not in self._str_source:
                 self._str_source[id(value)] = "memo"
             push(value)
-        elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
-            if name == "PUT":
-                key = self._int_line(r, "PUT")
-            elif name == "MEMOIZE":
-                key = len(memo)
-            else:
-                key = struct.unpack(
-                    "<B" if name == "BINPUT" else "<I", r.read(1 if name == "BINPUT" else 4, name)
-                )[0]
+        elif name in ("PUT", "LONG_BINPUT"):
+            key = self._int_line(r, "PUT") if name == "PUT" else struct.unpack("<I", r.read(4, name))[0]
             if key < 0:
                 raise VMStop("pickle/malformed", f"negative memo key {key}")
             if key not in memo and len(memo) >= lim.max_memo:
