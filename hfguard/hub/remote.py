@@ -7,12 +7,10 @@ is what makes `hfguard check` on a multi-GB repo cost kilobytes. Every request g
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,7 +218,3 @@ class RangeReader(RandomAccessReader):
 
     def _read_at(self, pos: int, n: int) -> bytes:
         return self.cache.read(pos, n)
-
-
-def range_opener(cache: BlockCache) -> Callable[[], io.RawIOBase]:
-    return lambda: RangeReader(cache)

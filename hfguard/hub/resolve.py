@@ -6,6 +6,7 @@ a pinned load gets. With HF_HUB_OFFLINE=1 everything comes from the local HF cac
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hfguard.hub.fetch import fetch_file
-from hfguard.hub.remote import GATED_HINT, BlockCache, RangeReader, TransferStats, retry_settings
+from hfguard.hub.remote import BLOCK_SIZE, GATED_HINT, BlockCache, RangeReader, TransferStats, retry_settings
 from hfguard.target import Target, TargetFile, local_file
 
 SHA_RE = re.compile(r"[0-9a-f]{40}")
@@ -353,9 +354,12 @@ def display_name(repo_id: str, requested: str | None) -> str:
 
 
 def _opener(tf: TargetFile, cache: BlockCache) -> Callable[[], Any]:
-    # once a file has been downloaded in full, read the verified local copy instead of the network
+    # once a file has been downloaded in full, read the verified local copy instead of the network;
+    # range reads are buffered a block at a time: parsers read headers a few bytes at a call
     def open_() -> Any:
-        return open(tf.local_path, "rb") if tf.local_path is not None else RangeReader(cache)
+        if tf.local_path is not None:
+            return open(tf.local_path, "rb")
+        return io.BufferedReader(RangeReader(cache), BLOCK_SIZE)
 
     return open_
 
