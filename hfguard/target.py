@@ -150,6 +150,13 @@ def local_target(paths: list[str]) -> Target:
     return Target(name=" ".join(paths), source="local", files=files)
 
 
+def offline_by_env() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) set, read without importing huggingface_hub (the
+    pre-commit hook stays light)."""
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
 def hf_cache_dir() -> Path:
     from huggingface_hub import constants
 

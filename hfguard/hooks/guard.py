@@ -145,9 +145,9 @@ def _scan_local(path: str) -> None:
 
 
 def _is_offline(kwargs: dict[str, Any]) -> bool:
-    from hfguard.hooks.vet import is_offline
+    from hfguard.target import offline_by_env
 
-    return bool(kwargs.get("local_files_only")) or is_offline()
+    return bool(kwargs.get("local_files_only")) or offline_by_env()
 
 
 # -- wrappers ----------------------------------------------------------------------------------

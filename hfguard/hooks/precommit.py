@@ -26,8 +26,9 @@ from hfguard.engine import finalize
 from hfguard.findings import Finding, Report, Severity, Verdict
 from hfguard.hooks.lockfile import LockEntry, Lockfile, Stamp, current_stamp, entry_from_report
 from hfguard.hooks.refs import Extraction, Reference, extract
-from hfguard.hooks.vet import Vet, denied_finding, is_offline, vet_reference
+from hfguard.hooks.vet import Vet, denied_finding, vet_reference
 from hfguard.policy import Policy
+from hfguard.target import offline_by_env
 
 # Model file formats the files hook scans (pre-commit passes only these; the plain git hook too).
 MODEL_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".dill", ".npy",
@@ -81,7 +82,7 @@ def vet_references(refs: list[Reference], policy: Policy, lock: Lockfile | None,
                    problems: Iterable[tuple[str, int, str]] = (), files: int | None = None) -> RefsResult:
     """Findings for every reference (see the module docstring for the order of decisions).
     `options`: the deeper-tier settings models are vetted with (part of the lock stamp)."""
-    offline = is_offline() if offline is None else offline
+    offline = offline_by_env() if offline is None else offline
     vet = vet or functools.partial(vet_reference, options=options)
     findings: list[Finding] = [
         _hook_finding("hook/unparsable-source", Severity.LOW, f"could not fully read {file}: {why}; "

@@ -5,7 +5,6 @@ Hub checks. Everything above it deals in (repo_id, revision) pairs and Reports.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 
 from hfguard.findings import Finding, Report, Severity
@@ -16,12 +15,6 @@ Vet = Callable[[str, "str | None", Policy], Report]
 
 def with_tiers(policy: Policy, tiers: tuple[str, ...] | list[str] | None) -> Policy:
     return dataclasses.replace(policy, tiers=tuple(tiers)) if tiers else policy
-
-
-def is_offline() -> bool:
-    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE), read without importing huggingface_hub."""
-    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
-               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def denied_finding(repo_id: str, policy: Policy, file: str | None = None,

@@ -17,7 +17,7 @@ from typing import Any
 
 from hfguard.hub.fetch import fetch_file
 from hfguard.hub.remote import BLOCK_SIZE, GATED_HINT, BlockCache, RangeReader, TransferStats, retry_settings
-from hfguard.target import Target, TargetFile, local_file
+from hfguard.target import Target, TargetFile, local_file, offline_by_env
 
 SHA_RE = re.compile(r"[0-9a-f]{40}")
 _LFS_SHA_RE = re.compile(r"[0-9a-f]{64}")
@@ -78,8 +78,7 @@ def endpoint() -> str:
 def is_offline() -> bool:
     from huggingface_hub import constants
 
-    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return constants.is_offline_mode() or env.strip().upper() in ("1", "ON", "YES", "TRUE")
+    return constants.is_offline_mode() or offline_by_env()
 
 
 def hub_cache_dir() -> Path:
