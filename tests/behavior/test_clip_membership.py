@@ -54,6 +54,7 @@ def test_clip_clean_twin_passes(clip_dirs, scan_privacy):
     ev = info.evidence
     assert ev["modality"] == "image-text" and ev["n_canaries"] == 128
     assert ev["amplification"]["auc_diff"] < 0.1 or ev["amplification"]["p_value"] > 0.01
+    assert ev["reference_model"] == str(clip_dirs["base"])
     assert ev["loss"]["candidate_probe_loss_median"] > 0
     assert ev["loss"]["judged"] is False  # image-text loss ratios are reported, never judged
 
@@ -64,6 +65,12 @@ def test_clip_canary_measurement_without_reference(clip_dirs, scan_privacy):
     rules = {f.rule for f in report.findings}
     assert rules & {"behavior/privacy-probe", "privacy/membership-leakage"}
     assert all(f.evidence.get("modality") == "image-text" for f in report.findings if f.evidence)
+    # the honest upstream, without a reference: only absolute figures apply, and it passes them
+    assert report.verdict is Verdict.PASS
+    (info,) = [f for f in report.findings if f.rule == "behavior/privacy-probe"]
+    assert "no --reference" in info.message and "amplification" not in info.evidence
+    cand = info.evidence["candidate"]
+    assert cand["auc_ci"][0] <= cand["auc"] < 0.97 and cand["n_members"] == 64
 
 
 def test_image_norm_from_either_config(tmp_path):

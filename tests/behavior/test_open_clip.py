@@ -58,7 +58,11 @@ def test_homoglyph_probe_runs_on_open_clip(open_clip_dir):
     target = local_target([str(folder)])
     report = scan(target, Policy(tiers=("behavior",)), [HomoglyphCheck()], budget_seconds=300)
     assert report.verdict is not Verdict.ERROR, [f.message for f in report.findings]
-    assert {f.rule for f in report.findings} & {"behavior/homoglyph-probe", "backdoor/homoglyph-trigger"}
+    from hfguard.behavior.homoglyph import MIN_GROUPS
+
+    probe_rules = {"behavior/homoglyph-probe", "backdoor/homoglyph-trigger"}
+    probed = [f for f in report.findings if f.rule in probe_rules]
+    assert probed and all(f.evidence["probe"]["distinct_probes"] >= MIN_GROUPS for f in probed)  # it ran
 
 
 def test_privacy_canary_test_runs_on_open_clip(open_clip_dir):
