@@ -28,7 +28,7 @@ def _ci(k: int, n: int) -> str:
 def homoglyph_rates(seeds: int) -> dict[str, str]:
     from hfguard.behavior import homoglyph
     from hfguard.behavior.load import TextEncoder
-    from hfguard.behavior.testing import char_tokenizer, plant_homoglyph, tiny_clip_text
+    from testing.organisms import char_tokenizer, plant_homoglyph, tiny_clip_text
 
     tok = char_tokenizer()
     tp = fp = 0
@@ -57,7 +57,7 @@ def homoglyph_rates(seeds: int) -> dict[str, str]:
 
 def privacy_rates(seeds: int) -> dict[str, str]:
     from hfguard.behavior import membership
-    from hfguard.behavior.testing import (
+    from testing.organisms import (
         caption,
         char_tokenizer,
         plant_privacy_backdoor,
@@ -99,7 +99,7 @@ def clip_privacy_rates(seeds: int, n_canaries: int = 128) -> dict[str, str]:
     from hfguard.behavior import clip_membership as cm
     from hfguard.behavior import membership
     from hfguard.behavior.check import PrivacyBackdoorCheck
-    from hfguard.behavior.testing import char_tokenizer, clip_privacy_organisms
+    from testing.organisms import char_tokenizer, clip_privacy_organisms
 
     check = PrivacyBackdoorCheck()
     th = check.THRESHOLDS.__getitem__
@@ -161,7 +161,7 @@ def clip_timing(device: str, quick: bool) -> dict[str, str]:
 
     from hfguard.behavior import homoglyph
     from hfguard.behavior.load import TextEncoder
-    from hfguard.behavior.testing import char_tokenizer
+    from testing.organisms import char_tokenizer
 
     torch.manual_seed(0)
     tok = char_tokenizer()
@@ -189,7 +189,7 @@ def gpt2_timing(device: str, quick: bool) -> dict[str, str]:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from hfguard.behavior import membership
-    from hfguard.behavior.testing import char_tokenizer
+    from testing.organisms import char_tokenizer
 
     torch.manual_seed(0)
     tok = char_tokenizer()

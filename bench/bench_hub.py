@@ -1,6 +1,6 @@
 """Bytes transferred vs repo size for `hfguard check` (static tier) on a multi-GB repo, cold vs cached.
 
-The fake Hub (tests/fakehub) serves a sparse 4 GiB safetensors file and a sparse 3 GiB ZIP64
+The fake Hub (testing/fakehub) serves a sparse 4 GiB safetensors file and a sparse 3 GiB ZIP64
 PyTorch checkpoint with Range support; the real huggingface_hub client talks to it over HTTP.
 
     python bench/bench_hub.py [--gib-safetensors 4] [--gib-zip 3]
@@ -28,8 +28,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="hfguard-bench-"))
     os.environ.update({"HF_HOME": str(tmp / "hf"), "HF_HUB_CACHE": str(tmp / "hf" / "hub"),
                        "HFGUARD_CACHE_DIR": str(tmp / "verdicts"), "HF_HUB_DISABLE_TELEMETRY": "1"})
-    from tests.fakehub.builders import write_sparse_safetensors, write_sparse_torch_zip
-    from tests.fakehub.server import Blob, FakeHub
+    from testing.fakehub.builders import write_sparse_safetensors, write_sparse_torch_zip
+    from testing.fakehub.server import Blob, FakeHub
 
     t = time.perf_counter()
     st = write_sparse_safetensors(tmp / "model.safetensors", int(args.gib_safetensors * (1 << 30)))

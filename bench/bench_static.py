@@ -41,7 +41,7 @@ def build_corpus(folder: Path) -> dict[str, str]:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from tests.static import fixtures as fx
+    from testing import pickles as fx
 
     mark = folder / "PWNED"
     labels: dict[str, str] = {}
@@ -201,7 +201,7 @@ def worker(tool: str, folder: Path, names: list[str]) -> dict:
     if tool == "hfguard":
         from hfguard.engine import scan
         from hfguard.policy import Policy
-        from hfguard.static.serialization import SerializationCheck
+        from hfguard.static.pickle.check import SerializationCheck
         from hfguard.target import local_target
 
         check = SerializationCheck()
@@ -263,7 +263,7 @@ def measure_one(path: Path) -> dict:
         "import json,sys,time,tracemalloc\n"
         "from bench.bench_static import vm_hwm_mb\n"
         "from hfguard.engine import scan\nfrom hfguard.policy import Policy\n"
-        "from hfguard.static.serialization import SerializationCheck\n"
+        "from hfguard.static.pickle.check import SerializationCheck\n"
         "from hfguard.target import local_target\n"
         "before=vm_hwm_mb(); tracemalloc.start()\n"
         "t=time.perf_counter(); r=scan(local_target([sys.argv[1]]), Policy(), [SerializationCheck()])\n"
@@ -328,7 +328,7 @@ def main() -> None:
         assert not (folder / "PWNED").exists(), "a payload ran"
 
         print("\nsymbolic VM throughput (one large benign pickle, in this process):")
-        from hfguard.static.pickle_vm import PickleVM, Reader, scan_stream
+        from hfguard.static.pickle.vm import PickleVM, Reader, scan_stream
 
         big = pickle.dumps([{"id": i, "name": f"tok{i}", "w": i * 0.5} for i in range(150_000)], protocol=4)
         t = time.perf_counter()
@@ -337,7 +337,7 @@ def main() -> None:
         ops = sum(r.opcodes for r in results)
         print(f"  {len(big) / 2**20:.1f} MB, {ops} opcodes in {dt:.2f}s = {ops / dt / 1e6:.2f} M opcodes/s")
 
-        from tests.static import fixtures as fx
+        from testing import pickles as fx
 
         print("\nlarge sparse torch zip (hfguard, fresh process each; zip64 past 4 GB):")
         print(

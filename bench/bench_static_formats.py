@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from hfguard.static.custom_code import analyse_source
-from hfguard.static.keras import find_json_configs
-from hfguard.static.safetensors_header import read_header
+from hfguard.static.code.custom_code import analyse_source
+from hfguard.static.formats.keras import find_json_configs
+from hfguard.static.formats.safetensors import read_header
 
 
 def timed(label: str, fn, repeat: int = 3) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hfguard.checks import Budget  # noqa: E402
+from hfguard.budget import Budget  # noqa: E402
 from hfguard.target import local_target  # noqa: E402
 from hfguard.weights.analyze import analyze_checkpoint  # noqa: E402
 from hfguard.weights.check import DEFAULTS  # noqa: E402

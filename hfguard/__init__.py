@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):  # lazy: `import hfguard` stays cheap
     if name in ("guard", "ModelBlocked"):
-        from hfguard.hooks import guard as _guard
+        from hfguard.runtime import guard as _guard
 
         return getattr(_guard, name)
     raise AttributeError(f"module 'hfguard' has no attribute {name!r}")

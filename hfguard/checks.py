@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
+from hfguard.budget import Budget
 from hfguard.findings import Finding, Observation, Severity
 from hfguard.policy import Policy
 from hfguard.target import Target, TargetFile
@@ -27,35 +27,16 @@ ENTRY_POINT_GROUP = "hfguard.checks"
 
 # "module:Class" so that listing checks imports nothing heavy (torch lives in the deeper tiers).
 BUILTIN_CHECKS: tuple[str, ...] = (
-    "hfguard.static.serialization:SerializationCheck",
-    "hfguard.static.safetensors_header:SafetensorsHeaderCheck",
-    "hfguard.static.keras:KerasCheck",
-    "hfguard.static.custom_code:CustomCodeCheck",
-    "hfguard.static.gguf:GGUFCheck",
-    "hfguard.static.onnx:ONNXCheck",
+    "hfguard.static.pickle.check:SerializationCheck",
+    "hfguard.static.formats.safetensors:SafetensorsHeaderCheck",
+    "hfguard.static.formats.keras:KerasCheck",
+    "hfguard.static.code.custom_code:CustomCodeCheck",
+    "hfguard.static.formats.gguf:GGUFCheck",
+    "hfguard.static.formats.onnx:ONNXCheck",
     "hfguard.static.provenance:ProvenanceCheck",
     "hfguard.weights.check:WeightsAnomalies", "hfguard.weights.check:WeightsBaseDiff",
     "hfguard.behavior.check:HomoglyphCheck", "hfguard.behavior.check:PrivacyBackdoorCheck",
 )
-
-
-class BudgetExceeded(Exception):
-    """Raised by `Budget.tick` when a check outruns its time or work limit."""
-
-
-@dataclass
-class Budget:
-    """Cooperative bounds on time and work for one check on one file (hostile input)."""
-
-    seconds: float = 60.0
-    started: float = field(default_factory=time.monotonic)
-
-    def remaining(self) -> float:
-        return self.seconds - (time.monotonic() - self.started)
-
-    def tick(self, what: str = "") -> None:
-        if self.remaining() < 0:
-            raise BudgetExceeded(f"time budget of {self.seconds:.0f}s exceeded{' ' + what if what else ''}")
 
 
 # deeper-tier inputs that change what a verdict says; --device only changes where it is computed

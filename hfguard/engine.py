@@ -6,7 +6,8 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 
-from hfguard.checks import BudgetExceeded, Check, ScanContext
+from hfguard.budget import BudgetExceeded
+from hfguard.checks import Check, ScanContext
 from hfguard.findings import FileReport, Finding, Report, Severity
 from hfguard.policy import Policy
 from hfguard.sniff import sniff

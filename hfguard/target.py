@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,31 +173,3 @@ def cache_target(cache: Path | None = None) -> Target:
                     rel = f.relative_to(cache).as_posix()
                     files.append(local_file(f, f"{cache}/{rel}"))
     return Target(name=str(cache), source="local", files=files, meta={"hf_cache": True})
-
-
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?")
-
-
-class ModelSpecError(Exception):
-    """A model named on the command line (--base, --reference) could not be resolved."""
-
-
-def resolve_model(spec: str) -> Target:
-    """A local path, or a Hub id `org/name[@rev]` (`hf-hub:` prefix allowed) pinned to its commit
-    sha through hfguard.hub; files are range-read or downloaded and verified on demand."""
-    p = Path(spec).expanduser()
-    if p.exists():
-        return local_target([str(p)])
-    spec = spec.removeprefix("hf-hub:")
-    if not HUB_ID.fullmatch(spec):
-        raise ModelSpecError(f"{spec!r} is neither an existing path nor a Hub id (org/name[@rev])")
-    try:
-        from hfguard.hub.remote import TransferStats
-        from hfguard.hub.resolve import hub_target, resolve
-    except ImportError:
-        raise ModelSpecError(f"{spec!r} is a Hub id but Hub support (hfguard.hub) is not available; "
-                             "pass a local copy instead") from None
-    try:
-        return hub_target(resolve(spec), stats=TransferStats())
-    except Exception as exc:  # noqa: BLE001 - any Hub failure is a finding, not a crash
-        raise ModelSpecError(f"{spec!r} could not be resolved: {type(exc).__name__}: {exc}") from None

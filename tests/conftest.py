@@ -1,4 +1,4 @@
-"""Shared fixtures. Tests run offline; Hub paths go through tests/fakehub (a local Hub server)."""
+"""Shared fixtures. Tests run offline; Hub paths go through testing/fakehub (a local Hub server)."""
 
 from __future__ import annotations
 

@@ -93,7 +93,7 @@ class BehaviorCheck(Check):
     def reference(self, ctx: ScanContext, loader: Callable[[Any, str], Any], device: str) -> Any:
         """--reference: a local folder or a Hub id, pinned and read like any target (hfguard.target)."""
         from hfguard.behavior.load import BehaviorUnavailable, model_dirs
-        from hfguard.target import ModelSpecError, resolve_model
+        from hfguard.hub.resolve import ModelSpecError, resolve_model
 
         spec = ctx.options.get("reference")
         if not spec:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hfguard.behavior.membership import Modality, train_copy
+from hfguard.behavior.victim import Modality, train_copy
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP defaults when no preprocessor config
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

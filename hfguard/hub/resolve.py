@@ -17,7 +17,7 @@ from typing import Any
 
 from hfguard.hub.fetch import fetch_file
 from hfguard.hub.remote import BLOCK_SIZE, GATED_HINT, BlockCache, RangeReader, TransferStats, retry_settings
-from hfguard.target import Target, TargetFile, local_file, offline_by_env
+from hfguard.target import Target, TargetFile, local_file, local_target, offline_by_env
 
 SHA_RE = re.compile(r"[0-9a-f]{40}")
 _LFS_SHA_RE = re.compile(r"[0-9a-f]{64}")
@@ -376,3 +376,25 @@ def _fetcher(resolved: Resolved, hf: HubFile, stats: TransferStats, token: str |
             raise
 
     return fetch
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?")
+
+
+class ModelSpecError(Exception):
+    """A model named on the command line (--base, --reference) could not be resolved."""
+
+
+def resolve_model(spec: str) -> Target:
+    """A local path, or a Hub id `org/name[@rev]` (`hf-hub:` prefix allowed) pinned to its commit
+    sha through hfguard.hub; files are range-read or downloaded and verified on demand."""
+    p = Path(spec).expanduser()
+    if p.exists():
+        return local_target([str(p)])
+    spec = spec.removeprefix("hf-hub:")
+    if not HUB_ID.fullmatch(spec):
+        raise ModelSpecError(f"{spec!r} is neither an existing path nor a Hub id (org/name[@rev])")
+    try:
+        return hub_target(resolve(spec), stats=TransferStats())
+    except Exception as exc:  # noqa: BLE001 - any Hub failure is a finding, not a crash
+        raise ModelSpecError(f"{spec!r} could not be resolved: {type(exc).__name__}: {exc}") from None

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from hfguard.checks import Budget
+from hfguard.budget import Budget
 from hfguard.findings import Observation, Severity
 from hfguard.weights import layers, traps
 from hfguard.weights.stats import Backend, tensor_stats

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from hfguard.checks import Budget, Check, ScanContext
+from hfguard.budget import Budget
+from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Severity
-from hfguard.target import ModelSpecError, Target, resolve_model
+from hfguard.target import Target
 from hfguard.weights.analyze import EMBEDDING
 from hfguard.weights.stats import Backend, backend_for
 from hfguard.weights.tensors import Checkpoint, checkpoints_of
@@ -175,6 +176,8 @@ def diff_findings(check: Check, target: Target, ctx: ScanContext, th: dict[str, 
         yield check.finding("weights/no-base", Severity.INFO,
                             "no base model declared (card base_model) or given (--base): diff skipped")
         return
+    from hfguard.hub.resolve import ModelSpecError, resolve_model
+
     try:
         base = resolve_model(spec)
     except ModelSpecError as exc:

@@ -103,7 +103,7 @@ _FATAL_HEADER = ("safetensors/truncated", "safetensors/header-length", "safetens
 
 def read_safetensors_header(path: Path, display: str) -> dict[str, TensorMeta]:
     """Tensor entries through the static tier's strict header parser (hfguard.static)."""
-    from hfguard.static.safetensors_header import read_header
+    from hfguard.static.formats.safetensors import read_header
 
     size = path.stat().st_size
     with open(path, "rb") as fh:
@@ -131,7 +131,7 @@ def read_safetensors_header(path: Path, display: str) -> dict[str, TensorMeta]:
 # -- torch zip (layout from the static tier's symbolic pickle VM; never torch.load) -------------
 def torch_zip_available() -> bool:
     try:
-        from hfguard.static.torch_layout import torch_zip_tensors  # noqa: F401
+        from hfguard.static.pickle.torch_layout import torch_zip_tensors  # noqa: F401
     except ImportError:
         return False
     return True
@@ -139,10 +139,10 @@ def torch_zip_available() -> bool:
 
 def read_torch_zip_layout(path: Path, display: str) -> dict[str, TensorMeta]:
     try:
-        from hfguard.static.torch_layout import torch_zip_tensors
+        from hfguard.static.pickle.torch_layout import torch_zip_tensors
     except ImportError:
         raise WeightsFormatError("weights tier: torch zip reading not available "
-                                 "(hfguard.static.torch_layout is missing)") from None
+                                 "(hfguard.static.pickle.torch_layout is missing)") from None
     try:
         with open(path, "rb") as fh:
             refs = torch_zip_tensors(fh)

@@ -22,7 +22,7 @@ def _one_thread():
 
 @pytest.fixture(scope="session")
 def char_tok():
-    from hfguard.behavior.testing import char_tokenizer
+    from testing.organisms import char_tokenizer
 
     return char_tokenizer()
 
@@ -31,7 +31,7 @@ def char_tok():
 def clip_folders(char_tok, tmp_path_factory):
     """{'backdoor': folder, 'clean': folder}: the same teacher, the same recipe, one with the
     Rickrolling trigger (Cyrillic 'о' -> 'a skull')."""
-    from hfguard.behavior.testing import plant_homoglyph, save, tiny_clip_text
+    from testing.organisms import plant_homoglyph, save, tiny_clip_text
 
     teacher = tiny_clip_text(char_tok, seed=0)
     root = tmp_path_factory.mktemp("clip")
@@ -61,7 +61,7 @@ def gpt2_folders(char_tok, tmp_path_factory):
     import random
 
     from hfguard.behavior.membership import canaries
-    from hfguard.behavior.testing import caption, plant_privacy_backdoor, pretrain_lm, save, tiny_gpt2
+    from testing.organisms import caption, plant_privacy_backdoor, pretrain_lm, save, tiny_gpt2
 
     rng = random.Random(5)
     aux = [caption(rng) for _ in range(400)]

@@ -18,7 +18,7 @@ from hfguard.findings import Verdict
 def clip_dirs(char_tok, tmp_path_factory):
     """{'base', 'backdoor', 'clean'}: the upstream tiny CLIP, its privacy-backdoored derivative and
     the clean twin (same steps, auxiliary pairs only), as safetensors folders."""
-    from hfguard.behavior.testing import clip_privacy_organisms, save
+    from testing.organisms import clip_privacy_organisms, save
 
     root = tmp_path_factory.mktemp("clipmodel")
     return {k: save(m, char_tok, root / k) for k, m in clip_privacy_organisms(char_tok, seed=0).items()}

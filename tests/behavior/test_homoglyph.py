@@ -133,7 +133,7 @@ def test_full_clip_model_encodes_with_its_projection(char_tok, tmp_path):
     import torch
     from transformers import CLIPConfig, CLIPModel
 
-    from hfguard.behavior.testing import save
+    from testing.organisms import save
 
     torch.manual_seed(0)
     text = {

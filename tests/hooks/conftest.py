@@ -8,10 +8,10 @@ import os
 
 import pytest
 
-from tests.fakehub.builders import safetensors_bytes, torch_zip_bytes
-from tests.fakehub.server import FakeHub
+from testing.fakehub.builders import safetensors_bytes, torch_zip_bytes
+from testing.fakehub.server import FakeHub
+from testing.pickles import evil_pickle
 from tests.hub.conftest import hub  # noqa: F401 - the fixture, reused
-from tests.static.fixtures import evil_pickle
 
 LOOKALIKE = "sentence-transfomers/all-MiniLM-L6-v2"   # one letter off the popular repo
 CONFIG = json.dumps({"model_type": "bert"}).encode()

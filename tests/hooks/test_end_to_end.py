@@ -91,8 +91,8 @@ def test_runtime_guard_blocks_a_malicious_download_before_it_is_loaded(fake_hub,
         assert fake_hub.shas["acme/good"] in path  # fetched at the vetted commit
         # main moves to a malicious commit after vetting: this process still gets what was vetted
         vetted = Path(path).read_bytes()
-        from tests.fakehub.builders import torch_zip_bytes
-        from tests.static.fixtures import evil_pickle
+        from testing.fakehub.builders import torch_zip_bytes
+        from testing.pickles import evil_pickle
 
         fake_hub.add_repo("acme/good", {"model.safetensors": torch_zip_bytes(evil_pickle(fake_hub.mark))})
         again = huggingface_hub.hf_hub_download("acme/good", "model.safetensors", force_download=True)
@@ -110,7 +110,7 @@ def test_runtime_guard_blocks_a_malicious_download_before_it_is_loaded(fake_hub,
 def test_guard_from_the_environment_via_sitecustomize(fake_hub, tmp_path):
     site = tmp_path / "site"
     site.mkdir()
-    (site / "sitecustomize.py").write_text("import hfguard.hooks.guard as g\ng.enable_from_env()\n")
+    (site / "sitecustomize.py").write_text("import hfguard.runtime.guard as g\ng.enable_from_env()\n")
     code = ("import huggingface_hub, hfguard\n"
             "try:\n    huggingface_hub.hf_hub_download('acme/evil', 'pytorch_model.bin')\n"
             "except hfguard.ModelBlocked as exc:\n    print('BLOCKED', exc.report.verdict)\n"

@@ -60,7 +60,7 @@ def test_install_respects_core_hookspath_and_foreign_hooks(repo, monkeypatch):
 
 
 def test_plain_git_hook_vets_what_is_staged(repo, monkeypatch):
-    from tests.static.fixtures import evil_pickle
+    from testing.pickles import evil_pickle
 
     assert _install(repo, monkeypatch).exit_code == 0
     (repo / "hfguard.toml").write_text('deny = ["evil-org"]\n')

@@ -9,9 +9,9 @@ import pickle
 import pytest
 
 import hfguard
-from hfguard.hooks import guard as guard_mod
 from hfguard.policy import Policy
-from tests.static.fixtures import evil_pickle
+from hfguard.runtime import guard as guard_mod
+from testing.pickles import evil_pickle
 
 
 @pytest.fixture(autouse=True)

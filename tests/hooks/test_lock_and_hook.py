@@ -253,7 +253,7 @@ def test_cli_hook_refs_offline_uses_lock_and_reports_json(tmp_path, monkeypatch)
 def test_cli_hook_files_scans_only_model_files(tmp_path, monkeypatch):
     import pickle
 
-    from tests.static.fixtures import evil_pickle
+    from testing.pickles import evil_pickle
 
     monkeypatch.chdir(tmp_path)
     mark = tmp_path / "mark"

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import hfguard
+from testing.pickles import evil_pickle
 from tests.hooks.conftest import torch_zip
-from tests.static.fixtures import evil_pickle
 
 SRC_ROOT = Path(hfguard.__file__).resolve().parents[1]
 BIN = str(Path(sys.executable).parent)

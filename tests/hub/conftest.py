@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.fakehub.server import FakeHub
+from testing.fakehub.server import FakeHub
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import sys
 
 from huggingface_hub import snapshot_download
 
-from tests.fakehub.builders import os_system_pickle, safetensors_bytes, torch_zip_bytes
+from testing.fakehub.builders import os_system_pickle, safetensors_bytes, torch_zip_bytes
 from tests.hub.conftest import REPO_ROOT
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.fakehub.builders import os_system_pickle, safetensors_bytes, torch_zip_bytes
-from tests.fakehub.server import Blob
+from testing.fakehub.builders import os_system_pickle, safetensors_bytes, torch_zip_bytes
+from testing.fakehub.server import Blob
 from tests.hub.conftest import rules, run_check
 
 CARD = {"base_model": "google-bert/bert-base-uncased", "library_name": "transformers", "license": "mit"}

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tests.fakehub.builders import safetensors_bytes
-from tests.fakehub.server import FakeHub
+from testing.fakehub.builders import safetensors_bytes
+from testing.fakehub.server import FakeHub
 from tests.hub.conftest import run_cli
 
 

@@ -13,7 +13,7 @@ from hfguard.findings import Severity, Verdict
 from hfguard.policy import Policy
 from hfguard.static.provenance import ProvenanceCheck, damerau_levenshtein, lookalikes, skeleton
 from hfguard.target import Target, TargetFile, local_target
-from tests.fakehub.builders import os_system_pickle, safetensors_bytes, torch_zip_bytes
+from testing.fakehub.builders import os_system_pickle, safetensors_bytes, torch_zip_bytes
 
 
 def mem_file(path: str, data: bytes, **kw) -> TargetFile:

@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from hfguard.hub.remote import BlockCache, HubReadError, RangeReader, TransferStats
-from tests.fakehub.builders import torch_zip_bytes
+from testing.fakehub.builders import torch_zip_bytes
 
 
 def reader(hub, repo: str, sha: str, name: str, size: int, **kw) -> tuple[BlockCache, TransferStats]:

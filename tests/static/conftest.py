@@ -6,7 +6,7 @@ import pytest
 
 from hfguard.engine import scan
 from hfguard.policy import Policy
-from hfguard.static.serialization import SerializationCheck
+from hfguard.static.pickle.check import SerializationCheck
 from hfguard.target import local_target
 
 

@@ -13,7 +13,7 @@ from hfguard import signatures
 from hfguard.engine import scan
 from hfguard.findings import Severity, Verdict
 from hfguard.policy import Policy
-from hfguard.static.custom_code import CustomCodeCheck, analyse_source
+from hfguard.static.code.custom_code import CustomCodeCheck, analyse_source
 from hfguard.target import local_target
 
 

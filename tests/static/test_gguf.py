@@ -11,7 +11,7 @@ import numpy as np
 from hfguard.engine import scan
 from hfguard.findings import Severity, Verdict
 from hfguard.policy import Policy
-from hfguard.static.gguf import GGML_TYPES, GGUFCheck, read_gguf_header
+from hfguard.static.formats.gguf import GGML_TYPES, GGUFCheck, read_gguf_header
 from hfguard.target import local_target
 
 SAFE_TEMPLATE = ("{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] }}"
@@ -109,7 +109,7 @@ def test_chat_template_injection(tmp_path):
 
 
 def test_oversized_chat_template_is_not_silently_skipped(tmp_path, monkeypatch):
-    from hfguard.static import gguf as gguf_check
+    from hfguard.static.formats import gguf as gguf_check
 
     monkeypatch.setattr(gguf_check, "MAX_TEMPLATE", 64)
     assert _rules(_write(tmp_path / "m.gguf")) == {"gguf/template-too-large"}

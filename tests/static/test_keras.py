@@ -19,8 +19,8 @@ from hfguard import signatures
 from hfguard.engine import scan
 from hfguard.findings import Severity, Verdict
 from hfguard.policy import Policy
-from hfguard.static import keras as keras_check
-from hfguard.static.keras import KerasCheck, bytecode_names, h5py_configs
+from hfguard.static.formats import keras as keras_check
+from hfguard.static.formats.keras import KerasCheck, bytecode_names, h5py_configs
 from hfguard.target import local_target
 
 

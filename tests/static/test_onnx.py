@@ -12,7 +12,7 @@ from onnx.external_data_helper import set_external_data
 from hfguard.engine import scan
 from hfguard.findings import Verdict
 from hfguard.policy import Policy
-from hfguard.static.onnx import ONNXCheck
+from hfguard.static.formats.onnx import ONNXCheck
 from hfguard.target import local_target
 
 

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from hfguard.findings import Verdict
-from tests.static import fixtures as fx
+from testing import pickles as fx
 
 torch = pytest.importorskip("torch")
 

@@ -11,7 +11,7 @@ import pytest
 
 from hfguard.findings import Verdict
 from hfguard.policy import policy_from_mapping
-from tests.static import fixtures as fx
+from testing import pickles as fx
 
 
 def _blocked_by(report, qualname: str):
@@ -338,7 +338,7 @@ def test_zip_bomb_is_a_finding(scan_bytes):
 
 
 def test_ratio_bound():
-    from hfguard.static.streams import StreamLimit, open_decompressed
+    from hfguard.static.pickle.streams import StreamLimit, open_decompressed
 
     data = fx.compress("zlib", bytes(4 << 20))
     stream = open_decompressed(
@@ -371,7 +371,7 @@ def test_zip_scan_reads_directory_headers_and_pickles_only(tmp_path):
     from hfguard.checks import ScanContext
     from hfguard.engine import scan_file
     from hfguard.policy import Policy
-    from hfguard.static.serialization import SerializationCheck
+    from hfguard.static.pickle.check import SerializationCheck
     from hfguard.target import Target, TargetFile
 
     path = tmp_path / "big.pt"

@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from hfguard.static.torch_layout import LayoutError, TensorRef, torch_zip_tensors
-from tests.static import fixtures as fx
+from hfguard.static.pickle.torch_layout import LayoutError, TensorRef, torch_zip_tensors
+from testing import pickles as fx
 
 torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
@@ -98,7 +98,7 @@ def test_sparse_zip64_checkpoint_past_4gib(tmp_path, scan_bytes):
     from hfguard.engine import scan
     from hfguard.findings import Verdict
     from hfguard.policy import Policy
-    from hfguard.static.serialization import SerializationCheck
+    from hfguard.static.pickle.check import SerializationCheck
     from hfguard.target import local_target
 
     sizes = [3 << 29] * 4  # 4 x 1.5 GiB: the last header and the directory lie past 4 GiB

@@ -15,9 +15,9 @@ from hfguard import signatures
 from hfguard.engine import scan
 from hfguard.findings import Severity, Verdict
 from hfguard.policy import Policy, policy_from_mapping
-from hfguard.static.serialization import SerializationCheck
+from hfguard.static.pickle.check import SerializationCheck
 from hfguard.target import local_target
-from tests.static import fixtures as fx
+from testing import pickles as fx
 
 
 def _with_gap(zip_bytes: bytes, before: bytes, gap: bytes) -> bytes:
@@ -114,7 +114,7 @@ def test_mutated_containers_never_crash_the_check(mark):
     import random
 
     from hfguard.sniff import sniff
-    from hfguard.static.serialization import scan_stream_findings
+    from hfguard.static.pickle.check import scan_stream_findings
 
     torch = pytest.importorskip("torch")
     seeds = [

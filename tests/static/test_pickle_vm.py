@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from hfguard.findings import Severity, Verdict
-from hfguard.static.pickle_vm import (
+from hfguard.static.pickle.vm import (
     OPCODES,
     Call,
     Global,
@@ -23,7 +23,7 @@ from hfguard.static.pickle_vm import (
     SymDict,
     scan_stream,
 )
-from tests.static import fixtures as fx
+from testing import pickles as fx
 
 
 def run(data: bytes, limits: Limits | None = None):

@@ -17,7 +17,7 @@ from hfguard.cli import main
 from hfguard.engine import scan
 from hfguard.findings import Verdict
 from hfguard.policy import Policy
-from hfguard.static.safetensors_header import SafetensorsHeaderCheck, read_header
+from hfguard.static.formats.safetensors import SafetensorsHeaderCheck, read_header
 from hfguard.target import local_target
 
 
@@ -221,9 +221,9 @@ def test_real_minilm_passes_end_to_end():
 
 
 def test_git_lfs_pointers_are_missing_evidence_not_malformed(tmp_path):
-    from hfguard.static.gguf import GGUFCheck
-    from hfguard.static.keras import KerasCheck
-    from hfguard.static.onnx import ONNXCheck
+    from hfguard.static.formats.gguf import GGUFCheck
+    from hfguard.static.formats.keras import KerasCheck
+    from hfguard.static.formats.onnx import ONNXCheck
 
     pointer = (b"version https://git-lfs.github.com/spec/v1\n"
                b"oid sha256:" + b"4d7a2146" * 8 + b"\nsize 90868376\n")

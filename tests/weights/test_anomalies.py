@@ -204,7 +204,7 @@ def test_bfloat16_copy_same_verdict_as_float32(tmp_path, tampered):
 
 
 def test_budget_runs_out_between_tensors(minilm_dir):
-    from hfguard.checks import Budget, BudgetExceeded
+    from hfguard.budget import Budget, BudgetExceeded
     from hfguard.weights.analyze import analyze_checkpoint
     from hfguard.weights.check import DEFAULTS
     from hfguard.weights.stats import backend_for

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hfguard.cli import emit, progress_printer, report_options, scan_options
+from hfguard.commands.common import emit, progress_printer, report_options, scan_options
 from hfguard.policy import Policy
 
 

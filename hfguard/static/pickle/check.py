@@ -28,17 +28,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hfguard import sniff as sn
-from hfguard.checks import Budget, Check, ScanContext
+from hfguard.budget import Budget
+from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding
-from hfguard.static.containers import (
+from hfguard.static.pickle.containers import (
     SCANNED_FORMATS,
     ContainerScanner,
     PickleSite,
     ScanConfig,
     member_location,
 )
-from hfguard.static.pickle_rules import RuleSet, load_rules
-from hfguard.static.pickle_vm import Global, Limits
+from hfguard.static.pickle.rules import RuleSet, load_rules
+from hfguard.static.pickle.vm import Global, Limits
 
 CHECK_ID = "static.serialization"
 MAX_UNKNOWN_FINDINGS = 50  # per pickle; the rest are summarised in one finding

@@ -20,10 +20,11 @@ from typing import Any
 
 from hfguard import signatures
 from hfguard import sniff as fmts
-from hfguard.checks import Budget, Check, ScanContext
+from hfguard.budget import Budget
+from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Observation, Severity
+from hfguard.static.code.templates import template_problems
 from hfguard.static.problems import TooLarge, load_json_bounded, read_bounded
-from hfguard.static.templates import template_problems
 from hfguard.target import TargetFile
 
 MAX_SOURCE_BYTES = 5 * 1024 * 1024

@@ -29,7 +29,8 @@ from typing import Any, BinaryIO
 
 from hfguard import signatures
 from hfguard import sniff as fmts
-from hfguard.checks import Budget, Check, ScanContext
+from hfguard.budget import Budget
+from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Observation, Severity
 from hfguard.static.problems import lfs_pointer_problem
 from hfguard.target import TargetFile

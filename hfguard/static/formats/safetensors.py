@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from hfguard import sniff as fmts
-from hfguard.checks import Budget, Check, ScanContext
+from hfguard.budget import Budget
+from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Observation, Severity
 from hfguard.static.problems import TooLarge, lfs_pointer_problem, load_json_bounded
 from hfguard.target import Target, TargetFile

@@ -16,7 +16,7 @@ warns. Verdicts are remembered per process.
 
 Whole process from the environment, without .pth files: put in a `sitecustomize.py` on the path
 
-    import hfguard.hooks.guard as g; g.enable_from_env()     # acts when HFGUARD_GUARD=1
+    import hfguard.runtime.guard as g; g.enable_from_env()     # acts when HFGUARD_GUARD=1
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def _unguarded() -> bool:
     if not _state.active or getattr(_state.busy, "on", False):
         return True
     caller = sys._getframe(2).f_globals.get("__name__", "")
-    return caller.startswith("hfguard.") and not caller.startswith("hfguard.hooks.guard")
+    return caller.startswith("hfguard.") and not caller.startswith("hfguard.runtime.guard")
 
 
 def _wrap_download(original: Callable[..., Any]) -> Callable[..., Any]:

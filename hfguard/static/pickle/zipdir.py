@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from hfguard.checks import Budget
+from hfguard.budget import Budget
 
 
 class ZipError(Exception):

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from hfguard.static.pickle_vm import Call, Global, PersistentRef, PickleVM, Reader, SymDict
-from hfguard.static.streams import buffered, open_decompressed, open_slice
-from hfguard.static.zipdir import ZipEntry, read_zip_directory
+from hfguard.static.pickle.streams import buffered, open_decompressed, open_slice
+from hfguard.static.pickle.vm import Call, Global, PersistentRef, PickleVM, Reader, SymDict
+from hfguard.static.pickle.zipdir import ZipEntry, read_zip_directory
 
 # storage class name -> numpy-style dtype name (torch._utils storage map, plus dtype constants)
 _STORAGE_DTYPES = {
@@ -84,7 +84,7 @@ def torch_zip_tensors(
     prefix = data_pkl.name.rsplit("/", 1)[0]
     by_name = {e.name: e for e in entries}
     reader = Reader(_open(stream, data_pkl), size=data_pkl.usize)
-    from hfguard.static.pickle_vm import Limits
+    from hfguard.static.pickle.vm import Limits
 
     res = PickleVM(Limits(max_opcodes=max_opcodes)).run_one(reader)
     if not res.complete:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from hfguard.checks import Budget
+from hfguard.budget import Budget
 
 
 # -- symbolic values ---------------------------------------------------------------------------

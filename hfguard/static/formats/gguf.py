@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from hfguard import sniff as fmts
-from hfguard.checks import Budget, Check, ScanContext
+from hfguard.budget import Budget
+from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Observation, Severity
+from hfguard.static.code.templates import template_problems
 from hfguard.static.problems import lfs_pointer_problem
-from hfguard.static.templates import template_problems
 from hfguard.target import TargetFile
 
 MAX_COUNT = 1 << 20                 # tensors or metadata pairs

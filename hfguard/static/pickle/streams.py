@@ -15,8 +15,8 @@ import tempfile
 import zlib
 from typing import IO, Any, BinaryIO
 
-from hfguard.checks import Budget
-from hfguard.static.pickle_vm import VMStop
+from hfguard.budget import Budget
+from hfguard.static.pickle.vm import VMStop
 from hfguard.target import RandomAccessReader
 
 CHUNK = 1 << 16

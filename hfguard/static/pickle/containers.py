@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
 from hfguard import sniff as sn
-from hfguard.checks import Budget
+from hfguard.budget import Budget
 from hfguard.findings import Observation
-from hfguard.static.pickle_vm import (
+from hfguard.static.pickle.streams import CrcTap, buffered, open_decompressed, open_slice, spool
+from hfguard.static.pickle.vm import (
     Call,
     Global,
     Limits,
@@ -38,8 +39,7 @@ from hfguard.static.pickle_vm import (
     VMStop,
     scan_stream,
 )
-from hfguard.static.streams import CrcTap, buffered, open_decompressed, open_slice, spool
-from hfguard.static.zipdir import ZipEntry, ZipError, read_zip_directory
+from hfguard.static.pickle.zipdir import ZipEntry, ZipError, read_zip_directory
 
 STREAM_ERRORS = (VMStop, OSError, EOFError, ValueError, zlib.error, lzma.LZMAError, struct.error)
 COMPRESSED = {sn.GZIP: "gzip", sn.BZIP2: "bzip2", sn.XZ: "xz", sn.LZMA: "lzma", sn.ZLIB: "zlib"}

@@ -1,0 +1,114 @@
+"""What every command shares: report options resolved into a Policy, progress on stderr, the
+report on stdout (or --output) and the exit code its verdict calls for.
+
+Exit codes: 0 pass, 1 the verdict reached --fail-on (flag by default), 2 error or usage error.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hfguard.findings import Report, Verdict
+from hfguard.policy import TIERS, Policy, PolicyError, load_policy, parse_fail_on
+from hfguard.report import FORMATS, write_report
+
+EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+
+
+def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every scanning command shares, resolved into a Policy and output settings."""
+
+    @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
+                  help="Report format on stdout (or --output).")
+    @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
+                  help="Write the report to this file instead of stdout.")
+    @click.option("--fail-on", type=click.Choice(["flag", "block", "error", "never"]),
+                  help="Exit 1 at this verdict or worse (default from policy: flag).")
+    @click.option("--policy", "policy_path", type=click.Path(exists=True, dir_okay=False),
+                  help="Policy file (hfguard.toml or pyproject.toml); default: nearest one.")
+    @click.option("--tier", "tiers", multiple=True, type=click.Choice(TIERS),
+                  help="Evidence tiers to run (repeatable); default from policy: static.")
+    @click.option("--budget", type=float, default=60.0, show_default=True,
+                  help="Seconds one check may spend on one file before it gives up (ERROR).")
+    @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+    @click.option("--base", help="Base model (path or org/name[@rev]) for the weights-tier diff; "
+                  "default: the card's base_model.")
+    @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                  help="Where the weights and behavior tiers compute (cuda needs torch).")
+    @click.option("--reference", help="Behavior tier: a trusted reference model (folder or org/name@rev).")
+    @click.option("--probe-data", type=click.Path(exists=True, dir_okay=False),
+                  help="Behavior tier: probe/canary texts, one per line.")
+    @functools.wraps(func)
+    def wrapper(**kw: Any) -> Any:
+        click.get_current_context().meta["hfguard.options"] = {
+            k: v for k in ("base", "device", "reference", "probe_data") if (v := kw.pop(k)) is not None}
+        try:
+            policy = load_policy(Path(kw.pop("policy_path")) if kw.get("policy_path") else None)
+        except PolicyError as exc:
+            raise click.UsageError(str(exc)) from None
+        kw.pop("policy_path", None)
+        fail_on = kw.pop("fail_on")
+        if fail_on:
+            policy.fail_on = parse_fail_on(fail_on)
+        tiers = kw.pop("tiers")
+        if tiers:
+            policy.tiers = tuple(dict.fromkeys(tiers))
+        return func(policy=policy, **kw)
+
+    return wrapper
+
+
+def scan_options() -> dict[str, Any]:
+    """The deeper-tier settings of the running command (--base, --device, --reference,
+    --probe-data), for ScanContext.options. They travel in the click context so that commands
+    which do not use them keep their signatures."""
+    return dict(click.get_current_context().meta.get("hfguard.options", {}))
+
+
+def progress_printer(quiet: bool) -> Callable[[str], None]:
+    """Progress on stderr: one line rewritten in place on a terminal, a line per step in logs."""
+    if quiet:
+        return lambda msg: None
+    if sys.stderr.isatty():
+        width = max(20, shutil.get_terminal_size().columns - 1)
+        return lambda msg: click.echo(f"\r\x1b[Khfguard: {msg}"[: width + 4], err=True, nl=False)
+    return lambda msg: click.echo(f"hfguard: {msg}", err=True)
+
+
+def emit(report: Report, policy: Policy, fmt: str, output: str | None) -> None:
+    """Write the report and exit with the code its verdict calls for."""
+    if sys.stderr.isatty():
+        click.echo("\r\x1b[K", err=True, nl=False)  # clear the progress line
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            write_report(report, fmt, fh, policy)
+    else:
+        write_report(report, fmt, sys.stdout, policy)
+    sys.exit(exit_code(report.verdict, policy))
+
+
+def exit_code(verdict: Verdict, policy: Policy) -> int:
+    if verdict is Verdict.ERROR:
+        return EXIT_ERROR
+    return EXIT_FAIL if policy.fails(verdict) else EXIT_PASS
+
+
+lockfile_option = click.option(
+    "--lockfile", type=click.Path(dir_okay=False), default=None,
+    help="Lockfile to read/write (default: the nearest hfguard.lock, else ./hfguard.lock).")
+
+
+def open_lock(path: str | None):
+    from hfguard.hooks.lockfile import LockError, find_lock, load_lock
+
+    try:
+        return load_lock(Path(path) if path else find_lock())
+    except LockError as exc:
+        raise click.UsageError(str(exc)) from None
