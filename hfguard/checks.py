@@ -34,6 +34,7 @@ BUILTIN_CHECKS: tuple[str, ...] = (
     "hfguard.static.formats.gguf:GGUFCheck",
     "hfguard.static.formats.onnx:ONNXCheck",
     "hfguard.static.provenance:ProvenanceCheck",
+    "hfguard.static.signing:SignatureCheck",
     "hfguard.weights.check:WeightsAnomalies", "hfguard.weights.check:WeightsBaseDiff",
     "hfguard.behavior.check:HomoglyphCheck", "hfguard.behavior.check:PrivacyBackdoorCheck",
 )
