@@ -35,6 +35,7 @@ BUILTIN_CHECKS: tuple[str, ...] = (
     "hfguard.static.formats.onnx:ONNXCheck",
     "hfguard.static.provenance:ProvenanceCheck",
     "hfguard.static.signing:SignatureCheck",
+    "hfguard.static.loaders:LoadersCheck",
     "hfguard.weights.check:WeightsAnomalies", "hfguard.weights.check:WeightsBaseDiff",
     "hfguard.behavior.check:HomoglyphCheck", "hfguard.behavior.check:PrivacyBackdoorCheck",
 )

@@ -43,6 +43,7 @@ def scan_file(file: TargetFile, checks: list[Check], ctx: ScanContext) -> FileRe
                                        message=f"cannot read {file.path}: {exc}", file=file.path,
                                        error=True))
         return report
+    file.meta["format"] = fmt   # for target-level checks that ask what a model carries
     report = FileReport(path=file.path, format=fmt, size=file.size, sha256=file.expected_sha256)
     for check in checks:
         if check.applies_to(file, fmt):
