@@ -36,6 +36,7 @@ BUILTIN_CHECKS: tuple[str, ...] = (
     "hfguard.static.provenance:ProvenanceCheck",
     "hfguard.static.signing:SignatureCheck",
     "hfguard.static.loaders:LoadersCheck",
+    "hfguard.static.lineage:LineageCheck",
     "hfguard.weights.check:WeightsAnomalies", "hfguard.weights.check:WeightsBaseDiff",
     "hfguard.behavior.check:HomoglyphCheck", "hfguard.behavior.check:PrivacyBackdoorCheck",
 )
