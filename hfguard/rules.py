@@ -32,7 +32,8 @@ from hfguard.signatures import SIGNATURES_DIR
 RULES_DIR = SIGNATURES_DIR / "rules"
 CONFIDENCES = ("low", "medium", "high", "certain")
 # where docs/rules.md is published: SARIF helpUri = DOCS_URL#<rule anchor>
-DOCS_URL = "https://github.com/hfguard/hfguard/blob/main/docs/rules.md"
+HOME_URL = "https://github.com/hfguard/hfguard"
+DOCS_URL = f"{HOME_URL}/blob/main/docs/rules.md"
 # emitters that are not checks: the engine (crashes, timeouts, empty targets), the Hub layer
 # (resolution and download errors) and the source-code hook
 NON_CHECK_EMITTERS = ("engine", "hub", "hook")
