@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from hfguard.rules import confidence_of
+
 
 class Severity(enum.IntEnum):
     INFO = 0
@@ -106,8 +108,6 @@ class Finding:
         """This finding's confidence, else its rule's in the registry (None for unregistered rules)."""
         if self.confidence is not None:
             return self.confidence
-        from hfguard.rules import confidence_of  # the registry imports this module
-
         return confidence_of(self.rule)
 
 

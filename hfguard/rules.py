@@ -26,10 +26,10 @@ from typing import Any
 
 import yaml
 
-from hfguard.findings import Severity
 from hfguard.signatures import SIGNATURES_DIR
 
 RULES_DIR = SIGNATURES_DIR / "rules"
+SEVERITIES = ("info", "low", "medium", "high", "critical")  # hfguard.findings.Severity, by name
 CONFIDENCES = ("low", "medium", "high", "certain")
 # where docs/rules.md is published: SARIF helpUri = DOCS_URL#<rule anchor>
 HOME_URL = "https://github.com/hfguard/hfguard"
@@ -50,7 +50,7 @@ class RuleError(ValueError):
 class Rule:
     id: str
     checks: tuple[str, ...]
-    severity: Severity
+    severity: str
     confidence: str
     title: str
     description: str
@@ -71,7 +71,7 @@ class Rule:
         return f"{DOCS_URL}#{self.anchor}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "check": list(self.checks), "severity": str(self.severity),
+        return {"id": self.id, "check": list(self.checks), "severity": self.severity,
                 "confidence": self.confidence, "title": self.title, "description": self.description,
                 "remediation": self.remediation, "references": list(self.references)}
 
@@ -98,10 +98,9 @@ def _rule(entry: Any, prefix: str, where: str) -> Rule:
     checks = entry["check"] if isinstance(entry["check"], list) else [entry["check"]]
     if not checks or not all(isinstance(c, str) and c for c in checks):
         raise RuleError(f"{where}: 'check' is a check id or a list of them")
-    try:
-        severity = Severity.parse(entry["severity"])
-    except (ValueError, AttributeError):
-        raise RuleError(f"{where}: bad severity {entry['severity']!r}") from None
+    severity = entry["severity"]
+    if severity not in SEVERITIES:
+        raise RuleError(f"{where}: severity must be one of {list(SEVERITIES)}, not {severity!r}")
     if entry["confidence"] not in CONFIDENCES:
         raise RuleError(f"{where}: confidence must be one of {list(CONFIDENCES)}, "
                         f"not {entry['confidence']!r}")

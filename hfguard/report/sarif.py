@@ -65,7 +65,7 @@ def _rule_entry(f: Finding, sev: Severity, policy: Policy) -> dict[str, Any]:
             "properties": {"security-severity": _SECURITY_SEVERITY[sev],
                            "tags": ["security", f"hfguard/{f.check}"]},
         }
-    default = policy.severity_overrides.get(rule.id, rule.severity)
+    default = policy.severity_overrides.get(rule.id, Severity.parse(rule.severity))
     return entry | {
         "shortDescription": {"text": rule.title},
         "fullDescription": {"text": rule.description},
