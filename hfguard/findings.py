@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from hfguard.rules import confidence_of
+
 
 class Severity(enum.IntEnum):
     INFO = 0
@@ -79,6 +81,8 @@ class Finding:
     # identifies the finding in place of `location` where the location moves while the thing does
     # not: a hook finding sits on "line N" of a source file but is about the model it names
     anchor: str | None = None
+    # how sure the finding is (low | medium | high | certain); None: the rule registry's default
+    confidence: str | None = None
 
     def fingerprint(self) -> str:
         """Stable identity for baselines and SARIF: what and where, not the wording."""
@@ -96,8 +100,15 @@ class Finding:
             "evidence": self.evidence,
             "remediation": self.remediation,
             "error": self.error,
+            "confidence": self.resolved_confidence(),
             "fingerprint": self.fingerprint(),
         }
+
+    def resolved_confidence(self) -> str | None:
+        """This finding's confidence, else its rule's in the registry (None for unregistered rules)."""
+        if self.confidence is not None:
+            return self.confidence
+        return confidence_of(self.rule)
 
 
 @dataclass

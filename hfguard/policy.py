@@ -13,8 +13,10 @@ Example (pyproject.toml)::
     baseline = ["<finding fingerprint>", ...]   # accepted findings
     [tool.hfguard.severity]      # per-rule severity overrides
     "provenance/unpinned-revision" = "medium"
-    [tool.hfguard.thresholds.weights]  # per-check settings, read by the checks themselves
+    [tool.hfguard.thresholds.weights]  # per-check settings, declared by each check (THRESHOLDS)
     robust-z = 8.0
+    [tool.hfguard.thresholds."static.serialization"]   # keyed by check id, or a shared section
+    max-opcodes = 20000000
 """
 
 from __future__ import annotations
