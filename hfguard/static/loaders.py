@@ -44,6 +44,10 @@ class Advisory:
     formats: frozenset[str]
     summary: str
     ghsa: str = ""
+    model_types: frozenset[str] = frozenset()   # empty: any model
+
+    def concerns(self, model_type: str | None) -> bool:
+        return not self.model_types or model_type in self.model_types
 
     def affects(self, version: str) -> bool:
         try:
@@ -65,7 +69,8 @@ def advisories() -> tuple[Advisory, ...]:
     doc = signatures.load("loader_advisories")
     return tuple(Advisory(id=a["id"], package=_canonical(a["package"]), affected=SpecifierSet(a["affected"]),
                           fixed=str(a["fixed"]), formats=frozenset(a.get("formats", ())),
-                          summary=a["summary"], ghsa=a.get("ghsa", ""))
+                          summary=a["summary"], ghsa=a.get("ghsa", ""),
+                          model_types=frozenset(a.get("model_types", ())))
                  for a in doc["advisories"])
 
 
@@ -138,7 +143,7 @@ class LoadersCheck(Check):
         except TooLarge:
             return
         for lineno, package, spec in parse_requirements(text):
-            for adv in (a for a in advisories() if a.package == package):
+            for adv in (a for a in advisories() if a.package == package and not a.model_types):
                 if not pin_admits_only_affected(adv, spec):
                     continue
                 reaches = bool(adv.formats & carried)
@@ -163,7 +168,7 @@ class LoadersCheck(Check):
             version = doc.get(key)
             if not isinstance(version, str):
                 continue
-            for adv in affecting(package, version):
+            for adv in (a for a in affecting(package, version) if a.concerns(doc.get("model_type"))):
                 yield self.finding(
                     "loader/saved-with-affected-version", Severity.LOW,
                     f"{file.path}: saved with {package} {version}, which {adv.reference} affects "

@@ -67,6 +67,9 @@ def test_config_saved_with_an_affected_version_is_low(tmp_path):
     assert doc["verdict"] == "PASS"      # low: reported, not flagged
     (model / "config.json").write_text('{"model_type": "bert", "transformers_version": "4.57.0"}')
     assert loader_findings(scan(model)) == []
+    # the RAG advisory concerns RAG models only: an old BERT config is not exposed to it
+    (model / "config.json").write_text('{"model_type": "bert", "transformers_version": "4.30.0"}')
+    assert loader_findings(scan(model)) == []
 
 
 def test_env_lists_installed_loaders_without_importing_them(tmp_path):
