@@ -114,7 +114,8 @@ def write_cyclonedx(report: Report, out: TextIO, policy: Policy) -> None:
     try:
         from cyclonedx.output.json import JsonV1Dot6
     except ImportError:
-        raise RuntimeError("--format cyclonedx needs cyclonedx-python-lib: pip install 'hfguard[sbom]'") from None
+        raise RuntimeError("--format cyclonedx needs cyclonedx-python-lib: "
+                           "pip install 'hfguard[sbom]'") from None
 
     out.write(JsonV1Dot6(build_bom(report, policy)).output_as_string(indent=2))
     out.write("\n")
