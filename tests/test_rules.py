@@ -5,6 +5,7 @@ and docs/rules.md is what `hfguard rules --format markdown` prints."""
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -46,7 +47,8 @@ def _call_name(node: ast.Call) -> str:
     return node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
 
 
-def _emitted_in_source() -> tuple[set[str], set[str]]:
+@functools.cache
+def _emitted_in_source() -> tuple[frozenset[str], frozenset[str]]:
     """(rule ids written as literals in rule positions or with a registered prefix, f-strings in rule
     positions). A literal in a rule position with a new prefix is caught too."""
     prefixes = {r.prefix for r in registry.all_rules()}
@@ -54,7 +56,8 @@ def _emitted_in_source() -> tuple[set[str], set[str]]:
     dynamic: set[str] = set()
     for path in PACKAGE.rglob("*.py"):
         source = path.read_text(encoding="utf-8")
-        for node in ast.walk(ast.parse(source)):
+        nodes = list(ast.walk(ast.parse(source)))
+        for node in nodes:
             if isinstance(node, ast.Constant) and isinstance(node.value, str) \
                     and RULE_ID.fullmatch(node.value) and node.value.split("/")[0] in prefixes:
                 literals.add(node.value)
@@ -69,23 +72,24 @@ def _emitted_in_source() -> tuple[set[str], set[str]]:
                 elif isinstance(value, ast.JoinedStr):
                     dynamic.add(ast.get_source_segment(source, value))
         # `rule, msg = "check/timeout", ...` in the engine
-        for node in ast.walk(ast.parse(source)):
+        for node in nodes:
             if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Tuple) \
                     and isinstance(node.value, ast.Tuple):
                 for target, value in zip(node.targets[0].elts, node.value.elts, strict=False):
                     if getattr(target, "id", "") == "rule" and isinstance(value, ast.Constant):
                         literals.add(value.value)
-    return literals, dynamic
+    return frozenset(literals), frozenset(dynamic)
 
 
-def _lfs_areas() -> list[str]:
+@functools.cache
+def _lfs_areas() -> tuple[str, ...]:
     areas = []
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and _call_name(node) == "lfs_pointer_problem" \
                     and isinstance(node.args[-1], ast.Constant):
                 areas.append(f"{node.args[-1].value}/lfs-pointer")
-    return areas
+    return tuple(areas)
 
 
 def _declared_in_signatures() -> set[str]:
