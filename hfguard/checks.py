@@ -35,6 +35,9 @@ BUILTIN_CHECKS: tuple[str, ...] = (
     "hfguard.static.formats.gguf:GGUFCheck",
     "hfguard.static.formats.onnx:ONNXCheck",
     "hfguard.static.provenance:ProvenanceCheck",
+    "hfguard.static.signing:SignatureCheck",
+    "hfguard.static.loaders:LoadersCheck",
+    "hfguard.static.lineage:LineageCheck",
     "hfguard.weights.check:WeightsAnomalies", "hfguard.weights.check:WeightsBaseDiff",
     "hfguard.behavior.check:HomoglyphCheck", "hfguard.behavior.check:PrivacyBackdoorCheck",
 )
