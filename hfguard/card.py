@@ -16,8 +16,11 @@ def card_metadata(target: Target) -> dict[str, Any]:
     if not readmes:
         return {}
     top = min(readmes, key=lambda f: f.path.count("/"))   # the folder's own card, not a sub-model's
-    with top.open() as fh:
-        return front_matter(fh.read(MAX_README_BYTES).decode("utf-8", "replace"))
+    try:
+        with top.open() as fh:
+            return front_matter(fh.read(MAX_README_BYTES).decode("utf-8", "replace"))
+    except OSError:  # unreadable (a gated repo's README): that file's own scan reports why, as ERROR
+        return {}
 
 
 def front_matter(text: str) -> dict[str, Any]:
