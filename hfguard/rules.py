@@ -35,8 +35,8 @@ CONFIDENCES = ("low", "medium", "high", "certain")
 HOME_URL = "https://github.com/hfguard/hfguard"
 DOCS_URL = f"{HOME_URL}/blob/main/docs/rules.md"
 # emitters that are not checks: the engine (crashes, timeouts, empty targets), the Hub layer
-# (resolution and download errors) and the source-code hook
-NON_CHECK_EMITTERS = ("engine", "hub", "hook")
+# (resolution and download errors), the source-code hook and the fleet driver
+NON_CHECK_EMITTERS = ("engine", "hub", "hook", "fleet")
 
 _ID = re.compile(r"[a-z][a-z0-9-]*/[a-z0-9][a-z0-9-]*")
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the registry loads in ~1/5 the time

@@ -34,6 +34,13 @@ DYNAMIC: dict[str, list[str]] = {
                           "weights/base-tensors-added", "weights/base-dtype-changed"],
 }
 
+# Rule ids the code reacts to that a branch still in flight will emit and register. The test fails once
+# such an id is registered, so that its entry goes.
+AWAITED: dict[str, str] = {
+    "hub/rate-limited": "hfguard/fleet/run.py requeues repos that end with it; the Hub retry loop "
+                        "(429 + Retry-After) is to emit it",
+}
+
 # Registered rules no test makes fire, with the reason (keep this empty unless it is truly impossible).
 NOT_FIRED_IN_TESTS: dict[str, str] = {
     "hub/offline": "raised only when huggingface_hub refuses a request for offline mode after hfguard "
@@ -114,8 +121,10 @@ def emitted_rule_ids() -> set[str]:
 
 
 def test_every_rule_the_code_can_emit_is_registered():
-    missing = sorted(emitted_rule_ids() - set(registry.registry()))
+    missing = sorted(emitted_rule_ids() - set(registry.registry()) - set(AWAITED))
     assert missing == [], f"add these to signatures/rules/<prefix>.yaml: {missing}"
+    landed = {rid for rid in AWAITED if rid in registry.registry()}
+    assert landed == set(), f"now registered: remove them from AWAITED: {landed}"
 
 
 def test_every_registered_rule_is_emitted_by_the_code():
