@@ -101,7 +101,7 @@ def test_lookalike_repo_name_is_flagged(hub):
 def test_hash_mismatch_on_full_download_is_an_error(hub):
     from huggingface_hub import try_to_load_from_cache
 
-    from hfguard.hub.resolve import hub_cache_dir
+    from hfguard.target import hf_cache_dir
 
     data = benign_files(4096)["model.safetensors"]
     forged = Blob(data=data, lfs=True, claimed_sha256="ab" * 32)
@@ -114,16 +114,16 @@ def test_hash_mismatch_on_full_download_is_an_error(hub):
     assert "does not match" in err
     # the tampered copy does not stay in the HF cache; the honest config.json does
     cached = try_to_load_from_cache("acme/tampered", "model.safetensors", revision=sha,
-                                    cache_dir=hub_cache_dir())
+                                    cache_dir=hf_cache_dir())
     assert not isinstance(cached, str)
     assert isinstance(try_to_load_from_cache("acme/tampered", "config.json", revision=sha,
-                                             cache_dir=hub_cache_dir()), str)
+                                             cache_dir=hf_cache_dir()), str)
 
 
 def test_full_download_populates_the_hf_cache_and_verifies(hub):
     from huggingface_hub import try_to_load_from_cache
 
-    from hfguard.hub.resolve import hub_cache_dir
+    from hfguard.target import hf_cache_dir
 
     files = benign_files(4096)
     sha = hub.add_repo("acme/tiny-bert", files, card=CARD)
@@ -131,7 +131,7 @@ def test_full_download_populates_the_hf_cache_and_verifies(hub):
     assert code == 0 and report["verdict"] == "PASS"
     assert report["stats"]["downloaded_files"] == 3
     path = try_to_load_from_cache("acme/tiny-bert", "model.safetensors", revision=sha,
-                                  cache_dir=hub_cache_dir())
+                                  cache_dir=hf_cache_dir())
     assert isinstance(path, str) and Path(path).read_bytes() == files["model.safetensors"]
 
 
@@ -306,13 +306,13 @@ def test_json_report_is_parseable_and_counts_bytes(hub):
 
 
 def test_offline_download_verifies_the_cached_bytes(hub, monkeypatch):
-    from hfguard.hub.resolve import hub_cache_dir
+    from hfguard.target import hf_cache_dir
 
     sha = hub.add_repo("acme/tiny-bert", benign_files(4096), card=CARD)
     assert run_check("acme/tiny-bert", "--download", "--no-cache")[0] == 0
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert run_check("acme/tiny-bert", "--download", "--no-cache")[0] == 0
-    snapshot = hub_cache_dir() / "models--acme--tiny-bert" / "snapshots" / sha
+    snapshot = hf_cache_dir() / "models--acme--tiny-bert" / "snapshots" / sha
     blob = (snapshot / "model.safetensors").resolve()
     blob.write_bytes(blob.read_bytes()[:-1] + b"\x01")   # tampered after download
     code, report, _ = run_check("acme/tiny-bert", "--download", "--no-cache")
