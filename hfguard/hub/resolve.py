@@ -194,11 +194,20 @@ def list_files(resolved: Resolved, *, token: str | bool | None = None,
     """Sizes, git oids, LFS sha256 and the Hub's per-file scan status, at the pinned commit."""
     if resolved.meta.get("offline"):
         return
-    repo_id, sha = resolved.repo_id, resolved.sha
-    progress(f"{repo_id}@{resolved.requested or 'main'} -> {sha}; listing files…")
+    progress(f"{resolved.repo_id}@{resolved.requested or 'main'} -> {resolved.sha}; listing files…")
+    set_files(resolved, hub_files(resolved.repo_id, resolved.sha, token=token, progress=progress))
+
+
+def hub_files(repo_id: str, sha: str, *, token: str | bool | None = None,
+              progress: Callable[[str], None] = lambda m: None) -> list[HubFile]:
+    """The files of commit `sha`, sorted by path."""
     files = [_hub_file(entry) for entry in list_tree(repo_id, sha, token=token, progress=progress)
              if entry.get("type") == "file"]
-    resolved.files = sorted(files, key=lambda f: f.path)
+    return sorted(files, key=lambda f: f.path)
+
+
+def set_files(resolved: Resolved, files: list[HubFile]) -> None:
+    resolved.files = files
     resolved.meta["file_security"] = {f.path: f.security for f in files if f.security}
 
 

@@ -232,22 +232,23 @@ def test_lfs_redirects_and_tree_pagination(hub):
     assert hub.requests("GET /lfs-blobs/") and len(hub.requests("/tree/")) >= 3
 
 
-def test_verdict_cache_hit_makes_no_request_for_a_pinned_sha(hub):
+def test_verdict_cache_hit_costs_only_the_listing_for_a_pinned_sha(hub):
     sha = hub.add_repo("acme/tiny-bert", benign_files(64), card=CARD)
     code, first, _ = run_check(f"acme/tiny-bert@{sha}")
     assert code == 0 and first["stats"]["cached"] is False
-    before = len(hub.requests("/api/models|/resolve/"))
+    mid = len(hub.log)
     code, second, err = run_check(f"acme/tiny-bert@{sha}")
     assert code == 0 and second["stats"]["cached"] is True and second["verdict"] == "PASS"
     assert second["revision"] == sha and "cached verdict" in err
-    assert len(hub.requests("/api/models|/resolve/")) == before
-    # a branch still needs its sha: one metadata request, no listing, no file reads
+    # the key names the files' content hashes: the listing is read, no metadata, no file reads
+    assert [r["path"] for r in hub.log[mid:]] == [f"/api/models/acme/tiny-bert/tree/{sha}"]
+    # a branch also needs its sha: one metadata request and the listing, no file reads
     run_check("acme/tiny-bert")
     mid = len(hub.log)
     code, third, _ = run_check("acme/tiny-bert")
     assert third["stats"]["cached"] is True
-    assert [r["path"] for r in hub.log[mid:] if "/api/models" in r["path"] or "/resolve/" in r["path"]] == \
-        ["/api/models/acme/tiny-bert"]
+    assert [r["path"] for r in hub.log[mid:]] == ["/api/models/acme/tiny-bert",
+                                                  f"/api/models/acme/tiny-bert/tree/{sha}"]
     # --no-cache reads again
     code, fourth, _ = run_check(f"acme/tiny-bert@{sha}", "--no-cache")
     assert fourth["stats"]["cached"] is False and len(hub.requests("/resolve/")) > 0
@@ -317,10 +318,10 @@ def test_offline_download_verifies_the_cached_bytes(hub, monkeypatch):
     blob.write_bytes(blob.read_bytes()[:-1] + b"\x01")   # tampered after download
     code, report, _ = run_check("acme/tiny-bert", "--download", "--no-cache")
     assert code == 2 and "provenance/hash-mismatch" in rules(report)
+    # the tampered blob and its snapshot link are gone from the cache: nothing loads them later
+    assert not blob.exists() and not (snapshot / "model.safetensors").is_symlink()
     # a plain file in place of the blob link: nothing vouches for its bytes, so it is not passed
-    (snapshot / "model.safetensors").unlink()
     (snapshot / "model.safetensors").write_bytes(benign_files(4096)["model.safetensors"])
-    blob.unlink()
     code, report, _ = run_check("acme/tiny-bert", "--download", "--no-cache")
     assert code == 2 and "hub/unverifiable-cached-file" in rules(report)
 
