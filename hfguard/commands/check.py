@@ -23,7 +23,6 @@ from hfguard.policy import Policy
 def check(ref: str, policy: Policy, fmt: str, output: str | None, budget: float, quiet: bool,
           no_cache: bool, download: bool, token: str | None, deadline: float | None) -> None:
     """Vet a Hub model pinned to a commit (branch/tag/sha; default main)."""
-    from hfguard.findings import Verdict
     from hfguard.hub.check import check_repo
 
     if quiet:
@@ -34,8 +33,8 @@ def check(ref: str, policy: Policy, fmt: str, output: str | None, budget: float,
     report = check_repo(ref, policy, use_cache=not no_cache, download=download, token=token,
                         options=scan_options(), progress=progress_printer(quiet), budget_seconds=budget,
                         deadline_seconds=deadline)
-    if report.verdict is Verdict.ERROR:
-        for f in report.all_findings():
-            if f.error:
-                click.echo(f"hfguard: error: {f.message}", err=True)
+    # missing evidence is said on stderr whatever the verdict (a look-alike BLOCKs a Hub that is down)
+    for f in report.all_findings():
+        if f.error:
+            click.echo(f"hfguard: error: {f.message}", err=True)
     emit(report, policy, fmt, output)

@@ -403,7 +403,8 @@ class _HubHandler(BaseHTTPRequestHandler):
             headers["X-Linked-Etag"] = f'"{etag}"'
             headers["X-Linked-Size"] = str(blob.size)
             if self.hub.lfs_redirect:
-                headers["Location"] = f"{self.hub.redirect_base or self.hub.url}/lfs-blobs/{repo_id}/{sha}/{quote(filename)}"
+                base = self.hub.redirect_base or self.hub.url
+                headers["Location"] = f"{base}/lfs-blobs/{repo_id}/{sha}/{quote(filename)}"
                 self.entry["status"] = 302
                 return self._send(302, b"", headers)
         self._body(method, blob, headers)
