@@ -75,6 +75,12 @@ def default_deadline(download: bool = False) -> float:
     return DEFAULT_DOWNLOAD_DEADLINE if download else DEFAULT_DEADLINE
 
 
+def operation_deadline(download: bool = False) -> Deadline:
+    """The deadline in force (a check's), or, outside any, a fresh one for this one operation."""
+    outer = current()
+    return outer if outer.end is not None else Deadline(default_deadline(download))
+
+
 # -- settings ---------------------------------------------------------------------------------------
 def retry_settings() -> tuple[int, float]:
     """(attempts, first wait in seconds): bounded, overridable for tests and slow links."""

@@ -17,7 +17,7 @@ from hfguard.hub.http import (
     DeadlineExceeded,
     Retry,
     configure_session,
-    current,
+    operation_deadline,
     request_timeout,
     retry_after,
     with_retries,
@@ -60,7 +60,8 @@ class BlockCache:
                  name: str = "", block_size: int = BLOCK_SIZE, max_blocks: int = MAX_BLOCKS,
                  deadline: Deadline | None = None) -> None:
         self.url, self.size, self.headers, self.stats = url, size, headers, stats
-        self.deadline = deadline   # of the whole check: reads run in the engine's worker threads
+        # the check's deadline (reads run in the engine's worker threads); None: one per read
+        self.deadline = deadline
         self.name = name or url
         self.block_size, self.max_blocks = block_size, max_blocks
         self.blocks: OrderedDict[int, bytes] = OrderedDict()
@@ -111,7 +112,8 @@ class BlockCache:
         what = f"{self.name}: reading bytes {start}-{stop - 1}"
         configure_session()
         try:
-            with (self.deadline or current()).active():
+            outer = self.deadline if self.deadline is not None and self.deadline.end is not None else None
+            with (outer or operation_deadline()).active():
                 return with_retries(lambda: self._try_range(start, stop), what=what)
         except Retry as exc:
             raise HubReadError(f"{what} failed: {exc}", rule="hub/read-failed") from None

@@ -21,6 +21,7 @@ from hfguard.hub.http import (
     configure_session,
     current,
     endpoint,
+    operation_deadline,
     request_timeout,
     retry_after,
     with_retries,
@@ -153,10 +154,17 @@ def with_retry(call: Callable[[], Any], repo_id: str, rev: str | None,
 
 def resolve(spec: str, *, token: str | bool | None = None, with_files: bool = True,
             progress: Callable[[str], None] = lambda m: None) -> Resolved:
-    """Pin `spec` to a commit sha (and list its files unless `with_files` is False)."""
+    """Pin `spec` to a commit sha (and list its files unless `with_files` is False), within the
+    deadline in force (a check's), or one of its own."""
     repo_id, rev = parse_ref(spec)
     if is_offline():
         return resolve_offline(repo_id, rev)
+    with operation_deadline().active():
+        return _resolve_online(repo_id, rev, token=token, with_files=with_files, progress=progress)
+
+
+def _resolve_online(repo_id: str, rev: str | None, *, token: str | bool | None, with_files: bool,
+                    progress: Callable[[str], None]) -> Resolved:
     from huggingface_hub import HfApi
 
     configure_session()
@@ -337,7 +345,7 @@ def hub_target(resolved: Resolved, *, stats: TransferStats, token: str | bool | 
     """TargetFiles that read by HTTP Range (opener) and download + verify in full (fetch).
 
     `deadline` (default: the one in force) bounds every read and download, also from the
-    engine's worker threads."""
+    engine's worker threads; without one, each read and download gets its own."""
     deadline = deadline or current()
     from huggingface_hub import hf_hub_url
     from huggingface_hub.utils import build_hf_headers
@@ -384,7 +392,7 @@ def _fetcher(resolved: Resolved, hf: HubFile, stats: TransferStats, token: str |
              deadline: Deadline) -> Callable[[], Path]:
     def fetch() -> Path:
         try:
-            with deadline.active():
+            with (deadline if deadline.end is not None else operation_deadline(download=True)).active():
                 return fetch_file(resolved.repo_id, hf.path, resolved.sha, sha256=hf.lfs_sha256,
                                   blob_id=hf.blob_id, size=hf.size, token=token, endpoint=endpoint(),
                                   cache_dir=hf_cache_dir(), stats=stats)

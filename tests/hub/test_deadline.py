@@ -96,3 +96,18 @@ def test_range_reads_honour_retry_after_in_the_same_loop(hub):
     assert code == 0, report
     first, second = hub.requests(r"GET /acme/tiny/resolve/.*model.safetensors")[:2]
     assert second["t"] - first["t"] >= 0.9
+
+
+def test_a_hub_operation_outside_a_check_has_its_own_deadline(hub, monkeypatch):
+    """`--base` / `--reference` models are resolved outside `check`: still bounded."""
+    import pytest
+
+    from hfguard.hub.resolve import HubError, resolve
+
+    monkeypatch.setenv("HFGUARD_HUB_DEADLINE", "1")
+    hub.add_repo("acme/tiny", FILES)
+    hub.fail(r"GET /api/models/acme/tiny$", trickle=0.2, times=-1)
+    start = time.monotonic()
+    with pytest.raises(HubError) as err:
+        resolve("acme/tiny")
+    assert err.value.rule == "hub/timeout" and time.monotonic() - start < 8
