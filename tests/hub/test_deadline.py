@@ -111,3 +111,13 @@ def test_a_hub_operation_outside_a_check_has_its_own_deadline(hub, monkeypatch):
     with pytest.raises(HubError) as err:
         resolve("acme/tiny")
     assert err.value.rule == "hub/timeout" and time.monotonic() - start < 8
+
+
+def test_a_trickling_full_download_is_cut(hub):
+    hub.add_repo("acme/tiny", FILES)
+    hub.fail(r"GET /acme/tiny/resolve/.*model.safetensors", trickle=0.2, times=-1)
+    code, report, err, took = timed_check("acme/tiny", "--download", "--deadline", "2")
+    assert code == 2 and report["verdict"] == "ERROR"
+    [hit] = [f for f in report["findings"] if f["rule"] == "hub/timeout"]
+    assert hit["file"] == "model.safetensors" and hit["error"] and "deadline" in hit["message"]
+    assert took < 10
