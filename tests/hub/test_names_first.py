@@ -31,7 +31,7 @@ def test_check_offline_names_the_lookalike(hub, monkeypatch):
     assert hub.log == []
 
 
-def test_check_with_the_hub_unreachable_names_the_lookalike_and_the_known_bad(hub, monkeypatch):
+def test_check_with_the_hub_unreachable_names_the_lookalike_known_bad_and_denied(hub, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_ENDPOINT", DEAD)
     monkeypatch.setenv("HFGUARD_HUB_RETRIES", "1")
     code, report, _ = run_check(LOOKALIKE)
@@ -40,6 +40,10 @@ def test_check_with_the_hub_unreachable_names_the_lookalike_and_the_known_bad(hu
     code, report, _ = run_check("baller423/goober2")      # signatures/known_bad.yaml
     assert "provenance/known-bad-repo" in rules(report) and "hub/unreachable" in rules(report)
     assert report["verdict"] == "BLOCK"
+    policy = tmp_path / "hfguard.toml"
+    policy.write_text('deny = ["evil-org"]\n')
+    code, report, _ = run_check("evil-org/model", "--policy", str(policy))
+    assert rules(report) == {"provenance/denied-repo", "hub/unreachable"} and code == 1
     # an honest name with the Hub down is an ERROR, not a pass and not a block
     code, report, _ = run_check("sentence-transformers/all-MiniLM-L6-v2")
     assert rules(report) == {"hub/unreachable"} and code == 2
