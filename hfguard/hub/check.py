@@ -7,7 +7,7 @@ from typing import Any
 
 from hfguard.checks import options_fingerprint
 from hfguard.findings import Finding, Report, Severity
-from hfguard.hub.http import Deadline, default_deadline
+from hfguard.hub.http import Deadline, DeadlineExceeded, default_deadline
 from hfguard.hub.resolve import (
     SHA_RE,
     HubError,
@@ -126,6 +126,8 @@ def _check_repo(spec: str, policy: Policy, *, use_cache: bool, download: bool, t
             return hit
     except HubError as exc:
         return error_report(spec, exc, check_meta, policy, early)
+    except DeadlineExceeded as exc:   # normally translated already; never a crash
+        return error_report(spec, HubError(str(exc), rule="hub/timeout"), check_meta, policy, early)
 
     stats = TransferStats()
     target = hub_target(resolved, stats=stats, token=token,

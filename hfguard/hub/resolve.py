@@ -22,6 +22,7 @@ from hfguard.hub.http import (
     current,
     endpoint,
     operation_deadline,
+    request_seconds,
     request_timeout,
     retry_after,
     with_retries,
@@ -169,7 +170,7 @@ def _resolve_online(repo_id: str, rev: str | None, *, token: str | bool | None, 
 
     configure_session()
     api = HfApi(endpoint=endpoint(), token=token)
-    timeout = request_timeout().read
+    timeout = request_seconds()   # the session hook cuts it to the deadline
     progress(f"resolving {repo_id}@{rev or 'main'} on {endpoint()}…")
     info = with_retry(lambda: api.model_info(repo_id, revision=rev, securityStatus=True, timeout=timeout),
                       repo_id, rev, progress)
