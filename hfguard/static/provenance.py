@@ -116,7 +116,7 @@ def name_findings(repo_id: str, policy: Policy, *, deny: bool = True) -> list[Fi
     Hub cannot be reached. `deny=False` leaves the deny list to a caller that reports it its way.
     """
     found: list[Finding] = []
-    bad = _known_bad()[0].get(repo_id.lower())
+    bad = known_bad_repo(repo_id)
     if bad:
         found.append(_finding("provenance/known-bad-repo", Severity.CRITICAL,
                               f"{repo_id} is a known-bad repo: {bad.get('reason', '')}",
@@ -150,6 +150,11 @@ def _known_bad() -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     repos = {e["id"].lower(): e for e in doc.get("repos", [])}
     files = {e["sha256"].lower(): e for e in doc.get("files", [])}
     return repos, files
+
+
+def known_bad_repo(repo: str) -> dict[str, Any] | None:
+    """The known_bad.yaml entry of a repo id (case-insensitive), or None."""
+    return _known_bad()[0].get(repo.lower())
 
 
 def _file_sha256(file: TargetFile, ctx: ScanContext) -> str | None:
