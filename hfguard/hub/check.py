@@ -8,7 +8,7 @@ from typing import Any
 from hfguard.card import declared_bases
 from hfguard.checks import options_fingerprint
 from hfguard.findings import Finding, Report, Severity
-from hfguard.hub.http import Deadline, DeadlineExceeded, default_deadline
+from hfguard.hub.http import Deadline, DeadlineExceeded, current, default_deadline
 from hfguard.hub.resolve import (
     SHA_RE,
     HubError,
@@ -70,10 +70,14 @@ def check_repo(spec: str, policy: Policy, *, use_cache: bool = True, download: b
 
     options["context"] == "hook" marks a pre-commit run (an unpinned reference is then a finding).
     `deadline_seconds` bounds all Hub traffic of this check, retries and waits included (default:
-    hfguard.hub.http.default_deadline; 0 or less: none).
+    hfguard.hub.http.default_deadline; 0 or less: none), never past the deadline of an enclosing check.
     """
     seconds = default_deadline(download) if deadline_seconds is None else deadline_seconds
-    with Deadline(seconds if seconds > 0 else None).active():
+    deadline = Deadline(seconds if seconds > 0 else None)
+    outer = current()   # a check inside a check (a lineage hop) never outlives the outer one
+    if outer.end is not None and (deadline.end is None or outer.end < deadline.end):
+        deadline = outer
+    with deadline.active():
         return _check_repo(spec, policy, use_cache=use_cache, download=download, token=token,
                            options=options, progress=progress, budget_seconds=budget_seconds)
 

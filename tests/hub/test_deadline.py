@@ -122,3 +122,14 @@ def test_a_trickling_full_download_is_cut(hub):
     hits = [f for f in report["findings"] if f["file"] == "model.safetensors" and f["error"]]
     assert hits and {f["rule"] for f in hits} <= {"hub/timeout", "hub/download-failed"}, hits
     assert took < 10
+
+
+def test_a_check_inside_a_check_shares_the_outer_deadline(hub):
+    """Lineage vets each base model with its own check_repo: a hanging base cannot outlive the
+    deadline of the check that asked for it."""
+    hub.add_repo("acme/base", FILES)
+    sha = hub.add_repo("acme/finetune", FILES, card={"base_model": "acme/base"})
+    hub.fail(r"/acme/base", delay=60, times=-1)
+    code, report, _, took = timed_check(f"acme/finetune@{sha}", "--deadline", "2")
+    assert "lineage/base-unavailable" in rules(report), report
+    assert took < 10   # the base's own default deadline would be 60 s
