@@ -31,7 +31,7 @@ def _nested_array_file(depth: int) -> bytes:
 def test_arrays_nested_100000_deep_are_a_finding_not_a_crash(tmp_path):
     path = tmp_path / "deep.gguf"
     path.write_bytes(_nested_array_file(100_000))
-    assert 100_000 > sys.getrecursionlimit()
+    assert sys.getrecursionlimit() < 100_000
     report = scan(local_target([str(path)]), Policy(), [GGUFCheck()])
     rules = {f.rule for f in report.all_findings()}
     assert rules == {"gguf/too-deep"}

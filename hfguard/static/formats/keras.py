@@ -32,6 +32,7 @@ from hfguard import sniff as fmts
 from hfguard.budget import Budget
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Observation, Severity
+from hfguard.static.formats.hdf5 import scan_hdf5
 from hfguard.static.problems import lfs_pointer_problem
 from hfguard.target import TargetFile
 
@@ -359,6 +360,8 @@ class KerasCheck(Check):
                 elif n not in _KERAS_MEMBERS and not n.startswith("assets/") and not n.endswith("/"):
                     problems.append(Observation("keras/unexpected-member", Severity.LOW,
                                                 f"unexpected member {n!r} in a .keras archive", n))
+            if "model.weights.h5" in names:
+                problems += self._weights_h5(zf, names["model.weights.h5"], ctx)
             if "model.weights.npz" in names:
                 problems.append(Observation(
                     "keras/npz-weights", Severity.LOW,
@@ -386,6 +389,16 @@ class KerasCheck(Check):
             problems += self._config_text(raw, "config.json", ctx)
             return problems
 
+    def _weights_h5(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, ctx: ScanContext) -> list[Observation]:
+        """model.weights.h5 inside a .keras archive: h5py follows its external storage and links too.
+        A zip member stream is seekable (a deflated one re-inflates on backward seeks: budgeted)."""
+        try:
+            with zf.open(info) as member:
+                return scan_hdf5(member, info.file_size, ctx.budget(), info.filename).problems
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as exc:
+            return [Observation("keras/bad-archive", Severity.HIGH,
+                                f"{info.filename} cannot be read from the archive: {exc}", info.filename)]
+
     def _config_text(self, raw: bytes, where: str, ctx: ScanContext) -> list[Observation]:
         try:
             text = raw.decode("utf-8")
@@ -407,6 +420,8 @@ class KerasCheck(Check):
             scanned = [text for _, text in find_json_configs(fh, limit, budget)]
         texts = list(dict.fromkeys([*scanned, *(via_h5py or [])]))
         problems: list[Observation] = [failure] if failure else []
+        with file.open() as fh:
+            problems += scan_hdf5(fh, file.size, budget).problems
         for i, text in enumerate(texts):
             problems += self._config_text(text.encode("utf-8", "surrogateescape"), f"model_config[{i}]", ctx)
         if not texts and file.size > limit and via_h5py is None:
