@@ -4,7 +4,10 @@ A Keras config can carry code: Lambda layers hold marshalled Python bytecode (ba
 load (CVE-2024-3660; HDF5 loading ignores safe_mode, CVE-2025-9905), `module` keys that older Keras
 imported as given (CVE-2025-1550), and references to Keras' own functions that turn safe_mode off or
 fetch files from inside the load (CVE-2025-8747, CVE-2025-9906). The bytecode is decoded and its
-names scanned at byte level; it is never unmarshalled.
+names scanned at byte level; it is never unmarshalled. Layers that reach outside the file: TFSMLayer
+loads a SavedModel from a path the config names (CVE-2026-1462); TorchModuleWrapper torch.loads a
+pickle held in the config (CVE-2025-49655), which is judged by the pickle scanner. HDF5 weights
+(`.h5`, `model.weights.h5`) are walked for external storage and links (hdf5.py, CVE-2026-1669).
 
 HDF5 needs no h5py: Keras stores `model_config` as a JSON string attribute, found by a bounded byte
 scan. h5py, when importable, reads the attribute as well, in a child process under a timeout.
@@ -17,6 +20,7 @@ import binascii
 import fnmatch
 import functools
 import importlib.util
+import io
 import json
 import re
 import subprocess
@@ -161,6 +165,13 @@ def _inspect(node: dict[str, Any], here: str, out: Analysis, allowed: set[str], 
         _inspect_lambda(cfg, here, out, gadgets)
     if cls == "__lambda__":
         _inspect_code(node, here, out)
+    if cls == "TFSMLayer" and isinstance(cfg, dict):
+        path = cfg.get("filepath")
+        out.problems.append(_problem("tfsmlayer-external",
+                                     f"TFSMLayer loads the SavedModel at {str(path)[:200]!r}, outside this "
+                                     "file; its graph runs with the model", here, filepath=str(path)[:1000]))
+    if cls == "TorchModuleWrapper" and isinstance(cfg, dict):
+        _inspect_torch_module(cfg.get("module"), here, out)
     if cls in ("TFOpLambda", "SlicingOpLambda") and isinstance(cfg, dict):
         fn = cfg.get("function")
         if isinstance(fn, str) and any(fnmatch.fnmatchcase(fn, p) for p in _r("tfoplambda")["patterns"]):
@@ -185,6 +196,37 @@ def _inspect_lambda(cfg: dict[str, Any], here: str, out: Analysis, gadgets: set[
     if len(out.problems) == before and not _has_lambda_code(fn):
         out.problems.append(_problem("lambda-layer", "Lambda layer: runs a Python function named in the "
                                      "config", here, function=str(fn)[:200]))
+
+
+def _inspect_torch_module(module: Any, here: str, out: Analysis) -> None:
+    """TorchModuleWrapper keeps a torch.save'd module (a pickle) as base64; Keras 3.11.0-3.11.2
+    torch.loaded it even in safe mode. The bytes go through the pickle scanner, never unpickled."""
+    from hfguard.static.pickle.check import SerializationCheck, scan_stream_findings
+
+    rule = _r("torch-module-pickle")
+    if isinstance(module, dict):  # {"class_name": "__bytes__", "config": {"value": ...}}
+        module = (module.get("config") or {}).get("value") if isinstance(module.get("config"), dict) else None
+    raw = None
+    if isinstance(module, str) and len(module) <= MAX_CONFIG_BYTES:
+        try:
+            raw = base64.b64decode("".join(module.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raw = None
+    if not raw:
+        out.problems.append(_problem("torch-module-pickle", "TorchModuleWrapper payload that is not "
+                                     "readable base64 (cannot be vetted)", here))
+        return
+    found = scan_stream_findings(SerializationCheck(), io.BytesIO(raw), len(raw),
+                                 fmts.sniff(raw[:512], "module.pt", len(raw)), here)
+    worst = max((f.severity for f in found), default=Severity.INFO)
+    sev = max(worst, Severity.parse(rule["severity"]))
+    msg = "TorchModuleWrapper holds a pickled torch module that loading unpickles (safe_mode off)"
+    if worst >= Severity.HIGH:
+        bad = dict.fromkeys(f.message for f in found if f.severity >= Severity.HIGH)
+        msg += "; the pickle " + "; ".join(bad)
+    out.problems.append(_problem("torch-module-pickle", msg[:600], here, sev, pickle_bytes=len(raw),
+                                 pickle_findings=[{"rule": f.rule, "severity": f.severity.name.lower(),
+                                                   "message": f.message[:300]} for f in found[:20]]))
 
 
 def _has_lambda_code(fn: Any) -> bool:
