@@ -6,7 +6,7 @@ names unless the caller passes them in `trusted=` — commonly the whole `get_un
 list, which trusts whatever the file asks for. So every name outside skops' own default trusted
 set is reported: a callable the pickle signatures deny (`builtins.eval`, `os.system`,
 `operator.methodcaller` ...) at that signature's severity, any other at medium. Function, method,
-operator and partial nodes are never trusted by default (skops advisories CVE-2025-54412/54413).
+operator and partial nodes are never trusted by default (skops' own rule).
 The arrays beside the schema are .npy members that static.serialization opens.
 """
 
