@@ -35,6 +35,7 @@ BUILTIN_CHECKS: tuple[str, ...] = (
     "hfguard.static.formats.onnx:ONNXCheck",
     "hfguard.static.formats.nemo:NemoCheck",
     "hfguard.static.formats.skops:SkopsCheck",
+    "hfguard.static.formats.tensorflow:TensorFlowCheck",
     "hfguard.static.provenance:ProvenanceCheck",
     "hfguard.weights.check:WeightsAnomalies", "hfguard.weights.check:WeightsBaseDiff",
     "hfguard.behavior.check:HomoglyphCheck", "hfguard.behavior.check:PrivacyBackdoorCheck",
