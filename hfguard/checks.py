@@ -36,6 +36,8 @@ BUILTIN_CHECKS: tuple[str, ...] = (
     "hfguard.static.formats.nemo:NemoCheck",
     "hfguard.static.formats.skops:SkopsCheck",
     "hfguard.static.formats.tensorflow:TensorFlowCheck",
+    "hfguard.static.formats.mlflow:MLflowCheck",
+    "hfguard.static.formats.diffusers:DiffusersCheck",
     "hfguard.static.provenance:ProvenanceCheck",
     "hfguard.weights.check:WeightsAnomalies", "hfguard.weights.check:WeightsBaseDiff",
     "hfguard.behavior.check:HomoglyphCheck", "hfguard.behavior.check:PrivacyBackdoorCheck",
