@@ -38,6 +38,7 @@ BUILTIN_CHECKS: tuple[str, ...] = (
     "hfguard.static.formats.tensorflow:TensorFlowCheck",
     "hfguard.static.formats.mlflow:MLflowCheck",
     "hfguard.static.formats.diffusers:DiffusersCheck",
+    "hfguard.static.formats.flax:FlaxCheck",
     "hfguard.static.provenance:ProvenanceCheck",
     "hfguard.weights.check:WeightsAnomalies", "hfguard.weights.check:WeightsBaseDiff",
     "hfguard.behavior.check:HomoglyphCheck", "hfguard.behavior.check:PrivacyBackdoorCheck",
