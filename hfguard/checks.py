@@ -39,6 +39,7 @@ BUILTIN_CHECKS: tuple[str, ...] = (
     "hfguard.static.formats.mlflow:MLflowCheck",
     "hfguard.static.formats.diffusers:DiffusersCheck",
     "hfguard.static.formats.flax:FlaxCheck",
+    "hfguard.static.formats.paddle:PaddleCheck",
     "hfguard.static.provenance:ProvenanceCheck",
     "hfguard.weights.check:WeightsAnomalies", "hfguard.weights.check:WeightsBaseDiff",
     "hfguard.behavior.check:HomoglyphCheck", "hfguard.behavior.check:PrivacyBackdoorCheck",

@@ -11,6 +11,7 @@ from hfguard.findings import Verdict
 from hfguard.policy import Policy
 from hfguard.static.formats.flax import FlaxCheck
 from hfguard.static.formats.nemo import NemoCheck
+from hfguard.static.formats.paddle import PaddleCheck
 from hfguard.static.formats.tensorflow import TensorFlowCheck
 from hfguard.target import local_target
 
@@ -22,6 +23,7 @@ POINTER = ("version https://git-lfs.github.com/spec/v1\n"
     ("model.nemo", NemoCheck(), "nemo/lfs-pointer"),
     ("saved_model.pb", TensorFlowCheck(), "tf/lfs-pointer"),
     ("flax_model.msgpack", FlaxCheck(), "flax/lfs-pointer"),
+    ("inference.pdmodel", PaddleCheck(), "paddle/lfs-pointer"),
 ])
 def test_lfs_pointer_is_missing_evidence(tmp_path, name, check, rule):
     (tmp_path / name).write_text(POINTER)
@@ -32,4 +34,4 @@ def test_lfs_pointer_is_missing_evidence(tmp_path, name, check, rule):
 def test_new_checks_are_built_in():
     ids = {c.id for c in available_checks()}
     assert {"static.nemo", "static.skops", "static.tensorflow", "static.mlflow", "static.diffusers",
-            "static.flax"} <= ids
+            "static.flax", "static.paddle"} <= ids
