@@ -36,6 +36,7 @@ BUILTIN_CHECKS: tuple[str, ...] = (
     "hfguard.static.formats.nemo:NemoCheck",
     "hfguard.static.formats.skops:SkopsCheck",
     "hfguard.static.formats.tensorflow:TensorFlowCheck",
+    "hfguard.static.formats.tflite:TFLiteCheck",
     "hfguard.static.formats.mlflow:MLflowCheck",
     "hfguard.static.formats.diffusers:DiffusersCheck",
     "hfguard.static.formats.flax:FlaxCheck",

@@ -13,6 +13,7 @@ from hfguard.static.formats.flax import FlaxCheck
 from hfguard.static.formats.nemo import NemoCheck
 from hfguard.static.formats.paddle import PaddleCheck
 from hfguard.static.formats.tensorflow import TensorFlowCheck
+from hfguard.static.formats.tflite import TFLiteCheck
 from hfguard.target import local_target
 
 POINTER = ("version https://git-lfs.github.com/spec/v1\n"
@@ -24,6 +25,7 @@ POINTER = ("version https://git-lfs.github.com/spec/v1\n"
     ("saved_model.pb", TensorFlowCheck(), "tf/lfs-pointer"),
     ("flax_model.msgpack", FlaxCheck(), "flax/lfs-pointer"),
     ("inference.pdmodel", PaddleCheck(), "paddle/lfs-pointer"),
+    ("model.tflite", TFLiteCheck(), "tflite/lfs-pointer"),
 ])
 def test_lfs_pointer_is_missing_evidence(tmp_path, name, check, rule):
     (tmp_path / name).write_text(POINTER)
@@ -34,4 +36,4 @@ def test_lfs_pointer_is_missing_evidence(tmp_path, name, check, rule):
 def test_new_checks_are_built_in():
     ids = {c.id for c in available_checks()}
     assert {"static.nemo", "static.skops", "static.tensorflow", "static.mlflow", "static.diffusers",
-            "static.flax", "static.paddle"} <= ids
+            "static.flax", "static.paddle", "static.tflite"} <= ids

@@ -88,16 +88,17 @@ def graph_ops(buf: bytes, root: str = "SavedModel", budget: Budget | None = None
     return out
 
 
-def op_problems(ops: dict[str, list[str]], where: str = "") -> list[Observation]:
+def op_problems(ops: dict[str, list[str]], where: str = "",
+                rule: str = "tf/dangerous-op") -> list[Observation]:
     rules = op_rules()
     out: list[Observation] = []
     for op, nodes in sorted(ops.items()):
         base = op[4:] if op.startswith("Flex") else op    # TFLite Flex ops carry the TF op name
-        rule = rules.get(base)
-        if rule is None:
+        spec = rules.get(base)
+        if spec is None:
             continue
-        out.append(Observation("tf/dangerous-op", Severity.parse(rule["severity"]),
-                               f"op {op} {rule['why']}", f"{where}{nodes[0]}" if nodes else where or None,
+        out.append(Observation(rule, Severity.parse(spec["severity"]),
+                               f"op {op} {spec['why']}", f"{where}{nodes[0]}" if nodes else where or None,
                                {"op": op, "nodes": nodes}))
     return out
 
