@@ -155,3 +155,21 @@ def test_cve_2026_1669(tmp_path):
         zf.writestr("model.weights.h5", buf.getvalue())
     report, rules = _scan(path, Policy())
     assert rules == {"hdf5/external-storage"} and report.verdict is Verdict.BLOCK
+
+
+def test_group_btree_cycle_is_read_once(tmp_path):
+    """A B-tree node whose children all point back at itself: bounded, not exponential."""
+    path = tmp_path / "model.h5"
+    _model_h5(path)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"TREE")
+    used = 64
+    data[at + 6:at + 8] = used.to_bytes(2, "little")
+    data[at + 5] = 1                                   # an internal node: children are B-tree nodes
+    body = at + 8 + 16
+    for i in range(used):                              # key (8 bytes), child address (8 bytes)
+        data[body + 8 + 16 * i: body + 16 + 16 * i] = at.to_bytes(8, "little")
+    path.write_bytes(bytes(data))
+    with open(path, "rb") as fh:
+        walked = scan_hdf5(fh, len(data))
+    assert walked.bytes_read < 1 << 20

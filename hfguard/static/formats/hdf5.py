@@ -62,6 +62,7 @@ class _Walker:
         self.base = 0
         self.O = self.L = 8
         self.seen: set[int] = set()
+        self.nodes_seen: set[int] = set()     # B-tree, symbol and heap blocks: a cycle is read once
         self.queue: list[tuple[int, str, bool]] = []   # (address, path, found by a heap-block scan)
         self.tentative = False
 
@@ -208,9 +209,19 @@ class _Walker:
             raise _Bad(f"local heap at {addr} has no HEAP signature")
         return self.uint(head, 8 + 2 * self.L, self.O)
 
+    def once(self, addr: int) -> bool:
+        if addr in self.nodes_seen:
+            return False
+        self.nodes_seen.add(addr)
+        if self.budget is not None and len(self.nodes_seen) % 256 == 0:
+            self.budget.tick("walking HDF5 groups")
+        return True
+
     def btree(self, addr: int, heap_data: int, path: str, depth: int) -> None:
         if depth > MAX_TREE_DEPTH:
             raise _Limit("group B-tree deeper than any real file")
+        if not self.once(addr):
+            return
         head = self.read(addr, 8 + 2 * self.O)
         if head[:4] != b"TREE" or head[4] != 0:
             raise _Bad(f"group B-tree node at {addr} is malformed")
@@ -224,6 +235,8 @@ class _Walker:
                 self.symbol_node(child, heap_data, path)
 
     def symbol_node(self, addr: int, heap_data: int, path: str) -> None:
+        if not self.once(addr):
+            return
         head = self.read(addr, 8)
         if head[:4] != b"SNOD":
             raise _Bad(f"symbol table node at {addr} is malformed")
@@ -313,6 +326,8 @@ class _Walker:
                  out: list[tuple[int, int]], depth: int) -> None:
         if depth > MAX_TREE_DEPTH or rows > 64 or width > 1024:
             raise _Limit("fractal heap indirect blocks too deep or wide")
+        if not self.once(addr):
+            return
         head = self.read(addr, 5 + self.O + self.heap_offset_bytes)
         if head[:4] != b"FHIB":
             raise _Bad(f"fractal heap indirect block at {addr} is malformed")
