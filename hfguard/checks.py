@@ -37,6 +37,7 @@ BUILTIN_CHECKS: tuple[str, ...] = (
     "hfguard.static.formats.skops:SkopsCheck",
     "hfguard.static.formats.tensorflow:TensorFlowCheck",
     "hfguard.static.formats.tflite:TFLiteCheck",
+    "hfguard.static.formats.executorch:ExecuTorchCheck",
     "hfguard.static.formats.mlflow:MLflowCheck",
     "hfguard.static.formats.diffusers:DiffusersCheck",
     "hfguard.static.formats.flax:FlaxCheck",

@@ -9,6 +9,7 @@ from hfguard.checks import available_checks
 from hfguard.engine import scan
 from hfguard.findings import Verdict
 from hfguard.policy import Policy
+from hfguard.static.formats.executorch import ExecuTorchCheck
 from hfguard.static.formats.flax import FlaxCheck
 from hfguard.static.formats.nemo import NemoCheck
 from hfguard.static.formats.paddle import PaddleCheck
@@ -26,6 +27,7 @@ POINTER = ("version https://git-lfs.github.com/spec/v1\n"
     ("flax_model.msgpack", FlaxCheck(), "flax/lfs-pointer"),
     ("inference.pdmodel", PaddleCheck(), "paddle/lfs-pointer"),
     ("model.tflite", TFLiteCheck(), "tflite/lfs-pointer"),
+    ("model.pte", ExecuTorchCheck(), "executorch/lfs-pointer"),
 ])
 def test_lfs_pointer_is_missing_evidence(tmp_path, name, check, rule):
     (tmp_path / name).write_text(POINTER)
@@ -36,4 +38,4 @@ def test_lfs_pointer_is_missing_evidence(tmp_path, name, check, rule):
 def test_new_checks_are_built_in():
     ids = {c.id for c in available_checks()}
     assert {"static.nemo", "static.skops", "static.tensorflow", "static.mlflow", "static.diffusers",
-            "static.flax", "static.paddle", "static.tflite"} <= ids
+            "static.flax", "static.paddle", "static.tflite", "static.executorch"} <= ids

@@ -26,11 +26,11 @@ MODEL_OPERATOR_CODES = 1          # Model table field index
 OPCODE_CUSTOM_CODE, OPCODE_BUILTIN = 1, 3
 
 
-class _Bad(ValueError):
+class FlatError(ValueError):
     pass
 
 
-class _Flat:
+class FlatReader:
     """Bounded random reads of flatbuffer scalars, tables, vectors and strings."""
 
     def __init__(self, fh: BinaryIO, size: int) -> None:
@@ -38,11 +38,11 @@ class _Flat:
 
     def read(self, pos: int, n: int) -> bytes:
         if pos < 0 or pos + n > self.size:
-            raise _Bad(f"{n} bytes at offset {pos} lie outside the file")
+            raise FlatError(f"{n} bytes at offset {pos} lie outside the file")
         self.fh.seek(pos)
         data = self.fh.read(n)
         if len(data) != n:
-            raise _Bad(f"short read at offset {pos}")
+            raise FlatError(f"short read at offset {pos}")
         return data
 
     def u32(self, pos: int) -> int:
@@ -69,7 +69,7 @@ class _Flat:
 
 def operator_codes(fh: BinaryIO, size: int) -> list[tuple[int, str | None]]:
     """(builtin code, custom code) of every operator code of the model."""
-    f = _Flat(fh, size)
+    f = FlatReader(fh, size)
     model = f.u32(0)
     pos = f.field(model, MODEL_OPERATOR_CODES)
     if pos is None:
@@ -77,7 +77,7 @@ def operator_codes(fh: BinaryIO, size: int) -> list[tuple[int, str | None]]:
     vec = f.deref(pos)
     n = f.u32(vec)
     if n > MAX_OPERATOR_CODES or vec + 4 + 4 * n > size:
-        raise _Bad(f"{n} operator codes cannot fit in the file")
+        raise FlatError(f"{n} operator codes cannot fit in the file")
     out = []
     for i in range(n):
         table = f.deref(vec + 4 + 4 * i)
@@ -108,9 +108,9 @@ class TFLiteCheck(Check):
         try:
             with file.open() as fh:
                 if fmt != fmts.TFLITE:
-                    raise _Bad(f"named .tflite but the content is {fmt}")
+                    raise FlatError(f"named .tflite but the content is {fmt}")
                 codes = operator_codes(fh, file.size)
-        except (_Bad, struct.error) as exc:
+        except (FlatError, struct.error) as exc:
             codes = []
             problems.append(Observation("tflite/malformed", Severity.MEDIUM,
                                         f"not a readable TFLite model: {exc}"))
