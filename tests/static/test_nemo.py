@@ -90,9 +90,10 @@ def test_unknown_third_party_target_flags(tmp_path):
     assert report.verdict is Verdict.FLAG
 
 
-def test_pickle_inside_the_archive_is_judged_by_the_serialization_check(tmp_path):
+@pytest.mark.parametrize("gz", [False, True])
+def test_pickle_inside_the_archive_is_judged_by_the_serialization_check(tmp_path, gz):
     mark = tmp_path / "PWNED"
-    path = _nemo(tmp_path / "evil.nemo", CONFIG, weights={"state_dict": _Payload(str(mark))})
+    path = _nemo(tmp_path / "evil.nemo", CONFIG, weights={"state_dict": _Payload(str(mark))}, gz=gz)
     report, found = _scan(path, [NemoCheck(), SerializationCheck()])
     assert "pickle/dangerous-global" in {f.rule for f in found}
     assert report.verdict is Verdict.BLOCK and not mark.exists()
