@@ -119,3 +119,14 @@ def test_duplicate_checkpoint_member_is_a_reader_differential(tmp_path):
     path = _nemo(tmp_path / "dup.nemo", CONFIG, extra=(("model_weights.ckpt", second.getvalue()),))
     report, found = _scan(path)
     assert [f.rule for f in found] == ["nemo/duplicate-member"] and report.verdict is Verdict.BLOCK
+
+
+def test_nemo2_context_model_yaml(tmp_path):
+    ctx = tmp_path / "llama_nemo2" / "context"
+    ctx.mkdir(parents=True)
+    (ctx / "model.yaml").write_text(yaml.safe_dump(
+        {"_target_": "nemo.collections.llm.gpt.model.llama.LlamaModel",
+         "config": {"_target_": "builtins.exec", "_args_": ["import os"]}}))
+    report, found = _scan(tmp_path / "llama_nemo2")
+    assert [(f.rule, f.evidence["target"]) for f in found] == [("nemo/hydra-target", "builtins.exec")]
+    assert report.verdict is Verdict.BLOCK

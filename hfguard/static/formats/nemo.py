@@ -137,6 +137,11 @@ def _tar_config(file: TargetFile, budget: Budget) -> list[Observation]:
     return out
 
 
+def _nemo2_context(file: TargetFile) -> bool:
+    """NeMo 2 checkpoints keep the model's Hydra-style config as context/model.yaml."""
+    return file.path.replace("\\", "/").lower().endswith("context/model.yaml")
+
+
 class NemoCheck(Check):
     id = "static.nemo"
     tier = "static"
@@ -145,12 +150,13 @@ class NemoCheck(Check):
 
     def applies_to(self, file: TargetFile, fmt: str) -> bool:
         name = file.name.lower()
-        return name.endswith(".nemo") or name in CONFIG_NAMES or (fmt == fmts.TAR and name.endswith(".tar"))
+        return (name.endswith(".nemo") or name in CONFIG_NAMES or _nemo2_context(file)
+                or (fmt == fmts.TAR and name.endswith(".tar")))
 
     def check_file(self, file: TargetFile, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
         budget = ctx.budget()
         name = file.name.lower()
-        if name in CONFIG_NAMES:
+        if name in CONFIG_NAMES or _nemo2_context(file):
             try:
                 problems = config_problems(read_bounded(file, MAX_CONFIG_BYTES), file.name, budget)
             except TooLarge as exc:
