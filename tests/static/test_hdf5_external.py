@@ -173,3 +173,14 @@ def test_group_btree_cycle_is_read_once(tmp_path):
     with open(path, "rb") as fh:
         walked = scan_hdf5(fh, len(data))
     assert walked.bytes_read < 1 << 20
+
+
+def test_compressed_weights_member_is_walked_once_and_bombs_refused(tmp_path):
+    buf = io.BytesIO()
+    _model_h5(buf, plant=external_link, keras_attrs=False)
+    path = tmp_path / "model.keras"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("config.json", json.dumps(CONFIG))
+        zf.writestr("model.weights.h5", buf.getvalue() + b"\0" * (80 << 20))   # 80 MiB of zeros: >100:1
+    report, rules = _scan(path)
+    assert rules == {"keras/bad-archive"} and report.verdict is Verdict.BLOCK

@@ -25,6 +25,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -48,6 +49,7 @@ SCAN_CHUNK = 8 * 1024 * 1024
 H5_SCAN_BYTES = 256 * 1024 * 1024   # how far into an HDF5 file the byte scan looks for the config
 MAX_CONFIGS = 16
 H5PY_TIMEOUT = 20.0
+MAX_INFLATED_WEIGHTS = 8 << 30       # a compressed model.weights.h5 is inflated to disk up to this
 _MARKERS = (b'{"class_name"', b'{"module"')
 _KERAS_MEMBERS = {"config.json", "metadata.json", "model.weights.h5", "model.weights.npz"}
 _IDENT = re.compile(rb"[A-Za-z_][A-Za-z0-9_]{1,63}")
@@ -433,10 +435,24 @@ class KerasCheck(Check):
 
     def _weights_h5(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, ctx: ScanContext) -> list[Observation]:
         """model.weights.h5 inside a .keras archive: h5py follows its external storage and links too.
-        A zip member stream is seekable (a deflated one re-inflates on backward seeks: budgeted)."""
+        A stored member (what Keras writes) is walked in place."""
+        budget = ctx.budget()
         try:
             with zf.open(info) as member:
-                return scan_hdf5(member, info.file_size, ctx.budget(), info.filename).problems
+                if info.compress_type == zipfile.ZIP_STORED:
+                    return scan_hdf5(member, info.file_size, budget, info.filename).problems
+                # a compressed member re-inflates from its start on every backward seek: inflate it
+                # once into a spooled file (memory up to a few MiB, then disk) and walk that
+                if info.file_size > MAX_INFLATED_WEIGHTS or (
+                        info.file_size > 64 << 20 and info.file_size > 100 * max(info.compress_size, 1)):
+                    return [Observation("keras/bad-archive", Severity.HIGH,
+                                        f"{info.filename} inflates to {info.file_size} bytes from "
+                                        f"{info.compress_size}: not walked", info.filename)]
+                with tempfile.SpooledTemporaryFile(max_size=16 << 20) as spool:
+                    while block := member.read(1 << 20):
+                        budget.tick("inflating model.weights.h5")
+                        spool.write(block)
+                    return scan_hdf5(spool, spool.tell(), budget, info.filename).problems
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as exc:
             return [Observation("keras/bad-archive", Severity.HIGH,
                                 f"{info.filename} cannot be read from the archive: {exc}", info.filename)]
