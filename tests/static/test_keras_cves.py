@@ -137,3 +137,15 @@ def test_cve_2026_1462(tmp_path):
 def test_plain_dense_model_passes(tmp_path):
     report, found = _scan(_keras(tmp_path / "m.keras", _model(_layer("Dense", {"name": "d", "units": 2}))))
     assert report.verdict is Verdict.PASS, found
+
+
+def test_cve_2025_12058(tmp_path):
+    """GHSA-qg93-c7p6-gg7f: StringLookup's vocabulary names a local file (or URL) read at load, even in
+    safe mode; the real .keras format keeps vocabularies in assets/, never as a path."""
+    lookup = _layer("StringLookup", {"name": "s", "vocabulary": "/etc/passwd", "num_oov_indices": 1})
+    report, found = _scan(_keras(tmp_path / "m.keras", _model(lookup)))
+    f = found["keras/vocabulary-file"]
+    assert f.evidence["vocabulary"] == "/etc/passwd" and "CVE-2025-12058" in f.evidence["advisories"]
+    assert report.verdict is Verdict.BLOCK
+    inline = _layer("StringLookup", {"name": "s", "vocabulary": ["a", "b"], "num_oov_indices": 1})
+    assert _scan(_keras(tmp_path / "ok.keras", _model(inline)))[0].verdict is Verdict.PASS

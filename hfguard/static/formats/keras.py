@@ -5,7 +5,8 @@ load (CVE-2024-3660; HDF5 loading ignores safe_mode, CVE-2025-9905), `module` ke
 imported as given (CVE-2025-1550), and references to Keras' own functions that turn safe_mode off or
 fetch files from inside the load (CVE-2025-8747, CVE-2025-9906). The bytecode is decoded and its
 names scanned at byte level; it is never unmarshalled. Layers that reach outside the file: TFSMLayer
-loads a SavedModel from a path the config names (CVE-2026-1462); TorchModuleWrapper torch.loads a
+loads a SavedModel from a path the config names (CVE-2026-1462), StringLookup & co. read a vocabulary
+file or URL (CVE-2025-12058); TorchModuleWrapper torch.loads a
 pickle held in the config (CVE-2025-49655), which is judged by the pickle scanner. HDF5 weights
 (`.h5`, `model.weights.h5`) are walked for external storage and links (hdf5.py, CVE-2026-1669).
 
@@ -174,6 +175,11 @@ def _inspect(node: dict[str, Any], here: str, out: Analysis, allowed: set[str], 
                                      "file; its graph runs with the model", here, filepath=str(path)[:1000]))
     if cls == "TorchModuleWrapper" and isinstance(cfg, dict):
         _inspect_torch_module(cfg.get("module"), here, out)
+    vocab = cfg.get("vocabulary") if isinstance(cfg, dict) else None
+    if cls in _r("vocabulary-file")["classes"] and isinstance(vocab, str):
+        out.problems.append(_problem("vocabulary-file",
+                                     f"{cls} reads its vocabulary from {vocab[:200]!r} while loading (a file "
+                                     "or URL outside the model)", here, vocabulary=vocab[:1000]))
     if cls in ("TFOpLambda", "SlicingOpLambda") and isinstance(cfg, dict):
         fn = cfg.get("function")
         if isinstance(fn, str) and any(fnmatch.fnmatchcase(fn, p) for p in _r("tfoplambda")["patterns"]):
