@@ -60,7 +60,8 @@ class _Walker:
         self.fh, self.size, self.budget, self.where = fh, size, budget, where
         self.out = Hdf5Scan()
         self.base = 0
-        self.O = self.L = 8
+        self.osize = self.lsize = 8          # "size of offsets" and "size of lengths" (superblock)
+        self.heap_offset_bytes = 0
         self.seen: set[int] = set()
         self.nodes_seen: set[int] = set()     # B-tree, symbol and heap blocks: a cycle is read once
         self.queue: list[tuple[int, str, bool]] = []   # (address, path, found by a heap-block scan)
@@ -93,7 +94,7 @@ class _Walker:
         return int.from_bytes(data[pos:pos + n], "little")
 
     def undefined(self, addr: int) -> bool:
-        return addr == (1 << (8 * self.O)) - 1
+        return addr == (1 << (8 * self.osize)) - 1
 
     def problem(self, rule: str, sev: Severity, msg: str, path: str, **ev: object) -> None:
         loc = f"{self.where}:{path}" if self.where else path
@@ -133,18 +134,19 @@ class _Walker:
         sb = self.fh.read(128)
         version = sb[8]
         if version in (0, 1):
-            self.O, self.L = sb[13], sb[14]
+            self.osize, self.lsize = sb[13], sb[14]
             pos = 24 + (4 if version == 1 else 0)
-            if self.O not in (2, 4, 8) or self.L not in (2, 4, 8):
-                raise _Bad(f"offset/length sizes {self.O}/{self.L}")
-            self.base = self.uint(sb, pos, self.O)
-            return self.uint(sb, pos + 4 * self.O + self.O, self.O)   # root entry: name offset, header
+            if self.osize not in (2, 4, 8) or self.lsize not in (2, 4, 8):
+                raise _Bad(f"offset/length sizes {self.osize}/{self.lsize}")
+            self.base = self.uint(sb, pos, self.osize)
+            # after 4 addresses, the root group's symbol table entry: name offset, header address
+            return self.uint(sb, pos + 5 * self.osize, self.osize)
         if version in (2, 3):
-            self.O, self.L = sb[9], sb[10]
-            if self.O not in (2, 4, 8) or self.L not in (2, 4, 8):
-                raise _Bad(f"offset/length sizes {self.O}/{self.L}")
-            self.base = self.uint(sb, 12, self.O)
-            return self.uint(sb, 12 + 3 * self.O, self.O)
+            self.osize, self.lsize = sb[9], sb[10]
+            if self.osize not in (2, 4, 8) or self.lsize not in (2, 4, 8):
+                raise _Bad(f"offset/length sizes {self.osize}/{self.lsize}")
+            self.base = self.uint(sb, 12, self.osize)
+            return self.uint(sb, 12 + 3 * self.osize, self.osize)
         raise _Bad(f"unknown superblock version {version}")
 
     def messages(self, addr: int) -> Iterator[tuple[int, bytes]]:
@@ -179,7 +181,7 @@ class _Walker:
                 data = chunk[p + hsize: p + hsize + msize]
                 p += hsize + msize
                 if mtype == CONTINUATION:
-                    cont, clen = self.uint(data, 0, self.O), self.uint(data, self.O, self.L)
+                    cont, clen = self.uint(data, 0, self.osize), self.uint(data, self.osize, self.lsize)
                     if v2:  # "OCHK" + messages + checksum
                         if self.read(cont, 4) != b"OCHK":
                             raise _Bad(f"continuation at {cont} is not an OCHK block")
@@ -195,7 +197,7 @@ class _Walker:
         elif mtype == LINK_INFO:
             self.dense_links(data, path)
         elif mtype == SYMBOL_TABLE:
-            tree, heap = self.uint(data, 0, self.O), self.uint(data, self.O, self.O)
+            tree, heap = self.uint(data, 0, self.osize), self.uint(data, self.osize, self.osize)
             self.btree(tree, self.local_heap(heap), path, 0)
         elif mtype == EXTERNAL_FILES:
             self.external_files(data, path)
@@ -204,10 +206,10 @@ class _Walker:
 
     # -- groups ----------------------------------------------------------------------------------
     def local_heap(self, addr: int) -> int:
-        head = self.read(addr, 8 + 2 * self.L + self.O)
+        head = self.read(addr, 8 + 2 * self.lsize + self.osize)
         if head[:4] != b"HEAP":
             raise _Bad(f"local heap at {addr} has no HEAP signature")
-        return self.uint(head, 8 + 2 * self.L, self.O)
+        return self.uint(head, 8 + 2 * self.lsize, self.osize)
 
     def once(self, addr: int) -> bool:
         if addr in self.nodes_seen:
@@ -222,13 +224,13 @@ class _Walker:
             raise _Limit("group B-tree deeper than any real file")
         if not self.once(addr):
             return
-        head = self.read(addr, 8 + 2 * self.O)
+        head = self.read(addr, 8 + 2 * self.osize)
         if head[:4] != b"TREE" or head[4] != 0:
             raise _Bad(f"group B-tree node at {addr} is malformed")
         level, used = head[5], self.uint(head, 6, 2)
-        body = self.read(addr + 8 + 2 * self.O, used * (self.L + self.O) + self.L)
+        body = self.read(addr + 8 + 2 * self.osize, used * (self.lsize + self.osize) + self.lsize)
         for i in range(used):
-            child = self.uint(body, self.L + i * (self.L + self.O), self.O)
+            child = self.uint(body, self.lsize + i * (self.lsize + self.osize), self.osize)
             if level > 0:
                 self.btree(child, heap_data, path, depth + 1)
             else:
@@ -241,11 +243,11 @@ class _Walker:
         if head[:4] != b"SNOD":
             raise _Bad(f"symbol table node at {addr} is malformed")
         n = self.uint(head, 6, 2)
-        entry = 2 * self.O + 24
+        entry = 2 * self.osize + 24
         body = self.read(addr + 8, n * entry)
         for i in range(n):
-            name_off = self.uint(body, i * entry, self.O)
-            obj = self.uint(body, i * entry + self.O, self.O)
+            name_off = self.uint(body, i * entry, self.osize)
+            obj = self.uint(body, i * entry + self.osize, self.osize)
             name = self.cstring(heap_data + name_off)
             self.queue.append((obj, path.rstrip("/") + "/" + name, False))
 
@@ -270,8 +272,8 @@ class _Walker:
         p += nlen
         child = path.rstrip("/") + "/" + name
         if ltype == 0:
-            self.queue.append((self.uint(data, p, self.O), child, self.tentative))
-            return p + self.O
+            self.queue.append((self.uint(data, p, self.osize), child, self.tentative))
+            return p + self.osize
         ilen = self.uint(data, p, 2)
         info = data[p + 2:p + 2 + ilen]
         if len(info) != ilen:
@@ -293,7 +295,7 @@ class _Walker:
     def dense_links(self, data: bytes, path: str) -> None:
         """Link Info message: with a fractal heap address the links are stored there (dense)."""
         p = 2 + (8 if len(data) > 1 and data[1] & 1 else 0)
-        heap = self.uint(data, p, self.O)
+        heap = self.uint(data, p, self.osize)
         if self.undefined(heap):
             return
         for block, length in self.heap_direct_blocks(heap):
@@ -301,16 +303,16 @@ class _Walker:
 
     def heap_direct_blocks(self, addr: int) -> list[tuple[int, int]]:
         """(address, size) of the fractal heap's direct blocks (the managed objects live there)."""
-        head = self.read(addr, 22 + 12 * self.L + 3 * self.O)
+        head = self.read(addr, 22 + 12 * self.lsize + 3 * self.osize)
         if head[:4] != b"FRHP":
             raise _Bad(f"fractal heap at {addr} has no FRHP signature")
-        p = 14 + 10 * self.L + 2 * self.O   # table width, after the counters of the header
+        p = 14 + 10 * self.lsize + 2 * self.osize   # table width, after the counters of the header
         width = self.uint(head, p, 2)
-        start_size = self.uint(head, p + 2, self.L)
-        max_direct = self.uint(head, p + 2 + self.L, self.L)
-        max_heap_bits = self.uint(head, p + 2 + 2 * self.L, 2)
-        root = self.uint(head, p + 6 + 2 * self.L, self.O)
-        rows = self.uint(head, p + 6 + 2 * self.L + self.O, 2)
+        start_size = self.uint(head, p + 2, self.lsize)
+        max_direct = self.uint(head, p + 2 + self.lsize, self.lsize)
+        max_heap_bits = self.uint(head, p + 2 + 2 * self.lsize, 2)
+        root = self.uint(head, p + 6 + 2 * self.lsize, self.osize)
+        rows = self.uint(head, p + 6 + 2 * self.lsize + self.osize, 2)
         if self.uint(head, 7, 2):  # I/O filters on the heap: blocks are compressed
             raise _Limit("fractal heap with I/O filters")
         if self.undefined(root):
@@ -328,15 +330,15 @@ class _Walker:
             raise _Limit("fractal heap indirect blocks too deep or wide")
         if not self.once(addr):
             return
-        head = self.read(addr, 5 + self.O + self.heap_offset_bytes)
+        head = self.read(addr, 5 + self.osize + self.heap_offset_bytes)
         if head[:4] != b"FHIB":
             raise _Bad(f"fractal heap indirect block at {addr} is malformed")
         sizes = [start if r < 2 else start << (r - 1) for r in range(rows)]
         max_direct_rows = sum(1 for s in sizes if s <= max_direct)
         n = rows * width
-        body = self.read(addr + len(head), n * self.O)
+        body = self.read(addr + len(head), n * self.osize)
         for i in range(n):
-            child = self.uint(body, i * self.O, self.O)
+            child = self.uint(body, i * self.osize, self.osize)
             if self.undefined(child):
                 continue
             row = i // width
@@ -349,7 +351,7 @@ class _Walker:
 
     def links_in_block(self, block: bytes, path: str) -> None:
         """Managed objects of a dense group are Link messages packed one after another."""
-        p = 5 + self.O + self.heap_offset_bytes
+        p = 5 + self.osize + self.heap_offset_bytes
         self.tentative = True   # found by a scan of the block, not by an index: may be a false start
         try:
             while p < len(block) - 4:
@@ -366,10 +368,10 @@ class _Walker:
     # -- datasets --------------------------------------------------------------------------------
     def external_files(self, data: bytes, path: str) -> None:
         used = self.uint(data, 6, 2)
-        heap = self.local_heap(self.uint(data, 8, self.O))
+        heap = self.local_heap(self.uint(data, 8, self.osize))
         names = []
         for i in range(min(used, 1024)):
-            off = self.uint(data, 8 + self.O + i * 3 * self.L, self.L)
+            off = self.uint(data, 8 + self.osize + i * 3 * self.lsize, self.lsize)
             names.append(self.cstring(heap + off))
         sev = Severity.CRITICAL if any(_escapes(n) for n in names) else Severity.HIGH
         self.problem("hdf5/external-storage", sev,
@@ -377,7 +379,7 @@ class _Walker:
                      "a loader reads them into the weights", path, files=names[:64])
 
     def virtual(self, data: bytes, path: str) -> None:
-        heap, index = self.uint(data, 2, self.O), self.uint(data, 2 + self.O, 4)
+        heap, index = self.uint(data, 2, self.osize), self.uint(data, 2 + self.osize, 4)
         sources: list[str] = []
         try:
             sources = self.vds_sources(heap, index)
@@ -388,21 +390,21 @@ class _Walker:
                      f"{', '.join(map(repr, sources[:4])) or 'other datasets'}", path, sources=sources[:64])
 
     def vds_sources(self, addr: int, index: int) -> list[str]:
-        head = self.read(addr, 8 + self.L)
+        head = self.read(addr, 8 + self.lsize)
         if head[:4] != b"GCOL":
             raise _Bad("global heap collection without GCOL signature")
-        size = self.uint(head, 8, self.L)
+        size = self.uint(head, 8, self.lsize)
         coll = self.read(addr, min(size, MAX_CHUNK_BYTES))
-        p = 8 + self.L
-        while p + 8 + self.L <= len(coll):
-            idx, osize = self.uint(coll, p, 2), self.uint(coll, p + 8, self.L)
-            blob = coll[p + 8 + self.L: p + 8 + self.L + osize]
+        p = 8 + self.lsize
+        while p + 8 + self.lsize <= len(coll):
+            idx, osize = self.uint(coll, p, 2), self.uint(coll, p + 8, self.lsize)
+            blob = coll[p + 8 + self.lsize: p + 8 + self.lsize + osize]
             if idx == index:
                 # version, entry count, then per entry: source file NUL source dataset NUL selections
-                return [blob[1 + self.L:].split(b"\x00", 1)[0].decode("utf-8", "replace")]
+                return [blob[1 + self.lsize:].split(b"\x00", 1)[0].decode("utf-8", "replace")]
             if idx == 0:
                 break
-            p += 8 + self.L + ((osize + 7) & ~7)
+            p += 8 + self.lsize + ((osize + 7) & ~7)
         return []
 
 
