@@ -57,3 +57,13 @@ def test_broken_saved_model_is_a_finding(tmp_path):
     assert {f.rule for f in _scan(pb)[1]} == {"tf/malformed"}
     (tmp_path / "other.pb").write_bytes(b"\xff\xff\xff")   # not a graph: not ours to judge
     assert _scan(tmp_path / "other.pb")[0].verdict is Verdict.PASS
+
+
+def test_constant_tensors_are_skipped_not_read(tmp_path):
+    from hfguard.static.formats.protowire import Source
+
+    pb = saved_model(tmp_path / "m", ["ReadFile"], const_bytes=8 << 20)
+    with open(pb, "rb") as fh:
+        src = Source(fh, pb.stat().st_size)
+        assert set(graph_ops(src).ops) == {"Const", "ReadFile"}
+    assert src.bytes_read < 1 << 20 < pb.stat().st_size

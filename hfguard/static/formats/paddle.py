@@ -16,11 +16,10 @@ from typing import Any
 from hfguard import signatures
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Observation, Severity
-from hfguard.static.formats.protowire import WireError, fields
-from hfguard.static.problems import TooLarge, lfs_pointer_problem, read_bounded
+from hfguard.static.formats.protowire import Source, WireError, fields, text
+from hfguard.static.problems import lfs_pointer_problem
 from hfguard.target import TargetFile
 
-MAX_PROGRAM_BYTES = 512 * 1024 * 1024
 MAX_OPS = 5_000_000
 
 
@@ -29,22 +28,23 @@ def _ops_rules() -> dict[str, dict[str, Any]]:
     return signatures.load("paddle")["ops"]
 
 
-def program_ops(buf: bytes) -> dict[str, list[str]]:
+def program_ops(buf: bytes | Source) -> dict[str, list[str]]:
     """op type -> locations ('block B op I'), every block of the program."""
+    src = buf if isinstance(buf, Source) else Source(buf)
     ops: dict[str, list[str]] = {}
     count = 0
-    blocks = [(bs, be) for num, _, bs, be in fields(buf, 0, len(buf)) if num == 1]
+    blocks = [(bs, be) for num, _, bs, be in fields(src, 0, src.size) if num == 1]
     for b, (bs, be) in enumerate(blocks):
         i = 0
-        for onum, _, os_, oe in fields(buf, bs, be):
+        for onum, _, os_, oe in fields(src, bs, be):
             if onum != 4:
                 continue
             count += 1
             if count > MAX_OPS:
                 raise WireError(f"more than {MAX_OPS} ops")
-            for tnum, _, ts, te in fields(buf, os_, oe):
+            for tnum, _, ts, te in fields(src, os_, oe):
                 if tnum == 3:
-                    where = ops.setdefault(buf[ts:te][:200].decode("utf-8", "replace"), [])
+                    where = ops.setdefault(text(src, ts, te, 200), [])
                     if len(where) < 8:
                         where.append(f"block {b} op {i}")
                     break
@@ -67,10 +67,11 @@ class PaddleCheck(Check):
             return
         problems: list[Observation] = []
         try:
-            ops = program_ops(read_bounded(file, MAX_PROGRAM_BYTES))
+            with file.open() as fh:
+                ops = program_ops(Source(fh, file.size))
             if not ops:
                 problems.append(Observation("paddle/malformed", Severity.MEDIUM, "program without any op"))
-        except (TooLarge, WireError) as exc:
+        except WireError as exc:
             ops = {}
             problems.append(Observation("paddle/malformed", Severity.MEDIUM,
                                         f"not a readable Paddle program: {exc}"))

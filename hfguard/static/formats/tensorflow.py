@@ -4,8 +4,8 @@ A SavedModel's graph (and its function library, where TF2 keeps the real work) r
 served or called: `PyFunc`/`EagerPyFunc` call Python, `ReadFile`/`WriteFile`/`MatchingFiles` reach the
 file system with paths the graph computes. The protobuf is read with a minimal wire-format reader
 (no tensorflow, no generated classes) along the few fields that lead to op names; everything else,
-constant tensors included, is skipped by length. `saved_model.pbtxt` (text format) is searched for
-`op: "..."` lines. Ops and severities: signatures/tensorflow.yaml.
+constant tensors included, is skipped by length without being read. `saved_model.pbtxt` (text
+format) is searched for `op: "..."` lines. Ops and severities: signatures/tensorflow.yaml.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from hfguard import signatures
 from hfguard.budget import Budget
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Observation, Severity
-from hfguard.static.formats.protowire import WireError, fields
+from hfguard.static.formats.protowire import Source, WireError, fields, text
 from hfguard.static.problems import TooLarge, lfs_pointer_problem, read_bounded
 from hfguard.target import TargetFile
 
-MAX_PB_BYTES = 512 * 1024 * 1024
+MAX_PBTXT_BYTES = 256 * 1024 * 1024
 MAX_NODES = 5_000_000
 _PBTXT_OP = re.compile(rb'\bop:\s*"([A-Za-z0-9_>.]+)"')
 
@@ -50,11 +50,12 @@ class GraphOps:
     nodes: int = 0
 
 
-def graph_ops(buf: bytes, root: str = "SavedModel", budget: Budget | None = None) -> GraphOps:
+def graph_ops(buf: bytes | Source, root: str = "SavedModel", budget: Budget | None = None) -> GraphOps:
     """Op names of every node of every graph and library function. Iterative; the schema is a fixed
     few levels deep, so nesting is bounded by it, not by the input."""
+    src = buf if isinstance(buf, Source) else Source(buf)
     out = GraphOps()
-    stack: list[tuple[str, int, int, str]] = [(root, 0, len(buf), "")]
+    stack: list[tuple[str, int, int, str]] = [(root, 0, src.size, "")]
     while stack:
         kind, start, end, where = stack.pop()
         if kind in _STRINGS:
@@ -64,9 +65,9 @@ def graph_ops(buf: bytes, root: str = "SavedModel", budget: Budget | None = None
             if budget is not None and out.nodes % 4096 == 0:
                 budget.tick("reading TensorFlow graph nodes")
             strings: dict[int, str] = {}
-            for num, _, s, e in fields(buf, start, end):
+            for num, _, s, e in fields(src, start, end):
                 if num in _STRINGS[kind] and num not in strings:
-                    strings[num] = buf[s:e][:256].decode("utf-8", "replace")
+                    strings[num] = text(src, s, e)
             if kind == "NodeDef" and 2 in strings:
                 names = out.ops.setdefault(strings[2], [])
                 if len(names) < 8:
@@ -75,14 +76,14 @@ def graph_ops(buf: bytes, root: str = "SavedModel", budget: Budget | None = None
         children = _SCHEMA[kind]
         fn_name = where
         if kind == "FunctionDef":   # name the function from its signature for locations
-            for num, _, s, e in fields(buf, start, end):
+            for num, _, s, e in fields(src, start, end):
                 if num == 1:
-                    for n2, _, s2, e2 in fields(buf, s, e):
+                    for n2, _, s2, e2 in fields(src, s, e):
                         if n2 == 1:
-                            fn_name = f"function {buf[s2:e2][:200].decode('utf-8', 'replace')}"
+                            fn_name = f"function {text(src, s2, e2, 200)}"
                             break
                     break
-        for num, _, s, e in fields(buf, start, end):
+        for num, _, s, e in fields(src, start, end):
             if num in children and children[num] != "OpDef":
                 stack.append((children[num], s, e, fn_name if kind == "FunctionDef" else where or "graph"))
     return out
@@ -125,17 +126,17 @@ class TensorFlowCheck(Check):
         if (pointer := lfs_pointer_problem(file, "tf")) is not None:
             yield from self.findings_from([pointer], file=file.path, error=True)
             return
-        try:
-            data = read_bounded(file, MAX_PB_BYTES)
-        except TooLarge as exc:
-            yield self.finding("tf/malformed", Severity.MEDIUM, f"graph not analysed: {exc}", file=file.path)
-            return
         if name.endswith(".pbtxt"):
-            problems = op_problems(_pbtxt_ops(data))
+            try:
+                problems = op_problems(_pbtxt_ops(read_bounded(file, MAX_PBTXT_BYTES)))
+            except TooLarge as exc:
+                problems = [Observation("tf/malformed", Severity.MEDIUM, f"graph not analysed: {exc}")]
         else:
             try:
-                problems = op_problems(graph_ops(data, "SavedModel" if saved_model else "GraphDef",
-                                                 ctx.budget()).ops)
+                with file.open() as fh:
+                    src = Source(fh, file.size)
+                    problems = op_problems(graph_ops(src, "SavedModel" if saved_model else "GraphDef",
+                                                     ctx.budget()).ops)
             except WireError as exc:
                 # any protobuf may be called .pb; only a SavedModel is ours to call broken
                 problems = []
