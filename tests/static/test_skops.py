@@ -106,3 +106,20 @@ def test_broken_skops_files_are_findings(tmp_path):
     with zipfile.ZipFile(other, "w") as zf:
         zf.writestr("schema.json", json.dumps({"type": "object"}))
     assert _scan(other)[0].verdict is Verdict.PASS
+
+
+def test_method_nodes(tmp_path):
+    """A bound method is never trusted by skops; one that reaches a dunder attribute is a gadget."""
+    path = tmp_path / "method.skops"
+    sio.dump({"f": LogisticRegression().fit(X, Y).predict}, path)
+    report, found = _scan(path)
+    assert [(f.rule, f.severity) for f in found] == [("skops/untrusted-type", Severity.MEDIUM)]
+    with zipfile.ZipFile(path) as zf:
+        schema = zf.read("schema.json").decode().replace('"func": "predict"', '"func": "__reduce_ex__"')
+    evil = tmp_path / "evil.skops"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("schema.json", schema)
+    report, found = _scan(evil)
+    assert any(f.rule == "skops/dangerous-type" and f.evidence.get("method") == "__reduce_ex__"
+               for f in found)
+    assert report.verdict is Verdict.BLOCK

@@ -81,7 +81,7 @@ def _nodes(schema: Any, budget: Budget | None) -> Iterator[tuple[str, dict[str, 
 def schema_problems(schema: Any, budget: Budget | None = None) -> list[Observation]:
     rules = load_rules()
     out: list[Observation] = []
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str, str | None]] = set()
     for path, node in _nodes(schema, budget):
         loader, module, name = node["__loader__"], node.get("__module__"), node.get("__class__")
         if not isinstance(module, str) or not isinstance(name, str):
@@ -89,10 +89,12 @@ def schema_problems(schema: Any, budget: Budget | None = None) -> list[Observati
                                    f"{loader} without a module and class name", path))
             continue
         full = f"{module}.{name}"
-        attr = node.get("func") if loader == "MethodNode" and isinstance(node.get("func"), str) else None
-        if skops_trusts(loader, module, name) or (loader, full) in seen:
+        content = node.get("content") if loader == "MethodNode" else None
+        func = content.get("func") if isinstance(content, dict) else None
+        attr = func if isinstance(func, str) else None
+        if skops_trusts(loader, module, name) or (loader, full, attr) in seen:
             continue
-        seen.add((loader, full))
+        seen.add((loader, full, attr))
         c = rules.classify(f"{full}.{attr}" if attr else full, f"{name}.{attr}" if attr else name)
         if c.status == "denied" and c.rule is not None:
             what = f"{full}.{attr}" if attr else full
