@@ -65,7 +65,8 @@ def test_benign_nemo_passes_both_checks(tmp_path, gz):
     assert report.verdict is Verdict.PASS, [(f.rule, f.message) for f in found]
 
 
-@pytest.mark.parametrize("target", ["os.system", "builtins.eval", "subprocess.Popen", "torch.load"])
+@pytest.mark.parametrize("target", ["os.system", "builtins.eval", "subprocess.Popen", "torch.load",
+                                    "nemo.utils.subprocess.run", "nemo.core.classes.common.os.execv"])
 def test_hydra_target_callable_blocks(tmp_path, target):
     cfg = {**CONFIG, "preprocessor": {"_target_": target, "_args_": ["touch /tmp/PWNED"]}}
     report, found = _scan(_nemo(tmp_path / "evil.nemo", cfg))

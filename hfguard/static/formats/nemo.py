@@ -85,7 +85,11 @@ def config_problems(text: bytes, where: str, budget: Budget | None = None) -> li
             out.append(Observation("nemo/hydra-target", Severity.MEDIUM,
                                    f"_target_ is not a dotted name: {str(target)[:100]!r}", loc))
             continue
-        pattern = next((p for p in denied if fnmatch.fnmatchcase(target, p)), None)
+        # hydra's _locate imports the longest module prefix, then walks attributes: every suffix of
+        # the path is what some module re-exports (nemo.utils.subprocess.run is subprocess.run)
+        parts = target.strip().split(".")
+        suffixes = [".".join(parts[i:]) for i in range(len(parts))]
+        pattern = next((p for p in denied for sfx in suffixes if fnmatch.fnmatchcase(sfx, p)), None)
         if pattern is not None:
             out.append(Observation("nemo/hydra-target", Severity.CRITICAL,
                                    f"_target_ {target!r} is called while the model loads (hydra instantiate)",
