@@ -217,7 +217,8 @@ class FlaxCheck(Check):
         with file.open() as fh:
             result = scan_msgpack(fh, file.size, ctx.budget())
         if result.arrays == 0 and not result.problems:
-            result.problems.append(Observation("flax/malformed", Severity.MEDIUM,
+            # some other msgpack document: nothing flax would restore, nothing to vet (not a FLAG)
+            result.problems.append(Observation("flax/malformed", Severity.LOW,
                                                "no arrays: not a flax checkpoint"))
         yield from self.findings_from(result.problems, file=file.path,
                                       remediation="Do not restore this checkpoint with flax.serialization.")
