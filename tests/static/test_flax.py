@@ -67,3 +67,12 @@ def test_nesting_100000_deep_and_truncation(tmp_path):
     assert _scan(tmp_path, data[: len(data) - 100])[1] == {"flax/malformed"}
     assert _scan(tmp_path, data + b"\x00junk")[1] == {"flax/trailing-data"}
     assert _scan(tmp_path, b"\xdf\xff\xff\xff\xff")[1] == {"flax/malformed"}   # a count past the file
+
+
+def test_item_flood_stops_at_the_item_limit(tmp_path, monkeypatch):
+    import hfguard.static.formats.flax as flax
+
+    monkeypatch.setattr(flax, "MAX_ITEMS", 1000)     # the limit, not its size, is under test
+    flood = msgpack.packb({"params": {f"w{i}": i for i in range(2000)}})
+    report, rules = _scan(tmp_path, flood)
+    assert rules == {"flax/too-complex"} and report.verdict is Verdict.FLAG
