@@ -24,6 +24,7 @@ from hfguard.hub.resolve import (
     set_files,
 )
 from hfguard.policy import Policy
+from hfguard.units import human_bytes
 
 
 def error_report(spec: str, exc: HubError, checks: list[dict[str, str]], policy: Policy,
@@ -139,7 +140,7 @@ def _check_repo(spec: str, policy: Policy, *, use_cache: bool, download: bool, t
                         on_fetch_error=lambda exc, hf: late.append(fetch_error_finding(exc, hf)))
     repo_bytes = sum(f.size for f in target.files)
     if download and not resolved.meta.get("offline"):
-        progress(f"downloading {len(target.files)} files ({_human(repo_bytes)}) into the HF cache…")
+        progress(f"downloading {len(target.files)} files ({human_bytes(repo_bytes)}) into the HF cache…")
         for tf in target.files:
             try:
                 tf.materialize()
@@ -147,7 +148,7 @@ def _check_repo(spec: str, policy: Policy, *, use_cache: bool, download: bool, t
                 pass
         record_ref(resolved)
     if not download:
-        progress(f"reading headers of {len(target.files)} files ({_human(repo_bytes)} in all) "
+        progress(f"reading headers of {len(target.files)} files ({human_bytes(repo_bytes)} in all) "
                  f"by HTTP range requests…")
     report = scan(target, policy, checks, options=options, progress=progress, budget_seconds=budget_seconds)
     report.target = target.name   # the engine writes repo@sha; the sha is already Report.revision
@@ -162,7 +163,8 @@ def _check_repo(spec: str, policy: Policy, *, use_cache: bool, download: bool, t
         "downloaded_files": stats.downloaded_files,
         "fraction_transferred": round(stats.bytes / repo_bytes, 6) if repo_bytes else 0.0,
     })
-    progress(f"read {_human(stats.bytes)} of {_human(repo_bytes)} in {stats.requests} range requests"
+    progress(f"read {human_bytes(stats.bytes)} of {human_bytes(repo_bytes)} in {stats.requests} "
+             "range requests"
              + (f", downloaded {stats.downloaded_files} files" if stats.downloaded_files else ""))
     if cache and cache.put(key, report):
         progress("verdict cached")
@@ -203,12 +205,3 @@ def _cached(cache: Any, key: str, name: str, progress: Callable[[str], None]) ->
         hit.stats = {**hit.stats, "cached": True, "bytes_transferred": 0, "requests": 0}
         progress(f"cached verdict for {hit.target}: {hit.verdict}")
     return hit
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
