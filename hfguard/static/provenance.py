@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import re
+import struct
 import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from hfguard import sniff as fmts
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Severity
+from hfguard.static.pickle.zipdir import ZipEntry, ZipError, read_zip_directory, torch_data_pickles
 from hfguard.target import Target, TargetFile
 
 _SHA_RE = re.compile(r"[0-9a-f]{40}")
@@ -150,20 +152,18 @@ def _claim_mismatch(file: TargetFile, fmt: str) -> tuple[Severity, str] | None:
         return Severity.MEDIUM, f"named {name.rsplit('.', 1)[1]} but the content is {fmt}"
     if name.endswith(_TORCH_EXTS) and fmt == fmts.ZIP:
         members = _zip_names(file)
-        if members is not None and not any(m.endswith("/data.pkl") or m == "data.pkl" for m in members):
+        if members is not None and not torch_data_pickles(members):
             return Severity.MEDIUM, ("a zip archive that is not a PyTorch checkpoint (no data.pkl): "
-                                     + ", ".join(members[:5]))
+                                     + ", ".join(m.name for m in members[:5]))
     return None
 
 
-def _zip_names(file: TargetFile) -> list[str] | None:
-    """Member names from the central directory only (a range read on Hub files)."""
-    import zipfile
-
+def _zip_names(file: TargetFile) -> list[ZipEntry] | None:
+    """Member entries from the central directory only (a range read on Hub files)."""
     try:
-        with file.open() as fh, zipfile.ZipFile(fh) as zf:
-            return zf.namelist()[:10_000]
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        with file.open() as fh:
+            return read_zip_directory(fh, file.size, local_headers=False)
+    except (ZipError, OSError, ValueError, struct.error):
         return None  # the serialization checks report unreadable archives
 
 
