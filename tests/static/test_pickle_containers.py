@@ -391,3 +391,68 @@ def test_zip_scan_reads_directory_headers_and_pickles_only(tmp_path):
     report = scan_file(file, [SerializationCheck()], ctx)
     assert report.format == "zip" and not report.findings
     assert sum(read) < 256 << 10, sum(read)  # < 256 KiB of a 1 GiB file
+
+
+@pytest.fixture
+def inflated(monkeypatch):
+    """Bytes zlib actually inflates during the test (every deflate/gzip stream goes through
+    zlib.decompressobj): the library is wrapped, none of hfguard's code."""
+    import zlib
+
+    real = zlib.decompressobj
+    counts: list[int] = []
+
+    class Counting:
+        def __init__(self, *args, **kwargs):
+            self._d = real(*args, **kwargs)
+
+        def decompress(self, data, max_length=0):
+            out = self._d.decompress(data, max_length)
+            counts.append(len(out))
+            return out
+
+        def __getattr__(self, name):
+            return getattr(self._d, name)
+
+    monkeypatch.setattr(zlib, "decompressobj", Counting)
+    return counts
+
+
+def _bomb_finding(report):
+    assert report.verdict is Verdict.BLOCK, [f.to_dict() for f in report.all_findings()]
+    [f] = [f for f in report.all_findings() if f.rule == "archive/bomb"]
+    return f
+
+
+def test_gzip_bomb_is_stopped_as_it_inflates(scan_bytes, inflated):
+    from testing import bombs
+
+    head, tail = bombs.pickle_of_zeros(10_000 << 20)
+    data = bombs.gzip_bomb(10_000, head, tail)  # 10 MB of gzip members -> 10 GB of zeros
+    f = _bomb_finding(scan_bytes("bomb.pkl.gz", data))
+    assert f.evidence["limit_name"] == "max_ratio" and f.evidence["ratio"] > 200
+    # stopped near the 64 MiB floor, not at 200 x the 10 MB file (2 GB)
+    assert sum(inflated) < 160 << 20, sum(inflated)
+    assert f.evidence["decompressed"] <= sum(inflated)
+
+
+def test_nested_zip_bomb_is_stopped_as_it_inflates(scan_bytes, inflated):
+    from testing import bombs
+
+    n_mb = 10_000
+    head, tail = bombs.pickle_of_zeros(n_mb << 20)
+    deflated = bombs.deflate_zeros(n_mb, head, tail)
+    inner = bombs.zip64_member_zip("archive/data.pkl", deflated, len(head) + (n_mb << 20) + len(tail))
+    outer = bombs.nested_zip([("inner.zip", inner)])  # deflate of a deflate of zeros
+    f = _bomb_finding(scan_bytes("bomb.pt", outer))
+    assert f.location.startswith("member inner.zip!archive/data.pkl")
+    assert sum(inflated) < 160 << 20, sum(inflated)
+
+
+def test_compressible_but_small_streams_are_not_bombs(scan_bytes, inflated):
+    from testing import bombs
+
+    head, tail = bombs.pickle_of_zeros(32 << 20)  # 32 MiB of zeros: ~1000:1, under the floor
+    report = scan_bytes("zeros.pkl.gz", bombs.gzip_bomb(32, head, tail))
+    assert report.verdict is Verdict.PASS, [f.to_dict() for f in report.all_findings()]
+    assert sum(inflated) >= 32 << 20  # really decoded to the end

@@ -11,6 +11,7 @@ from typing import Any, BinaryIO, Protocol
 
 from hfguard import sniff as sn
 from hfguard.budget import Budget
+from hfguard.static.pickle.streams import Tally
 from hfguard.static.pickle.vm import Global, Limits, PickleResult, VMStop
 
 STREAM_ERRORS = (VMStop, OSError, EOFError, ValueError, zlib.error, lzma.LZMAError, struct.error)
@@ -41,7 +42,9 @@ class ScanConfig:
     max_central_directory: int = 64 << 20
     max_decompressed: int = 4 << 30
     max_ratio: float = 200.0
-    ratio_floor: int = 128 << 20  # the ratio bound applies past this many output bytes
+    # the ratio bound applies past this many output bytes: below it all-zero tensors deflate at
+    # ~1000:1 in honest files, and inflating it is cheap (streamed, never held)
+    ratio_floor: int = 64 << 20
     max_pickles: int = 64
 
 
@@ -123,6 +126,7 @@ class Scanner(Protocol):
     depth: int
     last_fh: Any
     sites: list[PickleSite]
+    tally: Tally
 
     def observe(
         self,

@@ -24,6 +24,7 @@ def scan_compressed(
             ratio=cfg.max_ratio,
             ratio_floor=cfg.ratio_floor,
             budget=sc.budget,
+            tally=sc.tally,
         )
         head = stream.peek(600)[:600]
         fmt = sn.sniff(head, "", None)

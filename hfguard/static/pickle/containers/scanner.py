@@ -26,6 +26,7 @@ from hfguard.static.pickle.containers.npy import scan_npy
 from hfguard.static.pickle.containers.tar import scan_tar
 from hfguard.static.pickle.containers.torch_zip import scan_zip
 from hfguard.static.pickle.peek import is_seekable, peek
+from hfguard.static.pickle.streams import Tally
 from hfguard.static.pickle.vm import PickleResult, PickleVM, Reader, VMStop, scan_stream
 
 _LEGACY_MAGIC = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # LONG1 0x1950a86a20f9469cfc6c
@@ -40,6 +41,7 @@ class ContainerScanner:
         self.last_fh: Any = None  # the stream the last pickle scan ended on (a peek may wrap it)
         self.depth = 0
         self.sites: list[PickleSite] = []
+        self.tally = Tally()  # bytes decompressed by every stream of this scan (max_decompressed)
 
     def observe(
         self,

@@ -19,6 +19,7 @@ from hfguard.static.pickle.containers.common import (
     pickle_member,
 )
 from hfguard.static.pickle.streams import CrcTap, buffered, open_decompressed, open_slice, spool
+from hfguard.static.pickle.vm import PickleResult, VMStop
 from hfguard.static.pickle.zipdir import ZipEntry, ZipError, read_zip_directory
 
 
@@ -88,6 +89,7 @@ def _scan_member(
                 ratio=cfg.max_ratio,
                 ratio_floor=cfg.ratio_floor,
                 budget=sc.budget,
+                tally=sc.tally,
             )
         )
         return buffered(tap), tap
@@ -112,6 +114,7 @@ def _scan_member(
         tap = CrcTap(stream)
         stream = buffered(tap)
     assert tap is not None
+    results: list[PickleResult] = []
     try:
         if pickle_member(fmt, head):
             quiet = not (looks_like_pickle(head) or named_pickle)
@@ -147,7 +150,14 @@ def _scan_member(
                 {"actual": tap.count, "declared": e.usize},
             )
     except STREAM_ERRORS as exc:
-        sc.stream_error(exc, where, e.data_offset)
+        if not _reported(exc, results):  # a bound the pickle scan already hit, met again by the CRC pass
+            sc.stream_error(exc, where, e.data_offset)
+
+
+def _reported(exc: BaseException, results: list[PickleResult]) -> bool:
+    if not isinstance(exc, VMStop):
+        return False
+    return any(a.rule == exc.rule and a.message == exc.message for r in results for a in r.anomalies)
 
 
 def _storage_key(name: str) -> str:
