@@ -171,3 +171,16 @@ def test_trainer_side_files_pass(scan_bytes, protocol):
         buf = io.BytesIO()
         torch.save(obj, buf, pickle_protocol=protocol)
         _passes(scan_bytes(f"{name}.pth", buf.getvalue()))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_plain_pickle_of_tensors_passes(scan_bytes, protocol):
+    """pickle.dumps of tensors calls torch.storage._load_from_bytes(b'<torch zip>'): the nested
+    checkpoint is scanned and, being clean, makes the call benign."""
+    import pickle
+
+    sd = {f"t_{str(d).split('.')[-1]}": _tensor(d) for d in _dtypes()}
+    sd["param"] = torch.nn.Parameter(torch.randn(4))
+    sd["big"] = torch.randn(256, 256)  # 256 KiB: too large for the VM to keep, read from the file
+    _passes(scan_bytes("tensors.pkl", pickle.dumps(sd, protocol=protocol)))
+    _passes(scan_bytes("one.pkl", pickle.dumps(torch.arange(6).reshape(2, 3), protocol=protocol)))

@@ -456,3 +456,34 @@ def test_compressible_but_small_streams_are_not_bombs(scan_bytes, inflated):
     report = scan_bytes("zeros.pkl.gz", bombs.gzip_bomb(32, head, tail))
     assert report.verdict is Verdict.PASS, [f.to_dict() for f in report.all_findings()]
     assert sum(inflated) >= 32 << 20  # really decoded to the end
+
+
+def test_load_from_bytes_is_judged_by_the_nested_checkpoint(mark, scan_bytes):
+    import torch
+
+    benign = fx.torch_zip_bytes({"w": torch.ones(2)})
+    assert scan_bytes("ok.pkl", fx.load_from_bytes_pickle(benign)).verdict is Verdict.PASS
+    # the same call with a malicious nested checkpoint: the nested payload and the loader block
+    report = scan_bytes("evil.pkl", fx.load_from_bytes_pickle(fx.evil_torch_zip(mark)))
+    f = _blocked_by(report, "posix.system")
+    assert f.location.startswith("member <embedded@")
+    assert "torch.storage._load_from_bytes" in fx.dangerous(report)
+    # large (read from the file, not kept by the VM), and protocol 2 (_codecs.encode of the bytes)
+    big_evil = fx.add_member(fx.evil_torch_zip(mark), "archive/data/9", bytes(300_000))
+    for protocol in (2, 4):
+        report = scan_bytes(f"big{protocol}.pkl", fx.load_from_bytes_pickle(big_evil, protocol))
+        assert _blocked_by(report, "posix.system").location.startswith("member <embedded@")
+    # bytes that are not a torch checkpoint (torch.load would unpickle them with weights_only=False)
+    report = scan_bytes("raw.pkl", fx.load_from_bytes_pickle(pickle.dumps({"a": 1})))
+    _blocked_by(report, "torch.storage._load_from_bytes")
+
+
+def test_load_from_bytes_nesting_is_bounded(scan_bytes):
+    import torch
+
+    data = fx.torch_zip_bytes({"w": torch.ones(2)})
+    for _ in range(6):  # a checkpoint inside a pickle inside a checkpoint ... deeper than the bound
+        data = fx.torch_zip_bytes({"x": fx.LoadFromBytes(data)})
+    report = scan_bytes("deep.pt", data)
+    assert "archive/depth-exceeded" in fx.rules_of(report)
+    _blocked_by(report, "torch.storage._load_from_bytes")

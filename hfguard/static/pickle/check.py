@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
 from hfguard import sniff as sn
 from hfguard.budget import Budget
 from hfguard.checks import Check, ScanContext
-from hfguard.findings import Finding
+from hfguard.findings import Finding, Observation, Severity
 from hfguard.static.pickle.containers import (
     SCANNED_FORMATS,
     ContainerScanner,
@@ -112,11 +113,36 @@ class _Agg:
 
 
 def findings_of(check: Check, scanner: ContainerScanner, path: str, rules: RuleSet) -> Iterator[Finding]:
+    judged = _judged_by_content(check, scanner, path, rules)
     for site in scanner.sites:
-        yield from _site_findings(check, site, path, rules)
+        yield from _site_findings(check, site, path, rules, judged)
+    yield from _observation_findings(check, scanner.observations, path, rules)
+
+
+def _observation_findings(
+    check: Check, observations: Iterable[Observation], path: str, rules: RuleSet
+) -> Iterator[Finding]:
     yield from check.findings_from(
-        scanner.observations, file=path, remediation=_REMEDIATION, severity_of=rules.severity_of
+        observations, file=path, remediation=_REMEDIATION, severity_of=rules.severity_of
     )
+
+
+def _judged_by_content(check: Check, scanner: ContainerScanner, path: str, rules: RuleSet) -> set[int]:
+    """ids of loader globals (torch.storage._load_from_bytes) every call of which received a torch
+    checkpoint that scanned clean (nothing above info): the nested scan judged them. Delegations
+    complete inner-first, so a clean inner delegation counts when the outer one is judged."""
+    clean: set[int] = set()
+    dirty: set[int] = set()
+    for d in scanner.delegations:
+        ok = d.judged
+        if ok:
+            sites = (scanner.sites[i] for i in d.sites)
+            found = [f for site in sites for f in _site_findings(check, site, path, rules, clean - dirty)]
+            observations = (scanner.observations[i] for i in d.observations)
+            found += _observation_findings(check, observations, path, rules)
+            ok = all(f.severity <= Severity.INFO for f in found)
+        (clean if ok else dirty).add(d.global_id)
+    return clean - dirty
 
 
 def _invoked_args(site: PickleSite, rules: RuleSet) -> set[int]:
@@ -133,7 +159,9 @@ def _invoked_args(site: PickleSite, rules: RuleSet) -> set[int]:
     return out
 
 
-def _site_findings(check: Check, site: PickleSite, path: str, rules: RuleSet) -> Iterator[Finding]:
+def _site_findings(
+    check: Check, site: PickleSite, path: str, rules: RuleSet, judged: AbstractSet[int] = frozenset()
+) -> Iterator[Finding]:
     res = site.result
     for a in res.anomalies:
         yield check.finding(
@@ -148,6 +176,8 @@ def _site_findings(check: Check, site: PickleSite, path: str, rules: RuleSet) ->
     invoked = _invoked_args(site, rules)
     groups: dict[str, _Agg] = {}
     for g in res.globals:
+        if id(g) in judged:
+            continue  # a loader whose argument was scanned as a checkpoint and found clean
         agg = groups.setdefault(g.qualname, _Agg(g))
         agg.count += 1
         agg.uses |= g.uses

@@ -11,6 +11,7 @@ from typing import Any, BinaryIO, Protocol
 
 from hfguard import sniff as sn
 from hfguard.budget import Budget
+from hfguard.findings import Observation
 from hfguard.static.pickle.streams import Tally
 from hfguard.static.pickle.vm import Global, Limits, PickleResult, VMStop
 
@@ -31,6 +32,17 @@ UNSCANNABLE = {
 class PickleSite:
     where: str  # "" for the file itself, else the member chain ("a.zip!archive/data.pkl")
     result: PickleResult
+
+
+@dataclass
+class Delegation:
+    """A call of a loader whose argument was scanned as a file of its own (`embedded.py`): the
+    loader's global is judged by what that scan found (`sites`/`observations` index ranges)."""
+
+    global_id: int  # id() of the Global the call invokes
+    sites: range
+    observations: range
+    judged: bool  # False: the argument could not be judged (not bytes, not a torch checkpoint)
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,8 @@ class Scanner(Protocol):
     depth: int
     last_fh: Any
     sites: list[PickleSite]
+    observations: list[Observation]
+    delegations: list[Delegation]
     tally: Tally
 
     def observe(

@@ -10,6 +10,7 @@ from hfguard.budget import Budget
 from hfguard.findings import Observation
 from hfguard.static.pickle.containers.common import (
     COMPRESSED,
+    Delegation,
     PickleSite,
     ScanConfig,
     importable,
@@ -19,7 +20,7 @@ from hfguard.static.pickle.containers.common import (
     unscannable_kind,
 )
 from hfguard.static.pickle.containers.compressed import scan_archive, scan_compressed
-from hfguard.static.pickle.containers.embedded import scan_embedded
+from hfguard.static.pickle.containers.embedded import blob_opener, scan_embedded
 from hfguard.static.pickle.containers.joblib import array_hook, is_zf, scan_zf
 from hfguard.static.pickle.containers.legacy import scan_legacy
 from hfguard.static.pickle.containers.npy import scan_npy
@@ -41,6 +42,7 @@ class ContainerScanner:
         self.last_fh: Any = None  # the stream the last pickle scan ended on (a peek may wrap it)
         self.depth = 0
         self.sites: list[PickleSite] = []
+        self.delegations: list[Delegation] = []  # loaders judged by the scan of their argument
         self.tally = Tally()  # bytes decompressed by every stream of this scan (max_decompressed)
 
     def observe(
@@ -127,6 +129,7 @@ class ContainerScanner:
         trailing_ok: bool = False,
     ) -> list[PickleResult]:
         limits = self.config.quiet_limits if quiet else self.config.limits
+        open_blob = blob_opener(fh, base)  # before the scan moves fh
         reader = Reader(fh, base=base, size=size, budget=self.budget)
         sites: list[PickleSite] = []
         vm = PickleVM(limits, self.budget, build_hook=array_hook(self, where, sites, limits))
@@ -136,7 +139,10 @@ class ContainerScanner:
             return []  # not a pickle after all (text that happens to start with an opcode)
         self.sites.extend(PickleSite(where, r) for r in results)
         self.sites.extend(sites)
-        scan_embedded(self, results, where)
+        after = fh.tell() if is_seekable(fh) else None
+        scan_embedded(self, results, where, open_blob)
+        if after is not None:
+            fh.seek(after)  # the embedded scans read fh through slices
         if trailing is not None and not trailing_ok:
             self.observe(trailing.rule, trailing.message, where, trailing.offset, trailing.evidence)
         if len(results) > 1 and max_pickles is None:
