@@ -74,12 +74,73 @@ def test_module_state_and_optimizer(scan_bytes):
     _passes(scan_bytes("ckpt.pt", fx.torch_zip_bytes(ckpt)))
 
 
-def test_whole_pickled_module_is_flagged_not_blocked(scan_bytes):
-    """A whole nn.Module needs weights_only=False to load: unknown globals, FLAG (documented)."""
-    report = scan_bytes("model.pt", fx.torch_zip_bytes(torch.nn.Linear(2, 2)))
+class CustomBlock(torch.nn.Module):
+    """Not a stock torch.nn class: loading imports and rebuilds this module's own code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 2)
+
+
+class LinearByConstructor:
+    """Pickles as torch.nn.Linear(2, 2): the constructor runs with pickle-supplied arguments."""
+
+    def __reduce__(self):
+        return (torch.nn.Linear, (2, 2))
+
+
+def _stock_model():
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 4),
+        torch.nn.LayerNorm(4),
+        torch.nn.Dropout(0.1),
+        torch.nn.Embedding(5, 4),
+        torch.nn.MultiheadAttention(4, 2),
+        torch.nn.LSTM(4, 4),
+        torch.nn.GELU(),
+    )
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4])
+def test_whole_pickled_stock_module_passes_with_advice(scan_bytes, protocol):
+    """Stock torch.nn classes rebuilt by NEWOBJ / copyreg._reconstructor (no constructor call):
+    PASS, with an info finding that a state dict is the better format."""
+    import pickle
+
+    for name, data in (
+        ("model.pt", fx.torch_zip_bytes(_stock_model())),
+        (f"model{protocol}.pkl", pickle.dumps(_stock_model(), protocol=protocol)),
+    ):
+        report = scan_bytes(name, data)
+        assert report.verdict is Verdict.PASS, [f.to_dict() for f in report.all_findings()]
+        [f] = report.all_findings()
+        assert f.rule == "pickle/whole-module" and "torch.nn.modules.linear.Linear" in f.evidence["classes"]
+
+
+def test_whole_module_twins_that_are_not_stock_rebuilds(scan_bytes):
+    import pickle
+
+    # a custom module class among stock ones: its code is imported on load (FLAG, unknown)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), CustomBlock())
+    report = scan_bytes("custom.pt", fx.torch_zip_bytes(model))
     assert report.verdict is Verdict.FLAG
-    assert {f.rule for f in report.all_findings()} == {"pickle/unknown-global"}
-    assert "torch.nn.modules.linear.Linear" in {f.evidence["global"] for f in report.all_findings()}
+    assert {f.evidence.get("global") for f in report.all_findings() if f.rule == "pickle/unknown-global"} == {
+        f"{__name__}.CustomBlock"
+    }
+    # a stock class whose constructor the pickle calls with its own arguments: not a rebuild
+    report = scan_bytes("ctor.pkl", pickle.dumps({"m": LinearByConstructor()}, protocol=2))
+    assert report.verdict is Verdict.FLAG
+    assert "torch.nn.modules.linear.Linear" in {f.evidence.get("global") for f in report.all_findings()}
+    # a stock module carrying a hook that is os.system: BLOCK
+    hooked = torch.nn.Linear(2, 2)
+    hooked._forward_hooks[0] = os.system
+    report = scan_bytes("hooked.pt", fx.torch_zip_bytes(hooked))
+    assert report.verdict is Verdict.BLOCK
+    assert "posix.system" in fx.dangerous(report)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.script/save are deprecated

@@ -39,8 +39,8 @@ from hfguard.static.pickle.containers import (
     ScanConfig,
     member_location,
 )
-from hfguard.static.pickle.rules import RuleSet, load_rules
-from hfguard.static.pickle.vm import Global, Limits
+from hfguard.static.pickle.rules import Classification, RuleSet, load_rules
+from hfguard.static.pickle.vm import Global, Limits, SymDict
 
 CHECK_ID = "static.serialization"
 MAX_UNKNOWN_FINDINGS = 50  # per pickle; the rest are summarised in one finding
@@ -110,6 +110,7 @@ class _Agg:
     first: Global
     count: int = 0
     uses: set[str] = field(default_factory=set)
+    ids: set[int] = field(default_factory=set)
 
 
 def findings_of(check: Check, scanner: ContainerScanner, path: str, rules: RuleSet) -> Iterator[Finding]:
@@ -159,6 +160,44 @@ def _invoked_args(site: PickleSite, rules: RuleSet) -> set[int]:
     return out
 
 
+def _rebuilt(site: PickleSite) -> set[int]:
+    """ids of globals whose every call is a constructor-free rebuild: NEWOBJ with no arguments
+    (cls.__new__(cls)), or copyreg._reconstructor(cls, object, None) / copyreg.__newobj__(cls).
+    A global called any other way, handed to anything else, or mutated is left out."""
+    good: set[int] = set()
+    bad: set[int] = set()
+    for call in site.result.calls:
+        args = call.args if isinstance(call.args, tuple) else None
+        func = call.func
+        if isinstance(func, Global):
+            plain_new = call.kind in ("newobj", "newobj_ex") and args == () and not _nonempty(call.kwargs)
+            (good if plain_new else bad).add(id(func))
+        for i, arg in enumerate(args or ()):
+            if not isinstance(arg, Global):
+                continue
+            q = func.qualname if isinstance(func, Global) else ""
+            reconstructor = (
+                q == "copyreg._reconstructor"
+                and i == 0
+                and len(args or ()) == 3
+                and isinstance(args[1], Global)  # type: ignore[index]
+                and args[1].qualname == "builtins.object"  # type: ignore[index]
+                and args[2] is None  # type: ignore[index]
+            )
+            newobj = q == "copyreg.__newobj__" and i == 0 and len(args or ()) == 1
+            (good if reconstructor or newobj else bad).add(id(arg))
+    mutated = {id(g) for g in site.result.globals if "mutated" in g.uses}
+    return good - bad - mutated
+
+
+def _nonempty(kwargs: Any) -> bool:
+    if kwargs is None:
+        return False
+    if isinstance(kwargs, SymDict):
+        return bool(kwargs.items)
+    return kwargs != {}
+
+
 def _site_findings(
     check: Check, site: PickleSite, path: str, rules: RuleSet, judged: AbstractSet[int] = frozenset()
 ) -> Iterator[Finding]:
@@ -181,11 +220,19 @@ def _site_findings(
         agg = groups.setdefault(g.qualname, _Agg(g))
         agg.count += 1
         agg.uses |= g.uses
+        agg.ids.add(id(g))
         if id(g) in invoked:
             agg.uses.add("called")
     unknown: list[str] = []
+    rebuilt = _rebuilt(site) if res.calls else set()
+    modules: list[str] = []
     for qualname, agg in groups.items():
         c = rules.classify(qualname, agg.first.name)
+        if c.status == "allowed" and c.rule is not None and c.rule.rebuilt_only:
+            if "mutated" not in agg.uses and (agg.ids <= rebuilt or "called" not in agg.uses):
+                modules.append(qualname)
+                continue
+            c = Classification("unknown")  # a stock class constructed with pickle-supplied arguments
         if c.status == "allowed":
             continue
         g = agg.first
@@ -245,6 +292,17 @@ def _site_findings(
                 evidence=evidence,
                 remediation="Review the class; prefer a plain state dict or safetensors.",
             )
+    if modules:
+        yield check.finding(
+            "pickle/whole-module",
+            Severity.INFO,
+            f"a whole torch.nn module is pickled ({len(modules)} stock classes, rebuilt without "
+            "constructor calls); loading it needs torch.load(weights_only=False)",
+            file=path,
+            location=member_location(site.where, res.start, None),
+            evidence={"classes": modules[:50], "pickle_start": res.start},
+            remediation="Prefer a state dict (model.state_dict()) saved as safetensors.",
+        )
     if len(unknown) > MAX_UNKNOWN_FINDINGS:
         rest = unknown[MAX_UNKNOWN_FINDINGS:]
         yield check.finding(
