@@ -143,17 +143,64 @@ def test_whole_module_twins_that_are_not_stock_rebuilds(scan_bytes):
     assert "posix.system" in fx.dangerous(report)
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.script/save are deprecated
-def test_torchscript_archive_is_flagged_for_its_code_not_blocked(scan_bytes):
-    """TorchScript (torch.jit.save) carries compiled code: __torch__ classes are unknown (FLAG);
-    the TorchScript list builders are not treated as torch.jit entry points."""
+def _scripted(module=None) -> bytes:
+    import warnings
+
     buf = io.BytesIO()
-    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), buf)
-    report = scan_bytes("scripted.pt", buf.getvalue())
-    assert report.verdict is Verdict.FLAG, [f.to_dict() for f in report.all_findings()]
-    names = {f.evidence.get("global") for f in report.all_findings()}
-    assert "__torch__.torch.nn.modules.linear.Linear" in names
-    assert not any(n and n.startswith("torch.jit") for n in names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script/save are deprecated
+        torch.jit.save(torch.jit.script(module or torch.nn.Linear(2, 2)), buf)
+    return buf.getvalue()
+
+
+def test_torchscript_archive_of_stock_modules_passes(scan_bytes):
+    """TorchScript (torch.jit.save) carries compiled code: it is parsed and judged; a stock
+    module compiles to aten/prim calls only, and its __torch__ classes are defined by that code."""
+    report = scan_bytes("scripted.pt", _scripted())
+    assert report.verdict is Verdict.PASS, [f.to_dict() for f in report.all_findings()]
+    [f] = report.all_findings()
+    assert f.rule == "torchscript/archive" and f.severity.name == "INFO"
+    assert f.evidence["classes"] == ["__torch__.torch.nn.modules.linear.Linear"]
+    stock = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(36, 4),
+        torch.nn.LayerNorm(4),
+        torch.nn.Dropout(0.1),
+        torch.nn.GELU(),
+    )
+    report = scan_bytes("scripted-seq.pt", _scripted(stock))
+    assert report.verdict is Verdict.PASS, [f.to_dict() for f in report.all_findings()]
+    assert {f.rule for f in report.all_findings()} == {"torchscript/archive"}
+
+
+@pytest.mark.parametrize(
+    ("statement", "rule", "verdict"),
+    [
+        ("return ops.evil_lib.run(input)", "torchscript/custom-op", Verdict.FLAG),
+        ("return torch.ops.my_ops.fused(input, weight)", "torchscript/custom-op", Verdict.FLAG),
+        ("_x = torch.classes.myns.Runner(); return input", "torchscript/custom-class", Verdict.FLAG),
+        ('torch.ops.load_library("/tmp/evil.so"); return input', "torchscript/dangerous-call", Verdict.BLOCK),
+        ('_m = __import__("os"); return input', "torchscript/dangerous-call", Verdict.BLOCK),
+        ('os.system("id"); return input', "torchscript/dangerous-call", Verdict.BLOCK),
+        ("_g = weight.__class__.__subclasses__(); return input", "torchscript/dangerous-call", Verdict.BLOCK),
+        ("return torch.linear(input, weight, bias", "torchscript/unreadable-code", Verdict.FLAG),
+    ],
+)
+def test_torchscript_code_twins(scan_bytes, statement, rule, verdict):
+    """The same archive with its forward() rewritten: what the code calls is the finding."""
+    import zipfile
+
+    data = _scripted()
+    [code] = [n for n in zipfile.ZipFile(io.BytesIO(data)).namelist() if n.endswith("linear.py")]
+    source = zipfile.ZipFile(io.BytesIO(data)).read(code).decode()
+    assert "return torch.linear(input, weight, bias)" in source
+    tampered = source.replace("return torch.linear(input, weight, bias)", statement)
+    report = scan_bytes("tampered.pt", fx.replace_member(data, "linear.py", tampered.encode()))
+    assert report.verdict is verdict, [f.to_dict() for f in report.all_findings()]
+    assert rule in {f.rule for f in report.all_findings()}
 
 
 def test_numpy_and_sklearn_joblib(tmp_path, scan_bytes):

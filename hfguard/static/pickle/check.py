@@ -116,7 +116,9 @@ class _Agg:
 def findings_of(check: Check, scanner: ContainerScanner, path: str, rules: RuleSet) -> Iterator[Finding]:
     judged = _judged_by_content(check, scanner, path, rules)
     for site in scanner.sites:
-        yield from _site_findings(check, site, path, rules, judged)
+        archive = site.where.rsplit("!", 1)[0] if "!" in site.where else ""
+        script = scanner.script_classes.get(archive, set())
+        yield from _site_findings(check, site, path, rules, judged, script)
     yield from _observation_findings(check, scanner.observations, path, rules)
 
 
@@ -199,8 +201,15 @@ def _nonempty(kwargs: Any) -> bool:
 
 
 def _site_findings(
-    check: Check, site: PickleSite, path: str, rules: RuleSet, judged: AbstractSet[int] = frozenset()
+    check: Check,
+    site: PickleSite,
+    path: str,
+    rules: RuleSet,
+    judged: AbstractSet[int] = frozenset(),
+    script: AbstractSet[str] = frozenset(),
 ) -> Iterator[Finding]:
+    """`judged`: ids of loader globals a nested scan judged clean; `script`: the __torch__ classes
+    the TorchScript archive holding this pickle defines in its own (analysed) code."""
     res = site.result
     for a in res.anomalies:
         yield check.finding(
@@ -233,7 +242,7 @@ def _site_findings(
                 modules.append(qualname)
                 continue
             c = Classification("unknown")  # a stock class constructed with pickle-supplied arguments
-        if c.status == "allowed":
+        if c.status == "allowed" or (c.status == "unknown" and qualname in script):
             continue
         g = agg.first
         use = "called" if "called" in agg.uses else "mutated" if "mutated" in agg.uses else "referenced"

@@ -11,7 +11,7 @@ from typing import Any, BinaryIO, Protocol
 
 from hfguard import sniff as sn
 from hfguard.budget import Budget
-from hfguard.findings import Observation
+from hfguard.findings import Observation, Severity
 from hfguard.static.pickle.streams import Tally
 from hfguard.static.pickle.vm import Global, Limits, PickleResult, VMStop
 
@@ -140,6 +140,7 @@ class Scanner(Protocol):
     sites: list[PickleSite]
     observations: list[Observation]
     delegations: list[Delegation]
+    script_classes: dict[str, set[str]]
     tally: Tally
 
     def observe(
@@ -149,6 +150,7 @@ class Scanner(Protocol):
         where: str,
         offset: int | None = None,
         evidence: dict[str, Any] | None = None,
+        severity: Severity | None = None,
     ) -> None: ...
 
     def stream_error(self, exc: BaseException, where: str, offset: int | None) -> None: ...

@@ -7,7 +7,7 @@ from typing import Any, BinaryIO
 
 from hfguard import sniff as sn
 from hfguard.budget import Budget
-from hfguard.findings import Observation
+from hfguard.findings import Observation, Severity
 from hfguard.static.pickle.containers.common import (
     COMPRESSED,
     Delegation,
@@ -43,6 +43,8 @@ class ContainerScanner:
         self.depth = 0
         self.sites: list[PickleSite] = []
         self.delegations: list[Delegation] = []  # loaders judged by the scan of their argument
+        # TorchScript archive (its `where`) -> the __torch__ classes its own code defines
+        self.script_classes: dict[str, set[str]] = {}
         self.tally = Tally()  # bytes decompressed by every stream of this scan (max_decompressed)
 
     def observe(
@@ -52,9 +54,11 @@ class ContainerScanner:
         where: str,
         offset: int | None = None,
         evidence: dict[str, Any] | None = None,
+        severity: Severity | None = None,
     ) -> None:
+        """`severity` None: rated by the structural section of signatures/pickle_globals.yaml."""
         location = member_location(where, offset)
-        self.observations.append(Observation(rule, None, message, location, evidence or {}))
+        self.observations.append(Observation(rule, severity, message, location, evidence or {}))
 
     def stream_error(self, exc: BaseException, where: str, offset: int | None) -> None:
         if isinstance(exc, VMStop):

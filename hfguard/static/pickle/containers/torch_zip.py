@@ -18,6 +18,7 @@ from hfguard.static.pickle.containers.common import (
     looks_like_pickle,
     pickle_member,
 )
+from hfguard.static.pickle.containers.torchscript import analyse_torchscript, is_torchscript
 from hfguard.static.pickle.streams import CrcTap, buffered, open_decompressed, open_slice, spool
 from hfguard.static.pickle.vm import PickleResult, VMStop
 from hfguard.static.pickle.zipdir import ZipEntry, ZipError, read_zip_directory
@@ -50,6 +51,8 @@ def scan_zip(sc: Scanner, fh: BinaryIO, size: int | None, where: str, depth: int
     storage_keys: set[str] = set()
     # the pickles first (they name the storages), then everything else
     ordered = sorted(entries, key=lambda e: (not e.name.endswith(".pkl"), e.index))
+    if is_torchscript(entries):
+        analyse_torchscript(sc, entries, where, lambda e: member_stream(sc, fh, e)[0])
     for e in ordered:
         sc.budget.tick("scanning zip members")
         member_where = join(where, e.name)
@@ -64,7 +67,7 @@ def _scan_member(
     sc: Scanner, fh: BinaryIO, e: ZipEntry, where: str, depth: int, storage_keys: set[str]
 ) -> None:
     cfg = sc.config
-    kind = {0: None, 8: "deflate", 12: "bzip2", 14: "lzma-zip"}.get(e.method, "?")
+    kind = METHODS.get(e.method, "?")
     if kind == "?":
         sc.observe(
             "archive/unsupported-compression",
@@ -77,22 +80,7 @@ def _scan_member(
     assert e.data_offset is not None
 
     def open_member() -> tuple[IO[bytes], CrcTap | None]:
-        raw = open_slice(fh, e.data_offset, e.csize)
-        if kind is None:
-            return raw, None
-        tap = CrcTap(
-            open_decompressed(
-                kind,
-                raw,
-                e.csize,
-                cap=cfg.max_decompressed,
-                ratio=cfg.max_ratio,
-                ratio_floor=cfg.ratio_floor,
-                budget=sc.budget,
-                tally=sc.tally,
-            )
-        )
-        return buffered(tap), tap
+        return member_stream(sc, fh, e)
 
     if _storage_key(e.name) in storage_keys:
         return  # tensor bytes a pickle names as a storage: torch reads them as data, never unpickles
@@ -152,6 +140,33 @@ def _scan_member(
     except STREAM_ERRORS as exc:
         if not _reported(exc, results):  # a bound the pickle scan already hit, met again by the CRC pass
             sc.stream_error(exc, where, e.data_offset)
+
+
+METHODS = {0: None, 8: "deflate", 12: "bzip2", 14: "lzma-zip"}  # zip method -> decompressor kind
+
+
+def member_stream(sc: Scanner, fh: BinaryIO, e: ZipEntry) -> tuple[IO[bytes], CrcTap | None]:
+    """A member's bytes, decompressed within the scan's bounds (a CRC tap when compressed).
+    The member must have a data offset and a method in METHODS."""
+    assert e.data_offset is not None
+    kind = METHODS[e.method]
+    raw = open_slice(fh, e.data_offset, e.csize)
+    if kind is None:
+        return raw, None
+    cfg = sc.config
+    tap = CrcTap(
+        open_decompressed(
+            kind,
+            raw,
+            e.csize,
+            cap=cfg.max_decompressed,
+            ratio=cfg.max_ratio,
+            ratio_floor=cfg.ratio_floor,
+            budget=sc.budget,
+            tally=sc.tally,
+        )
+    )
+    return buffered(tap), tap
 
 
 def _reported(exc: BaseException, results: list[PickleResult]) -> bool:
