@@ -292,3 +292,79 @@ def test_plain_pickle_of_tensors_passes(scan_bytes, protocol):
     sd["big"] = torch.randn(256, 256)  # 256 KiB: too large for the VM to keep, read from the file
     _passes(scan_bytes("tensors.pkl", pickle.dumps(sd, protocol=protocol)))
     _passes(scan_bytes("one.pkl", pickle.dumps(torch.arange(6).reshape(2, 3), protocol=protocol)))
+
+
+@pytest.mark.parametrize("library", ["lightgbm", "xgboost"])
+def test_gradient_boosting_models_pass(tmp_path, scan_bytes, library):
+    import pickle
+
+    import numpy as np
+
+    lib = pytest.importorskip(library)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(80, 4)), rng.integers(0, 2, 80)
+    if library == "lightgbm":
+        kw = {"n_estimators": 3, "verbose": -1}
+        models = [lib.LGBMClassifier(**kw), lib.LGBMRegressor(**kw)]
+    else:
+        models = [lib.XGBClassifier(n_estimators=3), lib.XGBRegressor(n_estimators=3)]
+    for i, model in enumerate(models):
+        model.fit(x, y)
+        for comp in (0, 3):
+            path = fx.joblib_file(tmp_path / f"{library}{i}.joblib", model, comp)
+            _passes(scan_bytes(f"{library}{i}-{comp}.joblib", path.read_bytes()))
+        booster = model.booster_ if library == "lightgbm" else model.get_booster()
+        _passes(scan_bytes(f"{library}{i}-booster.pkl", pickle.dumps(booster, protocol=5)))
+
+
+def test_lightning_checkpoint_passes(scan_bytes):
+    """What pytorch_lightning's Trainer.save_checkpoint writes: a dict with state_dict, optimizer
+    and scheduler states, loops, callbacks and hyper_parameters, through torch.save."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(3, 4)).sum().backward()
+    opt.step()
+    ckpt = {
+        "epoch": 3,
+        "global_step": 120,
+        "pytorch-lightning_version": "2.4.0",
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 3, "completed": 3}}}},
+        "callbacks": {
+            "ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min'}": {
+                "monitor": "val_loss",
+                "best_model_score": torch.tensor(0.5),
+                "best_model_path": "/ckpt/epoch=2.ckpt",
+                "kth_value": torch.tensor(float("inf")),
+                "best_k_models": {"/ckpt/epoch=2.ckpt": torch.tensor(0.5)},
+            }
+        },
+        "optimizer_states": [opt.state_dict()],
+        "lr_schedulers": [torch.optim.lr_scheduler.CosineAnnealingLR(opt, 10).state_dict()],
+        "hparams_name": "kwargs",
+        "hyper_parameters": {"lr": 1e-3, "hidden": [8, 8], "betas": (0.9, 0.99), "extra": {"a": None}},
+        "precision": torch.bfloat16,
+    }
+    _passes(scan_bytes("epoch=3.ckpt", fx.torch_zip_bytes(ckpt)))
+    half = {k: v.half() for k, v in model.state_dict().items()}
+    _passes(scan_bytes("fp16.ckpt", fx.torch_zip_bytes({"state_dict": half, "epoch": 1})))
+
+
+def test_numpy_protocol5_pickles_pass(scan_bytes):
+    """numpy arrays pickled with protocol 5 and no buffer_callback: the buffers are in-band."""
+    import pickle
+
+    import numpy as np
+
+    arrays = {
+        "f32": np.arange(10, dtype=np.float32),
+        "fortran": np.asfortranarray(np.ones((3, 4))),
+        "strided": np.arange(20)[::2],
+        "structured": np.zeros(3, dtype=[("a", "<i4"), ("b", "<f8")]),
+        "f16": np.ones(4, dtype=np.float16),
+        "int8": np.arange(-4, 4, dtype=np.int8),
+        "str": np.array(["a", "bc"]),
+        "dates": np.array(["2020-01-01"], dtype="datetime64[D]"),
+        "big": np.zeros((300, 300)),  # 720 KB: larger than the VM keeps
+    }
+    _passes(scan_bytes("arrays.pkl", pickle.dumps(arrays, protocol=5)))
