@@ -312,15 +312,95 @@ def test_embedded_payload_of_a_nested_deserializer_is_scanned(mark, scan_bytes):
 
 
 @pytest.mark.parametrize(
-    ("magic", "kind"), [(b"7z\xbc\xaf\x27\x1c\x00\x04", "7z"), (b"\x28\xb5\x2f\xfd\x00", "zstd")]
+    ("magic", "kind", "module"),
+    [
+        (b"Rar!\x1a\x07\x01\x00", "rar", None),
+        (b"7z\xbc\xaf\x27\x1c\x00\x04", "7z", "py7zr"),
+        (b"\x28\xb5\x2f\xfd\x00", "zstd", "zstandard"),
+        (b"\x04\x22\x4d\x18\x64", "lz4", "lz4"),
+    ],
 )
-def test_archives_hfguard_cannot_open_are_findings(scan_bytes, magic, kind):
+def test_archives_hfguard_cannot_open_are_findings(scan_bytes, monkeypatch, magic, kind, module):
+    """rar has no reader; 7z/zstd/lz4 have optional ones: without the package, unscannable."""
+    import sys
+
+    if module is not None:
+        monkeypatch.setitem(sys.modules, module, None)  # the optional package is not installed
+        monkeypatch.setitem(sys.modules, f"{module}.frame", None)
     report = scan_bytes("model.pkl", magic + bytes(100))
     [f] = [f for f in report.all_findings() if f.rule == "archive/unscannable"]
     assert f.evidence["format"] == kind and report.verdict is Verdict.FLAG
-    report = scan_bytes("bundle.zip", fx.zip_with([("weights.7z", magic + bytes(100))]))
+    report = scan_bytes("bundle.zip", fx.zip_with([("weights.x", magic + bytes(100))]))
     [f] = [f for f in report.all_findings() if f.rule == "archive/unscannable"]
-    assert f.location.startswith("member weights.7z")
+    assert f.location.startswith("member weights.x")
+
+
+def _seven_zip(members: list[tuple[str, bytes]]) -> bytes:
+    py7zr = pytest.importorskip("py7zr")
+    buf = io.BytesIO()
+    with py7zr.SevenZipFile(buf, "w") as z:
+        for name, data in members:
+            z.writestr(data, name)
+    return buf.getvalue()
+
+
+def test_nullifai_style_7z_torch_pickle_is_blocked(mark, scan_bytes):
+    """nullifAI (ReversingLabs, 2025): a PyTorch model packed with 7z instead of zip, its pickle
+    running a payload first and breaking afterwards."""
+    broken = fx.evil_pickle(mark, 2) + b"\x00 broken stream"
+    data = _seven_zip([("archive/data.pkl", broken), ("archive/version", b"3\n")])
+    f = _blocked_by(scan_bytes("pytorch_model.bin", data), "posix.system")
+    assert f.location.startswith("member archive/data.pkl")
+
+
+def test_7z_of_a_benign_checkpoint_passes(scan_bytes):
+    import torch
+
+    data = _seven_zip([("model.pt", fx.torch_zip_bytes({"w": torch.ones(3)})), ("config.json", b"{}")])
+    report = scan_bytes("model.7z", data)
+    assert report.verdict is Verdict.PASS, [f.to_dict() for f in report.all_findings()]
+
+
+def test_7z_bounds_and_garbage(scan_bytes):
+    policy = policy_from_mapping({"thresholds": {"static.serialization": {"max-decompressed": 1 << 20}}})
+    data = _seven_zip([("data.pkl", pickle.dumps(bytes(2 << 20), protocol=4))])
+    report = scan_bytes("big.7z", data, policy)
+    assert "archive/bomb" in fx.rules_of(report) and report.verdict is Verdict.BLOCK
+    assert scan_bytes("fine.7z", data).verdict is Verdict.PASS
+    report = scan_bytes("junk.7z", b"7z\xbc\xaf\x27\x1c" + bytes(60))
+    assert "archive/malformed" in fx.rules_of(report)
+
+
+@pytest.mark.parametrize("kind", ["zstd", "lz4"])
+def test_zstd_and_lz4_are_decoded_and_scanned(mark, scan_bytes, kind):
+    import torch
+
+    compress = _frame_compressor(kind)
+    f = _blocked_by(scan_bytes(f"model.pkl.{kind}", compress(fx.evil_pickle(mark, 4))), "posix.system")
+    assert f.location.startswith(f"member <{kind}>")
+    benign = compress(fx.torch_zip_bytes({"w": torch.ones(3)}))
+    assert scan_bytes(f"model.pt.{kind}", benign).verdict is Verdict.PASS
+
+
+@pytest.mark.parametrize("kind", ["zstd", "lz4"])
+def test_zstd_and_lz4_bombs_stop_as_they_inflate(scan_bytes, kind):
+    """Frames concatenate: one frame of 1 MiB of zeros repeated 10,000 times is a 10 GB stream."""
+    from testing import bombs
+
+    compress = _frame_compressor(kind)
+    head, tail = (compress(part) for part in bombs.pickle_of_zeros(10_000 << 20))
+    data = head + compress(bytes(1 << 20)) * 10_000 + tail
+    report = scan_bytes(f"bomb.pkl.{kind}", data)
+    [f] = [f for f in report.all_findings() if f.rule == "archive/bomb"]
+    assert report.verdict is Verdict.BLOCK and f.evidence["decompressed"] < 160 << 20
+
+
+def _frame_compressor(kind: str):
+    if kind == "zstd":
+        zstandard = pytest.importorskip("zstandard")
+        return zstandard.ZstdCompressor().compress
+    lz4_frame = pytest.importorskip("lz4.frame")
+    return lz4_frame.compress
 
 
 def test_zip_bomb_is_a_finding(scan_bytes):

@@ -8,6 +8,7 @@ ratio bound: a zip bomb becomes a finding, not an out-of-memory.
 from __future__ import annotations
 
 import bz2
+import functools
 import gzip
 import io
 import lzma
@@ -24,6 +25,14 @@ CHUNK = 1 << 16
 
 class StreamLimit(VMStop):
     """Decompressed output passed a bound (rule archive/bomb)."""
+
+
+class Unavailable(Exception):
+    """The optional library that decodes this kind of stream is not installed."""
+
+    def __init__(self, kind: str, package: str) -> None:
+        super().__init__(f"{kind}: the optional package {package!r} is not installed")
+        self.kind, self.package = kind, package
 
 
 class Slice(RandomAccessReader):
@@ -135,7 +144,10 @@ class _Capped(io.RawIOBase):
             raise
 
     def _readinto(self, b: Any) -> int:
-        n = self.inner.readinto(b)  # type: ignore[attr-defined]
+        try:
+            n = self.inner.readinto(b)  # type: ignore[attr-defined]
+        except _library_errors() as exc:  # corrupt zstd/lz4 data: a stream error like the others
+            raise ValueError(f"{type(exc).__name__}: {exc}") from None
         self.total += n
         self.tally.total += n
         if self.tally.total > self.cap:
@@ -162,8 +174,22 @@ class _Capped(io.RawIOBase):
         return n
 
 
+@functools.cache
+def _library_errors() -> tuple[type[BaseException], ...]:
+    """What the optional decoders raise on corrupt data (lz4: RuntimeError)."""
+    errors: list[type[BaseException]] = [RuntimeError]
+    try:
+        import zstandard
+
+        errors.append(zstandard.ZstdError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 def decompressor(kind: str, src: IO[bytes]) -> IO[bytes]:
-    """kind: gzip | bzip2 | xz | lzma | zlib | deflate (raw, as in zip) | lzma-zip | bzip2."""
+    """kind: gzip | bzip2 | xz | lzma | zlib | deflate (raw, as in zip) | lzma-zip | zstd | lz4.
+    zstd and lz4 need optional packages: `Unavailable` when they are missing."""
     if kind == "gzip":
         return gzip.GzipFile(fileobj=src, mode="rb")
     if kind == "bzip2":
@@ -176,6 +202,19 @@ def decompressor(kind: str, src: IO[bytes]) -> IO[bytes]:
         return _Inflate(src, -zlib.MAX_WBITS)
     if kind == "lzma-zip":
         return _ZipLzma(src)
+    if kind == "zstd":
+        try:
+            import zstandard
+        except ImportError:
+            raise Unavailable(kind, "zstandard") from None
+        # the window is bounded by the library's default limit (128 MiB), whatever the frame asks
+        return zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, read_across_frames=True)
+    if kind == "lz4":
+        try:
+            import lz4.frame
+        except ImportError:
+            raise Unavailable(kind, "lz4") from None
+        return lz4.frame.LZ4FrameFile(src, "rb")  # type: ignore[no-any-return]
     raise ValueError(f"no decompressor for {kind}")
 
 

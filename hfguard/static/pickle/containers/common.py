@@ -16,16 +16,20 @@ from hfguard.static.pickle.streams import Tally
 from hfguard.static.pickle.vm import Global, Limits, PickleResult, VMStop
 
 STREAM_ERRORS = (VMStop, OSError, EOFError, ValueError, zlib.error, lzma.LZMAError, struct.error)
-COMPRESSED = {sn.GZIP: "gzip", sn.BZIP2: "bzip2", sn.XZ: "xz", sn.LZMA: "lzma", sn.ZLIB: "zlib"}
-SCANNED_FORMATS = {sn.PICKLE, sn.TORCH_LEGACY, sn.ZIP, sn.TAR, sn.NUMPY, *COMPRESSED}
+COMPRESSED = {
+    sn.GZIP: "gzip",
+    sn.BZIP2: "bzip2",
+    sn.XZ: "xz",
+    sn.LZMA: "lzma",
+    sn.ZLIB: "zlib",
+    sn.ZSTD: "zstd",
+    sn.LZ4: "lz4",
+}
+ARCHIVES = {sn.ZIP, sn.TAR, sn.NUMPY, sn.TORCH_LEGACY, sn.SEVENZIP}  # containers with their own reader
+SCANNED_FORMATS = {sn.PICKLE, *ARCHIVES, *COMPRESSED}
 _PICKLE_FIRST = set(b"(}]acdefghijlpqrstuvwxyzIJKLMNPQRSTUVX\x80\x8a\x8b\x8c\x8d\x8e\x8f\x93\x94\x95GFBC.0")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-UNSCANNABLE = {
-    b"7z\xbc\xaf\x27\x1c": "7z",
-    b"Rar!\x1a\x07": "rar",
-    b"\x28\xb5\x2f\xfd": "zstd",
-    b"\x04\x22\x4d\x18": "lz4",
-}
+UNSCANNABLE = {b"Rar!\x1a\x07": "rar"}  # archives hfguard has no reader for
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import BinaryIO
 
 from hfguard import sniff as sn
 from hfguard.static.pickle.containers.common import STREAM_ERRORS, Scanner, interesting, join
-from hfguard.static.pickle.streams import open_decompressed, spool
+from hfguard.static.pickle.streams import Unavailable, open_decompressed, spool
 
 
 def scan_compressed(
@@ -38,6 +38,8 @@ def scan_compressed(
             )
         elif interesting(fmt, head):
             sc.scan(stream, None, fmt, inner_where, depth + 1)  # type: ignore[arg-type]
+    except Unavailable as exc:
+        unscannable(sc, kind, where, 0, f"the optional package {exc.package!r} is not installed")
     except STREAM_ERRORS as exc:
         sc.stream_error(exc, inner_where, None)
 
@@ -46,5 +48,9 @@ def scan_archive(
     sc: Scanner, fh: BinaryIO, size: int | None, kind: str, where: str, depth: int, base: int
 ) -> None:
     """An archive kind hfguard has no reader for: whatever it holds is unscanned."""
-    msg = f"{kind} archive: hfguard cannot open it, so whatever it holds is unscanned"
-    sc.observe("archive/unscannable", msg, where, base, {"format": kind})
+    unscannable(sc, kind, where, base, "hfguard has no reader for it")
+
+
+def unscannable(sc: Scanner, kind: str, where: str, offset: int | None, why: str) -> None:
+    msg = f"{kind} archive: hfguard cannot open it ({why}), so whatever it holds is unscanned"
+    sc.observe("archive/unscannable", msg, where, offset, {"format": kind})

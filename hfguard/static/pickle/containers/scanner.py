@@ -9,6 +9,7 @@ from hfguard import sniff as sn
 from hfguard.budget import Budget
 from hfguard.findings import Observation, Severity
 from hfguard.static.pickle.containers.common import (
+    ARCHIVES,
     COMPRESSED,
     Delegation,
     PickleSite,
@@ -24,6 +25,7 @@ from hfguard.static.pickle.containers.embedded import blob_opener, scan_embedded
 from hfguard.static.pickle.containers.joblib import array_hook, is_zf, scan_zf
 from hfguard.static.pickle.containers.legacy import scan_legacy
 from hfguard.static.pickle.containers.npy import scan_npy
+from hfguard.static.pickle.containers.sevenzip import scan_7z
 from hfguard.static.pickle.containers.tar import scan_tar
 from hfguard.static.pickle.containers.torch_zip import scan_zip
 from hfguard.static.pickle.peek import is_seekable, peek
@@ -87,7 +89,7 @@ class ContainerScanner:
             self.depth = outer
 
     def _dispatch(self, fh: BinaryIO, size: int | None, fmt: str, where: str, depth: int, base: int) -> None:
-        if fmt not in (sn.ZIP, sn.TAR, sn.NUMPY, sn.TORCH_LEGACY) and fmt not in COMPRESSED:
+        if fmt not in ARCHIVES and fmt not in COMPRESSED:
             kind = unscannable_kind(peek(fh, 8))
             if kind is not None:
                 scan_archive(self, fh, size, kind, where, depth, base)
@@ -103,6 +105,8 @@ class ContainerScanner:
             scan_legacy(self, fh, size, where, base)
         elif fmt == sn.TAR:
             scan_tar(self, fh, where, depth)
+        elif fmt == sn.SEVENZIP:
+            scan_7z(self, fh, size, where, depth)
         elif fmt == sn.NUMPY:
             scan_npy(self, fh, size, where, base)
         elif fmt in COMPRESSED:
