@@ -1,13 +1,12 @@
 """`static.serialization`: is any pickle in this file unsafe to load?
 
-Every pickle-bearing container is unpacked (`containers.py`), every pickle is run through the
-symbolic VM (`pickle_vm.py`), and every global it imports is classified against
-`signatures/pickle_globals.yaml` (`pickle_rules.py`). Nothing is imported, called or unpickled.
+Every pickle-bearing container is unpacked (`containers/`), every pickle is run through the
+symbolic VM (`vm.py`), and every global it imports is classified against
+`signatures/pickle_globals.yaml` (`rules.py`). Nothing is imported, called or unpickled.
 
 Rule ids emitted (all described, with severities, in signatures/pickle_globals.yaml):
   pickle/dangerous-global  a denied global; severity from its rule, lower when only referenced
-  pickle/unknown-global    on neither list (medium). A whole pickled nn.Module lands here: loading
-                           it needs weights_only=False, which is worth a FLAG; a state dict passes.
+  pickle/unknown-global    on neither list (medium), e.g. a custom nn.Module class.
   pickle/malformed, pickle/truncated, pickle/trailing-data, pickle/limit-exceeded,
   pickle/non-string-global, pickle/unknown-extension, pickle/indirect-call, pickle/global-mutation,
   pickle/out-of-band-buffer, pickle/multiple-pickles, pickle/dunder-attribute,
@@ -15,6 +14,10 @@ Rule ids emitted (all described, with severities, in signatures/pickle_globals.y
   archive/unsupported-compression, zip/duplicate-member, zip/header-mismatch, zip/bad-crc,
   zip/flag-bits, zip/out-of-bounds, zip/unlisted-member, zip/unlisted-data, numpy/malformed-header,
   numpy/object-array, torch/legacy-layout
+  pickle/whole-module (info)  a whole nn.Module of stock torch.nn classes rebuilt without constructor
+                           calls: PASS, with the advice to ship a state dict
+  torchscript/archive (info), torchscript/custom-op, torchscript/custom-class,
+  torchscript/dangerous-call, torchscript/unreadable-code   (containers/torchscript.py)
 
 Thresholds (policy ``[tool.hfguard.thresholds."static.serialization"]``): max-opcodes, max-memo,
 max-depth, max-decompressed, max-ratio, max-members.
