@@ -15,8 +15,9 @@ from typing import Any
 
 import click
 
+from hfguard.checks import load_checked_policy
 from hfguard.findings import Report, Verdict
-from hfguard.policy import TIERS, Policy, PolicyError, load_policy, parse_fail_on
+from hfguard.policy import TIERS, Policy, PolicyError, parse_fail_on
 from hfguard.report import FORMATS, write_report
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
@@ -50,7 +51,7 @@ def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.get_current_context().meta["hfguard.options"] = {
             k: v for k in ("base", "device", "reference", "probe_data") if (v := kw.pop(k)) is not None}
         try:
-            policy = load_policy(Path(kw.pop("policy_path")) if kw.get("policy_path") else None)
+            policy = load_checked_policy(Path(kw.pop("policy_path")) if kw.get("policy_path") else None)
         except PolicyError as exc:
             raise click.UsageError(str(exc)) from None
         kw.pop("policy_path", None)
