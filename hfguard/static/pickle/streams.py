@@ -211,7 +211,7 @@ def decompressor(kind: str, src: IO[bytes]) -> IO[bytes]:
         return zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, read_across_frames=True)
     if kind == "lz4":
         try:
-            import lz4.frame
+            import lz4.frame  # type: ignore[import-untyped]
         except ImportError:
             raise Unavailable(kind, "lz4") from None
         return lz4.frame.LZ4FrameFile(src, "rb")  # type: ignore[no-any-return]
@@ -261,7 +261,8 @@ def open_decompressed(
     """`src` decompressed, within the bounds. `compressed_size` is informative only: the ratio is
     measured against the compressed bytes consumed so far (a member may lie about its size)."""
     counted = _Counted(src)
-    return buffered(_Capped(decompressor(kind, counted), counted, cap, ratio, ratio_floor, budget, tally))
+    inner = decompressor(kind, counted)  # type: ignore[arg-type]  # a RawIOBase reads as IO[bytes]
+    return buffered(_Capped(inner, counted, cap, ratio, ratio_floor, budget, tally))
 
 
 def spool(src: IO[bytes], cap: int, budget: Budget | None) -> IO[bytes]:

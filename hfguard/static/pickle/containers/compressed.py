@@ -29,13 +29,8 @@ def scan_compressed(
         head = stream.peek(600)[:600]
         fmt = sn.sniff(head, "", None)
         if fmt == sn.ZIP:
-            sc.scan(
-                spool(stream, cfg.max_decompressed, sc.budget),
-                None,  # type: ignore[arg-type]
-                sn.ZIP,
-                inner_where,
-                depth + 1,
-            )
+            inner = spool(stream, cfg.max_decompressed, sc.budget)
+            sc.scan(inner, None, sn.ZIP, inner_where, depth + 1)  # type: ignore[arg-type]
         elif interesting(fmt, head):
             sc.scan(stream, None, fmt, inner_where, depth + 1)  # type: ignore[arg-type]
     except Unavailable as exc:
