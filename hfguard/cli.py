@@ -7,7 +7,7 @@ import sys
 import click
 
 from hfguard import __version__
-from hfguard.commands import check, checks, env, hook, install_hooks, lock, rules, scan
+from hfguard.commands import check, checks, env, fleet, hook, install_hooks, lock, rules, scan, signatures
 from hfguard.commands.common import EXIT_ERROR
 
 
@@ -18,7 +18,8 @@ def main() -> None:
 
 
 for _command in (scan.scan, check.check, hook.hook, lock.lock, install_hooks.install_hooks,
-                 checks.list_checks, env.env, rules.list_rules):
+                 checks.list_checks, env.env, rules.list_rules, fleet.fleet,
+                 signatures.signatures):
     main.add_command(_command)
 
 def run() -> None:

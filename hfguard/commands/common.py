@@ -23,13 +23,17 @@ from hfguard.report import FORMATS, write_report
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
 
-def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options every scanning command shares, resolved into a Policy and output settings."""
+def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--format and --output: where one report goes."""
+    func = click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
+                        help="Write the report to this file instead of stdout.")(func)
+    return click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
+                        help="Report format on stdout (or --output).")(func)
 
-    @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
-                  help="Report format on stdout (or --output).")
-    @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
-                  help="Write the report to this file instead of stdout.")
+
+def policy_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every vetting command shares, resolved into a Policy (plus --budget and --quiet)."""
+
     @click.option("--fail-on", type=click.Choice(["flag", "block", "error", "never"]),
                   help="Exit 1 at this verdict or worse (default from policy: flag).")
     @click.option("--policy", "policy_path", type=click.Path(exists=True, dir_okay=False),
@@ -64,6 +68,11 @@ def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
         return func(policy=policy, **kw)
 
     return wrapper
+
+
+def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every scanning command shares: the policy options and where the report goes."""
+    return output_options(policy_options(func))
 
 
 def scan_options() -> dict[str, Any]:

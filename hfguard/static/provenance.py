@@ -115,13 +115,22 @@ def _limit(part: str, max_d: int, short: int) -> int:
 
 
 # -- hashes ---------------------------------------------------------------------------------------
-@functools.cache
 def _known_bad() -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    from hfguard.signatures import signatures_version
+
+    return _known_bad_at(signatures_version())   # a feed update changes the version: reloaded
+
+
+@functools.cache
+def _known_bad_at(version: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    from hfguard.feeds import load_feed
     from hfguard.signatures import load
 
-    doc = load("known_bad")
-    repos = {e["id"].lower(): e for e in doc.get("repos", [])}
-    files = {e["sha256"].lower(): e for e in doc.get("files", [])}
+    repos: dict[str, dict[str, Any]] = {}
+    files: dict[str, dict[str, Any]] = {}
+    for doc in (load("known_bad"), load_feed()):   # shipped, then the user's signed updates
+        repos |= {e["id"].lower(): e for e in doc.get("repos", []) or []}
+        files |= {e["sha256"].lower(): e for e in doc.get("files", []) or []}
     return repos, files
 
 
