@@ -14,6 +14,9 @@ BZIP2 = "bzip2"
 XZ = "xz"
 LZMA = "lzma"
 ZLIB = "zlib"
+ZSTD = "zstd"
+LZ4 = "lz4"                        # the lz4 frame format
+SEVENZIP = "7z"
 NUMPY = "numpy"
 SAFETENSORS = "safetensors"
 HDF5 = "hdf5"
@@ -58,6 +61,12 @@ def sniff(head: bytes, name: str = "", size: int | None = None) -> str:
         return XZ
     if head.startswith(b"\x5d\x00\x00"):
         return LZMA
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        return ZSTD
+    if head.startswith(b"\x04\x22\x4d\x18"):
+        return LZ4
+    if head.startswith(b"7z\xbc\xaf\x27\x1c"):
+        return SEVENZIP
     if len(head) >= 262 and head[257:262] == b"ustar":
         return TAR
     if _looks_like_safetensors(head, size):

@@ -406,3 +406,20 @@ def rules_of(report) -> set[str]:
 def dangerous(report) -> dict[str, object]:
     """qualname -> finding, for pickle/dangerous-global findings."""
     return {f.evidence["global"]: f for f in report.all_findings() if f.rule == "pickle/dangerous-global"}
+
+
+class LoadFromBytes:
+    """Pickles as `torch.storage._load_from_bytes(data)`: what plain pickle.dumps of a tensor
+    writes (the storage's torch.save bytes), here with any bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self):
+        import torch.storage
+
+        return (torch.storage._load_from_bytes, (self.data,))
+
+
+def load_from_bytes_pickle(data: bytes, protocol: int = 4) -> bytes:
+    return pickle.dumps(LoadFromBytes(data), protocol=protocol)

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import re
+import struct
 import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -22,11 +23,16 @@ from hfguard import sniff as fmts
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Severity
 from hfguard.policy import Policy
+from hfguard.static.pickle.zipdir import ZipEntry, ZipError, read_zip_directory, torch_data_pickles
 from hfguard.target import Target, TargetFile
 
 _SHA_RE = re.compile(r"[0-9a-f]{40}")
 _PICKLE_FORMATS = {fmts.PICKLE, fmts.TORCH_LEGACY}
 _TORCH_EXTS = (".bin", ".pt", ".pth", ".ckpt")
+_PICKLE_EXTS = (".pkl", ".pickle", ".joblib")
+# what torch.load reads: zip checkpoints (and TorchScript), legacy stacked pickles, old tar checkpoints
+_TORCH_FORMATS = {fmts.ZIP, fmts.TORCH_LEGACY, fmts.PICKLE, fmts.TAR}
+_TEXT_FORMATS = {fmts.TEXT, fmts.JSON, fmts.PYTHON}
 _PICKLE_WEIGHT_RE = re.compile(r"(^|/)(pytorch_model|model|diffusion_pytorch_model|adapter_model)"
                                r"[-\w.]*\.(bin|pt|pth|ckpt)$", re.I)
 _HASH_LIMIT = 256 << 20   # local files hashed for known-bad lookups up to this size
@@ -195,22 +201,41 @@ def _claim_mismatch(file: TargetFile, fmt: str) -> tuple[Severity, str] | None:
         return Severity.MEDIUM, f"named .npy but the content is {fmt}"
     if name.endswith((".h5", ".hdf5")) and fmt != fmts.HDF5:
         return Severity.MEDIUM, f"named {name.rsplit('.', 1)[1]} but the content is {fmt}"
+    if name.endswith(_TORCH_EXTS + _PICKLE_EXTS) and fmt not in _TORCH_FORMATS:
+        # .bin is generic (ONNX external data, OpenVINO, GGML ...): only text is out of place there
+        generic = name.endswith((".bin", *_PICKLE_EXTS))
+        if (fmt in _TEXT_FORMATS or not generic) and not _text_pickle(file, fmt):
+            ext = name.rsplit(".", 1)[1]
+            return Severity.MEDIUM, f"named .{ext} (a pickle-based model format) but the content is {fmt}"
     if name.endswith(_TORCH_EXTS) and fmt == fmts.ZIP:
         members = _zip_names(file)
-        if members is not None and not any(m.endswith("/data.pkl") or m == "data.pkl" for m in members):
+        if members is not None and not torch_data_pickles(members):
             return Severity.MEDIUM, ("a zip archive that is not a PyTorch checkpoint (no data.pkl): "
-                                     + ", ".join(members[:5]))
+                                     + ", ".join(m.name for m in members[:5]))
     return None
 
 
-def _zip_names(file: TargetFile) -> list[str] | None:
-    """Member names from the central directory only (a range read on Hub files)."""
-    import zipfile
+def _text_pickle(file: TargetFile, fmt: str) -> bool:
+    """A protocol 0 pickle is printable text: it is one if it decodes to STOP (bounded)."""
+    if fmt not in _TEXT_FORMATS:
+        return False
+    from hfguard.static.pickle.vm import Limits, PickleVM, Reader
 
     try:
-        with file.open() as fh, zipfile.ZipFile(fh) as zf:
-            return zf.namelist()[:10_000]
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        with file.open() as fh:
+            vm = PickleVM(Limits(max_opcodes=200_000, max_bytes=64 << 20))
+            res = vm.run_one(Reader(fh, size=file.size))
+    except (OSError, ValueError):
+        return False
+    return res.complete and not res.anomalies
+
+
+def _zip_names(file: TargetFile) -> list[ZipEntry] | None:
+    """Member entries from the central directory only (a range read on Hub files)."""
+    try:
+        with file.open() as fh:
+            return read_zip_directory(fh, file.size, local_headers=False)
+    except (ZipError, OSError, ValueError, struct.error):
         return None  # the serialization checks report unreadable archives
 
 

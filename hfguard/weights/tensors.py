@@ -246,12 +246,12 @@ def _dirname(display: str) -> str:
 
 
 def _is_torch_zip(path: Path) -> bool:
-    import zipfile
+    from hfguard.static.pickle.zipdir import is_torch_zip
 
     try:
-        with zipfile.ZipFile(path) as zf:   # central directory only; nothing is extracted
-            return any(n.endswith("/data.pkl") or n == "data.pkl" for n in zf.namelist())
-    except (zipfile.BadZipFile, OSError):
+        with open(path, "rb") as fh:   # central directory only; nothing is extracted
+            return is_torch_zip(fh)
+    except OSError:
         return False
 
 

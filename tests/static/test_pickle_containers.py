@@ -312,15 +312,95 @@ def test_embedded_payload_of_a_nested_deserializer_is_scanned(mark, scan_bytes):
 
 
 @pytest.mark.parametrize(
-    ("magic", "kind"), [(b"7z\xbc\xaf\x27\x1c\x00\x04", "7z"), (b"\x28\xb5\x2f\xfd\x00", "zstd")]
+    ("magic", "kind", "module"),
+    [
+        (b"Rar!\x1a\x07\x01\x00", "rar", None),
+        (b"7z\xbc\xaf\x27\x1c\x00\x04", "7z", "py7zr"),
+        (b"\x28\xb5\x2f\xfd\x00", "zstd", "zstandard"),
+        (b"\x04\x22\x4d\x18\x64", "lz4", "lz4"),
+    ],
 )
-def test_archives_hfguard_cannot_open_are_findings(scan_bytes, magic, kind):
+def test_archives_hfguard_cannot_open_are_findings(scan_bytes, monkeypatch, magic, kind, module):
+    """rar has no reader; 7z/zstd/lz4 have optional ones: without the package, unscannable."""
+    import sys
+
+    if module is not None:
+        monkeypatch.setitem(sys.modules, module, None)  # the optional package is not installed
+        monkeypatch.setitem(sys.modules, f"{module}.frame", None)
     report = scan_bytes("model.pkl", magic + bytes(100))
     [f] = [f for f in report.all_findings() if f.rule == "archive/unscannable"]
     assert f.evidence["format"] == kind and report.verdict is Verdict.FLAG
-    report = scan_bytes("bundle.zip", fx.zip_with([("weights.7z", magic + bytes(100))]))
+    report = scan_bytes("bundle.zip", fx.zip_with([("weights.x", magic + bytes(100))]))
     [f] = [f for f in report.all_findings() if f.rule == "archive/unscannable"]
-    assert f.location.startswith("member weights.7z")
+    assert f.location.startswith("member weights.x")
+
+
+def _seven_zip(members: list[tuple[str, bytes]]) -> bytes:
+    py7zr = pytest.importorskip("py7zr")
+    buf = io.BytesIO()
+    with py7zr.SevenZipFile(buf, "w") as z:
+        for name, data in members:
+            z.writestr(data, name)
+    return buf.getvalue()
+
+
+def test_nullifai_style_7z_torch_pickle_is_blocked(mark, scan_bytes):
+    """nullifAI (ReversingLabs, 2025): a PyTorch model packed with 7z instead of zip, its pickle
+    running a payload first and breaking afterwards."""
+    broken = fx.evil_pickle(mark, 2) + b"\x00 broken stream"
+    data = _seven_zip([("archive/data.pkl", broken), ("archive/version", b"3\n")])
+    f = _blocked_by(scan_bytes("pytorch_model.bin", data), "posix.system")
+    assert f.location.startswith("member archive/data.pkl")
+
+
+def test_7z_of_a_benign_checkpoint_passes(scan_bytes):
+    import torch
+
+    data = _seven_zip([("model.pt", fx.torch_zip_bytes({"w": torch.ones(3)})), ("config.json", b"{}")])
+    report = scan_bytes("model.7z", data)
+    assert report.verdict is Verdict.PASS, [f.to_dict() for f in report.all_findings()]
+
+
+def test_7z_bounds_and_garbage(scan_bytes):
+    policy = policy_from_mapping({"thresholds": {"static.serialization": {"max-decompressed": 1 << 20}}})
+    data = _seven_zip([("data.pkl", pickle.dumps(bytes(2 << 20), protocol=4))])
+    report = scan_bytes("big.7z", data, policy)
+    assert "archive/bomb" in fx.rules_of(report) and report.verdict is Verdict.BLOCK
+    assert scan_bytes("fine.7z", data).verdict is Verdict.PASS
+    report = scan_bytes("junk.7z", b"7z\xbc\xaf\x27\x1c" + bytes(60))
+    assert "archive/malformed" in fx.rules_of(report)
+
+
+@pytest.mark.parametrize("kind", ["zstd", "lz4"])
+def test_zstd_and_lz4_are_decoded_and_scanned(mark, scan_bytes, kind):
+    import torch
+
+    compress = _frame_compressor(kind)
+    f = _blocked_by(scan_bytes(f"model.pkl.{kind}", compress(fx.evil_pickle(mark, 4))), "posix.system")
+    assert f.location.startswith(f"member <{kind}>")
+    benign = compress(fx.torch_zip_bytes({"w": torch.ones(3)}))
+    assert scan_bytes(f"model.pt.{kind}", benign).verdict is Verdict.PASS
+
+
+@pytest.mark.parametrize("kind", ["zstd", "lz4"])
+def test_zstd_and_lz4_bombs_stop_as_they_inflate(scan_bytes, kind):
+    """Frames concatenate: one frame of 1 MiB of zeros repeated 10,000 times is a 10 GB stream."""
+    from testing import bombs
+
+    compress = _frame_compressor(kind)
+    head, tail = (compress(part) for part in bombs.pickle_of_zeros(10_000 << 20))
+    data = head + compress(bytes(1 << 20)) * 10_000 + tail
+    report = scan_bytes(f"bomb.pkl.{kind}", data)
+    [f] = [f for f in report.all_findings() if f.rule == "archive/bomb"]
+    assert report.verdict is Verdict.BLOCK and f.evidence["decompressed"] < 160 << 20
+
+
+def _frame_compressor(kind: str):
+    if kind == "zstd":
+        zstandard = pytest.importorskip("zstandard")
+        return zstandard.ZstdCompressor().compress
+    lz4_frame = pytest.importorskip("lz4.frame")
+    return lz4_frame.compress
 
 
 def test_zip_bomb_is_a_finding(scan_bytes):
@@ -391,3 +471,99 @@ def test_zip_scan_reads_directory_headers_and_pickles_only(tmp_path):
     report = scan_file(file, [SerializationCheck()], ctx)
     assert report.format == "zip" and not report.findings
     assert sum(read) < 256 << 10, sum(read)  # < 256 KiB of a 1 GiB file
+
+
+@pytest.fixture
+def inflated(monkeypatch):
+    """Bytes zlib actually inflates during the test (every deflate/gzip stream goes through
+    zlib.decompressobj): the library is wrapped, none of hfguard's code."""
+    import zlib
+
+    real = zlib.decompressobj
+    counts: list[int] = []
+
+    class Counting:
+        def __init__(self, *args, **kwargs):
+            self._d = real(*args, **kwargs)
+
+        def decompress(self, data, max_length=0):
+            out = self._d.decompress(data, max_length)
+            counts.append(len(out))
+            return out
+
+        def __getattr__(self, name):
+            return getattr(self._d, name)
+
+    monkeypatch.setattr(zlib, "decompressobj", Counting)
+    return counts
+
+
+def _bomb_finding(report):
+    assert report.verdict is Verdict.BLOCK, [f.to_dict() for f in report.all_findings()]
+    [f] = [f for f in report.all_findings() if f.rule == "archive/bomb"]
+    return f
+
+
+def test_gzip_bomb_is_stopped_as_it_inflates(scan_bytes, inflated):
+    from testing import bombs
+
+    head, tail = bombs.pickle_of_zeros(10_000 << 20)
+    data = bombs.gzip_bomb(10_000, head, tail)  # 10 MB of gzip members -> 10 GB of zeros
+    f = _bomb_finding(scan_bytes("bomb.pkl.gz", data))
+    assert f.evidence["limit_name"] == "max_ratio" and f.evidence["ratio"] > 200
+    # stopped near the 64 MiB floor, not at 200 x the 10 MB file (2 GB)
+    assert sum(inflated) < 160 << 20, sum(inflated)
+    assert f.evidence["decompressed"] <= sum(inflated)
+
+
+def test_nested_zip_bomb_is_stopped_as_it_inflates(scan_bytes, inflated):
+    from testing import bombs
+
+    n_mb = 10_000
+    head, tail = bombs.pickle_of_zeros(n_mb << 20)
+    deflated = bombs.deflate_zeros(n_mb, head, tail)
+    inner = bombs.zip64_member_zip("archive/data.pkl", deflated, len(head) + (n_mb << 20) + len(tail))
+    outer = bombs.nested_zip([("inner.zip", inner)])  # deflate of a deflate of zeros
+    f = _bomb_finding(scan_bytes("bomb.pt", outer))
+    assert f.location.startswith("member inner.zip!archive/data.pkl")
+    assert sum(inflated) < 160 << 20, sum(inflated)
+
+
+def test_compressible_but_small_streams_are_not_bombs(scan_bytes, inflated):
+    from testing import bombs
+
+    head, tail = bombs.pickle_of_zeros(32 << 20)  # 32 MiB of zeros: ~1000:1, under the floor
+    report = scan_bytes("zeros.pkl.gz", bombs.gzip_bomb(32, head, tail))
+    assert report.verdict is Verdict.PASS, [f.to_dict() for f in report.all_findings()]
+    assert sum(inflated) >= 32 << 20  # really decoded to the end
+
+
+def test_load_from_bytes_is_judged_by_the_nested_checkpoint(mark, scan_bytes):
+    import torch
+
+    benign = fx.torch_zip_bytes({"w": torch.ones(2)})
+    assert scan_bytes("ok.pkl", fx.load_from_bytes_pickle(benign)).verdict is Verdict.PASS
+    # the same call with a malicious nested checkpoint: the nested payload and the loader block
+    report = scan_bytes("evil.pkl", fx.load_from_bytes_pickle(fx.evil_torch_zip(mark)))
+    f = _blocked_by(report, "posix.system")
+    assert f.location.startswith("member <embedded@")
+    assert "torch.storage._load_from_bytes" in fx.dangerous(report)
+    # large (read from the file, not kept by the VM), and protocol 2 (_codecs.encode of the bytes)
+    big_evil = fx.add_member(fx.evil_torch_zip(mark), "archive/data/9", bytes(300_000))
+    for protocol in (2, 4):
+        report = scan_bytes(f"big{protocol}.pkl", fx.load_from_bytes_pickle(big_evil, protocol))
+        assert _blocked_by(report, "posix.system").location.startswith("member <embedded@")
+    # bytes that are not a torch checkpoint (torch.load would unpickle them with weights_only=False)
+    report = scan_bytes("raw.pkl", fx.load_from_bytes_pickle(pickle.dumps({"a": 1})))
+    _blocked_by(report, "torch.storage._load_from_bytes")
+
+
+def test_load_from_bytes_nesting_is_bounded(scan_bytes):
+    import torch
+
+    data = fx.torch_zip_bytes({"w": torch.ones(2)})
+    for _ in range(6):  # a checkpoint inside a pickle inside a checkpoint ... deeper than the bound
+        data = fx.torch_zip_bytes({"x": fx.LoadFromBytes(data)})
+    report = scan_bytes("deep.pt", data)
+    assert "archive/depth-exceeded" in fx.rules_of(report)
+    _blocked_by(report, "torch.storage._load_from_bytes")

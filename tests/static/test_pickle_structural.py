@@ -147,3 +147,51 @@ def test_mutated_containers_never_crash_the_check(mark):
             check, io.BytesIO(data), len(data), sniff(data[:600], "", len(data)), "f"
         )
         assert all(f.rule and f.severity is not None for f in findings)
+
+
+def _claims(tmp_path: Path, files: dict[str, bytes]) -> dict[str, str]:
+    """file name -> the format-mismatch message the provenance check gives it ("" for none)."""
+    from hfguard.static.provenance import ProvenanceCheck
+
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    report = scan(local_target([str(tmp_path)]), Policy(), [ProvenanceCheck()])
+    mismatches = [f for f in report.all_findings() if f.rule == "provenance/format-mismatch"]
+    found = {Path(f.file).name: f.message for f in mismatches}
+    return {name: found.get(name, "") for name in files}
+
+
+def test_model_extension_with_other_content_is_a_format_mismatch(tmp_path):
+    text = b"this is not a model, just a README that was renamed\n"
+    claims = _claims(
+        tmp_path,
+        {
+            "pytorch_model.bin": text,
+            "model.pt": text,
+            "weights.pth": b'{"not": "a checkpoint"}',
+            "last.ckpt": text,
+            "clf.pkl": text,
+            "model.joblib": text,
+            "gguf.pt": b"GGUF\x03\x00\x00\x00" + bytes(64),
+        },
+    )
+    assert all("but the content is" in m for m in claims.values()), claims
+    assert "content is gguf" in claims["gguf.pt"]
+
+
+def test_model_extensions_with_their_own_formats_are_not_mismatches(tmp_path):
+    torch = pytest.importorskip("torch")
+    legacy = io.BytesIO()
+    torch.save({"w": torch.ones(2)}, legacy, _use_new_zipfile_serialization=False)
+    claims = _claims(
+        tmp_path,
+        {
+            "pytorch_model.bin": fx.torch_zip_bytes({"w": torch.ones(2)}),
+            "legacy.pt": legacy.getvalue(),
+            "proto0.pkl": pickle.dumps({"a": [1, 2], "b": "text"}, protocol=0),  # printable: a text pickle
+            "proto4.pickle": pickle.dumps({"a": 1}, protocol=4),
+            "model.joblib": fx.compress("zlib", pickle.dumps({"a": 1})),  # compressed joblib
+            "weights.bin": bytes(range(256)) * 4,  # .bin is generic: ONNX external data, OpenVINO ...
+        },
+    )
+    assert not any(claims.values()), claims

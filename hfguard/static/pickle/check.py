@@ -1,13 +1,12 @@
 """`static.serialization`: is any pickle in this file unsafe to load?
 
-Every pickle-bearing container is unpacked (`containers.py`), every pickle is run through the
-symbolic VM (`pickle_vm.py`), and every global it imports is classified against
-`signatures/pickle_globals.yaml` (`pickle_rules.py`). Nothing is imported, called or unpickled.
+Every pickle-bearing container is unpacked (`containers/`), every pickle is run through the
+symbolic VM (`vm.py`), and every global it imports is classified against
+`signatures/pickle_globals.yaml` (`rules.py`). Nothing is imported, called or unpickled.
 
 Rule ids emitted (all described, with severities, in signatures/pickle_globals.yaml):
   pickle/dangerous-global  a denied global; severity from its rule, lower when only referenced
-  pickle/unknown-global    on neither list (medium). A whole pickled nn.Module lands here: loading
-                           it needs weights_only=False, which is worth a FLAG; a state dict passes.
+  pickle/unknown-global    on neither list (medium), e.g. a custom nn.Module class.
   pickle/malformed, pickle/truncated, pickle/trailing-data, pickle/limit-exceeded,
   pickle/non-string-global, pickle/unknown-extension, pickle/indirect-call, pickle/global-mutation,
   pickle/out-of-band-buffer, pickle/multiple-pickles, pickle/dunder-attribute,
@@ -15,6 +14,10 @@ Rule ids emitted (all described, with severities, in signatures/pickle_globals.y
   archive/unsupported-compression, zip/duplicate-member, zip/header-mismatch, zip/bad-crc,
   zip/flag-bits, zip/out-of-bounds, zip/unlisted-member, zip/unlisted-data, numpy/malformed-header,
   numpy/object-array, torch/legacy-layout
+  pickle/whole-module (info)  a whole nn.Module of stock torch.nn classes rebuilt without constructor
+                           calls: PASS, with the advice to ship a state dict
+  torchscript/archive (info), torchscript/custom-op, torchscript/custom-class,
+  torchscript/dangerous-call, torchscript/unreadable-code   (containers/torchscript.py)
 
 Thresholds (policy ``[tool.hfguard.thresholds."static.serialization"]``): max-opcodes, max-memo,
 max-depth, max-decompressed, max-ratio, max-members.
@@ -24,13 +27,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
 from hfguard import sniff as sn
 from hfguard.budget import Budget
 from hfguard.checks import Check, ScanContext
-from hfguard.findings import Finding
+from hfguard.findings import Finding, Observation, Severity
 from hfguard.static.pickle.containers import (
     SCANNED_FORMATS,
     ContainerScanner,
@@ -38,8 +42,8 @@ from hfguard.static.pickle.containers import (
     ScanConfig,
     member_location,
 )
-from hfguard.static.pickle.rules import RuleSet, load_rules
-from hfguard.static.pickle.vm import Global, Limits
+from hfguard.static.pickle.rules import Classification, RuleSet, load_rules
+from hfguard.static.pickle.vm import Global, Limits, SymDict
 
 CHECK_ID = "static.serialization"
 MAX_UNKNOWN_FINDINGS = 50  # per pickle; the rest are summarised in one finding
@@ -112,14 +116,42 @@ class _Agg:
     first: Global
     count: int = 0
     uses: set[str] = field(default_factory=set)
+    ids: set[int] = field(default_factory=set)
 
 
 def findings_of(check: Check, scanner: ContainerScanner, path: str, rules: RuleSet) -> Iterator[Finding]:
+    judged = _judged_by_content(check, scanner, path, rules)
     for site in scanner.sites:
-        yield from _site_findings(check, site, path, rules)
+        archive = site.where.rsplit("!", 1)[0] if "!" in site.where else ""
+        script = scanner.script_classes.get(archive, set())
+        yield from _site_findings(check, site, path, rules, judged, script)
+    yield from _observation_findings(check, scanner.observations, path, rules)
+
+
+def _observation_findings(
+    check: Check, observations: Iterable[Observation], path: str, rules: RuleSet
+) -> Iterator[Finding]:
     yield from check.findings_from(
-        scanner.observations, file=path, remediation=_REMEDIATION, severity_of=rules.severity_of
+        observations, file=path, remediation=_REMEDIATION, severity_of=rules.severity_of
     )
+
+
+def _judged_by_content(check: Check, scanner: ContainerScanner, path: str, rules: RuleSet) -> set[int]:
+    """ids of loader globals (torch.storage._load_from_bytes) every call of which received a torch
+    checkpoint that scanned clean (nothing above info): the nested scan judged them. Delegations
+    complete inner-first, so a clean inner delegation counts when the outer one is judged."""
+    clean: set[int] = set()
+    dirty: set[int] = set()
+    for d in scanner.delegations:
+        ok = d.judged
+        if ok:
+            sites = (scanner.sites[i] for i in d.sites)
+            found = [f for site in sites for f in _site_findings(check, site, path, rules, clean - dirty)]
+            observations = (scanner.observations[i] for i in d.observations)
+            found += _observation_findings(check, observations, path, rules)
+            ok = all(f.severity <= Severity.INFO for f in found)
+        (clean if ok else dirty).add(d.global_id)
+    return clean - dirty
 
 
 def _invoked_args(site: PickleSite, rules: RuleSet) -> set[int]:
@@ -136,7 +168,54 @@ def _invoked_args(site: PickleSite, rules: RuleSet) -> set[int]:
     return out
 
 
-def _site_findings(check: Check, site: PickleSite, path: str, rules: RuleSet) -> Iterator[Finding]:
+def _rebuilt(site: PickleSite) -> set[int]:
+    """ids of globals whose every call is a constructor-free rebuild: NEWOBJ with no arguments
+    (cls.__new__(cls)), or copyreg._reconstructor(cls, object, None) / copyreg.__newobj__(cls).
+    A global called any other way, handed to anything else, or mutated is left out."""
+    good: set[int] = set()
+    bad: set[int] = set()
+    for call in site.result.calls:
+        args = call.args if isinstance(call.args, tuple) else None
+        func = call.func
+        if isinstance(func, Global):
+            plain_new = call.kind in ("newobj", "newobj_ex") and args == () and not _nonempty(call.kwargs)
+            (good if plain_new else bad).add(id(func))
+        for i, arg in enumerate(args or ()):
+            if not isinstance(arg, Global):
+                continue
+            q = func.qualname if isinstance(func, Global) else ""
+            reconstructor = (
+                q == "copyreg._reconstructor"
+                and i == 0
+                and len(args or ()) == 3
+                and isinstance(args[1], Global)  # type: ignore[index]
+                and args[1].qualname == "builtins.object"  # type: ignore[index]
+                and args[2] is None  # type: ignore[index]
+            )
+            newobj = q == "copyreg.__newobj__" and i == 0 and len(args or ()) == 1
+            (good if reconstructor or newobj else bad).add(id(arg))
+    mutated = {id(g) for g in site.result.globals if "mutated" in g.uses}
+    return good - bad - mutated
+
+
+def _nonempty(kwargs: Any) -> bool:
+    if kwargs is None:
+        return False
+    if isinstance(kwargs, SymDict):
+        return bool(kwargs.items)
+    return kwargs != {}
+
+
+def _site_findings(
+    check: Check,
+    site: PickleSite,
+    path: str,
+    rules: RuleSet,
+    judged: AbstractSet[int] = frozenset(),
+    script: AbstractSet[str] = frozenset(),
+) -> Iterator[Finding]:
+    """`judged`: ids of loader globals a nested scan judged clean; `script`: the __torch__ classes
+    the TorchScript archive holding this pickle defines in its own (analysed) code."""
     res = site.result
     for a in res.anomalies:
         yield check.finding(
@@ -151,15 +230,25 @@ def _site_findings(check: Check, site: PickleSite, path: str, rules: RuleSet) ->
     invoked = _invoked_args(site, rules)
     groups: dict[str, _Agg] = {}
     for g in res.globals:
+        if id(g) in judged:
+            continue  # a loader whose argument was scanned as a checkpoint and found clean
         agg = groups.setdefault(g.qualname, _Agg(g))
         agg.count += 1
         agg.uses |= g.uses
+        agg.ids.add(id(g))
         if id(g) in invoked:
             agg.uses.add("called")
     unknown: list[str] = []
+    rebuilt = _rebuilt(site) if res.calls else set()
+    modules: list[str] = []
     for qualname, agg in groups.items():
         c = rules.classify(qualname, agg.first.name)
-        if c.status == "allowed":
+        if c.status == "allowed" and c.rule is not None and c.rule.rebuilt_only:
+            if "mutated" not in agg.uses and (agg.ids <= rebuilt or "called" not in agg.uses):
+                modules.append(qualname)
+                continue
+            c = Classification("unknown")  # a stock class constructed with pickle-supplied arguments
+        if c.status == "allowed" or (c.status == "unknown" and qualname in script):
             continue
         g = agg.first
         use = "called" if "called" in agg.uses else "mutated" if "mutated" in agg.uses else "referenced"
@@ -218,6 +307,17 @@ def _site_findings(check: Check, site: PickleSite, path: str, rules: RuleSet) ->
                 evidence=evidence,
                 remediation="Review the class; prefer a plain state dict or safetensors.",
             )
+    if modules:
+        yield check.finding(
+            "pickle/whole-module",
+            Severity.INFO,
+            f"a whole torch.nn module is pickled ({len(modules)} stock classes, rebuilt without "
+            "constructor calls); loading it needs torch.load(weights_only=False)",
+            file=path,
+            location=member_location(site.where, res.start, None),
+            evidence={"classes": modules[:50], "pickle_start": res.start},
+            remediation="Prefer a state dict (model.state_dict()) saved as safetensors.",
+        )
     if len(unknown) > MAX_UNKNOWN_FINDINGS:
         rest = unknown[MAX_UNKNOWN_FINDINGS:]
         yield check.finding(

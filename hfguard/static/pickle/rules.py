@@ -22,6 +22,7 @@ class GlobalRule:
     severity: Severity  # deny: when called/mutated
     referenced: Severity  # deny: when only referenced
     invokes_args: bool = False  # allow: calls the globals it receives
+    rebuilt_only: bool = False  # allow: only when rebuilt without a constructor call (see check.py)
     exceptions: frozenset[str] = frozenset()  # deny: exact names this rule does not cover
 
 
@@ -72,6 +73,7 @@ class RuleSet:
                 Severity.INFO,
                 Severity.INFO,
                 bool(entry.get("invokes_args", False)),
+                rebuilt_only=bool(entry.get("rebuilt_only", False)),
             )
             for pat in entry["match"]:
                 (

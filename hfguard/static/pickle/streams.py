@@ -8,6 +8,7 @@ ratio bound: a zip bomb becomes a finding, not an out-of-memory.
 from __future__ import annotations
 
 import bz2
+import functools
 import gzip
 import io
 import lzma
@@ -24,6 +25,14 @@ CHUNK = 1 << 16
 
 class StreamLimit(VMStop):
     """Decompressed output passed a bound (rule archive/bomb)."""
+
+
+class Unavailable(Exception):
+    """The optional library that decodes this kind of stream is not installed."""
+
+    def __init__(self, kind: str, package: str) -> None:
+        super().__init__(f"{kind}: the optional package {package!r} is not installed")
+        self.kind, self.package = kind, package
 
 
 class Slice(RandomAccessReader):
@@ -69,46 +78,94 @@ class _Inflate(io.RawIOBase):
         return len(out)
 
 
+class Tally:
+    """Bytes decompressed so far by every stream of one scan: the size cap covers them all, so
+    archives nested in archives cannot each inflate up to the cap."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+
+class _Counted(io.RawIOBase):
+    """Passes the compressed bytes through and counts how many the decompressor has taken."""
+
+    def __init__(self, src: IO[bytes]) -> None:
+        super().__init__()
+        self.src, self.count = src, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int | None = -1) -> bytes:
+        data = self.src.read(-1 if n is None else n)
+        self.count += len(data)
+        return data
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
 class _Capped(io.RawIOBase):
-    """Counts what a decompressor yields; refuses more than `cap` bytes or `ratio` x the input."""
+    """Counts what a decompressor yields; refuses more than `cap` bytes in all, or more than `ratio`
+    x the compressed bytes consumed so far once past `ratio_floor` bytes of output.
+
+    The ratio is checked as bytes inflate, against what was read, not against the member's whole
+    compressed size: a bomb is stopped after about max(ratio_floor, ratio x one read) bytes.
+    """
 
     def __init__(
         self,
         inner: IO[bytes],
-        compressed_size: int | None,
+        src: _Counted,
         cap: int,
         ratio: float,
         ratio_floor: int,
         budget: Budget | None,
+        tally: Tally | None,
     ) -> None:
         super().__init__()
-        self.inner, self.compressed_size, self.cap = inner, compressed_size, cap
+        self.inner, self.src, self.cap = inner, src, cap
         self.ratio, self.ratio_floor, self.budget, self.total = ratio, ratio_floor, budget, 0
+        self.tally = tally or Tally()
+        self.stopped: StreamLimit | None = None  # once over a bound, every later read fails the same
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b: Any) -> int:
-        n = self.inner.readinto(b)  # type: ignore[attr-defined]
+        if self.stopped is not None:
+            raise self.stopped
+        try:
+            return self._readinto(b)
+        except StreamLimit as exc:
+            self.stopped = exc
+            raise
+
+    def _readinto(self, b: Any) -> int:
+        try:
+            n = self.inner.readinto(b)  # type: ignore[attr-defined]
+        except _library_errors() as exc:  # corrupt zstd/lz4 data: a stream error like the others
+            raise ValueError(f"{type(exc).__name__}: {exc}") from None
         self.total += n
-        if self.total > self.cap:
+        self.tally.total += n
+        if self.tally.total > self.cap:
             raise StreamLimit(
                 "archive/bomb",
                 f"decompressed data exceeds {self.cap} bytes",
                 limit=self.cap,
                 limit_name="max_decompressed",
+                decompressed=self.total,
             )
-        if (
-            self.compressed_size
-            and self.total > self.ratio_floor
-            and self.total > self.ratio * self.compressed_size
-        ):
+        read = max(self.src.count, 1)
+        if self.total > self.ratio_floor and self.total > self.ratio * read:
             raise StreamLimit(
                 "archive/bomb",
-                f"compression ratio above {self.ratio:.0f}:1 "
-                f"({self.total} bytes from {self.compressed_size})",
-                ratio=round(self.total / self.compressed_size, 1),
-                compressed=self.compressed_size,
+                f"compression ratio above {self.ratio:.0f}:1 ({self.total} bytes from the first {read})",
+                ratio=round(self.total / read, 1),
+                compressed=read,
+                decompressed=self.total,
                 limit=self.ratio,
                 limit_name="max_ratio",
             )
@@ -117,8 +174,22 @@ class _Capped(io.RawIOBase):
         return n
 
 
+@functools.cache
+def _library_errors() -> tuple[type[BaseException], ...]:
+    """What the optional decoders raise on corrupt data (lz4: RuntimeError)."""
+    errors: list[type[BaseException]] = [RuntimeError]
+    try:
+        import zstandard
+
+        errors.append(zstandard.ZstdError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 def decompressor(kind: str, src: IO[bytes]) -> IO[bytes]:
-    """kind: gzip | bzip2 | xz | lzma | zlib | deflate (raw, as in zip) | lzma-zip | bzip2."""
+    """kind: gzip | bzip2 | xz | lzma | zlib | deflate (raw, as in zip) | lzma-zip | zstd | lz4.
+    zstd and lz4 need optional packages: `Unavailable` when they are missing."""
     if kind == "gzip":
         return gzip.GzipFile(fileobj=src, mode="rb")
     if kind == "bzip2":
@@ -131,6 +202,19 @@ def decompressor(kind: str, src: IO[bytes]) -> IO[bytes]:
         return _Inflate(src, -zlib.MAX_WBITS)
     if kind == "lzma-zip":
         return _ZipLzma(src)
+    if kind == "zstd":
+        try:
+            import zstandard
+        except ImportError:
+            raise Unavailable(kind, "zstandard") from None
+        # the window is bounded by the library's default limit (128 MiB), whatever the frame asks
+        return zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, read_across_frames=True)
+    if kind == "lz4":
+        try:
+            import lz4.frame  # type: ignore[import-untyped]
+        except ImportError:
+            raise Unavailable(kind, "lz4") from None
+        return lz4.frame.LZ4FrameFile(src, "rb")  # type: ignore[no-any-return]
     raise ValueError(f"no decompressor for {kind}")
 
 
@@ -166,14 +250,19 @@ class _ZipLzma(io.RawIOBase):
 def open_decompressed(
     kind: str,
     src: IO[bytes],
-    compressed_size: int | None,
+    compressed_size: int | None = None,
     *,
     cap: int,
     ratio: float,
     ratio_floor: int,
     budget: Budget | None,
+    tally: Tally | None = None,
 ) -> io.BufferedReader:
-    return buffered(_Capped(decompressor(kind, src), compressed_size, cap, ratio, ratio_floor, budget))
+    """`src` decompressed, within the bounds. `compressed_size` is informative only: the ratio is
+    measured against the compressed bytes consumed so far (a member may lie about its size)."""
+    counted = _Counted(src)
+    inner = decompressor(kind, counted)  # type: ignore[arg-type]  # a RawIOBase reads as IO[bytes]
+    return buffered(_Capped(inner, counted, cap, ratio, ratio_floor, budget, tally))
 
 
 def spool(src: IO[bytes], cap: int, budget: Budget | None) -> IO[bytes]:

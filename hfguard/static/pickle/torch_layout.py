@@ -11,7 +11,7 @@ from typing import Any, BinaryIO
 
 from hfguard.static.pickle.streams import buffered, open_decompressed, open_slice
 from hfguard.static.pickle.vm import Call, Global, PersistentRef, PickleVM, Reader, SymDict
-from hfguard.static.pickle.zipdir import ZipEntry, read_zip_directory
+from hfguard.static.pickle.zipdir import ZipEntry, read_zip_directory, torch_data_pickles
 
 # storage class name -> numpy-style dtype name (torch._utils storage map, plus dtype constants)
 _STORAGE_DTYPES = {
@@ -77,7 +77,7 @@ def torch_zip_tensors(
     if size is None:
         size = stream.seek(0, 2)
     entries = read_zip_directory(stream, size)
-    pkl = [e for e in entries if e.name.endswith("data.pkl") and e.name.count("/") == 1]
+    pkl = torch_data_pickles(entries)
     if len(pkl) != 1:
         raise LayoutError(f"expected one <archive>/data.pkl, found {len(pkl)}")
     data_pkl = pkl[0]

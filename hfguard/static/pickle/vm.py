@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from hfguard.budget import Budget
+from hfguard.static.pickle.peek import Prefixed, is_seekable
 
 
 # -- symbolic values ---------------------------------------------------------------------------
@@ -254,7 +255,7 @@ class Reader:
     ) -> None:
         self.fh, self.base, self.size, self.pos = fh, base, size, 0
         self.budget = budget
-        self._seekable = size is not None and _is_seekable(fh)
+        self._seekable = size is not None and is_seekable(fh)
 
     @property
     def offset(self) -> int:
@@ -302,7 +303,7 @@ class Reader:
 
     def _pushback(self, b: bytes) -> None:
         fh = self.fh
-        self.fh = _Prefixed(b, fh)  # type: ignore[assignment]
+        self.fh = Prefixed(b, fh)  # type: ignore[assignment]
 
     def skip(self, n: int, what: str = "data") -> None:
         self._check(n, what)
@@ -327,41 +328,6 @@ class Reader:
                 raise VMStop("pickle/limit-exceeded", f"{what} line longer than {limit} bytes", limit=limit)
             raise VMStop("pickle/truncated", f"stream ends inside {what} line")
         return line[:-1]
-
-
-class _Prefixed:
-    """A stream with bytes pushed back in front (for non-seekable peeks)."""
-
-    def __init__(self, head: bytes, fh: BinaryIO) -> None:
-        self.head, self.fh = head, fh
-
-    def read(self, n: int = -1) -> bytes:
-        if not self.head:
-            return self.fh.read(n)
-        if n < 0:
-            data, self.head = self.head + self.fh.read(), b""
-            return data
-        data, self.head = self.head[:n], self.head[n:]
-        if len(data) < n:
-            data += self.fh.read(n - len(data))
-        return data
-
-    def readline(self, limit: int = -1) -> bytes:
-        if not self.head:
-            return self.fh.readline(limit)
-        head, self.head = self.head, b""
-        if b"\n" in head:
-            i = head.index(b"\n") + 1
-            self.head = head[i:]
-            return head[:i]
-        return head + self.fh.readline(limit - len(head) if limit >= 0 else -1)
-
-
-def _is_seekable(fh: BinaryIO) -> bool:
-    try:
-        return bool(fh.seekable())
-    except (AttributeError, OSError, ValueError):
-        return False
 
 
 def _dotted(module: str, name: str) -> tuple[str, str]:

@@ -43,9 +43,11 @@ def read_zip_directory(
     max_members: int = 100_000,
     max_central_directory: int = 64 << 20,
     budget: Budget | None = None,
+    local_headers: bool = True,
 ) -> list[ZipEntry]:
     """Central directory entries (zip64 aware), each checked against its local header, plus
-    entries for local headers the directory does not list (see `_unlisted`)."""
+    entries for local headers the directory does not list (see `_unlisted`). Without
+    `local_headers` only the directory is read (names and sizes; no data offsets)."""
     tail_len = min(size, 65_557)
     fh.seek(size - tail_len)
     tail = fh.read(tail_len)
@@ -112,9 +114,27 @@ def read_zip_directory(
             entries=len(entries),
             declared=total,
         )
+    if not local_headers:
+        return entries
     for e in entries:
         _check_local(fh, e, cd_offset)
     return entries + _unlisted(fh, entries, cd_offset, max_members)
+
+
+def torch_data_pickles(entries: list[ZipEntry]) -> list[ZipEntry]:
+    """The `<archive>/data.pkl` members torch.load unpickles (one in a well-formed checkpoint)."""
+    return [e for e in entries if e.name.endswith("data.pkl") and e.name.count("/") == 1]
+
+
+def is_torch_zip(fh: BinaryIO, size: int | None = None) -> bool:
+    """A PyTorch zip checkpoint (or TorchScript archive): a zip whose directory names a data.pkl.
+    Reads only the end records and the central directory; never `zipfile` on hostile input."""
+    try:
+        if size is None:
+            size = fh.seek(0, 2)
+        return bool(torch_data_pickles(read_zip_directory(fh, size, local_headers=False)))
+    except (ZipError, OSError, ValueError, struct.error):
+        return False
 
 
 def _unlisted(fh: BinaryIO, entries: list[ZipEntry], cd_offset: int, max_members: int) -> list[ZipEntry]:

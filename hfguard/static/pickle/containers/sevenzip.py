@@ -1,0 +1,176 @@
+"""7z archives (nullifAI-style: a torch pickle compressed with 7z instead of zip), read with the
+optional `py7zr` (the `static` extra); without it a 7z file is `archive/unscannable`.
+
+Bounds: the sizes the headers declare (py7zr never decodes more than a member's declared size)
+are checked against the cap and the ratio before anything is decoded; while decoding, output is
+counted against the cap and against the archive bytes read so far, as for zip members. Each member
+is spooled (memory up to 16 MiB, then disk) and scanned when py7zr finishes it.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from typing import IO, Any, BinaryIO
+
+from hfguard import sniff as sn
+from hfguard.budget import BudgetExceeded
+from hfguard.static.pickle.containers.common import (
+    STREAM_ERRORS,
+    Scanner,
+    interesting,
+    join,
+    looks_like_pickle,
+    pickle_member,
+)
+from hfguard.static.pickle.containers.compressed import unscannable
+from hfguard.static.pickle.peek import is_seekable
+from hfguard.static.pickle.streams import StreamLimit, spool
+from hfguard.static.pickle.vm import VMStop
+
+
+def scan_7z(sc: Scanner, fh: BinaryIO, size: int | None, where: str, depth: int) -> None:
+    try:
+        import py7zr
+        from py7zr.io import Py7zIO, WriterFactory
+    except ImportError:
+        unscannable(sc, "7z", where, 0, "the optional package 'py7zr' is not installed")
+        return
+    cfg = sc.config
+    if not is_seekable(fh):
+        fh = spool(fh, cfg.max_decompressed, sc.budget)  # type: ignore[assignment]
+    if size is None:
+        size = fh.seek(0, 2)
+    fh.seek(0)
+    src = _CountedFile(fh)
+
+    class Member(Py7zIO):
+        """Receives one member's decoded bytes; scans them when py7zr closes it."""
+
+        def __init__(self, name: str) -> None:
+            self.name, self.total = name, 0
+            self.spool = tempfile.SpooledTemporaryFile(max_size=16 << 20)  # noqa: SIM115 - closed in close()
+
+        def write(self, s: bytes | bytearray) -> int:
+            self.total += len(s)
+            sc.tally.total += len(s)
+            _bounds(sc, sc.tally.total, src.count)
+            sc.budget.tick("decompressing 7z")
+            return self.spool.write(s)
+
+        def read(self, size: int | None = None) -> bytes:
+            return self.spool.read(-1 if size is None else size)
+
+        def seek(self, offset: int, whence: int = 0) -> int:
+            return self.spool.seek(offset, whence)
+
+        def flush(self) -> None:
+            self.spool.flush()
+
+        def size(self) -> int:
+            return self.total
+
+        def close(self) -> None:
+            try:
+                self.spool.seek(0)
+                _scan_member(sc, self.spool, self.total, join(where, self.name), depth)  # type: ignore[arg-type]
+            finally:
+                self.spool.close()
+
+    class Factory(WriterFactory):
+        def create(self, filename: str) -> Py7zIO:
+            return Member(filename)
+
+    try:
+        with py7zr.SevenZipFile(src, "r") as archive:  # type: ignore[arg-type]
+            files = archive.list()
+            if len(files) > cfg.max_members:
+                sc.observe(
+                    "archive/too-many-members",
+                    f"{len(files)} 7z members (bound {cfg.max_members})",
+                    where,
+                    evidence={"limit": cfg.max_members, "entries": len(files)},
+                )
+                return
+            if archive.needs_password():
+                unscannable(sc, "7z", where, 0, "its content is encrypted")
+                return
+            declared = sum(f.uncompressed or 0 for f in files)
+            _bounds(sc, declared, size, declared=True)
+            archive.extractall(factory=Factory())
+    except (StreamLimit, VMStop) as exc:
+        sc.stream_error(exc, where, None)
+    except BudgetExceeded:
+        raise
+    except py7zr.exceptions.UnsupportedCompressionMethodError as exc:
+        unscannable(sc, "7z", where, 0, f"unsupported method: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a third-party parser on hostile input: any error is malformed
+        sc.observe("archive/malformed", f"cannot read 7z: {type(exc).__name__}: {exc}", where)
+
+
+def _bounds(sc: Scanner, output: int, read: int, declared: bool = False) -> None:
+    cfg = sc.config
+    what = "declared" if declared else "decompressed"
+    if output > cfg.max_decompressed:
+        raise StreamLimit(
+            "archive/bomb",
+            f"{what} data exceeds {cfg.max_decompressed} bytes",
+            limit=cfg.max_decompressed,
+            limit_name="max_decompressed",
+            decompressed=output,
+        )
+    read = max(read, 1)
+    if output > cfg.ratio_floor and output > cfg.max_ratio * read:
+        raise StreamLimit(
+            "archive/bomb",
+            f"compression ratio above {cfg.max_ratio:.0f}:1 ({output} bytes {what} from {read})",
+            ratio=round(output / read, 1),
+            compressed=read,
+            decompressed=output,
+            limit=cfg.max_ratio,
+            limit_name="max_ratio",
+        )
+
+
+def _scan_member(sc: Scanner, stream: IO[bytes], size: int, where: str, depth: int) -> None:
+    head = stream.read(600)
+    stream.seek(0)
+    name = where.rsplit("!", 1)[-1]
+    fmt = sn.sniff(head, name, size)
+    named_pickle = name.endswith(".pkl") and fmt not in (sn.ZIP, sn.TAR, sn.SEVENZIP)
+    if not (interesting(fmt, head) or named_pickle):
+        return
+    try:
+        if named_pickle or pickle_member(fmt, head):
+            quiet = not (looks_like_pickle(head) or named_pickle)
+            sc.scan_pickles(stream, size, where, quiet=quiet)  # type: ignore[arg-type]
+        else:
+            sc.scan(stream, size, fmt, where, depth + 1)  # type: ignore[arg-type]
+    except STREAM_ERRORS as exc:
+        sc.stream_error(exc, where, None)
+
+
+class _CountedFile(io.RawIOBase):
+    """A seekable file whose bytes read are counted (the compressed side of the ratio)."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        super().__init__()
+        self.fh, self.count = fh, 0
+
+    def readinto(self, b: Any) -> int:
+        data = self.fh.read(len(b))
+        self.count += len(data)
+        b[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.fh.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
