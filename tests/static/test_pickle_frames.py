@@ -90,6 +90,40 @@ def test_the_benign_form_is_flagged_for_its_framing_only(build, loads, kind, sca
     assert report.verdict is Verdict.FLAG
 
 
+def _hidden_in_bytes(module: str, name: str, arg: str) -> bytes:
+    """CPython gh-154848 (fickling's test_frame_boundary_divergence): FRAME claims 2 bytes, BINBYTES
+    declares 0x107. Read linearly, the call is the content of a bytes object; the C unpickler reading
+    a file without peek() (io.BytesIO, as torch.load reads a zip member) drops the length bytes
+    beyond the frame, reads the length afresh (1) and then runs the call as opcodes. (fickling's
+    version adds a 128 KiB UNICODE line so that a peeking file behaves the same.)"""
+    hidden = asm(o.GLOBAL(module, name), o.UNICODE(arg), o.TUPLE1(), o.REDUCE(), o.MARK())
+    return asm(
+        o.PROTO(5),
+        o.NONE(),
+        o.MARK(),
+        o.FRAME(2),
+        o.BINBYTES(b"", length=0x107),
+        b"\x00\x00",
+        hidden.ljust(256 + 5, asm(o.NONE())),
+        o.POP_MARK(),
+        o.STOP(),
+    )
+
+
+def test_cpython_reading_a_file_runs_what_the_linear_reading_sees_as_bytes():
+    benign = _hidden_in_bytes("builtins", "len", "abcd")
+    assert pickle.loads(benign) is None  # linear: the call is inside a bytes value
+    assert pickle.load(io.BytesIO(benign)) == 4  # a file: the call runs
+
+
+def test_the_c_file_reading_is_decoded_too(scan_bytes, mark):
+    report = scan_bytes("divergent.pkl", _hidden_in_bytes("os", "system", f"touch {mark}"))
+    assert report.verdict is Verdict.BLOCK
+    assert fx.dangerous(report)["os.system"].evidence["use"] == "called"
+    kinds = {f.evidence["kind"] for f in report.all_findings() if f.rule == "pickle/frame-anomaly"}
+    assert kinds == {"straddle", "divergent"}
+
+
 @pytest.mark.parametrize("protocol", [4, 5])
 def test_pickler_frames_are_not_anomalies(protocol):
     # many frames (data > 64 KiB per frame) and large bytes written outside frames

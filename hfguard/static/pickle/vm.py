@@ -12,6 +12,7 @@ from __future__ import annotations
 import _compat_pickle
 import codecs
 import gc
+import io
 import lzma
 import pickletools
 import struct
@@ -254,6 +255,17 @@ class Reader:
             if self.budget is not None:
                 self.budget.tick("skipping data")
 
+    # hooks of the C-file reading model (CFileReader); the linear reader reads on
+    def read_into(self, n: int, what: str) -> bytes:
+        """bytes payloads, which the C unpickler copies contiguously across its buffer's end"""
+        return self.read(n, what)
+
+    def align(self, n: int) -> None:
+        """before a string payload that is skipped rather than read"""
+
+    def load_frame(self, n: int) -> None:
+        """a FRAME of n bytes was decoded"""
+
     def readline(self, limit: int, what: str) -> bytes:
         line = self.fh.readline(limit + 1)
         self.pos += len(line)
@@ -290,6 +302,57 @@ class _Prefixed:
             self.head = head[i:]
             return head[:i]
         return head + self.fh.readline(limit - len(head) if limit >= 0 else -1)
+
+
+class CFileReader(Reader):
+    """The C unpickler reading a file without peek() (io.BytesIO, what torch.load hands it for a zip
+    member): FRAME reads the frame into its buffer; a fixed-size read or a line that does not fit
+    in what is left of the buffer is read afresh from the file, which is past the buffer, so the
+    bytes left in the buffer are dropped (bytes payloads alone continue contiguously). A frame that
+    lies about its length thus makes it decode different opcodes from the linear reading
+    (CPython gh-154848, fickling's test_frame_boundary_divergence). Over bytes in memory."""
+
+    def __init__(self, data: bytes, base: int = 0) -> None:
+        super().__init__(io.BytesIO(data), base=base, size=len(data))
+        self.data = data
+        self.buffer_end: int | None = None  # r.pos where the C unpickler's buffer ends
+        self.dropped = 0  # reads that dropped the rest of the buffer
+
+    def read(self, n: int, what: str = "data") -> bytes:
+        self.align(n)
+        return super().read(n, what)
+
+    def read_into(self, n: int, what: str) -> bytes:
+        if self.buffer_end is not None and self.pos + n >= self.buffer_end:
+            self.buffer_end = None  # the rest comes straight from the file
+        return super().read(n, what)
+
+    def align(self, n: int) -> None:
+        end = self.buffer_end
+        if end is None:
+            return
+        if self.pos + n > end:
+            self._drop(end)
+
+    def _drop(self, end: int) -> None:
+        if self.pos < end:
+            self.dropped += 1
+            super().skip(end - self.pos, "dropped buffer")
+        self.buffer_end = None
+
+    def readline(self, limit: int, what: str) -> bytes:
+        end = self.buffer_end
+        if end is not None and self.data.find(b"\n", self.pos, end) < 0:
+            self._drop(end)
+        return super().readline(limit, what)
+
+    def load_frame(self, n: int) -> None:
+        end = self.buffer_end
+        if end is not None and end - self.pos >= n:
+            return  # already buffered: the buffer keeps its end
+        if end is not None:
+            self._drop(end)
+        self.buffer_end = self.pos + n
 
 
 def _is_seekable(fh: BinaryIO) -> bool:
@@ -495,6 +558,7 @@ class PickleVM:
             self._frame_anomaly(
                 "past-end", f"FRAME declares {n} bytes but only {left} remain", declared=n, remaining=left
             )
+        r.load_frame(n)
         return here + n
 
     def _frame_closed(self, pos: int, frame_end: int) -> int:
@@ -566,11 +630,13 @@ class PickleVM:
     def _sized(self, r: Reader, name: str) -> Any:
         nlen, fmt, kind = _SIZED[name]
         (n,) = struct.unpack(fmt, r.read(nlen, name))
+        if kind != "bytes":
+            r.align(n)
         at = r.offset
         if n > self.limits.keep_str or self._kept + n > self.limits.keep_total:
             r.skip(n, name)
             return Blob(kind, n, at)
-        raw = r.read(n, name)
+        raw = r.read_into(n, name)
         self._kept += n
         if kind == "bytes":
             return raw
@@ -885,6 +951,7 @@ class PickleVM:
 
     def _long(self, r: Reader, stack: list[Any], n: int, name: str) -> None:
         if n > self.limits.keep_str:
+            r.align(n)
             at = r.offset
             r.skip(n, name)
             stack.append(Blob("long", n, at))
@@ -991,6 +1058,8 @@ def scan_stream(r: Reader, vm: PickleVM, max_pickles: int = 64) -> tuple[list[Pi
     results: list[PickleResult] = []
     while True:
         res = vm.run_one(r)
+        if any(a.rule == "pickle/frame-anomaly" and a.evidence["kind"] in _DIVERGENT for a in res.anomalies):
+            _c_file_pass(r, vm, res)
         if results and not res.complete and not res.globals:
             # what follows the last good pickle is not a (complete) pickle: data hidden behind it
             trailing = Anomaly(
@@ -1012,3 +1081,39 @@ def scan_stream(r: Reader, vm: PickleVM, max_pickles: int = 64) -> tuple[list[Pi
                 0,
                 {"limit": max_pickles, "limit_name": "max_pickles"},
             )
+
+
+_DIVERGENT = ("straddle", "nested")  # frame lies after which the C unpickler reads other opcodes
+MAX_C_FILE_PASS = 64 << 20  # bytes re-read for the second decoding
+
+
+def _c_file_pass(r: Reader, vm: PickleVM, res: PickleResult) -> None:
+    """Decode the pickle again as the C unpickler reading a file does (CFileReader) and add the
+    globals and calls only that reading reaches, with an anomaly naming them. Needs a seekable
+    stream (a file, a stored zip member); other streams keep the linear reading and its anomaly."""
+    start = res.start - r.base
+    if not r._seekable or r.size is None or r.size - start > MAX_C_FILE_PASS:
+        return
+    back = r.pos - start
+    r.fh.seek(-back, 1)
+    data = r.fh.read(r.size - start)
+    r.fh.seek(start + back - (start + len(data)), 1)  # back to where the linear reading stopped
+    other = PickleVM(vm.limits, vm.budget).run_one(CFileReader(data, base=res.start))
+    seen = {g.qualname for g in res.globals}
+    extra = [g for g in other.globals if g.qualname not in seen]
+    if not extra:
+        return
+    extra_ids = {id(g) for g in extra}
+    res.globals.extend(extra)
+    res.calls.extend(c for c in other.calls if id(c.func) in extra_ids)
+    names = sorted({g.qualname for g in extra})
+    res.anomalies.append(
+        Anomaly(
+            "pickle/frame-anomaly",
+            "the C unpickler reading this from a file decodes other opcodes past the lying frame "
+            f"and imports {', '.join(names[:10])}",
+            extra[0].offset,
+            extra[0].index,
+            {"kind": "divergent", "globals": names[:100]},
+        )
+    )
