@@ -13,9 +13,8 @@ import pytest
 
 from hfguard.findings import Verdict
 from testing import pickles as fx
+from testing.advisories import GADGETS, Gadget
 from testing.pickle_asm import asm, call, const, frame, o, program, stack_global
-
-Gadget = tuple[str, str, tuple[object, ...]]
 
 
 def _blocks(scan_bytes, data: bytes, *qualnames: str, name: str = "model.pkl") -> dict[str, object]:
@@ -37,41 +36,27 @@ def _gadgets(scan_bytes, mark: Path, *gadgets: Gadget) -> None:
 # -- picklescan (github.com/mmaitre314/picklescan/security/advisories) --------------------------------
 def test_GHSA_g38g_8gr9_h9xp(scan_bytes, mark):
     """stdlib helpers with hidden subprocess/os.system calls."""
-    _gadgets(
-        scan_bytes,
-        mark,
-        ("uuid", "_get_command_stdout", ("CMD",)),
-        ("_osx_support", "_read_output", ("CMD",)),
-        ("_aix_support", "_read_cmd_output", ("CMD",)),
-        ("imaplib", "IMAP4_stream", ("CMD",)),
-        ("_pyrepl.pager", "pipe_pager", ("x", "CMD")),
-        ("_pyrepl.pager", "tempfile_pager", ("x", "CMD")),
-        ("test.support.script_helper", "assert_python_ok", ("-c", "CMD")),
-    )
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-g38g-8gr9-h9xp"])
 
 
 def test_GHSA_4r9r_ch6f_vxmx(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("torch.utils.bottleneck.__main__", "run_cprofile", ("CMD", None)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-4r9r-ch6f-vxmx"])
 
 
 def test_GHSA_4whj_rm5r_c2v8(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("torch.utils.bottleneck.__main__", "run_autograd_prof", ("CMD", None)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-4whj-rm5r-c2v8"])
 
 
 def test_GHSA_86cj_95qr_2p4f(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("torch._dynamo.guards", "GuardBuilder.get", (None, "CMD")))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-86cj-95qr-2p4f"])
 
 
 def test_GHSA_f4x7_rfwp_v3xw(scan_bytes, mark):
-    _gadgets(
-        scan_bytes,
-        mark,
-        ("torch.fx.experimental.symbolic_shapes", "ShapeEnv.evaluate_guards_expression", (None, "CMD")),
-    )
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-f4x7-rfwp-v3xw"])
 
 
 def test_GHSA_f745_w6jp_hpxx(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("torch.utils.collect_env", "run", ("CMD",)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-f745-w6jp-hpxx"])
 
 
 def test_GHSA_jhph_76pp_mggw(scan_bytes, mark):
@@ -93,107 +78,103 @@ def test_GHSA_jhph_76pp_mggw(scan_bytes, mark):
 
 
 def test_GHSA_h3qp_7fh3_f8h4(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("torch.utils.data.datapipes.utils.decoder", "basichandlers", ("pickle", b"")))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-h3qp-7fh3-f8h4"])
 
 
 def test_GHSA_vr7h_p6mm_wpmh(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("torch.jit.unsupported_tensor_ops", "execWrapper", ("CMD", None, None)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-vr7h-p6mm-wpmh"])
 
 
 def test_GHSA_vv6j_3g6g_2pvj(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("torch.utils._config_module", "ConfigModule.load_config", (None, b"")))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-vv6j-3g6g-2pvj"])
 
 
 def test_GHSA_5qwp_399c_mjwf(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("trace", "Trace.run", (None, "CMD")))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-5qwp-399c-mjwf"])
 
 
 def test_GHSA_g344_hcph_8vgg(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("trace", "Trace.runctx", (None, "CMD", None, None)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-g344-hcph-8vgg"])
 
 
 def test_GHSA_x696_vm39_cp64(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("profile", "Profile.run", (None, "CMD")))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-x696-vm39-cp64"])
 
 
 def test_GHSA_6vqj_c2q5_j97w(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("profile", "Profile.runctx", (None, "CMD", None, None)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-6vqj-c2q5-j97w"])
 
 
 def test_GHSA_7wx9_6375_f5wh(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("profile", "run", ("CMD",)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-7wx9-6375-f5wh"])
 
 
 def test_GHSA_9w88_8rmg_7g2p(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("cProfile", "runctx", ("CMD", None, None)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-9w88-8rmg-7g2p"])
 
 
 def test_GHSA_49gj_c84q_6qm9(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("cProfile", "run", ("CMD",)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-49gj-c84q-6qm9"])
 
 
 def test_GHSA_f54q_57x4_jg88(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("lib2to3.pgen2.grammar", "Grammar.loads", (None, b"")))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-f54q-57x4-jg88"])
 
 
 def test_GHSA_p9w7_82w4_7q8m(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("lib2to3.pgen2.pgen", "ParserGenerator.make_label", (None, None, "CMD")))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-p9w7-82w4-7q8m"])
 
 
 def test_GHSA_3vg9_h568_4w9m(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("idlelib.debugobj", "ObjectTreeItem.SetText", (None, "CMD")))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-3vg9-h568-4w9m"])
 
 
 def test_GHSA_6w4w_5w54_rjvr(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("idlelib.autocomplete", "AutoComplete.get_entity", (None, "CMD")))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-6w4w-5w54-rjvr"])
 
 
 def test_GHSA_7cq8_mj8x_j263(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("idlelib.autocomplete", "AutoComplete.fetch_completions", (None, "CMD", 1)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-7cq8-mj8x-j263"])
 
 
 def test_GHSA_8r4j_24qv_fmq9(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("idlelib.calltip", "Calltip.fetch_tip", (None, "CMD")))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-8r4j-24qv-fmq9"])
 
 
 def test_GHSA_9xph_j2h6_g47v(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("idlelib.calltip", "get_entity", ("CMD",)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-9xph-j2h6-g47v"])
 
 
 def test_GHSA_m869_42cg_3xwr(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("idlelib.run", "Executive.runcode", (None, "CMD")))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-m869-42cg-3xwr"])
 
 
 def test_GHSA_j343_8v2j_ff7w(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("idlelib.pyshell", "ModifiedInterpreter.runcommand", (None, "CMD")))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-j343-8v2j-ff7w"])
 
 
 def test_GHSA_3gf5_cxq9_w223(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("idlelib.pyshell", "ModifiedInterpreter.runcode", (None, "CMD")))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-3gf5-cxq9-w223"])
 
 
 def test_GHSA_cj3c_v495_4xqh(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("code", "InteractiveInterpreter.runcode", (None, "CMD")))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-cj3c-v495-4xqh"])
 
 
 def test_GHSA_fqq6_7vqf_w3fg(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("doctest", "debug_script", ("CMD", True)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-fqq6-7vqf-w3fg"])
 
 
 def test_GHSA_xp4f_hrf8_rxw7(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("ensurepip", "_run_pip", ("CMD",)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-xp4f-hrf8-rxw7"])
 
 
 def test_GHSA_vvpj_8cmc_gx39(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("pkgutil", "resolve_name", ("os:system",)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-vvpj-8cmc-gx39"])
 
 
 def test_GHSA_q77w_mwjj_7mqx(scan_bytes, mark):
-    _gadgets(
-        scan_bytes,
-        mark,
-        ("asyncio.unix_events", "_UnixSubprocessTransport._start", (None, "CMD", True, None, None, None, 0)),
-    )
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-q77w-mwjj-7mqx"])
 
 
 def test_GHSA_jgw4_cr84_mqxg(scan_bytes, mark):
@@ -206,11 +187,11 @@ def test_GHSA_jgw4_cr84_mqxg(scan_bytes, mark):
 
 
 def test_GHSA_m273_6v24_x4m4(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("distutils.file_util", "write_file", ("pwned_config.env", "CMD")))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-m273-6v24-x4m4"])
 
 
 def test_GHSA_4675_36f9_wf6r(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("ctypes", "CDLL", (None,)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-4675-36f9-wf6r"])
 
 
 def test_GHSA_84r2_jw7c_4r5q(scan_bytes, mark):
@@ -226,11 +207,11 @@ def test_GHSA_84r2_jw7c_4r5q(scan_bytes, mark):
 
 
 def test_GHSA_vqmv_47xg_9wpr(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("pty", "spawn", (("/bin/sh", "-c", "CMD"),)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-vqmv-47xg-9wpr"])
 
 
 def test_GHSA_r8g5_cgf2_4m4m(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("numpy.f2py.crackfortran", "getlincoef", ("CMD", None)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-r8g5-cgf2-4m4m"])
 
 
 def test_GHSA_955r_x9j8_7rhh(scan_bytes, mark):
@@ -268,16 +249,11 @@ def test_GHSA_46h3_79wf_xr6c(scan_bytes, mark):
 
 
 def test_GHSA_9726_w42j_3qjr(scan_bytes, mark):
-    _gadgets(
-        scan_bytes,
-        mark,
-        ("_io", "FileIO", ("/etc/hosts", "r")),
-        ("urllib.request", "urlopen", ("https://x.invalid",)),
-    )
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-9726-w42j-3qjr"])
 
 
 def test_GHSA_m7j5_r2p5_c39r(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("logging", "FileHandler", ("evil.log",)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-m7j5-r2p5-c39r"])
 
 
 def test_GHSA_9m3x_qqw2_h32h(scan_bytes, mark):
@@ -304,7 +280,7 @@ def test_GHSA_97f8_7cmv_76j2(scan_bytes, mark):
 
 # -- fickling (github.com/trailofbits/fickling/security/advisories) ----------------------------------
 def test_GHSA_r7v6_mfhq_g3m2(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("pty", "spawn", ("CMD",)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-r7v6-mfhq-g3m2"])
     _blocks(
         scan_bytes, program([o.GLOBAL("pty", "spawn"), *const(("id",)), o.REDUCE()], proto=2), "pty.spawn"
     )
@@ -324,22 +300,15 @@ def test_GHSA_565g_hwwr_4pp3(scan_bytes, mark):
 
 
 def test_GHSA_wfq2_52f7_7qvj(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("runpy", "run_path", ("/tmp/malicious.py",)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-wfq2-52f7-7qvj"])
 
 
 def test_GHSA_q5qq_mvfm_j35x(scan_bytes, mark):
-    _gadgets(
-        scan_bytes,
-        mark,
-        ("runpy", "run_path", ("/tmp/malicious.py",)),
-        ("importlib", "import_module", ("os",)),
-        ("code", "InteractiveInterpreter.runsource", (None, "CMD")),
-        ("multiprocessing.util", "spawnv_passfds", ("/bin/sh", ("sh", "-c", "CMD"), ())),
-    )
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-q5qq-mvfm-j35x"])
 
 
 def test_GHSA_p523_jq9w_64x9(scan_bytes, mark):
-    _gadgets(scan_bytes, mark, ("cProfile", "run", ("CMD",)))
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-p523-jq9w-64x9"])
 
 
 def test_GHSA_5hvc_6wx8_mvv4(scan_bytes, mark):
@@ -384,13 +353,7 @@ def test_GHSA_mxhj_88fx_4pcv(scan_bytes, mark):
 
 
 def test_GHSA_5hwf_rc88_82xm(scan_bytes, mark):
-    _gadgets(
-        scan_bytes,
-        mark,
-        ("uuid", "_get_command_stdout", ("echo", "CMD")),
-        ("_aix_support", "_read_cmd_output", ("CMD",)),
-        ("_osx_support", "_find_build_tool", ("x; CMD #",)),
-    )
+    _gadgets(scan_bytes, mark, *GADGETS["GHSA-5hwf-rc88-82xm"])
 
 
 def test_GHSA_5j3x_jp52_966f(scan_bytes, mark):
