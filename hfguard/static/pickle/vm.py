@@ -426,112 +426,130 @@ class PickleVM:
     def _loop(self, r: Reader, res: PickleResult) -> None:
         lim = self.limits
         stack, marks, memo = self._stack, self._marks, self._memo
-        max_opcodes, max_stack, max_end = lim.max_opcodes, lim.max_stack, r.pos + lim.max_bytes
+        max_end = r.pos + lim.max_bytes
         read, table = r.fh.read, _DISPATCH
         str_source = self._str_source
         index = self._index
         frame_end = _NO_FRAME  # r.pos where the open protocol-4 frame ends
-        while True:
-            if index >= max_opcodes:
-                raise VMStop(
-                    "pickle/limit-exceeded",
-                    f"more than {max_opcodes} opcodes",
-                    limit=max_opcodes,
-                    limit_name="max_opcodes",
-                )
-            if index & 0xFFF == 0:  # the costlier bounds, every 4096 opcodes
-                if r.pos > max_end:
-                    raise VMStop(
-                        "pickle/limit-exceeded",
-                        f"pickle spans more than {lim.max_bytes} bytes",
-                        limit=lim.max_bytes,
-                        limit_name="max_bytes",
-                    )
-                if self.budget is not None:
-                    self.budget.tick("decoding pickle")
-                if r.fh is not read.__self__:  # a non-seekable peek swapped the stream
-                    read = r.fh.read
-            pos = r.pos
-            if pos >= frame_end:  # the frame is used up (or the last opcode ran past its end)
-                frame_end = self._frame_closed(pos, frame_end)
-            self._op_offset = r.base + pos
-            code = read(1)
-            if not code:
-                raise VMStop("pickle/truncated", "stream ends without STOP")
-            r.pos = pos + 1
-            c = code[0]
-            index += 1
-            self._index = index
-            if len(stack) > max_stack:
-                raise VMStop(
-                    "pickle/limit-exceeded",
-                    f"stack deeper than {max_stack}",
-                    limit=max_stack,
-                    limit_name="max_stack",
-                )
-            if c in _FAST:
-                floor = marks[-1] if marks else 0
-                if c == 0x68 or c == 0x71:  # BINGET / BINPUT
-                    arg = read(1)
-                    if not arg:
-                        raise VMStop("pickle/truncated", f"stream ends inside {OPCODES[c]}")
-                    r.pos += 1
-                    key = arg[0]
-                    if c == 0x68:
-                        if key not in memo:
-                            raise VMStop(
-                                "pickle/malformed", f"BINGET of memo key {key} that was never stored", key=key
-                            )
-                        value = memo[key]
-                        if type(value) is str and id(value) not in str_source:
-                            str_source[id(value)] = "memo"
-                        stack.append(value)
-                        continue
-                elif c == 0x94:  # MEMOIZE
-                    key = len(memo)
-                else:
-                    if c == 0x28:  # MARK
-                        self._push_mark(marks, len(stack))
-                    elif c == 0x7D:  # EMPTY_DICT
-                        stack.append(SymDict())
-                    elif c == 0x5D:  # EMPTY_LIST
-                        stack.append([])
-                    elif c == 0x29:  # EMPTY_TUPLE
-                        stack.append(())
-                    elif c == 0x4E:  # NONE
-                        stack.append(None)
-                    elif c == 0x4B:  # BININT1
+        base = r.base
+        pos = r.pos  # where the current opcode starts
+        check_at = index  # next opcode index at which the bounds are checked
+        # self._index / self._op_offset (what anomalies, globals and calls record) are only
+        # written before a handler runs and when the loop ends: the inline opcodes skip the stores
+        try:
+            while True:
+                if index >= check_at:  # the bounds, every 4096 opcodes or when one can be reached
+                    depth = len(stack)
+                    self._check_bounds(r, index, depth, max_end)
+                    check_at = index + min(4096, lim.max_opcodes - index, lim.max_stack - depth + 1)
+                    if r.fh is not read.__self__:  # a non-seekable peek swapped the stream
+                        read = r.fh.read
+                if r.pos >= frame_end:  # the frame is used up (or the last opcode ran past its end)
+                    self._index, self._op_offset = index, base + pos
+                    frame_end = self._frame_closed(r.pos, frame_end)
+                pos = r.pos
+                code = read(1)
+                if not code:
+                    raise VMStop("pickle/truncated", "stream ends without STOP")
+                r.pos = pos + 1
+                c = code[0]
+                index += 1
+                if c in _FAST:
+                    floor = marks[-1] if marks else 0
+                    if c == 0x68 or c == 0x71:  # BINGET / BINPUT
                         arg = read(1)
                         if not arg:
-                            raise VMStop("pickle/truncated", "stream ends inside BININT1")
+                            raise VMStop("pickle/truncated", f"stream ends inside {OPCODES[c]}")
                         r.pos += 1
-                        stack.append(arg[0])
+                        key = arg[0]
+                        if c == 0x68:
+                            if key not in memo:
+                                raise VMStop(
+                                    "pickle/malformed",
+                                    f"BINGET of memo key {key} that was never stored",
+                                    key=key,
+                                )
+                            value = memo[key]
+                            if type(value) is str and id(value) not in str_source:
+                                str_source[id(value)] = "memo"
+                            stack.append(value)
+                            continue
+                    elif c == 0x94:  # MEMOIZE
+                        key = len(memo)
+                    else:
+                        if c == 0x28:  # MARK
+                            self._push_mark(marks, len(stack))
+                        elif c == 0x7D:  # EMPTY_DICT
+                            stack.append(SymDict())
+                        elif c == 0x5D:  # EMPTY_LIST
+                            stack.append([])
+                        elif c == 0x29:  # EMPTY_TUPLE
+                            stack.append(())
+                        elif c == 0x4E:  # NONE
+                            stack.append(None)
+                        elif c == 0x4B:  # BININT1
+                            arg = read(1)
+                            if not arg:
+                                raise VMStop("pickle/truncated", "stream ends inside BININT1")
+                            r.pos += 1
+                            stack.append(arg[0])
+                        continue
+                    # BINPUT / MEMOIZE store the top of the stack
+                    if len(stack) <= floor:
+                        raise VMStop("pickle/malformed", "stack underflow")
+                    if key not in memo and len(memo) >= lim.max_memo:
+                        raise VMStop(
+                            "pickle/limit-exceeded",
+                            f"memo larger than {lim.max_memo}",
+                            limit=lim.max_memo,
+                            limit_name="max_memo",
+                        )
+                    memo[key] = stack[-1]
                     continue
-                # BINPUT / MEMOIZE store the top of the stack
-                if len(stack) <= floor:
-                    raise VMStop("pickle/malformed", "stack underflow")
-                if key not in memo and len(memo) >= lim.max_memo:
-                    raise VMStop(
-                        "pickle/limit-exceeded",
-                        f"memo larger than {lim.max_memo}",
-                        limit=lim.max_memo,
-                        limit_name="max_memo",
-                    )
-                memo[key] = stack[-1]
-                continue
-            handler = table[c]
-            if handler is not None:
-                handler(self, r, stack)
-            elif c == _STOP:
-                res.value = self._pop()
-                res.complete = True
-                if frame_end != _NO_FRAME:
-                    self._frame_at_stop(r.pos, frame_end)
-                return
-            elif c == _FRAME:
-                frame_end = self._frame(r, res, frame_end)
-            else:
-                raise VMStop("pickle/malformed", f"unknown opcode 0x{c:02x}", opcode=f"0x{c:02x}")
+                self._index, self._op_offset = index, base + pos
+                handler = table[c]
+                if handler is not None:
+                    handler(self, r, stack)
+                elif c == _STOP:
+                    res.value = self._pop()
+                    res.complete = True
+                    if frame_end != _NO_FRAME:
+                        self._frame_at_stop(r.pos, frame_end)
+                    return
+                elif c == _FRAME:
+                    frame_end = self._frame(r, res, frame_end)
+                else:
+                    raise VMStop("pickle/malformed", f"unknown opcode 0x{c:02x}", opcode=f"0x{c:02x}")
+        finally:
+            self._index, self._op_offset = index, base + pos
+
+    def _check_bounds(self, r: Reader, index: int, depth: int, max_end: int) -> None:
+        # the stack grows by at most one an opcode, so checking it when the limit can next be
+        # reached is exact
+        lim = self.limits
+        if index >= lim.max_opcodes:
+            raise VMStop(
+                "pickle/limit-exceeded",
+                f"more than {lim.max_opcodes} opcodes",
+                limit=lim.max_opcodes,
+                limit_name="max_opcodes",
+            )
+        if depth > lim.max_stack:
+            raise VMStop(
+                "pickle/limit-exceeded",
+                f"stack deeper than {lim.max_stack}",
+                limit=lim.max_stack,
+                limit_name="max_stack",
+            )
+        if r.pos > max_end:
+            raise VMStop(
+                "pickle/limit-exceeded",
+                f"pickle spans more than {lim.max_bytes} bytes",
+                limit=lim.max_bytes,
+                limit_name="max_bytes",
+            )
+        if self.budget is not None:
+            self.budget.tick("decoding pickle")
 
     # -- framing (protocol 4+) -------------------------------------------------------------------
     # Frames only announce how many bytes follow: the C unpickler (pickle.load) reads ahead that
