@@ -25,6 +25,7 @@ from testing.advisories import (
     straddle_opcode,
     unread,
 )
+from testing.pickle_asm import asm, call, o
 
 Builder = Callable[[str, str, str], bytes]
 C_LOADS, PY_LOADS = pickle.loads, pickle._loads  # type: ignore[attr-defined]
@@ -92,3 +93,10 @@ def test_every_opcode_of_protocols_0_to_5_has_a_handler():
 
     names = {op.name for op in pickletools.opcodes if op.proto <= 5}
     assert names == set(HANDLERS) | _INLINE and not set(HANDLERS) & _INLINE
+
+
+def test_the_second_reading_leaves_the_stream_where_the_first_stopped(scan_bytes, mark):
+    # a pickle after the divergent one is still read from its own start
+    second = asm(o.PROTO(2), call("subprocess", "call", f"touch {mark}"), o.STOP())
+    report = scan_bytes("two.pkl", hidden_in_bytes("os", "system", f"touch {mark}") + second)
+    assert {"os.system", "subprocess.call"} <= set(fx.dangerous(report))

@@ -1113,9 +1113,12 @@ def _c_file_pass(r: Reader, vm: PickleVM, res: PickleResult) -> None:
     if not r._seekable or r.size is None or r.size - start > MAX_C_FILE_PASS:
         return
     back = r.pos - start
-    r.fh.seek(-back, 1)
-    data = r.fh.read(r.size - start)
-    r.fh.seek(start + back - (start + len(data)), 1)  # back to where the linear reading stopped
+    try:
+        r.fh.seek(-back, 1)
+        data = r.fh.read(r.size - start)
+        r.fh.seek(back - len(data), 1)  # back to where the linear reading stopped
+    except (OSError, ValueError):
+        return
     other = PickleVM(vm.limits, vm.budget).run_one(CFileReader(data, base=res.start))
     seen = {g.qualname for g in res.globals}
     extra = [g for g in other.globals if g.qualname not in seen]
