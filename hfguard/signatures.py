@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hfguard.cachedir import cache_dir
+
 # The repo's top-level signatures/ folder, reached through the hfguard/_signatures link so that
 # a source checkout, an editable install and a wheel all find it the same way.
 SIGNATURES_DIR = Path(__file__).parent / "_signatures"
@@ -54,8 +56,6 @@ def _parse(raw: bytes, path: Path) -> Any:
 
 def _cache_path(raw: bytes) -> Path:
     """Parsed signatures as JSON (never pickle), keyed by the YAML file's content hash."""
-    from hfguard.hub.cache import cache_dir
-
     return cache_dir() / "signatures" / f"{hashlib.sha256(raw).hexdigest()[:32]}.json"
 
 

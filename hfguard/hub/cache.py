@@ -9,25 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
+from hfguard.cachedir import cache_dir
 from hfguard.findings import FileReport, Finding, Report, Severity, Verdict
 
 SCHEMA = 1
-
-
-def cache_dir() -> Path:
-    """HFGUARD_CACHE_DIR, else <HF_HOME>/hfguard, else <XDG_CACHE_HOME or ~/.cache>/hfguard."""
-    if os.environ.get("HFGUARD_CACHE_DIR"):
-        return Path(os.environ["HFGUARD_CACHE_DIR"])
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]) / "hfguard"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "hfguard"
 
 
 def cache_key(repo_id: str, sha: str, checks: list[dict[str, str]], policy_fingerprint: str,
