@@ -365,6 +365,7 @@ def main() -> None:
     ap.add_argument("--big-gb", type=float, default=3.0)
     ap.add_argument("--runs", type=int, default=5, help="whole-folder runs per tool (alternating)")
     ap.add_argument("--quick", action="store_true", help="3 runs, no VM throughput or large-file part")
+    ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
     ap.add_argument("--keep")
     args = ap.parse_args()
     if args.worker:
@@ -384,9 +385,10 @@ def main() -> None:
             f"corpus: {len(names)} files, {size / 2**20:.1f} MB: {n_mal} malicious, {n_ben} benign, "
             f"{len(labels) - n_mal - n_ben} gray (whole pickled nn.Module)"
         )
-        detection(folder, names, labels, n_mal, n_ben)
+        tools = tuple(t for t in TOOLS if t in args.tools.split(","))
+        detection(folder, names, labels, n_mal, n_ben, tools)
         assert not (folder / "PWNED").exists(), "a payload ran"
-        speed(folder, 3 if args.quick else args.runs)
+        speed(folder, 3 if args.quick else args.runs, tools)
         assert not (folder / "PWNED").exists(), "a payload ran"
         if args.quick:
             return
@@ -396,14 +398,16 @@ def main() -> None:
 TOOLS = ("hfguard", "picklescan", "modelscan", "fickling", "modelaudit")
 
 
-def detection(folder: Path, names: list[str], labels: dict[str, str], n_mal: int, n_ben: int) -> None:
+def detection(
+    folder: Path, names: list[str], labels: dict[str, str], n_mal: int, n_ben: int, tools: tuple[str, ...]
+) -> None:
     print("\ndetection (each file judged on its own; one process per tool):")
     print(
         f"{'tool':<11} {'caught':>9} {'catch%':>7} {'false':>6} {'false%':>7} {'gray':>5} {'errors':>6} "
         f"{'seconds':>8} {'peakRSS':>8}"
     )
     misses: dict[str, list[str]] = {}
-    for tool in TOOLS:
+    for tool in tools:
         res = run_worker(tool, folder, names)
         if res is None:
             continue
@@ -437,12 +441,12 @@ def _cli(tool: str, folder: Path) -> list[str] | None:
     }[tool]
 
 
-def speed(folder: Path, runs: int) -> None:
+def speed(folder: Path, runs: int, tools: tuple[str, ...]) -> None:
     """Whole processes on the whole folder, tools alternating so that load on the machine hits
     each alike; median of `runs`. Bytecode caches on, as in an installed tool; one warm-up run."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env |= {"PROMPTFOO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
-    cmds = {t: c for t in TOOLS if (c := _cli(t, folder)) is not None}
+    cmds = {t: c for t in tools if (c := _cli(t, folder)) is not None}
     times: dict[str, list[float]] = {t: [] for t in cmds}
     for i in range(runs + 1):
         for tool, cmd in cmds.items():
