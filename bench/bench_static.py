@@ -1,14 +1,20 @@
-"""Static serialization check: detection and cost, hfguard vs picklescan vs modelscan.
+"""Static serialization check: detection and cost, hfguard vs picklescan, modelscan, fickling and
+ModelAudit.
 
-    python bench/bench_static.py [--big-gb 3] [--keep DIR]
+    python bench/bench_static.py [--runs 5] [--quick] [--big-gb 3] [--keep DIR]
 
-Builds a corpus (benign checkpoints of the kinds hfguard must pass, and malicious fixtures from
-tests/static/fixtures.py in every container), scans it with each tool in a fresh subprocess
-(wall time, peak RSS), and prints TP/FN/FP. Then builds a sparse multi-GB torch zip and a small
-one with the same structure and shows hfguard's scan time and peak RSS stay flat.
+Builds a corpus folder (~170 small files, ~22 MB: benign checkpoints of the kinds hfguard must
+pass, malicious fixtures of testing/pickles.py in every container, every advisory gadget of
+testing/advisories.py and the lying-frame variants), then:
+1. detection: each tool judges each file (one fresh process per tool): catch rate on the
+   malicious files, false-alarm rate on the benign ones, side by side;
+2. speed: each tool's CLI scans the whole folder as a fresh process, tools alternating, `--runs`
+   times; median wall time and the ratio to picklescan's;
+3. (not with --quick) hfguard's VM throughput on one large pickle, and a sparse multi-GB torch zip
+   against a small one with the same structure: time and peak RSS stay flat.
 
-picklescan / modelscan come from the `bench` extra (pip install -e ".[bench]"); a missing tool is
-reported as such. Nothing in the corpus is ever unpickled by this script.
+The other tools come from the `bench` extra (pip install -e ".[bench]"); a missing tool is reported
+as such. Nothing in the corpus is ever unpickled by this script.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import json
 import os
 import pickle
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -86,7 +93,9 @@ def build_corpus(folder: Path) -> dict[str, str]:
 
         mdir = Path(gt.__file__).parent / "model"
         st = next(mdir.glob("*.safetensors"))
-        put("minilm.bin", fx.torch_zip_bytes(load_file(st)), "benign")
+        # the first two encoder layers, fp16 (~3.5 MB): a real checkpoint's names, shapes and size
+        layers = {k: v.half() for k, v in load_file(st).items() if ".layer.0." in k or ".layer.1." in k}
+        put("minilm_2layers.bin", fx.torch_zip_bytes(layers), "benign")
     except ImportError:
         pass
     put("whole_module.pt", fx.torch_zip_bytes(torch.nn.Linear(2, 2)), "gray")
@@ -185,7 +194,55 @@ def build_corpus(folder: Path) -> dict[str, str]:
             fx.replace_member(good, "data.pkl", data),
             "malicious",
         )
+    add_advisories(put, mark)
+    add_benign(put, torch, np)
     return labels
+
+
+def add_advisories(put, mark: Path) -> None:
+    """Every gadget of picklescan's and fickling's advisories, and the lying frames."""
+    from testing.advisories import FRAME_VARIANTS, GADGETS
+    from testing.pickle_asm import call, frame, program
+
+    cmd = f"touch {mark}"
+    for ghsa, gadgets in GADGETS.items():
+        for i, (module, name, args) in enumerate(gadgets):
+            args = tuple(cmd if a == "CMD" else a for a in args)
+            put(f"{ghsa}-{i}.pkl", program(frame(call(module, name, *args))), "malicious")
+    for variant, build in FRAME_VARIANTS.items():
+        put(f"{variant}.pkl", build("os", "system", cmd), "malicious")
+
+
+def add_benign(put, torch, np) -> None:
+    """Everyday files: plain pickles of every protocol, numpy protocol 5, reduced-precision
+    checkpoints, larger state dicts (the corpus' bulk), safetensors."""
+    from safetensors.torch import save as st_save
+
+    from testing import pickles as fx
+
+    rows = [
+        {"id": i, "name": f"tok{i}", "score": i / 7, "tags": ("a", "b"), "ok": i % 2 == 0} for i in range(300)
+    ]
+    for p in range(6):
+        put(
+            f"plain_p{p}.pkl",
+            pickle.dumps({"rows": rows, "vocab": {f"w{i}": i for i in range(500)}}, protocol=p),
+            "benign",
+        )
+    for p in (4, 5):
+        put(
+            f"numpy_p{p}.pkl",
+            pickle.dumps({"a": np.arange(2000.0), "m": np.eye(8, dtype=np.float32)}, protocol=p),
+            "benign",
+        )
+    gen = torch.Generator().manual_seed(0)
+    for dtype in (torch.float16, torch.bfloat16, torch.int8):
+        sd = {f"layer{i}.weight": (torch.randn(64, 64, generator=gen) * 10).to(dtype) for i in range(4)}
+        put(f"state_{str(dtype).split('.')[-1]}.pt", fx.torch_zip_bytes(sd), "benign")
+    for i in range(8):  # ~2 MB each
+        sd = {f"block{j}.weight": torch.randn(256, 256, generator=gen) for j in range(8)}
+        put(f"shard_{i:02d}.pt", fx.torch_zip_bytes(sd), "benign")
+    put("model.safetensors", st_save({"w": torch.randn(128, 128, generator=gen)}), "benign")
 
 
 def buf_legacy(torch) -> bytes:
@@ -231,6 +288,28 @@ def worker(tool: str, folder: Path, names: list[str]) -> dict:
             try:
                 r = ModelScan().scan(folder / n)
                 out[n] = {"detected": bool(r.get("issues")), "error": bool(r.get("errors"))}
+            except Exception as exc:  # noqa: BLE001
+                out[n] = {"detected": False, "error": f"{type(exc).__name__}"}
+    elif tool == "fickling":
+        import fickling
+
+        for n in names:
+            try:
+                out[n] = {"detected": not fickling.is_likely_safe(str(folder / n))}
+            except Exception as exc:  # noqa: BLE001 - a file it cannot parse is not a detection
+                out[n] = {"detected": False, "error": f"{type(exc).__name__}"}
+    elif tool == "modelaudit":
+        import logging
+
+        logging.disable(logging.CRITICAL)
+        from modelaudit.core import scan_model_directory_or_file
+
+        for n in names:
+            try:
+                r = scan_model_directory_or_file(str(folder / n), use_cache=False)
+                # CRITICAL is its "unsafe" (it WARNs on every stock checkpoint's globals)
+                crit = [x for x in r.issues if str(x.severity).lower().endswith("critical")]
+                out[n] = {"detected": bool(crit), "error": bool(getattr(r, "has_errors", False))}
             except Exception as exc:  # noqa: BLE001
                 out[n] = {"detected": False, "error": f"{type(exc).__name__}"}
     return {"results": out, "seconds": time.perf_counter() - started, "max_rss_mb": vm_hwm_mb()}
@@ -284,6 +363,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--worker", nargs=3)
     ap.add_argument("--big-gb", type=float, default=3.0)
+    ap.add_argument("--runs", type=int, default=5, help="whole-folder runs per tool (alternating)")
+    ap.add_argument("--quick", action="store_true", help="3 runs, no VM throughput or large-file part")
+    ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
     ap.add_argument("--keep")
     args = ap.parse_args()
     if args.worker:
@@ -292,75 +374,134 @@ def main() -> None:
         return
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(args.keep or tmp)
+        folder = Path(args.keep or tmp) / "corpus"
         folder.mkdir(parents=True, exist_ok=True)
         labels = build_corpus(folder)
         names = sorted(labels)
         n_mal = sum(v == "malicious" for v in labels.values())
         n_ben = sum(v == "benign" for v in labels.values())
+        size = sum((folder / n).stat().st_size for n in names)
         print(
-            f"corpus: {n_mal} malicious, {n_ben} benign, {len(labels) - n_mal - n_ben} gray "
-            "(whole pickled nn.Module)"
+            f"corpus: {len(names)} files, {size / 2**20:.1f} MB: {n_mal} malicious, {n_ben} benign, "
+            f"{len(labels) - n_mal - n_ben} gray (whole pickled nn.Module)"
         )
-        print(
-            f"{'tool':<11} {'TP':>4} {'FN':>4} {'FP':>4} {'gray':>5} {'errors':>6} "
-            f"{'seconds':>8} {'peakRSS':>8}"
-        )
-        misses: dict[str, list[str]] = {}
-        for tool in ("hfguard", "picklescan", "modelscan"):
-            res = run_worker(tool, folder, names)
-            if res is None:
-                continue
-            r = res["results"]
-            tp = sum(r[n]["detected"] for n in names if labels[n] == "malicious")
-            fp = sum(r[n]["detected"] for n in names if labels[n] == "benign")
-            gray = sum(r[n]["detected"] for n in names if labels[n] == "gray")
-            errs = sum(bool(r[n].get("error")) for n in names)
-            misses[tool] = [n for n in names if labels[n] == "malicious" and not r[n]["detected"]]
-            misses[tool + " FP"] = [n for n in names if labels[n] == "benign" and r[n]["detected"]]
-            print(
-                f"{tool:<11} {tp:>4} {n_mal - tp:>4} {fp:>4} {gray:>5} {errs:>6} {res['seconds']:>8.2f} "
-                f"{res['max_rss_mb']:>7.0f}M"
-            )
-        for tool, missed in misses.items():
-            if missed:
-                print(f"  {tool} missed/flagged: {', '.join(missed)}")
+        tools = tuple(t for t in TOOLS if t in args.tools.split(","))
+        detection(folder, names, labels, n_mal, n_ben, tools)
         assert not (folder / "PWNED").exists(), "a payload ran"
+        speed(folder, 3 if args.quick else args.runs, tools)
+        assert not (folder / "PWNED").exists(), "a payload ran"
+        if args.quick:
+            return
+        big_files(folder.parent, args.big_gb)
 
-        print("\nsymbolic VM throughput (one large benign pickle, in this process):")
-        from hfguard.static.pickle.vm import PickleVM, Reader, scan_stream
 
-        big = pickle.dumps([{"id": i, "name": f"tok{i}", "w": i * 0.5} for i in range(150_000)], protocol=4)
-        t = time.perf_counter()
-        results, _ = scan_stream(Reader(io.BytesIO(big), size=len(big)), PickleVM())
-        dt = time.perf_counter() - t
-        ops = sum(r.opcodes for r in results)
-        print(f"  {len(big) / 2**20:.1f} MB, {ops} opcodes in {dt:.2f}s = {ops / dt / 1e6:.2f} M opcodes/s")
+TOOLS = ("hfguard", "picklescan", "modelscan", "fickling", "modelaudit")
 
-        from testing import pickles as fx
 
-        print("\nlarge sparse torch zip (hfguard, fresh process each; zip64 past 4 GB):")
+def detection(
+    folder: Path, names: list[str], labels: dict[str, str], n_mal: int, n_ben: int, tools: tuple[str, ...]
+) -> None:
+    print("\ndetection (each file judged on its own; one process per tool):")
+    print(
+        f"{'tool':<11} {'caught':>9} {'catch%':>7} {'false':>6} {'false%':>7} {'gray':>5} {'errors':>6} "
+        f"{'seconds':>8} {'peakRSS':>8}"
+    )
+    misses: dict[str, list[str]] = {}
+    for tool in tools:
+        res = run_worker(tool, folder, names)
+        if res is None:
+            continue
+        r = res["results"]
+        tp = sum(r[n]["detected"] for n in names if labels[n] == "malicious")
+        fp = sum(r[n]["detected"] for n in names if labels[n] == "benign")
+        gray = sum(r[n]["detected"] for n in names if labels[n] == "gray")
+        errs = sum(bool(r[n].get("error")) for n in names)
+        misses[tool] = [n for n in names if labels[n] == "malicious" and not r[n]["detected"]]
+        misses[tool + " false alarms"] = [n for n in names if labels[n] == "benign" and r[n]["detected"]]
         print(
-            f"{'file':<6} {'size':>8} {'cold s':>8} {'warm s':>8} {'heap-peak':>9} {'peakRSS':>8} "
-            f"{'(import)':>8} verdict"
+            f"{tool:<11} {f'{tp}/{n_mal}':>9} {100 * tp / n_mal:>6.1f}% {fp:>6} {100 * fp / n_ben:>6.1f}% "
+            f"{gray:>5} {errs:>6} {res['seconds']:>8.2f} {res['max_rss_mb']:>7.0f}M"
         )
-        for label, total in (("small", 8 << 20), ("big", int(args.big_gb * (1 << 30)))):
-            n = 4
-            sizes = [total // n // 64 * 64] * n
-            path = folder / f"{label}.pt"
-            fx.write_sparse_torch_zip(path, sizes, real_crc=True)
-            m = measure_one(path)
-            print(
-                f"{label:<6} {path.stat().st_size / 2**30:>7.2f}G {m['cold']:>8.3f} {m['warm']:>8.4f} "
-                f"{m['py_peak_mb']:>8.2f}M {m['max_rss_mb']:>7.0f}M {m['rss_before_mb']:>7.0f}M "
-                f"{m['verdict']} {m['findings'] or ''}"
-            )
-            if label == "small":
-                import torch
+    for tool, missed in misses.items():
+        if missed:
+            print(f"  {tool} missed/flagged ({len(missed)}): {', '.join(missed)}")
 
-                loaded = torch.load(path, weights_only=True)  # our hand-built zip is a real checkpoint
-                assert tuple(loaded["layers.0.weight"].shape) == (sizes[0] // 4,)
-            os.unlink(path)
+
+def _cli(tool: str, folder: Path) -> list[str] | None:
+    """The tool's own command line on the whole folder (fickling has none for folders)."""
+    bindir = Path(sys.executable).parent
+    exe = bindir / tool
+    if tool == "fickling" or not exe.exists():
+        return None
+    return {
+        "hfguard": [str(exe), "scan", "-q", "--format", "json", "--fail-on", "never", str(folder)],
+        "picklescan": [str(exe), "-p", str(folder)],
+        "modelscan": [str(exe), "-p", str(folder)],
+        "modelaudit": [str(exe), "scan", "--no-cache", "-q", "--format", "json", str(folder)],
+    }[tool]
+
+
+def speed(folder: Path, runs: int, tools: tuple[str, ...]) -> None:
+    """Whole processes on the whole folder, tools alternating so that load on the machine hits
+    each alike; median of `runs`. Bytecode caches on, as in an installed tool; one warm-up run."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env |= {"PROMPTFOO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
+    cmds = {t: c for t in tools if (c := _cli(t, folder)) is not None}
+    times: dict[str, list[float]] = {t: [] for t in cmds}
+    for i in range(runs + 1):
+        for tool, cmd in cmds.items():
+            if i > 1 and times[tool][0] > 20:
+                continue  # a tool 20x slower is timed once (ModelAudit: ~2 min a run)
+            t = time.perf_counter()
+            subprocess.run(cmd, capture_output=True, env=env, cwd=str(folder.parent), timeout=900)
+            if i:  # run 0 warms the bytecode and OS caches
+                times[tool].append(time.perf_counter() - t)
+    print(f"\nspeed: whole folder, whole process, {runs} alternating runs (median; min-max):")
+    base = statistics.median(times["picklescan"]) if "picklescan" in times else None
+    for tool, ts in times.items():
+        med = statistics.median(ts)
+        ratio = f"{med / base:.2f}x picklescan" if base else ""
+        print(f"  {tool:<11} {med:>6.2f}s  ({min(ts):.2f}-{max(ts):.2f}, {len(ts)} runs)  {ratio}")
+    if base and "hfguard" in times:
+        ratios = [h / p for h, p in zip(times["hfguard"], times["picklescan"], strict=True)]
+        print(f"  time ratio hfguard/picklescan: median {statistics.median(ratios):.2f} (per-run pairs)")
+
+
+def big_files(folder: Path, big_gb: float) -> None:
+    print("\nsymbolic VM throughput (one large benign pickle, in this process):")
+    from hfguard.static.pickle.vm import PickleVM, Reader, scan_stream
+
+    big = pickle.dumps([{"id": i, "name": f"tok{i}", "w": i * 0.5} for i in range(100_000)], protocol=4)
+    t = time.perf_counter()
+    results, _ = scan_stream(Reader(io.BytesIO(big), size=len(big)), PickleVM())
+    dt = time.perf_counter() - t
+    ops = sum(r.opcodes for r in results)
+    print(f"  {len(big) / 2**20:.1f} MB, {ops} opcodes in {dt:.2f}s = {ops / dt / 1e6:.2f} M opcodes/s")
+
+    from testing import pickles as fx
+
+    print("\nlarge sparse torch zip (hfguard, fresh process each; zip64 past 4 GB):")
+    print(
+        f"{'file':<6} {'size':>8} {'cold s':>8} {'warm s':>8} {'heap-peak':>9} {'peakRSS':>8} "
+        f"{'(import)':>8} verdict"
+    )
+    for label, total in (("small", 8 << 20), ("big", int(big_gb * (1 << 30)))):
+        n = 4
+        sizes = [total // n // 64 * 64] * n
+        path = folder / f"{label}.pt"
+        fx.write_sparse_torch_zip(path, sizes, real_crc=True)
+        m = measure_one(path)
+        print(
+            f"{label:<6} {path.stat().st_size / 2**30:>7.2f}G {m['cold']:>8.3f} {m['warm']:>8.4f} "
+            f"{m['py_peak_mb']:>8.2f}M {m['max_rss_mb']:>7.0f}M {m['rss_before_mb']:>7.0f}M "
+            f"{m['verdict']} {m['findings'] or ''}"
+        )
+        if label == "small":
+            import torch
+
+            loaded = torch.load(path, weights_only=True)  # our hand-built zip is a real checkpoint
+            assert tuple(loaded["layers.0.weight"].shape) == (sizes[0] // 4,)
+        os.unlink(path)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,8 @@ ADVISORY_GLOBALS = [
     ("torch._dynamo.guards", "GuardBuilder.get", "torch-internals"),
     ("torch.fx.experimental.symbolic_shapes", "ShapeEnv.evaluate_guards_expression", "torch-internals"),
     ("torch.utils.bottleneck.__main__", "run_cprofile", "torch-internals"),
-    ("torch.utils._config_module", "x", None),  # not listed: unknown
+    ("torch.utils._config_module", "ConfigModule.load_config", "nested-deserializer"),  # GHSA-vv6j-3g6g-2pvj
+    ("torch.utils", "x", None),  # not listed: unknown
 ]
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import _compat_pickle
 import codecs
 import gc
+import io
 import lzma
+import pickletools
 import struct
 import zlib
 from collections.abc import Callable
@@ -152,80 +154,8 @@ class VMStop(Exception):
         self.rule, self.message, self.evidence = rule, message, evidence
 
 
-# opcode byte -> name (protocols 0-5)
-OPCODES: dict[int, str] = {
-    ord(k): v
-    for k, v in {
-        "(": "MARK",
-        ".": "STOP",
-        "0": "POP",
-        "1": "POP_MARK",
-        "2": "DUP",
-        "F": "FLOAT",
-        "I": "INT",
-        "J": "BININT",
-        "K": "BININT1",
-        "L": "LONG",
-        "M": "BININT2",
-        "N": "NONE",
-        "P": "PERSID",
-        "Q": "BINPERSID",
-        "R": "REDUCE",
-        "S": "STRING",
-        "T": "BINSTRING",
-        "U": "SHORT_BINSTRING",
-        "V": "UNICODE",
-        "X": "BINUNICODE",
-        "a": "APPEND",
-        "b": "BUILD",
-        "c": "GLOBAL",
-        "d": "DICT",
-        "}": "EMPTY_DICT",
-        "e": "APPENDS",
-        "g": "GET",
-        "h": "BINGET",
-        "i": "INST",
-        "j": "LONG_BINGET",
-        "l": "LIST",
-        "]": "EMPTY_LIST",
-        "o": "OBJ",
-        "p": "PUT",
-        "q": "BINPUT",
-        "r": "LONG_BINPUT",
-        "s": "SETITEM",
-        "t": "TUPLE",
-        ")": "EMPTY_TUPLE",
-        "u": "SETITEMS",
-        "G": "BINFLOAT",
-        "\x80": "PROTO",
-        "\x81": "NEWOBJ",
-        "\x82": "EXT1",
-        "\x83": "EXT2",
-        "\x84": "EXT4",
-        "\x85": "TUPLE1",
-        "\x86": "TUPLE2",
-        "\x87": "TUPLE3",
-        "\x88": "NEWTRUE",
-        "\x89": "NEWFALSE",
-        "\x8a": "LONG1",
-        "\x8b": "LONG4",
-        "B": "BINBYTES",
-        "C": "SHORT_BINBYTES",
-        "\x8c": "SHORT_BINUNICODE",
-        "\x8d": "BINUNICODE8",
-        "\x8e": "BINBYTES8",
-        "\x8f": "EMPTY_SET",
-        "\x90": "ADDITEMS",
-        "\x91": "FROZENSET",
-        "\x92": "NEWOBJ_EX",
-        "\x93": "STACK_GLOBAL",
-        "\x94": "MEMOIZE",
-        "\x95": "FRAME",
-        "\x96": "BYTEARRAY8",
-        "\x97": "NEXT_BUFFER",
-        "\x98": "READONLY_BUFFER",
-    }.items()
-}
+# opcode byte -> name, from the standard library's own opcode table (protocols 0-5)
+OPCODES: dict[int, str] = {ord(op.code.encode("latin-1")): op.name for op in pickletools.opcodes}
 
 # length-prefixed string/bytes opcodes: name -> (length bytes, struct format, value kind)
 _SIZED = {
@@ -240,9 +170,15 @@ _SIZED = {
     "BYTEARRAY8": (8, "<Q", "bytes"),
 }
 
-# opcodes decoded inline by the main loop: BINGET BINPUT MEMOIZE MARK EMPTY_DICT EMPTY_LIST
-# EMPTY_TUPLE NONE BININT1
+# opcodes decoded inline by the main loop (the ones real pickles are mostly made of, without a
+# call): BINGET BINPUT MEMOIZE MARK EMPTY_DICT EMPTY_LIST EMPTY_TUPLE NONE BININT1. STOP and FRAME
+# are also decoded there (they change the loop's own state); every other opcode has a handler in
+# `HANDLERS`.
 _FAST = frozenset(b"hq\x94(}])NK")
+_INLINE = frozenset({"BINGET", "BINPUT", "MEMOIZE", "MARK", "EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE",
+                     "NONE", "BININT1", "STOP", "FRAME"})
+_STOP, _FRAME = ord("."), 0x95
+_NO_FRAME = 1 << 62  # frame end when no frame is open: past any reachable position
 
 BuildHook = Callable[[Any, "Reader"], Any]
 
@@ -320,6 +256,17 @@ class Reader:
             if self.budget is not None:
                 self.budget.tick("skipping data")
 
+    # hooks of the C-file reading model (CFileReader); the linear reader reads on
+    def read_into(self, n: int, what: str) -> bytes:
+        """bytes payloads, which the C unpickler copies contiguously across its buffer's end"""
+        return self.read(n, what)
+
+    def align(self, n: int) -> None:
+        """before a string payload that is skipped rather than read"""
+
+    def load_frame(self, n: int) -> None:
+        """a FRAME of n bytes was decoded"""
+
     def readline(self, limit: int, what: str) -> bytes:
         line = self.fh.readline(limit + 1)
         self.pos += len(line)
@@ -328,6 +275,57 @@ class Reader:
                 raise VMStop("pickle/limit-exceeded", f"{what} line longer than {limit} bytes", limit=limit)
             raise VMStop("pickle/truncated", f"stream ends inside {what} line")
         return line[:-1]
+
+
+class CFileReader(Reader):
+    """The C unpickler reading a file without peek() (io.BytesIO, what torch.load hands it for a zip
+    member): FRAME reads the frame into its buffer; a fixed-size read or a line that does not fit
+    in what is left of the buffer is read afresh from the file, which is past the buffer, so the
+    bytes left in the buffer are dropped (bytes payloads alone continue contiguously). A frame that
+    lies about its length thus makes it decode different opcodes from the linear reading
+    (CPython gh-154848, fickling's test_frame_boundary_divergence). Over bytes in memory."""
+
+    def __init__(self, data: bytes, base: int = 0) -> None:
+        super().__init__(io.BytesIO(data), base=base, size=len(data))
+        self.data = data
+        self.buffer_end: int | None = None  # r.pos where the C unpickler's buffer ends
+        self.dropped = 0  # reads that dropped the rest of the buffer
+
+    def read(self, n: int, what: str = "data") -> bytes:
+        self.align(n)
+        return super().read(n, what)
+
+    def read_into(self, n: int, what: str) -> bytes:
+        if self.buffer_end is not None and self.pos + n >= self.buffer_end:
+            self.buffer_end = None  # the rest comes straight from the file
+        return super().read(n, what)
+
+    def align(self, n: int) -> None:
+        end = self.buffer_end
+        if end is None:
+            return
+        if self.pos + n > end:
+            self._drop(end)
+
+    def _drop(self, end: int) -> None:
+        if self.pos < end:
+            self.dropped += 1
+            super().skip(end - self.pos, "dropped buffer")
+        self.buffer_end = None
+
+    def readline(self, limit: int, what: str) -> bytes:
+        end = self.buffer_end
+        if end is not None and self.data.find(b"\n", self.pos, end) < 0:
+            self._drop(end)
+        return super().readline(limit, what)
+
+    def load_frame(self, n: int) -> None:
+        end = self.buffer_end
+        if end is not None and end - self.pos >= n:
+            return  # already buffered: the buffer keeps its end
+        if end is not None:
+            self._drop(end)
+        self.buffer_end = self.pos + n
 
 
 def _dotted(module: str, name: str) -> tuple[str, str]:
@@ -358,6 +356,10 @@ class PickleVM:
         self._index = 0
         self._op_offset = r.offset
         self._str_source: dict[int, str] = {}  # id(str value) -> how it was made (evidence)
+        self._frame_kinds: set[str] = set()
+        self._frame_past_eof = False
+        self._frame_base = r.base
+        self._data_at = -1  # where the last build hook's data began
         gc_was_on = gc.isenabled()
         gc.disable()  # a symbolic tree is millions of young objects: collections only cost time here
         try:
@@ -390,105 +392,183 @@ class PickleVM:
     def _loop(self, r: Reader, res: PickleResult) -> None:
         lim = self.limits
         stack, marks, memo = self._stack, self._marks, self._memo
-        max_opcodes, max_stack, max_end = lim.max_opcodes, lim.max_stack, r.pos + lim.max_bytes
-        read, opcodes, sized, op = r.fh.read, OPCODES, _SIZED, self._op
+        max_end = r.pos + lim.max_bytes
+        read, table = r.fh.read, _DISPATCH
         str_source = self._str_source
         index = self._index
-        while True:
-            if index >= max_opcodes:
-                raise VMStop(
-                    "pickle/limit-exceeded",
-                    f"more than {max_opcodes} opcodes",
-                    limit=max_opcodes,
-                    limit_name="max_opcodes",
-                )
-            if index & 0xFFF == 0:  # the costlier bounds, every 4096 opcodes
-                if r.pos > max_end:
-                    raise VMStop(
-                        "pickle/limit-exceeded",
-                        f"pickle spans more than {lim.max_bytes} bytes",
-                        limit=lim.max_bytes,
-                        limit_name="max_bytes",
-                    )
-                if self.budget is not None:
-                    self.budget.tick("decoding pickle")
-                if r.fh is not read.__self__:  # a non-seekable peek swapped the stream
-                    read = r.fh.read
-            self._op_offset = r.base + r.pos
-            code = read(1)
-            if not code:
-                raise VMStop("pickle/truncated", "stream ends without STOP")
-            r.pos += 1
-            name = opcodes.get(code[0])
-            if name is None:
-                raise VMStop("pickle/malformed", f"unknown opcode 0x{code[0]:02x}", opcode=f"0x{code[0]:02x}")
-            index += 1
-            self._index = index
-            if len(stack) > max_stack:
-                raise VMStop(
-                    "pickle/limit-exceeded",
-                    f"stack deeper than {max_stack}",
-                    limit=max_stack,
-                    limit_name="max_stack",
-                )
-            c = code[0]
-            if c in _FAST:  # the opcodes real pickles are made of, without a call
-                floor = marks[-1] if marks else 0
-                if c == 0x68 or c == 0x71:  # BINGET / BINPUT
-                    arg = read(1)
-                    if not arg:
-                        raise VMStop("pickle/truncated", f"stream ends inside {name}")
-                    r.pos += 1
-                    key = arg[0]
-                    if c == 0x68:
-                        if key not in memo:
-                            raise VMStop(
-                                "pickle/malformed", f"BINGET of memo key {key} that was never stored", key=key
-                            )
-                        value = memo[key]
-                        if type(value) is str and id(value) not in str_source:
-                            str_source[id(value)] = "memo"
-                        stack.append(value)
-                        continue
-                elif c == 0x94:  # MEMOIZE
-                    key = len(memo)
-                else:
-                    if c == 0x28:  # MARK
-                        self._push_mark(marks, len(stack))
-                    elif c == 0x7D:  # EMPTY_DICT
-                        stack.append(SymDict())
-                    elif c == 0x5D:  # EMPTY_LIST
-                        stack.append([])
-                    elif c == 0x29:  # EMPTY_TUPLE
-                        stack.append(())
-                    elif c == 0x4E:  # NONE
-                        stack.append(None)
-                    elif c == 0x4B:  # BININT1
+        frame_end = _NO_FRAME  # r.pos where the open protocol-4 frame ends
+        base = r.base
+        pos = r.pos  # where the current opcode starts
+        check_at = index  # next opcode index at which the bounds are checked
+        # self._index / self._op_offset (what anomalies, globals and calls record) are only
+        # written before a handler runs and when the loop ends: the inline opcodes skip the stores
+        try:
+            while True:
+                if index >= check_at:  # the bounds, every 4096 opcodes or when one can be reached
+                    depth = len(stack)
+                    self._check_bounds(r, index, depth, max_end)
+                    check_at = index + min(4096, lim.max_opcodes - index, lim.max_stack - depth + 1)
+                    if r.fh is not read.__self__:  # a non-seekable peek swapped the stream
+                        read = r.fh.read
+                if r.pos >= frame_end:  # the frame is used up (or the last opcode ran past its end)
+                    self._index, self._op_offset = index, base + pos
+                    frame_end = self._frame_closed(r.pos, frame_end)
+                pos = r.pos
+                code = read(1)
+                if not code:
+                    raise VMStop("pickle/truncated", "stream ends without STOP")
+                r.pos = pos + 1
+                c = code[0]
+                index += 1
+                if c in _FAST:
+                    floor = marks[-1] if marks else 0
+                    if c == 0x68 or c == 0x71:  # BINGET / BINPUT
                         arg = read(1)
                         if not arg:
-                            raise VMStop("pickle/truncated", "stream ends inside BININT1")
+                            raise VMStop("pickle/truncated", f"stream ends inside {OPCODES[c]}")
                         r.pos += 1
-                        stack.append(arg[0])
+                        key = arg[0]
+                        if c == 0x68:
+                            if key not in memo:
+                                raise VMStop(
+                                    "pickle/malformed",
+                                    f"BINGET of memo key {key} that was never stored",
+                                    key=key,
+                                )
+                            value = memo[key]
+                            if type(value) is str and id(value) not in str_source:
+                                str_source[id(value)] = "memo"
+                            stack.append(value)
+                            continue
+                    elif c == 0x94:  # MEMOIZE
+                        key = len(memo)
+                    else:
+                        if c == 0x28:  # MARK
+                            self._push_mark(marks, len(stack))
+                        elif c == 0x7D:  # EMPTY_DICT
+                            stack.append(SymDict())
+                        elif c == 0x5D:  # EMPTY_LIST
+                            stack.append([])
+                        elif c == 0x29:  # EMPTY_TUPLE
+                            stack.append(())
+                        elif c == 0x4E:  # NONE
+                            stack.append(None)
+                        elif c == 0x4B:  # BININT1
+                            arg = read(1)
+                            if not arg:
+                                raise VMStop("pickle/truncated", "stream ends inside BININT1")
+                            r.pos += 1
+                            stack.append(arg[0])
+                        continue
+                    # BINPUT / MEMOIZE store the top of the stack
+                    if len(stack) <= floor:
+                        raise VMStop("pickle/malformed", "stack underflow")
+                    if key not in memo and len(memo) >= lim.max_memo:
+                        raise VMStop(
+                            "pickle/limit-exceeded",
+                            f"memo larger than {lim.max_memo}",
+                            limit=lim.max_memo,
+                            limit_name="max_memo",
+                        )
+                    memo[key] = stack[-1]
                     continue
-                # BINPUT / MEMOIZE store the top of the stack
-                if len(stack) <= floor:
-                    raise VMStop("pickle/malformed", "stack underflow")
-                if key not in memo and len(memo) >= lim.max_memo:
-                    raise VMStop(
-                        "pickle/limit-exceeded",
-                        f"memo larger than {lim.max_memo}",
-                        limit=lim.max_memo,
-                        limit_name="max_memo",
-                    )
-                memo[key] = stack[-1]
-            elif name in sized:
-                stack.append(self._sized(r, name))
-            elif name == "STOP":
-                res.value = self._pop()
-                res.complete = True
-                return
-            else:
-                op(name, r, res, stack, marks, memo)
+                self._index, self._op_offset = index, base + pos
+                handler = table[c]
+                if handler is not None:
+                    handler(self, r, stack)
+                elif c == _STOP:
+                    res.value = self._pop()
+                    res.complete = True
+                    if frame_end != _NO_FRAME:
+                        self._frame_at_stop(r.pos, frame_end)
+                    return
+                elif c == _FRAME:
+                    frame_end = self._frame(r, res, frame_end)
+                else:
+                    raise VMStop("pickle/malformed", f"unknown opcode 0x{c:02x}", opcode=f"0x{c:02x}")
+        finally:
+            self._index, self._op_offset = index, base + pos
+
+    def _check_bounds(self, r: Reader, index: int, depth: int, max_end: int) -> None:
+        # the stack grows by at most one an opcode, so checking it when the limit can next be
+        # reached is exact
+        lim = self.limits
+        if index >= lim.max_opcodes:
+            raise VMStop(
+                "pickle/limit-exceeded",
+                f"more than {lim.max_opcodes} opcodes",
+                limit=lim.max_opcodes,
+                limit_name="max_opcodes",
+            )
+        if depth > lim.max_stack:
+            raise VMStop(
+                "pickle/limit-exceeded",
+                f"stack deeper than {lim.max_stack}",
+                limit=lim.max_stack,
+                limit_name="max_stack",
+            )
+        if r.pos > max_end:
+            raise VMStop(
+                "pickle/limit-exceeded",
+                f"pickle spans more than {lim.max_bytes} bytes",
+                limit=lim.max_bytes,
+                limit_name="max_bytes",
+            )
+        if self.budget is not None:
+            self.budget.tick("decoding pickle")
+
+    # -- framing (protocol 4+) -------------------------------------------------------------------
+    # Frames only announce how many bytes follow: the C unpickler (pickle.load) reads ahead that
+    # many bytes and then decodes the bytes linearly, ignoring frame ends; the pure-Python one
+    # (pickle._Unpickler, which joblib uses) rejects an opcode that straddles a frame end or a
+    # FRAME inside an unfinished frame, but runs a frame that extends past the end of the file.
+    # So the VM decodes linearly (the union of what either executes) and reports any frame that a
+    # real pickler would not write as pickle/frame-anomaly (once per kind and pickle).
+    def _frame(self, r: Reader, res: PickleResult, frame_end: int) -> int:
+        (n,) = struct.unpack("<Q", r.read(8, "FRAME"))
+        here = r.pos
+        if frame_end != _NO_FRAME and here - 9 < frame_end:
+            self._frame_anomaly(
+                "nested", f"FRAME inside a frame with {frame_end - here + 9} bytes still unread",
+                frame_left=frame_end - here + 9,
+            )
+        if res.protocol < 4:
+            self._frame_anomaly(
+                "protocol", f"FRAME in a protocol-{res.protocol} pickle", protocol=res.protocol
+            )
+        left = r.remaining()
+        if left is not None and n > left:
+            self._frame_past_eof = True
+            self._frame_anomaly(
+                "past-end", f"FRAME declares {n} bytes but only {left} remain", declared=n, remaining=left
+            )
+        r.load_frame(n)
+        return here + n
+
+    def _frame_closed(self, pos: int, frame_end: int) -> int:
+        # joblib ends the frame after an array wrapper's BUILD and writes the array bytes outside
+        # any frame: data a build hook read from the frame's end on is not a straddling opcode
+        if pos > frame_end and self._data_at < frame_end:
+            self._frame_anomaly(
+                "straddle",
+                f"an opcode runs {pos - frame_end} bytes past the end of its frame",
+                frame_end=self._frame_base + frame_end,
+            )
+        return _NO_FRAME
+
+    def _frame_at_stop(self, pos: int, frame_end: int) -> None:
+        if pos < frame_end and not self._frame_past_eof:
+            self._frame_anomaly(
+                "unread", f"STOP with {frame_end - pos} bytes of its frame unread", frame_left=frame_end - pos
+            )
+
+    def _frame_anomaly(self, kind: str, message: str, **evidence: Any) -> None:
+        if kind in self._frame_kinds:
+            return
+        self._frame_kinds.add(kind)
+        self._res.anomalies.append(
+            Anomaly("pickle/frame-anomaly", message, self._op_offset, self._index, {"kind": kind, **evidence})
+        )
 
     # -- helpers ---------------------------------------------------------------------------------
     def _pop(self) -> Any:
@@ -534,11 +614,13 @@ class PickleVM:
     def _sized(self, r: Reader, name: str) -> Any:
         nlen, fmt, kind = _SIZED[name]
         (n,) = struct.unpack(fmt, r.read(nlen, name))
+        if kind != "bytes":
+            r.align(n)
         at = r.offset
         if n > self.limits.keep_str or self._kept + n > self.limits.keep_total:
             r.skip(n, name)
             return Blob(kind, n, at)
-        raw = r.read(n, name)
+        raw = r.read_into(n, name)
         self._kept += n
         if kind == "bytes":
             return raw
@@ -612,228 +694,286 @@ class PickleVM:
             return False
         return True
 
-    # -- the opcodes -------------------------------------------------------------------------------
-    def _op(
-        self,
-        name: str,
-        r: Reader,
-        res: PickleResult,
-        stack: list[Any],
-        marks: list[int],
-        memo: dict[int, Any],
-    ) -> None:
-        # _loop handles _FAST and _SIZED opcodes and STOP itself; everything else comes here
-        lim = self.limits
-        push = stack.append
-        if name == "PROTO":
-            (proto,) = r.read(1, "PROTO")
-            if proto > 5:
-                raise VMStop("pickle/malformed", f"unsupported protocol {proto}", protocol=proto)
-            res.protocol = proto
-        elif name == "FRAME":
-            (n,) = struct.unpack("<Q", r.read(8, "FRAME"))
-            r._check(n, "FRAME")   # a frame longer than the bytes left is a truncation
-        elif name in ("BININT", "BININT2"):
-            n, fmt = {"BININT": (4, "<i"), "BININT2": (2, "<H")}[name]
-            push(struct.unpack(fmt, r.read(n, name))[0])
-        elif name == "INT":
-            line = r.readline(lim.max_line, "INT")
-            if line in (b"00", b"01"):
-                push(line == b"01")
-            else:
-                try:
-                    push(int(line, 0) if not line.startswith(b"0") else int(line))
-                except ValueError:
-                    raise VMStop("pickle/malformed", f"bad INT {line[:40]!r}") from None
-        elif name == "LONG":
-            line = r.readline(lim.max_line, "LONG").rstrip(b"L")
-            try:
-                push(int(line))
-            except ValueError:
-                raise VMStop("pickle/malformed", f"bad LONG {line[:40]!r}") from None
-        elif name in ("LONG1", "LONG4"):
-            nlen, fmt = (1, "<B") if name == "LONG1" else (4, "<i")
-            (n,) = struct.unpack(fmt, r.read(nlen, name))
-            if n > lim.keep_str:
-                at = r.offset
-                r.skip(n, name)
-                push(Blob("long", n, at))
-            else:
-                push(int.from_bytes(r.read(n, name), "little", signed=True))
-        elif name == "FLOAT":
-            line = r.readline(lim.max_line, "FLOAT")
-            try:
-                push(float(line))
-            except ValueError:
-                raise VMStop("pickle/malformed", f"bad FLOAT {line[:40]!r}") from None
-        elif name == "BINFLOAT":
-            push(struct.unpack(">d", r.read(8, name))[0])
-        elif name in ("NEWTRUE", "NEWFALSE"):
-            push(name == "NEWTRUE")
-        elif name == "STRING":
-            line = r.readline(lim.max_line, "STRING")
-            if len(line) < 2 or line[0] != line[-1] or line[:1] not in (b"'", b'"'):
-                raise VMStop("pickle/malformed", "STRING argument is not quoted")
-            try:
-                raw = codecs.escape_decode(line[1:-1])[0]
-            except ValueError:
-                raise VMStop("pickle/malformed", "bad escape in STRING") from None
-            value = raw.decode("latin-1")
-            self._str_source[id(value)] = "escaped-string" if b"\\" in line else "string"
-            push(value)
-        elif name == "UNICODE":
-            line = r.readline(lim.max_line, "UNICODE")
-            value = self._text(line, "UNICODE", "raw-unicode-escape")
-            self._str_source[id(value)] = "escaped-unicode" if b"\\" in line else "unicode"
-            push(value)
-        elif name == "APPEND":
-            v = self._pop()
-            self._extend(self._top(), [v], name)
-        elif name == "APPENDS":
-            items = self._pop_mark()
-            self._extend(self._top(), items, name)
-        elif name == "LIST":
-            push(self._pop_mark())
-        elif name == "TUPLE":
-            push(tuple(self._pop_mark()))
-        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-            n = int(name[-1])
-            items = [self._pop() for _ in range(n)]
-            push(tuple(reversed(items)))
-        elif name == "DICT":
-            items = self._pop_mark()
-            if len(items) % 2:
-                raise VMStop("pickle/malformed", "DICT with an odd number of items")
-            push(SymDict(list(zip(items[::2], items[1::2], strict=True))))
-        elif name == "SETITEM":
-            v = self._pop()
-            k = self._pop()
-            self._setitems(self._top(), [(k, v)], name)
-        elif name == "SETITEMS":
-            items = self._pop_mark()
-            if len(items) % 2:
-                raise VMStop("pickle/malformed", "SETITEMS with an odd number of items")
-            self._setitems(self._top(), list(zip(items[::2], items[1::2], strict=True)), name)
-        elif name == "EMPTY_SET":
-            push(SymSet())
-        elif name == "ADDITEMS":
-            items = self._pop_mark()
-            target = self._top()
-            if isinstance(target, SymSet) and not target.frozen:
-                target.items.extend(items)
-            elif isinstance(target, Call):
-                target.appends.extend(items)
-            elif self._mutate(target, "ADDITEMS"):
-                raise VMStop("pickle/malformed", f"ADDITEMS on {_describe(target)}")
-        elif name == "FROZENSET":
-            push(SymSet(self._pop_mark(), frozen=True))
-        elif name == "POP":
-            if marks and len(stack) == marks[-1]:
-                marks.pop()  # the unpickler pops the mark when the current frame is empty
-            else:
-                self._pop()
-        elif name == "POP_MARK":
-            self._pop_mark()
-        elif name == "DUP":
-            push(self._top())
-        elif name in ("GET", "LONG_BINGET"):
-            key = self._int_line(r, "GET") if name == "GET" else struct.unpack("<I", r.read(4, name))[0]
-            if key not in memo:
-                raise VMStop("pickle/malformed", f"{name} of memo key {key} that was never stored", key=key)
-            value = memo[key]
-            if isinstance(value, str) and id(value) not in self._str_source:
-                self._str_source[id(value)] = "memo"
-            push(value)
-        elif name in ("PUT", "LONG_BINPUT"):
-            key = self._int_line(r, "PUT") if name == "PUT" else struct.unpack("<I", r.read(4, name))[0]
-            if key < 0:
-                raise VMStop("pickle/malformed", f"negative memo key {key}")
-            if key not in memo and len(memo) >= lim.max_memo:
-                raise VMStop(
-                    "pickle/limit-exceeded",
-                    f"memo larger than {lim.max_memo}",
-                    limit=lim.max_memo,
-                    limit_name="max_memo",
-                )
-            memo[key] = self._top()
-        elif name == "GLOBAL":
-            module = self._text(r.readline(lim.max_line, "GLOBAL module"), "GLOBAL module")
-            qual = self._text(r.readline(lim.max_line, "GLOBAL name"), "GLOBAL name")
-            push(self._global(module, qual, name))
-        elif name == "STACK_GLOBAL":
-            qual = self._pop()
-            module = self._pop()
-            sources = tuple(
-                self._str_source.get(id(v), "literal") for v in (module, qual) if isinstance(v, str)
+    # -- the opcodes: one handler per opcode, `HANDLERS` maps opcode names to them ----------------
+    def _op_proto(self, r: Reader, stack: list[Any]) -> None:
+        (proto,) = r.read(1, "PROTO")
+        if proto > 5:
+            raise VMStop("pickle/malformed", f"unsupported protocol {proto}", protocol=proto)
+        self._res.protocol = proto
+
+    def _op_binint(self, r: Reader, stack: list[Any]) -> None:
+        stack.append(struct.unpack("<i", r.read(4, "BININT"))[0])
+
+    def _op_binint2(self, r: Reader, stack: list[Any]) -> None:
+        stack.append(struct.unpack("<H", r.read(2, "BININT2"))[0])
+
+    def _op_int(self, r: Reader, stack: list[Any]) -> None:
+        line = r.readline(self.limits.max_line, "INT")
+        if line in (b"00", b"01"):
+            stack.append(line == b"01")
+            return
+        try:
+            stack.append(int(line, 0) if not line.startswith(b"0") else int(line))
+        except ValueError:
+            raise VMStop("pickle/malformed", f"bad INT {line[:40]!r}") from None
+
+    def _op_long(self, r: Reader, stack: list[Any]) -> None:
+        line = r.readline(self.limits.max_line, "LONG").rstrip(b"L")
+        try:
+            stack.append(int(line))
+        except ValueError:
+            raise VMStop("pickle/malformed", f"bad LONG {line[:40]!r}") from None
+
+    def _op_long1(self, r: Reader, stack: list[Any]) -> None:
+        self._long(r, stack, r.read(1, "LONG1")[0], "LONG1")
+
+    def _op_long4(self, r: Reader, stack: list[Any]) -> None:
+        self._long(r, stack, struct.unpack("<i", r.read(4, "LONG4"))[0], "LONG4")
+
+    def _op_float(self, r: Reader, stack: list[Any]) -> None:
+        line = r.readline(self.limits.max_line, "FLOAT")
+        try:
+            stack.append(float(line))
+        except ValueError:
+            raise VMStop("pickle/malformed", f"bad FLOAT {line[:40]!r}") from None
+
+    def _op_binfloat(self, r: Reader, stack: list[Any]) -> None:
+        stack.append(struct.unpack(">d", r.read(8, "BINFLOAT"))[0])
+
+    def _op_newtrue(self, r: Reader, stack: list[Any]) -> None:
+        stack.append(True)
+
+    def _op_newfalse(self, r: Reader, stack: list[Any]) -> None:
+        stack.append(False)
+
+    def _op_string(self, r: Reader, stack: list[Any]) -> None:
+        line = r.readline(self.limits.max_line, "STRING")
+        if len(line) < 2 or line[0] != line[-1] or line[:1] not in (b"'", b'"'):
+            raise VMStop("pickle/malformed", "STRING argument is not quoted")
+        try:
+            raw = codecs.escape_decode(line[1:-1])[0]
+        except ValueError:
+            raise VMStop("pickle/malformed", "bad escape in STRING") from None
+        value = raw.decode("latin-1")
+        self._str_source[id(value)] = "escaped-string" if b"\\" in line else "string"
+        stack.append(value)
+
+    def _op_unicode(self, r: Reader, stack: list[Any]) -> None:
+        line = r.readline(self.limits.max_line, "UNICODE")
+        value = self._text(line, "UNICODE", "raw-unicode-escape")
+        self._str_source[id(value)] = "escaped-unicode" if b"\\" in line else "unicode"
+        stack.append(value)
+
+    def _op_append(self, r: Reader, stack: list[Any]) -> None:
+        v = self._pop()
+        self._extend(self._top(), [v], "APPEND")
+
+    def _op_appends(self, r: Reader, stack: list[Any]) -> None:
+        items = self._pop_mark()
+        self._extend(self._top(), items, "APPENDS")
+
+    def _op_list(self, r: Reader, stack: list[Any]) -> None:
+        stack.append(self._pop_mark())
+
+    def _op_tuple(self, r: Reader, stack: list[Any]) -> None:
+        stack.append(tuple(self._pop_mark()))
+
+    def _op_tuple1(self, r: Reader, stack: list[Any]) -> None:
+        stack.append((self._pop(),))
+
+    def _op_tuple2(self, r: Reader, stack: list[Any]) -> None:
+        b = self._pop()
+        stack.append((self._pop(), b))
+
+    def _op_tuple3(self, r: Reader, stack: list[Any]) -> None:
+        c = self._pop()
+        b = self._pop()
+        stack.append((self._pop(), b, c))
+
+    def _op_dict(self, r: Reader, stack: list[Any]) -> None:
+        items = self._pop_mark()
+        if len(items) % 2:
+            raise VMStop("pickle/malformed", "DICT with an odd number of items")
+        stack.append(SymDict(list(zip(items[::2], items[1::2], strict=True))))
+
+    def _op_setitem(self, r: Reader, stack: list[Any]) -> None:
+        v = self._pop()
+        k = self._pop()
+        self._setitems(self._top(), [(k, v)], "SETITEM")
+
+    def _op_setitems(self, r: Reader, stack: list[Any]) -> None:
+        items = self._pop_mark()
+        if len(items) % 2:
+            raise VMStop("pickle/malformed", "SETITEMS with an odd number of items")
+        self._setitems(self._top(), list(zip(items[::2], items[1::2], strict=True)), "SETITEMS")
+
+    def _op_empty_set(self, r: Reader, stack: list[Any]) -> None:
+        stack.append(SymSet())
+
+    def _op_additems(self, r: Reader, stack: list[Any]) -> None:
+        items = self._pop_mark()
+        target = self._top()
+        if isinstance(target, SymSet) and not target.frozen:
+            target.items.extend(items)
+        elif isinstance(target, Call):
+            target.appends.extend(items)
+        elif self._mutate(target, "ADDITEMS"):
+            raise VMStop("pickle/malformed", f"ADDITEMS on {_describe(target)}")
+
+    def _op_frozenset(self, r: Reader, stack: list[Any]) -> None:
+        stack.append(SymSet(self._pop_mark(), frozen=True))
+
+    def _op_pop(self, r: Reader, stack: list[Any]) -> None:
+        marks = self._marks
+        if marks and len(stack) == marks[-1]:
+            marks.pop()  # the unpickler pops the mark when the current frame is empty
+        else:
+            self._pop()
+
+    def _op_pop_mark(self, r: Reader, stack: list[Any]) -> None:
+        self._pop_mark()
+
+    def _op_dup(self, r: Reader, stack: list[Any]) -> None:
+        stack.append(self._top())
+
+    def _op_get(self, r: Reader, stack: list[Any]) -> None:
+        self._get(stack, self._int_line(r, "GET"), "GET")
+
+    def _op_long_binget(self, r: Reader, stack: list[Any]) -> None:
+        self._get(stack, struct.unpack("<I", r.read(4, "LONG_BINGET"))[0], "LONG_BINGET")
+
+    def _op_put(self, r: Reader, stack: list[Any]) -> None:
+        self._put(self._int_line(r, "PUT"))
+
+    def _op_long_binput(self, r: Reader, stack: list[Any]) -> None:
+        self._put(struct.unpack("<I", r.read(4, "LONG_BINPUT"))[0])
+
+    def _op_global(self, r: Reader, stack: list[Any]) -> None:
+        max_line = self.limits.max_line
+        module = self._text(r.readline(max_line, "GLOBAL module"), "GLOBAL module")
+        qual = self._text(r.readline(max_line, "GLOBAL name"), "GLOBAL name")
+        stack.append(self._global(module, qual, "GLOBAL"))
+
+    def _op_stack_global(self, r: Reader, stack: list[Any]) -> None:
+        qual = self._pop()
+        module = self._pop()
+        sources = tuple(self._str_source.get(id(v), "literal") for v in (module, qual) if isinstance(v, str))
+        stack.append(self._global(module, qual, "STACK_GLOBAL", sources))
+
+    def _op_inst(self, r: Reader, stack: list[Any]) -> None:
+        max_line = self.limits.max_line
+        module = self._text(r.readline(max_line, "INST module"), "INST module")
+        qual = self._text(r.readline(max_line, "INST name"), "INST name")
+        args = tuple(self._pop_mark())
+        stack.append(self._call(self._global(module, qual, "INST"), args, "inst"))
+
+    def _op_obj(self, r: Reader, stack: list[Any]) -> None:
+        items = self._pop_mark()
+        if not items:
+            raise VMStop("pickle/malformed", "OBJ without a class")
+        stack.append(self._call(items[0], tuple(items[1:]), "obj"))
+
+    def _op_reduce(self, r: Reader, stack: list[Any]) -> None:
+        args = self._pop()
+        func = self._pop()
+        stack.append(self._call(func, args, "reduce"))
+
+    def _op_newobj(self, r: Reader, stack: list[Any]) -> None:
+        args = self._pop()
+        cls = self._pop()
+        stack.append(self._call(cls, args, "newobj"))
+
+    def _op_newobj_ex(self, r: Reader, stack: list[Any]) -> None:
+        kwargs = self._pop()
+        args = self._pop()
+        cls = self._pop()
+        stack.append(self._call(cls, args, "newobj_ex", kwargs))
+
+    def _op_build(self, r: Reader, stack: list[Any]) -> None:
+        state = self._pop()
+        obj = self._top()
+        if isinstance(obj, Call):
+            obj.state = state
+            if self.build_hook is not None:
+                before = r.pos
+                replacement = self.build_hook(obj, r)
+                if r.pos != before:  # the hook read data that follows BUILD (joblib arrays)
+                    self._data_at = before
+                if replacement is not None:
+                    stack[-1] = replacement
+        elif self._mutate(obj, "BUILD"):
+            raise VMStop("pickle/malformed", f"BUILD on {_describe(obj)}")
+
+    def _op_ext1(self, r: Reader, stack: list[Any]) -> None:
+        self._ext(stack, r.read(1, "EXT1")[0], "EXT1")
+
+    def _op_ext2(self, r: Reader, stack: list[Any]) -> None:
+        self._ext(stack, struct.unpack("<H", r.read(2, "EXT2"))[0], "EXT2")
+
+    def _op_ext4(self, r: Reader, stack: list[Any]) -> None:
+        self._ext(stack, struct.unpack("<i", r.read(4, "EXT4"))[0], "EXT4")
+
+    def _op_persid(self, r: Reader, stack: list[Any]) -> None:
+        self._persid(self._text(r.readline(self.limits.max_line, "PERSID"), "PERSID", "ascii"))
+
+    def _op_binpersid(self, r: Reader, stack: list[Any]) -> None:
+        self._persid(self._pop())
+
+    def _op_next_buffer(self, r: Reader, stack: list[Any]) -> None:
+        self._res.anomalies.append(
+            Anomaly(
+                "pickle/out-of-band-buffer",
+                "NEXT_BUFFER needs out-of-band buffers the loader supplies",
+                self._op_offset,
+                self._index,
             )
-            push(self._global(module, qual, name, sources))
-        elif name == "INST":
-            module = self._text(r.readline(lim.max_line, "INST module"), "INST module")
-            qual = self._text(r.readline(lim.max_line, "INST name"), "INST name")
-            args = tuple(self._pop_mark())
-            push(self._call(self._global(module, qual, name), args, "inst"))
-        elif name == "OBJ":
-            items = self._pop_mark()
-            if not items:
-                raise VMStop("pickle/malformed", "OBJ without a class")
-            push(self._call(items[0], tuple(items[1:]), "obj"))
-        elif name == "REDUCE":
-            args = self._pop()
-            func = self._pop()
-            push(self._call(func, args, "reduce"))
-        elif name == "NEWOBJ":
-            args = self._pop()
-            cls = self._pop()
-            push(self._call(cls, args, "newobj"))
-        elif name == "NEWOBJ_EX":
-            kwargs = self._pop()
-            args = self._pop()
-            cls = self._pop()
-            push(self._call(cls, args, "newobj_ex", kwargs))
-        elif name == "BUILD":
-            state = self._pop()
-            obj = self._top()
-            if isinstance(obj, Call):
-                obj.state = state
-                if self.build_hook is not None:
-                    replacement = self.build_hook(obj, r)
-                    if replacement is not None:
-                        stack[-1] = replacement
-            elif self._mutate(obj, "BUILD"):
-                raise VMStop("pickle/malformed", f"BUILD on {_describe(obj)}")
-        elif name in ("EXT1", "EXT2", "EXT4"):
-            n, fmt = {"EXT1": (1, "<B"), "EXT2": (2, "<H"), "EXT4": (4, "<i")}[name]
-            (code,) = struct.unpack(fmt, r.read(n, name))
-            res.anomalies.append(
-                Anomaly(
-                    "pickle/unknown-extension",
-                    f"{name} code {code}: resolved through copyreg's extension registry at load time, "
-                    "which hides the imported name",
-                    self._op_offset,
-                    self._index,
-                    {"code": code},
-                )
+        )
+        stack.append(Blob("buffer", 0, r.offset))
+
+    def _op_readonly_buffer(self, r: Reader, stack: list[Any]) -> None:
+        self._top()
+
+    def _long(self, r: Reader, stack: list[Any], n: int, name: str) -> None:
+        if n > self.limits.keep_str:
+            r.align(n)
+            at = r.offset
+            r.skip(n, name)
+            stack.append(Blob("long", n, at))
+        else:
+            stack.append(int.from_bytes(r.read(n, name), "little", signed=True))
+
+    def _get(self, stack: list[Any], key: int, name: str) -> None:
+        memo = self._memo
+        if key not in memo:
+            raise VMStop("pickle/malformed", f"{name} of memo key {key} that was never stored", key=key)
+        value = memo[key]
+        if isinstance(value, str) and id(value) not in self._str_source:
+            self._str_source[id(value)] = "memo"
+        stack.append(value)
+
+    def _put(self, key: int) -> None:
+        memo = self._memo
+        if key < 0:
+            raise VMStop("pickle/malformed", f"negative memo key {key}")
+        max_memo = self.limits.max_memo
+        if key not in memo and len(memo) >= max_memo:
+            raise VMStop(
+                "pickle/limit-exceeded", f"memo larger than {max_memo}", limit=max_memo, limit_name="max_memo"
             )
-            push(Ext(code))
-        elif name == "PERSID":
-            pid = self._text(r.readline(lim.max_line, "PERSID"), "PERSID", "ascii")
-            self._persid(pid)
-        elif name == "BINPERSID":
-            self._persid(self._pop())
-        elif name == "NEXT_BUFFER":
-            res.anomalies.append(
-                Anomaly(
-                    "pickle/out-of-band-buffer",
-                    "NEXT_BUFFER needs out-of-band buffers the loader supplies",
-                    self._op_offset,
-                    self._index,
-                )
+        memo[key] = self._top()
+
+    def _ext(self, stack: list[Any], code: int, name: str) -> None:
+        self._res.anomalies.append(
+            Anomaly(
+                "pickle/unknown-extension",
+                f"{name} code {code}: resolved through copyreg's extension registry at load time, "
+                "which hides the imported name",
+                self._op_offset,
+                self._index,
+                {"code": code},
             )
-            push(Blob("buffer", 0, r.offset))
-        elif name == "READONLY_BUFFER":
-            self._top()
-        else:  # pragma: no cover - every name in OPCODES is handled above
-            raise VMStop("pickle/malformed", f"unhandled opcode {name}")
+        )
+        stack.append(Ext(code))
 
     def _persid(self, pid: Any) -> None:
         self._res.persistent_ids += 1
@@ -856,6 +996,32 @@ class PickleVM:
             raise VMStop("pickle/malformed", f"{how} on {_describe(target)}")
 
 
+Handler = Callable[[PickleVM, Reader, list[Any]], None]
+
+
+def _sized_handler(name: str) -> Handler:
+    def handler(vm: PickleVM, r: Reader, stack: list[Any]) -> None:
+        stack.append(vm._sized(r, name))
+
+    return handler
+
+
+# opcode name -> handler, checked against the standard library's opcode list: an opcode that a
+# new protocol adds, or one left out here, fails at import rather than decoding as "unknown".
+HANDLERS: dict[str, Handler] = {
+    op.name: _sized_handler(op.name) if op.name in _SIZED else getattr(PickleVM, f"_op_{op.name.lower()}")
+    for op in pickletools.opcodes
+    if op.name not in _INLINE
+}
+_missing = {op.name for op in pickletools.opcodes if op.proto <= 5} - HANDLERS.keys() - _INLINE
+if _missing or set(OPCODES[c] for c in _FAST) | {"STOP", "FRAME"} != _INLINE:
+    raise ImportError(f"pickle VM: opcodes without a handler: {sorted(_missing)}")
+# opcode byte -> handler (None: decoded inline by the loop, or not an opcode)
+_DISPATCH: list[Handler | None] = [None] * 256
+for _code, _name in OPCODES.items():
+    _DISPATCH[_code] = HANDLERS.get(_name)
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, Global):
         return value.qualname
@@ -876,6 +1042,8 @@ def scan_stream(r: Reader, vm: PickleVM, max_pickles: int = 64) -> tuple[list[Pi
     results: list[PickleResult] = []
     while True:
         res = vm.run_one(r)
+        if any(a.rule == "pickle/frame-anomaly" and a.evidence["kind"] in _DIVERGENT for a in res.anomalies):
+            _c_file_pass(r, vm, res)
         if results and not res.complete and not res.globals:
             # what follows the last good pickle is not a (complete) pickle: data hidden behind it
             trailing = Anomaly(
@@ -897,3 +1065,42 @@ def scan_stream(r: Reader, vm: PickleVM, max_pickles: int = 64) -> tuple[list[Pi
                 0,
                 {"limit": max_pickles, "limit_name": "max_pickles"},
             )
+
+
+_DIVERGENT = ("straddle", "nested")  # frame lies after which the C unpickler reads other opcodes
+MAX_C_FILE_PASS = 64 << 20  # bytes re-read for the second decoding
+
+
+def _c_file_pass(r: Reader, vm: PickleVM, res: PickleResult) -> None:
+    """Decode the pickle again as the C unpickler reading a file does (CFileReader) and add the
+    globals and calls only that reading reaches, with an anomaly naming them. Needs a seekable
+    stream (a file, a stored zip member); other streams keep the linear reading and its anomaly."""
+    start = res.start - r.base
+    if not r._seekable or r.size is None or r.size - start > MAX_C_FILE_PASS:
+        return
+    back = r.pos - start
+    try:
+        r.fh.seek(-back, 1)
+        data = r.fh.read(r.size - start)
+        r.fh.seek(back - len(data), 1)  # back to where the linear reading stopped
+    except (OSError, ValueError):
+        return
+    other = PickleVM(vm.limits, vm.budget).run_one(CFileReader(data, base=res.start))
+    seen = {g.qualname for g in res.globals}
+    extra = [g for g in other.globals if g.qualname not in seen]
+    if not extra:
+        return
+    extra_ids = {id(g) for g in extra}
+    res.globals.extend(extra)
+    res.calls.extend(c for c in other.calls if id(c.func) in extra_ids)
+    names = sorted({g.qualname for g in extra})
+    res.anomalies.append(
+        Anomaly(
+            "pickle/frame-anomaly",
+            "the C unpickler reading this from a file decodes other opcodes past the lying frame "
+            f"and imports {', '.join(names[:10])}",
+            extra[0].offset,
+            extra[0].index,
+            {"kind": "divergent", "globals": names[:100]},
+        )
+    )
