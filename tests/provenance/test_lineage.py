@@ -68,3 +68,13 @@ def test_local_folder_base_is_named_checked_offline(tmp_path):
     (model / "README.md").write_text("---\nbase_model: meta-lama/Llama-2-7b-hf\n---\n")
     doc = json.loads(CliRunner().invoke(main, ["scan", str(model), "--format", "json", "-q"]).output)
     assert "lineage/lookalike-base" in findings(doc) and doc["verdict"] == "BLOCK"
+
+
+def test_the_chain_is_in_sarif_properties(hub, tmp_path):  # noqa: F811
+    hub.add_repo("acme/base", benign_files(64))
+    sha = hub.add_repo("acme/tuned", benign_files(64), card={"base_model": "acme/base"})
+    result = CliRunner().invoke(main, ["check", f"acme/tuned@{sha}", "--format", "sarif", "-q"])
+    sarif = json.loads(result.stdout)
+    [res] = [r for r in sarif["runs"][0]["results"] if r["ruleId"] == "lineage/chain"]
+    [hop] = res["properties"]["evidence"]["chain"]
+    assert hop["repo"] == "acme/base" and hop["verdict"] == "PASS" and len(hop["sha"]) == 40
