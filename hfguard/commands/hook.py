@@ -11,6 +11,7 @@ from hfguard.commands.common import (
     progress_printer,
     report_options,
     scan_options,
+    usage_error,
 )
 from hfguard.policy import Policy
 
@@ -61,5 +62,5 @@ def hook_staged(lockfile: str | None, policy: Policy, fmt: str, output: str | No
         report = staged_hook(policy, open_lock(lockfile), budget_seconds=budget,
                              options=scan_options(), progress=progress_printer(quiet))
     except GitError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise usage_error(exc) from None
     emit(report, policy, fmt, output)
