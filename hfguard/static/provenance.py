@@ -25,7 +25,6 @@ from hfguard.target import Target, TargetFile
 
 _SHA_RE = re.compile(r"[0-9a-f]{40}")
 _PICKLE_FORMATS = {fmts.PICKLE, fmts.TORCH_LEGACY}
-_TORCH_EXTS = (".bin", ".pt", ".pth", ".ckpt")
 _PICKLE_WEIGHT_RE = re.compile(r"(^|/)(pytorch_model|model|diffusion_pytorch_model|adapter_model)"
                                r"[-\w.]*\.(bin|pt|pth|ckpt)$", re.I)
 _HASH_LIMIT = 256 << 20   # local files hashed for known-bad lookups up to this size
@@ -148,7 +147,7 @@ def _claim_mismatch(file: TargetFile, fmt: str) -> tuple[Severity, str] | None:
         return Severity.MEDIUM, f"named .npy but the content is {fmt}"
     if name.endswith((".h5", ".hdf5")) and fmt != fmts.HDF5:
         return Severity.MEDIUM, f"named {name.rsplit('.', 1)[1]} but the content is {fmt}"
-    if name.endswith(_TORCH_EXTS) and fmt == fmts.ZIP:
+    if name.endswith(fmts.TORCH_SUFFIXES) and fmt == fmts.ZIP:
         members = _zip_names(file)
         if members is not None and not any(m.endswith("/data.pkl") or m == "data.pkl" for m in members):
             return Severity.MEDIUM, ("a zip archive that is not a PyTorch checkpoint (no data.pkl): "
