@@ -1,0 +1,135 @@
+"""The fuzzer shared by tests/test_fuzz.py (short profile, CI) and bench/fuzz.py (long profile):
+hypothesis strategies that mutate a seed's bytes and its file name, and `run_one`, which scans the
+result through the engine with the static tier (the CLI's path) and says what went wrong, if
+anything. Mutations: bit flips, truncation, length/count fields overwritten with edge values,
+spliced (repeated) regions, nesting in containers, names with control characters and markup.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+import tarfile
+import time
+import tracemalloc
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hypothesis import strategies as st
+
+from testing.fuzz_seeds import Seed
+
+EDGE_VALUES = (0, 1, 7, 0x7F, 0x80, 0xFF, 0x7FFF, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF,
+               1 << 40, (1 << 63) - 1, (1 << 64) - 1)
+HOSTILE_NAMES = ("x\nhfguard x: PASS (1 files, 0 findings)", "\x1b[2J\x1b[31mred", "evil[/]mod",
+                 "x[/bold]", "[bold red]fake[/]", "\u202eexe.txt", "del\x7f\x85c1", "tab\there", "plain")
+MAX_PEAK_BYTES = 256 << 20   # a few-KB input must never need more than this
+BUDGET_SECONDS = 10.0        # the engine's per-check budget; hypothesis' deadline is the tighter bound
+_RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+@st.composite
+def mutation(draw: st.DrawFn, data: bytes) -> bytes:
+    """One mutation of `data`."""
+    buf = bytearray(data)
+    kind = draw(st.sampled_from(("flip", "truncate", "field", "splice", "nest")))
+    if kind == "flip" and buf:
+        for _ in range(draw(st.integers(1, 8))):
+            pos = draw(st.integers(0, len(buf) - 1))
+            buf[pos] ^= 1 << draw(st.integers(0, 7))
+    elif kind == "truncate":
+        del buf[draw(st.integers(0, max(0, len(buf) - 1))):]
+    elif kind == "field" and buf:
+        width = draw(st.sampled_from((1, 2, 4, 8)))
+        pos = draw(st.integers(0, max(0, len(buf) - width)))
+        value = draw(st.sampled_from(EDGE_VALUES)) & ((1 << (8 * width)) - 1)
+        buf[pos:pos + width] = value.to_bytes(width, draw(st.sampled_from(("little", "big"))))
+    elif kind == "splice" and buf:
+        a = draw(st.integers(0, len(buf) - 1))
+        b = draw(st.integers(a, min(len(buf), a + 256)))
+        at = draw(st.integers(0, len(buf)))
+        buf[at:at] = buf[a:b] * draw(st.integers(1, 50))
+    elif kind == "nest":
+        return nest(bytes(buf), draw(st.sampled_from(("gzip", "zip", "tar", "pickle-marks"))),
+                    draw(st.integers(1, 3)))
+    return bytes(buf)
+
+
+def nest(data: bytes, how: str, depth: int) -> bytes:
+    for _ in range(depth):
+        if how == "gzip":
+            data = gzip.compress(data)
+        elif how == "zip":
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w") as zf:
+                zf.writestr("archive/data.pkl", data)
+            data = buf.getvalue()
+        elif how == "tar":
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tf:
+                info = tarfile.TarInfo("data.pkl")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+            data = buf.getvalue()
+        else:   # deep pickle nesting: MARKs and empty lists before the real stream
+            data = data[:2] + b"(]" * 5000 + data[2:] if data[:1] == b"\x80" else b"(" * 5000 + data
+    return data
+
+
+@st.composite
+def mutated(draw: st.DrawFn, seed: Seed) -> tuple[bytes, str]:
+    data = seed.data
+    for _ in range(draw(st.integers(1, 3))):
+        data = draw(mutation(data))
+    return data, draw(st.sampled_from(HOSTILE_NAMES)) + seed.suffix
+
+
+@dataclass
+class Outcome:
+    verdict: str
+    seconds: float
+    peak_bytes: int
+    problems: list[str] = field(default_factory=list)
+
+
+def run_one(seed: Seed, data: bytes, name: str, folder: Path) -> Outcome:
+    """Scan `data` saved as `folder/name` (static tier, engine path of the CLI), render the text
+    report, and list every property it breaks."""
+    from hfguard.checks import checks_for_tiers
+    from hfguard.engine import scan
+    from hfguard.findings import Verdict
+    from hfguard.policy import Policy
+    from hfguard.report.text import write_text
+    from hfguard.target import local_target
+
+    path = folder / name          # a "/" in a hostile name makes a folder: the display path keeps it
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    policy = Policy()
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        report = scan(local_target([str(path)]), policy, checks_for_tiers(("static",)),
+                      budget_seconds=BUDGET_SECONDS)
+        out = io.StringIO()
+        write_text(report, out, policy)
+    finally:
+        seconds = time.monotonic() - started
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        path.unlink()
+    outcome = Outcome(str(report.verdict), seconds, peak)
+    for f in report.all_findings():
+        if f.rule in ("check/crashed", "check/out-of-memory"):
+            outcome.problems.append(f"{f.rule}: {f.message}\n{f.evidence.get('traceback', '')}")
+    if seed.malicious and report.verdict not in (Verdict.BLOCK, Verdict.ERROR) \
+            and seed.payload_reachable is not None and seed.payload_reachable(data):
+        outcome.problems.append(f"{report.verdict} on a mutated {seed.name} whose payload a loader "
+                                f"still reaches: {sorted({f.rule for f in report.all_findings()})}")
+    if _RAW.search(out.getvalue()):
+        outcome.problems.append("raw control characters in the text report")
+    if peak > MAX_PEAK_BYTES:
+        outcome.problems.append(f"peak memory {peak >> 20} MiB")
+    return outcome
