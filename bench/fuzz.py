@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 
-from testing.fuzz import mutated, run_one  # noqa: E402
+from testing.fuzz import deep_cases, mutated, run_one  # noqa: E402
 from testing.fuzz_seeds import Seed, build_seeds, real_keras_seed  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out" / "fuzz"
@@ -84,6 +84,18 @@ def main() -> None:
                 path = OUT / f"{seed.name}-{hashlib.sha256(data).hexdigest()[:12]}{seed.suffix}"
                 path.write_bytes(data)
                 print(f"    {problem}\n      reproducer: {path}")
+        evil = next(s for s in build_seeds(mark) if s.name == "pickle-p4-evil")
+        for case, (data, suffix) in deep_cases(evil.data).items():
+            outcome = run_one(evil, data, "deep" + suffix, folder)
+            totals["examples"] += 1
+            totals["crash"] += sum(p.startswith("check/") for p in outcome.problems)
+            print(f"deep {case:17} {outcome.verdict:5} {outcome.seconds:6.3f}s "
+                  f"{outcome.peak_bytes / 2**20:6.1f} MiB  {len(data)} bytes")
+            for problem in outcome.problems:
+                OUT.mkdir(parents=True, exist_ok=True)
+                path = OUT / f"deep-{case}{suffix}"
+                path.write_bytes(data)
+                print(f"    {problem.splitlines()[0][:300]}\n      reproducer: {path}")
         print(f"total: {totals['examples']} examples, {totals['crash']} crashes, "
               f"{totals['other'] + totals['exception']} other problems, "
               f"{time.monotonic() - started:.1f}s; payload ran: {mark.exists()}")

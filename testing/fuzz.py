@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import re
+import struct
 import tarfile
 import time
 import tracemalloc
@@ -133,3 +134,57 @@ def run_one(seed: Seed, data: bytes, name: str, folder: Path) -> Outcome:
     if peak > MAX_PEAK_BYTES:
         outcome.problems.append(f"peak memory {peak >> 20} MiB")
     return outcome
+
+
+# -- deep structures: each format's own way of nesting, far past any sane depth -----------------
+def _varint(n: int) -> bytes:
+    out = b""
+    while True:
+        low, n = n & 0x7F, n >> 7
+        if not n:
+            return out + bytes([low])
+        out += bytes([low | 0x80])
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
+
+
+def deep_gguf(depth: int) -> bytes:
+    """One metadata value: an array of arrays of arrays ... `depth` deep (GGUF v3)."""
+    key = b"deep.array"
+    value = struct.pack("<IQ", 9, 1) * depth + struct.pack("<IQ", 4, 0)   # ARRAY of ..., then UINT32[0]
+    return (b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key
+            + struct.pack("<I", 9) + value)
+
+
+def deep_onnx(depth: int) -> bytes:
+    """If nodes whose then_branch graph holds another If node, `depth` deep (protobuf)."""
+    graph = b""
+    for _ in range(depth):
+        attr = _field(1, b"then_branch") + _field(6, graph) + _varint(20 << 3) + _varint(5)
+        graph = _field(1, _field(4, b"If") + _field(5, attr))
+    return _varint(1 << 3) + _varint(8) + _field(7, graph)
+
+
+def deep_json(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def deep_cases(evil_pickle_bytes: bytes) -> dict[str, tuple[bytes, str]]:
+    """name -> (bytes, file suffix)."""
+    keras = io.BytesIO()
+    with zipfile.ZipFile(keras, "w") as zf:
+        zf.writestr("metadata.json", "{}")
+        zf.writestr("config.json", deep_json(100_000))
+    header = ('{"a": ' + deep_json(100_000) + "}").encode()
+    return {
+        "pickle-marks": (nest(evil_pickle_bytes, "pickle-marks", 20), ".pkl"),
+        "zip-in-zip": (nest(evil_pickle_bytes, "zip", 12), ".zip"),
+        "gzip-in-gzip": (nest(evil_pickle_bytes, "gzip", 12), ".gz"),
+        "tar-in-tar": (nest(evil_pickle_bytes, "tar", 12), ".tar"),
+        "gguf-arrays": (deep_gguf(100_000), ".gguf"),
+        "onnx-subgraphs": (deep_onnx(3000), ".onnx"),
+        "keras-json": (keras.getvalue(), ".keras"),
+        "safetensors-json": (struct.pack("<Q", len(header)) + header, ".safetensors"),
+    }

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from testing.fuzz import mutated, nest, run_one
+from testing.fuzz import deep_cases, mutated, run_one
 from testing.fuzz_seeds import build_seeds
 
 EXAMPLES = int(os.environ.get("HFGUARD_FUZZ_EXAMPLES", "4"))   # per seed (27 seeds)
@@ -59,10 +59,19 @@ def test_mutated_seeds_hold_every_property(fuzz_env, data):
     assert not outcome.problems, outcome.problems
 
 
-def test_deep_nesting_of_a_malicious_pickle_still_blocks(fuzz_env):
+# the static.gguf reader recurses once per nested array (static/formats/gguf.py); left to that
+# area's owner: `python bench/fuzz.py` writes the reproducer
+_KNOWN = {"gguf-arrays": "GGUF arrays nested 100,000 deep: RecursionError -> check/crashed"}
+
+
+@pytest.mark.parametrize("case", sorted(deep_cases(b"").keys()))
+def test_deep_structures_are_bounded(fuzz_env, case, request):
+    if case in _KNOWN:
+        request.applymarker(pytest.mark.xfail(reason=_KNOWN[case], strict=True))
     folder, _mark, seeds = fuzz_env
     seed = seeds["pickle-p4-evil"]
-    for how in ("gzip", "zip", "tar", "pickle-marks"):
-        data = nest(seed.data, how, 2)
-        outcome = run_one(seed, data, "nested.bin", folder)
-        assert not outcome.problems and outcome.verdict in ("BLOCK", "ERROR"), (how, outcome)
+    data, suffix = deep_cases(seed.data)[case]
+    outcome = run_one(seed, data, "deep" + suffix, folder)
+    assert not outcome.problems, outcome.problems
+    if case.endswith(("-marks", "-in-zip", "-in-gzip", "-in-tar")):   # the payload is still inside
+        assert outcome.verdict in ("BLOCK", "ERROR"), outcome
