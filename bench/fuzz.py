@@ -72,7 +72,7 @@ def main() -> None:
         totals: collections.Counter = collections.Counter()
         started = time.monotonic()
         print(f"{'seed':22} {'examples':>8} {'crashes':>7} {'other':>5} {'slowest':>8} "
-              f"{'peak MiB':>8}  verdicts")
+              f"{'+RSS MiB':>8}  verdicts")
         for seed in seeds:
             stats, slowest, peak, problems = fuzz_seed(seed, folder, args.examples)
             totals.update(stats)
@@ -84,8 +84,9 @@ def main() -> None:
                 path = OUT / f"{seed.name}-{hashlib.sha256(data).hexdigest()[:12]}{seed.suffix}"
                 path.write_bytes(data)
                 print(f"    {problem}\n      reproducer: {path}")
-        evil = next(s for s in build_seeds(mark) if s.name == "pickle-p4-evil")
-        for case, (data, suffix) in deep_cases(evil.data).items():
+        by_name = {s.name: s for s in build_seeds(mark)}
+        evil = by_name["pickle-p4-evil"]
+        for case, (data, suffix) in deep_cases(evil.data, by_name["pickle-p0-evil"].data).items():
             outcome = run_one(evil, data, "deep" + suffix, folder)
             totals["examples"] += 1
             totals["crash"] += sum(p.startswith("check/") for p in outcome.problems)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import gzip
 import io
 import re
+import resource
 import struct
 import tarfile
 import time
-import tracemalloc
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,7 @@ EDGE_VALUES = (0, 1, 7, 0x7F, 0x80, 0xFF, 0x7FFF, 0xFFFF, 0x7FFFFFFF, 0x80000000
                1 << 40, (1 << 63) - 1, (1 << 64) - 1)
 HOSTILE_NAMES = ("x\nhfguard x: PASS (1 files, 0 findings)", "\x1b[2J\x1b[31mred", "evil[/]mod",
                  "x[/bold]", "[bold red]fake[/]", "\u202eexe.txt", "del\x7f\x85c1", "tab\there", "plain")
-MAX_PEAK_BYTES = 256 << 20   # a few-KB input must never need more than this
+MAX_PEAK_BYTES = 256 << 20   # a few-KB input must never raise the process' peak memory by more
 BUDGET_SECONDS = 10.0        # the engine's per-check budget; hypothesis' deadline is the tighter bound
 _RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
@@ -109,7 +109,7 @@ def run_one(seed: Seed, data: bytes, name: str, folder: Path) -> Outcome:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     policy = Policy()
-    tracemalloc.start()
+    rss_before = _max_rss()
     started = time.monotonic()
     try:
         report = scan(local_target([str(path)]), policy, checks_for_tiers(("static",)),
@@ -118,9 +118,9 @@ def run_one(seed: Seed, data: bytes, name: str, folder: Path) -> Outcome:
         write_text(report, out, policy)
     finally:
         seconds = time.monotonic() - started
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
         path.unlink()
+    # the process' high-water mark: it rises only when this example needed more than any before
+    peak = _max_rss() - rss_before
     outcome = Outcome(str(report.verdict), seconds, peak)
     for f in report.all_findings():
         if f.rule in ("check/crashed", "check/out-of-memory"):
@@ -132,8 +132,12 @@ def run_one(seed: Seed, data: bytes, name: str, folder: Path) -> Outcome:
     if _RAW.search(out.getvalue()):
         outcome.problems.append("raw control characters in the text report")
     if peak > MAX_PEAK_BYTES:
-        outcome.problems.append(f"peak memory {peak >> 20} MiB")
+        outcome.problems.append(f"peak memory rose by {peak >> 20} MiB")
     return outcome
+
+
+def _max_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # KiB on Linux
 
 
 # -- deep structures: each format's own way of nesting, far past any sane depth -----------------
@@ -171,7 +175,7 @@ def deep_json(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
-def deep_cases(evil_pickle_bytes: bytes) -> dict[str, tuple[bytes, str]]:
+def deep_cases(evil_pickle_bytes: bytes, evil_protocol0: bytes = b".") -> dict[str, tuple[bytes, str]]:
     """name -> (bytes, file suffix)."""
     keras = io.BytesIO()
     with zipfile.ZipFile(keras, "w") as zf:
@@ -180,6 +184,8 @@ def deep_cases(evil_pickle_bytes: bytes) -> dict[str, tuple[bytes, str]]:
     header = ('{"a": ' + deep_json(100_000) + "}").encode()
     return {
         "pickle-marks": (nest(evil_pickle_bytes, "pickle-marks", 20), ".pkl"),
+        # a protocol-0 pickle is text: 20,000 MARKs first, then the payload (pickle has no limit)
+        "pickle0-marks": (b"(" * 20_000 + evil_protocol0, ".pkl"),
         "zip-in-zip": (nest(evil_pickle_bytes, "zip", 12), ".zip"),
         "gzip-in-gzip": (nest(evil_pickle_bytes, "gzip", 12), ".gz"),
         "tar-in-tar": (nest(evil_pickle_bytes, "tar", 12), ".tar"),
