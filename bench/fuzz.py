@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 
-from testing.fuzz import deep_cases, mutated, run_one  # noqa: E402
+from testing.fuzz import deep_cases, known_issue, mutated, run_one  # noqa: E402
 from testing.fuzz_seeds import Seed, build_seeds, real_keras_seed  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out" / "fuzz"
@@ -50,9 +50,10 @@ def fuzz_seed(seed: Seed, folder: Path, examples: int) -> tuple[collections.Coun
         stats[outcome.verdict] += 1
         worst["seconds"] = max(worst["seconds"], outcome.seconds)
         worst["peak"] = max(worst["peak"], outcome.peak_bytes)
+        known = known_issue(data)
         for p in outcome.problems:
-            stats["crash" if p.startswith("check/") else "other"] += 1
-            problems.setdefault(p.splitlines()[0][:300], data)
+            stats["known" if known else "crash" if p.startswith("check/") else "other"] += 1
+            problems.setdefault(f"[known: {known}] " * bool(known) + p.splitlines()[0][:300], data)
 
     one()
     return stats, worst["seconds"], int(worst["peak"]), problems
@@ -71,14 +72,15 @@ def main() -> None:
         seeds = [s for s in seeds if args.seed_filter in s.name]
         totals: collections.Counter = collections.Counter()
         started = time.monotonic()
-        print(f"{'seed':22} {'examples':>8} {'crashes':>7} {'other':>5} {'slowest':>8} "
+        print(f"{'seed':22} {'examples':>8} {'crashes':>7} {'other':>5} {'known':>5} {'slowest':>8} "
               f"{'+RSS MiB':>8}  verdicts")
         for seed in seeds:
             stats, slowest, peak, problems = fuzz_seed(seed, folder, args.examples)
             totals.update(stats)
             verdicts = " ".join(f"{v}={stats[v]}" for v in ("PASS", "FLAG", "ERROR", "BLOCK") if stats[v])
             print(f"{seed.name:22} {stats['examples']:8} {stats['crash']:7} "
-                  f"{stats['other'] + stats['exception']:5} {slowest:7.3f}s {peak / 2**20:8.1f}  {verdicts}")
+                  f"{stats['other'] + stats['exception']:5} {stats['known']:5} {slowest:7.3f}s "
+                  f"{peak / 2**20:8.1f}  {verdicts}")
             for problem, data in problems.items():
                 OUT.mkdir(parents=True, exist_ok=True)
                 path = OUT / f"{seed.name}-{hashlib.sha256(data).hexdigest()[:12]}{seed.suffix}"
@@ -98,7 +100,7 @@ def main() -> None:
                 path.write_bytes(data)
                 print(f"    {problem.splitlines()[0][:300]}\n      reproducer: {path}")
         print(f"total: {totals['examples']} examples, {totals['crash']} crashes, "
-              f"{totals['other'] + totals['exception']} other problems, "
+              f"{totals['other'] + totals['exception']} other problems, {totals['known']} known issues, "
               f"{time.monotonic() - started:.1f}s; payload ran: {mark.exists()}")
 
 

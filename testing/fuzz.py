@@ -87,6 +87,20 @@ def mutated(draw: st.DrawFn, seed: Seed) -> tuple[bytes, str]:
     return data, draw(st.sampled_from(HOSTILE_NAMES)) + seed.suffix
 
 
+# Bugs the fuzzer found outside this area, each with its strict-xfail case in tests/test_fuzz.py
+# (`deep_cases`); the CI property skips their inputs so that it keeps testing everything else.
+KNOWN_ISSUES = {
+    "pickle0-marks": "static/pickle: a text-looking (protocol 0/1) pickle behind 10,000+ MARKs hits "
+                     "max_marks on the quiet path and is reported as not a pickle: PASS",
+}
+
+
+def known_issue(data: bytes) -> str | None:
+    if data.count(b"(") >= 10_000 and data.lstrip(b"(")[:1] != b"\x80":
+        return "pickle0-marks"
+    return None
+
+
 @dataclass
 class Outcome:
     verdict: str

@@ -3,7 +3,7 @@
 format really carries code (a pickle __reduce__, a Keras Lambda's marshalled bytecode).
 
 Each Seed says how a loader would reach its payload (`payload_reachable`): the oracle that tells
-whether a mutated malicious file must still BLOCK (or ERROR): pickle's own pure-Python unpickler
+whether a mutated malicious file must still BLOCK (or ERROR): pickle's own unpickler
 with every global replaced by an inert stand-in (nothing is imported, nothing from the data runs),
 and the standard library's zipfile, tarfile and gzip to reach the pickle inside a container.
 """
@@ -17,6 +17,7 @@ import json
 import marshal
 import os
 import pickle
+import pickletools
 import struct
 import tarfile
 import tempfile
@@ -57,15 +58,12 @@ class _Inert(dict):
         pass
 
 
-class _Recorder(pickle._Unpickler):  # the pure-Python unpickler: its memo is a dict, never a
-    # table sized by a hostile index
+class _Replay:
     """pickle's own unpickler with every import replaced by an inert stand-in: it follows the
-    loader's exact path through the opcodes (stack, marks, memo) and records whether the dangerous
-    callable would be called. Nothing is imported and nothing from the data runs."""
+    loader's exact path through the opcodes (stack, marks, memo, frames) and records whether the
+    dangerous callable would be called. Nothing is imported and nothing from the data runs."""
 
-    def __init__(self, fh: io.BytesIO) -> None:
-        super().__init__(fh)
-        self.called = False
+    called = False
 
     def find_class(self, module: str, name: str) -> object:
         return self._dangerous if (module, name) in DANGEROUS else _Inert
@@ -78,6 +76,30 @@ class _Recorder(pickle._Unpickler):  # the pure-Python unpickler: its memo is a 
         return _Inert()
 
 
+class _Recorder(_Replay, pickle.Unpickler):
+    """The C unpickler, which pickle.load and torch.load use."""
+
+
+class _PyRecorder(_Replay, pickle._Unpickler):  # type: ignore[name-defined]
+    """The pure-Python one, for streams whose memo indexes would make the C unpickler allocate a
+    table of that size (a few GB): its memo is a dict."""
+
+
+_MAX_MEMO_INDEX = 1_000_000
+
+
+def _huge_memo(data: bytes) -> bool:
+    try:
+        for op, arg, _pos in pickletools.genops(io.BytesIO(data)):
+            if "PUT" in op.name and isinstance(arg, int) and arg > _MAX_MEMO_INDEX:
+                return True
+            if op.name == "STOP":
+                return False
+    except Exception:  # noqa: BLE001 - the replay stops at the same place
+        return False
+    return False
+
+
 def pickle_reaches_global(data: bytes, start: int = 0) -> bool:
     """Whether pickle.load of the pickles from `start` on would call a dangerous global (replayed
     with `_Recorder`; stacked pickles are read one after the other, as torch and joblib do)."""
@@ -87,7 +109,7 @@ def pickle_reaches_global(data: bytes, start: int = 0) -> bool:
         pos = fh.tell()
         if pos >= len(data):
             return False
-        rec = _Recorder(fh)
+        rec = (_PyRecorder if _huge_memo(data[pos:]) else _Recorder)(fh)
         try:
             rec.load()
         except RecursionError:
@@ -103,6 +125,10 @@ _stacked_pickles_reach = pickle_reaches_global
 
 
 def _zip_member_reaches(data: bytes) -> bool:
+    """torch.load reads a zip only if it starts with a local header (else it tries the legacy
+    format); Python's zipfile would also accept data before it."""
+    if not data.startswith(b"PK\x03\x04"):
+        return False
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             return any(pickle_reaches_global(zf.read(i)) for i in zf.infolist()

@@ -11,10 +11,10 @@ import os
 from datetime import timedelta
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from testing.fuzz import deep_cases, mutated, run_one
+from testing.fuzz import KNOWN_ISSUES, deep_cases, known_issue, mutated, run_one
 from testing.fuzz_seeds import build_seeds, pickle_reaches_global
 
 EXAMPLES = int(os.environ.get("HFGUARD_FUZZ_EXAMPLES", "3"))   # per seed (27 seeds)
@@ -47,7 +47,8 @@ def test_every_seed_is_scanned_as_built(fuzz_env):
             assert seed.payload_reachable(seed.data), seed.name
 
 
-@settings(max_examples=EXAMPLES * 27, deadline=timedelta(seconds=20), database=None,
+# derandomized: CI runs the same examples every time (bench/fuzz.py explores at random)
+@settings(max_examples=EXAMPLES * 27, deadline=timedelta(seconds=20), database=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.data_too_large])
 @given(data=st.data())
@@ -55,6 +56,7 @@ def test_mutated_seeds_hold_every_property(fuzz_env, data):
     folder, _mark, seeds = fuzz_env
     seed = seeds[data.draw(st.sampled_from(sorted(seeds)), label="seed")]
     mutated_bytes, name = data.draw(mutated(seed), label="mutation")
+    assume(known_issue(mutated_bytes) is None)   # each known issue has its own strict xfail below
     outcome = run_one(seed, mutated_bytes, name, folder)
     assert not outcome.problems, outcome.problems
 
@@ -62,9 +64,8 @@ def test_mutated_seeds_hold_every_property(fuzz_env, data):
 # the static.gguf reader recurses once per nested array (static/formats/gguf.py); left to that
 # area's owner: `python bench/fuzz.py` writes the reproducer
 _KNOWN = {"gguf-arrays": "GGUF arrays nested 100,000 deep: RecursionError -> check/crashed",
-          # static/pickle: the quiet (text-looking) path stops at max_marks=10,000 and, having seen
-          # no global, reports nothing: PASS, while pickle.load has no MARK limit and runs the payload
-          "pickle0-marks": "protocol-0 pickle behind 20,000 MARKs: PASS (static/pickle quiet path)"}
+          # pickle.load has no MARK limit and runs the payload
+          "pickle0-marks": KNOWN_ISSUES["pickle0-marks"]}
 
 
 @pytest.mark.parametrize("case", sorted(deep_cases(b"").keys()))

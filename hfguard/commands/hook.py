@@ -42,7 +42,7 @@ def hook_refs(files: tuple[str, ...], lockfile: str | None, update_lock: bool, p
 @report_options
 def hook_files(files: tuple[str, ...], policy: Policy, fmt: str, output: str | None, budget: float,
                quiet: bool) -> None:
-    """Scan the model files among FILES (by extension: .bin .pt .pkl .safetensors .onnx ...)."""
+    """Scan the model files among FILES (by content, whatever their name; or by a model extension)."""
     from hfguard.hooks.precommit import files_hook
 
     report = files_hook(files, policy, budget_seconds=budget, options=scan_options(),
