@@ -86,3 +86,21 @@ def test_runtime_guard_message_is_escaped():
         message="evil\x1b[2J\nmod.x is called")])
     text = str(ModelBlocked("acme/x", report))
     assert "evil\\x1b[2J\\nmod.x" in text and not _RAW.search(text) and "\n" not in text
+
+
+def test_hub_file_names_are_escaped(isolated_hf_home, tmp_path):
+    from testing.fakehub.server import FakeHub
+    from tests.hub.conftest import run_cli
+
+    with FakeHub() as hub:
+        env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(isolated_hf_home), "HF_HUB_DISABLE_TELEMETRY": "1",
+               "HFGUARD_CACHE_DIR": str(tmp_path / "verdicts"), "HFGUARD_HUB_RETRY_WAIT": "0.01"}
+        hub.add_repo("acme/forged", {"config.json": b"{}", f"{FORGED}\x1b[2J[/bold].pkl":
+                                     evil_pickle(tmp_path / "never-created")})
+        out = run_cli("acme/forged", env=env)
+    # BLOCK, or ERROR where the name cannot be fetched back (a 404 for this name): never PASS
+    assert out.returncode in (1, 2), out.stderr
+    for stream in (out.stdout, out.stderr):
+        assert not _RAW.search(stream)
+        assert not any(line.startswith("hfguard x: PASS") for line in stream.splitlines())
+    assert "x\\nhfguard x: PASS (1 files, 0 findings)\\x1b[2J[/bold].pkl" in out.stdout + out.stderr
