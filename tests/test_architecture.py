@@ -85,7 +85,8 @@ def test_every_module_imports_alone_in_a_fresh_interpreter():
         return name, proc.stderr.strip().splitlines()[-1] if proc.returncode else ""
 
     with ThreadPoolExecutor(4) as pool:
-        failures = {n: err for n, err in pool.map(alone, [m for m in _modules() if m != "hfguard.__main__"]) if err}
+        names = [m for m in _modules() if m != "hfguard.__main__"]
+        failures = {n: err for n, err in pool.map(alone, names) if err}
     assert failures == {}
 
 
