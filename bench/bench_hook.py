@@ -83,6 +83,8 @@ def main() -> None:
         baseline, _ = _time([sys.executable, "-c", "pass"], root, env, args.runs)
         hook, summary = _time([hfguard, "hook", "refs", "-q", *files], root, env, args.runs)
         check, _ = _time([hfguard, "lock", "--check", "-q"], root, env, args.runs)
+        # the files hook gets every changed file and sniffs each one's head (none is a model here)
+        sniffed, _ = _time([hfguard, "hook", "files", "-q", *files, "hfguard.lock"], root, env, args.runs)
         cold, _ = _time([hfguard, "hook", "refs", "-q", *files], root, nocache, args.runs)
         imports = subprocess.run([sys.executable, "-c", "import hfguard.cli, sys; "
                                   "print(sorted(m for m in ('torch', 'transformers', 'numpy', "
@@ -94,6 +96,8 @@ def main() -> None:
     print(f"hfguard hook refs       median {statistics.median(hook):.3f}s  min {min(hook):.3f}s"
           f"  (target < 1 s)  -> {summary}")
     print(f"hfguard lock --check    median {statistics.median(check):.3f}s  min {min(check):.3f}s")
+    print(f"hfguard hook files      median {statistics.median(sniffed):.3f}s  min {min(sniffed):.3f}s"
+          f"  ({len(files) + 1} files sniffed by content)")
     print(f"hook refs, no bytecode  median {statistics.median(cold):.3f}s  min {min(cold):.3f}s"
           "  (PYTHONDONTWRITEBYTECODE=1: every module compiled from source)")
     print(f"heavy modules imported by the CLI: {imports}")

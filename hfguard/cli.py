@@ -20,7 +20,7 @@ from hfguard.commands import (
     scan,
     signatures,
 )
-from hfguard.commands.common import EXIT_ERROR
+from hfguard.commands.common import EXIT_ERROR, echo_error
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,7 +41,7 @@ def run() -> None:
     except SystemExit:
         raise
     except Exception as exc:  # noqa: BLE001
-        click.echo(f"hfguard: error: {type(exc).__name__}: {exc}", err=True)
+        echo_error(f"{type(exc).__name__}: {exc}")
         sys.exit(EXIT_ERROR)
 
 

@@ -53,6 +53,7 @@ def scan_file(file: TargetFile, checks: list[Check], ctx: ScanContext) -> FileRe
         return report
     file.meta["format"] = fmt   # for target-level checks that ask what a model carries
     report = FileReport(path=file.path, format=fmt, size=file.size, sha256=file.expected_sha256)
+    report.findings += file.meta.get("findings", [])   # evidence the path itself gave (a symlink)
     for check in checks:
         if check.applies_to(file, fmt):
             report.findings += run_checks(
@@ -83,6 +84,10 @@ def scan(target: Target, policy: Policy, checks: list[Check], *,
     for check in checks:
         report.findings += run_checks(check, target.display,
                                       lambda c=check: c.check_target(target, ctx))
+    keys = {f.path: f.key for f in target.files if f.key}
+    for finding in report.all_findings():
+        if finding.file in keys and finding.file_key is None:
+            finding.file_key = keys[finding.file]
     finalize(report, policy)
     report.stats = {"files": len(report.files),
                     "bytes": sum(f.size or 0 for f in report.files),

@@ -83,10 +83,15 @@ class Finding:
     anchor: str | None = None
     # how sure the finding is (low | medium | high | certain); None: the rule registry's default
     confidence: str | None = None
+    # the file as fingerprints name it: relative to the repository (or scan root), so a baseline
+    # recorded scanning `mal/x.pkl` matches `/abs/mal/x.pkl` and `x.pkl` scanned from inside mal/
+    file_key: str | None = None
 
     def fingerprint(self) -> str:
-        """Stable identity for baselines and SARIF: what and where, not the wording."""
-        key = json.dumps([self.check, self.rule, self.file, self.anchor or self.location], default=str)
+        """Stable identity for baselines and SARIF: what and where, not the wording or the spelling
+        of the path."""
+        key = json.dumps([self.check, self.rule, self.file_key or self.file,
+                          self.anchor or self.location], default=str)
         return hashlib.sha256(key.encode()).hexdigest()[:32]
 
     def to_dict(self) -> dict[str, Any]:

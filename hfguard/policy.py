@@ -1,6 +1,6 @@
 """Policy: how findings become verdicts, read from `[tool.hfguard]` or `hfguard.toml`.
 
-Example (pyproject.toml)::
+Example (pyproject.toml; hfguard.toml takes the same text, or the keys without the table)::
 
     [tool.hfguard]
     block-at = "high"          # severity at or above which a finding blocks
@@ -201,7 +201,17 @@ def load_policy(path: Path | None = None, start: Path | None = None) -> Policy:
         if path is None:
             return Policy()
     doc = _read_toml(path)
-    table = doc.get("tool", {}).get("hfguard", {}) if path.name == "pyproject.toml" else doc
+    tool = doc.get("tool", {}).get("hfguard") if isinstance(doc.get("tool"), dict) else None
+    if path.name == "pyproject.toml":
+        table = tool or {}
+    elif tool is not None:
+        # hfguard.toml also takes the [tool.hfguard] table, so pyproject's example pastes as is
+        if set(doc) != {"tool"} or set(doc["tool"]) != {"hfguard"}:
+            raise PolicyError(f"{path}: put every key under [tool.hfguard] or none; "
+                              "other tables or keys beside it are not read")
+        table = tool
+    else:
+        table = doc
     return policy_from_mapping(table, source=str(path))
 
 

@@ -36,6 +36,18 @@ _PICKLE_FIRST_OPCODES = set(b"(}]acdefghijlpqrstuvwxyzIJKLMNPQRSTUVX\x80\x8a\x8b
                             b"\x93\x94\x95\x96\x97\x98GFB.0")
 _TEXT_EXTENSIONS = {".py": PYTHON, ".json": JSON}
 
+# The one list of model-file extensions. A name is only a hint: what a file is comes from its bytes
+# (`carries_model`); the names tell where weights are expected and what a loader would try.
+TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+WEIGHT_SUFFIXES = (".safetensors", *TORCH_SUFFIXES)
+MODEL_SUFFIXES = (*WEIGHT_SUFFIXES, ".pkl", ".pickle", ".joblib", ".dill", ".npy", ".npz", ".h5",
+                  ".hdf5", ".keras", ".pb", ".onnx", ".gguf", ".ggml", ".msgpack", ".mar", ".nemo",
+                  ".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".7z", ".model", ".sav")
+# Formats that serialize models or can carry a pickle (archives, compressed streams).
+MODEL_FORMATS = frozenset({PICKLE, TORCH_LEGACY, ZIP, TAR, GZIP, BZIP2, XZ, LZMA, ZLIB, NUMPY,
+                           SAFETENSORS, HDF5, GGUF, ONNX})
+HEAD_BYTES = 512   # enough for every magic number above, the tar header included
+
 
 def sniff(head: bytes, name: str = "", size: int | None = None) -> str:
     """Classify a file by its first bytes (64 are plenty; 512 help the tar check)."""
@@ -108,3 +120,36 @@ def _is_text(head: bytes) -> bool:
         # a multi-byte character cut at the end of the window is still text
         return exc.start >= len(head) - 3
     return True
+
+
+def carries_model(head: bytes, name: str = "", size: int | None = None) -> bool:
+    """Whether a file must be scanned as a model, from its first HEAD_BYTES bytes: a model or
+    pickle-bearing format by content, whatever its name, or a model-file extension (a loader
+    would try it). Text that parses as pickle opcodes counts: a protocol-0 pickle is printable."""
+    if name.lower().endswith(MODEL_SUFFIXES):
+        return True
+    fmt = sniff(head, name, size)
+    return fmt in MODEL_FORMATS or (fmt in (TEXT, JSON, UNKNOWN) and _parses_as_pickle(head))
+
+
+def _parses_as_pickle(head: bytes) -> bool:
+    """The head decodes as pickle opcodes up to STOP, or until it ends inside an opcode or before
+    STOP (a long string or padding can push the first global past the head, so none is required).
+    Prose and code hit an unknown opcode or a malformed argument within a few bytes."""
+    import pickletools
+
+    if not head or head[0] not in _PICKLE_FIRST_OPCODES:
+        return False
+    count = 0
+    try:
+        for op, _arg, _pos in pickletools.genops(head):
+            count += 1
+            if op.name == "STOP":
+                return count > 1
+    except ValueError as exc:
+        # pickletools' words for "the bytes ran out", as opposed to "this is not a pickle"
+        return len(head) >= HEAD_BYTES and any(t in str(exc) for t in _RAN_OUT)
+    return False
+
+
+_RAN_OUT = ("no newline found", "but only", "exhausted before seeing STOP")

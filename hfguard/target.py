@@ -6,6 +6,8 @@ a zip's central directory seek and read just that, which is what makes remote ra
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import io
 import os
@@ -13,6 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from hfguard.findings import Finding, Severity
 
 
 class RandomAccessReader(io.RawIOBase):
@@ -68,6 +72,8 @@ class TargetFile:
     expected_sha256: str | None = None         # e.g. the Hub's LFS sha256
     fetch: Callable[[], Path] | None = None    # full download, for tiers that need every byte
     meta: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None                     # path relative to the repository or scan root
+                                               # (finding fingerprints); None: `path` is one
 
     @property
     def name(self) -> str:
@@ -114,23 +120,68 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def local_file(path: Path, display: str) -> TargetFile:
-    return TargetFile(
-        path=display,
-        size=path.stat().st_size,
-        opener=lambda: open(path, "rb"),
-        local_path=path,
-    )
+def local_file(path: Path, display: str, key: str | None = None) -> TargetFile:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:   # a dangling or looping link: reading it fails, the engine says so (ERROR)
+        why = f"symlink to {os.readlink(path)} that cannot be read ({exc.strerror})"
+        return TargetFile(path=display, size=0, opener=functools.partial(_fail, why),
+                          local_path=path, key=key)
+    return TargetFile(path=display, size=size, opener=lambda: open(path, "rb"), local_path=path,
+                      key=key)
 
 
-def _walk_files(root: Path) -> Iterator[Path]:
-    # Directory symlinks are not followed (no loops); file symlinks are (the HF cache is built of them).
+def _fail(why: str) -> BinaryIO:
+    raise OSError(why)
+
+
+def _walk_files(root: Path, boundary: Path | None = None) -> Iterator[tuple[Path, list[Finding]]]:
+    """Every file under `root` with the findings its path itself calls for.
+
+    Directory symlinks are not followed (no loops). File symlinks are (the HF cache is built of
+    them); one whose target lies outside `boundary` (default: `root`) is reported with where it
+    points, and still scanned. A dangling or looping link is yielded too: reading it fails, which
+    is missing evidence (ERROR), never a silent skip. FIFOs, sockets and devices are skipped.
+    """
+    inside = os.path.realpath(boundary or root)
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in (".git",))
         for name in sorted(filenames):
             p = Path(dirpath, name)
-            if p.is_file():
-                yield p
+            if not p.is_symlink():
+                if p.is_file():
+                    yield p, []
+                continue
+            real = os.path.realpath(p)
+            if not os.path.exists(real):
+                yield p, []
+            elif os.path.isfile(real):
+                outside = os.path.commonpath([inside, real]) != inside
+                yield p, [_outside_finding(p, real, inside)] if outside else []
+
+
+def _outside_finding(link: Path, real: str, root: str) -> Finding:
+    return Finding(check="engine", rule="file/symlink-outside-root", severity=Severity.MEDIUM,
+                   message=f"symlink to {real}, outside the scanned folder {root}: what is scanned "
+                           "here is whatever that path holds when the model is loaded",
+                   evidence={"link": str(link), "target": real, "root": root})
+
+
+def _key_root(path: Path) -> Path | None:
+    """The enclosing git work tree, if any: fingerprints are relative to it."""
+    for folder in [path, *path.parents]:
+        if (folder / ".git").exists():
+            return folder
+    return None
+
+
+def _key(path: Path, scan_root: Path) -> str:
+    absolute = Path(os.path.abspath(path))
+    base = _key_root(Path(os.path.abspath(scan_root))) or Path(os.path.abspath(scan_root))
+    try:
+        return absolute.relative_to(base).as_posix()
+    except ValueError:
+        return absolute.as_posix()
 
 
 def local_target(paths: list[str]) -> Target:
@@ -139,11 +190,13 @@ def local_target(paths: list[str]) -> Target:
     for given in paths:
         p = Path(given)
         if p.is_dir():
-            for f in _walk_files(p):
+            for f, found in _walk_files(p):
                 rel = f.relative_to(p).as_posix()
-                files.append(local_file(f, f"{given.rstrip('/')}/{rel}"))
-        elif p.is_file():
-            files.append(local_file(p, given))
+                file = local_file(f, f"{given.rstrip('/')}/{rel}", key=_key(f, p))
+                file.meta["findings"] = [dataclasses.replace(x, file=file.path) for x in found]
+                files.append(file)
+        elif p.is_file() or p.is_symlink():   # a dangling link named on the command line: ERROR
+            files.append(local_file(p, given, key=_key(p, p.parent)))
         else:
             raise FileNotFoundError(f"no such file or directory: {given}")
     return Target(name=" ".join(paths), source="local", files=files)
@@ -179,7 +232,9 @@ def cache_target(cache: Path | None = None) -> Target:
     if cache.is_dir():
         for repo_dir in sorted(cache.glob("models--*")):
             for snapshot in sorted((repo_dir / "snapshots").glob("*")):
-                for f in _walk_files(snapshot):
+                for f, found in _walk_files(snapshot, boundary=cache):   # links to blobs/
                     rel = f.relative_to(cache).as_posix()
-                    files.append(local_file(f, f"{cache}/{rel}"))
+                    file = local_file(f, f"{cache}/{rel}", key=rel)
+                    file.meta["findings"] = [dataclasses.replace(x, file=file.path) for x in found]
+                    files.append(file)
     return Target(name=str(cache), source="local", files=files, meta={"hf_cache": True})

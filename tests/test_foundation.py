@@ -183,3 +183,24 @@ def test_findings_from_rates_unrated_observations_and_copies_evidence():
     assert err.error and err.remediation == "one text"
     with pytest.raises(ValueError, match="marker/b"):
         list(check.findings_from([unrated]))
+
+
+def test_readme_policy_example_loads_verbatim_from_both_files(tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if "[tool.hfguard]" in b)
+    policies = []
+    for name in ("pyproject.toml", "hfguard.toml"):
+        folder = tmp_path / name.split(".")[0]
+        folder.mkdir()
+        (folder / name).write_text(block, encoding="utf-8")
+        policies.append(load_policy(start=folder))
+    pyproject, standalone = policies
+    assert pyproject.source.endswith("pyproject.toml") and standalone.source.endswith("hfguard.toml")
+    pyproject.source = standalone.source = None
+    assert pyproject == standalone and pyproject.severity_overrides   # the table was read, not skipped
+    (tmp_path / "hfguard" / "hfguard.toml").write_text('tiers = ["static"]\n' + block)
+    with pytest.raises(PolicyError, match=r"\[tool.hfguard\]"):
+        load_policy(start=tmp_path / "hfguard")

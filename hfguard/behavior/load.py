@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hfguard.sniff import SAFETENSORS, ZIP, sniff
+from hfguard.sniff import SAFETENSORS, WEIGHT_SUFFIXES, ZIP, sniff
 from hfguard.target import Target
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 # files a loader may need from a model folder (tokenizers: json, txt vocabularies, sentencepiece)
 NEEDED_SUFFIXES = (*WEIGHT_SUFFIXES, ".json", ".txt", ".model", ".tiktoken")
 

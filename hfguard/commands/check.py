@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hfguard.commands.common import emit, progress_printer, report_options, scan_options
+from hfguard.commands.common import echo_error, emit, progress_printer, report_options, scan_options
 from hfguard.policy import Policy
 
 
@@ -36,5 +36,5 @@ def check(ref: str, policy: Policy, fmt: str, output: str | None, budget: float,
     # missing evidence is said on stderr whatever the verdict (a look-alike BLOCKs a Hub that is down)
     for f in report.all_findings():
         if f.error:
-            click.echo(f"hfguard: error: {f.message}", err=True)
+            echo_error(f.message)
     emit(report, policy, fmt, output)

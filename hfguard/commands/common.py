@@ -19,6 +19,7 @@ from hfguard.checks import load_checked_policy
 from hfguard.findings import Report, Verdict
 from hfguard.policy import TIERS, Policy, PolicyError, parse_fail_on
 from hfguard.report import FORMATS, write_report
+from hfguard.report.escape import safe
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
@@ -57,7 +58,7 @@ def policy_options(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             policy = load_checked_policy(Path(kw.pop("policy_path")) if kw.get("policy_path") else None)
         except PolicyError as exc:
-            raise click.UsageError(str(exc)) from None
+            raise usage_error(exc) from None
         kw.pop("policy_path", None)
         fail_on = kw.pop("fail_on")
         if fail_on:
@@ -83,13 +84,24 @@ def scan_options() -> dict[str, Any]:
 
 
 def progress_printer(quiet: bool) -> Callable[[str], None]:
-    """Progress on stderr: one line rewritten in place on a terminal, a line per step in logs."""
+    """Progress on stderr: one line rewritten in place on a terminal, a line per step in logs.
+    Messages name files and models: escaped, so a name cannot forge a line or move the cursor."""
     if quiet:
         return lambda msg: None
     if sys.stderr.isatty():
         width = max(20, shutil.get_terminal_size().columns - 1)
-        return lambda msg: click.echo(f"\r\x1b[Khfguard: {msg}"[: width + 4], err=True, nl=False)
-    return lambda msg: click.echo(f"hfguard: {msg}", err=True)
+        return lambda msg: click.echo(f"\r\x1b[Khfguard: {safe(msg)}"[: width + 4], err=True, nl=False)
+    return lambda msg: click.echo(f"hfguard: {safe(msg)}", err=True)
+
+
+def echo_error(message: object) -> None:
+    """`hfguard: error: ...` on stderr; the message may quote untrusted data (escaped)."""
+    click.echo(f"hfguard: error: {safe(message)}", err=True)
+
+
+def usage_error(exc: Exception) -> click.UsageError:
+    """A usage error whose text may name untrusted paths (escaped)."""
+    return click.UsageError(safe(exc))
 
 
 def emit(report: Report, policy: Policy, fmt: str, output: str | None) -> None:
@@ -121,4 +133,4 @@ def open_lock(path: str | None):
     try:
         return load_lock(Path(path) if path else find_lock())
     except LockError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise usage_error(exc) from None

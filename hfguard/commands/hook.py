@@ -11,6 +11,7 @@ from hfguard.commands.common import (
     progress_printer,
     report_options,
     scan_options,
+    usage_error,
 )
 from hfguard.policy import Policy
 
@@ -41,7 +42,7 @@ def hook_refs(files: tuple[str, ...], lockfile: str | None, update_lock: bool, p
 @report_options
 def hook_files(files: tuple[str, ...], policy: Policy, fmt: str, output: str | None, budget: float,
                quiet: bool) -> None:
-    """Scan the model files among FILES (by extension: .bin .pt .pkl .safetensors .onnx ...)."""
+    """Scan the model files among FILES (by content, whatever their name; or by a model extension)."""
     from hfguard.hooks.precommit import files_hook
 
     report = files_hook(files, policy, budget_seconds=budget, options=scan_options(),
@@ -61,5 +62,5 @@ def hook_staged(lockfile: str | None, policy: Policy, fmt: str, output: str | No
         report = staged_hook(policy, open_lock(lockfile), budget_seconds=budget,
                              options=scan_options(), progress=progress_printer(quiet))
     except GitError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise usage_error(exc) from None
     emit(report, policy, fmt, output)

@@ -10,6 +10,7 @@ import click
 from hfguard.commands.common import (
     EXIT_ERROR,
 )
+from hfguard.report.escape import safe
 
 
 @click.command("install-hooks")
@@ -24,6 +25,6 @@ def install_hooks(force: bool, uninstall: bool) -> None:
     try:
         path = remove(Path.cwd()) if uninstall else install(Path.cwd(), force=force)
     except HookError as exc:
-        click.echo(f"hfguard: {exc}", err=True)
+        click.echo(f"hfguard: {safe(exc)}", err=True)
         sys.exit(EXIT_ERROR)
-    click.echo(f"hfguard: {'removed' if uninstall else 'installed'} {path}")
+    click.echo(safe(f"hfguard: {'removed' if uninstall else 'installed'} {path}"))

@@ -19,6 +19,7 @@ from hfguard.commands.common import (
     scan_options,
 )
 from hfguard.policy import Policy
+from hfguard.report.escape import safe
 
 
 @click.command("lock")
@@ -42,7 +43,7 @@ def lock(paths: tuple[str, ...], lockfile: str | None, check: bool, refresh: boo
                              options=scan_options(), progress=progress)
     if check:
         for ref in result.stale:
-            click.echo(f"{ref.file}:{ref.line}: {ref.spec} has no current entry in {lk.path}", err=True)
+            click.echo(safe(f"{ref.file}:{ref.line}: {ref.spec} has no current entry in {lk.path}"), err=True)
         if fmt != "text" or output:  # the report too, but the exit code says stale or not
             from hfguard.report import write_report
 

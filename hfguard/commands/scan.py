@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from hfguard.commands.common import emit, progress_printer, report_options, scan_options
+from hfguard.commands.common import (
+    emit,
+    progress_printer,
+    report_options,
+    scan_options,
+    usage_error,
+)
 from hfguard.policy import Policy
 
 
@@ -21,7 +27,7 @@ def scan(paths: tuple[str, ...], policy: Policy, fmt: str, output: str | None, b
     try:
         target = local_target(list(paths)) if paths else cache_target()
     except FileNotFoundError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise usage_error(exc) from None
     progress = progress_printer(quiet)
     if not target.files:
         progress(f"nothing to scan in {target.name}")

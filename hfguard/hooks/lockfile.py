@@ -4,17 +4,20 @@ One `[[model]]` table per (repo, revision as written): the commit sha it resolve
 the findings that made it, and the *stamp* it was vetted under (tiers, check ids and versions,
 signatures version, policy fingerprint). The hook trusts an entry, without any network, only
 while its stamp equals the current one. The file is TOML, sorted, one value per line: diffs
-stay readable and two runs over the same inputs write the same bytes.
+stay readable and two runs over the same inputs write the same bytes. Written by tomli_w, so any
+string a model puts in a finding (control characters, quotes, newlines) stays valid TOML.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 from hfguard.checks import options_fingerprint
 from hfguard.findings import Finding, Report, Severity
@@ -121,21 +124,23 @@ class Lockfile:
         self.entries[entry.key] = entry
 
     def dumps(self) -> str:
-        out = [_HEADER, f"version = {LOCK_VERSION}\n"]
+        """The lock as TOML, written by tomli_w (every string escaped as TOML requires)."""
+        models = []
         for e in sorted(self.entries.values(), key=lambda e: e.key):
-            out.append("\n[[model]]\n")
-            out += [f"{k} = {_toml(v)}\n" for k, v in (
-                ("repo", e.repo), ("requested", e.requested), ("revision", e.revision),
-                ("verdict", e.verdict), ("date", e.date), ("hfguard", e.tool),
-                ("tiers", list(e.stamp.tiers)), ("checks", list(e.stamp.checks)),
-                ("signatures", e.stamp.signatures), ("policy", e.stamp.policy))]
+            model: dict[str, Any] = {
+                "repo": e.repo, "requested": e.requested, "revision": e.revision,
+                "verdict": e.verdict, "date": e.date, "hfguard": e.tool,
+                "tiers": list(e.stamp.tiers), "checks": list(e.stamp.checks),
+                "signatures": e.stamp.signatures, "policy": e.stamp.policy}
             if e.stamp.options:   # absent when vetted without deeper-tier inputs
-                out.append(f"options = {_toml(e.stamp.options)}\n")
-            for f in e.findings:
-                out.append("\n[[model.finding]]\n")
-                out += [f"{k} = {_toml(f[k])}\n" for k in
-                        ("check", "rule", "severity", "message", "file", "location", "error")]
-        return "".join(out)
+                model["options"] = e.stamp.options
+            if e.findings:
+                model["finding"] = [{k: f[k] for k in _FINDING_KEYS} for f in e.findings]
+            models.append(model)
+        body = tomli_w.dumps(_encodable({"version": LOCK_VERSION, "model": models}))
+        # C1 controls, bidi controls and line separators are legal in TOML strings but act on,
+        # reorder or break what a reviewer sees in a diff: written as escapes (basic strings only)
+        return _HEADER + _UNSEEN.sub(lambda m: f"\\u{ord(m.group()):04x}", body)
 
     def save(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -143,15 +148,20 @@ class Lockfile:
         tmp.replace(self.path)
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+_FINDING_KEYS = ("check", "rule", "severity", "message", "file", "location", "error")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_UNSEEN = re.compile(r"[\x80-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def _encodable(value: Any) -> Any:
+    """Lone surrogates (undecodable bytes of a file name) cannot be written as UTF-8: U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {k: _encodable(v) for k, v in value.items()}
     if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    # JSON string escapes are valid TOML basic-string escapes
-    return json.dumps(str(value), ensure_ascii=False)
+        return [_encodable(v) for v in value]
+    return value
 
 
 def load_lock(path: Path) -> Lockfile:

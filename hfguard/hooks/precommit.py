@@ -30,14 +30,9 @@ from hfguard.hooks.lockfile import LockEntry, Lockfile, Stamp, current_stamp, en
 from hfguard.hooks.refs import Extraction, Reference, extract
 from hfguard.hooks.vet import Vet, denied_finding, vet_reference
 from hfguard.policy import Policy
+from hfguard.sniff import HEAD_BYTES, MODEL_SUFFIXES, carries_model
 from hfguard.static.provenance import name_findings
 from hfguard.target import offline_by_env
-
-# Model file formats the files hook scans (pre-commit passes only these; the plain git hook too).
-MODEL_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".dill", ".npy",
-                  ".npz", ".safetensors", ".h5", ".hdf5", ".keras", ".pb", ".onnx", ".gguf", ".ggml",
-                  ".msgpack", ".mar", ".nemo", ".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".7z",
-                  ".model", ".sav")
 
 
 def _hook_finding(rule: str, severity: Severity, message: str, ref: Reference | None = None, *,
@@ -195,15 +190,29 @@ def refs_hook(files: Iterable[str], policy: Policy, lock: Lockfile | None, *, up
 def files_hook(files: Iterable[str], policy: Policy, *, budget_seconds: float = 60.0,
                options: dict | None = None,
                progress: Callable[[str], None] = lambda msg: None) -> Report:
-    """`hfguard hook files FILES`: scan the model files among them (by extension), locally."""
+    """`hfguard hook files FILES`: scan the model files among them, locally. A file is a model
+    file by its content (`sniff.carries_model`: a pickle named checkpoint.dat is one), or by a
+    model-file extension."""
     from hfguard.checks import checks_for_tiers
     from hfguard.engine import scan
     from hfguard.target import local_target
 
-    paths = [f for f in files if f.lower().endswith(MODEL_SUFFIXES) and Path(f).is_file()]
+    paths = [f for f in files if _is_model_file(Path(f))]
     if not paths:
         report = Report(target="model files", source="hook")
         report.stats = {"files": 0}
         return report
     return scan(local_target(paths), policy, checks_for_tiers(policy.tiers), progress=progress,
                 budget_seconds=budget_seconds, options=options)
+
+
+def _is_model_file(path: Path) -> bool:
+    """Sniff a few hundred bytes (a file that cannot be read is scanned: the scan reports why)."""
+    if not path.is_file():   # a dangling link named like weights is missing evidence (the scan says so)
+        return path.is_symlink() and path.name.lower().endswith(MODEL_SUFFIXES)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(HEAD_BYTES)
+    except OSError:
+        return True
+    return carries_model(head, path.name)

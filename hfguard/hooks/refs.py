@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hfguard.sniff import MODEL_SUFFIXES
+
 SHA_RE = re.compile(r"[0-9a-f]{40}")
 _PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?"
 _REPO_RE = re.compile(rf"({_PART})/({_PART})")
@@ -25,8 +27,7 @@ _HUB_PREFIXES = ("hf-hub:", "hf_hub:", "hf://")
 _HUB_URL_RE = re.compile(rf"https?://(?:www\.)?huggingface\.co/(?!datasets/|spaces/)"
                          rf"({_PART}/{_PART})(?:/(?:resolve|blob|tree)/([^/\s\"']+))?")
 _IGNORE_RE = re.compile(r"#\s*hfguard:\s*ignore(?:\[([^\]]*)\])?")
-_FILE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".safetensors", ".onnx", ".gguf", ".json",
-                  ".h5", ".py", ".txt", ".yaml", ".yml", ".npz", ".npy", ".zip", ".tar", ".gz")
+_FILE_SUFFIXES = (*MODEL_SUFFIXES, ".json", ".py", ".txt", ".yaml", ".yml")
 
 PYTHON_SUFFIXES = (".py", ".pyi")
 NOTEBOOK_SUFFIXES = (".ipynb",)

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hfguard.engine import finalize
 from hfguard.findings import Finding, Report, Severity
 from hfguard.hooks.lockfile import Lockfile
-from hfguard.hooks.precommit import MODEL_SUFFIXES, vet_references
+from hfguard.hooks.precommit import vet_references
 from hfguard.hooks.refs import MAX_TEXT, SUPPORTED_SUFFIXES, Extraction, file_references
 from hfguard.hooks.vet import Vet
 from hfguard.policy import Policy
+from hfguard.sniff import HEAD_BYTES, carries_model
 
 _SKIP_MODES = {"120000", "160000"}   # symlinks and submodules carry no file content of their own
 
@@ -51,6 +54,90 @@ def staged_blobs(root: Path) -> list[tuple[str, str]]:
     return sorted(out)
 
 
+@dataclass
+class StagedContent:
+    texts: dict[str, str] = field(default_factory=dict)           # sources to extract references from
+    models: list[tuple[str, Path]] = field(default_factory=list)  # (path, local copy) to scan
+    problems: list[tuple[str, int, str]] = field(default_factory=list)
+    unreadable: list[Finding] = field(default_factory=list)
+
+
+def read_staged(root: Path, blobs: list[tuple[str, str]], tmp: Path) -> StagedContent:
+    """One `git cat-file --batch` pass over every staged blob: sources (by extension) kept as text,
+    model files (by content: `sniff.carries_model`, whatever their name) copied to `tmp`, the
+    rest read past after its first HEAD_BYTES."""
+    got = StagedContent()
+    if not blobs:
+        return got
+    try:
+        proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=root, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    except OSError as exc:
+        raise GitError(f"git cat-file: {exc}") from None
+    assert proc.stdin is not None and proc.stdout is not None
+    # written from a thread: git answers while it reads, and both pipes have bounded buffers
+    feeder = threading.Thread(target=_feed, args=(proc.stdin, [oid for _, oid in blobs]), daemon=True)
+    feeder.start()
+    out = proc.stdout
+    try:
+        for i, (path, _oid) in enumerate(blobs):
+            header = out.readline().split()
+            if len(header) != 3 or header[1] != b"blob":
+                got.unreadable.append(_unreadable(path, b" ".join(header).decode("utf-8", "replace")))
+                continue
+            size = int(header[2])
+            head = out.read(min(size, HEAD_BYTES))
+            left = size - len(head)
+            is_source = path.lower().endswith(SUPPORTED_SUFFIXES)
+            if is_source and size > MAX_TEXT:
+                got.problems.append((path, 1, f"staged file of {size} bytes is too large to read"))
+            if carries_model(head, path, size):
+                dest = tmp / str(i)
+                with open(dest, "wb") as fh:   # streamed: model files can be large
+                    fh.write(head)
+                    if is_source and size <= MAX_TEXT:
+                        rest = out.read(left)
+                        fh.write(rest)
+                        got.texts[path] = (head + rest).decode("utf-8", "replace")
+                    else:
+                        _copy(out, fh, left)
+                got.models.append((path, dest))
+            elif is_source and size <= MAX_TEXT:
+                got.texts[path] = (head + out.read(left)).decode("utf-8", "replace")
+            else:
+                _copy(out, None, left)
+            out.read(1)   # the newline after each blob
+    finally:
+        out.close()
+        proc.wait(timeout=60)
+        feeder.join(timeout=60)
+    return got
+
+
+def _feed(stdin, oids: list[str]) -> None:
+    try:
+        for oid in oids:
+            stdin.write(oid.encode() + b"\n")
+        stdin.close()
+    except OSError:   # git went away; the reader reports what it did not get
+        pass
+
+
+def _copy(src, dest, n: int, chunk: int = 1 << 20) -> None:
+    while n > 0:
+        block = src.read(min(chunk, n))
+        if not block:
+            raise GitError("git cat-file ended early")
+        if dest is not None:
+            dest.write(block)
+        n -= len(block)
+
+
+def _unreadable(path: str, why: str) -> Finding:
+    return Finding(check="hook", rule="hook/unreadable-staged-file", severity=Severity.HIGH,
+                   message=f"cannot read the staged {path}: {why[:200]}", file=path, error=True)
+
+
 def staged_hook(policy: Policy, lock: Lockfile | None, *, root: Path | None = None,
                 budget_seconds: float = 60.0, vet: Vet | None = None, offline: bool | None = None,
                 options: dict | None = None,
@@ -61,44 +148,27 @@ def staged_hook(policy: Policy, lock: Lockfile | None, *, root: Path | None = No
 
     root = root or Path.cwd()
     blobs = staged_blobs(root)
-    got = Extraction()
-    for path, oid in blobs:
-        if not path.lower().endswith(SUPPORTED_SUFFIXES):
-            continue
-        size = int(_git(root, "cat-file", "-s", oid))
-        if size > MAX_TEXT:
-            got.problems.append((path, 1, f"staged file of {size} bytes is too large to read"))
-            continue
-        text = _git(root, "cat-file", "blob", oid).decode("utf-8", "replace")
-        one = file_references(root / path, path, text=text)
-        got.files += 1
-        got.references += one.references
-        got.problems += one.problems
-    refs = vet_references(got.references, policy, lock, offline=offline, vet=vet, options=options,
-                          progress=progress, problems=got.problems, files=got.files).report
-    report = Report(target="staged changes", source="hook", findings=refs.findings)
-    models = [(p, oid) for p, oid in blobs if p.lower().endswith(MODEL_SUFFIXES)]
-    if models:
-        with tempfile.TemporaryDirectory(prefix="hfguard-staged-") as tmp:
-            files = []
-            for i, (path, oid) in enumerate(models):
-                dest = Path(tmp) / f"{i}-{Path(path).name}"
-                with open(dest, "wb") as fh:   # streamed: model files can be large
-                    proc = subprocess.run(["git", "cat-file", "blob", oid], cwd=root, stdout=fh,
-                                          stderr=subprocess.PIPE, timeout=600)
-                if proc.returncode != 0:
-                    report.findings.append(Finding(
-                        check="hook", rule="hook/unreadable-staged-file", severity=Severity.HIGH,
-                        message=f"cannot read the staged {path}: {proc.stderr.decode()[:200]}",
-                        file=path, error=True))
-                    continue
-                files.append(local_file(dest, path))
+    with tempfile.TemporaryDirectory(prefix="hfguard-staged-") as tmp:
+        content = read_staged(root, blobs, Path(tmp))
+        got = Extraction(problems=list(content.problems))
+        for path, text in sorted(content.texts.items()):
+            one = file_references(root / path, path, text=text)
+            got.files += 1
+            got.references += one.references
+            got.problems += one.problems
+        refs = vet_references(got.references, policy, lock, offline=offline, vet=vet,
+                              options=options, progress=progress, problems=got.problems,
+                              files=got.files).report
+        report = Report(target="staged changes", source="hook",
+                        findings=[*refs.findings, *content.unreadable])
+        files = [local_file(dest, path) for path, dest in content.models]
+        if files:
             scanned = scan(Target(name="staged model files", source="local", files=files), policy,
                            checks_for_tiers(policy.tiers), progress=progress,
                            budget_seconds=budget_seconds, options=options)
-        report.files, report.checks = scanned.files, scanned.checks
-        report.findings += [f for f in scanned.findings if f.rule != "scan/no-files" or files]
+            report.files, report.checks = scanned.files, scanned.checks
+            report.findings += [f for f in scanned.findings if f.rule != "scan/no-files"]
     finalize(report, policy)
-    report.stats = {"files": got.files + len(models), "references": refs.stats.get("references", 0),
-                    "models": refs.stats.get("models", 0), "model_files": len(models)}
+    report.stats = {"files": got.files + len(files), "references": refs.stats.get("references", 0),
+                    "models": refs.stats.get("models", 0), "model_files": len(files)}
     return report

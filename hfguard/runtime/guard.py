@@ -34,6 +34,7 @@ from typing import Any
 
 from hfguard.findings import Report, Verdict
 from hfguard.policy import Policy
+from hfguard.report.escape import safe
 
 # (module that defines it, attribute): the functions the guard wraps
 _HUB_TARGETS = (("huggingface_hub.file_download", "hf_hub_download"),
@@ -52,7 +53,7 @@ class ModelBlocked(OSError):
         self.report = report
         self.findings = report.all_findings()
         worst = "; ".join(f"{f.rule}: {f.message}" for f in self.findings[:5])
-        super().__init__(f"hfguard: {what} is {report.verdict}" + (f" ({worst})" if worst else ""))
+        super().__init__(safe(f"hfguard: {what} is {report.verdict}" + (f" ({worst})" if worst else "")))
 
 
 class _State:
@@ -86,11 +87,11 @@ def _decide(what: str, report: Report) -> None:
     if report.verdict is Verdict.ERROR:
         if _state.on_error == "raise":
             raise ModelBlocked(what, report)
-        warnings.warn(f"hfguard: {what} could not be vetted (ERROR); loading anyway (on_error=warn)",
+        warnings.warn(safe(f"hfguard: {what} could not be vetted (ERROR); loading anyway (on_error=warn)"),
                       stacklevel=4)
     elif report.verdict is Verdict.FLAG:
         rules = ", ".join(sorted({f.rule for f in report.all_findings()}))
-        warnings.warn(f"hfguard: {what} is FLAGged ({rules})", stacklevel=4)
+        warnings.warn(safe(f"hfguard: {what} is FLAGged ({rules})"), stacklevel=4)
 
 
 def _vet_hub(repo_id: str, revision: str | None) -> str | None:

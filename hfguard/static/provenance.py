@@ -28,7 +28,7 @@ from hfguard.target import Target, TargetFile
 
 _SHA_RE = re.compile(r"[0-9a-f]{40}")
 _PICKLE_FORMATS = {fmts.PICKLE, fmts.TORCH_LEGACY}
-_TORCH_EXTS = (".bin", ".pt", ".pth", ".ckpt")
+
 _PICKLE_EXTS = (".pkl", ".pickle", ".joblib")
 # what torch.load reads: zip checkpoints (and TorchScript), legacy stacked pickles, old tar checkpoints
 _TORCH_FORMATS = {fmts.ZIP, fmts.TORCH_LEGACY, fmts.PICKLE, fmts.TAR}
@@ -201,13 +201,13 @@ def _claim_mismatch(file: TargetFile, fmt: str) -> tuple[Severity, str] | None:
         return Severity.MEDIUM, f"named .npy but the content is {fmt}"
     if name.endswith((".h5", ".hdf5")) and fmt != fmts.HDF5:
         return Severity.MEDIUM, f"named {name.rsplit('.', 1)[1]} but the content is {fmt}"
-    if name.endswith(_TORCH_EXTS + _PICKLE_EXTS) and fmt not in _TORCH_FORMATS:
+    if name.endswith(fmts.TORCH_SUFFIXES + _PICKLE_EXTS) and fmt not in _TORCH_FORMATS:
         # .bin is generic (ONNX external data, OpenVINO, GGML ...): only text is out of place there
         generic = name.endswith((".bin", *_PICKLE_EXTS))
         if (fmt in _TEXT_FORMATS or not generic) and not _text_pickle(file, fmt):
             ext = name.rsplit(".", 1)[1]
             return Severity.MEDIUM, f"named .{ext} (a pickle-based model format) but the content is {fmt}"
-    if name.endswith(_TORCH_EXTS) and fmt == fmts.ZIP:
+    if name.endswith(fmts.TORCH_SUFFIXES) and fmt == fmts.ZIP:
         members = _zip_names(file)
         if members is not None and not torch_data_pickles(members):
             return Severity.MEDIUM, ("a zip archive that is not a PyTorch checkpoint (no data.pkl): "

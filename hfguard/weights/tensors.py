@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from hfguard.findings import Observation, Severity
+from hfguard.sniff import TORCH_SUFFIXES as _TORCH_EXTS
 
 MAX_HEADER = 100 << 20  # the reference implementation's own limit on a safetensors header
 
@@ -237,7 +238,6 @@ def load_tensor(meta: TensorMeta, copy: bool = True, out: np.ndarray | None = No
 
 
 # -- grouping a target's files into checkpoints -------------------------------------------------
-_TORCH_EXTS = (".bin", ".pt", ".pth", ".ckpt")
 UNSUPPORTED = "unsupported format"   # prefix of reasons for weight files this tier cannot read
 
 

