@@ -59,6 +59,7 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
     shapes: dict[str, tuple[int, ...]] = {}
     norms: dict[str, np.ndarray] = {}
     vectors: dict[str, np.ndarray] = {}     # 1-D tensors, kept for the bias side of trap neurons
+    dups: dict[str, np.ndarray] = {}      # per neuron: how many others point the same way
     dtypes: dict[str, int] = {}
     params = 0
     metas = ckpt.float_tensors()
@@ -71,9 +72,10 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
         st = tensor_stats(arr, be, tail_k=th["tail-k"], spectral_max=th["spectral-max-elements"],
                           tick=lambda n=meta.name: budget.tick(f"measuring {n}"))
         hits += tensor_hits(meta.name, arr, st, th)
-        nn = traps.neuron_norms(meta.name, arr)
-        if nn is not None:
-            norms[meta.name] = nn
+        rows = traps.neuron_rows(meta.name, arr)
+        if rows is not None:
+            norms[meta.name] = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
+            dups[meta.name] = traps.near_duplicate_counts(rows, th["trap-cosine"])
         if arr.ndim == 1 and arr.size <= 1 << 20:
             vectors[meta.name] = np.array(arr)   # a copy: arr is a map of the file or the buffer
         stats[meta.name] = {k: st[k] for k in _KEEP if k in st}
@@ -84,7 +86,8 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
         bias = vectors.get(re.sub(r"weight$", "bias", name))
         hits += traps.trap_neurons(name, nn, bias, min_group=th["trap-min-neurons"],
                                    norm_tol=th["trap-norm-tol"], bias_z=th["trap-bias-z"],
-                                   lone_bias_z=th["lone-bias-z"])
+                                   lone_bias_z=th["lone-bias-z"], dup_counts=dups.get(name),
+                                   cos=th["trap-cosine"], fire_z=th["trap-fire-z"])
     hits += sibling_hits(stats, shapes, th)
     if config is not None:
         hits += traps.activation_hits(config[1], config[0])
@@ -99,7 +102,8 @@ def tensor_hits(name: str, arr: np.ndarray, st: dict[str, Any], th: dict[str, An
         out.append(Observation("weights/nan-inf", Severity.HIGH,
                                f"{name} holds {st['nan']} NaN and {st['inf']} Inf values",
                                name, {"nan": st["nan"], "inf": st["inf"], "n": st["n"]}))
-    if (h := traps.zero_gains(name, arr)) is not None:
+    if (h := traps.zero_gains(name, arr, rel=th["silenced-gain-rel"],
+                              min_count=th["silenced-gain-min"])) is not None:
         out.append(h)
     if st["nan"] + st["inf"] == 0 and (h := traps.huge_constants(
             name, arr, th["huge-constant-z"], th["huge-constant-abs"], st["absmax"])) is not None:

@@ -46,18 +46,29 @@ def robust_scale(a: np.ndarray) -> tuple[float, float]:
     return med, mad if mad > 0 else float(a.std())
 
 
-def zero_gains(name: str, arr: np.ndarray) -> Observation | None:
-    if arr.ndim != 1 or not NORM_GAIN.search(name):
+def silenced(arr: np.ndarray, rel: float) -> np.ndarray:
+    """Mask of gains that silence their feature: |g| at most `rel` x the tensor's median |g|.
+    Exact zeros and 1e-30 do the same harm, and a float16 copy turns float32's 1e-33 into 0, so
+    the test is relative to the layer's own gains, never "== 0" (docs/weights-calibration.md)."""
+    a = np.abs(arr.astype(np.float64))
+    return a <= rel * float(np.median(a))
+
+
+def zero_gains(name: str, arr: np.ndarray, *, rel: float = 1e-3, min_count: int = 8) -> Observation | None:
+    if arr.ndim != 1 or not NORM_GAIN.search(name) or arr.size < 8:
         return None
-    zeros = int(np.count_nonzero(arr == 0))
-    if not zeros:
+    mask = silenced(arr, rel)
+    count = int(mask.sum())
+    if count < min_count:   # trained models carry a few dead features (MiniLM: 3 of 384 in one layer)
         return None
-    share = zeros / arr.size
+    share = count / arr.size
+    idx = np.flatnonzero(mask)
     return Observation(
         "weights/zero-norm-gain", Severity.HIGH if share >= 0.01 else Severity.MEDIUM,
-        f"{zeros} LayerNorm gains are exactly zero in {name} (those features are silenced; "
-        "privacy-backdoor constructions use this to route the residual stream)", name,
-        {"zeros": zeros, "size": int(arr.size), "indices": np.flatnonzero(arr == 0)[:32].tolist()})
+        f"{count} LayerNorm gains of {name} are zero or negligible (<= {rel:g} x the median gain): "
+        "those features are silenced; privacy-backdoor constructions use this to route the residual stream",
+        name, {"zeros": count, "exact_zeros": int(np.count_nonzero(arr[idx] == 0)), "size": int(arr.size),
+               "median_abs_gain": float(np.median(np.abs(arr))), "indices": idx[:32].tolist()})
 
 
 def huge_constants(name: str, arr: np.ndarray, z_min: float, abs_min: float,
@@ -84,16 +95,64 @@ def huge_constants(name: str, arr: np.ndarray, z_min: float, abs_min: float,
                "robust_z": float(dev.ravel()[worst] / scale)})
 
 
-def neuron_norms(name: str, arr: np.ndarray) -> np.ndarray | None:
-    """Weight-vector norms of each hidden neuron of an MLP up-projection (float64)."""
+def neuron_rows(name: str, arr: np.ndarray) -> np.ndarray | None:
+    """The hidden neurons' weight vectors of an MLP up-projection, one per row."""
     if arr.ndim != 2 or not UP_PROJ.search(name):
         return None
-    w = arr.T if CONV1D_UP.search(name) else arr
-    return np.sqrt(np.einsum("ij,ij->i", w, w, dtype=np.float64))
+    return arr.T if CONV1D_UP.search(name) else arr
+
+
+def neuron_norms(name: str, arr: np.ndarray) -> np.ndarray | None:
+    """Weight-vector norms of each hidden neuron of an MLP up-projection (float64)."""
+    w = neuron_rows(name, arr)
+    return None if w is None else np.sqrt(np.einsum("ij,ij->i", w, w, dtype=np.float64))
+
+
+def near_duplicate_counts(w: np.ndarray, cos: float, block: int = 1024,
+                          exact_max: int = 1 << 32, proj_dim: int = 64) -> np.ndarray:
+    """For each row, how many other rows point the same way (cosine >= cos).
+
+    Trap neurons built from one direction plus jitter form a clique; trained layers hold at most
+    pairs (MiniLM: at most 2 neighbours at 0.8). Exact Gram blocks for small layers; above
+    `exact_max` multiply-adds, a random projection to `proj_dim` dimensions nominates rows (looser
+    cut, the projection's cosine error is ~1/sqrt(proj_dim)) and only those are measured exactly."""
+    n = int(w.shape[0])
+    norms = np.sqrt(np.einsum("ij,ij->i", w, w, dtype=np.float64)).astype(np.float32)
+    live = np.flatnonzero(norms > 0)
+    counts = np.zeros(n, np.int64)
+    if live.size < 2:
+        return counts
+    u = w[live] / norms[live, None]
+    if live.size * live.size * int(w.shape[1]) > exact_max and int(w.shape[1]) > proj_dim:
+        r = np.random.default_rng(0).standard_normal((int(w.shape[1]), proj_dim)).astype(np.float32)
+        p = u @ (r / np.sqrt(proj_dim))
+        p /= np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-30)
+        nominated = _neighbours(p, p, cos - 4.0 / np.sqrt(proj_dim), block)
+        cand = np.flatnonzero(nominated >= 1)
+        if cand.size:
+            counts[live[cand]] = _neighbours(u[cand], u[cand], cos, block)
+        return counts
+    counts[live] = _neighbours(u, u, cos, block)
+    return counts
+
+
+def _neighbours(a: np.ndarray, b: np.ndarray, cos: float, block: int) -> np.ndarray:
+    out = np.empty(int(a.shape[0]), np.int64)
+    for i in range(0, int(a.shape[0]), block):
+        g = a[i:i + block] @ b.T
+        out[i:i + block] = (g >= cos).sum(1) - 1   # minus the row itself
+    return out
+
+
+def firing_z(norms: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Pre-activation mean / std of each neuron under unit-Gaussian probe inputs (what a LayerNorm
+    hands the up-projection before its gain): the neuron fires with probability Phi(z)."""
+    return bias.astype(np.float64) / np.maximum(norms, 1e-30)
 
 
 def trap_neurons(name: str, norms: np.ndarray, bias: np.ndarray | None, *, min_group: int, norm_tol: float,
-                 bias_z: float, lone_bias_z: float) -> list[Observation]:
+                 bias_z: float, lone_bias_z: float, dup_counts: np.ndarray | None = None,
+                 cos: float = 0.8, fire_z: float = 3.0) -> list[Observation]:
     hits: list[Observation] = []
     z = None
     if bias is not None and bias.shape == norms.shape:
@@ -118,6 +177,8 @@ def trap_neurons(name: str, norms: np.ndarray, bias: np.ndarray | None, *, min_g
                 "weights/equal-norm-neurons", Severity.MEDIUM,
                 f"{len(g)} neurons of {name} share one weight norm ({ev['norm']:.6g}); "
                 "trained or random weights do not do that", name, ev))
+    if not hits and dup_counts is not None:
+        hits += _clustered(name, norms, bias, dup_counts, min_group=min_group, cos=cos, fire_z=fire_z)
     if z is not None:
         lone = np.flatnonzero(z <= -lone_bias_z)
         if lone.size >= min_group:
@@ -127,6 +188,42 @@ def trap_neurons(name: str, norms: np.ndarray, bias: np.ndarray | None, *, min_g
                 "robust sigmas (neurons switched off until one input fires them)", name,
                 {"neurons": int(lone.size), "indices": lone[:64].tolist(), "min_robust_z": float(z.min())}))
     return hits
+
+
+def _clustered(name: str, norms: np.ndarray, bias: np.ndarray | None, dup_counts: np.ndarray, *,
+               min_group: int, cos: float, fire_z: float) -> list[Observation]:
+    """Neurons that point (nearly) the same way, min_group or more of them: jittered trap neurons.
+    Judged with their estimated firing rates against the layer's own: rarely-firing -> high."""
+    members = np.flatnonzero(dup_counts >= min_group - 1)
+    if members.size < min_group:
+        return []
+    ev: dict[str, Any] = {"neurons": int(members.size), "cosine": cos, "indices": members[:64].tolist(),
+                          "max_neighbours": int(dup_counts.max())}
+    rare = 0
+    if bias is not None and bias.shape == norms.shape:
+        fz = firing_z(norms, bias)
+        med, scale = robust_scale(fz)
+        rz = (fz[members] - med) / scale if scale > 0 else np.zeros(members.size)
+        rare = int((rz <= -fire_z).sum())
+        ev.update(firing_rate_median=float(_phi(float(np.median(fz[members])))),
+                  layer_firing_rate_median=float(_phi(med)), rarely_firing=rare)
+    if rare * 2 >= members.size:
+        return [Observation(
+            "weights/trap-neurons", Severity.HIGH,
+            f"{members.size} neurons of {name} point the same way (cosine >= {cos:g}) and {rare} of them "
+            f"fire far more rarely than the layer's others (median estimated rate "
+            f"{ev['firing_rate_median']:.2g} vs {ev['layer_firing_rate_median']:.2g}): the signature of "
+            "privacy-backdoor data traps", name, ev)]
+    return [Observation(
+        "weights/near-duplicate-neurons", Severity.MEDIUM,
+        f"{members.size} neurons of {name} point the same way (cosine >= {cos:g} with at least "
+        f"{min_group - 1} others); trained layers hold at most near-duplicate pairs", name, ev)]
+
+
+def _phi(z: float) -> float:
+    import math
+
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
 
 
 def activation_hits(config: dict[str, Any], where: str) -> list[Observation]:
