@@ -68,6 +68,11 @@ class WeightsAnomalies(Check):
         for ckpt in ckpts:
             ctx.progress(f"weights: {ckpt.name} ({len(ckpt.tensors)} tensors, {be.name})")
             yield from self._checkpoint(ckpt, be, th, ctx, configs.get(ckpt.directory))
+        if len(ckpts) > 1:
+            from hfguard.weights.copies import inconsistent_copies
+
+            for file, hit in inconsistent_copies(ckpts, ctx.budget()):
+                yield from self.findings_from([hit], file=file, remediation=_REMEDIATION.get)
 
     def _checkpoint(self, ckpt: Any, be: Any, th: dict[str, Any], ctx: ScanContext,
                     config: tuple[str, dict[str, Any]] | None) -> Iterator[Finding]:
@@ -140,6 +145,8 @@ def configs_by_dir(target: Target) -> dict[str, tuple[str, dict[str, Any]]]:
 
 
 _REMEDIATION = {
+    "weights/inconsistent-copies": "Keep one weights file (safetensors), or find out why the copies differ "
+                                   "before loading either.",
     "weights/nan-inf": "Do not load: NaN/Inf weights are corrupt or a deliberate denial of service.",
     "weights/trap-neurons": "Do not fine-tune this model on private data; obtain weights from the original "
                             "publisher and compare (--base).",

@@ -156,24 +156,28 @@ def diff_checkpoints(base: Checkpoint, tgt: Checkpoint, be: Backend, th: dict[st
         if idx is not None and meta.is_float and meta.numel:
             res.roles[role] = res.roles.get(role, 0) + 1
             res.blocks.setdefault(idx, set()).add(name)
-    for name in sorted(set(base.tensors) & set(tgt.tensors)):
+    common = sorted(set(base.tensors) & set(tgt.tensors))
+    vocab = {(base.tensors[n].shape[0], tgt.tensors[n].shape[0]) for n in common
+             if _appended_rows(n, base.tensors[n].shape, tgt.tensors[n].shape)}
+    for name in common:
         budget.tick(f"diffing {name}")
         m0, m1 = base.tensors[name], tgt.tensors[name]
-        rows0 = None
+        grown = None
         if m0.shape != m1.shape:
-            if not _appended_rows(name, m0.shape, m1.shape):
+            grown = _grown_axis(m0.shape, m1.shape, vocab)
+            if grown is None:
                 res.shape_mismatch.append({"tensor": name, "base": list(m0.shape), "model": list(m1.shape)})
                 continue
-            rows0 = m0.shape[0]   # vocabulary extension: the base's rows are compared, new ones noted
-            res.extended.append({"tensor": name, "base_rows": rows0, "rows": m1.shape[0]})
+            # vocabulary extension: the base's part is compared, the appended entries are noted
+            res.extended.append({"tensor": name, "base": list(m0.shape), "model": list(m1.shape)})
         if m0.dtype != m1.dtype:
             res.dtype_mismatch.append(name)
         if not (m0.is_float and m1.is_float) or not m0.numel:
             continue
         res.compared += 1
         w0, w1 = base.load(name, copy=False), tgt.load(name, copy=False)
-        if rows0 is not None:
-            w1 = w1[:rows0]
+        if grown is not None:
+            w1 = w1[(slice(None),) * grown + (slice(0, m0.shape[grown]),)]
         if np.array_equal(w0, w1, equal_nan=True):
             continue
         res.deltas.append(tensor_delta(name, w0, w1, be, th))
@@ -184,6 +188,15 @@ def diff_checkpoints(base: Checkpoint, tgt: Checkpoint, be: Backend, th: dict[st
                 res.silenced.append({"tensor": name, "count": int(new.size), "indices": new[:32].tolist()})
         del w0, w1
     return res
+
+
+def _grown_axis(s0: tuple[int, ...], s1: tuple[int, ...], vocab: set[tuple[int, int]]) -> int | None:
+    """The one axis along which a tensor grew from the old to the new vocabulary size (token
+    embeddings, a tied or untied head, its bias), if that is the only difference."""
+    if len(s0) != len(s1):
+        return None
+    axes = [i for i, (a, b) in enumerate(zip(s0, s1, strict=True)) if a != b]
+    return axes[0] if len(axes) == 1 and (s0[axes[0]], s1[axes[0]]) in vocab else None
 
 
 def _appended_rows(name: str, s0: tuple[int, ...], s1: tuple[int, ...]) -> bool:
