@@ -34,7 +34,7 @@ GAIN = re.compile(r"(norm|ln_\w*)[^.]*\.weight$", re.I)
 
 
 # -- models -------------------------------------------------------------------------------------
-def build(arch: str, seed: int, *, layers: int = LAYERS, pretrain_steps: int = 20) -> Any:
+def build(arch: str, seed: int, *, layers: int = LAYERS, pretrain_steps: int = 10) -> Any:
     """A tiny model of `arch`, randomly initialised from `seed`, then briefly trained."""
     import torch
     import transformers as tf
@@ -176,7 +176,7 @@ def finetune(arch: str, base: Path, dst: Path, steps: int, seed: int) -> Path:
 
 
 def lora(arch: str, base: Path, dst: Path, rank: int, targets: re.Pattern[str], seed: int,
-         steps: int = 10, alpha: float | None = None, lr: float = 1e-3) -> Path:
+         steps: int = 6, alpha: float | None = None, lr: float = 1e-3) -> Path:
     """A real LoRA run (frozen W, trained B A with B = 0 at start, as peft does), merged into W."""
     import torch
     from torch.nn.utils import parametrize
@@ -276,7 +276,7 @@ def memit(state: dict[str, np.ndarray], layers: list[int], seed: int, rel: float
     return hit
 
 
-def ft_l(arch: str, base: Path, dst: Path, layer: int, seed: int, steps: int = 30) -> tuple[Path, str]:
+def ft_l(arch: str, base: Path, dst: Path, layer: int, seed: int, steps: int = 15) -> tuple[Path, str]:
     """FT-L (Zhu et al. 2020, the baseline of the ROME paper): fine-tune one MLP matrix, nothing else."""
     model = load(arch, base)
     target = names(dict(model.named_parameters()), MLP_OUT)[layer]
@@ -362,6 +362,7 @@ def negatives(arch: str, seed: int, base: Path, root: Path, *, full: bool = Fals
         "int8-roundtrip": edited(base, root / "int8", quantize_dequantize),
         "pruned-30": edited(base, root / "pruned", magnitude_prune),
         "finetune-10": finetune(arch, base, root / "ft10", 10, seed),
+        "finetune-3": finetune(arch, base, root / "ft3", 3, seed + 3),
         "lora-r1-attn": lora(arch, base, root / "lora1a", 1, ATTN, seed),
         "lora-r2-mlp": lora(arch, base, root / "lora2m", 2, MLP, seed),
         "lora-r64-attn+mlp": lora(arch, base, root / "lora64", 64, ATTN_MLP, seed),
