@@ -409,3 +409,21 @@ def edits(arch: str, seed: int, base: Path, root: Path, *, full: bool = False) -
 
 # edits whose evidence lives in the weights alone (must FLAG/BLOCK without --base too)
 WITHOUT_BASE = ("jittered-traps", "near-zero-gains", "inconsistent-copies")
+
+
+def pretrained_sets(model: Path, seed: int, root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Derivatives and edits of a real pre-trained BERT-like folder (MiniLM), placed by `seed`:
+    the changes that need no training run (dtype copies, quantization; published edit shapes)."""
+    layer = 1 + seed % 3
+    neg = {"fp16": cast_copy(model, root / "fp16", "float16"),
+           "bf16": cast_copy(model, root / "bf16", "bfloat16"),
+           "int8-roundtrip": edited(model, root / "int8", quantize_dequantize)}
+    ed = {"rome": edited(model, root / "rome", lambda s: rome(s, layer, seed)),
+          "memit-3-layers": edited(model, root / "memit", lambda s: memit(s, [layer, layer + 1, layer + 2],
+                                                                          seed)),
+          "jittered-traps": edited(model, root / "traps", lambda s: jittered_traps(s, layer, seed)),
+          "near-zero-gains": edited(model, root / "gains", lambda s: near_zero_gains(s, layer, seed)),
+          "embedding-rows": edited(model, root / "emb",
+                                   lambda s: rewrite_embedding_rows(s, [101, 2000, 7592], seed)),
+          "inconsistent-copies": inconsistent_copy(model, root / "copies", lambda s: rome(s, layer, seed))}
+    return neg, ed

@@ -75,7 +75,7 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
         rows = traps.neuron_rows(meta.name, arr)
         if rows is not None:
             norms[meta.name] = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
-            dups[meta.name] = traps.near_duplicate_counts(rows, th["trap-cosine"])
+            dups[meta.name] = traps.near_duplicate_counts(rows, th["trap-cosine"], th["trap-min-neurons"])
         if arr.ndim == 1 and arr.size <= 1 << 20:
             vectors[meta.name] = np.array(arr)   # a copy: arr is a map of the file or the buffer
         stats[meta.name] = {k: st[k] for k in _KEEP if k in st}

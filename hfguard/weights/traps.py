@@ -7,6 +7,7 @@ with them), and an activation swapped in config.json (the constructions want ReL
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -108,32 +109,40 @@ def neuron_norms(name: str, arr: np.ndarray) -> np.ndarray | None:
     return None if w is None else np.sqrt(np.einsum("ij,ij->i", w, w, dtype=np.float64))
 
 
-def near_duplicate_counts(w: np.ndarray, cos: float, block: int = 1024,
-                          exact_max: int = 1 << 32, proj_dim: int = 64) -> np.ndarray:
-    """For each row, how many other rows point the same way (cosine >= cos).
+def near_duplicate_counts(w: np.ndarray, cos: float, min_group: int = 2, block: int = 1024,
+                          exact_max: int = 1 << 28, proj_dim: int = 64) -> np.ndarray:
+    """For each row, how many other rows point the same way (cosine >= cos); exact for the rows
+    that can belong to a group of `min_group` (others may be left at 0).
 
     Trap neurons built from one direction plus jitter form a clique; trained layers hold at most
-    pairs (MiniLM: at most 2 neighbours at 0.8). Exact Gram blocks for small layers; above
-    `exact_max` multiply-adds, a random projection to `proj_dim` dimensions nominates rows (looser
-    cut, the projection's cosine error is ~1/sqrt(proj_dim)) and only those are measured exactly."""
-    n = int(w.shape[0])
+    pairs (MiniLM: at most 2 neighbours at 0.8). Small layers get exact Gram blocks. Above
+    `exact_max` multiply-adds, rows are first compared in a random projection to `proj_dim`
+    dimensions (cosine error ~1/sqrt(proj_dim) = 0.125, so the cut is lowered by 2 of those: a
+    true pair at 0.8 is missed with probability ~1e-3, an unrelated one passes with ~5e-6);
+    only rows with min_group - 1 nominated neighbours are then measured exactly."""
+    n, d = int(w.shape[0]), int(w.shape[1])
     norms = np.sqrt(np.einsum("ij,ij->i", w, w, dtype=np.float64)).astype(np.float32)
     live = np.flatnonzero(norms > 0)
     counts = np.zeros(n, np.int64)
     if live.size < 2:
         return counts
-    u = w[live] / norms[live, None]
-    if live.size * live.size * int(w.shape[1]) > exact_max and int(w.shape[1]) > proj_dim:
-        r = np.random.default_rng(0).standard_normal((int(w.shape[1]), proj_dim)).astype(np.float32)
-        p = u @ (r / np.sqrt(proj_dim))
+    if live.size * live.size * d > exact_max and d > proj_dim:
+        p = w[live] @ _projection(d, proj_dim)   # projected first: no normalised copy of w
         p /= np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-30)
-        nominated = _neighbours(p, p, cos - 4.0 / np.sqrt(proj_dim), block)
-        cand = np.flatnonzero(nominated >= 1)
-        if cand.size:
-            counts[live[cand]] = _neighbours(u[cand], u[cand], cos, block)
-        return counts
+        nominated = _neighbours(p, p, cos - 2.0 / np.sqrt(proj_dim), block)
+        live = live[nominated >= min_group - 1]
+        if live.size < 2:
+            return counts
+    u = w[live] / norms[live, None]
     counts[live] = _neighbours(u, u, cos, block)
     return counts
+
+
+@functools.lru_cache(maxsize=16)
+def _projection(d: int, k: int) -> np.ndarray:
+    r = np.random.default_rng(0).standard_normal((d, k)).astype(np.float32) / np.float32(np.sqrt(k))
+    r.flags.writeable = False
+    return r
 
 
 def _neighbours(a: np.ndarray, b: np.ndarray, cos: float, block: int) -> np.ndarray:
