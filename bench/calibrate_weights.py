@@ -40,7 +40,7 @@ from hfguard.weights.stats import backend_for, tensor_stats  # noqa: E402
 from hfguard.weights.tensors import checkpoints_of, load_tensor  # noqa: E402
 from testing import weight_edits as we  # noqa: E402
 
-MARGIN = 1.5
+MARGIN = 1.3   # thresholds sit at least 30% above the largest clean value
 # threshold key -> the score it is compared with (measured on clean models below)
 SCORES = {"robust-z": "max sibling |z|", "huge-constant-z": "max bias/pos-emb robust z",
           "lone-bias-z": "most negative up-proj bias, robust z (abs)",
