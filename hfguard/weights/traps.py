@@ -127,7 +127,8 @@ def near_duplicate_counts(w: np.ndarray, cos: float, min_group: int = 2, block: 
     if live.size < 2:
         return counts
     if live.size * live.size * d > exact_max and d > proj_dim:
-        p = w[live] @ _projection(d, proj_dim)   # projected first: no normalised copy of w
+        # projected first, all rows (dead ones are dropped after): no copy of w
+        p = (w @ _projection(d, proj_dim))[live]
         p /= np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-30)
         nominated = _neighbours(p, p, cos - 2.0 / np.sqrt(proj_dim), block)
         live = live[nominated >= min_group - 1]
