@@ -130,12 +130,12 @@ def near_duplicate_counts(w: np.ndarray, cos: float, min_group: int = 2, block: 
         # projected first, all rows (dead ones are dropped after): no copy of w
         p = (w @ _projection(d, proj_dim))[live]
         p /= np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-30)
-        nominated = _neighbours(p, p, cos - 2.0 / np.sqrt(proj_dim), block)
+        nominated = _neighbours(p, cos - 2.0 / np.sqrt(proj_dim), block)
         live = live[nominated >= min_group - 1]
         if live.size < 2:
             return counts
     u = w[live] / norms[live, None]
-    counts[live] = _neighbours(u, u, cos, block)
+    counts[live] = _neighbours(u, cos, block)
     return counts
 
 
@@ -146,11 +146,16 @@ def _projection(d: int, k: int) -> np.ndarray:
     return r
 
 
-def _neighbours(a: np.ndarray, b: np.ndarray, cos: float, block: int) -> np.ndarray:
-    out = np.empty(int(a.shape[0]), np.int64)
-    for i in range(0, int(a.shape[0]), block):
-        g = a[i:i + block] @ b.T
-        out[i:i + block] = (g >= cos).sum(1) - 1   # minus the row itself
+def _neighbours(a: np.ndarray, cos: float, block: int) -> np.ndarray:
+    """Rows of `a` (unit rows) with cosine >= cos to each row, itself excluded. The Gram matrix
+    is walked one upper-triangle block row at a time (half the products), each block of hits
+    counted for its rows and, mirrored, for the rows after it."""
+    n = int(a.shape[0])
+    out = np.zeros(n, np.int64)
+    for i in range(0, n, block):
+        hit = (a[i:i + block] @ a[i:].T) >= cos
+        out[i:i + block] += hit.sum(1) - 1     # itself
+        out[i + block:] += hit[:, block:].sum(0)
     return out
 
 

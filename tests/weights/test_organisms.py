@@ -18,9 +18,13 @@ CI = [("bert", 0), ("gpt2", 0), ("llama", 0), ("vit", 0), ("t5", 0), ("gpt2", 1)
 SWEEP = [pytest.param(a, s, marks=pytest.mark.slow) for a in we.ARCHS for s in (1, 2) if (a, s) not in CI]
 
 
+def _scan(path: Path, base: Path | None):
+    return scan(local_target([str(path)]), Policy(tiers=("weights",)), [WeightsAnomalies(), WeightsBaseDiff()],
+                options={"base": str(base)} if base else {})
+
+
 def verdict(path: Path, base: Path | None = None) -> tuple[Verdict, list[tuple[str, str]]]:
-    report = scan(local_target([str(path)]), Policy(tiers=("weights",)), [WeightsAnomalies(), WeightsBaseDiff()],
-                  options={"base": str(base)} if base else {})
+    report = _scan(path, base)
     return report.verdict, sorted({(f.rule, f.file or "") for f in report.all_findings()
                                    if f.severity > Severity.INFO})
 
@@ -31,7 +35,8 @@ def zoo(tmp_path_factory):
 
     def base(arch: str, seed: int) -> Path:
         if (arch, seed) not in made:
-            made[arch, seed] = we.save(we.build(arch, seed), tmp_path_factory.mktemp(f"{arch}{seed}") / "base")
+            folder = tmp_path_factory.mktemp(f"{arch}{seed}")
+            made[arch, seed] = we.save(we.build(arch, seed), folder / "base")
         return made[arch, seed]
     return base
 
@@ -57,9 +62,7 @@ def test_edits_are_flagged(zoo, arch, seed):
 
 
 def _rules(path: Path, base: Path | None = None) -> dict[str, object]:
-    report = scan(local_target([str(path)]), Policy(tiers=("weights",)), [WeightsAnomalies(), WeightsBaseDiff()],
-                  options={"base": str(base)} if base else {})
-    return {f.rule: f for f in report.all_findings()}
+    return {f.rule: f for f in _scan(path, base).all_findings()}
 
 
 def test_float16_minilm_passes_and_near_zero_gains_do_not(minilm_dir, tmp_path):
