@@ -19,7 +19,8 @@ SWEEP = [pytest.param(a, s, marks=pytest.mark.slow) for a in we.ARCHS for s in (
 
 
 def _scan(path: Path, base: Path | None):
-    return scan(local_target([str(path)]), Policy(tiers=("weights",)), [WeightsAnomalies(), WeightsBaseDiff()],
+    checks = [WeightsAnomalies(), WeightsBaseDiff()]
+    return scan(local_target([str(path)]), Policy(tiers=("weights",)), checks,
                 options={"base": str(base)} if base else {})
 
 
