@@ -109,17 +109,19 @@ def neuron_norms(name: str, arr: np.ndarray) -> np.ndarray | None:
     return None if w is None else np.sqrt(np.einsum("ij,ij->i", w, w, dtype=np.float64))
 
 
-def near_duplicate_counts(w: np.ndarray, cos: float, min_group: int = 2, block: int = 1024,
+def near_duplicate_counts(w: np.ndarray, cos: float, min_group: int = 2, block: int = 256,
                           exact_max: int = 1 << 28, proj_dim: int = 64) -> np.ndarray:
-    """For each row, how many other rows point the same way (cosine >= cos); exact for the rows
-    that can belong to a group of `min_group` (others may be left at 0).
+    """For each row, how many other rows point the same way (cosine >= cos); exact for every row
+    of a group of `min_group` such rows (other rows may be left at 0).
 
     Trap neurons built from one direction plus jitter form a clique; trained layers hold at most
     pairs (MiniLM: at most 2 neighbours at 0.8). Small layers get exact Gram blocks. Above
-    `exact_max` multiply-adds, rows are first compared in a random projection to `proj_dim`
-    dimensions (cosine error ~1/sqrt(proj_dim) = 0.125, so the cut is lowered by 2 of those: a
-    true pair at 0.8 is missed with probability ~1e-3, an unrelated one passes with ~5e-6);
-    only rows with min_group - 1 nominated neighbours are then measured exactly."""
+    `exact_max` multiply-adds, rows are compared in a random projection to `proj_dim` dimensions
+    (cosine error ~1/sqrt(proj_dim) = 0.125, so the cut is lowered by 2 of those: a true pair at
+    0.8 is missed with probability ~1e-3, an unrelated one passes with ~5e-6), and only within
+    min_group - 1 random chunks of rows: a group of min_group rows has two members in one chunk
+    (pigeonhole), which then nominate the whole group against all rows; nominated rows are
+    measured exactly. Cost: n*d*proj_dim + n^2*proj_dim/(min_group-1) instead of n^2*d."""
     n, d = int(w.shape[0]), int(w.shape[1])
     norms = np.sqrt(np.einsum("ij,ij->i", w, w, dtype=np.float64)).astype(np.float32)
     live = np.flatnonzero(norms > 0)
@@ -127,16 +129,29 @@ def near_duplicate_counts(w: np.ndarray, cos: float, min_group: int = 2, block: 
     if live.size < 2:
         return counts
     if live.size * live.size * d > exact_max and d > proj_dim:
-        # projected first, all rows (dead ones are dropped after): no copy of w
-        p = (w @ _projection(d, proj_dim))[live]
-        p /= np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-30)
-        nominated = _neighbours(p, cos - 2.0 / np.sqrt(proj_dim), block)
-        live = live[nominated >= min_group - 1]
+        live = _nominate(w, live, cos - 2.0 / np.sqrt(proj_dim), min_group, block, proj_dim)
         if live.size < 2:
             return counts
     u = w[live] / norms[live, None]
     counts[live] = _neighbours(u, cos, block)
     return counts
+
+
+def _nominate(w: np.ndarray, live: np.ndarray, cut: float, min_group: int, block: int,
+              proj_dim: int) -> np.ndarray:
+    p = (w @ _projection(int(w.shape[1]), proj_dim))[live]   # projected first: no copy of w
+    p /= np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-30)
+    order = np.random.default_rng(0).permutation(int(live.size))
+    seeds = [part[_neighbours(p[part], cut, block) > 0]
+             for part in np.array_split(order, max(1, min_group - 1))]
+    seed = np.concatenate(seeds)
+    chosen = np.zeros(int(live.size), bool)
+    for i in range(0, int(seed.size), block):
+        hit = (p[seed[i:i + block]] @ p.T) >= cut
+        many = hit.sum(1) - 1 >= min_group - 1
+        if many.any():
+            chosen |= hit[many].any(0)   # the seed and all its neighbours
+    return live[chosen]
 
 
 @functools.lru_cache(maxsize=16)
