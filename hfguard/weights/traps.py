@@ -48,11 +48,12 @@ def robust_scale(a: np.ndarray) -> tuple[float, float]:
 
 
 def silenced(arr: np.ndarray, rel: float) -> np.ndarray:
-    """Mask of gains that silence their feature: |g| at most `rel` x the tensor's median |g|.
+    """Mask of gains that silence their feature: |g| at most `rel` x the tensor's typical |g| (its
+    90th percentile: silencing most of a layer must not drag the reference down with it).
     Exact zeros and 1e-30 do the same harm, and a float16 copy turns float32's 1e-33 into 0, so
     the test is relative to the layer's own gains, never "== 0" (docs/weights-calibration.md)."""
     a = np.abs(arr.astype(np.float64))
-    return a <= rel * float(np.median(a))
+    return a <= rel * float(np.quantile(a, 0.9))
 
 
 def zero_gains(name: str, arr: np.ndarray, *, rel: float = 1e-3, min_count: int = 8) -> Observation | None:
@@ -66,10 +67,10 @@ def zero_gains(name: str, arr: np.ndarray, *, rel: float = 1e-3, min_count: int 
     idx = np.flatnonzero(mask)
     return Observation(
         "weights/zero-norm-gain", Severity.HIGH if share >= 0.01 else Severity.MEDIUM,
-        f"{count} LayerNorm gains of {name} are zero or negligible (<= {rel:g} x the median gain): "
+        f"{count} LayerNorm gains of {name} are zero or negligible (<= {rel:g} x the layer's typical gain): "
         "those features are silenced; privacy-backdoor constructions use this to route the residual stream",
         name, {"zeros": count, "exact_zeros": int(np.count_nonzero(arr[idx] == 0)), "size": int(arr.size),
-               "median_abs_gain": float(np.median(np.abs(arr))), "indices": idx[:32].tolist()})
+               "typical_abs_gain": float(np.quantile(np.abs(arr), 0.9)), "indices": idx[:32].tolist()})
 
 
 def huge_constants(name: str, arr: np.ndarray, z_min: float, abs_min: float,
