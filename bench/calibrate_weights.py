@@ -135,7 +135,7 @@ def main() -> None:
         for k, what in SCORES.items():
             v, where = worst[k]
             chosen = max(DEFAULTS[k], MARGIN * v)
-            th[k] = int(np.ceil(chosen)) if isinstance(DEFAULTS[k], int) else round(chosen, 2)
+            th[k] = int(np.ceil(chosen)) if isinstance(DEFAULTS[k], int) else float(np.ceil(chosen * 10) / 10)
             print(f"{k:18s} {DEFAULTS[k]:8g} {v:10.3g}  {th[k]:8g}  {what} ({where})")
         calib_fa = [(m, n) for m, n, p, b, _ in calib
                     if any(verdict(p, x, th)[0] is not Verdict.PASS for x in {None, b})]

@@ -16,7 +16,7 @@ from hfguard.target import Target
 
 # Defaults for [tool.hfguard.thresholds.weights]; how they were chosen: docs/weights-calibration.md
 DEFAULTS: dict[str, Any] = {
-    "robust-z": 6.0,             # sibling outlier -> medium
+    "robust-z": 6.9,             # sibling outlier -> medium (calibrated: docs/weights-calibration.md)
     "robust-z-high": 12.0,       # ... -> high
     "min-siblings": 4,
     "tail-k": 6.0,               # tail_share counts entries beyond tail-k sigma (evidence)
