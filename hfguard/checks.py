@@ -16,11 +16,12 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 from hfguard.budget import Budget
 from hfguard.findings import Finding, Observation, Severity
-from hfguard.policy import Policy
+from hfguard.policy import Policy, PolicyError, load_policy
 from hfguard.target import Target, TargetFile
 
 ENTRY_POINT_GROUP = "hfguard.checks"
@@ -34,6 +35,9 @@ BUILTIN_CHECKS: tuple[str, ...] = (
     "hfguard.static.formats.gguf:GGUFCheck",
     "hfguard.static.formats.onnx:ONNXCheck",
     "hfguard.static.provenance:ProvenanceCheck",
+    "hfguard.static.signing:SignatureCheck",
+    "hfguard.static.loaders:LoadersCheck",
+    "hfguard.static.lineage:LineageCheck",
     "hfguard.weights.check:WeightsAnomalies", "hfguard.weights.check:WeightsBaseDiff",
     "hfguard.behavior.check:HomoglyphCheck", "hfguard.behavior.check:PrivacyBackdoorCheck",
 )
@@ -68,7 +72,10 @@ class ScanContext:
     def budget(self) -> Budget:
         return Budget(seconds=self.budget_seconds)
 
-    def threshold(self, check: str, name: str, default: Any) -> Any:
+    def threshold(self, check: str, name: str, default: Any = None) -> Any:
+        """The policy's value for a declared threshold, else `default` (else the declared default)."""
+        if default is None:
+            default = threshold_declarations()[check][name]
         return self.policy.threshold(check, name, default)
 
 
@@ -77,6 +84,11 @@ class Check:
     tier: str = "static"
     version: str = "1"
     description: str = ""
+    # Thresholds the check reads, name -> default (the default's type is the type policy must give),
+    # from [tool.hfguard.thresholds."<section>"]; the section is the check id unless several checks
+    # share one (the documented `weights` and `behavior` sections).
+    THRESHOLDS: ClassVar[dict[str, Any]] = {}
+    threshold_section: ClassVar[str | None] = None
 
     def applies_to(self, file: TargetFile, fmt: str) -> bool:
         return False
@@ -122,6 +134,63 @@ def available_checks() -> list[Check]:
             raise RuntimeError(f"check {type(c).__name__} has a missing or duplicate id {c.id!r}")
         seen.add(c.id)
     return checks
+
+
+def threshold_declarations(checks: Iterable[Check] | None = None) -> dict[str, dict[str, Any]]:
+    """section -> {threshold name: default}, over the given checks (default: all available)."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in available_checks() if checks is None else checks:
+        section = out.setdefault(c.threshold_section or c.id, {})
+        for name, default in c.THRESHOLDS.items():
+            if name in section and type(section[name]) is not type(default):
+                raise RuntimeError(f"threshold {name} of section {c.threshold_section or c.id} is declared "
+                                   f"with two types")
+            section.setdefault(name, default)
+    return out
+
+
+def _type_name(default: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
+        type(default), type(default).__name__)
+
+
+def _fits(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    return isinstance(value, type(default))
+
+
+def validate_thresholds(thresholds: dict[str, Any], checks: Iterable[Check] | None = None) -> None:
+    """ValueError naming the first unknown section or key, or mistyped value, and the valid ones."""
+    declared = threshold_declarations(checks)
+    for section, values in thresholds.items():
+        if section not in declared or not declared[section]:
+            valid = sorted(k for k, v in declared.items() if v)
+            raise ValueError(f"unknown threshold section thresholds.{section!r}; valid sections: "
+                             f"{', '.join(repr(v) for v in valid)}")
+        if not isinstance(values, dict):
+            raise ValueError(f"thresholds.{section!r} must be a table of name = value")
+        known = declared[section]
+        for name, value in values.items():
+            if name not in known:
+                raise ValueError(f"unknown threshold {name!r} in thresholds.{section!r}; valid: "
+                                 f"{', '.join(sorted(known))}")
+            if not _fits(value, known[name]):
+                raise ValueError(f"threshold thresholds.{section!r}.{name} must be {_type_name(known[name])} "
+                                 f"(default {known[name]!r}), not {value!r}")
+
+
+def load_checked_policy(path: Path | None = None) -> Policy:
+    """load_policy, plus its thresholds validated against what the checks declare (PolicyError)."""
+    policy = load_policy(path)
+    if policy.thresholds:  # only then: validating imports every check class (light, but not free)
+        try:
+            validate_thresholds(policy.thresholds)
+        except ValueError as exc:
+            raise PolicyError(f"{policy.source or 'policy'}: {exc}") from None
+    return policy
 
 
 def checks_for_tiers(tiers: Iterable[str]) -> list[Check]:

@@ -7,7 +7,7 @@ import sys
 import click
 
 from hfguard import __version__
-from hfguard.commands import check, checks, hook, install_hooks, lock, scan
+from hfguard.commands import check, checks, env, fleet, hook, install_hooks, lock, rules, scan
 from hfguard.commands.common import EXIT_ERROR
 
 
@@ -18,7 +18,7 @@ def main() -> None:
 
 
 for _command in (scan.scan, check.check, hook.hook, lock.lock, install_hooks.install_hooks,
-                 checks.list_checks):
+                 checks.list_checks, env.env, rules.list_rules, fleet.fleet):
     main.add_command(_command)
 
 def run() -> None:

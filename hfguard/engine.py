@@ -7,6 +7,7 @@ import traceback
 from collections.abc import Callable, Iterable
 
 from hfguard.budget import BudgetExceeded
+from hfguard.card import card_metadata
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import FileReport, Finding, Report, Severity
 from hfguard.policy import Policy
@@ -43,6 +44,7 @@ def scan_file(file: TargetFile, checks: list[Check], ctx: ScanContext) -> FileRe
                                        message=f"cannot read {file.path}: {exc}", file=file.path,
                                        error=True))
         return report
+    file.meta["format"] = fmt   # for target-level checks that ask what a model carries
     report = FileReport(path=file.path, format=fmt, size=file.size, sha256=file.expected_sha256)
     for check in checks:
         if check.applies_to(file, fmt):
@@ -58,7 +60,8 @@ def scan(target: Target, policy: Policy, checks: list[Check], *,
     ctx = ScanContext(policy=policy, target=target, options=options or {}, progress=progress,
                       budget_seconds=budget_seconds)
     report = Report(target=target.display, source=target.source, revision=target.revision,
-                    checks=[{"id": c.id, "tier": c.tier, "version": c.version} for c in checks])
+                    checks=[{"id": c.id, "tier": c.tier, "version": c.version} for c in checks],
+                    card=_json_safe(card_metadata(target)))
     report.findings += target.meta.get("findings", [])  # evidence gathered while resolving
     if not checks:
         report.findings.append(Finding(check="engine", rule="scan/no-checks", severity=Severity.HIGH,
@@ -78,6 +81,13 @@ def scan(target: Target, policy: Policy, checks: list[Check], *,
                     "bytes": sum(f.size or 0 for f in report.files),
                     "seconds": round(time.monotonic() - started, 3)}
     return report
+
+
+def _json_safe(card: dict) -> dict:
+    """Card metadata as plain JSON values (YAML front matter may hold dates and other objects)."""
+    import json
+
+    return json.loads(json.dumps(card, default=str))
 
 
 def finalize(report: Report, policy: Policy) -> None:

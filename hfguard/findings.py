@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from hfguard.rules import confidence_of
+
 
 class Severity(enum.IntEnum):
     INFO = 0
@@ -79,6 +81,8 @@ class Finding:
     # identifies the finding in place of `location` where the location moves while the thing does
     # not: a hook finding sits on "line N" of a source file but is about the model it names
     anchor: str | None = None
+    # how sure the finding is (low | medium | high | certain); None: the rule registry's default
+    confidence: str | None = None
 
     def fingerprint(self) -> str:
         """Stable identity for baselines and SARIF: what and where, not the wording."""
@@ -96,8 +100,15 @@ class Finding:
             "evidence": self.evidence,
             "remediation": self.remediation,
             "error": self.error,
+            "confidence": self.resolved_confidence(),
             "fingerprint": self.fingerprint(),
         }
+
+    def resolved_confidence(self) -> str | None:
+        """This finding's confidence, else its rule's in the registry (None for unregistered rules)."""
+        if self.confidence is not None:
+            return self.confidence
+        return confidence_of(self.rule)
 
 
 @dataclass
@@ -147,6 +158,7 @@ class Report:
     checks: list[dict[str, str]] = field(default_factory=list)
     verdict: Verdict = Verdict.PASS
     stats: dict[str, Any] = field(default_factory=dict)
+    card: dict[str, Any] = field(default_factory=dict)   # model card metadata (base_model, license ...)
 
     def all_findings(self) -> list[Finding]:
         return [*self.findings, *(f for fr in self.files for f in fr.findings)]
@@ -164,4 +176,25 @@ class Report:
             "findings": [f.to_dict() for f in self.findings],
             "files": [fr.to_dict() for fr in self.files],
             "stats": self.stats,
+            "card": self.card,
         }
+
+
+MAX_PLOT_POINTS = 2000
+
+
+def plot_evidence(kind: str, title: str, series: list[dict[str, Any]], *, x_label: str = "",
+                  y_label: str = "", threshold: float | None = None) -> dict[str, Any]:
+    """A figure for the HTML report, kept in a finding's evidence under "plot" (so JSON and SARIF
+    carry the numbers too). kind: "bar" (x = labels), "line", or "roc" (x = FPR, y = TPR).
+    Series longer than MAX_PLOT_POINTS are thinned evenly."""
+    def thin(values: list[Any]) -> list[Any]:
+        if len(values) <= MAX_PLOT_POINTS:
+            return list(values)
+        step = len(values) / MAX_PLOT_POINTS
+        return [values[int(i * step)] for i in range(MAX_PLOT_POINTS)]
+
+    return {"kind": kind, "title": title, "x_label": x_label, "y_label": y_label, "threshold": threshold,
+            "series": [{"name": s.get("name", ""), "x": thin(list(s["x"])),
+                        "y": [round(float(v), 6) for v in thin(list(s["y"]))]} for s in series]}
+

@@ -13,8 +13,10 @@ Example (pyproject.toml)::
     baseline = ["<finding fingerprint>", ...]   # accepted findings
     [tool.hfguard.severity]      # per-rule severity overrides
     "provenance/unpinned-revision" = "medium"
-    [tool.hfguard.thresholds.weights]  # per-check settings, read by the checks themselves
+    [tool.hfguard.thresholds.weights]  # per-check settings, declared by each check (THRESHOLDS)
     robust-z = 8.0
+    [tool.hfguard.thresholds."static.serialization"]   # keyed by check id, or a shared section
+    max-opcodes = 20000000
 """
 
 from __future__ import annotations
@@ -28,6 +30,22 @@ from typing import Any
 from hfguard.findings import Finding, Severity, Verdict
 
 TIERS = ("static", "weights", "behavior")
+SIGNER_KINDS = ("key", "certificate")
+
+
+@dataclass(frozen=True)
+class TrustedSigner:
+    """A public key or a (root/intermediate) certificate whose signatures the policy trusts."""
+
+    kind: str          # "key" | "certificate"
+    source: str        # where it was read from
+    pem: bytes
+
+
+@dataclass(frozen=True)
+class SigningPolicy:
+    require_signature: bool = False
+    trusted_signers: tuple[TrustedSigner, ...] = ()
 
 
 class PolicyError(ValueError):
@@ -46,6 +64,7 @@ class Policy:
     baseline: frozenset[str] = frozenset()
     severity_overrides: dict[str, Severity] = field(default_factory=dict)
     thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    signing: SigningPolicy = field(default_factory=SigningPolicy)
     source: str | None = None  # where it was read from, for the report
 
     # -- deciding -------------------------------------------------------------------------------
@@ -94,6 +113,9 @@ class Policy:
             "ignore": sorted(self.ignore_rules), "baseline": sorted(self.baseline),
             "sev": {k: int(v) for k, v in sorted(self.severity_overrides.items())},
             "thresholds": self.thresholds,
+            "signing": [self.signing.require_signature,
+                        sorted(f"{s.kind}:{hashlib.sha256(s.pem).hexdigest()}"
+                               for s in self.signing.trusted_signers)],
         }
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -109,7 +131,7 @@ def parse_fail_on(value: str) -> Verdict | None:
 
 def policy_from_mapping(doc: dict[str, Any], source: str | None = None) -> Policy:
     known = {"block-at", "flag-at", "fail-on", "tiers", "allow", "deny", "ignore-rules",
-             "baseline", "severity", "thresholds"}
+             "baseline", "severity", "thresholds", "require-signature", "trusted-signers"}
     unknown = set(doc) - known
     if unknown:
         raise PolicyError(f"{source or 'policy'}: unknown keys {sorted(unknown)}")
@@ -125,6 +147,8 @@ def policy_from_mapping(doc: dict[str, Any], source: str | None = None) -> Polic
             baseline=frozenset(doc.get("baseline", ())),
             severity_overrides={k: Severity.parse(v) for k, v in doc.get("severity", {}).items()},
             thresholds=dict(doc.get("thresholds", {})),
+            signing=SigningPolicy(bool(doc.get("require-signature", False)),
+                                  _trusted_signers(doc.get("trusted-signers", []), source)),
             source=source,
         )
     except (ValueError, TypeError) as exc:
@@ -135,6 +159,27 @@ def policy_from_mapping(doc: dict[str, Any], source: str | None = None) -> Polic
     if policy.flag_at > policy.block_at:
         raise PolicyError(f"{source or 'policy'}: flag-at is above block-at")
     return policy
+
+
+def _trusted_signers(entries: Any, source: str | None) -> tuple[TrustedSigner, ...]:
+    """`trusted-signers = [{ key = "keys/acme.pub" }, { certificate = "acme-root.pem" }]`; paths are
+    relative to the policy file."""
+    if not isinstance(entries, list):
+        raise ValueError("trusted-signers must be a list of { key = PATH } or { certificate = PATH }")
+    base = Path(source).parent if source else Path.cwd()
+    out = []
+    for entry in entries:
+        if not isinstance(entry, dict) or len(entry) != 1 or next(iter(entry)) not in SIGNER_KINDS:
+            raise ValueError(f"trusted-signers entry {entry!r}: expected {{ key = PATH }} or "
+                             "{ certificate = PATH }")
+        kind, rel = next(iter(entry.items()))
+        path = base / str(rel)
+        try:
+            pem = path.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"trusted-signers: cannot read {path}: {exc.strerror}") from None
+        out.append(TrustedSigner(kind=kind, source=str(path), pem=pem))
+    return tuple(out)
 
 
 def find_policy_file(start: Path) -> Path | None:

@@ -85,7 +85,8 @@ def test_every_module_imports_alone_in_a_fresh_interpreter():
         return name, proc.stderr.strip().splitlines()[-1] if proc.returncode else ""
 
     with ThreadPoolExecutor(4) as pool:
-        failures = {n: err for n, err in pool.map(alone, [m for m in _modules() if m != "hfguard.__main__"]) if err}
+        names = [m for m in _modules() if m != "hfguard.__main__"]
+        failures = {n: err for n, err in pool.map(alone, names) if err}
     assert failures == {}
 
 
@@ -102,3 +103,17 @@ def test_light_paths_do_not_import_torch_or_numpy():
               "print(sorted(m for m in ('torch', 'numpy', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_wheel_ships_the_package_and_its_data_but_not_the_test_organisms(tmp_path):
+    root = PACKAGE.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(root)], check=True, capture_output=True, timeout=300)
+    import zipfile
+
+    [wheel] = tmp_path.glob("hfguard-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert not [n for n in names if n.startswith(("testing/", "tests/", "bench/"))]
+    assert "hfguard/_signatures/pickle_globals.yaml" in names
+    assert "hfguard/_signatures/rules/pickle.yaml" in names
+    assert "hfguard/report/report.css" in names and "hfguard/hooks/_githooks/pre-commit" in names

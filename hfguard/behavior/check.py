@@ -31,6 +31,7 @@ class BehaviorCheck(Check):
     tier = "behavior"
     kinds: tuple[str, ...] = ()
     THRESHOLDS: dict[str, Any] = {}
+    threshold_section = "behavior"   # both behavior checks read [tool.hfguard.thresholds.behavior]
 
     def th(self, ctx: ScanContext, name: str) -> Any:
         return ctx.threshold("behavior", name, self.THRESHOLDS[name])

@@ -15,20 +15,25 @@ from typing import Any
 
 import click
 
+from hfguard.checks import load_checked_policy
 from hfguard.findings import Report, Verdict
-from hfguard.policy import TIERS, Policy, PolicyError, load_policy, parse_fail_on
+from hfguard.policy import TIERS, Policy, PolicyError, parse_fail_on
 from hfguard.report import FORMATS, write_report
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
 
-def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options every scanning command shares, resolved into a Policy and output settings."""
+def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--format and --output: where one report goes."""
+    func = click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
+                        help="Write the report to this file instead of stdout.")(func)
+    return click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
+                        help="Report format on stdout (or --output).")(func)
 
-    @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
-                  help="Report format on stdout (or --output).")
-    @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
-                  help="Write the report to this file instead of stdout.")
+
+def policy_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every vetting command shares, resolved into a Policy (plus --budget and --quiet)."""
+
     @click.option("--fail-on", type=click.Choice(["flag", "block", "error", "never"]),
                   help="Exit 1 at this verdict or worse (default from policy: flag).")
     @click.option("--policy", "policy_path", type=click.Path(exists=True, dir_okay=False),
@@ -50,7 +55,7 @@ def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.get_current_context().meta["hfguard.options"] = {
             k: v for k in ("base", "device", "reference", "probe_data") if (v := kw.pop(k)) is not None}
         try:
-            policy = load_policy(Path(kw.pop("policy_path")) if kw.get("policy_path") else None)
+            policy = load_checked_policy(Path(kw.pop("policy_path")) if kw.get("policy_path") else None)
         except PolicyError as exc:
             raise click.UsageError(str(exc)) from None
         kw.pop("policy_path", None)
@@ -63,6 +68,11 @@ def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
         return func(policy=policy, **kw)
 
     return wrapper
+
+
+def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every scanning command shares: the policy options and where the report goes."""
+    return output_options(policy_options(func))
 
 
 def scan_options() -> dict[str, Any]:

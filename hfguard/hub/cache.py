@@ -94,4 +94,4 @@ def report_from_dict(doc: dict[str, Any]) -> Report:
     return Report(target=doc["target"], source=doc["source"], revision=doc.get("revision"), files=files,
                   findings=[finding_from_dict(x) for x in doc.get("findings", [])],
                   checks=list(doc.get("checks", [])), verdict=Verdict(doc["verdict"]),
-                  stats=dict(doc.get("stats", {})))
+                  stats=dict(doc.get("stats", {})), card=dict(doc.get("card") or {}))

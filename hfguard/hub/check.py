@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from hfguard.card import declared_bases
 from hfguard.checks import options_fingerprint
 from hfguard.findings import Finding, Report, Severity
 from hfguard.hub.resolve import (
@@ -124,6 +125,7 @@ def check_repo(spec: str, policy: Policy, *, use_cache: bool = True, download: b
         report.findings += [f for f in late if (f.rule, f.file) not in seen]
         finalize(report, policy)
     report.stats.update({
+        "bases": declared_bases(resolved.card),   # the next hops of a lineage walk
         "cached": False, "offline": bool(resolved.meta.get("offline")),
         "repo_bytes": repo_bytes, "bytes_transferred": stats.bytes, "requests": stats.requests,
         "downloaded_files": stats.downloaded_files,

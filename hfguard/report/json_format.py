@@ -1,11 +1,14 @@
+"""The report as JSON: exact values (nothing escaped or shortened), the same shape `check` caches."""
+
 from __future__ import annotations
 
 import json
 from typing import TextIO
 
 from hfguard.findings import Report
+from hfguard.policy import Policy
 
 
-def write_json(report: Report, out: TextIO) -> None:
+def write_json(report: Report, out: TextIO, policy: Policy | None = None) -> None:
     json.dump(report.to_dict(), out, indent=2, default=str)
     out.write("\n")

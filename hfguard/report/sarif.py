@@ -1,4 +1,9 @@
-"""SARIF 2.1.0 for GitHub code scanning: stable ruleIds, security-severity, partialFingerprints."""
+"""SARIF 2.1.0 for GitHub code scanning: stable ruleIds, security-severity, partialFingerprints.
+
+Rule metadata (title, description, help, helpUri) comes from the rule registry (hfguard/rules.py);
+a plugin's unregistered rule gets a generic entry. A run whose verdict is ERROR is reported as an
+unsuccessful invocation, its missing-evidence findings as tool execution notifications.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,15 @@ import re
 from typing import Any, TextIO
 
 from hfguard import __version__
-from hfguard.findings import Finding, Report, Severity
+from hfguard.findings import Finding, Report, Severity, Verdict
 from hfguard.policy import Policy
+from hfguard.rules import HOME_URL, Rule, get, reference_url
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _SECURITY_SEVERITY = {Severity.CRITICAL: "9.5", Severity.HIGH: "8.0", Severity.MEDIUM: "5.5",
                       Severity.LOW: "3.0", Severity.INFO: "0.0"}
+# GitHub's `precision` rule property, from the registry's confidence
+_PRECISION = {"certain": "very-high", "high": "high", "medium": "medium", "low": "low"}
 
 
 def _level(sev: Severity) -> str:
@@ -23,6 +31,10 @@ def _level(sev: Severity) -> str:
 
 def _uri(finding: Finding, report: Report) -> str:
     path = finding.file or report.target
+    return _clean(path)
+
+
+def _clean(path: str) -> str:
     return re.sub(r"^\./", "", path.replace("\\", "/"))
 
 
@@ -32,51 +44,107 @@ def _line(finding: Finding) -> int:
     return int(m.group(1)) if m else 1
 
 
-def to_sarif(report: Report, policy: Policy) -> dict[str, Any]:
-    rules: dict[str, dict[str, Any]] = {}
-    results = []
-    for f in report.all_findings():
-        sev = policy.effective_severity(f)
-        rule = rules.setdefault(f.rule, {
-            "id": f.rule,
-            "name": re.sub(r"[^A-Za-z0-9]+", "_", f.rule).strip("_"),
+def _help(rule: Rule) -> dict[str, str]:
+    text, markdown = rule.remediation, f"**What to do:** {rule.remediation}"
+    if rule.references:
+        text += "\nReferences: " + ", ".join(reference_url(r) for r in rule.references)
+        markdown += "\n\n**References:** " + ", ".join(
+            f"[{r}]({reference_url(r)})" for r in rule.references)
+    return {"text": text, "markdown": markdown + f"\n\n[{rule.id} in the hfguard rules]({rule.help_uri})"}
+
+
+def _rule_entry(f: Finding, sev: Severity, policy: Policy) -> dict[str, Any]:
+    rule = get(f.rule)
+    entry: dict[str, Any] = {"id": f.rule, "name": re.sub(r"[^A-Za-z0-9]+", "_", f.rule).strip("_")}
+    if rule is None:  # a plugin's own rule: what the finding says is all there is
+        return entry | {
             "shortDescription": {"text": f.rule},
             "fullDescription": {"text": f"hfguard {f.check} check: {f.rule}"},
-            "help": {"text": f.remediation or f"See the hfguard documentation for {f.rule}."},
+            "help": {"text": f.remediation or f"See the documentation of the {f.check} check for {f.rule}."},
             "defaultConfiguration": {"level": _level(sev)},
             "properties": {"security-severity": _SECURITY_SEVERITY[sev],
                            "tags": ["security", f"hfguard/{f.check}"]},
-        })
-        # a rule's severity is the worst any of its findings had in this run
+        }
+    default = policy.severity_overrides.get(rule.id, Severity.parse(rule.severity))
+    return entry | {
+        "shortDescription": {"text": rule.title},
+        "fullDescription": {"text": rule.description},
+        "help": _help(rule),
+        "helpUri": rule.help_uri,
+        "defaultConfiguration": {"level": _level(default)},
+        "properties": {"security-severity": _SECURITY_SEVERITY[max(default, sev)],
+                       "precision": _PRECISION[rule.confidence], "confidence": rule.confidence,
+                       "tags": ["security", *(f"hfguard/{c}" for c in rule.checks)]},
+    }
+
+
+def _artifacts(report: Report) -> list[dict[str, Any]]:
+    out = []
+    for fr in report.files:
+        art: dict[str, Any] = {"location": {"uri": _clean(fr.path)}}
+        if fr.size is not None:
+            art["length"] = fr.size
+        if fr.sha256:
+            art["hashes"] = {"sha-256": fr.sha256}
+        out.append(art)
+    return out
+
+
+def _location(f: Finding, report: Report, artifact_index: dict[str, int]) -> dict[str, Any]:
+    uri = _uri(f, report)
+    artifact: dict[str, Any] = {"uri": uri}
+    if uri in artifact_index:
+        artifact["index"] = artifact_index[uri]
+    return {"physicalLocation": {"artifactLocation": artifact, "region": {"startLine": _line(f)}}}
+
+
+def to_sarif(report: Report, policy: Policy) -> dict[str, Any]:
+    artifacts = _artifacts(report)
+    artifact_index = {a["location"]["uri"]: i for i, a in enumerate(artifacts)}
+    rules: dict[str, dict[str, Any]] = {}
+    results, notifications = [], []
+    for f in report.all_findings():
+        sev = policy.effective_severity(f)
+        rule = rules.setdefault(f.rule, _rule_entry(f, sev, policy))
+        # a rule's security severity is the worst any of its findings had in this run
         if float(_SECURITY_SEVERITY[sev]) > float(rule["properties"]["security-severity"]):
             rule["properties"]["security-severity"] = _SECURITY_SEVERITY[sev]
-            rule["defaultConfiguration"]["level"] = _level(sev)
+        location = _location(f, report, artifact_index)
+        confidence = f.resolved_confidence()
         result: dict[str, Any] = {
             "ruleId": f.rule,
             "level": _level(sev),
             "message": {"text": f.message + (f" [{f.location}]" if f.location else "")},
-            "locations": [{"physicalLocation": {
-                "artifactLocation": {"uri": _uri(f, report)},
-                "region": {"startLine": _line(f)},
-            }}],
+            "locations": [location],
             "partialFingerprints": {"hfguardFinding/v1": f.fingerprint()},
-            "properties": {"check": f.check, "severity": str(sev), "evidence": f.evidence},
+            "properties": {"check": f.check, "severity": str(sev), "evidence": f.evidence,
+                           **({"confidence": confidence} if confidence else {})},
         }
         if policy.is_suppressed(f):
             result["suppressions"] = [{"kind": "external", "justification": "hfguard policy"}]
         results.append(result)
+        if f.error:  # evidence that could not be gathered: the tool, not the model, failed here
+            notifications.append({"level": "error", "message": {"text": f.message},
+                                  "descriptor": {"id": f.rule}, "locations": [location],
+                                  "properties": {"check": f.check}})
     rule_list = list(rules.values())
     index = {r["id"]: i for i, r in enumerate(rule_list)}
     for r in results:
         r["ruleIndex"] = index[r["ruleId"]]
+    invocation: dict[str, Any] = {"executionSuccessful": report.verdict is not Verdict.ERROR}
+    if notifications:
+        invocation["toolExecutionNotifications"] = notifications
     return {
         "$schema": SCHEMA,
         "version": "2.1.0",
         "runs": [{
             "tool": {"driver": {"name": "hfguard", "version": __version__,
                                 "semanticVersion": __version__,
+                                "informationUri": HOME_URL,
                                 "rules": rule_list}},
+            "invocations": [invocation],
             "automationDetails": {"id": f"hfguard/{report.target}"},
+            "artifacts": artifacts,
             "properties": {"verdict": str(report.verdict), "revision": report.revision},
             "results": results,
         }],

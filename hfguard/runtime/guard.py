@@ -74,9 +74,9 @@ _state = _State()
 # -- decisions ---------------------------------------------------------------------------------
 def _policy() -> Policy:
     if _state.policy is None:
-        from hfguard.policy import load_policy
+        from hfguard.checks import load_checked_policy
 
-        _state.policy = load_policy()
+        _state.policy = load_checked_policy()
     return _state.policy
 
 

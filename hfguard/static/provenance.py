@@ -119,6 +119,11 @@ def _known_bad() -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     return repos, files
 
 
+def known_bad_repo(repo: str) -> dict[str, Any] | None:
+    """The known_bad.yaml entry of a repo id (case-insensitive), or None."""
+    return _known_bad()[0].get(repo.lower())
+
+
 def _file_sha256(file: TargetFile, ctx: ScanContext) -> str | None:
     """The Hub's LFS sha256, else our own hash of a local file (bounded)."""
     if file.expected_sha256:
@@ -211,7 +216,7 @@ class ProvenanceCheck(Check):
 
     def _name_rules(self, target: Target, ctx: ScanContext) -> Iterator[Finding]:
         repo = target.repo_id or ""
-        bad = _known_bad()[0].get(repo.lower())
+        bad = known_bad_repo(repo)
         if bad:
             yield self.finding("provenance/known-bad-repo", Severity.CRITICAL,
                                f"{repo} is a known-bad repo: {bad.get('reason', '')}",

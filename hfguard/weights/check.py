@@ -13,6 +13,7 @@ from typing import Any
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Severity
 from hfguard.target import Target
+from hfguard.weights.defaults import DIFF_DEFAULTS
 
 # Defaults for [tool.hfguard.thresholds.weights]; how they were chosen: docs/weights-calibration.md
 DEFAULTS: dict[str, Any] = {
@@ -44,6 +45,7 @@ def thresholds(ctx: ScanContext) -> dict[str, Any]:
 
 class WeightsAnomalies(Check):
     id = "weights.anomalies"
+    THRESHOLDS, threshold_section = DEFAULTS, "weights"
     tier = "weights"
     version = "1"
     description = "tensor statistics, sibling-layer outliers, NaN/Inf, privacy-backdoor fingerprints"
@@ -106,6 +108,7 @@ class WeightsAnomalies(Check):
 
 class WeightsBaseDiff(Check):
     id = "weights.base_diff"
+    THRESHOLDS, threshold_section = {**DEFAULTS, **DIFF_DEFAULTS}, "weights"
     tier = "weights"
     version = "1"
     description = "diff against the declared base model: which tensors changed, how much, in what shape"

@@ -566,6 +566,7 @@ _TEMPLATE_REMEDIATION = "Do not render this chat template."
 
 class CustomCodeCheck(Check):
     id = "static.custom_code"
+    THRESHOLDS = {"max-source-bytes": MAX_SOURCE_BYTES, "max-ast-nodes": MAX_AST_NODES}
     tier = "static"
     version = "1"
     description = "Python shipped with a model (AST, never imported); configs that require remote code"

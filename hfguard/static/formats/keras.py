@@ -312,6 +312,7 @@ def h5py_configs(file: TargetFile, timeout: float) -> tuple[list[str] | None, Ob
 
 class KerasCheck(Check):
     id = "static.keras"
+    THRESHOLDS = {"use-h5py": True, "h5-scan-bytes": H5_SCAN_BYTES}
     tier = "static"
     version = "1"
     description = "Keras .keras archives and .h5 models: Lambda bytecode, foreign modules, safe_mode bypasses"

@@ -312,6 +312,7 @@ def _check_coverage(fh: BinaryIO, header: Header) -> None:
 
 class SafetensorsHeaderCheck(Check):
     id = "static.safetensors"
+    THRESHOLDS = {"max-header-bytes": MAX_HEADER_BYTES}
     tier = "static"
     version = "1"
     description = ("safetensors header: bounds, JSON, dtypes, shapes, offsets (no overlap/gap/EOF); "

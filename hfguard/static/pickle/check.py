@@ -87,6 +87,9 @@ def scan_stream_findings(
 
 class SerializationCheck(Check):
     id = CHECK_ID
+    THRESHOLDS = {"max-opcodes": Limits.max_opcodes, "max-memo": Limits.max_memo,
+                  "max-depth": ScanConfig.max_depth, "max-decompressed": ScanConfig.max_decompressed,
+                  "max-ratio": ScanConfig.max_ratio, "max-members": ScanConfig.max_members}
     tier = "static"
     version = "1"
     description = (
