@@ -13,23 +13,19 @@ from hfguard.budget import Budget
 from hfguard.findings import Observation, Severity
 from hfguard.weights.tensors import Checkpoint
 
-_TINY = {"float16": np.finfo(np.float16), "bfloat16": None, "float32": np.finfo(np.float32),
-         "float64": np.finfo(np.float64)}
-_BF16_EPS = 2.0 ** -7
-
 
 def _tolerance(d0: str, d1: str) -> tuple[float, float]:
-    """(rtol, atol) of a round trip through the narrower of two dtypes: one rounding, flushed
-    subnormals. Same dtype: exact."""
+    """(rtol, atol) of a round trip through the narrower of two dtypes: one rounding (its machine
+    epsilon) and flushed subnormals (its smallest normal). Same dtype: exact."""
     if d0 == d1:
         return 0.0, 0.0
     eps, tiny = [], []
     for d in (d0, d1):
-        fi = _TINY.get(d)
-        if d == "bfloat16":
-            eps.append(_BF16_EPS)
+        if d == "bfloat16":   # float32's exponent range, 8 significant bits
+            eps.append(2.0 ** -7)
             tiny.append(float(np.finfo(np.float32).tiny))
-        elif fi is not None:
+        elif d in ("float16", "float32", "float64"):
+            fi = np.finfo(d)
             eps.append(float(fi.eps))
             tiny.append(float(fi.tiny))
         else:   # float8: two or three mantissa bits

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from typing import Any
 
@@ -252,8 +253,6 @@ def _clustered(name: str, norms: np.ndarray, bias: np.ndarray | None, dup_counts
 
 
 def _phi(z: float) -> float:
-    import math
-
     return 0.5 * math.erfc(-z / math.sqrt(2.0))
 
 
