@@ -10,14 +10,18 @@ MAX_README_BYTES = 1 << 20
 
 
 def card_metadata(target: Target) -> dict[str, Any]:
-    if target.card:
+    """Never raises: an unreadable card is no card (the checks report unreadable files)."""
+    if target.card or target.source == "hub":   # the Hub parses its cards; no README read over HTTP
         return target.card
     readmes = [f for f in target.files if f.name.lower() == "readme.md" and f.size <= MAX_README_BYTES]
     if not readmes:
         return {}
     top = min(readmes, key=lambda f: f.path.count("/"))   # the folder's own card, not a sub-model's
-    with top.open() as fh:
-        return front_matter(fh.read(MAX_README_BYTES).decode("utf-8", "replace"))
+    try:
+        with top.open() as fh:
+            return front_matter(fh.read(MAX_README_BYTES).decode("utf-8", "replace"))
+    except OSError:
+        return {}
 
 
 def front_matter(text: str) -> dict[str, Any]:

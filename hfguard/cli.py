@@ -7,7 +7,19 @@ import sys
 import click
 
 from hfguard import __version__
-from hfguard.commands import check, checks, env, fleet, hook, install_hooks, lock, rules, scan
+from hfguard.commands import (
+    audit_identities,
+    check,
+    checks,
+    env,
+    fleet,
+    hook,
+    install_hooks,
+    lock,
+    rules,
+    scan,
+    signatures,
+)
 from hfguard.commands.common import EXIT_ERROR
 
 
@@ -18,7 +30,8 @@ def main() -> None:
 
 
 for _command in (scan.scan, check.check, hook.hook, lock.lock, install_hooks.install_hooks,
-                 checks.list_checks, env.env, rules.list_rules, fleet.fleet):
+                 checks.list_checks, env.env, rules.list_rules, fleet.fleet,
+                 signatures.signatures, audit_identities.audit_identities):
     main.add_command(_command)
 
 def run() -> None:

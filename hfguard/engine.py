@@ -27,6 +27,10 @@ def run_checks(check: Check, what: str, call: Callable[[], Iterable[Finding]],
     except MemoryError:
         rule, msg = "check/out-of-memory", f"{check.id} ran out of memory on {what}"
     except Exception as exc:  # noqa: BLE001 - any failure must become a finding
+        named = getattr(exc, "rule", None)
+        if isinstance(named, str):  # a failure that names its rule (a Hub read: hub/read-failed ...)
+            return [Finding(check=check.id, rule=named, severity=Severity.HIGH,
+                            message=f"{check.id} could not read {what}: {exc}", file=file, error=True)]
         rule, msg = "check/crashed", f"{check.id} failed on {what}: {type(exc).__name__}: {exc}"
         tb = traceback.format_exc(limit=6)
         return [Finding(check=check.id, rule=rule, severity=Severity.HIGH, message=msg,
@@ -40,7 +44,10 @@ def scan_file(file: TargetFile, checks: list[Check], ctx: ScanContext) -> FileRe
         fmt = sniff(file.head(SNIFF_BYTES), file.name, file.size)
     except OSError as exc:
         report = FileReport(path=file.path, format="unreadable", size=file.size)
-        report.findings.append(Finding(check="engine", rule="file/unreadable", severity=Severity.HIGH,
+        # a remote read says why it failed (hub/gated, hub/read-failed ...): keep its rule
+        named = getattr(exc, "rule", None)
+        rule = named if isinstance(named, str) else "file/unreadable"
+        report.findings.append(Finding(check="engine", rule=rule, severity=Severity.HIGH,
                                        message=f"cannot read {file.path}: {exc}", file=file.path,
                                        error=True))
         return report

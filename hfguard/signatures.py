@@ -38,10 +38,20 @@ def load(name: str, folder: Path = SIGNATURES_DIR) -> dict[str, Any]:
     return doc
 
 
-@functools.cache
 def signatures_version(folder: Path = SIGNATURES_DIR) -> str:
-    """Content hash of the whole rule set (file names, versions and bodies)."""
+    """Content hash of the whole rule set (file names, versions and bodies), installed feed
+    updates included (read each time: an update must make older verdicts stale at once)."""
+    from hfguard.feeds import feed_files
+
+    h = hashlib.sha256(_shipped_version(folder).encode())
+    for path in feed_files():
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+@functools.cache
+def _shipped_version(folder: Path) -> str:
     h = hashlib.sha256()
     for path in signature_files(folder):
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
+    return h.hexdigest()

@@ -19,6 +19,8 @@ SAFETENSORS = "safetensors"
 HDF5 = "hdf5"
 GGUF = "gguf"
 ONNX = "onnx"
+TFLITE = "tflite"                  # flatbuffer with file identifier TFL3
+EXECUTORCH = "executorch"          # flatbuffer with file identifier ET12 (.pte)
 PYTHON = "python"
 JSON = "json"
 TEXT = "text"
@@ -44,6 +46,10 @@ def sniff(head: bytes, name: str = "", size: int | None = None) -> str:
         return HDF5
     if head.startswith(b"GGUF"):
         return GGUF
+    if head[4:8] == b"TFL3":
+        return TFLITE
+    if head[4:8] == b"ET12":
+        return EXECUTORCH
     if head.startswith(b"\x1f\x8b"):
         return GZIP
     if head.startswith(b"BZh"):

@@ -157,6 +157,16 @@ def offline_by_env() -> bool:
 
 
 def hf_cache_dir() -> Path:
+    """The Hugging Face Hub cache: HF_HUB_CACHE, else $HF_HOME/hub, else huggingface_hub's default.
+
+    The one locator (scan of the cache, Hub checks, offline resolution, downloads). The environment
+    is read at each call (huggingface_hub's constants are frozen at its import); the import is
+    only needed for the default, so the hooks stay light when the variables are set.
+    """
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
     from huggingface_hub import constants
 
     return Path(constants.HF_HUB_CACHE)

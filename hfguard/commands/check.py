@@ -15,11 +15,14 @@ from hfguard.policy import Policy
               help="Download every file in full into the HF cache and verify it against the Hub's "
                    "sha256 (by default the static tier reads only headers by HTTP Range).")
 @click.option("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login).")
+@click.option("--deadline", type=float, default=None,
+              help="Seconds all Hub traffic of this check may take, retries and Retry-After waits "
+                   "included; past it the check ends with ERROR (hub/timeout). Default: "
+                   "HFGUARD_HUB_DEADLINE, else 60 (900 with --download); 0: no deadline.")
 @report_options
 def check(ref: str, policy: Policy, fmt: str, output: str | None, budget: float, quiet: bool,
-          no_cache: bool, download: bool, token: str | None) -> None:
+          no_cache: bool, download: bool, token: str | None, deadline: float | None) -> None:
     """Vet a Hub model pinned to a commit (branch/tag/sha; default main)."""
-    from hfguard.findings import Verdict
     from hfguard.hub.check import check_repo
 
     if quiet:
@@ -28,9 +31,10 @@ def check(ref: str, policy: Policy, fmt: str, output: str | None, budget: float,
         disable_progress_bars()
 
     report = check_repo(ref, policy, use_cache=not no_cache, download=download, token=token,
-                        options=scan_options(), progress=progress_printer(quiet), budget_seconds=budget)
-    if report.verdict is Verdict.ERROR:
-        for f in report.all_findings():
-            if f.error:
-                click.echo(f"hfguard: error: {f.message}", err=True)
+                        options=scan_options(), progress=progress_printer(quiet), budget_seconds=budget,
+                        deadline_seconds=deadline)
+    # missing evidence is said on stderr whatever the verdict (a look-alike BLOCKs a Hub that is down)
+    for f in report.all_findings():
+        if f.error:
+            click.echo(f"hfguard: error: {f.message}", err=True)
     emit(report, policy, fmt, output)

@@ -30,6 +30,7 @@ from hfguard.policy import Policy
 DEEPER_TIERS = ("weights", "behavior")
 RATE_LIMIT_RULES = ("hub/rate-limited",)
 MAX_REQUEUES = 3
+START_ATTEMPTS = 3
 # environment the workers need to reach the same Hub, caches and code as the driver
 _FORWARDED_ENV = ("HF_ENDPOINT", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY",
                   "HF_TOKEN", "TRANSFORMERS_OFFLINE", "PYTHONPATH")
@@ -110,10 +111,20 @@ def _init_ray(address: str | None, num_cpus: int | None) -> tuple[Any, bool]:
     if address:
         env = {k: v for k, v in env.items() if k in ("HF_ENDPOINT", "HF_HUB_DISABLE_TELEMETRY")}
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": env})
-    return ray, True
+        return ray, True
+    # a local node can miss its own start-up deadline on a machine under heavy load (its agent
+    # process starts too slowly): try again before giving up
+    for attempt in range(START_ATTEMPTS):
+        try:
+            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": env})
+            return ray, True
+        except Exception:  # noqa: BLE001 - Ray raises a bare Exception when its node times out
+            ray.shutdown()
+            if attempt == START_ATTEMPTS - 1:
+                raise
+            time.sleep(2.0)
+    raise AssertionError("unreachable")
 
 
 def run_fleet(specs: list[str], policy: Policy, output: Path, *, options: dict[str, Any] | None = None,

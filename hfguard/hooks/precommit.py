@@ -8,7 +8,9 @@ the model, so text and SARIF point at `train.py:12`, not at a file on the Hub. P
 2. a repo on the policy's deny list: BLOCK, no network.
 3. a current entry in hfguard.lock (same repo and revision as written, same stamp): its
    recorded findings, no network.
-4. otherwise the model is vetted on the Hub; with HF_HUB_OFFLINE=1 that is an ERROR instead.
+4. otherwise the model is vetted on the Hub; with HF_HUB_OFFLINE=1 that is an ERROR instead, next
+   to what the name alone shows (look-alike of a popular repo, known-bad repo). The Hub check
+   reports those too when the Hub cannot be reached (hfguard.hub.check).
 
 A repo on the allow list is still vetted: findings below the policy's block level are lowered to
 info (FLAG becomes PASS), but a BLOCK or an ERROR stands — a trusted org's account can be
@@ -28,6 +30,7 @@ from hfguard.hooks.lockfile import LockEntry, Lockfile, Stamp, current_stamp, en
 from hfguard.hooks.refs import Extraction, Reference, extract
 from hfguard.hooks.vet import Vet, denied_finding, vet_reference
 from hfguard.policy import Policy
+from hfguard.static.provenance import name_findings
 from hfguard.target import offline_by_env
 
 # Model file formats the files hook scans (pre-commit passes only these; the plain git hook too).
@@ -121,6 +124,9 @@ def vet_references(refs: list[Reference], policy: Policy, lock: Lockfile | None,
         if entry is None:
             stale += group
             if offline:
+                # what the name alone says needs no network: a look-alike is named even offline
+                early = name_findings(repo, policy, deny=False)
+                findings += [f for r in group for f in carry_over(r, early, requested or None, policy)]
                 findings += [_hook_finding(
                     "hook/not-locked", Severity.HIGH,
                     f"{repo}{'@' + requested if requested else ''} has no current entry in "

@@ -1,41 +1,54 @@
 """Verdict cache (SQLite, stdlib): a pinned commit checked once under the same rules is instant after.
 
-The key covers everything that could change the answer: repo, commit sha, the checks and their
-versions, the signature set, the policy fingerprint, the tiers and the options that matter. ERROR
-reports are never stored (missing evidence must be looked for again).
+The key covers everything that could change the answer: repo, commit sha, the files' paths, sizes
+and content hashes (`manifest`), the checks and their versions, the signature set, the policy
+fingerprint, the tiers and the options that matter. ERROR reports are never stored (missing
+evidence must be looked for again).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 from hfguard.findings import FileReport, Finding, Report, Severity, Verdict
+from hfguard.paths import cache_dir  # noqa: F401 - re-exported: hub code names it here
 
-SCHEMA = 1
+SCHEMA = 2   # 2: keyed by the files' content hashes too
 
 
-def cache_dir() -> Path:
-    """HFGUARD_CACHE_DIR, else <HF_HOME>/hfguard, else <XDG_CACHE_HOME or ~/.cache>/hfguard."""
-    if os.environ.get("HFGUARD_CACHE_DIR"):
-        return Path(os.environ["HFGUARD_CACHE_DIR"])
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]) / "hfguard"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "hfguard"
+def manifest(files: list[Any]) -> str:
+    """A digest of what a verdict is computed on: every file's path, size and content hash.
+
+    Online the hashes come from the listing (LFS sha256, else the git blob id); offline from the
+    HF cache's content-addressed blob names, so a file added to, removed from or re-linked in a
+    cached snapshot is another key. A snapshot file that is no blob link is hashed here.
+    """
+    from hfguard.hub.fetch import digest
+
+    rows = []
+    for f in files:
+        content = f.lfs_sha256 or f.blob_id
+        if not content and getattr(f, "local", None) is not None:
+            try:
+                content = "sha256:" + digest(f.local)
+            except OSError:
+                content = "unreadable"
+        rows.append((f.path, f.size, content))
+    return hashlib.sha256(json.dumps(sorted(rows), default=str).encode()).hexdigest()
 
 
 def cache_key(repo_id: str, sha: str, checks: list[dict[str, str]], policy_fingerprint: str,
-              tiers: tuple[str, ...], options: dict[str, Any] | None = None) -> str:
+              tiers: tuple[str, ...], options: dict[str, Any] | None = None, content: str = "") -> str:
+    """`content`: the files' manifest digest (`manifest`)."""
     from hfguard import __version__
     from hfguard.signatures import signatures_version
 
-    doc = {"schema": SCHEMA, "tool": __version__, "repo": repo_id, "sha": sha,
+    doc = {"schema": SCHEMA, "tool": __version__, "repo": repo_id, "sha": sha, "content": content,
            "checks": sorted((c["id"], c["version"], c["tier"]) for c in checks),
            "signatures": signatures_version(), "policy": policy_fingerprint, "tiers": sorted(tiers),
            "options": options or {}}

@@ -8,9 +8,9 @@ and a mismatch removes the tampered copy from the cache so nothing loads it late
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
+from hfguard.hub.http import DeadlineExceeded, configure_session, request_timeout
 from hfguard.hub.remote import GATED_HINT, HubReadError, TransferStats
 
 
@@ -49,7 +49,7 @@ def verify(path: Path, name: str, *, sha256: str | None, blob_id: str | None, si
                                  {"expected_blob_id": blob_id, "actual_blob_id": actual})
 
 
-def _evict(path: Path) -> None:
+def evict(path: Path) -> None:
     """Drop a tampered file from the HF cache: the snapshot link and the blob it points to."""
     try:
         blob = path.resolve()
@@ -73,11 +73,13 @@ def fetch_file(repo_id: str, filename: str, sha: str, *, sha256: str | None, blo
         RepositoryNotFoundError,
     )
 
+    configure_session()
     cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=sha)
     try:
         local = Path(hf_hub_download(repo_id, filename, revision=sha, token=token, endpoint=endpoint,
-                                     cache_dir=cache_dir,
-                                     etag_timeout=float(os.environ.get("HFGUARD_HUB_TIMEOUT", "30"))))
+                                     cache_dir=cache_dir, etag_timeout=request_timeout().read))
+    except DeadlineExceeded as exc:
+        raise HubReadError(f"{filename}: download stopped: {exc}", rule="hub/timeout") from None
     except GatedRepoError as exc:
         raise HubReadError(f"{filename}: {GATED_HINT}", rule="hub/gated") from exc
     except RepositoryNotFoundError as exc:
@@ -91,7 +93,7 @@ def fetch_file(repo_id: str, filename: str, sha: str, *, sha256: str | None, blo
     try:
         verify(local, filename, sha256=sha256, blob_id=blob_id, size=size)
     except IntegrityError:
-        _evict(local)
+        evict(local)
         raise
     return local
 

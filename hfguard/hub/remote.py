@@ -7,13 +7,21 @@ is what makes `hfguard check` on a multi-GB repo cost kilobytes. Every request g
 
 from __future__ import annotations
 
-import os
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from hfguard.hub.http import (
+    Deadline,
+    DeadlineExceeded,
+    Retry,
+    configure_session,
+    operation_deadline,
+    request_timeout,
+    retry_after,
+    with_retries,
+)
 from hfguard.target import RandomAccessReader
 
 BLOCK_SIZE = 64 * 1024
@@ -45,26 +53,15 @@ class TransferStats:
             self.requests += requests
 
 
-def retry_settings() -> tuple[int, float]:
-    """(attempts, first wait in seconds): bounded, overridable for tests and slow links."""
-    attempts = int(os.environ.get("HFGUARD_HUB_RETRIES", "3"))
-    wait = float(os.environ.get("HFGUARD_HUB_RETRY_WAIT", "1.0"))
-    return max(1, attempts), max(0.0, wait)
-
-
-def request_timeout() -> Any:
-    import httpx2
-
-    seconds = float(os.environ.get("HFGUARD_HUB_TIMEOUT", "30"))
-    return httpx2.Timeout(seconds, connect=min(seconds, 10.0))
-
-
 class BlockCache:
     """The fetched blocks of one remote file, shared by every stream opened on it."""
 
     def __init__(self, url: str, size: int, *, headers: dict[str, str], stats: TransferStats,
-                 name: str = "", block_size: int = BLOCK_SIZE, max_blocks: int = MAX_BLOCKS) -> None:
+                 name: str = "", block_size: int = BLOCK_SIZE, max_blocks: int = MAX_BLOCKS,
+                 deadline: Deadline | None = None) -> None:
         self.url, self.size, self.headers, self.stats = url, size, headers, stats
+        # the check's deadline (reads run in the engine's worker threads); None: one per read
+        self.deadline = deadline
         self.name = name or url
         self.block_size, self.max_blocks = block_size, max_blocks
         self.blocks: OrderedDict[int, bytes] = OrderedDict()
@@ -110,54 +107,57 @@ class BlockCache:
                 for i in range(first, last + 1)}
 
     def _get_range(self, start: int, stop: int) -> bytes:
-        import httpx2
         from huggingface_hub.errors import OfflineModeIsEnabled
+
+        what = f"{self.name}: reading bytes {start}-{stop - 1}"
+        configure_session()
+        try:
+            outer = self.deadline if self.deadline is not None and self.deadline.end is not None else None
+            with (outer or operation_deadline()).active():
+                return with_retries(lambda: self._try_range(start, stop), what=what)
+        except Retry as exc:
+            raise HubReadError(f"{what} failed: {exc}", rule="hub/read-failed") from None
+        except DeadlineExceeded as exc:
+            raise HubReadError(str(exc), rule="hub/timeout") from None
+        except OfflineModeIsEnabled:
+            raise HubReadError(f"{self.name}: offline mode is enabled (HF_HUB_OFFLINE)",
+                               rule="hub/offline") from None
+
+    def _try_range(self, start: int, stop: int) -> bytes:
+        """One request; Retry for what another try may fix (5xx, 408/429, timeouts, short bodies)."""
+        import httpx2
         from huggingface_hub.utils import get_session
 
-        attempts, wait = retry_settings()
-        problem = ""
-        for attempt in range(attempts):
-            if attempt:
-                time.sleep(min(wait * 2 ** (attempt - 1), 8.0))
-            headers = {**self.headers, "Range": f"bytes={start}-{stop - 1}",
-                       "Accept-Encoding": "identity"}
-            try:
-                with get_session().stream("GET", self.url, headers=headers,
-                                          timeout=request_timeout()) as resp:
-                    self.stats.add(0, requests=1)
-                    status = resp.status_code
-                    if status == 206:
-                        total = _range_total(resp)
-                        if total is not None and total != self.size:
-                            raise HubReadError(f"{self.name}: the server has {total} bytes, the Hub listed "
-                                               f"{self.size}: the file changed or the listing lies",
-                                               rule="hub/size-mismatch")
-                        got = _bounded_body(resp, stop - start, self.stats)
-                        if len(got) == stop - start and _range_start(resp) == start:
-                            return got
-                        problem = (f"truncated or misplaced range: asked {stop - start} bytes at {start}, "
-                                   f"got {len(got)} ({resp.headers.get('Content-Range')})")
-                        continue
-                    if status == 200:
-                        return self._ignored_range(resp, start, stop)
-                    if status in (401, 403):
-                        raise HubReadError(f"{self.name}: HTTP {status}: {GATED_HINT}", rule="hub/gated")
-                    if status == 404:
-                        raise HubReadError(f"{self.name}: HTTP 404: file or revision not found on the Hub",
-                                           rule="hub/not-found")
-                    problem = f"HTTP {status}"
-                    if status not in (408, 429) and status < 500:
-                        break
-            except OfflineModeIsEnabled:
-                raise HubReadError(f"{self.name}: offline mode is enabled (HF_HUB_OFFLINE)",
-                                   rule="hub/offline") from None
-            except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            except httpx2.HTTPError as exc:   # redirects loops, bad URLs...: not worth a retry
-                raise HubReadError(f"{self.name}: {type(exc).__name__}: {exc}",
-                                   rule="hub/read-failed") from exc
-        raise HubReadError(f"{self.name}: reading bytes {start}-{stop - 1} failed after {attempts} "
-                           f"attempt(s): {problem}", rule="hub/read-failed")
+        headers = {**self.headers, "Range": f"bytes={start}-{stop - 1}", "Accept-Encoding": "identity"}
+        try:
+            with get_session().stream("GET", self.url, headers=headers, timeout=request_timeout()) as resp:
+                self.stats.add(0, requests=1)
+                status = resp.status_code
+                if status == 206:
+                    total = _range_total(resp)
+                    if total is not None and total != self.size:
+                        raise HubReadError(f"{self.name}: the server has {total} bytes, the Hub listed "
+                                           f"{self.size}: the file changed or the listing lies",
+                                           rule="hub/size-mismatch")
+                    got = _bounded_body(resp, stop - start, self.stats)
+                    if len(got) == stop - start and _range_start(resp) == start:
+                        return got
+                    raise Retry(f"truncated or misplaced range: asked {stop - start} bytes at {start}, "
+                                f"got {len(got)} ({resp.headers.get('Content-Range')})")
+                if status == 200:
+                    return self._ignored_range(resp, start, stop)
+                if status in (401, 403):
+                    raise HubReadError(f"{self.name}: HTTP {status}: {GATED_HINT}", rule="hub/gated")
+                if status == 404:
+                    raise HubReadError(f"{self.name}: HTTP 404: file or revision not found on the Hub",
+                                       rule="hub/not-found")
+                if status in (408, 429) or status >= 500:
+                    raise Retry(f"HTTP {status}", retry_after=retry_after(resp.headers))
+                raise HubReadError(f"{self.name}: HTTP {status}", rule="hub/read-failed")
+        except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
+            raise Retry(f"{type(exc).__name__}: {exc}") from exc
+        except httpx2.HTTPError as exc:   # redirects loops, bad URLs...: not worth a retry
+            raise HubReadError(f"{self.name}: {type(exc).__name__}: {exc}", rule="hub/read-failed") from exc
 
     def _ignored_range(self, resp: Any, start: int, stop: int) -> bytes:
         """The server sent the whole file: keep it only if small, otherwise hang up at once."""

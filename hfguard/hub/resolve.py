@@ -7,17 +7,28 @@ a pinned load gets. With HF_HUB_OFFLINE=1 everything comes from the local HF cac
 from __future__ import annotations
 
 import io
-import os
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hfguard.hub.fetch import fetch_file
-from hfguard.hub.remote import BLOCK_SIZE, GATED_HINT, BlockCache, RangeReader, TransferStats, retry_settings
-from hfguard.target import Target, TargetFile, local_file, local_target, offline_by_env
+from hfguard.hub.http import (
+    Deadline,
+    DeadlineExceeded,
+    Retry,
+    configure_session,
+    current,
+    endpoint,
+    operation_deadline,
+    request_seconds,
+    request_timeout,
+    retry_after,
+    with_retries,
+)
+from hfguard.hub.remote import BLOCK_SIZE, GATED_HINT, BlockCache, RangeReader, TransferStats
+from hfguard.target import Target, TargetFile, hf_cache_dir, local_file, local_target, offline_by_env
 
 SHA_RE = re.compile(r"[0-9a-f]{40}")
 _LFS_SHA_RE = re.compile(r"[0-9a-f]{64}")
@@ -69,57 +80,10 @@ def parse_ref(spec: str) -> tuple[str, str | None]:
     return repo_id, (rev or None)
 
 
-def endpoint() -> str:
-    from huggingface_hub import constants
-
-    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-
-
 def is_offline() -> bool:
     from huggingface_hub import constants
 
     return constants.is_offline_mode() or offline_by_env()
-
-
-def hub_cache_dir() -> Path:
-    from huggingface_hub import constants
-
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]) / "hub"
-    return Path(constants.HF_HUB_CACHE)
-
-
-def configure_session() -> None:
-    """Give huggingface_hub's shared HTTP client finite timeouts.
-
-    Its default client has none, and some calls (the tree listing) pass `timeout=None`
-    explicitly, which httpx reads as "wait forever": a request hook puts a bound back.
-    """
-    from huggingface_hub.utils import _http
-
-    if getattr(_http._GLOBAL_CLIENT_FACTORY, "_hfguard", False):
-        return
-
-    def bound_timeout(request: Any) -> None:
-        from hfguard.hub.remote import request_timeout
-
-        current = request.extensions.get("timeout") or {}
-        if all(v is None for v in current.values()):
-            request.extensions = {**request.extensions, "timeout": request_timeout().as_dict()}
-
-    def factory() -> Any:
-        from hfguard.hub.remote import request_timeout
-
-        client = _http.default_client_factory()
-        client.timeout = request_timeout()
-        hooks = dict(client.event_hooks)
-        client.event_hooks = {**hooks, "request": [*hooks.get("request", []), bound_timeout]}
-        return client
-
-    factory._hfguard = True  # type: ignore[attr-defined]
-    _http.set_client_factory(factory)
 
 
 # -- online ---------------------------------------------------------------------------------------
@@ -131,6 +95,8 @@ def translate(exc: BaseException, repo_id: str, rev: str | None) -> HubError:
     where = f"{repo_id}@{rev}" if rev else repo_id
     if isinstance(exc, HubError):
         return exc
+    if isinstance(exc, DeadlineExceeded):
+        return HubError(f"{where}: {exc}", rule="hub/timeout")
     if isinstance(exc, errors.GatedRepoError):
         return HubError(f"{where}: {GATED_HINT}", rule="hub/gated")
     if isinstance(exc, errors.RevisionNotFoundError):
@@ -156,42 +122,55 @@ def translate(exc: BaseException, repo_id: str, rev: str | None) -> HubError:
     return HubError(f"{where}: {type(exc).__name__}: {exc}", rule="hub/unreachable")
 
 
-def _retryable(exc: BaseException) -> bool:
+def _classified(call: Callable[[], Any]) -> Callable[[], Any]:
+    """`call` as one attempt of the retry loop: 5xx / 408 / 429 / timeouts / network errors are
+    worth another try (after the server's Retry-After, if any); anything else fails at once."""
     import httpx2
     from huggingface_hub.errors import HfHubHTTPError
 
-    if isinstance(exc, HfHubHTTPError) and exc.response is not None:
-        return exc.response.status_code in (408, 429) or exc.response.status_code >= 500
-    return isinstance(exc, httpx2.TimeoutException | httpx2.NetworkError | httpx2.RemoteProtocolError)
+    def attempt() -> Any:
+        try:
+            return call()
+        except HfHubHTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            if status in (408, 429) or status >= 500:
+                raise Retry(f"HTTP {status}", cause=exc,
+                            retry_after=retry_after(exc.response.headers)) from exc
+            raise
+        except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
+            raise Retry(f"{type(exc).__name__}: {exc}", cause=exc) from exc
+
+    return attempt
 
 
 def with_retry(call: Callable[[], Any], repo_id: str, rev: str | None,
                progress: Callable[[str], None] = lambda m: None) -> Any:
-    """Bounded retries with exponential backoff on 5xx / 429 / timeouts; anything else fails at once."""
-    attempts, wait = retry_settings()
-    for attempt in range(attempts):
-        try:
-            return call()
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a HubError
-            if attempt + 1 >= attempts or not _retryable(exc):
-                raise translate(exc, repo_id, rev) from exc
-            delay = min(wait * 2 ** attempt, 8.0)
-            progress(f"{translate(exc, repo_id, rev)} — retrying in {delay:.1f}s")
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+    """`call` under the one Hub retry loop (hfguard.hub.http.with_retries); failures -> HubError."""
+    where = f"{repo_id}@{rev}" if rev else repo_id
+    try:
+        return with_retries(_classified(call), what=where, on_retry=lambda m: progress(f"{where}: {m}"))
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a HubError
+        raise translate(exc, repo_id, rev) from exc
 
 
 def resolve(spec: str, *, token: str | bool | None = None, with_files: bool = True,
             progress: Callable[[str], None] = lambda m: None) -> Resolved:
-    """Pin `spec` to a commit sha (and list its files unless `with_files` is False)."""
+    """Pin `spec` to a commit sha (and list its files unless `with_files` is False), within the
+    deadline in force (a check's), or one of its own."""
     repo_id, rev = parse_ref(spec)
     if is_offline():
         return resolve_offline(repo_id, rev)
+    with operation_deadline().active():
+        return _resolve_online(repo_id, rev, token=token, with_files=with_files, progress=progress)
+
+
+def _resolve_online(repo_id: str, rev: str | None, *, token: str | bool | None, with_files: bool,
+                    progress: Callable[[str], None]) -> Resolved:
     from huggingface_hub import HfApi
 
     configure_session()
     api = HfApi(endpoint=endpoint(), token=token)
-    timeout = float(os.environ.get("HFGUARD_HUB_TIMEOUT", "30"))
+    timeout = request_seconds()   # the session hook cuts it to the deadline
     progress(f"resolving {repo_id}@{rev or 'main'} on {endpoint()}…")
     info = with_retry(lambda: api.model_info(repo_id, revision=rev, securityStatus=True, timeout=timeout),
                       repo_id, rev, progress)
@@ -222,29 +201,69 @@ def resolve(spec: str, *, token: str | bool | None = None, with_files: bool = Tr
 def list_files(resolved: Resolved, *, token: str | bool | None = None,
                progress: Callable[[str], None] = lambda m: None) -> None:
     """Sizes, git oids, LFS sha256 and the Hub's per-file scan status, at the pinned commit."""
-    from huggingface_hub import HfApi
-
     if resolved.meta.get("offline"):
         return
-    api = HfApi(endpoint=endpoint(), token=token)
-    repo_id, sha = resolved.repo_id, resolved.sha
-    progress(f"{repo_id}@{resolved.requested or 'main'} -> {sha}; listing files…")
-    try:  # huggingface_hub already retries the listing (bounded backoff); no second layer here
-        tree = list(api.list_repo_tree(repo_id, revision=sha, recursive=True, expand=True))
-    except Exception as exc:  # noqa: BLE001 - every failure becomes a HubError
-        raise translate(exc, repo_id, sha) from exc
-    files = []
-    for entry in tree:
-        if not hasattr(entry, "size") or not hasattr(entry, "blob_id"):
-            continue  # a folder
-        sec = entry.security
-        files.append(HubFile(
-            path=entry.path, size=int(entry.size), blob_id=entry.blob_id,
-            lfs_sha256=entry.lfs.sha256 if entry.lfs else None,
-            security={"status": sec.status, "av_scan": sec.av_scan,
-                      "pickle_import_scan": sec.pickle_import_scan} if sec else None))
-    resolved.files = sorted(files, key=lambda f: f.path)
+    progress(f"{resolved.repo_id}@{resolved.requested or 'main'} -> {resolved.sha}; listing files…")
+    set_files(resolved, hub_files(resolved.repo_id, resolved.sha, token=token, progress=progress))
+
+
+def hub_files(repo_id: str, sha: str, *, token: str | bool | None = None,
+              progress: Callable[[str], None] = lambda m: None) -> list[HubFile]:
+    """The files of commit `sha`, sorted by path."""
+    files = [_hub_file(entry) for entry in list_tree(repo_id, sha, token=token, progress=progress)
+             if entry.get("type") == "file"]
+    return sorted(files, key=lambda f: f.path)
+
+
+def set_files(resolved: Resolved, files: list[HubFile]) -> None:
+    resolved.files = files
     resolved.meta["file_security"] = {f.path: f.security for f in files if f.security}
+
+
+def list_tree(repo_id: str, sha: str, *, token: str | bool | None = None,
+              progress: Callable[[str], None] = lambda m: None) -> list[dict[str, Any]]:
+    """Every entry of the recursive tree listing at `sha`, page by page (`Link: rel="next"`),
+    each page under the one retry loop and the deadline in force (huggingface_hub's own
+    pagination would retry on its own, past any deadline)."""
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    configure_session()
+    headers = build_hf_headers(token=token)   # the session strips it for any other host
+    url: str | None = f"{endpoint()}/api/models/{repo_id}/tree/{sha}"
+    params: dict[str, str] | None = {"recursive": "true", "expand": "true"}
+    entries: list[dict[str, Any]] = []
+    while url is not None:
+        def page(url: str = url, params: dict[str, str] | None = params) -> Any:
+            r = get_session().get(url, headers=headers, params=params, timeout=request_timeout())
+            hf_raise_for_status(r)
+            return r
+
+        r = with_retry(page, repo_id, sha, progress)
+        try:
+            doc = r.json()
+        except ValueError as exc:
+            raise HubError(f"{repo_id}@{sha}: the file listing is not JSON ({exc})",
+                           rule="hub/bad-response") from None
+        if not isinstance(doc, list):
+            raise HubError(f"{repo_id}@{sha}: the file listing is not a list", rule="hub/bad-response")
+        entries += [e for e in doc if isinstance(e, dict)]
+        url, params = r.links.get("next", {}).get("url"), None
+    return entries
+
+
+def _hub_file(entry: dict[str, Any]) -> HubFile:
+    from huggingface_hub.hf_api import RepoFile
+
+    try:
+        f = RepoFile(**entry)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HubError(f"a file listing entry is malformed: {type(exc).__name__}: {exc}",
+                       rule="hub/bad-response") from None
+    sec = f.security
+    return HubFile(path=f.path, size=int(f.size), blob_id=f.blob_id,
+                   lfs_sha256=f.lfs.sha256 if f.lfs else None,
+                   security={"status": sec.status, "av_scan": sec.av_scan,
+                             "pickle_import_scan": sec.pickle_import_scan} if sec else None)
 
 
 def _card_from_info(info: Any) -> dict[str, Any]:
@@ -258,7 +277,7 @@ def _card_from_info(info: Any) -> dict[str, Any]:
 # -- offline --------------------------------------------------------------------------------------
 def cached_sha(repo_id: str, rev: str | None) -> str | None:
     """The commit a ref points to in the local HF cache (refs/<rev>), or the sha itself if cached."""
-    folder = hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    folder = hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
     rev = rev or "main"
     if SHA_RE.fullmatch(rev):
         return rev if (folder / "snapshots" / rev).is_dir() else None
@@ -273,7 +292,7 @@ def cached_sha(repo_id: str, rev: str | None) -> str | None:
 def record_ref(resolved: Resolved) -> None:
     """Note branch/tag -> sha in the HF cache (as huggingface_hub does) so offline runs find it."""
     rev = resolved.requested or "main"
-    snapshot_root = hub_cache_dir() / ("models--" + resolved.repo_id.replace("/", "--"))
+    snapshot_root = hf_cache_dir() / ("models--" + resolved.repo_id.replace("/", "--"))
     if SHA_RE.fullmatch(rev) or not (snapshot_root / "snapshots" / resolved.sha).is_dir():
         return
     ref = snapshot_root / "refs" / rev
@@ -288,9 +307,9 @@ def resolve_offline(repo_id: str, rev: str | None) -> Resolved:
     sha = cached_sha(repo_id, rev)
     if sha is None:
         raise HubError(f"{repo_id}@{rev or 'main'} is not in the local Hugging Face cache "
-                       f"({hub_cache_dir()}) and offline mode is on (HF_HUB_OFFLINE=1): nothing to check",
+                       f"({hf_cache_dir()}) and offline mode is on (HF_HUB_OFFLINE=1): nothing to check",
                        rule="hub/offline-not-cached")
-    snapshot = hub_cache_dir() / ("models--" + repo_id.replace("/", "--")) / "snapshots" / sha
+    snapshot = hf_cache_dir() / ("models--" + repo_id.replace("/", "--")) / "snapshots" / sha
     files = []
     for path in sorted(p for p in snapshot.rglob("*") if p.is_file()):
         blob = path.resolve().name
@@ -322,8 +341,13 @@ def _card_from_readme(path: Path) -> dict[str, Any]:
 
 # -- the Target -----------------------------------------------------------------------------------
 def hub_target(resolved: Resolved, *, stats: TransferStats, token: str | bool | None = None,
-               on_fetch_error: Callable[[Exception, HubFile], None] | None = None) -> Target:
-    """TargetFiles that read by HTTP Range (opener) and download + verify in full (fetch)."""
+               on_fetch_error: Callable[[Exception, HubFile], None] | None = None,
+               deadline: Deadline | None = None) -> Target:
+    """TargetFiles that read by HTTP Range (opener) and download + verify in full (fetch).
+
+    `deadline` (default: the one in force) bounds every read and download, also from the
+    engine's worker threads; without one, each read and download gets its own."""
+    deadline = deadline or current()
     from huggingface_hub import hf_hub_url
     from huggingface_hub.utils import build_hf_headers
 
@@ -337,8 +361,9 @@ def hub_target(resolved: Resolved, *, stats: TransferStats, token: str | bool | 
             url = hf_hub_url(resolved.repo_id, hf.path, revision=resolved.sha, endpoint=endpoint())
             tf = TargetFile(path=hf.path, size=hf.size, opener=lambda: None,  # type: ignore[arg-type,return-value]
                             expected_sha256=hf.lfs_sha256)
-            tf.opener = _opener(tf, BlockCache(url, hf.size, headers=headers, stats=stats, name=hf.path))
-            tf.fetch = _fetcher(resolved, hf, stats, token, on_fetch_error)
+            tf.opener = _opener(tf, BlockCache(url, hf.size, headers=headers, stats=stats, name=hf.path,
+                                                  deadline=deadline))
+            tf.fetch = _fetcher(resolved, hf, stats, token, on_fetch_error, deadline)
         tf.meta.update({"blob_id": hf.blob_id, "lfs": hf.lfs_sha256 is not None,
                         "hub_security": hf.security})
         files.append(tf)
@@ -364,12 +389,14 @@ def _opener(tf: TargetFile, cache: BlockCache) -> Callable[[], Any]:
 
 
 def _fetcher(resolved: Resolved, hf: HubFile, stats: TransferStats, token: str | bool | None,
-             on_error: Callable[[Exception, HubFile], None] | None) -> Callable[[], Path]:
+             on_error: Callable[[Exception, HubFile], None] | None,
+             deadline: Deadline) -> Callable[[], Path]:
     def fetch() -> Path:
         try:
-            return fetch_file(resolved.repo_id, hf.path, resolved.sha, sha256=hf.lfs_sha256,
-                              blob_id=hf.blob_id, size=hf.size, token=token, endpoint=endpoint(),
-                              cache_dir=hub_cache_dir(), stats=stats)
+            with (deadline if deadline.end is not None else operation_deadline(download=True)).active():
+                return fetch_file(resolved.repo_id, hf.path, resolved.sha, sha256=hf.lfs_sha256,
+                                  blob_id=hf.blob_id, size=hf.size, token=token, endpoint=endpoint(),
+                                  cache_dir=hf_cache_dir(), stats=stats)
         except Exception as exc:
             if on_error is not None:
                 on_error(exc, hf)

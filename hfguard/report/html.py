@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from hfguard.findings import MAX_PLOT_POINTS, Finding, Report, Verdict
 from hfguard.policy import Policy
+from hfguard.units import human_bytes
 
 _VERDICT_COLOUR = {Verdict.PASS: "#1a7f37", Verdict.FLAG: "#9a6700", Verdict.BLOCK: "#cf222e",
                    Verdict.ERROR: "#8250df"}
@@ -75,7 +76,7 @@ def render_report(report: Report, policy: Policy) -> str:
         parts.append("<h2>Files</h2><table class=sortable><thead><tr><th>file</th><th>format</th>"
                      "<th>size</th><th>verdict</th><th>sha256</th></tr></thead><tbody>" + "".join(
                          f"<tr><td><code>{e(fr.path)}</code></td><td>{e(fr.format)}</td>"
-                         f"<td class=num data-v=\"{fr.size or 0}\">{e(_human(fr.size or 0))}</td>"
+                         f"<td class=num data-v=\"{fr.size or 0}\">{e(human_bytes(fr.size or 0))}</td>"
                          f"<td>{e(fr.verdict)}</td><td><code>{e(fr.sha256 or '')}</code></td></tr>"
                          for fr in report.files) + "</tbody></table>")
     return "<section>" + "".join(parts) + "</section>"
@@ -195,12 +196,3 @@ def _figure(plot: dict[str, Any]) -> str:
 
 def _tick(v: float) -> str:
     return f"{v:.3g}"
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"

@@ -91,7 +91,8 @@ class LineageCheck(Check):
 
     def _verdict(self, base: str, child: str, report: Any) -> Iterator[Finding]:
         ev = {"base": base, "base_of": child, "sha": report.revision, "verdict": str(report.verdict)}
-        if report.verdict is Verdict.ERROR:
+        # unresolved (no commit): its name findings, the only possible BLOCK, are this check's own
+        if report.verdict is Verdict.ERROR or report.revision is None:
             reasons = [f.message for f in report.all_findings() if f.error][:3]
             yield self.finding("lineage/base-unavailable", Severity.LOW,
                                f"base model {base} of {child} could not be vetted: {'; '.join(reasons)}",

@@ -21,6 +21,7 @@ from typing import Any
 from hfguard import sniff as fmts
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Severity
+from hfguard.policy import Policy
 from hfguard.target import Target, TargetFile
 
 _SHA_RE = re.compile(r"[0-9a-f]{40}")
@@ -108,14 +109,55 @@ def _limit(part: str, max_d: int, short: int) -> int:
     return 1 if len(part) <= short else max_d
 
 
+def name_findings(repo_id: str, policy: Policy, *, deny: bool = True) -> list[Finding]:
+    """Known-bad repo, policy deny list and look-alike name: what the name alone says.
+
+    Needs no network, so `check`, `hook refs` and `lock` run it first and report it even when the
+    Hub cannot be reached. `deny=False` leaves the deny list to a caller that reports it its way.
+    """
+    found: list[Finding] = []
+    bad = known_bad_repo(repo_id)
+    if bad:
+        found.append(_finding("provenance/known-bad-repo", Severity.CRITICAL,
+                              f"{repo_id} is a known-bad repo: {bad.get('reason', '')}",
+                              evidence={"repo": repo_id}, remediation="Do not use this model."))
+    if deny and policy.repo_listed(repo_id, policy.deny):
+        found.append(_finding("provenance/denied-repo", Severity.HIGH,
+                              f"{repo_id} is on the policy deny list", evidence={"repo": repo_id}))
+    if policy.repo_listed(repo_id, policy.allow):
+        return found  # explicitly trusted: not a look-alike of anything
+    hits = lookalikes(repo_id)
+    if hits:
+        real, how, sev, evidence = hits[0]
+        also = [h[0] for h in hits[1:6]]
+        found.append(_finding("provenance/lookalike-name", sev,
+                              f"{repo_id} looks like the popular {real} ({how})",
+                              evidence={"imitates": real, **evidence, "also_like": also},
+                              remediation=f"Did you mean {real}? Check the publisher before using it."))
+    return found
+
+
+def _finding(rule: str, severity: Severity, message: str, **kw: Any) -> Finding:
+    return Finding(check=ProvenanceCheck.id, rule=rule, severity=severity, message=message, **kw)
+
+
 # -- hashes ---------------------------------------------------------------------------------------
-@functools.cache
 def _known_bad() -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    from hfguard.signatures import signatures_version
+
+    return _known_bad_at(signatures_version())   # a feed update changes the version: reloaded
+
+
+@functools.cache
+def _known_bad_at(version: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    from hfguard.feeds import load_feed
     from hfguard.signatures import load
 
-    doc = load("known_bad")
-    repos = {e["id"].lower(): e for e in doc.get("repos", [])}
-    files = {e["sha256"].lower(): e for e in doc.get("files", [])}
+    repos: dict[str, dict[str, Any]] = {}
+    files: dict[str, dict[str, Any]] = {}
+    for doc in (load("known_bad"), load_feed()):   # shipped, then the user's signed updates
+        repos |= {e["id"].lower(): e for e in doc.get("repos", []) or []}
+        files |= {e["sha256"].lower(): e for e in doc.get("files", []) or []}
     return repos, files
 
 
@@ -215,25 +257,7 @@ class ProvenanceCheck(Check):
                                remediation=f"Pin it: revision=\"{target.revision}\".")
 
     def _name_rules(self, target: Target, ctx: ScanContext) -> Iterator[Finding]:
-        repo = target.repo_id or ""
-        bad = known_bad_repo(repo)
-        if bad:
-            yield self.finding("provenance/known-bad-repo", Severity.CRITICAL,
-                               f"{repo} is a known-bad repo: {bad.get('reason', '')}",
-                               evidence={"repo": repo}, remediation="Do not use this model.")
-        if ctx.policy.repo_listed(repo, ctx.policy.deny):
-            yield self.finding("provenance/denied-repo", Severity.HIGH, f"{repo} is on the policy deny list",
-                               evidence={"repo": repo})
-        if ctx.policy.repo_listed(repo, ctx.policy.allow):
-            return  # explicitly trusted: not a look-alike of anything
-        hits = lookalikes(repo)
-        if hits:
-            real, how, sev, evidence = hits[0]
-            also = [h[0] for h in hits[1:6]]
-            yield self.finding("provenance/lookalike-name", sev,
-                               f"{repo} looks like the popular {real} ({how})",
-                               evidence={"imitates": real, **evidence, "also_like": also},
-                               remediation=f"Did you mean {real}? Check the publisher before using it.")
+        yield from name_findings(target.repo_id or "", ctx.policy)
 
     def _hub_status(self, target: Target) -> Iterator[Finding]:
         seen: set[str] = set()

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from hfguard.checks import Check, ScanContext
+from hfguard.dsse import dsse_pae, key_fingerprint, verify_with_key
 from hfguard.findings import Finding, Severity
 from hfguard.policy import TrustedSigner
 from hfguard.target import Target, TargetFile
@@ -57,9 +58,9 @@ class Bundle:
     ignore_paths: tuple[str, ...]
 
     def pae(self) -> bytes:
-        """DSSE pre-authentication encoding: the bytes the signature covers."""
-        t = self.payload_type.encode()
-        return b"DSSEv1 %d %s %d %s" % (len(t), t, len(self.payload), self.payload)
+        return dsse_pae(self.payload_type, self.payload)
+
+
 
 
 def _b64(value: Any, what: str) -> bytes:
@@ -143,31 +144,6 @@ def _ignored(name: str, patterns: tuple[str, ...]) -> bool:
 
 
 # -- signatures -------------------------------------------------------------------------------------
-def _verify_with_key(public_key: Any, signature: bytes, data: bytes) -> bool:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-
-    try:
-        if isinstance(public_key, ec.EllipticCurvePublicKey):
-            algo = hashes.SHA384() if public_key.curve.key_size >= 384 else hashes.SHA256()
-            public_key.verify(signature, data, ec.ECDSA(algo))
-        elif isinstance(public_key, ed25519.Ed25519PublicKey):
-            public_key.verify(signature, data)
-        else:
-            return False
-    except InvalidSignature:
-        return False
-    return True
-
-
-def _fingerprint(public_key: Any) -> str:
-    from cryptography.hazmat.primitives import serialization
-
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return "sha256:" + hashlib.sha256(der).hexdigest()[:16]
-
-
 def _chains_to(leaf: Any, pool: list[Any], trusted: list[Any]) -> Any | None:
     """The trusted certificate the leaf chains up to through `pool`, or None."""
     trusted_der = {t.fingerprint(_sha256()) for t in trusted}
@@ -214,8 +190,8 @@ def check_signer(bundle: Bundle, signers: tuple[TrustedSigner, ...]) -> SignerCh
     if bundle.certificates:
         chain = [x509.load_der_x509_certificate(c) for c in bundle.certificates]
         leaf = chain[0]
-        subject = leaf.subject.rfc4514_string() or _fingerprint(leaf.public_key())
-        if not any(_verify_with_key(leaf.public_key(), s, data) for s in bundle.signatures):
+        subject = leaf.subject.rfc4514_string() or key_fingerprint(leaf.public_key())
+        if not any(verify_with_key(leaf.public_key(), s, data) for s in bundle.signatures):
             return SignerCheck("invalid", subject, "the signature does not verify under its own certificate")
         if bundle.keyless:
             return SignerCheck("unverified", subject, "keyless Sigstore signature: the certificate and "
@@ -226,8 +202,8 @@ def check_signer(bundle: Bundle, signers: tuple[TrustedSigner, ...]) -> SignerCh
             return SignerCheck("untrusted", subject, "the certificate does not chain to a trusted signer")
         return SignerCheck("trusted", subject, f"chains to {anchor.subject.rfc4514_string()}")
     for key in keys:
-        if any(_verify_with_key(key, s, data) for s in bundle.signatures):
-            return SignerCheck("trusted", _fingerprint(key))
+        if any(verify_with_key(key, s, data) for s in bundle.signatures):
+            return SignerCheck("trusted", key_fingerprint(key))
     if not keys:
         return SignerCheck("unverified", "a public key", "no trusted signer key is configured to check it")
     return SignerCheck("invalid", "unknown key", f"the signature verifies under none of the "

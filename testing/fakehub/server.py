@@ -6,6 +6,11 @@ inject faults, and read `hub.log` to assert which requests were made and how man
     with FakeHub() as hub:
         sha = hub.add_repo("org/model", {"model.safetensors": data, "config.json": b"{}"})
         hub.fail("/api/models/org/model", status=503, times=2)
+
+Faults: an HTTP status (with extra `headers`, e.g. Retry-After), a `delay` before anything is sent
+(a hanging server), `trickle` (headers at once, then one body byte every `trickle` seconds: never
+a stalled read, never an end), a truncated body, an ignored Range header. `page_base` and
+`redirect_base` send pagination links and LFS redirects to another server (a foreign host).
 """
 
 from __future__ import annotations
@@ -93,6 +98,8 @@ class Fault:
     ignore_range: bool = False
     delay: float = 0.0
     error_code: str | None = None
+    headers: dict[str, str] | None = None   # sent with `status` (e.g. {"Retry-After": "1"})
+    trickle: float = 0.0    # seconds between body bytes after prompt headers
 
 
 class FakeHub:
@@ -104,6 +111,9 @@ class FakeHub:
         self.tokens = set(tokens)
         self.page_size = page_size
         self.lfs_redirect = lfs_redirect
+        self.page_base: str | None = None       # pagination links point there (default: this server)
+        self.redirect_base: str | None = None   # LFS redirects point there (default: this server)
+        self.stopping = threading.Event()       # ends injected hangs and trickles at stop()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
@@ -121,6 +131,7 @@ class FakeHub:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -210,14 +221,17 @@ class _HubHandler(BaseHTTPRequestHandler):
         self.query = {k: v[-1] for k, v in parse_qs(split.query).items()}
         self.entry: dict[str, Any] = {"method": method, "path": path, "range": self.headers.get("Range"),
                                       "auth": self.headers.get("Authorization"), "status": None,
-                                      "sent": 0}
+                                      "sent": 0, "t": time.monotonic()}
         with self.hub._lock:
             self.hub.log.append(self.entry)
         self.fault = self.hub._take_fault(f"{method} {path}")
-        if self.fault and self.fault.delay:
-            time.sleep(self.fault.delay)
+        if self.fault and self.fault.delay and self.hub.stopping.wait(self.fault.delay):
+            return
         if self.fault and self.fault.status:
-            return self._error(self.fault.status, self.fault.error_code or "", "injected fault")
+            return self._error(self.fault.status, self.fault.error_code or "", "injected fault",
+                               self.fault.headers)
+        if self.fault and self.fault.trickle:
+            return self._trickle(self.fault.trickle)
         try:
             if path.startswith("/api/models/"):
                 self._api(method, path[len("/api/models/"):])
@@ -227,6 +241,27 @@ class _HubHandler(BaseHTTPRequestHandler):
                 self._resolve(method, path)
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+    def _trickle(self, every: float) -> None:
+        """Prompt headers for a large body, then one byte every `every` seconds until stopped."""
+        size = 1 << 20
+        headers = {"Content-Length": str(size)}
+        rng = re.fullmatch(r"bytes=(\d+)-(\d+)", (self.headers.get("Range") or "").strip())
+        if rng:
+            start, end = int(rng.group(1)), int(rng.group(2))
+            size = end - start + 1
+            headers = {"Content-Length": str(size), "Content-Range": f"bytes {start}-{end}/*"}
+        self._send(206 if rng else 200, b"", headers, content_type="application/octet-stream")
+        try:
+            for _ in range(size):
+                if self.hub.stopping.wait(every):
+                    break
+                self.entry["sent"] += 1
+                self.wfile.write(b" ")
+                self.wfile.flush()
+        except OSError:
+            pass   # the client hung up: what a deadline does
+        self.close_connection = True
 
     def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
               content_type: str = "application/json") -> None:
@@ -341,7 +376,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         page = entries[cursor:cursor + self.hub.page_size]
         headers = {}
         if cursor + self.hub.page_size < len(entries):
-            nxt = (f"{self.hub.url}/api/models/{repo_id}/tree/{quote(rev, safe='')}"
+            nxt = (f"{self.hub.page_base or self.hub.url}/api/models/{repo_id}/tree/{quote(rev, safe='')}"
                    f"{'/' + quote(sub) if sub else ''}?recursive={str(recursive).lower()}"
                    f"&expand={str(expand).lower()}&cursor={cursor + self.hub.page_size}")
             headers["Link"] = f'<{nxt}>; rel="next"'
@@ -368,7 +403,8 @@ class _HubHandler(BaseHTTPRequestHandler):
             headers["X-Linked-Etag"] = f'"{etag}"'
             headers["X-Linked-Size"] = str(blob.size)
             if self.hub.lfs_redirect:
-                headers["Location"] = f"{self.hub.url}/lfs-blobs/{repo_id}/{sha}/{quote(filename)}"
+                base = self.hub.redirect_base or self.hub.url
+                headers["Location"] = f"{base}/lfs-blobs/{repo_id}/{sha}/{quote(filename)}"
                 self.entry["status"] = 302
                 return self._send(302, b"", headers)
         self._body(method, blob, headers)

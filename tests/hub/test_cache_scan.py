@@ -42,3 +42,24 @@ def test_scan_of_an_empty_cache_is_an_error_not_a_pass(isolated_hf_home):
                          capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=60)
     assert res.returncode == 2
     assert json.loads(res.stdout)["findings"][0]["rule"] == "scan/no-files"
+
+
+def test_scan_check_and_offline_resolution_share_one_cache_locator(hub, tmp_path, monkeypatch):
+    """HF_HUB_CACHE set after huggingface_hub was imported (its constants are frozen then) is
+    still the cache every command reads: `scan` with no path and offline `check` alike."""
+    from click.testing import CliRunner
+
+    from hfguard.cli import main
+
+    hub.add_repo("acme/bad", {"pytorch_model.bin": torch_zip_bytes(os_system_pickle("true"))})
+    moved = tmp_path / "elsewhere"
+    monkeypatch.setenv("HF_HUB_CACHE", str(moved))
+    assert CliRunner().invoke(main, ["check", "acme/bad", "--download", "-q"]).exit_code == 1
+    assert (moved / "models--acme--bad" / "snapshots").is_dir()     # the download landed there
+    res = CliRunner().invoke(main, ["scan", "--format", "json"])
+    report = json.loads(res.stdout)
+    assert res.exit_code == 1 and report["verdict"] == "BLOCK"
+    assert all(f["path"].startswith(str(moved)) for f in report["files"])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    res = CliRunner().invoke(main, ["check", "acme/bad", "--no-cache", "--format", "json"])
+    assert json.loads(res.stdout)["stats"]["offline"] is True and res.exit_code == 1

@@ -101,7 +101,7 @@ def test_lookalike_repo_name_is_flagged(hub):
 def test_hash_mismatch_on_full_download_is_an_error(hub):
     from huggingface_hub import try_to_load_from_cache
 
-    from hfguard.hub.resolve import hub_cache_dir
+    from hfguard.target import hf_cache_dir
 
     data = benign_files(4096)["model.safetensors"]
     forged = Blob(data=data, lfs=True, claimed_sha256="ab" * 32)
@@ -114,16 +114,16 @@ def test_hash_mismatch_on_full_download_is_an_error(hub):
     assert "does not match" in err
     # the tampered copy does not stay in the HF cache; the honest config.json does
     cached = try_to_load_from_cache("acme/tampered", "model.safetensors", revision=sha,
-                                    cache_dir=hub_cache_dir())
+                                    cache_dir=hf_cache_dir())
     assert not isinstance(cached, str)
     assert isinstance(try_to_load_from_cache("acme/tampered", "config.json", revision=sha,
-                                             cache_dir=hub_cache_dir()), str)
+                                             cache_dir=hf_cache_dir()), str)
 
 
 def test_full_download_populates_the_hf_cache_and_verifies(hub):
     from huggingface_hub import try_to_load_from_cache
 
-    from hfguard.hub.resolve import hub_cache_dir
+    from hfguard.target import hf_cache_dir
 
     files = benign_files(4096)
     sha = hub.add_repo("acme/tiny-bert", files, card=CARD)
@@ -131,7 +131,7 @@ def test_full_download_populates_the_hf_cache_and_verifies(hub):
     assert code == 0 and report["verdict"] == "PASS"
     assert report["stats"]["downloaded_files"] == 3
     path = try_to_load_from_cache("acme/tiny-bert", "model.safetensors", revision=sha,
-                                  cache_dir=hub_cache_dir())
+                                  cache_dir=hf_cache_dir())
     assert isinstance(path, str) and Path(path).read_bytes() == files["model.safetensors"]
 
 
@@ -232,22 +232,23 @@ def test_lfs_redirects_and_tree_pagination(hub):
     assert hub.requests("GET /lfs-blobs/") and len(hub.requests("/tree/")) >= 3
 
 
-def test_verdict_cache_hit_makes_no_request_for_a_pinned_sha(hub):
+def test_verdict_cache_hit_costs_only_the_listing_for_a_pinned_sha(hub):
     sha = hub.add_repo("acme/tiny-bert", benign_files(64), card=CARD)
     code, first, _ = run_check(f"acme/tiny-bert@{sha}")
     assert code == 0 and first["stats"]["cached"] is False
-    before = len(hub.requests("/api/models|/resolve/"))
+    mid = len(hub.log)
     code, second, err = run_check(f"acme/tiny-bert@{sha}")
     assert code == 0 and second["stats"]["cached"] is True and second["verdict"] == "PASS"
     assert second["revision"] == sha and "cached verdict" in err
-    assert len(hub.requests("/api/models|/resolve/")) == before
-    # a branch still needs its sha: one metadata request, no listing, no file reads
+    # the key names the files' content hashes: the listing is read, no metadata, no file reads
+    assert [r["path"] for r in hub.log[mid:]] == [f"/api/models/acme/tiny-bert/tree/{sha}"]
+    # a branch also needs its sha: one metadata request and the listing, no file reads
     run_check("acme/tiny-bert")
     mid = len(hub.log)
     code, third, _ = run_check("acme/tiny-bert")
     assert third["stats"]["cached"] is True
-    assert [r["path"] for r in hub.log[mid:] if "/api/models" in r["path"] or "/resolve/" in r["path"]] == \
-        ["/api/models/acme/tiny-bert"]
+    assert [r["path"] for r in hub.log[mid:]] == ["/api/models/acme/tiny-bert",
+                                                  f"/api/models/acme/tiny-bert/tree/{sha}"]
     # --no-cache reads again
     code, fourth, _ = run_check(f"acme/tiny-bert@{sha}", "--no-cache")
     assert fourth["stats"]["cached"] is False and len(hub.requests("/resolve/")) > 0
@@ -306,21 +307,21 @@ def test_json_report_is_parseable_and_counts_bytes(hub):
 
 
 def test_offline_download_verifies_the_cached_bytes(hub, monkeypatch):
-    from hfguard.hub.resolve import hub_cache_dir
+    from hfguard.target import hf_cache_dir
 
     sha = hub.add_repo("acme/tiny-bert", benign_files(4096), card=CARD)
     assert run_check("acme/tiny-bert", "--download", "--no-cache")[0] == 0
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert run_check("acme/tiny-bert", "--download", "--no-cache")[0] == 0
-    snapshot = hub_cache_dir() / "models--acme--tiny-bert" / "snapshots" / sha
+    snapshot = hf_cache_dir() / "models--acme--tiny-bert" / "snapshots" / sha
     blob = (snapshot / "model.safetensors").resolve()
     blob.write_bytes(blob.read_bytes()[:-1] + b"\x01")   # tampered after download
     code, report, _ = run_check("acme/tiny-bert", "--download", "--no-cache")
     assert code == 2 and "provenance/hash-mismatch" in rules(report)
+    # the tampered blob and its snapshot link are gone from the cache: nothing loads them later
+    assert not blob.exists() and not (snapshot / "model.safetensors").is_symlink()
     # a plain file in place of the blob link: nothing vouches for its bytes, so it is not passed
-    (snapshot / "model.safetensors").unlink()
     (snapshot / "model.safetensors").write_bytes(benign_files(4096)["model.safetensors"])
-    blob.unlink()
     code, report, _ = run_check("acme/tiny-bert", "--download", "--no-cache")
     assert code == 2 and "hub/unverifiable-cached-file" in rules(report)
 

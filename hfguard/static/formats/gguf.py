@@ -28,6 +28,7 @@ MAX_STRING = 64 * 1024 * 1024
 MAX_DIMS = 4                        # GGML_MAX_DIMS
 DEFAULT_ALIGNMENT = 32
 MAX_TEMPLATE = 1 << 20              # chat template text kept for inspection
+MAX_NESTING = 16                    # arrays of arrays; real files nest at most 1 deep
 
 # value type id -> (struct code, size); 8 = string, 9 = array
 _SCALARS: dict[int, tuple[str, int]] = {
@@ -47,6 +48,10 @@ GGML_TYPES: dict[int, tuple[int, int]] = {
 KNOWN_UNSIZED = {9}
 
 class _Truncated(Exception):
+    pass
+
+
+class _TooDeep(Exception):
     pass
 
 
@@ -141,6 +146,10 @@ def read_gguf_header(fh: BinaryIO, size: int, budget: Budget | None = None) -> G
         add(Observation("gguf/truncated", Severity.HIGH, f"header runs past the end of the file: {exc}",
                         f"offset {r.pos}"))
         return header
+    except _TooDeep as exc:
+        add(Observation("gguf/too-deep", Severity.HIGH, f"metadata arrays nested too deeply: {exc}",
+                        f"offset {r.pos}"))
+        return header
     except ValueError as exc:
         add(Observation("gguf/bounds", Severity.HIGH, f"hostile length in the header: {exc}",
                         f"offset {r.pos}"))
@@ -173,12 +182,14 @@ def _read_metadata(r: _Reader, n_kv: int, header: GGUFHeader) -> None:
                                                f"metadata {key}"))
 
 
-def _read_value(r: _Reader, vtype: int, keep: int, key: str) -> Any:
+def _read_value(r: _Reader, vtype: int, keep: int, key: str, depth: int = 0) -> Any:
     if vtype in _SCALARS:
         return r.unpack(_SCALARS[vtype][0])
     if vtype == STRING:
         return r.string(keep)
     if vtype == ARRAY:
+        if depth >= MAX_NESTING:
+            raise _TooDeep(f"array {key!r} nests more than {MAX_NESTING} levels")
         etype, n = r.unpack("I"), r.count()
         if n > MAX_ARRAY:
             raise ValueError(f"array {key!r} of {n} elements")
@@ -189,7 +200,7 @@ def _read_value(r: _Reader, vtype: int, keep: int, key: str) -> Any:
             raise ValueError(f"array {key!r} of unknown type {etype}")
         for _ in range(n):
             r.tick()
-            _read_value(r, etype, 0, key)
+            _read_value(r, etype, 0, key, depth + 1)
         return None
     raise ValueError(f"metadata {key!r} has unknown value type {vtype}")
 

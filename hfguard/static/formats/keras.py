@@ -4,7 +4,11 @@ A Keras config can carry code: Lambda layers hold marshalled Python bytecode (ba
 load (CVE-2024-3660; HDF5 loading ignores safe_mode, CVE-2025-9905), `module` keys that older Keras
 imported as given (CVE-2025-1550), and references to Keras' own functions that turn safe_mode off or
 fetch files from inside the load (CVE-2025-8747, CVE-2025-9906). The bytecode is decoded and its
-names scanned at byte level; it is never unmarshalled.
+names scanned at byte level; it is never unmarshalled. Layers that reach outside the file: TFSMLayer
+loads a SavedModel from a path the config names (CVE-2026-1462), StringLookup & co. read a vocabulary
+file or URL (CVE-2025-12058); TorchModuleWrapper torch.loads a
+pickle held in the config (CVE-2025-49655), which is judged by the pickle scanner. HDF5 weights
+(`.h5`, `model.weights.h5`) are walked for external storage and links (hdf5.py, CVE-2026-1669).
 
 HDF5 needs no h5py: Keras stores `model_config` as a JSON string attribute, found by a bounded byte
 scan. h5py, when importable, reads the attribute as well, in a child process under a timeout.
@@ -17,10 +21,12 @@ import binascii
 import fnmatch
 import functools
 import importlib.util
+import io
 import json
 import re
 import subprocess
 import sys
+import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -32,6 +38,7 @@ from hfguard import sniff as fmts
 from hfguard.budget import Budget
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Observation, Severity
+from hfguard.static.formats.hdf5 import scan_hdf5
 from hfguard.static.problems import lfs_pointer_problem
 from hfguard.target import TargetFile
 
@@ -43,6 +50,7 @@ SCAN_CHUNK = 8 * 1024 * 1024
 H5_SCAN_BYTES = 256 * 1024 * 1024   # how far into an HDF5 file the byte scan looks for the config
 MAX_CONFIGS = 16
 H5PY_TIMEOUT = 20.0
+MAX_INFLATED_WEIGHTS = 8 << 30       # a compressed model.weights.h5 is inflated to disk up to this
 _MARKERS = (b'{"class_name"', b'{"module"')
 _KERAS_MEMBERS = {"config.json", "metadata.json", "model.weights.h5", "model.weights.npz"}
 _IDENT = re.compile(rb"[A-Za-z_][A-Za-z0-9_]{1,63}")
@@ -160,6 +168,18 @@ def _inspect(node: dict[str, Any], here: str, out: Analysis, allowed: set[str], 
         _inspect_lambda(cfg, here, out, gadgets)
     if cls == "__lambda__":
         _inspect_code(node, here, out)
+    if cls == "TFSMLayer" and isinstance(cfg, dict):
+        path = cfg.get("filepath")
+        out.problems.append(_problem("tfsmlayer-external",
+                                     f"TFSMLayer loads the SavedModel at {str(path)[:200]!r}, outside this "
+                                     "file; its graph runs with the model", here, filepath=str(path)[:1000]))
+    if cls == "TorchModuleWrapper" and isinstance(cfg, dict):
+        _inspect_torch_module(cfg.get("module"), here, out)
+    vocab = cfg.get("vocabulary") if isinstance(cfg, dict) else None
+    if cls in _r("vocabulary-file")["classes"] and isinstance(vocab, str):
+        out.problems.append(_problem("vocabulary-file",
+                                     f"{cls} reads its vocabulary from {vocab[:200]!r} while loading (a file "
+                                     "or URL outside the model)", here, vocabulary=vocab[:1000]))
     if cls in ("TFOpLambda", "SlicingOpLambda") and isinstance(cfg, dict):
         fn = cfg.get("function")
         if isinstance(fn, str) and any(fnmatch.fnmatchcase(fn, p) for p in _r("tfoplambda")["patterns"]):
@@ -184,6 +204,37 @@ def _inspect_lambda(cfg: dict[str, Any], here: str, out: Analysis, gadgets: set[
     if len(out.problems) == before and not _has_lambda_code(fn):
         out.problems.append(_problem("lambda-layer", "Lambda layer: runs a Python function named in the "
                                      "config", here, function=str(fn)[:200]))
+
+
+def _inspect_torch_module(module: Any, here: str, out: Analysis) -> None:
+    """TorchModuleWrapper keeps a torch.save'd module (a pickle) as base64; Keras 3.11.0-3.11.2
+    torch.loaded it even in safe mode. The bytes go through the pickle scanner, never unpickled."""
+    from hfguard.static.pickle.check import SerializationCheck, scan_stream_findings
+
+    rule = _r("torch-module-pickle")
+    if isinstance(module, dict):  # {"class_name": "__bytes__", "config": {"value": ...}}
+        module = (module.get("config") or {}).get("value") if isinstance(module.get("config"), dict) else None
+    raw = None
+    if isinstance(module, str) and len(module) <= MAX_CONFIG_BYTES:
+        try:
+            raw = base64.b64decode("".join(module.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raw = None
+    if not raw:
+        out.problems.append(_problem("torch-module-pickle", "TorchModuleWrapper payload that is not "
+                                     "readable base64 (cannot be vetted)", here))
+        return
+    found = scan_stream_findings(SerializationCheck(), io.BytesIO(raw), len(raw),
+                                 fmts.sniff(raw[:512], "module.pt", len(raw)), here)
+    worst = max((f.severity for f in found), default=Severity.INFO)
+    sev = max(worst, Severity.parse(rule["severity"]))
+    msg = "TorchModuleWrapper holds a pickled torch module that loading unpickles (safe_mode off)"
+    if worst >= Severity.HIGH:
+        bad = dict.fromkeys(f.message for f in found if f.severity >= Severity.HIGH)
+        msg += "; the pickle " + "; ".join(bad)
+    out.problems.append(_problem("torch-module-pickle", msg[:600], here, sev, pickle_bytes=len(raw),
+                                 pickle_findings=[{"rule": f.rule, "severity": f.severity.name.lower(),
+                                                   "message": f.message[:300]} for f in found[:20]]))
 
 
 def _has_lambda_code(fn: Any) -> bool:
@@ -360,6 +411,8 @@ class KerasCheck(Check):
                 elif n not in _KERAS_MEMBERS and not n.startswith("assets/") and not n.endswith("/"):
                     problems.append(Observation("keras/unexpected-member", Severity.LOW,
                                                 f"unexpected member {n!r} in a .keras archive", n))
+            if "model.weights.h5" in names:
+                problems += self._weights_h5(zf, names["model.weights.h5"], ctx)
             if "model.weights.npz" in names:
                 problems.append(Observation(
                     "keras/npz-weights", Severity.LOW,
@@ -387,6 +440,30 @@ class KerasCheck(Check):
             problems += self._config_text(raw, "config.json", ctx)
             return problems
 
+    def _weights_h5(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, ctx: ScanContext) -> list[Observation]:
+        """model.weights.h5 inside a .keras archive: h5py follows its external storage and links too.
+        A stored member (what Keras writes) is walked in place."""
+        budget = ctx.budget()
+        try:
+            with zf.open(info) as member:
+                if info.compress_type == zipfile.ZIP_STORED:
+                    return scan_hdf5(member, info.file_size, budget, info.filename).problems
+                # a compressed member re-inflates from its start on every backward seek: inflate it
+                # once into a spooled file (memory up to a few MiB, then disk) and walk that
+                if info.file_size > MAX_INFLATED_WEIGHTS or (
+                        info.file_size > 64 << 20 and info.file_size > 100 * max(info.compress_size, 1)):
+                    return [Observation("keras/bad-archive", Severity.HIGH,
+                                        f"{info.filename} inflates to {info.file_size} bytes from "
+                                        f"{info.compress_size}: not walked", info.filename)]
+                with tempfile.SpooledTemporaryFile(max_size=16 << 20) as spool:
+                    while block := member.read(1 << 20):
+                        budget.tick("inflating model.weights.h5")
+                        spool.write(block)
+                    return scan_hdf5(spool, spool.tell(), budget, info.filename).problems
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as exc:
+            return [Observation("keras/bad-archive", Severity.HIGH,
+                                f"{info.filename} cannot be read from the archive: {exc}", info.filename)]
+
     def _config_text(self, raw: bytes, where: str, ctx: ScanContext) -> list[Observation]:
         try:
             text = raw.decode("utf-8")
@@ -408,6 +485,8 @@ class KerasCheck(Check):
             scanned = [text for _, text in find_json_configs(fh, limit, budget)]
         texts = list(dict.fromkeys([*scanned, *(via_h5py or [])]))
         problems: list[Observation] = [failure] if failure else []
+        with file.open() as fh:
+            problems += scan_hdf5(fh, file.size, budget).problems
         for i, text in enumerate(texts):
             problems += self._config_text(text.encode("utf-8", "surrogateescape"), f"model_config[{i}]", ctx)
         if not texts and file.size > limit and via_h5py is None:

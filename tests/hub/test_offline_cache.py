@@ -1,0 +1,70 @@
+"""The verdict cache answers only for the content it judged: offline, a file added to (or re-linked
+in) the cached snapshot is re-scanned; offline --download re-hashes before any cached answer and
+removes a tampered blob from the HF cache."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from testing.fakehub.builders import os_system_pickle, safetensors_bytes
+from tests.hub.conftest import rules, run_check
+
+FILES = {"model.safetensors": safetensors_bytes(4096), "config.json": b'{"model_type": "bert"}'}
+
+
+def snapshot_of(repo: str, sha: str):
+    from hfguard.target import hf_cache_dir
+
+    return hf_cache_dir() / f"models--{repo.replace('/', '--')}" / "snapshots" / sha
+
+
+def plant_blob(snapshot, name: str, data: bytes) -> None:
+    """Add a file to a cached snapshot the way huggingface_hub lays it out: a content-addressed blob."""
+    blob = snapshot.parent.parent / "blobs" / hashlib.sha256(data).hexdigest()
+    blob.write_bytes(data)
+    os.symlink(os.path.relpath(blob, snapshot), snapshot / name)
+
+
+def test_a_pickle_added_to_the_cached_snapshot_is_not_answered_by_the_old_pass(hub, monkeypatch, tmp_path):
+    sha = hub.add_repo("acme/tiny", FILES)
+    code, first, _ = run_check("acme/tiny", "--download")
+    assert code == 0 and first["verdict"] == "PASS"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, second, _ = run_check("acme/tiny")
+    assert code == 0 and second["verdict"] == "PASS"
+    code, third, _ = run_check("acme/tiny")
+    assert third["stats"]["cached"] is True          # the unchanged snapshot is answered from the cache
+    plant_blob(snapshot_of("acme/tiny", sha), "pytorch_model.bin",
+               os_system_pickle(f"touch {tmp_path / 'PWNED'}"))
+    code, fourth, _ = run_check("acme/tiny")
+    assert fourth["stats"]["cached"] is False
+    assert fourth["verdict"] == "BLOCK" and code == 1
+    assert "pytorch_model.bin" in {f["path"] for f in fourth["files"]}
+    assert not (tmp_path / "PWNED").exists()
+    # a plain (not content-addressed) file is hashed into the key too
+    (snapshot_of("acme/tiny", sha) / "pytorch_model.bin").unlink()
+    assert run_check("acme/tiny")[1]["stats"]["cached"] is True
+    (snapshot_of("acme/tiny", sha) / "extra.pkl").write_bytes(os_system_pickle("true"))
+    code, fifth, _ = run_check("acme/tiny")
+    assert fifth["stats"]["cached"] is False and fifth["verdict"] == "BLOCK"
+
+
+def test_offline_download_rehashes_even_with_a_cached_verdict_and_evicts_the_tampered_blob(hub, monkeypatch):
+    sha = hub.add_repo("acme/tiny", FILES)
+    assert run_check("acme/tiny", "--download")[0] == 0
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, report, _ = run_check("acme/tiny", "--download")
+    assert code == 0 and report["verdict"] == "PASS"
+    assert run_check("acme/tiny", "--download")[1]["stats"]["cached"] is True
+    link = snapshot_of("acme/tiny", sha) / "model.safetensors"
+    blob = link.resolve()
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1                                    # same name, same size, other bytes
+    blob.write_bytes(bytes(data))
+    code, report, err = run_check("acme/tiny", "--download")
+    assert code == 2 and report["verdict"] == "ERROR"
+    assert "provenance/hash-mismatch" in rules(report) and "does not match" in err
+    assert not blob.exists() and not os.path.lexists(link)
+    # the honest file stays
+    assert (snapshot_of("acme/tiny", sha) / "config.json").is_file()
