@@ -144,3 +144,16 @@ def test_two_disagreeing_copies_in_one_folder(zoo, tmp_path):
     state = we.state_of(base)
     torch.save({k: torch.from_numpy(v).half() for k, v in state.items()}, half / "pytorch_model.bin")
     assert verdict(half) == (Verdict.PASS, [])
+
+
+def test_jittered_traps_whose_biases_say_nothing_are_near_duplicate_neurons(zoo):
+    """In a barely trained GPT-2 the biases are still ~0, so the trap neurons' firing rates look like
+    everyone's: the shared direction alone flags them (medium), columns of the Conv1D c_fc."""
+    import numpy as np
+
+    base = zoo("gpt2", 0)
+    path = we.edited(base, base.parent / "traps-2", lambda s: we.jittered_traps(s, 2, seed=6))
+    hit = _rules(path)["weights/near-duplicate-neurons"]
+    planted = np.random.default_rng(6).choice(256, 16, replace=False)   # as jittered_traps draws them
+    assert hit.location == "transformer.h.2.mlp.c_fc.weight" and hit.severity is Severity.MEDIUM
+    assert sorted(hit.evidence["indices"]) == sorted(planted.tolist()) and hit.evidence["rarely_firing"] < 8
