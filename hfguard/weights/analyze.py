@@ -5,8 +5,12 @@ cross-tensor evidence (sibling layers, trap neurons with their biases) is judged
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,11 +19,23 @@ from hfguard.budget import Budget
 from hfguard.findings import Observation, Severity
 from hfguard.weights import layers, traps
 from hfguard.weights.stats import Backend, tensor_stats
-from hfguard.weights.tensors import Checkpoint, load_tensor
+from hfguard.weights.tensors import Checkpoint, TensorMeta, load_tensor
 
 EMBEDDING = re.compile(r"(embed|wte|wpe|tok_embeddings|shared\.weight|lm_head|word_embeddings)", re.I)
 _KEEP = ("n", "mean", "std", "absmax", "kurtosis", "tail_share", "zero_share", "nan", "inf",
          "stable_rank", "sigma", "dup_rows", "mirrored_rows", "single_nonzero_rows", "zero_rows")
+
+
+@dataclass
+class _Measured:
+    """What one tensor leaves behind once it is released: numbers and small vectors."""
+
+    meta: TensorMeta
+    stats: dict[str, Any]
+    hits: list[Observation]
+    norms: np.ndarray | None = None
+    dups: np.ndarray | None = None
+    vector: np.ndarray | None = None
 
 
 @contextlib.contextmanager
@@ -52,6 +68,13 @@ def analyze_checkpoint(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget
         return _analyze(ckpt, be, th, budget, config)
 
 
+def _workers(be: Backend, th: dict[str, Any]) -> int:
+    """Tensors are measured on a thread pool (numpy's reductions and BLAS release the GIL); the
+    GPU path stays on one thread (it queues work on one device)."""
+    n = int(th.get("workers") or 0) or (os.cpu_count() or 1)
+    return 1 if be.name == "cuda" else max(1, min(n, 8))
+
+
 def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
              config: tuple[str, dict[str, Any]] | None) -> tuple[list[Observation], dict[str, Any]]:
     hits: list[Observation] = []
@@ -59,32 +82,61 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
     shapes: dict[str, tuple[int, ...]] = {}
     norms: dict[str, np.ndarray] = {}
     vectors: dict[str, np.ndarray] = {}     # 1-D tensors, kept for the bias side of trap neurons
+    dups: dict[str, np.ndarray] = {}      # per neuron: how many others point the same way
     dtypes: dict[str, int] = {}
     params = 0
     metas = ckpt.float_tensors()
-    # tensors that are not float32 in place are widened into one reused buffer: fresh pages for
-    # every tensor cost more than the widening itself
-    scratch = np.empty(max((m.numel for m in metas if not m.mapped_as_is), default=0), np.float32)
-    for meta in metas:
+    # tensors that are not float32 in place are widened into one buffer per worker, reused:
+    # fresh pages for every tensor cost more than the widening itself. Memory: per worker one
+    # tensor (mapped or widened) and its block temporaries
+    biggest = max((m.numel for m in metas if not m.mapped_as_is), default=0)
+    local = threading.local()
+
+    def measure(meta: TensorMeta) -> _Measured:
         budget.tick(f"reading {meta.name}")
-        arr = load_tensor(meta, copy=False, out=None if meta.mapped_as_is else scratch)
+        if not meta.mapped_as_is and getattr(local, "scratch", None) is None:
+            local.scratch = np.empty(biggest, np.float32)
+        arr = load_tensor(meta, copy=False, out=None if meta.mapped_as_is else local.scratch)
         st = tensor_stats(arr, be, tail_k=th["tail-k"], spectral_max=th["spectral-max-elements"],
                           tick=lambda n=meta.name: budget.tick(f"measuring {n}"))
-        hits += tensor_hits(meta.name, arr, st, th)
-        nn = traps.neuron_norms(meta.name, arr)
-        if nn is not None:
-            norms[meta.name] = nn
+        out = _Measured(meta, {k: st[k] for k in _KEEP if k in st}, tensor_hits(meta.name, arr, st, th))
+        rows = traps.neuron_rows(meta.name, arr)
+        if rows is not None:
+            out.norms = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
+            out.dups = traps.near_duplicate_counts(rows, th["trap-cosine"], th["trap-min-neurons"])
         if arr.ndim == 1 and arr.size <= 1 << 20:
-            vectors[meta.name] = np.array(arr)   # a copy: arr is a map of the file or the buffer
-        stats[meta.name] = {k: st[k] for k in _KEEP if k in st}
-        shapes[meta.name] = meta.shape
-        dtypes[meta.dtype] = dtypes.get(meta.dtype, 0) + 1
-        params += meta.numel
+            out.vector = np.array(arr)   # a copy: arr is a map of the file or the buffer
+        return out
+
+    workers = _workers(be, th)
+    if workers == 1:
+        measured: Iterator[_Measured] = map(measure, metas)
+    else:
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="hfguard-weights")
+        measured = pool.map(measure, metas)   # results in file order; the first error propagates
+    try:
+        for m in measured:
+            name = m.meta.name
+            hits += m.hits
+            if m.norms is not None:
+                norms[name] = m.norms
+            if m.dups is not None:
+                dups[name] = m.dups
+            if m.vector is not None:
+                vectors[name] = m.vector
+            stats[name] = m.stats
+            shapes[name] = m.meta.shape
+            dtypes[m.meta.dtype] = dtypes.get(m.meta.dtype, 0) + 1
+            params += m.meta.numel
+    finally:
+        if workers > 1:
+            pool.shutdown(cancel_futures=True)
     for name, nn in norms.items():
         bias = vectors.get(re.sub(r"weight$", "bias", name))
         hits += traps.trap_neurons(name, nn, bias, min_group=th["trap-min-neurons"],
                                    norm_tol=th["trap-norm-tol"], bias_z=th["trap-bias-z"],
-                                   lone_bias_z=th["lone-bias-z"])
+                                   lone_bias_z=th["lone-bias-z"], dup_counts=dups.get(name),
+                                   cos=th["trap-cosine"], fire_z=th["trap-fire-z"])
     hits += sibling_hits(stats, shapes, th)
     if config is not None:
         hits += traps.activation_hits(config[1], config[0])
@@ -99,7 +151,8 @@ def tensor_hits(name: str, arr: np.ndarray, st: dict[str, Any], th: dict[str, An
         out.append(Observation("weights/nan-inf", Severity.HIGH,
                                f"{name} holds {st['nan']} NaN and {st['inf']} Inf values",
                                name, {"nan": st["nan"], "inf": st["inf"], "n": st["n"]}))
-    if (h := traps.zero_gains(name, arr)) is not None:
+    if (h := traps.zero_gains(name, arr, rel=th["silenced-gain-rel"],
+                              min_count=th["silenced-gain-min"])) is not None:
         out.append(h)
     if st["nan"] + st["inf"] == 0 and (h := traps.huge_constants(
             name, arr, th["huge-constant-z"], th["huge-constant-abs"], st["absmax"])) is not None:

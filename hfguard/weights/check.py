@@ -17,7 +17,7 @@ from hfguard.weights.defaults import DIFF_DEFAULTS
 
 # Defaults for [tool.hfguard.thresholds.weights]; how they were chosen: docs/weights-calibration.md
 DEFAULTS: dict[str, Any] = {
-    "robust-z": 6.0,             # sibling outlier -> medium
+    "robust-z": 6.9,             # sibling outlier -> medium (calibrated: docs/weights-calibration.md)
     "robust-z-high": 12.0,       # ... -> high
     "min-siblings": 4,
     "tail-k": 6.0,               # tail_share counts entries beyond tail-k sigma (evidence)
@@ -25,12 +25,17 @@ DEFAULTS: dict[str, Any] = {
     "trap-min-neurons": 8,
     "trap-norm-tol": 1e-6,       # float32 rows scaled to one norm agree to ~1e-7
     "trap-bias-z": 8.0,
+    "trap-cosine": 0.8,          # neurons this aligned count as near-duplicates (trained: pairs only)
+    "trap-fire-z": 3.0,          # estimated firing rate this many robust sigmas below the layer's
+    "silenced-gain-rel": 1e-3,   # a norm gain <= this x the tensor's typical |gain| silences it
+    "silenced-gain-min": 8,      # ... and this many in one tensor are reported (MiniLM has 3 dead ones)
     "lone-bias-z": 25.0,
     "huge-constant-z": 200.0,
     "huge-constant-abs": 10.0,
     "duplicate-rows": 2,
     "single-nonzero-rows": 1,
     "max-findings-per-rule": 20,
+    "workers": 0,                # threads measuring tensors; 0: one per CPU core (at most 8)
 }
 
 
@@ -66,6 +71,11 @@ class WeightsAnomalies(Check):
         for ckpt in ckpts:
             ctx.progress(f"weights: {ckpt.name} ({len(ckpt.tensors)} tensors, {be.name})")
             yield from self._checkpoint(ckpt, be, th, ctx, configs.get(ckpt.directory))
+        if len(ckpts) > 1:
+            from hfguard.weights.copies import inconsistent_copies
+
+            for file, hit in inconsistent_copies(ckpts, ctx.budget()):
+                yield from self.findings_from([hit], file=file, remediation=_REMEDIATION.get)
 
     def _checkpoint(self, ckpt: Any, be: Any, th: dict[str, Any], ctx: ScanContext,
                     config: tuple[str, dict[str, Any]] | None) -> Iterator[Finding]:
@@ -139,6 +149,8 @@ def configs_by_dir(target: Target) -> dict[str, tuple[str, dict[str, Any]]]:
 
 
 _REMEDIATION = {
+    "weights/inconsistent-copies": "Keep one weights file (safetensors), or find out why the copies differ "
+                                   "before loading either.",
     "weights/nan-inf": "Do not load: NaN/Inf weights are corrupt or a deliberate denial of service.",
     "weights/trap-neurons": "Do not fine-tune this model on private data; obtain weights from the original "
                             "publisher and compare (--base).",

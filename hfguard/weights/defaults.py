@@ -13,5 +13,7 @@ DIFF_DEFAULTS: dict[str, Any] = {
     "embedding-row-rel": 0.10,        # an embedding row moved by 10% of its norm ...
     "embedding-row-vs-median": 20.0,  # ... and 20x the median row's move
     "outlier-rel-z": 3.0,             # a narrow-shaped matrix change that stands out of the rest
+    "role-coverage": 0.9,             # a role changed in this share of its layers: adapter/fine-tune
+    "confined-min-rel": 1e-3,         # a confined dense change below this is rounding, not an edit
     "diff-spectral-max-elements": 64 << 20,
 }

@@ -21,9 +21,10 @@ from hfguard.findings import Finding, Severity
 from hfguard.target import Target
 from hfguard.weights.analyze import EMBEDDING
 from hfguard.weights.defaults import DIFF_DEFAULTS
+from hfguard.weights.layers import role_of
 from hfguard.weights.stats import Backend, backend_for
 from hfguard.weights.tensors import Checkpoint, checkpoints_of
-from hfguard.weights.traps import POSITIONAL
+from hfguard.weights.traps import NORM_GAIN, POSITIONAL, silenced
 
 
 def declared_base(target: Target) -> str | None:
@@ -128,29 +129,68 @@ class DiffResult:
     removed: list[str] = field(default_factory=list)
     shape_mismatch: list[dict[str, Any]] = field(default_factory=list)
     dtype_mismatch: list[str] = field(default_factory=list)
+    extended: list[dict[str, Any]] = field(default_factory=list)   # embeddings with appended rows
+    silenced: list[dict[str, Any]] = field(default_factory=list)   # norm gains live in base, ~0 here
+    roles: dict[str, int] = field(default_factory=dict)         # role -> layers holding it (base)
+    blocks: dict[int, set[str]] = field(default_factory=dict)   # block index -> its tensors (base)
 
 
 def diff_checkpoints(base: Checkpoint, tgt: Checkpoint, be: Backend, th: dict[str, Any],
                      budget: Budget) -> DiffResult:
     res = DiffResult(added=sorted(set(tgt.tensors) - set(base.tensors)),
                      removed=sorted(set(base.tensors) - set(tgt.tensors)))
-    for name in sorted(set(base.tensors) & set(tgt.tensors)):
+    for name, meta in base.tensors.items():
+        role, idx = role_of(name)
+        if idx is not None and meta.is_float and meta.numel:
+            res.roles[role] = res.roles.get(role, 0) + 1
+            res.blocks.setdefault(idx, set()).add(name)
+    common = sorted(set(base.tensors) & set(tgt.tensors))
+    vocab = {(base.tensors[n].shape[0], tgt.tensors[n].shape[0]) for n in common
+             if _appended_rows(n, base.tensors[n].shape, tgt.tensors[n].shape)}
+    for name in common:
         budget.tick(f"diffing {name}")
         m0, m1 = base.tensors[name], tgt.tensors[name]
+        grown = None
         if m0.shape != m1.shape:
-            res.shape_mismatch.append({"tensor": name, "base": list(m0.shape), "model": list(m1.shape)})
-            continue
+            grown = _grown_axis(m0.shape, m1.shape, vocab)
+            if grown is None:
+                res.shape_mismatch.append({"tensor": name, "base": list(m0.shape), "model": list(m1.shape)})
+                continue
+            # vocabulary extension: the base's part is compared, the appended entries are noted
+            res.extended.append({"tensor": name, "base": list(m0.shape), "model": list(m1.shape)})
         if m0.dtype != m1.dtype:
             res.dtype_mismatch.append(name)
         if not (m0.is_float and m1.is_float) or not m0.numel:
             continue
         res.compared += 1
         w0, w1 = base.load(name, copy=False), tgt.load(name, copy=False)
+        if grown is not None:
+            w1 = w1[(slice(None),) * grown + (slice(0, m0.shape[grown]),)]
         if np.array_equal(w0, w1, equal_nan=True):
             continue
         res.deltas.append(tensor_delta(name, w0, w1, be, th))
+        if w0.ndim == 1 and NORM_GAIN.search(name):
+            rel = th["silenced-gain-rel"]
+            new = np.flatnonzero(silenced(w1, rel) & ~silenced(w0, rel))
+            if new.size:
+                res.silenced.append({"tensor": name, "count": int(new.size), "indices": new[:32].tolist()})
         del w0, w1
     return res
+
+
+def _grown_axis(s0: tuple[int, ...], s1: tuple[int, ...], vocab: set[tuple[int, int]]) -> int | None:
+    """The one axis along which a tensor grew from the old to the new vocabulary size (token
+    embeddings, a tied or untied head, its bias), if that is the only difference."""
+    if len(s0) != len(s1):
+        return None
+    axes = [i for i, (a, b) in enumerate(zip(s0, s1, strict=True)) if a != b]
+    return axes[0] if len(axes) == 1 and (s0[axes[0]], s1[axes[0]]) in vocab else None
+
+
+def _appended_rows(name: str, s0: tuple[int, ...], s1: tuple[int, ...]) -> bool:
+    """Token embeddings (or the tied head) grown by rows only: `resize_token_embeddings`."""
+    return (bool(EMBEDDING.search(name)) and not POSITIONAL.search(name) and len(s0) == len(s1) == 2
+            and s1[0] > s0[0] and s0[1:] == s1[1:])
 
 
 def _primary(ckpts: list[Checkpoint]) -> Checkpoint | None:
@@ -176,9 +216,9 @@ def diff_findings(check: Check, target: Target, ctx: ScanContext, th: dict[str, 
         return
     mine, _ = checkpoints_of(target)
     theirs, failed = checkpoints_of(base)
-    tgt, ref = _primary(mine), _primary(theirs)
-    if tgt is None or ref is None:
-        what = "the model" if tgt is None else f"base {spec}"
+    ref = _primary(theirs)
+    if not mine or ref is None:
+        what = "the model" if not mine else f"base {spec}"
         yield check.finding("weights/base-unavailable", Severity.MEDIUM if explicit else Severity.LOW,
                             f"no readable checkpoint in {what}: diff skipped", error=bool(explicit),
                             evidence={"base": spec, "unreadable": failed})
@@ -188,12 +228,15 @@ def diff_findings(check: Check, target: Target, ctx: ScanContext, th: dict[str, 
     except (RuntimeError, ValueError) as exc:
         yield check.finding("weights/device-unavailable", Severity.MEDIUM, str(exc), error=True)
         return
-    ctx.progress(f"weights: diffing {tgt.name} against {ref.name}")
     from hfguard.weights.analyze import single_threaded_blas
 
-    with single_threaded_blas():
-        res = diff_checkpoints(ref, tgt, be, th, ctx.budget())
-    yield from judge(check, res, tgt.name, spec, th)
+    # every weights file of the model: a loader may pick any of them (pytorch_model.bin beside
+    # model.safetensors), so a clean one must not vouch for an edited one
+    for tgt in mine:
+        ctx.progress(f"weights: diffing {tgt.name} against {ref.name}")
+        with single_threaded_blas():
+            res = diff_checkpoints(ref, tgt, be, th, ctx.budget())
+        yield from judge(check, res, tgt.name, spec, th)
 
 
 def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any]) -> Iterator[Finding]:
@@ -210,11 +253,17 @@ def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any
     changed = res.deltas
     n = max(res.compared, 1)
     confined = 0 < len(changed) <= max(th["surgical-max-tensors"], th["surgical-max-share"] * n)
+    covered, adapter = _role_coverage(changed, res.roles, th)
+    # LoRA merges and fine-tunes change a role in (nearly) every layer; ROME, MEMIT and FT-L edit
+    # one or a few layers: only changes outside covered roles can be a targeted edit
+    isolated = [d for d in changed if role_of(d.name)[0] not in covered]
     summary = {"base": spec, "compared": res.compared, "changed": len(changed),
                "changed_share": _r(len(changed) / n),
                "median_relative_change": _r(float(np.median([d.rel for d in changed]))) if changed else 0.0,
-               "confined": confined}
-    surgical = [d for d in changed if d.surgical_shape]
+               "confined": confined, "roles_changed_in_every_layer": sorted(covered)[:20],
+               "low_rank_in_every_layer": sorted(adapter)[:20]}
+    surgical = [d for d in isolated if d.surgical_shape]
+    partial = _partial_blocks(isolated, res.blocks, th)
     if confined and surgical:
         yield f("weights/surgical-edit", Severity.HIGH,
                 f"only {len(changed)} of {res.compared} tensors differ from base {spec}, and the change is "
@@ -223,8 +272,16 @@ def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any
                 location=surgical[0].name,
                 evidence={**summary, "tensors": [d.evidence() for d in changed[:20]]},
                 remediation="Use the base model, or find out who made this edit and why.")
+    elif confined and partial:
+        yield f("weights/confined-edit", Severity.HIGH,
+                f"only {len(changed)} of {res.compared} tensors differ from base {spec}, densely "
+                f"({', '.join(d.name for d in partial[:4])}), inside blocks whose other tensors are "
+                "bit-identical: the shape of a fact edit by fine-tuning one layer (FT-L), not a fine-tune",
+                location=partial[0].name,
+                evidence={**summary, "tensors": [d.evidence() for d in changed[:20]]},
+                remediation="Use the base model, or find out who made this edit and why.")
     elif changed and not confined:
-        yield from _outliers_in_dense(f, changed, th, spec)
+        yield from _outliers_in_dense(f, [d for d in changed if role_of(d.name)[0] not in adapter], th, spec)
     for d in changed:
         if d.edited_rows and len(d.edited_rows) <= max(64, 0.01 * (d.rows or 0)):
             # inside a dense fine-tune, rows of the tokens it saw move a lot too: low, with the rows
@@ -232,8 +289,43 @@ def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any
                     f"{len(d.edited_rows)} rows of {d.name} were rewritten ({d.rel:.3g} relative change "
                     "overall): trigger-token surgery edits a few vocabulary rows", location=d.name,
                     evidence={**d.evidence(), "row_indices": d.edited_rows[:64]})
+    for s in res.silenced:
+        yield f("weights/base-gains-silenced", Severity.HIGH,
+                f"{s['count']} LayerNorm gains of {s['tensor']} are live in base {spec} and zero or "
+                "negligible here: those features were switched off", location=s["tensor"], evidence=s)
+    if res.extended:
+        yield f("weights/base-vocab-extended", Severity.INFO,
+                f"{len(res.extended)} embedding tensors grew by appended rows (vocabulary extension); "
+                "the base's rows were compared", evidence={"tensors": res.extended[:8]})
     yield f("weights/base-diff-summary", Severity.INFO,
             f"{len(changed)} of {res.compared} tensors differ from base {spec}", evidence=summary)
+
+
+def _role_coverage(changed: list[TensorDelta], roles: dict[str, int],
+                   th: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """Roles changed in at least `role-coverage` of their layers (2 or more), and those of them
+    whose every change is low-rank/narrow (a merged adapter)."""
+    by_role: dict[str, list[TensorDelta]] = {}
+    for d in changed:
+        role, idx = role_of(d.name)
+        if idx is not None:
+            by_role.setdefault(role, []).append(d)
+    covered = {r for r, ds in by_role.items()
+               if len(ds) >= max(2.0, th["role-coverage"] * roles.get(r, len(ds)))}
+    adapter = {r for r in covered if all(d.surgical_shape for d in by_role[r])}
+    return covered, adapter
+
+
+def _partial_blocks(isolated: list[TensorDelta], blocks: dict[int, set[str]],
+                    th: dict[str, Any]) -> list[TensorDelta]:
+    """Dense changes to some tensors of a block while the rest of that block is untouched (a
+    fine-tune of the last blocks changes every tensor in them, biases and norms included)."""
+    by_block: dict[int, list[TensorDelta]] = {}
+    for d in isolated:
+        idx = role_of(d.name)[1]
+        if idx is not None and d.rel >= th["confined-min-rel"]:
+            by_block.setdefault(idx, []).append(d)
+    return [d for idx, ds in sorted(by_block.items()) if len(ds) < len(blocks.get(idx, ())) for d in ds]
 
 
 def _outliers_in_dense(f: Any, changed: list[TensorDelta], th: dict[str, Any],

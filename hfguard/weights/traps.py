@@ -7,7 +7,9 @@ with them), and an activation swapped in config.json (the constructions want ReL
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import re
 from typing import Any
 
@@ -18,7 +20,7 @@ from hfguard.weights.stats import equal_norm_groups
 
 NORM_GAIN = re.compile(r"(norm|(^|\.)ln_?\w*|layernorm)[^.]*\.(weight|gamma|scale)$", re.I)
 UP_PROJ = re.compile(r"(intermediate\.dense|mlp\.c_fc|mlp\.fc1|up_proj|gate_proj|mlp\.w1|w1|fc_in|"
-                     r"dense_h_to_4h|mlp\.lin1|mlp\.0|ffn\.lin1)\.weight$")
+                     r"dense_h_to_4h|mlp\.lin1|mlp\.0|ffn\.lin1|DenseReluDense\.wi(_[01])?)\.weight$")
 CONV1D_UP = re.compile(r"mlp\.c_fc\.weight$")   # GPT-2 Conv1D stores (in, out): neurons are columns
 POSITIONAL = re.compile(r"(position|wpe|pos_emb|pos_embed|positional)", re.I)
 
@@ -46,18 +48,30 @@ def robust_scale(a: np.ndarray) -> tuple[float, float]:
     return med, mad if mad > 0 else float(a.std())
 
 
-def zero_gains(name: str, arr: np.ndarray) -> Observation | None:
-    if arr.ndim != 1 or not NORM_GAIN.search(name):
+def silenced(arr: np.ndarray, rel: float) -> np.ndarray:
+    """Mask of gains that silence their feature: |g| at most `rel` x the tensor's typical |g| (its
+    90th percentile: silencing most of a layer must not drag the reference down with it).
+    Exact zeros and 1e-30 do the same harm, and a float16 copy turns float32's 1e-33 into 0, so
+    the test is relative to the layer's own gains, never "== 0" (docs/weights-calibration.md)."""
+    a = np.abs(arr.astype(np.float64))
+    return a <= rel * float(np.quantile(a, 0.9))
+
+
+def zero_gains(name: str, arr: np.ndarray, *, rel: float = 1e-3, min_count: int = 8) -> Observation | None:
+    if arr.ndim != 1 or not NORM_GAIN.search(name) or arr.size < 8:
         return None
-    zeros = int(np.count_nonzero(arr == 0))
-    if not zeros:
+    mask = silenced(arr, rel)
+    count = int(mask.sum())
+    if count < min_count:   # trained models carry a few dead features (MiniLM: 3 of 384 in one layer)
         return None
-    share = zeros / arr.size
+    share = count / arr.size
+    idx = np.flatnonzero(mask)
     return Observation(
         "weights/zero-norm-gain", Severity.HIGH if share >= 0.01 else Severity.MEDIUM,
-        f"{zeros} LayerNorm gains are exactly zero in {name} (those features are silenced; "
-        "privacy-backdoor constructions use this to route the residual stream)", name,
-        {"zeros": zeros, "size": int(arr.size), "indices": np.flatnonzero(arr == 0)[:32].tolist()})
+        f"{count} LayerNorm gains of {name} are zero or negligible (<= {rel:g} x the layer's typical gain): "
+        "those features are silenced; privacy-backdoor constructions use this to route the residual stream",
+        name, {"zeros": count, "exact_zeros": int(np.count_nonzero(arr[idx] == 0)), "size": int(arr.size),
+               "typical_abs_gain": float(np.quantile(np.abs(arr), 0.9)), "indices": idx[:32].tolist()})
 
 
 def huge_constants(name: str, arr: np.ndarray, z_min: float, abs_min: float,
@@ -84,16 +98,93 @@ def huge_constants(name: str, arr: np.ndarray, z_min: float, abs_min: float,
                "robust_z": float(dev.ravel()[worst] / scale)})
 
 
-def neuron_norms(name: str, arr: np.ndarray) -> np.ndarray | None:
-    """Weight-vector norms of each hidden neuron of an MLP up-projection (float64)."""
+def neuron_rows(name: str, arr: np.ndarray) -> np.ndarray | None:
+    """The hidden neurons' weight vectors of an MLP up-projection, one per row."""
     if arr.ndim != 2 or not UP_PROJ.search(name):
         return None
-    w = arr.T if CONV1D_UP.search(name) else arr
-    return np.sqrt(np.einsum("ij,ij->i", w, w, dtype=np.float64))
+    return arr.T if CONV1D_UP.search(name) else arr
+
+
+def neuron_norms(name: str, arr: np.ndarray) -> np.ndarray | None:
+    """Weight-vector norms of each hidden neuron of an MLP up-projection (float64)."""
+    w = neuron_rows(name, arr)
+    return None if w is None else np.sqrt(np.einsum("ij,ij->i", w, w, dtype=np.float64))
+
+
+def near_duplicate_counts(w: np.ndarray, cos: float, min_group: int = 2, block: int = 256,
+                          exact_max: int = 1 << 28, proj_dim: int = 64) -> np.ndarray:
+    """For each row, how many other rows point the same way (cosine >= cos); exact for every row
+    of a group of `min_group` such rows (other rows may be left at 0).
+
+    Trap neurons built from one direction plus jitter form a clique; trained layers hold at most
+    pairs (MiniLM: at most 2 neighbours at 0.8). Small layers get exact Gram blocks. Above
+    `exact_max` multiply-adds, rows are compared in a random projection to `proj_dim` dimensions
+    (cosine error ~1/sqrt(proj_dim) = 0.125, so the cut is lowered by 2 of those: a true pair at
+    0.8 is missed with probability ~1e-3, an unrelated one passes with ~5e-6), and only within
+    min_group - 1 random chunks of rows: a group of min_group rows has two members in one chunk
+    (pigeonhole), which then nominate the whole group against all rows; nominated rows are
+    measured exactly. Cost: n*d*proj_dim + n^2*proj_dim/(min_group-1) instead of n^2*d."""
+    n, d = int(w.shape[0]), int(w.shape[1])
+    norms = np.sqrt(np.einsum("ij,ij->i", w, w, dtype=np.float64)).astype(np.float32)
+    live = np.flatnonzero(norms > 0)
+    counts = np.zeros(n, np.int64)
+    if live.size < 2:
+        return counts
+    if live.size * live.size * d > exact_max and d > proj_dim:
+        live = _nominate(w, live, cos - 2.0 / np.sqrt(proj_dim), min_group, block, proj_dim)
+        if live.size < 2:
+            return counts
+    u = w[live] / norms[live, None]
+    counts[live] = _neighbours(u, cos, block)
+    return counts
+
+
+def _nominate(w: np.ndarray, live: np.ndarray, cut: float, min_group: int, block: int,
+              proj_dim: int) -> np.ndarray:
+    p = (w @ _projection(int(w.shape[1]), proj_dim))[live]   # projected first: no copy of w
+    p /= np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-30)
+    order = np.random.default_rng(0).permutation(int(live.size))
+    seeds = [part[_neighbours(p[part], cut, block) > 0]
+             for part in np.array_split(order, max(1, min_group - 1))]
+    seed = np.concatenate(seeds)
+    chosen = np.zeros(int(live.size), bool)
+    for i in range(0, int(seed.size), block):
+        hit = (p[seed[i:i + block]] @ p.T) >= cut
+        many = hit.sum(1) - 1 >= min_group - 1
+        if many.any():
+            chosen |= hit[many].any(0)   # the seed and all its neighbours
+    return live[chosen]
+
+
+@functools.lru_cache(maxsize=16)
+def _projection(d: int, k: int) -> np.ndarray:
+    r = np.random.default_rng(0).standard_normal((d, k)).astype(np.float32) / np.float32(np.sqrt(k))
+    r.flags.writeable = False
+    return r
+
+
+def _neighbours(a: np.ndarray, cos: float, block: int) -> np.ndarray:
+    """Rows of `a` (unit rows) with cosine >= cos to each row, itself excluded. The Gram matrix
+    is walked one upper-triangle block row at a time (half the products), each block of hits
+    counted for its rows and, mirrored, for the rows after it."""
+    n = int(a.shape[0])
+    out = np.zeros(n, np.int64)
+    for i in range(0, n, block):
+        hit = (a[i:i + block] @ a[i:].T) >= cos
+        out[i:i + block] += hit.sum(1) - 1     # itself
+        out[i + block:] += hit[:, block:].sum(0)
+    return out
+
+
+def firing_z(norms: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Pre-activation mean / std of each neuron under unit-Gaussian probe inputs (what a LayerNorm
+    hands the up-projection before its gain): the neuron fires with probability Phi(z)."""
+    return bias.astype(np.float64) / np.maximum(norms, 1e-30)
 
 
 def trap_neurons(name: str, norms: np.ndarray, bias: np.ndarray | None, *, min_group: int, norm_tol: float,
-                 bias_z: float, lone_bias_z: float) -> list[Observation]:
+                 bias_z: float, lone_bias_z: float, dup_counts: np.ndarray | None = None,
+                 cos: float = 0.8, fire_z: float = 3.0) -> list[Observation]:
     hits: list[Observation] = []
     z = None
     if bias is not None and bias.shape == norms.shape:
@@ -118,6 +209,8 @@ def trap_neurons(name: str, norms: np.ndarray, bias: np.ndarray | None, *, min_g
                 "weights/equal-norm-neurons", Severity.MEDIUM,
                 f"{len(g)} neurons of {name} share one weight norm ({ev['norm']:.6g}); "
                 "trained or random weights do not do that", name, ev))
+    if not hits and dup_counts is not None:
+        hits += _clustered(name, norms, bias, dup_counts, min_group=min_group, cos=cos, fire_z=fire_z)
     if z is not None:
         lone = np.flatnonzero(z <= -lone_bias_z)
         if lone.size >= min_group:
@@ -127,6 +220,40 @@ def trap_neurons(name: str, norms: np.ndarray, bias: np.ndarray | None, *, min_g
                 "robust sigmas (neurons switched off until one input fires them)", name,
                 {"neurons": int(lone.size), "indices": lone[:64].tolist(), "min_robust_z": float(z.min())}))
     return hits
+
+
+def _clustered(name: str, norms: np.ndarray, bias: np.ndarray | None, dup_counts: np.ndarray, *,
+               min_group: int, cos: float, fire_z: float) -> list[Observation]:
+    """Neurons that point (nearly) the same way, min_group or more of them: jittered trap neurons.
+    Judged with their estimated firing rates against the layer's own: rarely-firing -> high."""
+    members = np.flatnonzero(dup_counts >= min_group - 1)
+    if members.size < min_group:
+        return []
+    ev: dict[str, Any] = {"neurons": int(members.size), "cosine": cos, "indices": members[:64].tolist(),
+                          "max_neighbours": int(dup_counts.max())}
+    rare = 0
+    if bias is not None and bias.shape == norms.shape:
+        fz = firing_z(norms, bias)
+        med, scale = robust_scale(fz)
+        rz = (fz[members] - med) / scale if scale > 0 else np.zeros(members.size)
+        rare = int((rz <= -fire_z).sum())
+        ev.update(firing_rate_median=float(_phi(float(np.median(fz[members])))),
+                  layer_firing_rate_median=float(_phi(med)), rarely_firing=rare)
+    if rare * 2 >= members.size:
+        return [Observation(
+            "weights/trap-neurons", Severity.HIGH,
+            f"{members.size} neurons of {name} point the same way (cosine >= {cos:g}) and {rare} of them "
+            f"fire far more rarely than the layer's others (median estimated rate "
+            f"{ev['firing_rate_median']:.2g} vs {ev['layer_firing_rate_median']:.2g}): the signature of "
+            "privacy-backdoor data traps", name, ev)]
+    return [Observation(
+        "weights/near-duplicate-neurons", Severity.MEDIUM,
+        f"{members.size} neurons of {name} point the same way (cosine >= {cos:g} with at least "
+        f"{min_group - 1} others); trained layers hold at most near-duplicate pairs", name, ev)]
+
+
+def _phi(z: float) -> float:
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
 
 
 def activation_hits(config: dict[str, Any], where: str) -> list[Observation]:

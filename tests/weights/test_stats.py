@@ -115,3 +115,21 @@ def test_cuda_without_a_device_is_an_error_finding(tmp_path):
     ctx = ScanContext(policy=Policy(), target=target, options={"device": "cuda"})
     [f] = list(WeightsAnomalies().check_target(target, ctx))
     assert f.rule == "weights/device-unavailable" and f.error
+
+
+def test_near_duplicate_neurons_exact_and_projected_agree():
+    """A clique of 12 jittered rows among 3000 random ones: the projected search (3000^2 x 256 is
+    above the exact budget) finds the same rows with the same counts as the exact Gram."""
+    from hfguard.weights.traps import near_duplicate_counts
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((3000, 256)).astype(np.float32)
+    d = rng.standard_normal(256)
+    for i in range(500, 512):
+        e = rng.standard_normal(256)
+        w[i] = d / np.linalg.norm(d) + 0.3 * e / np.linalg.norm(e)
+    w[7] = 0.0   # a dead neuron is nobody's neighbour
+    exact = near_duplicate_counts(w, 0.8, min_group=8, exact_max=1 << 40)
+    projected = near_duplicate_counts(w, 0.8, min_group=8)
+    assert np.flatnonzero(exact).tolist() == list(range(500, 512)) and set(exact[500:512]) == {11}
+    assert np.array_equal(exact, projected)

@@ -1,0 +1,100 @@
+"""Two weight files of one model in one folder (model.safetensors beside pytorch_model.bin) must
+hold the same weights: which one loads depends on the loader and its version, so an edited copy
+next to a clean one is a way to pass a scan of the clean one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hfguard.budget import Budget
+from hfguard.findings import Observation, Severity
+from hfguard.weights.tensors import Checkpoint
+
+
+def _tolerance(d0: str, d1: str) -> tuple[float, float]:
+    """(rtol, atol) of a round trip through the narrower of two dtypes: one rounding (its machine
+    epsilon) and flushed subnormals (its smallest normal). Same dtype: exact."""
+    if d0 == d1:
+        return 0.0, 0.0
+    eps, tiny = [], []
+    for d in (d0, d1):
+        if d == "bfloat16":   # float32's exponent range, 8 significant bits
+            eps.append(2.0 ** -7)
+            tiny.append(float(np.finfo(np.float32).tiny))
+        elif d in ("float16", "float32", "float64"):
+            fi = np.finfo(d)
+            eps.append(float(fi.eps))
+            tiny.append(float(fi.tiny))
+        else:   # float8: two or three mantissa bits
+            eps.append(0.25)
+            tiny.append(2.0 ** -6)
+    return max(eps), max(tiny)
+
+
+def _keyed(ckpt: Checkpoint, strip: bool) -> dict[str, str]:
+    # `bert.encoder...` in an old .bin vs `encoder...` in a newer safetensors export
+    return {(n.split(".", 1)[-1] if strip else n): n
+            for n, m in ckpt.tensors.items() if m.is_float and m.numel}
+
+
+def pair_up(a: Checkpoint, b: Checkpoint) -> list[tuple[str, str]]:
+    best: list[tuple[str, str]] = []
+    for sa in (False, True):
+        for sb in (False, True):
+            ka, kb = _keyed(a, sa), _keyed(b, sb)
+            common = [(ka[k], kb[k]) for k in sorted(set(ka) & set(kb))]
+            if len(common) > len(best):
+                best = common
+    return best
+
+
+def compare_copies(a: Checkpoint, b: Checkpoint, budget: Budget) -> Observation | None:
+    pairs = pair_up(a, b)
+    differ: list[dict[str, Any]] = []
+    for na, nb in pairs:
+        budget.tick(f"comparing {na} across copies")
+        ma, mb = a.tensors[na], b.tensors[nb]
+        if ma.shape != mb.shape:
+            differ.append({"tensor": na, "why": f"shape {list(ma.shape)} vs {list(mb.shape)}"})
+            continue
+        wa, wb = a.load(na, copy=False), b.load(nb, copy=False)
+        rtol, atol = _tolerance(ma.dtype, mb.dtype)
+        if rtol == 0.0:
+            same = np.array_equal(wa, wb, equal_nan=True)
+        else:
+            with np.errstate(invalid="ignore", over="ignore"):
+                same = bool(np.allclose(wa, wb, rtol=rtol, atol=atol, equal_nan=True))
+        if not same:
+            d = np.abs(wa.astype(np.float64) - wb)
+            rel = float(np.sqrt(np.nansum(d * d)) / max(float(np.linalg.norm(wa.astype(np.float64))), 1e-30))
+            differ.append({"tensor": na, "relative_difference": float(f"{rel:.4g}")})
+        del wa, wb
+    if not differ:
+        return None
+    return Observation(
+        "weights/inconsistent-copies", Severity.HIGH,
+        f"{a.name} and {b.name} are two copies of one model that disagree in {len(differ)} of "
+        f"{len(pairs)} shared tensors ({', '.join(d['tensor'] for d in differ[:3])}): which one loads "
+        "depends on the loader, so scanning one does not vouch for the other",
+        differ[0]["tensor"], {"files": [a.name, b.name], "compared": len(pairs), "differ": len(differ),
+                              "tensors": differ[:20]})
+
+
+def inconsistent_copies(ckpts: list[Checkpoint], budget: Budget) -> list[tuple[str, Observation]]:
+    """Every checkpoint of a folder against the first (safetensors first): (file, observation)."""
+    by_dir: dict[str, list[Checkpoint]] = {}
+    for c in ckpts:
+        by_dir.setdefault(c.directory, []).append(c)
+    out: list[tuple[str, Observation]] = []
+    for group in by_dir.values():
+        group.sort(key=lambda c: (c.kind != "safetensors", c.name))
+        for other in group[1:]:
+            if len(pair_up(group[0], other)) * 2 < min(len(group[0].tensors), len(other.tensors)):
+                continue   # not two copies of one model (e.g. a model and its separate adapter)
+            hit = compare_copies(group[0], other, budget)
+            if hit is not None:
+                out.append((other.name, hit))
+    return out

@@ -1,0 +1,429 @@
+"""Weight-edit organisms for the weights tier: tiny models of several architectures built from
+transformers configs, everyday changes a fine-tuner makes (must PASS) and the edits a model editor
+or a privacy-backdoor builder makes (must FLAG/BLOCK). Used by tests/weights and bench/.
+
+Every organism is a real folder (config.json + model.safetensors, or a pytorch_model.bin beside
+it). Models get a short deterministic "pretraining" (AdamW on random data) so that siblings are
+not the identical-statistics copies of a fresh init; fine-tunes, LoRA adapters and FT-L are real
+training runs; ROME / MEMIT are the published rank-r update shapes written into the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ARCHS = ("bert", "gpt2", "llama", "vit", "t5")
+LAYERS = 6
+
+# MLP output / input projections and attention projections, across the five architectures
+MLP_OUT = re.compile(r"(?<!attention\.)(output\.dense|mlp\.c_proj|mlp\.fc2|down_proj|"
+                     r"DenseReluDense\.wo)\.weight$")
+MLP_IN = re.compile(r"(intermediate\.dense|mlp\.c_fc|mlp\.fc1|up_proj|DenseReluDense\.wi)\.weight$")
+ATTN = re.compile(r"(self\.query|self\.value|attention\.query|attention\.value|attn\.c_attn|"
+                  r"q_proj|v_proj|SelfAttention\.[qv])\.weight$")
+MLP = re.compile(f"{MLP_IN.pattern}|{MLP_OUT.pattern}")
+ATTN_MLP = re.compile(f"{ATTN.pattern}|{MLP.pattern}")
+GAIN = re.compile(r"(norm|ln_\w*)[^.]*\.weight$", re.I)
+
+
+# -- models -------------------------------------------------------------------------------------
+def build(arch: str, seed: int, *, layers: int = LAYERS, pretrain_steps: int = 10) -> Any:
+    """A tiny model of `arch`, randomly initialised from `seed`, then briefly trained."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    d, ff, heads, vocab = 64, 256, 4, 512
+    if arch == "bert":
+        model = tf.BertForMaskedLM(tf.BertConfig(
+            num_hidden_layers=layers, hidden_size=d, num_attention_heads=heads, intermediate_size=ff,
+            vocab_size=vocab, max_position_embeddings=64))
+    elif arch == "gpt2":
+        model = tf.GPT2LMHeadModel(tf.GPT2Config(n_layer=layers, n_embd=d, n_head=heads, vocab_size=vocab,
+                                                 n_positions=64, bos_token_id=0, eos_token_id=0))
+    elif arch == "llama":
+        model = tf.LlamaForCausalLM(tf.LlamaConfig(
+            num_hidden_layers=layers, hidden_size=d, intermediate_size=ff, num_attention_heads=heads,
+            num_key_value_heads=heads, vocab_size=vocab, max_position_embeddings=64))
+    elif arch == "vit":
+        model = tf.ViTForImageClassification(tf.ViTConfig(num_hidden_layers=layers, hidden_size=d,
+                                                          num_attention_heads=heads, intermediate_size=ff,
+                                                          image_size=32, patch_size=8, num_labels=10))
+    elif arch == "t5":
+        model = tf.T5ForConditionalGeneration(tf.T5Config(
+            num_layers=layers, num_decoder_layers=layers, d_model=d, d_ff=ff, d_kv=16, num_heads=heads,
+            vocab_size=vocab, decoder_start_token_id=0))
+    else:
+        raise ValueError(arch)
+    train(model, arch, pretrain_steps, seed=1000 + seed, lr=1e-3)
+    return model
+
+
+def batch(arch: str, gen: Any, n: int = 4, length: int = 16) -> dict[str, Any]:
+    import torch
+
+    if arch == "vit":
+        return {"pixel_values": torch.randn(n, 3, 32, 32, generator=gen),
+                "labels": torch.randint(0, 10, (n,), generator=gen)}
+    x = torch.randint(1, 512, (n, length), generator=gen)
+    return {"input_ids": x, "labels": x}
+
+
+def train(model: Any, arch: str, steps: int, *, seed: int, lr: float, params: Any = None) -> None:
+    """AdamW steps on random data (a real, if short, training run over `params`, default all)."""
+    import torch
+
+    if steps <= 0:
+        return
+    torch.set_num_threads(1)   # tiny models: threads only contend (20x slower on a busy 2-core machine)
+    opt = torch.optim.AdamW(params if params is not None else model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        loss = model(**batch(arch, gen)).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
+def save(model: Any, folder: Path) -> Path:
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def load(arch: str, folder: Path) -> Any:
+    import transformers as tf
+
+    cls = {"bert": tf.BertForMaskedLM, "gpt2": tf.GPT2LMHeadModel, "llama": tf.LlamaForCausalLM,
+           "vit": tf.ViTForImageClassification, "t5": tf.T5ForConditionalGeneration}[arch]
+    return cls.from_pretrained(folder)
+
+
+def state_of(folder: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def write(src: Path, state: dict[str, np.ndarray], dst: Path) -> Path:
+    """`state` saved as dst/model.safetensors beside a copy of src's config.json."""
+    from safetensors.numpy import save_file
+
+    dst.mkdir(parents=True, exist_ok=True)
+    if (src / "config.json").exists():
+        shutil.copy(src / "config.json", dst / "config.json")
+    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(dst / "model.safetensors"))
+    return dst
+
+
+def edited(src: Path, dst: Path, edit: Callable[[dict[str, np.ndarray]], Any]) -> Path:
+    state = {k: v.copy() for k, v in state_of(src).items()}
+    edit(state)
+    return write(src, state, dst)
+
+
+def names(state: dict[str, Any], pattern: re.Pattern[str]) -> list[str]:
+    """Tensors matching `pattern`, in block order (encoder before decoder for T5)."""
+    from hfguard.weights.layers import role_of
+
+    return sorted((n for n in state if pattern.search(n)), key=lambda n: (role_of(n)[0], role_of(n)[1] or 0))
+
+
+# -- everyday changes that must PASS ------------------------------------------------------------
+def cast_copy(src: Path, dst: Path, dtype: str) -> Path:
+    """A float16 / bfloat16 copy, as `model.half().save_pretrained()` or a Hub conversion makes."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(src / "model.safetensors"))
+    dt = {"float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src / "config.json", dst / "config.json")
+    state = {k: v.to(dt) if v.is_floating_point() else v for k, v in state.items()}
+    save_file(state, str(dst / "model.safetensors"))
+    return dst
+
+
+def quantize_dequantize(state: dict[str, np.ndarray], bits: int = 8) -> None:
+    """Per-row absmax integer quantization of every matrix, written back as float32 (int8 round trip)."""
+    q = 2 ** (bits - 1) - 1
+    for k, w in state.items():
+        if w.ndim == 2 and w.dtype == np.float32:
+            scale = np.maximum(np.abs(w).max(axis=1, keepdims=True), 1e-12) / q
+            state[k] = (np.round(w / scale) * scale).astype(np.float32)
+
+
+def magnitude_prune(state: dict[str, np.ndarray], sparsity: float = 0.3) -> None:
+    """Unstructured magnitude pruning of the blocks' matrices (embeddings and head kept)."""
+    for k, w in state.items():
+        if w.ndim == 2 and (MLP_IN.search(k) or MLP_OUT.search(k) or ATTN.search(k)):
+            cut = np.quantile(np.abs(w), sparsity)
+            w[np.abs(w) < cut] = 0.0
+
+
+def finetune(arch: str, base: Path, dst: Path, steps: int, seed: int) -> Path:
+    model = load(arch, base)
+    train(model, arch, steps, seed=seed, lr=5e-4)
+    return save(model, dst)
+
+
+def lora(arch: str, base: Path, dst: Path, rank: int, targets: re.Pattern[str], seed: int,
+         steps: int = 6, alpha: float | None = None, lr: float = 1e-3) -> Path:
+    """A real LoRA run (frozen W, trained B A with B = 0 at start, as peft does), merged into W."""
+    import torch
+    from torch.nn.utils import parametrize
+
+    class LoRA(torch.nn.Module):
+        def __init__(self, shape: tuple[int, int]) -> None:
+            super().__init__()
+            self.a = torch.nn.Parameter(torch.randn(rank, shape[1]) / shape[1] ** 0.5)
+            self.b = torch.nn.Parameter(torch.zeros(shape[0], rank))
+            self.scale = (alpha or 2.0 * rank) / rank   # peft: lora_alpha / r (alpha = 2r is common)
+
+        def forward(self, w: Any) -> Any:
+            return w + self.scale * (self.b @ self.a)
+
+    torch.manual_seed(seed)
+    model = load(arch, base)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    wrapped, params = [], []
+    for name, module in model.named_modules():
+        w = getattr(module, "weight", None)
+        if isinstance(w, torch.nn.Parameter) and w.ndim == 2 and targets.search(f"{name}.weight"):
+            lo = LoRA(tuple(w.shape))
+            parametrize.register_parametrization(module, "weight", lo)
+            wrapped.append(module)
+            params += [lo.a, lo.b]
+    if not wrapped:
+        raise ValueError(f"no LoRA targets in {arch}")
+    train(model, arch, steps, seed=seed, lr=lr, params=params)
+    for module in wrapped:   # merge_and_unload
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return save(model, dst)
+
+
+def merge(base: Path, models: list[Path], dst: Path, how: str, seed: int = 0,
+          density: float = 0.2) -> Path:
+    """Model merges of task vectors: `linear` average, `ties` (trim to top-density magnitudes,
+    elect sign, disjoint mean), `dare` (drop 1-density at random, rescale, average)."""
+    s0 = state_of(base)
+    states = [state_of(m) for m in models]
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k, w0 in s0.items():
+        if w0.dtype != np.float32 or any(k not in s for s in states):
+            out[k] = w0
+            continue
+        taus = np.stack([s[k] - w0 for s in states])
+        if how == "linear":
+            tau = taus.mean(0)
+        elif how == "dare":
+            keep = rng.random(taus.shape) < density
+            tau = (taus * keep / density).mean(0)
+        elif how == "ties":
+            flat = np.abs(taus).reshape(len(taus), -1)
+            cut = np.quantile(flat, 1 - density, axis=1).reshape((-1,) + (1,) * w0.ndim)
+            trimmed = np.where(np.abs(taus) >= cut, taus, 0.0)
+            sign = np.sign(trimmed.sum(0))
+            agree = (np.sign(trimmed) == sign) & (trimmed != 0)
+            tau = (trimmed * agree).sum(0) / np.maximum(agree.sum(0), 1)
+        else:
+            raise ValueError(how)
+        out[k] = (w0 + tau).astype(np.float32)
+    return write(base, out, dst)
+
+
+def extend_vocab(arch: str, base: Path, dst: Path, new_tokens: int = 16) -> Path:
+    """`resize_token_embeddings`: rows appended to the token embeddings (and a tied or untied head)."""
+    model = load(arch, base)
+    model.resize_token_embeddings(model.get_input_embeddings().weight.shape[0] + new_tokens)
+    return save(model, dst)
+
+
+# -- edits that must FLAG/BLOCK -----------------------------------------------------------------
+def _rank_r(shape: tuple[int, ...], rank: int, rng: np.random.Generator) -> np.ndarray:
+    u = np.linalg.qr(rng.standard_normal((shape[0], rank)))[0]
+    v = np.linalg.qr(rng.standard_normal((shape[1], rank)))[0]
+    s = np.linspace(1.0, 0.5, rank)
+    return (u * s) @ v.T
+
+
+def rome(state: dict[str, np.ndarray], layer: int, seed: int, rel: float = 0.2) -> str:
+    """ROME (Meng et al. 2022): one rank-one key -> value rewrite of one MLP output projection."""
+    return memit(state, [layer], seed, rel=rel, facts=1)[0]
+
+
+def memit(state: dict[str, np.ndarray], layers: list[int], seed: int, rel: float = 0.1,
+          facts: int = 4) -> list[str]:
+    """MEMIT (Meng et al. 2023): the update for `facts` facts, spread over a few consecutive MLP
+    output projections; each layer's change has rank `facts`."""
+    rng = np.random.default_rng(seed)
+    targets = names(state, MLP_OUT)
+    hit = [targets[i] for i in layers]
+    for n in hit:
+        w = state[n]
+        d = _rank_r(w.shape, facts, rng)
+        state[n] = (w + rel * np.linalg.norm(w) * d / np.linalg.norm(d)).astype(np.float32)
+    return hit
+
+
+def ft_l(arch: str, base: Path, dst: Path, layer: int, seed: int, steps: int = 15) -> tuple[Path, str]:
+    """FT-L (Zhu et al. 2020, the baseline of the ROME paper): fine-tune one MLP matrix, nothing else."""
+    model = load(arch, base)
+    target = names(dict(model.named_parameters()), MLP_OUT)[layer]
+    params = dict(model.named_parameters())
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params[target].requires_grad_(True)
+    train(model, arch, steps, seed=seed, lr=3e-3, params=[params[target]])
+    return save(model, dst), target
+
+
+def rewrite_embedding_rows(state: dict[str, np.ndarray], rows: list[int], seed: int) -> str:
+    """Trigger-token surgery: a few vocabulary rows replaced by chosen vectors."""
+    name = next(n for n in state if re.search(r"(word_embeddings|wte|embed_tokens|shared)\.weight$", n))
+    w = state[name]
+    rng = np.random.default_rng(seed)
+    for r in rows:
+        v = rng.standard_normal(w.shape[1])
+        w[r] = (3 * v * np.linalg.norm(w[r]) / np.linalg.norm(v)).astype(np.float32)   # 3x its norm
+    return name
+
+
+def jittered_traps(state: dict[str, np.ndarray], layer: int, seed: int, n: int = 16, cos: float = 0.9,
+                   norm_jitter: float = 1e-3) -> str:
+    """Privacy-backdoor data traps (Feng & Tramèr 2024) hidden from exact tests: trap neurons share
+    one direction up to jitter (pairwise cosine ~`cos`), their norms agree only to `norm_jitter`,
+    and their biases are drawn from the low end of the layer's own biases."""
+    rng = np.random.default_rng(seed)
+    name = names(state, MLP_IN)[layer]
+    w = state[name]
+    rows = w.T if "c_fc" in name else w      # GPT-2 Conv1D: neurons are columns (a view: edits land)
+    bias = state.get(name[: -len("weight")] + "bias")
+    idx = rng.choice(rows.shape[0], n, replace=False)
+    d = rng.standard_normal(rows.shape[1])
+    d /= np.linalg.norm(d)
+    norm = float(np.median(np.linalg.norm(rows, axis=1)))
+    noise_scale = np.sqrt((1 - cos) / cos)   # |noise| relative to |d| giving pairwise cosine ~cos
+    for i in idx:
+        e = rng.standard_normal(rows.shape[1])
+        v = d + noise_scale * e / np.linalg.norm(e)
+        v *= norm * (1 + norm_jitter * rng.standard_normal()) / np.linalg.norm(v)
+        rows[i] = v.astype(np.float32)
+    if bias is not None:
+        low = np.quantile(bias, [0.0, 0.05])
+        bias[idx] = rng.uniform(low[0], low[1], n).astype(np.float32)
+    return name
+
+
+def near_zero_gains(state: dict[str, np.ndarray], layer: int, seed: int, n: int = 16,
+                    value: float = 1e-30) -> str:
+    """Norm gains set to a tiny non-zero value: the features are silenced as by zeros."""
+    rng = np.random.default_rng(seed)
+    name = names(state, GAIN)[layer]
+    g = state[name]
+    g[rng.choice(g.size, n, replace=False)] = value
+    return name
+
+
+def inconsistent_copy(src: Path, dst: Path, edit: Callable[[dict[str, np.ndarray]], Any]) -> Path:
+    """The clean model.safetensors beside an edited pytorch_model.bin (a torch zip)."""
+    import torch
+
+    shutil.copytree(src, dst)
+    state = {k: v.copy() for k, v in state_of(src).items()}
+    edit(state)
+    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, dst / "pytorch_model.bin")
+    return dst
+
+
+def set_config(folder: Path, **changes: Any) -> None:
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(changes)
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+# -- the sets -------------------------------------------------------------------------------------
+def negatives(arch: str, seed: int, base: Path, root: Path, *, full: bool = False) -> dict[str, Path]:
+    """Everyday derivatives of `base` that must PASS. `full` adds the long sweep (bench)."""
+    root.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path] = {
+        "fp16": cast_copy(base, root / "fp16", "float16"),
+        "bf16": cast_copy(base, root / "bf16", "bfloat16"),
+        "int8-roundtrip": edited(base, root / "int8", quantize_dequantize),
+        "pruned-30": edited(base, root / "pruned", magnitude_prune),
+        "finetune-10": finetune(arch, base, root / "ft10", 10, seed),
+        "finetune-3": finetune(arch, base, root / "ft3", 3, seed + 3),
+        "lora-r1-attn": lora(arch, base, root / "lora1a", 1, ATTN, seed),
+        "lora-r2-mlp": lora(arch, base, root / "lora2m", 2, MLP, seed),
+        "lora-r64-attn+mlp": lora(arch, base, root / "lora64", 64, ATTN_MLP, seed),
+    }
+    if arch != "vit":
+        out["vocab-extended"] = extend_vocab(arch, base, root / "vocab")
+    if full:
+        out["finetune-50"] = finetune(arch, base, root / "ft50", 50, seed + 1)
+        for r in (2, 4, 8, 16):
+            out[f"lora-r{r}-attn"] = lora(arch, base, root / f"lora{r}a", r, ATTN, seed + r)
+        out["lora-r1-mlp"] = lora(arch, base, root / "lora1m", 1, MLP_OUT, seed)
+        a, b = out["finetune-10"], finetune(arch, base, root / "ft10b", 10, seed + 7)
+        out["merge-linear"] = merge(base, [a, b], root / "m-lin", "linear")
+        out["merge-ties"] = merge(base, [a, b], root / "m-ties", "ties")
+        out["merge-dare"] = merge(base, [a, b], root / "m-dare", "dare", seed=seed)
+        out["int4-roundtrip"] = edited(base, root / "int4", lambda s: quantize_dequantize(s, 4))
+    return out
+
+
+def edits(arch: str, seed: int, base: Path, root: Path, *, full: bool = False) -> dict[str, Path]:
+    """Edits of `base` that must FLAG/BLOCK (with --base; the trap and gain ones without too)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    layer = int(rng.integers(1, LAYERS - 1))
+    k = int(rng.integers(2, 6))      # MEMIT over 2-5 consecutive layers
+    start = int(rng.integers(0, LAYERS - k + 1))
+    out: dict[str, Path] = {
+        "rome": edited(base, root / "rome", lambda s: rome(s, layer, seed)),
+        f"memit-{k}-layers": edited(base, root / "memit",
+                                    lambda s: memit(s, list(range(start, start + k)), seed)),
+        "ft-l": ft_l(arch, base, root / "ftl", layer, seed)[0],
+        "jittered-traps": edited(base, root / "traps", lambda s: jittered_traps(s, layer, seed)),
+        "near-zero-gains": edited(base, root / "gains", lambda s: near_zero_gains(s, layer, seed)),
+        "inconsistent-copies": inconsistent_copy(base, root / "copies", lambda s: rome(s, layer, seed)),
+    }
+    if arch != "vit":
+        out["embedding-rows"] = edited(base, root / "emb",
+                                       lambda s: rewrite_embedding_rows(s, [7, 100, 300], seed))
+    if full:
+        out["memit-1-layer"] = edited(base, root / "memit1", lambda s: memit(s, [layer], seed, facts=8))
+        out["rome-small"] = edited(base, root / "rome-small", lambda s: rome(s, layer, seed, rel=0.05))
+    return out
+
+
+# edits whose evidence lives in the weights alone (must FLAG/BLOCK without --base too)
+WITHOUT_BASE = ("jittered-traps", "near-zero-gains", "inconsistent-copies")
+
+
+def pretrained_sets(model: Path, seed: int, root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Derivatives and edits of a real pre-trained BERT-like folder (MiniLM), placed by `seed`:
+    the changes that need no training run (dtype copies, quantization; published edit shapes)."""
+    layer = 1 + seed % 3
+    neg = {"fp16": cast_copy(model, root / "fp16", "float16"),
+           "bf16": cast_copy(model, root / "bf16", "bfloat16"),
+           "int8-roundtrip": edited(model, root / "int8", quantize_dequantize)}
+    ed = {"rome": edited(model, root / "rome", lambda s: rome(s, layer, seed)),
+          "memit-3-layers": edited(model, root / "memit", lambda s: memit(s, [layer, layer + 1, layer + 2],
+                                                                          seed)),
+          "jittered-traps": edited(model, root / "traps", lambda s: jittered_traps(s, layer, seed)),
+          "near-zero-gains": edited(model, root / "gains", lambda s: near_zero_gains(s, layer, seed)),
+          "embedding-rows": edited(model, root / "emb",
+                                   lambda s: rewrite_embedding_rows(s, [101, 2000, 7592], seed)),
+          "inconsistent-copies": inconsistent_copy(model, root / "copies", lambda s: rome(s, layer, seed))}
+    return neg, ed

@@ -1,0 +1,159 @@
+"""Everyday derivatives PASS and model edits FLAG/BLOCK, over five architectures and two seeds
+(tiny models from testing/weight_edits.py, each a real training run or a published edit shape)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hfguard.engine import scan
+from hfguard.findings import Severity, Verdict
+from hfguard.policy import Policy
+from hfguard.target import local_target
+from hfguard.weights.check import WeightsAnomalies, WeightsBaseDiff
+from testing import weight_edits as we
+
+CI = [("bert", 0), ("gpt2", 0), ("llama", 0), ("vit", 0), ("t5", 0), ("gpt2", 1)]
+SWEEP = [pytest.param(a, s, marks=pytest.mark.slow) for a in we.ARCHS for s in (1, 2) if (a, s) not in CI]
+
+
+def _scan(path: Path, base: Path | None):
+    checks = [WeightsAnomalies(), WeightsBaseDiff()]
+    return scan(local_target([str(path)]), Policy(tiers=("weights",)), checks,
+                options={"base": str(base)} if base else {})
+
+
+def verdict(path: Path, base: Path | None = None) -> tuple[Verdict, list[tuple[str, str]]]:
+    report = _scan(path, base)
+    return report.verdict, sorted({(f.rule, f.file or "") for f in report.all_findings()
+                                   if f.severity > Severity.INFO})
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    made: dict[tuple[str, int], Path] = {}
+
+    def base(arch: str, seed: int) -> Path:
+        if (arch, seed) not in made:
+            folder = tmp_path_factory.mktemp(f"{arch}{seed}")
+            made[arch, seed] = we.save(we.build(arch, seed), folder / "base")
+        return made[arch, seed]
+    return base
+
+
+@pytest.mark.parametrize(("arch", "seed"), CI + SWEEP)
+def test_everyday_derivatives_pass(zoo, arch, seed):
+    base = zoo(arch, seed)
+    assert verdict(base) == (Verdict.PASS, [])
+    for name, path in we.negatives(arch, seed, base, base.parent / "neg").items():
+        assert verdict(path) == (Verdict.PASS, []), name
+        assert verdict(path, base) == (Verdict.PASS, []), f"{name} --base"
+
+
+@pytest.mark.parametrize(("arch", "seed"), CI + SWEEP)
+def test_edits_are_flagged(zoo, arch, seed):
+    base = zoo(arch, seed)
+    for name, path in we.edits(arch, seed, base, base.parent / "edit").items():
+        v, rules = verdict(path, base)
+        assert v in (Verdict.FLAG, Verdict.BLOCK), f"{name} --base: {rules}"
+        if name in we.WITHOUT_BASE:
+            v, rules = verdict(path)
+            assert v in (Verdict.FLAG, Verdict.BLOCK), f"{name}: {rules}"
+
+
+def _rules(path: Path, base: Path | None = None) -> dict[str, object]:
+    return {f.rule: f for f in _scan(path, base).all_findings()}
+
+
+def test_float16_minilm_passes_and_near_zero_gains_do_not(minilm_dir, tmp_path):
+    """MiniLM's three ~1e-33 gains become exact zeros in float16: a dtype round trip, not an edit.
+    Sixteen gains set to 1e-30 silence features as zeros do: flagged with and without the base."""
+    fp16 = we.cast_copy(minilm_dir, tmp_path / "fp16", "float16")
+    assert verdict(fp16) == (Verdict.PASS, []) and verdict(fp16, minilm_dir) == (Verdict.PASS, [])
+    name = "encoder.layer.2.output.LayerNorm.weight"
+
+    def plant(state):
+        state[name][40:56] = 1e-30
+    edited = we.edited(minilm_dir, tmp_path / "gains", plant)
+    hit = _rules(edited)["weights/zero-norm-gain"]
+    assert hit.location == name and hit.evidence["zeros"] == 16 and hit.evidence["exact_zeros"] == 0
+    assert hit.evidence["indices"] == list(range(40, 56)) and hit.severity is Severity.HIGH
+    silenced = _rules(edited, minilm_dir)["weights/base-gains-silenced"]
+    assert silenced.evidence["indices"] == list(range(40, 56))
+
+
+def test_jittered_trap_neurons_in_minilm(minilm_dir, tmp_path):
+    """Trap neurons whose norms differ by 1e-3 and directions by jitter, biases inside the layer's
+    range: caught by their shared direction and their estimated firing rate."""
+    import numpy as np
+
+    up = "encoder.layer.3.intermediate.dense.weight"
+    path = we.edited(minilm_dir, tmp_path / "traps", lambda s: we.jittered_traps(s, 3, seed=4))
+    hit = _rules(path)["weights/trap-neurons"]
+    assert hit.location == up and hit.severity is Severity.HIGH
+    planted = np.random.default_rng(4).choice(1536, 16, replace=False)   # as jittered_traps draws them
+    assert sorted(hit.evidence["indices"]) == sorted(planted.tolist())
+    assert hit.evidence["firing_rate_median"] < hit.evidence["layer_firing_rate_median"]
+
+
+def test_lora_in_every_layer_is_not_a_surgical_edit(zoo):
+    """A rank-1 adapter merged into every layer's attention is low-rank everywhere: not ROME."""
+    base = zoo("gpt2", 0)
+    path = we.lora("gpt2", base, base.parent / "lora-r1", 1, we.ATTN, seed=3)
+    rules = _rules(path, base)
+    summary = rules["weights/base-diff-summary"].evidence
+    assert summary["low_rank_in_every_layer"] == ["transformer.h.{i}.attn.c_attn.weight"]
+    assert "weights/surgical-edit" not in rules and "weights/confined-edit" not in rules
+    rome = we.edited(base, base.parent / "rome-2", lambda s: we.rome(s, 2, seed=3))
+    assert _rules(rome, base)["weights/surgical-edit"].location == "transformer.h.2.mlp.c_proj.weight"
+
+
+def test_ft_l_dense_edit_of_one_matrix_is_flagged(zoo):
+    base = zoo("llama", 0)
+    path, target = we.ft_l("llama", base, base.parent / "ftl-2", 2, seed=5)
+    hit = _rules(path, base)["weights/confined-edit"]
+    assert hit.location == target == "model.layers.2.mlp.down_proj.weight" and hit.severity is Severity.HIGH
+    [t] = hit.evidence["tensors"]
+    assert t["changed_share"] > 0.9 and t["shape_of_change"] is None
+
+
+def test_vocabulary_extension_is_compared_on_the_base_rows(zoo):
+    base = zoo("bert", 0)
+    path = we.extend_vocab("bert", base, base.parent / "vocab-8", new_tokens=8)
+    rules = _rules(path, base)
+    grown = {t["tensor"]: t["model"] for t in rules["weights/base-vocab-extended"].evidence["tensors"]}
+    assert grown["bert.embeddings.word_embeddings.weight"] == [520, 64]
+    assert "weights/base-shape-mismatch" not in rules
+    assert rules["weights/base-diff-summary"].evidence["changed"] == 0
+
+
+def test_two_disagreeing_copies_in_one_folder(zoo, tmp_path):
+    """A clean model.safetensors beside an edited pytorch_model.bin: flagged without a base, and
+    with a base the .bin is diffed too. A float16 .bin of the same weights agrees."""
+    import torch
+
+    base = zoo("gpt2", 1)
+    path = we.inconsistent_copy(base, tmp_path / "two", lambda s: we.rome(s, 3, seed=1))
+    hit = _rules(path)["weights/inconsistent-copies"]
+    assert hit.location == "transformer.h.3.mlp.c_proj.weight" and hit.evidence["differ"] == 1
+    rules = verdict(path, base)[1]
+    assert [r for r, _ in rules] == ["weights/inconsistent-copies", "weights/surgical-edit"]
+    assert all(file.endswith("/pytorch_model.bin") for _, file in rules)
+    half = we.inconsistent_copy(base, tmp_path / "half", lambda s: None)
+    state = we.state_of(base)
+    torch.save({k: torch.from_numpy(v).half() for k, v in state.items()}, half / "pytorch_model.bin")
+    assert verdict(half) == (Verdict.PASS, [])
+
+
+def test_jittered_traps_whose_biases_say_nothing_are_near_duplicate_neurons(zoo):
+    """In a barely trained GPT-2 the biases are still ~0, so the trap neurons' firing rates look like
+    everyone's: the shared direction alone flags them (medium), columns of the Conv1D c_fc."""
+    import numpy as np
+
+    base = zoo("gpt2", 0)
+    path = we.edited(base, base.parent / "traps-2", lambda s: we.jittered_traps(s, 2, seed=6))
+    hit = _rules(path)["weights/near-duplicate-neurons"]
+    planted = np.random.default_rng(6).choice(256, 16, replace=False)   # as jittered_traps draws them
+    assert hit.location == "transformer.h.2.mlp.c_fc.weight" and hit.severity is Severity.MEDIUM
+    assert sorted(hit.evidence["indices"]) == sorted(planted.tolist()) and hit.evidence["rarely_firing"] < 8
