@@ -89,15 +89,10 @@ def mutated(draw: st.DrawFn, seed: Seed) -> tuple[bytes, str]:
 
 # Bugs the fuzzer found outside this area, each with its strict-xfail case in tests/test_fuzz.py
 # (`deep_cases`); the CI property skips their inputs so that it keeps testing everything else.
-KNOWN_ISSUES = {
-    "pickle0-marks": "static/pickle: a text-looking (protocol 0/1) pickle behind 10,000+ MARKs hits "
-                     "max_marks on the quiet path and is reported as not a pickle: PASS",
-}
+KNOWN_ISSUES: dict[str, str] = {}   # name -> what is wrong; each has a strict xfail in tests/test_fuzz.py
 
 
 def known_issue(data: bytes) -> str | None:
-    if data.count(b"(") >= 10_000 and data.lstrip(b"(")[:1] != b"\x80":
-        return "pickle0-marks"
     return None
 
 

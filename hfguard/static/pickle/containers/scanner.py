@@ -143,8 +143,12 @@ class ContainerScanner:
         vm = PickleVM(limits, self.budget, build_hook=array_hook(self, where, sites, limits))
         results, trailing = scan_stream(reader, vm, max_pickles or self.config.max_pickles)
         self.last_fh = reader.fh  # a non-seekable peek may have wrapped it
-        if quiet and not any(importable(g) for r in results for g in r.globals):
-            return []  # not a pickle after all (text that happens to start with an opcode)
+        # text that happens to start with an opcode stops at an invalid one: not a pickle after all.
+        # A run that only a resource limit stopped was valid opcodes all along (pickle.load has
+        # no MARK or opcode limit and would go on to the payload behind them): report it.
+        limited = any(a.rule == "pickle/limit-exceeded" for r in results for a in r.anomalies)
+        if quiet and not limited and not any(importable(g) for r in results for g in r.globals):
+            return []
         self.sites.extend(PickleSite(where, r) for r in results)
         self.sites.extend(sites)
         after = fh.tell() if is_seekable(fh) else None
