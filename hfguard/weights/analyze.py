@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from hfguard.budget import Budget
-from hfguard.findings import Observation, Severity
+from hfguard.findings import Observation, Severity, plot_evidence
 from hfguard.weights import layers, traps
 from hfguard.weights.stats import Backend, tensor_stats
 from hfguard.weights.tensors import Checkpoint, TensorMeta, load_tensor
@@ -137,11 +137,18 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
                                    norm_tol=th["trap-norm-tol"], bias_z=th["trap-bias-z"],
                                    lone_bias_z=th["lone-bias-z"], dup_counts=dups.get(name),
                                    cos=th["trap-cosine"], fire_z=th["trap-fire-z"])
-    hits += sibling_hits(stats, shapes, th)
+    scores = layers.sibling_scores(stats, shapes, th["min-siblings"])
+    hits += sibling_hits(scores, stats, th)
     if config is not None:
         hits += traps.activation_hits(config[1], config[0])
     summary = {"tensors": len(stats), "parameters": params, "dtypes": dtypes, "backend": be.name,
                "skipped_non_float": len(ckpt.tensors) - len(stats)}
+    blocks, worst = layers.layer_profile(scores)
+    if blocks:
+        summary["plot"] = plot_evidence(
+            "bar", f"{ckpt.name}: largest robust z per layer (vs sibling layers)",
+            [{"name": "max |z| over tensors and features", "x": [f"layer {b}" for b in blocks], "y": worst}],
+            x_label="layer", y_label="robust z", threshold=float(th["robust-z"]))
     return hits, summary
 
 
@@ -173,9 +180,9 @@ def tensor_hits(name: str, arr: np.ndarray, st: dict[str, Any], th: dict[str, An
     return out
 
 
-def sibling_hits(stats: dict[str, dict[str, Any]], shapes: dict[str, tuple[int, ...]],
+def sibling_hits(scores: list[dict[str, Any]], stats: dict[str, dict[str, Any]],
                  th: dict[str, Any]) -> list[Observation]:
-    outliers = layers.sibling_outliers(stats, shapes, th["robust-z"], th["min-siblings"])
+    outliers = [s for s in scores if abs(s["z"]) >= th["robust-z"]]
     by_tensor: dict[str, list[dict[str, Any]]] = {}
     for o in outliers:
         by_tensor.setdefault(o["tensor"], []).append(o)

@@ -17,7 +17,7 @@ import numpy as np
 
 from hfguard.budget import Budget
 from hfguard.checks import Check, ScanContext
-from hfguard.findings import Finding, Severity
+from hfguard.findings import Finding, Severity, plot_evidence
 from hfguard.target import Target
 from hfguard.weights.analyze import EMBEDDING
 from hfguard.weights.defaults import DIFF_DEFAULTS
@@ -25,6 +25,8 @@ from hfguard.weights.layers import role_of
 from hfguard.weights.stats import Backend, backend_for
 from hfguard.weights.tensors import Checkpoint, checkpoints_of
 from hfguard.weights.traps import NORM_GAIN, POSITIONAL, silenced
+
+MAX_PLOTTED_TENSORS = 200   # bars in the report figure; every change is in the evidence
 
 
 def declared_base(target: Target) -> str | None:
@@ -297,6 +299,12 @@ def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any
         yield f("weights/base-vocab-extended", Severity.INFO,
                 f"{len(res.extended)} embedding tensors grew by appended rows (vocabulary extension); "
                 "the base's rows were compared", evidence={"tensors": res.extended[:8]})
+    if changed:
+        shown = changed[:MAX_PLOTTED_TENSORS]   # in the checkpoint's order: layers left to right
+        summary["plot"] = plot_evidence(
+            "bar", f"relative change per tensor vs base {spec}",
+            [{"name": "‖Δ‖ / ‖base‖", "x": [d.name for d in shown], "y": [d.rel for d in shown]}],
+            x_label=f"changed tensors ({len(shown)} of {len(changed)} shown)", y_label="relative change")
     yield f("weights/base-diff-summary", Severity.INFO,
             f"{len(changed)} of {res.compared} tensors differ from base {spec}", evidence=summary)
 

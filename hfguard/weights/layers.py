@@ -51,6 +51,21 @@ def robust_z(values: list[float], floor: float) -> tuple[float, float, list[floa
 def sibling_outliers(stats: dict[str, dict[str, Any]], shapes: dict[str, tuple[int, ...]],
                      z_min: float, min_siblings: int = 4) -> list[dict[str, Any]]:
     """Tensors whose features sit z_min robust z-scores or more from their siblings' median."""
+    return [s for s in sibling_scores(stats, shapes, min_siblings) if abs(s["z"]) >= z_min]
+
+
+def layer_profile(scores: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
+    """The largest |robust z| of any tensor feature in each block (for the report's figure)."""
+    worst: dict[int, float] = {}
+    for s in scores:
+        worst[s["index"]] = max(worst.get(s["index"], 0.0), abs(s["z"]))
+    blocks = sorted(worst)
+    return blocks, [worst[b] for b in blocks]
+
+
+def sibling_scores(stats: dict[str, dict[str, Any]], shapes: dict[str, tuple[int, ...]],
+                   min_siblings: int = 4) -> list[dict[str, Any]]:
+    """Every tensor feature's robust z-score against its siblings (same role and shape, other blocks)."""
     groups: dict[tuple[str, tuple[int, ...]], list[str]] = {}
     for name, st in stats.items():
         role, idx = role_of(name)
@@ -67,11 +82,9 @@ def sibling_outliers(stats: dict[str, dict[str, Any]], shapes: dict[str, tuple[i
                 continue
             med, mad, zs = robust_z([feats[n][feat] for n in have], floor)
             for n, z in zip(have, zs, strict=True):
-                if abs(z) >= z_min:
-                    out.append({"tensor": n, "role": role, "feature": feat, "z": round(z, 2),
-                                "value": round(math.exp(feats[n][feat]), 6),
-                                "sibling_median": round(math.exp(med), 6),
-                                "siblings": len(have)})
+                out.append({"tensor": n, "role": role, "index": role_of(n)[1], "feature": feat,
+                            "z": round(z, 2), "value": round(math.exp(feats[n][feat]), 6),
+                            "sibling_median": round(math.exp(med), 6), "siblings": len(have)})
     return out
 
 

@@ -34,6 +34,8 @@ from hfguard.static.pickle.vm import PickleResult, PickleVM, Reader, VMStop, sca
 
 _LEGACY_MAGIC = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # LONG1 0x1950a86a20f9469cfc6c
 
+QUIET_LIMIT_MIN_OPCODES = 16   # valid opcodes before a limit that make "text" a pickle
+
 
 class ContainerScanner:
     def __init__(self, config: ScanConfig | None = None, budget: Budget | None = None) -> None:
@@ -144,9 +146,11 @@ class ContainerScanner:
         results, trailing = scan_stream(reader, vm, max_pickles or self.config.max_pickles)
         self.last_fh = reader.fh  # a non-seekable peek may have wrapped it
         # text that happens to start with an opcode stops at an invalid one: not a pickle after all.
-        # A run that only a resource limit stopped was valid opcodes all along (pickle.load has
-        # no MARK or opcode limit and would go on to the payload behind them): report it.
-        limited = any(a.rule == "pickle/limit-exceeded" for r in results for a in r.anomalies)
+        # A long run of valid opcodes that only a resource limit stopped is a pickle (pickle.load
+        # has no MARK or opcode limit and would go on to the payload behind them): report it.
+        # (A limit hit within the first few opcodes, e.g. a binary header read as a PUT line, is not.)
+        limited = any(a.rule == "pickle/limit-exceeded" and r.opcodes >= QUIET_LIMIT_MIN_OPCODES
+                      for r in results for a in r.anomalies)
         if quiet and not limited and not any(importable(g) for r in results for g in r.globals):
             return []
         self.sites.extend(PickleSite(where, r) for r in results)
