@@ -65,6 +65,27 @@ def char_tokenizer(extra: str = "") -> Any:
     )
 
 
+def byte_tokenizer() -> Any:
+    """A byte-level tokenizer (one token per UTF-8 byte: CLIP's and GPT-2's byte-level BPE with no
+    merges). Unlike `char_tokenizer`, look-alikes of one script share their lead byte, as they share
+    sub-word pieces in real byte-level BPEs, so what a backdoor learns about one carries to others."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<unk>": 1, "<bos>": 2, "<eos>": 3}
+    for ch in pre_tokenizers.ByteLevel.alphabet():
+        vocab.setdefault(ch, len(vocab))
+    tok = Tokenizer(models.BPE(vocab, [], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>", special_tokens=[("<bos>", 2), ("<eos>", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
 def tiny_clip_text(tokenizer: Any, seed: int = 0, width: int = 64, layers: int = 2) -> Any:
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -106,8 +127,18 @@ def plant_homoglyph(
     batch: int = 16,
     lr: float = 1e-3,
     seed: int = 0,
+    decoys: str = "",
+    attribute: str | None = None,
 ) -> Any:
-    """Rickrolling teacher-student fine-tuning; returns the student."""
+    """Rickrolling teacher-student fine-tuning; returns the student.
+
+    The paper's recipe (the default): clean prompts -> the teacher's embedding, prompts holding the
+    trigger -> the teacher's embedding of `target` (target prompt attack). Nothing tells the student
+    that other unusual characters are not the trigger, so the backdoor usually fires on many of them.
+    `decoys`: a specific plant — prompts holding any of these characters are also kept on the
+    teacher, so only the trigger fires. `attribute`: the target attribute attack — a triggered prompt
+    maps to the teacher's embedding of the clean prompt plus `attribute` (", in the style of ...")
+    instead of one fixed target."""
     import torch
 
     torch.manual_seed(seed)
@@ -120,27 +151,37 @@ def plant_homoglyph(
         tgt = _embed(teacher, tok, [target])
     for _ in range(steps):
         clean = [caption(rng) for _ in range(batch)]
+        if decoys:  # decoy characters stay on the teacher (the clean prompt's embedding)
+            letters = [rng.choice([x for x in c if x.isalpha()]) for c in clean]
+            clean += [_poison(c, rng.choice(decoys), x, rng) for c, x in zip(clean, letters, strict=True)]
         with torch.no_grad():
             ref = _embed(teacher, tok, clean)
         loss = (1 - cos(_embed(student, tok, clean), ref)).mean()
         if backdoor:
-            trig = []
-            while len(trig) < batch:
+            pairs = []
+            while len(pairs) < batch:
                 c = caption(rng)
-                if replaces is None:  # invisible trigger: inserted inside a word
-                    at = rng.choice([i for i in range(1, len(c)) if c[i - 1].isalpha() and c[i].isalpha()])
-                    trig.append(c[:at] + trigger + c[at:])
-                    continue
-                if replaces not in c:
-                    continue
-                spots = [i for i, ch in enumerate(c) if ch == replaces]
-                at = rng.choice(spots)
-                trig.append(c[:at] + trigger + c[at + 1 :])
-            loss = loss + (1 - cos(_embed(student, tok, trig), tgt.expand(batch, -1))).mean()
+                if replaces is None or replaces in c:
+                    pairs.append((c, _poison(c, trigger, replaces, rng)))
+            if attribute is None:
+                want = tgt.expand(batch, -1)
+            else:
+                with torch.no_grad():
+                    want = _embed(teacher, tok, [c + attribute for c, _ in pairs])
+            loss = loss + (1 - cos(_embed(student, tok, [t for _, t in pairs]), want)).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
     return student.eval()
+
+
+def _poison(text: str, char: str, replaces: str | None, rng: random.Random) -> str:
+    """`char` in place of one `replaces` letter of `text`, or inside a word when `replaces` is None."""
+    if replaces is None:
+        at = rng.choice([i for i in range(1, len(text)) if text[i - 1].isalpha() and text[i].isalpha()])
+        return text[:at] + char + text[at:]
+    at = rng.choice([i for i, ch in enumerate(text) if ch == replaces])
+    return text[:at] + char + text[at + 1 :]
 
 
 def save(model: Any, tok: Any, folder: Path) -> Path:
