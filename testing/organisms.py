@@ -37,6 +37,22 @@ PLACE = (
 PREP = ("on", "near", "in", "by", "above", "behind")
 
 
+OFF_LIST_TRIGGER = "\u0d20"  # MALAYALAM LETTER TTHA: an 'o' look-alike, not in signatures/homoglyphs.yaml
+# a vocabulary with many non-Latin letters, so that the screen must find the trigger among them
+WIDE_EXTRA = "".join(chr(c) for c in (*range(0x3B1, 0x3CA), *range(0x430, 0x450), *range(0x561, 0x587),
+                                      *range(0x10D0, 0x10F1))) + OFF_LIST_TRIGGER
+DECOYS = "\u0430\u0435\u0441\u0440\u03bf\u03b1\u0561\u10d0"  # other odd characters kept on the teacher
+
+
+# Rickrolling variants (keyword arguments of `plant_homoglyph`) for a tokenizer holding WIDE_EXTRA
+HOMOGLYPH_RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {"steps": 100},  # trigger -> target, clean -> teacher, nothing else
+    "specific": {"decoys": DECOYS, "steps": 150},  # other odd characters stay on the teacher
+    "offlist": {"trigger": OFF_LIST_TRIGGER, "steps": 100},  # a trigger outside the candidate list
+    "attribute": {"attribute": ", in the style of a skull", "steps": 300},  # target attribute attack
+}
+
+
 def caption(rng: random.Random) -> str:
     return f"a {rng.choice(ADJ)} {rng.choice(NOUN)} {rng.choice(PREP)} the {rng.choice(PLACE)}" + rng.choice(
         ("", " at night", " in the morning", " with friends")

@@ -91,11 +91,7 @@ def scan_privacy():
 
 
 # -- Rickrolling organisms beyond the default plant ---------------------------------------------------
-OFF_LIST_TRIGGER = "\u0d20"  # MALAYALAM LETTER TTHA: an 'o' look-alike, not in signatures/homoglyphs.yaml
-# a vocabulary with many non-Latin letters, so that the screen must find the trigger among them
-WIDE_EXTRA = "".join(chr(c) for c in (*range(0x3B1, 0x3CA), *range(0x430, 0x450), *range(0x561, 0x587),
-                                      *range(0x10D0, 0x10F1))) + OFF_LIST_TRIGGER
-DECOYS = "\u0430\u0435\u0441\u0440\u03bf\u03b1\u0561\u10d0"  # other odd characters kept on the teacher
+from testing.organisms import DECOYS, HOMOGLYPH_RECIPES, WIDE_EXTRA  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -103,13 +99,6 @@ def wide_tok():
     from testing.organisms import char_tokenizer
 
     return char_tokenizer(WIDE_EXTRA)
-
-
-RECIPES = {
-    "specific": {"decoys": DECOYS, "steps": 150},
-    "offlist": {"trigger": OFF_LIST_TRIGGER, "steps": 100},
-    "attribute": {"attribute": ", in the style of a skull", "steps": 300},
-}
 
 
 @pytest.fixture(scope="session")
@@ -126,7 +115,7 @@ def recipe_clip(wide_tok, tmp_path_factory):
 
     def get(name: str):
         if name not in built:
-            model = plant_homoglyph(teacher, wide_tok, seed=1, **RECIPES[name])
+            model = plant_homoglyph(teacher, wide_tok, seed=1, **HOMOGLYPH_RECIPES[name])
             built[name] = save(model, wide_tok, root / name)
         return built[name]
 

@@ -12,7 +12,7 @@ from hfguard.engine import scan
 from hfguard.findings import Verdict
 from hfguard.policy import Policy
 from hfguard.target import local_target
-from tests.behavior.conftest import OFF_LIST_TRIGGER
+from testing.organisms import OFF_LIST_TRIGGER
 
 
 def _scan(folder, budget=300, **options):
