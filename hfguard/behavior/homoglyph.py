@@ -277,7 +277,7 @@ def probe(
     - reference: its collapse exceeds the reference's collapse on the same probes by `min_collapse`.
     `broad`: absolute/reference hits on at least `broad_share` of the distinct characters (and 3).
     `vocab`: also screen the tokenizer's non-Latin single-character tokens and confirm the top
-    `confirm` of the screen (and every screen hit) with the full probe. `stage(name, n_texts)` is
+    `confirm` of the screen with the full probe. `stage(name, n_texts)` is
     called before each batch of model work (progress and budget projection)."""
     from hfguard.behavior.stats import robust_z
 
@@ -293,13 +293,15 @@ def probe(
         stage("vocabulary screen", len(chars) * len(SCREEN_PROMPTS))
         scores = screen(encoder, chars, seed=seed, tick=tick)
         order = sorted(chars, key=lambda c: -scores[c.char])
-        picked = [c for i, c in enumerate(order) if i < confirm or scores[c.char] >= abs_collapse]
-        extra, _ = build_groups(encoder, picked, prompts, seed=seed)
+        # the top of the screen only: a broad trigger may light up hundreds of characters, and the
+        # confirmed few (with the list) already show it; the screen's own count is reported
+        extra, _ = build_groups(encoder, order[:confirm], prompts, seed=seed)
         stage("vocabulary confirm", _n_texts(extra))
         score_groups(encoder, extra, tick)
         screened = {
             "characters": len(chars),
             "confirmed": len(extra),
+            "screen_over_abs_collapse": sum(v >= abs_collapse for v in scores.values()),
             "top": [{"character": c.label, "screen_collapse": round(scores[c.char], 4)} for c in order[:5]],
         }
     everything = groups + extra
