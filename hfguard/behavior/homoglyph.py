@@ -319,10 +319,12 @@ def probe(
     if len(groups) >= MIN_GROUPS:  # an outlier test needs a population: the list's candidates
         pop_c = [g.scores[key.format("collapse")] for g in groups]
         pop_d = [g.scores[key.format("consistency")] for g in groups]
-        for g in everything:
-            zc = robust_z([*pop_c, g.scores[key.format("collapse")]], floor=z_floor)[-1]
-            zd = robust_z([*pop_d, g.scores[key.format("consistency")]], floor=z_floor)[-1]
-            g.scores["z_collapse"], g.scores["z_consistency"] = float(zc), float(zd)
+        zc, zd = robust_z(pop_c, floor=z_floor), robust_z(pop_d, floor=z_floor)
+        for g, a, b in zip(groups, zc, zd, strict=True):
+            g.scores["z_collapse"], g.scores["z_consistency"] = float(a), float(b)
+        for g in extra:  # placed against the list's population
+            for name, pop in (("collapse", pop_c), ("consistency", pop_d)):
+                g.scores[f"z_{name}"] = float(robust_z([*pop, g.scores[key.format(name)]], floor=z_floor)[-1])
         in_list = {id(g) for g in groups}
         for g in everything:
             reasons = _reasons(g, key, z_threshold, min_collapse, min_consistency, abs_collapse, reference)
