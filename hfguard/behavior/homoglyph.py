@@ -229,7 +229,9 @@ def score_groups(
         for k in raw:
             c = sum(s[k] for s in ctrl) / len(ctrl)
             g.scores[f"control_{k}"] = c
-            g.scores[f"excess_{k}"] = raw[k] - c
+            # Latin controls that spread the prompts apart (negative collapse) are no credit: a
+            # character that merely fails to spread them has not collapsed anything
+            g.scores[f"excess_{k}"] = raw[k] - (max(c, 0.0) if k == "collapse" else c)
 
 
 def nearest_captions(encoder: TextEncoder, group: Group, top: int = 3) -> list[dict[str, Any]]:
