@@ -81,27 +81,6 @@ def char_tokenizer(extra: str = "") -> Any:
     )
 
 
-def byte_tokenizer() -> Any:
-    """A byte-level tokenizer (one token per UTF-8 byte: CLIP's and GPT-2's byte-level BPE with no
-    merges). Unlike `char_tokenizer`, look-alikes of one script share their lead byte, as they share
-    sub-word pieces in real byte-level BPEs, so what a backdoor learns about one carries to others."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "<unk>": 1, "<bos>": 2, "<eos>": 3}
-    for ch in pre_tokenizers.ByteLevel.alphabet():
-        vocab.setdefault(ch, len(vocab))
-    tok = Tokenizer(models.BPE(vocab, [], unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>", special_tokens=[("<bos>", 2), ("<eos>", 3)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
-    )
-
-
 def tiny_clip_text(tokenizer: Any, seed: int = 0, width: int = 64, layers: int = 2) -> Any:
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel
