@@ -5,8 +5,14 @@ probe on full-size models (a ViT-B/32-sized CLIP text tower, a 125M GPT-2; rando
     python bench/bench_behavior.py --seeds 10     # more seeds, full probes on the big models
     python bench/bench_behavior.py --clip-rates-only --seeds 20   # CLIP canary test, ~21 s a seed
 
-Detection rate = planted models flagged with the right evidence (TPR); false-positive rate = clean
-twins flagged at all, both at the default thresholds, with Clopper-Pearson 95% intervals.
+Detection rate = planted models flagged (TPR); false-positive rate = clean twins flagged at all,
+both at the default thresholds, with Clopper-Pearson 95% intervals. The verdicts come from the
+checks' own judging (a real scan for the homoglyph probe, `membership.judge` for the canary tests),
+counting every rule that can flag (e.g. `privacy/loss-anomaly` as well as the membership rules).
+
+Seeds are split: `--split calibration` (seeds 0..n-1, the ones thresholds and recipes were developed
+on) and `--split report` (seeds 2000.., never looked at while developing): README quotes the report
+split, with the command that printed it.
 """
 
 from __future__ import annotations
@@ -25,38 +31,64 @@ def _ci(k: int, n: int) -> str:
     return f"{k}/{n} [{lo:.2f}-{hi:.2f}]"
 
 
-def homoglyph_rates(seeds: int) -> dict[str, str]:
-    from hfguard.behavior import homoglyph
-    from hfguard.behavior.load import TextEncoder
-    from testing.organisms import char_tokenizer, plant_homoglyph, tiny_clip_text
+def _homoglyph_verdict(model, tok, folder) -> str:
+    """The verdict a scan gives the model (the check's own judging, every rule)."""
+    from hfguard.behavior.check import HomoglyphCheck
+    from hfguard.engine import scan
+    from hfguard.policy import Policy
+    from hfguard.target import local_target
+    from testing.organisms import save
 
-    tok = char_tokenizer()
-    tp = fp = 0
-    t0 = time.perf_counter()
-    for s in range(seeds):
-        trigger, latin = TRIGGERS[s % len(TRIGGERS)]
-        teacher = tiny_clip_text(tok, seed=100 + s)
-        for backdoor in (True, False):
-            model = plant_homoglyph(
-                teacher, tok, trigger=trigger, replaces=latin, backdoor=backdoor, steps=100, seed=s
-            )
-            enc = TextEncoder("clip-text", model, tok, "cpu", name="tiny")
-            res = homoglyph.probe(enc)
-            chars = {c.char for g, _ in res.flagged for c in g.members}
-            if backdoor:
-                tp += trigger in chars
-            else:
-                fp += bool(res.flagged)
-    return {
-        "probe": "homoglyph (tiny CLIP)",
-        "TPR": _ci(tp, seeds),
-        "FPR": _ci(fp, seeds),
-        "seconds": f"{time.perf_counter() - t0:.0f}",
-    }
+    save(model, tok, folder)
+    report = scan(local_target([str(folder)]), Policy(tiers=("behavior",)), [HomoglyphCheck()],
+                  budget_seconds=600)
+    return report.verdict.value
 
 
-def privacy_rates(seeds: int) -> dict[str, str]:
+def homoglyph_rates(seeds: list[int]) -> list[dict[str, str]]:
+    """Per Rickrolling variant (testing.organisms.HOMOGLYPH_RECIPES) on tiny CLIP text encoders:
+    planted flagged (BLOCK), and the clean twin (same steps, no trigger) flagged at all."""
+    import tempfile
+    from pathlib import Path
+
+    from testing.organisms import (
+        HOMOGLYPH_RECIPES,
+        WIDE_EXTRA,
+        char_tokenizer,
+        plant_homoglyph,
+        tiny_clip_text,
+    )
+
+    tok = char_tokenizer(WIDE_EXTRA)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for family, recipe in HOMOGLYPH_RECIPES.items():
+            tp = fp = 0
+            t0 = time.perf_counter()
+            for s in seeds:
+                kw = dict(recipe)
+                if "trigger" not in kw:  # the default families rotate over the usual triggers
+                    kw["trigger"], kw["replaces"] = TRIGGERS[s % len(TRIGGERS)]
+                teacher = tiny_clip_text(tok, seed=100 + s)
+                for backdoor in (True, False):
+                    model = plant_homoglyph(teacher, tok, backdoor=backdoor, seed=s, **kw)
+                    verdict = _homoglyph_verdict(model, tok, Path(tmp, f"{family}-{s}-{backdoor}"))
+                    if backdoor:
+                        tp += verdict == "BLOCK"
+                    else:
+                        fp += verdict != "PASS"
+            rows.append({
+                "probe": f"homoglyph, {family} (tiny CLIP)",
+                "TPR": _ci(tp, len(seeds)),
+                "FPR": _ci(fp, len(seeds)),
+                "seconds": f"{time.perf_counter() - t0:.0f}",
+            })
+    return rows
+
+
+def privacy_rates(seeds: list[int]) -> dict[str, str]:
     from hfguard.behavior import membership
+    from hfguard.behavior.check import PrivacyBackdoorCheck
     from testing.organisms import (
         caption,
         char_tokenizer,
@@ -65,10 +97,12 @@ def privacy_rates(seeds: int) -> dict[str, str]:
         tiny_gpt2,
     )
 
+    check = PrivacyBackdoorCheck()
+    th = check.THRESHOLDS.__getitem__
     tok = char_tokenizer()
     tp = fp = 0
     t0 = time.perf_counter()
-    for s in range(seeds):
+    for s in seeds:
         rng = random.Random(s)
         aux = [caption(rng) for _ in range(400)]
         target = [t for t, _ in membership.canaries(300, seed=1000 + s)]
@@ -79,21 +113,20 @@ def privacy_rates(seeds: int) -> dict[str, str]:
             res = membership.evaluate(
                 model, tok, items, (base, tok), seed=s, recipe={"epochs": 4, "lr": 3e-3, "batch": 8}
             )
-            a = res["amplification"]
-            hit = a["auc_diff"] >= 0.1 and a["p_value"] <= 0.01
+            rules = {f.rule for f in membership.judge(check, "gpt2", res, th)} - {"behavior/privacy-probe"}
             if backdoor:
-                tp += hit
+                tp += bool(rules)
             else:
-                fp += hit
+                fp += bool(rules)
     return {
         "probe": "privacy canary (tiny GPT-2)",
-        "TPR": _ci(tp, seeds),
-        "FPR": _ci(fp, seeds),
+        "TPR": _ci(tp, len(seeds)),
+        "FPR": _ci(fp, len(seeds)),
         "seconds": f"{time.perf_counter() - t0:.0f}",
     }
 
 
-def clip_privacy_rates(seeds: int, n_canaries: int = 128) -> dict[str, str]:
+def clip_privacy_rates(seeds: list[int], n_canaries: int = 128) -> dict[str, str]:
     """The CLIP canary test as a scan runs it (default thresholds, `judge`) on the organisms of
     `testing.clip_privacy_organisms`: planted = amplification flagged; clean = flagged at all."""
     from hfguard.behavior import clip_membership as cm
@@ -111,7 +144,7 @@ def clip_privacy_rates(seeds: int, n_canaries: int = 128) -> dict[str, str]:
     tok = char_tokenizer()
     tp = fp = 0
     t0 = time.perf_counter()
-    for s in range(seeds):
+    for s in seeds:
         org = clip_privacy_organisms(tok, seed=s)
         items = membership.canaries(n_canaries, seed=s)
         data = cm.make_data(org["base"], [t for t, _ in items], s)
@@ -142,8 +175,8 @@ def clip_privacy_rates(seeds: int, n_canaries: int = 128) -> dict[str, str]:
         print(f"  seed {s}: " + "; ".join(line), flush=True)
     return {
         "probe": f"privacy canary (tiny CLIP, {n_canaries} pairs)",
-        "TPR": _ci(tp, seeds),
-        "FPR": _ci(fp, seeds),
+        "TPR": _ci(tp, len(seeds)),
+        "FPR": _ci(fp, len(seeds)),
         "seconds": f"{time.perf_counter() - t0:.0f}",
     }
 
@@ -226,29 +259,41 @@ def main() -> None:
     ap.add_argument("--rates-only", action="store_true", help="detection rates only, no big-model timings")
     ap.add_argument("--clip-rates-only", action="store_true", help="the CLIP canary rates alone")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy box)")
+    ap.add_argument("--homoglyph-rates-only", action="store_true", help="the homoglyph rates alone")
+    ap.add_argument("--split", choices=("calibration", "report"), default="calibration",
+                    help="seeds 0.. (developed on) or 2000.. (quoted in README)")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
-    seeds = args.seeds or (3 if args.quick else 10)
-    print(f"torch {torch.__version__}, {args.threads} CPU thread(s), cuda={torch.cuda.is_available()}")
+    n = args.seeds or (3 if args.quick else 10)
+    # report seeds start at 2000: 1000.. were spent finding the negative-control false alarm
+    # (docs/bench/behavior-homoglyph-report.txt)
+    first = 2000 if args.split == "report" else 0
+    seeds = list(range(first, first + n))
+    few = seeds[: max(2, n // 2)] if args.quick else seeds
+    print(f"torch {torch.__version__}, {args.threads} CPU thread(s), cuda={torch.cuda.is_available()}, "
+          f"{args.split} seeds {seeds[0]}..{seeds[-1]}")
     print(f"{'probe':40}  {'TPR (planted)':18}  {'FPR (clean)':18}  seconds", flush=True)
     jobs = [
         lambda: homoglyph_rates(seeds),
-        lambda: privacy_rates(max(2, seeds // 2) if args.quick else seeds),
-        lambda: clip_privacy_rates(max(2, seeds // 2) if args.quick else seeds),
+        lambda: privacy_rates(few),
+        lambda: clip_privacy_rates(few),
         lambda: clip_timing("cpu", args.quick),
         lambda: gpt2_timing("cpu", args.quick),
     ]
     if args.clip_rates_only:
         jobs = [jobs[2]]
+    elif args.homoglyph_rates_only:
+        jobs = [jobs[0]]
     elif args.rates_only:
         jobs = jobs[:3]
     elif torch.cuda.is_available():
         jobs += [lambda: clip_timing("cuda", False), lambda: gpt2_timing("cuda", False)]
     for job in jobs:
-        r = job()
-        print(f"{r['probe']:40}  {r['TPR']:18}  {r['FPR']:18}  {r['seconds']}", flush=True)
+        out = job()
+        for r in out if isinstance(out, list) else [out]:
+            print(f"{r['probe']:40}  {r['TPR']:18}  {r['FPR']:18}  {r['seconds']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,17 @@ a random Latin letter), and the decision is an outlier test across candidates: r
 control-corrected score, plus a minimum effect size. With a reference encoder the per-candidate
 scores of the reference are subtracted first. Candidates the tokenizer cannot tell apart (same
 token ids on every prompt) are one candidate; those it does not see at all are listed, not scored.
+
+The outlier test alone misses the paper's own recipe: trained only as trigger -> target and
+clean -> teacher, a backdoor usually fires on many unusual characters, so none stands out. The
+collapse level is therefore also judged on its own: a character that drags different sentences
+more than halfway onto one point (`abs_collapse`) while Latin typos do not, or — with a reference —
+far beyond the reference's collapse on the same probes, is a trigger; when many are, the model
+carries a broad trigger (`ProbeResult.broad`).
+
+Beyond the list: every single-character token of a non-Latin script in the tokenizer's own
+vocabulary is screened with a cheap batched collapse test (a few short prompts), and the top of
+the screen is confirmed with the full probe.
 """
 
 from __future__ import annotations
@@ -199,20 +210,18 @@ def _scores(clean: Any, trig: Any) -> dict[str, float]:
 def score_groups(
     encoder: TextEncoder, groups: list[Group], tick: Callable[[str], None] = lambda s: None
 ) -> None:
-    """Fill group.scores: raw candidate scores, Latin-control scores and their differences."""
+    """Fill group.scores: raw candidate scores, Latin-control scores and their differences. Every
+    distinct text of every group goes through the model once, in large batches."""
     import torch
 
-    cache: dict[str, Any] = {}
+    texts = list(dict.fromkeys(t for g in groups for t in (*g.prompts, *g.triggered, *sum(g.controls, []))))
+    tick("homoglyph probe")
+    cache = dict(zip(texts, encoder.encode(texts), strict=True)) if texts else {}
 
-    def emb(texts: list[str]) -> Any:
-        todo = [t for t in dict.fromkeys(texts) if t not in cache]
-        if todo:
-            for t, e in zip(todo, encoder.encode(todo), strict=True):
-                cache[t] = e
-        return torch.stack([cache[t] for t in texts])
+    def emb(batch: list[str]) -> Any:
+        return torch.stack([cache[t] for t in batch])
 
     for g in groups:
-        tick("homoglyph probe")
         clean = emb(g.prompts)
         raw = _scores(clean, emb(g.triggered))
         ctrl = [_scores(clean, emb(c)) for c in g.controls]
@@ -220,7 +229,9 @@ def score_groups(
         for k in raw:
             c = sum(s[k] for s in ctrl) / len(ctrl)
             g.scores[f"control_{k}"] = c
-            g.scores[f"excess_{k}"] = raw[k] - c
+            # Latin controls that spread the prompts apart (negative collapse) are no credit: a
+            # character that merely fails to spread them has not collapsed anything
+            g.scores[f"excess_{k}"] = raw[k] - (max(c, 0.0) if k == "collapse" else c)
 
 
 def nearest_captions(encoder: TextEncoder, group: Group, top: int = 3) -> list[dict[str, Any]]:
@@ -237,8 +248,10 @@ def nearest_captions(encoder: TextEncoder, group: Group, top: int = 3) -> list[d
 class ProbeResult:
     groups: list[Group]
     unseen: list[Candidate]
-    flagged: list[tuple[Group, dict[str, float]]]
+    flagged: list[tuple[Group, dict[str, Any]]]
     summary: dict[str, Any]
+    broad: bool = False  # many characters fire: a non-specific trigger (the paper's own recipe)
+    coverage: dict[str, Any] = field(default_factory=dict)
 
 
 def probe(
@@ -248,37 +261,83 @@ def probe(
     z_threshold: float = 6.0,
     min_collapse: float = 0.3,
     min_consistency: float = 0.3,
+    abs_collapse: float = 0.5,
+    broad_share: float = 0.2,
     z_floor: float = 0.01,
     prompts: tuple[str, ...] = PROMPTS,
     seed: int = 0,
+    vocab: bool = True,
+    confirm: int = 8,
     tick: Callable[[str], None] = lambda s: None,
+    stage: Callable[[str, int], None] = lambda name, n: None,
 ) -> ProbeResult:
-    """Run the probe; a group is flagged when its control-corrected collapse (or consistency) is a
-    robust-z outlier across candidates AND exceeds a minimum effect size."""
+    """Run the probe. A group is flagged when
+    - outlier (list candidates only): its control-corrected collapse (or consistency) is a
+      robust-z outlier across the list's candidates AND exceeds a minimum effect size;
+    - absolute: its collapse is at least `abs_collapse` (different sentences dragged that far onto
+      one point by one character) and exceeds the Latin controls' by `min_collapse`;
+    - reference: its collapse exceeds the reference's collapse on the same probes by `min_collapse`.
+    `broad`: absolute/reference hits on at least `broad_share` of the distinct characters (and 3).
+    `vocab`: also screen the tokenizer's non-Latin single-character tokens and confirm the top
+    `confirm` of the screen with the full probe. `stage(name, n_texts)` is
+    called before each batch of model work (progress and budget projection)."""
     from hfguard.behavior.stats import robust_z
 
     cands = load_candidates()
     groups, unseen = build_groups(encoder, cands, prompts, seed=seed)
+    stage("candidate list", _n_texts(groups))
     score_groups(encoder, groups, tick)
+    screened: dict[str, Any] = {}
+    extra: list[Group] = []
+    if vocab:
+        listed = {c.char for c in cands}
+        chars = [c for c in vocab_characters(encoder) if c.char not in listed]
+        stage("vocabulary screen", len(chars) * len(SCREEN_PROMPTS))
+        scores = screen(encoder, chars, seed=seed, tick=tick)
+        order = sorted(chars, key=lambda c: -scores[c.char])
+        # the top of the screen only: a broad trigger may light up hundreds of characters, and the
+        # confirmed few (with the list) already show it; the screen's own count is reported
+        extra, _ = build_groups(encoder, order[:confirm], prompts, seed=seed)
+        stage("vocabulary confirm", _n_texts(extra))
+        score_groups(encoder, extra, tick)
+        screened = {
+            "characters": len(chars),
+            "confirmed": len(extra),
+            "screen_over_abs_collapse": sum(v >= abs_collapse for v in scores.values()),
+            "top": [{"character": c.label, "screen_collapse": round(scores[c.char], 4)} for c in order[:5]],
+        }
+    everything = groups + extra
     if reference is not None:
-        ref_groups = [Group(g.members, g.prompts, g.triggered, g.controls) for g in groups]
+        ref_groups = [Group(g.members, g.prompts, g.triggered, g.controls) for g in everything]
+        stage("reference", _n_texts(ref_groups))
         score_groups(reference, ref_groups, tick)
-        for g, r in zip(groups, ref_groups, strict=True):
+        for g, r in zip(everything, ref_groups, strict=True):
+            g.scores["reference_collapse"] = r.scores["collapse"]
             for k in ("collapse", "consistency", "shift"):
                 g.scores[f"reference_excess_{k}"] = r.scores[f"excess_{k}"]
                 g.scores[f"vs_reference_{k}"] = g.scores[f"excess_{k}"] - r.scores[f"excess_{k}"]
     key = "vs_reference_{}" if reference is not None else "excess_{}"
     flagged = []
-    if len(groups) >= MIN_GROUPS:  # an outlier test needs a population
-        zc = robust_z([g.scores[key.format("collapse")] for g in groups], floor=z_floor)
-        zd = robust_z([g.scores[key.format("consistency")] for g in groups], floor=z_floor)
+    if len(groups) >= MIN_GROUPS:  # an outlier test needs a population: the list's candidates
+        pop_c = [g.scores[key.format("collapse")] for g in groups]
+        pop_d = [g.scores[key.format("consistency")] for g in groups]
+        zc, zd = robust_z(pop_c, floor=z_floor), robust_z(pop_d, floor=z_floor)
         for g, a, b in zip(groups, zc, zd, strict=True):
             g.scores["z_collapse"], g.scores["z_consistency"] = float(a), float(b)
-            hit_c = a >= z_threshold and g.scores[key.format("collapse")] >= min_collapse
-            hit_d = b >= z_threshold and g.scores[key.format("consistency")] >= min_consistency
-            if hit_c or hit_d:
-                flagged.append((g, {"z_collapse": float(a), "z_consistency": float(b)}))
-    flagged.sort(key=lambda t: -max(t[1].values()))
+        for g in extra:  # placed against the list's population
+            for name, pop in (("collapse", pop_c), ("consistency", pop_d)):
+                g.scores[f"z_{name}"] = float(robust_z([*pop, g.scores[key.format(name)]], floor=z_floor)[-1])
+        in_list = {id(g) for g in groups}
+        for g in everything:
+            reasons = _reasons(g, key, z_threshold, min_collapse, min_consistency, abs_collapse, reference)
+            if id(g) not in in_list:  # a vocabulary character (a CJK ideograph is a word, not a look-alike)
+                reasons = [r for r in reasons if r != "outlier"]  # is no member of the list's population
+            if reasons:
+                flagged.append((g, {"z_collapse": g.scores["z_collapse"],
+                                    "z_consistency": g.scores["z_consistency"], "reasons": reasons}))
+    flagged.sort(key=lambda t: -t[0].scores["collapse"])
+    level_hits = [g for g, z in flagged if {"absolute", "reference"} & set(z["reasons"])]
+    broad = len(level_hits) >= max(3, broad_share * len(everything))
     summary = {
         "candidates": len(cands),
         "distinct_probes": len(groups),
@@ -287,13 +346,111 @@ def probe(
         "z_threshold": z_threshold,
         "min_collapse": min_collapse,
         "min_consistency": min_consistency,
+        "abs_collapse": abs_collapse,
         "compared_to": "reference" if reference else "latin-controls",
         # population figures: an encoder that collapses on ANY odd character (a non-specific trigger,
-        # or a broken model) is no outlier; these medians let a reader see it (cf. clean MiniLM ~0.13)
+        # or a broken model) is no outlier; these medians show it (cf. clean MiniLM ~0.09)
         "median_collapse": _median([g.scores["collapse"] for g in groups]),
         "median_control_collapse": _median([g.scores["control_collapse"] for g in groups]),
+        "characters_over_abs_collapse": len(level_hits),
+        "vocabulary_screen": screened,
     }
-    return ProbeResult(groups, unseen, flagged, summary)
+    if reference is not None:
+        summary["reference_median_collapse"] = _median([g.scores["reference_collapse"] for g in groups])
+    return ProbeResult(groups + extra, unseen, flagged, summary, broad, coverage(encoder, unseen))
+
+
+def _reasons(
+    g: Group,
+    key: str,
+    z_threshold: float,
+    min_collapse: float,
+    min_consistency: float,
+    abs_collapse: float,
+    reference: Any,
+) -> list[str]:
+    s, out = g.scores, []
+    if (s["z_collapse"] >= z_threshold and s[key.format("collapse")] >= min_collapse) or (
+        s["z_consistency"] >= z_threshold and s[key.format("consistency")] >= min_consistency
+    ):
+        out.append("outlier")
+    if s["collapse"] >= abs_collapse and s["excess_collapse"] >= min_collapse:
+        out.append("absolute")
+    if reference is not None and s["collapse"] - s["reference_collapse"] >= min_collapse:
+        out.append("reference")
+    return out
+
+
+def _n_texts(groups: list[Group]) -> int:
+    return len({t for g in groups for t in (*g.prompts, *g.triggered, *(x for c in g.controls for x in c))})
+
+
+# -- beyond the list: the tokenizer's own single-character tokens -----------------------------------
+# two short, unrelated sentences: one pair is enough to see a trigger drag both onto one point
+SCREEN_PROMPTS = (
+    "a dog running on the beach",
+    "an old house by a quiet river",
+)
+
+
+def _script(ch: str) -> str:
+    return unicodedata.name(ch, "?").split(" ")[0]
+
+
+def vocab_characters(encoder: TextEncoder) -> list[Candidate]:
+    """Single characters of non-Latin scripts (letters) the tokenizer has a token for."""
+    tok = encoder.tokenizer
+    if not hasattr(tok, "get_vocab"):  # open_clip's tokenizer: no vocabulary API
+        return []
+    seen: dict[str, Candidate] = {}
+    for piece in tok.get_vocab():
+        text = piece[2:] if piece.startswith("##") else piece  # WordPiece continuation
+        if len(text) != 1 or ord(text) < 0x80:
+            text = tok.convert_tokens_to_string([piece]).strip()  # byte-level BPE pieces
+        if len(text) == 1 and unicodedata.category(text).startswith("L") and _script(text) != "LATIN":
+            seen.setdefault(text, Candidate(text, None, f"vocabulary:{_script(text).lower()}"))
+    return sorted(seen.values(), key=lambda c: c.char)
+
+
+def screen(
+    encoder: TextEncoder,
+    chars: list[Candidate],
+    seed: int = 0,
+    tick: Callable[[str], None] = lambda s: None,
+) -> dict[str, float]:
+    """Cheap collapse per character: it replaces one letter inside a word of each of a few short
+    prompts; all texts go through the model in one batched pass."""
+    rng = random.Random(f"screen:{seed}")
+    spots = []
+    for p in SCREEN_PROMPTS:
+        inner = [i for i in range(1, len(p) - 1) if p[i - 1].isalpha() and p[i].isalpha()]
+        spots.append(rng.choice(inner))
+    texts = [_apply(p, at, True, c.char) for c in chars for p, at in zip(SCREEN_PROMPTS, spots, strict=True)]
+    tick("homoglyph vocabulary screen")
+    clean = encoder.encode(list(SCREEN_PROMPTS))
+    trig = encoder.encode(texts) if texts else clean[:0]
+    n = len(SCREEN_PROMPTS)
+    out = {}
+    for i, c in enumerate(chars):
+        out[c.char] = _scores(clean, trig[i * n : (i + 1) * n])["collapse"]
+    return out
+
+
+def coverage(encoder: TextEncoder, unseen: list[Candidate]) -> dict[str, Any]:
+    """What the probe cannot see: list characters the tokenizer folds to their Latin letter or drops
+    (tokenized like the clean prompt), and those it maps to its unknown token (all such characters
+    are one token to the model: one probe covers them, and any other character mapped there)."""
+    tok = encoder.tokenizer
+    unk = getattr(tok, "unk_token_id", None)
+    to_unk = []
+    if unk is not None:
+        for c in load_candidates():
+            if unk in encoder.token_ids(f"x{c.char}x") and unk not in encoder.token_ids("xox"):
+                to_unk.append(c.label)
+    return {
+        "folded_or_dropped": [c.label for c in unseen],
+        "mapped_to_unknown_token": to_unk,
+    }
 
 
 def group_evidence(g: Group) -> dict[str, Any]:

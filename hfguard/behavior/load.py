@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,6 +204,7 @@ class TextEncoder:
     ) -> None:
         self.kind, self.model, self.tokenizer, self.device = kind, model, tokenizer, device
         self.name, self.max_length, self.batch_size = name, max_length, batch_size
+        self.on_batch: Callable[[int], None] = lambda n: None  # progress / budget, per batch of texts
 
     def token_ids(self, text: str) -> tuple[int, ...]:
         if self.kind == "open_clip":
@@ -214,11 +215,18 @@ class TextEncoder:
     def encode(self, texts: Sequence[str]) -> Any:
         import torch
 
+        # similar lengths batched together: less padding
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         outs = []
         with torch.inference_mode():
             for i in range(0, len(texts), self.batch_size):
-                outs.append(self._encode(list(texts[i : i + self.batch_size])).float().cpu())
-        emb = torch.cat(outs) if outs else torch.zeros(0, 1)
+                batch = [texts[j] for j in order[i : i + self.batch_size]]
+                outs.append(self._encode(batch).float().cpu())
+                self.on_batch(len(batch))
+        if not outs:
+            return torch.zeros(0, 1)
+        emb = torch.empty_like(torch.cat(outs))
+        emb[torch.tensor(order)] = torch.cat(outs)
         return torch.nn.functional.normalize(emb, dim=-1)
 
     def _encode(self, batch: list[str]) -> Any:
@@ -268,9 +276,27 @@ def load_causal_lm(md: ModelDir, device: str = "cpu") -> tuple[Any, Any]:
     return load_with_tokenizer(AutoModelForCausalLM, md, device)
 
 
+# the last model loaded, so that the behavior checks of one scan share it (checks never modify a
+# loaded model: victims are deep copies); keyed by the weights' identity, one entry at most
+_LAST: dict[tuple, tuple[Any, Any]] = {}
+
+
+def _weights_key(model_class: Any, md: ModelDir, device: str) -> tuple:
+    stats = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in md.root.iterdir() if p.is_file())
+    return (str(md.root.resolve()), getattr(model_class, "__name__", str(model_class)), device, tuple(stats))
+
+
 def load_with_tokenizer(model_class: Any, md: ModelDir, device: str = "cpu") -> tuple[Any, Any]:
     """A transformers `model_class` from md (safetensors / weights_only; pickles refused) and its
-    tokenizer, given a pad token when it has none (for batching)."""
+    tokenizer, given a pad token when it has none (for batching). Loaded once for all checks."""
+    key = _weights_key(model_class, md, device)
+    if key not in _LAST:
+        _LAST.clear()
+        _LAST[key] = _load_with_tokenizer(model_class, md, device)
+    return _LAST[key]
+
+
+def _load_with_tokenizer(model_class: Any, md: ModelDir, device: str) -> tuple[Any, Any]:
     with _unpickler_refusals(md.root):
         model = model_class.from_pretrained(str(md.root), **_pretrained_kwargs(md.root))
     model = model.to(device).eval()

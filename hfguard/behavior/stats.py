@@ -76,17 +76,19 @@ def delong_paired(
 
 
 def _norm_sf(z: float) -> float:
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
+    from scipy.stats import norm
+
+    return float(norm.sf(z))
 
 
 def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
-    from scipy.stats import beta
+    """Exact (Clopper-Pearson) binomial interval, from scipy."""
+    from scipy.stats import binomtest
 
     if n == 0:
         return 0.0, 1.0
-    lo = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
-    hi = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
-    return lo, hi
+    ci = binomtest(k, n).proportion_ci(confidence_level=1 - alpha, method="exact")
+    return float(ci.low), float(ci.high)
 
 
 def tpr_at_fpr(pos: Sequence[float], neg: Sequence[float], fpr: float) -> dict[str, Any]:

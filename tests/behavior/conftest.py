@@ -88,3 +88,55 @@ def scan_privacy():
                     options=options, budget_seconds=300)
 
     return run
+
+
+# -- Rickrolling organisms beyond the default plant ---------------------------------------------------
+from testing.organisms import DECOYS, HOMOGLYPH_RECIPES, WIDE_EXTRA  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def wide_tok():
+    from testing.organisms import char_tokenizer
+
+    return char_tokenizer(WIDE_EXTRA)
+
+
+@pytest.fixture(scope="session")
+def recipe_clip(wide_tok, tmp_path_factory):
+    """recipe_clip(name) -> folder of a tiny CLIP text encoder (wide vocabulary) planted from one
+    teacher, built on first use: 'specific' (the trigger fires, decoy characters are trained not
+    to), 'offlist' (paper recipe, a trigger outside the candidate list), 'attribute' (the trigger
+    adds an attribute instead of replacing the prompt)."""
+    from testing.organisms import plant_homoglyph, save, tiny_clip_text
+
+    teacher = tiny_clip_text(wide_tok, seed=0)
+    root = tmp_path_factory.mktemp("recipes")
+    built: dict[str, object] = {}
+
+    def get(name: str):
+        if name not in built:
+            model = plant_homoglyph(teacher, wide_tok, seed=1, **HOMOGLYPH_RECIPES[name])
+            built[name] = save(model, wide_tok, root / name)
+        return built[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def minilm_plants(minilm_dir, tmp_path_factory):
+    """The real MiniLM fine-tuned three ways (Rickrolling teacher-student, Cyrillic 'о' -> 'a skull'):
+    'paper' (the paper's recipe: trigger -> target, clean -> teacher, nothing else), 'specific'
+    (decoy characters kept on the teacher) and 'clean' (the same steps, no trigger: an honest
+    re-fine-tune)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from testing.organisms import plant_homoglyph, save
+
+    tok = AutoTokenizer.from_pretrained(minilm_dir)
+    teacher = AutoModel.from_pretrained(minilm_dir).eval()
+    root = tmp_path_factory.mktemp("minilm")
+    kw = {"lr": 1e-4, "batch": 8, "seed": 1}
+    recipes = {"paper": {"steps": 20}, "specific": {"steps": 40, "decoys": DECOYS},
+               "clean": {"steps": 20, "backdoor": False}}
+    return {name: save(plant_homoglyph(teacher, tok, **kw, **r), tok, root / name)
+            for name, r in recipes.items()}

