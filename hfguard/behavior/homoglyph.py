@@ -40,6 +40,7 @@ from typing import Any
 
 from hfguard import signatures
 from hfguard.behavior.load import TextEncoder
+from hfguard.findings import plot_evidence
 
 MIN_GROUPS = 5   # distinct candidate characters an outlier test needs
 
@@ -281,7 +282,7 @@ def probe(
     `vocab`: also screen the tokenizer's non-Latin single-character tokens and confirm the top
     `confirm` of the screen with the full probe. `stage(name, n_texts)` is
     called before each batch of model work (progress and budget projection)."""
-    from hfguard.behavior.stats import robust_z
+    from hfguard.robust import robust_z
 
     cands = load_candidates()
     groups, unseen = build_groups(encoder, cands, prompts, seed=seed)
@@ -357,6 +358,13 @@ def probe(
     }
     if reference is not None:
         summary["reference_median_collapse"] = _median([g.scores["reference_collapse"] for g in groups])
+    ranked = sorted(groups, key=lambda g: -g.scores["collapse"])[:60]
+    labels = [g.members[0].label for g in ranked]
+    series = [{"name": name, "x": labels, "y": [g.scores[key] for g in ranked]}
+              for name, key in (("collapse", "collapse"), ("Latin-letter control", "control_collapse"),
+                                ("reference", "reference_collapse")) if key in ranked[0].scores] if ranked else []
+    summary["plot"] = plot_evidence("bar", "homoglyph candidates: collapse of triggered prompts", series,
+                                    x_label="candidate character", y_label="collapse", threshold=abs_collapse)
     return ProbeResult(groups + extra, unseen, flagged, summary, broad, coverage(encoder, unseen))
 
 

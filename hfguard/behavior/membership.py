@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from hfguard.behavior.victim import Modality, train_copy
-from hfguard.findings import Finding, Severity
+from hfguard.findings import Finding, Severity, plot_evidence
 
 FIRST = (
     "john",
@@ -187,6 +187,7 @@ def membership_figures(scores: Any, is_member: Any) -> dict[str, Any]:
         "tpr_at_0.1pct_fpr": stats.tpr_at_fpr(pos, neg, 0.001),
         "n_members": int(is_member.sum()),
         "n_nonmembers": int((~is_member).sum()),
+        "roc": stats.roc_curve(pos, neg),
     }
 
 
@@ -312,6 +313,11 @@ def evaluate(
             }
         )
     out["loss"] = loss
+    out["plot"] = plot_evidence(
+        "roc", "membership ROC after the simulated victim fine-tune",
+        [{"name": name, "x": out[name]["roc"]["fpr"], "y": out[name]["roc"]["tpr"]}
+         for name in ("candidate", "reference") if name in out],
+        x_label="false positive rate", y_label="true positive rate")
     return out
 
 

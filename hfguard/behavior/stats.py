@@ -134,13 +134,16 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
-def robust_z(values: Sequence[float], floor: float = 0.0) -> np.ndarray:
-    """(x - median) / (1.4826 * MAD), the MAD floored so that a near-constant clean population
-    does not turn noise into huge z-scores."""
-    x = _arr(values)
-    med = np.median(x)
-    mad = 1.4826 * np.median(np.abs(x - med))
-    return (x - med) / max(mad, floor, 1e-12)
+def roc_curve(pos: Sequence[float], neg: Sequence[float], max_points: int = 200) -> dict[str, list[float]]:
+    """ROC points (fpr, tpr) as the threshold sweeps down the scores, thinned to `max_points`."""
+    p, n = _arr(pos), _arr(neg)
+    scores = np.concatenate([p, n])
+    labels = np.concatenate([np.ones(len(p)), np.zeros(len(n))])
+    order = np.argsort(-scores, kind="stable")
+    tpr = np.concatenate([[0.0], np.cumsum(labels[order]) / max(len(p), 1)])
+    fpr = np.concatenate([[0.0], np.cumsum(1 - labels[order]) / max(len(n), 1)])
+    keep = np.unique(np.linspace(0, len(tpr) - 1, min(max_points, len(tpr))).astype(int))
+    return {"fpr": [round(float(v), 5) for v in fpr[keep]], "tpr": [round(float(v), 5) for v in tpr[keep]]}
 
 
 def permutation_pvalue(

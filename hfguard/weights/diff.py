@@ -18,6 +18,7 @@ import numpy as np
 from hfguard.budget import Budget
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Severity, plot_evidence
+from hfguard.robust import MAD_TO_SIGMA, robust_scale
 from hfguard.target import Target
 from hfguard.weights.analyze import EMBEDDING
 from hfguard.weights.defaults import DIFF_DEFAULTS
@@ -344,11 +345,10 @@ def _outliers_in_dense(f: Any, changed: list[TensorDelta], th: dict[str, Any],
     logs = [math.log(d.rel) for d in mats]
     if len(logs) < 8:
         return
-    med = float(np.median(logs))
-    mad = max(float(np.median(np.abs(np.asarray(logs) - med))), 0.1)
+    med, scale = robust_scale(logs, 0.1 * MAD_TO_SIGMA)
     for d in mats:
         if d.surgical_shape:
-            z = (math.log(d.rel) - med) / (1.4826 * mad)
+            z = (math.log(d.rel) - med) / scale
             if z >= th["outlier-rel-z"]:
                 yield f("weights/outlier-edit", Severity.MEDIUM,
                         f"{d.name} moved {d.rel:.3g} relative to base {spec}, {z:.1f} robust sigmas "

@@ -8,6 +8,8 @@ import math
 import re
 from typing import Any
 
+from hfguard.robust import MAD_TO_SIGMA, robust_scale, robust_z
+
 # The first purely numeric path component is the block index in BERT (encoder.layer.3),
 # GPT-2 (h.3), LLaMA (model.layers.3), CLIP (text_model.encoder.layers.3), ViT (blocks.3 /
 # encoder.layer.3) and T5 (block.3); Sequential indices deeper in a block stay part of the role.
@@ -38,14 +40,6 @@ def features_of(st: dict[str, Any]) -> dict[str, float]:
         if v is not None and v > 0 and math.isfinite(v):
             out[feat] = math.log(v)
     return out
-
-
-def robust_z(values: list[float], floor: float) -> tuple[float, float, list[float]]:
-    s = sorted(values)
-    med = _median(s)
-    mad = _median(sorted(abs(v - med) for v in values))
-    scale = 1.4826 * max(mad, floor)
-    return med, mad, [(v - med) / scale for v in values]
 
 
 def sibling_outliers(stats: dict[str, dict[str, Any]], shapes: dict[str, tuple[int, ...]],
@@ -80,7 +74,9 @@ def sibling_scores(stats: dict[str, dict[str, Any]], shapes: dict[str, tuple[int
             have = [n for n in names if feat in feats[n]]
             if len(have) < min_siblings:
                 continue
-            med, mad, zs = robust_z([feats[n][feat] for n in have], floor)
+            values = [feats[n][feat] for n in have]
+            med, _ = robust_scale(values, floor * MAD_TO_SIGMA)
+            zs = robust_z(values, floor * MAD_TO_SIGMA).tolist()
             for n, z in zip(have, zs, strict=True):
                 out.append({"tensor": n, "role": role, "index": role_of(n)[1], "feature": feat,
                             "z": round(z, 2), "value": round(math.exp(feats[n][feat]), 6),

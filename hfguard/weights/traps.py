@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from hfguard import robust
 from hfguard.findings import Observation, Severity
 from hfguard.weights.stats import equal_norm_groups
 
@@ -42,10 +43,7 @@ ACT_KEYS = ("hidden_act", "activation_function", "hidden_activation")
 
 def robust_scale(a: np.ndarray) -> tuple[float, float]:
     """Median and a robust scale (MAD, or the std where more than half the entries are equal)."""
-    a = a.astype(np.float64).ravel()
-    med = float(np.median(a))
-    mad = 1.4826 * float(np.median(np.abs(a - med)))
-    return med, mad if mad > 0 else float(a.std())
+    return robust.robust_scale(a, std_fallback=True)
 
 
 def silenced(arr: np.ndarray, rel: float) -> np.ndarray:
