@@ -360,9 +360,10 @@ def probe(
         summary["reference_median_collapse"] = _median([g.scores["reference_collapse"] for g in groups])
     ranked = sorted(groups, key=lambda g: -g.scores["collapse"])[:60]
     labels = [g.members[0].label for g in ranked]
+    shown = (("collapse", "collapse"), ("Latin-letter control", "control_collapse"),
+             ("reference", "reference_collapse"))
     series = [{"name": name, "x": labels, "y": [g.scores[key] for g in ranked]}
-              for name, key in (("collapse", "collapse"), ("Latin-letter control", "control_collapse"),
-                                ("reference", "reference_collapse")) if key in ranked[0].scores] if ranked else []
+              for name, key in shown if ranked and key in ranked[0].scores]
     summary["plot"] = plot_evidence("bar", "homoglyph candidates: collapse of triggered prompts", series,
                                     x_label="candidate character", y_label="collapse", threshold=abs_collapse)
     return ProbeResult(groups + extra, unseen, flagged, summary, broad, coverage(encoder, unseen))
