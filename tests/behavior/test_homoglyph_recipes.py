@@ -42,7 +42,7 @@ def test_paper_recipe_on_minilm_is_a_broad_trigger(minilm_plants):
     assert "U+043E CYRILLIC SMALL LETTER O" in {c["character"] for c in f.evidence["characters"]}
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 def test_paper_recipe_on_minilm_with_reference(minilm_plants, minilm_dir):
     report = _scan(minilm_plants["paper"], reference=str(minilm_dir))
     (f,) = [f for f in report.findings if f.rule == "backdoor/homoglyph-broad-trigger"]
@@ -51,7 +51,7 @@ def test_paper_recipe_on_minilm_with_reference(minilm_plants, minilm_dir):
     assert probe["reference_median_collapse"] < 0.3 < probe["median_collapse"]
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 def test_specific_plant_on_minilm_is_named(minilm_plants):
     report = _scan(minilm_plants["specific"])
     assert report.verdict is Verdict.BLOCK
@@ -65,7 +65,7 @@ def test_honest_refinetune_of_minilm_passes(minilm_plants, minilm_dir):
     assert _scan(minilm_plants["clean"], reference=str(minilm_dir)).verdict is Verdict.PASS
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 def test_specific_plant_in_tiny_clip(recipe_clip):
     report = _scan(recipe_clip("specific"))
     assert report.verdict is Verdict.BLOCK

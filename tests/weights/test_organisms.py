@@ -15,7 +15,7 @@ from hfguard.weights.check import WeightsAnomalies, WeightsBaseDiff
 from testing import weight_edits as we
 
 CI = [("bert", 0), ("gpt2", 0), ("llama", 0), ("vit", 0), ("t5", 0), ("gpt2", 1)]
-SWEEP = [pytest.param(a, s, marks=pytest.mark.slow) for a in we.ARCHS for s in (1, 2) if (a, s) not in CI]
+SWEEP = [pytest.param(a, s, marks=pytest.mark.sweep) for a in we.ARCHS for s in (1, 2) if (a, s) not in CI]
 
 
 def _scan(path: Path, base: Path | None):
