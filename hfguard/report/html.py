@@ -95,7 +95,8 @@ def _findings_table(findings: list[Finding], policy: Policy) -> str:
         evidence = {k: v for k, v in f.evidence.items() if k != "plot"}
         rows.append(
             f"<tr><td class=sev data-v=\"{int(policy.effective_severity(f))}\" style=\"color:"
-            f"{_SEVERITY_COLOUR.get(sev, '#000')}\">{e(sev)}{e(tag)}</td><td class=rule><code>{e(f.rule)}</code></td>"
+            f"{_SEVERITY_COLOUR.get(sev, '#000')}\">{e(sev)}{e(tag)}</td>"
+            f"<td class=rule><code>{e(f.rule)}</code></td>"
             f"<td><code>{e(f.file or '-')}</code></td><td>{e(f.location or '-')}</td>"
             f"<td>{e(f.message)}" + (f"<div class=remedy>{e(f.remediation)}</div>" if f.remediation else "")
             + (f"<details><summary>evidence</summary><code>{e(_short_json(evidence))}</code></details>"
