@@ -24,9 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from hfguard.signatures import SIGNATURES_DIR
+from hfguard.signatures import SIGNATURES_DIR, SignatureError, read_yaml
 
 RULES_DIR = SIGNATURES_DIR / "rules"
 SEVERITIES = ("info", "low", "medium", "high", "critical")  # hfguard.findings.Severity, by name
@@ -39,7 +37,6 @@ DOCS_URL = f"{HOME_URL}/blob/main/docs/rules.md"
 NON_CHECK_EMITTERS = ("engine", "hub", "hook", "fleet")
 
 _ID = re.compile(r"[a-z][a-z0-9-]*/[a-z0-9][a-z0-9-]*")
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the registry loads in ~1/5 the time
 _KEYS = ("id", "check", "severity", "confidence", "title", "description", "remediation", "references")
 
 
@@ -118,8 +115,8 @@ def registry(folder: Path = RULES_DIR) -> dict[str, Rule]:
     rules: dict[str, Rule] = {}
     for path in sorted(folder.glob("*.yaml")):
         try:
-            doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
-        except (OSError, yaml.YAMLError) as exc:
+            doc = read_yaml(path)   # parsed once per content, cached as JSON
+        except SignatureError as exc:
             raise RuleError(f"cannot read rules {path}: {exc}") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
             raise RuleError(f"{path}: a rules file is a mapping with a 'rules' list")

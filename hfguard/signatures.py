@@ -31,6 +31,14 @@ def signature_files(folder: Path = SIGNATURES_DIR) -> list[Path]:
 @functools.cache
 def load(name: str, folder: Path = SIGNATURES_DIR) -> dict[str, Any]:
     path = folder / f"{name}.yaml"
+    doc = read_yaml(path)
+    if not isinstance(doc, dict) or "version" not in doc:
+        raise SignatureError(f"{path}: a signature file is a mapping with a 'version'")
+    return doc
+
+
+def read_yaml(path: Path) -> Any:
+    """A shipped YAML file, parsed once per content (the parse is cached as JSON, never pickle)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -39,8 +47,6 @@ def load(name: str, folder: Path = SIGNATURES_DIR) -> dict[str, Any]:
     if doc is None:
         doc = _parse(raw, path)
         _store(raw, doc)
-    if not isinstance(doc, dict) or "version" not in doc:
-        raise SignatureError(f"{path}: a signature file is a mapping with a 'version'")
     return doc
 
 
