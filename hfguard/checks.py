@@ -26,29 +26,32 @@ from hfguard.target import Target, TargetFile
 
 ENTRY_POINT_GROUP = "hfguard.checks"
 
-# "module:Class" so that listing checks imports nothing heavy (torch lives in the deeper tiers).
-BUILTIN_CHECKS: tuple[str, ...] = (
-    "hfguard.static.pickle.check:SerializationCheck",
-    "hfguard.static.formats.safetensors:SafetensorsHeaderCheck",
-    "hfguard.static.formats.keras:KerasCheck",
-    "hfguard.static.code.custom_code:CustomCodeCheck",
-    "hfguard.static.formats.gguf:GGUFCheck",
-    "hfguard.static.formats.onnx:ONNXCheck",
-    "hfguard.static.formats.nemo:NemoCheck",
-    "hfguard.static.formats.skops:SkopsCheck",
-    "hfguard.static.formats.tensorflow:TensorFlowCheck",
-    "hfguard.static.formats.tflite:TFLiteCheck",
-    "hfguard.static.formats.executorch:ExecuTorchCheck",
-    "hfguard.static.formats.mlflow:MLflowCheck",
-    "hfguard.static.formats.diffusers:DiffusersCheck",
-    "hfguard.static.formats.flax:FlaxCheck",
-    "hfguard.static.formats.paddle:PaddleCheck",
-    "hfguard.static.provenance:ProvenanceCheck",
-    "hfguard.static.signing:SignatureCheck",
-    "hfguard.static.loaders:LoadersCheck",
-    "hfguard.static.lineage:LineageCheck",
-    "hfguard.weights.check:WeightsAnomalies", "hfguard.weights.check:WeightsBaseDiff",
-    "hfguard.behavior.check:HomoglyphCheck", "hfguard.behavior.check:PrivacyBackdoorCheck",
+# (tier, "module:Class"): listing or selecting checks imports only the modules of the tiers asked for
+# (torch and numpy live in the deeper tiers; a static scan never imports their checks).
+BUILTIN_CHECKS: tuple[tuple[str, str], ...] = (
+    ("static", "hfguard.static.pickle.check:SerializationCheck"),
+    ("static", "hfguard.static.formats.safetensors:SafetensorsHeaderCheck"),
+    ("static", "hfguard.static.formats.keras:KerasCheck"),
+    ("static", "hfguard.static.code.custom_code:CustomCodeCheck"),
+    ("static", "hfguard.static.formats.gguf:GGUFCheck"),
+    ("static", "hfguard.static.formats.onnx:ONNXCheck"),
+    ("static", "hfguard.static.formats.nemo:NemoCheck"),
+    ("static", "hfguard.static.formats.skops:SkopsCheck"),
+    ("static", "hfguard.static.formats.tensorflow:TensorFlowCheck"),
+    ("static", "hfguard.static.formats.tflite:TFLiteCheck"),
+    ("static", "hfguard.static.formats.executorch:ExecuTorchCheck"),
+    ("static", "hfguard.static.formats.mlflow:MLflowCheck"),
+    ("static", "hfguard.static.formats.diffusers:DiffusersCheck"),
+    ("static", "hfguard.static.formats.flax:FlaxCheck"),
+    ("static", "hfguard.static.formats.paddle:PaddleCheck"),
+    ("static", "hfguard.static.provenance:ProvenanceCheck"),
+    ("static", "hfguard.static.signing:SignatureCheck"),
+    ("static", "hfguard.static.loaders:LoadersCheck"),
+    ("static", "hfguard.static.lineage:LineageCheck"),
+    ("weights", "hfguard.weights.check:WeightsAnomalies"),
+    ("weights", "hfguard.weights.check:WeightsBaseDiff"),
+    ("behavior", "hfguard.behavior.check:HomoglyphCheck"),
+    ("behavior", "hfguard.behavior.check:PrivacyBackdoorCheck"),
 )
 
 
@@ -132,9 +135,11 @@ def _load(ref: str) -> type[Check]:
     return getattr(importlib.import_module(module), attr)
 
 
-def available_checks() -> list[Check]:
-    """Built-ins plus entry-point plugins, instantiated. A plugin that fails to load is an error."""
-    checks: list[Check] = [_load(ref)() for ref in BUILTIN_CHECKS]
+def available_checks(tiers: Iterable[str] | None = None) -> list[Check]:
+    """Built-ins (of `tiers`, default all) plus entry-point plugins, instantiated. A plugin that
+    fails to load is an error."""
+    wanted = None if tiers is None else set(tiers)
+    checks: list[Check] = [_load(ref)() for tier, ref in BUILTIN_CHECKS if wanted is None or tier in wanted]
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         checks.append(ep.load()())
     seen: set[str] = set()
@@ -204,4 +209,4 @@ def load_checked_policy(path: Path | None = None) -> Policy:
 
 def checks_for_tiers(tiers: Iterable[str]) -> list[Check]:
     wanted = set(tiers)
-    return [c for c in available_checks() if c.tier in wanted]
+    return [c for c in available_checks(wanted) if c.tier in wanted]

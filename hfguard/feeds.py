@@ -21,8 +21,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 PAYLOAD_TYPE = "application/vnd.hfguard.known-bad+json"
 MAX_BUNDLE_BYTES = 8 << 20
 FEED_FILE = "known_bad.yaml"
@@ -53,6 +51,8 @@ def load_feed() -> dict[str, Any]:
     files = feed_files()
     if not files:
         return {}
+    import yaml  # only when a feed is installed: a scan without one never imports yaml
+
     try:
         doc = yaml.safe_load(files[0].read_text(encoding="utf-8"))
         validate(doc)
@@ -146,6 +146,8 @@ def install(doc: dict[str, Any], signer: str, folder: Path | None = None) -> dic
     out = {"version": 1, "updates": history, "repos": sorted(repos.values(), key=lambda e: e["id"].lower()),
            "files": sorted(files.values(), key=lambda e: e["sha256"])}
     tmp = folder / (FEED_FILE + ".tmp")
+    import yaml
+
     tmp.write_text(yaml.safe_dump(out, sort_keys=False, allow_unicode=True), encoding="utf-8")
     tmp.replace(folder / FEED_FILE)
     return added

@@ -130,7 +130,7 @@ def test_sniff_uses_content_not_extension(head, expected):
 def test_cli_json_sarif_and_exit_codes(tmp_path, monkeypatch):
     import hfguard.checks as checks_mod
 
-    monkeypatch.setattr(checks_mod, "BUILTIN_CHECKS", ("tests.test_foundation:MarkerCheck",))
+    monkeypatch.setattr(checks_mod, "BUILTIN_CHECKS", (("static", "tests.test_foundation:MarkerCheck"),))
     root = _tree(tmp_path, {"m/ok.bin": b"fine", "m/bad.bin": b"xxEVIL"})
     runner = CliRunner()
     given = str(root / "m")

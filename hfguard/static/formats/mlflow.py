@@ -12,15 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import yaml
-
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Observation, Severity
 from hfguard.static.problems import TooLarge, read_bounded
 from hfguard.target import TargetFile
 
 MAX_MLMODEL_BYTES = 1024 * 1024
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _PATH_KEYS = ("data", "model_path", "pickled_model", "python_model", "code", "artifacts", "model_data",
               "saved_model_dir", "keras_model", "model_file")
 _PICKLE_FORMATS = {"pickle", "cloudpickle"}
@@ -93,8 +90,10 @@ class MLflowCheck(Check):
         return file.name == "MLmodel"
 
     def check_file(self, file: TargetFile, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
+        import yaml  # MLmodel files only: other scans never import yaml
+
         try:
-            doc = yaml.load(read_bounded(file, MAX_MLMODEL_BYTES), Loader=_SafeLoader)  # noqa: S506
+            doc = yaml.load(read_bounded(file, MAX_MLMODEL_BYTES), Loader=_safe_loader())  # noqa: S506
             problems = mlmodel_problems(doc)
         except (TooLarge, yaml.YAMLError, RecursionError, ValueError) as exc:
             problems = [Observation("mlflow/bad-mlmodel", Severity.MEDIUM,
@@ -102,3 +101,10 @@ class MLflowCheck(Check):
         yield from self.findings_from(problems, file=file.path,
                                       remediation="Load only MLflow models whose flavors are mlflow's own; "
                                                   "review any code folder and pickled model first.")
+
+
+def _safe_loader() -> type:
+    """PyYAML's safe loader (libyaml's when present), imported when a file needs it."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)

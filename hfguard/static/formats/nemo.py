@@ -17,8 +17,6 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import yaml
-
 from hfguard import signatures
 from hfguard import sniff as fmts
 from hfguard.budget import Budget
@@ -31,7 +29,6 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 MAX_MEMBERS = 10_000
 MAX_NODES = 1_000_000
 CONFIG_NAMES = ("model_config.yaml", "model_config.yml")
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @functools.cache
@@ -67,8 +64,10 @@ def hydra_targets(doc: Any, budget: Budget | None = None) -> Iterator[tuple[str,
 
 
 def config_problems(text: bytes, where: str, budget: Budget | None = None) -> list[Observation]:
+    import yaml  # NeMo configs only: other scans never import yaml
+
     try:
-        doc = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - the safe loader (C or Python)
+        doc = yaml.load(text, Loader=_safe_loader())  # noqa: S506 - the safe loader (C or Python)
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
         return [Observation("nemo/bad-config", Severity.MEDIUM,
                             f"config is not plain YAML: {str(exc)[:200]}", where)]
@@ -176,3 +175,10 @@ class NemoCheck(Check):
         yield from self.findings_from(problems, file=file.path,
                                       remediation="Do not restore this model; review every _target_ "
                                                   "in its model_config.yaml.")
+
+
+def _safe_loader() -> type:
+    """PyYAML's safe loader (libyaml's when present), imported when a file needs it."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
