@@ -159,7 +159,9 @@ def build_groups(
     for cand in candidates:
         # positions depend on the Latin letter only, so look-alikes of one letter are compared alike
         rng = random.Random(f"{seed}:{cand.latin}")
-        used, trig, ctrls = [], [], [[] for _ in range(n_controls)]
+        used: list[str] = []
+        trig: list[str] = []
+        ctrls: list[list[str]] = [[] for _ in range(n_controls)]
         for p in prompts:
             spot = _edit(p, cand, rng)
             if spot is None:

@@ -14,7 +14,7 @@ import io
 import lzma
 import tempfile
 import zlib
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, Protocol
 
 from hfguard.budget import Budget
 from hfguard.static.pickle.vm import VMStop
@@ -47,7 +47,7 @@ class Slice(RandomAccessReader):
         return self.parent.read(n)
 
 
-def buffered(raw: io.RawIOBase, size: int = CHUNK) -> io.BufferedReader:
+def buffered(raw: io.RawIOBase | io.BufferedIOBase, size: int = CHUNK) -> io.BufferedReader:
     return io.BufferedReader(raw, size)
 
 
@@ -117,7 +117,7 @@ class _Capped(io.RawIOBase):
 
     def __init__(
         self,
-        inner: IO[bytes],
+        inner: Decoded,
         src: _Counted,
         cap: int,
         ratio: float,
@@ -145,7 +145,7 @@ class _Capped(io.RawIOBase):
 
     def _readinto(self, b: Any) -> int:
         try:
-            n = self.inner.readinto(b)  # type: ignore[attr-defined]
+            n = self.inner.readinto(b)
         except _library_errors() as exc:  # corrupt zstd/lz4 data: a stream error like the others
             raise ValueError(f"{type(exc).__name__}: {exc}") from None
         self.total += n
@@ -174,6 +174,12 @@ class _Capped(io.RawIOBase):
         return n
 
 
+class Decoded(Protocol):
+    """What a decompressor gives: the stdlib's, zstandard's and lz4's readers and ours all fit."""
+
+    def readinto(self, b: Any, /) -> int: ...
+
+
 @functools.cache
 def _library_errors() -> tuple[type[BaseException], ...]:
     """What the optional decoders raise on corrupt data (lz4: RuntimeError)."""
@@ -187,7 +193,7 @@ def _library_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def decompressor(kind: str, src: IO[bytes]) -> IO[bytes]:
+def decompressor(kind: str, src: IO[bytes]) -> Decoded:
     """kind: gzip | bzip2 | xz | lzma | zlib | deflate (raw, as in zip) | lzma-zip | zstd | lz4.
     zstd and lz4 need optional packages: `Unavailable` when they are missing."""
     if kind == "gzip":
@@ -211,10 +217,10 @@ def decompressor(kind: str, src: IO[bytes]) -> IO[bytes]:
         return zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, read_across_frames=True)
     if kind == "lz4":
         try:
-            import lz4.frame  # type: ignore[import-untyped]
+            import lz4.frame
         except ImportError:
             raise Unavailable(kind, "lz4") from None
-        return lz4.frame.LZ4FrameFile(src, "rb")  # type: ignore[no-any-return]
+        return lz4.frame.LZ4FrameFile(src, "rb")
     raise ValueError(f"no decompressor for {kind}")
 
 
@@ -283,7 +289,7 @@ def spool(src: IO[bytes], cap: int, budget: Budget | None) -> IO[bytes]:
         if budget is not None:
             budget.tick("spooling")
     out.seek(0)
-    return out  # type: ignore[return-value]
+    return out
 
 
 class CrcTap(io.RawIOBase):

@@ -32,7 +32,7 @@ def scan_compressed(
             inner = spool(stream, cfg.max_decompressed, sc.budget)
             sc.scan(inner, None, sn.ZIP, inner_where, depth + 1)  # type: ignore[arg-type]
         elif interesting(fmt, head):
-            sc.scan(stream, None, fmt, inner_where, depth + 1)  # type: ignore[arg-type]
+            sc.scan(stream, None, fmt, inner_where, depth + 1)
     except Unavailable as exc:
         unscannable(sc, kind, where, 0, f"the optional package {exc.package!r} is not installed")
     except STREAM_ERRORS as exc:

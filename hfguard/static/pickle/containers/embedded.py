@@ -108,7 +108,7 @@ def _latin1_of_utf8(sc: Scanner, utf8: IO[bytes]) -> tuple[IO[bytes] | None, int
         return None, 0
     size = out.tell()
     out.seek(0)
-    return out, size  # type: ignore[return-value]
+    return out, size
 
 
 def blob_opener(fh: IO[bytes], base: int) -> BlobOpener:

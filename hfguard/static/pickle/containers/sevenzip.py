@@ -73,7 +73,7 @@ def scan_7z(sc: Scanner, fh: BinaryIO, size: int | None, where: str, depth: int)
         def close(self) -> None:
             try:
                 self.spool.seek(0)
-                _scan_member(sc, self.spool, self.total, join(where, self.name), depth)  # type: ignore[arg-type]
+                _scan_member(sc, self.spool, self.total, join(where, self.name), depth)
             finally:
                 self.spool.close()
 
