@@ -14,7 +14,7 @@ import io
 import lzma
 import tempfile
 import zlib
-from typing import IO, Any, BinaryIO, Protocol
+from typing import IO, Any, Protocol
 
 from hfguard.budget import Budget
 from hfguard.static.pickle.vm import VMStop
@@ -38,7 +38,7 @@ class Unavailable(Exception):
 class Slice(RandomAccessReader):
     """A read-only, seekable window [start, start+length) of a shared parent stream."""
 
-    def __init__(self, parent: BinaryIO, start: int, length: int) -> None:
+    def __init__(self, parent: IO[bytes], start: int, length: int) -> None:
         super().__init__()
         self.parent, self.start, self.size = parent, start, length
 
@@ -51,7 +51,7 @@ def buffered(raw: io.RawIOBase | io.BufferedIOBase, size: int = CHUNK) -> io.Buf
     return io.BufferedReader(raw, size)
 
 
-def open_slice(parent: BinaryIO, start: int, length: int) -> io.BufferedReader:
+def open_slice(parent: IO[bytes], start: int, length: int) -> io.BufferedReader:
     return buffered(Slice(parent, start, length))
 
 

@@ -19,7 +19,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from hfguard.budget import Budget
 from hfguard.static.pickle.peek import Prefixed, is_seekable
@@ -187,7 +187,7 @@ class Reader:
     """Reads the stream, keeps the absolute offset, and refuses lengths the bytes left can't hold."""
 
     def __init__(
-        self, fh: BinaryIO, base: int = 0, size: int | None = None, budget: Budget | None = None
+        self, fh: IO[bytes], base: int = 0, size: int | None = None, budget: Budget | None = None
     ) -> None:
         self.fh, self.base, self.size, self.pos = fh, base, size, 0
         self.budget = budget
@@ -239,7 +239,7 @@ class Reader:
 
     def _pushback(self, b: bytes) -> None:
         fh = self.fh
-        self.fh = Prefixed(b, fh)  # type: ignore[assignment]
+        self.fh = Prefixed(b, fh)  # type: ignore[assignment]  # a RawIOBase reads as IO[bytes]
 
     def skip(self, n: int, what: str = "data") -> None:
         self._check(n, what)
