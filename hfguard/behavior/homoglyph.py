@@ -320,7 +320,7 @@ def probe(
                 g.scores[f"reference_excess_{k}"] = r.scores[f"excess_{k}"]
                 g.scores[f"vs_reference_{k}"] = g.scores[f"excess_{k}"] - r.scores[f"excess_{k}"]
     key = "vs_reference_{}" if reference is not None else "excess_{}"
-    flagged = []
+    flagged: list[tuple[Group, dict[str, Any]]] = []
     if len(groups) >= MIN_GROUPS:  # an outlier test needs a population: the list's candidates
         pop_c = [g.scores[key.format("collapse")] for g in groups]
         pop_d = [g.scores[key.format("consistency")] for g in groups]
