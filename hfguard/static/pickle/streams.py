@@ -107,6 +107,12 @@ class _Counted(io.RawIOBase):
         return len(data)
 
 
+class Decoded(Protocol):
+    """What a decompressor gives: the stdlib's, zstandard's and lz4's readers and ours all fit."""
+
+    def readinto(self, b: Any, /) -> int: ...
+
+
 class _Capped(io.RawIOBase):
     """Counts what a decompressor yields; refuses more than `cap` bytes in all, or more than `ratio`
     x the compressed bytes consumed so far once past `ratio_floor` bytes of output.
@@ -172,12 +178,6 @@ class _Capped(io.RawIOBase):
         if self.budget is not None:
             self.budget.tick("decompressing")
         return n
-
-
-class Decoded(Protocol):
-    """What a decompressor gives: the stdlib's, zstandard's and lz4's readers and ours all fit."""
-
-    def readinto(self, b: Any, /) -> int: ...
 
 
 @functools.cache
