@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -57,7 +58,7 @@ def scan_file(file: TargetFile, checks: list[Check], ctx: ScanContext) -> FileRe
     for check in checks:
         if check.applies_to(file, fmt):
             report.findings += run_checks(
-                check, file.path, lambda c=check: c.check_file(file, fmt, ctx), file=file.path)
+                check, file.path, functools.partial(check.check_file, file, fmt, ctx), file=file.path)
     return report
 
 
@@ -83,7 +84,7 @@ def scan(target: Target, policy: Policy, checks: list[Check], *,
         report.files.append(scan_file(file, checks, ctx))
     for check in checks:
         report.findings += run_checks(check, target.display,
-                                      lambda c=check: c.check_target(target, ctx))
+                                      functools.partial(check.check_target, target, ctx))
     keys = {f.path: f.key for f in target.files if f.key}
     for finding in report.all_findings():
         if finding.file in keys and finding.file_key is None:

@@ -13,7 +13,7 @@ Options (from the CLI, in ``ctx.options``): ``reference`` (folder or Hub repo id
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Severity
@@ -30,7 +30,7 @@ def _rounded(d: dict[str, Any], nd: int = 4) -> dict[str, Any]:
 class BehaviorCheck(Check):
     tier = "behavior"
     kinds: tuple[str, ...] = ()
-    THRESHOLDS: dict[str, Any] = {}
+    THRESHOLDS: ClassVar[dict[str, Any]] = {}
     threshold_section = "behavior"   # both behavior checks read [tool.hfguard.thresholds.behavior]
 
     def th(self, ctx: ScanContext, name: str) -> Any:

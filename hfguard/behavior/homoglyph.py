@@ -159,7 +159,9 @@ def build_groups(
     for cand in candidates:
         # positions depend on the Latin letter only, so look-alikes of one letter are compared alike
         rng = random.Random(f"{seed}:{cand.latin}")
-        used, trig, ctrls = [], [], [[] for _ in range(n_controls)]
+        used: list[str] = []
+        trig: list[str] = []
+        ctrls: list[list[str]] = [[] for _ in range(n_controls)]
         for p in prompts:
             spot = _edit(p, cand, rng)
             if spot is None:
@@ -318,7 +320,7 @@ def probe(
                 g.scores[f"reference_excess_{k}"] = r.scores[f"excess_{k}"]
                 g.scores[f"vs_reference_{k}"] = g.scores[f"excess_{k}"] - r.scores[f"excess_{k}"]
     key = "vs_reference_{}" if reference is not None else "excess_{}"
-    flagged = []
+    flagged: list[tuple[Group, dict[str, Any]]] = []
     if len(groups) >= MIN_GROUPS:  # an outlier test needs a population: the list's candidates
         pop_c = [g.scores[key.format("collapse")] for g in groups]
         pop_d = [g.scores[key.format("consistency")] for g in groups]

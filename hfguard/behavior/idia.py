@@ -68,8 +68,8 @@ def load_images(paths: list[Path], size: int, norm: tuple[tuple[float, ...], tup
 
     out = []
     for p in paths:
-        with Image.open(p) as im:
-            im = im.convert("RGB")
+        with Image.open(p) as src:
+            im = src.convert("RGB")
             scale = size / min(im.size)
             im = im.resize((max(size, round(im.width * scale)), max(size, round(im.height * scale))),
                            Image.Resampling.BICUBIC)

@@ -252,6 +252,7 @@ def load_text_encoder(md: ModelDir, device: str = "cpu") -> TextEncoder:
     import transformers as tf
 
     archs = md.config.get("architectures") or []
+    cls: Any  # a transformers model class
     if md.kind == "clip-text":
         cls = tf.CLIPTextModelWithProjection if "CLIPTextModelWithProjection" in archs else tf.CLIPTextModel
     elif md.kind == "clip":

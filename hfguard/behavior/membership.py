@@ -203,7 +203,7 @@ def secret_exposure(
     from hfguard.behavior import stats
 
     rng = random.Random(f"exposure:{seed}")
-    out = []
+    out: list[float] = []
     for text, secret in items:
         if not secret or not any(ch.isdigit() for ch in secret) or len(out) >= limit:
             continue

@@ -241,6 +241,8 @@ class _PythonScanner:
 
     def _call(self, node: ast.Call) -> None:
         name = _call_name(node.func)
+        positions: tuple[int, ...]
+        keywords: tuple[str, ...]
         if name not in _CALLS:
             if name and not name.startswith(_WRITE_CALLS) \
                     and any(k.arg in _MODEL_KWARGS for k in node.keywords):
@@ -344,8 +346,8 @@ def notebook_references(text: str, file: str, base: Path | None = None) -> Extra
         except SyntaxError as exc:
             good.append("\n".join("" for _ in cell_map))
             out.references += regex_references(src, file, base, cell_map)
-            cell, line = cell_map[min((exc.lineno or 1), len(cell_map)) - 1] if cell_map else (None, 1)
-            out.problems.append((file, line, f"cell {cell} does not parse as Python ({exc.msg})"))
+            cell_no, line = cell_map[min((exc.lineno or 1), len(cell_map)) - 1] if cell_map else (None, 1)
+            out.problems.append((file, line, f"cell {cell_no} does not parse as Python ({exc.msg})"))
     fallback = out.references
     try:
         out.references = python_references("\n".join(good), file, base, line_map) + fallback

@@ -58,7 +58,7 @@ def build_bom(report: Report, policy: Policy) -> Any:
         if value not in (None, "", []):
             text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
             props.append(Property(name=f"hfguard:card:{key}", value=text))
-    licenses = []
+    licenses: list[LicenseExpression | DisjunctiveLicense] = []
     if isinstance(card.get("license"), str):
         lic = card["license"]
         licenses = [LicenseExpression(lic)] if " " in lic else [DisjunctiveLicense(name=lic)]

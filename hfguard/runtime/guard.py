@@ -102,7 +102,9 @@ def _vet_hub(repo_id: str, revision: str | None) -> str | None:
         # not under the lock: the vetting may use threads that download through the wrappers
         vet = _state.vet
         if vet is None:
-            from hfguard.hooks.vet import vet_reference as vet
+            from hfguard.hooks.vet import vet_reference
+
+            vet = vet_reference
         _state.busy.on = True
         try:
             report = vet(repo_id, revision, _policy())

@@ -5,6 +5,7 @@ cross-tensor evidence (sibling layers, trap neurons with their biases) is judged
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import threading
@@ -98,7 +99,7 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
             local.scratch = np.empty(biggest, np.float32)
         arr = load_tensor(meta, copy=False, out=None if meta.mapped_as_is else local.scratch)
         st = tensor_stats(arr, be, tail_k=th["tail-k"], spectral_max=th["spectral-max-elements"],
-                          tick=lambda n=meta.name: budget.tick(f"measuring {n}"))
+                          tick=functools.partial(budget.tick, f"measuring {meta.name}"))
         out = _Measured(meta, {k: st[k] for k in _KEEP if k in st}, tensor_hits(meta.name, arr, st, th))
         rows = traps.neuron_rows(meta.name, arr)
         if rows is not None:

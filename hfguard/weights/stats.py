@@ -146,7 +146,7 @@ def _fused_pass(x: Any, be: Backend, tail_k: float, tick: Callable[[], None],
         m = r * k
         if ones is None or int(ones.shape[0]) < k:
             ones = be.put(np.ones(k, dtype=np.float32))
-        if d2buf is None or int(d2buf.shape[0]) < m:
+        if dbuf is None or d2buf is None or int(d2buf.shape[0]) < m:  # set together
             dbuf, d2buf = be.empty(m), be.empty(m)
         one, c = ones[:k], blk.reshape(-1)
         d = c
@@ -280,7 +280,7 @@ def equal_norm_groups(norms: np.ndarray, rel_tol: float = 1e-7, strict: bool = T
         if not strict:
             groups.append(order[a:b + 1].tolist())
             continue
-        lo = a
+        lo = int(a)
         for k in range(a + 1, b + 2):
             if k == b + 1 or v[k] - v[lo] > rel_tol * v[k]:
                 if k - lo >= 2:

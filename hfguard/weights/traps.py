@@ -193,7 +193,7 @@ def trap_neurons(name: str, norms: np.ndarray, bias: np.ndarray | None, *, min_g
             break
         ev: dict[str, Any] = {"neurons": len(g), "norm": float(norms[g[0]]), "indices": sorted(g)[:64]}
         trapped = 0
-        if z is not None:
+        if z is not None and bias is not None:  # z is only computed from a bias
             trapped = int((z[g] <= -bias_z).sum())
             ev.update(bias_median=float(np.median(bias[g])), bias_robust_z_median=float(np.median(z[g])))
         if trapped * 2 >= len(g):

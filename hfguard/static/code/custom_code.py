@@ -101,6 +101,12 @@ class _Hit:
     problem: Observation
     line: int
 
+    @property
+    def severity(self) -> Severity:
+        # `_add` always rates its hits (Observation allows None only for checks that rate by rule id)
+        assert self.problem.severity is not None
+        return self.problem.severity
+
 
 @dataclass
 class Analysis:
@@ -487,7 +493,7 @@ def analyse_source(source: str | bytes, filename: str = "<model code>", budget: 
         return out
     out.nodes = an.steps
     counts: dict[str, int] = {}
-    for hit in sorted(an.hits, key=lambda h: (-int(h.problem.severity), h.line)):
+    for hit in sorted(an.hits, key=lambda h: (-int(h.severity), h.line)):
         counts[hit.problem.rule] = counts.get(hit.problem.rule, 0) + 1
         if counts[hit.problem.rule] <= MAX_HITS_PER_RULE:
             out.problems.append(hit.problem)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import IO
 
 from hfguard.budget import Budget
 from hfguard.findings import Observation, Severity
@@ -56,7 +56,7 @@ def _escapes(path: str) -> bool:
 
 
 class _Walker:
-    def __init__(self, fh: BinaryIO, size: int, budget: Budget | None, where: str) -> None:
+    def __init__(self, fh: IO[bytes], size: int, budget: Budget | None, where: str) -> None:
         self.fh, self.size, self.budget, self.where = fh, size, budget, where
         self.out = Hdf5Scan()
         self.base = 0
@@ -156,8 +156,8 @@ class _Walker:
             flags = head[5]
             pos = 6 + (16 if flags & 0x20 else 0) + (4 if flags & 0x10 else 0)
             width = 1 << (flags & 3)
-            start = self.read(addr + pos, width)
-            chunks = [(addr + pos + width, int.from_bytes(start, "little"))]
+            size = self.read(addr + pos, width)  # of chunk #0, which follows
+            chunks = [(addr + pos + width, int.from_bytes(size, "little"))]
             v2, tracked = True, bool(flags & 0x04)
         elif head[0] == 1:
             chunks = [(addr + 16, self.uint(head, 8, 4))]
@@ -408,7 +408,7 @@ class _Walker:
         return []
 
 
-def scan_hdf5(fh: BinaryIO, size: int, budget: Budget | None = None, where: str = "") -> Hdf5Scan:
+def scan_hdf5(fh: IO[bytes], size: int, budget: Budget | None = None, where: str = "") -> Hdf5Scan:
     """Walk an HDF5 file's object headers from the root group; report what reaches outside it."""
     w = _Walker(fh, size, budget, where)
     try:

@@ -187,10 +187,11 @@ def _rebuilt(site: PickleSite) -> set[int]:
             reconstructor = (
                 q == "copyreg._reconstructor"
                 and i == 0
-                and len(args or ()) == 3
-                and isinstance(args[1], Global)  # type: ignore[index]
-                and args[1].qualname == "builtins.object"  # type: ignore[index]
-                and args[2] is None  # type: ignore[index]
+                and args is not None
+                and len(args) == 3
+                and isinstance(args[1], Global)
+                and args[1].qualname == "builtins.object"
+                and args[2] is None
             )
             newobj = q == "copyreg.__newobj__" and i == 0 and len(args or ()) == 1
             (good if reconstructor or newobj else bad).add(id(arg))

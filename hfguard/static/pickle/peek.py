@@ -20,7 +20,7 @@ def is_seekable(fh: Any) -> bool:
 def peek(fh: IO[bytes], n: int) -> bytes:
     """The next `n` bytes without consuming them (the stream must buffer or seek)."""
     if hasattr(fh, "peek"):
-        return fh.peek(n)[:n]  # type: ignore[attr-defined]
+        return fh.peek(n)[:n]
     pos = fh.tell()
     data = fh.read(n)
     fh.seek(pos)

@@ -14,7 +14,7 @@ import io
 import lzma
 import tempfile
 import zlib
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, Protocol
 
 from hfguard.budget import Budget
 from hfguard.static.pickle.vm import VMStop
@@ -38,7 +38,7 @@ class Unavailable(Exception):
 class Slice(RandomAccessReader):
     """A read-only, seekable window [start, start+length) of a shared parent stream."""
 
-    def __init__(self, parent: BinaryIO, start: int, length: int) -> None:
+    def __init__(self, parent: IO[bytes], start: int, length: int) -> None:
         super().__init__()
         self.parent, self.start, self.size = parent, start, length
 
@@ -47,11 +47,11 @@ class Slice(RandomAccessReader):
         return self.parent.read(n)
 
 
-def buffered(raw: io.RawIOBase, size: int = CHUNK) -> io.BufferedReader:
+def buffered(raw: io.RawIOBase | io.BufferedIOBase, size: int = CHUNK) -> io.BufferedReader:
     return io.BufferedReader(raw, size)
 
 
-def open_slice(parent: BinaryIO, start: int, length: int) -> io.BufferedReader:
+def open_slice(parent: IO[bytes], start: int, length: int) -> io.BufferedReader:
     return buffered(Slice(parent, start, length))
 
 
@@ -107,6 +107,12 @@ class _Counted(io.RawIOBase):
         return len(data)
 
 
+class Decoded(Protocol):
+    """What a decompressor gives: the stdlib's, zstandard's and lz4's readers and ours all fit."""
+
+    def readinto(self, b: Any, /) -> int: ...
+
+
 class _Capped(io.RawIOBase):
     """Counts what a decompressor yields; refuses more than `cap` bytes in all, or more than `ratio`
     x the compressed bytes consumed so far once past `ratio_floor` bytes of output.
@@ -117,7 +123,7 @@ class _Capped(io.RawIOBase):
 
     def __init__(
         self,
-        inner: IO[bytes],
+        inner: Decoded,
         src: _Counted,
         cap: int,
         ratio: float,
@@ -145,7 +151,7 @@ class _Capped(io.RawIOBase):
 
     def _readinto(self, b: Any) -> int:
         try:
-            n = self.inner.readinto(b)  # type: ignore[attr-defined]
+            n = self.inner.readinto(b)
         except _library_errors() as exc:  # corrupt zstd/lz4 data: a stream error like the others
             raise ValueError(f"{type(exc).__name__}: {exc}") from None
         self.total += n
@@ -187,7 +193,7 @@ def _library_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def decompressor(kind: str, src: IO[bytes]) -> IO[bytes]:
+def decompressor(kind: str, src: IO[bytes]) -> Decoded:
     """kind: gzip | bzip2 | xz | lzma | zlib | deflate (raw, as in zip) | lzma-zip | zstd | lz4.
     zstd and lz4 need optional packages: `Unavailable` when they are missing."""
     if kind == "gzip":
@@ -211,10 +217,10 @@ def decompressor(kind: str, src: IO[bytes]) -> IO[bytes]:
         return zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, read_across_frames=True)
     if kind == "lz4":
         try:
-            import lz4.frame  # type: ignore[import-untyped]
+            import lz4.frame
         except ImportError:
             raise Unavailable(kind, "lz4") from None
-        return lz4.frame.LZ4FrameFile(src, "rb")  # type: ignore[no-any-return]
+        return lz4.frame.LZ4FrameFile(src, "rb")
     raise ValueError(f"no decompressor for {kind}")
 
 
@@ -283,7 +289,7 @@ def spool(src: IO[bytes], cap: int, budget: Budget | None) -> IO[bytes]:
         if budget is not None:
             budget.tick("spooling")
     out.seek(0)
-    return out  # type: ignore[return-value]
+    return out
 
 
 class CrcTap(io.RawIOBase):

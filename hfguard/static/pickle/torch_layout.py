@@ -7,7 +7,7 @@ only the value tree of `torch._utils._rebuild_tensor_v2(...)` calls and persiste
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from hfguard.static.pickle.streams import buffered, open_decompressed, open_slice
 from hfguard.static.pickle.vm import Call, Global, PersistentRef, PickleVM, Reader, SymDict
@@ -71,7 +71,7 @@ class TensorRef:
 
 
 def torch_zip_tensors(
-    stream: BinaryIO, size: int | None = None, max_opcodes: int = 5_000_000
+    stream: IO[bytes], size: int | None = None, max_opcodes: int = 5_000_000
 ) -> list[TensorRef]:
     """Every tensor in the (possibly nested) state dict of a PyTorch zip checkpoint."""
     if size is None:
@@ -96,7 +96,7 @@ def torch_zip_tensors(
     return out
 
 
-def _open(stream: BinaryIO, e: ZipEntry) -> Any:
+def _open(stream: IO[bytes], e: ZipEntry) -> Any:
     if e.data_offset is None:
         raise LayoutError(f"{e.name}: member data out of bounds")
     raw = open_slice(stream, e.data_offset, e.csize)

@@ -19,7 +19,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from hfguard.budget import Budget
 from hfguard.static.pickle.peek import Prefixed, is_seekable
@@ -187,7 +187,7 @@ class Reader:
     """Reads the stream, keeps the absolute offset, and refuses lengths the bytes left can't hold."""
 
     def __init__(
-        self, fh: BinaryIO, base: int = 0, size: int | None = None, budget: Budget | None = None
+        self, fh: IO[bytes], base: int = 0, size: int | None = None, budget: Budget | None = None
     ) -> None:
         self.fh, self.base, self.size, self.pos = fh, base, size, 0
         self.budget = budget
@@ -239,7 +239,7 @@ class Reader:
 
     def _pushback(self, b: bytes) -> None:
         fh = self.fh
-        self.fh = Prefixed(b, fh)  # type: ignore[assignment]
+        self.fh = Prefixed(b, fh)  # type: ignore[assignment]  # a RawIOBase reads as IO[bytes]
 
     def skip(self, n: int, what: str = "data") -> None:
         self._check(n, what)
@@ -393,7 +393,8 @@ class PickleVM:
         lim = self.limits
         stack, marks, memo = self._stack, self._marks, self._memo
         max_end = r.pos + lim.max_bytes
-        read, table = r.fh.read, _DISPATCH
+        read_fh = r.fh  # whose `read` is bound below
+        read, table = read_fh.read, _DISPATCH
         str_source = self._str_source
         index = self._index
         frame_end = _NO_FRAME  # r.pos where the open protocol-4 frame ends
@@ -408,8 +409,9 @@ class PickleVM:
                     depth = len(stack)
                     self._check_bounds(r, index, depth, max_end)
                     check_at = index + min(4096, lim.max_opcodes - index, lim.max_stack - depth + 1)
-                    if r.fh is not read.__self__:  # a non-seekable peek swapped the stream
-                        read = r.fh.read
+                    if r.fh is not read_fh:  # a non-seekable peek swapped the stream
+                        read_fh = r.fh
+                        read = read_fh.read
                 if r.pos >= frame_end:  # the frame is used up (or the last opcode ran past its end)
                     self._index, self._op_offset = index, base + pos
                     frame_end = self._frame_closed(r.pos, frame_end)

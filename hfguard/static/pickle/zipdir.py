@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from hfguard.budget import Budget
 
@@ -37,7 +37,7 @@ class ZipEntry:
 
 
 def read_zip_directory(
-    fh: BinaryIO,
+    fh: IO[bytes],
     size: int,
     *,
     max_members: int = 100_000,
@@ -126,7 +126,7 @@ def torch_data_pickles(entries: list[ZipEntry]) -> list[ZipEntry]:
     return [e for e in entries if e.name.endswith("data.pkl") and e.name.count("/") == 1]
 
 
-def is_torch_zip(fh: BinaryIO, size: int | None = None) -> bool:
+def is_torch_zip(fh: IO[bytes], size: int | None = None) -> bool:
     """A PyTorch zip checkpoint (or TorchScript archive): a zip whose directory names a data.pkl.
     Reads only the end records and the central directory; never `zipfile` on hostile input."""
     try:
@@ -137,7 +137,7 @@ def is_torch_zip(fh: BinaryIO, size: int | None = None) -> bool:
         return False
 
 
-def _unlisted(fh: BinaryIO, entries: list[ZipEntry], cd_offset: int, max_members: int) -> list[ZipEntry]:
+def _unlisted(fh: IO[bytes], entries: list[ZipEntry], cd_offset: int, max_members: int) -> list[ZipEntry]:
     """Local headers the central directory does not list: streaming extractors see them, directory
     readers do not, so a payload can hide there. Returned as extra entries to scan."""
     spans = sorted(
@@ -172,7 +172,7 @@ def _unlisted(fh: BinaryIO, entries: list[ZipEntry], cd_offset: int, max_members
     return found
 
 
-def _read_unlisted(fh: BinaryIO, e: ZipEntry, cd_offset: int) -> None:
+def _read_unlisted(fh: IO[bytes], e: ZipEntry, cd_offset: int) -> None:
     fh.seek(e.header_offset)
     lh = fh.read(30)
     if len(lh) < 30:
@@ -222,7 +222,7 @@ def _zip64(extra: bytes, usize: int, csize: int, hoff: int) -> tuple[int, int, i
     return usize, csize, hoff
 
 
-def _check_local(fh: BinaryIO, e: ZipEntry, cd_offset: int) -> None:
+def _check_local(fh: IO[bytes], e: ZipEntry, cd_offset: int) -> None:
     if e.flags & 0x1 or e.flags & 0x40 or e.flags & 0x2000:
         e.problems.append(
             (

@@ -7,7 +7,7 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol
+from typing import IO, Any, Protocol
 
 from hfguard import sniff as sn
 from hfguard.budget import Budget
@@ -160,12 +160,12 @@ class Scanner(Protocol):
     def stream_error(self, exc: BaseException, where: str, offset: int | None) -> None: ...
 
     def scan(
-        self, fh: BinaryIO, size: int | None, fmt: str, where: str = "", depth: int = 0, base: int = 0
+        self, fh: IO[bytes], size: int | None, fmt: str, where: str = "", depth: int = 0, base: int = 0
     ) -> None: ...
 
     def scan_pickles(
         self,
-        fh: BinaryIO,
+        fh: IO[bytes],
         size: int | None,
         where: str,
         base: int = 0,

@@ -3,7 +3,7 @@ decoded within the size and ratio bounds; archives hfguard cannot open are a fin
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from typing import IO
 
 from hfguard import sniff as sn
 from hfguard.static.pickle.containers.common import STREAM_ERRORS, Scanner, interesting, join
@@ -11,7 +11,7 @@ from hfguard.static.pickle.streams import Unavailable, open_decompressed, spool
 
 
 def scan_compressed(
-    sc: Scanner, fh: BinaryIO, size: int | None, kind: str, where: str, depth: int
+    sc: Scanner, fh: IO[bytes], size: int | None, kind: str, where: str, depth: int
 ) -> None:
     cfg = sc.config
     inner_where = join(where, f"<{kind}>")
@@ -30,9 +30,9 @@ def scan_compressed(
         fmt = sn.sniff(head, "", None)
         if fmt == sn.ZIP:
             inner = spool(stream, cfg.max_decompressed, sc.budget)
-            sc.scan(inner, None, sn.ZIP, inner_where, depth + 1)  # type: ignore[arg-type]
+            sc.scan(inner, None, sn.ZIP, inner_where, depth + 1)
         elif interesting(fmt, head):
-            sc.scan(stream, None, fmt, inner_where, depth + 1)  # type: ignore[arg-type]
+            sc.scan(stream, None, fmt, inner_where, depth + 1)
     except Unavailable as exc:
         unscannable(sc, kind, where, 0, f"the optional package {exc.package!r} is not installed")
     except STREAM_ERRORS as exc:
@@ -40,7 +40,7 @@ def scan_compressed(
 
 
 def scan_archive(
-    sc: Scanner, fh: BinaryIO, size: int | None, kind: str, where: str, depth: int, base: int
+    sc: Scanner, fh: IO[bytes], size: int | None, kind: str, where: str, depth: int, base: int
 ) -> None:
     """An archive kind hfguard has no reader for: whatever it holds is unscanned."""
     unscannable(sc, kind, where, base, "hfguard has no reader for it")

@@ -52,7 +52,7 @@ def scan_embedded(sc: Scanner, results: list[PickleResult], where: str, open_blo
                 stream.seek(0)
                 judged = judged and _torch_checkpoint(stream, size, fmt)
                 inner = join(where, f"<embedded@{call.offset}>")
-                sc.scan(stream, size, fmt, inner, sc.depth + 1)  # type: ignore[arg-type]
+                sc.scan(stream, size, fmt, inner, sc.depth + 1)
             if call.func.qualname in JUDGED_BY_CONTENT:
                 sc.delegations.append(
                     Delegation(
@@ -108,7 +108,7 @@ def _latin1_of_utf8(sc: Scanner, utf8: IO[bytes]) -> tuple[IO[bytes] | None, int
         return None, 0
     size = out.tell()
     out.seek(0)
-    return out, size  # type: ignore[return-value]
+    return out, size
 
 
 def blob_opener(fh: IO[bytes], base: int) -> BlobOpener:
@@ -118,7 +118,7 @@ def blob_opener(fh: IO[bytes], base: int) -> BlobOpener:
     def open_blob(blob: Blob) -> IO[bytes] | None:
         if start is None:
             return None
-        return open_slice(fh, start + blob.offset - base, blob.length)  # type: ignore[arg-type]
+        return open_slice(fh, start + blob.offset - base, blob.length)
 
     return open_blob
 
@@ -126,6 +126,6 @@ def blob_opener(fh: IO[bytes], base: int) -> BlobOpener:
 def _torch_checkpoint(stream: IO[bytes], size: int, fmt: str) -> bool:
     if fmt == sn.TORCH_LEGACY:
         return True
-    found = fmt == sn.ZIP and is_torch_zip(stream, size)  # type: ignore[arg-type]
+    found = fmt == sn.ZIP and is_torch_zip(stream, size)
     stream.seek(0)
     return found

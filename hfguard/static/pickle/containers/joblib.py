@@ -4,7 +4,7 @@ as the nested pickle of an object array) and joblib's old "ZF" zlib format."""
 from __future__ import annotations
 
 import re
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from hfguard.static.pickle.containers.common import PickleSite, Scanner, importable, join
 from hfguard.static.pickle.containers.compressed import scan_compressed
@@ -23,7 +23,7 @@ def is_zf(head: bytes) -> bool:
     return _JOBLIB_ZF.match(head) is not None
 
 
-def scan_zf(sc: Scanner, fh: BinaryIO, size: int | None, where: str, depth: int) -> None:
+def scan_zf(sc: Scanner, fh: IO[bytes], size: int | None, where: str, depth: int) -> None:
     """b"ZF" + hex length padded to 19 (+ a space in joblib <= 0.8.4), then a zlib stream of a
     pickle; joblib.load still reads it."""
     head = peek(fh, 22)

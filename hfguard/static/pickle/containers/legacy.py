@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import BinaryIO
+from typing import IO
 
 from hfguard.static.pickle.containers.common import STORAGE_ELEMENT, PickleSite, Scanner
 from hfguard.static.pickle.vm import Global, PickleVM, Reader, VMStop
 
 
-def scan_legacy(sc: Scanner, fh: BinaryIO, size: int | None, where: str, base: int) -> None:
+def scan_legacy(sc: Scanner, fh: IO[bytes], size: int | None, where: str, base: int) -> None:
     """magic, protocol, sys_info, the data pickle, the storage keys; then raw storages."""
     results = sc.scan_pickles(fh, size, where, base, max_pickles=5, trailing_ok=True)
     if len(results) < 5 or not all(r.complete for r in results):
@@ -60,7 +60,7 @@ def scan_legacy(sc: Scanner, fh: BinaryIO, size: int | None, where: str, base: i
             )
 
 
-def scan_torch_tar_records(sc: Scanner, fh: BinaryIO, size: int, where: str, kind: str) -> None:
+def scan_torch_tar_records(sc: Scanner, fh: IO[bytes], size: int, where: str, kind: str) -> None:
     """torch's pre-1.0 tar checkpoints: `storages` and `tensors` hold a pickled count, then per
     record a pickle (every one runs under pickle.load) followed by raw bytes of a known layout."""
     reader = Reader(fh, size=size, budget=sc.budget)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import ast
 import struct
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from hfguard.static.pickle.containers.common import Scanner
 from hfguard.static.pickle.vm import Reader, VMStop
 
 
-def scan_npy(sc: Scanner, fh: BinaryIO, size: int | None, where: str, base: int) -> None:
+def scan_npy(sc: Scanner, fh: IO[bytes], size: int | None, where: str, base: int) -> None:
     reader = Reader(fh, base=base, size=size, budget=sc.budget)
     try:
         magic = reader.read(8, ".npy magic")

@@ -3,7 +3,7 @@ choice of reader for a stream sniffed as a given format. Each container kind has
 
 from __future__ import annotations
 
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from hfguard import sniff as sn
 from hfguard.budget import Budget
@@ -72,7 +72,7 @@ class ContainerScanner:
 
     # -- entry -------------------------------------------------------------------------------------
     def scan(
-        self, fh: BinaryIO, size: int | None, fmt: str, where: str = "", depth: int = 0, base: int = 0
+        self, fh: IO[bytes], size: int | None, fmt: str, where: str = "", depth: int = 0, base: int = 0
     ) -> None:
         """Scan a stream sniffed as `fmt`. `base` is the stream's absolute offset (for locations)."""
         if depth > self.config.max_depth:
@@ -90,7 +90,7 @@ class ContainerScanner:
         finally:
             self.depth = outer
 
-    def _dispatch(self, fh: BinaryIO, size: int | None, fmt: str, where: str, depth: int, base: int) -> None:
+    def _dispatch(self, fh: IO[bytes], size: int | None, fmt: str, where: str, depth: int, base: int) -> None:
         if fmt not in ARCHIVES and fmt not in COMPRESSED:
             kind = unscannable_kind(peek(fh, 8))
             if kind is not None:
@@ -129,7 +129,7 @@ class ContainerScanner:
     # -- pickles -----------------------------------------------------------------------------------
     def scan_pickles(
         self,
-        fh: BinaryIO,
+        fh: IO[bytes],
         size: int | None,
         where: str,
         base: int = 0,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import tempfile
-from typing import IO, Any, BinaryIO
+from typing import IO, Any
 
 from hfguard import sniff as sn
 from hfguard.budget import BudgetExceeded
@@ -29,7 +29,7 @@ from hfguard.static.pickle.streams import StreamLimit, spool
 from hfguard.static.pickle.vm import VMStop
 
 
-def scan_7z(sc: Scanner, fh: BinaryIO, size: int | None, where: str, depth: int) -> None:
+def scan_7z(sc: Scanner, fh: IO[bytes], size: int | None, where: str, depth: int) -> None:
     try:
         import py7zr
         from py7zr.io import Py7zIO, WriterFactory
@@ -38,7 +38,7 @@ def scan_7z(sc: Scanner, fh: BinaryIO, size: int | None, where: str, depth: int)
         return
     cfg = sc.config
     if not is_seekable(fh):
-        fh = spool(fh, cfg.max_decompressed, sc.budget)  # type: ignore[assignment]
+        fh = spool(fh, cfg.max_decompressed, sc.budget)
     if size is None:
         size = fh.seek(0, 2)
     fh.seek(0)
@@ -73,7 +73,7 @@ def scan_7z(sc: Scanner, fh: BinaryIO, size: int | None, where: str, depth: int)
         def close(self) -> None:
             try:
                 self.spool.seek(0)
-                _scan_member(sc, self.spool, self.total, join(where, self.name), depth)  # type: ignore[arg-type]
+                _scan_member(sc, self.spool, self.total, join(where, self.name), depth)
             finally:
                 self.spool.close()
 
@@ -82,6 +82,7 @@ def scan_7z(sc: Scanner, fh: BinaryIO, size: int | None, where: str, depth: int)
             return Member(filename)
 
     try:
+        # a RawIOBase is a binary file, though not an IO[bytes] to typeshed
         with py7zr.SevenZipFile(src, "r") as archive:  # type: ignore[arg-type]
             files = archive.list()
             if len(files) > cfg.max_members:
@@ -143,9 +144,9 @@ def _scan_member(sc: Scanner, stream: IO[bytes], size: int, where: str, depth: i
     try:
         if named_pickle or pickle_member(fmt, head):
             quiet = not (looks_like_pickle(head) or named_pickle)
-            sc.scan_pickles(stream, size, where, quiet=quiet)  # type: ignore[arg-type]
+            sc.scan_pickles(stream, size, where, quiet=quiet)
         else:
-            sc.scan(stream, size, fmt, where, depth + 1)  # type: ignore[arg-type]
+            sc.scan(stream, size, fmt, where, depth + 1)
     except STREAM_ERRORS as exc:
         sc.stream_error(exc, where, None)
 
@@ -153,7 +154,7 @@ def _scan_member(sc: Scanner, stream: IO[bytes], size: int, where: str, depth: i
 class _CountedFile(io.RawIOBase):
     """A seekable file whose bytes read are counted (the compressed side of the ratio)."""
 
-    def __init__(self, fh: BinaryIO) -> None:
+    def __init__(self, fh: IO[bytes]) -> None:
         super().__init__()
         self.fh, self.count = fh, 0
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tarfile
-from typing import IO, BinaryIO
+from typing import IO
 
 from hfguard import sniff as sn
 from hfguard.static.pickle.containers.common import (
@@ -19,7 +19,7 @@ from hfguard.static.pickle.streams import buffered, spool
 from hfguard.static.pickle.vm import VMStop
 
 
-def scan_tar(sc: Scanner, fh: BinaryIO, where: str, depth: int) -> None:
+def scan_tar(sc: Scanner, fh: IO[bytes], where: str, depth: int) -> None:
     cfg = sc.config
     seekable = is_seekable(fh)
     try:
@@ -56,20 +56,20 @@ def scan_tar(sc: Scanner, fh: BinaryIO, where: str, depth: int) -> None:
             else:
                 stream = buffered(Prefixed(head, ef))
             if m.name in ("storages", "tensors") and looks_like_pickle(head):
-                scan_torch_tar_records(sc, stream, m.size, mwhere, m.name)  # type: ignore[arg-type]
+                scan_torch_tar_records(sc, stream, m.size, mwhere, m.name)
             elif fmt == sn.ZIP:
                 inner = stream if seekable else spool(stream, cfg.max_decompressed, sc.budget)
-                sc.scan(inner, m.size, sn.ZIP, mwhere, depth + 1)  # type: ignore[arg-type]
+                sc.scan(inner, m.size, sn.ZIP, mwhere, depth + 1)
             elif pickle_member(fmt, head):
                 sc.scan_pickles(
-                    stream,  # type: ignore[arg-type]
+                    stream,
                     m.size,
                     mwhere,
                     m.offset_data,
                     quiet=not looks_like_pickle(head),
                 )
             else:
-                sc.scan(stream, m.size, fmt, mwhere, depth + 1, m.offset_data)  # type: ignore[arg-type]
+                sc.scan(stream, m.size, fmt, mwhere, depth + 1, m.offset_data)
     except (tarfile.TarError, OSError, EOFError) as exc:
         sc.observe("archive/malformed", f"cannot read tar: {exc}", where)
     except VMStop as exc:

@@ -6,7 +6,7 @@ members a pickle names as storages are never read."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import IO, Any, BinaryIO
+from typing import IO, Any
 
 from hfguard import sniff as sn
 from hfguard.static.pickle.containers.common import (
@@ -24,7 +24,7 @@ from hfguard.static.pickle.vm import PickleResult, VMStop
 from hfguard.static.pickle.zipdir import ZipEntry, ZipError, read_zip_directory
 
 
-def scan_zip(sc: Scanner, fh: BinaryIO, size: int | None, where: str, depth: int) -> None:
+def scan_zip(sc: Scanner, fh: IO[bytes], size: int | None, where: str, depth: int) -> None:
     if size is None:
         size = fh.seek(0, 2)
     try:
@@ -64,7 +64,7 @@ def scan_zip(sc: Scanner, fh: BinaryIO, size: int | None, where: str, depth: int
 
 
 def _scan_member(
-    sc: Scanner, fh: BinaryIO, e: ZipEntry, where: str, depth: int, storage_keys: set[str]
+    sc: Scanner, fh: IO[bytes], e: ZipEntry, where: str, depth: int, storage_keys: set[str]
 ) -> None:
     cfg = sc.config
     kind = METHODS.get(e.method, "?")
@@ -106,7 +106,7 @@ def _scan_member(
     try:
         if pickle_member(fmt, head):
             quiet = not (looks_like_pickle(head) or named_pickle)
-            results = sc.scan_pickles(stream, e.usize, where, base, quiet=quiet)  # type: ignore[arg-type]
+            results = sc.scan_pickles(stream, e.usize, where, base, quiet=quiet)
             for r in results:
                 storage_keys.update(_storage_keys(r.pids))
         elif fmt == sn.ZIP:
@@ -115,10 +115,10 @@ def _scan_member(
                 if kind is None
                 else spool(stream, cfg.max_decompressed, sc.budget)
             )
-            sc.scan(inner, None, sn.ZIP, where, depth + 1)  # type: ignore[arg-type]
+            sc.scan(inner, None, sn.ZIP, where, depth + 1)
             return  # a nested stored zip is read by its directory: no full CRC pass
         else:
-            sc.scan(stream, e.usize, fmt, where, depth + 1, base)  # type: ignore[arg-type]
+            sc.scan(stream, e.usize, fmt, where, depth + 1, base)
         tap.drain(sc.budget)
         if tap.count == e.usize and e.crc >= 0 and (tap.crc & 0xFFFFFFFF) != e.crc:
             sc.observe(
@@ -145,7 +145,7 @@ def _scan_member(
 METHODS = {0: None, 8: "deflate", 12: "bzip2", 14: "lzma-zip"}  # zip method -> decompressor kind
 
 
-def member_stream(sc: Scanner, fh: BinaryIO, e: ZipEntry) -> tuple[IO[bytes], CrcTap | None]:
+def member_stream(sc: Scanner, fh: IO[bytes], e: ZipEntry) -> tuple[IO[bytes], CrcTap | None]:
     """A member's bytes, decompressed within the scan's bounds (a CRC tap when compressed).
     The member must have a data offset and a method in METHODS."""
     assert e.data_offset is not None
