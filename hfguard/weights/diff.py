@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hfguard.budget import Budget
+from hfguard.card import card_metadata, declared_bases
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Severity, plot_evidence
 from hfguard.robust import MAD_TO_SIGMA, robust_scale
@@ -31,33 +31,9 @@ MAX_PLOTTED_TENSORS = 200   # bars in the report figure; every change is in the 
 
 
 def declared_base(target: Target) -> str | None:
-    """`base_model` from the model card (Hub) or the README.md front matter (local folders)."""
-    base = target.card.get("base_model")
-    if base is None:
-        for f in target.files:
-            if f.name.lower() == "readme.md" and f.size <= 1 << 20:
-                base = _front_matter(f.materialize()).get("base_model")
-                if base:
-                    break
-    if isinstance(base, list):
-        base = base[0] if base else None
-    return base if isinstance(base, str) and base.strip() else None
-
-
-def _front_matter(path: Path) -> dict[str, Any]:
-    import yaml
-
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if not text.startswith("---"):
-        return {}
-    end = text.find("\n---", 3)
-    if end < 0:
-        return {}
-    try:
-        doc = yaml.safe_load(text[3:end])
-    except yaml.YAMLError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
+    """The first `base_model` of the model card (Hub) or the README.md front matter (local folders)."""
+    bases = declared_bases(card_metadata(target))
+    return bases[0] if bases else None
 
 
 @dataclass
