@@ -112,6 +112,9 @@ def translate(exc: BaseException, repo_id: str, rev: str | None) -> HubError:
             return HubError(f"{where}: HTTP {status}: {GATED_HINT}", rule="hub/gated")
         if status == 404:
             return HubError(f"{where}: not found (HTTP 404)", rule="hub/repo-not-found")
+        if status == 429:   # still limited after the retry loop waited what Retry-After asked
+            return HubError(f"{where}: rate-limited by the Hub (HTTP 429) after every retry",
+                            rule="hub/rate-limited")
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return HubError(f"{where}: the Hub answered HTTP {status}: {first}", rule="hub/server-error")
     if isinstance(exc, httpx2.TimeoutException):

@@ -122,3 +122,21 @@ def test_fleet_html_is_a_sortable_table(tmp_path):
     page = render_fleet(tmp_path)
     body = page.split("</section>")[0]
     assert "class=sortable" in page and "o/m1&lt;script&gt;" in body and "<script>" not in body
+
+
+def test_a_rate_limited_repo_slows_the_fleet_instead_of_failing_it(hub, tmp_path, monkeypatch):  # noqa: F811
+    """429 + Retry-After on every try of the first attempt: the repo ends rate-limited, goes back in
+    the queue, and is vetted when the Hub lets it through."""
+    monkeypatch.setenv("HFGUARD_HUB_RETRIES", "2")
+    specs = []
+    for i in range(3):
+        hub.add_repo(f"acme/m{i}", {"model.safetensors": safetensors_bytes(64)})
+        specs.append(f"acme/m{i}")
+    hub.fail("/api/models/acme/m1", status=429, times=2, headers={"Retry-After": "0"})
+    (tmp_path / "repos.txt").write_text("\n".join(specs) + "\n")
+    result = CliRunner().invoke(main, ["fleet", str(tmp_path / "repos.txt"), "-o", str(tmp_path / "out"),
+                                       "--num-cpus", "2", "-q", "--format", "json"], catch_exceptions=False)
+    summary = json.loads(result.stdout)
+    assert result.exit_code == 0, result.stdout
+    assert summary["verdicts"] == {"PASS": 3}
+    assert len(hub.requests("GET /api/models/acme/m1")) >= 3     # two 429s, then the requeued try

@@ -358,3 +358,12 @@ def test_hook_context_flags_an_unpinned_reference_and_keys_the_cache(hub):
     assert "provenance/unpinned-revision" not in {f.rule for f in plain.findings}
     pinned = check_repo(f"acme/tiny-bert@{sha}", Policy(), options={"context": "hook"})
     assert "provenance/unpinned-revision" not in {f.rule for f in pinned.findings}
+
+
+def test_a_hub_that_keeps_answering_429_is_rate_limited_not_a_pass(hub, monkeypatch):
+    monkeypatch.setenv("HFGUARD_HUB_RETRIES", "2")
+    hub.add_repo("acme/busy", benign_files(64), card=CARD)
+    hub.fail("/api/models/acme/busy", status=429, times=-1, headers={"Retry-After": "0"})
+    code, report, err = run_check("acme/busy")
+    assert code == 2 and report["verdict"] == "ERROR"
+    assert "hub/rate-limited" in rules(report) and "429" in err
