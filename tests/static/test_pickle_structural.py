@@ -195,3 +195,33 @@ def test_model_extensions_with_their_own_formats_are_not_mismatches(tmp_path):
         },
     )
     assert not any(claims.values()), claims
+
+
+def test_quiet_text_path_reports_pickles_that_only_a_limit_stopped(tmp_path):
+    """pickle.load has no MARK, opcode or line limit: a protocol-0 payload behind 20,000 MARKs or
+    behind a 70 KiB STRING argument runs. A file that looks like text must not PASS for it; text
+    and a binary header read as a line opcode still do."""
+    import pickle
+    import subprocess
+    import sys
+
+    payload = b"cos\nsystem\n(S'echo x'\ntR."
+    cases = {"marks.txt": b"(" * 20_000 + payload,
+             "long_string.txt": b"S'" + b"a" * 70_000 + b"'\np0\n0" + payload,
+             "long_unicode.txt": b"V" + b"x" * 70_000 + b"\np0\n0" + payload}
+    for name, data in cases.items():
+        # the same streams with a harmless tail load in CPython: the payload would be reached
+        assert pickle.loads(data.replace(payload, b"N.")) is None
+        (tmp_path / name).write_bytes(data)
+    benign = {"prose.txt": b"Plain text " * 10_000 + b"\n",
+              "put_header.dat": b"p" + b"{\"__metadata__\": {}}" * 4000}
+    for name, data in benign.items():
+        (tmp_path / name).write_bytes(data)
+    out = subprocess.run([sys.executable, "-m", "hfguard", "scan", str(tmp_path), "--format", "json", "-q"],
+                         capture_output=True, text=True)
+    import json
+
+    doc = json.loads(out.stdout)
+    verdicts = {fr["path"].rsplit("/", 1)[1]: fr["verdict"] for fr in doc["files"]}
+    assert all(verdicts[n] == "BLOCK" for n in cases), verdicts
+    assert all(verdicts[n] == "PASS" for n in benign), verdicts

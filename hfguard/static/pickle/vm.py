@@ -272,7 +272,9 @@ class Reader:
         self.pos += len(line)
         if not line.endswith(b"\n"):
             if len(line) > limit:
-                raise VMStop("pickle/limit-exceeded", f"{what} line longer than {limit} bytes", limit=limit)
+                # what and how the line starts: lets a quiet scan tell a pickle argument from text
+                raise VMStop("pickle/limit-exceeded", f"{what} line longer than {limit} bytes", limit=limit,
+                             what=what, line_head=line[:64].decode("latin-1"))
             raise VMStop("pickle/truncated", f"stream ends inside {what} line")
         return line[:-1]
 

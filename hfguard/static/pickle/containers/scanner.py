@@ -3,6 +3,8 @@ choice of reader for a stream sniffed as a given format. Each container kind has
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import IO, Any
 
 from hfguard import sniff as sn
@@ -30,11 +32,11 @@ from hfguard.static.pickle.containers.tar import scan_tar
 from hfguard.static.pickle.containers.torch_zip import scan_zip
 from hfguard.static.pickle.peek import is_seekable, peek
 from hfguard.static.pickle.streams import Tally
-from hfguard.static.pickle.vm import PickleResult, PickleVM, Reader, VMStop, scan_stream
+from hfguard.static.pickle.vm import Anomaly, Limits, PickleResult, PickleVM, Reader, VMStop, scan_stream
 
 _LEGACY_MAGIC = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # LONG1 0x1950a86a20f9469cfc6c
 
-QUIET_LIMIT_MIN_OPCODES = 16   # valid opcodes before a limit that make "text" a pickle
+QUIET_LIMIT_MIN_OPCODES = 16   # valid opcodes before a limit that make quiet "text" a pickle
 
 
 class ContainerScanner:
@@ -127,6 +129,14 @@ class ContainerScanner:
             self.scan_pickles(fh, size, where, base, quiet=True)
 
     # -- pickles -----------------------------------------------------------------------------------
+    def _run_vm(self, fh: IO[bytes], size: int | None, where: str, base: int, limits: Limits,
+                sites: list[PickleSite], max_pickles: int | None) -> tuple[list[PickleResult], Any]:
+        reader = Reader(fh, base=base, size=size, budget=self.budget)
+        vm = PickleVM(limits, self.budget, build_hook=array_hook(self, where, sites, limits))
+        results, trailing = scan_stream(reader, vm, max_pickles or self.config.max_pickles)
+        self.last_fh = reader.fh  # a non-seekable peek may have wrapped it
+        return results, trailing
+
     def scan_pickles(
         self,
         fh: IO[bytes],
@@ -140,15 +150,19 @@ class ContainerScanner:
     ) -> list[PickleResult]:
         limits = self.config.quiet_limits if quiet else self.config.limits
         open_blob = blob_opener(fh, base)  # before the scan moves fh
-        reader = Reader(fh, base=base, size=size, budget=self.budget)
+        start = fh.tell() if quiet and is_seekable(fh) else None
         sites: list[PickleSite] = []
-        vm = PickleVM(limits, self.budget, build_hook=array_hook(self, where, sites, limits))
-        results, trailing = scan_stream(reader, vm, max_pickles or self.config.max_pickles)
-        self.last_fh = reader.fh  # a non-seekable peek may have wrapped it
+        results, trailing = self._run_vm(fh, size, where, base, limits, sites, max_pickles)
+        if start is not None and any(_overlong_argument(a) for r in results for a in r.anomalies):
+            # a text opcode's argument longer than the line limit: read on as pickle.load would
+            # (bounded by the quiet byte cap) before deciding whether this is text
+            fh.seek(start)
+            sites.clear()
+            longer = dataclasses.replace(limits, max_line=limits.max_bytes)
+            results, trailing = self._run_vm(fh, size, where, base, longer, sites, max_pickles)
         # text that happens to start with an opcode stops at an invalid one: not a pickle after all.
         # A long run of valid opcodes that only a resource limit stopped is a pickle (pickle.load
         # has no MARK or opcode limit and would go on to the payload behind them): report it.
-        # (A limit hit within the first few opcodes, e.g. a binary header read as a PUT line, is not.)
         limited = any(a.rule == "pickle/limit-exceeded" and r.opcodes >= QUIET_LIMIT_MIN_OPCODES
                       for r in results for a in r.anomalies)
         if quiet and not limited and not any(importable(g) for r in results for g in r.globals):
@@ -171,3 +185,22 @@ class ContainerScanner:
                 {"pickles": len(results)},
             )
         return results
+
+
+_ARG_GRAMMAR = {   # what a line argument of a text opcode may start like (first 64 bytes)
+    "STRING": re.compile(r"""['"].*""", re.S),
+    "UNICODE": re.compile(r".*", re.S),           # raw-unicode-escape: any text
+    "PERSID": re.compile(r".*", re.S),
+    "GLOBAL module": re.compile(r"[\w.]*"), "GLOBAL name": re.compile(r"[\w.]*"),
+    "INST module": re.compile(r"[\w.]*"), "INST name": re.compile(r"[\w.]*"),
+}
+_NUMBER = re.compile(r"[-+0-9.eEL ]*")
+
+
+def _overlong_argument(anomaly: Anomaly) -> bool:
+    """A line limit hit on a line that is a well-formed start of its opcode's argument (a 70 KiB
+    STRING in front of a payload), not a binary header read as one PUT line."""
+    head, what = anomaly.evidence.get("line_head"), str(anomaly.evidence.get("what", ""))
+    if anomaly.rule != "pickle/limit-exceeded" or head is None:
+        return False
+    return bool(_ARG_GRAMMAR.get(what, _NUMBER).fullmatch(head))
