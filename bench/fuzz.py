@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 
-from testing.fuzz import deep_cases, known_issue, mutated, run_one  # noqa: E402
+from testing.fuzz import deep_cases, mutated, run_one  # noqa: E402
 from testing.fuzz_seeds import Seed, build_seeds, real_keras_seed  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out" / "fuzz"
@@ -50,10 +50,9 @@ def fuzz_seed(seed: Seed, folder: Path, examples: int) -> tuple[collections.Coun
         stats[outcome.verdict] += 1
         worst["seconds"] = max(worst["seconds"], outcome.seconds)
         worst["peak"] = max(worst["peak"], outcome.peak_bytes)
-        known = known_issue(data)
         for p in outcome.problems:
-            stats["known" if known else "crash" if p.startswith("check/") else "other"] += 1
-            problems.setdefault(f"[known: {known}] " * bool(known) + p.splitlines()[0][:300], data)
+            stats["crash" if p.startswith("check/") else "other"] += 1
+            problems.setdefault(p.splitlines()[0][:300], data)
 
     one()
     return stats, worst["seconds"], int(worst["peak"]), problems

@@ -68,9 +68,11 @@ def scan(target: Target, policy: Policy, checks: list[Check], *,
     started = time.monotonic()
     ctx = ScanContext(policy=policy, target=target, options=options or {}, progress=progress,
                       budget_seconds=budget_seconds)
+    if not target.card:   # a local folder's README front matter, read once for every check
+        target.card = card_metadata(target)
     report = Report(target=target.display, source=target.source, revision=target.revision,
                     checks=[{"id": c.id, "tier": c.tier, "version": c.version} for c in checks],
-                    card=_json_safe(card_metadata(target)))
+                    card=_json_safe(target.card))
     report.findings += target.meta.get("findings", [])  # evidence gathered while resolving
     if not checks:
         report.findings.append(Finding(check="engine", rule="scan/no-checks", severity=Severity.HIGH,

@@ -126,11 +126,11 @@ def verify(bundle: bytes, public_keys_pem: list[bytes]) -> tuple[dict[str, Any],
     raise FeedError("the bundle's signature verifies under none of the trusted keys: not installed")
 
 
-def install(doc: dict[str, Any], signer: str, folder: Path | None = None) -> dict[str, int]:
+def install(doc: dict[str, Any], signer: str) -> dict[str, int]:
     """Merge a verified feed into the installed one (by repo id / sha256; newer entries win)."""
-    folder = folder or feed_dir()
+    folder = feed_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    current = load_feed() if folder == feed_dir() else {}
+    current = load_feed()
     repos = {e["id"].lower(): e for e in current.get("repos", []) or []}
     files = {e["sha256"].lower(): e for e in current.get("files", []) or []}
     added = {"repos": 0, "files": 0}

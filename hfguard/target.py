@@ -86,6 +86,20 @@ class TargetFile:
         with self.open() as fh:
             return fh.read(n)
 
+    def content_sha256(self, tick: Callable[[str], None] = lambda what: None) -> str:
+        """The file's sha256: the Hub's LFS hash when listed, else hashed once and kept (known-bad
+        lookups and signature manifests both ask; the bytes are read one time)."""
+        if self.expected_sha256:
+            return self.expected_sha256.lower()
+        if "sha256" not in self.meta:
+            h = hashlib.sha256()
+            with self.open() as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    tick("hashing")
+                    h.update(block)
+            self.meta["sha256"] = h.hexdigest()
+        return str(self.meta["sha256"])
+
     def materialize(self) -> Path:
         """A local path holding all of the file's bytes (downloads remote files once)."""
         if self.local_path is None:

@@ -89,13 +89,6 @@ def mutated(draw: st.DrawFn, seed: Seed) -> tuple[bytes, str]:
 
 # Bugs the fuzzer found outside this area, each with its strict-xfail case in tests/test_fuzz.py
 # (`deep_cases`); the CI property skips their inputs so that it keeps testing everything else.
-KNOWN_ISSUES: dict[str, str] = {}   # name -> what is wrong; each has a strict xfail in tests/test_fuzz.py
-
-
-def known_issue(data: bytes) -> str | None:
-    return None
-
-
 @dataclass
 class Outcome:
     verdict: str

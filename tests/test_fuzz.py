@@ -11,10 +11,10 @@ import os
 from datetime import timedelta
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from testing.fuzz import KNOWN_ISSUES, deep_cases, known_issue, mutated, run_one
+from testing.fuzz import deep_cases, mutated, run_one
 from testing.fuzz_seeds import build_seeds, pickle_reaches_global
 
 EXAMPLES = int(os.environ.get("HFGUARD_FUZZ_EXAMPLES", "3"))   # per seed (27 seeds)
@@ -56,18 +56,12 @@ def test_mutated_seeds_hold_every_property(fuzz_env, data):
     folder, _mark, seeds = fuzz_env
     seed = seeds[data.draw(st.sampled_from(sorted(seeds)), label="seed")]
     mutated_bytes, name = data.draw(mutated(seed), label="mutation")
-    assume(known_issue(mutated_bytes) is None)   # each known issue has its own strict xfail below
     outcome = run_one(seed, mutated_bytes, name, folder)
     assert not outcome.problems, outcome.problems
 
 
-_KNOWN = dict(KNOWN_ISSUES)   # none today: GGUF depth and the protocol-0 MARK flood are fixed
-
-
 @pytest.mark.parametrize("case", sorted(deep_cases(b"").keys()))
-def test_deep_structures_are_bounded(fuzz_env, case, request):
-    if case in _KNOWN:
-        request.applymarker(pytest.mark.xfail(reason=_KNOWN[case], strict=True))
+def test_deep_structures_are_bounded(fuzz_env, case):
     folder, _mark, seeds = fuzz_env
     seed = seeds["pickle-p4-evil"]
     data, suffix = deep_cases(seed.data, seeds["pickle-p0-evil"].data)[case]

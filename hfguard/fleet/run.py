@@ -53,7 +53,6 @@ def fleet_stamp(policy: Policy, options: dict[str, Any] | None) -> str:
 def vet_one(spec: str, policy: Policy, options: dict[str, Any], token: str | None,
             budget_seconds: float) -> dict[str, Any]:
     """One repo, the policy's tiers: what a Ray task runs. Never raises: a failure is an ERROR report."""
-    started = time.monotonic()
     try:
         from hfguard.hub.check import check_repo
 
@@ -63,7 +62,6 @@ def vet_one(spec: str, policy: Policy, options: dict[str, Any], token: str | Non
         doc = Report(target=spec, source="hub", verdict=Verdict.ERROR, findings=[Finding(
             check="fleet", rule="fleet/task-failed", severity=Severity.HIGH, error=True,
             message=f"vetting {spec} failed: {type(exc).__name__}: {exc}")]).to_dict()
-    doc["fleet_seconds"] = round(time.monotonic() - started, 3)
     return doc
 
 
@@ -208,7 +206,6 @@ def _drive(ray: Any, pending: list[str], policy: Policy, options: dict[str, Any]
             doc = merge_tiers(docs, policy).to_dict() if len(docs) > 1 else docs[0]
             doc["fleet"] = {"spec": spec, "stamp": stamp, "tiers": list(policy.tiers),
                             "seconds": round(time.monotonic() - started.pop(spec), 3)}
-            doc.pop("fleet_seconds", None)
             store.append(doc)
             counts[doc["verdict"]] += 1
             done += 1

@@ -11,7 +11,6 @@ signatures/known_bad.yaml.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import re
 import struct
@@ -178,13 +177,7 @@ def _file_sha256(file: TargetFile, ctx: ScanContext) -> str | None:
         return file.expected_sha256.lower()
     if file.local_path is None or file.size > _HASH_LIMIT:
         return None
-    budget = ctx.budget()
-    h = hashlib.sha256()
-    with open(file.local_path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            budget.tick("hashing")
-            h.update(block)
-    return h.hexdigest()
+    return file.content_sha256(ctx.budget().tick)
 
 
 # -- format claims --------------------------------------------------------------------------------

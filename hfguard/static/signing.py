@@ -21,11 +21,9 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from hfguard.checks import Check, ScanContext
@@ -125,16 +123,6 @@ def _relative(sig: TargetFile, file: TargetFile) -> str | None:
     when the file lies outside it."""
     base = sig.path.rsplit("/", 1)[0] + "/" if "/" in sig.path else ""
     return file.path[len(base):] if file.path.startswith(base) else None
-
-
-def _sha256_of(file: TargetFile) -> str:
-    if file.expected_sha256:          # the Hub's LFS sha256: no download needed
-        return file.expected_sha256.lower()
-    h = hashlib.sha256()
-    with file.open() as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _ignored(name: str, patterns: tuple[str, ...]) -> bool:
@@ -283,7 +271,7 @@ class SignatureCheck(Check):
                                    f"{sig.path}: {name}: digest algorithm {algo!r} is not supported",
                                    file=sig.path, location=name, error=True)
                 continue
-            actual = _sha256_of(f)
+            actual = f.content_sha256()   # the Hub's LFS sha256 needs no download
             if actual != digest:
                 yield self.finding("signature/file-mismatch", Severity.CRITICAL,
                                    f"{f.path}: its bytes differ from the signed manifest ({sig.path})",
@@ -295,7 +283,3 @@ class SignatureCheck(Check):
                                    f"{f.path}: not covered by the signature {sig.path}; a loader may read it",
                                    file=f.path, remediation="remove files the publisher did not sign, or "
                                    "get a signature that covers them")
-
-
-def signer_from_path(kind: str, path: Path) -> TrustedSigner:
-    return TrustedSigner(kind=kind, source=str(path), pem=path.read_bytes())
