@@ -80,15 +80,18 @@ class WeightsAnomalies(Check):
     def _checkpoint(self, ckpt: Any, be: Any, th: dict[str, Any], ctx: ScanContext,
                     config: tuple[str, dict[str, Any]] | None) -> Iterator[Finding]:
         from hfguard.weights.analyze import analyze_checkpoint
+        from hfguard.weights.shards import checkpoint_meter, shard_findings
         from hfguard.weights.tensors import WeightsFormatError
 
-        yield from self.findings_from(ckpt.problems, file=ckpt.name)
+        yield from shard_findings(self, ckpt.problems, ckpt.name)
         started = time.monotonic()
+        meter = checkpoint_meter(f"weights: {ckpt.name}", ckpt, ctx.budget_seconds, ctx.progress)
         try:
-            hits, summary = analyze_checkpoint(ckpt, be, th, ctx.budget(), config)
+            hits, summary = analyze_checkpoint(ckpt, be, th, meter, config)
         except WeightsFormatError as exc:   # e.g. a storage that reaches past the end of the file
             yield from unreadable_findings(self, [(ckpt.name, str(exc))], examined=False)
             return
+        meter.finish()
         summary["seconds"] = round(time.monotonic() - started, 3)
         cap = th["max-findings-per-rule"]
         counts: dict[str, int] = {}

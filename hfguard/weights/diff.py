@@ -23,6 +23,7 @@ from hfguard.target import Target
 from hfguard.weights.analyze import EMBEDDING
 from hfguard.weights.defaults import DIFF_DEFAULTS
 from hfguard.weights.layers import role_of
+from hfguard.weights.shards import equal_values, in_read_order, pair_meter, same_bytes, shard_findings
 from hfguard.weights.stats import Backend, backend_for
 from hfguard.weights.tensors import Checkpoint, checkpoints_of
 from hfguard.weights.traps import NORM_GAIN, POSITIONAL, silenced
@@ -123,7 +124,8 @@ def diff_checkpoints(base: Checkpoint, tgt: Checkpoint, be: Backend, th: dict[st
         if idx is not None and meta.is_float and meta.numel:
             res.roles[role] = res.roles.get(role, 0) + 1
             res.blocks.setdefault(idx, set()).add(name)
-    common = sorted(set(base.tensors) & set(tgt.tensors))
+    # read in the candidate's file order: shard by shard, each tensor of each side once
+    common = in_read_order(sorted(set(base.tensors) & set(tgt.tensors)), tgt)
     vocab = {(base.tensors[n].shape[0], tgt.tensors[n].shape[0]) for n in common
              if _appended_rows(n, base.tensors[n].shape, tgt.tensors[n].shape)}
     for name in common:
@@ -142,10 +144,12 @@ def diff_checkpoints(base: Checkpoint, tgt: Checkpoint, be: Backend, th: dict[st
         if not (m0.is_float and m1.is_float) or not m0.numel:
             continue
         res.compared += 1
+        if grown is None and same_bytes(m0, m1):   # untouched: decided on raw bytes, chunk by chunk
+            continue
         w0, w1 = base.load(name, copy=False), tgt.load(name, copy=False)
         if grown is not None:
             w1 = w1[(slice(None),) * grown + (slice(0, m0.shape[grown]),)]
-        if np.array_equal(w0, w1, equal_nan=True):
+        if equal_values(w0, w1):
             continue
         res.deltas.append(tensor_delta(name, w0, w1, be, th))
         if w0.ndim == 1 and NORM_GAIN.search(name):
@@ -154,6 +158,8 @@ def diff_checkpoints(base: Checkpoint, tgt: Checkpoint, be: Backend, th: dict[st
             if new.size:
                 res.silenced.append({"tensor": name, "count": int(new.size), "indices": new[:32].tolist()})
         del w0, w1
+    res.deltas.sort(key=lambda d: d.name)   # reports list tensors by name, whatever the read order
+    res.silenced.sort(key=lambda s: s["tensor"])
     return res
 
 
@@ -211,10 +217,17 @@ def diff_findings(check: Check, target: Target, ctx: ScanContext, th: dict[str, 
 
     # every weights file of the model: a loader may pick any of them (pytorch_model.bin beside
     # model.safetensors), so a clean one must not vouch for an edited one
+    if ref.problems:   # a base with a missing shard or an inconsistent index: a partial reference
+        yield from shard_findings(check, ref.problems, f"base {spec}: {ref.name}")
     for tgt in mine:
-        ctx.progress(f"weights: diffing {tgt.name} against {ref.name}")
+        common = set(ref.tensors) & set(tgt.tensors)
+        meter = pair_meter(f"weights: diff {tgt.name} vs {ref.name}",
+                           [(ref.tensors[n], tgt.tensors[n]) for n in common],
+                           ctx.budget_seconds, ctx.progress)
+        meter.progress(meter.line())
         with single_threaded_blas():
-            res = diff_checkpoints(ref, tgt, be, th, ctx.budget())
+            res = diff_checkpoints(ref, tgt, be, th, meter)
+        meter.finish()
         yield from judge(check, res, tgt.name, spec, th)
 
 

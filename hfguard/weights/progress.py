@@ -1,0 +1,125 @@
+"""Progress with ETA for the weights tier, and a budget that says what a large model needs.
+
+A pass over a checkpoint (statistics, base diff, copy comparison) reads tensors that may lie in
+dozens of shards. The meter is the pass's Budget: the passes already `tick("<doing> <tensor>")`
+before each tensor, so the meter counts a tensor's bytes the first time its name is ticked, reports
+bytes done / total, rate, ETA and the shard being read on the progress line (every few seconds),
+and stops the pass as soon as the measured rate says it cannot finish within the budget, naming
+the `--budget` that would do (as behavior.progress.Meter does for probes).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hfguard.budget import Budget, BudgetExceeded
+from hfguard.report.escape import safe
+from hfguard.weights.tensors import ST_DTYPES, TensorMeta
+
+_ITEMSIZE = {np_name: size for np_name, size, _ in ST_DTYPES.values()}
+MEASURE_S = 1.0   # seconds of reading before the rate is trusted for a budget projection
+
+
+def tensor_bytes(meta: TensorMeta) -> int:
+    """Bytes the tensor's values occupy (a torch storage may be larger, or shared by several)."""
+    return meta.numel * _ITEMSIZE.get(meta.dtype, 0)
+
+
+def gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def duration(s: float) -> str:
+    s = max(0, round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 \
+        else f"{s}s"
+
+
+@dataclass(frozen=True)
+class Work:
+    """One item of a pass: its bytes and the file (shard) it is read from."""
+
+    nbytes: int
+    file: str
+
+
+class ByteMeter(Budget):
+    """A Budget that measures a pass in bytes. Thread-safe: analysis workers tick concurrently."""
+
+    def __init__(self, label: str, seconds: float, work: dict[str, Work],
+                 progress: Callable[[str], None] = lambda msg: None, every: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic):
+        super().__init__(seconds=seconds, started=clock())
+        self.label, self.work, self.progress, self.every, self.clock = label, work, progress, every, clock
+        self.total = sum(w.nbytes for w in work.values())
+        self.shards = sorted({w.file for w in work.values()})
+        self.done = 0
+        self.file: str | None = None
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+        self._last = self.started
+        self._warm: tuple[float, int] | None = None   # (time, bytes) once the first item was started
+
+    def remaining(self) -> float:
+        return self.seconds - (self.clock() - self.started)
+
+    def tick(self, what: str = "") -> None:
+        item = what.split(" ", 1)[-1]
+        with self._lock:
+            now = self.clock()
+            w = self.work.get(item)
+            if w is not None and item not in self._seen:
+                self._seen.add(item)
+                if self._warm is None:   # the first item carries warm-up costs: rate measured after it
+                    self._warm = (now, 0)
+                self.done += w.nbytes
+                if w.file != self.file:
+                    self.file = w.file
+                    self._last = now - self.every   # a new shard: say so now
+                if now - self._last >= self.every:
+                    self._last = now
+                    self.progress(self.line())
+            self._check(now, what)
+
+    def rate(self) -> float | None:
+        """Bytes per second measured since the first item, None before there is anything to go on."""
+        if self._warm is None:
+            return None
+        t0, b0 = self._warm
+        elapsed = self.clock() - t0
+        return (self.done - b0) / elapsed if elapsed > 0 and self.done > b0 else None
+
+    def line(self) -> str:
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        parts = [f"{safe(self.label)}: {gb(self.done)} of {gb(self.total)} ({pct:.0f}%)"]
+        if self.file is not None and len(self.shards) > 1:
+            parts.append(f"shard {self.shards.index(self.file) + 1}/{len(self.shards)} {safe(self.file)}")
+        rate = self.rate()
+        if rate:
+            parts.append(f"{gb(rate)}/s, ETA {duration((self.total - self.done) / rate)}")
+        return ", ".join(parts)
+
+    def finish(self) -> None:
+        spent = self.clock() - self.started
+        rate = f" ({gb(self.total / spent)}/s)" if spent > 0 and len(self.shards) > 1 else ""
+        self.progress(f"{self.label}: {gb(self.total)} in {duration(spent)}{rate}")
+
+    def _check(self, now: float, what: str) -> None:
+        remaining = self.seconds - (now - self.started)
+        rate = self.rate()
+        measured = self._warm is not None and now - self._warm[0] >= MEASURE_S
+        left = (self.total - self.done) / rate if rate else None
+        if remaining >= 0 and (not measured or left is None or left <= remaining):
+            return
+        spent = now - self.started
+        if left is None:   # spent before anything could be measured: the plain budget message
+            raise BudgetExceeded(f"time budget of {self.seconds:.0f}s exceeded{' ' + what if what else ''}")
+        need = 10 * math.ceil(1.25 * (spent + left) / 10)
+        raise BudgetExceeded(
+            f"{self.label}: {gb(self.done)} of {gb(self.total)} read in {spent:.0f}s at {gb(rate or 0)}/s; "
+            f"the remaining {gb(self.total - self.done)} need ~{left:.0f}s more, beyond the "
+            f"{self.seconds:.0f}s budget: this model needs at least --budget {need}")

@@ -1,0 +1,106 @@
+"""Streaming two checkpoints against each other, shard by shard.
+
+A checkpoint (tensors.Checkpoint) already joins its shards by tensor name, so a candidate split in
+40 shards and a base in one file (or split differently) pair up by name. What this module adds is
+how the pairs are read: in the candidate's file order (shard by shard, offset by offset: each shard
+is read sequentially, and the base too where both keep the usual tensor order), each tensor of each
+side once, and identical tensors decided on their raw bytes in fixed-size chunks, so memory stays
+one chunk for the tensors a derivative leaves untouched (usually most) and one tensor pair for the
+others, never a shard or the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from hfguard.checks import Check
+from hfguard.findings import Finding, Observation
+from hfguard.weights.progress import ByteMeter, Work, tensor_bytes
+from hfguard.weights.tensors import Checkpoint, TensorMeta, map_bytes
+
+CHUNK = 16 << 20   # bytes compared per step: big enough for memcmp speed, small against any tensor
+
+
+def in_read_order(names: list[str], ckpt: Checkpoint) -> list[str]:
+    """`names` ordered as `ckpt` lays them out on disk: shard by shard, offset by offset."""
+    return sorted(names, key=lambda n: (str(ckpt.tensors[n].path), ckpt.tensors[n].offset, n))
+
+
+def pair_meter(label: str, pairs: list[tuple[TensorMeta, TensorMeta]], seconds: float,
+               progress: Callable[[str], None]) -> ByteMeter:
+    """A meter over tensor pairs, keyed by the second (candidate) side's name, one unit per pair:
+    both sides' bytes, shown under the candidate's shard."""
+    return ByteMeter(label, seconds,
+                     {b.name: Work(tensor_bytes(a) + tensor_bytes(b), b.file) for a, b in pairs}, progress)
+
+
+def checkpoint_meter(label: str, ckpt: Checkpoint, seconds: float,
+                     progress: Callable[[str], None]) -> ByteMeter:
+    """A meter over one pass through `ckpt`'s float tensors (the statistics pass)."""
+    return ByteMeter(label, seconds, {m.name: Work(tensor_bytes(m), m.file) for m in ckpt.float_tensors()},
+                     progress)
+
+
+_SHARD_REMEDIATION = {
+    "weights/missing-shard": "Provide every shard the index names (a partial download?), or fix the index.",
+    "weights/index-mismatch": "Regenerate the index from the shards, and find out where the unlisted or "
+                              "missing tensors came from before loading the model.",
+}
+
+
+def shard_findings(check: Check, problems: list[Observation], file: str) -> Iterator[Finding]:
+    """A checkpoint's index problems. A missing shard is ERROR: its tensors were not examined (and
+    a loader cannot load the model); an index that disagrees with its shards is a finding on what
+    was read (a loader initialises a listed-but-absent tensor at random, and may load an unlisted one)."""
+    missing = [p for p in problems if p.rule == "weights/missing-shard"]
+    rest = [p for p in problems if p.rule != "weights/missing-shard"]
+    yield from check.findings_from(missing, file=file, error=True, remediation=_SHARD_REMEDIATION.get)
+    yield from check.findings_from(rest, file=file, remediation=_SHARD_REMEDIATION.get)
+
+
+def _raw_span(meta: TensorMeta) -> tuple[int, int] | None:
+    """(absolute offset, bytes) of the values when they are stored contiguously, in C order."""
+    n = tensor_bytes(meta)
+    if meta.stride is None:
+        return meta.offset, n
+    itemsize = n // meta.numel if meta.numel else 0
+    expect, contiguous = 1, []
+    for dim in reversed(meta.shape):
+        contiguous.append(expect)
+        expect *= dim
+    start = meta.storage_offset * itemsize
+    if tuple(reversed(contiguous)) != meta.stride or meta.storage_offset < 0 or start + n > meta.nbytes:
+        return None
+    return meta.offset + start, n
+
+
+def same_bytes(a: TensorMeta, b: TensorMeta) -> bool:
+    """True when both tensors hold bit-identical values in the same dtype and shape, decided
+    chunk by chunk on the raw file bytes (no widening, no full-size temporaries). False means
+    'not shown identical here': compare the values (a -0.0/+0.0 or NaN payload may differ)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    sa, sb = _raw_span(a), _raw_span(b)
+    if sa is None or sb is None or sa[1] != sb[1]:
+        return False
+    for start in range(0, sa[1], CHUNK):
+        n = min(CHUNK, sa[1] - start)
+        ra, rb = map_bytes(a.path, sa[0] + start, n), map_bytes(b.path, sb[0] + start, n)
+        words = np.uint64 if n % 8 == 0 else np.uint8
+        if not np.array_equal(ra.view(words), rb.view(words)):
+            return False
+        del ra, rb   # unmapped before the next chunk
+    return True
+
+
+def equal_values(w0: np.ndarray, w1: np.ndarray) -> bool:
+    """np.array_equal(equal_nan=True) in row blocks: its temporaries stay one block."""
+    if w0.shape != w1.shape:
+        return False
+    if w0.ndim == 0 or w0.size * w0.itemsize <= CHUNK:
+        return bool(np.array_equal(w0, w1, equal_nan=True))
+    step = max(1, CHUNK // max(1, (w0.size // w0.shape[0]) * w0.itemsize))
+    return all(np.array_equal(w0[i:i + step], w1[i:i + step], equal_nan=True)
+               for i in range(0, w0.shape[0], step))
