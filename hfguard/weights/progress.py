@@ -57,12 +57,13 @@ class ByteMeter(Budget):
         self.label, self.work, self.progress, self.every, self.clock = label, work, progress, every, clock
         self.total = sum(w.nbytes for w in work.values())
         self.shards = sorted({w.file for w in work.values()})
-        self.done = 0
+        self.done = 0          # bytes of the items finished (those started before the latest one)
+        self.started_bytes = 0
         self.file: str | None = None
         self._seen: set[str] = set()
         self._lock = threading.Lock()
         self._last = self.started
-        self._warm: tuple[float, int] | None = None   # (time, bytes) once the first item was started
+        self._t0: float | None = None   # when the first item was started: the rate is measured from there
 
     def remaining(self) -> float:
         return self.seconds - (self.clock() - self.started)
@@ -74,9 +75,9 @@ class ByteMeter(Budget):
             w = self.work.get(item)
             if w is not None and item not in self._seen:
                 self._seen.add(item)
-                if self._warm is None:   # the first item carries warm-up costs: rate measured after it
-                    self._warm = (now, 0)
-                self.done += w.nbytes
+                if self._t0 is None:
+                    self._t0 = now
+                self.done, self.started_bytes = self.started_bytes, self.started_bytes + w.nbytes
                 if w.file != self.file:
                     self.file = w.file
                     self._last = now - self.every   # a new shard: say so now
@@ -86,24 +87,25 @@ class ByteMeter(Budget):
             self._check(now, what)
 
     def rate(self) -> float | None:
-        """Bytes per second measured since the first item, None before there is anything to go on."""
-        if self._warm is None:
+        """Bytes per second since the first item was started; None before one was finished."""
+        if self._t0 is None:
             return None
-        t0, b0 = self._warm
-        elapsed = self.clock() - t0
-        return (self.done - b0) / elapsed if elapsed > 0 and self.done > b0 else None
+        elapsed = self.clock() - self._t0
+        return self.done / elapsed if elapsed > 0 and self.done else None
 
     def line(self) -> str:
         pct = 100.0 * self.done / self.total if self.total else 100.0
         parts = [f"{safe(self.label)}: {gb(self.done)} of {gb(self.total)} ({pct:.0f}%)"]
         if self.file is not None and len(self.shards) > 1:
-            parts.append(f"shard {self.shards.index(self.file) + 1}/{len(self.shards)} {safe(self.file)}")
+            shard = self.file.rsplit("/", 1)[-1]   # the label names the checkpoint (its folder)
+            parts.append(f"shard {self.shards.index(self.file) + 1}/{len(self.shards)} {safe(shard)}")
         rate = self.rate()
         if rate:
             parts.append(f"{gb(rate)}/s, ETA {duration((self.total - self.done) / rate)}")
         return ", ".join(parts)
 
     def finish(self) -> None:
+        self.done = self.started_bytes = self.total
         spent = self.clock() - self.started
         rate = f" ({gb(self.total / spent)}/s)" if spent > 0 and len(self.shards) > 1 else ""
         self.progress(f"{self.label}: {gb(self.total)} in {duration(spent)}{rate}")
@@ -111,7 +113,7 @@ class ByteMeter(Budget):
     def _check(self, now: float, what: str) -> None:
         remaining = self.seconds - (now - self.started)
         rate = self.rate()
-        measured = self._warm is not None and now - self._warm[0] >= MEASURE_S
+        measured = self._t0 is not None and now - self._t0 >= MEASURE_S
         left = (self.total - self.done) / rate if rate else None
         if remaining >= 0 and (not measured or left is None or left <= remaining):
             return
