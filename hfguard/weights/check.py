@@ -74,7 +74,7 @@ class WeightsAnomalies(Check):
         if len(ckpts) > 1:
             from hfguard.weights.copies import inconsistent_copies
 
-            for file, hit in inconsistent_copies(ckpts, ctx.budget()):
+            for file, hit in inconsistent_copies(ckpts, ctx.budget_seconds, ctx.progress):
                 yield from self.findings_from([hit], file=file, remediation=_REMEDIATION.get)
 
     def _checkpoint(self, ckpt: Any, be: Any, th: dict[str, Any], ctx: ScanContext,

@@ -5,12 +5,14 @@ next to a clean one is a way to pass a scan of the clean one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from hfguard.budget import Budget
 from hfguard.findings import Observation, Severity
+from hfguard.weights.shards import pair_meter, same_bytes
 from hfguard.weights.tensors import Checkpoint
 
 
@@ -52,13 +54,15 @@ def pair_up(a: Checkpoint, b: Checkpoint) -> list[tuple[str, str]]:
 
 
 def compare_copies(a: Checkpoint, b: Checkpoint, budget: Budget) -> Observation | None:
-    pairs = pair_up(a, b)
+    pairs = sorted(pair_up(a, b), key=lambda p: (str(b.tensors[p[1]].path), b.tensors[p[1]].offset))
     differ: list[dict[str, Any]] = []
-    for na, nb in pairs:
-        budget.tick(f"comparing {na} across copies")
+    for na, nb in pairs:   # in b's file order: shard by shard
+        budget.tick(f"comparing {nb}")
         ma, mb = a.tensors[na], b.tensors[nb]
         if ma.shape != mb.shape:
             differ.append({"tensor": na, "why": f"shape {list(ma.shape)} vs {list(mb.shape)}"})
+            continue
+        if same_bytes(ma, mb):
             continue
         wa, wb = a.load(na, copy=False), b.load(nb, copy=False)
         rtol, atol = _tolerance(ma.dtype, mb.dtype)
@@ -74,6 +78,7 @@ def compare_copies(a: Checkpoint, b: Checkpoint, budget: Budget) -> Observation 
         del wa, wb
     if not differ:
         return None
+    differ.sort(key=lambda d: d["tensor"])
     return Observation(
         "weights/inconsistent-copies", Severity.HIGH,
         f"{a.name} and {b.name} are two copies of one model that disagree in {len(differ)} of "
@@ -83,7 +88,8 @@ def compare_copies(a: Checkpoint, b: Checkpoint, budget: Budget) -> Observation 
                               "tensors": differ[:20]})
 
 
-def inconsistent_copies(ckpts: list[Checkpoint], budget: Budget) -> list[tuple[str, Observation]]:
+def inconsistent_copies(ckpts: list[Checkpoint], seconds: float,
+                        progress: Callable[[str], None] = lambda msg: None) -> list[tuple[str, Observation]]:
     """Every checkpoint of a folder against the first (safetensors first): (file, observation)."""
     by_dir: dict[str, list[Checkpoint]] = {}
     for c in ckpts:
@@ -94,7 +100,10 @@ def inconsistent_copies(ckpts: list[Checkpoint], budget: Budget) -> list[tuple[s
         for other in group[1:]:
             if len(pair_up(group[0], other)) * 2 < min(len(group[0].tensors), len(other.tensors)):
                 continue   # not two copies of one model (e.g. a model and its separate adapter)
-            hit = compare_copies(group[0], other, budget)
+            pairs = [(group[0].tensors[na], other.tensors[nb]) for na, nb in pair_up(group[0], other)]
+            meter = pair_meter(f"weights: {other.name} vs {group[0].name}", pairs, seconds, progress)
+            hit = compare_copies(group[0], other, meter)
+            meter.finish()
             if hit is not None:
                 out.append((other.name, hit))
     return out

@@ -93,22 +93,33 @@ def test_clean_resharded_copy_passes_both_ways(gpt2):
     assert verdict(gpt2["base"], gpt2["clean"]) == (Verdict.PASS, [])   # a sharded base, one-file model
 
 
-def test_pytorch_bin_shards_are_diffed_by_name(gpt2, tmp_path):
-    """pytorch_model-0000k-of-0000N.bin shards (torch zip, read without unpickling) + their index."""
+def _bin_shards(state: dict[str, np.ndarray], folder: Path, n: int = 3) -> Path:
+    """pytorch_model-0000k-of-0000N.bin shards (torch zip) + their index, split unlike the others."""
     import torch
 
-    names = list(gpt2["state"])
-    parts = [names[i::3] for i in range(3)]   # a different split from the safetensors shards
+    names = list(state)
     weight_map = {}
-    for k, part in enumerate(parts, 1):
-        shard = f"pytorch_model-{k:05d}-of-00003.bin"
-        torch.save({n: torch.from_numpy(gpt2["state"][n]) for n in part}, tmp_path / shard)
-        weight_map.update(dict.fromkeys(part, shard))
-    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    for k in range(n):
+        shard = f"pytorch_model-{k + 1:05d}-of-{n:05d}.bin"
+        torch.save({name: torch.from_numpy(state[name]) for name in names[k::n]}, folder / shard)
+        weight_map.update(dict.fromkeys(names[k::n], shard))
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return folder / "pytorch_model.bin.index.json"
+
+
+def test_pytorch_bin_shards_are_diffed_by_name(gpt2, tmp_path):
+    index = _bin_shards(gpt2["state"], tmp_path)   # read without unpickling (torch zip layout)
     shutil.copy(gpt2["base"] / "config.json", tmp_path / "config.json")
     v, rules = verdict(tmp_path, gpt2["base"])
-    assert v is Verdict.BLOCK
-    assert ("weights/surgical-edit", str(tmp_path / "pytorch_model.bin.index.json")) in rules
+    assert v is Verdict.BLOCK and ("weights/surgical-edit", str(index)) in rules
+
+
+def test_edited_bin_shards_beside_clean_safetensors_shards_disagree(gpt2, tmp_path):
+    folder = tmp_path / "two"
+    shutil.copytree(gpt2["clean"], folder)
+    index = _bin_shards(gpt2["state"], folder)
+    v, rules = verdict(folder)
+    assert v is Verdict.BLOCK and ("weights/inconsistent-copies", str(index)) in rules
 
 
 def _broken(src: Path, dst: Path, change) -> Path:
