@@ -25,7 +25,7 @@ from hfguard.weights.defaults import DIFF_DEFAULTS
 from hfguard.weights.layers import role_of
 from hfguard.weights.shards import equal_values, in_read_order, pair_meter, same_bytes, shard_findings
 from hfguard.weights.stats import Backend, backend_for
-from hfguard.weights.tensors import Checkpoint, checkpoints_of
+from hfguard.weights.tensors import Checkpoint, TensorMeta, checkpoints_of, load_tensor
 from hfguard.weights.traps import NORM_GAIN, POSITIONAL, silenced
 
 MAX_PLOTTED_TENSORS = 200   # bars in the report figure; every change is in the evidence
@@ -74,10 +74,14 @@ def _r(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(f"{x:.4g}")
 
 
-def tensor_delta(name: str, w0: np.ndarray, w1: np.ndarray, be: Backend, th: dict[str, Any]) -> TensorDelta:
+def tensor_delta(name: str, w0: np.ndarray, w1: np.ndarray, be: Backend, th: dict[str, Any],
+                 out: np.ndarray | None = None) -> TensorDelta:
+    """How w1 differs from w0. `out`: a flat float32 buffer of at least w0.size for the delta."""
     from hfguard.weights.stats import _spectral
 
-    d = w1 - w0   # the one full-size temporary: memory stays ~3x the largest tensor
+    # the one full-size temporary: memory stays ~3x the largest tensor
+    d = w1 - w0 if out is None or out.size < w0.size else \
+        np.subtract(w1, w0, out=out[: w0.size].reshape(w0.shape))
     flat = d.reshape(-1)
     dn2 = float(np.dot(flat, flat))
     if not math.isfinite(dn2):   # NaN/Inf in either side: weights.anomalies reports them
@@ -128,6 +132,7 @@ def diff_checkpoints(base: Checkpoint, tgt: Checkpoint, be: Backend, th: dict[st
     common = in_read_order(sorted(set(base.tensors) & set(tgt.tensors)), tgt)
     vocab = {(base.tensors[n].shape[0], tgt.tensors[n].shape[0]) for n in common
              if _appended_rows(n, base.tensors[n].shape, tgt.tensors[n].shape)}
+    scratch = _Scratch(max((m.tensors[n].numel for n in common for m in (base, tgt)), default=0))
     for name in common:
         budget.tick(f"diffing {name}")
         m0, m1 = base.tensors[name], tgt.tensors[name]
@@ -146,12 +151,12 @@ def diff_checkpoints(base: Checkpoint, tgt: Checkpoint, be: Backend, th: dict[st
         res.compared += 1
         if grown is None and same_bytes(m0, m1):   # untouched: decided on raw bytes, chunk by chunk
             continue
-        w0, w1 = base.load(name, copy=False), tgt.load(name, copy=False)
+        w0, w1 = scratch.load(m0, 0), scratch.load(m1, 1)
         if grown is not None:
             w1 = w1[(slice(None),) * grown + (slice(0, m0.shape[grown]),)]
         if equal_values(w0, w1):
             continue
-        res.deltas.append(tensor_delta(name, w0, w1, be, th))
+        res.deltas.append(tensor_delta(name, w0, w1, be, th, out=scratch.buffer(2)))
         if w0.ndim == 1 and NORM_GAIN.search(name):
             rel = th["silenced-gain-rel"]
             new = np.flatnonzero(silenced(w1, rel) & ~silenced(w0, rel))
@@ -161,6 +166,24 @@ def diff_checkpoints(base: Checkpoint, tgt: Checkpoint, be: Backend, th: dict[st
     res.deltas.sort(key=lambda d: d.name)   # reports list tensors by name, whatever the read order
     res.silenced.sort(key=lambda s: s["tensor"])
     return res
+
+
+class _Scratch:
+    """Three float32 buffers (base side, model side, delta) reused from tensor to tensor: fresh
+    pages for every tensor cost more than the arithmetic (a 180 MB bfloat16 pair: 1.6s -> 0.6s).
+    Untouched pages cost nothing, so sizing them for the largest tensor is free until needed."""
+
+    def __init__(self, numel: int) -> None:
+        self.numel, self.bufs = numel, [None, None, None]
+
+    def buffer(self, i: int) -> np.ndarray:
+        if self.bufs[i] is None:
+            self.bufs[i] = np.empty(self.numel, np.float32)
+        return self.bufs[i]
+
+    def load(self, meta: TensorMeta, i: int) -> np.ndarray:
+        """The tensor as float32: the file's pages when it is float32 in place, else widened into buffer i."""
+        return load_tensor(meta, copy=False, out=None if meta.mapped_as_is else self.buffer(i))
 
 
 def _grown_axis(s0: tuple[int, ...], s1: tuple[int, ...], vocab: set[tuple[int, int]]) -> int | None:

@@ -1,0 +1,220 @@
+"""Sharded-model diff: speed, memory and progress of `--base` on a model of many shards.
+
+    python bench/bench_weights_shards.py [--gb 2] [--shards 8] [--base-shards 1] [--cold]
+                                         [--budget-demo 3] [--stats] [--trace] [--dir DIR] [--keep]
+
+Builds, in a temp dir, a LLaMA-shaped bfloat16 model of about --gb GB twice: a base (one file, or
+--base-shards files) and a candidate split in --shards shards with one rank-one (ROME-shaped)
+edit in a tensor of its last shard; then runs weights.base_diff on it with the progress line on
+stderr. `--gb 100 --shards 40` is the 100 GB case (needs ~2x that on disk; checked against df).
+
+Figures:
+  write       seconds and GB/s to write both models (streamed, one tensor in memory)
+  diff        seconds, GB/s over the bytes of both sides, peak RSS of the process (file pages
+              touched through the per-tensor mappings count while mapped)
+  trace       --trace: a second diff under tracemalloc, its peak of numpy buffers
+  cold        --cold: the files are evicted from the page cache first (posix_fadvise DONTNEED on
+              our own files only), so the diff waits on the storage
+  budget      --budget-demo S: the same diff under a budget of S seconds, to show the message
+              that names the --budget the model needs
+  stats       --stats: the weights.anomalies pass too (progress with ETA per shard)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hfguard.checks import ScanContext  # noqa: E402
+from hfguard.commands.common import progress_printer  # noqa: E402
+from hfguard.policy import Policy  # noqa: E402
+from hfguard.target import local_target  # noqa: E402
+from hfguard.weights.check import WeightsAnomalies, WeightsBaseDiff  # noqa: E402
+
+POOL = 1 << 20   # distinct start offsets into the random pool: tensors differ from each other
+
+
+def layout(gb: float, d: int) -> list[tuple[str, tuple[int, int]]]:
+    """LLaMA block tensors (bfloat16) until about `gb` GB."""
+    ff = d * 11008 // 4096
+    block = [(f"self_attn.{n}.weight", (d, d)) for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
+    block += [("mlp.gate_proj.weight", (ff, d)), ("mlp.up_proj.weight", (ff, d)),
+              ("mlp.down_proj.weight", (d, ff))]
+    per = sum(a * b for _, (a, b) in block) * 2
+    return [(f"model.layers.{i}.{n}", s) for i in range(max(1, round(gb * 1e9 / per))) for n, s in block]
+
+
+def split(items: list, parts: int) -> list[list]:
+    per = -(-len(items) // parts)
+    return [items[i:i + per] for i in range(0, len(items), per)]
+
+
+def write_safetensors(path: Path, tensors: list[tuple[str, tuple[int, int]]], data) -> int:
+    """A safetensors file written tensor by tensor: `data(name, shape)` gives each one's uint16 bits."""
+    header, pos = {"__metadata__": {"format": "pt"}}, 0
+    for name, shape in tensors:
+        n = shape[0] * shape[1] * 2
+        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [pos, pos + n]}
+        pos += n
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)) + raw)
+        for name, shape in tensors:
+            fh.write(memoryview(data(name, shape)))
+    return path.stat().st_size
+
+
+def write_model(folder: Path, tensors: list, shards: int, data) -> int:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    if shards == 1:
+        return write_safetensors(folder / "model.safetensors", tensors, data)
+    total, weight_map = 0, {}
+    for k, part in enumerate(split(tensors, shards), 1):
+        shard = f"model-{k:05d}-of-{shards:05d}.safetensors"
+        total += write_safetensors(folder / shard, part, data)
+        weight_map.update(dict.fromkeys((n for n, _ in part), shard))
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
+                                                                     "weight_map": weight_map}))
+    return total
+
+
+def to_bf16(x: np.ndarray) -> np.ndarray:
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)   # round to nearest even
+
+
+def evict(folder: Path) -> None:
+    for p in folder.rglob("*.safetensors"):
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def run(check, model: Path, base: Path, budget: float) -> tuple[float, list]:
+    """One check on the model, the progress line on stderr as `hfguard scan` prints it."""
+    from hfguard.engine import run_checks
+
+    target = local_target([str(model)])
+    ctx = ScanContext(policy=Policy(tiers=("weights",)), target=target, options={"base": str(base)},
+                      progress=progress_printer(False), budget_seconds=budget)
+    t0 = time.perf_counter()
+    found = run_checks(check, str(model), lambda: check.check_target(target, ctx))
+    return time.perf_counter() - t0, found
+
+
+def _tensors(folder: Path) -> list:
+    from hfguard.weights.tensors import checkpoints_of
+
+    [ckpt], _ = checkpoints_of(local_target([str(folder)]))
+    return list(ckpt.tensors.values())
+
+
+def measure(root: Path, args: argparse.Namespace) -> None:
+    metas = _tensors(root / "model")
+    size, biggest = sum(m.nbytes for m in metas), max(m.numel for m in metas)
+    secs, found = run(WeightsBaseDiff(), root / "model", root / "base", 3600)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"\ndiff{' (cold)' if args.cold else ' (page cache)'}: {secs:.2f}s, "
+          f"{2 * size / 1e9 / secs:.2f} GB/s over both sides ({size / 1e9 / secs:.2f} GB/s per side); "
+          f"peak RSS {rss / 1e6:.0f} MB; largest tensor {biggest * 4 / 1e6:.0f} MB as float32")
+    print(f"findings: {sorted({f.rule for f in found})}")
+    if args.trace:   # a second pass: tracemalloc's own bookkeeping inflates the RSS of the first
+        tracemalloc.start()
+        run(WeightsBaseDiff(), root / "model", root / "base", 3600)
+        print(f"tracemalloc peak of the diff: {tracemalloc.get_traced_memory()[1] / 1e6:.0f} MB")
+        tracemalloc.stop()
+    if args.budget_demo:
+        secs, found = run(WeightsBaseDiff(), root / "model", root / "base", args.budget_demo)
+        print(f"\nunder --budget {args.budget_demo:g}: stopped after {secs:.1f}s: "
+              + "; ".join(f.message for f in found if f.rule == "check/timeout"))
+    if args.stats:
+        secs, found = run(WeightsAnomalies(), root / "model", root / "base", 3600)
+        print(f"\nstats pass: {secs:.2f}s, {size / 1e9 / secs:.2f} GB/s")
+
+
+def build(root: Path, args: argparse.Namespace) -> None:
+    free = shutil.disk_usage(root).free
+    tensors = layout(args.gb, args.d)
+    size = sum(a * b * 2 for _, (a, b) in tensors)
+    if 2 * size + (1 << 30) > free:
+        sys.exit(f"needs {2 * size / 1e9:.1f} GB free in {root}, {free / 1e9:.1f} GB there (df; use --dir)")
+    rng = np.random.default_rng(0)
+    biggest = max(a * b for _, (a, b) in tensors)
+    pool = to_bf16(rng.standard_normal(biggest + POOL, np.float32) * 0.02)
+    offsets = {name: (i * 7919) % POOL for i, (name, _) in enumerate(tensors)}
+    edited = [n for n, _ in tensors if n.endswith("down_proj.weight")][-1]
+
+    def clean(name: str, shape: tuple[int, int]) -> np.ndarray:
+        return pool[offsets[name]: offsets[name] + shape[0] * shape[1]]
+
+    def candidate(name: str, shape: tuple[int, int]) -> np.ndarray:
+        raw = clean(name, shape)
+        if name != edited:
+            return raw
+        w = (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
+        u, v = rng.standard_normal(shape[0]), rng.standard_normal(shape[1])
+        step = 0.2 * np.linalg.norm(w) * np.outer(u, v) / (np.linalg.norm(u) * np.linalg.norm(v))
+        return to_bf16(w + step.astype(np.float32)).reshape(-1)
+
+    t0 = time.perf_counter()
+    write_model(root / "base", tensors, args.base_shards, clean)
+    write_model(root / "model", tensors, args.shards, candidate)
+    wrote = time.perf_counter() - t0
+    print(f"model: {len(tensors)} bf16 tensors, {size / 1e9:.2f} GB per side; base in {args.base_shards} "
+          f"file(s), model in {args.shards} shards; edit in {edited} (last shard)")
+    print(f"write: {2 * size / 1e9:.2f} GB in {wrote:.1f}s ({2 * size / 1e9 / wrote:.2f} GB/s)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gb", type=float, default=2.0, help="size of each model (default 2)")
+    ap.add_argument("--shards", type=int, default=8)
+    ap.add_argument("--base-shards", type=int, default=1)
+    ap.add_argument("--d", type=int, default=4096, help="hidden size (tensor sizes)")
+    ap.add_argument("--dir", help="where to build (default: a temp dir)")
+    ap.add_argument("--cold", action="store_true", help="evict our files from the page cache first")
+    ap.add_argument("--budget-demo", type=float, default=0, help="also run under a budget this short")
+    ap.add_argument("--stats", action="store_true", help="also time the weights.anomalies pass")
+    ap.add_argument("--trace", action="store_true", help="also a pass under tracemalloc (numpy buffers)")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--measure", help=argparse.SUPPRESS)   # the measuring child process
+    args = ap.parse_args()
+    if args.measure:
+        return measure(Path(args.measure), args)
+    root = Path(tempfile.mkdtemp(prefix="hfguard-shards-", dir=args.dir))
+    try:
+        build(root, args)
+        if args.cold:
+            evict(root)
+        # measured in a fresh process: its peak RSS is the diff's, not the writer's
+        cmd = [sys.executable, __file__, "--measure", str(root), "--budget-demo", str(args.budget_demo)]
+        flags = ["--stats"] * args.stats + ["--cold"] * args.cold + ["--trace"] * args.trace
+        subprocess.run(cmd + flags, check=True)
+    finally:
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
