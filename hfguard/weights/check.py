@@ -51,10 +51,10 @@ class WeightsAnomalies(Check):
     description = "tensor statistics, sibling-layer outliers, NaN/Inf, privacy-backdoor fingerprints"
 
     def check_target(self, target: Target, ctx: ScanContext) -> Iterable[Finding]:
+        from hfguard.weights.shards import model_checkpoints
         from hfguard.weights.stats import backend_for
-        from hfguard.weights.tensors import checkpoints_of
 
-        ckpts, failed = checkpoints_of(target)
+        ckpts, failed = model_checkpoints(target)
         yield from unreadable_findings(self, failed, examined=bool(ckpts))
         if not ckpts:
             if not failed:

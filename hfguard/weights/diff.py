@@ -23,9 +23,16 @@ from hfguard.target import Target
 from hfguard.weights.analyze import EMBEDDING
 from hfguard.weights.defaults import DIFF_DEFAULTS
 from hfguard.weights.layers import role_of
-from hfguard.weights.shards import equal_values, in_read_order, pair_meter, same_bytes, shard_findings
+from hfguard.weights.shards import (
+    equal_values,
+    in_read_order,
+    model_checkpoints,
+    pair_meter,
+    same_bytes,
+    shard_findings,
+)
 from hfguard.weights.stats import Backend, backend_for
-from hfguard.weights.tensors import Checkpoint, TensorMeta, checkpoints_of, load_tensor
+from hfguard.weights.tensors import Checkpoint, TensorMeta, load_tensor
 from hfguard.weights.traps import NORM_GAIN, POSITIONAL, silenced
 
 MAX_PLOTTED_TENSORS = 200   # bars in the report figure; every change is in the evidence
@@ -222,8 +229,8 @@ def diff_findings(check: Check, target: Target, ctx: ScanContext, th: dict[str, 
         yield check.finding("weights/base-unavailable", Severity.MEDIUM if explicit else Severity.LOW,
                             f"base: {exc}", error=bool(explicit), evidence={"base": spec})
         return
-    mine, _ = checkpoints_of(target)
-    theirs, failed = checkpoints_of(base)
+    mine, _ = model_checkpoints(target)
+    theirs, failed = model_checkpoints(base)
     ref = _primary(theirs)
     if not mine or ref is None:
         what = "the model" if not mine else f"base {spec}"

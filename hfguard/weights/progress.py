@@ -122,6 +122,10 @@ class ByteMeter(Budget):
             raise BudgetExceeded(f"time budget of {self.seconds:.0f}s exceeded{' ' + what if what else ''}")
         need = 10 * math.ceil(1.25 * (spent + left) / 10)
         raise BudgetExceeded(
-            f"{self.label}: {gb(self.done)} of {gb(self.total)} read in {spent:.0f}s at {gb(rate or 0)}/s; "
-            f"the remaining {gb(self.total - self.done)} need ~{left:.0f}s more, beyond the "
-            f"{self.seconds:.0f}s budget: this model needs at least --budget {need}")
+            f"{self.label}: {gb(self.done)} of {gb(self.total)} read in {_s(spent)} at {gb(rate or 0)}/s; "
+            f"the remaining {gb(self.total - self.done)} need ~{_s(left)} more, beyond the "
+            f"{_s(self.seconds)} budget: this model needs at least --budget {need}")
+
+
+def _s(x: float) -> str:
+    return f"{x:.1f}s" if x < 10 else f"{x:.0f}s"

@@ -11,16 +11,63 @@ others, never a shard or the model.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from hfguard.checks import Check
-from hfguard.findings import Finding, Observation
+from hfguard.findings import Finding, Observation, Severity
 from hfguard.weights.progress import ByteMeter, Work, tensor_bytes
-from hfguard.weights.tensors import Checkpoint, TensorMeta, map_bytes
+from hfguard.weights.tensors import Checkpoint, TensorMeta, checkpoints_of, map_bytes
 
 CHUNK = 16 << 20   # bytes compared per step: big enough for memcmp speed, small against any tensor
+SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<k>\d{1,6})-of-(?P<n>\d{1,6})\.(?P<ext>safetensors|bin)$")
+
+
+def model_checkpoints(target: Any) -> tuple[list[Checkpoint], list[tuple[str, str]]]:
+    """checkpoints_of, with shards that no index claims (`model-00001-of-00004.safetensors` ...)
+    joined into one checkpoint as well: loaders that glob *.safetensors (vLLM, TGI) load them as
+    one model, so they are judged as one, not as N fragments each missing most of the model."""
+    ckpts, failed = checkpoints_of(target)
+    groups: dict[tuple[str, str, str, str], list[tuple[int, Checkpoint]]] = {}
+    out: list[Checkpoint] = []
+    for c in ckpts:
+        m = SHARD_NAME.match(c.name.rsplit("/", 1)[-1])
+        if m is None or int(m["n"]) < 2:
+            out.append(c)
+            continue
+        groups.setdefault((c.directory, m["stem"], m["n"], m["ext"]), []).append((int(m["k"]), c))
+    for (folder, stem, n, ext), members in sorted(groups.items()):
+        out.append(_joined(f"{folder}/{stem}-*-of-{n}.{ext}", int(n), sorted(members, key=lambda kc: kc[0])))
+    return out, failed
+
+
+def _joined(name: str, n: int, members: list[tuple[int, Checkpoint]]) -> Checkpoint:
+    joined = Checkpoint(name=name, kind=members[0][1].kind)
+    twice: dict[str, list[str]] = {}
+    for _, c in members:
+        joined.problems += c.problems
+        for tname, meta in c.tensors.items():
+            if tname in joined.tensors:   # the first shard's copy is examined; the other is named
+                twice.setdefault(tname, [joined.tensors[tname].file]).append(meta.file)
+            else:
+                joined.tensors[tname] = meta
+    missing = sorted(set(range(1, n + 1)) - {k for k, _ in members})
+    if missing:
+        joined.problems.append(Observation(
+            "weights/missing-shard", Severity.MEDIUM,
+            f"shards {', '.join(map(str, missing[:10]))} of {n} ({name}) are not in the target, and no "
+            "index lists the shards", evidence={"missing": missing[:100], "shards": n}))
+    if twice:
+        first = next(iter(twice))
+        joined.problems.append(Observation(
+            "weights/duplicate-tensor", Severity.MEDIUM,
+            f"{len(twice)} tensors are stored in more than one shard of {name} ({first}: "
+            f"{', '.join(twice[first])}): which copy loads depends on the loader's order",
+            first, {"tensors": dict(list(twice.items())[:20])}))
+    return joined
 
 
 def in_read_order(names: list[str], ckpt: Checkpoint) -> list[str]:
@@ -44,6 +91,7 @@ def checkpoint_meter(label: str, ckpt: Checkpoint, seconds: float,
 
 
 _SHARD_REMEDIATION = {
+    "weights/duplicate-tensor": "Keep one copy of each tensor (regenerate the shards); compare the copies.",
     "weights/missing-shard": "Provide every shard the index names (a partial download?), or fix the index.",
     "weights/index-mismatch": "Regenerate the index from the shards, and find out where the unlisted or "
                               "missing tensors came from before loading the model.",

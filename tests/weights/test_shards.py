@@ -208,6 +208,11 @@ def test_progress_names_shards_with_bytes_and_the_finish(gpt2):
     label = f"weights: diff {gpt2['rome'] / INDEX} vs {gpt2['base'] / 'model.safetensors'}"
     assert all(ln.startswith(label) for ln in lines), lines
     assert " MB in " in lines[-1]
+    lines.clear()   # the statistics pass (tensors measured on a thread pool) reports the same way
+    list(WeightsAnomalies().check_target(target, ctx))
+    assert [k for k in range(1, len(shards) + 1) if any(f"shard {k}/{len(shards)} " in ln for ln in lines)] \
+        == list(range(1, len(shards) + 1)), lines
+    assert lines[-1].startswith(f"weights: {gpt2['rome'] / INDEX}: ") and " MB in " in lines[-1]
 
 
 class Clock:
@@ -235,7 +240,7 @@ def test_meter_reports_rate_and_eta_and_names_the_budget_a_model_needs():
     clock.now = 0.9
     short.tick("reading t1")   # 89 s to go at this rate, but under a second of reading is not trusted
     clock.now = 2.0
-    with pytest.raises(BudgetExceeded, match=r"2.00 GB of 100.00 GB read in 2s at 1.00 GB/s; the remaining "
+    with pytest.raises(BudgetExceeded, match=r"2.00 GB of 100.00 GB read in 2.0s at 1.00 GB/s; the remaining "
                                              r"98.00 GB need ~98s more, beyond the 60s budget: "
                                              r"this model needs at least --budget 130"):
         short.tick("reading t2")
@@ -249,3 +254,37 @@ def test_hostile_shard_names_are_escaped_on_the_progress_line():
     meter.tick("reading b")
     assert lines and all("\x1b" not in ln and "\n" not in ln for ln in lines)
     assert "b\\nPASS.safetensors" in lines[-1]
+
+
+def test_shards_without_an_index_are_one_model(gpt2, tmp_path):
+    """Loaders that glob *.safetensors (vLLM, TGI) load unindexed shards as one model: judged as one."""
+    folder = tmp_path / "noindex"
+    shutil.copytree(gpt2["rome"], folder)
+    (folder / INDEX).unlink()
+    v, rules = verdict(folder, gpt2["base"])
+    joined = str(folder / "model-*-of-00007.safetensors")
+    assert v is Verdict.BLOCK and ("weights/surgical-edit", joined) in rules
+    assert not any(r == "weights/base-tensors-removed" for r, _ in rules)   # not 7 fragments
+    clean = tmp_path / "clean"
+    shutil.copytree(gpt2["clean"], clean)
+    (clean / INDEX).unlink()
+    assert verdict(clean, gpt2["base"]) == (Verdict.PASS, [])
+    (clean / "model-00004-of-00007.safetensors").unlink()
+    v, rules = verdict(clean, gpt2["base"])
+    assert v is Verdict.ERROR
+    assert ("weights/missing-shard", str(clean / "model-*-of-00007.safetensors")) in rules
+
+
+def test_a_tensor_in_two_unindexed_shards_is_reported(gpt2, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    folder = tmp_path / "twice"
+    shutil.copytree(gpt2["clean"], folder)
+    (folder / INDEX).unlink()
+    first = folder / "model-00001-of-00007.safetensors"
+    state = load_file(str(first))
+    state[gpt2["edited"]] = gpt2["state"][gpt2["edited"]]   # an edited copy of a tensor of the last shard
+    save_file(state, str(first))
+    report = _scan(folder, gpt2["base"])
+    [dup] = {f.message: f for f in report.all_findings() if f.rule == "weights/duplicate-tensor"}.values()
+    assert dup.location == gpt2["edited"] and report.verdict is Verdict.BLOCK   # the first copy is diffed
