@@ -181,12 +181,14 @@ class _Scratch:
     Untouched pages cost nothing, so sizing them for the largest tensor is free until needed."""
 
     def __init__(self, numel: int) -> None:
-        self.numel, self.bufs = numel, [None, None, None]
+        self.numel = numel
+        self.bufs: list[np.ndarray | None] = [None, None, None]
 
     def buffer(self, i: int) -> np.ndarray:
-        if self.bufs[i] is None:
-            self.bufs[i] = np.empty(self.numel, np.float32)
-        return self.bufs[i]
+        buf = self.bufs[i]
+        if buf is None:
+            buf = self.bufs[i] = np.empty(self.numel, np.float32)
+        return buf
 
     def load(self, meta: TensorMeta, i: int) -> np.ndarray:
         """The tensor as float32: the file's pages when it is float32 in place, else widened into buffer i."""
