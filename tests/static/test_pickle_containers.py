@@ -395,6 +395,18 @@ def test_zstd_and_lz4_bombs_stop_as_they_inflate(scan_bytes, kind):
     assert report.verdict is Verdict.BLOCK and f.evidence["decompressed"] < 160 << 20
 
 
+@pytest.mark.parametrize("kind", ["zstd", "lz4", "gzip", "bzip2", "xz", "lzma", "zlib"])
+@pytest.mark.parametrize("cut", [0.5, 12 / 13])
+def test_a_cut_compressed_stream_fails_closed(scan_bytes, kind, cut):
+    """A frame cut short decodes to fewer bytes, or to none (zstd's reader stops quietly inside a
+    frame): an unreadable stream is a finding, never a PASS on what little was decoded."""
+    compress = _frame_compressor(kind) if kind in ("zstd", "lz4") else lambda d: fx.compress(kind, d)
+    whole = compress(pickle.dumps({"weights": list(range(2000))}, protocol=4))
+    assert scan_bytes(f"model.pkl.{kind}", whole).verdict is Verdict.PASS
+    report = scan_bytes(f"model.pkl.{kind}", whole[: int(len(whole) * cut)])
+    assert report.verdict is not Verdict.PASS and "archive/malformed" in fx.rules_of(report)
+
+
 def _frame_compressor(kind: str):
     if kind == "zstd":
         zstandard = pytest.importorskip("zstandard")
