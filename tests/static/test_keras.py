@@ -264,3 +264,25 @@ def test_h5py_that_hangs_is_a_finding_not_a_hang(tmp_path, monkeypatch):
     monkeypatch.setattr(keras_check, "H5PY_TIMEOUT", 1.0)
     report, found = _findings(_legacy_h5(tmp_path / "m.h5", _sequential(_dense("dense", 2))))
     assert found == {("keras/h5-unreadable", Severity.HIGH)} and report.verdict is Verdict.BLOCK
+
+
+def test_hostile_zip_structure_is_bounded(tmp_path):
+    """.keras archives are read with the bounded directory reader, not zipfile: a directory of
+    100,001 entries overlapping one member's bytes is one finding, not 100,001 parsed members (and
+    as many unexpected-member findings); sizes that lie are refused as zipfile (Keras) refuses them."""
+    from testing.bombs import hand_zip
+
+    config = json.dumps(_sequential(_dense("dense", 2))).encode()
+    members = [("config.json", config), ("metadata.json", b"{}")]
+    path = tmp_path / "m.keras"
+    path.write_bytes(hand_zip(members))
+    assert _findings(path)[1] == set()
+    path.write_bytes(hand_zip(members, aliases=100_001))
+    report, found = _findings(path)
+    assert found == {("keras/bad-archive", Severity.HIGH)} and report.verdict is Verdict.BLOCK
+    assert "100003 entries" in report.all_findings()[0].message
+    for deflate in (True, False):
+        path.write_bytes(hand_zip(members, declared={"config.json": len(config) - 7}, deflate=deflate))
+        assert _findings(path)[1] == {("keras/bad-archive", Severity.HIGH)}
+    path.write_bytes(hand_zip(members, declared={"config.json": keras_check.MAX_CONFIG_BYTES + 1}))
+    assert _findings(path)[1] == {("keras/config-too-large", Severity.HIGH)}

@@ -23,15 +23,16 @@ import functools
 import importlib.util
 import io
 import json
+import lzma
 import re
+import struct
 import subprocess
 import sys
 import tempfile
-import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from hfguard import signatures
 from hfguard import sniff as fmts
@@ -39,6 +40,10 @@ from hfguard.budget import Budget
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Observation, Severity
 from hfguard.static.formats.hdf5 import scan_hdf5
+from hfguard.static.pickle.containers.common import ScanConfig
+from hfguard.static.pickle.containers.torch_zip import METHODS
+from hfguard.static.pickle.streams import StreamLimit, open_decompressed, open_slice
+from hfguard.static.pickle.zipdir import ZipEntry, ZipError, read_zip_directory
 from hfguard.static.problems import lfs_pointer_problem
 from hfguard.target import TargetFile
 
@@ -361,6 +366,45 @@ def h5py_configs(file: TargetFile, timeout: float) -> tuple[list[str] | None, Ob
     return [c for c in configs if isinstance(c, str)], None
 
 
+# -- zip members (zipdir: bounded directory, member bytes decoded within a cap) --------------------
+
+_MEMBER_ERRORS = (ZipError, OSError, EOFError, ValueError, zlib.error, lzma.LZMAError, struct.error)
+
+
+def _member(fh: BinaryIO, entry: ZipEntry, cap: int, budget: Budget) -> IO[bytes]:
+    """A member's bytes: stored ones as a window of the archive, compressed ones decoded lazily,
+    refused past `cap` bytes or the usual ratio (StreamLimit)."""
+    for rule, message, _ in entry.problems:  # Keras' zipfile refuses these, or reads other bytes
+        raise ZipError(rule, f"{entry.name}: {message}")
+    if entry.data_offset is None:
+        raise ZipError("archive/malformed", f"{entry.name}: no member data")
+    kind = METHODS.get(entry.method, "?")
+    if kind == "?":
+        raise ZipError("archive/unsupported-compression", f"compression method {entry.method}")
+    raw = open_slice(fh, entry.data_offset, entry.csize)
+    if kind is None:
+        return raw
+    cfg = ScanConfig()
+    return open_decompressed(kind, raw, entry.csize, cap=cap, ratio=cfg.max_ratio,
+                             ratio_floor=min(cfg.ratio_floor, cap), budget=budget)
+
+
+def _check_size(entry: ZipEntry, actual: int) -> None:
+    if actual != entry.usize:
+        raise ZipError("zip/header-mismatch", f"{entry.name} holds {actual} bytes, the directory says "
+                       f"{entry.usize} (zipfile, which Keras uses, refuses it)")
+
+
+def _read_member(fh: BinaryIO, entry: ZipEntry, cap: int, budget: Budget) -> bytes:
+    data = _member(fh, entry, cap, budget).read(cap + 1)
+    if len(data) > cap:
+        raise StreamLimit("archive/bomb", f"{entry.name} inflates past {cap} bytes")
+    _check_size(entry, len(data))
+    if zlib.crc32(data) != entry.crc:
+        raise ZipError("zip/bad-crc", f"{entry.name}: CRC-32 does not match the directory's")
+    return data
+
+
 class KerasCheck(Check):
     id = "static.keras"
     THRESHOLDS = {"use-h5py": True, "h5-scan-bytes": H5_SCAN_BYTES}
@@ -388,15 +432,16 @@ class KerasCheck(Check):
 
     def _archive(self, file: TargetFile, ctx: ScanContext) -> list[Observation]:
         is_keras_name = file.name.lower().endswith(".keras")
+        budget = ctx.budget()
         with file.open() as fh:
-            try:
-                zf = zipfile.ZipFile(fh)
-            except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            try:  # our bounded directory reader, never zipfile on hostile input
+                listed = [e for e in read_zip_directory(fh, file.size, budget=budget) if e.index >= 0]
+            except (ZipError, OSError, ValueError, struct.error) as exc:
                 if is_keras_name:
                     return [Observation("keras/bad-archive", Severity.HIGH,
                                         f"unreadable .keras archive: {exc}")]
                 return []  # not ours to judge; the archive scanner reports broken zips
-            names = {i.filename: i for i in zf.infolist()}
+            names = {e.name: e for e in listed}  # the last of duplicates, as zipfile (and Keras) reads
             keras_like = is_keras_name or bool(names.keys() & (_KERAS_MEMBERS - {"config.json"}))
             if "config.json" not in names or not keras_like:
                 if is_keras_name:
@@ -412,57 +457,60 @@ class KerasCheck(Check):
                     problems.append(Observation("keras/unexpected-member", Severity.LOW,
                                                 f"unexpected member {n!r} in a .keras archive", n))
             if "model.weights.h5" in names:
-                problems += self._weights_h5(zf, names["model.weights.h5"], ctx)
+                problems += self._weights_h5(fh, names["model.weights.h5"], budget)
             if "model.weights.npz" in names:
                 problems.append(Observation(
                     "keras/npz-weights", Severity.LOW,
                     "weights stored as .npz, which Keras loads with allow_pickle=True", "model.weights.npz"))
-            info = names["config.json"]
-            if info.file_size > MAX_CONFIG_BYTES:
+            entry = names["config.json"]
+            if entry.usize > MAX_CONFIG_BYTES:
                 problems.append(Observation("keras/config-too-large", Severity.HIGH,
-                                            f"config.json is {info.file_size} bytes; not analysed",
+                                            f"config.json is {entry.usize} bytes; not analysed",
                                             "config.json"))
                 return problems
             try:
-                with zf.open(info) as member:
-                    raw = member.read(MAX_CONFIG_BYTES + 1)
-            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError,
-                    ValueError) as exc:
-                problems.append(Observation(
-                    "keras/bad-archive", Severity.HIGH,
-                    f"config.json cannot be read from the archive: {exc}", "config.json"))
-                return problems
-            if len(raw) > MAX_CONFIG_BYTES:
+                raw = _read_member(fh, entry, MAX_CONFIG_BYTES, budget)
+            except StreamLimit:
                 problems.append(Observation(
                     "keras/config-too-large", Severity.HIGH,
                     "config.json inflates past the limit; not analysed", "config.json"))
                 return problems
+            except _MEMBER_ERRORS as exc:
+                problems.append(Observation(
+                    "keras/bad-archive", Severity.HIGH,
+                    f"config.json cannot be read from the archive: {exc}", "config.json"))
+                return problems
             problems += self._config_text(raw, "config.json", ctx)
             return problems
 
-    def _weights_h5(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, ctx: ScanContext) -> list[Observation]:
+    def _weights_h5(self, fh: BinaryIO, entry: ZipEntry, budget: Budget) -> list[Observation]:
         """model.weights.h5 inside a .keras archive: h5py follows its external storage and links too.
-        A stored member (what Keras writes) is walked in place."""
-        budget = ctx.budget()
+        A stored member (what Keras writes) is walked in place, headers only."""
+        name = entry.name
         try:
-            with zf.open(info) as member:
-                if info.compress_type == zipfile.ZIP_STORED:
-                    return scan_hdf5(member, info.file_size, budget, info.filename).problems
-                # a compressed member re-inflates from its start on every backward seek: inflate it
-                # once into a spooled file (memory up to a few MiB, then disk) and walk that
-                if info.file_size > MAX_INFLATED_WEIGHTS or (
-                        info.file_size > 64 << 20 and info.file_size > 100 * max(info.compress_size, 1)):
-                    return [Observation("keras/bad-archive", Severity.HIGH,
-                                        f"{info.filename} inflates to {info.file_size} bytes from "
-                                        f"{info.compress_size}: not walked", info.filename)]
-                with tempfile.SpooledTemporaryFile(max_size=16 << 20) as spool:
-                    while block := member.read(1 << 20):
-                        budget.tick("inflating model.weights.h5")
-                        spool.write(block)
-                    return scan_hdf5(spool, spool.tell(), budget, info.filename).problems
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as exc:
+            if entry.method == 0:
+                member = _member(fh, entry, entry.usize, budget)
+                return scan_hdf5(member, min(entry.usize, entry.csize), budget, name).problems
+            # a compressed member re-inflates from its start on every backward seek: inflate it
+            # once into a spooled file (memory up to a few MiB, then disk) and walk that
+            if entry.usize > MAX_INFLATED_WEIGHTS or (
+                    entry.usize > 64 << 20 and entry.usize > 100 * max(entry.csize, 1)):
+                return [Observation("keras/bad-archive", Severity.HIGH,
+                                    f"{name} inflates to {entry.usize} bytes from {entry.csize}: not walked",
+                                    name)]
+            with tempfile.SpooledTemporaryFile(max_size=16 << 20) as spool:
+                member = _member(fh, entry, min(entry.usize, MAX_INFLATED_WEIGHTS), budget)
+                while block := member.read(1 << 20):
+                    budget.tick("inflating model.weights.h5")
+                    spool.write(block)
+                _check_size(entry, spool.tell())
+                return scan_hdf5(spool, spool.tell(), budget, name).problems
+        except StreamLimit as exc:
             return [Observation("keras/bad-archive", Severity.HIGH,
-                                f"{info.filename} cannot be read from the archive: {exc}", info.filename)]
+                                f"{name} inflates past its bounds ({exc.message}): not walked", name)]
+        except _MEMBER_ERRORS as exc:
+            return [Observation("keras/bad-archive", Severity.HIGH,
+                                f"{name} cannot be read from the archive: {exc}", name)]
 
     def _config_text(self, raw: bytes, where: str, ctx: ScanContext) -> list[Observation]:
         try:
