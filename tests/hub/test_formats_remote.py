@@ -1,6 +1,6 @@
 """The new format checks over HTTP Range reads from a (fake) Hub: an HDF5 weights file whose link
-reaches /etc/passwd is BLOCKed (the object walk reads headers only; static.keras' config byte scan
-still reads the file, as it does locally without h5py)."""
+reaches /etc/passwd is BLOCKed (the object walk reads headers only), and static.keras' config byte
+scan reads a bounded prefix, saying so when it stops there without a config."""
 
 from __future__ import annotations
 
@@ -35,3 +35,40 @@ def test_hub_h5_without_links_passes(hub):
     code, report, _ = run_check("acme/plain")
     assert "hdf5/external-link" not in rules(report)
     assert report["verdict"] in ("PASS", "FLAG"), rules(report)
+    notes = [f for fr in report["files"] for f in fr["findings"]]
+    [note] = [f for f in notes if f["rule"] == "keras/h5-not-fully-scanned"]
+    assert note["evidence"]["remote"] and hub.bytes_sent("tf_model.h5") < len(_weights(leak=False)) // 4
+
+
+def _legacy_model(lambda_code: bytes | None) -> bytes:
+    """A Keras 2 `.h5` model: model_config as a root attribute (written first, as Keras does), then
+    8 MiB of weights; its Lambda layer (if any) holds marshalled bytecode."""
+    import base64
+    import json
+
+    layers = [{"class_name": "Dense", "config": {"name": "dense", "units": 2}}]
+    if lambda_code is not None:
+        code = base64.encodebytes(lambda_code).decode("ascii")
+        layers.append({"class_name": "Lambda", "config": {"name": "lambda", "function": [code, None, None],
+                                                          "function_type": "lambda"}})
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.attrs["model_config"] = json.dumps({"class_name": "Sequential",
+                                              "config": {"name": "s", "layers": layers}}).encode()
+        for layer in range(8):
+            g = f.create_group(f"model_weights/layer_{layer}/layer_{layer}")
+            g.create_dataset("kernel:0", data=np.ones((512, 512), np.float32))
+    return buf.getvalue()
+
+
+def test_hub_h5_keras_config_is_read_without_fetching_the_weights(hub):
+    """The Keras config scan of a remote `.h5` reads a bounded prefix over Range requests, not the
+    file: the Lambda's bytecode is found and most of the 8 MiB of weights are never served."""
+    import marshal
+
+    data = _legacy_model(marshal.dumps(compile("import os\nos.system('id')\n", "<lambda>", "exec")))
+    hub.add_repo("acme/lambda", {"tf_model.h5": data, "config.json": b"{}"})
+    code, report, _ = run_check("acme/lambda")
+    assert "keras/lambda-bytecode" in rules(report) and report["verdict"] == "BLOCK"
+    served = hub.bytes_sent("tf_model.h5")
+    assert served < len(data) // 4, (served, len(data))

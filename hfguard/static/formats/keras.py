@@ -53,6 +53,9 @@ MAX_NODES = 2_000_000
 MAX_DEPTH = 200
 SCAN_CHUNK = 8 * 1024 * 1024
 H5_SCAN_BYTES = 256 * 1024 * 1024   # how far into an HDF5 file the byte scan looks for the config
+# over Hub Range reads: Keras writes model_config into the root group's header, near the start
+H5_REMOTE_SCAN_BYTES = 1024 * 1024
+CONFIG_WINDOW = 256 * 1024          # first read of a config found by the scan; grown as it needs
 MAX_CONFIGS = 16
 H5PY_TIMEOUT = 20.0
 MAX_INFLATED_WEIGHTS = 8 << 30       # a compressed model.weights.h5 is inflated to disk up to this
@@ -303,18 +306,35 @@ def find_json_configs(fh: BinaryIO, limit: int = H5_SCAN_BYTES, budget: Budget |
             pos += max(len(chunk) - keep, 1)
             continue
         start = pos + min(hits)
-        fh.seek(start)
-        window = fh.read(MAX_CONFIG_BYTES).decode("utf-8", "surrogateescape")
-        try:
-            obj, end = decoder.raw_decode(window)
-        except (ValueError, RecursionError):
+        decoded = _json_at(fh, start, decoder)
+        if decoded is None:
             pos = start + 1
             continue
-        text = window[:end]
+        obj, text = decoded
         if isinstance(obj, dict):
             found.append((start, text))
         pos = start + len(text.encode("utf-8", "surrogateescape"))
     return found
+
+
+def _json_at(fh: BinaryIO, start: int, decoder: json.JSONDecoder) -> tuple[Any, str] | None:
+    """The JSON value at `start` and its text, read in growing windows (a remote file is read
+    only as far as the value goes), or None when there is none."""
+    size = CONFIG_WINDOW
+    while True:
+        fh.seek(start)
+        raw = fh.read(size)
+        window = raw.decode("utf-8", "surrogateescape")
+        try:
+            obj, end = decoder.raw_decode(window)
+            return obj, window[:end]
+        except json.JSONDecodeError as exc:
+            cut = exc.pos >= len(window) - 1 or exc.msg.startswith("Unterminated string")
+            if not cut or len(raw) < size or size >= MAX_CONFIG_BYTES:
+                return None
+            size = min(size * 8, MAX_CONFIG_BYTES)
+        except (ValueError, RecursionError):
+            return None
 
 
 # Run in a child process: libhdf5 hangs or crashes on some hostile files (found by fuzzing), and
@@ -407,7 +427,8 @@ def _read_member(fh: BinaryIO, entry: ZipEntry, cap: int, budget: Budget) -> byt
 
 class KerasCheck(Check):
     id = "static.keras"
-    THRESHOLDS = {"use-h5py": True, "h5-scan-bytes": H5_SCAN_BYTES}
+    THRESHOLDS = {"use-h5py": True, "h5-scan-bytes": H5_SCAN_BYTES,
+                  "h5-remote-scan-bytes": H5_REMOTE_SCAN_BYTES}
     tier = "static"
     version = "1"
     description = "Keras .keras archives and .h5 models: Lambda bytecode, foreign modules, safe_mode bypasses"
@@ -529,6 +550,9 @@ class KerasCheck(Check):
         # h5py reads the attributes the way Keras does; without it the byte scan goes further
         limit = SCAN_CHUNK if via_h5py is not None else int(
             ctx.threshold(self.id, "h5-scan-bytes", H5_SCAN_BYTES))
+        remote = file.local_path is None  # read over Range requests: every byte scanned is fetched
+        if remote:
+            limit = min(limit, int(ctx.threshold(self.id, "h5-remote-scan-bytes", H5_REMOTE_SCAN_BYTES)))
         with file.open() as fh:
             scanned = [text for _, text in find_json_configs(fh, limit, budget)]
         texts = list(dict.fromkeys([*scanned, *(via_h5py or [])]))
@@ -538,9 +562,11 @@ class KerasCheck(Check):
         for i, text in enumerate(texts):
             problems += self._config_text(text.encode("utf-8", "surrogateescape"), f"model_config[{i}]", ctx)
         if not texts and file.size > limit and via_h5py is None:
+            why = ("the bound on bytes read from a remote file" if remote
+                   else "h5py is not available to read the attributes")
             problems.append(Observation("keras/h5-not-fully-scanned", Severity.LOW,
-                                        f"no Keras config in the first {limit} bytes and h5py is not "
-                                        "available to read the attributes", None, {"size": file.size}))
+                                        f"no Keras config in the first {limit} bytes ({why})", None,
+                                        {"size": file.size, "scanned_bytes": limit, "remote": remote}))
         # legacy HDF5 loading ignores safe_mode altogether (CVE-2025-9905): say so where it matters
         for p in problems:
             if p.rule == "keras/lambda-bytecode":
