@@ -3,14 +3,17 @@ optional `py7zr` (the `static` extra); without it a 7z file is `archive/unscanna
 
 Bounds: the sizes the headers declare (py7zr never decodes more than a member's declared size)
 are checked against the cap and the ratio before anything is decoded; while decoding, output is
-counted against the cap and against the archive bytes read so far, as for zip members. Each member
-is spooled (memory up to 16 MiB, then disk) and scanned when py7zr finishes it.
+counted against the cap and against the archive bytes read so far, as for zip members. py7zr's own
+loop asks its decoders for up to 128 MB at a time (and its deflate ignores the request), so ours
+replaces it (`_BoundedWorker`): small compressed reads, small output steps, each counted as it
+comes. Each member is spooled (memory up to 16 MiB, then disk) and scanned when py7zr finishes it.
 """
 
 from __future__ import annotations
 
 import io
 import tempfile
+import zlib
 from typing import IO, Any
 
 from hfguard import sniff as sn
@@ -84,6 +87,7 @@ def scan_7z(sc: Scanner, fh: IO[bytes], size: int | None, where: str, depth: int
     try:
         # a RawIOBase is a binary file, though not an IO[bytes] to typeshed
         with py7zr.SevenZipFile(src, "r") as archive:  # type: ignore[arg-type]
+            archive.worker = _bounded_worker(archive)
             files = archive.list()
             if len(files) > cfg.max_members:
                 sc.observe(
@@ -107,6 +111,40 @@ def scan_7z(sc: Scanner, fh: IO[bytes], size: int | None, where: str, depth: int
         unscannable(sc, "7z", where, 0, f"unsupported method: {exc}")
     except Exception as exc:  # noqa: BLE001 - a third-party parser on hostile input: any error is malformed
         sc.observe("archive/malformed", f"cannot read 7z: {type(exc).__name__}: {exc}", where)
+
+
+READ_STEP = 4 << 10  # compressed bytes a decoder gets per step: deflate makes at most ~4 MiB of them
+OUTPUT_STEP = 1 << 20  # decoded bytes asked for per step (LZMA, LZMA2, bzip2 keep to it)
+
+
+def _bounded_worker(archive: Any) -> Any:
+    """py7zr's extraction worker with a decode loop that keeps every step small (see the module
+    doc). Built on py7zr's Worker: the rest of its extraction (folders, CRCs) is unchanged."""
+    from py7zr.exceptions import Bad7zFile, CrcError
+    from py7zr.py7zr import Worker
+
+    class BoundedWorker(Worker):  # type: ignore[misc]
+        def decompress(
+            self, fp: IO[bytes], folder: Any, fq: Any, size: int, compressed_size: int | None,
+            src_end: int, q: Any = None,
+        ) -> int:
+            decoder = folder.get_decompressor(compressed_size)
+            decoder.block_size = READ_STEP
+            remaining, crc = size, 0
+            while remaining > 0:
+                at = fp.tell()
+                out = decoder.decompress(fp, min(remaining, OUTPUT_STEP))
+                if out:
+                    remaining -= len(out)
+                    fq.write(out)  # counted (and bounded) by the member as it arrives
+                    crc = zlib.crc32(out, crc)
+                elif fp.tell() == at:
+                    raise Bad7zFile("a 7z stream ends before its declared size")
+            if fp.tell() >= src_end and decoder.crc is not None and not decoder.check_crc():
+                raise CrcError(decoder.crc, decoder.digest, None)
+            return crc
+
+    return BoundedWorker(archive.files, archive.afterheader, archive.header)
 
 
 def _bounds(sc: Scanner, output: int, read: int, declared: bool = False) -> None:
