@@ -93,3 +93,27 @@ def hand_zip(members: list[tuple[str, bytes]], *, aliases: int = 0, declared: di
     eocd = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, min(n, 0xFFFF), min(n, 0xFFFF), len(cd),
                        len(body), 0)
     return body + cd + tail + eocd
+
+
+def seven_zip_header_bomb(n_mb: int) -> bytes:
+    """A 7z whose compressed ("encoded") header inflates to n_mb MiB of zeros, written with py7zr's
+    own header classes: readers decode the header whole while opening the archive."""
+    import py7zr
+    from py7zr.archiveinfo import Folder, HeaderStreamsInfo, SignatureHeader
+
+    packed = deflate_zeros(n_mb)
+    folder = Folder()
+    folder.prepare_coderinfo(filters=[{"id": py7zr.FILTER_DEFLATE}])
+    folder.unpacksizes, folder.crc = [n_mb * _MB], 0
+    streams = HeaderStreamsInfo()
+    streams.unpackinfo.folders = [folder]
+    streams.packinfo.packpos, streams.packinfo.numstreams = 0, 1
+    streams.packinfo.packsizes, streams.packinfo.enable_digests = [len(packed)], False
+    header = io.BytesIO()
+    streams.write(header)
+    start = SignatureHeader()
+    start.nextheaderofs = len(packed)
+    start.calccrc(len(header.getvalue()), zlib.crc32(header.getvalue()))
+    out = io.BytesIO()
+    start.write(out)
+    return out.getvalue() + packed + header.getvalue()

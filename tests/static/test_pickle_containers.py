@@ -396,6 +396,7 @@ def test_7z_members_decode_in_small_steps(scan_bytes):
     assert peak < 64 << 20, f"peak {peak >> 20} MiB"
 
 
+@pytest.mark.slow  # compressing 256 MiB of zeros takes a second or two
 def test_7z_bomb_stops_before_decoding(scan_bytes):
     """256 MiB of zeros in 250 KB of 7z: the sizes the header declares give it away; nothing is
     decoded, so the finding comes at once and memory stays flat."""
@@ -407,6 +408,18 @@ def test_7z_bomb_stops_before_decoding(scan_bytes):
     [f] = [f for f in report.all_findings() if f.rule == "archive/bomb"]
     assert report.verdict is Verdict.BLOCK and f.evidence["decompressed"] >= 256 << 20
     assert "declared" in f.message and peak < 64 << 20, f"peak {peak >> 20} MiB"
+
+
+def test_7z_header_bomb_is_refused_before_opening(scan_bytes):
+    """py7zr inflates a compressed header whole (up to 256 MB) while opening: 200 MiB of zeros
+    behind a 200 KB header is refused on the size it declares, before py7zr sees the file."""
+    pytest.importorskip("py7zr")
+    from testing import bombs
+
+    report, peak = _scan_peak(scan_bytes, "header.7z", bombs.seven_zip_header_bomb(200))
+    [f] = [f for f in report.all_findings() if f.rule == "archive/bomb"]
+    assert report.verdict is Verdict.BLOCK and "header" in f.message
+    assert peak < 64 << 20, f"peak {peak >> 20} MiB"
 
 
 @pytest.mark.parametrize("kind", ["zstd", "lz4"])

@@ -216,7 +216,11 @@ def decompressor(kind: str, src: IO[bytes]) -> Decoded:
         # the window is bounded by the library's default limit (128 MiB), whatever the frame asks;
         # the library's reader stops quietly inside a cut frame: _ZstdFrames makes that an error
         frames = _ZstdFrames(src)
-        return zstandard.ZstdDecompressor().stream_reader(frames, read_size=CHUNK, read_across_frames=True)
+        return zstandard.ZstdDecompressor().stream_reader(
+            frames,  # type: ignore[arg-type]  # a RawIOBase reads as IO[bytes]
+            read_size=CHUNK,
+            read_across_frames=True,
+        )
     if kind == "lz4":
         try:
             import lz4.frame

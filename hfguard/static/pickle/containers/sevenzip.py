@@ -12,6 +12,7 @@ comes. Each member is spooled (memory up to 16 MiB, then disk) and scanned when 
 from __future__ import annotations
 
 import io
+import struct
 import tempfile
 import zlib
 from typing import IO, Any
@@ -86,6 +87,7 @@ def scan_7z(sc: Scanner, fh: IO[bytes], size: int | None, where: str, depth: int
 
     try:
         # a RawIOBase is a binary file, though not an IO[bytes] to typeshed
+        _header_bound(src, size, cfg.max_central_directory)  # type: ignore[arg-type]
         with py7zr.SevenZipFile(src, "r") as archive:  # type: ignore[arg-type]
             archive.worker = _bounded_worker(archive)
             files = archive.list()
@@ -113,6 +115,34 @@ def scan_7z(sc: Scanner, fh: IO[bytes], size: int | None, where: str, depth: int
         sc.observe("archive/malformed", f"cannot read 7z: {type(exc).__name__}: {exc}", where)
 
 
+def _header_bound(fh: IO[bytes], size: int, cap: int) -> None:
+    """py7zr decodes a compressed ("encoded") header whole, up to 256 MB, while opening the archive:
+    read its declared size first (start header, then the header's own streams info) and refuse
+    more than `cap`, as for a zip's central directory."""
+    from py7zr.archiveinfo import HeaderStreamsInfo
+
+    fh.seek(0)
+    start = fh.read(32)
+    if len(start) < 32:
+        return  # py7zr says what is wrong
+    offset, length = struct.unpack("<QQ", start[12:28])
+    if length > cap:
+        raise StreamLimit("pickle/limit-exceeded", f"7z header of {length} bytes", limit=cap,
+                          limit_name="max_central_directory")
+    if not 0 < length <= size - 32 - offset:
+        return
+    fh.seek(32 + offset)
+    if fh.read(1) != b"\x17":  # kEncodedHeader
+        return
+    streams = HeaderStreamsInfo.retrieve(io.BytesIO(fh.read(length - 1)))
+    declared = sum(f.unpacksizes[-1] for f in streams.unpackinfo.folders if f.unpacksizes)
+    if declared > cap:
+        raise StreamLimit("archive/bomb", f"the 7z header declares {declared} bytes once decoded "
+                          f"(bound {cap})", limit=cap, limit_name="max_central_directory",
+                          decompressed=declared)
+    fh.seek(0)
+
+
 READ_STEP = 4 << 10  # compressed bytes a decoder gets per step: deflate makes at most ~4 MiB of them
 OUTPUT_STEP = 1 << 20  # decoded bytes asked for per step (LZMA, LZMA2, bzip2 keep to it)
 
@@ -123,7 +153,7 @@ def _bounded_worker(archive: Any) -> Any:
     from py7zr.exceptions import Bad7zFile, CrcError
     from py7zr.py7zr import Worker
 
-    class BoundedWorker(Worker):  # type: ignore[misc]
+    class BoundedWorker(Worker):
         def decompress(
             self, fp: IO[bytes], folder: Any, fq: Any, size: int, compressed_size: int | None,
             src_end: int, q: Any = None,
