@@ -12,12 +12,15 @@ import numpy as np
 from tests.hub.conftest import rules, run_check
 
 
-def _weights(leak: bool) -> bytes:
+def _weights(leak: bool, trained: bool = False) -> bytes:
+    """8 MiB of weights (zeros, or random ones that do not compress, like trained weights)."""
+    rng = np.random.default_rng(0)
     buf = io.BytesIO()
     with h5py.File(buf, "w") as f:
         for layer in range(8):
             g = f.create_group(f"model_weights/layer_{layer}/layer_{layer}")
-            g.create_dataset("kernel:0", data=np.zeros((512, 512), np.float32))
+            kernel = rng.standard_normal((512, 512)).astype(np.float32) if trained else np.zeros((512, 512))
+            g.create_dataset("kernel:0", data=kernel.astype(np.float32))
         if leak:
             f["model_weights/layer_0/layer_0"]["bias:0"] = h5py.ExternalLink("/etc/passwd", "/")
     return buf.getvalue()
@@ -72,3 +75,43 @@ def test_hub_h5_keras_config_is_read_without_fetching_the_weights(hub):
     assert "keras/lambda-bytecode" in rules(report) and report["verdict"] == "BLOCK"
     served = hub.bytes_sent("tf_model.h5")
     assert served < len(data) // 4, (served, len(data))
+
+
+def _keras_archive(weights: bytes, method: int) -> bytes:
+    import json
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("metadata.json", json.dumps({"keras_version": "3.6.0"}))
+        zf.writestr("config.json", json.dumps({"module": "keras", "class_name": "Sequential",
+                                               "config": {"name": "s", "layers": []}}))
+        zf.writestr("model.weights.h5", weights, compress_type=method)
+    return buf.getvalue()
+
+
+def test_hub_keras_weights_are_walked_in_place(hub):
+    """A stored model.weights.h5 (what Keras writes) in a remote .keras is walked by its headers:
+    the link to /etc/passwd is found and the weights are not fetched."""
+    import zipfile
+
+    data = _keras_archive(_weights(leak=True), zipfile.ZIP_STORED)
+    hub.add_repo("acme/keras", {"model.keras": data})
+    _, report, _ = run_check("acme/keras")
+    assert "hdf5/external-link" in rules(report) and report["verdict"] == "BLOCK"
+    assert hub.bytes_sent("model.keras") < len(data) // 4
+
+
+def test_hub_keras_compressed_weights_past_the_remote_bound_are_a_finding(hub, monkeypatch):
+    """Walking a compressed member needs all of it: past the remote bound it is not fetched, and
+    the report says so (FLAG, not a silent PASS)."""
+    import zipfile
+
+    from hfguard.static.formats import keras
+
+    monkeypatch.setattr(keras, "REMOTE_INFLATED_WEIGHTS", 1 << 16)
+    data = _keras_archive(_weights(leak=True, trained=True), zipfile.ZIP_DEFLATED)
+    hub.add_repo("acme/keras", {"model.keras": data})
+    _, report, _ = run_check("acme/keras")
+    assert "keras/h5-not-fully-scanned" in rules(report) and report["verdict"] != "PASS"
+    assert hub.bytes_sent("model.keras") < len(data) // 2

@@ -59,6 +59,7 @@ CONFIG_WINDOW = 256 * 1024          # first read of a config found by the scan; 
 MAX_CONFIGS = 16
 H5PY_TIMEOUT = 20.0
 MAX_INFLATED_WEIGHTS = 8 << 30       # a compressed model.weights.h5 is inflated to disk up to this
+REMOTE_INFLATED_WEIGHTS = 64 << 20   # ... and fetched over Range reads up to this (compressed bytes)
 _MARKERS = (b'{"class_name"', b'{"module"')
 _KERAS_MEMBERS = {"config.json", "metadata.json", "model.weights.h5", "model.weights.npz"}
 _IDENT = re.compile(rb"[A-Za-z_][A-Za-z0-9_]{1,63}")
@@ -478,7 +479,7 @@ class KerasCheck(Check):
                     problems.append(Observation("keras/unexpected-member", Severity.LOW,
                                                 f"unexpected member {n!r} in a .keras archive", n))
             if "model.weights.h5" in names:
-                problems += self._weights_h5(fh, names["model.weights.h5"], budget)
+                problems += self._weights_h5(fh, names["model.weights.h5"], budget, file.local_path is None)
             if "model.weights.npz" in names:
                 problems.append(Observation(
                     "keras/npz-weights", Severity.LOW,
@@ -504,7 +505,7 @@ class KerasCheck(Check):
             problems += self._config_text(raw, "config.json", ctx)
             return problems
 
-    def _weights_h5(self, fh: BinaryIO, entry: ZipEntry, budget: Budget) -> list[Observation]:
+    def _weights_h5(self, fh: BinaryIO, entry: ZipEntry, budget: Budget, remote: bool) -> list[Observation]:
         """model.weights.h5 inside a .keras archive: h5py follows its external storage and links too.
         A stored member (what Keras writes) is walked in place, headers only."""
         name = entry.name
@@ -512,6 +513,11 @@ class KerasCheck(Check):
             if entry.method == 0:
                 member = _member(fh, entry, entry.usize, budget)
                 return scan_hdf5(member, min(entry.usize, entry.csize), budget, name).problems
+            if remote and entry.csize > REMOTE_INFLATED_WEIGHTS:
+                return [Observation("keras/h5-not-fully-scanned", Severity.MEDIUM,
+                                    f"{name} is compressed: walking it would fetch all {entry.csize} bytes "
+                                    "over Range reads, so it was not walked (scan a local copy)", name,
+                                    {"size": entry.csize, "scanned_bytes": 0, "remote": True})]
             # a compressed member re-inflates from its start on every backward seek: inflate it
             # once into a spooled file (memory up to a few MiB, then disk) and walk that
             if entry.usize > MAX_INFLATED_WEIGHTS or (
