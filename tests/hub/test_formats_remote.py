@@ -1,6 +1,7 @@
 """The new format checks over HTTP Range reads from a (fake) Hub: an HDF5 weights file whose link
-reaches /etc/passwd is BLOCKed (the object walk reads headers only), and static.keras' config byte
-scan reads a bounded prefix, saying so when it stops there without a config."""
+reaches /etc/passwd is BLOCKed (the object walk reads headers only), static.keras reads the Keras
+config from the root group's header, and its fallback byte scan reads a bounded prefix, saying so
+when it stops there without a config."""
 
 from __future__ import annotations
 
@@ -38,9 +39,25 @@ def test_hub_h5_without_links_passes(hub):
     code, report, _ = run_check("acme/plain")
     assert "hdf5/external-link" not in rules(report)
     assert report["verdict"] in ("PASS", "FLAG"), rules(report)
+    # no model_config among the root's attributes: nothing to look for, headers only are read
+    assert "keras/h5-not-fully-scanned" not in rules(report)
+    assert hub.bytes_sent("tf_model.h5") < len(_weights(leak=False)) // 4
+
+
+def test_hub_h5_with_attributes_in_dense_storage_scans_a_bounded_prefix(hub):
+    """Root attributes in dense storage are not listed by the walk: the config byte scan reads a
+    bounded prefix over Range requests and says where it stopped."""
+    buf = io.BytesIO()
+    with h5py.File(buf, "w", libver="latest") as f:
+        for i in range(12):
+            f.attrs[f"note_{i}"] = b"x" * 100
+        f.create_dataset("kernel", data=np.zeros((1024, 2048), np.float32))
+    data = buf.getvalue()
+    hub.add_repo("acme/dense", {"tf_model.h5": data, "config.json": b"{}"})
+    _, report, _ = run_check("acme/dense")
     notes = [f for fr in report["files"] for f in fr["findings"]]
     [note] = [f for f in notes if f["rule"] == "keras/h5-not-fully-scanned"]
-    assert note["evidence"]["remote"] and hub.bytes_sent("tf_model.h5") < len(_weights(leak=False)) // 4
+    assert note["evidence"]["remote"] and hub.bytes_sent("tf_model.h5") < len(data) // 4
 
 
 def _legacy_model(lambda_code: bytes | None) -> bytes:

@@ -10,8 +10,10 @@ file or URL (CVE-2025-12058); TorchModuleWrapper torch.loads a
 pickle held in the config (CVE-2025-49655), which is judged by the pickle scanner. HDF5 weights
 (`.h5`, `model.weights.h5`) are walked for external storage and links (hdf5.py, CVE-2026-1669).
 
-HDF5 needs no h5py: Keras stores `model_config` as a JSON string attribute, found by a bounded byte
-scan. h5py, when importable, reads the attribute as well, in a child process under a timeout.
+HDF5 needs no h5py: Keras stores `model_config` as a JSON string attribute of the root group, read
+from the root's object header by the HDF5 walk (hdf5.py); where the walk cannot tell (attributes in
+dense storage, an odd datatype, a broken file) a bounded byte scan looks for it. h5py, when
+importable, reads the attribute as well, in a child process under a timeout.
 """
 
 from __future__ import annotations
@@ -553,21 +555,27 @@ class KerasCheck(Check):
         via_h5py, failure = None, None
         if ctx.threshold(self.id, "use-h5py", True):
             via_h5py, failure = h5py_configs(file, min(budget.remaining() / 2, H5PY_TIMEOUT))
+        problems: list[Observation] = [failure] if failure else []
+        with file.open() as fh:
+            walk = scan_hdf5(fh, file.size, budget)
+        problems += walk.problems
+        # the root group's header holds the attributes Keras reads: when the walk read them all,
+        # no byte scan is needed (and a remote file is read by its headers only)
+        from_header = [v.decode("utf-8", "surrogateescape") for v in walk.root_attributes.values()]
         # h5py reads the attributes the way Keras does; without it the byte scan goes further
         limit = SCAN_CHUNK if via_h5py is not None else int(
             ctx.threshold(self.id, "h5-scan-bytes", H5_SCAN_BYTES))
         remote = file.local_path is None  # read over Range requests: every byte scanned is fetched
         if remote:
             limit = min(limit, int(ctx.threshold(self.id, "h5-remote-scan-bytes", H5_REMOTE_SCAN_BYTES)))
-        with file.open() as fh:
-            scanned = [text for _, text in find_json_configs(fh, limit, budget)]
-        texts = list(dict.fromkeys([*scanned, *(via_h5py or [])]))
-        problems: list[Observation] = [failure] if failure else []
-        with file.open() as fh:
-            problems += scan_hdf5(fh, file.size, budget).problems
+        scanned: list[str] = []
+        if not walk.root_attributes_known:
+            with file.open() as fh:
+                scanned = [text for _, text in find_json_configs(fh, limit, budget)]
+        texts = list(dict.fromkeys([*from_header, *scanned, *(via_h5py or [])]))
         for i, text in enumerate(texts):
             problems += self._config_text(text.encode("utf-8", "surrogateescape"), f"model_config[{i}]", ctx)
-        if not texts and file.size > limit and via_h5py is None:
+        if not walk.root_attributes_known and not texts and file.size > limit and via_h5py is None:
             why = ("the bound on bytes read from a remote file" if remote
                    else "h5py is not available to read the attributes")
             problems.append(Observation("keras/h5-not-fully-scanned", Severity.LOW,
