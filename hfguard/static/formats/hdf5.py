@@ -53,7 +53,7 @@ class Hdf5Scan:
     bytes_read: int = 0
     # ROOT_ATTRIBUTES of the root group, read from its object header; root_attributes_known: all of
     # that header was read, no attribute is in dense storage and each of ROOT_ATTRIBUTES decoded
-    root_attributes: dict[str, bytes] = field(default_factory=dict)
+    root_attributes: list[tuple[str, bytes]] = field(default_factory=list)  # every one, duplicates too
     root_attributes_known: bool = False
 
 
@@ -225,7 +225,7 @@ class _Walker:
                     if value is None:
                         known = False
                     else:
-                        self.out.root_attributes[name] = value
+                        self.out.root_attributes.append((name, value))
         self.out.root_attributes_known = known
 
     def attribute(self, data: bytes) -> tuple[str, bytes | None]:

@@ -561,7 +561,7 @@ class KerasCheck(Check):
         problems += walk.problems
         # the root group's header holds the attributes Keras reads: when the walk read them all,
         # no byte scan is needed (and a remote file is read by its headers only)
-        from_header = [v.decode("utf-8", "surrogateescape") for v in walk.root_attributes.values()]
+        from_header = [v.decode("utf-8", "surrogateescape") for _, v in walk.root_attributes]
         # h5py reads the attributes the way Keras does; without it the byte scan goes further
         limit = SCAN_CHUNK if via_h5py is not None else int(
             ctx.threshold(self.id, "h5-scan-bytes", H5_SCAN_BYTES))
