@@ -63,3 +63,57 @@ def nested_zip(members: list[tuple[str, bytes]]) -> bytes:
         for name, data in members:
             z.writestr(name, data)
     return out.getvalue()
+
+
+def hand_zip(members: list[tuple[str, bytes]], *, aliases: int = 0, declared: dict[str, int] | None = None,
+             deflate: bool = True) -> bytes:
+    """A zip written field by field, for what zipfile will not write: `aliases` extra central
+    directory entries (named alias<i>) all pointing at the first member's bytes (overlapping
+    entries; zip64 end records once past 65,535), and `declared` uncompressed sizes that lie."""
+    body, central = b"", []
+    method = 8 if deflate else 0
+    for name, data in members:
+        packed = zlib.compress(data)[2:-4] if deflate else data
+        usize = (declared or {}).get(name, len(data))
+        fields = (20, 0, method, 0, 0, zlib.crc32(data), len(packed), usize, len(name.encode()), 0)
+        central.append((name.encode(), fields, len(body)))
+        body += struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", *fields) + name.encode() + packed
+    _, first_fields, first_offset = central[0]
+    central += [(f"alias{i}".encode(), first_fields, first_offset) for i in range(aliases)]
+    cd = b"".join(
+        struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, *f[:-2], len(raw), 0, 0, 0, 0, 0, off) + raw
+        for raw, f, off in central
+    )
+    n = len(central)
+    tail = b""
+    if n > 0xFFFF:
+        z64 = len(body) + len(cd)
+        tail = struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, len(cd), len(body))
+        tail += struct.pack("<4sIQI", b"PK\x06\x07", 0, z64, 1)
+    eocd = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, min(n, 0xFFFF), min(n, 0xFFFF), len(cd),
+                       len(body), 0)
+    return body + cd + tail + eocd
+
+
+def seven_zip_header_bomb(n_mb: int) -> bytes:
+    """A 7z whose compressed ("encoded") header inflates to n_mb MiB of zeros, written with py7zr's
+    own header classes: readers decode the header whole while opening the archive."""
+    import py7zr
+    from py7zr.archiveinfo import Folder, HeaderStreamsInfo, SignatureHeader
+
+    packed = deflate_zeros(n_mb)
+    folder = Folder()
+    folder.prepare_coderinfo(filters=[{"id": py7zr.FILTER_DEFLATE}])
+    folder.unpacksizes, folder.crc = [n_mb * _MB], 0
+    streams = HeaderStreamsInfo()
+    streams.unpackinfo.folders = [folder]
+    streams.packinfo.packpos, streams.packinfo.numstreams = 0, 1
+    streams.packinfo.packsizes, streams.packinfo.enable_digests = [len(packed)], False
+    header = io.BytesIO()
+    streams.write(header)
+    start = SignatureHeader()
+    start.nextheaderofs = len(packed)
+    start.calccrc(len(header.getvalue()), zlib.crc32(header.getvalue()))
+    out = io.BytesIO()
+    start.write(out)
+    return out.getvalue() + packed + header.getvalue()

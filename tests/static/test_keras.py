@@ -231,12 +231,31 @@ def test_every_signature_rule_fires_on_its_example(tmp_path, rule, example, cont
 
 
 def test_h5_config_past_the_scan_limit_without_h5py_is_reported(tmp_path):
+    # root attributes in dense storage (libver latest, more than 8 of them): the walk cannot list
+    # them, so the byte scan looks for the config and says where it stopped
     path = tmp_path / "weights.h5"
-    with h5py.File(path, "w") as f:
+    with h5py.File(path, "w", libver="latest") as f:
+        for i in range(12):
+            f.attrs[f"note_{i}"] = b"x" * 100
         f.create_dataset("w", data=np.zeros(4096, np.float32))
     policy = Policy(thresholds={"static.keras": {"h5-scan-bytes": 1024, "use-h5py": False}})
     report = scan(local_target([str(path)]), policy, [KerasCheck()])
     assert {f.rule for f in report.all_findings()} == {"keras/h5-not-fully-scanned"}
+
+
+def test_h5_config_is_read_from_the_root_header_wherever_it_lies(tmp_path):
+    """The config attribute set after 4 MiB of weights lands in a header continuation at the end of
+    the file: read from the root's object header, not found by a prefix byte scan."""
+    lam = _lambda_v3(_b64_code("import os\nos.system('id')\n"))
+    path = tmp_path / "late.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("model_weights/dense/kernel:0", data=np.ones((1024, 1024), np.float32))
+        f.attrs["keras_version"] = b"2.15.0"
+        f.attrs["model_config"] = json.dumps(_sequential(lam)).encode()
+    assert path.read_bytes().find(b'{"module"') > 1 << 20
+    policy = Policy(thresholds={"static.keras": {"h5-scan-bytes": 1 << 20, "use-h5py": False}})
+    _, found = _findings(path, policy)
+    assert ("keras/lambda-bytecode", Severity.CRITICAL) in found
 
 
 def test_module_outside_keras_severity_depends_on_the_module(tmp_path):
@@ -264,3 +283,25 @@ def test_h5py_that_hangs_is_a_finding_not_a_hang(tmp_path, monkeypatch):
     monkeypatch.setattr(keras_check, "H5PY_TIMEOUT", 1.0)
     report, found = _findings(_legacy_h5(tmp_path / "m.h5", _sequential(_dense("dense", 2))))
     assert found == {("keras/h5-unreadable", Severity.HIGH)} and report.verdict is Verdict.BLOCK
+
+
+def test_hostile_zip_structure_is_bounded(tmp_path):
+    """.keras archives are read with the bounded directory reader, not zipfile: a directory of
+    100,001 entries overlapping one member's bytes is one finding, not 100,001 parsed members (and
+    as many unexpected-member findings); sizes that lie are refused as zipfile (Keras) refuses them."""
+    from testing.bombs import hand_zip
+
+    config = json.dumps(_sequential(_dense("dense", 2))).encode()
+    members = [("config.json", config), ("metadata.json", b"{}")]
+    path = tmp_path / "m.keras"
+    path.write_bytes(hand_zip(members))
+    assert _findings(path)[1] == set()
+    path.write_bytes(hand_zip(members, aliases=100_001))
+    report, found = _findings(path)
+    assert found == {("keras/bad-archive", Severity.HIGH)} and report.verdict is Verdict.BLOCK
+    assert "100003 entries" in report.all_findings()[0].message
+    for deflate in (True, False):
+        path.write_bytes(hand_zip(members, declared={"config.json": len(config) - 7}, deflate=deflate))
+        assert _findings(path)[1] == {("keras/bad-archive", Severity.HIGH)}
+    path.write_bytes(hand_zip(members, declared={"config.json": keras_check.MAX_CONFIG_BYTES + 1}))
+    assert _findings(path)[1] == {("keras/config-too-large", Severity.HIGH)}

@@ -104,3 +104,30 @@ def test_custom_domain_and_malformed(tmp_path):
     (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
     report, found = _findings(tmp_path / "cut.onnx")
     assert {r for r, _ in found} == {"onnx/malformed"} and report.verdict is Verdict.BLOCK
+
+
+def _nested_if(levels: int, location: str) -> onnx.ModelProto:
+    """`levels` If nodes, each the then-branch of the one above; the innermost reads `location`."""
+    const = numpy_helper.from_array(np.ones(4, np.float32), "c")
+    set_external_data(const, location=location, offset=0, length=16)
+    const.data_location = TensorProto.EXTERNAL
+    const.ClearField("raw_data")
+    out = helper.make_tensor_value_info("t", TensorProto.FLOAT, [4])
+    graph = helper.make_graph([helper.make_node("Constant", [], ["t"], value=const)], "inner", [], [out])
+    zeros = numpy_helper.from_array(np.zeros(4, np.float32), "z")
+    other = helper.make_graph([helper.make_node("Constant", [], ["t"], value=zeros)], "else", [], [out])
+    for i in range(levels):
+        node = helper.make_node("If", ["cond"], ["t"], then_branch=graph, else_branch=other)
+        graph = helper.make_graph([node], f"level{i}", [], [out])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_nested_subgraphs_are_walked_to_a_bound(tmp_path):
+    """Subgraphs recurse (Graph > Node > Attribute > Graph): an escape ten levels down is found; a
+    nesting past the walker's depth bound is malformed, not a stack overflow or a silent PASS."""
+    onnx.save_model(_nested_if(10, "../../etc/passwd"), str(tmp_path / "deep.onnx"))
+    _, found = _findings(tmp_path / "deep.onnx")
+    assert found == {("onnx/external-data-escape", "tensor c")}
+    onnx.save_model(_nested_if(30, "data.bin"), str(tmp_path / "deeper.onnx"))
+    report, found = _findings(tmp_path / "deeper.onnx")
+    assert {r for r, _ in found} == {"onnx/malformed"} and report.verdict is Verdict.BLOCK

@@ -335,10 +335,11 @@ def test_archives_hfguard_cannot_open_are_findings(scan_bytes, monkeypatch, magi
     assert f.location.startswith("member weights.x")
 
 
-def _seven_zip(members: list[tuple[str, bytes]]) -> bytes:
+def _seven_zip(members: list[tuple[str, bytes]], method: str = "lzma2") -> bytes:
     py7zr = pytest.importorskip("py7zr")
     buf = io.BytesIO()
-    with py7zr.SevenZipFile(buf, "w") as z:
+    filters = {"lzma2": None, "deflate": [{"id": py7zr.FILTER_DEFLATE}]}[method]
+    with py7zr.SevenZipFile(buf, "w", filters=filters) as z:
         for name, data in members:
             z.writestr(data, name)
     return buf.getvalue()
@@ -371,6 +372,56 @@ def test_7z_bounds_and_garbage(scan_bytes):
     assert "archive/malformed" in fx.rules_of(report)
 
 
+def _scan_peak(scan_bytes, name: str, data: bytes):
+    """The report, and the peak of Python allocations during the scan (a loose sanity bound)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        report = scan_bytes(name, data)
+        return report, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_7z_members_decode_in_small_steps(scan_bytes):
+    """py7zr's own loop asks for a whole member (up to 128 MB) per call and its deflate ignores the
+    request: 48 MiB of zeros, under every bound, must still decode a few MiB at a time."""
+    from testing import bombs
+
+    head, tail = bombs.pickle_of_zeros(48 << 20)
+    data = _seven_zip([("archive/data.pkl", head + bytes(48 << 20) + tail)], "deflate")
+    report, peak = _scan_peak(scan_bytes, "model.7z", data)
+    assert report.verdict is Verdict.PASS, fx.rules_of(report)
+    assert peak < 64 << 20, f"peak {peak >> 20} MiB"
+
+
+@pytest.mark.slow  # compressing 256 MiB of zeros takes a second or two
+def test_7z_bomb_stops_before_decoding(scan_bytes):
+    """256 MiB of zeros in 250 KB of 7z: the sizes the header declares give it away; nothing is
+    decoded, so the finding comes at once and memory stays flat."""
+    from testing import bombs
+
+    head, tail = bombs.pickle_of_zeros(256 << 20)
+    data = _seven_zip([("archive/data.pkl", head + bytes(256 << 20) + tail)], "deflate")
+    report, peak = _scan_peak(scan_bytes, "bomb.7z", data)
+    [f] = [f for f in report.all_findings() if f.rule == "archive/bomb"]
+    assert report.verdict is Verdict.BLOCK and f.evidence["decompressed"] >= 256 << 20
+    assert "declared" in f.message and peak < 64 << 20, f"peak {peak >> 20} MiB"
+
+
+def test_7z_header_bomb_is_refused_before_opening(scan_bytes):
+    """py7zr inflates a compressed header whole (up to 256 MB) while opening: 200 MiB of zeros
+    behind a 200 KB header is refused on the size it declares, before py7zr sees the file."""
+    pytest.importorskip("py7zr")
+    from testing import bombs
+
+    report, peak = _scan_peak(scan_bytes, "header.7z", bombs.seven_zip_header_bomb(200))
+    [f] = [f for f in report.all_findings() if f.rule == "archive/bomb"]
+    assert report.verdict is Verdict.BLOCK and "header" in f.message
+    assert peak < 64 << 20, f"peak {peak >> 20} MiB"
+
+
 @pytest.mark.parametrize("kind", ["zstd", "lz4"])
 def test_zstd_and_lz4_are_decoded_and_scanned(mark, scan_bytes, kind):
     import torch
@@ -393,6 +444,18 @@ def test_zstd_and_lz4_bombs_stop_as_they_inflate(scan_bytes, kind):
     report = scan_bytes(f"bomb.pkl.{kind}", data)
     [f] = [f for f in report.all_findings() if f.rule == "archive/bomb"]
     assert report.verdict is Verdict.BLOCK and f.evidence["decompressed"] < 160 << 20
+
+
+@pytest.mark.parametrize("kind", ["zstd", "lz4", "gzip", "bzip2", "xz", "lzma", "zlib"])
+@pytest.mark.parametrize("cut", [0.5, 12 / 13])
+def test_a_cut_compressed_stream_fails_closed(scan_bytes, kind, cut):
+    """A frame cut short decodes to fewer bytes, or to none (zstd's reader stops quietly inside a
+    frame): an unreadable stream is a finding, never a PASS on what little was decoded."""
+    compress = _frame_compressor(kind) if kind in ("zstd", "lz4") else lambda d: fx.compress(kind, d)
+    whole = compress(pickle.dumps({"weights": list(range(2000))}, protocol=4))
+    assert scan_bytes(f"model.pkl.{kind}", whole).verdict is Verdict.PASS
+    report = scan_bytes(f"model.pkl.{kind}", whole[: int(len(whole) * cut)])
+    assert report.verdict is not Verdict.PASS and "archive/malformed" in fx.rules_of(report)
 
 
 def _frame_compressor(kind: str):

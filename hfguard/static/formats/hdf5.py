@@ -32,6 +32,9 @@ MAX_NAME = 4096
 
 # message types
 LINK_INFO, LINK, EXTERNAL_FILES, LAYOUT, CONTINUATION, SYMBOL_TABLE = 0x02, 0x06, 0x07, 0x08, 0x10, 0x11
+ATTRIBUTE, ATTRIBUTE_INFO = 0x0C, 0x15
+ROOT_ATTRIBUTES = ("model_config", "training_config")  # the string attributes Keras keeps its config in
+MAX_ATTRIBUTE = 64 * 1024 * 1024
 EXTERNAL_LINK = 64
 
 
@@ -48,6 +51,10 @@ class Hdf5Scan:
     problems: list[Observation] = field(default_factory=list)
     objects: int = 0
     bytes_read: int = 0
+    # ROOT_ATTRIBUTES of the root group, read from its object header; root_attributes_known: all of
+    # that header was read, no attribute is in dense storage and each of ROOT_ATTRIBUTES decoded
+    root_attributes: list[tuple[str, bytes]] = field(default_factory=list)  # every one, duplicates too
+    root_attributes_known: bool = False
 
 
 def _escapes(path: str) -> bool:
@@ -103,6 +110,7 @@ class _Walker:
     # -- walk ------------------------------------------------------------------------------------
     def run(self) -> None:
         root = self.superblock()
+        self.root_attributes(root)
         self.queue.append((root, "/", False))
         while self.queue:
             addr, path, tentative = self.queue.pop()
@@ -203,6 +211,65 @@ class _Walker:
             self.external_files(data, path)
         elif mtype == LAYOUT and len(data) >= 2 and data[0] == 4 and data[1] == 3:
             self.virtual(data, path)
+
+    # -- root attributes (where Keras 2 keeps its model config) ----------------------------------
+    def root_attributes(self, root: int) -> None:
+        known = True
+        for mtype, data in self.messages(root):
+            if mtype == ATTRIBUTE_INFO:
+                p = 2 + (2 if len(data) > 1 and data[1] & 1 else 0)
+                known = known and self.undefined(self.uint(data, p, self.osize))  # else: dense storage
+            elif mtype == ATTRIBUTE:
+                name, value = self.attribute(data)
+                if name in ROOT_ATTRIBUTES:
+                    if value is None:
+                        known = False
+                    else:
+                        self.out.root_attributes.append((name, value))
+        self.out.root_attributes_known = known
+
+    def attribute(self, data: bytes) -> tuple[str, bytes | None]:
+        """(name, value) of an Attribute message; the value only for a string (fixed-length or
+        variable-length in the global heap), else None."""
+        version = data[0] if data else 0
+        if version not in (1, 2, 3):
+            raise _Bad(f"attribute message of version {version}")
+        flags = data[1] if version > 1 else 0
+        nsize, tsize, ssize = self.uint(data, 2, 2), self.uint(data, 4, 2), self.uint(data, 6, 2)
+        p = 8 + (1 if version == 3 else 0)
+        pad = (lambda n: (n + 7) & ~7) if version == 1 else (lambda n: n)
+        name = data[p:p + nsize].split(b"\x00", 1)[0].decode("utf-8", "replace")
+        dtype = data[p + pad(nsize):p + pad(nsize) + tsize]
+        value_at = p + pad(nsize) + pad(tsize) + pad(ssize)
+        if flags & 0x3 or len(dtype) < 8:  # a shared datatype or dataspace: not decoded here
+            return name, None
+        cls, length = dtype[0] & 0x0F, self.uint(dtype, 4, 4)
+        if cls == 3:  # fixed-length string
+            value = data[value_at:value_at + length]
+            return name, value.split(b"\x00", 1)[0] if len(value) == length else None
+        if cls == 9 and dtype[1] & 0x0F == 1:  # variable-length string: length, heap collection, index
+            size = self.uint(data, value_at, 4)
+            return name, self.global_heap_object(self.uint(data, value_at + 4, self.osize),
+                                                 self.uint(data, value_at + 4 + self.osize, 4), size)
+        return name, None
+
+    def global_heap_object(self, addr: int, index: int, size: int) -> bytes:
+        head = self.read(addr, 8 + self.lsize)
+        if head[:4] != b"GCOL":
+            raise _Bad(f"global heap collection at {addr} has no GCOL signature")
+        end = self.uint(head, 8, self.lsize)
+        if end > MAX_ATTRIBUTE:
+            raise _Limit(f"global heap collection of {end} bytes")
+        body = self.read(addr, end)
+        p = 8 + self.lsize
+        while p + 8 + self.lsize <= len(body):
+            idx, osize = self.uint(body, p, 2), self.uint(body, p + 8, self.lsize)
+            if idx == index:
+                return body[p + 8 + self.lsize:p + 8 + self.lsize + min(osize, size)]
+            if idx == 0:
+                break
+            p += 8 + self.lsize + ((osize + 7) & ~7)
+        raise _Bad(f"object {index} missing from the global heap collection at {addr}")
 
     # -- groups ----------------------------------------------------------------------------------
     def local_heap(self, addr: int) -> int:

@@ -10,8 +10,10 @@ file or URL (CVE-2025-12058); TorchModuleWrapper torch.loads a
 pickle held in the config (CVE-2025-49655), which is judged by the pickle scanner. HDF5 weights
 (`.h5`, `model.weights.h5`) are walked for external storage and links (hdf5.py, CVE-2026-1669).
 
-HDF5 needs no h5py: Keras stores `model_config` as a JSON string attribute, found by a bounded byte
-scan. h5py, when importable, reads the attribute as well, in a child process under a timeout.
+HDF5 needs no h5py: Keras stores `model_config` as a JSON string attribute of the root group, read
+from the root's object header by the HDF5 walk (hdf5.py); where the walk cannot tell (attributes in
+dense storage, an odd datatype, a broken file) a bounded byte scan looks for it. h5py, when
+importable, reads the attribute as well, in a child process under a timeout.
 """
 
 from __future__ import annotations
@@ -23,15 +25,16 @@ import functools
 import importlib.util
 import io
 import json
+import lzma
 import re
+import struct
 import subprocess
 import sys
 import tempfile
-import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from hfguard import signatures
 from hfguard import sniff as fmts
@@ -39,6 +42,10 @@ from hfguard.budget import Budget
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Observation, Severity
 from hfguard.static.formats.hdf5 import scan_hdf5
+from hfguard.static.pickle.containers.common import ScanConfig
+from hfguard.static.pickle.containers.torch_zip import METHODS
+from hfguard.static.pickle.streams import StreamLimit, open_decompressed, open_slice
+from hfguard.static.pickle.zipdir import ZipEntry, ZipError, read_zip_directory
 from hfguard.static.problems import lfs_pointer_problem
 from hfguard.target import TargetFile
 
@@ -48,9 +55,13 @@ MAX_NODES = 2_000_000
 MAX_DEPTH = 200
 SCAN_CHUNK = 8 * 1024 * 1024
 H5_SCAN_BYTES = 256 * 1024 * 1024   # how far into an HDF5 file the byte scan looks for the config
+# over Hub Range reads: Keras writes model_config into the root group's header, near the start
+H5_REMOTE_SCAN_BYTES = 1024 * 1024
+CONFIG_WINDOW = 256 * 1024          # first read of a config found by the scan; grown as it needs
 MAX_CONFIGS = 16
 H5PY_TIMEOUT = 20.0
 MAX_INFLATED_WEIGHTS = 8 << 30       # a compressed model.weights.h5 is inflated to disk up to this
+REMOTE_INFLATED_WEIGHTS = 64 << 20   # ... and fetched over Range reads up to this (compressed bytes)
 _MARKERS = (b'{"class_name"', b'{"module"')
 _KERAS_MEMBERS = {"config.json", "metadata.json", "model.weights.h5", "model.weights.npz"}
 _IDENT = re.compile(rb"[A-Za-z_][A-Za-z0-9_]{1,63}")
@@ -298,18 +309,35 @@ def find_json_configs(fh: BinaryIO, limit: int = H5_SCAN_BYTES, budget: Budget |
             pos += max(len(chunk) - keep, 1)
             continue
         start = pos + min(hits)
-        fh.seek(start)
-        window = fh.read(MAX_CONFIG_BYTES).decode("utf-8", "surrogateescape")
-        try:
-            obj, end = decoder.raw_decode(window)
-        except (ValueError, RecursionError):
+        decoded = _json_at(fh, start, decoder)
+        if decoded is None:
             pos = start + 1
             continue
-        text = window[:end]
+        obj, text = decoded
         if isinstance(obj, dict):
             found.append((start, text))
         pos = start + len(text.encode("utf-8", "surrogateescape"))
     return found
+
+
+def _json_at(fh: BinaryIO, start: int, decoder: json.JSONDecoder) -> tuple[Any, str] | None:
+    """The JSON value at `start` and its text, read in growing windows (a remote file is read
+    only as far as the value goes), or None when there is none."""
+    size = CONFIG_WINDOW
+    while True:
+        fh.seek(start)
+        raw = fh.read(size)
+        window = raw.decode("utf-8", "surrogateescape")
+        try:
+            obj, end = decoder.raw_decode(window)
+            return obj, window[:end]
+        except json.JSONDecodeError as exc:
+            cut = exc.pos >= len(window) - 1 or exc.msg.startswith("Unterminated string")
+            if not cut or len(raw) < size or size >= MAX_CONFIG_BYTES:
+                return None
+            size = min(size * 8, MAX_CONFIG_BYTES)
+        except (ValueError, RecursionError):
+            return None
 
 
 # Run in a child process: libhdf5 hangs or crashes on some hostile files (found by fuzzing), and
@@ -361,9 +389,49 @@ def h5py_configs(file: TargetFile, timeout: float) -> tuple[list[str] | None, Ob
     return [c for c in configs if isinstance(c, str)], None
 
 
+# -- zip members (zipdir: bounded directory, member bytes decoded within a cap) --------------------
+
+_MEMBER_ERRORS = (ZipError, OSError, EOFError, ValueError, zlib.error, lzma.LZMAError, struct.error)
+
+
+def _member(fh: BinaryIO, entry: ZipEntry, cap: int, budget: Budget) -> IO[bytes]:
+    """A member's bytes: stored ones as a window of the archive, compressed ones decoded lazily,
+    refused past `cap` bytes or the usual ratio (StreamLimit)."""
+    for rule, message, _ in entry.problems:  # Keras' zipfile refuses these, or reads other bytes
+        raise ZipError(rule, f"{entry.name}: {message}")
+    if entry.data_offset is None:
+        raise ZipError("archive/malformed", f"{entry.name}: no member data")
+    kind = METHODS.get(entry.method, "?")
+    if kind == "?":
+        raise ZipError("archive/unsupported-compression", f"compression method {entry.method}")
+    raw = open_slice(fh, entry.data_offset, entry.csize)
+    if kind is None:
+        return raw
+    cfg = ScanConfig()
+    return open_decompressed(kind, raw, entry.csize, cap=cap, ratio=cfg.max_ratio,
+                             ratio_floor=min(cfg.ratio_floor, cap), budget=budget)
+
+
+def _check_size(entry: ZipEntry, actual: int) -> None:
+    if actual != entry.usize:
+        raise ZipError("zip/header-mismatch", f"{entry.name} holds {actual} bytes, the directory says "
+                       f"{entry.usize} (zipfile, which Keras uses, refuses it)")
+
+
+def _read_member(fh: BinaryIO, entry: ZipEntry, cap: int, budget: Budget) -> bytes:
+    data = _member(fh, entry, cap, budget).read(cap + 1)
+    if len(data) > cap:
+        raise StreamLimit("archive/bomb", f"{entry.name} inflates past {cap} bytes")
+    _check_size(entry, len(data))
+    if zlib.crc32(data) != entry.crc:
+        raise ZipError("zip/bad-crc", f"{entry.name}: CRC-32 does not match the directory's")
+    return data
+
+
 class KerasCheck(Check):
     id = "static.keras"
-    THRESHOLDS = {"use-h5py": True, "h5-scan-bytes": H5_SCAN_BYTES}
+    THRESHOLDS = {"use-h5py": True, "h5-scan-bytes": H5_SCAN_BYTES,
+                  "h5-remote-scan-bytes": H5_REMOTE_SCAN_BYTES}
     tier = "static"
     version = "1"
     description = "Keras .keras archives and .h5 models: Lambda bytecode, foreign modules, safe_mode bypasses"
@@ -388,15 +456,16 @@ class KerasCheck(Check):
 
     def _archive(self, file: TargetFile, ctx: ScanContext) -> list[Observation]:
         is_keras_name = file.name.lower().endswith(".keras")
+        budget = ctx.budget()
         with file.open() as fh:
-            try:
-                zf = zipfile.ZipFile(fh)
-            except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            try:  # our bounded directory reader, never zipfile on hostile input
+                listed = [e for e in read_zip_directory(fh, file.size, budget=budget) if e.index >= 0]
+            except (ZipError, OSError, ValueError, struct.error) as exc:
                 if is_keras_name:
                     return [Observation("keras/bad-archive", Severity.HIGH,
                                         f"unreadable .keras archive: {exc}")]
                 return []  # not ours to judge; the archive scanner reports broken zips
-            names = {i.filename: i for i in zf.infolist()}
+            names = {e.name: e for e in listed}  # the last of duplicates, as zipfile (and Keras) reads
             keras_like = is_keras_name or bool(names.keys() & (_KERAS_MEMBERS - {"config.json"}))
             if "config.json" not in names or not keras_like:
                 if is_keras_name:
@@ -412,57 +481,65 @@ class KerasCheck(Check):
                     problems.append(Observation("keras/unexpected-member", Severity.LOW,
                                                 f"unexpected member {n!r} in a .keras archive", n))
             if "model.weights.h5" in names:
-                problems += self._weights_h5(zf, names["model.weights.h5"], ctx)
+                problems += self._weights_h5(fh, names["model.weights.h5"], budget, file.local_path is None)
             if "model.weights.npz" in names:
                 problems.append(Observation(
                     "keras/npz-weights", Severity.LOW,
                     "weights stored as .npz, which Keras loads with allow_pickle=True", "model.weights.npz"))
-            info = names["config.json"]
-            if info.file_size > MAX_CONFIG_BYTES:
+            entry = names["config.json"]
+            if entry.usize > MAX_CONFIG_BYTES:
                 problems.append(Observation("keras/config-too-large", Severity.HIGH,
-                                            f"config.json is {info.file_size} bytes; not analysed",
+                                            f"config.json is {entry.usize} bytes; not analysed",
                                             "config.json"))
                 return problems
             try:
-                with zf.open(info) as member:
-                    raw = member.read(MAX_CONFIG_BYTES + 1)
-            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError,
-                    ValueError) as exc:
-                problems.append(Observation(
-                    "keras/bad-archive", Severity.HIGH,
-                    f"config.json cannot be read from the archive: {exc}", "config.json"))
-                return problems
-            if len(raw) > MAX_CONFIG_BYTES:
+                raw = _read_member(fh, entry, MAX_CONFIG_BYTES, budget)
+            except StreamLimit:
                 problems.append(Observation(
                     "keras/config-too-large", Severity.HIGH,
                     "config.json inflates past the limit; not analysed", "config.json"))
                 return problems
+            except _MEMBER_ERRORS as exc:
+                problems.append(Observation(
+                    "keras/bad-archive", Severity.HIGH,
+                    f"config.json cannot be read from the archive: {exc}", "config.json"))
+                return problems
             problems += self._config_text(raw, "config.json", ctx)
             return problems
 
-    def _weights_h5(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, ctx: ScanContext) -> list[Observation]:
+    def _weights_h5(self, fh: BinaryIO, entry: ZipEntry, budget: Budget, remote: bool) -> list[Observation]:
         """model.weights.h5 inside a .keras archive: h5py follows its external storage and links too.
-        A stored member (what Keras writes) is walked in place."""
-        budget = ctx.budget()
+        A stored member (what Keras writes) is walked in place, headers only."""
+        name = entry.name
         try:
-            with zf.open(info) as member:
-                if info.compress_type == zipfile.ZIP_STORED:
-                    return scan_hdf5(member, info.file_size, budget, info.filename).problems
-                # a compressed member re-inflates from its start on every backward seek: inflate it
-                # once into a spooled file (memory up to a few MiB, then disk) and walk that
-                if info.file_size > MAX_INFLATED_WEIGHTS or (
-                        info.file_size > 64 << 20 and info.file_size > 100 * max(info.compress_size, 1)):
-                    return [Observation("keras/bad-archive", Severity.HIGH,
-                                        f"{info.filename} inflates to {info.file_size} bytes from "
-                                        f"{info.compress_size}: not walked", info.filename)]
-                with tempfile.SpooledTemporaryFile(max_size=16 << 20) as spool:
-                    while block := member.read(1 << 20):
-                        budget.tick("inflating model.weights.h5")
-                        spool.write(block)
-                    return scan_hdf5(spool, spool.tell(), budget, info.filename).problems
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as exc:
+            if entry.method == 0:
+                member = _member(fh, entry, entry.usize, budget)
+                return scan_hdf5(member, min(entry.usize, entry.csize), budget, name).problems
+            if remote and entry.csize > REMOTE_INFLATED_WEIGHTS:
+                return [Observation("keras/h5-not-fully-scanned", Severity.MEDIUM,
+                                    f"{name} is compressed: walking it would fetch all {entry.csize} bytes "
+                                    "over Range reads, so it was not walked (scan a local copy)", name,
+                                    {"size": entry.csize, "scanned_bytes": 0, "remote": True})]
+            # a compressed member re-inflates from its start on every backward seek: inflate it
+            # once into a spooled file (memory up to a few MiB, then disk) and walk that
+            if entry.usize > MAX_INFLATED_WEIGHTS or (
+                    entry.usize > 64 << 20 and entry.usize > 100 * max(entry.csize, 1)):
+                return [Observation("keras/bad-archive", Severity.HIGH,
+                                    f"{name} inflates to {entry.usize} bytes from {entry.csize}: not walked",
+                                    name)]
+            with tempfile.SpooledTemporaryFile(max_size=16 << 20) as spool:
+                member = _member(fh, entry, min(entry.usize, MAX_INFLATED_WEIGHTS), budget)
+                while block := member.read(1 << 20):
+                    budget.tick("inflating model.weights.h5")
+                    spool.write(block)
+                _check_size(entry, spool.tell())
+                return scan_hdf5(spool, spool.tell(), budget, name).problems
+        except StreamLimit as exc:
             return [Observation("keras/bad-archive", Severity.HIGH,
-                                f"{info.filename} cannot be read from the archive: {exc}", info.filename)]
+                                f"{name} inflates past its bounds ({exc.message}): not walked", name)]
+        except _MEMBER_ERRORS as exc:
+            return [Observation("keras/bad-archive", Severity.HIGH,
+                                f"{name} cannot be read from the archive: {exc}", name)]
 
     def _config_text(self, raw: bytes, where: str, ctx: ScanContext) -> list[Observation]:
         try:
@@ -478,21 +555,32 @@ class KerasCheck(Check):
         via_h5py, failure = None, None
         if ctx.threshold(self.id, "use-h5py", True):
             via_h5py, failure = h5py_configs(file, min(budget.remaining() / 2, H5PY_TIMEOUT))
+        problems: list[Observation] = [failure] if failure else []
+        with file.open() as fh:
+            walk = scan_hdf5(fh, file.size, budget)
+        problems += walk.problems
+        # the root group's header holds the attributes Keras reads: when the walk read them all,
+        # no byte scan is needed (and a remote file is read by its headers only)
+        from_header = [v.decode("utf-8", "surrogateescape") for _, v in walk.root_attributes]
         # h5py reads the attributes the way Keras does; without it the byte scan goes further
         limit = SCAN_CHUNK if via_h5py is not None else int(
             ctx.threshold(self.id, "h5-scan-bytes", H5_SCAN_BYTES))
-        with file.open() as fh:
-            scanned = [text for _, text in find_json_configs(fh, limit, budget)]
-        texts = list(dict.fromkeys([*scanned, *(via_h5py or [])]))
-        problems: list[Observation] = [failure] if failure else []
-        with file.open() as fh:
-            problems += scan_hdf5(fh, file.size, budget).problems
+        remote = file.local_path is None  # read over Range requests: every byte scanned is fetched
+        if remote:
+            limit = min(limit, int(ctx.threshold(self.id, "h5-remote-scan-bytes", H5_REMOTE_SCAN_BYTES)))
+        scanned: list[str] = []
+        if not walk.root_attributes_known:
+            with file.open() as fh:
+                scanned = [text for _, text in find_json_configs(fh, limit, budget)]
+        texts = list(dict.fromkeys([*from_header, *scanned, *(via_h5py or [])]))
         for i, text in enumerate(texts):
             problems += self._config_text(text.encode("utf-8", "surrogateescape"), f"model_config[{i}]", ctx)
-        if not texts and file.size > limit and via_h5py is None:
+        if not walk.root_attributes_known and not texts and file.size > limit and via_h5py is None:
+            why = ("the bound on bytes read from a remote file" if remote
+                   else "h5py is not available to read the attributes")
             problems.append(Observation("keras/h5-not-fully-scanned", Severity.LOW,
-                                        f"no Keras config in the first {limit} bytes and h5py is not "
-                                        "available to read the attributes", None, {"size": file.size}))
+                                        f"no Keras config in the first {limit} bytes ({why})", None,
+                                        {"size": file.size, "scanned_bytes": limit, "remote": remote}))
         # legacy HDF5 loading ignores safe_mode altogether (CVE-2025-9905): say so where it matters
         for p in problems:
             if p.rule == "keras/lambda-bytecode":

@@ -5,7 +5,8 @@ Tensors may live outside the .onnx file (``data_location = EXTERNAL``, ``externa
 the runtime read any file on the machine into the model (path traversal), so it is a finding; so is
 a location that is missing or a range past the end of the file it names. The walk follows only the
 messages that can hold tensors (graphs, nodes, attributes, subgraphs, functions) and seeks over
-everything else, raw tensor bytes included; it needs neither onnx nor protobuf.
+everything else, raw tensor bytes included, with the shared wire reader (protowire.py); it needs
+neither onnx nor protobuf.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import BinaryIO
 from hfguard.budget import Budget
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Observation, Severity
+from hfguard.static.formats.protowire import Source, WireError, fields, text, varint
 from hfguard.static.problems import lfs_pointer_problem
 from hfguard.target import TargetFile
 
 MAX_DEPTH = 64
-MAX_FIELD = 1 << 40
 STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.training", "ai.onnx.preview.training",
                     "com.microsoft", "com.microsoft.nchwc", "com.microsoft.experimental",
                     "com.ms.internal.nhwc", "org.pytorch.aten", "pkg.onnxscript.torch_lib",
@@ -44,10 +45,6 @@ SCHEMA: dict[str, dict[int, str]] = {
 }
 # string fields collected: (message, field) -> attribute name
 STRINGS = {("Tensor", 8): "name", ("Entry", 1): "key", ("Entry", 2): "value", ("OpsetId", 1): "domain"}
-
-
-class Malformed(ValueError):
-    pass
 
 
 @dataclass
@@ -72,77 +69,22 @@ class _Msg:
     entries: list[_Msg] = field(default_factory=list)
 
 
-class _Wire:
-    def __init__(self, fh: BinaryIO, size: int, budget: Budget | None) -> None:
-        self.fh, self.size, self.budget, self.pos, self.steps = fh, size, budget, 0, 0
-
-    def byte(self) -> int:
-        b = self.fh.read(1)
-        if not b:
-            raise Malformed(f"truncated at offset {self.pos}")
-        self.pos += 1
-        return b[0]
-
-    def varint(self) -> int:
-        out = shift = 0
-        while True:
-            b = self.byte()
-            out |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return out
-            shift += 7
-            if shift > 63:
-                raise Malformed(f"varint too long at offset {self.pos}")
-
-    def seek(self, pos: int) -> None:
-        if pos > self.size:
-            raise Malformed(f"field runs past the end of the file (to {pos} of {self.size})")
-        self.pos = pos
-        self.fh.seek(pos)
-
-    def read(self, n: int) -> bytes:
-        data = self.fh.read(n)
-        if len(data) != n:
-            raise Malformed(f"truncated at offset {self.pos}")
-        self.pos += n
-        return data
-
-
-def _parse(w: _Wire, kind: str, end: int, depth: int, info: ONNXInfo) -> _Msg:
+def _parse(
+    src: Source, kind: str, start: int, end: int, depth: int, info: ONNXInfo, budget: Budget | None
+) -> _Msg:
     if depth > MAX_DEPTH:
-        raise Malformed(f"messages nested deeper than {MAX_DEPTH}")
+        raise WireError(f"messages nested deeper than {MAX_DEPTH}")
     msg = _Msg(kind)
     children = SCHEMA[kind]
-    while w.pos < end:
-        w.steps += 1
-        if w.budget is not None and w.steps % 4096 == 0:
-            w.budget.tick("walking an ONNX model")
-        tag = w.varint()
-        number, wire = tag >> 3, tag & 7
-        if number == 0:
-            raise Malformed(f"field number 0 at offset {w.pos}")
+    for number, wire, s, e in fields(src, start, end, varints=True):
+        if budget is not None:
+            budget.tick("walking an ONNX model")
         if wire == 0:
-            msg.varints[number] = w.varint()
-        elif wire == 1:
-            w.seek(w.pos + 8)
-        elif wire == 5:
-            w.seek(w.pos + 4)
-        elif wire == 2:
-            n = w.varint()
-            stop = w.pos + n
-            if n > MAX_FIELD or stop > end:
-                raise Malformed(f"field {number} of {kind} claims {n} bytes past its message "
-                                f"(offset {w.pos})")
-            if number in children:
-                child = _parse(w, children[number], stop, depth + 1, info)
-                _collect(msg, child, info)
-            elif (kind, number) in STRINGS and n <= 65536:
-                msg.strings[STRINGS[(kind, number)]] = w.read(n).decode("utf-8", "replace")
-            w.seek(stop)
-        else:
-            raise Malformed(f"wire type {wire} at offset {w.pos}")
-    if w.pos != end:
-        raise Malformed(f"{kind} message overruns its length")
+            msg.varints[number] = varint(src, s, e)
+        elif number in children:
+            _collect(msg, _parse(src, children[number], s, e, depth + 1, info, budget), info)
+        elif (kind, number) in STRINGS and e - s <= 65536:
+            msg.strings[STRINGS[(kind, number)]] = text(src, s, e, 65536)
     return msg
 
 
@@ -165,8 +107,7 @@ def _collect(parent: _Msg, child: _Msg, info: ONNXInfo) -> None:
 def read_onnx(fh: BinaryIO, size: int, budget: Budget | None = None) -> ONNXInfo:
     """External-data references and operator domains of a serialized ModelProto."""
     info = ONNXInfo()
-    fh.seek(0)
-    _parse(_Wire(fh, size, budget), "Model", size, 0, info)
+    _parse(Source(fh, size), "Model", 0, size, 0, info, budget)
     return info
 
 
@@ -223,7 +164,7 @@ class ONNXCheck(Check):
         try:
             with file.open() as fh:
                 info = read_onnx(fh, file.size, ctx.budget())
-        except Malformed as exc:
+        except WireError as exc:
             yield self.finding("onnx/malformed", Severity.HIGH, f"not a readable ONNX model: {exc}",
                                file=file.path)
             return

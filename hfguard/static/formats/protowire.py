@@ -1,7 +1,8 @@
 """A minimal protobuf wire-format reader: the fields of one message, bounded by its length, over bytes
 in memory or a seekable file read a block at a time (constant tensors and other large fields are
 skipped by length, never read). Callers walk only the fields that matter to them (a fixed schema),
-so nesting is bounded by their schema, not by the input. (onnx.py has a reader of its own.)"""
+so nesting is bounded by their schema (or by the caller's depth limit where the schema recurses),
+not by the input."""
 
 from __future__ import annotations
 
@@ -53,15 +54,28 @@ def _varint(src: Source, pos: int, end: int) -> tuple[int, int]:
     raise WireError(f"bad varint at offset {pos}")
 
 
-def fields(src: Source, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+def varint(src: Source, start: int, end: int) -> int:
+    """The value of a varint field (its bytes as `fields(..., varints=True)` gives them)."""
+    return _varint(src, start, end)[0]
+
+
+def fields(
+    src: Source, start: int, end: int, *, varints: bool = False
+) -> Iterator[tuple[int, int, int, int]]:
     """(field number, wire type, value start, value end) of each length-delimited field of one
-    message; varints and fixed-width values are skipped, every length checked against the message."""
+    message, and of each varint field when `varints` (read it with `varint`); fixed-width values are
+    skipped, every length checked against the message."""
     pos = start
     while pos < end:
         key, pos = _varint(src, pos, end)
         num, wtype = key >> 3, key & 7
+        if num == 0:
+            raise WireError(f"field number 0 at offset {pos}")
         if wtype == 0:
+            vstart = pos
             _, pos = _varint(src, pos, end)
+            if varints:
+                yield num, wtype, vstart, pos
             continue
         if wtype == 1:
             pos += 8

@@ -213,8 +213,14 @@ def decompressor(kind: str, src: IO[bytes]) -> Decoded:
             import zstandard
         except ImportError:
             raise Unavailable(kind, "zstandard") from None
-        # the window is bounded by the library's default limit (128 MiB), whatever the frame asks
-        return zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, read_across_frames=True)
+        # the window is bounded by the library's default limit (128 MiB), whatever the frame asks;
+        # the library's reader stops quietly inside a cut frame: _ZstdFrames makes that an error
+        frames = _ZstdFrames(src)
+        return zstandard.ZstdDecompressor().stream_reader(
+            frames,  # type: ignore[arg-type]  # a RawIOBase reads as IO[bytes]
+            read_size=CHUNK,
+            read_across_frames=True,
+        )
     if kind == "lz4":
         try:
             import lz4.frame
@@ -222,6 +228,79 @@ def decompressor(kind: str, src: IO[bytes]) -> Decoded:
             raise Unavailable(kind, "lz4") from None
         return lz4.frame.LZ4FrameFile(src, "rb")
     raise ValueError(f"no decompressor for {kind}")
+
+
+_ZSTD_MAGIC = 0xFD2FB528
+_ZSTD_SKIPPABLE = range(0x184D2A50, 0x184D2A60)
+
+
+class _ZstdFrames(io.RawIOBase):
+    """Passes a zstd stream through while walking its frame and block headers (RFC 8878), so
+    that input ending inside a frame raises EOFError instead of decoding to fewer bytes (or none)."""
+
+    def __init__(self, src: IO[bytes]) -> None:
+        super().__init__()
+        self.src, self.head = src, bytearray()
+        self.walk = _zstd_walk()
+        self.want, self.skip, self.boundary = next(self.walk)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self.src.read(len(b))
+        if not data:
+            if not (self.boundary and not self.head):
+                raise EOFError("zstd stream ends inside a frame (truncated)")
+            return 0
+        self._feed(data)
+        b[: len(data)] = data
+        return len(data)
+
+    def _feed(self, data: bytes) -> None:
+        pos = 0
+        while pos < len(data):
+            take = min(self.want - len(self.head), len(data) - pos)
+            if self.skip:  # block content: counted, not kept
+                self.want -= take
+                done = self.want == 0
+            else:
+                self.head += data[pos : pos + take]
+                done = len(self.head) == self.want
+            pos += take
+            if done:
+                got, self.head = bytes(self.head), bytearray()
+                self.want, self.skip, self.boundary = self.walk.send(got)
+
+
+def _zstd_walk() -> Any:
+    """A generator fed the bytes it asks for: yields (count, skip, at a frame boundary)."""
+    while True:
+        magic = int.from_bytes((yield 4, False, True), "little")
+        if magic in _ZSTD_SKIPPABLE:
+            size = int.from_bytes((yield 4, False, False), "little")
+            if size:
+                yield size, True, False
+            continue
+        if magic != _ZSTD_MAGIC:
+            raise ValueError(f"not a zstd frame (magic {magic:#010x})")
+        fhd = (yield 1, False, False)[0]
+        single = fhd >> 5 & 1
+        fcs = (single, 2, 4, 8)[fhd >> 6]
+        rest = (1 - single) + (0, 1, 2, 4)[fhd & 3] + fcs
+        if rest:
+            yield rest, False, False
+        last = 0
+        while not last:
+            h = int.from_bytes((yield 3, False, False), "little")
+            last, kind, size = h & 1, h >> 1 & 3, h >> 3
+            if kind == 3:
+                raise ValueError("zstd block of the reserved type")
+            size = 1 if kind == 1 else size  # an RLE block stores one byte
+            if size:
+                yield size, True, False
+        if fhd >> 2 & 1:
+            yield 4, False, False  # content checksum
 
 
 class _ZipLzma(io.RawIOBase):

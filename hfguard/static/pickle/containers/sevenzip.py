@@ -3,14 +3,18 @@ optional `py7zr` (the `static` extra); without it a 7z file is `archive/unscanna
 
 Bounds: the sizes the headers declare (py7zr never decodes more than a member's declared size)
 are checked against the cap and the ratio before anything is decoded; while decoding, output is
-counted against the cap and against the archive bytes read so far, as for zip members. Each member
-is spooled (memory up to 16 MiB, then disk) and scanned when py7zr finishes it.
+counted against the cap and against the archive bytes read so far, as for zip members. py7zr's own
+loop asks its decoders for up to 128 MB at a time (and its deflate ignores the request), so ours
+replaces it (`_BoundedWorker`): small compressed reads, small output steps, each counted as it
+comes. Each member is spooled (memory up to 16 MiB, then disk) and scanned when py7zr finishes it.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import tempfile
+import zlib
 from typing import IO, Any
 
 from hfguard import sniff as sn
@@ -83,7 +87,9 @@ def scan_7z(sc: Scanner, fh: IO[bytes], size: int | None, where: str, depth: int
 
     try:
         # a RawIOBase is a binary file, though not an IO[bytes] to typeshed
+        _header_bound(src, size, cfg.max_central_directory)  # type: ignore[arg-type]
         with py7zr.SevenZipFile(src, "r") as archive:  # type: ignore[arg-type]
+            archive.worker = _bounded_worker(archive)
             files = archive.list()
             if len(files) > cfg.max_members:
                 sc.observe(
@@ -107,6 +113,68 @@ def scan_7z(sc: Scanner, fh: IO[bytes], size: int | None, where: str, depth: int
         unscannable(sc, "7z", where, 0, f"unsupported method: {exc}")
     except Exception as exc:  # noqa: BLE001 - a third-party parser on hostile input: any error is malformed
         sc.observe("archive/malformed", f"cannot read 7z: {type(exc).__name__}: {exc}", where)
+
+
+def _header_bound(fh: IO[bytes], size: int, cap: int) -> None:
+    """py7zr decodes a compressed ("encoded") header whole, up to 256 MB, while opening the archive:
+    read its declared size first (start header, then the header's own streams info) and refuse
+    more than `cap`, as for a zip's central directory."""
+    from py7zr.archiveinfo import HeaderStreamsInfo
+
+    fh.seek(0)
+    start = fh.read(32)
+    if len(start) < 32:
+        return  # py7zr says what is wrong
+    offset, length = struct.unpack("<QQ", start[12:28])
+    if length > cap:
+        raise StreamLimit("pickle/limit-exceeded", f"7z header of {length} bytes", limit=cap,
+                          limit_name="max_central_directory")
+    if not 0 < length <= size - 32 - offset:
+        return
+    fh.seek(32 + offset)
+    if fh.read(1) != b"\x17":  # kEncodedHeader
+        return
+    streams = HeaderStreamsInfo.retrieve(io.BytesIO(fh.read(length - 1)))
+    declared = sum(f.unpacksizes[-1] for f in streams.unpackinfo.folders if f.unpacksizes)
+    if declared > cap:
+        raise StreamLimit("archive/bomb", f"the 7z header declares {declared} bytes once decoded "
+                          f"(bound {cap})", limit=cap, limit_name="max_central_directory",
+                          decompressed=declared)
+    fh.seek(0)
+
+
+READ_STEP = 4 << 10  # compressed bytes a decoder gets per step: deflate makes at most ~4 MiB of them
+OUTPUT_STEP = 1 << 20  # decoded bytes asked for per step (LZMA, LZMA2, bzip2 keep to it)
+
+
+def _bounded_worker(archive: Any) -> Any:
+    """py7zr's extraction worker with a decode loop that keeps every step small (see the module
+    doc). Built on py7zr's Worker: the rest of its extraction (folders, CRCs) is unchanged."""
+    from py7zr.exceptions import Bad7zFile, CrcError
+    from py7zr.py7zr import Worker
+
+    class BoundedWorker(Worker):
+        def decompress(
+            self, fp: IO[bytes], folder: Any, fq: Any, size: int, compressed_size: int | None,
+            src_end: int, q: Any = None,
+        ) -> int:
+            decoder = folder.get_decompressor(compressed_size)
+            decoder.block_size = READ_STEP
+            remaining, crc = size, 0
+            while remaining > 0:
+                at = fp.tell()
+                out = decoder.decompress(fp, min(remaining, OUTPUT_STEP))
+                if out:
+                    remaining -= len(out)
+                    fq.write(out)  # counted (and bounded) by the member as it arrives
+                    crc = zlib.crc32(out, crc)
+                elif fp.tell() == at:
+                    raise Bad7zFile("a 7z stream ends before its declared size")
+            if fp.tell() >= src_end and decoder.crc is not None and not decoder.check_crc():
+                raise CrcError(decoder.crc, decoder.digest, None)
+            return crc
+
+    return BoundedWorker(archive.files, archive.afterheader, archive.header)
 
 
 def _bounds(sc: Scanner, output: int, read: int, declared: bool = False) -> None:
