@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hfguard.findings import Finding, Severity
 from hfguard.hub.fetch import fetch_file
 from hfguard.hub.http import (
     Deadline,
@@ -369,10 +370,28 @@ def hub_target(resolved: Resolved, *, stats: TransferStats, token: str | bool | 
             tf.fetch = _fetcher(resolved, hf, stats, token, on_fetch_error, deadline)
         tf.meta.update({"blob_id": hf.blob_id, "lfs": hf.lfs_sha256 is not None,
                         "hub_security": hf.security})
+        if (odd := unsafe_name_finding(hf.path)) is not None:
+            tf.meta["findings"] = [odd]
         files.append(tf)
     meta = dict(resolved.meta)
     return Target(name=display_name(resolved.repo_id, resolved.requested), source="hub", files=files,
                   revision=resolved.sha, repo_id=resolved.repo_id, card=dict(resolved.card), meta=meta)
+
+
+def unsafe_name_finding(path: str) -> Finding | None:
+    """A listed name holding characters a terminal acts on (newline, ESC, bidi overrides: what
+    hfguard.report.escape shows escaped) is hostile in itself; the file is still read under its
+    exact name (hf_hub_url percent-encodes it)."""
+    from hfguard.report.escape import safe
+
+    shown = safe(path)
+    if shown == path:
+        return None
+    chars = sorted({f"U+{ord(c):04X}" for c in path if safe(c) != c})
+    return Finding(check="hub", rule="file/unsafe-name", severity=Severity.MEDIUM, file=path,
+                   message=f"the file name {shown} holds control or bidi characters ({', '.join(chars)}): "
+                           "it can forge log lines or display as another name",
+                   evidence={"name": path, "characters": chars})
 
 
 def display_name(repo_id: str, requested: str | None) -> str:
