@@ -6,9 +6,11 @@ a pinned load gets. With HF_HUB_OFFLINE=1 everything comes from the local HF cac
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,37 @@ def is_offline() -> bool:
     from huggingface_hub import constants
 
     return constants.is_offline_mode() or offline_by_env()
+
+
+# -- one answer per scan ---------------------------------------------------------------------------
+_MEMO: contextvars.ContextVar[dict[tuple[str, ...], Any] | None] = contextvars.ContextVar(
+    "hfguard_hub_memo", default=None)
+
+
+@contextlib.contextmanager
+def scan_memo() -> Iterator[None]:
+    """Within one scan, a repo's metadata and a commit's file listing are fetched once: a lineage
+    hop, the weights tier's base diff and the behavior tier's reference that name the same model
+    reuse the first answer. A nested scan (a hop vetted inside the check) joins the enclosing memo."""
+    if _MEMO.get() is not None:
+        yield
+        return
+    token = _MEMO.set({})
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
+def _once(key: tuple[str, ...], fetch: Callable[[], Any]) -> Any:
+    """fetch(), or what it returned before in this scan (failures are not kept: a later ask retries)."""
+    memo = _MEMO.get()
+    if memo is None:
+        return fetch()
+    key = (endpoint(), *key)
+    if key not in memo:
+        memo[key] = fetch()
+    return memo[key]
 
 
 # -- online ---------------------------------------------------------------------------------------
@@ -176,8 +209,9 @@ def _resolve_online(repo_id: str, rev: str | None, *, token: str | bool | None, 
     api = HfApi(endpoint=endpoint(), token=token)
     timeout = request_seconds()   # the session hook cuts it to the deadline
     progress(f"resolving {repo_id}@{rev or 'main'} on {endpoint()}…")
-    info = with_retry(lambda: api.model_info(repo_id, revision=rev, securityStatus=True, timeout=timeout),
-                      repo_id, rev, progress)
+    info = _once(("info", repo_id, rev or ""), lambda: with_retry(
+        lambda: api.model_info(repo_id, revision=rev, securityStatus=True, timeout=timeout),
+        repo_id, rev, progress))
     sha = str(info.sha or "")
     if not SHA_RE.fullmatch(sha):
         raise HubError(f"{repo_id}@{rev or 'main'}: the Hub returned no commit sha ({sha!r})",
@@ -214,8 +248,8 @@ def list_files(resolved: Resolved, *, token: str | bool | None = None,
 def hub_files(repo_id: str, sha: str, *, token: str | bool | None = None,
               progress: Callable[[str], None] = lambda m: None) -> list[HubFile]:
     """The files of commit `sha`, sorted by path."""
-    files = [_hub_file(entry) for entry in list_tree(repo_id, sha, token=token, progress=progress)
-             if entry.get("type") == "file"]
+    entries = _once(("tree", repo_id, sha), lambda: list_tree(repo_id, sha, token=token, progress=progress))
+    files = [_hub_file(entry) for entry in entries if entry.get("type") == "file"]
     return sorted(files, key=lambda f: f.path)
 
 
