@@ -386,7 +386,6 @@ def hub_target(resolved: Resolved, *, stats: TransferStats, token: str | bool | 
     `deadline` (default: the one in force) bounds every read and download, also from the
     engine's worker threads; without one, each read and download gets its own."""
     deadline = deadline or current()
-    from huggingface_hub import hf_hub_url
     from huggingface_hub.utils import build_hf_headers
 
     files: list[TargetFile] = []
@@ -396,7 +395,7 @@ def hub_target(resolved: Resolved, *, stats: TransferStats, token: str | bool | 
             tf = local_file(hf.local, hf.path)
             tf.expected_sha256 = hf.lfs_sha256
         else:
-            url = hf_hub_url(resolved.repo_id, hf.path, revision=resolved.sha, endpoint=endpoint())
+            url = file_url(resolved.repo_id, hf.path, resolved.sha)
             tf = TargetFile(path=hf.path, size=hf.size, opener=lambda: None,  # type: ignore[arg-type,return-value]
                             expected_sha256=hf.lfs_sha256)
             tf.opener = _opener(tf, BlockCache(url, hf.size, headers=headers, stats=stats, name=hf.path,
@@ -412,20 +411,45 @@ def hub_target(resolved: Resolved, *, stats: TransferStats, token: str | bool | 
                   revision=resolved.sha, repo_id=resolved.repo_id, card=dict(resolved.card), meta=meta)
 
 
+def file_url(repo_id: str, path: str, sha: str) -> str:
+    """The URL of exactly the listed file at `sha`: hf_hub_url percent-encodes the name, and here
+    its '.' and '..' segments too, which URL normalisation would otherwise fold into another file's
+    address (`sub/../model.bin` -> `model.bin`, `../x` -> outside the commit)."""
+    from urllib.parse import quote
+
+    from huggingface_hub import hf_hub_url
+
+    url = hf_hub_url(repo_id, path, revision=sha, endpoint=endpoint())
+    quoted = quote(path)   # the tail hf_hub_url appended
+    if not url.endswith(quoted):
+        return url
+    segments = [seg.replace(".", "%2E") if seg in (".", "..") else seg for seg in quoted.split("/")]
+    return url[:len(url) - len(quoted)] + "/".join(segments)
+
+
 def unsafe_name_finding(path: str) -> Finding | None:
-    """A listed name holding characters a terminal acts on (newline, ESC, bidi overrides: what
-    hfguard.report.escape shows escaped) is hostile in itself; the file is still read under its
-    exact name (hf_hub_url percent-encodes it)."""
+    """A listed name no model file needs is hostile in itself: characters a terminal acts on
+    (newline, ESC, bidi overrides: what hfguard.report.escape shows escaped), or a path that
+    means another file (`..` or `.` segments, empty segments, a backslash, which Windows reads as
+    a separator). The file is still read under its exact name (file_url)."""
     from hfguard.report.escape import safe
 
     shown = safe(path)
-    if shown == path:
-        return None
     chars = sorted({f"U+{ord(c):04X}" for c in path if safe(c) != c})
+    segments = sorted({seg or "(empty)" for seg in path.split("/") if seg in ("", ".", "..")}
+                      | ({"\\"} if "\\" in path else set()))
+    if not chars and not segments:
+        return None
+    what = [f"control or bidi characters ({', '.join(chars)})"] if chars else []
+    what += [f"path segments that name another file ({', '.join(segments)})"] if segments else []
+    evidence: dict[str, object] = {"name": path}
+    if chars:
+        evidence["characters"] = chars
+    if segments:
+        evidence["segments"] = segments
     return Finding(check="hub", rule="file/unsafe-name", severity=Severity.MEDIUM, file=path,
-                   message=f"the file name {shown} holds control or bidi characters ({', '.join(chars)}): "
-                           "it can forge log lines or display as another name",
-                   evidence={"name": path, "characters": chars})
+                   message=f"the file name {shown} holds {' and '.join(what)}: it can forge log lines, "
+                           "display as another name or be read as another file", evidence=evidence)
 
 
 def display_name(repo_id: str, requested: str | None) -> str:

@@ -43,3 +43,19 @@ def test_download_of_a_hostile_name_is_verified_and_the_text_report_escapes_it(h
     assert "hub/" not in res.output                  # every download found and verified
     assert "model\\n.bin" in res.output and "a\\x1b[31m.pkl" in res.output
     assert "\x1b" not in res.output and "\u202e" not in res.output and "model\n.bin" not in res.output
+
+
+def test_a_dot_dot_name_is_read_as_itself_not_as_the_sibling_it_normalises_to(hub):
+    """`sub/../model.bin` must not be fetched as `model.bin`: here that sibling is a benign pickle
+    of the same size, which a normalised URL would have scanned in the hostile file's place."""
+    import pickle
+
+    evil = os_system_pickle("echo pwned")
+    benign = next(b for k in range(len(evil)) if len(b := pickle.dumps("a" * k, protocol=2)) == len(evil))
+    sha = hub.add_repo("acme/dots", {"sub/../model.bin": evil, "model.bin": benign, "config.json": b"{}"})
+    code, report, _ = run_check(f"acme/dots@{sha}", "-q")
+    files = _by_file(report)
+    assert "pickle/dangerous-global" in files["sub/../model.bin"], files
+    assert files["sub/../model.bin"]["file/unsafe-name"]["evidence"]["segments"] == [".."]
+    assert not {"pickle/dangerous-global", "file/unsafe-name"} & set(files["model.bin"])
+    assert report["verdict"] == "BLOCK" and code == 1
