@@ -168,3 +168,21 @@ def test_help_link_is_the_rules_anchor_in_the_declared_repository(tmp_path, vali
     assert rule["helpUri"] == link and f"]({link})" in rule["help"]["markdown"]
     # the anchor is the one docs/rules.md really has for the rule
     assert "](#pickledangerous-global)" in (ROOT / "docs" / "rules.md").read_text(encoding="utf-8")
+
+
+def test_odd_file_names_are_percent_encoded_uris(tmp_path, validator):
+    """A space, a '%' or a hostile newline in a path still makes a valid SARIF URI that decodes back."""
+    from urllib.parse import unquote
+
+    model = tmp_path / "my model"
+    model.mkdir()
+    for name in ("a b\n.bin", "100%.pkl"):
+        (model / name).write_bytes(evil_pickle(tmp_path / "pwned"))
+    code, sarif = _sarif([str(model)])
+    assert code == 1 and _errors(validator, sarif) == []
+    run = sarif["runs"][0]
+    uris = sorted(unquote(a["location"]["uri"]) for a in run["artifacts"])
+    assert uris == sorted(str(model / name) for name in ("a b\n.bin", "100%.pkl"))
+    for hit in run["results"]:   # every result still points at its artifact
+        loc = hit["locations"][0]["physicalLocation"]["artifactLocation"]
+        assert run["artifacts"][loc["index"]]["location"]["uri"] == loc["uri"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any, TextIO
+from urllib.parse import quote
 
 from hfguard import __version__
 from hfguard.findings import Finding, Report, Severity, Verdict
@@ -36,7 +37,10 @@ def _uri(finding: Finding, report: Report) -> str:
 
 
 def _clean(path: str) -> str:
-    return re.sub(r"^\./", "", path.replace("\\", "/"))
+    """A file path as the URI reference SARIF requires: '/' separators, percent-encoded (a space,
+    '%', a newline in a hostile file name), a Windows drive letter kept as 'C:/'."""
+    path = re.sub(r"^\./", "", path.replace("\\", "/"))
+    return re.sub(r"^([A-Za-z])%3A/", r"\1:/", quote(path, safe="/@"))
 
 
 def _line(finding: Finding) -> int:
