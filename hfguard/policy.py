@@ -130,35 +130,88 @@ def parse_fail_on(value: str) -> Verdict | None:
 
 
 def policy_from_mapping(doc: dict[str, Any], source: str | None = None) -> Policy:
+    where = source or "policy"
+    if not isinstance(doc, dict):
+        raise PolicyError(f"{where}: the hfguard policy must be a table of keys, not {doc!r}")
     known = {"block-at", "flag-at", "fail-on", "tiers", "allow", "deny", "ignore-rules",
              "baseline", "severity", "thresholds", "require-signature", "trusted-signers"}
     unknown = set(doc) - known
     if unknown:
-        raise PolicyError(f"{source or 'policy'}: unknown keys {sorted(unknown)}")
+        raise PolicyError(f"{where}: unknown keys {sorted(unknown)}")
     try:
         policy = Policy(
-            block_at=Severity.parse(doc.get("block-at", "high")),
-            flag_at=Severity.parse(doc.get("flag-at", "medium")),
-            fail_on=parse_fail_on(doc.get("fail-on", "flag")),
-            tiers=tuple(doc.get("tiers", ("static",))),
-            allow=tuple(doc.get("allow", ())),
-            deny=tuple(doc.get("deny", ())),
-            ignore_rules=frozenset(doc.get("ignore-rules", ())),
-            baseline=frozenset(doc.get("baseline", ())),
-            severity_overrides={k: Severity.parse(v) for k, v in doc.get("severity", {}).items()},
-            thresholds=dict(doc.get("thresholds", {})),
-            signing=SigningPolicy(bool(doc.get("require-signature", False)),
+            block_at=_severity(doc, "block-at", "high"),
+            flag_at=_severity(doc, "flag-at", "medium"),
+            fail_on=parse_fail_on(_string(doc, "fail-on", "flag")),
+            tiers=_strings(doc, "tiers", ("static",)),
+            allow=_strings(doc, "allow"),
+            deny=_strings(doc, "deny"),
+            ignore_rules=frozenset(_strings(doc, "ignore-rules")),
+            baseline=frozenset(_strings(doc, "baseline")),
+            severity_overrides={k: _severity(_table(doc, "severity"), k, key=f'severity."{k}"')
+                                for k in _table(doc, "severity")},
+            thresholds=_thresholds(doc),
+            signing=SigningPolicy(_boolean(doc, "require-signature", False),
                                   _trusted_signers(doc.get("trusted-signers", []), source)),
             source=source,
         )
     except (ValueError, TypeError) as exc:
-        raise PolicyError(f"{source or 'policy'}: {exc}") from None
+        raise PolicyError(f"{where}: {exc}") from None
     bad = [t for t in policy.tiers if t not in TIERS]
     if bad:
-        raise PolicyError(f"{source or 'policy'}: unknown tiers {bad}; expected {list(TIERS)}")
+        raise PolicyError(f"{where}: unknown tiers {bad}; expected {list(TIERS)}")
     if policy.flag_at > policy.block_at:
-        raise PolicyError(f"{source or 'policy'}: flag-at is above block-at")
+        raise PolicyError(f"{where}: flag-at is above block-at")
     return policy
+
+
+# Each key's type is checked here, so a mistyped value is a PolicyError that names the key (a usage
+# error, exit 2), never a TypeError or AttributeError deep inside: TOML gives str, int, float, bool,
+# datetimes, lists and tables, and a policy may hold any of them anywhere.
+def _string(doc: dict[str, Any], name: str, default: str, *, key: str | None = None) -> str:
+    value = doc.get(name, default)
+    if not isinstance(value, str):
+        raise ValueError(f"{key or name} must be a string, not {value!r}")
+    return value
+
+
+def _severity(doc: dict[str, Any], name: str, default: str = "", *, key: str | None = None) -> Severity:
+    value = _string(doc, name, default, key=key)
+    try:
+        return Severity.parse(value)
+    except ValueError as exc:
+        raise ValueError(f"{key or name}: {exc}") from None
+
+
+def _strings(doc: dict[str, Any], name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    value = doc.get(name, default)
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{name} must be a list of strings, not {value!r}")
+    return tuple(value)
+
+
+def _boolean(doc: dict[str, Any], name: str, default: bool) -> bool:
+    value = doc.get(name, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, not {value!r}")
+    return value
+
+
+def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a table, not {value!r}")
+    return value
+
+
+def _thresholds(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Sections of name = value; the names and value types are checked against what the checks
+    declare (hfguard.checks.validate_thresholds) when a command loads the policy."""
+    sections = _table(doc, "thresholds")
+    for section, values in sections.items():
+        if not isinstance(values, dict):
+            raise ValueError(f"thresholds.{section!r} must be a table of name = value, not {values!r}")
+    return dict(sections)
 
 
 def _trusted_signers(entries: Any, source: str | None) -> tuple[TrustedSigner, ...]:
@@ -173,7 +226,9 @@ def _trusted_signers(entries: Any, source: str | None) -> tuple[TrustedSigner, .
             raise ValueError(f"trusted-signers entry {entry!r}: expected {{ key = PATH }} or "
                              "{ certificate = PATH }")
         kind, rel = next(iter(entry.items()))
-        path = base / str(rel)
+        if not isinstance(rel, str) or not rel:
+            raise ValueError(f"trusted-signers entry {entry!r}: the {kind} is a path (a string)")
+        path = base / rel
         try:
             pem = path.read_bytes()
         except OSError as exc:
@@ -189,7 +244,8 @@ def find_policy_file(start: Path) -> Path | None:
         if candidate.is_file():
             return candidate
         pyproject = folder / "pyproject.toml"
-        if pyproject.is_file() and "hfguard" in _read_toml(pyproject).get("tool", {}):
+        tool = _read_toml(pyproject).get("tool") if pyproject.is_file() else None
+        if isinstance(tool, dict) and "hfguard" in tool:
             return pyproject
     return None
 

@@ -19,6 +19,7 @@ SARIF `rules[]`, `hfguard rules` and docs/rules.md come from here. Light: yaml o
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,8 @@ from hfguard.signatures import SIGNATURES_DIR, SignatureError, read_yaml
 RULES_DIR = SIGNATURES_DIR / "rules"
 SEVERITIES = ("info", "low", "medium", "high", "critical")  # hfguard.findings.Severity, by name
 CONFIDENCES = ("low", "medium", "high", "certain")
-# where docs/rules.md is published: SARIF helpUri = DOCS_URL#<rule anchor>
-HOME_URL = "https://github.com/hfguard/hfguard"
-DOCS_URL = f"{HOME_URL}/blob/main/docs/rules.md"
+# [project.urls] labels naming the project's public repository, most specific first
+_REPO_LABELS = ("repository", "source", "source code", "code", "homepage", "home")
 # emitters that are not checks: the engine (crashes, timeouts, empty targets), the Hub layer
 # (resolution and download errors), the source-code hook and the fleet driver
 NON_CHECK_EMITTERS = ("engine", "hub", "hook", "fleet")
@@ -65,8 +65,11 @@ class Rule:
         return re.sub(r"[^a-z0-9-]", "", self.id.lower())
 
     @property
-    def help_uri(self) -> str:
-        return f"{DOCS_URL}#{self.anchor}"
+    def help_uri(self) -> str | None:
+        """The rule's section of docs/rules.md in the project's repository; None when the project
+        declares no public repository (nothing is linked rather than a guessed address)."""
+        docs = docs_url()
+        return f"{docs}#{self.anchor}" if docs else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "check": list(self.checks), "severity": self.severity,
@@ -107,6 +110,37 @@ def _rule(entry: Any, prefix: str, where: str) -> Rule:
         raise RuleError(f"{where}: 'references' is a list of CVE/GHSA ids or URLs ([] if none)")
     return Rule(rid, tuple(checks), severity, entry["confidence"], _text(entry, "title", where),
                 _text(entry, "description", where), _text(entry, "remediation", where), tuple(refs))
+
+
+@functools.cache
+def project_url() -> str | None:
+    """The project's public repository: a `[project.urls]` entry of pyproject.toml (Repository,
+    Source, Homepage), as the installed package's metadata carries it; None when there is none."""
+    try:
+        meta = importlib.metadata.metadata("hfguard")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    urls: dict[str, str] = {}
+    for entry in meta.get_all("Project-URL") or []:
+        label, _, url = entry.partition(",")
+        urls.setdefault(label.strip().lower(), url.strip())
+    if home := meta["Home-page"]:   # the older single field (None when absent)
+        urls.setdefault("homepage", home.strip())
+    found = next((urls[k] for k in _REPO_LABELS if urls.get(k, "").startswith("https://")), None)
+    return found.rstrip("/") if found else None
+
+
+def docs_url() -> str | None:
+    """docs/rules.md on the default branch of the project's GitHub or GitLab repository, else None."""
+    home = project_url()
+    if home is None:
+        return None
+    host = home.split("/")[2].lower()
+    if host == "github.com":
+        return f"{home}/blob/HEAD/docs/rules.md"
+    if host == "gitlab.com":
+        return f"{home}/-/blob/HEAD/docs/rules.md"
+    return None
 
 
 @functools.cache

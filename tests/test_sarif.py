@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -50,7 +54,8 @@ def test_malicious_pickle_is_valid_sarif_with_registry_rules(tmp_path, validator
     assert rule["shortDescription"]["text"] == registered.title
     assert rule["fullDescription"]["text"] == registered.description
     assert registered.remediation in rule["help"]["text"] and "CVE-2025-1716" in rule["help"]["markdown"]
-    assert rule["helpUri"].endswith("docs/rules.md#pickledangerous-global")
+    assert all(registered.description in rule["help"][part] for part in ("text", "markdown"))
+    assert rule.get("helpUri") == registered.help_uri   # only where a public repository is declared
     assert rule["properties"]["precision"] == "very-high"
     hit = next(r for r in run["results"] if r["ruleId"] == "pickle/dangerous-global")
     assert hit["level"] == "error" and hit["properties"]["confidence"] == "certain"
@@ -115,3 +120,69 @@ def test_policy_severity_override_sets_the_rule_default(tmp_path):
 def test_sarif_schema_catches_a_broken_log(validator):
     """The validator is not a rubber stamp: a log missing required parts fails it."""
     assert _errors(validator, {"version": "2.1.0", "runs": [{"tool": {}}]})
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _installed_as(tmp_path: Path, metadata: str) -> dict[str, str]:
+    """An environment where the installed hfguard's metadata (what pyproject.toml's [project.urls]
+    becomes in a wheel) reads `metadata`: a dist-info ahead of the real one on the path."""
+    dist = tmp_path / "site" / "hfguard-0.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: hfguard\nVersion: 0.0\n{metadata}")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(dist.parent), str(ROOT)])}
+
+
+def _sarif_cli(tmp_path: Path, env: dict[str, str]) -> dict:
+    model = tmp_path / "model"
+    model.mkdir(exist_ok=True)
+    (model / "pytorch_model.bin").write_bytes(evil_pickle(tmp_path / "pwned"))
+    res = subprocess.run([sys.executable, "-m", "hfguard", "scan", str(model), "--format", "sarif", "-q"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert res.returncode == 1, res.stderr
+    return json.loads(res.stdout)
+
+
+def test_no_public_repository_means_no_help_link_but_the_whole_rule_as_help(tmp_path, validator):
+    sarif = _sarif_cli(tmp_path, _installed_as(tmp_path, "Summary: no project URLs\n"))
+    assert _errors(validator, sarif) == []
+    driver = sarif["runs"][0]["tool"]["driver"]
+    assert "informationUri" not in driver
+    rule = next(r for r in driver["rules"] if r["id"] == "pickle/dangerous-global")
+    registered = get("pickle/dangerous-global")
+    assert "helpUri" not in rule and "](" not in rule["help"]["markdown"].split("**References:**")[0]
+    for part in ("text", "markdown"):
+        assert registered.description in rule["help"][part] and registered.remediation in rule["help"][part]
+
+
+def test_help_link_is_the_rules_anchor_in_the_declared_repository(tmp_path, validator):
+    env = _installed_as(tmp_path, "Project-URL: Homepage, https://acme.example/hfguard\n"
+                                  "Project-URL: Repository, https://github.com/acme/hfguard/\n")
+    sarif = _sarif_cli(tmp_path, env)
+    assert _errors(validator, sarif) == []
+    driver = sarif["runs"][0]["tool"]["driver"]
+    assert driver["informationUri"] == "https://github.com/acme/hfguard"
+    rule = next(r for r in driver["rules"] if r["id"] == "pickle/dangerous-global")
+    link = "https://github.com/acme/hfguard/blob/HEAD/docs/rules.md#pickledangerous-global"
+    assert rule["helpUri"] == link and f"]({link})" in rule["help"]["markdown"]
+    # the anchor is the one docs/rules.md really has for the rule
+    assert "](#pickledangerous-global)" in (ROOT / "docs" / "rules.md").read_text(encoding="utf-8")
+
+
+def test_odd_file_names_are_percent_encoded_uris(tmp_path, validator):
+    """A space, a '%' or a hostile newline in a path still makes a valid SARIF URI that decodes back."""
+    from urllib.parse import unquote
+
+    model = tmp_path / "my model"
+    model.mkdir()
+    for name in ("a b\n.bin", "100%.pkl"):
+        (model / name).write_bytes(evil_pickle(tmp_path / "pwned"))
+    code, sarif = _sarif([str(model)])
+    assert code == 1 and _errors(validator, sarif) == []
+    run = sarif["runs"][0]
+    uris = sorted(unquote(a["location"]["uri"]) for a in run["artifacts"])
+    assert uris == sorted(str(model / name) for name in ("a b\n.bin", "100%.pkl"))
+    for hit in run["results"]:   # every result still points at its artifact
+        loc = hit["locations"][0]["physicalLocation"]["artifactLocation"]
+        assert run["artifacts"][loc["index"]]["location"]["uri"] == loc["uri"]

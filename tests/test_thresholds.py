@@ -106,3 +106,61 @@ def test_declarations_have_plain_types_and_known_sections():
     for section, values in threshold_declarations().items():
         for name, default in values.items():
             assert type(default) in (bool, int, float, str), (section, name)
+
+
+# -- every policy key's type: a wrong one is a usage error naming the key, never a traceback ----------
+_VALUES = {"string": '"x"', "integer": "3", "float": "1.5", "boolean": "true",
+           "datetime": "1979-05-27T07:32:00Z", "strings": '["static"]', "integers": "[1, 2]",
+           "table": "{ a = 1 }", "tables": "[{ a = 1 }]"}
+_ACCEPTS = {  # the TOML kinds each key takes (everything else must be refused)
+    "block-at": {"string"}, "flag-at": {"string"}, "fail-on": {"string"},
+    "tiers": {"strings"}, "allow": {"strings"}, "deny": {"strings"}, "ignore-rules": {"strings"},
+    "baseline": {"strings"}, "severity": set(), "thresholds": set(), "require-signature": {"boolean"},
+    "trusted-signers": set(),   # a list of { key = PATH } tables: { a = 1 } entries are wrong too
+}
+_WRONG = [(key, kind) for key, ok in _ACCEPTS.items() for kind in _VALUES if kind not in ok]
+# nested values: a per-rule severity override, a trusted signer's path, a threshold section
+_NESTED = [(f'severity."pickle/unknown-global" = {v}', 'severity."pickle/unknown-global"')
+           for k, v in _VALUES.items() if k != "string"] + \
+          [(f"trusted-signers = [{{ key = {v} }}]", "trusted-signers") for k, v in _VALUES.items()
+           if k != "string"] + \
+          [(f'thresholds."static.serialization" = {v}', "thresholds") for k, v in _VALUES.items()
+           if k != "table"]
+
+
+def _usage_error(tmp_path: Path, policy: str, key: str, name: str = "hfguard.toml") -> None:
+    (tmp_path / name).write_text(policy)
+    res = CliRunner().invoke(main, ["scan", str(tmp_path), "--policy", str(tmp_path / name), "-q"])
+    assert isinstance(res.exception, SystemExit), res.exception   # not a traceback
+    assert res.exit_code == 2 and "Error" in res.output and key in res.output, res.output
+
+
+@pytest.mark.parametrize("key, kind", _WRONG)
+def test_every_policy_key_refuses_every_wrong_type(tmp_path, key, kind):
+    _usage_error(tmp_path, f"{key} = {_VALUES[kind]}\n", key)
+
+
+@pytest.mark.parametrize("line, key", _NESTED)
+def test_nested_policy_values_refuse_wrong_types(tmp_path, line, key):
+    _usage_error(tmp_path, line + "\n", key)
+
+
+def test_pyproject_policy_with_a_list_severity_is_a_usage_error(tmp_path):
+    _usage_error(tmp_path, '[tool.hfguard.severity]\n"pickle/unknown-global" = ["high"]\n',
+                 'severity."pickle/unknown-global"', name="pyproject.toml")
+    _usage_error(tmp_path, "[tool]\nhfguard = 3\n", "must be a table", name="pyproject.toml")
+
+
+def test_well_typed_policy_is_still_accepted(tmp_path):
+    (tmp_path / "hfguard.toml").write_text(
+        'block-at = "critical"\nflag-at = "low"\nfail-on = "block"\ntiers = ["static"]\nallow = ["acme/*"]\n'
+        'deny = []\nignore-rules = ["pickle/unknown-global"]\nbaseline = []\nrequire-signature = false\n'
+        'trusted-signers = []\n[severity]\n"pickle/dangerous-global" = "medium"\n'
+        '[thresholds."static.serialization"]\nmax-opcodes = 100000\n')
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "pytorch_model.bin").write_bytes(evil_pickle(tmp_path / "pwned"))
+    res = CliRunner().invoke(main, ["scan", str(model), "--policy", str(tmp_path / "hfguard.toml"),
+                                    "--format", "json", "-q"])
+    # the override turns the dangerous global into a medium finding: below block-at = critical
+    assert res.exit_code == 0 and json.loads(res.stdout)["verdict"] == "FLAG", res.output

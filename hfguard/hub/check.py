@@ -21,6 +21,7 @@ from hfguard.hub.resolve import (
     parse_ref,
     record_ref,
     resolve,
+    scan_memo,
     set_files,
 )
 from hfguard.policy import Policy
@@ -78,7 +79,7 @@ def check_repo(spec: str, policy: Policy, *, use_cache: bool = True, download: b
     outer = current()   # a check inside a check (a lineage hop) never outlives the outer one
     if outer.end is not None and (deadline.end is None or outer.end < deadline.end):
         deadline = outer
-    with deadline.active():
+    with deadline.active(), scan_memo():   # a hop or a base named twice is fetched once
         return _check_repo(spec, policy, use_cache=use_cache, download=download, token=token,
                            options=options, progress=progress, budget_seconds=budget_seconds)
 

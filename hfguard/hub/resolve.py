@@ -6,13 +6,16 @@ a pinned load gets. With HF_HUB_OFFLINE=1 everything comes from the local HF cac
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hfguard.findings import Finding, Severity
 from hfguard.hub.fetch import fetch_file
 from hfguard.hub.http import (
     Deadline,
@@ -84,6 +87,37 @@ def is_offline() -> bool:
     from huggingface_hub import constants
 
     return constants.is_offline_mode() or offline_by_env()
+
+
+# -- one answer per scan ---------------------------------------------------------------------------
+_MEMO: contextvars.ContextVar[dict[tuple[str, ...], Any] | None] = contextvars.ContextVar(
+    "hfguard_hub_memo", default=None)
+
+
+@contextlib.contextmanager
+def scan_memo() -> Iterator[None]:
+    """Within one scan, a repo's metadata and a commit's file listing are fetched once: a lineage
+    hop, the weights tier's base diff and the behavior tier's reference that name the same model
+    reuse the first answer. A nested scan (a hop vetted inside the check) joins the enclosing memo."""
+    if _MEMO.get() is not None:
+        yield
+        return
+    token = _MEMO.set({})
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
+def _once(key: tuple[str, ...], fetch: Callable[[], Any]) -> Any:
+    """fetch(), or what it returned before in this scan (failures are not kept: a later ask retries)."""
+    memo = _MEMO.get()
+    if memo is None:
+        return fetch()
+    key = (endpoint(), *key)
+    if key not in memo:
+        memo[key] = fetch()
+    return memo[key]
 
 
 # -- online ---------------------------------------------------------------------------------------
@@ -175,8 +209,9 @@ def _resolve_online(repo_id: str, rev: str | None, *, token: str | bool | None, 
     api = HfApi(endpoint=endpoint(), token=token)
     timeout = request_seconds()   # the session hook cuts it to the deadline
     progress(f"resolving {repo_id}@{rev or 'main'} on {endpoint()}…")
-    info = with_retry(lambda: api.model_info(repo_id, revision=rev, securityStatus=True, timeout=timeout),
-                      repo_id, rev, progress)
+    info = _once(("info", repo_id, rev or ""), lambda: with_retry(
+        lambda: api.model_info(repo_id, revision=rev, securityStatus=True, timeout=timeout),
+        repo_id, rev, progress))
     sha = str(info.sha or "")
     if not SHA_RE.fullmatch(sha):
         raise HubError(f"{repo_id}@{rev or 'main'}: the Hub returned no commit sha ({sha!r})",
@@ -213,8 +248,8 @@ def list_files(resolved: Resolved, *, token: str | bool | None = None,
 def hub_files(repo_id: str, sha: str, *, token: str | bool | None = None,
               progress: Callable[[str], None] = lambda m: None) -> list[HubFile]:
     """The files of commit `sha`, sorted by path."""
-    files = [_hub_file(entry) for entry in list_tree(repo_id, sha, token=token, progress=progress)
-             if entry.get("type") == "file"]
+    entries = _once(("tree", repo_id, sha), lambda: list_tree(repo_id, sha, token=token, progress=progress))
+    files = [_hub_file(entry) for entry in entries if entry.get("type") == "file"]
     return sorted(files, key=lambda f: f.path)
 
 
@@ -351,7 +386,6 @@ def hub_target(resolved: Resolved, *, stats: TransferStats, token: str | bool | 
     `deadline` (default: the one in force) bounds every read and download, also from the
     engine's worker threads; without one, each read and download gets its own."""
     deadline = deadline or current()
-    from huggingface_hub import hf_hub_url
     from huggingface_hub.utils import build_hf_headers
 
     files: list[TargetFile] = []
@@ -361,7 +395,7 @@ def hub_target(resolved: Resolved, *, stats: TransferStats, token: str | bool | 
             tf = local_file(hf.local, hf.path)
             tf.expected_sha256 = hf.lfs_sha256
         else:
-            url = hf_hub_url(resolved.repo_id, hf.path, revision=resolved.sha, endpoint=endpoint())
+            url = file_url(resolved.repo_id, hf.path, resolved.sha)
             tf = TargetFile(path=hf.path, size=hf.size, opener=lambda: None,  # type: ignore[arg-type,return-value]
                             expected_sha256=hf.lfs_sha256)
             tf.opener = _opener(tf, BlockCache(url, hf.size, headers=headers, stats=stats, name=hf.path,
@@ -369,10 +403,53 @@ def hub_target(resolved: Resolved, *, stats: TransferStats, token: str | bool | 
             tf.fetch = _fetcher(resolved, hf, stats, token, on_fetch_error, deadline)
         tf.meta.update({"blob_id": hf.blob_id, "lfs": hf.lfs_sha256 is not None,
                         "hub_security": hf.security})
+        if (odd := unsafe_name_finding(hf.path)) is not None:
+            tf.meta["findings"] = [odd]
         files.append(tf)
     meta = dict(resolved.meta)
     return Target(name=display_name(resolved.repo_id, resolved.requested), source="hub", files=files,
                   revision=resolved.sha, repo_id=resolved.repo_id, card=dict(resolved.card), meta=meta)
+
+
+def file_url(repo_id: str, path: str, sha: str) -> str:
+    """The URL of exactly the listed file at `sha`: hf_hub_url percent-encodes the name, and here
+    its '.' and '..' segments too, which URL normalisation would otherwise fold into another file's
+    address (`sub/../model.bin` -> `model.bin`, `../x` -> outside the commit)."""
+    from urllib.parse import quote
+
+    from huggingface_hub import hf_hub_url
+
+    url = hf_hub_url(repo_id, path, revision=sha, endpoint=endpoint())
+    quoted = quote(path)   # the tail hf_hub_url appended
+    if not url.endswith(quoted):
+        return url
+    segments = [seg.replace(".", "%2E") if seg in (".", "..") else seg for seg in quoted.split("/")]
+    return url[:len(url) - len(quoted)] + "/".join(segments)
+
+
+def unsafe_name_finding(path: str) -> Finding | None:
+    """A listed name no model file needs is hostile in itself: characters a terminal acts on
+    (newline, ESC, bidi overrides: what hfguard.report.escape shows escaped), or a path that
+    means another file (`..` or `.` segments, empty segments, a backslash, which Windows reads as
+    a separator). The file is still read under its exact name (file_url)."""
+    from hfguard.report.escape import safe
+
+    shown = safe(path)
+    chars = sorted({f"U+{ord(c):04X}" for c in path if safe(c) != c})
+    segments = sorted({seg or "(empty)" for seg in path.split("/") if seg in ("", ".", "..")}
+                      | ({"\\"} if "\\" in path else set()))
+    if not chars and not segments:
+        return None
+    what = [f"control or bidi characters ({', '.join(chars)})"] if chars else []
+    what += [f"path segments that name another file ({', '.join(segments)})"] if segments else []
+    evidence: dict[str, object] = {"name": path}
+    if chars:
+        evidence["characters"] = chars
+    if segments:
+        evidence["segments"] = segments
+    return Finding(check="hub", rule="file/unsafe-name", severity=Severity.MEDIUM, file=path,
+                   message=f"the file name {shown} holds {' and '.join(what)}: it can forge log lines, "
+                           "display as another name or be read as another file", evidence=evidence)
 
 
 def display_name(repo_id: str, requested: str | None) -> str:

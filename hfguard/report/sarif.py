@@ -1,6 +1,7 @@
 """SARIF 2.1.0 for GitHub code scanning: stable ruleIds, security-severity, partialFingerprints.
 
-Rule metadata (title, description, help, helpUri) comes from the rule registry (hfguard/rules.py);
+Rule metadata (title, description, help) comes from the rule registry (hfguard/rules.py); helpUri
+and informationUri only where the project declares a public repository (pyproject [project.urls]);
 a plugin's unregistered rule gets a generic entry. A run whose verdict is ERROR is reported as an
 unsuccessful invocation, its missing-evidence findings as tool execution notifications.
 """
@@ -10,11 +11,12 @@ from __future__ import annotations
 import json
 import re
 from typing import Any, TextIO
+from urllib.parse import quote
 
 from hfguard import __version__
 from hfguard.findings import Finding, Report, Severity, Verdict
 from hfguard.policy import Policy
-from hfguard.rules import HOME_URL, Rule, get, reference_url
+from hfguard.rules import Rule, get, project_url, reference_url
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _SECURITY_SEVERITY = {Severity.CRITICAL: "9.5", Severity.HIGH: "8.0", Severity.MEDIUM: "5.5",
@@ -35,7 +37,10 @@ def _uri(finding: Finding, report: Report) -> str:
 
 
 def _clean(path: str) -> str:
-    return re.sub(r"^\./", "", path.replace("\\", "/"))
+    """A file path as the URI reference SARIF requires: '/' separators, percent-encoded (a space,
+    '%', a newline in a hostile file name), a Windows drive letter kept as 'C:/'."""
+    path = re.sub(r"^\./", "", path.replace("\\", "/"))
+    return re.sub(r"^([A-Za-z])%3A/", r"\1:/", quote(path, safe="/@"))
 
 
 def _line(finding: Finding) -> int:
@@ -45,12 +50,17 @@ def _line(finding: Finding) -> int:
 
 
 def _help(rule: Rule) -> dict[str, str]:
-    text, markdown = rule.remediation, f"**What to do:** {rule.remediation}"
+    """The rule's whole entry (what it means, what to do, references): the help a viewer shows
+    needs no link, which exists only when the project declares a public repository."""
+    text = f"{rule.description}\nWhat to do: {rule.remediation}"
+    markdown = f"{rule.description}\n\n**What to do:** {rule.remediation}"
     if rule.references:
         text += "\nReferences: " + ", ".join(reference_url(r) for r in rule.references)
         markdown += "\n\n**References:** " + ", ".join(
             f"[{r}]({reference_url(r)})" for r in rule.references)
-    return {"text": text, "markdown": markdown + f"\n\n[{rule.id} in the hfguard rules]({rule.help_uri})"}
+    if rule.help_uri:
+        markdown += f"\n\n[{rule.id} in the hfguard rules]({rule.help_uri})"
+    return {"text": text, "markdown": markdown}
 
 
 def _rule_entry(f: Finding, sev: Severity, policy: Policy) -> dict[str, Any]:
@@ -70,7 +80,7 @@ def _rule_entry(f: Finding, sev: Severity, policy: Policy) -> dict[str, Any]:
         "shortDescription": {"text": rule.title},
         "fullDescription": {"text": rule.description},
         "help": _help(rule),
-        "helpUri": rule.help_uri,
+        **({"helpUri": rule.help_uri} if rule.help_uri else {}),
         "defaultConfiguration": {"level": _level(default)},
         "properties": {"security-severity": _SECURITY_SEVERITY[max(default, sev)],
                        "precision": _PRECISION[rule.confidence], "confidence": rule.confidence,
@@ -140,7 +150,7 @@ def to_sarif(report: Report, policy: Policy) -> dict[str, Any]:
         "runs": [{
             "tool": {"driver": {"name": "hfguard", "version": __version__,
                                 "semanticVersion": __version__,
-                                "informationUri": HOME_URL,
+                                **({"informationUri": home} if (home := project_url()) else {}),
                                 "rules": rule_list}},
             "invocations": [invocation],
             "automationDetails": {"id": f"hfguard/{report.target}"},

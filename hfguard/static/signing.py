@@ -22,10 +22,11 @@ import base64
 import binascii
 import fnmatch
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from hfguard.budget import Budget
 from hfguard.checks import Check, ScanContext
 from hfguard.dsse import dsse_pae, key_fingerprint, verify_with_key
 from hfguard.findings import Finding, Severity
@@ -198,6 +199,10 @@ def check_signer(bundle: Bundle, signers: tuple[TrustedSigner, ...]) -> SignerCh
                        f"{len(keys)} trusted key(s)")
 
 
+def _ticker(budget: Budget, path: str) -> Callable[[str], None]:
+    return lambda what: budget.tick(f"{what} {path}")
+
+
 class SignatureCheck(Check):
     id = "static.signature"
     tier = "static"
@@ -229,7 +234,7 @@ class SignatureCheck(Check):
                                remediation="a signature that cannot be read vouches for nothing; get a "
                                "valid one from the publisher")
             return
-        yield from self._manifest_findings(target, file, bundle)
+        yield from self._manifest_findings(target, file, bundle, ctx)
         try:
             who = check_signer(bundle, signing.trusted_signers)
         except ImportError:
@@ -257,7 +262,8 @@ class SignatureCheck(Check):
                                remediation="add the publisher's key or certificate to trusted-signers if "
                                "you trust them; otherwise treat the model as unsigned")
 
-    def _manifest_findings(self, target: Target, sig: TargetFile, bundle: Bundle) -> Iterator[Finding]:
+    def _manifest_findings(self, target: Target, sig: TargetFile, bundle: Bundle,
+                           ctx: ScanContext) -> Iterator[Finding]:
         files = {name: f for f in target.files if f is not sig and (name := _relative(sig, f)) is not None}
         for name, (algo, digest) in sorted(bundle.manifest.items()):
             f = files.get(name)
@@ -271,7 +277,9 @@ class SignatureCheck(Check):
                                    f"{sig.path}: {name}: digest algorithm {algo!r} is not supported",
                                    file=sig.path, location=name, error=True)
                 continue
-            actual = f.content_sha256()   # the Hub's LFS sha256 needs no download
+            # the Hub's LFS sha256 needs no download; a local file is hashed under the scan budget
+            # (--budget per file, as every check), so a huge one stops with check/timeout
+            actual = f.content_sha256(_ticker(ctx.budget(), f.path))
             if actual != digest:
                 yield self.finding("signature/file-mismatch", Severity.CRITICAL,
                                    f"{f.path}: its bytes differ from the signed manifest ({sig.path})",

@@ -305,7 +305,7 @@ class _HubHandler(BaseHTTPRequestHandler):
 
     # -- /api/models/... ------------------------------------------------------------------------
     def _api(self, method: str, rest: str) -> None:
-        m = re.fullmatch(r"([^/]+/[^/]+)(?:/(revision|tree|paths-info)/([^/]+)(?:/(.*))?)?", rest)
+        m = re.fullmatch(r"([^/]+/[^/]+)(?:/(revision|tree|paths-info)/([^/]+)(?:/(.*))?)?", rest, re.S)
         if not m:
             return self._error(404, "", "unknown route")
         repo_id, kind, rev, sub = m.groups()
@@ -384,7 +384,7 @@ class _HubHandler(BaseHTTPRequestHandler):
 
     # -- /{repo}/resolve/{rev}/{file} -----------------------------------------------------------
     def _resolve(self, method: str, path: str) -> None:
-        m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
+        m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path, re.S)
         if not m:
             return self._error(404, "", "unknown route")
         repo_id, rev, filename = m.groups()
@@ -410,7 +410,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         self._body(method, blob, headers)
 
     def _lfs_blob(self, method: str, path: str) -> None:
-        m = re.fullmatch(r"/lfs-blobs/([^/]+/[^/]+)/([0-9a-f]{40})/(.+)", path)
+        m = re.fullmatch(r"/lfs-blobs/([^/]+/[^/]+)/([0-9a-f]{40})/(.+)", path, re.S)
         repo = self.hub.repos.get(m.group(1)) if m else None
         blob = repo.commits.get(m.group(2), {}).get(m.group(3)) if (repo and m) else None
         if blob is None:

@@ -78,3 +78,17 @@ def test_the_chain_is_in_sarif_properties(hub, tmp_path):  # noqa: F811
     [res] = [r for r in sarif["runs"][0]["results"] if r["ruleId"] == "lineage/chain"]
     [hop] = res["properties"]["evidence"]["chain"]
     assert hop["repo"] == "acme/base" and hop["verdict"] == "PASS" and len(hop["sha"]) == 40
+
+
+def test_each_hop_is_resolved_and_listed_once_per_scan(hub):  # noqa: F811
+    """The lineage walk vets acme/base and the weights tier diffs against it: one metadata request
+    and one file listing per repo for the whole scan, whichever check asks first."""
+    base_sha = hub.add_repo("acme/base", benign_files(64))
+    sha = hub.add_repo("acme/tuned", benign_files(64), card={"base_model": "acme/base"})
+    code, report, _ = run_check(f"acme/tuned@{sha}", "--tier", "static", "--tier", "weights", "--no-cache")
+    assert code == 0 and report["verdict"] == "PASS", report
+    assert [h["repo"] for h in findings(report)["lineage/chain"]["evidence"]["chain"]] == ["acme/base"]
+    assert any(f["check"].startswith("weights") for f in report["findings"])   # the diff did run
+    assert len(hub.requests(r"^GET /api/models/acme/base$")) == 1
+    assert len(hub.requests(rf"^GET /api/models/acme/base/tree/{base_sha}$")) == 1
+    assert len(hub.requests(rf"^GET /api/models/acme/tuned/(revision|tree)/{sha}$")) == 2

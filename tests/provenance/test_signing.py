@@ -14,6 +14,7 @@ pytest.importorskip("model_signing")
 
 from hfguard.cli import main  # noqa: E402
 from testing import signing  # noqa: E402
+from testing.fakehub.builders import safetensors_bytes  # noqa: E402
 
 
 def _model(folder: Path) -> Path:
@@ -136,3 +137,20 @@ def test_unknown_signer_entry_is_a_usage_error(tmp_path):
     policy = _policy(tmp_path, 'trusted-signers = [{ fingerprint = "abc" }]\n')
     result = CliRunner().invoke(main, ["scan", str(_model(tmp_path / "m")), "--policy", str(policy)])
     assert result.exit_code == 2 and "trusted-signers" in result.output
+
+
+def test_hashing_a_large_signed_file_stops_at_the_scan_budget(tmp_path, keys):
+    model = _model(tmp_path / "m")
+    (model / "config.json").unlink()   # the signed model is one 8 MiB file
+    (model / "model.safetensors").write_bytes(safetensors_bytes(2 << 20))
+    signing.sign_with_key(model, keys["acme"][0])
+    policy = _policy(tmp_path, f'trusted-signers = [{{ key = "{keys["acme"][1]}" }}]\n')
+    result = CliRunner().invoke(main, ["scan", str(model), "--format", "json", "-q", "--policy", str(policy),
+                                       "--budget", "0"])
+    doc = json.loads(result.output)
+    [timeout] = [f for f in doc["findings"] if f["check"] == "static.signature"]
+    assert timeout["rule"] == "check/timeout" and "model.safetensors" in timeout["message"], timeout
+    assert doc["verdict"] == "ERROR" and result.exit_code == 2
+    # with the usual budget the same model verifies: the stop above is the budget, not the file
+    code, doc = scan(model, policy)
+    assert code == 0 and rules(doc)["signature/verified"] == "info", doc
