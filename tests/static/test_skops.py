@@ -123,3 +123,29 @@ def test_method_nodes(tmp_path):
     assert any(f.rule == "skops/dangerous-type" and f.evidence.get("method") == "__reduce_ex__"
                for f in found)
     assert report.verdict is Verdict.BLOCK
+
+
+def test_hostile_zips_are_read_as_skops_reads_them(tmp_path):
+    """skops files are read with the bounded directory reader, not zipfile: of two schema.json
+    entries the last is the one skops (zipfile) loads, so an evil one behind a benign one BLOCKs;
+    100,001 entries overlapping one member are one finding; a lying size is refused as zipfile
+    refuses it."""
+    from testing.bombs import hand_zip
+
+    benign = tmp_path / "benign.skops"
+    sio.dump(FunctionTransformer(np.log1p), benign)
+    with zipfile.ZipFile(benign) as zf:
+        members = [(n, zf.read(n)) for n in zf.namelist()]
+    schema = dict(members)["schema.json"]
+    evil_schema = schema.decode().replace('"log1p"', '"system"').replace('"numpy"', '"os"').encode()
+    path = tmp_path / "m.skops"
+    path.write_bytes(hand_zip(members))
+    assert _scan(path)[0].verdict is Verdict.PASS
+    path.write_bytes(hand_zip(members + [("schema.json", evil_schema)]))
+    report, found = _scan(path)
+    assert report.verdict is Verdict.BLOCK and any(f.evidence.get("type") == "os.system" for f in found)
+    schema_first = [("schema.json", schema)] + [m for m in members if m[0] != "schema.json"]
+    path.write_bytes(hand_zip(schema_first, aliases=100_001))   # the archive scanner says too many
+    assert {f.rule for f in _scan(path)[1]} == {"skops/bad-schema", "archive/too-many-members"}
+    path.write_bytes(hand_zip(members, declared={"schema.json": len(schema) - 5}))
+    assert {f.rule for f in _scan(path)[1]} == {"skops/bad-schema"}

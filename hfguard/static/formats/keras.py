@@ -25,16 +25,14 @@ import functools
 import importlib.util
 import io
 import json
-import lzma
 import re
 import struct
 import subprocess
 import sys
 import tempfile
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from hfguard import signatures
 from hfguard import sniff as fmts
@@ -42,10 +40,9 @@ from hfguard.budget import Budget
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Observation, Severity
 from hfguard.static.formats.hdf5 import scan_hdf5
-from hfguard.static.pickle.containers.common import ScanConfig
-from hfguard.static.pickle.containers.torch_zip import METHODS
-from hfguard.static.pickle.streams import StreamLimit, open_decompressed, open_slice
+from hfguard.static.pickle.streams import StreamLimit
 from hfguard.static.pickle.zipdir import ZipEntry, ZipError, read_zip_directory
+from hfguard.static.pickle.zipmembers import MEMBER_ERRORS, check_member_size, open_member, read_member
 from hfguard.static.problems import lfs_pointer_problem
 from hfguard.target import TargetFile
 
@@ -389,45 +386,6 @@ def h5py_configs(file: TargetFile, timeout: float) -> tuple[list[str] | None, Ob
     return [c for c in configs if isinstance(c, str)], None
 
 
-# -- zip members (zipdir: bounded directory, member bytes decoded within a cap) --------------------
-
-_MEMBER_ERRORS = (ZipError, OSError, EOFError, ValueError, zlib.error, lzma.LZMAError, struct.error)
-
-
-def _member(fh: BinaryIO, entry: ZipEntry, cap: int, budget: Budget) -> IO[bytes]:
-    """A member's bytes: stored ones as a window of the archive, compressed ones decoded lazily,
-    refused past `cap` bytes or the usual ratio (StreamLimit)."""
-    for rule, message, _ in entry.problems:  # Keras' zipfile refuses these, or reads other bytes
-        raise ZipError(rule, f"{entry.name}: {message}")
-    if entry.data_offset is None:
-        raise ZipError("archive/malformed", f"{entry.name}: no member data")
-    kind = METHODS.get(entry.method, "?")
-    if kind == "?":
-        raise ZipError("archive/unsupported-compression", f"compression method {entry.method}")
-    raw = open_slice(fh, entry.data_offset, entry.csize)
-    if kind is None:
-        return raw
-    cfg = ScanConfig()
-    return open_decompressed(kind, raw, entry.csize, cap=cap, ratio=cfg.max_ratio,
-                             ratio_floor=min(cfg.ratio_floor, cap), budget=budget)
-
-
-def _check_size(entry: ZipEntry, actual: int) -> None:
-    if actual != entry.usize:
-        raise ZipError("zip/header-mismatch", f"{entry.name} holds {actual} bytes, the directory says "
-                       f"{entry.usize} (zipfile, which Keras uses, refuses it)")
-
-
-def _read_member(fh: BinaryIO, entry: ZipEntry, cap: int, budget: Budget) -> bytes:
-    data = _member(fh, entry, cap, budget).read(cap + 1)
-    if len(data) > cap:
-        raise StreamLimit("archive/bomb", f"{entry.name} inflates past {cap} bytes")
-    _check_size(entry, len(data))
-    if zlib.crc32(data) != entry.crc:
-        raise ZipError("zip/bad-crc", f"{entry.name}: CRC-32 does not match the directory's")
-    return data
-
-
 class KerasCheck(Check):
     id = "static.keras"
     THRESHOLDS = {"use-h5py": True, "h5-scan-bytes": H5_SCAN_BYTES,
@@ -493,13 +451,13 @@ class KerasCheck(Check):
                                             "config.json"))
                 return problems
             try:
-                raw = _read_member(fh, entry, MAX_CONFIG_BYTES, budget)
+                raw = read_member(fh, entry, MAX_CONFIG_BYTES, budget)
             except StreamLimit:
                 problems.append(Observation(
                     "keras/config-too-large", Severity.HIGH,
                     "config.json inflates past the limit; not analysed", "config.json"))
                 return problems
-            except _MEMBER_ERRORS as exc:
+            except MEMBER_ERRORS as exc:
                 problems.append(Observation(
                     "keras/bad-archive", Severity.HIGH,
                     f"config.json cannot be read from the archive: {exc}", "config.json"))
@@ -513,7 +471,7 @@ class KerasCheck(Check):
         name = entry.name
         try:
             if entry.method == 0:
-                member = _member(fh, entry, entry.usize, budget)
+                member = open_member(fh, entry, entry.usize, budget)
                 return scan_hdf5(member, min(entry.usize, entry.csize), budget, name).problems
             if remote and entry.csize > REMOTE_INFLATED_WEIGHTS:
                 return [Observation("keras/h5-not-fully-scanned", Severity.MEDIUM,
@@ -528,16 +486,16 @@ class KerasCheck(Check):
                                     f"{name} inflates to {entry.usize} bytes from {entry.csize}: not walked",
                                     name)]
             with tempfile.SpooledTemporaryFile(max_size=16 << 20) as spool:
-                member = _member(fh, entry, min(entry.usize, MAX_INFLATED_WEIGHTS), budget)
+                member = open_member(fh, entry, min(entry.usize, MAX_INFLATED_WEIGHTS), budget)
                 while block := member.read(1 << 20):
                     budget.tick("inflating model.weights.h5")
                     spool.write(block)
-                _check_size(entry, spool.tell())
+                check_member_size(entry, spool.tell())
                 return scan_hdf5(spool, spool.tell(), budget, name).problems
         except StreamLimit as exc:
             return [Observation("keras/bad-archive", Severity.HIGH,
                                 f"{name} inflates past its bounds ({exc.message}): not walked", name)]
-        except _MEMBER_ERRORS as exc:
+        except MEMBER_ERRORS as exc:
             return [Observation("keras/bad-archive", Severity.HIGH,
                                 f"{name} cannot be read from the archive: {exc}", name)]
 

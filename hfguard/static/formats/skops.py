@@ -13,8 +13,7 @@ The arrays beside the schema are .npy members that static.serialization opens.
 from __future__ import annotations
 
 import json
-import zipfile
-import zlib
+import struct
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -23,6 +22,9 @@ from hfguard.budget import Budget
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Observation, Severity
 from hfguard.static.pickle.rules import load_rules
+from hfguard.static.pickle.streams import StreamLimit
+from hfguard.static.pickle.zipdir import ZipEntry, ZipError, read_zip_directory
+from hfguard.static.pickle.zipmembers import MEMBER_ERRORS, read_member
 from hfguard.target import TargetFile
 
 MAX_SCHEMA_BYTES = 64 * 1024 * 1024
@@ -125,36 +127,31 @@ class SkopsCheck(Check):
         named = file.name.lower().endswith(".skops")
         problems: list[Observation] = []
         with file.open() as fh:
-            try:
-                zf = zipfile.ZipFile(fh)
-                info = zf.getinfo("schema.json")
-            except KeyError:
-                if named:
-                    problems.append(Observation("skops/bad-schema", Severity.HIGH,
-                                                ".skops file without schema.json"))
-            except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            try:  # our bounded directory reader, never zipfile on hostile input
+                listed = {e.name: e for e in read_zip_directory(fh, file.size, budget=ctx.budget())
+                          if e.index >= 0}   # the last of duplicates, as zipfile (and skops) reads
+            except (ZipError, OSError, ValueError, struct.error) as exc:
                 if named:
                     problems.append(Observation("skops/bad-schema", Severity.HIGH,
                                                 f"unreadable .skops file: {exc}"))
             else:
-                problems = self._schema(zf, info, ctx)
+                if "schema.json" in listed:
+                    problems = self._schema(fh, listed["schema.json"], ctx)
+                elif named:
+                    problems.append(Observation("skops/bad-schema", Severity.HIGH,
+                                                ".skops file without schema.json"))
         yield from self.findings_from(
             problems, file=file.path,
             remediation="Do not load with trusted=get_untrusted_types(); review each untrusted type, "
                         "or ask for a plain sklearn estimator file.")
 
-    def _schema(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, ctx: ScanContext) -> list[Observation]:
-        if info.file_size > MAX_SCHEMA_BYTES:
+    def _schema(self, fh: Any, entry: ZipEntry, ctx: ScanContext) -> list[Observation]:
+        if entry.usize > MAX_SCHEMA_BYTES:
             return [Observation("skops/bad-schema", Severity.MEDIUM,
-                                f"{info.file_size}-byte schema not analysed", "schema.json")]
+                                f"{entry.usize}-byte schema not analysed", "schema.json")]
         try:
-            with zf.open(info) as member:
-                raw = member.read(MAX_SCHEMA_BYTES + 1)
-            if len(raw) > MAX_SCHEMA_BYTES:
-                raise ValueError("schema inflates past the limit")
-            schema = json.loads(raw.decode("utf-8"))
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError,
-                ValueError, RecursionError) as exc:
+            schema = json.loads(read_member(fh, entry, MAX_SCHEMA_BYTES, ctx.budget()).decode("utf-8"))
+        except (StreamLimit, RecursionError, *MEMBER_ERRORS) as exc:
             return [Observation("skops/bad-schema", Severity.MEDIUM,
                                 f"schema.json cannot be read: {str(exc)[:200]}", "schema.json")]
         if not isinstance(schema, dict) or "protocol" not in schema:
