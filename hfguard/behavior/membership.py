@@ -14,10 +14,10 @@ inference on the victim's model gets much easier. Two probes:
   pre-fine-tune model), and report AUC (DeLong CI), TPR at 1% and 0.1% FPR (Clopper-Pearson),
   Secret-Sharer exposure of the digit secrets, and, with a reference run through the same recipe
   on the same split, the amplification with a paired DeLong p-value.
-- offline LiRA (lira.py), the confirmation of that cheap screen at low FPR: K fine-tunes of the
-  reference (else of the candidate itself) on complementary random halves of the canaries give each
-  canary a Gaussian of its confidence when it is OUT; both victims are scored by the one-sided
-  p-value against it. It costs K victims, so it runs when the screen is borderline (`lira_reason`)
+- offline LiRA (lira.py), the confirmation of that cheap screen at low FPR: K fine-tunes of each
+  model's own weights on complementary random halves of the canaries give each canary a Gaussian of
+  its confidence when it is OUT; each victim is scored by the one-sided p-value against it. It
+  costs K victims per model, so it runs when the screen is borderline (`lira_reason`)
   or on request (`lira-always`), and only if the budget allows; its figures are evidence, the
   verdict stays with the screen until thresholds for it are set on calibration seeds.
 
@@ -329,17 +329,17 @@ def evaluate(
         )
     out["loss"] = loss
     why = lira_if(out) if lira_models else None
-    need = lira_models * victim_seconds
+    victims = {"candidate": (model, tok, cand["after"])}
+    if reference is not None:
+        victims["reference"] = (*reference, ref["after"])
+    need = lira_models * len(victims) * victim_seconds
     if why and need > budget_left():
         out["lira"] = {"reason": why, "skipped": f"needs about {need:.0f}s more than the "
                        f"{max(budget_left(), 0):.0f}s left of the check's budget; raise --budget by that"}
     elif why:
-        victims = {"candidate": cand["after"], **({"reference": ref["after"]} if reference else {})}
-        start = reference or (model, tok)
-        out["lira"] = {"reason": why, "start": "reference" if reference else "candidate",
-                       **lira_confirm(*start, data, is_member, victims, k=lira_models, seed=seed,
-                                      fixed_variance=lira_fixed_variance, modality=modality,
-                                      recipe=recipe, tick=tick)}
+        out["lira"] = {"reason": why, **lira_confirm(victims, data, is_member, k=lira_models, seed=seed,
+                                                     fixed_variance=lira_fixed_variance, modality=modality,
+                                                     recipe=recipe, tick=tick)}
     out["plot"] = plot_evidence(
         "roc", "membership ROC after the simulated victim fine-tune",
         [{"name": name, "x": out[name]["roc"]["fpr"], "y": out[name]["roc"]["tpr"]}
@@ -348,31 +348,36 @@ def evaluate(
     return out
 
 
-def lira_confirm(model: Any, tok: Any, data: Any, is_member: Any, victims: dict[str, Any], *, k: int,
-                 seed: int, fixed_variance: bool, modality: Modality = TEXT, recipe: dict[str, Any],
+def lira_confirm(victims: dict[str, tuple[Any, Any, Any]], data: Any, is_member: Any, *, k: int, seed: int,
+                 fixed_variance: bool, modality: Modality = TEXT, recipe: dict[str, Any],
                  tick: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Offline LiRA on the victims' after-fine-tune losses: K OUT fine-tunes of `model` (the
-    reference, else the candidate before fine-tuning) with the victim's recipe, on complementary
-    random halves of the canaries, each canary scored against the models that never saw it."""
+    """Offline LiRA. `victims`: name -> (model before the victim's fine-tune, tokenizer, the
+    victim's per-canary losses after it). Each gets K OUT fine-tunes of its own weights with the
+    victim's recipe, on complementary random halves of the canaries (the same halves for all, so
+    candidate and reference stay paired); each canary is scored against the models that never saw it.
+    Own weights, not the reference's, for the candidate too: measured on the tiny GPT-2 organisms
+    (bench/bench_lira.py), reference-started OUT models carry the candidate's per-canary offsets
+    from the reference as noise, and its poisoned and clean twins came out in no consistent order."""
     import numpy as np
 
     from hfguard.behavior import lira, stats
 
     trains = lira.out_splits(len(is_member), k, seed)
-    phi = []
-    for j, train in enumerate(trains):
-        # each OUT model its own data order (seed): the training noise the Gaussian is to capture
-        ft = modality.finetune(model, tok, modality.subset(data, [int(i) for i in np.flatnonzero(train)]),
-                               seed=seed + 1 + j, tick=tick, **recipe)
-        phi.append(lira.logit_confidence(modality.losses(ft, tok, data)))
-        del ft
-    dist = lira.fit_out_distributions(np.stack(phi), ~trains, fixed_variance=fixed_variance)
-    out: dict[str, Any] = {"models": k, "out_models_per_canary": int(dist.n.min()),
-                           "fixed_variance": fixed_variance, "out_std_median": float(np.median(dist.std))}
-    scores = {name: lira.lira_scores(lira.logit_confidence(after), dist) for name, after in victims.items()}
-    for name, sc in scores.items():
+    out: dict[str, Any] = {"models": k, "out_models_per_canary": k // 2, "fixed_variance": fixed_variance}
+    scores = {}
+    for name, (model, tok, after) in victims.items():
+        phi = []
+        for j, train in enumerate(trains):
+            # each OUT model its own data order (seed): the training noise the Gaussian is to capture
+            subset = modality.subset(data, [int(i) for i in np.flatnonzero(train)])
+            ft = modality.finetune(model, tok, subset, seed=seed + 1 + j, tick=tick, **recipe)
+            phi.append(lira.logit_confidence(modality.losses(ft, tok, data)))
+            del ft
+        dist = lira.fit_out_distributions(np.stack(phi), ~trains, fixed_variance=fixed_variance)
+        scores[name] = sc = lira.lira_scores(lira.logit_confidence(after), dist)
         pos, neg = sc[is_member], sc[~is_member]
-        out[name] = {"auc": stats.roc_auc(pos, neg), **lira.low_fpr_figures(pos, neg)}
+        out[name] = {"auc": stats.roc_auc(pos, neg), **lira.low_fpr_figures(pos, neg),
+                     "out_std_median": float(np.median(dist.std))}
     if "reference" in scores:
         c, r = scores["candidate"], scores["reference"]
         pd = stats.delong_paired(c[is_member], c[~is_member], r[is_member], r[~is_member])
@@ -541,5 +546,5 @@ def _lira_text(li: dict[str, Any]) -> str:
         return f"TPR {t['tpr']:.2f} (95% CI {t['ci_low']:.2f}-{t['ci_high']:.2f}) at 1% FPR"
 
     ref = f" vs reference {tpr(li['reference'])}" if "reference" in li else ""
-    return (f"offline LiRA ({li['reason']}, {li['models']} {li['start']} fine-tunes): "
+    return (f"offline LiRA ({li['reason']}, {li['models']} reference fine-tunes per model): "
             f"{tpr(li['candidate'])}{ref}")

@@ -133,23 +133,26 @@ def scan(folder, thresholds: dict, budget: float = 300, **options):
 
 @pytest.mark.slow
 def test_lira_on_request_sees_the_privacy_backdoor_at_low_fpr(gpt2_folders):
-    ref = str(gpt2_folders["base"])
-    lira_of = {}
-    for name in ("backdoor", "clean"):
-        report = scan(gpt2_folders[name], {"lira-always": True, "exposure-secrets": 0}, reference=ref)
+    """The poisoned model (with the upstream as --reference) and its clean twin (alone: each model's
+    LiRA uses OUT models of its own weights, so the candidate's figures need no reference)."""
+    findings = {}
+    for name, opts in (("backdoor", {"reference": str(gpt2_folders["base"])}), ("clean", {})):
+        report = scan(gpt2_folders[name], {"lira-always": True, "exposure-secrets": 0}, **opts)
         (f,) = [f for f in report.findings if f.evidence.get("lira")]
         li = f.evidence["lira"]
-        assert li["reason"] == "requested" and li["start"] == "reference" and li["models"] == 4
-        assert li["out_models_per_canary"] == 2 and "offline LiRA (requested" in f.message
-        for who in ("candidate", "reference"):
-            t = li[who]["tpr_at_1pct_fpr"]
-            assert t["n_pos"] == t["n_neg"] == 64 and t["ci_low"] <= t["tpr"] <= t["ci_high"]
-        lira_of[name] = li
-    bd, clean = lira_of["backdoor"], lira_of["clean"]
+        assert li["reason"] == "requested" and li["models"] == 4 and li["out_models_per_canary"] == 2
+        assert "offline LiRA (requested" in f.message
+        t = li["candidate"]["tpr_at_1pct_fpr"]
+        assert t["n_pos"] == t["n_neg"] == 64 and t["ci_low"] <= t["tpr"] <= t["ci_high"]
+        # LiRA is the stronger attack at low FPR: it calls more members than the screen does there
+        assert t["tpr"] > f.evidence["candidate"]["tpr_at_1pct_fpr"]["tpr"], name
+        findings[name] = f
+    bd, clean = (findings[n].evidence["lira"] for n in ("backdoor", "clean"))
+    assert findings["backdoor"].rule == "privacy/membership-amplification"   # the screen decides
     assert bd["candidate"]["tpr_at_1pct_fpr"]["tpr"] > clean["candidate"]["tpr_at_1pct_fpr"]["tpr"]
-    assert bd["amplification"]["auc_diff"] > clean["amplification"]["auc_diff"]
-    # the same reference models and the same victim of the reference: identical reference figures
-    assert bd["reference"]["auc"] == pytest.approx(clean["reference"]["auc"])
+    assert bd["candidate"]["auc"] > clean["candidate"]["auc"]
+    assert bd["amplification"]["auc_diff"] > 0 and "reference" not in clean
+    assert bd["reference"]["auc"] < bd["candidate"]["auc"]
 
 
 def test_lira_runs_only_when_asked_and_the_budget_holds_it(gpt2_folders):
