@@ -407,9 +407,10 @@ def run(check: Any, md: Any, ctx: Any) -> Iterator[Finding]:
     th = lambda name: check.th(ctx, name)  # noqa: E731
     seed = int(th("seed"))
     k = int(th("lira-models"))
-    if k < 0 or k == 1 or k % 2:
+    if k < 0 or k % 2 or (k == 2 and not th("lira-fixed-variance")):
         raise BehaviorUnavailable(f"threshold lira-models = {k}: LiRA trains reference models in "
-                                  "complementary pairs, so it must be 0 (off) or an even number >= 2")
+                                  "complementary pairs, so it must be 0 (off) or an even number >= 2 "
+                                  "(>= 4 with lira-fixed-variance false: two OUT models per canary)")
     probe_data = ctx.options.get("probe_data")
     items = read_probe_data(probe_data) if probe_data else canaries(int(th("canaries")), seed)
     if len(items) < int(th("min-probe-texts")):

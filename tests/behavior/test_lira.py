@@ -174,3 +174,13 @@ def test_lira_runs_only_when_asked_and_the_budget_holds_it(gpt2_folders):
     assert "raise --budget" in res["lira"]["skipped"] and "candidate" not in res["lira"]
     (f,) = membership.judge(PrivacyBackdoorCheck(), "clean", res, th.get)
     assert "offline LiRA skipped" in f.message and f.evidence["lira"] == res["lira"]
+
+
+def test_an_odd_number_of_reference_models_is_an_error_before_any_work(gpt2_folders):
+    from hfguard.findings import Verdict
+
+    for bad in ({"lira-models": 3}, {"lira-models": 2, "lira-fixed-variance": False}):
+        report = scan(gpt2_folders["clean"], bad)
+        (err,) = report.findings
+        assert err.rule == "behavior/unavailable" and "lira-models" in err.message
+        assert report.verdict is Verdict.ERROR
