@@ -547,5 +547,5 @@ def _lira_text(li: dict[str, Any]) -> str:
         return f"TPR {t['tpr']:.2f} (95% CI {t['ci_low']:.2f}-{t['ci_high']:.2f}) at 1% FPR"
 
     ref = f" vs reference {tpr(li['reference'])}" if "reference" in li else ""
-    return (f"offline LiRA ({li['reason']}, {li['models']} reference fine-tunes per model): "
+    return (f"offline LiRA ({li['reason']}, {li['models']} OUT fine-tunes per model): "
             f"{tpr(li['candidate'])}{ref}")
