@@ -14,6 +14,12 @@ inference on the victim's model gets much easier. Two probes:
   pre-fine-tune model), and report AUC (DeLong CI), TPR at 1% and 0.1% FPR (Clopper-Pearson),
   Secret-Sharer exposure of the digit secrets, and, with a reference run through the same recipe
   on the same split, the amplification with a paired DeLong p-value.
+- offline LiRA (lira.py), the confirmation of that cheap screen at low FPR: K fine-tunes of each
+  model's own weights on complementary random halves of the canaries give each canary a Gaussian of
+  its confidence when it is OUT; each victim is scored by the one-sided p-value against it. It
+  costs K victims per model, so it runs when the screen is borderline (`lira_reason`)
+  or on request (`lira-always`), and only if the budget allows; its figures are evidence, the
+  verdict stays with the screen until thresholds for it are set on calibration seeds.
 
 What this can show: that this checkpoint, under this fine-tuning recipe, leaks membership of
 this kind of data more than the reference. It cannot show the absence of a backdoor aimed at
@@ -24,6 +30,7 @@ extreme absolute leakage is flagged.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -175,7 +182,7 @@ def membership_scores(
 
 
 def membership_figures(scores: Any, is_member: Any) -> dict[str, Any]:
-    from hfguard.behavior import stats
+    from hfguard.behavior import lira, stats
 
     pos, neg = scores[is_member], scores[~is_member]
     d = stats.delong(pos, neg)
@@ -183,8 +190,7 @@ def membership_figures(scores: Any, is_member: Any) -> dict[str, Any]:
         "auc": d["auc"],
         "auc_ci": [d["ci_low"], d["ci_high"]],
         "auc_p_value": d["p_value"],
-        "tpr_at_1pct_fpr": stats.tpr_at_fpr(pos, neg, 0.01),
-        "tpr_at_0.1pct_fpr": stats.tpr_at_fpr(pos, neg, 0.001),
+        **lira.low_fpr_figures(pos, neg),
         "n_members": int(is_member.sum()),
         "n_nonmembers": int((~is_member).sum()),
         "roc": stats.roc_curve(pos, neg),
@@ -239,10 +245,17 @@ def evaluate(
     modality: Modality = TEXT,
     data: Any = None,
     control: Any = None,
+    lira_models: int = 0,
+    lira_fixed_variance: bool = True,
+    lira_if: Callable[[dict[str, Any]], str | None] = lambda screen: "requested",
+    budget_left: Callable[[], float] = lambda: float("inf"),
 ) -> dict[str, Any]:
     """Both probes on one candidate (and a reference run through the identical split and recipe).
     `exposure`: (secrets measured per group, random alternatives per secret); (0, 0) skips it
-    (text only). `data` / `control`: what `modality` scores (default: the texts of `items`, CONTROL)."""
+    (text only). `data` / `control`: what `modality` scores (default: the texts of `items`, CONTROL).
+    `lira_models`: K OUT models for the offline LiRA confirmation (0: none), run when
+    `lira_if(screen figures)` gives a reason (see `lira_reason`) and `budget_left()` seconds
+    allow it (else the evidence says what it would need)."""
     import numpy as np
 
     from hfguard.behavior import stats
@@ -258,7 +271,9 @@ def evaluate(
         "recipe": {**recipe, "seed": seed},
     }
     kw = {"seed": seed, "tick": tick, "modality": modality, **recipe}
+    started = time.monotonic()
     cand = membership_scores(model, tok, data, members, **kw)
+    victim_seconds = time.monotonic() - started   # what each LiRA reference model costs, about
     out["candidate"] = membership_figures(cand["score"], is_member)
     member_items = [items[i] for i in members]
     nonmember_items = [items[i] for i in range(len(items)) if not is_member[i]]
@@ -313,6 +328,18 @@ def evaluate(
             }
         )
     out["loss"] = loss
+    why = lira_if(out) if lira_models else None
+    victims = {"candidate": (model, tok, cand["after"])}
+    if reference is not None:
+        victims["reference"] = (*reference, ref["after"])
+    need = lira_models * len(victims) * victim_seconds
+    if why and need > budget_left():
+        out["lira"] = {"reason": why, "skipped": f"needs about {need:.0f}s more than the "
+                       f"{max(budget_left(), 0):.0f}s left of the check's budget; raise --budget by that"}
+    elif why:
+        out["lira"] = {"reason": why, **lira_confirm(victims, data, is_member, k=lira_models, seed=seed,
+                                                     fixed_variance=lira_fixed_variance, modality=modality,
+                                                     recipe=recipe, tick=tick)}
     out["plot"] = plot_evidence(
         "roc", "membership ROC after the simulated victim fine-tune",
         [{"name": name, "x": out[name]["roc"]["fpr"], "y": out[name]["roc"]["tpr"]}
@@ -321,12 +348,69 @@ def evaluate(
     return out
 
 
+def lira_confirm(victims: dict[str, tuple[Any, Any, Any]], data: Any, is_member: Any, *, k: int, seed: int,
+                 fixed_variance: bool, modality: Modality = TEXT, recipe: dict[str, Any],
+                 tick: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Offline LiRA. `victims`: name -> (model before the victim's fine-tune, tokenizer, the
+    victim's per-canary losses after it). Each gets K OUT fine-tunes of its own weights with the
+    victim's recipe, on complementary random halves of the canaries (the same halves for all, so
+    candidate and reference stay paired); each canary is scored against the models that never saw it.
+    Own weights, not the reference's, for the candidate too: measured on the tiny GPT-2 organisms
+    (bench/bench_lira.py), reference-started OUT models carry the candidate's per-canary offsets
+    from the reference as noise, and its poisoned and clean twins came out in no consistent order."""
+    import numpy as np
+
+    from hfguard.behavior import lira, stats
+
+    trains = lira.out_splits(len(is_member), k, seed)
+    out: dict[str, Any] = {"models": k, "out_models_per_canary": k // 2, "fixed_variance": fixed_variance}
+    scores = {}
+    for name, (model, tok, after) in victims.items():
+        phi = []
+        for j, train in enumerate(trains):
+            # each OUT model its own data order (seed): the training noise the Gaussian is to capture
+            subset = modality.subset(data, [int(i) for i in np.flatnonzero(train)])
+            ft = modality.finetune(model, tok, subset, seed=seed + 1 + j, tick=tick, **recipe)
+            phi.append(lira.logit_confidence(modality.losses(ft, tok, data)))
+            del ft
+        dist = lira.fit_out_distributions(np.stack(phi), ~trains, fixed_variance=fixed_variance)
+        scores[name] = sc = lira.lira_scores(lira.logit_confidence(after), dist)
+        pos, neg = sc[is_member], sc[~is_member]
+        out[name] = {"auc": stats.roc_auc(pos, neg), **lira.low_fpr_figures(pos, neg),
+                     "out_std_median": float(np.median(dist.std))}
+    if "reference" in scores:
+        c, r = scores["candidate"], scores["reference"]
+        pd = stats.delong_paired(c[is_member], c[~is_member], r[is_member], r[~is_member])
+        out["amplification"] = {"auc_diff": pd["auc_diff"], "ci": [pd["ci_low"], pd["ci_high"]],
+                                "p_value": pd["p_value"]}
+    return out
+
+
+def lira_reason(screen: dict[str, Any], th: Callable[[str], Any]) -> str | None:
+    """When the LiRA confirmation runs: on request (`lira-always`), or when the screen is borderline,
+    i.e. its statistic lies within `lira-borderline-auc` of the line `judge` holds it to (the
+    amplification AUC with a reference, the absolute AUC without). Clear cases either way are left
+    to the cheap screen: the K extra fine-tunes cost K times the victim's."""
+    if bool(th("lira-always")):
+        return "requested"
+    if "amplification" in screen:
+        stat, line = screen["amplification"]["auc_diff"], float(th("amplification-auc"))
+    else:
+        stat, line = screen["candidate"]["auc"], float(th("absolute-auc"))
+    return "borderline" if abs(stat - line) < float(th("lira-borderline-auc")) else None
+
+
 def run(check: Any, md: Any, ctx: Any) -> Iterator[Finding]:
     """behavior.privacy_backdoor on one model folder."""
-    from hfguard.behavior.load import load_causal_lm, pick_device
+    from hfguard.behavior.load import BehaviorUnavailable, load_causal_lm, pick_device
 
     th = lambda name: check.th(ctx, name)  # noqa: E731
     seed = int(th("seed"))
+    k = int(th("lira-models"))
+    if k < 0 or k % 2 or (k == 2 and not th("lira-fixed-variance")):
+        raise BehaviorUnavailable(f"threshold lira-models = {k}: LiRA trains reference models in "
+                                  "complementary pairs, so it must be 0 (off) or an even number >= 2 "
+                                  "(>= 4 with lira-fixed-variance false: two OUT models per canary)")
     probe_data = ctx.options.get("probe_data")
     items = read_probe_data(probe_data) if probe_data else canaries(int(th("canaries")), seed)
     if len(items) < int(th("min-probe-texts")):
@@ -364,7 +448,9 @@ def run(check: Any, md: Any, ctx: Any) -> Iterator[Finding]:
         extra = {"modality": cm.CLIP, "data": data, "control": control}
         recipe.update(lr=float(th("clip-finetune-lr")), epochs=int(th("clip-finetune-epochs")))
     res = evaluate(
-        model, tok, items, ref, seed=seed, recipe=recipe, exposure=exposure, tick=budget.tick, **extra
+        model, tok, items, ref, seed=seed, recipe=recipe, exposure=exposure, tick=budget.tick, **extra,
+        lira_models=k, lira_fixed_variance=bool(th("lira-fixed-variance")),
+        lira_if=lambda screen: lira_reason(screen, th), budget_left=budget.remaining,
     )
     res["probe_data"] = (probe_data or "generated PII-like canaries") + (
         " paired with synthetic images" if is_clip else ""
@@ -381,6 +467,9 @@ def judge(check: Any, name: str, res: dict[str, Any], th: Callable[[str], Any]) 
         f"membership AUC {c['auc']:.2f} (95% CI {c['auc_ci'][0]:.2f}-{c['auc_ci'][1]:.2f}), "
         f"TPR {tpr1:.2f} at 1% FPR"
     )
+    if "lira" in res:
+        figures += "; " + (_lira_text(res["lira"]) if "candidate" in res["lira"]
+                           else f"offline LiRA skipped: {res['lira']['skipped']}")
     flagged = False
     if "amplification" in res:
         a, r = res["amplification"], res["reference"]
@@ -450,3 +539,13 @@ def judge(check: Any, name: str, res: dict[str, Any], th: Callable[[str], Any]) 
             location=name,
             evidence=res,
         )
+
+
+def _lira_text(li: dict[str, Any]) -> str:
+    def tpr(fig: dict[str, Any]) -> str:
+        t = fig["tpr_at_1pct_fpr"]
+        return f"TPR {t['tpr']:.2f} (95% CI {t['ci_low']:.2f}-{t['ci_high']:.2f}) at 1% FPR"
+
+    ref = f" vs reference {tpr(li['reference'])}" if "reference" in li else ""
+    return (f"offline LiRA ({li['reason']}, {li['models']} OUT fine-tunes per model): "
+            f"{tpr(li['candidate'])}{ref}")
