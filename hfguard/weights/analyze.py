@@ -69,11 +69,30 @@ def analyze_checkpoint(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget
         return _analyze(ckpt, be, th, budget, config)
 
 
-def _workers(be: Backend, th: dict[str, Any]) -> int:
-    """Tensors are measured on a thread pool (numpy's reductions and BLAS release the GIL); the
-    GPU path stays on one thread (it queues work on one device)."""
-    n = int(th.get("workers") or 0) or (os.cpu_count() or 1)
-    return 1 if be.name == "cuda" else max(1, min(n, 8))
+def _workers(be: Backend, th: dict[str, Any], biggest: int = 0) -> int:
+    """Tensors are measured on a thread pool (numpy's reductions and BLAS release the GIL), one
+    thread per usable core; the GPU path stays on one thread (it queues work on one device).
+    Each worker may hold ~2x the largest tensor (its buffer and the block temporaries, `biggest`
+    float32 entries), so no more workers than half the available memory holds."""
+    if be.name == "cuda":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = int(th.get("workers") or 0) or cores
+    free = _available_memory()
+    room = free // 2 // (2 * 4 * biggest) if biggest and free else n
+    return max(1, min(n, room, 64))
+
+
+def _available_memory() -> int | None:
+    """MemAvailable (free memory plus the page cache the kernel would give back), Linux only."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
@@ -103,13 +122,14 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
         out = _Measured(meta, {k: st[k] for k in _KEEP if k in st}, tensor_hits(meta.name, arr, st, th))
         rows = traps.neuron_rows(meta.name, arr)
         if rows is not None:
-            out.norms = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
-            out.dups = traps.near_duplicate_counts(rows, th["trap-cosine"], th["trap-min-neurons"])
+            out.norms = traps.row_norms(rows)   # computed once, shared with the search
+            out.dups = traps.near_duplicate_counts(rows, th["trap-cosine"], th["trap-min-neurons"],
+                                                   norms=out.norms)
         if arr.ndim == 1 and arr.size <= 1 << 20:
             out.vector = np.array(arr)   # a copy: arr is a map of the file or the buffer
         return out
 
-    workers = _workers(be, th)
+    workers = _workers(be, th, max((m.numel for m in metas), default=0))
     if workers == 1:
         measured: Iterator[_Measured] = map(measure, metas)
     else:
