@@ -21,8 +21,8 @@ class Backend:
     xp: Any             # the array module: numpy or torch
     chunk: int          # elements per chunk for the moment passes
 
-    def put(self, a: np.ndarray) -> Any:
-        if self.xp is np:
+    def put(self, a: Any) -> Any:
+        if self.xp is np or not isinstance(a, np.ndarray):   # already on the backend (device feed)
             return a
         t = self.xp.from_numpy(a if a.flags.writeable else a.copy())   # torch wants writable memory
         return t.to("cuda", non_blocking=True) if self.name == "cuda" else t
