@@ -83,7 +83,7 @@ def tensor_stats(arr: np.ndarray, be: Backend, *, tail_k: float = 6.0, spectral_
         st, rows = _fused_pass(x if rows2d else x.reshape(1, -1), be, tail_k, tick, rows2d)
     if rows is not None:
         st.update(_row_summary(x, be, *rows, tick))
-        st.update(_spectral_budgeted(x, be, rows[0], spectral_max))
+        st.update(_spectral_budgeted(x, be, rows[0], spectral_max, st["absmax"]))
     return st
 
 
@@ -269,7 +269,8 @@ def _row_summary(x: Any, be: Backend, sq: np.ndarray, nz: np.ndarray,
             "dup_rows": dup, "mirrored_rows": mirrored}
 
 
-def _spectral_budgeted(x: Any, be: Backend, sq: np.ndarray, spectral_max: int) -> dict[str, Any]:
+def _spectral_budgeted(x: Any, be: Backend, sq: np.ndarray, spectral_max: int,
+                       absmax: float | None = None) -> dict[str, Any]:
     """Spectral summary of the whole matrix, or of every k-th row when it is larger than the budget
     (the same rows for same-shaped siblings, so their numbers stay comparable)."""
     rows, cols = int(x.shape[0]), int(x.shape[1])
@@ -279,7 +280,12 @@ def _spectral_budgeted(x: Any, be: Backend, sq: np.ndarray, spectral_max: int) -
     sub = x if step == 1 else x[::step]
     if step > 1:
         sub = sub.copy() if be.xp is np else sub.contiguous()
-    out = _spectral(sub, be, float(sq[::step].astype(np.float64).sum()))
+    fro2 = float(sq[::step].astype(np.float64).sum())
+    if absmax is not None and absmax > 1e12:   # W^T W W q would overflow float32: measure W/absmax
+        out = _spectral(sub / absmax, be, fro2 / absmax ** 2)
+        out["sigma"] = [s * absmax for s in out["sigma"]]
+    else:
+        out = _spectral(sub, be, fro2)
     if step > 1:
         out["spectral_row_step"] = step
     return out
