@@ -127,7 +127,7 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
         if rows is not None:
             projected = None
             if x is not None:   # the costly products on the device: norms, and the projection
-                xr = traps.neuron_rows(meta.name, x)
+                xr = x if rows is arr else x.T   # neurons as rows, as on the host
                 out.norms = be.host(be.xp.linalg.vector_norm(xr, dim=1, dtype=be.xp.float64))
                 projected = be.host(xr @ be.put(traps.projection(int(xr.shape[1]))))
             else:
