@@ -24,6 +24,7 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -118,18 +119,25 @@ def stats(ckpt: Checkpoint, device: str, th: dict | None = None) -> float:
     return time.perf_counter() - t
 
 
+def _total(prof: Any) -> float:
+    import pstats
+
+    return float(pstats.Stats(prof).total_tt)
+
+
 def profile(ckpt: Checkpoint, top: int = 12) -> None:
-    """Where one single-worker CPU pass spends its time (own time per function)."""
+    """Where one single-worker CPU pass spends its time (own CPU time per function: steadier than
+    wall time on a shared machine)."""
     import cProfile
     import io
     import pstats
 
-    prof = cProfile.Profile()
+    prof = cProfile.Profile(time.process_time)
     prof.runcall(stats, ckpt, "cpu", {**DEFAULTS, "workers": 1})
     out = io.StringIO()
     pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
     body = out.getvalue()
-    print("  profile of one single-worker cpu pass:")
+    print(f"  profile of one single-worker cpu pass (CPU seconds; {_total(prof):.2f} s in all):")
     print("\n".join("    " + line for line in body[body.index("ncalls"):].splitlines() if line.strip()))
 
 
