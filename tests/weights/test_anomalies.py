@@ -216,11 +216,15 @@ def test_budget_runs_out_between_tensors(minilm_dir):
 
 
 @pytest.mark.slow
-def test_device_feed_gives_the_numpy_verdict(tampered, monkeypatch):
-    """The GPU path's feed (pinned batches, overlapped copies) run on torch-cpu: small tensors
-    packed into shared buffers, bfloat16 widened and float32 copied into them, norms and the
-    near-duplicate projection computed on the backend. Same observations as the numpy pass."""
+@pytest.mark.parametrize("device", ["torch-cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_device_feed_gives_the_numpy_verdict(tampered, monkeypatch, device):
+    """The GPU path's feed (pinned batches, copies overlapped on a side stream; on torch-cpu the
+    same batching without pinning or streams): small tensors packed into shared buffers, bfloat16
+    widened and float32 copied into them, norms and the near-duplicate projection computed on the
+    backend. Same observations as the numpy pass."""
     torch = pytest.importorskip("torch")
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
     from safetensors.torch import save_file
 
     from hfguard.budget import Budget
@@ -255,11 +259,11 @@ def test_device_feed_gives_the_numpy_verdict(tampered, monkeypatch):
     ckpt.tensors = {k: m for k, m in ckpt.tensors.items() if k.startswith(keep)}
     assert len(feed.batches(ckpt.float_tensors(), feed.BATCH)) > 5
     got = {}
-    for dev in ("cpu", "torch-cpu"):
+    for dev in ("cpu", device):
         hits, summary = analyze_checkpoint(ckpt, backend_for(dev), DEFAULTS, Budget(600), None)
         got[dev] = sorted((h.rule, h.location, int(h.severity)) for h in hits)
         assert set(summary["dtypes"]) == {"bfloat16", "float32"}
     assert ("weights/trap-neurons", f"{UP}.weight", int(Severity.HIGH)) in got["cpu"]
     assert ("weights/zero-norm-gain", "encoder.layer.4.output.LayerNorm.weight", int(Severity.HIGH)) \
         in got["cpu"]
-    assert got["torch-cpu"] == got["cpu"]
+    assert got[device] == got["cpu"]
