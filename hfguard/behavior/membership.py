@@ -13,7 +13,7 @@ inference on the victim's model gets much easier. Two probes:
   fine-tune a copy of the model on the members with a fixed recipe, score membership by the
   calibrated loss (loss before - loss after: LiRA-style per-example calibration against the
   pre-fine-tune model), and report AUC (DeLong CI), TPR at 1% and 0.1% FPR (Clopper-Pearson),
-  Secret-Sharer exposure of the digit secrets, and, with a reference run through the same recipe
+  Secret-Sharer exposure of the secrets, and, with a reference run through the same recipe
   on the same split, the amplification with a paired DeLong p-value.
 
 Both probes run once over the canary mixture (one victim fine-tune) and report every figure per

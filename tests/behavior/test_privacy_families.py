@@ -5,6 +5,7 @@ multi-seed sweep covers every family of testing.organisms.PRIVACY_TARGETS (`pyte
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from scipy.stats import binomtest
 
@@ -17,6 +18,19 @@ FLAG_RULES = ("privacy/membership-amplification", "privacy/loss-anomaly")
 def _named(flags) -> set[str]:
     """The families the flagging findings name first (each finding's worst)."""
     return {next(iter(f.evidence["leaking"])) for f in flags}
+
+
+def test_holm_correction_keeps_false_alarms_across_families_at_alpha():
+    from hfguard.behavior import stats
+
+    # Holm's step-down worked by hand: sorted 0.005*4, 0.01*3, 0.03*2, 0.04*1 -> monotone maximum
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    # 8 null tests (pooled + 7 families): any false alarm at most alpha, where raw p-values give ~34%
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=(4000, 8))
+    holm_any = np.mean([min(stats.holm(row)) <= 0.05 for row in p])
+    assert holm_any <= 0.06 and np.mean(p.min(axis=1) <= 0.05) > 0.3
 
 
 @pytest.mark.slow
