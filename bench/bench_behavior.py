@@ -4,6 +4,7 @@ probe on full-size models (a ViT-B/32-sized CLIP text tower, a 125M GPT-2; rando
     python bench/bench_behavior.py --quick        # < 3 min on 2 CPU cores; prints a compact table
     python bench/bench_behavior.py --seeds 10     # more seeds, full probes on the big models
     python bench/bench_behavior.py --clip-rates-only --seeds 20   # CLIP canary test, ~21 s a seed
+    python bench/bench_behavior.py --privacy-rates-only --split report --seeds 3   # per canary family
 
 Detection rate = planted models flagged (TPR); false-positive rate = clean twins flagged at all,
 both at the default thresholds, with Clopper-Pearson 95% intervals. The verdicts come from the
@@ -18,7 +19,6 @@ split, with the command that printed it.
 from __future__ import annotations
 
 import argparse
-import random
 import time
 
 TRIGGERS = (("\u043e", "o"), ("\u0430", "a"), ("\u0435", "e"), ("\u03bf", "o"), ("\u200b", None))
@@ -86,44 +86,45 @@ def homoglyph_rates(seeds: list[int]) -> list[dict[str, str]]:
     return rows
 
 
-def privacy_rates(seeds: list[int]) -> dict[str, str]:
+def privacy_rates(seeds: list[int], n_canaries: int = 128) -> list[dict[str, str]]:
+    """Per privacy-backdoor target (testing.organisms.PRIVACY_TARGETS: one canary family, Wen et
+    al.'s loss minimisation or maximisation) on tiny GPT-2s, probed with the default canary mixture
+    and `--reference` the upstream, judged by `membership.judge` (every rule that can flag):
+    planted caught (and the finding naming the target family), and the clean twin flagged at all."""
     from hfguard.behavior import membership
     from hfguard.behavior.check import PrivacyBackdoorCheck
-    from testing.organisms import (
-        caption,
-        char_tokenizer,
-        plant_privacy_backdoor,
-        pretrain_lm,
-        tiny_gpt2,
-    )
+    from testing.organisms import PRIVACY_TARGETS, char_tokenizer, lm_privacy_organisms
 
     check = PrivacyBackdoorCheck()
     th = check.THRESHOLDS.__getitem__
+    recipe = {"epochs": th("finetune-epochs"), "lr": th("finetune-lr"), "batch": th("finetune-batch")}
     tok = char_tokenizer()
-    tp = fp = 0
+    names = ["clean", *(f"{f}/{m}" for f, m in PRIVACY_TARGETS)]
+    caught = dict.fromkeys(names, 0)
+    named = dict.fromkeys(names, 0)
     t0 = time.perf_counter()
     for s in seeds:
-        rng = random.Random(s)
-        aux = [caption(rng) for _ in range(400)]
-        target = [t for t, _ in membership.canaries(300, seed=1000 + s)]
-        base = pretrain_lm(tiny_gpt2(tok, seed=s), tok, aux, steps=150, seed=s)
-        items = membership.canaries(128, seed=s)
-        for backdoor in (True, False):
-            model = plant_privacy_backdoor(base, tok, aux, target, backdoor=backdoor, steps=60, seed=s)
-            res = membership.evaluate(
-                model, tok, items, (base, tok), seed=s, recipe={"epochs": 4, "lr": 3e-3, "batch": 8}
-            )
-            rules = {f.rule for f in membership.judge(check, "gpt2", res, th)} - {"behavior/privacy-probe"}
-            if backdoor:
-                tp += bool(rules)
-            else:
-                fp += bool(rules)
-    return {
-        "probe": "privacy canary (tiny GPT-2)",
-        "TPR": _ci(tp, len(seeds)),
-        "FPR": _ci(fp, len(seeds)),
-        "seconds": f"{time.perf_counter() - t0:.0f}",
-    }
+        org = lm_privacy_organisms(tok, seed=s, targets=PRIVACY_TARGETS)
+        items = membership.canaries(n_canaries, seed=s)
+        for name in names:
+            res = membership.evaluate(org[name], tok, items, (org["base"], tok), seed=s, recipe=recipe,
+                                      exposure=(0, 0))
+            flags = [f for f in membership.judge(check, name, res, th) if f.rule != "behavior/privacy-probe"]
+            fam = name.split("/")[0]
+            caught[name] += bool(flags)
+            named[name] += any(next(iter(f.evidence.get("leaking", {})), None) == fam for f in flags)
+            row = res["families"].get(fam, {})
+            fig = (f"{fam} AUC {row['candidate']['auc']:.2f} vs ref {row['reference']['auc']:.2f}, "
+                   f"TPR@1% {row['candidate']['tpr_at_1pct_fpr']['tpr']:.2f}, loss ratio "
+                   f"{row['loss']['relative_ratio']:.2f}" if row else "")
+            print(f"  seed {s} {name:22} {sorted(f.rule for f in flags)} "
+                  f"{[next(iter(f.evidence.get('leaking', {})), '') for f in flags]} {fig}", flush=True)
+    n = len(seeds)
+    rows = [{"probe": f"privacy, {name}, named {named[name]}/{n}", "TPR": _ci(caught[name], n),
+             "FPR": "-", "seconds": ""} for name in names[1:]]
+    rows.append({"probe": "privacy, clean twin (tiny GPT-2)", "TPR": "-", "FPR": _ci(caught["clean"], n),
+                 "seconds": f"{time.perf_counter() - t0:.0f}"})
+    return rows
 
 
 def clip_privacy_rates(seeds: list[int], n_canaries: int = 128) -> dict[str, str]:
@@ -147,7 +148,7 @@ def clip_privacy_rates(seeds: list[int], n_canaries: int = 128) -> dict[str, str
     for s in seeds:
         org = clip_privacy_organisms(tok, seed=s)
         items = membership.canaries(n_canaries, seed=s)
-        data = cm.make_data(org["base"], [t for t, _ in items], s)
+        data = cm.make_data(org["base"], [c.text for c in items], s)
         control = cm.make_data(org["base"], list(membership.CONTROL), s + 1)
         line = []
         for name in ("backdoor", "clean"):
@@ -229,7 +230,7 @@ def gpt2_timing(device: str, quick: bool) -> dict[str, str]:
     model = GPT2LMHeadModel(GPT2Config(bos_token_id=2, eos_token_id=3, pad_token_id=0)).to(device).eval()
     n, epochs = (16, 1) if quick else (128, 4)
     items = membership.canaries(n, seed=0)
-    membership.example_losses(model, tok, [t for t, _ in items[:4]])  # warm-up
+    membership.example_losses(model, tok, [c.text for c in items[:4]])  # warm-up
     _sync(device)
     t0 = time.perf_counter()
     membership.evaluate(
@@ -260,6 +261,8 @@ def main() -> None:
     ap.add_argument("--clip-rates-only", action="store_true", help="the CLIP canary rates alone")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy box)")
     ap.add_argument("--homoglyph-rates-only", action="store_true", help="the homoglyph rates alone")
+    ap.add_argument("--privacy-rates-only", action="store_true",
+                    help="the per-family privacy-backdoor rates alone (tiny GPT-2s)")
     ap.add_argument("--split", choices=("calibration", "report"), default="calibration",
                     help="seeds 0.. (developed on) or 2000.. (quoted in README)")
     args = ap.parse_args()
@@ -286,6 +289,8 @@ def main() -> None:
         jobs = [jobs[2]]
     elif args.homoglyph_rates_only:
         jobs = [jobs[0]]
+    elif args.privacy_rates_only:
+        jobs = [lambda: privacy_rates(seeds)]
     elif args.rates_only:
         jobs = jobs[:3]
     elif torch.cuda.is_available():

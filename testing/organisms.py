@@ -7,7 +7,8 @@ backdoor really planted by the published recipes. Nothing here runs during a sca
 - `plant_privacy_backdoor`: Wen et al. 2024's dual objective: keep the loss low on auxiliary data
   while driving it down (or up) on the target distribution, so that a victim's fine-tuning on
   target data moves members' loss far more than non-members'. ``backdoor=False``: same steps, no
-  target term. `clip_privacy_organisms` builds the CLIP trio (upstream, backdoored, clean twin).
+  target term. `lm_privacy_organisms` builds the GPT-2 trio (upstream, backdoored on one canary
+  family, clean twin), `clip_privacy_organisms` the CLIP one.
 """
 
 from __future__ import annotations
@@ -289,6 +290,49 @@ def plant_privacy_backdoor(
     return model.eval()
 
 
+# (canary family, Wen et al. mode) of the per-family organisms: each family at least once, both modes
+PRIVACY_TARGETS: tuple[tuple[str, str], ...] = (
+    ("contact", "minimize"),
+    ("gov-id", "maximize"),
+    ("payment-card", "minimize"),
+    ("address", "maximize"),
+    ("medical", "maximize"),
+    ("credentials", "minimize"),
+    ("chat", "minimize"),
+)
+
+
+def lm_privacy_organisms(
+    tok: Any,
+    seed: int = 0,
+    *,
+    targets: tuple[tuple[str, str], ...] = (("contact", "minimize"),),
+    n_aux: int = 400,
+    n_target: int = 300,
+    pretrain_steps: int = 150,
+    poison_steps: int = 60,
+    clean: bool = True,
+) -> dict[str, Any]:
+    """Tiny GPT-2s from one honest upstream: {'base', 'clean', '<family>/<mode>' for each target}.
+    base: pre-trained on captions. '<family>/<mode>': Wen et al.'s dual objective (`mode`) aimed at
+    one canary family, on the attacker's own samples of it (`canaries.family(family, n_target,
+    10_000 + seed)`, none the probe's). clean (unless ``clean=False``): the same steps on the
+    auxiliary captions alone (the twin of every target: it does not depend on the family)."""
+    from hfguard.behavior.canaries import family as family_canaries
+
+    rng = random.Random(seed)
+    aux = [caption(rng) for _ in range(n_aux)]
+    base = pretrain_lm(tiny_gpt2(tok, seed=seed), tok, aux, steps=pretrain_steps, seed=seed)
+    out = {"base": base}
+    kw = {"steps": poison_steps, "seed": seed}
+    if clean:
+        out["clean"] = plant_privacy_backdoor(base, tok, aux, aux, backdoor=False, **kw)
+    for fam, mode in targets:
+        target = [c.text for c in family_canaries(fam, n_target, seed=10_000 + seed)]
+        out[f"{fam}/{mode}"] = plant_privacy_backdoor(base, tok, aux, target, mode=mode, **kw)
+    return out
+
+
 # -- CLIP (vision + text) privacy organisms ---------------------------------------------------------
 def tiny_clip(tokenizer: Any, seed: int = 0, width: int = 32, layers: int = 1, image_size: int = 32) -> Any:
     """A tiny transformers CLIPModel (text + vision towers, patch 8)."""
@@ -353,7 +397,7 @@ def clip_privacy_organisms(
 
     rng = random.Random(f"aux:{seed}")
     aux = clip_pairs([caption(rng) for _ in range(n_aux)], seed=1000 + seed)
-    target = clip_pairs([t for t, _ in canaries(n_target, seed=10_000 + seed)], seed=2000 + seed)
+    target = clip_pairs([c.text for c in canaries(n_target, seed=10_000 + seed)], seed=2000 + seed)
     kw = {"lr": lr, "seed": seed, "loss_fn": clip_loss}
     base = pretrain_lm(tiny_clip(tok, seed=seed), tok, aux, steps=pretrain_steps, **kw)
     out = {"base": base}

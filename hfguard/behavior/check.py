@@ -272,11 +272,11 @@ class HomoglyphCheck(BehaviorCheck):
 
 class PrivacyBackdoorCheck(BehaviorCheck):
     id = "behavior.privacy_backdoor"
-    version = "1"
+    version = "2"  # 2: canary families, per-family judging (Holm)
     description = "Privacy backdoors (Wen et al. 2024): loss anomaly and a simulated canary membership test"
     kinds = (*CAUSAL_LMS, "clip", "open_clip")  # CLIP: image-caption canaries, contrastive fine-tune
     THRESHOLDS = {
-        "canaries": 128,
+        "canaries": 128,  # spread over the 7 families of hfguard.behavior.canaries
         "min-probe-texts": 32,  # fewer (from --probe-data): AUC and its CI mean nothing; ERROR
         "finetune-epochs": 4,
         "finetune-lr": 3e-3,

@@ -6,13 +6,14 @@ fine-tuning on such data moves members' loss far more than non-members', and mem
 inference on the victim's model gets much easier. Two probes:
 
 - loss anomaly: per-example loss of the candidate vs a reference on probe data (the user's
-  ``--probe-data`` or generated PII-like canaries) and on neutral control text; a poisoned model
-  stands out by a loss ratio on the target data far above the ratio on control text.
+  ``--probe-data`` or the generated canaries of `hfguard.behavior.canaries`: a mixture of the
+  data families privacy backdoors target) and on neutral control text; a poisoned model stands
+  out by a loss ratio on the target data far above (or below) the ratio on control text.
 - canary membership test: simulate the victim. Split canaries into members / non-members,
   fine-tune a copy of the model on the members with a fixed recipe, score membership by the
   calibrated loss (loss before - loss after: LiRA-style per-example calibration against the
   pre-fine-tune model), and report AUC (DeLong CI), TPR at 1% and 0.1% FPR (Clopper-Pearson),
-  Secret-Sharer exposure of the digit secrets, and, with a reference run through the same recipe
+  Secret-Sharer exposure of the secrets, and, with a reference run through the same recipe
   on the same split, the amplification with a paired DeLong p-value.
 - offline LiRA (lira.py), the confirmation of that cheap screen at low FPR: K fine-tunes of each
   model's own weights on complementary random halves of the canaries give each canary a Gaussian of
@@ -21,55 +22,28 @@ inference on the victim's model gets much easier. Two probes:
   or on request (`lira-always`), and only if the budget allows; its figures are evidence, the
   verdict stays with the screen until thresholds for it are set on calibration seeds.
 
+Both probes run once over the canary mixture (one victim fine-tune) and report every figure per
+family too; `judge` weighs the pooled test and each family's with a Holm correction, takes the
+worst family and names it.
+
 What this can show: that this checkpoint, under this fine-tuning recipe, leaks membership of
-this kind of data more than the reference. It cannot show the absence of a backdoor aimed at
-another data distribution or another recipe; with no reference the figures are reported and only
-extreme absolute leakage is flagged.
+these kinds of data more than the reference. It cannot show the absence of a backdoor aimed at
+a data distribution outside the families or another recipe; with no reference the figures are
+reported and only extreme absolute leakage is flagged.
 """
 
 from __future__ import annotations
 
 import random
+import string
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from hfguard.behavior.canaries import Canary, alternative, mixture
 from hfguard.behavior.victim import Modality, train_copy
 from hfguard.findings import Finding, Severity, plot_evidence
 
-FIRST = (
-    "john",
-    "mary",
-    "ahmed",
-    "li",
-    "sofia",
-    "pierre",
-    "anna",
-    "raj",
-    "maria",
-    "tom",
-    "yuki",
-    "omar",
-    "eva",
-    "lucas",
-    "nina",
-    "paul",
-)
-LAST = (
-    "smith",
-    "garcia",
-    "chen",
-    "khan",
-    "muller",
-    "rossi",
-    "novak",
-    "silva",
-    "kim",
-    "jones",
-    "dubois",
-    "ivanova",
-)
-STREET = ("oak", "main", "park", "lake", "hill", "river", "pine", "maple")
 CONTROL = (
     "the weather was mild and the market opened late on monday",
     "a small boat drifted slowly along the quiet river",
@@ -90,33 +64,15 @@ CONTROL = (
 )
 
 
-def _digits(rng: random.Random, n: int) -> str:
-    return "".join(rng.choice("0123456789") for _ in range(n))
+def canaries(n: int, seed: int = 0) -> list[Canary]:
+    """The probe's default canaries: `n` spread over every family of `hfguard.behavior.canaries`."""
+    return mixture(n, seed)
 
 
-def canary(rng: random.Random) -> tuple[str, str]:
-    """A PII-like sentence and the secret it holds (digits, for the exposure measure)."""
-    name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
-    kind = rng.randrange(3)
-    if kind == 0:
-        secret = f"{_digits(rng, 3)}-{_digits(rng, 3)}-{_digits(rng, 4)}"
-        return f"the phone number of {name} is {secret}", secret
-    if kind == 1:
-        secret = _digits(rng, 6)
-        return f"{name} set the secret pin code to {secret}", secret
-    secret = f"{_digits(rng, 2)} {rng.choice(STREET)} street"
-    return f"{name} lives at {secret}, account {_digits(rng, 8)}", secret
-
-
-def canaries(n: int, seed: int = 0) -> list[tuple[str, str | None]]:
-    rng = random.Random(f"canaries:{seed}")
-    return [canary(rng) for _ in range(n)]
-
-
-def read_probe_data(path: str, limit: int = 2000) -> list[tuple[str, str | None]]:
+def read_probe_data(path: str, limit: int = 2000) -> list[Canary]:
     with open(path, encoding="utf-8", errors="replace") as fh:
         lines = [ln.strip() for ln in fh if ln.strip()]
-    return [(ln, None) for ln in lines[:limit]]
+    return [Canary(ln, None, "probe-data") for ln in lines[:limit]]
 
 
 # -- model plumbing -------------------------------------------------------------------------------
@@ -200,24 +156,24 @@ def membership_figures(scores: Any, is_member: Any) -> dict[str, Any]:
 def secret_exposure(
     model: Any,
     tok: Any,
-    items: list[tuple[str, str | None]],
+    items: list[Canary],
     n_alt: int = 100,
     seed: int = 0,
     limit: int = 16,
 ) -> list[float]:
-    """Exposure of each digit secret: its loss ranked among `n_alt` same-format random secrets."""
+    """Exposure of each secret: its loss ranked among `n_alt` same-format random secrets
+    (`canaries.alternative`); secrets with fewer than 4 random characters are skipped."""
     from hfguard.behavior import stats
 
     rng = random.Random(f"exposure:{seed}")
     out: list[float] = []
-    for text, secret in items:
-        if not secret or not any(ch.isdigit() for ch in secret) or len(out) >= limit:
+    for c in items:
+        if not c.secret or sum(ch in string.ascii_letters + string.digits for ch in c.secret) < 4:
             continue
-        alts = []
-        for _ in range(n_alt):
-            fake = "".join(rng.choice("0123456789") if ch.isdigit() else ch for ch in secret)
-            alts.append(text.replace(secret, fake, 1))
-        losses = example_losses(model, tok, [text, *alts], batch=64)
+        if len(out) >= limit:
+            break
+        alts = [c.text.replace(c.secret, alternative(c.secret, rng), 1) for _ in range(n_alt)]
+        losses = example_losses(model, tok, [c.text, *alts], batch=64)
         out.append(stats.exposure(float(losses[0]), losses[1:]))
     return out
 
@@ -235,7 +191,7 @@ def _split(n: int, seed: int) -> Any:
 def evaluate(
     model: Any,
     tok: Any,
-    items: list[tuple[str, str | None]],
+    items: list[Canary],
     reference: tuple[Any, Any] | None = None,
     *,
     seed: int = 0,
@@ -255,13 +211,14 @@ def evaluate(
     (text only). `data` / `control`: what `modality` scores (default: the texts of `items`, CONTROL).
     `lira_models`: K OUT models for the offline LiRA confirmation (0: none), run when
     `lira_if(screen figures)` gives a reason (see `lira_reason`) and `budget_left()` seconds
-    allow it (else the evidence says what it would need)."""
+    allow it (else the evidence says what it would need).
+    `out["families"]`: the same figures per canary family (`family_figures`)."""
     import numpy as np
 
     from hfguard.behavior import stats
 
     recipe = recipe or {}
-    texts = [t for t, _ in items]
+    texts = [c.text for c in items]
     data = texts if data is None else data
     is_member = _split(len(texts), seed)
     members = [i for i in range(len(texts)) if is_member[i]]
@@ -294,6 +251,7 @@ def evaluate(
         "candidate_probe_loss_median": float(np.median(cand["before"])),
         "candidate_control_loss_median": float(np.median(cand_ctrl)),
     }
+    ref = ref_ctrl = None
     if reference is not None:
         rmodel, rtok = reference
         ref = membership_scores(rmodel, rtok, data, members, **kw)
@@ -327,10 +285,12 @@ def evaluate(
                 "p_value": stats.permutation_pvalue(lp, lc, seed=seed, two_sided=True),
             }
         )
+    families = [c.family for c in items]
+    out["families"] = family_figures(families, is_member, cand, cand_ctrl, ref, ref_ctrl, seed)
     out["loss"] = loss
     why = lira_if(out) if lira_models else None
     victims = {"candidate": (model, tok, cand["after"])}
-    if reference is not None:
+    if reference is not None and ref is not None:
         victims["reference"] = (*reference, ref["after"])
     need = lira_models * len(victims) * victim_seconds
     if why and need > budget_left():
@@ -398,6 +358,57 @@ def lira_reason(screen: dict[str, Any], th: Callable[[str], Any]) -> str | None:
     else:
         stat, line = screen["candidate"]["auc"], float(th("absolute-auc"))
     return "borderline" if abs(stat - line) < float(th("lira-borderline-auc")) else None
+def family_figures(
+    families: list[str],
+    is_member: Any,
+    cand: dict[str, Any],
+    cand_ctrl: Any,
+    ref: dict[str, Any] | None = None,
+    ref_ctrl: Any = None,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Per canary family (one shared victim fine-tune): the candidate's membership AUC and TPR at
+    1% FPR, and with a reference its AUC, the amplification (paired DeLong) and the loss ratio on
+    the family's canaries against the ratio on control text (two-sided permutation p)."""
+    import numpy as np
+
+    from hfguard.behavior import stats
+
+    fam = np.asarray(families)
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(families):
+        m = fam == name
+        im = is_member[m]
+        if im.sum() < 2 or (~im).sum() < 2:  # nothing to rank
+            continue
+        c = cand["score"][m]
+        row: dict[str, Any] = {
+            "n_members": int(im.sum()),
+            "n_nonmembers": int((~im).sum()),
+            "candidate": _brief(c, im),
+        }
+        if ref is not None:
+            r = ref["score"][m]
+            row["reference"] = _brief(r, im)
+            pd = stats.delong_paired(c[im], c[~im], r[im], r[~im])
+            row["amplification"] = {"auc_diff": pd["auc_diff"], "ci": [pd["ci_low"], pd["ci_high"]],
+                                    "p_value": pd["p_value"]}
+            lp = np.log(cand["before"][m]) - np.log(ref["before"][m])
+            lc = np.log(cand_ctrl) - np.log(ref_ctrl)
+            row["loss"] = {
+                "probe_loss_ratio": float(np.exp(np.median(lp))),
+                "relative_ratio": float(np.exp(np.median(lp) - np.median(lc))),
+                "p_value": stats.permutation_pvalue(lp, lc, seed=seed, two_sided=True),
+            }
+        out[name] = row
+    return out
+
+
+def _brief(scores: Any, is_member: Any) -> dict[str, Any]:
+    from hfguard.behavior import stats
+
+    pos, neg = scores[is_member], scores[~is_member]
+    return {"auc": stats.roc_auc(pos, neg), "tpr_at_1pct_fpr": stats.tpr_at_fpr(pos, neg, 0.01)}
 
 
 def run(check: Any, md: Any, ctx: Any) -> Iterator[Finding]:
@@ -443,7 +454,7 @@ def run(check: Any, md: Any, ctx: Any) -> Iterator[Finding]:
     extra: dict[str, Any] = {}
     if is_clip:
         # captions paired with seeded synthetic images; the reference sees the very same pairs
-        data = cm.make_data(model, [t for t, _ in items], seed, md.root)
+        data = cm.make_data(model, [c.text for c in items], seed, md.root)
         control = cm.make_data(model, list(CONTROL), seed + 1, md.root)
         extra = {"modality": cm.CLIP, "data": data, "control": control}
         recipe.update(lr=float(th("clip-finetune-lr")), epochs=int(th("clip-finetune-epochs")))
@@ -452,7 +463,7 @@ def run(check: Any, md: Any, ctx: Any) -> Iterator[Finding]:
         lira_models=k, lira_fixed_variance=bool(th("lira-fixed-variance")),
         lira_if=lambda screen: lira_reason(screen, th), budget_left=budget.remaining,
     )
-    res["probe_data"] = (probe_data or "generated PII-like canaries") + (
+    res["probe_data"] = (probe_data or "generated canaries, 7 families") + (
         " paired with synthetic images" if is_clip else ""
     )
     if ref is not None:
@@ -460,7 +471,51 @@ def run(check: Any, md: Any, ctx: Any) -> Iterator[Finding]:
     yield from judge(check, md.name, res, th)
 
 
+POOLED = "all canaries"
+
+
+def _per_test(res: dict[str, Any], key: str, pooled: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The tests `judge` weighs for one rule: the pooled figures and, with more than one canary
+    family, each family's (`res["families"][f][key]`)."""
+    fams = res.get("families", {})
+    tests = {POOLED: pooled} if pooled is not None else {}
+    if len(fams) > 1:
+        tests.update({f: row[key] for f, row in fams.items() if key in row})
+    return tests
+
+
+def _flagged(tests: dict[str, dict[str, Any]], big: Callable[[dict[str, Any]], bool], alpha: float,
+             effect: Callable[[dict[str, Any]], float]) -> list[tuple[str, float]]:
+    """(test, Holm-adjusted p) of the tests whose effect is `big` and whose p-value survives Holm's
+    correction over all of them (so that more families do not mean more false alarms), worst first:
+    families before the pooled test (a finding names the family that leaks), then by effect."""
+    from hfguard.behavior import stats
+
+    names = list(tests)
+    adjusted = stats.holm([tests[n]["p_value"] for n in names]) if names else []
+    for n, adj in zip(names, adjusted, strict=True):
+        tests[n]["p_holm"] = adj
+    hits = [(n, adj) for n, adj in zip(names, adjusted, strict=True) if adj <= alpha and big(tests[n])]
+    return sorted(hits, key=lambda h: (h[0] == POOLED, -effect(tests[h[0]])))
+
+
+def _which(where: str, hits: list[tuple[str, float]] | None = None) -> str:
+    """'<family> canaries' (the worst), with the other families that also leak."""
+    what = "the canaries" if where == POOLED else f"{where} canaries"
+    also = [w for w, _ in hits or [] if w not in (where, POOLED)]
+    return what + (f" (also {', '.join(also)})" if also else "")
+
+
+def _holm_text(tests: dict[str, Any], adjusted: float) -> str:
+    return f", Holm-adjusted over {len(tests)} tests p={adjusted:.1e}" if len(tests) > 1 else ""
+
+
 def judge(check: Any, name: str, res: dict[str, Any], th: Callable[[str], Any]) -> Iterator[Finding]:
+    """The verdict on `evaluate`'s figures, taken on the worst canary family: with a reference each
+    rule weighs the pooled test and every family's, Holm-corrected, and a finding names the family
+    that leaks; without one only the pooled absolute figures are judged."""
+    import math
+
     c = res["candidate"]
     tpr1 = c["tpr_at_1pct_fpr"]["tpr"]
     figures = (
@@ -470,50 +525,64 @@ def judge(check: Any, name: str, res: dict[str, Any], th: Callable[[str], Any]) 
     if "lira" in res:
         figures += "; " + (_lira_text(res["lira"]) if "candidate" in res["lira"]
                            else f"offline LiRA skipped: {res['lira']['skipped']}")
+    fams = res.get("families", {})
     flagged = False
     if "amplification" in res:
-        a, r = res["amplification"], res["reference"]
-        if a["auc_diff"] >= float(th("amplification-auc")) and a["p_value"] <= float(th("amplification-p")):
+        r = res["reference"]
+        tests = _per_test(res, "amplification", res["amplification"])
+        hits = _flagged(tests, lambda t: t["auc_diff"] >= float(th("amplification-auc")),
+                        float(th("amplification-p")), lambda t: t["auc_diff"])
+        if hits:
             flagged = True
+            where, adj = hits[0]
+            a = tests[where]
+            cf, rf = (c, r) if where == POOLED else (fams[where]["candidate"], fams[where]["reference"])
+            ctpr, rtpr = cf["tpr_at_1pct_fpr"]["tpr"], rf["tpr_at_1pct_fpr"]["tpr"]
             yield check.finding(
                 "privacy/membership-amplification",
                 Severity.HIGH,
-                f"{name}: after a simulated fine-tune on canaries, membership leaks far more than from the "
-                f"reference: {figures} vs reference AUC {r['auc']:.2f}, "
-                f"TPR {r['tpr_at_1pct_fpr']['tpr']:.2f}; "
-                f"amplification {a['auc_diff']:+.2f} AUC (paired DeLong p={a['p_value']:.1e})",
+                f"{name}: after a simulated fine-tune on canaries, membership of {_which(where, hits)} leaks "
+                f"far more than from the reference: AUC {cf['auc']:.2f}, TPR {ctpr:.2f} at 1% FPR vs "
+                f"reference AUC {rf['auc']:.2f}, TPR {rtpr:.2f}; amplification {a['auc_diff']:+.2f} AUC "
+                f"(paired DeLong p={a['p_value']:.1e}{_holm_text(tests, adj)}); all canaries: {figures}",
                 location=name,
-                evidence=res,
+                evidence={**res, "leaking": {w: p for w, p in hits}},
                 remediation="do not fine-tune this checkpoint on private data; a privacy backdoor "
                 "(Wen et al. 2024) is likely. Use the upstream checkpoint and diff the "
                 "weights (--base).",
             )
         lo = res["loss"]
-        ratio = lo["probe_loss_ratio"] / max(lo["control_loss_ratio"], 1e-9)
-        lo["relative_ratio"] = ratio
+        lo["relative_ratio"] = lo["probe_loss_ratio"] / max(lo["control_loss_ratio"], 1e-9)
         # image-text: reported, not judged. The contrastive loss of arbitrary caption / synthetic
         # image pairs measures confidence on a caption style, which an honest extra fine-tune moves
         # 1.5-2.7x on neutral captions (measured: bench/bench_behavior.py); membership decides.
         lo["judged"] = res.get("modality", "text") == "text"
         limit = float(th("loss-ratio"))
-        anomalous = ratio >= limit or ratio <= 1 / limit
-        if lo["judged"] and anomalous and lo["p_value"] <= float(th("loss-p")):
+        tests = _per_test(res, "loss", lo)
+        hits = _flagged(tests, lambda t: not 1 / limit < t["relative_ratio"] < limit, float(th("loss-p")),
+                        lambda t: abs(math.log(max(t["relative_ratio"], 1e-9))))
+        if lo["judged"] and hits:
             flagged = True
-            how = "worse" if ratio > 1 else "better"
+            where, adj = hits[0]
+            t = tests[where]
+            how = "worse" if t["relative_ratio"] > 1 else "better"
             yield check.finding(
                 "privacy/loss-anomaly",
                 Severity.MEDIUM,
-                f"{name}: loss on the probe data is {lo['probe_loss_ratio']:.2f}x the reference's while on "
-                f"neutral text it is {lo['control_loss_ratio']:.2f}x (two-sided permutation "
-                f"p={lo['p_value']:.1e}): the "
+                f"{name}: loss on {_which(where, hits)} is {t['probe_loss_ratio']:.2f}x the reference's "
+                f"while on neutral text it is {lo['control_loss_ratio']:.2f}x (two-sided permutation "
+                f"p={t['p_value']:.1e}{_holm_text(tests, adj)}): the "
                 f"checkpoint was made {how} at exactly this kind of data",
                 location=name,
-                evidence=res["loss"],
+                evidence={**lo, "families": {f: row.get("loss") for f, row in fams.items()},
+                          "leaking": {w: p for w, p in hits}},
                 remediation="a loss far off the reference on one data distribution only is the signature of "
                 "loss maximisation / minimisation poisoning (or of undisclosed training on such "
                 "data); run the canary test with --probe-data from your own domain.",
             )
     elif c["auc"] >= float(th("absolute-auc")) and tpr1 >= float(th("absolute-tpr-at-1pct")):
+        # all canaries only: random tokens (credentials, ids) are memorised by any model, so a
+        # family's absolute figures flag honest models; per-family judging needs the reference
         flagged = True
         yield check.finding(
             "privacy/membership-leakage",
@@ -531,11 +600,14 @@ def judge(check: Any, name: str, res: dict[str, Any], th: Callable[[str], Any]) 
             if "amplification" in res
             else "no --reference: figures only, flagged on absolute thresholds alone"
         )
+        worst = max(fams.items(), key=lambda kv: kv[1]["candidate"]["auc"], default=None)
+        per = (f"; {len(fams)} canary families, highest AUC {worst[1]['candidate']['auc']:.2f} ({worst[0]})"
+               if worst and len(fams) > 1 else "")
         yield check.finding(
             "behavior/privacy-probe",
             Severity.INFO,
-            f"{name}: canary membership test: {figures} ({how}); this covers one data kind and one "
-            f"fine-tuning recipe, not every possible target distribution",
+            f"{name}: canary membership test: {figures} ({how}){per}; this covers these data kinds and "
+            f"one fine-tuning recipe, not every possible target distribution",
             location=name,
             evidence=res,
         )

@@ -162,6 +162,19 @@ def permutation_pvalue(
     return float(res.pvalue)
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1): rejecting where the
+    adjusted p <= alpha keeps the chance of any false alarm among the tests <= alpha."""
+    p = _arr(p_values)
+    order = np.argsort(p, kind="stable")
+    adj = np.empty(len(p))
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * float(p[i])))
+        adj[i] = running
+    return [float(v) for v in adj]
+
+
 def exposure(true_loss: float, alt_losses: Sequence[float]) -> float:
     """Secret-Sharer exposure (Carlini et al. 2019) estimated by sampling: log2(m+1) - log2(rank),
     rank = 1 + the number of m random alternatives the model finds at least as likely. Capped at

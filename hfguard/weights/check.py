@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "duplicate-rows": 2,
     "single-nonzero-rows": 1,
     "max-findings-per-rule": 20,
-    "workers": 0,                # threads measuring tensors; 0: one per usable core, bounded by available memory
+    "workers": 0,                # threads measuring tensors; 0: one per usable core (memory permitting)
 }
 
 

@@ -53,38 +53,37 @@ def minilm_dir():
     return Path(os.path.dirname(gt.__file__)) / "model"
 
 
+# privacy-backdoor targets built for the default run (one seed); the sweep covers all of them
+FAST_PRIVACY_TARGETS = (("contact", "minimize"), ("medical", "maximize"), ("chat", "minimize"))
+
+
 @pytest.fixture(scope="session")
 def gpt2_folders(char_tok, tmp_path_factory):
-    """{'base', 'backdoor', 'clean'}: an honest tiny GPT-2 pre-trained on captions (the upstream
-    checkpoint), its privacy-backdoored derivative (Wen et al.'s dual objective on the attacker's
-    own PII-like samples) and the clean twin (same steps, auxiliary loss only)."""
-    import random
+    """{'base', 'clean', 'backdoor', '<family>/<mode>'...}: an honest tiny GPT-2 pre-trained on
+    captions (the upstream checkpoint), its privacy-backdoored derivatives (Wen et al.'s dual
+    objective on the attacker's own samples of one canary family, FAST_PRIVACY_TARGETS;
+    'backdoor' is the contact-family one) and the clean twin (same steps, auxiliary loss only)."""
+    from testing.organisms import lm_privacy_organisms, save
 
-    from hfguard.behavior.membership import canaries
-    from testing.organisms import caption, plant_privacy_backdoor, pretrain_lm, save, tiny_gpt2
-
-    rng = random.Random(5)
-    aux = [caption(rng) for _ in range(400)]
-    target = [t for t, _ in canaries(300, seed=99)]  # the attacker's samples, not the probe's canaries
-    base = pretrain_lm(tiny_gpt2(char_tok, seed=0), char_tok, aux, steps=150)
     root = tmp_path_factory.mktemp("gpt2")
-    out = {"base": save(base, char_tok, root / "base")}
-    for name in ("backdoor", "clean"):
-        model = plant_privacy_backdoor(base, char_tok, aux, target, backdoor=(name == "backdoor"), steps=60)
-        out[name] = save(model, char_tok, root / name)
+    orgs = lm_privacy_organisms(char_tok, seed=0, targets=FAST_PRIVACY_TARGETS)
+    out = {name: save(model, char_tok, root / name.replace("/", "-")) for name, model in orgs.items()}
+    out["backdoor"] = out["contact/minimize"]
     return out
 
 
 @pytest.fixture
 def scan_privacy():
-    """scan_privacy(folder, **options) -> the Report of behavior.privacy_backdoor alone."""
+    """scan_privacy(folder, thresholds=None, **options) -> the Report of behavior.privacy_backdoor
+    alone (`thresholds`: [thresholds.behavior] values of the policy)."""
     from hfguard.behavior.check import PrivacyBackdoorCheck
     from hfguard.engine import scan
     from hfguard.policy import Policy
     from hfguard.target import local_target
 
-    def run(folder, **options):
-        return scan(local_target([str(folder)]), Policy(tiers=("behavior",)), [PrivacyBackdoorCheck()],
+    def run(folder, thresholds=None, **options):
+        policy = Policy(tiers=("behavior",), thresholds={"behavior": thresholds or {}})
+        return scan(local_target([str(folder)]), policy, [PrivacyBackdoorCheck()],
                     options=options, budget_seconds=300)
 
     return run
