@@ -132,12 +132,20 @@ def scan(folder, thresholds: dict, budget: float = 300, **options):
 
 
 @pytest.mark.slow
-def test_lira_on_request_sees_the_privacy_backdoor_at_low_fpr(gpt2_folders):
+def test_lira_on_request_sees_the_privacy_backdoor_at_low_fpr(gpt2_folders, tmp_path):
     """The poisoned model (with the upstream as --reference) and its clean twin (alone: each model's
-    LiRA uses OUT models of its own weights, so the candidate's figures need no reference)."""
+    LiRA uses OUT models of its own weights, so the candidate's figures need no reference), probed
+    with --probe-data in the attacker's style (the contact family): LiRA's figures are pooled over
+    the canaries, where the default mixture dilutes one family's leak seven-fold."""
+    from hfguard.behavior.canaries import family
+
+    data = tmp_path / "probe.txt"
+    data.write_text("\n".join(c.text.replace("\n", " ") for c in family("contact", 128, seed=7)) + "\n",
+                    encoding="utf-8")
     findings = {}
     for name, opts in (("backdoor", {"reference": str(gpt2_folders["base"])}), ("clean", {})):
-        report = scan(gpt2_folders[name], {"lira-always": True, "exposure-secrets": 0}, **opts)
+        report = scan(gpt2_folders[name], {"lira-always": True, "exposure-secrets": 0},
+                      probe_data=str(data), **opts)
         (f,) = [f for f in report.findings if f.evidence.get("lira")]
         li = f.evidence["lira"]
         assert li["reason"] == "requested" and li["models"] == 4 and li["out_models_per_canary"] == 2
