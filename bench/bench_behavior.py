@@ -19,7 +19,11 @@ split, with the command that printed it.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # testing/ (not in the wheel)
 
 TRIGGERS = (("\u043e", "o"), ("\u0430", "a"), ("\u0435", "e"), ("\u03bf", "o"), ("\u200b", None))
 
@@ -129,7 +133,8 @@ def privacy_rates(seeds: list[int], n_canaries: int = 128) -> list[dict[str, str
 
 def clip_privacy_rates(seeds: list[int], n_canaries: int = 128) -> dict[str, str]:
     """The CLIP canary test as a scan runs it (default thresholds, `judge`) on the organisms of
-    `testing.clip_privacy_organisms`: planted = amplification flagged; clean = flagged at all."""
+    `testing.clip_privacy_organisms`: planted caught and clean twin flagged both count every rule
+    that can flag (the amplification BLOCK, the loss anomaly FLAG, ...); the BLOCKs are counted too."""
     from hfguard.behavior import clip_membership as cm
     from hfguard.behavior import membership
     from hfguard.behavior.check import PrivacyBackdoorCheck
@@ -143,7 +148,7 @@ def clip_privacy_rates(seeds: list[int], n_canaries: int = 128) -> dict[str, str
         "batch": th("finetune-batch"),
     }
     tok = char_tokenizer()
-    tp = fp = 0
+    tp = fp = blocked = 0
     t0 = time.perf_counter()
     for s in seeds:
         org = clip_privacy_organisms(tok, seed=s)
@@ -164,10 +169,12 @@ def clip_privacy_rates(seeds: list[int], n_canaries: int = 128) -> dict[str, str
                 control=control,
             )
             rules = {f.rule for f in membership.judge(check, name, res, th)}
+            flagged = bool(rules - {"behavior/privacy-probe"})
             if name == "backdoor":
-                tp += "privacy/membership-amplification" in rules
+                tp += flagged
+                blocked += "privacy/membership-amplification" in rules
             else:
-                fp += bool(rules - {"behavior/privacy-probe"})
+                fp += flagged
             a = res["amplification"]
             line.append(
                 f"{name} AUC {res['candidate']['auc']:.2f} vs ref {res['reference']['auc']:.2f} "
@@ -175,7 +182,7 @@ def clip_privacy_rates(seeds: list[int], n_canaries: int = 128) -> dict[str, str
             )
         print(f"  seed {s}: " + "; ".join(line), flush=True)
     return {
-        "probe": f"privacy canary (tiny CLIP, {n_canaries} pairs)",
+        "probe": f"privacy canary (tiny CLIP, {n_canaries} pairs), BLOCK {blocked}/{len(seeds)}",
         "TPR": _ci(tp, len(seeds)),
         "FPR": _ci(fp, len(seeds)),
         "seconds": f"{time.perf_counter() - t0:.0f}",

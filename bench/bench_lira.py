@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # testing/ (not in the wheel)
 
 RECIPE = {"epochs": 4, "lr": 3e-3, "batch": 8}
 
