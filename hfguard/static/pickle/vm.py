@@ -177,6 +177,11 @@ _SIZED = {
 _FAST = frozenset(b"hq\x94(}])NK")
 _INLINE = frozenset({"BINGET", "BINPUT", "MEMOIZE", "MARK", "EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE",
                      "NONE", "BININT1", "STOP", "FRAME"})
+# opcodes the main loop decodes on their ordinary path (a seekable plain Reader for those that
+# read arguments): strings, ints, floats, memo puts and gets, dict/tuple building. Anything out of
+# the ordinary (a short read, a limit, a bad value, an unusual target) rewinds what it read and
+# runs the opcode's handler, which stays the reference decoding and reports the anomaly.
+_TRY = frozenset(b"\x8cXrMJG\x88\x89su\x85\x86\x87gpIa")
 _STOP, _FRAME = ord("."), 0x95
 _NO_FRAME = 1 << 62  # frame end when no frame is open: past any reachable position
 
@@ -400,6 +405,11 @@ class PickleVM:
         str_source = self._str_source
         index = self._index
         frame_end = _NO_FRAME  # r.pos where the open protocol-4 frame ends
+        # `_TRY` opcodes that read are decoded inline only from a plain seekable Reader (which
+        # can rewind a read for the handler); the C-file model's readers always use the handlers
+        fast = type(r) is Reader and r._seekable
+        size = r.size if r.size is not None else 0
+        keep_str, keep_total, max_line = lim.keep_str, lim.keep_total, lim.max_line
         base = r.base
         pos = r.pos  # where the current opcode starts
         check_at = index  # next opcode index at which the bounds are checked
@@ -448,7 +458,9 @@ class PickleVM:
                         key = len(memo)
                     else:
                         if c == 0x28:  # MARK
-                            self._push_mark(marks, len(stack))
+                            if len(marks) >= lim.max_marks:
+                                self._push_mark(marks, len(stack))  # raises the limit
+                            marks.append(len(stack))
                         elif c == 0x7D:  # EMPTY_DICT
                             stack.append(SymDict())
                         elif c == 0x5D:  # EMPTY_LIST
@@ -476,6 +488,112 @@ class PickleVM:
                         )
                     memo[key] = stack[-1]
                     continue
+                if c in _TRY:
+                    got = 0  # bytes an inline decoding read before it handed over to the handler
+                    if c == 0x8C or c == 0x58:  # SHORT_BINUNICODE / BINUNICODE
+                        nl = 1 if c == 0x8C else 4
+                        p = r.pos
+                        if fast and nl <= size - p:
+                            raw = read(nl)
+                            got = len(raw)
+                            if got == nl:
+                                n = raw[0] if nl == 1 else int.from_bytes(raw, "little")
+                                if n <= size - p - nl and n <= keep_str and self._kept + n <= keep_total:
+                                    data = read(n)
+                                    got += len(data)
+                                    if len(data) == n:
+                                        try:
+                                            stack.append(data.decode("utf-8", "surrogatepass"))
+                                        except UnicodeDecodeError:
+                                            pass
+                                        else:
+                                            self._kept += n
+                                            r.pos = p + got
+                                            continue
+                    elif c == 0x73:  # SETITEM onto a dict
+                        if len(stack) - (marks[-1] if marks else 0) >= 3 and type(stack[-3]) is SymDict:
+                            v = stack.pop()
+                            k = stack.pop()
+                            stack[-1].items.append((k, v))
+                            continue
+                    elif c == 0x75:  # SETITEMS onto a dict
+                        if marks:
+                            i = marks[-1]
+                            if (len(stack) - i) % 2 == 0 and i > (marks[-2] if len(marks) > 1 else 0) \
+                                    and type(stack[i - 1]) is SymDict:
+                                marks.pop()
+                                items = stack[i:]
+                                del stack[i:]
+                                stack[-1].items.extend(zip(items[::2], items[1::2], strict=True))
+                                continue
+                    elif c == 0x72 or c == 0x4D or c == 0x4A or c == 0x47:  # LONG_BINPUT BININT2 BININT BINFLOAT
+                        nl = 2 if c == 0x4D else 8 if c == 0x47 else 4
+                        p = r.pos
+                        if fast and nl <= size - p:
+                            raw = read(nl)
+                            got = len(raw)
+                            if got == nl:
+                                if c == 0x72:
+                                    key = int.from_bytes(raw, "little")
+                                    if (key in memo or len(memo) < lim.max_memo) \
+                                            and len(stack) > (marks[-1] if marks else 0):
+                                        memo[key] = stack[-1]
+                                        r.pos = p + nl
+                                        continue
+                                else:
+                                    stack.append(_BINFLOAT(raw)[0] if c == 0x47 else
+                                                 int.from_bytes(raw, "little", signed=c == 0x4A))
+                                    r.pos = p + nl
+                                    continue
+                    elif c == 0x88 or c == 0x89:  # NEWTRUE / NEWFALSE
+                        stack.append(c == 0x88)
+                        continue
+                    elif c == 0x85 or c == 0x86 or c == 0x87:  # TUPLE1 / TUPLE2 / TUPLE3
+                        n = c - 0x84
+                        if len(stack) - (marks[-1] if marks else 0) >= n:
+                            items = stack[-n:]
+                            del stack[-n:]
+                            stack.append(tuple(items))
+                            continue
+                    elif c == 0x61:  # APPEND onto a list
+                        if len(stack) - (marks[-1] if marks else 0) >= 2 and type(stack[-2]) is list:
+                            v = stack.pop()
+                            stack[-1].append(v)
+                            continue
+                    elif fast:  # GET / PUT / INT: a decimal line (protocol 0)
+                        line = read_fh.readline(max_line + 1)
+                        got = len(line)
+                        if line.endswith(b"\n"):
+                            text = line[:-1]
+                            try:
+                                if c == 0x49 and (text == b"00" or text == b"01"):
+                                    value = text == b"01"
+                                elif c == 0x49 and not text.startswith(b"0"):
+                                    value = int(text, 0)
+                                else:
+                                    value = int(text)
+                            except ValueError:
+                                value = None
+                            if value is not None:
+                                if c == 0x49:
+                                    stack.append(value)
+                                    r.pos += got
+                                    continue
+                                if c == 0x67:
+                                    if value in memo:
+                                        v = memo[value]
+                                        if type(v) is str and id(v) not in str_source:
+                                            str_source[id(v)] = "memo"
+                                        stack.append(v)
+                                        r.pos += got
+                                        continue
+                                elif value >= 0 and (value in memo or len(memo) < lim.max_memo) \
+                                        and len(stack) > (marks[-1] if marks else 0):
+                                    memo[value] = stack[-1]
+                                    r.pos += got
+                                    continue
+                    if got:
+                        read_fh.seek(-got, 1)  # the handler decodes it again and reports the anomaly
                 self._index, self._op_offset = index, base + pos
                 handler = table[c]
                 if handler is not None:
@@ -1008,6 +1126,9 @@ def _sized_handler(name: str) -> Handler:
         stack.append(vm._sized(r, name))
 
     return handler
+
+
+_BINFLOAT = struct.Struct(">d").unpack
 
 
 # opcode name -> handler, checked against the standard library's opcode list: an opcode that a
