@@ -83,6 +83,7 @@ class ScanContext:
     options: dict[str, Any] = field(default_factory=dict)   # --device, --base, --probe-data ...
     progress: Callable[[str], None] = lambda msg: None
     budget_seconds: float = 60.0
+    memo: dict[str, Any] = field(default_factory=dict)   # what a check computes once per scan
 
     def budget(self) -> Budget:
         return Budget(seconds=self.budget_seconds)

@@ -526,7 +526,7 @@ class PickleVM:
                                 del stack[i:]
                                 stack[-1].items.extend(zip(items[::2], items[1::2], strict=True))
                                 continue
-                    elif c == 0x72 or c == 0x4D or c == 0x4A or c == 0x47:  # LONG_BINPUT BININT2 BININT BINFLOAT
+                    elif c in b"rMJG":  # LONG_BINPUT, BININT2, BININT, BINFLOAT
                         nl = 2 if c == 0x4D else 8 if c == 0x47 else 4
                         p = r.pos
                         if fast and nl <= size - p:
