@@ -22,7 +22,6 @@ Example (pyproject.toml; hfguard.toml takes the same text, or the keys without t
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,6 +271,8 @@ def load_policy(path: Path | None = None, start: Path | None = None) -> Policy:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # only when there is a policy file to read
+
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
