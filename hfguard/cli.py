@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
 import sys
 
 import click
@@ -48,11 +50,29 @@ def run() -> None:
     """Console entry point: an unexpected failure is exit 2 with a message, never a pass."""
     try:
         main(standalone_mode=True)
-    except SystemExit:
+    except SystemExit as done:
+        _exit_now(done.code)
         raise
     except Exception as exc:  # noqa: BLE001
         echo_error(f"{type(exc).__name__}: {exc}")
         sys.exit(EXIT_ERROR)
+
+
+def _exit_now(code: object) -> None:
+    """End the process without the interpreter's teardown (freeing every module and object: ~10%
+    of a small scan's run), when nothing asked to run at exit: no atexit callback (logging,
+    weakref finalizers, temporary folders, multiprocessing and Ray register one), no other
+    thread. The report is written and the streams are flushed first; otherwise return."""
+    threading = sys.modules.get("threading")   # (no thread was started if it was never imported)
+    if not (code is None or isinstance(code, int)) or atexit._ncallbacks() \
+            or (threading is not None and threading.active_count() > 1):
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return  # a closed or broken stream: the ordinary exit reports it
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":
