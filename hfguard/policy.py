@@ -73,7 +73,9 @@ class Policy:
     def is_suppressed(self, finding: Finding) -> bool:
         if finding.error:  # missing evidence is never waved through by configuration
             return False
-        return finding.rule in self.ignore_rules or finding.fingerprint() in self.baseline
+        if finding.rule in self.ignore_rules:
+            return True
+        return bool(self.baseline) and finding.fingerprint() in self.baseline   # (a hash per finding)
 
     def verdict_of(self, findings: list[Finding]) -> Verdict:
         verdicts = []
