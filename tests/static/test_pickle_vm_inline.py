@@ -39,7 +39,9 @@ def _shape(value, depth: int = 0):  # type: ignore[no-untyped-def]
         return ("dict", [(_shape(k, depth + 1), _shape(v, depth + 1)) for k, v in value.items])
     if isinstance(value, list | tuple):
         return (type(value).__name__, [_shape(v, depth + 1) for v in value])
-    if isinstance(value, str | bytes | int | float | bool | type(None)):
+    if isinstance(value, float):
+        return ("float", repr(value))   # (nan == nan is false)
+    if isinstance(value, str | bytes | int | bool | type(None)):
         return (type(value).__name__, value)
     return repr(value)
 
@@ -69,6 +71,13 @@ def _samples(tmp: Path) -> list[bytes]:
     for op in (b"I", b"g", b"p"):
         for line in (b"01", b"00", b" 01", b"1_0", b"+5", b"0x10", b"-0", b"007", b"-1", b" 0", b"9", b"x"):
             out.append(asm(o.PROTO(0), o.NONE(), o.PUT(0), op + line + b"\n", o.STOP()))
+    for line in (b"V\\u00e9t\\xe9", b"Vplain", b"V\\ud800", b"V\\u12", b"V\\U0011ffff", b"F1.5", b"Fnan",
+                 b"F 2", b"F1_0", b"Fx", b"F"):
+        out.append(asm(o.PROTO(0), o.MARK(), line + b"\n", o.NONE(), o.DICT(), o.STOP()))
+    for module in (b"Vos\n", b"V\\u006fs\n"):   # how a STACK_GLOBAL string was written is evidence
+        out.append(asm(o.PROTO(0), module, b"Vsystem\n", o.STACK_GLOBAL(), o.STOP()))
+    out.append(asm(o.PROTO(0), o.MARK(), o.NONE(), o.DICT(), o.STOP()))   # odd items
+    out.append(asm(o.PROTO(0), o.NONE(), o.DICT(), o.STOP()))   # no mark
     # setitem/append/tuple onto what they cannot extend, odd items, nothing above the mark
     g = [o.SHORT_BINUNICODE("os"), o.SHORT_BINUNICODE("system"), o.STACK_GLOBAL()]
     for target in ([o.EMPTY_LIST()], [o.EMPTY_TUPLE()], g, [o.EMPTY_DICT()]):

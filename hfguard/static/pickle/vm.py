@@ -181,7 +181,7 @@ _INLINE = frozenset({"BINGET", "BINPUT", "MEMOIZE", "MARK", "EMPTY_DICT", "EMPTY
 # read arguments): strings, ints, floats, memo puts and gets, dict/tuple building. Anything out of
 # the ordinary (a short read, a limit, a bad value, an unusual target) rewinds what it read and
 # runs the opcode's handler, which stays the reference decoding and reports the anomaly.
-_TRY = frozenset(b"\x8cXrMJG\x88\x89su\x85\x86\x87gpIa")
+_TRY = frozenset(b"\x8cXrMJG\x88\x89su\x85\x86\x87gpIaVFd")
 _STOP, _FRAME = ord("."), 0x95
 _NO_FRAME = 1 << 62  # frame end when no frame is open: past any reachable position
 
@@ -411,7 +411,7 @@ class PickleVM:
         size = r.size if r.size is not None else 0
         keep_str, keep_total, max_line = lim.keep_str, lim.keep_total, lim.max_line
         base = r.base
-        pos = r.pos  # where the current opcode starts
+        pos = rp = r.pos  # where the current opcode starts; where decoding stands (r.pos, kept local)
         check_at = index  # next opcode index at which the bounds are checked
         # self._index / self._op_offset (what anomalies, globals and calls record) are only
         # written before a handler runs and when the loop ends: the inline opcodes skip the stores
@@ -419,19 +419,20 @@ class PickleVM:
             while True:
                 if index >= check_at:  # the bounds, every 4096 opcodes or when one can be reached
                     depth = len(stack)
+                    r.pos = rp
                     self._check_bounds(r, index, depth, max_end)
                     check_at = index + min(4096, lim.max_opcodes - index, lim.max_stack - depth + 1)
                     if r.fh is not read_fh:  # a non-seekable peek swapped the stream
                         read_fh = r.fh
                         read = read_fh.read
-                if r.pos >= frame_end:  # the frame is used up (or the last opcode ran past its end)
+                if rp >= frame_end:  # the frame is used up (or the last opcode ran past its end)
                     self._index, self._op_offset = index, base + pos
-                    frame_end = self._frame_closed(r.pos, frame_end)
-                pos = r.pos
+                    frame_end = self._frame_closed(rp, frame_end)
+                pos = rp
                 code = read(1)
                 if not code:
                     raise VMStop("pickle/truncated", "stream ends without STOP")
-                r.pos = pos + 1
+                rp = pos + 1
                 c = code[0]
                 index += 1
                 if c in _FAST:
@@ -440,7 +441,7 @@ class PickleVM:
                         arg = read(1)
                         if not arg:
                             raise VMStop("pickle/truncated", f"stream ends inside {OPCODES[c]}")
-                        r.pos += 1
+                        rp += 1
                         key = arg[0]
                         if c == 0x68:
                             if key not in memo:
@@ -473,7 +474,7 @@ class PickleVM:
                             arg = read(1)
                             if not arg:
                                 raise VMStop("pickle/truncated", "stream ends inside BININT1")
-                            r.pos += 1
+                            rp += 1
                             stack.append(arg[0])
                         continue
                     # BINPUT / MEMOIZE store the top of the stack
@@ -492,7 +493,7 @@ class PickleVM:
                     got = 0  # bytes an inline decoding read before it handed over to the handler
                     if c == 0x8C or c == 0x58:  # SHORT_BINUNICODE / BINUNICODE
                         nl = 1 if c == 0x8C else 4
-                        p = r.pos
+                        p = rp
                         if fast and nl <= size - p:
                             raw = read(nl)
                             got = len(raw)
@@ -508,7 +509,7 @@ class PickleVM:
                                             pass
                                         else:
                                             self._kept += n
-                                            r.pos = p + got
+                                            rp = p + got
                                             continue
                     elif c == 0x73:  # SETITEM onto a dict
                         if len(stack) - (marks[-1] if marks else 0) >= 3 and type(stack[-3]) is SymDict:
@@ -528,7 +529,7 @@ class PickleVM:
                                 continue
                     elif c in b"rMJG":  # LONG_BINPUT, BININT2, BININT, BINFLOAT
                         nl = 2 if c == 0x4D else 8 if c == 0x47 else 4
-                        p = r.pos
+                        p = rp
                         if fast and nl <= size - p:
                             raw = read(nl)
                             got = len(raw)
@@ -538,12 +539,12 @@ class PickleVM:
                                     if (key in memo or len(memo) < lim.max_memo) \
                                             and len(stack) > (marks[-1] if marks else 0):
                                         memo[key] = stack[-1]
-                                        r.pos = p + nl
+                                        rp = p + nl
                                         continue
                                 else:
                                     stack.append(_BINFLOAT(raw)[0] if c == 0x47 else
                                                  int.from_bytes(raw, "little", signed=c == 0x4A))
-                                    r.pos = p + nl
+                                    rp = p + nl
                                     continue
                     elif c == 0x88 or c == 0x89:  # NEWTRUE / NEWFALSE
                         stack.append(c == 0x88)
@@ -560,10 +561,29 @@ class PickleVM:
                             v = stack.pop()
                             stack[-1].append(v)
                             continue
-                    elif fast:  # GET / PUT / INT: a decimal line (protocol 0)
+                    elif c == 0x64:  # DICT of the items above the mark
+                        if marks and (len(stack) - marks[-1]) % 2 == 0:
+                            m = marks.pop()
+                            items = stack[m:]
+                            del stack[m:]
+                            stack.append(SymDict(list(zip(items[::2], items[1::2], strict=True))))
+                            continue
+                    elif fast:  # GET / PUT / INT / UNICODE / FLOAT: a line (protocol 0)
                         line = read_fh.readline(max_line + 1)
                         got = len(line)
-                        if line.endswith(b"\n"):
+                        if line.endswith(b"\n") and (c == 0x56 or c == 0x46):
+                            text = line[:-1]
+                            try:
+                                value = text.decode("raw-unicode-escape") if c == 0x56 else float(text)
+                            except (UnicodeDecodeError, ValueError):
+                                pass
+                            else:
+                                if c == 0x56:
+                                    str_source[id(value)] = "escaped-unicode" if b"\\" in text else "unicode"
+                                stack.append(value)
+                                rp += got
+                                continue
+                        elif line.endswith(b"\n"):
                             text = line[:-1]
                             try:
                                 if c == 0x49 and (text == b"00" or text == b"01"):
@@ -577,7 +597,7 @@ class PickleVM:
                             if value is not None:
                                 if c == 0x49:
                                     stack.append(value)
-                                    r.pos += got
+                                    rp += got
                                     continue
                                 if c == 0x67:
                                     if value in memo:
@@ -585,16 +605,17 @@ class PickleVM:
                                         if type(v) is str and id(v) not in str_source:
                                             str_source[id(v)] = "memo"
                                         stack.append(v)
-                                        r.pos += got
+                                        rp += got
                                         continue
                                 elif value >= 0 and (value in memo or len(memo) < lim.max_memo) \
                                         and len(stack) > (marks[-1] if marks else 0):
                                     memo[value] = stack[-1]
-                                    r.pos += got
+                                    rp += got
                                     continue
                     if got:
                         read_fh.seek(-got, 1)  # the handler decodes it again and reports the anomaly
                 self._index, self._op_offset = index, base + pos
+                r.pos, rp = rp, -1  # the handler reads through the Reader
                 handler = table[c]
                 if handler is not None:
                     handler(self, r, stack)
@@ -608,7 +629,10 @@ class PickleVM:
                     frame_end = self._frame(r, res, frame_end)
                 else:
                     raise VMStop("pickle/malformed", f"unknown opcode 0x{c:02x}", opcode=f"0x{c:02x}")
+                rp = r.pos
         finally:
+            if rp >= 0:
+                r.pos = rp
             self._index, self._op_offset = index, base + pos
 
     def _check_bounds(self, r: Reader, index: int, depth: int, max_end: int) -> None:
