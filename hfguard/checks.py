@@ -157,38 +157,58 @@ def available_checks(tiers: Iterable[str] | None = None) -> list[Check]:
 def plugin_refs() -> list[str]:
     """The `module:attr` of every `hfguard.checks` entry point. Listing entry points imports
     importlib.metadata and reads every installed distribution (~40 ms, a third of a small scan's
-    run): the answer is cached in the user cache, one file per sys.path, checked against the
-    modification times of the sys.path entries, which change when a distribution is installed,
-    upgraded or removed there."""
+    run): the answer is cached in the user cache, one file per sys.path, with what each sys.path
+    entry held: its modification time, which changes when a distribution is installed, upgraded or
+    removed there, and, when only that changed (a working folder where other files come and go),
+    its distributions (`*.dist-info` / `*.egg-info` and their modification times)."""
     path = cache_dir() / "plugins" / f"{_digest(sys.path)}.json"
-    stamps = _path_stamps()
     try:
         doc = json.loads(path.read_bytes())
-        if doc["stamps"] == stamps and all(isinstance(r, str) for r in doc["refs"]):
+        if doc["python"] == sys.version and _same_entries(doc["entries"]) \
+                and all(isinstance(r, str) for r in doc["refs"]):
             return list(doc["refs"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
         pass
     from importlib.metadata import entry_points
 
+    entries = [_entry_stamp(e, dists=True) for e in sys.path]
     refs = [ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"stamps": stamps, "refs": refs}), encoding="utf-8")
+        tmp.write_text(json.dumps({"python": sys.version, "entries": entries, "refs": refs}),
+                       encoding="utf-8")
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only cache only costs the listing
     return refs
 
 
-def _path_stamps() -> list[Any]:
-    stamps: list[Any] = [sys.version]
-    for entry in sys.path:
+def _same_entries(cached: list[Any]) -> bool:
+    if len(cached) != len(sys.path):
+        return False
+    for entry, (mtime, dists) in zip(sys.path, cached, strict=True):
+        if _entry_stamp(entry)[0] != mtime and _entry_stamp(entry, dists=True)[1] != dists:
+            return False
+    return True
+
+
+def _entry_stamp(entry: str, dists: bool = False) -> list[Any]:
+    """[modification time, distributions in it (only when asked)] of a sys.path entry."""
+    folder = entry or "."
+    try:
+        mtime = os.stat(folder).st_mtime_ns
+    except OSError:
+        return [None, []]
+    found: list[Any] = []
+    if dists:
         try:
-            stamps.append(os.stat(entry or ".").st_mtime_ns)
+            with os.scandir(folder) as it:
+                found = sorted([d.name, d.stat().st_mtime_ns] for d in it
+                               if d.name.endswith((".dist-info", ".egg-info", ".egg")))
         except OSError:
-            stamps.append(None)
-    return stamps
+            found = ["not a folder", mtime]   # a zip: its modification time alone decides
+    return [mtime, found]
 
 
 def _digest(value: Any) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 import json
 import os
 import re
@@ -120,6 +119,8 @@ def _rule(entry: Any, prefix: str, where: str) -> Rule:
 def project_url() -> str | None:
     """The project's public repository: a `[project.urls]` entry of pyproject.toml (Repository,
     Source, Homepage), as the installed package's metadata carries it; None when there is none."""
+    import importlib.metadata  # only for the reports that link rules (importing it costs ~20 ms)
+
     try:
         meta = importlib.metadata.metadata("hfguard")
     except importlib.metadata.PackageNotFoundError:

@@ -64,3 +64,22 @@ def test_a_plugin_that_fails_to_load_is_an_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "hfguard", "checks"], capture_output=True, text=True,
                           env=env, cwd=str(site), timeout=60)
     assert proc.returncode == 2 and "no_such_module_here" in proc.stderr
+
+
+def test_files_coming_and_going_beside_the_distributions_keep_the_cache(tmp_path):
+    site, cache = tmp_path / "site", tmp_path / "cache"
+    site.mkdir()
+    _install(site, "extra_plugin", "[hfguard.checks]\nextra = extra_plugin:ExtraCheck\n")
+    (site / "extra_plugin.py").write_text(PLUGIN)
+    env = {**os.environ, "HFGUARD_CACHE_DIR": str(cache),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(site)])}
+    code = ("import sys\nfrom hfguard.checks import plugin_refs\n"
+            "print(plugin_refs(), 'importlib.metadata' in sys.modules)")
+
+    def refs() -> str:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                              cwd=str(site), timeout=60, check=True).stdout.strip()
+
+    assert refs() == "['extra_plugin:ExtraCheck'] True"   # listed, then cached
+    (site / "notes.txt").write_text("an editor's swap file")   # the folder's mtime changes
+    assert refs() == "['extra_plugin:ExtraCheck'] False"   # its distributions did not: cached
