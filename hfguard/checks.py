@@ -161,7 +161,7 @@ def plugin_refs() -> list[str]:
     entry held: its modification time, which changes when a distribution is installed, upgraded or
     removed there, and, when only that changed (a working folder where other files come and go),
     its distributions (`*.dist-info` / `*.egg-info` and their modification times)."""
-    path = cache_dir() / "plugins" / f"{_digest(sys.path)}.json"
+    path = cache_dir() / "plugins" / f"{_digest([os.path.abspath(e or '.') for e in sys.path])}.json"
     try:
         doc = json.loads(path.read_bytes())
         if doc["python"] == sys.version and _same_entries(doc["entries"]) \
