@@ -410,6 +410,7 @@ class PickleVM:
         fast = type(r) is Reader and r._seekable
         size = r.size if r.size is not None else 0
         keep_str, keep_total, max_line = lim.keep_str, lim.keep_total, lim.max_line
+        fast_ops, try_ops = _FAST, _TRY
         base = r.base
         pos = rp = r.pos  # where the current opcode starts; where decoding stands (r.pos, kept local)
         check_at = index  # next opcode index at which the bounds are checked
@@ -435,8 +436,7 @@ class PickleVM:
                 rp = pos + 1
                 c = code[0]
                 index += 1
-                if c in _FAST:
-                    floor = marks[-1] if marks else 0
+                if c in fast_ops:
                     if c == 0x68 or c == 0x71:  # BINGET / BINPUT
                         arg = read(1)
                         if not arg:
@@ -478,7 +478,7 @@ class PickleVM:
                             stack.append(arg[0])
                         continue
                     # BINPUT / MEMOIZE store the top of the stack
-                    if len(stack) <= floor:
+                    if len(stack) <= (marks[-1] if marks else 0):
                         raise VMStop("pickle/malformed", "stack underflow")
                     if key not in memo and len(memo) >= lim.max_memo:
                         raise VMStop(
@@ -489,7 +489,7 @@ class PickleVM:
                         )
                     memo[key] = stack[-1]
                     continue
-                if c in _TRY:
+                if c in try_ops:
                     got = 0  # bytes an inline decoding read before it handed over to the handler
                     if c == 0x8C or c == 0x58:  # SHORT_BINUNICODE / BINUNICODE
                         nl = 1 if c == 0x8C else 4
