@@ -137,7 +137,8 @@ class Check:
 def _load(ref: str) -> type[Check]:
     """`module:attr` (dotted attr, entry-point extras ignored) -> the object it names."""
     module, _, attr = ref.partition("[")[0].strip().partition(":")
-    return functools.reduce(getattr, attr.strip().split("."), importlib.import_module(module.strip()))
+    found: Any = importlib.import_module(module.strip())
+    return functools.reduce(getattr, attr.strip().split("."), found)
 
 
 def available_checks(tiers: Iterable[str] | None = None) -> list[Check]:

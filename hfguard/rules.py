@@ -129,7 +129,8 @@ def project_url() -> str | None:
     for entry in meta.get_all("Project-URL") or []:
         label, _, url = entry.partition(",")
         urls.setdefault(label.strip().lower(), url.strip())
-    if home := meta.get("Home-page"):   # the older single field (a backport raises KeyError on [])
+    if home := (meta.get_all("Home-page") or [None])[0]:   # the older single field (a backport
+        # importlib_metadata raises KeyError on meta["Home-page"] when it is absent)
         urls.setdefault("homepage", home.strip())
     found = next((urls[k] for k in _REPO_LABELS if urls.get(k, "").startswith("https://")), None)
     return found.rstrip("/") if found else None

@@ -97,7 +97,7 @@ class TargetFile:
             buf = bytearray(max(1, min(self.size, 1 << 20)))
             view = memoryview(buf)
             with self.open() as fh:
-                while n := fh.readinto(buf):
+                while n := fh.readinto(buf):  # type: ignore[attr-defined]  # files and streams have it
                     tick("hashing")
                     h.update(view[:n])
             self.meta["sha256"] = h.hexdigest()
