@@ -183,7 +183,8 @@ def _registry_cache(paths: list[Path]) -> Path | None:
         stamps = [(str(p), st.st_size, st.st_mtime_ns) for p in paths for st in [os.stat(p)]]
     except OSError:
         return None
-    digest = hashlib.sha256(json.dumps(stamps).encode()).hexdigest()[:32]
+    shape = [list(_KEYS), list(Rule.__dataclass_fields__)]   # a new rule field is a new cache
+    digest = hashlib.sha256(json.dumps([shape, stamps]).encode()).hexdigest()[:32]
     return cache_dir() / "signatures" / f"rules-{digest}.json"
 
 
