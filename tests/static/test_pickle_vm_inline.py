@@ -46,8 +46,11 @@ def _shape(value, depth: int = 0):  # type: ignore[no-untyped-def]
     return repr(value)
 
 
-def _decode(data: bytes, seekable: bool, limits: Limits | None = None):  # type: ignore[no-untyped-def]
-    fh = io.BytesIO(data) if seekable else io.BufferedReader(_NoSeek(data))
+def _decode(data: bytes, seekable: bool, limits: Limits | None = None,  # type: ignore[no-untyped-def]
+            buffer: int = 8192):
+    # seekable: a buffered file as the scanner opens one (a small buffer puts lines and strings
+    # across its end); not seekable: every opcode through its handler
+    fh = io.BufferedReader(io.BytesIO(data), buffer) if seekable else io.BufferedReader(_NoSeek(data))
     results, trailing = scan_stream(Reader(fh, size=len(data)), PickleVM(limits))
     return [(r.complete, r.end, r.opcodes, r.protocol, _shape(r.value),
              [(g.qualname, g.offset, g.index, sorted(g.uses), g.sources) for g in r.globals],
@@ -92,6 +95,7 @@ def _samples(tmp: Path) -> list[bytes]:
 def test_inline_decoding_equals_the_handlers_on_whole_and_cut_pickles(tmp_path, limits):
     for data in _samples(tmp_path):
         assert _decode(data, True, limits) == _decode(data, False, limits)
+        assert _decode(data, True, limits, buffer=7) == _decode(data, False, limits)
         for cut in range(1, len(data), max(1, len(data) // 60)):
             assert _decode(data[:cut], True, limits) == _decode(data[:cut], False, limits), cut
 

@@ -411,6 +411,8 @@ class PickleVM:
         size = r.size if r.size is not None else 0
         keep_str, keep_total, max_line = lim.keep_str, lim.keep_total, lim.max_line
         fast_ops, try_ops = _FAST, _TRY
+        # protocol-0 lines are decoded inline from a buffering stream's look-ahead (a file, a member)
+        peek = read_fh.peek if fast and isinstance(read_fh, io.BufferedReader) else None
         base = r.base
         pos = rp = r.pos  # where the current opcode starts; where decoding stands (r.pos, kept local)
         check_at = index  # next opcode index at which the bounds are checked
@@ -500,17 +502,20 @@ class PickleVM:
                             if got == nl:
                                 n = raw[0] if nl == 1 else int.from_bytes(raw, "little")
                                 if n <= size - p - nl and n <= keep_str and self._kept + n <= keep_total:
+                                    # past here the payload is read: its anomalies are raised here, as
+                                    # `_sized` words them, rather than read again by the handler
                                     data = read(n)
-                                    got += len(data)
-                                    if len(data) == n:
-                                        try:
-                                            stack.append(data.decode("utf-8", "surrogatepass"))
-                                        except UnicodeDecodeError:
-                                            pass
-                                        else:
-                                            self._kept += n
-                                            rp = p + got
-                                            continue
+                                    rp = p + nl + len(data)
+                                    if len(data) < n:
+                                        raise VMStop("pickle/truncated", f"stream ends inside {OPCODES[c]} "
+                                                     f"({len(data)} of {n} bytes)", declared=n, got=len(data))
+                                    try:
+                                        stack.append(data.decode("utf-8", "surrogatepass"))
+                                    except UnicodeDecodeError:
+                                        raise VMStop("pickle/malformed",
+                                                     f"undecodable {OPCODES[c]}: {data[:40]!r}") from None
+                                    self._kept += n
+                                    continue
                     elif c == 0x73:  # SETITEM onto a dict
                         if len(stack) - (marks[-1] if marks else 0) >= 3 and type(stack[-3]) is SymDict:
                             v = stack.pop()
@@ -534,13 +539,17 @@ class PickleVM:
                             raw = read(nl)
                             got = len(raw)
                             if got == nl:
-                                if c == 0x72:
+                                if c == 0x72:  # as `_put` words its anomalies (never read twice)
                                     key = int.from_bytes(raw, "little")
-                                    if (key in memo or len(memo) < lim.max_memo) \
-                                            and len(stack) > (marks[-1] if marks else 0):
-                                        memo[key] = stack[-1]
-                                        rp = p + nl
-                                        continue
+                                    rp = p + nl
+                                    if key not in memo and len(memo) >= lim.max_memo:
+                                        raise VMStop("pickle/limit-exceeded",
+                                                     f"memo larger than {lim.max_memo}",
+                                                     limit=lim.max_memo, limit_name="max_memo")
+                                    if len(stack) <= (marks[-1] if marks else 0):
+                                        raise VMStop("pickle/malformed", "stack underflow")
+                                    memo[key] = stack[-1]
+                                    continue
                                 else:
                                     stack.append(_BINFLOAT(raw)[0] if c == 0x47 else
                                                  int.from_bytes(raw, "little", signed=c == 0x4A))
@@ -568,50 +577,49 @@ class PickleVM:
                             del stack[m:]
                             stack.append(SymDict(list(zip(items[::2], items[1::2], strict=True))))
                             continue
-                    elif fast:  # GET / PUT / INT / UNICODE / FLOAT: a line (protocol 0)
-                        line = read_fh.readline(max_line + 1)
-                        got = len(line)
-                        if line.endswith(b"\n") and (c == 0x56 or c == 0x46):
-                            text = line[:-1]
+                    elif peek is not None:  # GET / PUT / INT / UNICODE / FLOAT: a line (protocol 0)
+                        # looked at in the stream's buffer, consumed only when it decodes: a line the
+                        # handler has to judge is never read twice
+                        head = peek(max_line + 1)
+                        j = head.find(b"\n", 0, max_line + 1)
+                        if j >= 0:
+                            text = head[:j]
                             try:
-                                value = text.decode("raw-unicode-escape") if c == 0x56 else float(text)
-                            except (UnicodeDecodeError, ValueError):
-                                pass
-                            else:
                                 if c == 0x56:
-                                    str_source[id(value)] = "escaped-unicode" if b"\\" in text else "unicode"
-                                stack.append(value)
-                                rp += got
-                                continue
-                        elif line.endswith(b"\n"):
-                            text = line[:-1]
-                            try:
-                                if c == 0x49 and (text == b"00" or text == b"01"):
+                                    value = text.decode("raw-unicode-escape")
+                                elif c == 0x46:
+                                    value = float(text)
+                                elif c == 0x49 and (text == b"00" or text == b"01"):
                                     value = text == b"01"
                                 elif c == 0x49 and not text.startswith(b"0"):
                                     value = int(text, 0)
                                 else:
                                     value = int(text)
-                            except ValueError:
+                            except (UnicodeDecodeError, ValueError):
                                 value = None
+                            done = False
                             if value is not None:
-                                if c == 0x49:
+                                if c == 0x56 or c == 0x46 or c == 0x49:
+                                    if c == 0x56:
+                                        escaped = b"\\" in text
+                                        str_source[id(value)] = "escaped-unicode" if escaped else "unicode"
                                     stack.append(value)
-                                    rp += got
-                                    continue
-                                if c == 0x67:
+                                    done = True
+                                elif c == 0x67:
                                     if value in memo:
                                         v = memo[value]
                                         if type(v) is str and id(v) not in str_source:
                                             str_source[id(v)] = "memo"
                                         stack.append(v)
-                                        rp += got
-                                        continue
+                                        done = True
                                 elif value >= 0 and (value in memo or len(memo) < lim.max_memo) \
                                         and len(stack) > (marks[-1] if marks else 0):
                                     memo[value] = stack[-1]
-                                    rp += got
-                                    continue
+                                    done = True
+                            if done:
+                                read(j + 1)
+                                rp += j + 1
+                                continue
                     if got:
                         read_fh.seek(-got, 1)  # the handler decodes it again and reports the anomaly
                 self._index, self._op_offset = index, base + pos
