@@ -47,6 +47,11 @@ def test_the_process_ends_without_teardown_only_after_the_report_is_out(tmp_path
     out = _cli(["scan", "-q", "--format", "json", "--fail-on", "never", "-o", str(report), str(tmp_path)])
     assert out.returncode == 0 and json.loads(report.read_text())["verdict"] == "BLOCK"
     assert _cli(["scan", "--no-such-option"]).returncode == 2
+    # stdout that is not a terminal gets the report in one write: the same text as --output
+    for fmt in ("text", "sarif"):
+        piped = _cli(["scan", "-q", "--format", fmt, str(tmp_path / "model.pkl")]).stdout
+        _cli(["scan", "-q", "--format", fmt, "-o", str(tmp_path / f"r.{fmt}"), str(tmp_path / "model.pkl")])
+        assert piped == (tmp_path / f"r.{fmt}").read_text() and "model.pkl" in piped
     assert not (tmp_path / "pwned").exists()
 
 
