@@ -363,8 +363,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--worker", nargs=3)
     ap.add_argument("--big-gb", type=float, default=3.0)
-    ap.add_argument("--runs", type=int, default=5, help="whole-folder runs per tool (alternating)")
-    ap.add_argument("--quick", action="store_true", help="3 runs, no VM throughput or large-file part")
+    ap.add_argument("--runs", type=int, help="whole-folder runs per tool, alternating (default 5, --quick 3)")
+    ap.add_argument("--quick", action="store_true", help="fewer runs, no VM throughput or large-file part")
     ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
     ap.add_argument("--keep")
     args = ap.parse_args()
@@ -388,7 +388,7 @@ def main() -> None:
         tools = tuple(t for t in TOOLS if t in args.tools.split(","))
         detection(folder, names, labels, n_mal, n_ben, tools)
         assert not (folder / "PWNED").exists(), "a payload ran"
-        speed(folder, 3 if args.quick else args.runs, tools)
+        speed(folder, args.runs or (3 if args.quick else 5), tools)
         assert not (folder / "PWNED").exists(), "a payload ran"
         if args.quick:
             return

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import time
-import traceback
 from collections.abc import Callable, Iterable
 
 from hfguard.budget import BudgetExceeded
@@ -33,6 +32,8 @@ def run_checks(check: Check, what: str, call: Callable[[], Iterable[Finding]],
             return [Finding(check=check.id, rule=named, severity=Severity.HIGH,
                             message=f"{check.id} could not read {what}: {exc}", file=file, error=True)]
         rule, msg = "check/crashed", f"{check.id} failed on {what}: {type(exc).__name__}: {exc}"
+        import traceback  # (with textwrap: only when a check crashed)
+
         tb = traceback.format_exc(limit=6)
         return [Finding(check=check.id, rule=rule, severity=Severity.HIGH, message=msg,
                         file=file, error=True, evidence={"traceback": tb})]

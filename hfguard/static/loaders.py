@@ -14,16 +14,18 @@ import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import metadata
-
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import InvalidVersion, Version
+from typing import TYPE_CHECKING
 
 from hfguard import signatures
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Severity
 from hfguard.static.problems import TooLarge, load_json_bounded, read_bounded
 from hfguard.target import Target, TargetFile
+
+if TYPE_CHECKING:
+    from packaging.specifiers import SpecifierSet
+# packaging and importlib.metadata are imported where used: most scans carry no requirements or
+# config that needs them, and their imports are a tenth of a small scan's run
 
 MAX_REQUIREMENTS_BYTES = 256 << 10
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*([<>=!~][^;#]*)?")
@@ -50,6 +52,8 @@ class Advisory:
         return not self.model_types or model_type in self.model_types
 
     def affects(self, version: str) -> bool:
+        from packaging.version import InvalidVersion, Version
+
         try:
             return self.affected.contains(Version(version), prereleases=True)
         except InvalidVersion:
@@ -66,6 +70,8 @@ def _canonical(name: str) -> str:
 
 @functools.cache
 def advisories() -> tuple[Advisory, ...]:
+    from packaging.specifiers import SpecifierSet
+
     doc = signatures.load("loader_advisories")
     return tuple(Advisory(id=a["id"], package=_canonical(a["package"]), affected=SpecifierSet(a["affected"]),
                           fixed=str(a["fixed"]), formats=frozenset(a.get("formats", ())),
@@ -81,6 +87,8 @@ def affecting(package: str, version: str) -> list[Advisory]:
 def pin_admits_only_affected(advisory: Advisory, spec: SpecifierSet) -> bool:
     """True when a requirement cannot be met by the fixed release or anything later, yet admits an
     affected version: following the model's pins installs a vulnerable loader."""
+    from packaging.version import Version
+
     fixed = Version(advisory.fixed)
     later = Version(f"{fixed.major + 1000}")
     if spec.contains(fixed, prereleases=True) or spec.contains(later, prereleases=True):
@@ -92,6 +100,8 @@ def pin_admits_only_affected(advisory: Advisory, spec: SpecifierSet) -> bool:
 
 
 def parse_requirements(text: str) -> Iterator[tuple[int, str, SpecifierSet]]:
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
     for lineno, line in enumerate(text.splitlines(), 1):
         m = _REQUIREMENT.match(line)
         if not m or not m.group(2) or line.lstrip().startswith(("-", "#")):
@@ -111,6 +121,8 @@ class Installed:
 
 def exposure() -> list[Installed]:
     """The model loaders installed in this environment and the advisories that affect them."""
+    from importlib import metadata
+
     names = dict.fromkeys([*map(_canonical, LOADERS), *(a.package for a in advisories())])
     out = []
     for name in names:

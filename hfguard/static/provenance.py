@@ -249,7 +249,10 @@ class ProvenanceCheck(Check):
                                evidence={"format": fmt, "extension": file.name.rsplit(".", 1)[-1]},
                                remediation="Treat the file as what its bytes are, not what its name says.")
         sha = _file_sha256(file, ctx)
-        bad = _known_bad()[1].get(sha or "")
+        known = ctx.memo.get("known_bad_files")
+        if known is None:  # the rule set is fixed at the start of a scan: looked up once, not per file
+            known = ctx.memo["known_bad_files"] = _known_bad()[1]
+        bad = known.get(sha or "")
         if bad:
             yield self.finding("provenance/known-bad-file", Severity.CRITICAL,
                                f"{file.path} is a known-bad file: {bad.get('reason', '')}", file=file.path,

@@ -11,6 +11,7 @@ from hfguard import signatures
 from hfguard.findings import Severity
 
 SIGNATURE_FILE = "pickle_globals"
+_MEMO_SIZE = 1 << 16  # classifications remembered (hostile pickles name up to 100k globals each)
 
 
 @dataclass(frozen=True)
@@ -81,12 +82,24 @@ class RuleSet:
                     if "*" in pat
                     else self._allow_exact.setdefault(pat, rule)
                 )
+        self._memo: dict[tuple[str, str | None], Classification] = {}
         self.structural = {
             rid: StructuralRule(rid, Severity.parse(v["severity"]), v["description"])
             for rid, v in doc.get("structural", {}).items()
         }
 
     def classify(self, qualname: str, attr: str | None = None) -> Classification:
+        """`_classify`, remembered: a scan asks about the same few names again and again (860 asks,
+        92 names in the bench corpus), and each answer walks every deny and allow glob."""
+        key = (qualname, attr)
+        found = self._memo.get(key)
+        if found is None:
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()
+            found = self._memo[key] = self._classify(qualname, attr)
+        return found
+
+    def _classify(self, qualname: str, attr: str | None = None) -> Classification:
         """`attr` is the name part (what is fetched from the imported module). A dotted one walks
         attributes: `sklearn.linear_model._base` + `os.system` reaches os.system through the
         module's own import, so every suffix of the walk is checked against the deny list, and

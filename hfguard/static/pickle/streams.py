@@ -12,7 +12,6 @@ import functools
 import gzip
 import io
 import lzma
-import tempfile
 import zlib
 from typing import IO, Any, Protocol
 
@@ -352,6 +351,8 @@ def open_decompressed(
 
 def spool(src: IO[bytes], cap: int, budget: Budget | None) -> IO[bytes]:
     """Copy a non-seekable stream into a temp file (memory up to 16 MB, then disk), bounded."""
+    import tempfile  # (and random, shutil) only for the streams that need it
+
     out = tempfile.SpooledTemporaryFile(max_size=16 << 20)  # noqa: SIM115 - returned to the caller
     total = 0
     while chunk := src.read(CHUNK * 4):

@@ -177,6 +177,11 @@ _SIZED = {
 _FAST = frozenset(b"hq\x94(}])NK")
 _INLINE = frozenset({"BINGET", "BINPUT", "MEMOIZE", "MARK", "EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE",
                      "NONE", "BININT1", "STOP", "FRAME"})
+# opcodes the main loop decodes on their ordinary path (a seekable plain Reader for those that
+# read arguments): strings, ints, floats, memo puts and gets, dict/tuple building. Anything out of
+# the ordinary (a short read, a limit, a bad value, an unusual target) rewinds what it read and
+# runs the opcode's handler, which stays the reference decoding and reports the anomaly.
+_TRY = frozenset(b"\x8cXrMJG\x88\x89su\x85\x86\x87gpIaVFd")
 _STOP, _FRAME = ord("."), 0x95
 _NO_FRAME = 1 << 62  # frame end when no frame is open: past any reachable position
 
@@ -400,8 +405,16 @@ class PickleVM:
         str_source = self._str_source
         index = self._index
         frame_end = _NO_FRAME  # r.pos where the open protocol-4 frame ends
+        # `_TRY` opcodes that read are decoded inline only from a plain seekable Reader (which
+        # can rewind a read for the handler); the C-file model's readers always use the handlers
+        fast = type(r) is Reader and r._seekable
+        size = r.size if r.size is not None else 0
+        keep_str, keep_total, max_line = lim.keep_str, lim.keep_total, lim.max_line
+        fast_ops, try_ops = _FAST, _TRY
+        # protocol-0 lines are decoded inline from a buffering stream's look-ahead (a file, a member)
+        peek = read_fh.peek if fast and isinstance(read_fh, io.BufferedReader) else None
         base = r.base
-        pos = r.pos  # where the current opcode starts
+        pos = rp = r.pos  # where the current opcode starts; where decoding stands (r.pos, kept local)
         check_at = index  # next opcode index at which the bounds are checked
         # self._index / self._op_offset (what anomalies, globals and calls record) are only
         # written before a handler runs and when the loop ends: the inline opcodes skip the stores
@@ -409,28 +422,28 @@ class PickleVM:
             while True:
                 if index >= check_at:  # the bounds, every 4096 opcodes or when one can be reached
                     depth = len(stack)
+                    r.pos = rp
                     self._check_bounds(r, index, depth, max_end)
                     check_at = index + min(4096, lim.max_opcodes - index, lim.max_stack - depth + 1)
                     if r.fh is not read_fh:  # a non-seekable peek swapped the stream
                         read_fh = r.fh
                         read = read_fh.read
-                if r.pos >= frame_end:  # the frame is used up (or the last opcode ran past its end)
+                if rp >= frame_end:  # the frame is used up (or the last opcode ran past its end)
                     self._index, self._op_offset = index, base + pos
-                    frame_end = self._frame_closed(r.pos, frame_end)
-                pos = r.pos
+                    frame_end = self._frame_closed(rp, frame_end)
+                pos = rp
                 code = read(1)
                 if not code:
                     raise VMStop("pickle/truncated", "stream ends without STOP")
-                r.pos = pos + 1
+                rp = pos + 1
                 c = code[0]
                 index += 1
-                if c in _FAST:
-                    floor = marks[-1] if marks else 0
+                if c in fast_ops:
                     if c == 0x68 or c == 0x71:  # BINGET / BINPUT
                         arg = read(1)
                         if not arg:
                             raise VMStop("pickle/truncated", f"stream ends inside {OPCODES[c]}")
-                        r.pos += 1
+                        rp += 1
                         key = arg[0]
                         if c == 0x68:
                             if key not in memo:
@@ -448,7 +461,9 @@ class PickleVM:
                         key = len(memo)
                     else:
                         if c == 0x28:  # MARK
-                            self._push_mark(marks, len(stack))
+                            if len(marks) >= lim.max_marks:
+                                self._push_mark(marks, len(stack))  # raises the limit
+                            marks.append(len(stack))
                         elif c == 0x7D:  # EMPTY_DICT
                             stack.append(SymDict())
                         elif c == 0x5D:  # EMPTY_LIST
@@ -461,11 +476,11 @@ class PickleVM:
                             arg = read(1)
                             if not arg:
                                 raise VMStop("pickle/truncated", "stream ends inside BININT1")
-                            r.pos += 1
+                            rp += 1
                             stack.append(arg[0])
                         continue
                     # BINPUT / MEMOIZE store the top of the stack
-                    if len(stack) <= floor:
+                    if len(stack) <= (marks[-1] if marks else 0):
                         raise VMStop("pickle/malformed", "stack underflow")
                     if key not in memo and len(memo) >= lim.max_memo:
                         raise VMStop(
@@ -476,7 +491,139 @@ class PickleVM:
                         )
                     memo[key] = stack[-1]
                     continue
+                if c in try_ops:
+                    got = 0  # bytes an inline decoding read before it handed over to the handler
+                    if c == 0x8C or c == 0x58:  # SHORT_BINUNICODE / BINUNICODE
+                        nl = 1 if c == 0x8C else 4
+                        p = rp
+                        if fast and nl <= size - p:
+                            raw = read(nl)
+                            got = len(raw)
+                            if got == nl:
+                                n = raw[0] if nl == 1 else int.from_bytes(raw, "little")
+                                if n <= size - p - nl and n <= keep_str and self._kept + n <= keep_total:
+                                    # past here the payload is read: its anomalies are raised here, as
+                                    # `_sized` words them, rather than read again by the handler
+                                    data = read(n)
+                                    rp = p + nl + len(data)
+                                    if len(data) < n:
+                                        raise VMStop("pickle/truncated", f"stream ends inside {OPCODES[c]} "
+                                                     f"({len(data)} of {n} bytes)", declared=n, got=len(data))
+                                    try:
+                                        stack.append(data.decode("utf-8", "surrogatepass"))
+                                    except UnicodeDecodeError:
+                                        raise VMStop("pickle/malformed",
+                                                     f"undecodable {OPCODES[c]}: {data[:40]!r}") from None
+                                    self._kept += n
+                                    continue
+                    elif c == 0x73:  # SETITEM onto a dict
+                        if len(stack) - (marks[-1] if marks else 0) >= 3 and type(stack[-3]) is SymDict:
+                            v = stack.pop()
+                            k = stack.pop()
+                            stack[-1].items.append((k, v))
+                            continue
+                    elif c == 0x75:  # SETITEMS onto a dict
+                        if marks:
+                            i = marks[-1]
+                            if (len(stack) - i) % 2 == 0 and i > (marks[-2] if len(marks) > 1 else 0) \
+                                    and type(stack[i - 1]) is SymDict:
+                                marks.pop()
+                                items = stack[i:]
+                                del stack[i:]
+                                stack[-1].items.extend(zip(items[::2], items[1::2], strict=True))
+                                continue
+                    elif c in b"rMJG":  # LONG_BINPUT, BININT2, BININT, BINFLOAT
+                        nl = 2 if c == 0x4D else 8 if c == 0x47 else 4
+                        p = rp
+                        if fast and nl <= size - p:
+                            raw = read(nl)
+                            got = len(raw)
+                            if got == nl:
+                                if c == 0x72:  # as `_put` words its anomalies (never read twice)
+                                    key = int.from_bytes(raw, "little")
+                                    rp = p + nl
+                                    if key not in memo and len(memo) >= lim.max_memo:
+                                        raise VMStop("pickle/limit-exceeded",
+                                                     f"memo larger than {lim.max_memo}",
+                                                     limit=lim.max_memo, limit_name="max_memo")
+                                    if len(stack) <= (marks[-1] if marks else 0):
+                                        raise VMStop("pickle/malformed", "stack underflow")
+                                    memo[key] = stack[-1]
+                                    continue
+                                else:
+                                    stack.append(_BINFLOAT(raw)[0] if c == 0x47 else
+                                                 int.from_bytes(raw, "little", signed=c == 0x4A))
+                                    rp = p + nl
+                                    continue
+                    elif c == 0x88 or c == 0x89:  # NEWTRUE / NEWFALSE
+                        stack.append(c == 0x88)
+                        continue
+                    elif c == 0x85 or c == 0x86 or c == 0x87:  # TUPLE1 / TUPLE2 / TUPLE3
+                        n = c - 0x84
+                        if len(stack) - (marks[-1] if marks else 0) >= n:
+                            items = stack[-n:]
+                            del stack[-n:]
+                            stack.append(tuple(items))
+                            continue
+                    elif c == 0x61:  # APPEND onto a list
+                        if len(stack) - (marks[-1] if marks else 0) >= 2 and type(stack[-2]) is list:
+                            v = stack.pop()
+                            stack[-1].append(v)
+                            continue
+                    elif c == 0x64:  # DICT of the items above the mark
+                        if marks and (len(stack) - marks[-1]) % 2 == 0:
+                            m = marks.pop()
+                            items = stack[m:]
+                            del stack[m:]
+                            stack.append(SymDict(list(zip(items[::2], items[1::2], strict=True))))
+                            continue
+                    elif peek is not None:  # GET / PUT / INT / UNICODE / FLOAT: a line (protocol 0)
+                        # looked at in the stream's buffer, consumed only when it decodes: a line the
+                        # handler has to judge is never read twice
+                        head = peek(max_line + 1)
+                        j = head.find(b"\n", 0, max_line + 1)
+                        if j >= 0:
+                            text = head[:j]
+                            try:
+                                if c == 0x56:
+                                    value = text.decode("raw-unicode-escape")
+                                elif c == 0x46:
+                                    value = float(text)
+                                elif c == 0x49 and (text == b"00" or text == b"01"):
+                                    value = text == b"01"
+                                elif c == 0x49 and not text.startswith(b"0"):
+                                    value = int(text, 0)
+                                else:
+                                    value = int(text)
+                            except (UnicodeDecodeError, ValueError):
+                                value = None
+                            done = False
+                            if value is not None:
+                                if c == 0x56 or c == 0x46 or c == 0x49:
+                                    if c == 0x56:
+                                        escaped = b"\\" in text
+                                        str_source[id(value)] = "escaped-unicode" if escaped else "unicode"
+                                    stack.append(value)
+                                    done = True
+                                elif c == 0x67:
+                                    if value in memo:
+                                        v = memo[value]
+                                        if type(v) is str and id(v) not in str_source:
+                                            str_source[id(v)] = "memo"
+                                        stack.append(v)
+                                        done = True
+                                elif value >= 0 and (value in memo or len(memo) < lim.max_memo) \
+                                        and len(stack) > (marks[-1] if marks else 0):
+                                    memo[value] = stack[-1]
+                                    done = True
+                            if done:
+                                read(j + 1)
+                                rp += j + 1
+                                continue
+                    if got:
+                        read_fh.seek(-got, 1)  # the handler decodes it again and reports the anomaly
                 self._index, self._op_offset = index, base + pos
+                r.pos, rp = rp, -1  # the handler reads through the Reader
                 handler = table[c]
                 if handler is not None:
                     handler(self, r, stack)
@@ -490,7 +637,10 @@ class PickleVM:
                     frame_end = self._frame(r, res, frame_end)
                 else:
                     raise VMStop("pickle/malformed", f"unknown opcode 0x{c:02x}", opcode=f"0x{c:02x}")
+                rp = r.pos
         finally:
+            if rp >= 0:
+                r.pos = rp
             self._index, self._op_offset = index, base + pos
 
     def _check_bounds(self, r: Reader, index: int, depth: int, max_end: int) -> None:
@@ -1008,6 +1158,9 @@ def _sized_handler(name: str) -> Handler:
         stack.append(vm._sized(r, name))
 
     return handler
+
+
+_BINFLOAT = struct.Struct(">d").unpack
 
 
 # opcode name -> handler, checked against the standard library's opcode list: an opcode that a
