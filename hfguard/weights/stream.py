@@ -148,11 +148,10 @@ class ShardStream:
 
     def _fetch(self, shard: RemoteShard, fut: Future[Path]) -> None:
         n, name = len(self.shards), shard.tf.name
-        again = shard.fetches > 0
-        shard.fetches += 1
-        if again:
-            with self._lock:
-                self.refetched += 1
+        with self._lock:
+            again = shard.fetches > 0
+            shard.fetches += 1
+            self.refetched += again
         what = "fetching again (shards interleaved beyond the window)" if again else "fetching"
         self.progress(f"{safe(self.label)}: {what} shard {shard.index + 1}/{n} {safe(name)} "
                       f"({gb(shard.tf.size)})…")
