@@ -35,6 +35,10 @@ from hfguard.weights.progress import duration, gb
 from hfguard.weights.tensors import WeightsFormatError
 
 WINDOW = 2   # shards held per stream: the one being read and the next one downloading
+# A prefetch only evicts a shard unread for this long: analysis workers take tensors in file order,
+# so one may still be about to read the last tensor of the previous shard when another starts the
+# next; evicting it then would fetch it again. A read on demand evicts the least recently read.
+GRACE_S = 1.0
 
 
 @dataclass(eq=False)
@@ -47,7 +51,7 @@ class RemoteShard:
     owned: bool = False              # in the stream's scratch folder (deleted on release)
     future: Future[Path] | None = None
     last: int = 0                    # when last read (the stream's counter): the LRU order
-    used: bool = False               # read since this fetch (its first read starts the next prefetch)
+    last_s: float = 0.0              # ... in seconds (time.monotonic)
     fetches: int = 0
 
     def local(self) -> Path:
@@ -99,11 +103,9 @@ class ShardStream:
         """The shard's local file, fetched (or awaited, if prefetching) when not held."""
         with self._lock:
             self._clock += 1
-            shard.last = self._clock
-            if shard.local_path is not None and not shard.used:
-                shard.used = True
-                self._prefetch_after(shard)
+            shard.last, shard.last_s = self._clock, time.monotonic()
             if shard.local_path is not None:
+                self._prefetch_after(shard)
                 return shard.local_path
             fut = shard.future
             inline = fut is None
@@ -114,18 +116,18 @@ class ShardStream:
             self._fetch(shard, fut)
         path = fut.result()
         with self._lock:
-            if not shard.used:
-                shard.used = True
+            if shard.local_path is not None:
                 self._prefetch_after(shard)
         return path
 
     def _prefetch_after(self, shard: RemoteShard) -> None:
         """Start downloading the next shard while this one is read, if the window has room
-        without evicting `shard` (window 1: no prefetch)."""
+        without evicting `shard` or a shard read within GRACE_S (window 1: no prefetch). Tried at
+        every read; a shard fetched before is not guessed at again."""
         if shard.index + 1 >= len(self.shards):
             return
         nxt = self.shards[shard.index + 1]
-        if nxt.local_path is not None or nxt.future is not None:
+        if nxt.local_path is not None or nxt.future is not None or nxt.fetches:
             return
         if not self._make_room(keep=shard, also=nxt):
             return
@@ -137,11 +139,13 @@ class ShardStream:
     def _make_room(self, keep: RemoteShard, also: RemoteShard | None = None) -> bool:
         """Release least recently read shards until one more fits; False if only shards being
         downloaded or `keep` are held (then nothing is started: the caller waits or skips)."""
+        recent = time.monotonic() - GRACE_S
         while True:
             held = [s for s in self.shards if s.local_path is not None or s.future is not None]
             if len([s for s in held if s is not also]) < self.window:
                 return True
-            free = [s for s in held if s is not keep and s is not also and s.local_path is not None]
+            free = [s for s in held if s is not keep and s is not also and s.local_path is not None
+                    and (also is None or s.last_s < recent)]
             if not free:
                 return also is None   # a read always proceeds (one over the window at worst)
             self._release(min(free, key=lambda s: s.last))
@@ -165,7 +169,7 @@ class ShardStream:
             return
         spent = time.monotonic() - started
         with self._lock:
-            shard.local_path, shard.used = path, False
+            shard.local_path = path
             shard.owned = _inside(path, self.root)
             self._event("fetched", shard)
         rate = f", {gb(shard.tf.size / spent)}/s" if spent > 0 else ""
@@ -178,7 +182,7 @@ class ShardStream:
         still maps it keeps its pages (POSIX unlink); a later read fetches it again."""
         if shard.owned and self._root is not None:
             shutil.rmtree(self._root / f"{shard.index:05d}", ignore_errors=True)
-        shard.local_path, shard.future, shard.owned, shard.used = None, None, False, False
+        shard.local_path, shard.future, shard.owned = None, None, False
         self._event("released", shard)
 
     def _event(self, what: str, shard: RemoteShard) -> None:

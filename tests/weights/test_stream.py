@@ -124,3 +124,15 @@ def test_the_meter_counts_the_item_it_is_told_and_never_parses_the_message():
     meter.tick("measuring a b", item="a b")  # the same item again: counted once
     meter.tick("reading b", item="b")
     assert (meter.done, meter.started_bytes) == (10, 15)
+
+
+def test_the_next_shard_downloads_while_this_one_is_read(gpt2):  # noqa: F811
+    fetched: list[str] = []
+    with ShardStream(window=3) as stream:
+        [tgt], _ = model_checkpoints(remote(gpt2["clean"], fetched), stream)
+        first = next(m for m in tgt.float_tensors())
+        tgt.load(first.name)   # a read of shard 1 starts shard 2 in the background
+        nxt = stream.shards[1]
+        assert nxt.future is not None and nxt.future.result() == nxt.local_path
+        assert fetched == ["model-00001-of-00007.safetensors", "model-00002-of-00007.safetensors"]
+        assert stream.shards[2].future is None   # one ahead, not the whole model
