@@ -97,3 +97,17 @@ def test_clean_sharded_hub_model_passes_against_its_hub_base(hub, models, scratc
     summary = json.dumps(report)
     assert "weights/base-diff-summary" in summary
     assert list(scratch.iterdir()) == []
+
+
+def test_slow_shard_downloads_stop_the_pass_with_the_budget_the_model_needs(hub, models, scratch):
+    """The meter's rate includes the downloads: too slow a Hub stops the pass early, naming the
+    --budget that would do, and the shards fetched so far are deleted."""
+    hub.add_repo("acme/gpt2-rome", _repo(models["rome"]))
+    hub.fail(r"HEAD .*/model-0000\d-of-00007.safetensors$", delay=0.5, times=-1)   # downloads only
+    code, report, err = run_check("acme/gpt2-rome", "--tier", "weights", "--budget", "2")
+    assert report["verdict"] == "ERROR", rules(report)
+    text = json.dumps(report)
+    m = re.search(r"this model needs at least --budget (\d+)", text)
+    assert m and int(m[1]) > 2, text[:2000]
+    assert len(hub.requests(r"HEAD .*/model-0000\d-of-00007.safetensors$")) < 7   # stopped early
+    assert list(scratch.iterdir()) == []
