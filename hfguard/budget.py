@@ -21,6 +21,8 @@ class Budget:
     def remaining(self) -> float:
         return self.seconds - (time.monotonic() - self.started)
 
-    def tick(self, what: str = "") -> None:
+    def tick(self, what: str = "", item: str | None = None) -> None:
+        """`item`: the unit of work that starts here (a tensor's name), for meters that count
+        work done (hfguard.weights.progress.ByteMeter); a plain budget only checks the time."""
         if self.remaining() < 0:
             raise BudgetExceeded(f"time budget of {self.seconds:.0f}s exceeded{' ' + what if what else ''}")

@@ -70,7 +70,8 @@ class TargetFile:
     opener: Callable[[], BinaryIO]             # a fresh seekable binary stream each call
     local_path: Path | None = None             # set when the bytes are already on disk
     expected_sha256: str | None = None         # e.g. the Hub's LFS sha256
-    fetch: Callable[[], Path] | None = None    # full download, for tiers that need every byte
+    fetch: Callable[..., Path] | None = None   # full download, for tiers that need every byte;
+                                               # fetch(scratch=folder): into a throwaway cache
     meta: dict[str, Any] = field(default_factory=dict)
     key: str | None = None                     # path relative to the repository or scan root
                                                # (finding fingerprints); None: `path` is one

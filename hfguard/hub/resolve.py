@@ -470,13 +470,23 @@ def _opener(tf: TargetFile, cache: BlockCache) -> Callable[[], Any]:
 
 def _fetcher(resolved: Resolved, hf: HubFile, stats: TransferStats, token: str | bool | None,
              on_error: Callable[[Exception, HubFile], None] | None,
-             deadline: Deadline) -> Callable[[], Path]:
-    def fetch() -> Path:
+             deadline: Deadline) -> Callable[..., Path]:
+    def fetch(scratch: Path | None = None) -> Path:
+        """Into the HF cache; with `scratch`, into that folder (a throwaway cache the caller
+        deletes: hfguard.weights.stream) unless the HF cache already holds the file."""
+        from huggingface_hub import try_to_load_from_cache
+
+        cache_dir = hf_cache_dir()
+        if scratch is not None:
+            cached = try_to_load_from_cache(resolved.repo_id, hf.path, cache_dir=cache_dir,
+                                            revision=resolved.sha)
+            if not (isinstance(cached, str) and Path(cached).exists()):
+                cache_dir = scratch
         try:
             with (deadline if deadline.end is not None else operation_deadline(download=True)).active():
                 return fetch_file(resolved.repo_id, hf.path, resolved.sha, sha256=hf.lfs_sha256,
                                   blob_id=hf.blob_id, size=hf.size, token=token, endpoint=endpoint(),
-                                  cache_dir=hf_cache_dir(), stats=stats)
+                                  cache_dir=cache_dir, stats=stats)
         except Exception as exc:
             if on_error is not None:
                 on_error(exc, hf)

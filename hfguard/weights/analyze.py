@@ -114,7 +114,7 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
 
     def measure(meta: TensorMeta, arr: np.ndarray | None = None, x: Any = None) -> _Measured:
         """`arr`, `x`: the tensor on the host and on the backend when a device feed has them."""
-        budget.tick(f"reading {meta.name}")
+        budget.tick(f"reading {meta.name}", item=meta.name)
         if arr is None:
             if not meta.mapped_as_is and getattr(local, "scratch", None) is None:
                 local.scratch = np.empty(biggest, np.float32)

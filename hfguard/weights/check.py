@@ -51,10 +51,17 @@ class WeightsAnomalies(Check):
     description = "tensor statistics, sibling-layer outliers, NaN/Inf, privacy-backdoor fingerprints"
 
     def check_target(self, target: Target, ctx: ScanContext) -> Iterable[Finding]:
+        from hfguard.weights.stream import ShardStream
+
+        # remote shards are fetched one at a time as the pass reads them, and deleted after
+        with ShardStream("weights", ctx.progress) as stream:
+            yield from self._target(target, ctx, stream)
+
+    def _target(self, target: Target, ctx: ScanContext, stream: Any) -> Iterator[Finding]:
         from hfguard.weights.shards import model_checkpoints
         from hfguard.weights.stats import backend_for
 
-        ckpts, failed = model_checkpoints(target)
+        ckpts, failed = model_checkpoints(target, stream)
         yield from unreadable_findings(self, failed, examined=bool(ckpts))
         if not ckpts:
             if not failed:

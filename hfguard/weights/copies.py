@@ -57,7 +57,7 @@ def compare_copies(a: Checkpoint, b: Checkpoint, budget: Budget) -> Observation 
     pairs = sorted(pair_up(a, b), key=lambda p: (str(b.tensors[p[1]].path), b.tensors[p[1]].offset))
     differ: list[dict[str, Any]] = []
     for na, nb in pairs:   # in b's file order: shard by shard
-        budget.tick(f"comparing {nb}")
+        budget.tick(f"comparing {nb}", item=nb)
         ma, mb = a.tensors[na], b.tensors[nb]
         if ma.shape != mb.shape:
             differ.append({"tensor": na, "why": f"shape {list(ma.shape)} vs {list(mb.shape)}"})

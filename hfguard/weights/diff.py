@@ -32,7 +32,7 @@ from hfguard.weights.shards import (
     shard_findings,
 )
 from hfguard.weights.stats import Backend, backend_for
-from hfguard.weights.tensors import Checkpoint, TensorMeta, load_tensor
+from hfguard.weights.tensors import Checkpoint, TensorMeta, WeightsFormatError, load_tensor
 from hfguard.weights.traps import NORM_GAIN, POSITIONAL, silenced
 
 MAX_PLOTTED_TENSORS = 200   # bars in the report figure; every change is in the evidence
@@ -141,7 +141,7 @@ def diff_checkpoints(base: Checkpoint, tgt: Checkpoint, be: Backend, th: dict[st
              if _appended_rows(n, base.tensors[n].shape, tgt.tensors[n].shape)}
     scratch = _Scratch(max((m.tensors[n].numel for n in common for m in (base, tgt)), default=0))
     for name in common:
-        budget.tick(f"diffing {name}")
+        budget.tick(f"diffing {name}", item=name)
         m0, m1 = base.tensors[name], tgt.tensors[name]
         grown = None
         if m0.shape != m1.shape:
@@ -231,8 +231,18 @@ def diff_findings(check: Check, target: Target, ctx: ScanContext, th: dict[str, 
         yield check.finding("weights/base-unavailable", Severity.MEDIUM if explicit else Severity.LOW,
                             f"base: {exc}", error=bool(explicit), evidence={"base": spec})
         return
-    mine, _ = model_checkpoints(target)
-    theirs, failed = model_checkpoints(base)
+    from hfguard.weights.stream import ShardStream
+
+    # remote shards of either side are fetched as the diff reaches them and deleted after
+    with ShardStream("weights: model", ctx.progress) as ours, \
+            ShardStream("weights: base", ctx.progress) as ref_stream:
+        yield from _diff_target(check, target, base, spec, bool(explicit), ctx, th, ours, ref_stream)
+
+
+def _diff_target(check: Check, target: Target, base: Target, spec: str, explicit: bool, ctx: ScanContext,
+                 th: dict[str, Any], ours: Any, theirs_stream: Any) -> Iterator[Finding]:
+    mine, _ = model_checkpoints(target, ours)
+    theirs, failed = model_checkpoints(base, theirs_stream)
     ref = _primary(theirs)
     if not mine or ref is None:
         what = "the model" if not mine else f"base {spec}"
@@ -257,8 +267,13 @@ def diff_findings(check: Check, target: Target, ctx: ScanContext, th: dict[str, 
                            [(ref.tensors[n], tgt.tensors[n]) for n in common],
                            ctx.budget_seconds, ctx.progress)
         meter.progress(meter.line())
-        with single_threaded_blas():
-            res = diff_checkpoints(ref, tgt, be, th, meter)
+        try:
+            with single_threaded_blas():
+                res = diff_checkpoints(ref, tgt, be, th, meter)
+        except WeightsFormatError as exc:   # a shard that could not be fetched or read: ERROR
+            yield check.finding("weights/unreadable", Severity.MEDIUM, f"weights tier cannot read {exc}",
+                                file=tgt.name, error=True)
+            continue
         meter.finish()
         yield from judge(check, res, tgt.name, spec, th)
 

@@ -1,7 +1,7 @@
 """Progress with ETA for the weights tier, and a budget that says what a large model needs.
 
 A pass over a checkpoint (statistics, base diff, copy comparison) reads tensors that may lie in
-dozens of shards. The meter is the pass's Budget: the passes already `tick("<doing> <tensor>")`
+dozens of shards. The meter is the pass's Budget: the passes `tick("<doing> <tensor>", item=<tensor>)`
 before each tensor, so the meter counts a tensor's bytes the first time its name is ticked, reports
 bytes done / total, rate, ETA and the shard being read on the progress line (every few seconds),
 and stops the pass as soon as the measured rate says it cannot finish within the budget, naming
@@ -68,12 +68,13 @@ class ByteMeter(Budget):
     def remaining(self) -> float:
         return self.seconds - (self.clock() - self.started)
 
-    def tick(self, what: str = "") -> None:
-        item = what.split(" ", 1)[-1]
+    def tick(self, what: str = "", item: str | None = None) -> None:
+        """`item`: the work item (tensor name) that starts here; a tick without one only checks
+        the budget (the message is for people, never parsed)."""
         with self._lock:
             now = self.clock()
-            w = self.work.get(item)
-            if w is not None and item not in self._seen:
+            w = self.work.get(item) if item is not None else None
+            if w is not None and item is not None and item not in self._seen:
                 self._seen.add(item)
                 if self._t0 is None:
                     self._t0 = now

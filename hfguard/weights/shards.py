@@ -26,11 +26,11 @@ CHUNK = 16 << 20   # bytes compared per step: big enough for memcmp speed, small
 SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<k>\d{1,6})-of-(?P<n>\d{1,6})\.(?P<ext>safetensors|bin)$")
 
 
-def model_checkpoints(target: Any) -> tuple[list[Checkpoint], list[tuple[str, str]]]:
+def model_checkpoints(target: Any, stream: Any = None) -> tuple[list[Checkpoint], list[tuple[str, str]]]:
     """checkpoints_of, with shards that no index claims (`model-00001-of-00004.safetensors` ...)
     joined into one checkpoint as well: loaders that glob *.safetensors (vLLM, TGI) load them as
     one model, so they are judged as one, not as N fragments each missing most of the model."""
-    ckpts, failed = checkpoints_of(target)
+    ckpts, failed = checkpoints_of(target, stream)
     groups: dict[tuple[str, str, str, str], list[tuple[int, Checkpoint]]] = {}
     out: list[Checkpoint] = []
     for c in ckpts:
@@ -135,7 +135,7 @@ def same_bytes(a: TensorMeta, b: TensorMeta) -> bool:
         return False
     for start in range(0, sa[1], CHUNK):
         n = min(CHUNK, sa[1] - start)
-        ra, rb = map_bytes(a.path, sa[0] + start, n), map_bytes(b.path, sb[0] + start, n)
+        ra, rb = map_bytes(a.data_path, sa[0] + start, n), map_bytes(b.data_path, sb[0] + start, n)
         words = np.uint64 if n % 8 == 0 else np.uint8
         if not np.array_equal(ra.view(words), rb.view(words)):
             return False

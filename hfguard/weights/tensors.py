@@ -10,7 +10,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -47,6 +47,13 @@ class TensorMeta:
     nbytes: int                      # bytes of the storage (torch: the whole storage)
     stride: tuple[int, ...] | None = None   # in elements; None: contiguous
     storage_offset: int = 0                 # in elements
+    # a remote shard fetched on first read (hfguard.weights.stream); None: `path` is on disk
+    shard: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def data_path(self) -> Path:
+        """Where the bytes are now: `path`, or the remote shard once fetched (fetched here)."""
+        return self.path if self.shard is None else self.shard.local()
 
     @property
     def numel(self) -> int:
@@ -102,12 +109,19 @@ _FATAL_HEADER = ("safetensors/truncated", "safetensors/header-length", "safetens
                  "safetensors/duplicate-key", "safetensors/header-start")
 
 
-def read_safetensors_header(path: Path, display: str) -> dict[str, TensorMeta]:
-    """Tensor entries through the static tier's strict header parser (hfguard.static)."""
+def read_safetensors_header(path: Path, display: str, fh: BinaryIO | None = None, size: int | None = None,
+                            shard: Any = None) -> dict[str, TensorMeta]:
+    """Tensor entries through the static tier's strict header parser (hfguard.static). With `fh`
+    and `size` the header is read from that stream (a Hub file by range reads) and `path` is where
+    the bytes will lie once `shard` has fetched them."""
     from hfguard.static.formats.safetensors import read_header
 
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
+    if fh is None:
+        size = path.stat().st_size
+        with open(path, "rb") as own:
+            header = read_header(own, size)
+    else:
+        assert size is not None
         header = read_header(fh, size)
     fatal = [p for p in header.problems if p.rule in _FATAL_HEADER or p.rule.endswith("json")]
     if fatal or (header.problems and not header.tensors):
@@ -125,7 +139,7 @@ def read_safetensors_header(path: Path, display: str) -> dict[str, TensorMeta]:
         if not (0 <= t.begin <= t.end <= data_len and size_ok):
             raise WeightsFormatError(f"{display}: tensor {t.name!r} does not fit its bytes")
         out[t.name] = TensorMeta(t.name, dtype, shape, display, path, header.data_start + t.begin,
-                                 t.end - t.begin)
+                                 t.end - t.begin, shard=shard)
     return out
 
 
@@ -138,14 +152,18 @@ def torch_zip_available() -> bool:
     return True
 
 
-def read_torch_zip_layout(path: Path, display: str) -> dict[str, TensorMeta]:
+def read_torch_zip_layout(path: Path, display: str, fh: BinaryIO | None = None,
+                          shard: Any = None) -> dict[str, TensorMeta]:
     try:
         from hfguard.static.pickle.torch_layout import torch_zip_tensors
     except ImportError:
         raise WeightsFormatError("weights tier: torch zip reading not available "
                                  "(hfguard.static.pickle.torch_layout is missing)") from None
     try:
-        with open(path, "rb") as fh:
+        if fh is None:
+            with open(path, "rb") as own:
+                refs = torch_zip_tensors(own)
+        else:
             refs = torch_zip_tensors(fh)
     except OSError:
         raise
@@ -160,7 +178,7 @@ def read_torch_zip_layout(path: Path, display: str) -> dict[str, TensorMeta]:
             raise WeightsFormatError(f"{display}: tensor {ref.name!r} has unsupported dtype {ref.dtype}")
         out[ref.name] = TensorMeta(ref.name, ref.dtype, tuple(ref.shape), display, path,
                                    ref.data_offset, ref.data_length, tuple(ref.stride),
-                                   ref.storage_offset)
+                                   ref.storage_offset, shard=shard)
     return out
 
 
@@ -224,7 +242,7 @@ def load_tensor(meta: TensorMeta, copy: bool = True, out: np.ndarray | None = No
     itemsize = _ITEMSIZE[meta.dtype]
     if meta.numel == 0:
         return np.zeros(meta.shape, dtype=np.float32)
-    raw = map_bytes(meta.path, meta.offset, meta.nbytes).view(_storage_dtype(meta.dtype))
+    raw = map_bytes(meta.data_path, meta.offset, meta.nbytes).view(_storage_dtype(meta.dtype))
     if meta.stride is None:
         arr = raw[: meta.numel].reshape(meta.shape)
     else:
@@ -271,16 +289,28 @@ def _read_index(path: Path, display: str) -> dict[str, str]:
     return wm
 
 
-def _read_file(kind: str, path: Path, display: str) -> dict[str, TensorMeta]:
-    return read_safetensors_header(path, display) if kind == "safetensors" else \
-        read_torch_zip_layout(path, display)
+def _read_file(kind: str, tf: Any, stream: Any = None) -> dict[str, TensorMeta]:
+    """The tensors of one weights file. A remote file given a `stream` (hfguard.weights.stream) is
+    not downloaded here: its header is range-read and the stream fetches the bytes on first read;
+    otherwise the file is materialized (downloaded in full for a remote target)."""
+    if stream is not None and tf.local_path is None and tf.fetch is not None:
+        shard = stream.add(tf)
+        with tf.open() as fh:
+            if kind == "safetensors":
+                return read_safetensors_header(shard.path, tf.path, fh, tf.size, shard)
+            return read_torch_zip_layout(shard.path, tf.path, fh, shard)
+    path = tf.materialize()
+    return read_safetensors_header(path, tf.path) if kind == "safetensors" else \
+        read_torch_zip_layout(path, tf.path)
 
 
-def checkpoints_of(target: Any) -> tuple[list[Checkpoint], list[tuple[str, str]]]:
+def checkpoints_of(target: Any, stream: Any = None) -> tuple[list[Checkpoint], list[tuple[str, str]]]:
     """Group a Target's weight files into checkpoints (shards joined through their index json).
 
     Returns the checkpoints and the files that could not be read as (display path, reason).
-    Only weight files and index files are materialized (a full download for Hub targets).
+    Index files are materialized; weight files too (a full download for Hub targets), unless a
+    `stream` (hfguard.weights.stream.ShardStream) is given: then remote ones are fetched one shard
+    at a time as the passes read them, and released after.
     """
     from hfguard.sniff import GGUF, HDF5, NUMPY, ONNX, PICKLE, SAFETENSORS, TORCH_LEGACY, ZIP, sniff
 
@@ -318,8 +348,8 @@ def checkpoints_of(target: Any) -> tuple[list[Checkpoint], list[tuple[str, str]]
             failed.append((idx.path, str(exc)))
             continue
         listed: dict[str, set[str]] = {}
-        for tname, shard in wm.items():
-            listed.setdefault(f"{folder}/{shard}", set()).add(tname)
+        for tname, shard in wm.items():   # Hub paths have no folder: the shard names itself
+            listed.setdefault(f"{folder}/{shard}" if "/" in idx.path else shard, set()).add(tname)
         for shard_path, names in sorted(listed.items()):
             if shard_path not in weights:
                 ckpt.problems.append(Observation(
@@ -330,7 +360,7 @@ def checkpoints_of(target: Any) -> tuple[list[Checkpoint], list[tuple[str, str]]
             claimed.add(shard_path)
             kind, tf = weights[shard_path]
             try:
-                metas = _read_file(kind, tf.materialize(), tf.path)
+                metas = _read_file(kind, tf, stream)
             except (WeightsFormatError, OSError) as exc:
                 failed.append((tf.path, str(exc)))
                 continue
@@ -352,7 +382,7 @@ def checkpoints_of(target: Any) -> tuple[list[Checkpoint], list[tuple[str, str]]
         if display in claimed:
             continue
         try:
-            metas = _read_file(kind, tf.materialize(), tf.path)
+            metas = _read_file(kind, tf, stream)
         except (WeightsFormatError, OSError) as exc:
             failed.append((display, str(exc)))
             continue

@@ -230,28 +230,28 @@ def test_meter_reports_rate_and_eta_and_names_the_budget_a_model_needs():
     work = {f"t{i}": Work(1_000_000_000, f"model-{i // 10 + 1:05d}-of-00010.safetensors") for i in range(100)}
     meter = ByteMeter("weights: big", 600, work, lines.append, clock=clock)
     for i in range(12):   # 1 GB per second
-        meter.tick(f"reading t{i}")
+        meter.tick(f"reading t{i}", item=f"t{i}")
         clock.now += 1.0
     assert lines[-1] == ("weights: big: 10.00 GB of 100.00 GB (10%), "
                          "shard 2/10 model-00002-of-00010.safetensors, 1.00 GB/s, ETA 1m30s")
     clock = Clock()
     short = ByteMeter("weights: big", 60, work, lines.append, clock=clock)
-    short.tick("reading t0")
+    short.tick("reading t0", item="t0")
     clock.now = 0.9
-    short.tick("reading t1")   # 89 s to go at this rate, but under a second of reading is not trusted
+    short.tick("reading t1", item="t1")   # 89 s to go at this rate, but under a second is not trusted
     clock.now = 2.0
     with pytest.raises(BudgetExceeded, match=r"2.00 GB of 100.00 GB read in 2.0s at 1.00 GB/s; the remaining "
                                              r"98.00 GB need ~98s more, beyond the 60s budget: "
                                              r"this model needs at least --budget 130"):
-        short.tick("reading t2")
+        short.tick("reading t2", item="t2")
 
 
 def test_hostile_shard_names_are_escaped_on_the_progress_line():
     lines: list[str] = []
     work = {"a": Work(1, "a\x1b[2J.safetensors"), "b": Work(1, "b\nPASS.safetensors")}
     meter = ByteMeter("weights: x", 60, work, lines.append)
-    meter.tick("reading a")
-    meter.tick("reading b")
+    meter.tick("reading a", item="a")
+    meter.tick("reading b", item="b")
     assert lines and all("\x1b" not in ln and "\n" not in ln for ln in lines)
     assert "b\\nPASS.safetensors" in lines[-1]
 

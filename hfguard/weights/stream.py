@@ -1,0 +1,232 @@
+"""Remote weight shards (Hub targets and Hub bases) fetched one at a time as the passes read them.
+
+A 100+ GB model is not downloaded before its first tensor is read: `checkpoints_of(target, stream)`
+range-reads each shard's header only, and the tensors' `data_path` asks the stream for the file on
+first read. The stream downloads that shard into its own scratch folder (never the user's HF cache:
+a shard already there is read in place and never deleted), starts the next shard in the background
+so downloading overlaps the analysis, and deletes the least recently read shard once more than
+`window` would be held. Peak disk: about `window` x the largest shard per stream (a diff holds two
+streams: the model's and the base's).
+
+The passes read the model in file order, shard by shard, so each shard is fetched once per pass.
+A base sharded differently is read in the model's order: its shards are fetched as the model's
+tensors ask for them, bounded by the same window. With a pathological interleaving (model tensors
+that alternate between more base shards than the window holds) an evicted shard is fetched again:
+a fallback that costs bandwidth, never a skipped tensor; every re-fetch is said on the progress line
+and counted in `refetched`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hfguard.report.escape import safe
+from hfguard.weights.progress import duration, gb
+from hfguard.weights.tensors import WeightsFormatError
+
+WINDOW = 2   # shards held per stream: the one being read and the next one downloading
+# A prefetch only evicts a shard unread for this long: analysis workers take tensors in file order,
+# so one may still be about to read the last tensor of the previous shard when another starts the
+# next; evicting it then would fetch it again. A read on demand evicts the least recently read.
+GRACE_S = 1.0
+
+
+@dataclass(eq=False)
+class RemoteShard:
+    stream: ShardStream
+    tf: Any                          # the TargetFile (fetch(scratch=...) downloads it)
+    index: int
+    path: Path                       # what TensorMeta.path names (sorts in shard order); not a file
+    local_path: Path | None = None   # the fetched bytes, while held
+    owned: bool = False              # in the stream's scratch folder (deleted on release)
+    future: Future[Path] | None = None
+    last: int = 0                    # when last read (the stream's counter): the LRU order
+    last_s: float = 0.0              # ... in seconds (time.monotonic)
+    fetches: int = 0
+
+    def local(self) -> Path:
+        return self.stream.acquire(self)
+
+
+@dataclass
+class ShardStream:
+    """The remote shards of one model, at most `window` on disk at once."""
+
+    label: str = "weights"
+    progress: Callable[[str], None] = lambda msg: None
+    window: int = WINDOW
+    shards: list[RemoteShard] = field(default_factory=list)
+    # (what, shard name, bytes found under the scratch folder right after): fetched / released
+    events: list[tuple[str, str, int]] = field(default_factory=list)
+    refetched: int = 0
+    peak_bytes: int = 0    # the most bytes found under the scratch folder at a fetch or release
+    peak_shards: int = 0   # the most shards held at once (HF-cache ones included)
+
+    def __post_init__(self) -> None:
+        self.window = max(1, self.window)
+        self._root: Path | None = None
+        self._lock = threading.RLock()
+        self._clock = 0
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> ShardStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def root(self) -> Path:
+        if self._root is None:   # created on the first remote shard: local targets never touch disk
+            self._root = Path(tempfile.mkdtemp(prefix="hfguard-shards-"))
+        return self._root
+
+    def add(self, tf: Any) -> RemoteShard:
+        with self._lock:
+            i = len(self.shards)
+            plain = re.sub(r"[^\w.-]", "_", tf.name)   # a hostile name never becomes a path here
+            shard = RemoteShard(self, tf, i, self.root / "pending" / f"{i:05d}-{plain}")
+            self.shards.append(shard)
+            return shard
+
+    def acquire(self, shard: RemoteShard) -> Path:
+        """The shard's local file, fetched (or awaited, if prefetching) when not held."""
+        with self._lock:
+            self._clock += 1
+            shard.last, shard.last_s = self._clock, time.monotonic()
+            if shard.local_path is not None:
+                self._prefetch_after(shard)
+                return shard.local_path
+            fut = shard.future
+            inline = fut is None
+            if fut is None:
+                self._make_room(keep=shard)
+                fut = shard.future = Future()
+        if inline:
+            self._fetch(shard, fut)
+        path = fut.result()
+        with self._lock:
+            if shard.local_path is not None:
+                self._prefetch_after(shard)
+        return path
+
+    def _prefetch_after(self, shard: RemoteShard) -> None:
+        """Start downloading the next shard while this one is read, if the window has room
+        without evicting `shard` or a shard read within GRACE_S (window 1: no prefetch). Tried at
+        every read; a shard fetched before is not guessed at again."""
+        if shard.index + 1 >= len(self.shards):
+            return
+        nxt = self.shards[shard.index + 1]
+        if nxt.local_path is not None or nxt.future is not None or nxt.fetches:
+            return
+        if not self._make_room(keep=shard, also=nxt):
+            return
+        nxt.future = Future()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="hfguard-prefetch")
+        self._pool.submit(self._fetch, nxt, nxt.future)
+
+    def _make_room(self, keep: RemoteShard, also: RemoteShard | None = None) -> bool:
+        """Release least recently read shards until one more fits; False if only shards being
+        downloaded or `keep` are held (then nothing is started: the caller waits or skips)."""
+        recent = time.monotonic() - GRACE_S
+        while True:
+            held = [s for s in self.shards if s.local_path is not None or s.future is not None]
+            if len([s for s in held if s is not also]) < self.window:
+                return True
+            free = [s for s in held if s is not keep and s is not also and s.local_path is not None
+                    and (also is None or s.last_s < recent)]
+            if not free:
+                return also is None   # a read always proceeds (one over the window at worst)
+            self._release(min(free, key=lambda s: s.last))
+
+    def _fetch(self, shard: RemoteShard, fut: Future[Path]) -> None:
+        n, name = len(self.shards), shard.tf.name
+        with self._lock:
+            again = shard.fetches > 0
+            shard.fetches += 1
+            self.refetched += again
+        what = "fetching again (shards interleaved beyond the window)" if again else "fetching"
+        self.progress(f"{safe(self.label)}: {what} shard {shard.index + 1}/{n} {safe(name)} "
+                      f"({gb(shard.tf.size)})…")
+        started = time.monotonic()
+        try:
+            path = Path(shard.tf.fetch(scratch=self.root / f"{shard.index:05d}"))
+        except Exception as exc:  # noqa: BLE001 - the pass reports the shard unreadable (ERROR)
+            with self._lock:
+                shard.future = None
+            fut.set_exception(WeightsFormatError(f"{shard.tf.path}: download failed: {exc}"))
+            return
+        spent = time.monotonic() - started
+        with self._lock:
+            shard.local_path = path
+            shard.owned = _inside(path, self.root)
+            self._event("fetched", shard)
+        rate = f", {gb(shard.tf.size / spent)}/s" if spent > 0 else ""
+        self.progress(f"{safe(self.label)}: shard {shard.index + 1}/{n} {safe(name)} fetched in "
+                      f"{duration(spent)}{rate}" + ("" if shard.owned else " (from the HF cache)"))
+        fut.set_result(path)
+
+    def _release(self, shard: RemoteShard) -> None:
+        """Forget the shard's file; delete it only if it lies in our scratch folder. A reader that
+        still maps it keeps its pages (POSIX unlink); a later read fetches it again."""
+        if shard.owned and self._root is not None:
+            shutil.rmtree(self._root / f"{shard.index:05d}", ignore_errors=True)
+        shard.local_path, shard.future, shard.owned = None, None, False
+        self._event("released", shard)
+
+    def _event(self, what: str, shard: RemoteShard) -> None:
+        held = _bytes_under(self._root) if self._root is not None else 0
+        self.peak_bytes = max(self.peak_bytes, held)
+        self.peak_shards = max(self.peak_shards, sum(s.local_path is not None for s in self.shards))
+        self.events.append((what, shard.tf.name, held))
+
+    def close(self) -> None:
+        """Wait for a prefetch in flight, then delete the scratch folder (and every shard in it)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        with self._lock:
+            for s in self.shards:
+                if s.local_path is not None:
+                    self._release(s)
+            if self._root is not None:
+                shutil.rmtree(self._root, ignore_errors=True)
+                self._root = None
+        fetched = sum(s.fetches for s in self.shards)
+        if fetched:
+            self.progress(f"{safe(self.label)}: {fetched} shard downloads, at most {self.peak_shards} of "
+                          f"{len(self.shards)} shards held at once ({gb(self.peak_bytes)} on disk at most)")
+        if self.refetched:
+            self.progress(f"{safe(self.label)}: {self.refetched} shard(s) fetched more than once: the "
+                          f"model's tensor order interleaves more than {self.window} shards")
+
+
+def _inside(path: Path, root: Path) -> bool:
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    return os.path.commonpath([real, top]) == top
+
+
+def _bytes_under(root: Path) -> int:
+    """Bytes of the regular files under `root` (links not followed: an HF-style cache links
+    snapshots to blobs), partial downloads included."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, f))
+            except OSError:
+                continue
+            if not os.path.islink(os.path.join(dirpath, f)):
+                total += st.st_size
+    return total

@@ -1,0 +1,113 @@
+"""A sharded Hub model checked with --tier weights (and --base, another Hub repo) is streamed: its
+shards are downloaded one at a time into hfguard's own scratch folder as the passes reach them,
+at most a window of them on disk, each deleted after, never into the user's HF cache."""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from testing import weight_edits as we
+from tests.hub.conftest import rules, run_check
+from tests.weights.test_shards import _resave, _shards
+
+INDEX = "model.safetensors.index.json"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """A trained tiny GPT-2 as one file (the base), in ~200 KB shards, and those shards with a
+    ROME edit of an MLP in the last shard."""
+    root = tmp_path_factory.mktemp("stream")
+    model = we.build("gpt2", 0)
+    base = we.save(model, root / "base")
+    model.save_pretrained(root / "clean", max_shard_size="200KB")
+    shards = _shards(root / "clean")
+    assert len(shards) >= 5
+    state = {k: v.copy() for k, v in we.state_of(base).items()}
+    last = list(shards.values())[-1]
+    layer = max(i for i, n in enumerate(we.names(state, we.MLP_OUT)) if n in last)
+    assert we.rome(state, layer, seed=3) in last
+    return {"base": base, "clean": root / "clean", "rome": _resave(root / "clean", root / "rome", state)}
+
+
+def _repo(folder: Path) -> dict[str, Path]:
+    return {p.name: p for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def scratch(tmp_path, monkeypatch) -> Path:
+    """hfguard's temp area for this test (tempfile's default folder), to see it emptied."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def _full_downloads(hub, folder: Path) -> dict[str, int]:
+    """Shard file -> GET requests that sent the whole file (header reads are small ranges)."""
+    return {name: sum(1 for r in hub.requests(f"GET .*/{re.escape(name)}$")
+                      if r["sent"] == (folder / name).stat().st_size) for name in _shards(folder)}
+
+
+def _held(err: str, label: str) -> tuple[int, int, float]:
+    """(downloads, most shards held at once, most MB on disk) from the stream's closing line."""
+    m = re.search(rf"{label}: (\d+) shard downloads, at most (\d+) of \d+ shards held at once "
+                  rf"\(([\d.]+) MB on disk at most\)", err)
+    assert m, err
+    return int(m[1]), int(m[2]), float(m[3])
+
+
+def test_sharded_hub_model_is_streamed_shard_by_shard_and_the_edit_blocks(hub, models, scratch,
+                                                                          isolated_hf_home):
+    hub.add_repo("acme/gpt2-base", _repo(models["base"]))
+    hub.add_repo("acme/gpt2-rome", _repo(models["rome"]))
+    shards = _shards(models["rome"])
+    largest = max((models["rome"] / s).stat().st_size for s in shards)
+
+    code, report, err = run_check("acme/gpt2-rome", "--tier", "weights", "--base", "acme/gpt2-base")
+    assert report["verdict"] == "BLOCK" and code != 0, report
+    assert "weights/surgical-edit" in rules(report)
+    # each shard downloaded in full once per pass over it (statistics, then the diff), never before
+    # the first pass needed it; the one-file base once
+    downloads = _full_downloads(hub, models["rome"])
+    assert set(downloads.values()) == {2}, downloads
+    base_size = (models["base"] / "model.safetensors").stat().st_size
+    assert sum(1 for r in hub.requests("GET .*/model.safetensors$") if r["sent"] == base_size) == 1
+    # at most the window (2) on disk at once, measured in the scratch folder at every fetch/release
+    for label in ("weights", "weights: model"):
+        n, held, mb = _held(err, label)
+        assert n == len(shards) and held <= 2 and mb * 1e6 <= 2 * largest + 1e5, (label, n, held, mb)
+    assert "ETA" in err or "fetched in" in err
+    # everything fetched was deleted after, and nothing went into the user's HF cache
+    assert list(scratch.iterdir()) == []
+    cached = [p.name for p in (isolated_hf_home / "hub").rglob("*.safetensors")]
+    assert not set(cached) & set(shards), cached
+
+
+def test_clean_sharded_hub_model_passes_against_its_hub_base(hub, models, scratch):
+    hub.add_repo("acme/gpt2-base", _repo(models["base"]))
+    hub.add_repo("acme/gpt2-clean", _repo(models["clean"]))
+    code, report, err = run_check("acme/gpt2-clean", "--tier", "weights", "--base", "acme/gpt2-base")
+    assert report["verdict"] == "PASS" and code == 0, (report["verdict"], rules(report))
+    summary = json.dumps(report)
+    assert "weights/base-diff-summary" in summary
+    assert list(scratch.iterdir()) == []
+
+
+def test_slow_shard_downloads_stop_the_pass_with_the_budget_the_model_needs(hub, models, scratch):
+    """The meter's rate includes the downloads: too slow a Hub stops the pass early, naming the
+    --budget that would do, and the shards fetched so far are deleted."""
+    hub.add_repo("acme/gpt2-rome", _repo(models["rome"]))
+    hub.fail(r"HEAD .*/model-0000\d-of-00007.safetensors$", delay=0.5, times=-1)   # downloads only
+    code, report, err = run_check("acme/gpt2-rome", "--tier", "weights", "--budget", "2")
+    assert report["verdict"] == "ERROR", rules(report)
+    text = json.dumps(report)
+    m = re.search(r"this model needs at least --budget (\d+)", text)
+    assert m and int(m[1]) > 2, text[:2000]
+    assert len(hub.requests(r"HEAD .*/model-0000\d-of-00007.safetensors$")) < 7   # stopped early
+    assert list(scratch.iterdir()) == []

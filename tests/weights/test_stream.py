@@ -1,0 +1,138 @@
+"""ShardStream: remote shards fetched as the passes read them, at most a window on disk, deleted
+after; a base sharded so that the model's order interleaves its shards is re-fetched, never skipped.
+
+The "remote" files here are TargetFiles without a local copy whose fetch copies the real file into
+the folder it is given (what hub.resolve's fetcher does with a download), so every read of a tensor
+goes through the stream."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hfguard.budget import Budget
+from hfguard.target import Target, TargetFile, local_file, local_target
+from hfguard.weights.check import DEFAULTS
+from hfguard.weights.defaults import DIFF_DEFAULTS
+from hfguard.weights.diff import diff_checkpoints
+from hfguard.weights.progress import ByteMeter, Work
+from hfguard.weights.shards import model_checkpoints
+from hfguard.weights.stats import backend_for
+from hfguard.weights.stream import ShardStream
+from hfguard.weights.tensors import WeightsFormatError
+from tests.weights.test_shards import _bin_shards, gpt2  # noqa: F401 - the module fixture
+
+TH = {**DEFAULTS, **DIFF_DEFAULTS}
+
+
+def remote(folder: Path, fetched: list[str], cached: Path | None = None, fail: str = "") -> Target:
+    """The folder as a remote target: headers read through open(), bytes only through fetch().
+    `cached`: a folder standing for the user's HF cache, whose files are handed out in place."""
+
+    def file(p: Path) -> TargetFile:
+        def fetch(scratch: Path | None = None) -> Path:
+            fetched.append(p.name)
+            if p.name == fail:
+                raise OSError("connection reset")
+            if cached is not None:
+                return cached / p.name
+            assert scratch is not None
+            scratch.mkdir(parents=True)
+            return Path(shutil.copy(p, scratch / p.name))
+
+        return TargetFile(path=p.name, size=p.stat().st_size, opener=lambda: open(p, "rb"), fetch=fetch)
+
+    weights = (".safetensors", ".bin")   # index and config files: small, downloaded as before
+    return Target(name=folder.name, source="hub",
+                  files=[file(p) if p.name.endswith(weights) else local_file(p, p.name)
+                         for p in sorted(folder.iterdir()) if p.is_file()])
+
+
+def test_shards_are_fetched_once_each_in_order_and_at_most_the_window_is_held(gpt2):  # noqa: F811
+    fetched: list[str] = []
+    lines: list[str] = []
+    [ref], _ = model_checkpoints(local_target([str(gpt2["base"])]))
+    with ShardStream("weights", lines.append) as stream:
+        [tgt], _ = model_checkpoints(remote(gpt2["rome"], fetched), stream)
+        assert fetched == []   # headers by range reads: nothing downloaded before the pass
+        res = diff_checkpoints(ref, tgt, backend_for("cpu"), TH, Budget())
+        scratch = stream.root
+        largest = max(s.tf.size for s in stream.shards)
+        assert stream.peak_shards <= 2 and stream.peak_bytes <= 2 * largest, stream.events
+        assert stream.refetched == 0
+    assert [d.name for d in res.deltas] == [gpt2["edited"]]
+    shards = sorted(n for n in os.listdir(gpt2["rome"]) if n.startswith("model-"))
+    assert fetched == shards   # each once, in file order
+    released = [name for what, name, _ in stream.events if what == "released"]
+    assert released == shards   # the window slid: each deleted after its tensors were read
+    assert not scratch.exists()
+    assert any("fetched in" in ln for ln in lines)
+
+
+def test_a_base_whose_shards_interleave_beyond_the_window_is_refetched_not_skipped(gpt2, tmp_path):  # noqa: F811
+    """Round-robin .bin shards (tensor k in shard k mod 3): the model's order asks for base shards
+    1, 2, 3, 1, 2, 3... A window of 2 cannot hold them; they are fetched again and the diff is whole."""
+    folder = tmp_path / "base"
+    folder.mkdir()
+    _bin_shards({k: v for k, v in gpt2["state"].items()}, folder)   # edited state: the base has the edit
+    fetched: list[str] = []
+    lines: list[str] = []
+    [tgt], _ = model_checkpoints(local_target([str(gpt2["clean"])]))
+    with ShardStream("weights: base", lines.append) as stream:
+        [ref], _ = model_checkpoints(remote(folder, fetched), stream)
+        res = diff_checkpoints(ref, tgt, backend_for("cpu"), TH, Budget())
+        assert stream.peak_shards <= 2
+    assert stream.refetched > 0 and len(fetched) > 3
+    [local_ref], _ = model_checkpoints(local_target([str(folder)]))
+    assert res.compared == diff_checkpoints(local_ref, tgt, backend_for("cpu"), TH, Budget()).compared > 50
+    assert [d.name for d in res.deltas] == [gpt2["edited"]]   # every tensor compared, the edit found
+    assert any("fetching again" in ln for ln in lines) and any("more than once" in ln for ln in lines)
+
+
+def test_files_from_the_hf_cache_are_read_in_place_and_never_deleted(gpt2, tmp_path):  # noqa: F811
+    cache = tmp_path / "hf-cache"
+    shutil.copytree(gpt2["clean"], cache)
+    before = sorted(os.listdir(cache))
+    fetched: list[str] = []
+    with ShardStream(window=1) as stream:
+        [tgt], _ = model_checkpoints(remote(gpt2["clean"], fetched, cached=cache), stream)
+        for name in tgt.tensors:
+            tgt.load(name)
+        assert stream.peak_shards == 1
+    assert sorted(os.listdir(cache)) == before
+    assert len(fetched) == len([n for n in before if n.startswith("model-")])
+
+
+def test_a_shard_that_cannot_be_fetched_is_an_error_not_a_skip(gpt2):  # noqa: F811
+    fetched: list[str] = []
+    [ref], _ = model_checkpoints(local_target([str(gpt2["base"])]))
+    with ShardStream() as stream:
+        [tgt], _ = model_checkpoints(remote(gpt2["rome"], fetched, fail="model-00003-of-00007.safetensors"),
+                                     stream)
+        with pytest.raises(WeightsFormatError, match="model-00003-of-00007.safetensors: download failed"):
+            diff_checkpoints(ref, tgt, backend_for("cpu"), TH, Budget())
+
+
+def test_the_meter_counts_the_item_it_is_told_and_never_parses_the_message():
+    lines: list[str] = []
+    meter = ByteMeter("w", 60, {"a b": Work(10, "f"), "b": Work(5, "f")}, lines.append)
+    meter.tick("reading b")          # a message naming a tensor is not a start
+    meter.tick("reading a b", item="a b")   # a name with a space: counted whole
+    meter.tick("measuring a b", item="a b")  # the same item again: counted once
+    meter.tick("reading b", item="b")
+    assert (meter.done, meter.started_bytes) == (10, 15)
+
+
+def test_the_next_shard_downloads_while_this_one_is_read(gpt2):  # noqa: F811
+    fetched: list[str] = []
+    with ShardStream(window=3) as stream:
+        [tgt], _ = model_checkpoints(remote(gpt2["clean"], fetched), stream)
+        first = next(m for m in tgt.float_tensors())
+        tgt.load(first.name)   # a read of shard 1 starts shard 2 in the background
+        nxt = stream.shards[1]
+        assert nxt.future is not None and nxt.future.result() == nxt.local_path
+        assert fetched == ["model-00001-of-00007.safetensors", "model-00002-of-00007.safetensors"]
+        assert stream.shards[2].future is None   # one ahead, not the whole model
