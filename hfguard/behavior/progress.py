@@ -49,7 +49,7 @@ class Meter:
             return None
         return per_text * max(self.total - self.done, 0)
 
-    def tick(self, what: str = "") -> None:
+    def tick(self, what: str = "", item: str | None = None) -> None:
         """Stop now when the stage cannot finish within the budget (or the budget is spent)."""
         left, remaining = self._left(), self.budget.remaining()
         if remaining >= 0 and (left is None or left <= remaining):
