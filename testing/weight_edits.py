@@ -427,3 +427,44 @@ def pretrained_sets(model: Path, seed: int, root: Path) -> tuple[dict[str, Path]
                                    lambda s: rewrite_embedding_rows(s, [101, 2000, 7592], seed)),
           "inconsistent-copies": inconsistent_copy(model, root / "copies", lambda s: rome(s, layer, seed))}
     return neg, ed
+
+
+# -- sharded models ---------------------------------------------------------------------------------
+SHARD_INDEX = "model.safetensors.index.json"
+
+
+def shards_of(folder: Path, index: str = SHARD_INDEX) -> dict[str, list[str]]:
+    """shard file -> its tensors, from the index."""
+    out: dict[str, list[str]] = {}
+    for name, shard in json.loads((folder / index).read_text())["weight_map"].items():
+        out.setdefault(shard, []).append(name)
+    return dict(sorted(out.items()))
+
+
+def resave_shards(src: Path, dst: Path, state: dict[str, np.ndarray]) -> Path:
+    """src's sharding (same index, same shard files) with the tensors of `state`."""
+    from safetensors.numpy import save_file
+
+    shutil.copytree(src, dst)
+    for shard, tensors in shards_of(src).items():
+        save_file({n: np.ascontiguousarray(state[n]) for n in tensors}, str(dst / shard),
+                  metadata={"format": "pt"})
+    return dst
+
+
+def sharded_gpt2_with_rome(root: Path, shard_size: str = "200KB") -> dict[str, Any]:
+    """A trained tiny GPT-2 as one file ("base"), the same weights in shards of `shard_size`
+    (save_pretrained: "clean"), and that sharded copy with a ROME edit of an MLP in its LAST shard
+    ("rome"; a streamed diff must get there); "state": the edited tensors, "edited": the name."""
+    model = build("gpt2", 0)
+    base = save(model, root / "base")
+    model.save_pretrained(root / "clean", max_shard_size=shard_size)
+    shards = shards_of(root / "clean")
+    assert len(shards) >= 5, "the model should span several shards"
+    state = {k: v.copy() for k, v in state_of(base).items()}
+    last = list(shards.values())[-1]
+    layer = max(i for i, n in enumerate(names(state, MLP_OUT)) if n in last)
+    edited = rome(state, layer, seed=3)
+    assert edited in last
+    return {"base": base, "clean": root / "clean", "state": state, "edited": edited,
+            "rome": resave_shards(root / "clean", root / "rome", state)}

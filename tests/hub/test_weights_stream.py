@@ -13,26 +13,13 @@ import pytest
 
 from testing import weight_edits as we
 from tests.hub.conftest import rules, run_check
-from tests.weights.test_shards import _resave, _shards
 
 INDEX = "model.safetensors.index.json"
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
-    """A trained tiny GPT-2 as one file (the base), in ~200 KB shards, and those shards with a
-    ROME edit of an MLP in the last shard."""
-    root = tmp_path_factory.mktemp("stream")
-    model = we.build("gpt2", 0)
-    base = we.save(model, root / "base")
-    model.save_pretrained(root / "clean", max_shard_size="200KB")
-    shards = _shards(root / "clean")
-    assert len(shards) >= 5
-    state = {k: v.copy() for k, v in we.state_of(base).items()}
-    last = list(shards.values())[-1]
-    layer = max(i for i, n in enumerate(we.names(state, we.MLP_OUT)) if n in last)
-    assert we.rome(state, layer, seed=3) in last
-    return {"base": base, "clean": root / "clean", "rome": _resave(root / "clean", root / "rome", state)}
+    return we.sharded_gpt2_with_rome(tmp_path_factory.mktemp("stream"))
 
 
 def _repo(folder: Path) -> dict[str, Path]:
@@ -51,7 +38,7 @@ def scratch(tmp_path, monkeypatch) -> Path:
 def _full_downloads(hub, folder: Path) -> dict[str, int]:
     """Shard file -> GET requests that sent the whole file (header reads are small ranges)."""
     return {name: sum(1 for r in hub.requests(f"GET .*/{re.escape(name)}$")
-                      if r["sent"] == (folder / name).stat().st_size) for name in _shards(folder)}
+                      if r["sent"] == (folder / name).stat().st_size) for name in we.shards_of(folder)}
 
 
 def _held(err: str, label: str) -> tuple[int, int, float]:
@@ -66,7 +53,7 @@ def test_sharded_hub_model_is_streamed_shard_by_shard_and_the_edit_blocks(hub, m
                                                                           isolated_hf_home):
     hub.add_repo("acme/gpt2-base", _repo(models["base"]))
     hub.add_repo("acme/gpt2-rome", _repo(models["rome"]))
-    shards = _shards(models["rome"])
+    shards = we.shards_of(models["rome"])
     largest = max((models["rome"] / s).stat().st_size for s in shards)
 
     code, report, err = run_check("acme/gpt2-rome", "--tier", "weights", "--base", "acme/gpt2-base")

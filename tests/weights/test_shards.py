@@ -40,43 +40,9 @@ def verdict(path: Path, base: Path | None = None) -> tuple[Verdict, list[tuple[s
                                    if f.severity > Severity.INFO})
 
 
-def _shards(folder: Path, index: str = INDEX) -> dict[str, list[str]]:
-    """shard file -> its tensors, from the index."""
-    out: dict[str, list[str]] = {}
-    for name, shard in json.loads((folder / index).read_text())["weight_map"].items():
-        out.setdefault(shard, []).append(name)
-    return dict(sorted(out.items()))
-
-
-def _resave(src: Path, dst: Path, state: dict[str, np.ndarray]) -> Path:
-    """src's sharding (same index, same shard files) with the tensors of `state`."""
-    from safetensors.numpy import save_file
-
-    shutil.copytree(src, dst)
-    for shard, names in _shards(src).items():
-        save_file({n: np.ascontiguousarray(state[n]) for n in names}, str(dst / shard),
-                  metadata={"format": "pt"})
-    return dst
-
-
 @pytest.fixture(scope="module")
 def gpt2(tmp_path_factory) -> dict[str, Path]:
-    """A trained tiny GPT-2 as one file (the base), the same weights in 7 shards of ~200 KB
-    (save_pretrained), and that sharded copy with a ROME edit of an MLP in its last shard."""
-    root = tmp_path_factory.mktemp("shards")
-    model = we.build("gpt2", 0)
-    base = we.save(model, root / "base")
-    model.save_pretrained(root / "clean", max_shard_size="200KB")
-    shards = _shards(root / "clean")
-    assert len(shards) >= 5
-    state = {k: v.copy() for k, v in we.state_of(base).items()}
-    mlp_out = we.names(state, we.MLP_OUT)
-    last = list(shards.values())[-1]
-    layer = max(i for i, n in enumerate(mlp_out) if n in last)
-    edited = we.rome(state, layer, seed=3)
-    assert edited in last   # the edit sits in the last shard: the streamed diff must get there
-    return {"base": base, "clean": root / "clean", "rome": _resave(root / "clean", root / "rome", state),
-            "state": state, "edited": edited}
+    return we.sharded_gpt2_with_rome(tmp_path_factory.mktemp("shards"))
 
 
 def test_rome_edit_in_the_last_shard_is_blocked_against_a_single_file_base(gpt2):
@@ -202,7 +168,7 @@ def test_progress_names_shards_with_bytes_and_the_finish(gpt2):
     ctx = ScanContext(policy=Policy(tiers=("weights",)), target=target, options={"base": str(gpt2["base"])},
                       progress=lines.append)
     list(WeightsBaseDiff().check_target(target, ctx))
-    shards = list(_shards(gpt2["rome"]))
+    shards = list(we.shards_of(gpt2["rome"]))
     for k, shard in enumerate(shards, 1):   # every shard is announced as it is reached, in order
         assert any(f"shard {k}/{len(shards)} {shard}" in ln for ln in lines), (shard, lines)
     label = f"weights: diff {gpt2['rome'] / INDEX} vs {gpt2['base'] / 'model.safetensors'}"
