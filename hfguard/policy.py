@@ -158,12 +158,31 @@ def policy_from_mapping(doc: dict[str, Any], source: str | None = None) -> Polic
         )
     except (ValueError, TypeError) as exc:
         raise PolicyError(f"{where}: {exc}") from None
+    for key, ids in (("severity", policy.severity_overrides), ("ignore-rules", policy.ignore_rules)):
+        _check_rule_ids(ids, f"{where}: {key}")
     bad = [t for t in policy.tiers if t not in TIERS]
     if bad:
         raise PolicyError(f"{where}: unknown tiers {bad}; expected {list(TIERS)}")
     if policy.flag_at > policy.block_at:
         raise PolicyError(f"{where}: flag-at is above block-at")
     return policy
+
+
+def _check_rule_ids(ids: Any, where: str) -> None:
+    """A rule id under a prefix hfguard owns (pickle/, weights/ ...) that the registry does not know
+    is a typo that would silently change nothing: a usage error, with the nearest ids. Ids under
+    other prefixes may belong to a plugin's checks and are taken as they are."""
+    import difflib
+
+    from hfguard import rules
+
+    known = rules.registry()
+    prefixes = {r.split("/", 1)[0] for r in known}
+    for rule_id in sorted(ids):
+        if rule_id not in known and rule_id.split("/", 1)[0] in prefixes:
+            near = difflib.get_close_matches(rule_id, list(known), n=3)
+            hint = f"; did you mean {', '.join(near)}?" if near else " (`hfguard rules` lists them)"
+            raise PolicyError(f"{where}: unknown rule id {rule_id!r}{hint}")
 
 
 # Each key's type is checked here, so a mistyped value is a PolicyError that names the key (a usage

@@ -164,3 +164,21 @@ def test_well_typed_policy_is_still_accepted(tmp_path):
                                     "--format", "json", "-q"])
     # the override turns the dangerous global into a medium finding: below block-at = critical
     assert res.exit_code == 0 and json.loads(res.stdout)["verdict"] == "FLAG", res.output
+
+
+@pytest.mark.parametrize("policy, key, hint", [
+    ('[severity]\n"pickle/dangerous-globl" = "low"\n', "pickle/dangerous-globl", "pickle/dangerous-global"),
+    ('ignore-rules = ["weights/surgical-edits"]\n', "weights/surgical-edits", "weights/surgical-edit"),
+])
+def test_a_mistyped_rule_id_is_a_usage_error_with_the_nearest_ids(tmp_path, policy, key, hint):
+    """An override or ignore for a rule id hfguard does not have would silently change nothing."""
+    _usage_error(tmp_path, policy, key)
+    res = CliRunner().invoke(main, ["scan", str(tmp_path), "--policy", str(tmp_path / "hfguard.toml"), "-q"])
+    assert f"did you mean {hint}" in res.output
+
+
+def test_rule_ids_of_plugin_prefixes_are_taken_as_they_are(tmp_path):
+    policy = 'ignore-rules = ["acme/house-rule"]\n[severity]\n"acme/x" = "low"\n'
+    (tmp_path / "hfguard.toml").write_text(policy)
+    res = CliRunner().invoke(main, ["scan", str(tmp_path), "--policy", str(tmp_path / "hfguard.toml"), "-q"])
+    assert res.exit_code == 0, res.output
