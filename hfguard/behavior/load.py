@@ -297,17 +297,17 @@ def load_causal_lm(md: ModelDir, device: str = "cpu", dtype: str = "float32") ->
 _LAST: dict[tuple, tuple[Any, Any]] = {}
 
 
-def _weights_key(model_class: Any, md: ModelDir, device: str, dtype: str) -> tuple:
+def _weights_key(model_class: Any, md: ModelDir, device: str, dtype: str | None) -> tuple:
     stats = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in md.root.iterdir() if p.is_file())
     return (str(md.root.resolve()), getattr(model_class, "__name__", str(model_class)), device, dtype,
             tuple(stats))
 
 
 def load_with_tokenizer(model_class: Any, md: ModelDir, device: str = "cpu",
-                        dtype: str = "float32") -> tuple[Any, Any]:
+                        dtype: str | None = None) -> tuple[Any, Any]:
     """A transformers `model_class` from md (safetensors / weights_only; pickles refused) in
-    `dtype` and its tokenizer, given a pad token when it has none (for batching). Loaded once for
-    all checks."""
+    `dtype` (None: transformers' default) and its tokenizer, given a pad token when it has none
+    (for batching). Loaded once for all checks."""
     key = _weights_key(model_class, md, device, dtype)
     if key not in _LAST:
         _LAST.clear()
@@ -315,12 +315,14 @@ def load_with_tokenizer(model_class: Any, md: ModelDir, device: str = "cpu",
     return _LAST[key]
 
 
-def _load_with_tokenizer(model_class: Any, md: ModelDir, device: str, dtype: str) -> tuple[Any, Any]:
+def _load_with_tokenizer(model_class: Any, md: ModelDir, device: str, dtype: str | None) -> tuple[Any, Any]:
     import torch
 
+    kw = _pretrained_kwargs(md.root)
+    if dtype:
+        kw["dtype"] = getattr(torch, dtype)
     with _unpickler_refusals(md.root):
-        model = model_class.from_pretrained(str(md.root), dtype=getattr(torch, dtype),
-                                            **_pretrained_kwargs(md.root))
+        model = model_class.from_pretrained(str(md.root), **kw)
     model = model.to(device).eval()
     tok = load_tokenizer(md.root)
     if tok.pad_token is None:
