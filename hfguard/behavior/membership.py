@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from hfguard.behavior.canaries import Canary, alternative, mixture
-from hfguard.behavior.victim import VICTIM_RECIPES, Modality, train_copy, train_lora
+from hfguard.behavior.victim import Modality, recipe_choice, train_copy, train_lora
 from hfguard.findings import Finding, Severity, plot_evidence
 
 CONTROL = (
@@ -135,9 +135,7 @@ def victim_recipe(model: Any, choice: str, lora_above: int) -> str:
     and a full fine-tune below (the recipe the small-model thresholds were set with)."""
     from hfguard.behavior.victim import n_parameters
 
-    if choice not in VICTIM_RECIPES:
-        raise ValueError(f"victim-recipe {choice!r}: one of {', '.join(VICTIM_RECIPES)}")
-    if choice != "auto":
+    if recipe_choice(choice) != "auto":
         return choice
     return "lora" if n_parameters(model) > lora_above else "full"
 
@@ -461,11 +459,9 @@ def run(check: Any, md: Any, ctx: Any) -> Iterator[Finding]:
     device = pick_device(ctx.options.get("device", "auto"))
     budget = ctx.budget()
     is_clip = md.kind in ("clip", "open_clip")
-    choice = str(th("victim-recipe"))
     try:   # a policy that bypassed validation (API use) with an unknown value: fail closed
         dtype = lm_dtype(device, str(th("lm-dtype")))
-        if choice not in VICTIM_RECIPES:
-            raise ValueError(f"victim-recipe {choice!r}: one of {', '.join(VICTIM_RECIPES)}")
+        choice = recipe_choice(str(th("victim-recipe")))
     except ValueError as exc:
         raise BehaviorUnavailable(f"threshold {exc}") from None
     if is_clip:

@@ -130,6 +130,13 @@ def train_lora(model: Any, items: list[Any], batch_loss: Callable[[Any, list[Any
     return ft
 
 
+def recipe_choice(choice: str) -> str:
+    """`choice` if it is a victim-recipe value (ValueError naming them otherwise)."""
+    if choice not in VICTIM_RECIPES:
+        raise ValueError(f"victim-recipe {choice!r}: one of {', '.join(VICTIM_RECIPES)}")
+    return choice
+
+
 def n_parameters(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
