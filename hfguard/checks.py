@@ -104,6 +104,8 @@ class Check:
     # from [tool.hfguard.thresholds."<section>"]; the section is the check id unless several checks
     # share one (the documented `weights` and `behavior` sections).
     THRESHOLDS: ClassVar[dict[str, Any]] = {}
+    # string thresholds that take one of a few values: name -> the values (others: a usage error)
+    THRESHOLD_CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {}
     threshold_section: ClassVar[str | None] = None
 
     def applies_to(self, file: TargetFile, fmt: str) -> bool:
@@ -244,7 +246,9 @@ def _fits(value: Any, default: Any) -> bool:
 
 def validate_thresholds(thresholds: dict[str, Any], checks: Iterable[Check] | None = None) -> None:
     """ValueError naming the first unknown section or key, or mistyped value, and the valid ones."""
+    checks = list(available_checks() if checks is None else checks)
     declared = threshold_declarations(checks)
+    choices = {(c.threshold_section or c.id, n): v for c in checks for n, v in c.THRESHOLD_CHOICES.items()}
     for section, values in thresholds.items():
         if section not in declared or not declared[section]:
             valid = sorted(k for k, v in declared.items() if v)
@@ -260,6 +264,10 @@ def validate_thresholds(thresholds: dict[str, Any], checks: Iterable[Check] | No
             if not _fits(value, known[name]):
                 raise ValueError(f"threshold thresholds.{section!r}.{name} must be {_type_name(known[name])} "
                                  f"(default {known[name]!r}), not {value!r}")
+            allowed = choices.get((section, name))
+            if allowed and value not in allowed:
+                raise ValueError(f"threshold thresholds.{section!r}.{name} must be one of "
+                                 f"{', '.join(repr(a) for a in allowed)}, not {value!r}")
 
 
 def load_checked_policy(path: Path | None = None) -> Policy:

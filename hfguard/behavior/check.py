@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
+from hfguard.behavior.load import LM_DTYPES
+from hfguard.behavior.victim import VICTIM_RECIPES
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Severity
 from hfguard.target import Target
@@ -300,7 +302,17 @@ class PrivacyBackdoorCheck(BehaviorCheck):
         "lira-always": False,
         "lira-borderline-auc": 0.05,
         "lira-fixed-variance": True,  # one OUT variance pooled over canaries: stable with few models
+        # the victim's fine-tune of a causal LM: "full" (a copy, all weights), "lora" (adapters on the
+        # loaded model, what victims of large models do), "auto": LoRA above lora-above-params
+        "victim-recipe": "auto",
+        "lora-above-params": 1_000_000_000,
+        "lora-rank": 8,
+        "lora-alpha": 16.0,
+        "lora-lr": 1e-3,
+        # the LM's weights: "auto" = bfloat16 on CUDA, float32 on CPU
+        "lm-dtype": "auto",
     }
+    THRESHOLD_CHOICES = {"victim-recipe": VICTIM_RECIPES, "lm-dtype": LM_DTYPES}
 
     def probe(self, md: Any, ctx: ScanContext) -> Iterator[Finding]:
         from hfguard.behavior import membership

@@ -270,36 +270,59 @@ def load_text_encoder(md: ModelDir, device: str = "cpu") -> TextEncoder:
     return TextEncoder(md.kind, model, tok, device, name=md.name, max_length=min(max_len, 512))
 
 
-def load_causal_lm(md: ModelDir, device: str = "cpu") -> tuple[Any, Any]:
-    """(model, tokenizer); the tokenizer gets a pad token when it has none (for batching)."""
+LM_DTYPES = ("auto", "float32", "bfloat16")
+
+
+def lm_dtype(device: str, choice: str = "auto") -> str:
+    """The dtype a causal LM is loaded in: bfloat16 on CUDA (half the memory of fp32: a 7B LM fits
+    one GPU), float32 on CPU (bf16 matmuls are slow there); `choice` other than "auto" wins."""
+    if choice not in LM_DTYPES:
+        raise ValueError(f"lm-dtype {choice!r}: one of {', '.join(LM_DTYPES)}")
+    if choice != "auto":
+        return choice
+    return "bfloat16" if device.startswith("cuda") else "float32"
+
+
+def load_causal_lm(md: ModelDir, device: str = "cpu", dtype: str = "float32") -> tuple[Any, Any]:
+    """(model, tokenizer) in `dtype` (see `lm_dtype`); the tokenizer gets a pad token when it has
+    none (for batching)."""
     from transformers import AutoModelForCausalLM
 
-    return load_with_tokenizer(AutoModelForCausalLM, md, device)
+    return load_with_tokenizer(AutoModelForCausalLM, md, device, dtype)
 
 
 # the last model loaded, so that the behavior checks of one scan share it (checks never modify a
-# loaded model: victims are deep copies); keyed by the weights' identity, one entry at most
+# loaded model: victims are deep copies or LoRA adapters beside it); keyed by the weights' identity,
+# one entry at most
 _LAST: dict[tuple, tuple[Any, Any]] = {}
 
 
-def _weights_key(model_class: Any, md: ModelDir, device: str) -> tuple:
+def _weights_key(model_class: Any, md: ModelDir, device: str, dtype: str | None) -> tuple:
     stats = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in md.root.iterdir() if p.is_file())
-    return (str(md.root.resolve()), getattr(model_class, "__name__", str(model_class)), device, tuple(stats))
+    return (str(md.root.resolve()), getattr(model_class, "__name__", str(model_class)), device, dtype,
+            tuple(stats))
 
 
-def load_with_tokenizer(model_class: Any, md: ModelDir, device: str = "cpu") -> tuple[Any, Any]:
-    """A transformers `model_class` from md (safetensors / weights_only; pickles refused) and its
-    tokenizer, given a pad token when it has none (for batching). Loaded once for all checks."""
-    key = _weights_key(model_class, md, device)
+def load_with_tokenizer(model_class: Any, md: ModelDir, device: str = "cpu",
+                        dtype: str | None = None) -> tuple[Any, Any]:
+    """A transformers `model_class` from md (safetensors / weights_only; pickles refused) in
+    `dtype` (None: transformers' default) and its tokenizer, given a pad token when it has none
+    (for batching). Loaded once for all checks."""
+    key = _weights_key(model_class, md, device, dtype)
     if key not in _LAST:
         _LAST.clear()
-        _LAST[key] = _load_with_tokenizer(model_class, md, device)
+        _LAST[key] = _load_with_tokenizer(model_class, md, device, dtype)
     return _LAST[key]
 
 
-def _load_with_tokenizer(model_class: Any, md: ModelDir, device: str) -> tuple[Any, Any]:
+def _load_with_tokenizer(model_class: Any, md: ModelDir, device: str, dtype: str | None) -> tuple[Any, Any]:
+    import torch
+
+    kw = _pretrained_kwargs(md.root)
+    if dtype:
+        kw["dtype"] = getattr(torch, dtype)
     with _unpickler_refusals(md.root):
-        model = model_class.from_pretrained(str(md.root), **_pretrained_kwargs(md.root))
+        model = model_class.from_pretrained(str(md.root), **kw)
     model = model.to(device).eval()
     tok = load_tokenizer(md.root)
     if tok.pad_token is None:

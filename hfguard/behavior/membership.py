@@ -34,6 +34,7 @@ reported and only extreme absolute leakage is flagged.
 
 from __future__ import annotations
 
+import functools
 import random
 import string
 import time
@@ -41,7 +42,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from hfguard.behavior.canaries import Canary, alternative, mixture
-from hfguard.behavior.victim import Modality, train_copy
+from hfguard.behavior.victim import Modality, recipe_choice, train_copy, train_lora
 from hfguard.findings import Finding, Severity, plot_evidence
 
 CONTROL = (
@@ -96,7 +97,9 @@ def _batch_loss(model: Any, tok: Any, texts: list[str], max_length: int) -> Any:
     enc = enc.to(model.device)
     logits = model(**enc).logits[:, :-1]
     labels = enc["input_ids"][:, 1:]
-    mask = enc["attention_mask"][:, 1:].to(logits.dtype)
+    mask = enc["attention_mask"][:, 1:].float()
+    # fp32 cross-entropy: on a bf16 model the logits are upcast first (bf16 log-softmax over a large
+    # vocabulary loses the per-example differences the membership scores are made of)
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), labels, reduction="none") * mask
     return nll.sum(1) / mask.sum(1).clamp(min=1)
 
@@ -111,10 +114,30 @@ def finetune(
     batch: int = 8,
     seed: int = 0,
     tick: Callable[[str], None] = lambda s: None,
+    victim: str = "full",
+    lora_rank: int = 8,
+    lora_alpha: float = 16.0,
 ) -> Any:
-    """The simulated victim on texts: next-token loss."""
-    return train_copy(model, list(texts), lambda ft, b: _batch_loss(ft, tok, b, 128), epochs=epochs,
-                      lr=lr, batch=batch, seed=seed, tick=tick)
+    """The simulated victim on texts: next-token loss; `victim` "full" fine-tunes a copy, "lora"
+    trains rank-`lora_rank` adapters on the model itself (its weights untouched; see victim.py)."""
+    def loss(ft: Any, b: list[str]) -> Any:
+        return _batch_loss(ft, tok, b, 128)
+
+    if victim == "lora":
+        return train_lora(model, list(texts), loss, epochs=epochs, lr=lr, batch=batch, seed=seed,
+                          rank=lora_rank, alpha=lora_alpha, tick=tick)
+    return train_copy(model, list(texts), loss, epochs=epochs, lr=lr, batch=batch, seed=seed, tick=tick)
+
+
+def victim_recipe(model: Any, choice: str, lora_above: int) -> str:
+    """The victim's fine-tune: `choice` unless "auto", which is LoRA above `lora_above` parameters
+    (a full fine-tune needs weights + gradients + Adam state of a second copy: ~16 bytes a parameter)
+    and a full fine-tune below (the recipe the small-model thresholds were set with)."""
+    from hfguard.behavior.victim import n_parameters
+
+    if recipe_choice(choice) != "auto":
+        return choice
+    return "lora" if n_parameters(model) > lora_above else "full"
 
 
 TEXT = Modality("text", example_losses, finetune, lambda data, idx: [data[i] for i in idx])
@@ -413,7 +436,7 @@ def _brief(scores: Any, is_member: Any) -> dict[str, Any]:
 
 def run(check: Any, md: Any, ctx: Any) -> Iterator[Finding]:
     """behavior.privacy_backdoor on one model folder."""
-    from hfguard.behavior.load import BehaviorUnavailable, load_causal_lm, pick_device
+    from hfguard.behavior.load import BehaviorUnavailable, lm_dtype, load_causal_lm, pick_device
 
     th = lambda name: check.th(ctx, name)  # noqa: E731
     seed = int(th("seed"))
@@ -436,20 +459,34 @@ def run(check: Any, md: Any, ctx: Any) -> Iterator[Finding]:
     device = pick_device(ctx.options.get("device", "auto"))
     budget = ctx.budget()
     is_clip = md.kind in ("clip", "open_clip")
+    try:   # a policy that bypassed validation (API use) with an unknown value: fail closed
+        dtype = lm_dtype(device, str(th("lm-dtype")))
+        choice = recipe_choice(str(th("victim-recipe")))
+    except ValueError as exc:
+        raise BehaviorUnavailable(f"threshold {exc}") from None
     if is_clip:
         from hfguard.behavior import clip_membership as cm
 
         loader = cm.load_clip
+        if choice == "lora":
+            raise BehaviorUnavailable("victim-recipe = 'lora' is for causal LMs; the CLIP victim is a "
+                                      "full fine-tune (set victim-recipe = 'auto' or 'full')")
     else:
-        loader = load_causal_lm
-    ctx.progress(f"{check.id}: loading {md.name} on {device}")
+        loader = functools.partial(load_causal_lm, dtype=dtype)
+    ctx.progress(f"{check.id}: loading {md.name} on {device}" + ("" if is_clip else f" ({dtype})"))
     model, tok = loader(md, device)
     ref = check.reference(ctx, loader, device)
-    recipe = {
+    recipe: dict[str, Any] = {
         "epochs": int(th("finetune-epochs")),
         "lr": float(th("finetune-lr")),
         "batch": int(th("finetune-batch")),
     }
+    if not is_clip:
+        victim = victim_recipe(model, choice, int(th("lora-above-params")))
+        recipe["victim"] = victim
+        if victim == "lora":
+            recipe.update(lr=float(th("lora-lr")), lora_rank=int(th("lora-rank")),
+                          lora_alpha=float(th("lora-alpha")))
     exposure = (int(th("exposure-secrets")), int(th("exposure-alternatives")))
     extra: dict[str, Any] = {}
     if is_clip:
@@ -463,6 +500,9 @@ def run(check: Any, md: Any, ctx: Any) -> Iterator[Finding]:
         lira_models=k, lira_fixed_variance=bool(th("lira-fixed-variance")),
         lira_if=lambda screen: lira_reason(screen, th), budget_left=budget.remaining,
     )
+    res["recipe"].setdefault("victim", "full")   # CLIP: always a full fine-tune
+    if not is_clip:
+        res["recipe"]["dtype"] = dtype
     res["probe_data"] = (probe_data or "generated canaries, 7 families") + (
         " paired with synthetic images" if is_clip else ""
     )
