@@ -90,11 +90,13 @@ def homoglyph_rates(seeds: list[int]) -> list[dict[str, str]]:
     return rows
 
 
-def privacy_rates(seeds: list[int], n_canaries: int = 128) -> list[dict[str, str]]:
+def privacy_rates(seeds: list[int], n_canaries: int = 128,
+                  targets: tuple | None = None) -> list[dict[str, str]]:
     """Per privacy-backdoor target (testing.organisms.PRIVACY_TARGETS: one canary family, Wen et
     al.'s loss minimisation or maximisation) on tiny GPT-2s, probed with the default canary mixture
     and `--reference` the upstream, judged by `membership.judge` (every rule that can flag):
-    planted caught (and the finding naming the target family), and the clean twin flagged at all."""
+    planted caught (and the finding naming the target family), and the clean twin flagged at all.
+    `targets`: the planted kinds (default all of PRIVACY_TARGETS; () for clean twins only)."""
     from hfguard.behavior import membership
     from hfguard.behavior.check import PrivacyBackdoorCheck
     from testing.organisms import PRIVACY_TARGETS, char_tokenizer, lm_privacy_organisms
@@ -103,12 +105,13 @@ def privacy_rates(seeds: list[int], n_canaries: int = 128) -> list[dict[str, str
     th = check.THRESHOLDS.__getitem__
     recipe = {"epochs": th("finetune-epochs"), "lr": th("finetune-lr"), "batch": th("finetune-batch")}
     tok = char_tokenizer()
-    names = ["clean", *(f"{f}/{m}" for f, m in PRIVACY_TARGETS)]
+    targets = PRIVACY_TARGETS if targets is None else targets
+    names = ["clean", *(f"{f}/{m}" for f, m in targets)]
     caught = dict.fromkeys(names, 0)
     named = dict.fromkeys(names, 0)
     t0 = time.perf_counter()
     for s in seeds:
-        org = lm_privacy_organisms(tok, seed=s, targets=PRIVACY_TARGETS)
+        org = lm_privacy_organisms(tok, seed=s, targets=targets)
         items = membership.canaries(n_canaries, seed=s)
         for name in names:
             res = membership.evaluate(org[name], tok, items, (org["base"], tok), seed=s, recipe=recipe,
@@ -270,6 +273,8 @@ def main() -> None:
     ap.add_argument("--homoglyph-rates-only", action="store_true", help="the homoglyph rates alone")
     ap.add_argument("--privacy-rates-only", action="store_true",
                     help="the per-family privacy-backdoor rates alone (tiny GPT-2s)")
+    ap.add_argument("--clean-only", action="store_true",
+                    help="with --privacy-rates-only: clean twins only (more seeds for the false-alarm rate)")
     ap.add_argument("--split", choices=("calibration", "report"), default="calibration",
                     help="seeds 0.. (developed on) or 2000.. (quoted in README)")
     args = ap.parse_args()
@@ -297,7 +302,7 @@ def main() -> None:
     elif args.homoglyph_rates_only:
         jobs = [jobs[0]]
     elif args.privacy_rates_only:
-        jobs = [lambda: privacy_rates(seeds)]
+        jobs = [lambda: privacy_rates(seeds, targets=() if args.clean_only else None)]
     elif args.rates_only:
         jobs = jobs[:3]
     elif torch.cuda.is_available():
