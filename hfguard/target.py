@@ -178,6 +178,32 @@ def _walk_files(root: Path, boundary: Path | None = None) -> Iterator[tuple[Path
                 yield p, [_outside_finding(p, real, inside)] if outside else []
 
 
+def unsafe_name_finding(path: str, check: str) -> Finding | None:
+    """A listed name no model file needs is hostile in itself: characters a terminal acts on
+    (newline, ESC, bidi overrides: what hfguard.report.escape shows escaped), or a path that
+    means another file (`..` or `.` segments, empty segments, a backslash, which Windows reads as
+    a separator). `path`: relative to the repository or scanned folder. The file is still scanned
+    (a Hub file read under its exact name: hub.resolve.file_url)."""
+    from hfguard.report.escape import safe
+
+    shown = safe(path)
+    chars = sorted({f"U+{ord(c):04X}" for c in path if safe(c) != c})
+    segments = sorted({seg or "(empty)" for seg in path.split("/") if seg in ("", ".", "..")}
+                      | ({"\\"} if "\\" in path else set()))
+    if not chars and not segments:
+        return None
+    what = [f"control or bidi characters ({', '.join(chars)})"] if chars else []
+    what += [f"path segments that name another file ({', '.join(segments)})"] if segments else []
+    evidence: dict[str, object] = {"name": path}
+    if chars:
+        evidence["characters"] = chars
+    if segments:
+        evidence["segments"] = segments
+    return Finding(check=check, rule="file/unsafe-name", severity=Severity.MEDIUM, file=path,
+                   message=f"the file name {shown} holds {' and '.join(what)}: it can forge log lines, "
+                           "display as another name or be read as another file", evidence=evidence)
+
+
 def _outside_finding(link: Path, real: str, root: str) -> Finding:
     return Finding(check="engine", rule="file/symlink-outside-root", severity=Severity.MEDIUM,
                    message=f"symlink to {real}, outside the scanned folder {root}: what is scanned "
@@ -216,6 +242,8 @@ def local_target(paths: list[str]) -> Target:
             base = _key_base(p)   # once per folder, not per file
             for f, found in _walk_files(p):
                 rel = f.relative_to(p).as_posix()
+                if (odd := unsafe_name_finding(rel, check="engine")) is not None:
+                    found = [*found, odd]
                 file = local_file(f, f"{given.rstrip('/')}/{rel}", key=_key(f, base))
                 file.meta["findings"] = [dataclasses.replace(x, file=file.path) for x in found]
                 files.append(file)

@@ -104,3 +104,24 @@ def test_hub_file_names_are_escaped(isolated_hf_home, tmp_path):
         assert not _RAW.search(stream)
         assert not any(line.startswith("hfguard x: PASS") for line in stream.splitlines())
     assert "x\\nhfguard x: PASS (1 files, 0 findings)\\x1b[2J[/bold].pkl" in out.stdout + out.stderr
+
+
+def test_local_file_names_a_terminal_acts_on_are_findings(tmp_path):
+    """A scanned folder's file named with a newline, ESC or a bidi override is file/unsafe-name
+    (as for Hub listings): FLAG even when its bytes are harmless; plain names are not reported."""
+    root = tmp_path / "m"
+    root.mkdir()
+    (root / "config.json").write_text("{}")
+    (root / "README.md").write_text("a model\n")
+    def scan() -> tuple[str, list[dict]]:
+        out = json.loads(_hfguard("scan", "m", "--format", "json", "-q", cwd=tmp_path).stdout)
+        found = out["findings"] + [f for fr in out["files"] for f in fr["findings"]]
+        return out["verdict"], [f for f in found if f["rule"] == "file/unsafe-name"]
+
+    assert scan() == ("PASS", [])
+    (root / "notes\u202etxt.md").write_text("harmless\n")
+    (root / "weights\x1b[31m.json").write_text("{}")
+    verdict, found = scan()
+    odd = {f["file"]: f for f in found}
+    assert set(odd) == {"m/notes\u202etxt.md", "m/weights\x1b[31m.json"} and verdict == "FLAG"
+    assert odd["m/notes\u202etxt.md"]["evidence"]["characters"] == ["U+202E"]

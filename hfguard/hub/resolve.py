@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hfguard.findings import Finding, Severity
 from hfguard.hub.fetch import fetch_file
 from hfguard.hub.http import (
     Deadline,
@@ -31,7 +30,15 @@ from hfguard.hub.http import (
     with_retries,
 )
 from hfguard.hub.remote import BLOCK_SIZE, GATED_HINT, BlockCache, RangeReader, TransferStats
-from hfguard.target import Target, TargetFile, hf_cache_dir, local_file, local_target, offline_by_env
+from hfguard.target import (
+    Target,
+    TargetFile,
+    hf_cache_dir,
+    local_file,
+    local_target,
+    offline_by_env,
+    unsafe_name_finding,
+)
 
 SHA_RE = re.compile(r"[0-9a-f]{40}")
 _LFS_SHA_RE = re.compile(r"[0-9a-f]{64}")
@@ -403,7 +410,7 @@ def hub_target(resolved: Resolved, *, stats: TransferStats, token: str | bool | 
             tf.fetch = _fetcher(resolved, hf, stats, token, on_fetch_error, deadline)
         tf.meta.update({"blob_id": hf.blob_id, "lfs": hf.lfs_sha256 is not None,
                         "hub_security": hf.security})
-        if (odd := unsafe_name_finding(hf.path)) is not None:
+        if (odd := unsafe_name_finding(hf.path, check="hub")) is not None:
             tf.meta["findings"] = [odd]
         files.append(tf)
     meta = dict(resolved.meta)
@@ -425,31 +432,6 @@ def file_url(repo_id: str, path: str, sha: str) -> str:
         return url
     segments = [seg.replace(".", "%2E") if seg in (".", "..") else seg for seg in quoted.split("/")]
     return url[:len(url) - len(quoted)] + "/".join(segments)
-
-
-def unsafe_name_finding(path: str) -> Finding | None:
-    """A listed name no model file needs is hostile in itself: characters a terminal acts on
-    (newline, ESC, bidi overrides: what hfguard.report.escape shows escaped), or a path that
-    means another file (`..` or `.` segments, empty segments, a backslash, which Windows reads as
-    a separator). The file is still read under its exact name (file_url)."""
-    from hfguard.report.escape import safe
-
-    shown = safe(path)
-    chars = sorted({f"U+{ord(c):04X}" for c in path if safe(c) != c})
-    segments = sorted({seg or "(empty)" for seg in path.split("/") if seg in ("", ".", "..")}
-                      | ({"\\"} if "\\" in path else set()))
-    if not chars and not segments:
-        return None
-    what = [f"control or bidi characters ({', '.join(chars)})"] if chars else []
-    what += [f"path segments that name another file ({', '.join(segments)})"] if segments else []
-    evidence: dict[str, object] = {"name": path}
-    if chars:
-        evidence["characters"] = chars
-    if segments:
-        evidence["segments"] = segments
-    return Finding(check="hub", rule="file/unsafe-name", severity=Severity.MEDIUM, file=path,
-                   message=f"the file name {shown} holds {' and '.join(what)}: it can forge log lines, "
-                           "display as another name or be read as another file", evidence=evidence)
 
 
 def display_name(repo_id: str, requested: str | None) -> str:
