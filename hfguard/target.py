@@ -184,14 +184,14 @@ def unsafe_name_finding(path: str, check: str) -> Finding | None:
     means another file (`..` or `.` segments, empty segments, a backslash, which Windows reads as
     a separator). `path`: relative to the repository or scanned folder. The file is still scanned
     (a Hub file read under its exact name: hub.resolve.file_url)."""
-    from hfguard.report.escape import safe
+    from hfguard.report.escape import safe, unsafe_chars
 
-    shown = safe(path)
-    chars = sorted({f"U+{ord(c):04X}" for c in path if safe(c) != c})
+    chars = sorted({f"U+{ord(c):04X}" for c in unsafe_chars(path)})
     segments = sorted({seg or "(empty)" for seg in path.split("/") if seg in ("", ".", "..")}
                       | ({"\\"} if "\\" in path else set()))
     if not chars and not segments:
         return None
+    shown = safe(path)
     what = [f"control or bidi characters ({', '.join(chars)})"] if chars else []
     what += [f"path segments that name another file ({', '.join(segments)})"] if segments else []
     evidence: dict[str, object] = {"name": path}

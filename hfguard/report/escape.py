@@ -27,6 +27,11 @@ def _escape_char(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
+def unsafe_chars(text: str) -> list[str]:
+    """The characters of `text` that `safe` escapes (one pass; [] for ordinary text)."""
+    return _UNSAFE.findall(text)
+
+
 def safe(text: object) -> str:
     """`text` as a string with every control and bidi character shown escaped (see module doc)."""
     s = text if isinstance(text, str) else str(text)

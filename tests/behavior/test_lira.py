@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.stats import binomtest
 
 from hfguard.behavior import lira, stats
 
@@ -151,7 +152,10 @@ def test_lira_on_request_sees_the_privacy_backdoor_at_low_fpr(gpt2_folders, tmp_
         assert li["reason"] == "requested" and li["models"] == 4 and li["out_models_per_canary"] == 2
         assert "offline LiRA (requested" in f.message
         t = li["candidate"]["tpr_at_1pct_fpr"]
-        assert t["n_pos"] == t["n_neg"] == 64 and t["ci_low"] <= t["tpr"] <= t["ci_high"]
+        assert t["n_pos"] == t["n_neg"] == 64
+        # the interval is the exact binomial one of the members called (not just any span around tpr)
+        ci = binomtest(round(t["tpr"] * t["n_pos"]), t["n_pos"]).proportion_ci(method="exact")
+        assert (t["ci_low"], t["ci_high"]) == pytest.approx((ci.low, ci.high))
         # LiRA is the stronger attack at low FPR: it calls more members than the screen does there
         assert t["tpr"] > f.evidence["candidate"]["tpr_at_1pct_fpr"]["tpr"], name
         findings[name] = f
