@@ -20,7 +20,7 @@ from hfguard.budget import Budget
 from hfguard.findings import Observation, Severity, plot_evidence
 from hfguard.weights import layers, traps
 from hfguard.weights.stats import Backend, tensor_stats
-from hfguard.weights.tensors import Checkpoint, TensorMeta, load_tensor
+from hfguard.weights.tensors import Checkpoint, TensorMeta, load_tensor, widening
 
 EMBEDDING = re.compile(r"(embed|wte|wpe|tok_embeddings|shared\.weight|lm_head|word_embeddings)", re.I)
 _KEEP = ("n", "mean", "std", "absmax", "kurtosis", "tail_share", "zero_share", "nan", "inf",
@@ -115,21 +115,30 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
     def measure(meta: TensorMeta, arr: np.ndarray | None = None, x: Any = None) -> _Measured:
         """`arr`, `x`: the tensor on the host and on the backend when a device feed has them."""
         budget.tick(f"reading {meta.name}", item=meta.name)
+        lazy = None
         if arr is None:
             if not meta.mapped_as_is and getattr(local, "scratch", None) is None:
                 local.scratch = np.empty(biggest, np.float32)
-            arr = load_tensor(meta, copy=False, out=None if meta.mapped_as_is else local.scratch)
+            # widened block by block as the statistics pass reaches it (the block is then in cache)
+            lazy = None if meta.mapped_as_is else widening(meta, local.scratch)
+            arr = lazy.array if lazy is not None else load_tensor(
+                meta, copy=False, out=None if meta.mapped_as_is else local.scratch)
+        rows = traps.neuron_rows(meta.name, arr)
+        # neuron norms and sketch taken from the pass's row blocks (not for GPT-2's transposed rows)
+        seen = traps.NeuronRows(*rows.shape) if rows is arr and x is None else None
         st = tensor_stats(arr if x is None else x, be, tail_k=th["tail-k"],
                           spectral_max=th["spectral-max-elements"],
-                          tick=functools.partial(budget.tick, f"measuring {meta.name}"))
+                          tick=functools.partial(budget.tick, f"measuring {meta.name}"),
+                          fill=lazy.upto if lazy is not None else None, each_rows=seen)
         out = _Measured(meta, {k: st[k] for k in _KEEP if k in st}, tensor_hits(meta.name, arr, st, th))
-        rows = traps.neuron_rows(meta.name, arr)
         if rows is not None:
             projected = None
             if x is not None:   # the costly products on the device: norms, and the projection
                 xr = x if rows is arr else x.T   # neurons as rows, as on the host
                 out.norms = be.host(be.xp.linalg.vector_norm(xr, dim=1, dtype=be.xp.float64))
                 projected = be.host(xr @ be.put(traps.projection(int(xr.shape[1]))))
+            elif seen is not None and seen.complete:
+                out.norms, projected = seen.norms, seen.sketched
             else:
                 out.norms = traps.row_norms(rows)   # computed once, shared with the search
             out.dups = traps.near_duplicate_counts(rows, th["trap-cosine"], th["trap-min-neurons"],

@@ -74,29 +74,43 @@ def _nvidia_driver_present() -> bool:
 
 
 def tensor_stats(arr: np.ndarray, be: Backend, *, tail_k: float = 6.0, spectral_max: int = 1 << 18,
-                 tick: Callable[[], None] = lambda: None) -> dict[str, Any]:
+                 tick: Callable[[], None] = lambda: None, fill: Callable[[int], None] | None = None,
+                 each_rows: Callable[[np.ndarray, int], None] | None = None) -> dict[str, Any]:
     """Statistics of one tensor (float32, possibly a read-only map of the file); numbers only, so
-    both backends compare equal. 2-D tensors get row and spectral statistics too."""
+    both backends compare equal. 2-D tensors get row and spectral statistics too.
+    `fill(k)`: makes the first k entries (flat order) of `arr` valid, called before each block is
+    read (a tensor widened block by block while the pass walks it; numpy only); `each_rows(block,
+    first_row)`: sees every row block of a 2-D tensor once while it is in cache."""
     x = be.put(arr)
     rows2d = x.ndim == 2 and min(x.shape) >= 2
+    if fill is not None:
+        fill(4096)   # what _shift_for samples
     with np.errstate(invalid="ignore", over="ignore"):   # inf - inf in a chunk sum is expected
-        st, rows = _fused_pass(x if rows2d else x.reshape(1, -1), be, tail_k, tick, rows2d)
+        st, rows = _fused_pass(x if rows2d else x.reshape(1, -1), be, tail_k, tick, rows2d, fill,
+                               each_rows if rows2d else None)
+    if fill is not None:
+        fill(int(arr.size))
     if rows is not None:
         st.update(_row_summary(x, be, *rows, tick))
         st.update(_spectral_budgeted(x, be, rows[0], spectral_max, st["absmax"]))
     return st
 
 
-def _blocks(x: Any, chunk: int) -> Any:
-    """Row blocks of about `chunk` elements (a single long row is split into flat pieces)."""
+def _blocks(x: Any, chunk: int, fill: Callable[[int], None] | None = None) -> Any:
+    """Row blocks of about `chunk` elements (a single long row is split into flat pieces);
+    `fill`: see tensor_stats."""
     rows, cols = int(x.shape[0]), int(x.shape[1])
     if rows == 1:
         flat = x.reshape(-1)
         for i in range(0, cols, chunk):
+            if fill is not None:
+                fill(i + chunk)
             yield flat[i:i + chunk].reshape(1, -1)
         return
     step = max(1, chunk // max(cols, 1))
     for i in range(0, rows, step):
+        if fill is not None:
+            fill((i + step) * cols)
         yield x[i:i + step]
 
 
@@ -126,8 +140,10 @@ def _moment_stats(sums: tuple[float, float, float, float], finite: int, lo: floa
             "zero_share": 1 - nonzero / finite}
 
 
-def _fused_pass(x: Any, be: Backend, tail_k: float, tick: Callable[[], None],
-                rows2d: bool) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray] | None]:
+def _fused_pass(x: Any, be: Backend, tail_k: float, tick: Callable[[], None], rows2d: bool,
+                fill: Callable[[int], None] | None = None,
+                each_rows: Callable[[np.ndarray, int], None] | None = None,
+                ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray] | None]:
     """Moments, extremes, zeros, and (2-D) row norms and non-zero counts, each block read once
     while it sits in cache. Moments are taken about `_shift_for`; for the usual
     zero-centred weights the shift is 0 and the subtraction pass is skipped. Sums go through BLAS
@@ -145,10 +161,14 @@ def _fused_pass(x: Any, be: Backend, tail_k: float, tick: Callable[[], None],
     odd: set[int] = set()
     squares: dict[int, float] = {}
     ones = dbuf = d2buf = None
-    for b, blk in enumerate(_blocks(x, be.chunk)):
+    first = 0
+    for b, blk in enumerate(_blocks(x, be.chunk, fill)):
         tick()
         r, k = int(blk.shape[0]), int(blk.shape[1])
         m = r * k
+        if each_rows is not None:
+            each_rows(blk, first)
+            first += r
         if ones is None or int(ones.shape[0]) < k:
             ones = be.put(np.ones(k, dtype=np.float32))
         if dbuf is None or d2buf is None or int(d2buf.shape[0]) < m:  # set together

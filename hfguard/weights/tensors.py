@@ -66,8 +66,11 @@ class TensorMeta:
     @property
     def mapped_as_is(self) -> bool:
         """float32 in C order: `load_tensor(copy=False)` returns the file's pages, no copy."""
-        if self.dtype != "float32":
-            return False
+        return self.dtype == "float32" and self.contiguous
+
+    @property
+    def contiguous(self) -> bool:
+        """In C order in its storage (a torch zip may store strides of a view)."""
         if self.stride is None:
             return True
         expect, contiguous = 1, []
@@ -233,6 +236,37 @@ def map_bytes(path: Path, offset: int, nbytes: int) -> np.ndarray:
             raise WeightsFormatError(f"{path}: tensor data lies beyond the end of the file")
         mm = mmap.mmap(fh.fileno(), offset - start + nbytes, offset=start, access=mmap.ACCESS_READ)
     return np.frombuffer(mm, dtype=np.uint8, count=nbytes, offset=offset - start)
+
+
+class Widening:
+    """A tensor widened front to back into a float32 buffer as a pass reaches it: `upto(k)`
+    widens its first k entries (in flat order) if not done yet. A statistics pass that widens each
+    block just before reading it finds the block in cache, instead of reading back a whole
+    widened tensor from memory (on 2 cores the pass is memory-bound; docs/bench/weights-cpu.txt)."""
+
+    def __init__(self, raw: np.ndarray, dtype: str, out: np.ndarray) -> None:
+        self.raw, self.dtype = raw.reshape(-1), dtype
+        self.flat = out[: self.raw.size]
+        self.array = self.flat.reshape(raw.shape)
+        self.done = 0
+
+    def upto(self, k: int) -> None:
+        k = min(k, int(self.raw.size))
+        if k > self.done:
+            widen(self.raw[self.done:k], self.dtype, self.flat[self.done:k])
+            self.done = k
+
+
+def widening(meta: TensorMeta, out: np.ndarray) -> Widening | None:
+    """A `Widening` of a contiguous tensor that is not float32 in place into `out` (a flat float32
+    buffer of at least meta.numel entries); None where `load_tensor` must do it whole."""
+    if meta.mapped_as_is or not meta.contiguous or meta.numel == 0 or out.size < meta.numel:
+        return None
+    raw = map_bytes(meta.data_path, meta.offset, meta.nbytes).view(_storage_dtype(meta.dtype))
+    start = meta.storage_offset if meta.stride is not None else 0
+    if start < 0 or start + meta.numel > raw.shape[0]:
+        return None   # load_tensor refuses it with the reason
+    return Widening(raw[start:start + meta.numel].reshape(meta.shape), meta.dtype, out)
 
 
 def load_tensor(meta: TensorMeta, copy: bool = True, out: np.ndarray | None = None) -> np.ndarray:

@@ -123,6 +123,29 @@ def neuron_norms(name: str, arr: np.ndarray) -> np.ndarray | None:
     return None if w is None else row_norms(w)
 
 
+class NeuronRows:
+    """Norms (`row_norms`) and, where the search will want it, the sign sketch (`sketch`) of
+    an up-projection's neuron rows, taken block by block while the statistics pass has each row
+    block in cache (its `each_rows`) instead of in two more passes over the matrix."""
+
+    def __init__(self, n: int, d: int, exact_max: int = 1 << 28, proj_dim: int = 64) -> None:
+        self.n, self.seen = n, 0
+        self.norms = np.empty(n, np.float64)
+        wanted = n * n * d > exact_max and d > proj_dim   # as near_duplicate_counts decides (all live)
+        self.sketched = np.empty((n, proj_dim), np.float32) if wanted else None
+
+    def __call__(self, block: np.ndarray, first: int) -> None:
+        end = first + int(block.shape[0])
+        self.norms[first:end] = row_norms(block)
+        if self.sketched is not None:
+            self.sketched[first:end] = sketch(block, int(self.sketched.shape[1]))
+        self.seen += end - first
+
+    @property
+    def complete(self) -> bool:
+        return self.seen == self.n
+
+
 def near_duplicate_counts(w: np.ndarray, cos: float, min_group: int = 2, block: int = 256,
                           exact_max: int = 1 << 28, proj_dim: int = 64,
                           norms: np.ndarray | None = None,
