@@ -159,17 +159,17 @@ def test_sign_sketch_is_the_product_the_device_path_computes(shape):
 
 def test_sign_sketch_keeps_cosines_as_the_search_assumes():
     """The nomination cut is the cosine lowered by 2/sqrt(64): pairs at 0.8 must stay above it,
-    unrelated rows below it, for 2000 pairs of each at the widths of MiniLM and TinyLlama."""
+    unrelated rows below it, for 1000 pairs of each at the widths of MiniLM and TinyLlama."""
     from hfguard.weights.traps import sketch
 
     rng = np.random.default_rng(2)
     for d in (384, 2048):
-        x = rng.standard_normal((2000, d))
+        x = rng.standard_normal((1000, d))
         x /= np.linalg.norm(x, axis=1, keepdims=True)
-        e = rng.standard_normal((2000, d))
+        e = rng.standard_normal((1000, d))
         e -= (e * x).sum(1, keepdims=True) * x
         e /= np.linalg.norm(e, axis=1, keepdims=True)
-        z = rng.standard_normal((2000, d))
+        z = rng.standard_normal((1000, d))
 
         def cosine(a, b):
             pa, pb = sketch(a.astype(np.float32)), sketch(b.astype(np.float32))
