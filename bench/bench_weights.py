@@ -7,6 +7,8 @@ Figures (best of --repeat), with two yardsticks for "raw read" of the same file:
                a file that is not in memory waits for; absent where the filesystem refuses O_DIRECT)
   cached read  readinto() a reused buffer from the page cache: memory bandwidth, the toughest
   decode       every float tensor mapped and widened to float32 (no statistics)
+  floor        each tensor widened 2 MiB at a time in cache plus one dot product per block, on 1
+               and on all workers' threads: the least any numpy pass over the file costs
   stats/<be>   the full weights.anomalies pass (moments, rows, spectral, traps, siblings)
   peak         tracemalloc peak of the stats pass (numpy buffers are traced) vs the largest tensor
                times the workers
@@ -32,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hfguard.budget import Budget  # noqa: E402
 from hfguard.target import local_target  # noqa: E402
-from hfguard.weights.analyze import _workers, analyze_checkpoint  # noqa: E402
+from hfguard.weights.analyze import _workers, analyze_checkpoint, single_threaded_blas  # noqa: E402
 from hfguard.weights.check import DEFAULTS  # noqa: E402
 from hfguard.weights.stats import backend_for  # noqa: E402
-from hfguard.weights.tensors import Checkpoint, checkpoints_of, load_tensor  # noqa: E402
+from hfguard.weights.tensors import Checkpoint, checkpoints_of, load_tensor, stored_values, widen  # noqa: E402
 
 
 def minilm() -> Path:
@@ -108,6 +110,32 @@ def decode(ckpt: Checkpoint) -> float:
     return time.perf_counter() - t
 
 
+def floor_pass(ckpt: Checkpoint, workers: int, block: int = 1 << 19) -> float:
+    """The least a numpy pass that looks at every value costs here: each float tensor widened
+    2 MiB at a time into a buffer that stays in cache (float32 ones read from the map) and one
+    reduction (a dot product) per block, on `workers` threads. The stats pass makes ~8 such
+    operations per block (moments, extremes, row norms), each a separate numpy call."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    local = threading.local()
+
+    def one(meta: Any) -> None:
+        if getattr(local, "buf", None) is None:
+            local.buf = np.empty(block, np.float32)
+        src, dtype = stored_values(meta), meta.dtype
+        if src is None or meta.mapped_as_is:
+            src, dtype = load_tensor(meta, copy=False).reshape(-1), "float32"
+        for i in range(0, meta.numel, block):
+            b = src[i:i + block] if dtype == "float32" else widen(src[i:i + block], dtype, local.buf)
+            float(np.dot(b, b))
+
+    t = time.perf_counter()
+    with single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, ckpt.float_tensors()))
+    return time.perf_counter() - t
+
+
 def stats(ckpt: Checkpoint, device: str, th: dict | None = None) -> float:
     be = backend_for(device)
     t = time.perf_counter()
@@ -167,6 +195,11 @@ def bench(target: Path, repeat: int, prof: bool = False) -> None:
         print(f"  device read   {gb / direct:7.2f} GB/s   (O_DIRECT, no page cache)")
     print(f"  cached read   {gb / raw:7.2f} GB/s   (readinto a reused 16 MiB buffer, page cache)")
     print(f"  decode        {gb / dec:7.2f} GB/s   ({raw / dec:.2f}x cached read)")
+    workers = _workers(backend_for("cpu"), DEFAULTS, largest // 4)
+    for w in sorted({1, workers}):
+        fl = best(lambda w=w: floor_pass(ckpt, w))
+        print(f"  floor/{w} thr   {gb / fl:7.2f} GB/s   ({raw / fl:.2f}x cached read: 2 MiB blocks widened "
+              "in cache + one dot each, the least a numpy pass costs)")
     devices = ["cpu", "torch-cpu"]   # torch-cpu: the GPU code path (device feed) run on the CPU
     try:
         import torch
@@ -182,7 +215,6 @@ def bench(target: Path, repeat: int, prof: bool = False) -> None:
         label = backend_for(dev).name
         print(f"  stats/{label:9s}{gb / took[dev]:7.2f} GB/s   ({vs_device}{raw / took[dev]:.2f}x cached)"
               f"   {took[dev]:.2f}s")
-    workers = _workers(backend_for("cpu"), DEFAULTS, largest // 4)
     print(f"  stats / device = {direct / took['cpu']:.2f} (target >= 0.9)" if direct else
           "  stats / device = n/a (O_DIRECT refused here)")
     print(f"  stats / cached = {raw / took['cpu']:.2f} (target >= 0.5)   [cpu, {workers} workers]")

@@ -260,13 +260,22 @@ class Widening:
 def widening(meta: TensorMeta, out: np.ndarray) -> Widening | None:
     """A `Widening` of a contiguous tensor that is not float32 in place into `out` (a flat float32
     buffer of at least meta.numel entries); None where `load_tensor` must do it whole."""
-    if meta.mapped_as_is or not meta.contiguous or meta.numel == 0 or out.size < meta.numel:
+    if meta.mapped_as_is or out.size < meta.numel:
+        return None
+    raw = stored_values(meta)
+    return None if raw is None else Widening(raw.reshape(meta.shape), meta.dtype, out)
+
+
+def stored_values(meta: TensorMeta) -> np.ndarray | None:
+    """The entries of a contiguous tensor as stored, flat, mapped read-only (bfloat16 and float8
+    as raw integers: `widen` makes them float32); None where `load_tensor` must gather them."""
+    if not meta.contiguous or meta.numel == 0:
         return None
     raw = map_bytes(meta.data_path, meta.offset, meta.nbytes).view(_storage_dtype(meta.dtype))
     start = meta.storage_offset if meta.stride is not None else 0
     if start < 0 or start + meta.numel > raw.shape[0]:
         return None   # load_tensor refuses it with the reason
-    return Widening(raw[start:start + meta.numel].reshape(meta.shape), meta.dtype, out)
+    return raw[start:start + meta.numel]
 
 
 def load_tensor(meta: TensorMeta, copy: bool = True, out: np.ndarray | None = None) -> np.ndarray:
