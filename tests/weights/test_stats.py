@@ -158,24 +158,26 @@ def test_sign_sketch_is_the_product_the_device_path_computes(shape):
 
 
 def test_sign_sketch_keeps_cosines_as_the_search_assumes():
-    """The nomination cut is the cosine lowered by 2/sqrt(64): pairs at 0.8 must stay above it,
-    unrelated rows below it, for 1000 pairs of each at the widths of MiniLM and TinyLlama."""
+    """The nomination cut is the cosine lowered by 2/sqrt(64) = 0.25, designed for a miss rate of
+    ~1e-3 per pair at 0.8 (a group of 8 has 28 such pairs: one found suffices): in the sketch, at
+    most 4 of 4000 pairs at cosine 0.8 fall below the cut, and no unrelated pair passes it, at the
+    widths of MiniLM and TinyLlama."""
     from hfguard.weights.traps import sketch
 
     rng = np.random.default_rng(2)
     for d in (384, 2048):
-        x = rng.standard_normal((1000, d))
+        x = rng.standard_normal((4000, d))
         x /= np.linalg.norm(x, axis=1, keepdims=True)
-        e = rng.standard_normal((1000, d))
+        e = rng.standard_normal((4000, d))
         e -= (e * x).sum(1, keepdims=True) * x
         e /= np.linalg.norm(e, axis=1, keepdims=True)
-        z = rng.standard_normal((1000, d))
+        z = rng.standard_normal((4000, d))
 
         def cosine(a, b):
             pa, pb = sketch(a.astype(np.float32)), sketch(b.astype(np.float32))
             return (pa * pb).sum(1) / np.linalg.norm(pa, axis=1) / np.linalg.norm(pb, axis=1)
 
-        assert cosine(x, 0.8 * x + 0.6 * e).min() >= 0.55
+        assert np.count_nonzero(cosine(x, 0.8 * x + 0.6 * e) < 0.55) <= 4
         assert cosine(x, z).max() < 0.55
 
 
