@@ -261,19 +261,20 @@ def _row_summary(x: Any, be: Backend, sq: np.ndarray, nz: np.ndarray,
     dup = mirrored = 0
     groups = equal_norm_groups(norms, rel_tol=1e-6, strict=False)[:4096]
     idx = [i for g in groups for i in g][: 1 << 20]
-    # one gather for every candidate's first two entries (one device round trip, not one per group)
-    heads = np.abs(be.host(x[idx, :2])) if idx else np.zeros((0, 2), np.float32)
-    buckets: dict[tuple[int, bytes], list[int]] = {}
-    pos = 0
-    for gi, g in enumerate(groups):
-        for i in g:
-            if pos >= len(idx):
-                break
-            buckets.setdefault((gi, heads[pos].tobytes()), []).append(i)
-            pos += 1
-    for cand in buckets.values():
-        if len(cand) < 2:
-            continue
+    buckets: list[list[int]] = []
+    if len(idx) >= 2:
+        # one gather for every candidate's first two entries (one device round trip, not one per
+        # group); candidates sharing a group and |first two entries| form a bucket, found by one
+        # stable sort on (group, the two magnitudes' bits), members in candidate order
+        heads = np.ascontiguousarray(np.abs(be.host(x[idx, :2])), np.float32).view(np.uint64).reshape(-1)
+        gid = np.repeat(np.arange(len(groups)), [len(g) for g in groups])[: len(idx)]
+        order = np.lexsort((heads, gid))
+        g_s, h_s = gid[order], heads[order]
+        starts = np.flatnonzero(np.concatenate(([True], (g_s[1:] != g_s[:-1]) | (h_s[1:] != h_s[:-1]))))
+        ends = np.append(starts[1:], len(idx))
+        rows = np.asarray(idx)
+        buckets = [rows[order[a:b]].tolist() for a, b in zip(starts, ends, strict=True) if b - a >= 2]
+    for cand in buckets:
         tick()
         seen: set[bytes] = set()
         for r in be.host(x[cand[:4096]]):
