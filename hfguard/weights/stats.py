@@ -259,21 +259,27 @@ def _row_summary(x: Any, be: Backend, sq: np.ndarray, nz: np.ndarray,
     # float32 norms and the magnitudes of the first two entries only nominate candidates;
     # copies are then confirmed byte for byte
     dup = mirrored = 0
-    groups = equal_norm_groups(norms, rel_tol=1e-6, strict=False)[:4096]
-    idx = [i for g in groups for i in g][: 1 << 20]
+    # the 4096 largest chains of rows with norms within 1e-6 (as equal_norm_groups(strict=False)
+    # orders them), their members flattened in that order (at most 2^20)
+    order, _v, starts, ends = _chains(norms, 1e-6)
+    lens = ends - starts + 1
+    pick = np.argsort(-lens, kind="stable")[:4096]
+    first, lens = starts[pick], lens[pick]
+    within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)   # place in its chain
+    idx = order[np.repeat(first, lens) + within][: 1 << 20]
+    gid = np.repeat(np.arange(pick.size), lens)[: 1 << 20]
     buckets: list[list[int]] = []
-    if len(idx) >= 2:
+    if idx.size >= 2:
         # one gather for every candidate's first two entries (one device round trip, not one per
         # group); candidates sharing a group and |first two entries| form a bucket, found by one
         # stable sort on (group, the two magnitudes' bits), members in candidate order
-        heads = np.ascontiguousarray(np.abs(be.host(x[idx, :2])), np.float32).view(np.uint64).reshape(-1)
-        gid = np.repeat(np.arange(len(groups)), [len(g) for g in groups])[: len(idx)]
-        order = np.lexsort((heads, gid))
-        g_s, h_s = gid[order], heads[order]
-        starts = np.flatnonzero(np.concatenate(([True], (g_s[1:] != g_s[:-1]) | (h_s[1:] != h_s[:-1]))))
-        ends = np.append(starts[1:], len(idx))
-        rows = np.asarray(idx)
-        buckets = [rows[order[a:b]].tolist() for a, b in zip(starts, ends, strict=True) if b - a >= 2]
+        sel = idx if be.xp is np else idx.tolist()
+        heads = np.ascontiguousarray(np.abs(be.host(x[sel, :2])), np.float32).view(np.uint64).reshape(-1)
+        by_key = np.lexsort((heads, gid))
+        g_s, h_s = gid[by_key], heads[by_key]
+        cut = np.flatnonzero(np.concatenate(([True], (g_s[1:] != g_s[:-1]) | (h_s[1:] != h_s[:-1]))))
+        buckets = [idx[by_key[a:b]].tolist() for a, b in zip(cut, np.append(cut[1:], idx.size), strict=True)
+                   if b - a >= 2]
     for cand in buckets:
         tick()
         seen: set[bytes] = set()
@@ -312,32 +318,39 @@ def _spectral_budgeted(x: Any, be: Backend, sq: np.ndarray, spectral_max: int,
     return out
 
 
-def equal_norm_groups(norms: np.ndarray, rel_tol: float = 1e-7, strict: bool = True) -> list[list[int]]:
-    """Rows whose norms agree within rel_tol, zero rows excluded, largest groups first.
+def equal_norm_groups(norms: np.ndarray, rel_tol: float = 1e-7, strict: bool = True,
+                      min_size: int = 2) -> list[list[int]]:
+    """Rows whose norms agree within rel_tol, zero rows excluded, largest groups first; only
+    groups of at least `min_size` rows.
 
     Neighbours in sorted order are chained first; `strict` then splits chains so that a whole group
     spans at most rel_tol (a long chain of near neighbours is not one shared norm)."""
-    order = np.argsort(norms, kind="stable")
-    v = norms[order].astype(np.float64)
-    close = np.diff(v) <= rel_tol * v[1:]
-    close &= v[1:] > 0
-    if not close.any():
-        return []
-    # runs of True in `close` join rows j..k of the sorted order
-    edges = np.diff(np.concatenate(([0], close.astype(np.int8), [0])))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    order, v, starts, ends = _chains(norms, rel_tol)
+    keep = ends - starts + 1 >= min_size   # splitting a chain never makes a larger group
     groups: list[list[int]] = []
-    for a, b in zip(starts, ends, strict=True):
+    for a, b in zip(starts[keep], ends[keep], strict=True):
         if not strict:
             groups.append(order[a:b + 1].tolist())
             continue
         lo = int(a)
         for k in range(a + 1, b + 2):
             if k == b + 1 or v[k] - v[lo] > rel_tol * v[k]:
-                if k - lo >= 2:
+                if k - lo >= min_size:
                     groups.append(order[lo:k].tolist())
                 lo = k
     return sorted(groups, key=len, reverse=True)
+
+
+def _chains(norms: np.ndarray, rel_tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows sorted by norm (`order`, norms `v`) and the chains of sorted neighbours within
+    rel_tol of each other, zero rows excluded: chain i is order[starts[i]..ends[i]] inclusive."""
+    order = np.argsort(norms, kind="stable")
+    v = norms[order].astype(np.float64)
+    close = np.diff(v) <= rel_tol * v[1:]
+    close &= v[1:] > 0
+    # runs of True in `close` join rows j..k of the sorted order
+    edges = np.diff(np.concatenate(([0], close.astype(np.int8), [0])))
+    return order, v, np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
 
 
 def _spectral(x: Any, be: Backend, fro2: float, k: int = 4, iters: int = 3) -> dict[str, Any]:

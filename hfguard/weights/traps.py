@@ -270,9 +270,7 @@ def trap_neurons(name: str, norms: np.ndarray, bias: np.ndarray | None, *, min_g
     if bias is not None and bias.shape == norms.shape:
         med, scale = robust_scale(bias)
         z = (bias.astype(np.float64) - med) / scale if scale > 0 else None
-    for g in equal_norm_groups(norms, rel_tol=norm_tol):
-        if len(g) < min_group:
-            break
+    for g in equal_norm_groups(norms, rel_tol=norm_tol, min_size=min_group):
         ev: dict[str, Any] = {"neurons": len(g), "norm": float(norms[g[0]]), "indices": sorted(g)[:64]}
         trapped = 0
         if z is not None and bias is not None:  # z is only computed from a bias
