@@ -10,6 +10,7 @@ Figures (best of --repeat), with two yardsticks for "raw read" of the same file:
   floor        each tensor widened 2 MiB at a time in cache plus one dot product per block, on 1
                and on all workers' threads: the least any numpy pass over the file costs
   stats/<be>   the full weights.anomalies pass (moments, rows, spectral, traps, siblings)
+  cpu, 1 worker  CPU seconds (process time) of a single-worker numpy pass
   peak         tracemalloc peak of the stats pass (numpy buffers are traced) vs the largest tensor
                times the workers
 Targets (issue 13), printed as ratios: CPU stats >= 0.9x the device read and >= 0.5x the cached
@@ -147,6 +148,12 @@ def stats(ckpt: Checkpoint, device: str, th: dict | None = None) -> float:
     return time.perf_counter() - t
 
 
+def cpu_seconds(ckpt: Checkpoint) -> float:
+    t = time.process_time()
+    analyze_checkpoint(ckpt, backend_for("cpu"), {**DEFAULTS, "workers": 1}, Budget(3600), None)
+    return time.process_time() - t
+
+
 def _total(prof: Any) -> float:
     import pstats
 
@@ -215,6 +222,9 @@ def bench(target: Path, repeat: int, prof: bool = False) -> None:
         label = backend_for(dev).name
         print(f"  stats/{label:9s}{gb / took[dev]:7.2f} GB/s   ({vs_device}{raw / took[dev]:.2f}x cached)"
               f"   {took[dev]:.2f}s")
+    cpu1 = best(lambda: cpu_seconds(ckpt))
+    print(f"  cpu, 1 worker  {cpu1:.2f} CPU s = {gb / cpu1:.2f} GB/s per core   (process time of a "
+          "single-worker pass: the figure other load on the machine moves least)")
     print(f"  stats / device = {direct / took['cpu']:.2f} (target >= 0.9)" if direct else
           "  stats / device = n/a (O_DIRECT refused here)")
     print(f"  stats / cached = {raw / took['cpu']:.2f} (target >= 0.5)   [cpu, {workers} workers]")
