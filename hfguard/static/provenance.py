@@ -189,7 +189,7 @@ def _file_sha256(file: TargetFile, ctx: ScanContext) -> str | None:
 
 
 # -- format claims --------------------------------------------------------------------------------
-def _claim_mismatch(file: TargetFile, fmt: str) -> tuple[Severity, str] | None:
+def _claim_mismatch(file: TargetFile, fmt: str, ctx: ScanContext) -> tuple[Severity, str] | None:
     name = file.name.lower()
     if name.endswith(".safetensors") and fmt != fmts.SAFETENSORS:
         sev = Severity.HIGH if fmt in _PICKLE_FORMATS | {fmts.ZIP} else Severity.MEDIUM
@@ -205,7 +205,7 @@ def _claim_mismatch(file: TargetFile, fmt: str) -> tuple[Severity, str] | None:
     if name.endswith(fmts.TORCH_SUFFIXES + _PICKLE_EXTS) and fmt not in _TORCH_FORMATS:
         # .bin is generic (ONNX external data, OpenVINO, GGML ...): only text is out of place there
         generic = name.endswith((".bin", *_PICKLE_EXTS))
-        if (fmt in _TEXT_FORMATS or not generic) and not _text_pickle(file, fmt):
+        if (fmt in _TEXT_FORMATS or not generic) and not _text_pickle(file, fmt, ctx):
             ext = name.rsplit(".", 1)[1]
             return Severity.MEDIUM, f"named .{ext} (a pickle-based model format) but the content is {fmt}"
     if name.endswith(fmts.TORCH_SUFFIXES) and fmt == fmts.ZIP:
@@ -216,10 +216,15 @@ def _claim_mismatch(file: TargetFile, fmt: str) -> tuple[Severity, str] | None:
     return None
 
 
-def _text_pickle(file: TargetFile, fmt: str) -> bool:
+def _text_pickle(file: TargetFile, fmt: str, ctx: ScanContext) -> bool:
     """A protocol 0 pickle is printable text: it is one if it decodes to STOP (bounded)."""
     if fmt not in _TEXT_FORMATS:
         return False
+    from hfguard.static.pickle.check import WHOLE_PICKLE_MEMO
+
+    known = ctx.memo.get(WHOLE_PICKLE_MEMO, {}).get(file.path)
+    if known is not None:   # the serialization check decoded it already
+        return known
     from hfguard.static.pickle.vm import Limits, PickleVM, Reader
 
     try:
@@ -250,7 +255,7 @@ class ProvenanceCheck(Check):
         return True
 
     def check_file(self, file: TargetFile, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
-        mismatch = _claim_mismatch(file, fmt)
+        mismatch = _claim_mismatch(file, fmt, ctx)
         if mismatch:
             sev, what = mismatch
             yield self.finding("provenance/format-mismatch", sev, f"{file.path}: {what}", file=file.path,

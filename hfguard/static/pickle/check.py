@@ -74,6 +74,11 @@ def config_from(ctx: ScanContext | None) -> ScanConfig:
     )
 
 
+# ctx.memo key: file path -> whether the file, from its first byte, is one pickle that decodes to STOP
+# without an anomaly (recorded for every file this check scans)
+WHOLE_PICKLE_MEMO = "static.serialization:whole-pickle"
+
+
 def scan_stream_findings(
     check: Check,
     fh: Any,
@@ -107,8 +112,14 @@ class SerializationCheck(Check):
         return fmt in SCANNED_FORMATS or fmt in (sn.TEXT, sn.UNKNOWN, sn.SAFETENSORS)
 
     def check_file(self, file: Any, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
+        scanner = ContainerScanner(config_from(ctx), ctx.budget())
         with file.open() as fh:
-            return scan_stream_findings(self, fh, file.size, fmt, file.path, config_from(ctx), ctx.budget())
+            scanner.scan(fh, file.size, fmt)
+        first = scanner.first_pickle
+        # the format claims ask whether a text file is a whole pickle: answered here, not decoded again
+        ctx.memo.setdefault(WHOLE_PICKLE_MEMO, {})[file.path] = (
+            first is not None and first.complete and not first.anomalies)
+        return list(findings_of(self, scanner, file.path, load_rules()))
 
 
 @dataclass

@@ -52,6 +52,9 @@ class ContainerScanner:
         # TorchScript archive (its `where`) -> the __torch__ classes its own code defines
         self.script_classes: dict[str, set[str]] = {}
         self.tally = Tally()  # bytes decompressed by every stream of this scan (max_decompressed)
+        # the file's own first pickle, kept even when a quiet scan found text rather than a pickle:
+        # whether a text file is a whole protocol-0 pickle is asked again by the format claims
+        self.first_pickle: PickleResult | None = None
 
     def observe(
         self,
@@ -163,6 +166,8 @@ class ContainerScanner:
         # text that happens to start with an opcode stops at an invalid one: not a pickle after all.
         # A long run of valid opcodes that only a resource limit stopped is a pickle (pickle.load
         # has no MARK or opcode limit and would go on to the payload behind them): report it.
+        if not where and not base and results and self.first_pickle is None:
+            self.first_pickle = results[0]
         limited = any(a.rule == "pickle/limit-exceeded" and r.opcodes >= QUIET_LIMIT_MIN_OPCODES
                       for r in results for a in r.anomalies)
         if quiet and not limited and not any(importable(g) for r in results for g in r.globals):
