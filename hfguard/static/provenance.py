@@ -22,7 +22,7 @@ from hfguard import sniff as fmts
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Severity
 from hfguard.policy import Policy
-from hfguard.static.pickle.zipdir import ZipEntry, ZipError, read_zip_directory, torch_data_pickles
+from hfguard.static.pickle.zipdir import ZipEntry, ZipError, file_zip_directory, torch_data_pickles
 from hfguard.target import Target, TargetFile
 
 _SHA_RE = re.compile(r"[0-9a-f]{40}")
@@ -209,7 +209,7 @@ def _claim_mismatch(file: TargetFile, fmt: str, ctx: ScanContext) -> tuple[Sever
             ext = name.rsplit(".", 1)[1]
             return Severity.MEDIUM, f"named .{ext} (a pickle-based model format) but the content is {fmt}"
     if name.endswith(fmts.TORCH_SUFFIXES) and fmt == fmts.ZIP:
-        members = _zip_names(file)
+        members = _zip_names(file, ctx)
         if members is not None and not torch_data_pickles(members):
             return Severity.MEDIUM, ("a zip archive that is not a PyTorch checkpoint (no data.pkl): "
                                      + ", ".join(m.name for m in members[:5]))
@@ -236,11 +236,10 @@ def _text_pickle(file: TargetFile, fmt: str, ctx: ScanContext) -> bool:
     return res.complete and not res.anomalies
 
 
-def _zip_names(file: TargetFile) -> list[ZipEntry] | None:
+def _zip_names(file: TargetFile, ctx: ScanContext) -> list[ZipEntry] | None:
     """Member entries from the central directory only (a range read on Hub files)."""
     try:
-        with file.open() as fh:
-            return read_zip_directory(fh, file.size, local_headers=False)
+        return file_zip_directory(file, ctx, local_headers=False)
     except (ZipError, OSError, ValueError, struct.error):
         return None  # the serialization checks report unreadable archives
 

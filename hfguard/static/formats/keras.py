@@ -41,7 +41,7 @@ from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Observation, Severity
 from hfguard.static.formats.hdf5 import scan_hdf5
 from hfguard.static.pickle.streams import StreamLimit
-from hfguard.static.pickle.zipdir import ZipEntry, ZipError, read_zip_directory
+from hfguard.static.pickle.zipdir import ZipEntry, ZipError, file_zip_directory
 from hfguard.static.pickle.zipmembers import MEMBER_ERRORS, check_member_size, open_member, read_member
 from hfguard.static.problems import lfs_pointer_problem
 from hfguard.target import TargetFile
@@ -417,7 +417,7 @@ class KerasCheck(Check):
         budget = ctx.budget()
         with file.open() as fh:
             try:  # our bounded directory reader, never zipfile on hostile input
-                listed = [e for e in read_zip_directory(fh, file.size, budget=budget) if e.index >= 0]
+                listed = [e for e in file_zip_directory(file, ctx) if e.index >= 0]
             except (ZipError, OSError, ValueError, struct.error) as exc:
                 if is_keras_name:
                     return [Observation("keras/bad-archive", Severity.HIGH,

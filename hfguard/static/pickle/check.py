@@ -44,6 +44,7 @@ from hfguard.static.pickle.containers import (
 )
 from hfguard.static.pickle.rules import Classification, RuleSet, load_rules
 from hfguard.static.pickle.vm import Global, Limits, SymDict
+from hfguard.static.pickle.zipdir import ZIP_DIRECTORY_MEMO
 
 CHECK_ID = "static.serialization"
 MAX_UNKNOWN_FINDINGS = 50  # per pickle; the rest are summarised in one finding
@@ -119,6 +120,10 @@ class SerializationCheck(Check):
         # the format claims ask whether a text file is a whole pickle: answered here, not decoded again
         ctx.memo.setdefault(WHOLE_PICKLE_MEMO, {})[file.path] = (
             first is not None and first.complete and not first.anomalies)
+        bounds = scanner.config.max_members, scanner.config.max_central_directory
+        if scanner.file_zip is not None and bounds == (ScanConfig.max_members,
+                                                       ScanConfig.max_central_directory):
+            ctx.memo.setdefault(ZIP_DIRECTORY_MEMO, {})[file.path] = (True, scanner.file_zip)
         return list(findings_of(self, scanner, file.path, load_rules()))
 
 

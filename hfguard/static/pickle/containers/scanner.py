@@ -33,6 +33,7 @@ from hfguard.static.pickle.containers.torch_zip import scan_zip
 from hfguard.static.pickle.peek import is_seekable, peek
 from hfguard.static.pickle.streams import Tally
 from hfguard.static.pickle.vm import Anomaly, Limits, PickleResult, PickleVM, Reader, VMStop, scan_stream
+from hfguard.static.pickle.zipdir import ZipEntry
 
 _LEGACY_MAGIC = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # LONG1 0x1950a86a20f9469cfc6c
 
@@ -55,6 +56,7 @@ class ContainerScanner:
         # the file's own first pickle, kept even when a quiet scan found text rather than a pickle:
         # whether a text file is a whole protocol-0 pickle is asked again by the format claims
         self.first_pickle: PickleResult | None = None
+        self.file_zip: list[ZipEntry] | None = None  # the file's own zip directory, when it is one
 
     def observe(
         self,
