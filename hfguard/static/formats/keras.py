@@ -27,9 +27,7 @@ import io
 import json
 import re
 import struct
-import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -365,6 +363,8 @@ def h5py_configs(file: TargetFile, timeout: float) -> tuple[list[str] | None, Ob
     process under a timeout. (None, None) when h5py cannot be used; an Observation when it hangs or dies."""
     if file.local_path is None or not h5py_available():
         return None, None
+    import subprocess  # (here: a scan without an HDF5 attribute to read never imports it)
+
     cmd = [sys.executable, "-I", "-c", _H5PY_CHILD, str(file.local_path), str(MAX_CONFIG_BYTES)]
     try:
         done = subprocess.run(cmd, capture_output=True, timeout=max(timeout, 1.0), check=False)
@@ -485,6 +485,8 @@ class KerasCheck(Check):
                 return [Observation("keras/bad-archive", Severity.HIGH,
                                     f"{name} inflates to {entry.usize} bytes from {entry.csize}: not walked",
                                     name)]
+            import tempfile
+
             with tempfile.SpooledTemporaryFile(max_size=16 << 20) as spool:
                 member = open_member(fh, entry, min(entry.usize, MAX_INFLATED_WEIGHTS), budget)
                 while block := member.read(1 << 20):
