@@ -88,6 +88,16 @@ class ScanContext:
     def budget(self) -> Budget:
         return Budget(seconds=self.budget_seconds)
 
+    def file_facts(self, file: TargetFile) -> dict[str, Any]:
+        """What one check learned about `file` that another would read again in this scan (a zip's
+        directory, whether it is one whole pickle). Keyed by the file object itself, which the memo
+        keeps alive: two files never share facts, even with the same path."""
+        per_file = self.memo.setdefault("file-facts", {})
+        entry = per_file.get(id(file))
+        if entry is None or entry[0] is not file:
+            entry = per_file[id(file)] = (file, {})
+        return entry[1]
+
     def threshold(self, check: str, name: str, default: Any = None) -> Any:
         """The policy's value for a declared threshold, else `default` (else the declared default)."""
         if default is None:

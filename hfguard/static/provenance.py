@@ -220,9 +220,9 @@ def _text_pickle(file: TargetFile, fmt: str, ctx: ScanContext) -> bool:
     """A protocol 0 pickle is printable text: it is one if it decodes to STOP (bounded)."""
     if fmt not in _TEXT_FORMATS:
         return False
-    from hfguard.static.pickle.check import WHOLE_PICKLE_MEMO
+    from hfguard.static.pickle.check import WHOLE_PICKLE
 
-    known = ctx.memo.get(WHOLE_PICKLE_MEMO, {}).get(file.path)
+    known = ctx.file_facts(file).get(WHOLE_PICKLE)
     if known is not None:   # the serialization check decoded it already
         return known
     from hfguard.static.pickle.vm import Limits, PickleVM, Reader

@@ -72,3 +72,18 @@ def test_a_zip_directory_is_read_once_per_scan(folder, monkeypatch):
     assert {k.rsplit("/", 1)[1] for k in top} >= {"pytorch_model.bin", "evil.pt", "model.keras", "f.skops",
                                                   "notes.zip"}
     assert all(n == 1 for k, n in top.items() if not k.endswith("cut.skops")), top
+
+
+def test_files_that_share_a_path_string_share_no_facts(tmp_path):
+    """Facts are kept per file object: of two files both named model.keras in one target (two
+    staged versions, two folders given alike), the second's unreadable directory is its own."""
+    from hfguard.target import Target, local_file
+
+    good = keras_archive(_keras_config(None))
+    (tmp_path / "a.keras").write_bytes(good)
+    (tmp_path / "b.keras").write_bytes(good[:-22])   # no end-of-central-directory record
+    files = [local_file(tmp_path / n, "model.keras") for n in ("a.keras", "b.keras")]
+    report = scan(Target(name="t", source="local", files=files), Policy(), checks_for_tiers(["static"]))
+    bad = [any(f.rule == "keras/bad-archive" and "unreadable" in f.message for f in fr.findings)
+           for fr in report.files]
+    assert bad == [False, True]

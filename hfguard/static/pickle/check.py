@@ -44,7 +44,7 @@ from hfguard.static.pickle.containers import (
 )
 from hfguard.static.pickle.rules import Classification, RuleSet, load_rules
 from hfguard.static.pickle.vm import Global, Limits, SymDict
-from hfguard.static.pickle.zipdir import ZIP_DIRECTORY_MEMO
+from hfguard.static.pickle.zipdir import ZIP_DIRECTORY
 
 CHECK_ID = "static.serialization"
 MAX_UNKNOWN_FINDINGS = 50  # per pickle; the rest are summarised in one finding
@@ -75,11 +75,6 @@ def config_from(ctx: ScanContext | None) -> ScanConfig:
     )
 
 
-# ctx.memo key: file path -> whether the file, from its first byte, is one pickle that decodes to STOP
-# without an anomaly (recorded for every file this check scans)
-WHOLE_PICKLE_MEMO = "static.serialization:whole-pickle"
-
-
 def scan_stream_findings(
     check: Check,
     fh: Any,
@@ -93,6 +88,9 @@ def scan_stream_findings(
     scanner = ContainerScanner(config, budget)
     scanner.scan(fh, size, fmt)
     return list(findings_of(check, scanner, path, load_rules()))
+
+
+WHOLE_PICKLE = "whole-pickle"   # ctx.file_facts key: bool, see check_file
 
 
 class SerializationCheck(Check):
@@ -116,14 +114,14 @@ class SerializationCheck(Check):
         scanner = ContainerScanner(config_from(ctx), ctx.budget())
         with file.open() as fh:
             scanner.scan(fh, file.size, fmt)
-        first = scanner.first_pickle
-        # the format claims ask whether a text file is a whole pickle: answered here, not decoded again
-        ctx.memo.setdefault(WHOLE_PICKLE_MEMO, {})[file.path] = (
-            first is not None and first.complete and not first.anomalies)
+        first, facts = scanner.first_pickle, ctx.file_facts(file)
+        # the format claims ask whether a text file is one whole pickle (decodes to STOP without an
+        # anomaly): answered here, not decoded again
+        facts[WHOLE_PICKLE] = first is not None and first.complete and not first.anomalies
         bounds = scanner.config.max_members, scanner.config.max_central_directory
         if scanner.file_zip is not None and bounds == (ScanConfig.max_members,
                                                        ScanConfig.max_central_directory):
-            ctx.memo.setdefault(ZIP_DIRECTORY_MEMO, {})[file.path] = (True, scanner.file_zip)
+            facts[ZIP_DIRECTORY] = (True, scanner.file_zip)
         return list(findings_of(self, scanner, file.path, load_rules()))
 
 
