@@ -156,3 +156,23 @@ def test_a_sharded_base_and_model_are_each_fetched_once_with_the_findings_of_a_l
                                       str(sharded_base), "--format", "json"])
     found = _findings(report, "acme/gpt2-base")
     assert len(found) == 3 and found == _findings(json.loads(local.stdout), str(sharded_base))
+
+
+def test_with_a_base_the_shared_pass_has_both_budgets_and_stops_both_checks(hub, models, scratch):
+    """Diffing on the way, the pass does the work of two checks in one read and has two budgets; too
+    slow a Hub still stops it early, both checks say so (the diff's evidence is missing too), the
+    --budget named is per check, and no shard was downloaded twice."""
+    hub.add_repo("acme/gpt2-base", _repo(models["base"]))
+    hub.add_repo("acme/gpt2-rome", _repo(models["rome"]))
+    hub.fail(r"HEAD .*/model-0000\d-of-00007.safetensors$", delay=0.6, times=-1)   # downloads only
+    code, report, err = run_check("acme/gpt2-rome", "--tier", "weights", "--base", "acme/gpt2-base",
+                                  "--budget", "1")
+    assert report["verdict"] == "ERROR", rules(report)
+    timeouts = {f["check"]: f["message"] for f in report["findings"] if f["rule"] == "check/timeout"}
+    assert set(timeouts) == {"weights.anomalies", "weights.base_diff"}, rules(report)
+    m = re.search(r"beyond the ([\d.]+)s \(2 checks' budgets\) budget: this model needs at least "
+                  r"--budget (\d+)", timeouts["weights.base_diff"])
+    assert m and float(m[1]) == 2.0 and int(m[2]) > 1, timeouts
+    downloads = _full_downloads(hub, models["rome"])
+    assert max(downloads.values()) == 1 and sum(downloads.values()) < 7, downloads   # stopped early
+    assert list(scratch.iterdir()) == []
