@@ -95,6 +95,7 @@ class WeightsAnomalies(Check):
         from hfguard.weights.analyze import analyze_checkpoint
         from hfguard.weights.diff import TensorDiffer, diff_thresholds
         from hfguard.weights.shards import checkpoint_meter, shard_findings
+        from hfguard.weights.stream import plan_reads
         from hfguard.weights.tensors import WeightsFormatError
 
         yield from shard_findings(self, ckpt.problems, ckpt.name)
@@ -103,6 +104,7 @@ class WeightsAnomalies(Check):
         label = f"weights: {ckpt.name}" + ("" if differ is None else f" + diff vs {ref.name}")
         meter = checkpoint_meter(label, ckpt, ctx.budget_seconds, ctx.progress,
                                  None if differ is None else {n: ref.tensors[n] for n in differ.todo})
+        plan_reads(_reads(ckpt, differ))
         try:
             hits, summary = analyze_checkpoint(ckpt, be, th, meter, config,
                                                None if differ is None else differ.feed)
@@ -144,6 +146,17 @@ class WeightsBaseDiff(Check):
 
         with weights_session(ctx) as session:
             yield from diff_findings(self, target, ctx, thresholds(ctx), session)
+
+
+def _reads(ckpt: Any, differ: Any) -> list[Any]:
+    """What the statistics pass reads, in order: each float tensor, and the base's tensor of that
+    name when it diffs on the way."""
+    out = []
+    for m in ckpt.float_tensors():
+        out.append(m)
+        if differ is not None and m.name in differ.todo:
+            out.append(differ.base.tensors[m.name])
+    return out
 
 
 def _diff_reference(target: Target, ctx: ScanContext, session: Any) -> Any:

@@ -33,6 +33,7 @@ from hfguard.weights.shards import (
     shard_findings,
 )
 from hfguard.weights.stats import Backend, backend_for
+from hfguard.weights.stream import plan_reads
 from hfguard.weights.tensors import Checkpoint, TensorMeta, WeightsFormatError, load_tensor
 from hfguard.weights.traps import NORM_GAIN, POSITIONAL, silenced
 
@@ -131,6 +132,7 @@ def diff_checkpoints(base: Checkpoint, tgt: Checkpoint, be: Backend, th: dict[st
                      budget: Budget) -> DiffResult:
     differ = TensorDiffer(base, tgt, be, th)
     # read in the candidate's file order: shard by shard, each tensor of each side once
+    plan_reads(m for n in differ.common if n in differ.todo for m in (base.tensors[n], tgt.tensors[n]))
     for name in differ.common:
         budget.tick(f"diffing {name}", item=name)
         differ.tensor(name)
