@@ -267,7 +267,7 @@ def _primary(ckpts: list[Checkpoint]) -> Checkpoint | None:
 
 
 @dataclass
-class BaseModel:
+class DiffBase:
     """The base a scan diffs against: `spec` as given or declared (None: neither), and its checkpoints."""
 
     spec: str | None
@@ -278,20 +278,20 @@ class BaseModel:
     ref: Checkpoint | None = None    # the checkpoint diffed against
 
 
-def resolve_base(target: Target, ctx: ScanContext, stream: Any) -> BaseModel:
+def resolve_base(target: Target, ctx: ScanContext, stream: Any) -> DiffBase:
     """--base, else the card's base_model, resolved; its shards' headers read through `stream`."""
     from hfguard.hub.resolve import ModelSpecError, resolve_model
 
     explicit = ctx.options.get("base")
     spec = explicit or declared_base(target)
     if not spec:
-        return BaseModel(None)
+        return DiffBase(None)
     try:
         base = resolve_model(spec)
     except ModelSpecError as exc:
-        return BaseModel(spec, bool(explicit), error=f"base: {exc}")
+        return DiffBase(spec, bool(explicit), error=f"base: {exc}")
     ckpts, failed = model_checkpoints(base, stream)
-    return BaseModel(spec, bool(explicit), ckpts=ckpts, failed=failed, ref=_primary(ckpts))
+    return DiffBase(spec, bool(explicit), ckpts=ckpts, failed=failed, ref=_primary(ckpts))
 
 
 def diff_thresholds(ctx: ScanContext, th: dict[str, Any]) -> dict[str, Any]:
@@ -316,7 +316,7 @@ def diff_findings(check: Check, target: Target, ctx: ScanContext, th: dict[str, 
     yield from _diff_target(check, target, base, ctx, th, session)
 
 
-def _diff_target(check: Check, target: Target, base: BaseModel, ctx: ScanContext, th: dict[str, Any],
+def _diff_target(check: Check, target: Target, base: DiffBase, ctx: ScanContext, th: dict[str, Any],
                  session: Any) -> Iterator[Finding]:
     spec, explicit, ref = base.spec or "", base.explicit, base.ref
     mine, _ = session.checkpoints(target)

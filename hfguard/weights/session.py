@@ -18,7 +18,7 @@ from typing import Any
 
 from hfguard.checks import ScanContext
 from hfguard.target import Target
-from hfguard.weights.diff import BaseModel, DiffResult, resolve_base
+from hfguard.weights.diff import DiffBase, DiffResult, resolve_base
 from hfguard.weights.shards import model_checkpoints
 from hfguard.weights.stream import ShardStream
 from hfguard.weights.tensors import Checkpoint, WeightsFormatError
@@ -36,7 +36,7 @@ class WeightsSession:
         self.diffs: dict[str, DiffResult | WeightsFormatError] = {}
         self.aborted: Exception | None = None   # the statistics pass gave up before diffing them all
         self._model: tuple[list[Checkpoint], list[tuple[str, str]]] | None = None
-        self._base: BaseModel | None = None
+        self._base: DiffBase | None = None
 
     def __enter__(self) -> WeightsSession:
         return self
@@ -54,7 +54,7 @@ class WeightsSession:
             self._model = model_checkpoints(target, self.model_stream)
         return self._model
 
-    def base(self, target: Target, ctx: ScanContext) -> BaseModel:
+    def base(self, target: Target, ctx: ScanContext) -> DiffBase:
         """The base (diff.resolve_base), resolved once; a failure is not kept (the next caller
         meets it again, so the check that reports it is weights.base_diff)."""
         if self._base is None:

@@ -4,9 +4,9 @@ A 100+ GB model is not downloaded before its first tensor is read: `checkpoints_
 range-reads each shard's header only, and the tensors' `data_path` asks the stream for the file on
 first read. The stream downloads that shard into its own scratch folder (never the user's HF cache:
 a shard already there is read in place and never deleted), starts the next shard in the background
-so downloading overlaps the analysis, and deletes a shard once more than `window` would be held.
-Peak disk: about `window` x the largest shard per stream (a diff holds two streams: the model's and
-the base's).
+so downloading overlaps the analysis, and deletes a shard once more than `window` would be held
+(a read may go one over rather than evict a shard the pass reads again). Peak disk: about
+`window` (+1) times the largest shard per stream (a diff holds two: the model's and the base's).
 
 Within a scan both weights checks share one stream per side (weights.session): the statistics pass
 diffs each tensor against the base on its way, so each shard is fetched once per scan. Each pass
@@ -80,8 +80,10 @@ class ShardStream:
         self._root: Path | None = None
         self._lock = threading.RLock()
         self._clock = 0
+        self._closed = False
         self._pool: ThreadPoolExecutor | None = None
         self._ahead: dict[int, dict[str, int]] = {}   # shard -> its tensors the pass has yet to read
+        self._reading: dict[int, tuple[int, str]] = {}   # thread -> the (shard, tensor) it reads
 
     def __enter__(self) -> ShardStream:
         return self
@@ -91,6 +93,8 @@ class ShardStream:
 
     @property
     def root(self) -> Path:
+        if self._closed:   # a folder made now would never be deleted
+            raise RuntimeError(f"{self.label}: shard stream read after it was closed")
         if self._root is None:   # created on the first remote shard: local targets never touch disk
             self._root = Path(tempfile.mkdtemp(prefix="hfguard-shards-"))
         return self._root
@@ -108,10 +112,11 @@ class ShardStream:
         ignored). A shard the pass has yet to read tensors of is not evicted for a prefetch, nor for
         a read while a shard with none left can go (then the one needed last goes: Belady's rule),
         and the prefetch fetches the shard needed next. So a base sharded unlike the model, read in
-        the model's order (base shards 1, 2, 1, 2, 3 ...), is fetched once per shard whatever the
-        time between reads, as long as the window holds the shards in use at once."""
+        the model's order (base shards 1, 2, 1, 2, 3 ... or 1, 4, 1, 2, 3, 4), is fetched once per
+        shard whatever the time between reads, as long as the window (+1) holds the shards in use
+        at once. A tensor counts as read once the thread reading it asks for another one."""
         with self._lock:
-            self._ahead = {}
+            self._ahead, self._reading = {}, {}
             for pos, m in enumerate(metas):
                 if m.shard is not None and m.shard.stream is self:
                     self._ahead.setdefault(m.shard.index, {}).setdefault(m.name, pos)
@@ -123,8 +128,11 @@ class ShardStream:
     def acquire(self, shard: RemoteShard, tensor: str | None = None) -> Path:
         """The shard's local file, fetched (or awaited, if prefetching) when not held."""
         with self._lock:
-            if tensor is not None:
-                self._ahead.get(shard.index, {}).pop(tensor, None)
+            if tensor is not None:   # a tensor is read once its thread asks for another one
+                now, before = (shard.index, tensor), self._reading.get(threading.get_ident())
+                if before is not None and before != now:
+                    self._ahead.get(before[0], {}).pop(before[1], None)
+                self._reading[threading.get_ident()] = now
             self._clock += 1
             shard.last, shard.last_s = self._clock, time.monotonic()
             if shard.local_path is not None:
@@ -177,7 +185,10 @@ class ShardStream:
                     and (also is None or (s.last_s < recent and self._next_read(s) is None))]
             if not free:
                 return also is None   # a read always proceeds (one over the window at worst)
-            self._release(min(free, key=self._eviction_order))
+            victim = min(free, key=self._eviction_order)
+            if also is None and len(held) == self.window and self._next_read(victim) is not None:
+                return True   # a read goes one over the window rather than evict a shard read again
+            self._release(victim)
 
     def _eviction_order(self, s: RemoteShard) -> tuple[bool, int, int]:
         """Shards the plan is done with first (least recently read first), then the one it needs last."""
@@ -231,6 +242,7 @@ class ShardStream:
             self._pool.shutdown(wait=True)
             self._pool = None
         with self._lock:
+            self._closed = True
             for s in self.shards:
                 if s.local_path is not None:
                     self._release(s)

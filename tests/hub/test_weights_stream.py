@@ -101,11 +101,20 @@ def test_slow_shard_downloads_stop_the_pass_with_the_budget_the_model_needs(hub,
 
 
 @pytest.fixture(scope="module")
-def sharded_base(tmp_path_factory) -> Path:
-    """The base saved again in shards of another size (4 of ~350 KB; the model has 7 of ~200 KB):
-    `build` is seeded, so these are the one-file base's weights."""
+def sharded_base(models, tmp_path_factory) -> Path:
+    """The base loaded and saved again in shards of another size (4 of ~350 KB; the model has 7 of
+    ~200 KB). transformers writes it in another order too: read in the model's order, the base's
+    shards are asked for 1, 4, 1, 2, 3, 4, the embeddings coming from its last shard."""
+    from hfguard.target import local_target
+    from hfguard.weights.shards import in_read_order, model_checkpoints
+
     folder = tmp_path_factory.mktemp("resharded") / "base"
-    we.build("gpt2", 0).save_pretrained(folder, max_shard_size="350KB")
+    we.load("gpt2", models["base"]).save_pretrained(folder, max_shard_size="350KB")
+    [model], _ = model_checkpoints(local_target([str(models["rome"])]))
+    [base], _ = model_checkpoints(local_target([str(folder)]))
+    asked = [base.tensors[n].file for n in in_read_order(list(base.tensors), model)]
+    runs = [f for i, f in enumerate(asked) if i == 0 or asked[i - 1] != f]
+    assert len(runs) > len(set(runs)), runs   # shards asked for again after others
     return folder
 
 
