@@ -63,7 +63,7 @@ class RemoteShard:
 
 @dataclass
 class ShardStream:
-    """The remote shards of one model, at most `window` on disk at once."""
+    """The remote shards of one model, about `window` on disk at once (see the module docstring)."""
 
     label: str = "weights"
     progress: Callable[[str], None] = lambda msg: None
