@@ -10,6 +10,7 @@ target (`check_target`: provenance, base diffs, behavior). Built-in checks are l
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -84,6 +85,9 @@ class ScanContext:
     progress: Callable[[str], None] = lambda msg: None
     budget_seconds: float = 60.0
     memo: dict[str, Any] = field(default_factory=dict)   # what a check computes once per scan
+    checks: tuple[str, ...] = ()   # ids of the checks this scan runs, in order (checks may share a pass)
+    # what checks share across the scan (the weights tier's shard streams): closed when the scan ends
+    resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def budget(self) -> Budget:
         return Budget(seconds=self.budget_seconds)
