@@ -10,6 +10,7 @@ target (`check_target`: provenance, base diffs, behavior). Built-in checks are l
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -84,9 +85,22 @@ class ScanContext:
     progress: Callable[[str], None] = lambda msg: None
     budget_seconds: float = 60.0
     memo: dict[str, Any] = field(default_factory=dict)   # what a check computes once per scan
+    checks: tuple[str, ...] = ()   # ids of the checks this scan runs, in order (checks may share a pass)
+    # what checks share across the scan (the weights tier's shard streams): closed when the scan ends
+    resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def budget(self) -> Budget:
         return Budget(seconds=self.budget_seconds)
+
+    def file_facts(self, file: TargetFile) -> dict[str, Any]:
+        """What one check learned about `file` that another would read again in this scan (a zip's
+        directory, whether it is one whole pickle). Keyed by the file object itself, which the memo
+        keeps alive: two files never share facts, even with the same path."""
+        per_file = self.memo.setdefault("file-facts", {})
+        entry = per_file.get(id(file))
+        if entry is None or entry[0] is not file:
+            entry = per_file[id(file)] = (file, {})
+        return entry[1]
 
     def threshold(self, check: str, name: str, default: Any = None) -> Any:
         """The policy's value for a declared threshold, else `default` (else the declared default)."""

@@ -68,7 +68,7 @@ def scan(target: Target, policy: Policy, checks: list[Check], *,
          budget_seconds: float = 60.0) -> Report:
     started = time.monotonic()
     ctx = ScanContext(policy=policy, target=target, options=options or {}, progress=progress,
-                      budget_seconds=budget_seconds)
+                      budget_seconds=budget_seconds, checks=tuple(c.id for c in checks))
     if not target.card:   # a local folder's README front matter, read once for every check
         target.card = card_metadata(target)
     report = Report(target=target.display, source=target.source, revision=target.revision,
@@ -85,9 +85,10 @@ def scan(target: Target, policy: Policy, checks: list[Check], *,
     for i, file in enumerate(target.files, 1):
         progress(f"[{i}/{len(target.files)}] {file.path}")
         report.files.append(scan_file(file, checks, ctx))
-    for check in checks:
-        report.findings += run_checks(check, target.display,
-                                      functools.partial(check.check_target, target, ctx))
+    with ctx.resources:   # shared by target checks (the weights tier's shard streams): ends here
+        for check in checks:
+            report.findings += run_checks(check, target.display,
+                                          functools.partial(check.check_target, target, ctx))
     keys = {f.path: f.key for f in target.files if f.key}
     for finding in report.all_findings():
         if finding.file in keys and finding.file_key is None:

@@ -72,6 +72,9 @@ def validate(doc: Any) -> None:
         if not isinstance(e, dict) or not _SHA256.match(str(e.get("sha256", "")).lower()) \
                 or not e.get("reason") or not e.get("source"):
             raise FeedError(f"file entry {e!r}: needs sha256 (64 hex), reason and source")
+        size = e.get("size")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+            raise FeedError(f"file entry {e!r}: size is the file's length in bytes (an integer >= 0)")
 
 
 def sign(doc: dict[str, Any], private_key_pem: bytes) -> dict[str, Any]:

@@ -10,5 +10,4 @@ from hfguard.policy import Policy
 
 
 def write_json(report: Report, out: TextIO, policy: Policy | None = None) -> None:
-    json.dump(report.to_dict(), out, indent=2, default=str)
-    out.write("\n")
+    out.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")   # one write, not one per token

@@ -22,7 +22,7 @@ from hfguard import sniff as fmts
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Severity
 from hfguard.policy import Policy
-from hfguard.static.pickle.zipdir import ZipEntry, ZipError, read_zip_directory, torch_data_pickles
+from hfguard.static.pickle.zipdir import ZipEntry, ZipError, file_zip_directory, torch_data_pickles
 from hfguard.target import Target, TargetFile
 
 _SHA_RE = re.compile(r"[0-9a-f]{40}")
@@ -166,6 +166,14 @@ def _known_bad_at(version: str) -> tuple[dict[str, dict[str, Any]], dict[str, di
     return repos, files
 
 
+def _known_bad_sizes(files: dict[str, dict[str, Any]]) -> frozenset[int] | None:
+    """The sizes of the known-bad files when every entry gives one, else None (hash every file)."""
+    sizes = [e.get("size") for e in files.values()]
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in sizes):
+        return None
+    return frozenset(sizes)
+
+
 def known_bad_repo(repo: str) -> dict[str, Any] | None:
     """The known_bad.yaml entry of a repo id (case-insensitive), or None."""
     return _known_bad()[0].get(repo.lower())
@@ -181,7 +189,7 @@ def _file_sha256(file: TargetFile, ctx: ScanContext) -> str | None:
 
 
 # -- format claims --------------------------------------------------------------------------------
-def _claim_mismatch(file: TargetFile, fmt: str) -> tuple[Severity, str] | None:
+def _claim_mismatch(file: TargetFile, fmt: str, ctx: ScanContext) -> tuple[Severity, str] | None:
     name = file.name.lower()
     if name.endswith(".safetensors") and fmt != fmts.SAFETENSORS:
         sev = Severity.HIGH if fmt in _PICKLE_FORMATS | {fmts.ZIP} else Severity.MEDIUM
@@ -197,21 +205,26 @@ def _claim_mismatch(file: TargetFile, fmt: str) -> tuple[Severity, str] | None:
     if name.endswith(fmts.TORCH_SUFFIXES + _PICKLE_EXTS) and fmt not in _TORCH_FORMATS:
         # .bin is generic (ONNX external data, OpenVINO, GGML ...): only text is out of place there
         generic = name.endswith((".bin", *_PICKLE_EXTS))
-        if (fmt in _TEXT_FORMATS or not generic) and not _text_pickle(file, fmt):
+        if (fmt in _TEXT_FORMATS or not generic) and not _text_pickle(file, fmt, ctx):
             ext = name.rsplit(".", 1)[1]
             return Severity.MEDIUM, f"named .{ext} (a pickle-based model format) but the content is {fmt}"
     if name.endswith(fmts.TORCH_SUFFIXES) and fmt == fmts.ZIP:
-        members = _zip_names(file)
+        members = _zip_names(file, ctx)
         if members is not None and not torch_data_pickles(members):
             return Severity.MEDIUM, ("a zip archive that is not a PyTorch checkpoint (no data.pkl): "
                                      + ", ".join(m.name for m in members[:5]))
     return None
 
 
-def _text_pickle(file: TargetFile, fmt: str) -> bool:
+def _text_pickle(file: TargetFile, fmt: str, ctx: ScanContext) -> bool:
     """A protocol 0 pickle is printable text: it is one if it decodes to STOP (bounded)."""
     if fmt not in _TEXT_FORMATS:
         return False
+    from hfguard.static.pickle.check import WHOLE_PICKLE
+
+    known = ctx.file_facts(file).get(WHOLE_PICKLE)
+    if known is not None:   # the serialization check decoded it already
+        return known
     from hfguard.static.pickle.vm import Limits, PickleVM, Reader
 
     try:
@@ -223,11 +236,10 @@ def _text_pickle(file: TargetFile, fmt: str) -> bool:
     return res.complete and not res.anomalies
 
 
-def _zip_names(file: TargetFile) -> list[ZipEntry] | None:
+def _zip_names(file: TargetFile, ctx: ScanContext) -> list[ZipEntry] | None:
     """Member entries from the central directory only (a range read on Hub files)."""
     try:
-        with file.open() as fh:
-            return read_zip_directory(fh, file.size, local_headers=False)
+        return file_zip_directory(file, ctx, local_headers=False)
     except (ZipError, OSError, ValueError, struct.error):
         return None  # the serialization checks report unreadable archives
 
@@ -242,17 +254,23 @@ class ProvenanceCheck(Check):
         return True
 
     def check_file(self, file: TargetFile, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
-        mismatch = _claim_mismatch(file, fmt)
+        mismatch = _claim_mismatch(file, fmt, ctx)
         if mismatch:
             sev, what = mismatch
             yield self.finding("provenance/format-mismatch", sev, f"{file.path}: {what}", file=file.path,
                                evidence={"format": fmt, "extension": file.name.rsplit(".", 1)[-1]},
                                remediation="Treat the file as what its bytes are, not what its name says.")
-        sha = _file_sha256(file, ctx)
         known = ctx.memo.get("known_bad_files")
         if known is None:  # the rule set is fixed at the start of a scan: looked up once, not per file
-            known = ctx.memo["known_bad_files"] = _known_bad()[1]
-        bad = known.get(sha or "")
+            files = _known_bad()[1]
+            known = ctx.memo["known_bad_files"] = (files, _known_bad_sizes(files))
+        hashes, sizes = known
+        # a file whose size no entry has cannot be one of them: not hashed (a quarter of a scan of
+        # many small pickles); a Hub file's listed sha256 costs nothing and is always looked up
+        if sizes is not None and file.size not in sizes and not file.expected_sha256:
+            return
+        sha = _file_sha256(file, ctx)
+        bad = hashes.get(sha or "")
         if bad:
             yield self.finding("provenance/known-bad-file", Severity.CRITICAL,
                                f"{file.path} is a known-bad file: {bad.get('reason', '')}", file=file.path,

@@ -9,7 +9,7 @@ import functools
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -63,23 +63,29 @@ def single_threaded_blas() -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+# called with each tensor the pass reads, as float32, from the worker that read it
+OnTensor = Callable[[TensorMeta, np.ndarray], None]
+
+
 def analyze_checkpoint(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
-                       config: tuple[str, dict[str, Any]] | None) -> tuple[list[Observation], dict[str, Any]]:
+                       config: tuple[str, dict[str, Any]] | None,
+                       on_tensor: OnTensor | None = None) -> tuple[list[Observation], dict[str, Any]]:
+    """`on_tensor`: also given each tensor read (the base diff, so a shard is read once for both)."""
     with single_threaded_blas():
-        return _analyze(ckpt, be, th, budget, config)
+        return _analyze(ckpt, be, th, budget, config, on_tensor)
 
 
-def _workers(be: Backend, th: dict[str, Any], biggest: int = 0) -> int:
+def _workers(be: Backend, th: dict[str, Any], biggest: int = 0, buffers: int = 2) -> int:
     """Tensors are measured on a thread pool (numpy's reductions and BLAS release the GIL), one
     thread per usable core; the GPU path stays on one thread (it queues work on one device).
     Each worker may hold ~2x the largest tensor (its buffer and the block temporaries, `biggest`
-    float32 entries), so no more workers than half the available memory holds."""
+    float32 entries; `buffers` of them), so no more workers than half the available memory holds."""
     if be.name == "cuda":
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     n = int(th.get("workers") or 0) or cores
     free = _available_memory()
-    room = free // 2 // (2 * 4 * biggest) if biggest and free else n
+    room = free // 2 // (buffers * 4 * biggest) if biggest and free else n
     return max(1, min(n, room, 64))
 
 
@@ -96,7 +102,8 @@ def _available_memory() -> int | None:
 
 
 def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
-             config: tuple[str, dict[str, Any]] | None) -> tuple[list[Observation], dict[str, Any]]:
+             config: tuple[str, dict[str, Any]] | None,
+             on_tensor: OnTensor | None) -> tuple[list[Observation], dict[str, Any]]:
     hits: list[Observation] = []
     stats: dict[str, dict[str, Any]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
@@ -123,6 +130,10 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
             lazy = None if meta.mapped_as_is else widening(meta, local.scratch)
             arr = lazy.array if lazy is not None else load_tensor(
                 meta, copy=False, out=None if meta.mapped_as_is else local.scratch)
+        if on_tensor is not None:
+            if lazy is not None:
+                lazy.upto(meta.numel)   # the diff reads the whole tensor now
+            on_tensor(meta, arr)
         rows = traps.neuron_rows(meta.name, arr)
         # neuron norms and sketch taken from the pass's row blocks (not for GPT-2's transposed rows)
         seen = traps.NeuronRows(*rows.shape) if rows is arr and x is None else None
@@ -147,7 +158,8 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
             out.vector = np.array(arr)   # a copy: arr is a map of the file or a reused buffer
         return out
 
-    workers = _workers(be, th, max((m.numel for m in metas), default=0))
+    # a diff on the way holds two more per worker: the base's tensor and the delta
+    workers = _workers(be, th, max((m.numel for m in metas), default=0), 2 if on_tensor is None else 4)
     if be.xp is not np:   # torch (CUDA; torch-cpu in tests): pinned batches, overlapped copies
         from hfguard.weights.feed import device_feed
 

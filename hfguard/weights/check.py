@@ -51,17 +51,17 @@ class WeightsAnomalies(Check):
     description = "tensor statistics, sibling-layer outliers, NaN/Inf, privacy-backdoor fingerprints"
 
     def check_target(self, target: Target, ctx: ScanContext) -> Iterable[Finding]:
-        from hfguard.weights.stream import ShardStream
+        from hfguard.weights.session import weights_session
 
-        # remote shards are fetched one at a time as the pass reads them, and deleted after
-        with ShardStream("weights", ctx.progress) as stream:
-            yield from self._target(target, ctx, stream)
+        # remote shards are fetched one at a time as the pass reads them, and deleted after; with
+        # weights.base_diff in the scan this pass diffs against the base on its way (one fetch each)
+        with weights_session(ctx) as session:
+            yield from self._target(target, ctx, session)
 
-    def _target(self, target: Target, ctx: ScanContext, stream: Any) -> Iterator[Finding]:
-        from hfguard.weights.shards import model_checkpoints
+    def _target(self, target: Target, ctx: ScanContext, session: Any) -> Iterator[Finding]:
         from hfguard.weights.stats import backend_for
 
-        ckpts, failed = model_checkpoints(target, stream)
+        ckpts, failed = session.checkpoints(target)
         yield from unreadable_findings(self, failed, examined=bool(ckpts))
         if not ckpts:
             if not failed:
@@ -75,9 +75,15 @@ class WeightsAnomalies(Check):
             return
         th = thresholds(ctx)
         configs = configs_by_dir(target)
+        ref = _diff_reference(target, ctx, session)
         for ckpt in ckpts:
-            ctx.progress(f"weights: {ckpt.name} ({len(ckpt.tensors)} tensors, {be.name})")
-            yield from self._checkpoint(ckpt, be, th, ctx, configs.get(ckpt.directory))
+            ctx.progress(f"weights: {ckpt.name} ({len(ckpt.tensors)} tensors, {be.name})"
+                         + (f", diffed against {ref.name} on the way" if ref is not None else ""))
+            try:
+                yield from self._checkpoint(ckpt, be, th, ctx, configs.get(ckpt.directory), session, ref)
+            except Exception as exc:
+                session.aborted = exc   # weights.base_diff gives up with it too (the diffs are missing)
+                raise
         if len(ckpts) > 1:
             from hfguard.weights.copies import inconsistent_copies
 
@@ -85,19 +91,30 @@ class WeightsAnomalies(Check):
                 yield from self.findings_from([hit], file=file, remediation=_REMEDIATION.get)
 
     def _checkpoint(self, ckpt: Any, be: Any, th: dict[str, Any], ctx: ScanContext,
-                    config: tuple[str, dict[str, Any]] | None) -> Iterator[Finding]:
+                    config: tuple[str, dict[str, Any]] | None, session: Any, ref: Any) -> Iterator[Finding]:
         from hfguard.weights.analyze import analyze_checkpoint
+        from hfguard.weights.diff import TensorDiffer, diff_thresholds
         from hfguard.weights.shards import checkpoint_meter, shard_findings
+        from hfguard.weights.stream import plan_reads
         from hfguard.weights.tensors import WeightsFormatError
 
         yield from shard_findings(self, ckpt.problems, ckpt.name)
         started = time.monotonic()
-        meter = checkpoint_meter(f"weights: {ckpt.name}", ckpt, ctx.budget_seconds, ctx.progress)
+        differ = None if ref is None else TensorDiffer(ref, ckpt, be, diff_thresholds(ctx, th))
+        label = f"weights: {ckpt.name}" + ("" if differ is None else f" + diff vs {ref.name}")
+        meter = checkpoint_meter(label, ckpt, ctx.budget_seconds, ctx.progress,
+                                 None if differ is None else {n: ref.tensors[n] for n in differ.todo})
+        plan_reads(_reads(ckpt, differ))
         try:
-            hits, summary = analyze_checkpoint(ckpt, be, th, meter, config)
+            hits, summary = analyze_checkpoint(ckpt, be, th, meter, config,
+                                               None if differ is None else differ.feed)
         except WeightsFormatError as exc:   # e.g. a storage that reaches past the end of the file
+            if differ is not None:
+                session.diffs[ckpt.name] = exc
             yield from unreadable_findings(self, [(ckpt.name, str(exc))], examined=False)
             return
+        if differ is not None:
+            session.diffs[ckpt.name] = differ.outcome()
         meter.finish()
         summary["seconds"] = round(time.monotonic() - started, 3)
         cap = th["max-findings-per-rule"]
@@ -125,8 +142,32 @@ class WeightsBaseDiff(Check):
 
     def check_target(self, target: Target, ctx: ScanContext) -> Iterable[Finding]:
         from hfguard.weights.diff import diff_findings
+        from hfguard.weights.session import weights_session
 
-        yield from diff_findings(self, target, ctx, thresholds(ctx))
+        with weights_session(ctx) as session:
+            yield from diff_findings(self, target, ctx, thresholds(ctx), session)
+
+
+def _reads(ckpt: Any, differ: Any) -> list[Any]:
+    """What the statistics pass reads, in order: each float tensor, and the base's tensor of that
+    name when it diffs on the way."""
+    out = []
+    for m in ckpt.float_tensors():
+        out.append(m)
+        if differ is not None and m.name in differ.todo:
+            out.append(differ.base.tensors[m.name])
+    return out
+
+
+def _diff_reference(target: Target, ctx: ScanContext, session: Any) -> Any:
+    """The base checkpoint the statistics pass diffs against on its way, when the session says
+    so and the base resolves; else None (weights.base_diff then reads, and reports, for itself)."""
+    if not session.diff_on_the_way:
+        return None
+    try:
+        return session.base(target, ctx).ref
+    except Exception:  # noqa: BLE001 - a base that fails to resolve is weights.base_diff's finding
+        return None
 
 
 def unreadable_findings(check: Check, failed: list[tuple[str, str]], examined: bool) -> Iterator[Finding]:

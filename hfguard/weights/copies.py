@@ -13,6 +13,7 @@ import numpy as np
 from hfguard.budget import Budget
 from hfguard.findings import Observation, Severity
 from hfguard.weights.shards import pair_meter, same_bytes
+from hfguard.weights.stream import plan_reads
 from hfguard.weights.tensors import Checkpoint
 
 
@@ -56,6 +57,7 @@ def pair_up(a: Checkpoint, b: Checkpoint) -> list[tuple[str, str]]:
 def compare_copies(a: Checkpoint, b: Checkpoint, budget: Budget) -> Observation | None:
     pairs = sorted(pair_up(a, b), key=lambda p: (str(b.tensors[p[1]].path), b.tensors[p[1]].offset))
     differ: list[dict[str, Any]] = []
+    plan_reads(m for na, nb in pairs for m in (a.tensors[na], b.tensors[nb]))
     for na, nb in pairs:   # in b's file order: shard by shard
         budget.tick(f"comparing {nb}", item=nb)
         ma, mb = a.tensors[na], b.tensors[nb]

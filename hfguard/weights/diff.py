@@ -8,6 +8,7 @@ few rows; trigger-word surgery rewrites a few token-embedding rows.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ from hfguard.weights.shards import (
     shard_findings,
 )
 from hfguard.weights.stats import Backend, backend_for
+from hfguard.weights.stream import plan_reads
 from hfguard.weights.tensors import Checkpoint, TensorMeta, WeightsFormatError, load_tensor
 from hfguard.weights.traps import NORM_GAIN, POSITIONAL, silenced
 
@@ -128,51 +130,100 @@ class DiffResult:
 
 def diff_checkpoints(base: Checkpoint, tgt: Checkpoint, be: Backend, th: dict[str, Any],
                      budget: Budget) -> DiffResult:
-    res = DiffResult(added=sorted(set(tgt.tensors) - set(base.tensors)),
-                     removed=sorted(set(base.tensors) - set(tgt.tensors)))
-    for name, meta in base.tensors.items():
-        role, idx = role_of(name)
-        if idx is not None and meta.is_float and meta.numel:
-            res.roles[role] = res.roles.get(role, 0) + 1
-            res.blocks.setdefault(idx, set()).add(name)
+    differ = TensorDiffer(base, tgt, be, th)
     # read in the candidate's file order: shard by shard, each tensor of each side once
-    common = in_read_order(sorted(set(base.tensors) & set(tgt.tensors)), tgt)
-    vocab = {(base.tensors[n].shape[0], tgt.tensors[n].shape[0]) for n in common
-             if _appended_rows(n, base.tensors[n].shape, tgt.tensors[n].shape)}
-    scratch = _Scratch(max((m.tensors[n].numel for n in common for m in (base, tgt)), default=0))
-    for name in common:
+    plan_reads(m for n in differ.common if n in differ.todo for m in (base.tensors[n], tgt.tensors[n]))
+    for name in differ.common:
         budget.tick(f"diffing {name}", item=name)
-        m0, m1 = base.tensors[name], tgt.tensors[name]
-        grown = None
-        if m0.shape != m1.shape:
-            grown = _grown_axis(m0.shape, m1.shape, vocab)
-            if grown is None:
-                res.shape_mismatch.append({"tensor": name, "base": list(m0.shape), "model": list(m1.shape)})
-                continue
-            # vocabulary extension: the base's part is compared, the appended entries are noted
-            res.extended.append({"tensor": name, "base": list(m0.shape), "model": list(m1.shape)})
-        if m0.dtype != m1.dtype:
-            res.dtype_mismatch.append(name)
-        if not (m0.is_float and m1.is_float) or not m0.numel:
-            continue
-        res.compared += 1
+        differ.tensor(name)
+    return differ.result()
+
+
+class TensorDiffer:
+    """One checkpoint's diff against the base, a tensor at a time: `tensor(name)` for each common
+    name, in any order and from several threads (the statistics pass feeds it the tensors it reads,
+    so a remote shard is fetched once for both checks), then `result()`. What needs no values
+    (added, removed, reshaped, dtype) is decided here from the headers."""
+
+    def __init__(self, base: Checkpoint, tgt: Checkpoint, be: Backend, th: dict[str, Any]) -> None:
+        self.base, self.tgt, self.be, self.th = base, tgt, be, th
+        res = self.res = DiffResult(added=sorted(set(tgt.tensors) - set(base.tensors)),
+                                    removed=sorted(set(base.tensors) - set(tgt.tensors)))
+        for name, meta in base.tensors.items():
+            role, idx = role_of(name)
+            if idx is not None and meta.is_float and meta.numel:
+                res.roles[role] = res.roles.get(role, 0) + 1
+                res.blocks.setdefault(idx, set()).add(name)
+        self.common = in_read_order(sorted(set(base.tensors) & set(tgt.tensors)), tgt)
+        vocab = {(base.tensors[n].shape[0], tgt.tensors[n].shape[0]) for n in self.common
+                 if _appended_rows(n, base.tensors[n].shape, tgt.tensors[n].shape)}
+        self.todo: dict[str, int | None] = {}   # name -> the axis it grew along (None: same shape)
+        for name in self.common:
+            m0, m1 = base.tensors[name], tgt.tensors[name]
+            grown = None
+            if m0.shape != m1.shape:
+                grown = _grown_axis(m0.shape, m1.shape, vocab)
+                if grown is None:
+                    res.shape_mismatch.append({"tensor": name, "base": list(m0.shape),
+                                               "model": list(m1.shape)})
+                    continue
+                # vocabulary extension: the base's part is compared, the appended entries are noted
+                res.extended.append({"tensor": name, "base": list(m0.shape), "model": list(m1.shape)})
+            if m0.dtype != m1.dtype:
+                res.dtype_mismatch.append(name)
+            if m0.is_float and m1.is_float and m0.numel:
+                self.todo[name] = grown
+        res.compared = len(self.todo)
+        self.numel = max((m.tensors[n].numel for n in self.common for m in (base, tgt)), default=0)
+        self.error: WeightsFormatError | None = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def tensor(self, name: str, w1: np.ndarray | None = None) -> None:
+        """Compare one tensor. `w1`: the model's tensor as float32 if the caller has it loaded."""
+        if name not in self.todo:
+            return
+        grown = self.todo[name]
+        m0, m1 = self.base.tensors[name], self.tgt.tensors[name]
         if grown is None and same_bytes(m0, m1):   # untouched: decided on raw bytes, chunk by chunk
-            continue
-        w0, w1 = scratch.load(m0, 0), scratch.load(m1, 1)
+            return
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:   # one set of buffers per thread
+            scratch = self._local.scratch = _Scratch(self.numel)
+        w0 = scratch.load(m0, 0)
+        w1 = scratch.load(m1, 1) if w1 is None else w1
         if grown is not None:
             w1 = w1[(slice(None),) * grown + (slice(0, m0.shape[grown]),)]
         if equal_values(w0, w1):
-            continue
-        res.deltas.append(tensor_delta(name, w0, w1, be, th, out=scratch.buffer(2)))
+            return
+        delta = tensor_delta(name, w0, w1, self.be, self.th, out=scratch.buffer(2))
+        gone = None
         if w0.ndim == 1 and NORM_GAIN.search(name):
-            rel = th["silenced-gain-rel"]
+            rel = self.th["silenced-gain-rel"]
             new = np.flatnonzero(silenced(w1, rel) & ~silenced(w0, rel))
             if new.size:
-                res.silenced.append({"tensor": name, "count": int(new.size), "indices": new[:32].tolist()})
-        del w0, w1
-    res.deltas.sort(key=lambda d: d.name)   # reports list tensors by name, whatever the read order
-    res.silenced.sort(key=lambda s: s["tensor"])
-    return res
+                gone = {"tensor": name, "count": int(new.size), "indices": new[:32].tolist()}
+        with self._lock:
+            self.res.deltas.append(delta)
+            if gone is not None:
+                self.res.silenced.append(gone)
+
+    def feed(self, meta: TensorMeta, w1: np.ndarray) -> None:
+        """`tensor`, for the statistics pass that has the model's tensor loaded: a tensor that
+        cannot be read here fails the diff (weights.base_diff reports it), never the statistics."""
+        if self.error is None:
+            try:
+                self.tensor(meta.name, w1)
+            except WeightsFormatError as exc:
+                self.error = exc
+
+    def outcome(self) -> DiffResult | WeightsFormatError:
+        return self.error if self.error is not None else self.result()
+
+    def result(self) -> DiffResult:
+        self.res.deltas.sort(key=lambda d: d.name)   # reports list tensors by name, whatever the read order
+        self.res.silenced.sort(key=lambda s: s["tensor"])
+        return self.res
 
 
 class _Scratch:
@@ -215,40 +266,65 @@ def _primary(ckpts: list[Checkpoint]) -> Checkpoint | None:
     return max(ckpts, key=lambda c: (c.kind == "safetensors", len(c.tensors)), default=None)
 
 
-def diff_findings(check: Check, target: Target, ctx: ScanContext, th: dict[str, Any]) -> Iterator[Finding]:
-    th = {**DIFF_DEFAULTS, **{k: ctx.threshold("weights", k, v) for k, v in DIFF_DEFAULTS.items()}, **th}
+@dataclass
+class DiffBase:
+    """The base a scan diffs against: `spec` as given or declared (None: neither), and its checkpoints."""
+
+    spec: str | None
+    explicit: bool = False           # --base (an unavailable one is ERROR), not the card's base_model
+    error: str | None = None         # why it could not be resolved
+    ckpts: list[Checkpoint] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    ref: Checkpoint | None = None    # the checkpoint diffed against
+
+
+def resolve_base(target: Target, ctx: ScanContext, stream: Any) -> DiffBase:
+    """--base, else the card's base_model, resolved; its shards' headers read through `stream`."""
+    from hfguard.hub.resolve import ModelSpecError, resolve_model
+
     explicit = ctx.options.get("base")
     spec = explicit or declared_base(target)
     if not spec:
-        yield check.finding("weights/no-base", Severity.INFO,
-                            "no base model declared (card base_model) or given (--base): diff skipped")
-        return
-    from hfguard.hub.resolve import ModelSpecError, resolve_model
-
+        return DiffBase(None)
     try:
         base = resolve_model(spec)
     except ModelSpecError as exc:
-        yield check.finding("weights/base-unavailable", Severity.MEDIUM if explicit else Severity.LOW,
-                            f"base: {exc}", error=bool(explicit), evidence={"base": spec})
+        return DiffBase(spec, bool(explicit), error=f"base: {exc}")
+    ckpts, failed = model_checkpoints(base, stream)
+    return DiffBase(spec, bool(explicit), ckpts=ckpts, failed=failed, ref=_primary(ckpts))
+
+
+def diff_thresholds(ctx: ScanContext, th: dict[str, Any]) -> dict[str, Any]:
+    """The diff's thresholds from the policy, over the weights tier's `th`."""
+    return {**DIFF_DEFAULTS, **{k: ctx.threshold("weights", k, v) for k, v in DIFF_DEFAULTS.items()}, **th}
+
+
+def diff_findings(check: Check, target: Target, ctx: ScanContext, th: dict[str, Any],
+                  session: Any) -> Iterator[Finding]:
+    """`session` (weights.session.WeightsSession): the model's and the base's checkpoints, and the
+    diffs the statistics pass already made on its way through the model."""
+    th = diff_thresholds(ctx, th)
+    base = session.base(target, ctx)
+    if not base.spec:
+        yield check.finding("weights/no-base", Severity.INFO,
+                            "no base model declared (card base_model) or given (--base): diff skipped")
         return
-    from hfguard.weights.stream import ShardStream
+    if base.error is not None:
+        yield check.finding("weights/base-unavailable", Severity.MEDIUM if base.explicit else Severity.LOW,
+                            base.error, error=base.explicit, evidence={"base": base.spec})
+        return
+    yield from _diff_target(check, target, base, ctx, th, session)
 
-    # remote shards of either side are fetched as the diff reaches them and deleted after
-    with ShardStream("weights: model", ctx.progress) as ours, \
-            ShardStream("weights: base", ctx.progress) as ref_stream:
-        yield from _diff_target(check, target, base, spec, bool(explicit), ctx, th, ours, ref_stream)
 
-
-def _diff_target(check: Check, target: Target, base: Target, spec: str, explicit: bool, ctx: ScanContext,
-                 th: dict[str, Any], ours: Any, theirs_stream: Any) -> Iterator[Finding]:
-    mine, _ = model_checkpoints(target, ours)
-    theirs, failed = model_checkpoints(base, theirs_stream)
-    ref = _primary(theirs)
+def _diff_target(check: Check, target: Target, base: DiffBase, ctx: ScanContext, th: dict[str, Any],
+                 session: Any) -> Iterator[Finding]:
+    spec, explicit, ref = base.spec or "", base.explicit, base.ref
+    mine, _ = session.checkpoints(target)
     if not mine or ref is None:
         what = "the model" if not mine else f"base {spec}"
         yield check.finding("weights/base-unavailable", Severity.MEDIUM if explicit else Severity.LOW,
-                            f"no readable checkpoint in {what}: diff skipped", error=bool(explicit),
-                            evidence={"base": spec, "unreadable": failed})
+                            f"no readable checkpoint in {what}: diff skipped", error=explicit,
+                            evidence={"base": spec, "unreadable": base.failed})
         return
     try:
         be = backend_for(str(ctx.options.get("device") or "auto"))
@@ -262,20 +338,28 @@ def _diff_target(check: Check, target: Target, base: Target, spec: str, explicit
     if ref.problems:   # a base with a missing shard or an inconsistent index: a partial reference
         yield from shard_findings(check, ref.problems, f"base {spec}: {ref.name}")
     for tgt in mine:
-        common = set(ref.tensors) & set(tgt.tensors)
-        meter = pair_meter(f"weights: diff {tgt.name} vs {ref.name}",
-                           [(ref.tensors[n], tgt.tensors[n]) for n in common],
-                           ctx.budget_seconds, ctx.progress)
-        meter.progress(meter.line())
-        try:
-            with single_threaded_blas():
-                res = diff_checkpoints(ref, tgt, be, th, meter)
-        except WeightsFormatError as exc:   # a shard that could not be fetched or read: ERROR
-            yield check.finding("weights/unreadable", Severity.MEDIUM, f"weights tier cannot read {exc}",
+        done = session.diffs.get(tgt.name)
+        if done is None and session.aborted is not None:
+            raise session.aborted   # the statistics pass that was diffing on the way gave up
+        if done is not None:
+            ctx.progress(f"weights: diff {tgt.name} vs {ref.name}: read on the statistics pass")
+        else:
+            common = set(ref.tensors) & set(tgt.tensors)
+            meter = pair_meter(f"weights: diff {tgt.name} vs {ref.name}",
+                               [(ref.tensors[n], tgt.tensors[n]) for n in common],
+                               ctx.budget_seconds, ctx.progress)
+            meter.progress(meter.line())
+            try:
+                with single_threaded_blas():
+                    done = diff_checkpoints(ref, tgt, be, th, meter)
+                meter.finish()
+            except WeightsFormatError as exc:
+                done = exc
+        if isinstance(done, WeightsFormatError):   # a shard that could not be fetched or read: ERROR
+            yield check.finding("weights/unreadable", Severity.MEDIUM, f"weights tier cannot read {done}",
                                 file=tgt.name, error=True)
             continue
-        meter.finish()
-        yield from judge(check, res, tgt.name, spec, th)
+        yield from judge(check, done, tgt.name, spec, th)
 
 
 def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any]) -> Iterator[Finding]:

@@ -52,8 +52,11 @@ class ByteMeter(Budget):
 
     def __init__(self, label: str, seconds: float, work: dict[str, Work],
                  progress: Callable[[str], None] = lambda msg: None, every: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic):
-        super().__init__(seconds=seconds, started=clock())
+                 clock: Callable[[], float] = time.monotonic, checks: int = 1):
+        # `checks`: the pass does the work of that many checks (the statistics and the base diff
+        # in one read), each allowed `seconds`
+        super().__init__(seconds=seconds * checks, started=clock())
+        self.checks = checks
         self.label, self.work, self.progress, self.every, self.clock = label, work, progress, every, clock
         self.total = sum(w.nbytes for w in work.values())
         self.shards = sorted({w.file for w in work.values()})
@@ -121,11 +124,12 @@ class ByteMeter(Budget):
         spent = now - self.started
         if left is None:   # spent before anything could be measured: the plain budget message
             raise BudgetExceeded(f"time budget of {self.seconds:.0f}s exceeded{' ' + what if what else ''}")
-        need = 10 * math.ceil(1.25 * (spent + left) / 10)
+        need = 10 * math.ceil(1.25 * (spent + left) / self.checks / 10)
+        allowed = _s(self.seconds) + (f" ({self.checks} checks' budgets)" if self.checks > 1 else "")
         raise BudgetExceeded(
             f"{self.label}: {gb(self.done)} of {gb(self.total)} read in {_s(spent)} at {gb(rate or 0)}/s; "
             f"the remaining {gb(self.total - self.done)} need ~{_s(left)} more, beyond the "
-            f"{_s(self.seconds)} budget: this model needs at least --budget {need}")
+            f"{allowed} budget: this model needs at least --budget {need}")
 
 
 def _s(x: float) -> str:

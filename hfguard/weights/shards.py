@@ -83,11 +83,16 @@ def pair_meter(label: str, pairs: list[tuple[TensorMeta, TensorMeta]], seconds: 
                      {b.name: Work(tensor_bytes(a) + tensor_bytes(b), b.file) for a, b in pairs}, progress)
 
 
-def checkpoint_meter(label: str, ckpt: Checkpoint, seconds: float,
-                     progress: Callable[[str], None]) -> ByteMeter:
-    """A meter over one pass through `ckpt`'s float tensors (the statistics pass)."""
-    return ByteMeter(label, seconds, {m.name: Work(tensor_bytes(m), m.file) for m in ckpt.float_tensors()},
-                     progress)
+def checkpoint_meter(label: str, ckpt: Checkpoint, seconds: float, progress: Callable[[str], None],
+                     base: dict[str, TensorMeta] | None = None) -> ByteMeter:
+    """A meter over one pass through `ckpt`'s float tensors (the statistics pass). `base`: the base
+    tensors diffed on the way, by name: their bytes count with the model's tensor of that name, and
+    the pass has the budget of both checks."""
+    extra = base or {}
+    return ByteMeter(label, seconds,
+                     {m.name: Work(tensor_bytes(m) + (tensor_bytes(extra[m.name]) if m.name in extra else 0),
+                                   m.file) for m in ckpt.float_tensors()},
+                     progress, checks=1 if base is None else 2)
 
 
 _SHARD_REMEDIATION = {

@@ -4,16 +4,18 @@ A 100+ GB model is not downloaded before its first tensor is read: `checkpoints_
 range-reads each shard's header only, and the tensors' `data_path` asks the stream for the file on
 first read. The stream downloads that shard into its own scratch folder (never the user's HF cache:
 a shard already there is read in place and never deleted), starts the next shard in the background
-so downloading overlaps the analysis, and deletes the least recently read shard once more than
-`window` would be held. Peak disk: about `window` x the largest shard per stream (a diff holds two
-streams: the model's and the base's).
+so downloading overlaps the analysis, and deletes a shard once more than `window` would be held
+(a read may go one over rather than evict a shard the pass reads again). Peak disk: about
+`window` (+1) times the largest shard per stream (a diff holds two: the model's and the base's).
 
-The passes read the model in file order, shard by shard, so each shard is fetched once per pass.
-A base sharded differently is read in the model's order: its shards are fetched as the model's
-tensors ask for them, bounded by the same window. With a pathological interleaving (model tensors
-that alternate between more base shards than the window holds) an evicted shard is fetched again:
-a fallback that costs bandwidth, never a skipped tensor; every re-fetch is said on the progress line
-and counted in `refetched`.
+Within a scan both weights checks share one stream per side (weights.session): the statistics pass
+diffs each tensor against the base on its way, so each shard is fetched once per scan. Each pass
+first tells the streams the order it reads tensors in (`plan_reads`), so a shard it still needs is
+kept, the shard needed next is prefetched, and a base sharded differently (read in the model's
+order: base shards 1, 2, 1, 2, 3 ...) is fetched once per shard too. With a pathological
+interleaving (model tensors that alternate between more base shards than the window holds) a shard
+is evicted and fetched again: a fallback that costs bandwidth, never a skipped tensor; every
+re-fetch is said on the progress line and counted in `refetched`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,13 +56,14 @@ class RemoteShard:
     last_s: float = 0.0              # ... in seconds (time.monotonic)
     fetches: int = 0
 
-    def local(self) -> Path:
-        return self.stream.acquire(self)
+    def local(self, tensor: str | None = None) -> Path:
+        """The file, fetched if need be; `tensor`: the one about to be read (see ShardStream.plan)."""
+        return self.stream.acquire(self, tensor)
 
 
 @dataclass
 class ShardStream:
-    """The remote shards of one model, at most `window` on disk at once."""
+    """The remote shards of one model, about `window` on disk at once (see the module docstring)."""
 
     label: str = "weights"
     progress: Callable[[str], None] = lambda msg: None
@@ -77,7 +80,10 @@ class ShardStream:
         self._root: Path | None = None
         self._lock = threading.RLock()
         self._clock = 0
+        self._closed = False
         self._pool: ThreadPoolExecutor | None = None
+        self._ahead: dict[int, dict[str, int]] = {}   # shard -> its tensors the pass has yet to read
+        self._reading: dict[int, tuple[int, str]] = {}   # thread -> the (shard, tensor) it reads
 
     def __enter__(self) -> ShardStream:
         return self
@@ -87,6 +93,8 @@ class ShardStream:
 
     @property
     def root(self) -> Path:
+        if self._closed:   # a folder made now would never be deleted
+            raise RuntimeError(f"{self.label}: shard stream read after it was closed")
         if self._root is None:   # created on the first remote shard: local targets never touch disk
             self._root = Path(tempfile.mkdtemp(prefix="hfguard-shards-"))
         return self._root
@@ -99,9 +107,32 @@ class ShardStream:
             self.shards.append(shard)
             return shard
 
-    def acquire(self, shard: RemoteShard) -> Path:
+    def plan(self, metas: Iterable[Any]) -> None:
+        """The order the coming pass reads tensors in (TensorMetas; those of other streams are
+        ignored). A shard the pass has yet to read tensors of is not evicted for a prefetch, nor for
+        a read while a shard with none left can go (then the one needed last goes: Belady's rule),
+        and the prefetch fetches the shard needed next. So a base sharded unlike the model, read in
+        the model's order (base shards 1, 2, 1, 2, 3 ... or 1, 4, 1, 2, 3, 4), is fetched once per
+        shard whatever the time between reads, as long as the window (+1) holds the shards in use
+        at once. A tensor counts as read once the thread reading it asks for another one."""
+        with self._lock:
+            self._ahead, self._reading = {}, {}
+            for pos, m in enumerate(metas):
+                if m.shard is not None and m.shard.stream is self:
+                    self._ahead.setdefault(m.shard.index, {}).setdefault(m.name, pos)
+
+    def _next_read(self, shard: RemoteShard) -> int | None:
+        """Where the plan reads this shard next (None: not again)."""
+        return min(self._ahead.get(shard.index, {}).values(), default=None)
+
+    def acquire(self, shard: RemoteShard, tensor: str | None = None) -> Path:
         """The shard's local file, fetched (or awaited, if prefetching) when not held."""
         with self._lock:
+            if tensor is not None:   # a tensor is read once its thread asks for another one
+                now, before = (shard.index, tensor), self._reading.get(threading.get_ident())
+                if before is not None and before != now:
+                    self._ahead.get(before[0], {}).pop(before[1], None)
+                self._reading[threading.get_ident()] = now
             self._clock += 1
             shard.last, shard.last_s = self._clock, time.monotonic()
             if shard.local_path is not None:
@@ -122,13 +153,19 @@ class ShardStream:
 
     def _prefetch_after(self, shard: RemoteShard) -> None:
         """Start downloading the next shard while this one is read, if the window has room
-        without evicting `shard` or a shard read within GRACE_S (window 1: no prefetch). Tried at
-        every read; a shard fetched before is not guessed at again."""
-        if shard.index + 1 >= len(self.shards):
+        without evicting `shard`, a shard read within GRACE_S or one the plan reads again (window
+        1: no prefetch). Tried at every read. The next shard: the plan's next one not held, else
+        the one after `shard`, unless fetched before (not guessed at again)."""
+        waiting = [s for s in self.shards if s.local_path is None and s.future is None
+                   and self._next_read(s) is not None]
+        if waiting:
+            nxt = min(waiting, key=lambda s: self._next_read(s) or 0)
+        elif self._ahead or shard.index + 1 >= len(self.shards):
             return
-        nxt = self.shards[shard.index + 1]
-        if nxt.local_path is not None or nxt.future is not None or nxt.fetches:
-            return
+        else:
+            nxt = self.shards[shard.index + 1]
+            if nxt.local_path is not None or nxt.future is not None or nxt.fetches:
+                return
         if not self._make_room(keep=shard, also=nxt):
             return
         nxt.future = Future()
@@ -145,10 +182,18 @@ class ShardStream:
             if len([s for s in held if s is not also]) < self.window:
                 return True
             free = [s for s in held if s is not keep and s is not also and s.local_path is not None
-                    and (also is None or s.last_s < recent)]
+                    and (also is None or (s.last_s < recent and self._next_read(s) is None))]
             if not free:
                 return also is None   # a read always proceeds (one over the window at worst)
-            self._release(min(free, key=lambda s: s.last))
+            victim = min(free, key=self._eviction_order)
+            if also is None and len(held) == self.window and self._next_read(victim) is not None:
+                return True   # a read goes one over the window rather than evict a shard read again
+            self._release(victim)
+
+    def _eviction_order(self, s: RemoteShard) -> tuple[bool, int, int]:
+        """Shards the plan is done with first (least recently read first), then the one it needs last."""
+        nxt = self._next_read(s)
+        return nxt is not None, -(nxt or 0), s.last
 
     def _fetch(self, shard: RemoteShard, fut: Future[Path]) -> None:
         n, name = len(self.shards), shard.tf.name
@@ -197,6 +242,7 @@ class ShardStream:
             self._pool.shutdown(wait=True)
             self._pool = None
         with self._lock:
+            self._closed = True
             for s in self.shards:
                 if s.local_path is not None:
                     self._release(s)
@@ -210,6 +256,17 @@ class ShardStream:
         if self.refetched:
             self.progress(f"{safe(self.label)}: {self.refetched} shard(s) fetched more than once: the "
                           f"model's tensor order interleaves more than {self.window} shards")
+
+
+def plan_reads(metas: Iterable[Any]) -> None:
+    """Tell each stream the tensors `metas` lie in the order the coming pass reads them in
+    (ShardStream.plan); local tensors are skipped."""
+    by_stream: dict[int, tuple[ShardStream, list[Any]]] = {}
+    for m in metas:
+        if m.shard is not None:
+            by_stream.setdefault(id(m.shard.stream), (m.shard.stream, []))[1].append(m)
+    for stream, ordered in by_stream.values():
+        stream.plan(ordered)
 
 
 def _inside(path: Path, root: Path) -> bool:

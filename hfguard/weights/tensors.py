@@ -53,7 +53,7 @@ class TensorMeta:
     @property
     def data_path(self) -> Path:
         """Where the bytes are now: `path`, or the remote shard once fetched (fetched here)."""
-        return self.path if self.shard is None else self.shard.local()
+        return self.path if self.shard is None else self.shard.local(self.name)
 
     @property
     def numel(self) -> int:

@@ -29,6 +29,7 @@ def test_known_bad_repo_entries(entry):
 def test_known_bad_file_entries(entry, tmp_path):
     data = entry["test"]["text"].encode()
     assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+    assert entry.get("size", len(data)) == len(data)   # a wrong size would hide the file
     path = tmp_path / entry["name"]
     path.write_bytes(data)
     report = scan(local_target([str(path)]), Policy(), [ProvenanceCheck()])

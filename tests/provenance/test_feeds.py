@@ -88,3 +88,35 @@ def test_shipped_entries_carry_sources():
 
     doc = load("known_bad")
     assert all(e.get("source") for e in doc["repos"] + doc["files"])
+
+
+@pytest.mark.parametrize("with_size", [True, False])
+def test_a_feed_file_hash_is_found_with_or_without_its_size(feed_env, with_size):
+    """Sizes only narrow which files are hashed: an entry without one makes every file hashed,
+    so a hash-only entry still finds a file of a size no other entry has."""
+    import hashlib
+
+    tmp_path, (priv, pub), _ = feed_env
+    payload = b"cposix\nsystem\n(S'echo feed-sample-of-another-size'\ntR."
+    entry = {"sha256": hashlib.sha256(payload).hexdigest(), "reason": "dropper",
+             "source": "https://example.org/advisory/3"} | ({"size": len(payload)} if with_size else {})
+    (tmp_path / "feed.yaml").write_text(yaml.safe_dump({"files": [entry]}))
+    result = CliRunner().invoke(main, ["signatures", "update", sign(tmp_path, priv), "--key", str(pub)])
+    assert result.exit_code == 0, result.output
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "model.pkl").write_bytes(payload)
+    (model / "other.pkl").write_bytes(payload + b"\n")
+    doc = json.loads(CliRunner().invoke(main, ["scan", str(model), "--format", "json", "-q"]).output)
+    hits = {Path(fr["path"]).name for fr in doc["files"] for f in fr["findings"]
+            if f["rule"] == "provenance/known-bad-file"}
+    assert hits == {"model.pkl"}
+
+
+def test_a_feed_file_size_must_be_a_byte_count(feed_env):
+    tmp_path, (priv, _), _ = feed_env
+    bad = dict(FEED["files"][0], size="48")
+    (tmp_path / "feed.yaml").write_text(yaml.safe_dump({"files": [bad]}))
+    result = CliRunner().invoke(main, ["signatures", "sign", str(tmp_path / "feed.yaml"), "--key", str(priv),
+                                       "-o", str(tmp_path / "b.json")])
+    assert result.exit_code == 2 and "size" in result.output

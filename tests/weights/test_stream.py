@@ -73,19 +73,20 @@ def test_shards_are_fetched_once_each_in_order_and_at_most_the_window_is_held(gp
 
 
 def test_a_base_whose_shards_interleave_beyond_the_window_is_refetched_not_skipped(gpt2, tmp_path):  # noqa: F811
-    """Round-robin .bin shards (tensor k in shard k mod 3): the model's order asks for base shards
-    1, 2, 3, 1, 2, 3... A window of 2 cannot hold them; they are fetched again and the diff is whole."""
+    """Round-robin .bin shards (tensor k in shard k mod 4): the model's order asks for base shards
+    1, 2, 3, 4, 1, 2... A window of 2 (a read may go one over it rather than evict a shard read
+    again: 3) cannot hold them; they are fetched again and the diff is whole."""
     folder = tmp_path / "base"
     folder.mkdir()
-    _bin_shards({k: v for k, v in gpt2["state"].items()}, folder)   # edited state: the base has the edit
+    _bin_shards({k: v for k, v in gpt2["state"].items()}, folder, 4)   # edited state: the base has the edit
     fetched: list[str] = []
     lines: list[str] = []
     [tgt], _ = model_checkpoints(local_target([str(gpt2["clean"])]))
     with ShardStream("weights: base", lines.append) as stream:
         [ref], _ = model_checkpoints(remote(folder, fetched), stream)
         res = diff_checkpoints(ref, tgt, backend_for("cpu"), TH, Budget())
-        assert stream.peak_shards <= 2
-    assert stream.refetched > 0 and len(fetched) > 3
+        assert stream.peak_shards <= 3
+    assert stream.refetched > 0 and len(fetched) > 4
     [local_ref], _ = model_checkpoints(local_target([str(folder)]))
     assert res.compared == diff_checkpoints(local_ref, tgt, backend_for("cpu"), TH, Budget()).compared > 50
     assert [d.name for d in res.deltas] == [gpt2["edited"]]   # every tensor compared, the edit found
@@ -136,3 +137,32 @@ def test_the_next_shard_downloads_while_this_one_is_read(gpt2):  # noqa: F811
         assert nxt.future is not None and nxt.future.result() == nxt.local_path
         assert fetched == ["model-00001-of-00007.safetensors", "model-00002-of-00007.safetensors"]
         assert stream.shards[2].future is None   # one ahead, not the whole model
+
+
+def test_a_base_sharded_unlike_the_model_is_fetched_once_per_shard_however_slow_the_reads(
+        gpt2, tmp_path, monkeypatch):  # noqa: F811
+    """The base in 4 shards of ~350 KB, the model in 7 of ~200 KB: the model's order reads base
+    shards 1, 2, 1, 2, 3, 4. With reads slower than the prefetch's grace (none here), the pass's
+    plan keeps shard 1 until its last tensor was read instead of evicting it for a prefetch and
+    fetching it again; each side's shards are fetched once, in order, and the diff is the local one."""
+    from hfguard.weights import stream as stream_module
+    from testing import weight_edits as we
+
+    monkeypatch.setattr(stream_module, "GRACE_S", 0.0)
+    folder = tmp_path / "base"
+    we.build("gpt2", 0).save_pretrained(folder, max_shard_size="350KB")   # seeded: gpt2["base"]'s weights
+    fetched_model: list[str] = []
+    fetched_base: list[str] = []
+    with ShardStream("m") as ours, ShardStream("b") as theirs:
+        [tgt], _ = model_checkpoints(remote(gpt2["rome"], fetched_model), ours)
+        [ref], _ = model_checkpoints(remote(folder, fetched_base), theirs)
+        order = [ref.tensors[n].shard.index for n in sorted(ref.tensors, key=lambda n: (
+            str(tgt.tensors[n].path), tgt.tensors[n].offset))]
+        assert [k for i, k in enumerate(order) if i == 0 or order[i - 1] != k][:4] == [0, 1, 0, 1]
+        res = diff_checkpoints(ref, tgt, backend_for("cpu"), TH, Budget())
+        assert theirs.peak_shards <= 2 and ours.peak_shards <= 2
+        assert fetched_base == sorted(n for n in os.listdir(folder) if n.endswith(".safetensors"))
+        assert fetched_model == sorted(n for n in os.listdir(gpt2["rome"]) if n.endswith(".safetensors"))
+        [local], _ = model_checkpoints(local_target([str(folder)]))
+        assert res == diff_checkpoints(local, tgt, backend_for("cpu"), TH, Budget())
+    assert [d.name for d in res.deltas] == [gpt2["edited"]]

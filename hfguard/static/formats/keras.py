@@ -27,9 +27,7 @@ import io
 import json
 import re
 import struct
-import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -41,7 +39,7 @@ from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Observation, Severity
 from hfguard.static.formats.hdf5 import scan_hdf5
 from hfguard.static.pickle.streams import StreamLimit
-from hfguard.static.pickle.zipdir import ZipEntry, ZipError, read_zip_directory
+from hfguard.static.pickle.zipdir import ZipEntry, ZipError, file_zip_directory
 from hfguard.static.pickle.zipmembers import MEMBER_ERRORS, check_member_size, open_member, read_member
 from hfguard.static.problems import lfs_pointer_problem
 from hfguard.target import TargetFile
@@ -365,6 +363,8 @@ def h5py_configs(file: TargetFile, timeout: float) -> tuple[list[str] | None, Ob
     process under a timeout. (None, None) when h5py cannot be used; an Observation when it hangs or dies."""
     if file.local_path is None or not h5py_available():
         return None, None
+    import subprocess  # (here: a scan without an HDF5 attribute to read never imports it)
+
     cmd = [sys.executable, "-I", "-c", _H5PY_CHILD, str(file.local_path), str(MAX_CONFIG_BYTES)]
     try:
         done = subprocess.run(cmd, capture_output=True, timeout=max(timeout, 1.0), check=False)
@@ -417,7 +417,7 @@ class KerasCheck(Check):
         budget = ctx.budget()
         with file.open() as fh:
             try:  # our bounded directory reader, never zipfile on hostile input
-                listed = [e for e in read_zip_directory(fh, file.size, budget=budget) if e.index >= 0]
+                listed = [e for e in file_zip_directory(file, ctx) if e.index >= 0]
             except (ZipError, OSError, ValueError, struct.error) as exc:
                 if is_keras_name:
                     return [Observation("keras/bad-archive", Severity.HIGH,
@@ -485,6 +485,8 @@ class KerasCheck(Check):
                 return [Observation("keras/bad-archive", Severity.HIGH,
                                     f"{name} inflates to {entry.usize} bytes from {entry.csize}: not walked",
                                     name)]
+            import tempfile
+
             with tempfile.SpooledTemporaryFile(max_size=16 << 20) as spool:
                 member = open_member(fh, entry, min(entry.usize, MAX_INFLATED_WEIGHTS), budget)
                 while block := member.read(1 << 20):

@@ -23,7 +23,7 @@ from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Observation, Severity
 from hfguard.static.pickle.rules import load_rules
 from hfguard.static.pickle.streams import StreamLimit
-from hfguard.static.pickle.zipdir import ZipEntry, ZipError, read_zip_directory
+from hfguard.static.pickle.zipdir import ZipEntry, ZipError, file_zip_directory
 from hfguard.static.pickle.zipmembers import MEMBER_ERRORS, read_member
 from hfguard.target import TargetFile
 
@@ -128,7 +128,7 @@ class SkopsCheck(Check):
         problems: list[Observation] = []
         with file.open() as fh:
             try:  # our bounded directory reader, never zipfile on hostile input
-                listed = {e.name: e for e in read_zip_directory(fh, file.size, budget=ctx.budget())
+                listed = {e.name: e for e in file_zip_directory(file, ctx)
                           if e.index >= 0}   # the last of duplicates, as zipfile (and skops) reads
             except (ZipError, OSError, ValueError, struct.error) as exc:
                 if named:

@@ -44,6 +44,7 @@ from hfguard.static.pickle.containers import (
 )
 from hfguard.static.pickle.rules import Classification, RuleSet, load_rules
 from hfguard.static.pickle.vm import Global, Limits, SymDict
+from hfguard.static.pickle.zipdir import ZIP_DIRECTORY
 
 CHECK_ID = "static.serialization"
 MAX_UNKNOWN_FINDINGS = 50  # per pickle; the rest are summarised in one finding
@@ -89,6 +90,9 @@ def scan_stream_findings(
     return list(findings_of(check, scanner, path, load_rules()))
 
 
+WHOLE_PICKLE = "whole-pickle"   # ctx.file_facts key: bool, see check_file
+
+
 class SerializationCheck(Check):
     id = CHECK_ID
     THRESHOLDS = {"max-opcodes": Limits.max_opcodes, "max-memo": Limits.max_memo,
@@ -107,8 +111,18 @@ class SerializationCheck(Check):
         return fmt in SCANNED_FORMATS or fmt in (sn.TEXT, sn.UNKNOWN, sn.SAFETENSORS)
 
     def check_file(self, file: Any, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
+        scanner = ContainerScanner(config_from(ctx), ctx.budget())
         with file.open() as fh:
-            return scan_stream_findings(self, fh, file.size, fmt, file.path, config_from(ctx), ctx.budget())
+            scanner.scan(fh, file.size, fmt)
+        first, facts = scanner.first_pickle, ctx.file_facts(file)
+        # the format claims ask whether a text file is one whole pickle (decodes to STOP without an
+        # anomaly): answered here, not decoded again
+        facts[WHOLE_PICKLE] = first is not None and first.complete and not first.anomalies
+        bounds = scanner.config.max_members, scanner.config.max_central_directory
+        if scanner.file_zip is not None and bounds == (ScanConfig.max_members,
+                                                       ScanConfig.max_central_directory):
+            facts[ZIP_DIRECTORY] = (True, scanner.file_zip)
+        return list(findings_of(self, scanner, file.path, load_rules()))
 
 
 @dataclass

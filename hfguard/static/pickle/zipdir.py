@@ -36,6 +36,22 @@ class ZipEntry:
     problems: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
 
+ZIP_DIRECTORY = "zip-directory"   # ctx.file_facts key: (local headers checked?, the entries)
+
+
+def file_zip_directory(file: Any, ctx: Any, *, local_headers: bool = True) -> list[ZipEntry]:
+    """`read_zip_directory` of a scanned file (default bounds), read once per scan: the
+    serialization, keras, skops and format-claim checks all need it. The entries are shared:
+    read them, never change them. Errors are not kept (the next caller reads and sees them)."""
+    facts = ctx.file_facts(file)
+    got = facts.get(ZIP_DIRECTORY)
+    if got is None or (local_headers and not got[0]):
+        with file.open() as fh:
+            entries = read_zip_directory(fh, file.size, budget=ctx.budget(), local_headers=local_headers)
+        got = facts[ZIP_DIRECTORY] = (local_headers, entries)
+    return got[1]
+
+
 def read_zip_directory(
     fh: IO[bytes],
     size: int,

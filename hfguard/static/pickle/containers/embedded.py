@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import io
-import tempfile
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -96,6 +95,8 @@ def _argument(sc: Scanner, arg: Any, open_blob: BlobOpener) -> tuple[IO[bytes] |
 
 def _latin1_of_utf8(sc: Scanner, utf8: IO[bytes]) -> tuple[IO[bytes] | None, int]:
     """A large BINUNICODE text re-encoded to the latin-1 bytes it stands for, spooled (bounded)."""
+    import tempfile  # (rare: most scans never import it)
+
     out = tempfile.SpooledTemporaryFile(max_size=16 << 20)  # noqa: SIM115 - returned to the caller
     decoder = codecs.getincrementaldecoder("utf-8")()
     try:

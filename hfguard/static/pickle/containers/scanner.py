@@ -33,6 +33,7 @@ from hfguard.static.pickle.containers.torch_zip import scan_zip
 from hfguard.static.pickle.peek import is_seekable, peek
 from hfguard.static.pickle.streams import Tally
 from hfguard.static.pickle.vm import Anomaly, Limits, PickleResult, PickleVM, Reader, VMStop, scan_stream
+from hfguard.static.pickle.zipdir import ZipEntry
 
 _LEGACY_MAGIC = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # LONG1 0x1950a86a20f9469cfc6c
 
@@ -52,6 +53,10 @@ class ContainerScanner:
         # TorchScript archive (its `where`) -> the __torch__ classes its own code defines
         self.script_classes: dict[str, set[str]] = {}
         self.tally = Tally()  # bytes decompressed by every stream of this scan (max_decompressed)
+        # the file's own first pickle, kept even when a quiet scan found text rather than a pickle:
+        # whether a text file is a whole protocol-0 pickle is asked again by the format claims
+        self.first_pickle: PickleResult | None = None
+        self.file_zip: list[ZipEntry] | None = None  # the file's own zip directory, when it is one
 
     def observe(
         self,
@@ -163,6 +168,8 @@ class ContainerScanner:
         # text that happens to start with an opcode stops at an invalid one: not a pickle after all.
         # A long run of valid opcodes that only a resource limit stopped is a pickle (pickle.load
         # has no MARK or opcode limit and would go on to the payload behind them): report it.
+        if not where and not base and results and self.first_pickle is None:
+            self.first_pickle = results[0]
         limited = any(a.rule == "pickle/limit-exceeded" and r.opcodes >= QUIET_LIMIT_MIN_OPCODES
                       for r in results for a in r.anomalies)
         if quiet and not limited and not any(importable(g) for r in results for g in r.globals):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import struct
-import tempfile
 import zlib
 from typing import IO, Any
 
@@ -52,6 +51,8 @@ def scan_7z(sc: Scanner, fh: IO[bytes], size: int | None, where: str, depth: int
         """Receives one member's decoded bytes; scans them when py7zr closes it."""
 
         def __init__(self, name: str) -> None:
+            import tempfile
+
             self.name, self.total = name, 0
             self.spool = tempfile.SpooledTemporaryFile(max_size=16 << 20)  # noqa: SIM115 - closed in close()
 

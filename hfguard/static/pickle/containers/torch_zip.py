@@ -38,6 +38,8 @@ def scan_zip(sc: Scanner, fh: IO[bytes], size: int | None, where: str, depth: in
     except ZipError as exc:
         sc.observe(exc.rule, str(exc), where, exc.offset, exc.evidence)
         return
+    if not where and not depth and sc.file_zip is None:
+        sc.file_zip = entries
     names = Counter(e.raw_name for e in entries)
     for raw, n in names.items():
         if n > 1:
