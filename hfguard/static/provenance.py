@@ -169,9 +169,8 @@ def _known_bad_at(version: str) -> tuple[dict[str, dict[str, Any]], dict[str, di
 def _known_bad_sizes(files: dict[str, dict[str, Any]]) -> frozenset[int] | None:
     """The sizes of the known-bad files when every entry gives one, else None (hash every file)."""
     sizes = [e.get("size") for e in files.values()]
-    if not all(isinstance(n, int) and not isinstance(n, bool) for n in sizes):
-        return None
-    return frozenset(sizes)
+    whole = [n for n in sizes if isinstance(n, int) and not isinstance(n, bool)]
+    return frozenset(whole) if len(whole) == len(sizes) else None
 
 
 def known_bad_repo(repo: str) -> dict[str, Any] | None:

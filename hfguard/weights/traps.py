@@ -207,9 +207,9 @@ def _signs(d: int, k: int) -> np.ndarray:
     t = -(-d // k)
     s = np.zeros(t * k, np.float32)
     s[:d] = np.where(np.random.default_rng(0).random(d) < 0.5, -1.0, 1.0)
-    s = s.reshape(t, k)
-    s.flags.writeable = False
-    return s
+    out = s.reshape(t, k)
+    out.flags.writeable = False
+    return out
 
 
 @functools.lru_cache(maxsize=16)

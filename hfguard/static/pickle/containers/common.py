@@ -146,6 +146,7 @@ class Scanner(Protocol):
     delegations: list[Delegation]
     script_classes: dict[str, set[str]]
     tally: Tally
+    file_zip: list[Any] | None   # the file's own zip directory (zipdir.ZipEntry), when it is one
 
     def observe(
         self,
