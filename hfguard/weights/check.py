@@ -7,7 +7,7 @@ Nothing heavy is imported at module level: `hfguard checks` instantiates every c
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from hfguard.checks import Check, ScanContext
@@ -59,6 +59,7 @@ class WeightsAnomalies(Check):
             yield from self._target(target, ctx, session)
 
     def _target(self, target: Target, ctx: ScanContext, session: Any) -> Iterator[Finding]:
+        from hfguard.weights.copies import digest_recorder, folders_with_copies, inconsistent_copies
         from hfguard.weights.stats import backend_for
 
         ckpts, failed = session.checkpoints(target)
@@ -76,22 +77,28 @@ class WeightsAnomalies(Check):
         th = thresholds(ctx)
         configs = configs_by_dir(target)
         ref = _diff_reference(target, ctx, session)
+
+        # two copies of one model in a folder: each tensor's raw digest is kept on the way, so the
+        # copies are compared without fetching their shards again (copies.compare_copies)
+        digests: dict[Any, Any] | None = {} if folders_with_copies(ckpts) else None
         for ckpt in ckpts:
             ctx.progress(f"weights: {ckpt.name} ({len(ckpt.tensors)} tensors, {be.name})"
                          + (f", diffed against {ref.name} on the way" if ref is not None else ""))
+            record = None if digests is None else digest_recorder(ckpt, digests)
             try:
-                yield from self._checkpoint(ckpt, be, th, ctx, configs.get(ckpt.directory), session, ref)
+                yield from self._checkpoint(ckpt, be, th, ctx, configs.get(ckpt.directory), session, ref,
+                                            record)
             except Exception as exc:
                 session.aborted = exc   # weights.base_diff gives up with it too (the diffs are missing)
                 raise
-        if len(ckpts) > 1:
-            from hfguard.weights.copies import inconsistent_copies
-
-            for file, hit in inconsistent_copies(ckpts, ctx.budget_seconds, ctx.progress):
+        if digests is not None:
+            for file, hit in inconsistent_copies(ckpts, ctx.budget_seconds, ctx.progress, digests):
                 yield from self.findings_from([hit], file=file, remediation=_REMEDIATION.get)
 
     def _checkpoint(self, ckpt: Any, be: Any, th: dict[str, Any], ctx: ScanContext,
-                    config: tuple[str, dict[str, Any]] | None, session: Any, ref: Any) -> Iterator[Finding]:
+                    config: tuple[str, dict[str, Any]] | None, session: Any, ref: Any,
+                    record: Callable[[Any, Any], None] | None = None) -> Iterator[Finding]:
+        """`record`: also fed each tensor the pass reads (copies.digest_recorder)."""
         from hfguard.weights.analyze import analyze_checkpoint
         from hfguard.weights.diff import TensorDiffer, diff_thresholds
         from hfguard.weights.shards import checkpoint_meter, shard_findings
@@ -107,7 +114,7 @@ class WeightsAnomalies(Check):
         plan_reads(_reads(ckpt, differ))
         try:
             hits, summary = analyze_checkpoint(ckpt, be, th, meter, config,
-                                               None if differ is None else differ.feed)
+                                               _fed(None if differ is None else differ.feed, record))
         except WeightsFormatError as exc:   # e.g. a storage that reaches past the end of the file
             if differ is not None:
                 session.diffs[ckpt.name] = exc
@@ -146,6 +153,18 @@ class WeightsBaseDiff(Check):
 
         with weights_session(ctx) as session:
             yield from diff_findings(self, target, ctx, thresholds(ctx), session)
+
+
+def _fed(*feeds: Callable[[Any, Any], None] | None) -> Callable[[Any, Any], None] | None:
+    """One on_tensor feed calling each given one (None when none is given)."""
+    live = [f for f in feeds if f is not None]
+    if len(live) < 2:
+        return live[0] if live else None
+
+    def both(meta: Any, values: Any) -> None:
+        for f in live:
+            f(meta, values)
+    return both
 
 
 def _reads(ckpt: Any, differ: Any) -> list[Any]:

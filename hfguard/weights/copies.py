@@ -10,11 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from hfguard.budget import Budget
 from hfguard.findings import Observation, Severity
-from hfguard.weights.shards import pair_meter, same_bytes
+from hfguard.weights.shards import pair_meter, raw_digest, same_bytes
 from hfguard.weights.stream import plan_reads
-from hfguard.weights.tensors import Checkpoint
+from hfguard.weights.tensors import Checkpoint, TensorMeta
 
 
 def _tolerance(d0: str, d1: str) -> tuple[float, float]:
@@ -54,19 +53,48 @@ def pair_up(a: Checkpoint, b: Checkpoint) -> list[tuple[str, str]]:
     return best
 
 
-def compare_copies(a: Checkpoint, b: Checkpoint, budget: Budget) -> Observation | None:
-    pairs = sorted(pair_up(a, b), key=lambda p: (str(b.tensors[p[1]].path), b.tensors[p[1]].offset))
+# (checkpoint name, tensor name) -> shards.raw_digest, taken by the statistics pass
+Digests = dict[tuple[str, str], bytes | None]
+
+
+def folders_with_copies(ckpts: list[Checkpoint]) -> list[list[Checkpoint]]:
+    """The folders holding more than one checkpoint, each group safetensors first."""
+    by_dir: dict[str, list[Checkpoint]] = {}
+    for c in ckpts:
+        by_dir.setdefault(c.directory, []).append(c)
+    return [sorted(g, key=lambda c: (c.kind != "safetensors", c.name)) for g in by_dir.values() if len(g) > 1]
+
+
+def digest_recorder(ckpt: Checkpoint, digests: Digests) -> Callable[[TensorMeta, Any], None]:
+    """An on_tensor feed for the statistics pass that keeps each tensor's raw digest."""
+    def record(meta: TensorMeta, _values: Any) -> None:
+        digests[(ckpt.name, meta.name)] = raw_digest(meta)
+    return record
+
+
+def compare_copies(a: Checkpoint, b: Checkpoint, seconds: float, progress: Callable[[str], None],
+                   digests: Digests | None = None) -> Observation | None:
+    """`digests`: pairs stored in one dtype whose raw digests (both taken by the statistics pass)
+    agree are the same without a read; only the others are read again, in b's file order."""
+    pairs = pair_up(a, b)
     differ: list[dict[str, Any]] = []
-    plan_reads(m for na, nb in pairs for m in (a.tensors[na], b.tensors[nb]))
-    for na, nb in pairs:   # in b's file order: shard by shard
-        budget.tick(f"comparing {nb}", item=nb)
+    todo: list[tuple[TensorMeta, TensorMeta]] = []
+    for na, nb in pairs:
         ma, mb = a.tensors[na], b.tensors[nb]
         if ma.shape != mb.shape:
             differ.append({"tensor": na, "why": f"shape {list(ma.shape)} vs {list(mb.shape)}"})
-            continue
+        elif not (digests and ma.dtype == mb.dtype
+                  and digests.get((a.name, na)) is not None
+                  and digests.get((a.name, na)) == digests.get((b.name, nb))):
+            todo.append((ma, mb))
+    todo.sort(key=lambda p: (str(p[1].path), p[1].offset))   # shard by shard
+    budget = pair_meter(f"weights: {b.name} vs {a.name}", todo, seconds, progress)
+    plan_reads(m for pair in todo for m in pair)
+    for ma, mb in todo:
+        budget.tick(f"comparing {mb.name}", item=mb.name)
         if same_bytes(ma, mb):
             continue
-        wa, wb = a.load(na, copy=False), b.load(nb, copy=False)
+        wa, wb = a.load(ma.name, copy=False), b.load(mb.name, copy=False)
         rtol, atol = _tolerance(ma.dtype, mb.dtype)
         if rtol == 0.0:
             same = np.array_equal(wa, wb, equal_nan=True)
@@ -76,8 +104,9 @@ def compare_copies(a: Checkpoint, b: Checkpoint, budget: Budget) -> Observation 
         if not same:
             d = np.abs(wa.astype(np.float64) - wb)
             rel = float(np.sqrt(np.nansum(d * d)) / max(float(np.linalg.norm(wa.astype(np.float64))), 1e-30))
-            differ.append({"tensor": na, "relative_difference": float(f"{rel:.4g}")})
+            differ.append({"tensor": ma.name, "relative_difference": float(f"{rel:.4g}")})
         del wa, wb
+    budget.finish()
     if not differ:
         return None
     differ.sort(key=lambda d: d["tensor"])
@@ -87,25 +116,19 @@ def compare_copies(a: Checkpoint, b: Checkpoint, budget: Budget) -> Observation 
         f"{len(pairs)} shared tensors ({', '.join(d['tensor'] for d in differ[:3])}): which one loads "
         "depends on the loader, so scanning one does not vouch for the other",
         differ[0]["tensor"], {"files": [a.name, b.name], "compared": len(pairs), "differ": len(differ),
-                              "tensors": differ[:20]})
+                              "read_again": len(todo), "tensors": differ[:20]})
 
 
 def inconsistent_copies(ckpts: list[Checkpoint], seconds: float,
-                        progress: Callable[[str], None] = lambda msg: None) -> list[tuple[str, Observation]]:
+                        progress: Callable[[str], None] = lambda msg: None,
+                        digests: Digests | None = None) -> list[tuple[str, Observation]]:
     """Every checkpoint of a folder against the first (safetensors first): (file, observation)."""
-    by_dir: dict[str, list[Checkpoint]] = {}
-    for c in ckpts:
-        by_dir.setdefault(c.directory, []).append(c)
     out: list[tuple[str, Observation]] = []
-    for group in by_dir.values():
-        group.sort(key=lambda c: (c.kind != "safetensors", c.name))
+    for group in folders_with_copies(ckpts):
         for other in group[1:]:
             if len(pair_up(group[0], other)) * 2 < min(len(group[0].tensors), len(other.tensors)):
                 continue   # not two copies of one model (e.g. a model and its separate adapter)
-            pairs = [(group[0].tensors[na], other.tensors[nb]) for na, nb in pair_up(group[0], other)]
-            meter = pair_meter(f"weights: {other.name} vs {group[0].name}", pairs, seconds, progress)
-            hit = compare_copies(group[0], other, meter)
-            meter.finish()
+            hit = compare_copies(group[0], other, seconds, progress, digests)
             if hit is not None:
                 out.append((other.name, hit))
     return out

@@ -11,6 +11,7 @@ others, never a shard or the model.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -146,6 +147,19 @@ def same_bytes(a: TensorMeta, b: TensorMeta) -> bool:
             return False
         del ra, rb   # unmapped before the next chunk
     return True
+
+
+def raw_digest(meta: TensorMeta) -> bytes | None:
+    """sha256 of a tensor's values as stored (raw file bytes, chunk by chunk), or None where they
+    are not stored contiguously. Taken while the statistics pass has the tensor's shard, it lets
+    two copies in one dtype be compared later without reading (or fetching) either again."""
+    span = _raw_span(meta)
+    if span is None:
+        return None
+    h = hashlib.sha256()
+    for start in range(0, span[1], CHUNK):
+        h.update(map_bytes(meta.data_path, span[0] + start, min(CHUNK, span[1] - start)).data)
+    return h.digest()
 
 
 def equal_values(w0: np.ndarray, w1: np.ndarray) -> bool:

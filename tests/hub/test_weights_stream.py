@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -184,4 +186,70 @@ def test_with_a_base_the_shared_pass_has_both_budgets_and_stops_both_checks(hub,
     assert m and float(m[1]) == 2.0 and int(m[2]) > 1, timeouts
     downloads = _full_downloads(hub, models["rome"])
     assert max(downloads.values()) == 1 and sum(downloads.values()) < 7, downloads   # stopped early
+    assert list(scratch.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def two_copies(models, tmp_path_factory) -> dict[str, Path]:
+    """The sharded model twice in one folder, as many Hub repos carry it: safetensors shards and
+    torch-zip shards (`pytorch_model-0000k-of-0000n.bin`, their own index) of the same float32
+    weights ("same"), and the same with the .bin side holding the ROME-edited weights ("edited")."""
+    import torch
+    from safetensors.numpy import load_file
+
+    root = tmp_path_factory.mktemp("copies")
+    shards = we.shards_of(models["clean"])
+    clean = {k: v for s in shards for k, v in load_file(str(models["clean"] / s)).items()}
+    out = {}
+    for label, state in (("same", clean), ("edited", {**clean, **models["state"]})):
+        folder = root / label
+        shutil.copytree(models["clean"], folder)
+        # transformers 5 saves safetensors only: the .bin shards are written as older versions did
+        weight_map = {}
+        for k, names in enumerate(shards.values(), 1):
+            name = f"pytorch_model-{k:05d}-of-{len(shards):05d}.bin"
+            torch.save({n: torch.from_numpy(np.ascontiguousarray(state[n])) for n in names}, folder / name)
+            weight_map.update(dict.fromkeys(names, name))
+        (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+        out[label] = folder
+    return out
+
+
+def _bin_shards(folder: Path) -> dict[str, list[str]]:
+    return we.shards_of(folder, "pytorch_model.bin.index.json")
+
+
+def _whole_gets(hub, folder: Path, names) -> dict[str, int]:
+    """File -> GET requests that sent all of it."""
+    size = {n: (folder / n).stat().st_size for n in names}
+    return {n: sum(1 for r in hub.requests(f"GET .*/{re.escape(n)}$") if r["sent"] == size[n]) for n in names}
+
+
+def test_two_copies_of_a_hub_model_are_compared_without_fetching_either_again(hub, two_copies, scratch):
+    """Each copy's shards are fetched once, by the statistics pass, which keeps every tensor's raw
+    digest; identical copies are then told apart from edited ones without a second download."""
+    folder = two_copies["same"]
+    assert len(_bin_shards(folder)) >= 5
+    hub.add_repo("acme/gpt2-twins", _repo(folder))
+    code, report, err = run_check("acme/gpt2-twins", "--tier", "weights")
+    assert report["verdict"] == "PASS" and "weights/inconsistent-copies" not in rules(report), rules(report)
+    names = list(we.shards_of(folder)) + list(_bin_shards(folder))
+    assert set(_whole_gets(hub, folder, names).values()) == {1}, _whole_gets(hub, folder, names)
+    assert list(scratch.iterdir()) == []
+
+
+def test_an_edited_copy_beside_a_clean_one_blocks_and_only_the_edited_tensor_is_read_again(
+        hub, two_copies, models, scratch):
+    folder = two_copies["edited"]
+    hub.add_repo("acme/gpt2-twins-edited", _repo(folder))
+    code, report, err = run_check("acme/gpt2-twins-edited", "--tier", "weights")
+    assert report["verdict"] == "BLOCK", rules(report)
+    found = report["findings"] + [f for fr in report["files"] for f in fr["findings"]]
+    [hit] = [f for f in found if f["rule"] == "weights/inconsistent-copies"]
+    assert [t["tensor"] for t in hit["evidence"]["tensors"]] == [models["edited"]]
+    assert hit["evidence"]["read_again"] == 1 and hit["evidence"]["compared"] > 20
+    # only a shard holding the edited tensor may be fetched a second time (one still held is not)
+    again = {s for s, ts in {**we.shards_of(folder), **_bin_shards(folder)}.items() if models["edited"] in ts}
+    gets = _whole_gets(hub, folder, list(we.shards_of(folder)) + list(_bin_shards(folder)))
+    assert {n for n, k in gets.items() if k == 2} <= again and set(gets.values()) <= {1, 2}, gets
     assert list(scratch.iterdir()) == []
