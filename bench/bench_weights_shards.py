@@ -26,6 +26,10 @@ Figures:
 from __future__ import annotations
 
 import argparse
+import bisect
+import contextlib
+import functools
+import itertools
 import json
 import os
 import resource
@@ -34,9 +38,12 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -200,12 +207,10 @@ def measure(root: Path, args: argparse.Namespace) -> None:
               f"findings: {sorted({f.rule for f in found})}")
 
 
-def build(root: Path, args: argparse.Namespace) -> None:
-    free = shutil.disk_usage(root).free
-    tensors = layout(args.gb, args.d)
-    size = sum(a * b * 2 for _, (a, b) in tensors)
-    if 2 * size + (1 << 30) > free:
-        sys.exit(f"needs {2 * size / 1e9:.1f} GB free in {root}, {free / 1e9:.1f} GB there (df; use --dir)")
+def sources(tensors: list[tuple[str, tuple[int, int]]]) -> tuple[Callable, Callable, str]:
+    """(clean, candidate, edited): each tensor's uint16 bits in the base and in the candidate (a
+    ROME-shaped rank-one edit of the last down-projection, made once), and the edited tensor's name.
+    Tensors are windows into one random pool at different offsets: they differ from each other."""
     rng = np.random.default_rng(0)
     biggest = max(a * b for _, (a, b) in tensors)
     pool = to_bf16(rng.standard_normal(biggest + POOL, np.float32) * 0.02)
@@ -215,15 +220,26 @@ def build(root: Path, args: argparse.Namespace) -> None:
     def clean(name: str, shape: tuple[int, int]) -> np.ndarray:
         return pool[offsets[name]: offsets[name] + shape[0] * shape[1]]
 
-    def candidate(name: str, shape: tuple[int, int]) -> np.ndarray:
-        raw = clean(name, shape)
-        if name != edited:
-            return raw
-        w = (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
+    @functools.lru_cache(maxsize=1)
+    def edit(shape: tuple[int, int]) -> np.ndarray:
+        w = (clean(edited, shape).astype(np.uint32) << 16).view(np.float32).reshape(shape)
         u, v = rng.standard_normal(shape[0]), rng.standard_normal(shape[1])
         step = 0.2 * np.linalg.norm(w) * np.outer(u, v) / (np.linalg.norm(u) * np.linalg.norm(v))
         return to_bf16(w + step.astype(np.float32)).reshape(-1)
 
+    def candidate(name: str, shape: tuple[int, int]) -> np.ndarray:
+        return edit(shape) if name == edited else clean(name, shape)
+
+    return clean, candidate, edited
+
+
+def build(root: Path, args: argparse.Namespace) -> None:
+    free = shutil.disk_usage(root).free
+    tensors = layout(args.gb, args.d)
+    size = sum(a * b * 2 for _, (a, b) in tensors)
+    if 2 * size + (1 << 30) > free:
+        sys.exit(f"needs {2 * size / 1e9:.1f} GB free in {root}, {free / 1e9:.1f} GB there (df; use --dir)")
+    clean, candidate, edited = sources(tensors)
     t0 = time.perf_counter()
     write_model(root / "base", tensors, args.base_shards, clean)
     write_model(root / "model", tensors, args.shards, candidate)
@@ -232,6 +248,145 @@ def build(root: Path, args: argparse.Namespace) -> None:
     print(f"model: {len(tensors)} bf16 tensors, {size / 1e9:.2f} GB per side; base in {files[0]} file(s), "
           f"model in {files[1]} shards; edit in {edited} (last shard)")
     print(f"write: {2 * size / 1e9:.2f} GB in {wrote:.1f}s ({2 * size / 1e9 / wrote:.2f} GB/s)")
+
+
+# -- --hub: the same models served by the local fake Hub, made on demand ----------------------------
+def shard_blob(tensors: list[tuple[str, tuple[int, int]]], data: Callable) -> Any:
+    """A safetensors shard as a fake-Hub blob whose bytes are made as they are requested (header,
+    then each tensor's `data(name, shape)` bits): a 100 GB model needs no 100 GB on disk."""
+    from testing.fakehub.server import Blob
+
+    header, spans, pos = {"__metadata__": {"format": "pt"}}, [], 0
+    for name, shape in tensors:
+        n = shape[0] * shape[1] * 2
+        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [pos, pos + n]}
+        spans.append((name, shape, n))
+        pos += n
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    head = struct.pack("<Q", len(raw)) + raw
+    starts = list(itertools.accumulate((n for _, _, n in spans[:-1]), initial=len(head)))
+
+    def reader(start: int, length: int) -> bytes:
+        end, out = start + length, []
+        if start < len(head):
+            out.append(head[start:min(end, len(head))])
+        i = max(0, bisect.bisect_right(starts, start) - 1)
+        while i < len(spans) and starts[i] < end:
+            lo, hi = max(start, starts[i]), min(end, starts[i] + spans[i][2])
+            if lo < hi:
+                bits = data(spans[i][0], spans[i][1]).view(np.uint8)
+                out.append(bits[lo - starts[i]:hi - starts[i]].tobytes())
+            i += 1
+        return b"".join(out)
+
+    return Blob(reader=reader, length=len(head) + pos, lfs=True)
+
+
+def hub_repos(tensors: list, shards: int) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The base's and the candidate's files (same sharding; the shards without the edit are the
+    same blobs, hashed once) and the edited tensor's name."""
+    clean, candidate, edited = sources(tensors)
+    parts = split(tensors, shards)
+    base, model, weight_map, total = {}, {}, {}, 0
+    for k, part in enumerate(parts, 1):
+        name = f"model-{k:05d}-of-{len(parts):05d}.safetensors"
+        base[name] = shard_blob(part, clean)
+        model[name] = shard_blob(part, candidate) if edited in dict(part) else base[name]
+        weight_map.update(dict.fromkeys((n for n, _ in part), name))
+        total += base[name].size
+    index = json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}).encode()
+    for files in (base, model):
+        files["config.json"] = json.dumps({"model_type": "llama"}).encode()
+        files["model.safetensors.index.json"] = index
+    return base, model, edited
+
+
+def _bytes_under(root: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+    return total
+
+
+def _hwm(pid: int) -> int:
+    """VmHWM of a running process (its own peak RSS: reset at exec), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def hub(args: argparse.Namespace) -> None:
+    """`hfguard check` of the candidate against the base, both on the local fake Hub: the whole
+    command in a child process (HF_ENDPOINT set), its progress lines, peak RSS and peak scratch disk
+    watched from here, and every shard's downloads counted by the Hub."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from testing.fakehub.server import FakeHub
+
+    tensors = layout(args.gb, args.d)
+    size = sum(a * b * 2 for _, (a, b) in tensors)
+    work = Path(tempfile.mkdtemp(prefix="hfguard-hub-", dir=args.dir))
+    try:
+        t0 = time.perf_counter()
+        base, model, edited = hub_repos(tensors, args.shards)
+        blobs = {id(b): b for files in (base, model) for b in files.values() if not isinstance(b, bytes)}
+        with ThreadPoolExecutor(os.cpu_count()) as pool:   # the Hub's sha256 of each shard, once
+            list(pool.map(lambda b: b.sha256(), blobs.values()))
+        shards = [n for n in model if n.endswith(".safetensors")]
+        print(f"model: {len(tensors)} bf16 tensors, {size / 1e9:.2f} GB per side, {len(shards)} shards of "
+              f"~{size / len(shards) / 1e9:.2f} GB on each side; edit in {edited} (last shard)")
+        print(f"fake Hub ready in {time.perf_counter() - t0:.0f}s "
+              "(shards made on demand; their sha256 taken once)")
+        with FakeHub() as server:
+            server.add_repo("acme/big-base", base)
+            server.add_repo("acme/big", model)
+            scratch, report = work / "tmp", work / "report.json"
+            scratch.mkdir()
+            env = {**os.environ, "HF_ENDPOINT": server.url, "HF_HOME": str(work / "hf"),
+                   "TMPDIR": str(scratch), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+            cmd = [sys.executable, "-m", "hfguard", "check", "acme/big", "--tier", "weights", "--base",
+                   "acme/big-base", "--deadline", "0", "--budget", str(args.budget), "--no-cache",
+                   "--format", "json", "-o", str(report)]
+            print("$ HF_ENDPOINT=<fake Hub> " + " ".join(cmd[2:]))
+            lines: list[tuple[float, str]] = []
+            t0 = time.perf_counter()
+            child = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+            reader = threading.Thread(target=lambda: lines.extend(
+                (time.perf_counter() - t0, ln.rstrip()) for ln in child.stderr), daemon=True)  # type: ignore[union-attr]
+            reader.start()
+            disk = rss = 0
+            while child.poll() is None:
+                disk, rss = max(disk, _bytes_under(scratch)), max(rss, _hwm(child.pid))
+                time.sleep(0.5)
+            secs = time.perf_counter() - t0
+            reader.join()
+            gets = {n: sum(1 for r in server.requests(f"GET /acme/{repo}/resolve/.*/{n}$")
+                           if r["sent"] == files[n].size)
+                    for repo, files in (("big", model), ("big-base", base)) for n in shards}
+        doc = json.loads(report.read_text()) if report.exists() else {}
+        found = doc.get("findings", []) + [f for fr in doc.get("files", []) for f in fr.get("findings", [])]
+        print(f"exit {child.returncode}, verdict {doc.get('verdict')}: "
+              f"{sorted({f['rule'] for f in found if f['severity'] != 'info'})}")
+        print(f"check: {secs:.0f}s, {2 * size / 1e9 / secs:.2f} GB/s over both sides "
+              f"({size / 1e9 / secs:.2f} GB/s per side), peak RSS {rss / 1e6:.0f} MB, "
+              f"peak scratch disk {disk / 1e9:.2f} GB "
+              f"(largest shard {max(b.size for b in blobs.values()) / 1e9:.2f} GB), "
+              f"whole-shard downloads per shard {sorted(set(gets.values()))}")
+        progress = [(t, ln) for t, ln in lines if "GB of" in ln or "GB in" in ln]
+        print(f"progress lines (of {len(progress)}), first, every ~10%, last:")
+        step = max(1, len(progress) // 10)
+        for t, ln in progress[:1] + progress[step::step] + progress[-1:]:
+            print(f"  [{t:6.0f}s] {ln}")
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
@@ -246,10 +401,16 @@ def main() -> None:
     ap.add_argument("--stats", action="store_true", help="also time the weights.anomalies pass")
     ap.add_argument("--trace", action="store_true", help="also a pass under tracemalloc (numpy buffers)")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--hub", action="store_true",
+                    help="serve both models from the local fake Hub (made on demand, no disk) and time "
+                         "`hfguard check --tier weights --base` on them; --base-shards is --shards")
+    ap.add_argument("--budget", type=float, default=7200, help="--hub: the check's --budget")
     ap.add_argument("--measure", help=argparse.SUPPRESS)   # the measuring child process
     args = ap.parse_args()
     if args.measure:
         return measure(Path(args.measure), args)
+    if args.hub:
+        return hub(args)
     root = Path(tempfile.mkdtemp(prefix="hfguard-shards-", dir=args.dir))
     try:
         build(root, args)

@@ -77,17 +77,18 @@ class WeightsAnomalies(Check):
         th = thresholds(ctx)
         configs = configs_by_dir(target)
         ref = _diff_reference(target, ctx, session)
+        ref_label = "" if ref is None else session.base(target, ctx).label
 
         # two copies of one model in a folder: each tensor's raw digest is kept on the way, so the
         # copies are compared without fetching their shards again (copies.compare_copies)
         digests: dict[Any, Any] | None = {} if folders_with_copies(ckpts) else None
         for ckpt in ckpts:
             ctx.progress(f"weights: {ckpt.name} ({len(ckpt.tensors)} tensors, {be.name})"
-                         + (f", diffed against {ref.name} on the way" if ref is not None else ""))
+                         + (f", diffed against {ref_label} on the way" if ref is not None else ""))
             record = None if digests is None else digest_recorder(ckpt, digests)
             try:
-                yield from self._checkpoint(ckpt, be, th, ctx, configs.get(ckpt.directory), session, ref,
-                                            record)
+                yield from self._checkpoint(ckpt, be, th, ctx, configs.get(ckpt.directory), session,
+                                            (ref, ref_label), record)
             except Exception as exc:
                 session.aborted = exc   # weights.base_diff gives up with it too (the diffs are missing)
                 raise
@@ -96,9 +97,10 @@ class WeightsAnomalies(Check):
                 yield from self.findings_from([hit], file=file, remediation=_REMEDIATION.get)
 
     def _checkpoint(self, ckpt: Any, be: Any, th: dict[str, Any], ctx: ScanContext,
-                    config: tuple[str, dict[str, Any]] | None, session: Any, ref: Any,
+                    config: tuple[str, dict[str, Any]] | None, session: Any, reference: tuple[Any, str],
                     record: Callable[[Any, Any], None] | None = None) -> Iterator[Finding]:
-        """`record`: also fed each tensor the pass reads (copies.digest_recorder)."""
+        """`reference`: the base checkpoint diffed on the way (or None) and its label; `record`:
+        also fed each tensor the pass reads (copies.digest_recorder)."""
         from hfguard.weights.analyze import analyze_checkpoint
         from hfguard.weights.diff import TensorDiffer, diff_thresholds
         from hfguard.weights.shards import checkpoint_meter, shard_findings
@@ -107,8 +109,9 @@ class WeightsAnomalies(Check):
 
         yield from shard_findings(self, ckpt.problems, ckpt.name)
         started = time.monotonic()
+        ref, ref_label = reference
         differ = None if ref is None else TensorDiffer(ref, ckpt, be, diff_thresholds(ctx, th))
-        label = f"weights: {ckpt.name}" + ("" if differ is None else f" + diff vs {ref.name}")
+        label = f"weights: {ckpt.name}" + ("" if differ is None else f" + diff vs {ref_label}")
         meter = checkpoint_meter(label, ckpt, ctx.budget_seconds, ctx.progress,
                                  None if differ is None else {n: ref.tensors[n] for n in differ.todo})
         plan_reads(_reads(ckpt, differ))

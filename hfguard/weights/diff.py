@@ -277,6 +277,13 @@ class DiffBase:
     failed: list[tuple[str, str]] = field(default_factory=list)
     ref: Checkpoint | None = None    # the checkpoint diffed against
 
+    @property
+    def label(self) -> str:
+        """`ref` as progress lines name it: with the base's spec where the name alone does not say
+        which model it is (a Hub base's files are named as in its repo, like the model's own)."""
+        name = self.ref.name if self.ref is not None else ""
+        return name if not self.spec or self.spec in name else f"{self.spec}: {name}"
+
 
 def resolve_base(target: Target, ctx: ScanContext, stream: Any) -> DiffBase:
     """--base, else the card's base_model, resolved; its shards' headers read through `stream`."""
@@ -342,10 +349,10 @@ def _diff_target(check: Check, target: Target, base: DiffBase, ctx: ScanContext,
         if done is None and session.aborted is not None:
             raise session.aborted   # the statistics pass that was diffing on the way gave up
         if done is not None:
-            ctx.progress(f"weights: diff {tgt.name} vs {ref.name}: read on the statistics pass")
+            ctx.progress(f"weights: diff {tgt.name} vs {base.label}: read on the statistics pass")
         else:
             common = set(ref.tensors) & set(tgt.tensors)
-            meter = pair_meter(f"weights: diff {tgt.name} vs {ref.name}",
+            meter = pair_meter(f"weights: diff {tgt.name} vs {base.label}",
                                [(ref.tensors[n], tgt.tensors[n]) for n in common],
                                ctx.budget_seconds, ctx.progress)
             meter.progress(meter.line())

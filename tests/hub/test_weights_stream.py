@@ -157,6 +157,8 @@ def test_a_sharded_base_and_model_are_each_fetched_once_with_the_findings_of_a_l
     assert len(model) == 7 and len(base) == 4
     assert set(model.values()) == set(base.values()) == {(2, 1)}, (model, base)
     assert "read on the statistics pass" in err
+    # a Hub base's files are named as in its repo, like the model's: progress says which repo
+    assert "+ diff vs acme/gpt2-base: model.safetensors.index.json" in err, err
     assert list(scratch.iterdir()) == []
     cached = [p.name for p in (isolated_hf_home / "hub").rglob("*.safetensors")]
     assert not set(cached) & (set(model) | set(base)), cached
