@@ -81,7 +81,8 @@ def pair_meter(label: str, pairs: list[tuple[TensorMeta, TensorMeta]], seconds: 
     """A meter over tensor pairs, keyed by the second (candidate) side's name, one unit per pair:
     both sides' bytes, shown under the candidate's shard."""
     return ByteMeter(label, seconds,
-                     {b.name: Work(tensor_bytes(a) + tensor_bytes(b), b.file) for a, b in pairs}, progress)
+                     {b.name: Work(tensor_bytes(a) + tensor_bytes(b), b.file) for a, b in pairs}, progress,
+                     streamed=any(m.shard is not None for pair in pairs for m in pair))
 
 
 def checkpoint_meter(label: str, ckpt: Checkpoint, seconds: float, progress: Callable[[str], None],
@@ -93,7 +94,8 @@ def checkpoint_meter(label: str, ckpt: Checkpoint, seconds: float, progress: Cal
     return ByteMeter(label, seconds,
                      {m.name: Work(tensor_bytes(m) + (tensor_bytes(extra[m.name]) if m.name in extra else 0),
                                    m.file) for m in ckpt.float_tensors()},
-                     progress, checks=1 if base is None else 2)
+                     progress, checks=1 if base is None else 2,
+                     streamed=any(m.shard is not None for m in [*ckpt.float_tensors(), *extra.values()]))
 
 
 _SHARD_REMEDIATION = {

@@ -212,6 +212,45 @@ def test_meter_reports_rate_and_eta_and_names_the_budget_a_model_needs():
         short.tick("reading t2", item="t2")
 
 
+def _streamed_pass(meter: ByteMeter, clock: Clock) -> None:
+    """10 shards of 10 x 1 GB streamed from a Hub: the first shard's download (100 s) comes before
+    its first item is read, its items then go fast; each later shard arrives (prefetched) 20 s
+    after the one before: ~283 s in all."""
+    for i in range(100):
+        if i == 0:
+            meter.tick("reading t0", item="t0")
+            clock.now = 100.0   # the first shard downloading
+        else:
+            clock.now += 0.1 if i < 10 else 2.0
+            meter.tick(f"reading t{i}", item=f"t{i}")
+
+
+def test_a_streamed_pass_is_projected_from_whole_shards_not_from_the_first_download():
+    """Measured from its first item, the pass above would look 1 GB in 100 s: ~2.5 hours for the
+    rest, and a budget of 400 s given up at once. Over whole shards (the second's start to the
+    latest's) it runs at 0.5 GB/s: it finishes within 400 s, and under 200 s it stops once that
+    rate is known, naming a budget that would do."""
+    work = {f"t{i}": Work(1_000_000_000, f"model-{i // 10 + 1:05d}-of-00010.safetensors") for i in range(100)}
+    clock, lines = Clock(), []
+    meter = ByteMeter("weights: hub", 400, work, lines.append, clock=clock, streamed=True)
+    _streamed_pass(meter, clock)
+    early = [ln for ln in lines if "shard 1/" in ln or "shard 2/" in ln]
+    assert early and not any("ETA" in ln for ln in early), lines   # no rate from part of a shard
+    assert lines[-1].endswith("99.00 GB of 100.00 GB (99%), shard 10/10 model-00010-of-00010.safetensors, "
+                              "0.50 GB/s, ETA 2s"), lines
+    clock = Clock()
+    short = ByteMeter("weights: hub", 200, work, lines.append, clock=clock, streamed=True)
+    with pytest.raises(BudgetExceeded, match=r"20.00 GB of 100.00 GB read in 123s at 0.50 GB/s; the remaining "
+                                             r"80.00 GB need ~160s more, beyond the 200s budget: "
+                                             r"this model needs at least --budget 360"):
+        _streamed_pass(short, clock)
+    assert clock.now == pytest.approx(122.9)   # at the third shard's start: the first whole-shard rate
+    clock = Clock()   # the same pass measured as a local one gives up on the first shard's download
+    with pytest.raises(BudgetExceeded, match=r"needs at least --budget [0-9]{5}"):
+        _streamed_pass(ByteMeter("weights: local", 400, work, lines.append, clock=clock), clock)
+    assert clock.now < 102
+
+
 def test_hostile_shard_names_are_escaped_on_the_progress_line():
     lines: list[str] = []
     work = {"a": Work(1, "a\x1b[2J.safetensors"), "b": Work(1, "b\nPASS.safetensors")}
