@@ -11,6 +11,7 @@ import functools
 import hashlib
 import io
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,13 +141,24 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def local_file(path: Path, display: str, key: str | None = None) -> TargetFile:
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except OSError as exc:   # a dangling or looping link: reading it fails, the engine says so (ERROR)
         why = f"symlink to {os.readlink(path)} that cannot be read ({exc.strerror})"
         return TargetFile(path=display, size=0, opener=functools.partial(_fail, why),
                           local_path=path, key=key)
-    return TargetFile(path=display, size=size, opener=lambda: open(path, "rb"), local_path=path,
+    if not stat.S_ISREG(st.st_mode):
+        # a FIFO would block the scan, a device has no fixed content: whatever a loader reads from
+        # it is missing evidence (ERROR). Never opened, and no local path for a check to open.
+        why = f"not a regular file ({_special_kind(st.st_mode)}): its content cannot be vetted"
+        return TargetFile(path=display, size=0, opener=functools.partial(_fail, why), key=key)
+    return TargetFile(path=display, size=st.st_size, opener=lambda: open(path, "rb"), local_path=path,
                       key=key)
+
+
+def _special_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"))
+    return next((what for test, what in kinds if test(mode)), "a special file")
 
 
 def _fail(why: str) -> BinaryIO:
@@ -159,7 +171,8 @@ def _walk_files(root: Path, boundary: Path | None = None) -> Iterator[tuple[Path
     Directory symlinks are not followed (no loops). File symlinks are (the HF cache is built of
     them); one whose target lies outside `boundary` (default: `root`) is reported with where it
     points, and still scanned. A dangling or looping link is yielded too: reading it fails, which
-    is missing evidence (ERROR), never a silent skip. FIFOs, sockets and devices are skipped.
+    is missing evidence (ERROR), never a silent skip; so are FIFOs, sockets and devices, and links
+    to them (`local_file` never opens them): a model file that is one has no content to vet.
     """
     inside = os.path.realpath(boundary or root)
     for dirpath, dirnames, filenames in os.walk(root):
@@ -167,15 +180,11 @@ def _walk_files(root: Path, boundary: Path | None = None) -> Iterator[tuple[Path
         for name in sorted(filenames):
             p = Path(dirpath, name)
             if not p.is_symlink():
-                if p.is_file():
-                    yield p, []
+                yield p, []
                 continue
             real = os.path.realpath(p)
-            if not os.path.exists(real):
-                yield p, []
-            elif os.path.isfile(real):
-                outside = os.path.commonpath([inside, real]) != inside
-                yield p, [_outside_finding(p, real, inside)] if outside else []
+            outside = os.path.exists(real) and os.path.commonpath([inside, real]) != inside
+            yield p, [_outside_finding(p, real, inside)] if outside else []
 
 
 def unsafe_name_finding(path: str, check: str) -> Finding | None:
@@ -247,7 +256,7 @@ def local_target(paths: list[str]) -> Target:
                 file = local_file(f, f"{given.rstrip('/')}/{rel}", key=_key(f, base))
                 file.meta["findings"] = [dataclasses.replace(x, file=file.path) for x in found]
                 files.append(file)
-        elif p.is_file() or p.is_symlink():   # a dangling link named on the command line: ERROR
+        elif p.exists() or p.is_symlink():   # a dangling link or a FIFO named on the command line: ERROR
             files.append(local_file(p, given, key=_key(p, _key_base(p.parent))))
         else:
             raise FileNotFoundError(f"no such file or directory: {given}")

@@ -100,3 +100,21 @@ def test_dangling_or_looping_weights_are_missing_evidence(tmp_path):
     code, doc = _scan(tmp_path, "model")
     assert code == 2 and {fr["path"] for fr in doc["files"] if fr["verdict"] == "ERROR"} == {
         "model/a.bin", "model/b.bin"}
+
+
+def test_fifos_and_devices_where_weights_belong_are_missing_evidence_never_opened(tmp_path):
+    # a FIFO would hang a reader, a device has no fixed content: either is an ERROR, never a
+    # silent skip (which left the folder PASS) and never opened (a FIFO with no writer blocks)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    os.mkfifo(model / "pytorch_model.bin")
+    (model / "model.safetensors").symlink_to(os.devnull)
+    code, doc = _scan(tmp_path, "model")
+    assert code == 2 and doc["verdict"] == "ERROR"
+    bad = {fr["path"]: fr for fr in doc["files"] if fr["verdict"] == "ERROR"}
+    assert set(bad) == {"model/pytorch_model.bin", "model/model.safetensors"}
+    assert "a FIFO" in bad["model/pytorch_model.bin"]["findings"][0]["message"]
+    assert "character device" in bad["model/model.safetensors"]["findings"][0]["message"]
+    code, doc = _scan(tmp_path, "model/pytorch_model.bin")    # named on the command line
+    assert code == 2 and doc["files"][0]["findings"][0]["rule"] == "file/unreadable"
