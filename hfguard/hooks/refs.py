@@ -1,6 +1,7 @@
 """Find the Hub models a source file refers to: Python (AST), notebooks, YAML/JSON/TOML configs.
 
-Only constant strings count, plus simple module-level constants (`MODEL = "org/m"`) used later.
+Only strings the source fixes count: constants, module-level constants (`MODEL = "org/m"`) used
+later, and `+` / f-strings built only of those (`ORG + "/m"`, `f"{ORG}/m"`).
 Local paths (`./models/x`, absolute paths, paths that exist on disk) are not Hub references.
 A `# hfguard: ignore` comment on the line drops the reference; `# hfguard: ignore[rule, ...]`
 drops only those rules' findings for it.
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from hfguard.sniff import MODEL_SUFFIXES
 
@@ -24,7 +26,7 @@ _REPO_RE = re.compile(rf"({_PART})/({_PART})")
 _BARE_RE = re.compile(_PART)
 _REV_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
 _HUB_PREFIXES = ("hf-hub:", "hf_hub:", "hf://")
-_HUB_URL_RE = re.compile(rf"https?://(?:www\.)?huggingface\.co/(?!datasets/|spaces/)"
+_HUB_URL_RE = re.compile(rf"https?://(?:www\.)?(?:huggingface|hf)\.co/(?!datasets/|spaces/)"
                          rf"({_PART}/{_PART})(?:/(?:resolve|blob|tree)/([^/\s\"']+))?")
 _IGNORE_RE = re.compile(r"#\s*hfguard:\s*ignore(?:\[([^\]]*)\])?")
 _FILE_SUFFIXES = (*MODEL_SUFFIXES, ".json", ".py", ".txt", ".yaml", ".yml")
@@ -97,6 +99,8 @@ def parse_spec(value: str, *, allow_bare: bool = False) -> tuple[str, str | None
     url = _HUB_URL_RE.match(value)
     if url:
         return url.group(1), url.group(2)
+    if value.startswith("hf://"):
+        return _hf_path(value[len("hf://"):])
     for prefix in _HUB_PREFIXES:
         if value.startswith(prefix):
             value = value[len(prefix):]
@@ -113,6 +117,19 @@ def parse_spec(value: str, *, allow_bare: bool = False) -> tuple[str, str | None
             and not repo.isdigit():
         return repo, rev or None  # a canonical repo such as "gpt2"
     return None
+
+
+def _hf_path(path: str) -> tuple[str, str | None] | None:
+    """`org/name[@rev][/file]` of an fsspec `hf://` URL (HfFileSystem: the revision ends at the
+    next '/', a '/' inside it is written %2F); datasets and spaces are not models."""
+    org, _, rest = path.partition("/")
+    name, _, _file = rest.partition("/")
+    name, _, rev = name.partition("@")
+    if org in ("datasets", "spaces") or not _REPO_RE.fullmatch(f"{org}/{name}") \
+            or ".." in name or "--" in f"{org}/{name}":
+        return None
+    rev = unquote(rev)
+    return f"{org}/{name}", (rev if rev and _REV_RE.fullmatch(rev) else None)
 
 
 def is_local_path(value: str, base: Path | None) -> bool:
@@ -162,6 +179,34 @@ _WRITE_CALLS = ("push_to_hub", "save", "create_", "upload_", "delete_", "update_
                 "move_", "duplicate_", "request_", "set_", "super_squash", "whoami")
 
 
+def fold_string(node: ast.expr, constants: dict[str, str], depth: int = 0) -> str | None:
+    """The value of a string expression the source fixes: a constant, a known module constant, or
+    `+` and f-strings of those (`ORG + "/m"`, `f"{ORG}/m"`); None for anything computed."""
+    if depth > 50:
+        return None
+    if isinstance(node, ast.Constant):
+        return node.value if isinstance(node.value, str) else None
+    if isinstance(node, ast.Name):
+        return constants.get(node.id)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left = fold_string(node.left, constants, depth + 1)
+        right = fold_string(node.right, constants, depth + 1) if left is not None else None
+        return None if left is None or right is None else left + right
+    if isinstance(node, ast.JoinedStr):
+        parts = []
+        for part in node.values:
+            if isinstance(part, ast.FormattedValue):
+                if part.conversion not in (-1, ord("s")) or part.format_spec is not None:
+                    return None
+                part = part.value
+            piece = fold_string(part, constants, depth + 1)
+            if piece is None:
+                return None
+            parts.append(piece)
+        return "".join(parts)
+    return None
+
+
 def _call_name(func: ast.expr) -> str | None:
     if isinstance(func, ast.Attribute):
         return func.attr
@@ -181,6 +226,7 @@ class _PythonScanner:
 
     def _module_constants(self) -> dict[str, tuple[str, int]]:
         found: dict[str, set[tuple[str, int]]] = {}
+        known: dict[str, str] = {}   # constants so far, for ones built of them (ORG + "/m")
         for node in self.tree.body:
             if isinstance(node, ast.Assign) and len(node.targets) == 1:
                 target, value = node.targets[0], node.value
@@ -189,8 +235,10 @@ class _PythonScanner:
             else:
                 continue
             if isinstance(target, ast.Name):
-                if isinstance(value, ast.Constant) and isinstance(value.value, str):
-                    found.setdefault(target.id, set()).add((value.value, value.lineno))
+                folded = fold_string(value, known)
+                if folded is not None:
+                    found.setdefault(target.id, set()).add((folded, value.lineno))
+                    known[target.id] = folded
                 else:
                     found.setdefault(target.id, set()).add(("", -1))  # reassigned to non-constant
         # a name bound to two different values is not a constant
@@ -203,7 +251,12 @@ class _PythonScanner:
         if isinstance(node, ast.Name) and node.id in self.constants:
             value, line = self.constants[node.id]
             return value, line, node
-        return None
+        folded = fold_string(node, {k: v for k, (v, _) in self.constants.items()}) if node else None
+        if node is None or folded is None:
+            return None
+        # its pieces are not read again as strings of their own
+        self.seen.update((n.lineno, n.col_offset) for n in ast.walk(node) if isinstance(n, ast.Constant))
+        return folded, node.lineno, node
 
     def _where(self, line: int) -> tuple[int | None, int]:
         if self.line_map and 0 < line <= len(self.line_map):
@@ -232,11 +285,17 @@ class _PythonScanner:
         for node in ast.walk(self.tree):
             if isinstance(node, ast.Call):
                 self._call(node)
-        for node in ast.walk(self.tree):  # any other "hf-hub:org/m" string or Hub URL
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
-                    and (node.lineno, node.col_offset) not in self.seen \
-                    and (node.value.startswith(_HUB_PREFIXES) or _HUB_URL_RE.match(node.value)):
-                self._add(node.value, node.lineno, node.lineno, "string", allow_bare=False)
+        strings = {k: v for k, (v, _) in self.constants.items()}
+        for node in ast.walk(self.tree):  # any other "hf-hub:org/m" string or Hub URL (outer nodes first)
+            if not isinstance(node, ast.Constant | ast.JoinedStr | ast.BinOp):
+                continue
+            pieces = [(n.lineno, n.col_offset) for n in ast.walk(node) if isinstance(n, ast.Constant)]
+            if not pieces or all(p in self.seen for p in pieces):
+                continue
+            value = fold_string(node, strings)
+            if value is not None and (value.startswith(_HUB_PREFIXES) or _HUB_URL_RE.match(value)):
+                self.seen.update(pieces)
+                self._add(value, node.lineno, node.lineno, "string", allow_bare=False)
         return self.refs
 
     def _call(self, node: ast.Call) -> None:
@@ -291,7 +350,7 @@ def python_references(source: str, file: str, base: Path | None = None,
 
 _FALLBACK_RE = re.compile(
     r"(from_pretrained|pipeline|hf_hub_download|snapshot_download|SentenceTransformer|CrossEncoder)"
-    r"\s*\([^\"')]*?[\"']([^\"'\s]+)[\"']|[\"']((?:hf-hub:|hf_hub:)[^\"'\s]+)[\"']")
+    r"\s*\([^\"')]*?[\"']([^\"'\s]+)[\"']|[\"']((?:hf-hub:|hf_hub:|hf://)[^\"'\s]+)[\"']")
 
 
 def regex_references(source: str, file: str, base: Path | None = None,

@@ -137,6 +137,28 @@ def test_ambiguous_constants_are_not_resolved(tmp_path):
     assert file_references(p).references == []
 
 
+def test_names_built_from_constants_are_references(tmp_path):
+    # concatenation and f-strings of constants name one model as surely as a literal does
+    p = _write(tmp_path, "b.py", '''
+        from transformers import AutoModel
+        import pandas as pd
+        ORG = "acme"
+        NAME = ORG + "/joined"
+        a = AutoModel.from_pretrained("acme/" + "plus")
+        b = AutoModel.from_pretrained(f"{ORG}/fstring", revision=f"v{'1'}")
+        c = AutoModel.from_pretrained(f"acme/noplaceholder")
+        d = AutoModel.from_pretrained(NAME)
+        e = pd.read_parquet(f"hf://{ORG}/fsspec/" + shard)
+        f = AutoModel.from_pretrained(f"{args.org}/computed")
+    ''')
+    got, _ = _refs(p)
+    assert sorted(got) == [("acme/fsspec", None, 9, "string"),
+                           ("acme/fstring", "v1", 6, "from_pretrained"),
+                           ("acme/joined", None, 8, "from_pretrained"),
+                           ("acme/noplaceholder", None, 7, "from_pretrained"),
+                           ("acme/plus", None, 5, "from_pretrained")]
+
+
 def test_notebook_cells_with_magics(tmp_path):
     nb = {"cells": [
         {"cell_type": "markdown", "source": ["from_pretrained('acme/not-code')"]},
@@ -207,6 +229,10 @@ def test_unparsable_files_are_problems_not_silence(tmp_path):
     ("a/b/c", None),
     ("acme/../etc", None),
     ("out/run", ("out/run", None)),  # looks like a repo: configs only take CONFIG_KEYS values
+    ("https://hf.co/acme/m/resolve/v1/x.bin", ("acme/m", "v1")),   # the Hub's short domain
+    ("hf://acme/m/model.safetensors", ("acme/m", None)),          # fsspec paths name a file
+    ("hf://acme/m@refs%2Fpr%2F1/sub/model.bin", ("acme/m", "refs/pr/1")),
+    ("hf://datasets/acme/d/train.csv", None),
 ])
 def test_parse_spec(value, expected):
     assert parse_spec(value) == expected
