@@ -201,7 +201,7 @@ def unsafe_name_finding(path: str, check: str) -> Finding | None:
     if not chars and not segments:
         return None
     shown = safe(path)
-    what = [f"control or bidi characters ({', '.join(chars)})"] if chars else []
+    what = [f"control, bidi or invisible characters ({', '.join(chars)})"] if chars else []
     what += [f"path segments that name another file ({', '.join(segments)})"] if segments else []
     evidence: dict[str, object] = {"name": path}
     if chars:

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 from hfguard.findings import Finding, Report, Severity, Verdict
@@ -29,6 +30,18 @@ def test_safe_escapes_every_terminal_control_and_keeps_the_rest():
     assert safe("\udcff") == "\\udcff"               # an undecodable byte of a file name
     plain = "modèle/évil[/]mod [bold]x[/bold] 模型.pkl"
     assert safe(plain) == plain
+
+
+def test_safe_escapes_what_a_terminal_shows_as_nothing():
+    # every format character (zero-width space and joiners, BOM, soft hyphen, tag characters),
+    # variation selectors and Hangul fillers: `model\u200b.bin` must not read as `model.bin`
+    invisible = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Cf"]
+    invisible += [*map(chr, range(0xFE00, 0xFE10)), *map(chr, range(0xE0100, 0xE01F0)),
+                  "\u115f", "\u1160", "\u3164", "\uffa0"]
+    assert [c for c in invisible if safe(c) == c] == []
+    assert safe("model\u200b.bin") == "model\\u200b.bin"
+    assert safe("a\U000e0041") == "a\\U000e0041"                  # a tag character: ASCII smuggling
+    assert safe("café 模型 x") == "café 模型 x"                      # visible text unchanged
 
 
 def _stack_global_pickle(module: str, name: str) -> bytes:
