@@ -151,8 +151,23 @@ def local_file(path: Path, display: str, key: str | None = None) -> TargetFile:
         # it is missing evidence (ERROR). Never opened, and no local path for a check to open.
         why = f"not a regular file ({_special_kind(st.st_mode)}): its content cannot be vetted"
         return TargetFile(path=display, size=0, opener=functools.partial(_fail, why), key=key)
-    return TargetFile(path=display, size=st.st_size, opener=lambda: open(path, "rb"), local_path=path,
-                      key=key)
+    return TargetFile(path=display, size=st.st_size, opener=functools.partial(open_regular, path),
+                      local_path=path, key=key)
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """`open(path, "rb")` that refuses anything but a regular file, checked on the open file: a
+    FIFO swapped in after the folder was listed raises OSError instead of blocking the scan."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))   # a FIFO open does not wait
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"not a regular file ({_special_kind(mode)}): its content cannot be vetted")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _special_kind(mode: int) -> str:
@@ -165,7 +180,7 @@ def _fail(why: str) -> BinaryIO:
     raise OSError(why)
 
 
-def _walk_files(root: Path, boundary: Path | None = None) -> Iterator[tuple[Path, list[Finding]]]:
+def walk_files(root: Path, boundary: Path | None = None) -> Iterator[tuple[Path, list[Finding]]]:
     """Every file under `root` with the findings its path itself calls for.
 
     Directory symlinks are not followed (no loops). File symlinks are (the HF cache is built of
@@ -249,7 +264,7 @@ def local_target(paths: list[str]) -> Target:
         p = Path(given)
         if p.is_dir():
             base = _key_base(p)   # once per folder, not per file
-            for f, found in _walk_files(p):
+            for f, found in walk_files(p):
                 rel = f.relative_to(p).as_posix()
                 if (odd := unsafe_name_finding(rel, check="engine")) is not None:
                     found = [*found, odd]
@@ -293,7 +308,7 @@ def cache_target(cache: Path | None = None) -> Target:
     if cache.is_dir():
         for repo_dir in sorted(cache.glob("models--*")):
             for snapshot in sorted((repo_dir / "snapshots").glob("*")):
-                for f, found in _walk_files(snapshot, boundary=cache):   # links to blobs/
+                for f, found in walk_files(snapshot, boundary=cache):   # links to blobs/
                     rel = f.relative_to(cache).as_posix()
                     file = local_file(f, f"{cache}/{rel}", key=rel)
                     file.meta["findings"] = [dataclasses.replace(x, file=file.path) for x in found]

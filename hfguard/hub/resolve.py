@@ -37,7 +37,9 @@ from hfguard.target import (
     local_file,
     local_target,
     offline_by_env,
+    open_regular,
     unsafe_name_finding,
+    walk_files,
 )
 
 SHA_RE = re.compile(r"[0-9a-f]{40}")
@@ -356,9 +358,15 @@ def resolve_offline(repo_id: str, rev: str | None) -> Resolved:
                        rule="hub/offline-not-cached")
     snapshot = hf_cache_dir() / ("models--" + repo_id.replace("/", "--")) / "snapshots" / sha
     files = []
-    for path in sorted(p for p in snapshot.rglob("*") if p.is_file()):
+    # every entry, not only readable regular files: a dangling link, a FIFO or a device where a
+    # file belongs is missing evidence (local_file makes it an ERROR), never silently left out
+    for path, _ in walk_files(snapshot):
         blob = path.resolve().name
-        files.append(HubFile(path=path.relative_to(snapshot).as_posix(), size=path.stat().st_size,
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = 0
+        files.append(HubFile(path=path.relative_to(snapshot).as_posix(), size=size,
                              blob_id=blob if SHA_RE.fullmatch(blob) else None,
                              lfs_sha256=blob if _LFS_SHA_RE.fullmatch(blob) else None, local=path))
     card = _card_from_readme(snapshot / "README.md")
@@ -371,7 +379,8 @@ def _card_from_readme(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")[:200_000]
+        with open_regular(path) as fh:   # a FIFO named README.md must not block the check
+            text = fh.read(800_000).decode("utf-8", "replace")[:200_000]
     except OSError:
         return {}
     m = re.match(r"\A---\s*\n(.*?)\n---\s*(\n|\Z)", text, re.S)

@@ -85,3 +85,21 @@ def test_a_blob_rewritten_in_place_to_the_same_size_is_scanned_again_offline(hub
     assert report["stats"]["cached"] is False
     assert code == 1 and report["verdict"] == "BLOCK" and "pickle/dangerous-global" in rules(report)
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_cached_snapshot_file_that_is_dangling_or_a_fifo_is_missing_evidence(hub, monkeypatch, tmp_path):
+    # was left out of the offline listing (PASS); a FIFO must also never be opened for reading
+    # (hashing, the card, the scan): the check ends with ERROR instead of blocking
+    sha = hub.add_repo("acme/tiny", FILES)
+    assert run_check("acme/tiny", "--download")[0] == 0
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    snapshot = snapshot_of("acme/tiny", sha)
+    (snapshot / "pytorch_model.bin").symlink_to(tmp_path / "gone.bin")
+    os.mkfifo(snapshot / "README.md")
+    os.mkfifo(tmp_path / "fifo")
+    (snapshot / "tf_model.h5").symlink_to(tmp_path / "fifo")
+    for args in ((), ("--download",)):
+        code, report, _ = run_check("acme/tiny", *args)
+        assert code == 2 and report["verdict"] == "ERROR", args
+        bad = {fr["path"] for fr in report["files"] if fr["verdict"] == "ERROR"}
+        assert {"pytorch_model.bin", "README.md", "tf_model.h5"} <= bad, args
