@@ -1,4 +1,5 @@
 """Find the Hub models a source file refers to: Python (AST), notebooks, YAML/JSON/TOML configs.
+A Python script is known by its suffix or, whatever its name (`bin/train`), by its shebang line.
 
 Only strings the source fixes count: constants, module-level constants (`MODEL = "org/m"`) used
 later, and `+` / f-strings built only of those (`ORG + "/m"`, `f"{ORG}/m"`).
@@ -31,12 +32,24 @@ _HUB_URL_RE = re.compile(rf"https?://(?:www\.)?(?:huggingface|hf)\.co/(?!dataset
 _IGNORE_RE = re.compile(r"#\s*hfguard:\s*ignore(?:\[([^\]]*)\])?")
 _FILE_SUFFIXES = (*MODEL_SUFFIXES, ".json", ".py", ".txt", ".yaml", ".yml")
 
-PYTHON_SUFFIXES = (".py", ".pyi")
+PYTHON_SUFFIXES = (".py", ".pyi", ".pyw")
 NOTEBOOK_SUFFIXES = (".ipynb",)
 YAML_SUFFIXES = (".yaml", ".yml")
 JSON_SUFFIXES = (".json",)
 TOML_SUFFIXES = (".toml",)
 SUPPORTED_SUFFIXES = PYTHON_SUFFIXES + NOTEBOOK_SUFFIXES + YAML_SUFFIXES + JSON_SUFFIXES + TOML_SUFFIXES
+_PYTHON_SHEBANG = re.compile(r"#![^\n]*python")   # #!/usr/bin/env python3, #!/usr/bin/python -u
+
+
+def python_shebang(head: str | bytes) -> bool:
+    """Does the file start like a Python script (a shebang line naming python)?"""
+    text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
+    return bool(_PYTHON_SHEBANG.match(text[:256]))
+
+
+def is_source(name: str, head: str | bytes) -> bool:
+    """A file references are read from: by its suffix, or Python by its shebang whatever its name."""
+    return name.lower().endswith(SUPPORTED_SUFFIXES) or python_shebang(head)
 
 # Config keys whose value names a model to load (values must look like org/name).
 CONFIG_KEYS = frozenset({
@@ -519,7 +532,7 @@ def file_references(path: Path, display: str | None = None, text: str | None = N
 
 def _parse(text: str, display: str, base: Path, suffix: str) -> Extraction:
     out = Extraction()
-    if suffix in PYTHON_SUFFIXES:
+    if suffix in PYTHON_SUFFIXES or (suffix not in SUPPORTED_SUFFIXES and python_shebang(text)):
         try:
             out.references = python_references(text, display, base)
         except (SyntaxError, ValueError) as exc:
@@ -552,12 +565,21 @@ def _parse(text: str, display: str, base: Path, suffix: str) -> Extraction:
     return out
 
 
+def _head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(256)
+    except OSError:
+        return b""
+
+
 def extract(paths: Iterable[str | Path]) -> Extraction:
     """References in every supported file among `paths` (others are skipped)."""
     out = Extraction()
     for p in paths:
         path = Path(p)
-        if path.suffix.lower() not in SUPPORTED_SUFFIXES or not path.is_file():
+        if not path.is_file() or not is_source(path.name, b"" if path.suffix.lower() in SUPPORTED_SUFFIXES
+                                                     else _head(path)):
             continue
         got = file_references(path, str(p))
         out.files += 1

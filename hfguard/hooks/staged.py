@@ -15,7 +15,8 @@ from hfguard.engine import finalize
 from hfguard.findings import Finding, Report, Severity
 from hfguard.hooks.lockfile import Lockfile
 from hfguard.hooks.precommit import vet_references
-from hfguard.hooks.refs import MAX_TEXT, SUPPORTED_SUFFIXES, Extraction, file_references
+from hfguard.hooks.refs import MAX_TEXT, Extraction, file_references
+from hfguard.hooks.refs import is_source as _is_source
 from hfguard.hooks.vet import Vet
 from hfguard.policy import Policy
 from hfguard.sniff import HEAD_BYTES, carries_model
@@ -63,7 +64,8 @@ class StagedContent:
 
 
 def read_staged(root: Path, blobs: list[tuple[str, str]], tmp: Path) -> StagedContent:
-    """One `git cat-file --batch` pass over every staged blob: sources (by extension) kept as text,
+    """One `git cat-file --batch` pass over every staged blob: sources (by extension, or a shebang
+    naming python) kept as text,
     model files (by content: `sniff.carries_model`, whatever their name) copied to `tmp`, the
     rest read past after its first HEAD_BYTES."""
     got = StagedContent()
@@ -88,7 +90,7 @@ def read_staged(root: Path, blobs: list[tuple[str, str]], tmp: Path) -> StagedCo
             size = int(header[2])
             head = out.read(min(size, HEAD_BYTES))
             left = size - len(head)
-            is_source = path.lower().endswith(SUPPORTED_SUFFIXES)
+            is_source = _is_source(path, head)   # by suffix, or a Python script by its shebang
             if is_source and size > MAX_TEXT:
                 got.problems.append((path, 1, f"staged file of {size} bytes is too large to read"))
             if carries_model(head, path, size):

@@ -98,3 +98,31 @@ def test_hook_output_escapes_staged_names(repo, monkeypatch):  # noqa: F811
     assert "\x1b" not in res.stdout + res.stderr
     assert not any(line.startswith("hfguard staged changes: PASS") for line in res.stdout.splitlines())
     assert "w\\nhfguard staged changes: PASS (0 files)\\x1b[2J" in res.stdout
+
+
+def test_python_scripts_are_read_for_references_whatever_their_name(repo, monkeypatch):  # noqa: F811
+    # an executable script without .py (its shebang says Python) and a .pyw load models as
+    # surely as train.py: both hooks and the lock read them (were skipped: PASS, 0 files)
+    from hfguard.hooks.locking import repo_files
+
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (repo / "bin").mkdir()
+    (repo / "bin" / "train").write_text('#!/usr/bin/env python3\nfrom transformers import AutoModel\n'
+                                        'AutoModel.from_pretrained("acme/scripted")\n')
+    (repo / "gui.pyw").write_text('from transformers import AutoModel\n'
+                                  'AutoModel.from_pretrained("acme/windowed")\n')
+    (repo / "notes").write_text('AutoModel.from_pretrained("acme/not-python")\n')   # no shebang: not a script
+    git(repo, "add", "-A")
+
+    def not_locked(args: list[str]) -> set[tuple[str, str]]:
+        res = CliRunner().invoke(main, [*args, "-q", "--format", "json"])
+        doc = json.loads(res.stdout)
+        assert res.exit_code == 2 and doc["verdict"] == "ERROR", res.output
+        return {(f["file"], f["evidence"]["model"]) for f in doc["findings"]
+                if f["rule"] == "hook/not-locked"}
+
+    expected = {("bin/train", "acme/scripted"), ("gui.pyw", "acme/windowed")}
+    assert not_locked(["hook", "staged"]) == expected
+    assert not_locked(["hook", "refs", "bin/train", "gui.pyw", "notes"]) == expected
+    assert {"bin/train", "gui.pyw"} <= {os.path.relpath(p, repo) for p in repo_files(repo)}
