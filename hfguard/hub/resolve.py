@@ -328,9 +328,11 @@ def cached_sha(repo_id: str, rev: str | None) -> str | None:
     rev = rev or "main"
     if SHA_RE.fullmatch(rev):
         return rev if (folder / "snapshots" / rev).is_dir() else None
-    ref = folder / "refs" / rev
+    if rev.startswith("/") or ".." in rev.split("/"):   # a ref names a file under refs/, nothing else
+        return None
     try:
-        sha = ref.read_text(encoding="utf-8").strip()
+        with open_regular(folder / "refs" / rev) as fh:   # never a FIFO or a device: they block
+            sha = fh.read(128).decode("utf-8", "replace").strip()
     except OSError:
         return None
     return sha if SHA_RE.fullmatch(sha) and (folder / "snapshots" / sha).is_dir() else None

@@ -103,3 +103,20 @@ def test_a_cached_snapshot_file_that_is_dangling_or_a_fifo_is_missing_evidence(h
         assert code == 2 and report["verdict"] == "ERROR", args
         bad = {fr["path"] for fr in report["files"] if fr["verdict"] == "ERROR"}
         assert {"pytorch_model.bin", "README.md", "tf_model.h5"} <= bad, args
+
+
+def test_offline_a_ref_is_a_file_under_refs_and_never_blocks(hub, monkeypatch, tmp_path):
+    # the revision may come from a committed file (a lock entry, a reference): it never names a
+    # file outside refs/, and a FIFO there is no ref (reading it would block the check forever)
+    sha = hub.add_repo("acme/tiny", FILES)
+    assert run_check("acme/tiny", "--download")[0] == 0
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = snapshot_of("acme/tiny", sha).parent.parent
+    assert run_check("acme/tiny")[1]["revision"] == sha
+    (folder / "planted").write_text(sha)
+    code, report, _ = run_check("acme/tiny@../planted")
+    assert code == 2 and rules(report) == {"hub/offline-not-cached"}
+    (folder / "refs" / "main").unlink()
+    os.mkfifo(folder / "refs" / "main")
+    code, report, _ = run_check("acme/tiny")
+    assert code == 2 and rules(report) == {"hub/offline-not-cached"}
