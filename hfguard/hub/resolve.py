@@ -328,14 +328,20 @@ def cached_sha(repo_id: str, rev: str | None) -> str | None:
     rev = rev or "main"
     if SHA_RE.fullmatch(rev):
         return rev if (folder / "snapshots" / rev).is_dir() else None
-    if rev.startswith("/") or ".." in rev.split("/"):   # a ref names a file under refs/, nothing else
+    if (ref := _ref_file(folder, rev)) is None:
         return None
     try:
-        with open_regular(folder / "refs" / rev) as fh:   # never a FIFO or a device: they block
+        with open_regular(ref) as fh:   # never a FIFO or a device: they block
             sha = fh.read(128).decode("utf-8", "replace").strip()
     except OSError:
         return None
     return sha if SHA_RE.fullmatch(sha) and (folder / "snapshots" / sha).is_dir() else None
+
+
+def _ref_file(folder: Path, rev: str) -> Path | None:
+    """refs/<rev> of a cached repo; None for a revision that would name a file outside refs/ (it
+    may come from a committed file, and a hostile endpoint may answer for any revision)."""
+    return None if rev.startswith("/") or ".." in rev.split("/") else folder / "refs" / rev
 
 
 def record_ref(resolved: Resolved) -> None:
@@ -344,7 +350,8 @@ def record_ref(resolved: Resolved) -> None:
     snapshot_root = hf_cache_dir() / ("models--" + resolved.repo_id.replace("/", "--"))
     if SHA_RE.fullmatch(rev) or not (snapshot_root / "snapshots" / resolved.sha).is_dir():
         return
-    ref = snapshot_root / "refs" / rev
+    if (ref := _ref_file(snapshot_root, rev)) is None:
+        return
     try:
         ref.parent.mkdir(parents=True, exist_ok=True)
         ref.write_text(resolved.sha, encoding="utf-8")
