@@ -143,9 +143,13 @@ def local_file(path: Path, display: str, key: str | None = None) -> TargetFile:
     try:
         st = path.stat()
     except OSError as exc:   # a dangling or looping link: reading it fails, the engine says so (ERROR)
-        why = f"symlink to {os.readlink(path)} that cannot be read ({exc.strerror})"
+        why = (f"symlink to {os.readlink(path)} that cannot be read ({exc.strerror})" if os.path.islink(path)
+               else f"{exc.strerror or exc}")   # (islink: False, never an error, for a path too long)
         return TargetFile(path=display, size=0, opener=functools.partial(_fail, why),
                           local_path=path, key=key)
+    if stat.S_ISDIR(st.st_mode):   # (walk_files yields a folder only when it cannot be listed)
+        why = "a folder that cannot be listed: the files in it are not vetted"
+        return TargetFile(path=display, size=0, opener=functools.partial(_fail, why), key=key)
     if not stat.S_ISREG(st.st_mode):
         # a FIFO would block the scan, a device has no fixed content: whatever a loader reads from
         # it is missing evidence (ERROR). Never opened, and no local path for a check to open.
@@ -187,10 +191,15 @@ def walk_files(root: Path, boundary: Path | None = None) -> Iterator[tuple[Path,
     them); one whose target lies outside `boundary` (default: `root`) is reported with where it
     points, and still scanned. A dangling or looping link is yielded too: reading it fails, which
     is missing evidence (ERROR), never a silent skip; so are FIFOs, sockets and devices, and links
-    to them (`local_file` never opens them): a model file that is one has no content to vet.
+    to them (`local_file` never opens them): a model file that is one has no content to vet. A
+    folder that cannot be listed (permissions, a path too long) is yielded itself: what it holds is
+    missing evidence, where os.walk would silently leave it out.
     """
     inside = os.path.realpath(boundary or root)
-    for dirpath, dirnames, filenames in os.walk(root):
+    unlisted: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlisted.append):
+        while unlisted:
+            yield Path(unlisted.pop().filename), []
         dirnames[:] = sorted(d for d in dirnames if d not in (".git",))
         for name in sorted(filenames):
             p = Path(dirpath, name)
@@ -200,6 +209,7 @@ def walk_files(root: Path, boundary: Path | None = None) -> Iterator[tuple[Path,
             real = os.path.realpath(p)
             outside = os.path.exists(real) and os.path.commonpath([inside, real]) != inside
             yield p, [_outside_finding(p, real, inside)] if outside else []
+    yield from ((Path(exc.filename), []) for exc in unlisted)
 
 
 def unsafe_name_finding(path: str, check: str) -> Finding | None:
