@@ -62,7 +62,8 @@ def lock_references(paths: list[str], policy: Policy, lock: Lockfile, *, check: 
     if refresh and not check:
         lock = Lockfile(path=lock.path, entries={})  # re-vet everything; old entries dropped below
     result = vet_references(refs, policy, lock, stamp=stamp, offline=check, vet=vet, options=options,
-                            progress=progress, problems=got.problems, files=got.files)
+                            progress=progress, problems=got.problems, files=got.files,
+                            failures=got.failures)
     written = 0
     pruned = 0
     if not check:

@@ -77,15 +77,19 @@ class RefsResult:
 def vet_references(refs: list[Reference], policy: Policy, lock: Lockfile | None, *,
                    stamp: Stamp | None = None, offline: bool | None = None, vet: Vet | None = None,
                    options: dict | None = None, progress: Callable[[str], None] = lambda msg: None,
-                   problems: Iterable[tuple[str, int, str]] = (), files: int | None = None) -> RefsResult:
+                   problems: Iterable[tuple[str, int, str]] = (), files: int | None = None,
+                   failures: Iterable[tuple[str, str]] = ()) -> RefsResult:
     """Findings for every reference (see the module docstring for the order of decisions).
-    `options`: the deeper-tier settings models are vetted with (part of the lock stamp)."""
+    `options`: the deeper-tier settings models are vetted with (part of the lock stamp);
+    `failures`: source files whose reading crashed (their references are missing evidence: ERROR)."""
     offline = offline_by_env() if offline is None else offline
     vet = vet or functools.partial(vet_reference, options=options)
     findings: list[Finding] = [
         _hook_finding("hook/unparsable-source", Severity.LOW, f"could not fully read {file}: {why}; "
                       "references in it may be missed", file=file, location=f"line {line}")
         for file, line, why in problems]
+    findings += [_hook_finding("check/crashed", Severity.HIGH, f"could not read {file} for model references: "
+                               f"{why}", file=file, error=True) for file, why in failures]
     # one verdict per (repo, revision as written), however many lines name it
     groups: dict[tuple[str, str], list[Reference]] = {}
     for ref in refs:
@@ -178,7 +182,8 @@ def refs_hook(files: Iterable[str], policy: Policy, lock: Lockfile | None, *, up
     """`hfguard hook refs FILES`: extract, vet (lock first), optionally record new verdicts."""
     got: Extraction = extract(files)
     result = vet_references(got.references, policy, lock, offline=offline, vet=vet, options=options,
-                            progress=progress, problems=got.problems, files=got.files)
+                            progress=progress, problems=got.problems, files=got.files,
+                            failures=got.failures)
     if update_lock and lock is not None and result.vetted:
         for entry in result.vetted:
             lock.put(entry)

@@ -103,6 +103,13 @@ class Extraction:
     references: list[Reference] = field(default_factory=list)
     problems: list[tuple[str, int, str]] = field(default_factory=list)  # (file, line, why)
     files: int = 0                                                      # files read
+    failures: list[tuple[str, str]] = field(default_factory=list)       # (file, why): reader crashed
+
+    def add(self, other: Extraction) -> None:
+        self.files += 1
+        self.references += other.references
+        self.problems += other.problems
+        self.failures += other.failures
 
 
 # -- strings ------------------------------------------------------------------------------------
@@ -400,7 +407,10 @@ def notebook_references(text: str, file: str, base: Path | None = None) -> Extra
         if cell.get("cell_type") != "code":
             continue
         src = cell.get("source", "")
-        src = "".join(src) if isinstance(src, list) else str(src)
+        if not isinstance(src, str) and not (isinstance(src, list) and all(isinstance(s, str) for s in src)):
+            out.problems.append((file, 1, f"cell {i}: its source is not text"))
+            continue
+        src = "".join(src)
         # IPython magics and shell escapes are not Python: blank them, keep the numbering
         cell_lines = ["" if _MAGIC_RE.search(ln) else ln for ln in src.splitlines()]
         cell_map: list[tuple[int | None, int]] = [(i, n) for n in range(1, len(cell_lines) + 1)]
@@ -528,6 +538,9 @@ def file_references(path: Path, display: str | None = None, text: str | None = N
     except (RecursionError, MemoryError) as exc:  # hostile nesting
         out.problems.append((display, 1, f"too deeply nested to read ({type(exc).__name__})"))
         return out
+    except Exception as exc:  # noqa: BLE001 - a reader's bug on hostile input: missing evidence
+        out.failures.append((display, f"{type(exc).__name__}: {exc}"))   # (not a crash of the hook)
+        return out
 
 
 def _parse(text: str, display: str, base: Path, suffix: str) -> Extraction:
@@ -581,8 +594,5 @@ def extract(paths: Iterable[str | Path]) -> Extraction:
         if not path.is_file() or not is_source(path.name, b"" if path.suffix.lower() in SUPPORTED_SUFFIXES
                                                      else _head(path)):
             continue
-        got = file_references(path, str(p))
-        out.files += 1
-        out.references += got.references
-        out.problems += got.problems
+        out.add(file_references(path, str(p)))
     return out

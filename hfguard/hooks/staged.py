@@ -154,13 +154,10 @@ def staged_hook(policy: Policy, lock: Lockfile | None, *, root: Path | None = No
         content = read_staged(root, blobs, Path(tmp))
         got = Extraction(problems=list(content.problems))
         for path, text in sorted(content.texts.items()):
-            one = file_references(root / path, path, text=text)
-            got.files += 1
-            got.references += one.references
-            got.problems += one.problems
+            got.add(file_references(root / path, path, text=text))
         refs = vet_references(got.references, policy, lock, offline=offline, vet=vet,
                               options=options, progress=progress, problems=got.problems,
-                              files=got.files).report
+                              files=got.files, failures=got.failures).report
         report = Report(target="staged changes", source="hook",
                         findings=[*refs.findings, *content.unreadable])
         files = [local_file(dest, path) for path, dest in content.models]

@@ -254,3 +254,48 @@ def test_hostile_configs_are_bounded(tmp_path, monkeypatch):
     big = _write(tmp_path, "big.py", 'from_pretrained("acme/big-file")\n')
     got = file_references(big)
     assert "not read" in got.problems[0][2]
+
+
+def _hook_refs(tmp_path, monkeypatch, *names: str) -> tuple[int, dict]:
+    from click.testing import CliRunner
+
+    from hfguard.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    res = CliRunner().invoke(main, ["hook", "refs", *names, "-q", "--format", "json"])
+    return res.exit_code, json.loads(res.stdout)   # a report, whatever the files held
+
+
+def test_a_notebook_cell_whose_source_is_not_text_is_a_problem_not_a_crash(tmp_path, monkeypatch):
+    # nbformat wants strings; a list of numbers crashed the hook (TypeError: no report at all)
+    (tmp_path / "odd.ipynb").write_text(json.dumps({"cells": [
+        {"cell_type": "code", "source": [1, 2]},
+        {"cell_type": "code", "source": 'AutoModel.from_pretrained("acme/after")'}]}))
+    code, doc = _hook_refs(tmp_path, monkeypatch, "odd.ipynb")
+    found = {(f["rule"], f.get("evidence", {}).get("model")) for f in doc["findings"]}
+    assert ("hook/unparsable-source", None) in found and ("hook/not-locked", "acme/after") in found
+    assert code == 2
+
+
+def test_a_reader_that_crashes_is_missing_evidence_and_the_others_are_still_read(tmp_path, monkeypatch):
+    # any bug a hostile file finds in a reader (stood in for here by a reader that raises): the
+    # report is still written, ERROR for that file, and the other files' references are vetted
+    import hfguard.hooks.refs as refs
+
+    def broken(text, display, base, suffix):
+        if display.endswith(".toml"):
+            raise TypeError("unexpected input")
+        return real(text, display, base, suffix)
+
+    real = refs._parse
+    monkeypatch.setattr(refs, "_parse", broken)
+    (tmp_path / "a.toml").write_text('model = "acme/toml"\n')
+    (tmp_path / "b.py").write_text('AutoModel.from_pretrained("acme/python")\n')
+    code, doc = _hook_refs(tmp_path, monkeypatch, "a.toml", "b.py")
+    assert code == 2 and doc["verdict"] == "ERROR"
+    crashed = [f for f in doc["findings"] if f["rule"] == "check/crashed"]
+    assert [(f["file"], f["error"]) for f in crashed] == [("a.toml", True)]
+    assert "TypeError: unexpected input" in crashed[0]["message"]
+    assert {f["evidence"].get("model") for f in doc["findings"] if f["rule"] == "hook/not-locked"} == {
+        "acme/python"}
