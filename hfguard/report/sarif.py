@@ -38,9 +38,10 @@ def _uri(finding: Finding, report: Report) -> str:
 
 def _clean(path: str) -> str:
     """A file path as the URI reference SARIF requires: '/' separators, percent-encoded (a space,
-    '%', a newline in a hostile file name), a Windows drive letter kept as 'C:/'."""
+    '%', a newline in a hostile file name, an undecodable byte), a Windows drive letter kept as 'C:/'."""
     path = re.sub(r"^\./", "", path.replace("\\", "/"))
-    return re.sub(r"^([A-Za-z])%3A/", r"\1:/", quote(path, safe="/@"))
+    # an undecodable name (lone surrogates) as the bytes it has on disk: %FF, never a crash
+    return re.sub(r"^([A-Za-z])%3A/", r"\1:/", quote(path, safe="/@", errors="surrogateescape"))
 
 
 def _plain(text: str) -> str:
