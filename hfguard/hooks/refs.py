@@ -27,7 +27,11 @@ _REPO_RE = re.compile(rf"({_PART})/({_PART})")
 _BARE_RE = re.compile(_PART)
 _REV_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
 _HUB_PREFIXES = ("hf-hub:", "hf_hub:", "hf://")
-_HUB_URL_RE = re.compile(rf"https?://(?:www\.)?(?:huggingface|hf)\.co/(?!datasets/|spaces/)"
+# the Hub's own pages are not repos (names it reserves: no user or org can take them)
+_NOT_REPOS = ("datasets", "spaces", "docs", "papers", "blog", "learn", "collections", "organizations",
+              "settings", "join", "login", "pricing", "api", "tasks", "models", "posts", "changelog",
+              "chat", "enterprise", "new", "new-dataset", "new-space", "terms-of-service", "privacy")
+_HUB_URL_RE = re.compile(rf"https?://(?:www\.)?(?:huggingface|hf)\.co/(?!(?:{'|'.join(_NOT_REPOS)})/)"
                          rf"({_PART}/{_PART})(?:/(?:resolve|blob|tree)/([^/\s\"']+))?")
 _IGNORE_RE = re.compile(r"#\s*hfguard:\s*ignore(?:\[([^\]]*)\])?")
 _FILE_SUFFIXES = (*MODEL_SUFFIXES, ".json", ".py", ".txt", ".yaml", ".yml")
@@ -441,6 +445,12 @@ def notebook_references(text: str, file: str, base: Path | None = None) -> Extra
 
 
 # -- configs ----------------------------------------------------------------------------------
+def _hub_string(value: str) -> bool:
+    """A string that names the Hub whatever key holds it: `hf-hub:`, `hf://`, a Hub URL."""
+    value = value.strip()
+    return value.startswith(_HUB_PREFIXES) or bool(_HUB_URL_RE.match(value))
+
+
 def _config_value(value: Any, key: str, line: int, file: str, lines: list[str],
                   base: Path | None, revision: str | None) -> Iterator[Reference]:
     if not isinstance(value, str):
@@ -454,18 +464,23 @@ def _config_value(value: Any, key: str, line: int, file: str, lines: list[str],
 
 
 def yaml_references(text: str, file: str, base: Path | None = None) -> list[Reference]:
-    """YAML, with line numbers from the parser. Raises yaml.YAMLError."""
+    """YAML, with line numbers from the parser: the values of CONFIG_KEYS, and Hub URLs and
+    `hf-hub:` / `hf://` names under any key (`checkpoint_url: https://huggingface.co/o/m/resolve/..`).
+    Raises yaml.YAMLError."""
     import yaml
 
     lines = text.splitlines()
     refs: list[Reference] = []
     seen: set[int] = set()
 
-    def walk(node: Any) -> None:
+    def walk(node: Any, key: str | None = None) -> None:
         if id(node) in seen:  # an alias: each node once (no "billion laughs" blow-up)
             return
         seen.add(id(node))
-        if isinstance(node, yaml.MappingNode):
+        if isinstance(node, yaml.ScalarNode) and isinstance(node.value, str) and _hub_string(node.value):
+            refs.extend(_config_value(node.value, key or "?", node.start_mark.line + 1, file, lines, base,
+                                      None))
+        elif isinstance(node, yaml.MappingNode):
             pairs = [(k.value if isinstance(k, yaml.ScalarNode) else None, v) for k, v in node.value]
             rev = next((v.value for k, v in pairs if k == "revision" and isinstance(v, yaml.ScalarNode)),
                        None)
@@ -473,13 +488,14 @@ def yaml_references(text: str, file: str, base: Path | None = None) -> list[Refe
                 if key in CONFIG_KEYS:
                     scalars = value.value if isinstance(value, yaml.SequenceNode) else [value]
                     for s in scalars:
-                        if isinstance(s, yaml.ScalarNode):
+                        if isinstance(s, yaml.ScalarNode) and id(s) not in seen:
+                            seen.add(id(s))
                             refs.extend(_config_value(s.value, key, s.start_mark.line + 1, file,
                                                       lines, base, rev))
-                walk(value)
+                walk(value, key)
         elif isinstance(node, yaml.SequenceNode):
             for item in node.value:
-                walk(item)
+                walk(item, key)
 
     for doc in yaml.compose_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
         walk(doc)
@@ -494,12 +510,17 @@ def _find_line(lines: list[str], key: str, value: str) -> int:
 
 
 def mapping_references(doc: Any, text: str, file: str, base: Path | None = None) -> list[Reference]:
-    """Parsed JSON/TOML without positions: lines are found by searching the text."""
+    """Parsed JSON/TOML without positions: lines are found by searching the text. As for YAML: the
+    values of CONFIG_KEYS, and Hub URLs and `hf-hub:` / `hf://` names under any key."""
     lines = text.splitlines()
     refs: list[Reference] = []
 
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
+    def walk(node: Any, key: str | None = None) -> None:
+        if isinstance(node, str):
+            if key not in CONFIG_KEYS and _hub_string(node):
+                refs.extend(_config_value(node, key or "?", _find_line(lines, key or "", node), file,
+                                          lines, base, None))
+        elif isinstance(node, dict):
             rev = node.get("revision") if isinstance(node.get("revision"), str) else None
             for key, value in node.items():
                 if key in CONFIG_KEYS:
@@ -507,10 +528,10 @@ def mapping_references(doc: Any, text: str, file: str, base: Path | None = None)
                         if isinstance(v, str):
                             refs.extend(_config_value(v, key, _find_line(lines, key, v), file,
                                                       lines, base, rev))
-                walk(value)
+                walk(value, key)
         elif isinstance(node, list):
             for item in node:
-                walk(item)
+                walk(item, key)
 
     walk(doc)
     return refs

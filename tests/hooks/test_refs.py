@@ -299,3 +299,29 @@ def test_a_reader_that_crashes_is_missing_evidence_and_the_others_are_still_read
     assert "TypeError: unexpected input" in crashed[0]["message"]
     assert {f["evidence"].get("model") for f in doc["findings"] if f["rule"] == "hook/not-locked"} == {
         "acme/python"}
+
+
+def test_hub_urls_and_prefixed_names_in_configs_count_under_any_key(tmp_path):
+    # a download URL or hf-hub: name loads a model whatever key holds it; a bare org/name only
+    # under a model key, and the Hub's own pages are no repos
+    y = _write(tmp_path, "train.yaml", '''
+        checkpoint_url: https://huggingface.co/acme/ckpt/resolve/v2/model.ckpt
+        encoders:
+          - hf-hub:acme/clip
+          - hf://acme/shards/model-00001.safetensors
+        docs: https://huggingface.co/docs/transformers
+        output: acme/not-a-model
+        model_id: acme/plain
+    ''')
+    refs, _ = _refs(y)
+    assert refs == [("acme/ckpt", "v2", 1, "key checkpoint_url"), ("acme/clip", None, 3, "key encoders"),
+                    ("acme/shards", None, 4, "key encoders"), ("acme/plain", None, 7, "key model_id")]
+    j = tmp_path / "pipeline.json"
+    j.write_text(json.dumps({"vae": {"url": "https://hf.co/acme/vae/blob/main/vae.safetensors"},
+                             "paper": "https://huggingface.co/papers/2301.00001"}, indent=2))
+    assert _refs(j)[0] == [("acme/vae", "main", 3, "key url")]
+    t = _write(tmp_path, "app.toml", '''
+        [weights]
+        files = ["hf://acme/toml-weights/w.bin"]
+    ''')
+    assert _refs(t)[0] == [("acme/toml-weights", None, 2, "key files")]
