@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import posixpath
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -192,23 +194,44 @@ def refs_hook(files: Iterable[str], policy: Policy, lock: Lockfile | None, *, up
     return result.report
 
 
+def escaping_link(path: str, target: str) -> Finding | None:
+    """A committed symlink whose target leaves the repository (absolute, or `..` past its root):
+    git stores only the path, so what loads there is whatever the machine that checks the commit
+    out holds at that path, which no hook can vet. `path` is relative to the repository root."""
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    if not (target.startswith("/") or joined == ".." or joined.startswith("../")):
+        return None
+    return Finding(check="hook", rule="file/symlink-outside-root", severity=Severity.MEDIUM, file=path,
+                   message=f"symlink to {target}, outside the repository: what loads here is whatever "
+                           "that path holds on the machine that checks this commit out (not vetted)",
+                   evidence={"link": path, "target": target})
+
+
 def files_hook(files: Iterable[str], policy: Policy, *, budget_seconds: float = 60.0,
                options: dict | None = None,
                progress: Callable[[str], None] = lambda msg: None) -> Report:
     """`hfguard hook files FILES`: scan the model files among them, locally. A file is a model
     file by its content (`sniff.carries_model`: a pickle named checkpoint.dat is one), or by a
-    model-file extension."""
+    model-file extension. A symlink that leaves the repository is a finding (`escaping_link`)."""
     from hfguard.checks import checks_for_tiers
     from hfguard.engine import scan
     from hfguard.target import local_target
 
+    files = list(files)
+    odd = [x for f in files if os.path.islink(f)
+           and (x := escaping_link(Path(f).as_posix(), os.readlink(f))) is not None]
     paths = [f for f in files if _is_model_file(Path(f))]
     if not paths:
-        report = Report(target="model files", source="hook")
+        report = Report(target="model files", source="hook", findings=odd)
+        finalize(report, policy)
         report.stats = {"files": 0}
         return report
-    return scan(local_target(paths), policy, checks_for_tiers(policy.tiers), progress=progress,
-                budget_seconds=budget_seconds, options=options)
+    report = scan(local_target(paths), policy, checks_for_tiers(policy.tiers), progress=progress,
+                  budget_seconds=budget_seconds, options=options)
+    if odd:
+        report.findings += odd
+        finalize(report, policy)
+    return report
 
 
 def _is_model_file(path: Path) -> bool:

@@ -14,14 +14,14 @@ from pathlib import Path
 from hfguard.engine import finalize
 from hfguard.findings import Finding, Report, Severity
 from hfguard.hooks.lockfile import Lockfile
-from hfguard.hooks.precommit import vet_references
+from hfguard.hooks.precommit import escaping_link, vet_references
 from hfguard.hooks.refs import MAX_TEXT, Extraction, file_references
 from hfguard.hooks.refs import is_source as _is_source
 from hfguard.hooks.vet import Vet
 from hfguard.policy import Policy
 from hfguard.sniff import HEAD_BYTES, carries_model
 
-_SKIP_MODES = {"120000", "160000"}   # symlinks and submodules carry no file content of their own
+_LINK, _SUBMODULE = "120000", "160000"   # neither carries file content of its own
 
 
 class GitError(RuntimeError):
@@ -38,8 +38,8 @@ def _git(root: Path, *args: str) -> bytes:
     return out.stdout
 
 
-def staged_blobs(root: Path) -> list[tuple[str, str]]:
-    """(path, blob id) of every file added, copied, modified or renamed in the index."""
+def staged_blobs(root: Path) -> list[tuple[str, str, str]]:
+    """(path, blob id, mode) of every file and symlink added, copied, modified or renamed in the index."""
     names = {n for n in _git(root, "diff", "--cached", "--name-only", "-z", "--diff-filter=ACMR")
              .decode("utf-8", "surrogateescape").split("\0") if n}
     if not names:
@@ -50,9 +50,19 @@ def staged_blobs(root: Path) -> list[tuple[str, str]]:
         meta, _, path = line.partition("\t")
         if path in names:
             mode, oid, _stage = meta.split()
-            if mode not in _SKIP_MODES:
-                out.append((path, oid))
+            if mode != _SUBMODULE:
+                out.append((path, oid, mode))
     return sorted(out)
+
+
+def link_findings(root: Path, links: list[tuple[str, str, str]]) -> list[Finding]:
+    """Staged symlinks that leave the repository (their blob is the target path)."""
+    found = []
+    for path, oid, _ in links:
+        target = _git(root, "cat-file", "blob", oid).decode("utf-8", "surrogateescape")
+        if (odd := escaping_link(path, target)) is not None:
+            found.append(odd)
+    return found
 
 
 @dataclass
@@ -149,7 +159,9 @@ def staged_hook(policy: Policy, lock: Lockfile | None, *, root: Path | None = No
     from hfguard.target import Target, local_file
 
     root = root or Path.cwd()
-    blobs = staged_blobs(root)
+    staged = staged_blobs(root)
+    blobs = [(path, oid) for path, oid, mode in staged if mode != _LINK]
+    links = link_findings(root, [b for b in staged if b[2] == _LINK])
     with tempfile.TemporaryDirectory(prefix="hfguard-staged-") as tmp:
         content = read_staged(root, blobs, Path(tmp))
         got = Extraction(problems=list(content.problems))
@@ -159,7 +171,7 @@ def staged_hook(policy: Policy, lock: Lockfile | None, *, root: Path | None = No
                               options=options, progress=progress, problems=got.problems,
                               files=got.files, failures=got.failures).report
         report = Report(target="staged changes", source="hook",
-                        findings=[*refs.findings, *content.unreadable])
+                        findings=[*refs.findings, *content.unreadable, *links])
         files = [local_file(dest, path) for path, dest in content.models]
         if files:
             scanned = scan(Target(name="staged model files", source="local", files=files), policy,

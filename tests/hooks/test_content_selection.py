@@ -126,3 +126,28 @@ def test_python_scripts_are_read_for_references_whatever_their_name(repo, monkey
     assert not_locked(["hook", "staged"]) == expected
     assert not_locked(["hook", "refs", "bin/train", "gui.pyw", "notes"]) == expected
     assert {"bin/train", "gui.pyw"} <= {os.path.relpath(p, repo) for p in repo_files(repo)}
+
+
+def test_a_committed_symlink_that_leaves_the_repository_is_reported(repo, monkeypatch):  # noqa: F811
+    # git stores only the target path: what loads from the checkout is whatever that path holds on
+    # the machine that checks it out. Both hooks skipped symlinks (PASS)
+    monkeypatch.chdir(repo)
+    outside = repo.parent / "outside.bin"
+    outside.write_bytes(b"weights")
+    (repo / "models").mkdir()
+    (repo / "models" / "model.bin").symlink_to("../../outside.bin")
+    (repo / "pytorch_model.bin").symlink_to(outside)                   # absolute
+    (repo / "models" / "real.json").write_text("{}")
+    (repo / "alias.json").symlink_to("models/real.json")               # stays inside: fine
+    git(repo, "add", "-A")
+
+    def escaping(args: list[str]) -> dict[str, str]:
+        res = CliRunner().invoke(main, [*args, "-q", "--format", "json"])
+        doc = json.loads(res.stdout)
+        assert res.exit_code == 1 and doc["verdict"] == "FLAG", res.output
+        found = doc["findings"] + [f for fr in doc["files"] for f in fr["findings"]]
+        return {f["file"]: f["evidence"]["target"] for f in found if f["rule"] == "file/symlink-outside-root"}
+
+    expected = {"models/model.bin": "../../outside.bin", "pytorch_model.bin": str(outside)}
+    assert escaping(["hook", "staged"]) == expected
+    assert escaping(["hook", "files", "models/model.bin", "pytorch_model.bin", "alias.json"]) == expected
