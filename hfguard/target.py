@@ -162,16 +162,24 @@ def local_file(path: Path, display: str, key: str | None = None) -> TargetFile:
 def open_regular(path: Path) -> BinaryIO:
     """`open(path, "rb")` that refuses anything but a regular file, checked on the open file: a
     FIFO swapped in after the folder was listed raises OSError instead of blocking the scan."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))   # a FIFO open does not wait
+    fh = open(path, "rb", opener=_open_nonblocking)   # noqa: SIM115 - returned to the caller
     try:
-        mode = os.fstat(fd).st_mode
+        mode = os.fstat(fh.fileno()).st_mode
         if not stat.S_ISREG(mode):
             raise OSError(f"not a regular file ({_special_kind(mode)}): its content cannot be vetted")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
+        if _NONBLOCK:
+            os.set_blocking(fh.fileno(), True)
+        return fh
     except BaseException:
-        os.close(fd)
+        fh.close()
         raise
+
+
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)   # (POSIX; Windows has no FIFOs to wait on)
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | _NONBLOCK)   # opening a FIFO does not wait for a writer
 
 
 def _special_kind(mode: int) -> str:
