@@ -554,6 +554,7 @@ def file_references(path: Path, display: str | None = None, text: str | None = N
         except OSError as exc:
             out.problems.append((display, 1, f"cannot read: {exc}"))
             return out
+    text = text.removeprefix("\ufeff")   # a UTF-8 BOM: Python, JSON and TOML readers would refuse it
     try:
         return _parse(text, display, path.parent, path.suffix.lower())
     except (RecursionError, MemoryError) as exc:  # hostile nesting

@@ -325,3 +325,18 @@ def test_hub_urls_and_prefixed_names_in_configs_count_under_any_key(tmp_path):
         files = ["hf://acme/toml-weights/w.bin"]
     ''')
     assert _refs(t)[0] == [("acme/toml-weights", None, 2, "key files")]
+
+
+@pytest.mark.parametrize("name,text", [
+    ("t.py", 'M = "acme/bom"\nfrom transformers import AutoModel\nAutoModel.from_pretrained(M)\n'),
+    ("c.json", '{"model_id": "acme/bom"}'),
+    ("c.toml", 'model = "acme/bom"\n'),
+    ("n.ipynb", json.dumps({"cells": [{"cell_type": "code", "source": 'from_pretrained("acme/bom")'}]})),
+])
+def test_a_utf8_bom_does_not_hide_references(tmp_path, name, text):
+    # Python runs a source file that starts with a UTF-8 BOM; the readers refused it (a low
+    # "could not parse" finding, the reference missed: PASS)
+    p = tmp_path / name
+    p.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    got = file_references(p)
+    assert [r.repo_id for r in got.references] == ["acme/bom"] and got.problems == []
