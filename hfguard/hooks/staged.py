@@ -4,6 +4,8 @@ the content *staged in git's index*, not the working tree, so what is vetted is 
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import tempfile
 import threading
@@ -19,7 +21,9 @@ from hfguard.hooks.refs import MAX_TEXT, Extraction, file_references
 from hfguard.hooks.refs import is_source as _is_source
 from hfguard.hooks.vet import Vet
 from hfguard.policy import Policy
-from hfguard.sniff import HEAD_BYTES, carries_model
+from hfguard.sniff import HEAD_BYTES, MODEL_SUFFIXES, carries_model
+from hfguard.static.problems import LFS_POINTER_PREFIX
+from hfguard.target import open_regular
 
 _LINK, _SUBMODULE = "120000", "160000"   # neither carries file content of its own
 
@@ -75,12 +79,13 @@ class StagedContent:
 
 def read_staged(root: Path, blobs: list[tuple[str, str]], tmp: Path) -> StagedContent:
     """One `git cat-file --batch` pass over every staged blob: sources (by extension, or a shebang
-    naming python) kept as text,
-    model files (by content: `sniff.carries_model`, whatever their name) copied to `tmp`, the
-    rest read past after its first HEAD_BYTES."""
+    naming python) kept as text, model files (by content: `sniff.carries_model`, whatever their
+    name) copied to `tmp`, the rest read past after its first HEAD_BYTES. A git-lfs pointer stands
+    for its object in the local LFS store, which is what the checkout will hold (`_lfs_object`)."""
     got = StagedContent()
     if not blobs:
         return got
+    lfs_store = _lfs_store(root)
     try:
         proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=root, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -100,6 +105,10 @@ def read_staged(root: Path, blobs: list[tuple[str, str]], tmp: Path) -> StagedCo
             size = int(header[2])
             head = out.read(min(size, HEAD_BYTES))
             left = size - len(head)
+            if size <= _LFS_POINTER_MAX and head.startswith(LFS_POINTER_PREFIX):
+                _lfs_object(path, head + out.read(left), lfs_store, got)
+                out.read(1)
+                continue
             is_source = _is_source(path, head)   # by suffix, or a Python script by its shebang
             if is_source and size > MAX_TEXT:
                 got.problems.append((path, 1, f"staged file of {size} bytes is too large to read"))
@@ -124,6 +133,39 @@ def read_staged(root: Path, blobs: list[tuple[str, str]], tmp: Path) -> StagedCo
         proc.wait(timeout=60)
         feeder.join(timeout=60)
     return got
+
+
+_LFS_POINTER_MAX = 1024
+_LFS_OID = re.compile(rb"^oid sha256:([0-9a-f]{64})\s*$", re.M)
+
+
+def _lfs_store(root: Path) -> Path | None:
+    try:
+        common = _git(root, "rev-parse", "--git-common-dir").decode("utf-8", "surrogateescape").strip()
+    except GitError:
+        return None
+    return (root / common / "lfs" / "objects") if common else None
+
+
+def _lfs_object(path: str, pointer: bytes, store: Path | None, got: StagedContent) -> None:
+    """A staged git-lfs pointer: git stores the pointer, git-lfs the content (in its local store
+    since `git add`), and the checkout holds the content. Vet that: a model in it is scanned; an
+    object missing from the store where a model file belongs is missing evidence (it was judged
+    as a text file named .bin: a format-mismatch FLAG that vetted nothing)."""
+    m = _LFS_OID.search(pointer)
+    obj = store / m[1].decode()[:2] / m[1].decode()[2:4] / m[1].decode() if store and m else None
+    try:
+        if obj is None:
+            raise OSError("no sha256 object id in the pointer" if store else "no git directory")
+        with open_regular(obj) as fh:
+            head, size = fh.read(HEAD_BYTES), os.fstat(fh.fileno()).st_size
+    except OSError as exc:
+        if path.lower().endswith(MODEL_SUFFIXES):
+            got.unreadable.append(_unreadable(path, f"it is a git-lfs pointer whose object is not in the "
+                                                    f"local LFS store ({exc}): not vetted"))
+        return
+    if carries_model(head, path, size):
+        got.models.append((path, obj))
 
 
 def _feed(stdin, oids: list[str]) -> None:

@@ -3,6 +3,7 @@ committed as `checkpoint.dat` or `model_weights` is scanned and blocks."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -151,3 +152,40 @@ def test_a_committed_symlink_that_leaves_the_repository_is_reported(repo, monkey
     expected = {"models/model.bin": "../../outside.bin", "pytorch_model.bin": str(outside)}
     assert escaping(["hook", "staged"]) == expected
     assert escaping(["hook", "files", "models/model.bin", "pytorch_model.bin", "alias.json"]) == expected
+
+
+def _lfs_pointer(root, data: bytes, *, store: bool = True) -> bytes:
+    """What `git add` stages for a git-lfs tracked file: the pointer; git-lfs keeps the content in
+    .git/lfs/objects (written here as its clean filter does, without needing git-lfs)."""
+    oid = hashlib.sha256(data).hexdigest()
+    if store:
+        obj = root / ".git" / "lfs" / "objects" / oid[:2] / oid[2:4] / oid
+        obj.parent.mkdir(parents=True, exist_ok=True)
+        obj.write_bytes(data)
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {len(data)}\n".encode()
+
+
+def test_staged_git_lfs_pointers_are_vetted_by_their_object(repo, monkeypatch):  # noqa: F811
+    # the index holds a pointer, the checkout the object: the pointer was judged as a text file
+    # named .bin (format-mismatch FLAG) and the weights it stands for were never read
+    monkeypatch.chdir(repo)
+    mark = repo.parent / "mark"
+    (repo / "pytorch_model.bin").write_bytes(_lfs_pointer(repo, evil_pickle(mark)))
+    (repo / "clean.bin").write_bytes(_lfs_pointer(repo, pickle.dumps({"w": [1.0, 2.0]}, protocol=4)))
+    git(repo, "add", "-A")
+
+    def staged() -> dict:
+        return json.loads(CliRunner().invoke(main, ["hook", "staged", "-q", "--format", "json"]).stdout)
+
+    doc = staged()
+    assert doc["verdict"] == "BLOCK"
+    assert {f["path"]: f["verdict"] for f in doc["files"]} == {"pytorch_model.bin": "BLOCK",
+                                                                "clean.bin": "PASS"}
+    assert not mark.exists()
+    git(repo, "rm", "-q", "--cached", "pytorch_model.bin")
+    (repo / "pytorch_model.bin").write_bytes(_lfs_pointer(repo, b"not in the store", store=False))
+    git(repo, "add", "-A")
+    doc = staged()
+    assert doc["verdict"] == "ERROR"
+    assert [(f["rule"], f["file"]) for f in doc["findings"]] == [
+        ("hook/unreadable-staged-file", "pytorch_model.bin")]
