@@ -63,7 +63,7 @@ def lock_references(paths: list[str], policy: Policy, lock: Lockfile, *, check: 
         lock = Lockfile(path=lock.path, entries={})  # re-vet everything; old entries dropped below
     result = vet_references(refs, policy, lock, stamp=stamp, offline=check, vet=vet, options=options,
                             progress=progress, problems=got.problems, files=got.files,
-                            failures=got.failures)
+                            failures=got.failures, unread=got.unread)
     written = 0
     pruned = 0
     if not check:

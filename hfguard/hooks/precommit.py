@@ -80,10 +80,12 @@ def vet_references(refs: list[Reference], policy: Policy, lock: Lockfile | None,
                    stamp: Stamp | None = None, offline: bool | None = None, vet: Vet | None = None,
                    options: dict | None = None, progress: Callable[[str], None] = lambda msg: None,
                    problems: Iterable[tuple[str, int, str]] = (), files: int | None = None,
-                   failures: Iterable[tuple[str, str]] = ()) -> RefsResult:
+                   failures: Iterable[tuple[str, str]] = (),
+                   unread: Iterable[tuple[str, str]] = ()) -> RefsResult:
     """Findings for every reference (see the module docstring for the order of decisions).
     `options`: the deeper-tier settings models are vetted with (part of the lock stamp);
-    `failures`: source files whose reading crashed (their references are missing evidence: ERROR)."""
+    `failures`: source files whose reading crashed, `unread`: files not read at all (too large,
+    unreadable); the references in either are missing evidence (ERROR)."""
     offline = offline_by_env() if offline is None else offline
     vet = vet or functools.partial(vet_reference, options=options)
     findings: list[Finding] = [
@@ -92,6 +94,10 @@ def vet_references(refs: list[Reference], policy: Policy, lock: Lockfile | None,
         for file, line, why in problems]
     findings += [_hook_finding("check/crashed", Severity.HIGH, f"could not read {file} for model references: "
                                f"{why}", file=file, error=True) for file, why in failures]
+    findings += [_hook_finding("hook/unreadable-source", Severity.HIGH, f"{file} was not read for model "
+                               f"references ({why}): the models it names are not vetted", file=file,
+                               location="line 1", error=True, remediation="Split the file, or exclude a "
+                               "data file that names no model from the hook.") for file, why in unread]
     # one verdict per (repo, revision as written), however many lines name it
     groups: dict[tuple[str, str], list[Reference]] = {}
     for ref in refs:
@@ -185,7 +191,7 @@ def refs_hook(files: Iterable[str], policy: Policy, lock: Lockfile | None, *, up
     got: Extraction = extract(files)
     result = vet_references(got.references, policy, lock, offline=offline, vet=vet, options=options,
                             progress=progress, problems=got.problems, files=got.files,
-                            failures=got.failures)
+                            failures=got.failures, unread=got.unread)
     if update_lock and lock is not None and result.vetted:
         for entry in result.vetted:
             lock.put(entry)

@@ -108,12 +108,14 @@ class Extraction:
     problems: list[tuple[str, int, str]] = field(default_factory=list)  # (file, line, why)
     files: int = 0                                                      # files read
     failures: list[tuple[str, str]] = field(default_factory=list)       # (file, why): reader crashed
+    unread: list[tuple[str, str]] = field(default_factory=list)         # (file, why): not read at all
 
     def add(self, other: Extraction) -> None:
         self.files += 1
         self.references += other.references
         self.problems += other.problems
         self.failures += other.failures
+        self.unread += other.unread
 
 
 # -- strings ------------------------------------------------------------------------------------
@@ -540,7 +542,8 @@ def mapping_references(doc: Any, text: str, file: str, base: Path | None = None)
 # -- files ------------------------------------------------------------------------------------
 def file_references(path: Path, display: str | None = None, text: str | None = None) -> Extraction:
     """References in one file, by its suffix (`text`: its content, e.g. as staged in git's index).
-    Unparsable or oversized input becomes a problem, never silence."""
+    Unparsable input becomes a problem, never silence; a file not read at all (oversized,
+    unreadable) is `unread`: missing evidence, since padding a file must not hide a reference."""
     display = display or path.as_posix()
     out = Extraction()
     if path.name == "hfguard.lock":
@@ -548,11 +551,11 @@ def file_references(path: Path, display: str | None = None, text: str | None = N
     if text is None:
         try:
             if path.stat().st_size > MAX_TEXT:
-                out.problems.append((display, 1, f"larger than {MAX_TEXT >> 20} MiB: not read"))
+                out.unread.append((display, f"larger than {MAX_TEXT >> 20} MiB: not read"))
                 return out
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
-            out.problems.append((display, 1, f"cannot read: {exc}"))
+            out.unread.append((display, f"cannot read: {exc}"))
             return out
     text = text.removeprefix("\ufeff")   # a UTF-8 BOM: Python, JSON and TOML readers would refuse it
     try:

@@ -74,6 +74,7 @@ class StagedContent:
     texts: dict[str, str] = field(default_factory=dict)           # sources to extract references from
     models: list[tuple[str, Path]] = field(default_factory=list)  # (path, local copy) to scan
     problems: list[tuple[str, int, str]] = field(default_factory=list)
+    too_large: list[tuple[str, str]] = field(default_factory=list)   # sources not read
     unreadable: list[Finding] = field(default_factory=list)
 
 
@@ -111,7 +112,7 @@ def read_staged(root: Path, blobs: list[tuple[str, str]], tmp: Path) -> StagedCo
                 continue
             is_source = _is_source(path, head)   # by suffix, or a Python script by its shebang
             if is_source and size > MAX_TEXT:
-                got.problems.append((path, 1, f"staged file of {size} bytes is too large to read"))
+                got.too_large.append((path, f"staged file of {size} bytes is too large to read"))
             if carries_model(head, path, size):
                 dest = tmp / str(i)
                 with open(dest, "wb") as fh:   # streamed: model files can be large
@@ -206,12 +207,12 @@ def staged_hook(policy: Policy, lock: Lockfile | None, *, root: Path | None = No
     links = link_findings(root, [b for b in staged if b[2] == _LINK])
     with tempfile.TemporaryDirectory(prefix="hfguard-staged-") as tmp:
         content = read_staged(root, blobs, Path(tmp))
-        got = Extraction(problems=list(content.problems))
+        got = Extraction(problems=list(content.problems), unread=list(content.too_large))
         for path, text in sorted(content.texts.items()):
             got.add(file_references(root / path, path, text=text))
         refs = vet_references(got.references, policy, lock, offline=offline, vet=vet,
                               options=options, progress=progress, problems=got.problems,
-                              files=got.files, failures=got.failures).report
+                              files=got.files, failures=got.failures, unread=got.unread).report
         report = Report(target="staged changes", source="hook",
                         findings=[*refs.findings, *content.unreadable, *links])
         files = [local_file(dest, path) for path, dest in content.models]

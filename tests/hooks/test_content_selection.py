@@ -189,3 +189,17 @@ def test_staged_git_lfs_pointers_are_vetted_by_their_object(repo, monkeypatch): 
     assert doc["verdict"] == "ERROR"
     assert [(f["rule"], f["file"]) for f in doc["findings"]] == [
         ("hook/unreadable-staged-file", "pytorch_model.bin")]
+
+
+def test_a_staged_source_too_large_to_read_is_missing_evidence(repo, monkeypatch):  # noqa: F811
+    import hfguard.hooks.staged as staged
+
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(staged, "MAX_TEXT", 64)
+    (repo / "train.py").write_text('from_pretrained("acme/padded")\n' + "#" * 100 + "\n")
+    git(repo, "add", "-A")
+    res = CliRunner().invoke(main, ["hook", "staged", "-q", "--format", "json"])
+    doc = json.loads(res.stdout)
+    assert res.exit_code == 2 and doc["verdict"] == "ERROR"
+    assert [(f["rule"], f["file"]) for f in doc["findings"]] == [("hook/unreadable-source", "train.py")]

@@ -253,7 +253,22 @@ def test_hostile_configs_are_bounded(tmp_path, monkeypatch):
     monkeypatch.setattr(refs_mod, "MAX_TEXT", 10)
     big = _write(tmp_path, "big.py", 'from_pretrained("acme/big-file")\n')
     got = file_references(big)
-    assert "not read" in got.problems[0][2]
+    assert "not read" in got.unread[0][1] and not got.references
+
+
+def test_a_source_too_large_to_read_is_missing_evidence_not_a_pass(tmp_path, monkeypatch):
+    # padding a file past the bound hid its references behind a low finding (PASS)
+    import hfguard.hooks.refs as refs_mod
+
+    monkeypatch.setattr(refs_mod, "MAX_TEXT", 64)
+    (tmp_path / "train.py").write_text('from_pretrained("acme/padded")\n' + "#" * 100 + "\n")
+    (tmp_path / "small.yaml").write_text("model_id: acme/small\n")
+    code, doc = _hook_refs(tmp_path, monkeypatch, "train.py", "small.yaml")
+    assert code == 2 and doc["verdict"] == "ERROR"
+    unread = [f for f in doc["findings"] if f["rule"] == "hook/unreadable-source"]
+    assert [(f["file"], f["error"]) for f in unread] == [("train.py", True)]
+    assert {f["evidence"].get("model") for f in doc["findings"] if f["rule"] == "hook/not-locked"} == {
+        "acme/small"}
 
 
 def _hook_refs(tmp_path, monkeypatch, *names: str) -> tuple[int, dict]:
