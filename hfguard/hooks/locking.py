@@ -61,9 +61,12 @@ def lock_references(paths: list[str], policy: Policy, lock: Lockfile, *, check: 
     stamp = current_stamp(policy, options)
     if refresh and not check:
         lock = Lockfile(path=lock.path, entries={})  # re-vet everything; old entries dropped below
+    # a file too large to read is the hooks' ERROR (they gate what is committed); here, over every
+    # file of the repository (large data files included), it is reported and the rest is locked
+    problems = got.problems + [(file, 1, why) for file, why in got.unread]
     result = vet_references(refs, policy, lock, stamp=stamp, offline=check, vet=vet, options=options,
-                            progress=progress, problems=got.problems, files=got.files,
-                            failures=got.failures, unread=got.unread)
+                            progress=progress, problems=problems, files=got.files,
+                            failures=got.failures)
     written = 0
     pruned = 0
     if not check:
