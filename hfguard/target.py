@@ -11,6 +11,7 @@ import functools
 import hashlib
 import io
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,42 +141,83 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def local_file(path: Path, display: str, key: str | None = None) -> TargetFile:
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except OSError as exc:   # a dangling or looping link: reading it fails, the engine says so (ERROR)
-        why = f"symlink to {os.readlink(path)} that cannot be read ({exc.strerror})"
+        why = (f"symlink to {os.readlink(path)} that cannot be read ({exc.strerror})" if os.path.islink(path)
+               else f"{exc.strerror or exc}")   # (islink: False, never an error, for a path too long)
         return TargetFile(path=display, size=0, opener=functools.partial(_fail, why),
                           local_path=path, key=key)
-    return TargetFile(path=display, size=size, opener=lambda: open(path, "rb"), local_path=path,
-                      key=key)
+    if stat.S_ISDIR(st.st_mode):   # (walk_files yields a folder only when it cannot be listed)
+        why = "a folder that cannot be listed: the files in it are not vetted"
+        return TargetFile(path=display, size=0, opener=functools.partial(_fail, why), key=key)
+    if not stat.S_ISREG(st.st_mode):
+        # a FIFO would block the scan, a device has no fixed content: whatever a loader reads from
+        # it is missing evidence (ERROR). Never opened, and no local path for a check to open.
+        why = f"not a regular file ({_special_kind(st.st_mode)}): its content cannot be vetted"
+        return TargetFile(path=display, size=0, opener=functools.partial(_fail, why), key=key)
+    return TargetFile(path=display, size=st.st_size, opener=functools.partial(open_regular, path),
+                      local_path=path, key=key)
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """`open(path, "rb")` that refuses anything but a regular file, checked on the open file: a
+    FIFO swapped in after the folder was listed raises OSError instead of blocking the scan."""
+    fh = open(path, "rb", opener=_open_nonblocking)   # noqa: SIM115 - returned to the caller
+    try:
+        mode = os.fstat(fh.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"not a regular file ({_special_kind(mode)}): its content cannot be vetted")
+        if _NONBLOCK:
+            os.set_blocking(fh.fileno(), True)
+        return fh
+    except BaseException:
+        fh.close()
+        raise
+
+
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)   # (POSIX; Windows has no FIFOs to wait on)
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | _NONBLOCK)   # opening a FIFO does not wait for a writer
+
+
+def _special_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"))
+    return next((what for test, what in kinds if test(mode)), "a special file")
 
 
 def _fail(why: str) -> BinaryIO:
     raise OSError(why)
 
 
-def _walk_files(root: Path, boundary: Path | None = None) -> Iterator[tuple[Path, list[Finding]]]:
+def walk_files(root: Path, boundary: Path | None = None) -> Iterator[tuple[Path, list[Finding]]]:
     """Every file under `root` with the findings its path itself calls for.
 
     Directory symlinks are not followed (no loops). File symlinks are (the HF cache is built of
     them); one whose target lies outside `boundary` (default: `root`) is reported with where it
     points, and still scanned. A dangling or looping link is yielded too: reading it fails, which
-    is missing evidence (ERROR), never a silent skip. FIFOs, sockets and devices are skipped.
+    is missing evidence (ERROR), never a silent skip; so are FIFOs, sockets and devices, and links
+    to them (`local_file` never opens them): a model file that is one has no content to vet. A
+    folder that cannot be listed (permissions, a path too long) is yielded itself: what it holds is
+    missing evidence, where os.walk would silently leave it out.
     """
     inside = os.path.realpath(boundary or root)
-    for dirpath, dirnames, filenames in os.walk(root):
+    unlisted: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlisted.append):
+        while unlisted:
+            yield Path(unlisted.pop().filename), []
         dirnames[:] = sorted(d for d in dirnames if d not in (".git",))
         for name in sorted(filenames):
             p = Path(dirpath, name)
             if not p.is_symlink():
-                if p.is_file():
-                    yield p, []
+                yield p, []
                 continue
             real = os.path.realpath(p)
-            if not os.path.exists(real):
-                yield p, []
-            elif os.path.isfile(real):
-                outside = os.path.commonpath([inside, real]) != inside
-                yield p, [_outside_finding(p, real, inside)] if outside else []
+            outside = os.path.exists(real) and os.path.commonpath([inside, real]) != inside
+            yield p, [_outside_finding(p, real, inside)] if outside else []
+    yield from ((Path(exc.filename), []) for exc in unlisted)
 
 
 def unsafe_name_finding(path: str, check: str) -> Finding | None:
@@ -192,7 +234,7 @@ def unsafe_name_finding(path: str, check: str) -> Finding | None:
     if not chars and not segments:
         return None
     shown = safe(path)
-    what = [f"control or bidi characters ({', '.join(chars)})"] if chars else []
+    what = [f"control, bidi or invisible characters ({', '.join(chars)})"] if chars else []
     what += [f"path segments that name another file ({', '.join(segments)})"] if segments else []
     evidence: dict[str, object] = {"name": path}
     if chars:
@@ -240,14 +282,14 @@ def local_target(paths: list[str]) -> Target:
         p = Path(given)
         if p.is_dir():
             base = _key_base(p)   # once per folder, not per file
-            for f, found in _walk_files(p):
+            for f, found in walk_files(p):
                 rel = f.relative_to(p).as_posix()
                 if (odd := unsafe_name_finding(rel, check="engine")) is not None:
                     found = [*found, odd]
                 file = local_file(f, f"{given.rstrip('/')}/{rel}", key=_key(f, base))
                 file.meta["findings"] = [dataclasses.replace(x, file=file.path) for x in found]
                 files.append(file)
-        elif p.is_file() or p.is_symlink():   # a dangling link named on the command line: ERROR
+        elif p.exists() or p.is_symlink():   # a dangling link or a FIFO named on the command line: ERROR
             files.append(local_file(p, given, key=_key(p, _key_base(p.parent))))
         else:
             raise FileNotFoundError(f"no such file or directory: {given}")
@@ -284,7 +326,7 @@ def cache_target(cache: Path | None = None) -> Target:
     if cache.is_dir():
         for repo_dir in sorted(cache.glob("models--*")):
             for snapshot in sorted((repo_dir / "snapshots").glob("*")):
-                for f, found in _walk_files(snapshot, boundary=cache):   # links to blobs/
+                for f, found in walk_files(snapshot, boundary=cache):   # links to blobs/
                     rel = f.relative_to(cache).as_posix()
                     file = local_file(f, f"{cache}/{rel}", key=rel)
                     file.meta["findings"] = [dataclasses.replace(x, file=file.path) for x in found]

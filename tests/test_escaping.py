@@ -8,7 +8,10 @@ import os
 import re
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
+
+import pytest
 
 from hfguard.findings import Finding, Report, Severity, Verdict
 from hfguard.report.escape import safe
@@ -29,6 +32,18 @@ def test_safe_escapes_every_terminal_control_and_keeps_the_rest():
     assert safe("\udcff") == "\\udcff"               # an undecodable byte of a file name
     plain = "modèle/évil[/]mod [bold]x[/bold] 模型.pkl"
     assert safe(plain) == plain
+
+
+def test_safe_escapes_what_a_terminal_shows_as_nothing():
+    # every format character (zero-width space and joiners, BOM, soft hyphen, tag characters),
+    # variation selectors and Hangul fillers: `model\u200b.bin` must not read as `model.bin`
+    invisible = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Cf"]
+    invisible += [*map(chr, range(0xFE00, 0xFE10)), *map(chr, range(0xE0100, 0xE01F0)),
+                  "\u115f", "\u1160", "\u3164", "\uffa0"]
+    assert [c for c in invisible if safe(c) == c] == []
+    assert safe("model\u200b.bin") == "model\\u200b.bin"
+    assert safe("a\U000e0041") == "a\\U000e0041"                  # a tag character: ASCII smuggling
+    assert safe("café 模型 x") == "café 模型 x"                      # visible text unchanged
 
 
 def _stack_global_pickle(module: str, name: str) -> bytes:
@@ -125,3 +140,27 @@ def test_local_file_names_a_terminal_acts_on_are_findings(tmp_path):
     odd = {f["file"]: f for f in found}
     assert set(odd) == {"m/notes\u202etxt.md", "m/weights\x1b[31m.json"} and verdict == "FLAG"
     assert odd["m/notes\u202etxt.md"]["evidence"]["characters"] == ["U+202E"]
+
+
+@pytest.mark.parametrize("fmt", ["html", "sarif"])
+def test_an_undecodable_file_name_still_gets_a_report_in_every_place(tmp_path, fmt):
+    # bytes that are not UTF-8 reach Python as lone surrogates; HTML and SARIF carried them to a
+    # strict encoder (an --output file; stdout in any locale but C) and the run ended with no report
+    root = tmp_path / "m"
+    root.mkdir()
+    with open(os.path.join(os.fsencode(root), b"bad\xff.pkl"), "wb") as fh:
+        fh.write(evil_pickle(tmp_path / "mark"))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "PYTHONIOENCODING": "utf-8:strict"}
+    cmd = [sys.executable, "-m", "hfguard", "scan", "m", "-q", "--format", fmt]
+    to_stdout = subprocess.run(cmd, cwd=tmp_path, capture_output=True, env=env, timeout=60)
+    to_file = subprocess.run([*cmd, "-o", "report"], cwd=tmp_path, capture_output=True, env=env, timeout=60)
+    for out, text in ((to_stdout, to_stdout.stdout), (to_file, (tmp_path / "report").read_bytes())):
+        assert out.returncode == 1, out.stderr               # BLOCK: the pickle was judged and reported
+        report = text.decode("utf-8")                         # valid UTF-8
+        if fmt == "sarif":
+            uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+                    for r in json.loads(report)["runs"][0]["results"]}
+            assert uris == {"m/bad%FF.pkl"}                   # the name's bytes, percent-encoded
+        else:
+            assert "bad\\udcff.pkl" in report

@@ -100,3 +100,44 @@ def test_dangling_or_looping_weights_are_missing_evidence(tmp_path):
     code, doc = _scan(tmp_path, "model")
     assert code == 2 and {fr["path"] for fr in doc["files"] if fr["verdict"] == "ERROR"} == {
         "model/a.bin", "model/b.bin"}
+
+
+def test_fifos_and_devices_where_weights_belong_are_missing_evidence_never_opened(tmp_path):
+    # a FIFO would hang a reader, a device has no fixed content: either is an ERROR, never a
+    # silent skip (which left the folder PASS) and never opened (a FIFO with no writer blocks)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    os.mkfifo(model / "pytorch_model.bin")
+    (model / "model.safetensors").symlink_to(os.devnull)
+    code, doc = _scan(tmp_path, "model")
+    assert code == 2 and doc["verdict"] == "ERROR"
+    bad = {fr["path"]: fr for fr in doc["files"] if fr["verdict"] == "ERROR"}
+    assert set(bad) == {"model/pytorch_model.bin", "model/model.safetensors"}
+    assert "a FIFO" in bad["model/pytorch_model.bin"]["findings"][0]["message"]
+    assert "character device" in bad["model/model.safetensors"]["findings"][0]["message"]
+    code, doc = _scan(tmp_path, "model/pytorch_model.bin")    # named on the command line
+    assert code == 2 and doc["files"][0]["findings"][0]["rule"] == "file/unreadable"
+
+
+def test_a_folder_that_cannot_be_listed_is_missing_evidence(tmp_path):
+    # os.walk leaves out a folder it cannot list (permissions; here a path longer than PATH_MAX,
+    # which root meets too): the pickle inside was never seen and the folder PASSed
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    fd = os.open(model, os.O_RDONLY)
+    try:
+        for i in range(20):   # 20 x 243 characters: past PATH_MAX (4096) as a path
+            os.mkdir(f"d{i:02d}" + "x" * 240, dir_fd=fd)
+            fd, old = os.open(f"d{i:02d}" + "x" * 240, os.O_RDONLY, dir_fd=fd), fd
+            os.close(old)
+        out = os.open("pytorch_model.bin", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(out, evil_pickle(tmp_path / "mark"))
+        os.close(out)
+    finally:
+        os.close(fd)
+    code, doc = _scan(tmp_path, "model")
+    assert code == 2 and doc["verdict"] == "ERROR"
+    (bad,) = [fr for fr in doc["files"] if fr["verdict"] == "ERROR"]
+    assert bad["path"].startswith("model/d00") and bad["findings"][0]["rule"] == "file/unreadable"

@@ -6,6 +6,7 @@ import hashlib
 import importlib.resources
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from hfguard.findings import FileReport, Finding, Report, Severity, Verdict
 from hfguard.policy import Policy
 from hfguard.report.sarif import to_sarif
 from hfguard.rules import get
-from testing.pickles import evil_pickle
+from testing.pickles import evil_pickle, op_str
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +90,22 @@ def test_empty_target_is_an_error_in_sarif(tmp_path, validator):
     code, sarif = _sarif([str(tmp_path / "empty")])
     assert code == 2 and _errors(validator, sarif) == []
     assert sarif["runs"][0]["invocations"][0]["executionSuccessful"] is False
+
+
+def test_brackets_quoted_from_the_model_are_not_embedded_links(tmp_path, validator):
+    # SARIF viewers render `[text](uri)` in a plain-text message as a link (SARIF 2.1.0 3.11.6):
+    # a global named like one must arrive as text, its brackets escaped
+    model = tmp_path / "model"
+    model.mkdir()
+    link = "[Apply the fix](https://evil.example/fix)"
+    (model / "weights.pkl").write_bytes(b"\x80\x04" + op_str("mod") + op_str("\\" + link) + b"\x93)R.")
+    code, sarif = _sarif([str(model)])
+    assert code == 1 and _errors(validator, sarif) == []
+    texts = [r["message"]["text"] for r in sarif["runs"][0]["results"]]
+    assert any("Apply the fix" in t for t in texts)
+    for text in texts:   # every bracket escaped: preceded by an odd number of backslashes
+        assert not re.search(r"(?<!\\)(?:\\\\)*[\[\]]", text), text
+    assert any(r"mod.\\\[Apply the fix\](https://evil.example/fix)" in t for t in texts), texts
 
 
 def test_artifact_hashes_and_unregistered_rules():

@@ -106,11 +106,17 @@ def usage_error(exc: Exception) -> click.UsageError:
 
 
 def emit(report: Report, policy: Policy, fmt: str, output: str | None) -> None:
-    """Write the report and exit with the code its verdict calls for."""
+    """Write the report and exit with the code its verdict calls for.
+
+    A file name that is not valid UTF-8 reaches the report as lone surrogates, which a strict
+    encoder refuses (HTML and SARIF keep names as they are): they are written as `\\udcff`, on
+    stdout as in a file, rather than end the run without a report."""
     if sys.stderr.isatty():
         click.echo("\r\x1b[K", err=True, nl=False)  # clear the progress line
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
     if output:
-        with open(output, "w", encoding="utf-8") as fh:
+        with open(output, "w", encoding="utf-8", errors="backslashreplace") as fh:
             write_report(report, fmt, fh, policy)
     elif sys.stdout.isatty():
         write_report(report, fmt, sys.stdout, policy)

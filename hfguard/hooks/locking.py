@@ -15,6 +15,11 @@ from hfguard.hooks.refs import SUPPORTED_SUFFIXES, Reference, extract
 from hfguard.hooks.vet import Vet
 from hfguard.policy import Policy
 
+
+def _maybe_source(name: str) -> bool:
+    """By suffix; a name without one may be a Python script (`bin/train`): extract reads its shebang."""
+    return name.lower().endswith(SUPPORTED_SUFFIXES) or "." not in os.path.basename(name)
+
 _SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".tox", ".mypy_cache",
               ".pytest_cache", ".ruff_cache", "build", "dist", "site-packages"}
 
@@ -26,15 +31,13 @@ def repo_files(root: Path) -> list[str]:
         out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                              cwd=root, capture_output=True, check=True, timeout=60).stdout
         names = [n for n in out.decode("utf-8", "surrogateescape").split("\0") if n]
-        return sorted(str(root / n) if root != Path(".") else n for n in names
-                      if n.lower().endswith(SUPPORTED_SUFFIXES))
+        return sorted(str(root / n) if root != Path(".") else n for n in names if _maybe_source(n))
     except (OSError, subprocess.SubprocessError):
         pass
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
-        found += [os.path.normpath(os.path.join(dirpath, n)) for n in sorted(filenames)
-                  if n.lower().endswith(SUPPORTED_SUFFIXES)]
+        found += [os.path.normpath(os.path.join(dirpath, n)) for n in sorted(filenames) if _maybe_source(n)]
     return found
 
 
@@ -58,8 +61,12 @@ def lock_references(paths: list[str], policy: Policy, lock: Lockfile, *, check: 
     stamp = current_stamp(policy, options)
     if refresh and not check:
         lock = Lockfile(path=lock.path, entries={})  # re-vet everything; old entries dropped below
+    # a file too large to read is the hooks' ERROR (they gate what is committed); here, over every
+    # file of the repository (large data files included), it is reported and the rest is locked
+    problems = got.problems + [(file, 1, why) for file, why in got.unread]
     result = vet_references(refs, policy, lock, stamp=stamp, offline=check, vet=vet, options=options,
-                            progress=progress, problems=got.problems, files=got.files)
+                            progress=progress, problems=problems, files=got.files,
+                            failures=got.failures)
     written = 0
     pruned = 0
     if not check:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import posixpath
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -77,15 +79,25 @@ class RefsResult:
 def vet_references(refs: list[Reference], policy: Policy, lock: Lockfile | None, *,
                    stamp: Stamp | None = None, offline: bool | None = None, vet: Vet | None = None,
                    options: dict | None = None, progress: Callable[[str], None] = lambda msg: None,
-                   problems: Iterable[tuple[str, int, str]] = (), files: int | None = None) -> RefsResult:
+                   problems: Iterable[tuple[str, int, str]] = (), files: int | None = None,
+                   failures: Iterable[tuple[str, str]] = (),
+                   unread: Iterable[tuple[str, str]] = ()) -> RefsResult:
     """Findings for every reference (see the module docstring for the order of decisions).
-    `options`: the deeper-tier settings models are vetted with (part of the lock stamp)."""
+    `options`: the deeper-tier settings models are vetted with (part of the lock stamp);
+    `failures`: source files whose reading crashed, `unread`: files not read at all (too large,
+    unreadable); the references in either are missing evidence (ERROR)."""
     offline = offline_by_env() if offline is None else offline
     vet = vet or functools.partial(vet_reference, options=options)
     findings: list[Finding] = [
         _hook_finding("hook/unparsable-source", Severity.LOW, f"could not fully read {file}: {why}; "
                       "references in it may be missed", file=file, location=f"line {line}")
         for file, line, why in problems]
+    findings += [_hook_finding("check/crashed", Severity.HIGH, f"could not read {file} for model references: "
+                               f"{why}", file=file, error=True) for file, why in failures]
+    findings += [_hook_finding("hook/unreadable-source", Severity.HIGH, f"{file} was not read for model "
+                               f"references ({why}): the models it names are not vetted", file=file,
+                               location="line 1", error=True, remediation="Split the file, or exclude a "
+                               "data file that names no model from the hook.") for file, why in unread]
     # one verdict per (repo, revision as written), however many lines name it
     groups: dict[tuple[str, str], list[Reference]] = {}
     for ref in refs:
@@ -178,7 +190,8 @@ def refs_hook(files: Iterable[str], policy: Policy, lock: Lockfile | None, *, up
     """`hfguard hook refs FILES`: extract, vet (lock first), optionally record new verdicts."""
     got: Extraction = extract(files)
     result = vet_references(got.references, policy, lock, offline=offline, vet=vet, options=options,
-                            progress=progress, problems=got.problems, files=got.files)
+                            progress=progress, problems=got.problems, files=got.files,
+                            failures=got.failures, unread=got.unread)
     if update_lock and lock is not None and result.vetted:
         for entry in result.vetted:
             lock.put(entry)
@@ -187,23 +200,44 @@ def refs_hook(files: Iterable[str], policy: Policy, lock: Lockfile | None, *, up
     return result.report
 
 
+def escaping_link(path: str, target: str) -> Finding | None:
+    """A committed symlink whose target leaves the repository (absolute, or `..` past its root):
+    git stores only the path, so what loads there is whatever the machine that checks the commit
+    out holds at that path, which no hook can vet. `path` is relative to the repository root."""
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    if not (target.startswith("/") or joined == ".." or joined.startswith("../")):
+        return None
+    return Finding(check="hook", rule="file/symlink-outside-root", severity=Severity.MEDIUM, file=path,
+                   message=f"symlink to {target}, outside the repository: what loads here is whatever "
+                           "that path holds on the machine that checks this commit out (not vetted)",
+                   evidence={"link": path, "target": target})
+
+
 def files_hook(files: Iterable[str], policy: Policy, *, budget_seconds: float = 60.0,
                options: dict | None = None,
                progress: Callable[[str], None] = lambda msg: None) -> Report:
     """`hfguard hook files FILES`: scan the model files among them, locally. A file is a model
     file by its content (`sniff.carries_model`: a pickle named checkpoint.dat is one), or by a
-    model-file extension."""
+    model-file extension. A symlink that leaves the repository is a finding (`escaping_link`)."""
     from hfguard.checks import checks_for_tiers
     from hfguard.engine import scan
     from hfguard.target import local_target
 
+    files = list(files)
+    odd = [x for f in files if os.path.islink(f)
+           and (x := escaping_link(Path(f).as_posix(), os.readlink(f))) is not None]
     paths = [f for f in files if _is_model_file(Path(f))]
     if not paths:
-        report = Report(target="model files", source="hook")
+        report = Report(target="model files", source="hook", findings=odd)
+        finalize(report, policy)
         report.stats = {"files": 0}
         return report
-    return scan(local_target(paths), policy, checks_for_tiers(policy.tiers), progress=progress,
-                budget_seconds=budget_seconds, options=options)
+    report = scan(local_target(paths), policy, checks_for_tiers(policy.tiers), progress=progress,
+                  budget_seconds=budget_seconds, options=options)
+    if odd:
+        report.findings += odd
+        finalize(report, policy)
+    return report
 
 
 def _is_model_file(path: Path) -> bool:

@@ -1,6 +1,8 @@
 """Find the Hub models a source file refers to: Python (AST), notebooks, YAML/JSON/TOML configs.
+A Python script is known by its suffix or, whatever its name (`bin/train`), by its shebang line.
 
-Only constant strings count, plus simple module-level constants (`MODEL = "org/m"`) used later.
+Only strings the source fixes count: constants, module-level constants (`MODEL = "org/m"`) used
+later, and `+` / f-strings built only of those (`ORG + "/m"`, `f"{ORG}/m"`).
 Local paths (`./models/x`, absolute paths, paths that exist on disk) are not Hub references.
 A `# hfguard: ignore` comment on the line drops the reference; `# hfguard: ignore[rule, ...]`
 drops only those rules' findings for it.
@@ -15,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from hfguard.sniff import MODEL_SUFFIXES
 
@@ -24,17 +27,33 @@ _REPO_RE = re.compile(rf"({_PART})/({_PART})")
 _BARE_RE = re.compile(_PART)
 _REV_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
 _HUB_PREFIXES = ("hf-hub:", "hf_hub:", "hf://")
-_HUB_URL_RE = re.compile(rf"https?://(?:www\.)?huggingface\.co/(?!datasets/|spaces/)"
+# the Hub's own pages are not repos (names it reserves: no user or org can take them)
+_NOT_REPOS = ("datasets", "spaces", "docs", "papers", "blog", "learn", "collections", "organizations",
+              "settings", "join", "login", "pricing", "api", "tasks", "models", "posts", "changelog",
+              "chat", "enterprise", "new", "new-dataset", "new-space", "terms-of-service", "privacy")
+_HUB_URL_RE = re.compile(rf"https?://(?:www\.)?(?:huggingface|hf)\.co/(?!(?:{'|'.join(_NOT_REPOS)})/)"
                          rf"({_PART}/{_PART})(?:/(?:resolve|blob|tree)/([^/\s\"']+))?")
 _IGNORE_RE = re.compile(r"#\s*hfguard:\s*ignore(?:\[([^\]]*)\])?")
 _FILE_SUFFIXES = (*MODEL_SUFFIXES, ".json", ".py", ".txt", ".yaml", ".yml")
 
-PYTHON_SUFFIXES = (".py", ".pyi")
+PYTHON_SUFFIXES = (".py", ".pyi", ".pyw")
 NOTEBOOK_SUFFIXES = (".ipynb",)
 YAML_SUFFIXES = (".yaml", ".yml")
 JSON_SUFFIXES = (".json",)
 TOML_SUFFIXES = (".toml",)
 SUPPORTED_SUFFIXES = PYTHON_SUFFIXES + NOTEBOOK_SUFFIXES + YAML_SUFFIXES + JSON_SUFFIXES + TOML_SUFFIXES
+_PYTHON_SHEBANG = re.compile(r"#![^\n]*python")   # #!/usr/bin/env python3, #!/usr/bin/python -u
+
+
+def python_shebang(head: str | bytes) -> bool:
+    """Does the file start like a Python script (a shebang line naming python)?"""
+    text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
+    return bool(_PYTHON_SHEBANG.match(text[:256]))
+
+
+def is_source(name: str, head: str | bytes) -> bool:
+    """A file references are read from: by its suffix, or Python by its shebang whatever its name."""
+    return name.lower().endswith(SUPPORTED_SUFFIXES) or python_shebang(head)
 
 # Config keys whose value names a model to load (values must look like org/name).
 CONFIG_KEYS = frozenset({
@@ -88,6 +107,15 @@ class Extraction:
     references: list[Reference] = field(default_factory=list)
     problems: list[tuple[str, int, str]] = field(default_factory=list)  # (file, line, why)
     files: int = 0                                                      # files read
+    failures: list[tuple[str, str]] = field(default_factory=list)       # (file, why): reader crashed
+    unread: list[tuple[str, str]] = field(default_factory=list)         # (file, why): not read at all
+
+    def add(self, other: Extraction) -> None:
+        self.files += 1
+        self.references += other.references
+        self.problems += other.problems
+        self.failures += other.failures
+        self.unread += other.unread
 
 
 # -- strings ------------------------------------------------------------------------------------
@@ -97,6 +125,8 @@ def parse_spec(value: str, *, allow_bare: bool = False) -> tuple[str, str | None
     url = _HUB_URL_RE.match(value)
     if url:
         return url.group(1), url.group(2)
+    if value.startswith("hf://"):
+        return _hf_path(value[len("hf://"):])
     for prefix in _HUB_PREFIXES:
         if value.startswith(prefix):
             value = value[len(prefix):]
@@ -113,6 +143,19 @@ def parse_spec(value: str, *, allow_bare: bool = False) -> tuple[str, str | None
             and not repo.isdigit():
         return repo, rev or None  # a canonical repo such as "gpt2"
     return None
+
+
+def _hf_path(path: str) -> tuple[str, str | None] | None:
+    """`org/name[@rev][/file]` of an fsspec `hf://` URL (HfFileSystem: the revision ends at the
+    next '/', a '/' inside it is written %2F); datasets and spaces are not models."""
+    org, _, rest = path.partition("/")
+    name, _, _file = rest.partition("/")
+    name, _, rev = name.partition("@")
+    if org in ("datasets", "spaces") or not _REPO_RE.fullmatch(f"{org}/{name}") \
+            or ".." in name or "--" in f"{org}/{name}":
+        return None
+    rev = unquote(rev)
+    return f"{org}/{name}", (rev if rev and _REV_RE.fullmatch(rev) else None)
 
 
 def is_local_path(value: str, base: Path | None) -> bool:
@@ -162,6 +205,34 @@ _WRITE_CALLS = ("push_to_hub", "save", "create_", "upload_", "delete_", "update_
                 "move_", "duplicate_", "request_", "set_", "super_squash", "whoami")
 
 
+def fold_string(node: ast.expr, constants: dict[str, str], depth: int = 0) -> str | None:
+    """The value of a string expression the source fixes: a constant, a known module constant, or
+    `+` and f-strings of those (`ORG + "/m"`, `f"{ORG}/m"`); None for anything computed."""
+    if depth > 50:
+        return None
+    if isinstance(node, ast.Constant):
+        return node.value if isinstance(node.value, str) else None
+    if isinstance(node, ast.Name):
+        return constants.get(node.id)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left = fold_string(node.left, constants, depth + 1)
+        right = fold_string(node.right, constants, depth + 1) if left is not None else None
+        return None if left is None or right is None else left + right
+    if isinstance(node, ast.JoinedStr):
+        parts = []
+        for part in node.values:
+            if isinstance(part, ast.FormattedValue):
+                if part.conversion not in (-1, ord("s")) or part.format_spec is not None:
+                    return None
+                part = part.value
+            piece = fold_string(part, constants, depth + 1)
+            if piece is None:
+                return None
+            parts.append(piece)
+        return "".join(parts)
+    return None
+
+
 def _call_name(func: ast.expr) -> str | None:
     if isinstance(func, ast.Attribute):
         return func.attr
@@ -181,6 +252,7 @@ class _PythonScanner:
 
     def _module_constants(self) -> dict[str, tuple[str, int]]:
         found: dict[str, set[tuple[str, int]]] = {}
+        known: dict[str, str] = {}   # constants so far, for ones built of them (ORG + "/m")
         for node in self.tree.body:
             if isinstance(node, ast.Assign) and len(node.targets) == 1:
                 target, value = node.targets[0], node.value
@@ -189,8 +261,10 @@ class _PythonScanner:
             else:
                 continue
             if isinstance(target, ast.Name):
-                if isinstance(value, ast.Constant) and isinstance(value.value, str):
-                    found.setdefault(target.id, set()).add((value.value, value.lineno))
+                folded = fold_string(value, known)
+                if folded is not None:
+                    found.setdefault(target.id, set()).add((folded, value.lineno))
+                    known[target.id] = folded
                 else:
                     found.setdefault(target.id, set()).add(("", -1))  # reassigned to non-constant
         # a name bound to two different values is not a constant
@@ -203,7 +277,12 @@ class _PythonScanner:
         if isinstance(node, ast.Name) and node.id in self.constants:
             value, line = self.constants[node.id]
             return value, line, node
-        return None
+        folded = fold_string(node, {k: v for k, (v, _) in self.constants.items()}) if node else None
+        if node is None or folded is None:
+            return None
+        # its pieces are not read again as strings of their own
+        self.seen.update((n.lineno, n.col_offset) for n in ast.walk(node) if isinstance(n, ast.Constant))
+        return folded, node.lineno, node
 
     def _where(self, line: int) -> tuple[int | None, int]:
         if self.line_map and 0 < line <= len(self.line_map):
@@ -232,11 +311,17 @@ class _PythonScanner:
         for node in ast.walk(self.tree):
             if isinstance(node, ast.Call):
                 self._call(node)
-        for node in ast.walk(self.tree):  # any other "hf-hub:org/m" string or Hub URL
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
-                    and (node.lineno, node.col_offset) not in self.seen \
-                    and (node.value.startswith(_HUB_PREFIXES) or _HUB_URL_RE.match(node.value)):
-                self._add(node.value, node.lineno, node.lineno, "string", allow_bare=False)
+        strings = {k: v for k, (v, _) in self.constants.items()}
+        for node in ast.walk(self.tree):  # any other "hf-hub:org/m" string or Hub URL (outer nodes first)
+            if not isinstance(node, ast.Constant | ast.JoinedStr | ast.BinOp):
+                continue
+            pieces = [(n.lineno, n.col_offset) for n in ast.walk(node) if isinstance(n, ast.Constant)]
+            if not pieces or all(p in self.seen for p in pieces):
+                continue
+            value = fold_string(node, strings)
+            if value is not None and (value.startswith(_HUB_PREFIXES) or _HUB_URL_RE.match(value)):
+                self.seen.update(pieces)
+                self._add(value, node.lineno, node.lineno, "string", allow_bare=False)
         return self.refs
 
     def _call(self, node: ast.Call) -> None:
@@ -291,7 +376,7 @@ def python_references(source: str, file: str, base: Path | None = None,
 
 _FALLBACK_RE = re.compile(
     r"(from_pretrained|pipeline|hf_hub_download|snapshot_download|SentenceTransformer|CrossEncoder)"
-    r"\s*\([^\"')]*?[\"']([^\"'\s]+)[\"']|[\"']((?:hf-hub:|hf_hub:)[^\"'\s]+)[\"']")
+    r"\s*\([^\"')]*?[\"']([^\"'\s]+)[\"']|[\"']((?:hf-hub:|hf_hub:|hf://)[^\"'\s]+)[\"']")
 
 
 def regex_references(source: str, file: str, base: Path | None = None,
@@ -328,7 +413,10 @@ def notebook_references(text: str, file: str, base: Path | None = None) -> Extra
         if cell.get("cell_type") != "code":
             continue
         src = cell.get("source", "")
-        src = "".join(src) if isinstance(src, list) else str(src)
+        if not isinstance(src, str) and not (isinstance(src, list) and all(isinstance(s, str) for s in src)):
+            out.problems.append((file, 1, f"cell {i}: its source is not text"))
+            continue
+        src = "".join(src)
         # IPython magics and shell escapes are not Python: blank them, keep the numbering
         cell_lines = ["" if _MAGIC_RE.search(ln) else ln for ln in src.splitlines()]
         cell_map: list[tuple[int | None, int]] = [(i, n) for n in range(1, len(cell_lines) + 1)]
@@ -359,6 +447,12 @@ def notebook_references(text: str, file: str, base: Path | None = None) -> Extra
 
 
 # -- configs ----------------------------------------------------------------------------------
+def _hub_string(value: str) -> bool:
+    """A string that names the Hub whatever key holds it: `hf-hub:`, `hf://`, a Hub URL."""
+    value = value.strip()
+    return value.startswith(_HUB_PREFIXES) or bool(_HUB_URL_RE.match(value))
+
+
 def _config_value(value: Any, key: str, line: int, file: str, lines: list[str],
                   base: Path | None, revision: str | None) -> Iterator[Reference]:
     if not isinstance(value, str):
@@ -372,18 +466,23 @@ def _config_value(value: Any, key: str, line: int, file: str, lines: list[str],
 
 
 def yaml_references(text: str, file: str, base: Path | None = None) -> list[Reference]:
-    """YAML, with line numbers from the parser. Raises yaml.YAMLError."""
+    """YAML, with line numbers from the parser: the values of CONFIG_KEYS, and Hub URLs and
+    `hf-hub:` / `hf://` names under any key (`checkpoint_url: https://huggingface.co/o/m/resolve/..`).
+    Raises yaml.YAMLError."""
     import yaml
 
     lines = text.splitlines()
     refs: list[Reference] = []
     seen: set[int] = set()
 
-    def walk(node: Any) -> None:
+    def walk(node: Any, key: str | None = None) -> None:
         if id(node) in seen:  # an alias: each node once (no "billion laughs" blow-up)
             return
         seen.add(id(node))
-        if isinstance(node, yaml.MappingNode):
+        if isinstance(node, yaml.ScalarNode) and isinstance(node.value, str) and _hub_string(node.value):
+            refs.extend(_config_value(node.value, key or "?", node.start_mark.line + 1, file, lines, base,
+                                      None))
+        elif isinstance(node, yaml.MappingNode):
             pairs = [(k.value if isinstance(k, yaml.ScalarNode) else None, v) for k, v in node.value]
             rev = next((v.value for k, v in pairs if k == "revision" and isinstance(v, yaml.ScalarNode)),
                        None)
@@ -391,13 +490,14 @@ def yaml_references(text: str, file: str, base: Path | None = None) -> list[Refe
                 if key in CONFIG_KEYS:
                     scalars = value.value if isinstance(value, yaml.SequenceNode) else [value]
                     for s in scalars:
-                        if isinstance(s, yaml.ScalarNode):
+                        if isinstance(s, yaml.ScalarNode) and id(s) not in seen:
+                            seen.add(id(s))
                             refs.extend(_config_value(s.value, key, s.start_mark.line + 1, file,
                                                       lines, base, rev))
-                walk(value)
+                walk(value, key)
         elif isinstance(node, yaml.SequenceNode):
             for item in node.value:
-                walk(item)
+                walk(item, key)
 
     for doc in yaml.compose_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
         walk(doc)
@@ -412,12 +512,17 @@ def _find_line(lines: list[str], key: str, value: str) -> int:
 
 
 def mapping_references(doc: Any, text: str, file: str, base: Path | None = None) -> list[Reference]:
-    """Parsed JSON/TOML without positions: lines are found by searching the text."""
+    """Parsed JSON/TOML without positions: lines are found by searching the text. As for YAML: the
+    values of CONFIG_KEYS, and Hub URLs and `hf-hub:` / `hf://` names under any key."""
     lines = text.splitlines()
     refs: list[Reference] = []
 
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
+    def walk(node: Any, key: str | None = None) -> None:
+        if isinstance(node, str):
+            if key not in CONFIG_KEYS and _hub_string(node):
+                refs.extend(_config_value(node, key or "?", _find_line(lines, key or "", node), file,
+                                          lines, base, None))
+        elif isinstance(node, dict):
             rev = node.get("revision") if isinstance(node.get("revision"), str) else None
             for key, value in node.items():
                 if key in CONFIG_KEYS:
@@ -425,10 +530,10 @@ def mapping_references(doc: Any, text: str, file: str, base: Path | None = None)
                         if isinstance(v, str):
                             refs.extend(_config_value(v, key, _find_line(lines, key, v), file,
                                                       lines, base, rev))
-                walk(value)
+                walk(value, key)
         elif isinstance(node, list):
             for item in node:
-                walk(item)
+                walk(item, key)
 
     walk(doc)
     return refs
@@ -437,7 +542,8 @@ def mapping_references(doc: Any, text: str, file: str, base: Path | None = None)
 # -- files ------------------------------------------------------------------------------------
 def file_references(path: Path, display: str | None = None, text: str | None = None) -> Extraction:
     """References in one file, by its suffix (`text`: its content, e.g. as staged in git's index).
-    Unparsable or oversized input becomes a problem, never silence."""
+    Unparsable input becomes a problem, never silence; a file not read at all (oversized,
+    unreadable) is `unread`: missing evidence, since padding a file must not hide a reference."""
     display = display or path.as_posix()
     out = Extraction()
     if path.name == "hfguard.lock":
@@ -445,22 +551,26 @@ def file_references(path: Path, display: str | None = None, text: str | None = N
     if text is None:
         try:
             if path.stat().st_size > MAX_TEXT:
-                out.problems.append((display, 1, f"larger than {MAX_TEXT >> 20} MiB: not read"))
+                out.unread.append((display, f"larger than {MAX_TEXT >> 20} MiB: not read"))
                 return out
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
-            out.problems.append((display, 1, f"cannot read: {exc}"))
+            out.unread.append((display, f"cannot read: {exc}"))
             return out
+    text = text.removeprefix("\ufeff")   # a UTF-8 BOM: Python, JSON and TOML readers would refuse it
     try:
         return _parse(text, display, path.parent, path.suffix.lower())
     except (RecursionError, MemoryError) as exc:  # hostile nesting
         out.problems.append((display, 1, f"too deeply nested to read ({type(exc).__name__})"))
         return out
+    except Exception as exc:  # noqa: BLE001 - a reader's bug on hostile input: missing evidence
+        out.failures.append((display, f"{type(exc).__name__}: {exc}"))   # (not a crash of the hook)
+        return out
 
 
 def _parse(text: str, display: str, base: Path, suffix: str) -> Extraction:
     out = Extraction()
-    if suffix in PYTHON_SUFFIXES:
+    if suffix in PYTHON_SUFFIXES or (suffix not in SUPPORTED_SUFFIXES and python_shebang(text)):
         try:
             out.references = python_references(text, display, base)
         except (SyntaxError, ValueError) as exc:
@@ -493,15 +603,21 @@ def _parse(text: str, display: str, base: Path, suffix: str) -> Extraction:
     return out
 
 
+def _head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(256)
+    except OSError:
+        return b""
+
+
 def extract(paths: Iterable[str | Path]) -> Extraction:
     """References in every supported file among `paths` (others are skipped)."""
     out = Extraction()
     for p in paths:
         path = Path(p)
-        if path.suffix.lower() not in SUPPORTED_SUFFIXES or not path.is_file():
+        if not path.is_file() or not is_source(path.name, b"" if path.suffix.lower() in SUPPORTED_SUFFIXES
+                                                     else _head(path)):
             continue
-        got = file_references(path, str(p))
-        out.files += 1
-        out.references += got.references
-        out.problems += got.problems
+        out.add(file_references(path, str(p)))
     return out

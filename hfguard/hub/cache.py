@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -26,19 +27,26 @@ def manifest(files: list[Any]) -> str:
 
     Online the hashes come from the listing (LFS sha256, else the git blob id); offline from the
     HF cache's content-addressed blob names, so a file added to, removed from or re-linked in a
-    cached snapshot is another key. A snapshot file that is no blob link is hashed here.
+    cached snapshot is another key. A snapshot file that is no blob link is hashed here. A blob's
+    name does not follow its bytes: offline, the file's identity on disk (inode, modification and
+    change times; the change time cannot be set back) is part of the key too, so a blob rewritten in
+    place, even to the same size, is scanned again rather than answered by the old verdict.
     """
     from hfguard.hub.fetch import digest
 
     rows = []
     for f in files:
         content = f.lfs_sha256 or f.blob_id
-        if not content and getattr(f, "local", None) is not None:
+        on_disk: list[int] | str | None = None
+        if getattr(f, "local", None) is not None:
             try:
-                content = "sha256:" + digest(f.local)
+                st = os.stat(f.local)
+                on_disk = [st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+                if not content:
+                    content = "sha256:" + digest(f.local)
             except OSError:
-                content = "unreadable"
-        rows.append((f.path, f.size, content))
+                content = on_disk = "unreadable"
+        rows.append((f.path, f.size, content, on_disk))
     return hashlib.sha256(json.dumps(sorted(rows), default=str).encode()).hexdigest()
 
 

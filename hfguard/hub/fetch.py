@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hfguard.hub.http import DeadlineExceeded, configure_session, request_timeout
 from hfguard.hub.remote import GATED_HINT, HubReadError, TransferStats
+from hfguard.target import open_regular
 
 
 class IntegrityError(HubReadError):
@@ -25,7 +26,7 @@ def digest(path: Path, *, git_blob: bool = False) -> str:
     h = hashlib.sha1(usedforsecurity=False) if git_blob else hashlib.sha256()
     if git_blob:
         h.update(b"blob %d\0" % path.stat().st_size)
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:   # a FIFO or device in the cache raises, never blocks
         while block := fh.read(1 << 20):
             h.update(block)
     return h.hexdigest()

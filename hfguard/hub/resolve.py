@@ -37,7 +37,9 @@ from hfguard.target import (
     local_file,
     local_target,
     offline_by_env,
+    open_regular,
     unsafe_name_finding,
+    walk_files,
 )
 
 SHA_RE = re.compile(r"[0-9a-f]{40}")
@@ -326,12 +328,20 @@ def cached_sha(repo_id: str, rev: str | None) -> str | None:
     rev = rev or "main"
     if SHA_RE.fullmatch(rev):
         return rev if (folder / "snapshots" / rev).is_dir() else None
-    ref = folder / "refs" / rev
+    if (ref := _ref_file(folder, rev)) is None:
+        return None
     try:
-        sha = ref.read_text(encoding="utf-8").strip()
+        with open_regular(ref) as fh:   # never a FIFO or a device: they block
+            sha = fh.read(128).decode("utf-8", "replace").strip()
     except OSError:
         return None
     return sha if SHA_RE.fullmatch(sha) and (folder / "snapshots" / sha).is_dir() else None
+
+
+def _ref_file(folder: Path, rev: str) -> Path | None:
+    """refs/<rev> of a cached repo; None for a revision that would name a file outside refs/ (it
+    may come from a committed file, and a hostile endpoint may answer for any revision)."""
+    return None if rev.startswith("/") or ".." in rev.split("/") else folder / "refs" / rev
 
 
 def record_ref(resolved: Resolved) -> None:
@@ -340,7 +350,8 @@ def record_ref(resolved: Resolved) -> None:
     snapshot_root = hf_cache_dir() / ("models--" + resolved.repo_id.replace("/", "--"))
     if SHA_RE.fullmatch(rev) or not (snapshot_root / "snapshots" / resolved.sha).is_dir():
         return
-    ref = snapshot_root / "refs" / rev
+    if (ref := _ref_file(snapshot_root, rev)) is None:
+        return
     try:
         ref.parent.mkdir(parents=True, exist_ok=True)
         ref.write_text(resolved.sha, encoding="utf-8")
@@ -356,9 +367,15 @@ def resolve_offline(repo_id: str, rev: str | None) -> Resolved:
                        rule="hub/offline-not-cached")
     snapshot = hf_cache_dir() / ("models--" + repo_id.replace("/", "--")) / "snapshots" / sha
     files = []
-    for path in sorted(p for p in snapshot.rglob("*") if p.is_file()):
+    # every entry, not only readable regular files: a dangling link, a FIFO or a device where a
+    # file belongs is missing evidence (local_file makes it an ERROR), never silently left out
+    for path, _ in walk_files(snapshot):
         blob = path.resolve().name
-        files.append(HubFile(path=path.relative_to(snapshot).as_posix(), size=path.stat().st_size,
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = 0
+        files.append(HubFile(path=path.relative_to(snapshot).as_posix(), size=size,
                              blob_id=blob if SHA_RE.fullmatch(blob) else None,
                              lfs_sha256=blob if _LFS_SHA_RE.fullmatch(blob) else None, local=path))
     card = _card_from_readme(snapshot / "README.md")
@@ -371,7 +388,8 @@ def _card_from_readme(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")[:200_000]
+        with open_regular(path) as fh:   # a FIFO named README.md must not block the check
+            text = fh.read(800_000).decode("utf-8", "replace")[:200_000]
     except OSError:
         return {}
     m = re.match(r"\A---\s*\n(.*?)\n---\s*(\n|\Z)", text, re.S)

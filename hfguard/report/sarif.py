@@ -38,9 +38,17 @@ def _uri(finding: Finding, report: Report) -> str:
 
 def _clean(path: str) -> str:
     """A file path as the URI reference SARIF requires: '/' separators, percent-encoded (a space,
-    '%', a newline in a hostile file name), a Windows drive letter kept as 'C:/'."""
+    '%', a newline in a hostile file name, an undecodable byte), a Windows drive letter kept as 'C:/'."""
     path = re.sub(r"^\./", "", path.replace("\\", "/"))
-    return re.sub(r"^([A-Za-z])%3A/", r"\1:/", quote(path, safe="/@"))
+    # an undecodable name (lone surrogates) as the bytes it has on disk: %FF, never a crash
+    return re.sub(r"^([A-Za-z])%3A/", r"\1:/", quote(path, safe="/@", errors="surrogateescape"))
+
+
+def _plain(text: str) -> str:
+    """A message as SARIF plain text: viewers render `[text](target)` in it as a link (SARIF 2.1.0
+    §3.11.6, embedded links; the target may be any URI), so the brackets of data quoted in it (a
+    pickle global named `[Apply fix](https://evil.example)`) are escaped as the spec asks, `\\[`."""
+    return re.sub(r"(\\*)([\[\]])", lambda m: m.group(1) * 2 + "\\" + m.group(2), text)
 
 
 def _line(finding: Finding) -> int:
@@ -124,7 +132,7 @@ def to_sarif(report: Report, policy: Policy) -> dict[str, Any]:
         result: dict[str, Any] = {
             "ruleId": f.rule,
             "level": _level(sev),
-            "message": {"text": f.message + (f" [{f.location}]" if f.location else "")},
+            "message": {"text": _plain(f.message + (f" ({f.location})" if f.location else ""))},
             "locations": [location],
             "partialFingerprints": {"hfguardFinding/v1": f.fingerprint()},
             "properties": {"check": f.check, "severity": str(sev), "evidence": f.evidence,
@@ -134,7 +142,7 @@ def to_sarif(report: Report, policy: Policy) -> dict[str, Any]:
             result["suppressions"] = [{"kind": "external", "justification": "hfguard policy"}]
         results.append(result)
         if f.error:  # evidence that could not be gathered: the tool, not the model, failed here
-            notifications.append({"level": "error", "message": {"text": f.message},
+            notifications.append({"level": "error", "message": {"text": _plain(f.message)},
                                   "descriptor": {"id": f.rule}, "locations": [location],
                                   "properties": {"check": f.check}})
     rule_list = list(rules.values())

@@ -137,6 +137,28 @@ def test_ambiguous_constants_are_not_resolved(tmp_path):
     assert file_references(p).references == []
 
 
+def test_names_built_from_constants_are_references(tmp_path):
+    # concatenation and f-strings of constants name one model as surely as a literal does
+    p = _write(tmp_path, "b.py", '''
+        from transformers import AutoModel
+        import pandas as pd
+        ORG = "acme"
+        NAME = ORG + "/joined"
+        a = AutoModel.from_pretrained("acme/" + "plus")
+        b = AutoModel.from_pretrained(f"{ORG}/fstring", revision=f"v{'1'}")
+        c = AutoModel.from_pretrained(f"acme/noplaceholder")
+        d = AutoModel.from_pretrained(NAME)
+        e = pd.read_parquet(f"hf://{ORG}/fsspec/" + shard)
+        f = AutoModel.from_pretrained(f"{args.org}/computed")
+    ''')
+    got, _ = _refs(p)
+    assert sorted(got) == [("acme/fsspec", None, 9, "string"),
+                           ("acme/fstring", "v1", 6, "from_pretrained"),
+                           ("acme/joined", None, 8, "from_pretrained"),
+                           ("acme/noplaceholder", None, 7, "from_pretrained"),
+                           ("acme/plus", None, 5, "from_pretrained")]
+
+
 def test_notebook_cells_with_magics(tmp_path):
     nb = {"cells": [
         {"cell_type": "markdown", "source": ["from_pretrained('acme/not-code')"]},
@@ -207,6 +229,10 @@ def test_unparsable_files_are_problems_not_silence(tmp_path):
     ("a/b/c", None),
     ("acme/../etc", None),
     ("out/run", ("out/run", None)),  # looks like a repo: configs only take CONFIG_KEYS values
+    ("https://hf.co/acme/m/resolve/v1/x.bin", ("acme/m", "v1")),   # the Hub's short domain
+    ("hf://acme/m/model.safetensors", ("acme/m", None)),          # fsspec paths name a file
+    ("hf://acme/m@refs%2Fpr%2F1/sub/model.bin", ("acme/m", "refs/pr/1")),
+    ("hf://datasets/acme/d/train.csv", None),
 ])
 def test_parse_spec(value, expected):
     assert parse_spec(value) == expected
@@ -227,4 +253,105 @@ def test_hostile_configs_are_bounded(tmp_path, monkeypatch):
     monkeypatch.setattr(refs_mod, "MAX_TEXT", 10)
     big = _write(tmp_path, "big.py", 'from_pretrained("acme/big-file")\n')
     got = file_references(big)
-    assert "not read" in got.problems[0][2]
+    assert "not read" in got.unread[0][1] and not got.references
+
+
+def test_a_source_too_large_to_read_is_missing_evidence_not_a_pass(tmp_path, monkeypatch):
+    # padding a file past the bound hid its references behind a low finding (PASS)
+    import hfguard.hooks.refs as refs_mod
+
+    monkeypatch.setattr(refs_mod, "MAX_TEXT", 64)
+    (tmp_path / "train.py").write_text('from_pretrained("acme/padded")\n' + "#" * 100 + "\n")
+    (tmp_path / "small.yaml").write_text("model_id: acme/small\n")
+    code, doc = _hook_refs(tmp_path, monkeypatch, "train.py", "small.yaml")
+    assert code == 2 and doc["verdict"] == "ERROR"
+    unread = [f for f in doc["findings"] if f["rule"] == "hook/unreadable-source"]
+    assert [(f["file"], f["error"]) for f in unread] == [("train.py", True)]
+    assert {f["evidence"].get("model") for f in doc["findings"] if f["rule"] == "hook/not-locked"} == {
+        "acme/small"}
+
+
+def _hook_refs(tmp_path, monkeypatch, *names: str) -> tuple[int, dict]:
+    from click.testing import CliRunner
+
+    from hfguard.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    res = CliRunner().invoke(main, ["hook", "refs", *names, "-q", "--format", "json"])
+    return res.exit_code, json.loads(res.stdout)   # a report, whatever the files held
+
+
+def test_a_notebook_cell_whose_source_is_not_text_is_a_problem_not_a_crash(tmp_path, monkeypatch):
+    # nbformat wants strings; a list of numbers crashed the hook (TypeError: no report at all)
+    (tmp_path / "odd.ipynb").write_text(json.dumps({"cells": [
+        {"cell_type": "code", "source": [1, 2]},
+        {"cell_type": "code", "source": 'AutoModel.from_pretrained("acme/after")'}]}))
+    code, doc = _hook_refs(tmp_path, monkeypatch, "odd.ipynb")
+    found = {(f["rule"], f.get("evidence", {}).get("model")) for f in doc["findings"]}
+    assert ("hook/unparsable-source", None) in found and ("hook/not-locked", "acme/after") in found
+    assert code == 2
+
+
+def test_a_reader_that_crashes_is_missing_evidence_and_the_others_are_still_read(tmp_path, monkeypatch):
+    # any bug a hostile file finds in a reader (stood in for here by a reader that raises): the
+    # report is still written, ERROR for that file, and the other files' references are vetted
+    import hfguard.hooks.refs as refs
+
+    def broken(text, display, base, suffix):
+        if display.endswith(".toml"):
+            raise TypeError("unexpected input")
+        return real(text, display, base, suffix)
+
+    real = refs._parse
+    monkeypatch.setattr(refs, "_parse", broken)
+    (tmp_path / "a.toml").write_text('model = "acme/toml"\n')
+    (tmp_path / "b.py").write_text('AutoModel.from_pretrained("acme/python")\n')
+    code, doc = _hook_refs(tmp_path, monkeypatch, "a.toml", "b.py")
+    assert code == 2 and doc["verdict"] == "ERROR"
+    crashed = [f for f in doc["findings"] if f["rule"] == "check/crashed"]
+    assert [(f["file"], f["error"]) for f in crashed] == [("a.toml", True)]
+    assert "TypeError: unexpected input" in crashed[0]["message"]
+    assert {f["evidence"].get("model") for f in doc["findings"] if f["rule"] == "hook/not-locked"} == {
+        "acme/python"}
+
+
+def test_hub_urls_and_prefixed_names_in_configs_count_under_any_key(tmp_path):
+    # a download URL or hf-hub: name loads a model whatever key holds it; a bare org/name only
+    # under a model key, and the Hub's own pages are no repos
+    y = _write(tmp_path, "train.yaml", '''
+        checkpoint_url: https://huggingface.co/acme/ckpt/resolve/v2/model.ckpt
+        encoders:
+          - hf-hub:acme/clip
+          - hf://acme/shards/model-00001.safetensors
+        docs: https://huggingface.co/docs/transformers
+        output: acme/not-a-model
+        model_id: acme/plain
+    ''')
+    refs, _ = _refs(y)
+    assert refs == [("acme/ckpt", "v2", 1, "key checkpoint_url"), ("acme/clip", None, 3, "key encoders"),
+                    ("acme/shards", None, 4, "key encoders"), ("acme/plain", None, 7, "key model_id")]
+    j = tmp_path / "pipeline.json"
+    j.write_text(json.dumps({"vae": {"url": "https://hf.co/acme/vae/blob/main/vae.safetensors"},
+                             "paper": "https://huggingface.co/papers/2301.00001"}, indent=2))
+    assert _refs(j)[0] == [("acme/vae", "main", 3, "key url")]
+    t = _write(tmp_path, "app.toml", '''
+        [weights]
+        files = ["hf://acme/toml-weights/w.bin"]
+    ''')
+    assert _refs(t)[0] == [("acme/toml-weights", None, 2, "key files")]
+
+
+@pytest.mark.parametrize("name,text", [
+    ("t.py", 'M = "acme/bom"\nfrom transformers import AutoModel\nAutoModel.from_pretrained(M)\n'),
+    ("c.json", '{"model_id": "acme/bom"}'),
+    ("c.toml", 'model = "acme/bom"\n'),
+    ("n.ipynb", json.dumps({"cells": [{"cell_type": "code", "source": 'from_pretrained("acme/bom")'}]})),
+])
+def test_a_utf8_bom_does_not_hide_references(tmp_path, name, text):
+    # Python runs a source file that starts with a UTF-8 BOM; the readers refused it (a low
+    # "could not parse" finding, the reference missed: PASS)
+    p = tmp_path / name
+    p.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    got = file_references(p)
+    assert [r.repo_id for r in got.references] == ["acme/bom"] and got.problems == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 
 from testing.fakehub.builders import os_system_pickle, safetensors_bytes
 from tests.hub.conftest import rules, run_check
@@ -68,3 +69,54 @@ def test_offline_download_rehashes_even_with_a_cached_verdict_and_evicts_the_tam
     assert not blob.exists() and not os.path.lexists(link)
     # the honest file stays
     assert (snapshot_of("acme/tiny", sha) / "config.json").is_file()
+
+
+def test_a_blob_rewritten_in_place_to_the_same_size_is_scanned_again_offline(hub, monkeypatch, tmp_path):
+    # the blob keeps its (content-hash) name and its size: only its identity on disk tells
+    evil = os_system_pickle(f"touch {tmp_path / 'PWNED'}")
+    benign = next(b for k in range(200) if len(b := pickle.dumps({"w": "x" * k}, protocol=2)) == len(evil))
+    sha = hub.add_repo("acme/tiny", {"pytorch_model.bin": benign, "config.json": b"{}"})
+    assert run_check("acme/tiny", "--download")[0] == 0
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert run_check("acme/tiny")[1]["verdict"] == "PASS"
+    assert run_check("acme/tiny")[1]["stats"]["cached"] is True
+    (snapshot_of("acme/tiny", sha) / "pytorch_model.bin").resolve().write_bytes(evil)
+    code, report, _ = run_check("acme/tiny")
+    assert report["stats"]["cached"] is False
+    assert code == 1 and report["verdict"] == "BLOCK" and "pickle/dangerous-global" in rules(report)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_cached_snapshot_file_that_is_dangling_or_a_fifo_is_missing_evidence(hub, monkeypatch, tmp_path):
+    # was left out of the offline listing (PASS); a FIFO must also never be opened for reading
+    # (hashing, the card, the scan): the check ends with ERROR instead of blocking
+    sha = hub.add_repo("acme/tiny", FILES)
+    assert run_check("acme/tiny", "--download")[0] == 0
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    snapshot = snapshot_of("acme/tiny", sha)
+    (snapshot / "pytorch_model.bin").symlink_to(tmp_path / "gone.bin")
+    os.mkfifo(snapshot / "README.md")
+    os.mkfifo(tmp_path / "fifo")
+    (snapshot / "tf_model.h5").symlink_to(tmp_path / "fifo")
+    for args in ((), ("--download",)):
+        code, report, _ = run_check("acme/tiny", *args)
+        assert code == 2 and report["verdict"] == "ERROR", args
+        bad = {fr["path"] for fr in report["files"] if fr["verdict"] == "ERROR"}
+        assert {"pytorch_model.bin", "README.md", "tf_model.h5"} <= bad, args
+
+
+def test_offline_a_ref_is_a_file_under_refs_and_never_blocks(hub, monkeypatch, tmp_path):
+    # the revision may come from a committed file (a lock entry, a reference): it never names a
+    # file outside refs/, and a FIFO there is no ref (reading it would block the check forever)
+    sha = hub.add_repo("acme/tiny", FILES)
+    assert run_check("acme/tiny", "--download")[0] == 0
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = snapshot_of("acme/tiny", sha).parent.parent
+    assert run_check("acme/tiny")[1]["revision"] == sha
+    (folder / "planted").write_text(sha)
+    code, report, _ = run_check("acme/tiny@../planted")
+    assert code == 2 and rules(report) == {"hub/offline-not-cached"}
+    (folder / "refs" / "main").unlink()
+    os.mkfifo(folder / "refs" / "main")
+    code, report, _ = run_check("acme/tiny")
+    assert code == 2 and rules(report) == {"hub/offline-not-cached"}

@@ -45,6 +45,7 @@ from hfguard.static.pickle.containers import (
 from hfguard.static.pickle.rules import Classification, RuleSet, load_rules
 from hfguard.static.pickle.vm import Global, Limits, SymDict
 from hfguard.static.pickle.zipdir import ZIP_DIRECTORY
+from hfguard.static.problems import lfs_pointer_problem
 
 CHECK_ID = "static.serialization"
 MAX_UNKNOWN_FINDINGS = 50  # per pickle; the rest are summarised in one finding
@@ -93,6 +94,12 @@ def scan_stream_findings(
 WHOLE_PICKLE = "whole-pickle"   # ctx.file_facts key: bool, see check_file
 
 
+# names a pickle loader reads (archives: a checkpoint inside); the other model formats' own checks
+# report a pointer in their place (safetensors/lfs-pointer ...)
+_PICKLE_NAMES = (*sn.TORCH_SUFFIXES, ".pkl", ".pickle", ".joblib", ".dill", ".npy", ".npz", ".mar",
+                 ".sav", ".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".7z")
+
+
 class SerializationCheck(Check):
     id = CHECK_ID
     THRESHOLDS = {"max-opcodes": Limits.max_opcodes, "max-memo": Limits.max_memo,
@@ -111,6 +118,10 @@ class SerializationCheck(Check):
         return fmt in SCANNED_FORMATS or fmt in (sn.TEXT, sn.UNKNOWN, sn.SAFETENSORS)
 
     def check_file(self, file: Any, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
+        if file.name.lower().endswith(_PICKLE_NAMES) and (pointer := lfs_pointer_problem(file, "pickle")):
+            # the weights are not here: missing evidence (was a FLAG "named .bin but text", which
+            # --fail-on block let through)
+            return list(self.findings_from([pointer], file=file.path, error=True))
         scanner = ContainerScanner(config_from(ctx), ctx.budget())
         with file.open() as fh:
             scanner.scan(fh, file.size, fmt)
