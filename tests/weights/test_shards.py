@@ -240,9 +240,9 @@ def test_a_streamed_pass_is_projected_from_whole_shards_not_from_the_first_downl
                               "0.50 GB/s, ETA 2s"), lines
     clock = Clock()
     short = ByteMeter("weights: hub", 200, work, lines.append, clock=clock, streamed=True)
-    with pytest.raises(BudgetExceeded, match=r"20.00 GB of 100.00 GB read in 123s at 0.50 GB/s; the remaining "
-                                             r"80.00 GB need ~160s more, beyond the 200s budget: "
-                                             r"this model needs at least --budget 360"):
+    with pytest.raises(BudgetExceeded, match=r"20.00 GB of 100.00 GB read in 123s at 0.50 GB/s; the "
+                                             r"remaining 80.00 GB need ~160s more, beyond the 200s "
+                                             r"budget: this model needs at least --budget 360"):
         _streamed_pass(short, clock)
     assert clock.now == pytest.approx(122.9)   # at the third shard's start: the first whole-shard rate
     clock = Clock()   # the same pass measured as a local one gives up on the first shard's download
