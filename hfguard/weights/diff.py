@@ -57,6 +57,7 @@ class TensorDelta:
     rows: int | None = None
     edited_rows: list[int] = field(default_factory=list)
     surgical_shape: str | None = None   # "low-rank" | "row-sparse" | "sparse" | None (spread)
+    spectral_row_step: int = 1      # the energies were measured on every k-th row of the delta
 
     def classify(self, th: dict[str, Any]) -> None:
         self.surgical_shape = None
@@ -73,6 +74,8 @@ class TensorDelta:
               "shape_of_change": self.surgical_shape}
         if self.top1_energy is not None:
             ev.update(top1_energy=_r(self.top1_energy), top4_energy=_r(self.topk_energy))
+            if self.spectral_row_step > 1:
+                ev.update(spectral_row_step=self.spectral_row_step)
         if self.rows_90 is not None:
             ev.update(rows_holding_90pct=self.rows_90, rows=self.rows)
         return ev
@@ -102,9 +105,16 @@ def tensor_delta(name: str, w0: np.ndarray, w1: np.ndarray, be: Backend, th: dic
         e = np.einsum("ij,ij->i", d, d).astype(np.float64)
         cum = np.cumsum(np.sort(e)[::-1])
         td.rows, td.rows_90 = int(d.shape[0]), int(np.searchsorted(cum, 0.9 * cum[-1]) + 1)
-        if d.size <= th["diff-spectral-max-elements"]:
-            sv = np.asarray(_spectral(be.put(np.ascontiguousarray(d)), be, dn2)["sigma"])
-            td.top1_energy, td.topk_energy = float(sv[0] ** 2 / dn2), float((sv ** 2).sum() / dn2)
+        # a larger delta is measured on every k-th row (a copy of at most the budget): a low-rank
+        # change stays low-rank on a subset of its rows, and above the budget (70B-class MLPs, 180M+
+        # entries) a ROME edit was otherwise told from a dense one only by its rows
+        step = max(1, math.ceil(d.size / th["diff-spectral-max-elements"]))
+        sub_n2 = float(e[::step].sum())
+        if d.shape[0] // step >= 2 and sub_n2 > 0:
+            sub = d if step == 1 else np.ascontiguousarray(d[::step])
+            sv = np.asarray(_spectral(be.put(sub), be, sub_n2)["sigma"])
+            td.top1_energy, td.topk_energy = float(sv[0] ** 2 / sub_n2), float((sv ** 2).sum() / sub_n2)
+            td.spectral_row_step = step
         if EMBEDDING.search(name) and not POSITIONAL.search(name) and d.shape[0] >= 16:
             base_rows = np.sqrt(np.einsum("ij,ij->i", w0, w0, dtype=np.float64))
             rr = np.sqrt(e) / np.maximum(base_rows, 1e-12)

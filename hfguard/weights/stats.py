@@ -259,8 +259,8 @@ def _row_summary(x: Any, be: Backend, sq: np.ndarray, nz: np.ndarray,
     # float32 norms and the magnitudes of the first two entries only nominate candidates;
     # copies are then confirmed byte for byte
     dup = mirrored = 0
-    # the 4096 largest chains of rows with norms within 1e-6 (as equal_norm_groups(strict=False)
-    # orders them), their members flattened in that order (at most 2^20)
+    # the 4096 longest chains of rows with norms within 1e-6 of their sorted neighbours, longest
+    # first, their members flattened in that order (at most 2^20)
     order, _v, starts, ends = _chains(norms, 1e-6)
     lens = ends - starts + 1
     pick = np.argsort(-lens, kind="stable")[:4096]
@@ -316,29 +316,6 @@ def _spectral_budgeted(x: Any, be: Backend, sq: np.ndarray, spectral_max: int,
     if step > 1:
         out["spectral_row_step"] = step
     return out
-
-
-def equal_norm_groups(norms: np.ndarray, rel_tol: float = 1e-7, strict: bool = True,
-                      min_size: int = 2) -> list[list[int]]:
-    """Rows whose norms agree within rel_tol, zero rows excluded, largest groups first; only
-    groups of at least `min_size` rows.
-
-    Neighbours in sorted order are chained first; `strict` then splits chains so that a whole group
-    spans at most rel_tol (a long chain of near neighbours is not one shared norm)."""
-    order, v, starts, ends = _chains(norms, rel_tol)
-    keep = ends - starts + 1 >= min_size   # splitting a chain never makes a larger group
-    groups: list[list[int]] = []
-    for a, b in zip(starts[keep], ends[keep], strict=True):
-        if not strict:
-            groups.append(order[a:b + 1].tolist())
-            continue
-        lo = int(a)
-        for k in range(a + 1, b + 2):
-            if k == b + 1 or v[k] - v[lo] > rel_tol * v[k]:
-                if k - lo >= min_size:
-                    groups.append(order[lo:k].tolist())
-                lo = k
-    return sorted(groups, key=len, reverse=True)
 
 
 def _chains(norms: np.ndarray, rel_tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -46,6 +46,7 @@ def test_planted_trap_neurons_are_flagged(tampered):
     [trap] = [f for f in fs if f.rule == "weights/trap-neurons"]
     assert trap.severity is Severity.HIGH and trap.location == f"{UP}.weight"
     assert trap.evidence["neurons"] == 16 and trap.evidence["indices"] == list(range(100, 116))
+    assert trap.evidence["expected_by_chance"] < 1e-12   # a trained layer's norms are spread out
 
 
 def test_rescaled_layer_is_flagged_with_its_numbers(tampered, minilm_state):
@@ -267,3 +268,37 @@ def test_device_feed_gives_the_numpy_verdict(tampered, monkeypatch, device):
     assert ("weights/zero-norm-gain", "encoder.layer.4.output.LayerNorm.weight", int(Severity.HIGH)) \
         in got["cpu"]
     assert got[device] == got["cpu"]
+
+
+def _crowded_layer(n: int = 32768, d: int = 16, spread: float = 0.012, seed: int = 7) -> np.ndarray:
+    """Up-projection rows whose norms crowd together as a 70B-class layer's do: 22016 iid neurons
+    of width 8192 lie within ~1/sqrt(2 x 8192) of each other, about 1.1e6 norms per unit of
+    relative norm; these 32768 rows, norms 1 +- 0.012, have the same density at 1/350 the size."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n, d))
+    w *= ((1 + spread * rng.standard_normal(n)) / np.linalg.norm(w, axis=1))[:, None]
+    return w.astype(np.float32)
+
+
+def _equal_norm_hits(w: np.ndarray) -> list:
+    from hfguard.weights.traps import row_norms, trap_neurons
+
+    return [h for h in trap_neurons("mlp.up_proj.weight", row_norms(w), None, min_group=8, norm_tol=1e-6,
+                                    bias_z=8.0, lone_bias_z=25.0) if h.rule == "weights/equal-norm-neurons"]
+
+
+def test_norms_crowded_by_a_large_layer_group_by_chance_and_are_not_flagged():
+    """Among this many norms this close together, runs of 8 within 1e-6 occur by chance (a 100 GB
+    LLaMA-shaped model of random weights had four in three layers): a run is judged against the
+    layer's own density, and only one that chance does not explain is reported."""
+    from hfguard.weights.traps import row_norms
+
+    w = _crowded_layer()
+    v = np.sort(row_norms(w))
+    assert ((v[7:] - v[:-7]) / v[7:] <= 1e-6).sum() >= 1, "the layer should hold chance runs"
+    assert _equal_norm_hits(w) == []
+    planted = w.copy()   # 8 neurons scaled to one norm, as a trap construction does
+    scale = 1.0015 / np.linalg.norm(planted[:8].astype(np.float64), axis=1)
+    planted[:8] *= scale[:, None].astype(np.float32)
+    [hit] = _equal_norm_hits(planted)
+    assert hit.evidence["indices"] == list(range(8)) and hit.evidence["expected_by_chance"] < 1e-4

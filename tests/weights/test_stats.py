@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hfguard.weights.stats import backend_for, equal_norm_groups, tensor_stats
+from hfguard.weights.stats import backend_for, tensor_stats
+from hfguard.weights.traps import equal_norm_groups
 
 KEYS = ("mean", "std", "absmax", "kurtosis", "tail_share", "zero_share", "nan", "inf", "dup_rows",
         "mirrored_rows", "single_nonzero_rows", "zero_rows", "stable_rank")
@@ -81,8 +82,11 @@ def test_rows_nan_and_inf():
 
 
 def test_equal_norm_groups():
-    norms = np.array([1.0, 2.0, 1.0 + 1e-9, 3.0, 1.0 - 1e-9, 0.0, 0.0])
-    assert [sorted(g) for g in equal_norm_groups(norms)] == [[0, 2, 4]]
+    rng = np.random.default_rng(0)
+    norms = np.concatenate([1 + 0.2 * rng.random(500), [1.5, 1.5 + 1e-9, 1.5 - 1e-9], [0.0, 0.0]])
+    [(group, chance)] = equal_norm_groups(norms, 3, 1e-6)
+    assert sorted(group) == [500, 501, 502] and chance < 1e-6   # zero rows are not a group
+    assert equal_norm_groups(norms, 4, 1e-6) == []
 
 
 @pytest.mark.parametrize("name,role,index", [
