@@ -1,0 +1,218 @@
+"""Regression tests for what the static red-team (bench/redteam_static.py) found: everyday files
+written by the real libraries that were flagged, and attacks that got through. Benign files are made
+by torch / sklearn / numpy / joblib / skops here; payloads by testing/pickle_asm.py or by editing
+a real skops schema. Nothing is ever loaded."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import pickle
+import zipfile
+
+import joblib
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.compose import ColumnTransformer, TransformedTargetRegressor, make_column_selector
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
+from sklearn.preprocessing import StandardScaler
+
+from hfguard.engine import scan
+from hfguard.findings import Severity, Verdict
+from hfguard.policy import Policy
+from hfguard.static.formats.diffusers import DiffusersCheck
+from hfguard.static.formats.skops import SkopsCheck
+from hfguard.static.pickle.check import SerializationCheck
+from hfguard.static.pickle.rules import load_rules
+from hfguard.target import local_target
+from testing import pickles as fx
+from testing.pickle_asm import call, const, o, program, stack_global
+
+torch = pytest.importorskip("torch")
+
+X = np.random.default_rng(0).random((40, 3))
+Y = (X[:, 0] > 0.5).astype(int)
+
+
+def _findings(report) -> list:
+    return [f.to_dict() for f in report.all_findings() if f.severity is not Severity.INFO]
+
+
+# -- a whole module in torch's legacy (non-zip) format --------------------------------------------------
+
+def test_legacy_whole_stock_module_passes_with_advice(scan_bytes):
+    """torch's legacy save names the module class by persistent id ('module', cls, file, source) and
+    its loader returns cls: a rebuild of a stock class, not a call of an unknown value."""
+    buf = io.BytesIO()
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.1), torch.nn.LSTM(2, 2))
+    torch.save(model, buf, _use_new_zipfile_serialization=False)
+    report = scan_bytes("model.pt", buf.getvalue())
+    assert report.verdict is Verdict.PASS, _findings(report)
+    [info] = report.all_findings()
+    assert info.rule == "pickle/whole-module"
+    assert "torch.nn.modules.rnn.LSTM" in info.evidence["classes"]
+
+
+def test_legacy_module_persistent_id_naming_a_dangerous_callable(scan_bytes, mark):
+    """The same persistent id naming os.system: the loader returns it and NEWOBJ calls it."""
+    pid = [o.MARK(), *const("module"), *stack_global("os", "system"), *const("x.py"), *const("src"),
+           o.TUPLE()]
+    data = program(*pid, o.BINPERSID(), *const((f"touch {mark}",)), o.NEWOBJ(), proto=2)
+    report = scan_bytes("model.pt", data)
+    assert report.verdict is Verdict.BLOCK
+    found = fx.dangerous(report)
+    assert found["os.system"].evidence["use"] == "called"
+
+
+def test_other_persistent_ids_stay_indirect_calls(scan_bytes):
+    data = program(*const(("storage", "x")), o.BINPERSID(), o.EMPTY_TUPLE(), o.NEWOBJ(), proto=2)
+    report = scan_bytes("model.pt", data)
+    assert "pickle/indirect-call" in {f.rule for f in report.all_findings()}
+
+
+# -- everyday sklearn / numpy pickles ----------------------------------------------------------------
+
+EVERYDAY = {
+    "grid_search": lambda: GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, cv=2, scoring="accuracy")
+    .fit(X, Y),
+    "random_search": lambda: RandomizedSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, n_iter=2, cv=2)
+    .fit(X, Y),
+    "target_ufuncs": lambda: TransformedTargetRegressor(LinearRegression(), func=np.log1p,
+                                                        inverse_func=np.expm1).fit(X, Y + 1.0),
+    "dtype_selector": lambda: ColumnTransformer(
+        [("n", StandardScaler(), make_column_selector(dtype_include=np.number))]),
+    "numpy_values": lambda: {"masked": np.ma.masked_array([1, 2], [0, 1]), "const": np.ma.masked,
+                             "rec": np.rec.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")]),
+                             "ufuncs": [np.add, np.abs, np.sqrt], "scalar_types": [np.floating, np.integer]},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EVERYDAY))
+def test_everyday_sklearn_and_numpy_pickles_pass(tmp_path, scan_bytes, kind):
+    obj = EVERYDAY[kind]()
+    path = tmp_path / "src.joblib"
+    joblib.dump(obj, path)
+    for name, data in (("model.joblib", path.read_bytes()), ("model.pkl", pickle.dumps(obj, protocol=5))):
+        report = scan_bytes(name, data)
+        assert report.verdict is Verdict.PASS, _findings(report)
+
+
+def test_sklearn_test_helper_that_runs_scripts_blocks(scan_bytes, mark):
+    """sklearn.utils._testing.assert_run_python_script_without_output(source) runs source in a
+    subprocess, as stdlib's test.support.script_helper does."""
+    data = program(*call("sklearn.utils._testing", "assert_run_python_script_without_output",
+                         f"import os; os.system('touch {mark}')"))
+    found = fx.dangerous(scan_bytes("model.pkl", data))
+    runner = found["sklearn.utils._testing.assert_run_python_script_without_output"]
+    assert runner.severity is Severity.CRITICAL
+
+
+@pytest.mark.parametrize("module,name,real", [
+    ("sklearn.neighbors._base", "partial", "functools.partial"),
+    ("sklearn.feature_selection._base", "attrgetter", "operator.attrgetter"),
+    ("sklearn.decomposition._dict_learning", "sys", "sys"),
+    ("sklearn.pipeline", "deepcopy", "copy.deepcopy"),
+])
+def test_gadgets_re_exported_by_allow_listed_modules_are_not_allowed(scan_bytes, module, name, real):
+    """An allow glob names modules, and a module holds what it imports: `sklearn.neighbors._base`
+    + `partial` is functools.partial. Each such name is judged as the denied global it is."""
+    assert hasattr(importlib.import_module(module), name)  # the re-export is real in this sklearn
+    report = scan_bytes("model.pkl", program(*stack_global(module, name), o.EMPTY_TUPLE(), o.REDUCE()))
+    found = fx.dangerous(report)
+    assert f"{module}.{name}" in found and report.verdict is Verdict.BLOCK
+    expected = load_rules().classify(real, real.rsplit(".", 1)[-1])
+    assert found[f"{module}.{name}"].evidence["signature"] == expected.rule.id
+
+
+def test_no_class_or_function_sklearn_defines_is_read_as_a_re_export():
+    """The re-export rule keys on bare names; none of sklearn's own estimators shares one."""
+    from sklearn.utils import all_estimators
+
+    rules = load_rules()
+    for _, cls in all_estimators():
+        c = rules.classify(f"{cls.__module__}.{cls.__qualname__}", cls.__qualname__)
+        assert c.status == "allowed", (cls, c)
+
+
+# -- skops: names an sklearn module holds are not all sklearn estimators ---------------------------------
+
+def _skops_with(tmp_path, node: dict):
+    base = tmp_path / "base.skops"
+    sio.dump({"model": LogisticRegression().fit(X, Y)}, base)
+    with zipfile.ZipFile(base) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    schema = json.loads(members["schema.json"])
+    schema["content"]["extra"] = node
+    members["schema.json"] = json.dumps(schema).encode()
+    path = tmp_path / "model.skops"
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, data in members.items():
+            zf.writestr(n, data)
+    report = scan(local_target([str(path)]), Policy(), [SkopsCheck(), SerializationCheck()])
+    return report, [f for f in report.all_findings() if f.check == "static.skops"]
+
+
+def _json(value):
+    return {"__class__": type(value).__name__, "__module__": "builtins", "__loader__": "JsonNode",
+            "content": json.dumps(value), "is_json": True}
+
+
+def _args(*values):
+    return {"__class__": "tuple", "__module__": "builtins", "__loader__": "TupleNode",
+            "content": [_json(v) for v in values]}
+
+
+def test_skops_constructor_call_of_sklearn_test_helper_blocks(tmp_path):
+    """ConstructorFromReduceNode calls the name with the file's arguments; skops trusts none, and
+    skops.io.load(trusted=get_untrusted_types(...)) runs this script."""
+    node = {"__class__": "assert_run_python_script_without_output", "__module__": "sklearn.utils._testing",
+            "__loader__": "ConstructorFromReduceNode", "content": _args("import os")}
+    report, found = _skops_with(tmp_path, node)
+    assert [(f.rule, f.severity) for f in found] == [("skops/dangerous-type", Severity.CRITICAL)]
+    assert report.verdict is Verdict.BLOCK
+
+
+def test_skops_loss_node_of_a_re_exported_callable_blocks(tmp_path):
+    """LossNode calls the class its node names: subprocess.check_output as sklearn.utils._testing
+    holds it."""
+    node = {"__class__": "check_output", "__module__": "sklearn.utils._testing", "__loader__": "LossNode",
+            "__reduce__": {"args": _args("id")}, "content": _json(None)}
+    report, found = _skops_with(tmp_path, node)
+    assert {f.rule for f in found} == {"skops/dangerous-type"} and report.verdict is Verdict.BLOCK
+
+
+def test_skops_constructor_call_of_an_unknown_sklearn_name_is_untrusted(tmp_path):
+    node = {"__class__": "remove", "__module__": "sklearn.datasets._base",
+            "__loader__": "ConstructorFromReduceNode", "content": _args("/home/user/.bashrc")}
+    report, found = _skops_with(tmp_path, node)
+    assert [(f.rule, f.evidence["type"]) for f in found] == [("skops/untrusted-type",
+                                                              "sklearn.datasets._base.remove")]
+    assert report.verdict is Verdict.FLAG
+
+
+def test_skops_dump_of_a_search_passes(tmp_path):
+    """Object nodes are trusted by the pickle signatures now: a fitted search (estimator, splitter,
+    scorer) still passes."""
+    path = tmp_path / "grid.skops"
+    sio.dump(GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, cv=2).fit(X, Y), path)
+    report = scan(local_target([str(path)]), Policy(), [SkopsCheck(), SerializationCheck()])
+    assert report.verdict is Verdict.PASS, _findings(report)
+
+
+# -- diffusers: a custom component's code lives in the component's folder -------------------------------
+
+def test_diffusers_component_code_in_its_own_folder_flags(tmp_path):
+    (tmp_path / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
+        "unet": ["my_unet", "MyUNet"], "scheduler": ["diffusers", "PNDMScheduler"],
+        "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"]}))
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "my_unet.py").write_text("class MyUNet:\n    pass\n")
+    report = scan(local_target([str(tmp_path)]), Policy(), [DiffusersCheck()])
+    [f] = report.all_findings()
+    assert (f.rule, f.location, f.evidence["in_repo"]) == ("diffusers/custom-component", "unet", True)
+    assert report.verdict is Verdict.FLAG
+
