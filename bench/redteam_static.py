@@ -1091,6 +1091,175 @@ def a_tflite_flex_writefile(d: Path) -> Path:
     return p
 
 
+# ----------------------------------------------------------------- round 2 -------------------------
+
+@case("PASS")
+def b_trainer_side_files(d: Path) -> Path:
+    """What transformers' Trainer writes beside a checkpoint: optimizer.pt, scheduler.pt (LambdaLR),
+    rng_state.pth, trainer_state.json (training_args.bin needs accelerate: tests/static cover it); and
+    other common schedulers' states."""
+    import random
+
+    import numpy as np
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+    net = torch.nn.Linear(4, 2)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    net(torch.zeros(2, 4)).sum().backward()
+    opt.step()
+    torch.save(opt.state_dict(), d / "optimizer.pt")
+    torch.save(get_linear_schedule_with_warmup(opt, 2, 10).state_dict(), d / "scheduler.pt")
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}
+    torch.save(rng, d / "rng_state.pth")
+    (d / "trainer_state.json").write_text(json.dumps({"global_step": 10, "log_history": []}))
+    scheds = {
+        "onecycle": torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10),
+        "cyclic": torch.optim.lr_scheduler.CyclicLR(torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9),
+                                                    0.01, 0.1),
+        "plateau": torch.optim.lr_scheduler.ReduceLROnPlateau(opt),
+        "warm_restarts": torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, 5),
+    }
+    for name, sched in scheds.items():
+        torch.save(sched.state_dict(), d / f"sched_{name}.pt")
+    seq = torch.optim.lr_scheduler.SequentialLR(opt, [torch.optim.lr_scheduler.LinearLR(opt),
+                                                      torch.optim.lr_scheduler.ExponentialLR(opt, 0.9)], [2])
+    torch.save(seq.state_dict(), d / "sched_sequential.pt")
+    return d
+
+
+@case("PASS")
+def b_tokenizer_config_chat_templates(d: Path) -> Path:
+    (d / "tokenizer_config.json").write_text(json.dumps({
+        "bos_token": "<s>", "eos_token": "</s>", "model_max_length": 4096,
+        "chat_template": [{"name": "default", "template": MISTRAL_TEMPLATE},
+                          {"name": "tool_use", "template": QWEN_TOOLS_TEMPLATE}]}))
+    (d / "chat_template.jinja").write_text(LLAMA3_TEMPLATE)
+    return d
+
+
+@case("PASS")
+def b_sentence_transformers_folder(d: Path) -> Path:
+    from sentence_transformers import SentenceTransformer, models
+    base = _tiny_bert(d / "bert_src" if (d / "bert_src").mkdir() is None else d, True)
+    st = SentenceTransformer(modules=[models.Transformer(str(base)), models.Pooling(8)])
+    st.save(str(d / "st"))
+    return d / "st"
+
+
+@case("PASS")
+def b_npy_layouts(d: Path) -> Path:
+    import numpy as np
+    np.save(d / "fortran.npy", np.asfortranarray(np.ones((3, 4), ">f8")))
+    np.save(d / "struct.npy", np.zeros(3, dtype=[("a", "<i4"), ("b", [("c", "<f2"), ("d", "S3")])]))
+    np.save(d / "dates.npy", np.array(["2024-01-01"], dtype="M8[D]"))
+    np.save(d / "unicode.npy", np.array(["héllo", "wörld"]))
+    return d
+
+
+@case("BLOCK")
+def a_torch_zip_deflated_data_pkl(d: Path) -> Path:
+    import torch
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(2)}, buf)
+    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    p = d / "pytorch_model.bin"
+    with zipfile.ZipFile(p, "w") as zf:
+        for info in src.infolist():
+            if info.filename.endswith("data.pkl"):
+                zf.writestr(info.filename, _evil_pickle(), compress_type=zipfile.ZIP_DEFLATED)
+            else:
+                zf.writestr(info.filename, src.read(info))
+    return p
+
+
+def _npy(descr: str, payload: bytes, shape: str = "(1,)") -> bytes:
+    header = f"{{'descr': {descr}, 'fortran_order': False, 'shape': {shape}, }}"
+    header = header + " " * (63 - (10 + len(header)) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + payload
+
+
+@case("BLOCK")
+def a_npy_object_in_structured_field(d: Path) -> Path:
+    p = d / "records.npy"
+    p.write_bytes(_npy("[('id', '<i4'), ('meta', '|O')]", _evil_pickle()))
+    return p
+
+
+@case("BLOCK")
+def a_npy_object_spelled_object(d: Path) -> Path:
+    p = d / "names.npy"
+    p.write_bytes(_npy("'object'", _evil_pickle()))
+    return p
+
+
+@case("BLOCK")
+def a_npy_object_nested_struct_subarray(d: Path) -> Path:
+    p = d / "nested.npy"
+    p.write_bytes(_npy("[('a', [('b', '|O', (2,))])]", _evil_pickle()))
+    return p
+
+
+@case("BLOCK")
+def a_npz_member_without_extension(d: Path) -> Path:
+    p = d / "arrays.npz"
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr("labels", _npy("'|O'", _evil_pickle()))
+    return p
+
+
+def _nemo_cfg(d: Path, text: str) -> Path:
+    return _nemo(d, text, gz=False)
+
+
+@case("BLOCK")
+def a_nemo_target_by_interpolation(d: Path) -> Path:
+    return _nemo_cfg(d, "names:\n  runner: os.system\nmodel:\n  x:\n    _target_: ${names.runner}\n"
+                        "    _args_: [id]\n")
+
+
+@case("BLOCK")
+def a_nemo_target_by_string_interpolation(d: Path) -> Path:
+    return _nemo_cfg(d, "p: s.sys\nmodel:\n  x:\n    _target_: \"o${p}tem\"\n")
+
+
+@case("BLOCK")
+def a_nemo_load_library(d: Path) -> Path:
+    return _nemo_cfg(d, "model:\n  ext:\n    _target_: torch.ops.load_library\n    path: ./libext.so\n")
+
+
+@case("BLOCK")
+def a_nemo_numpy_ctypeslib(d: Path) -> Path:
+    return _nemo_cfg(d, "model:\n  ext:\n    _target_: numpy.ctypeslib.load_library\n"
+                        "    libname: libext\n    loader_path: .\n")
+
+
+@case("FLAG")
+def a_nemo_from_pretrained_trust_remote_code(d: Path) -> Path:
+    return _nemo_cfg(d, "model:\n  encoder:\n    _target_: transformers.AutoModel.from_pretrained\n"
+                        "    pretrained_model_name_or_path: attacker/encoder\n    trust_remote_code: true\n")
+
+
+@case("BLOCK")
+def a_pickle_torch_ops_load_library(d: Path) -> Path:
+    p = d / "ext.pkl"
+    p.write_bytes(program(*call("torch.ops", "load_library", "./libext.so")))
+    return p
+
+
+@case("BLOCK")
+def a_pickle_numpy_ctypeslib_via_numpy_glob(d: Path) -> Path:
+    p = d / "np.pkl"
+    p.write_bytes(program(*call("numpy.ctypeslib", "load_library", "libext", ".")))
+    return p
+
+
+@case("BLOCK")
+def a_hydra_in_plain_model_config_yaml(d: Path) -> Path:
+    (d / "model_config.yaml").write_text("model:\n  head:\n    _target_: subprocess.getoutput\n"
+                                         "    cmd: id\n")
+    return d / "model_config.yaml"
+
+
 # ----------------------------------------------------------------- runner ---------------------------
 
 def scan(path: Path) -> tuple[str, int, list[str], str]:

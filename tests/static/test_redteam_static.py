@@ -216,3 +216,84 @@ def test_diffusers_component_code_in_its_own_folder_flags(tmp_path):
     assert (f.rule, f.location, f.evidence["in_repo"]) == ("diffusers/custom-component", "unet", True)
     assert report.verdict is Verdict.FLAG
 
+
+
+# -- numpy: every spelling numpy reads as an object dtype ------------------------------------------------
+
+def _npy(descr: str, payload: bytes) -> bytes:
+    header = f"{{'descr': {descr}, 'fortran_order': False, 'shape': (1,), }}"
+    header = header + " " * (63 - (10 + len(header)) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + payload
+
+
+@pytest.mark.parametrize("descr", ["'object'", "'object_'", "'f4,O'", "'(2,)O'", "('O', (2,))",
+                                   "[('a', '<f4'), ('b', ('|O', (2,)))]"])
+def test_npy_object_dtype_spellings_are_scanned(scan_bytes, mark, descr):
+    """numpy.lib.format.descr_to_dtype reads each of these as (or with) an object field."""
+    assert np.lib.format.descr_to_dtype(eval(descr)).hasobject  # noqa: S307 - our own literal
+    report = scan_bytes("x.npy", _npy(descr, program(*call("os", "system", f"touch {mark}"))))
+    assert report.verdict is Verdict.BLOCK and "os.system" in fx.dangerous(report)
+
+
+def test_npy_layouts_numpy_writes_pass(tmp_path, scan_bytes):
+    arrays = {"fortran": np.asfortranarray(np.ones((3, 4), ">f8")),
+              "struct": np.zeros(3, dtype=[("a", "<i4"), ("b", [("c", "<f2"), ("d", "S3")], (2,))]),
+              "dates": np.array(["2024-01-01"], dtype="M8[D]"), "text": np.array(["héllo", "wörld"]),
+              "long": np.zeros(2, np.longdouble), "deltas": np.array([1], dtype="m8[us]")}
+    for name, arr in arrays.items():
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        report = scan_bytes(f"{name}.npy", buf.getvalue())
+        assert report.verdict is Verdict.PASS and not report.all_findings(), (name, _findings(report))
+
+
+# -- NeMo: targets hidden behind interpolations, native loaders, remote code ----------------------------
+
+def _nemo_config(tmp_path, text: str):
+    from hfguard.static.formats.nemo import NemoCheck
+
+    path = tmp_path / "model_config.yaml"
+    path.write_text(text)
+    report = scan(local_target([str(path)]), Policy(), [NemoCheck()])
+    return report, report.all_findings()
+
+
+@pytest.mark.parametrize("text", [
+    "names:\n  runner: os.system\nmodel:\n  x:\n    _target_: ${names.runner}\n",
+    "p: s.sys\nmodel:\n  x:\n    _target_: \"o${p}tem\"\n",
+    "model:\n  mod: subprocess\n  x:\n    _target_: ${..mod}.run\n",
+    "model:\n  x:\n    fn: builtins.exec\n    _target_: ${.fn}\n",
+    "a: ${b}\nb: posix.system\nm:\n  _target_: ${a}\n",
+])
+def test_hydra_target_interpolations_are_resolved_and_judged(tmp_path, text):
+    """instantiate resolves the config before it imports `_target_`."""
+    report, found = _nemo_config(tmp_path, text)
+    assert [(f.rule, f.severity) for f in found] == [("nemo/hydra-target", Severity.CRITICAL)]
+    assert "resolves to" in found[0].message and report.verdict is Verdict.BLOCK
+
+
+def test_hydra_interpolations_that_stay_open_or_are_stock(tmp_path):
+    report, found = _nemo_config(tmp_path, "m:\n  _target_: ${oc.env:TARGET}\n")
+    assert [(f.rule, f.severity) for f in found] == [("nemo/hydra-target", Severity.MEDIUM)]
+    text = ("enc: nemo.collections.asr.modules.ConformerEncoder\nmodel:\n  sample_rate: 16000\n"
+            "  encoder:\n    _target_: ${enc}\n    feat_in: ${model.sample_rate}\n")
+    report, found = _nemo_config(tmp_path, text)
+    assert report.verdict is Verdict.PASS, [f.message for f in found]
+
+
+@pytest.mark.parametrize("target", ["torch.ops.load_library", "numpy.ctypeslib.load_library",
+                                    "torch.classes.load_library", "ctypes.CDLL"])
+def test_hydra_targets_that_load_native_code_block(tmp_path, target):
+    report, found = _nemo_config(tmp_path, f"model:\n  ext:\n    _target_: {target}\n    path: ./libext.so\n")
+    assert [(f.rule, f.severity) for f in found] == [("nemo/hydra-target", Severity.CRITICAL)]
+
+
+@pytest.mark.parametrize("flag", ["true", "'yes'", "1"])
+def test_hydra_target_with_trust_remote_code_is_high(tmp_path, flag):
+    text = ("model:\n  encoder:\n    _target_: transformers.AutoModel.from_pretrained\n"
+            f"    pretrained_model_name_or_path: someone/encoder\n    trust_remote_code: {flag}\n")
+    report, found = _nemo_config(tmp_path, text)
+    assert [(f.rule, f.severity) for f in found] == [("nemo/hydra-target", Severity.HIGH)]
+    off = text.replace(f"trust_remote_code: {flag}", "trust_remote_code: false")
+    report, found = _nemo_config(tmp_path, off)
+    assert report.verdict is Verdict.PASS
