@@ -1078,9 +1078,22 @@ def a_tf_savedmodel_library_readfile(d: Path) -> Path:
     from testing import tensorflow_files
     out = d / "sm"
     out.mkdir()
-    tensorflow_files.saved_model(out / "saved_model.pb", ["MatMul"],
-                                 {"__inference_f": ["Identity", "ReadFile"]})
+    tensorflow_files.saved_model(out, ["MatMul"], {"__inference_f": ["Identity", "ReadFile"]})
     return out
+
+
+@case("BLOCK")
+def a_tf_print_appends_to_bashrc(d: Path) -> Path:
+    """tf.print(cmd, output_stream="file://~/.bashrc") in a library function: PrintV2 appends there."""
+    from testing import tensorflow_files as tff
+    g = tff.print_to(tff.graph(["MatMul"]), "file:///home/user/.bashrc", function="__inference_serve_9")
+    return tff.saved_model_of(d / "sm", g).parent
+
+
+@case("PASS")
+def b_tf_print_to_stderr(d: Path) -> Path:
+    from testing import tensorflow_files as tff
+    return tff.saved_model_of(d / "sm", tff.print_to(tff.graph(["MatMul"]), "stderr")).parent
 
 
 @case("BLOCK")

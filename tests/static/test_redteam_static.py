@@ -297,3 +297,44 @@ def test_hydra_target_with_trust_remote_code_is_high(tmp_path, flag):
     off = text.replace(f"trust_remote_code: {flag}", "trust_remote_code: false")
     report, found = _nemo_config(tmp_path, off)
     assert report.verdict is Verdict.PASS
+
+
+# -- TensorFlow: tf.print to a file is a file write ------------------------------------------------------
+
+def _tf_scan(path):
+    from hfguard.static.formats.tensorflow import TensorFlowCheck
+
+    report = scan(local_target([str(path)]), Policy(), [TensorFlowCheck()])
+    return report, report.all_findings()
+
+
+@pytest.mark.parametrize("function", [None, "__inference_serve_9"])
+def test_tf_print_to_a_file_is_a_file_write(tmp_path, function):
+    """tf.print(cmd, output_stream="file://~/.bashrc") appends graph-chosen text to that file."""
+    from testing import tensorflow_files as tff
+
+    g = tff.print_to(tff.graph(["MatMul"]), "file:///home/user/.bashrc", function=function)
+    report, found = _tf_scan(tff.saved_model_of(tmp_path / "sm", g))
+    [write] = [f for f in found if f.evidence.get("output_stream")]
+    assert write.severity is Severity.HIGH and write.evidence["output_stream"] == "file:///home/user/.bashrc"
+    assert report.verdict is Verdict.BLOCK
+
+
+def test_tf_print_to_a_file_in_pbtxt(tmp_path):
+    from google.protobuf import text_format
+
+    from testing import tensorflow_files as tff
+
+    path = tmp_path / "saved_model.pbtxt"
+    path.write_text(text_format.MessageToString(tff.print_to(tff.graph(["MatMul"]), "file:///etc/cron.d/x")))
+    report, found = _tf_scan(path)
+    assert report.verdict is Verdict.BLOCK
+    assert [f.evidence["output_stream"] for f in found if f.evidence.get("output_stream")] == ["file:///etc/cron.d/x"]
+
+
+def test_tf_print_to_the_log_passes(tmp_path):
+    from testing import tensorflow_files as tff
+
+    g = tff.print_to(tff.graph(["MatMul"]), "log(info)")
+    report, _ = _tf_scan(tff.saved_model_of(tmp_path / "sm", g))
+    assert report.verdict is Verdict.PASS
