@@ -1273,6 +1273,49 @@ def a_hydra_in_plain_model_config_yaml(d: Path) -> Path:
     return d / "model_config.yaml"
 
 
+EVERYDAY_TEMPLATE = (Path(__file__).resolve().parents[1] / "testing" / "chat_template_everyday.jinja"
+                     ).read_text()
+SSTI_VARIANTS = {
+    "concat": "{{ cycler['__in' ~ 'it__']['__glo' ~ 'bals__'].os.popen('id').read() }}",
+    "hex_escape": "{{ joiner['\\x5f\\x5finit\\x5f\\x5f'] }}",
+    "set_pieces": "{% set a = '__in' %}{% set b = a ~ 'it__' %}{{ (messages|first)[b] }}",
+    "joined": "{{ messages[['_', '_', 'cla', 'ss', '_', '_']|join] }}",
+    "repeat": "{{ messages[('_' * 2) ~ 'class' ~ ('_' * 2)] }}",
+    "global_item": "{{ lipsum[bos_token][eos_token] }}",
+}
+
+
+@case("PASS")
+def b_everyday_chat_template_everywhere(d: Path) -> Path:
+    """An ordinary template with transformers' tags ({% generation %}, {% break %}), namespace, items,
+    tojson, raise_exception: in tokenizer_config.json, chat_template.jinja and GGUF metadata."""
+    import gguf
+    import numpy as np
+    (d / "tokenizer_config.json").write_text(json.dumps({"chat_template": EVERYDAY_TEMPLATE}))
+    (d / "chat_template.jinja").write_text(EVERYDAY_TEMPLATE)
+    w = gguf.GGUFWriter(str(d / "m.gguf"), "llama")
+    w.add_chat_template(EVERYDAY_TEMPLATE)
+    w.add_tensor("t", np.zeros(4, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return d
+
+
+def _ssti_case(kind: str) -> Callable[[Path], Path]:
+    def build(d: Path) -> Path:
+        (d / "tokenizer_config.json").write_text(json.dumps({"chat_template": EVERYDAY_TEMPLATE
+                                                              + SSTI_VARIANTS[kind]}))
+        return d
+    build.__name__ = f"a_chat_template_ssti_{kind}"
+    return build
+
+
+for _kind in SSTI_VARIANTS:
+    case("BLOCK")(_ssti_case(_kind))
+
+
 # ----------------------------------------------------------------- runner ---------------------------
 
 def scan(path: Path) -> tuple[str, int, list[str], str]:

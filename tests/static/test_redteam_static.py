@@ -10,6 +10,7 @@ import io
 import json
 import pickle
 import zipfile
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -338,3 +339,58 @@ def test_tf_print_to_the_log_passes(tmp_path):
     g = tff.print_to(tff.graph(["MatMul"]), "log(info)")
     report, _ = _tf_scan(tff.saved_model_of(tmp_path / "sm", g))
     assert report.verdict is Verdict.PASS
+
+
+# -- chat templates: SSTI names built from pieces ---------------------------------------------------------
+
+EVERYDAY_TEMPLATE = (Path(__file__).resolve().parents[2] / "testing" / "chat_template_everyday.jinja"
+                     ).read_text()
+SSTI_VARIANTS = {
+    "hex_escape": "{{ joiner['\\x5f\\x5finit\\x5f\\x5f'] }}",
+    "set_pieces": "{% set a = '__in' %}{% set b = a ~ 'it__' %}{{ (messages|first)[b] }}",
+    "joined": "{{ messages[['_', '_', 'cla', 'ss', '_', '_']|join] }}",
+    "repeat": "{{ messages[('_' * 2) ~ 'class' ~ ('_' * 2)] }}",
+    "percent_format": "{{ messages['%c%cclass%c%c'|format(95, 95, 95, 95)] }}",
+    "render_time_key": "{{ messages[message['role'] ~ 'x'] }}",
+    "global_item": "{{ lipsum[bos_token][eos_token] }}",
+    "global_attribute": "{{ cycler.next }}",
+}
+
+
+def _custom_code_scan(folder: Path):
+    from hfguard.static.code.custom_code import CustomCodeCheck
+
+    report = scan(local_target([str(folder)]), Policy(), [CustomCodeCheck()])
+    return report, report.all_findings()
+
+
+@pytest.mark.parametrize("kind", sorted(SSTI_VARIANTS))
+def test_chat_template_gadgets_built_from_pieces_block(tmp_path, kind):
+    """Dunder names hidden by escapes, concatenation, repetition, join or format, a subscript keyed by
+    render-time string building, an item or attribute of a global callable."""
+    template = EVERYDAY_TEMPLATE + SSTI_VARIANTS[kind]
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    report, found = _custom_code_scan(tmp_path)
+    assert [(f.rule, f.severity) for f in found] == [("chat-template/injection", Severity.CRITICAL)]
+    assert report.verdict is Verdict.BLOCK
+
+
+def test_everyday_chat_template_with_transformers_tags_passes(tmp_path):
+    """{% generation %} and {% break %} parse (transformers' renderer knows them); namespace, items,
+    tojson, raise_exception and strftime_now calls are ordinary."""
+    from hfguard.static.code.template_ast import built_strings
+
+    assert built_strings(EVERYDAY_TEMPLATE) is not None  # parsed, not skipped
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": EVERYDAY_TEMPLATE}))
+    (tmp_path / "chat_template.jinja").write_text(EVERYDAY_TEMPLATE)
+    report, found = _custom_code_scan(tmp_path)
+    assert report.verdict is Verdict.PASS, [f.message for f in found]
+
+
+def test_folding_is_bounded():
+    from hfguard.static.code.template_ast import MAX_TEXT, built_strings
+
+    built = built_strings("{{ x['_' * 100000000] }}{{ x[('ab' * 64) * 64] }}")
+    assert built is not None
+    strings, keys = built
+    assert all(len(s) <= MAX_TEXT for s in strings) and keys  # not folded, still a built key
