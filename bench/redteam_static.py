@@ -1316,6 +1316,32 @@ for _kind in SSTI_VARIANTS:
     case("BLOCK")(_ssti_case(_kind))
 
 
+def _maps_a_file_module():
+    import torch
+
+    class MapsAFile(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.from_file("/etc/hostname", False, 1, dtype=torch.uint8).float().sum() + x
+    return MapsAFile()
+
+
+@case("BLOCK")
+def a_torchscript_from_file_as_aten_op(d: Path) -> Path:
+    """torch.from_file written as ops.aten.from_file in the archive's code: torch.jit.load compiles it."""
+    import torch
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(_maps_a_file_module()), buf)
+    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    p = d / "scripted.pt"
+    with zipfile.ZipFile(p, "w") as zf:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith(".py"):
+                data = data.replace(b"torch.from_file(", b"ops.aten.from_file(")
+            zf.writestr(info.filename, data)
+    return p
+
+
 # ----------------------------------------------------------------- runner ---------------------------
 
 def scan(path: Path) -> tuple[str, int, list[str], str]:

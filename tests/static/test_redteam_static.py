@@ -394,3 +394,30 @@ def test_folding_is_bounded():
     assert built is not None
     strings, keys = built
     assert all(len(s) <= MAX_TEXT for s in strings) and keys  # not folded, still a built key
+
+
+# -- TorchScript: torch.<fn> reached by its op name ---------------------------------------------------------
+
+class _MapsAFile(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_file("/etc/hostname", False, 1, dtype=torch.uint8).float().sum() + x
+
+
+@pytest.mark.parametrize("spelling", ["ops.aten.from_file(", "torch.ops.aten.from_file("])
+def test_torchscript_op_spelling_of_a_dangerous_torch_function_blocks(scan_bytes, spelling):
+    """torch.jit.load compiles `ops.aten.from_file(...)` as readily as `torch.from_file(...)`."""
+    import warnings
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(_MapsAFile()), buf)
+    data = buf.getvalue()
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        [code] = [n for n in zf.namelist() if n.endswith(".py")]
+        source = zf.read(code)
+    assert b"torch.from_file(" in source
+    tampered = source.replace(b"torch.from_file(", spelling.encode())
+    report = scan_bytes("scripted.pt", fx.replace_member(data, code.rsplit("/", 1)[-1], tampered))
+    hits = [f for f in report.all_findings() if f.rule == "torchscript/dangerous-call"]
+    assert [f.evidence["name"] for f in hits] == ["ops.aten.from_file"] and report.verdict is Verdict.BLOCK
