@@ -1342,6 +1342,36 @@ def a_torchscript_from_file_as_aten_op(d: Path) -> Path:
     return p
 
 
+@case("BLOCK")
+def a_sympy_constructor_evaluates_string(d: Path) -> Path:
+    """sympy.Add sympifies its string argument, and sympify is eval."""
+    p = d / "expr.pkl"
+    p.write_bytes(program(*call("sympy.core.add", "Add", f"__import__('os').system('touch {MARK}')", "1")))
+    return p
+
+
+@case("BLOCK")
+def a_hydra_instantiate_in_pickle(d: Path) -> Path:
+    p = d / "cfg.pkl"
+    p.write_bytes(program(*stack_global("hydra.utils", "instantiate"), o.EMPTY_DICT(), const("_target_"),
+                          const("os.system"), o.SETITEM(), o.TUPLE1(), o.REDUCE()))
+    return p
+
+
+@case("PASS")
+def b_mlflow_sklearn_real_folders(d: Path) -> Path:
+    """mlflow.sklearn.save_model in each serialization format (pickle, cloudpickle, skops)."""
+    import mlflow.sklearn
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    X = np.random.default_rng(6).random((20, 3))
+    m = LogisticRegression().fit(X, (X[:, 0] > 0.5).astype(int))
+    for fmt in ("pickle", "cloudpickle", "skops"):
+        extra = {"skops_trusted_types": []} if fmt == "skops" else {}
+        mlflow.sklearn.save_model(m, str(d / fmt), serialization_format=fmt, **extra)
+    return d
+
+
 # ----------------------------------------------------------------- runner ---------------------------
 
 def scan(path: Path) -> tuple[str, int, list[str], str]:

@@ -421,3 +421,29 @@ def test_torchscript_op_spelling_of_a_dangerous_torch_function_blocks(scan_bytes
     report = scan_bytes("scripted.pt", fx.replace_member(data, code.rsplit("/", 1)[-1], tampered))
     hits = [f for f in report.all_findings() if f.rule == "torchscript/dangerous-call"]
     assert [f.evidence["name"] for f in hits] == ["ops.aten.from_file"] and report.verdict is Verdict.BLOCK
+
+
+# -- gadgets that were only unknown globals ------------------------------------------------------------------
+
+@pytest.mark.parametrize("module,name,args,signature", [
+    # sympy.sympify is eval; every sympy constructor sympifies string arguments
+    ("sympy", "sympify", ("__import__('os').system('id')",), "exec-interpreters"),
+    ("sympy.core.add", "Add", ("__import__('os').system('id')", "1"), "exec-interpreters"),
+    ("hydra.utils", "instantiate", ("os.system",), "exec-interpreters"),
+    ("transformers.dynamic_module_utils", "get_class_from_dynamic_module", ("m.C", "someone/repo"),
+     "exec-interpreters"),
+    ("codecs", "open", ("/home/user/.bashrc", "w"), "io-files"),
+    ("numpy", "save", ("/home/user/.bashrc", "x"), "io-files"),
+    ("wave", "open", ("/home/user/.bashrc", "wb"), "io-files"),
+])
+def test_eval_resolvers_and_file_openers_block(scan_bytes, module, name, args, signature):
+    found = fx.dangerous(scan_bytes("model.pkl", program(*call(module, name, *args))))
+    assert found[f"{module}.{name}"].evidence["signature"] == signature
+
+
+def test_sympy_really_evaluates_strings(tmp_path):
+    """Why sympy is denied: sympify (and so every sympy call on a string) runs eval."""
+    sympy = pytest.importorskip("sympy")
+    mark = tmp_path / "ran"
+    sympy.sympify(f"__import__('pathlib').Path({str(mark)!r}).touch()")
+    assert mark.exists()
