@@ -1372,6 +1372,97 @@ def b_mlflow_sklearn_real_folders(d: Path) -> Path:
     return d
 
 
+@case("FLAG")
+def e_encrypted_7z_of_a_pickle(d: Path) -> Path:
+    """An encrypted 7z (headers too) cannot be read without the password: never a PASS."""
+    import py7zr
+    p = d / "model.7z"
+    with py7zr.SevenZipFile(p, "w", password="secret", header_encryption=True) as z:
+        z.writestr(_evil_pickle(), "model.pkl")
+    return p
+
+
+@case("FLAG")
+def e_encrypted_7z_members_only(d: Path) -> Path:
+    import py7zr
+    p = d / "weights.7z"
+    with py7zr.SevenZipFile(p, "w", password="secret") as z:
+        z.writestr(_torch_zip_with(_evil_pickle()), "pytorch_model.bin")
+    return p
+
+
+@case("FLAG")
+def e_truncated_torch_zip(d: Path) -> Path:
+    data = _torch_zip_with(_evil_pickle())
+    p = d / "pytorch_model.bin"
+    p.write_bytes(data[: len(data) // 2])
+    return p
+
+
+@case("FLAG")
+def e_truncated_gzip_pickle(d: Path) -> Path:
+    data = gzip.compress(_evil_pickle() * 50)
+    p = d / "model.pkl.gz"
+    p.write_bytes(data[: len(data) - 20])
+    return p
+
+
+@case("FLAG")
+def e_zip_with_aes_like_encrypted_member(d: Path) -> Path:
+    """A torch zip whose data.pkl is stored with the encryption flag and garbage bytes."""
+    data = bytearray(_torch_zip_with(_evil_pickle()))
+    i = data.find(b"data.pkl")
+    head = data.rfind(b"PK\x03\x04", 0, i)
+    data[head + 6] |= 1  # general-purpose flag: encrypted
+    p = d / "model.pt"
+    p.write_bytes(bytes(data))
+    return p
+
+
+def _h5_with(path: Path, plant: Callable, **kw: object) -> Path:
+    import h5py
+    import numpy as np
+    with h5py.File(path, "w", **kw) as f:
+        f.attrs["keras_version"] = "2.15.0"
+        g = f.create_group("model_weights/dense/dense")
+        g.create_dataset("kernel:0", data=np.zeros((4, 2), np.float32))
+        plant(g)
+    return path
+
+
+def _ext_link(g) -> None:
+    import h5py
+    g["bias:0"] = h5py.ExternalLink("/etc/passwd", "/")
+
+
+@case("BLOCK")
+def a_h5_userblock_external_link(d: Path) -> Path:
+    """libhdf5 finds the superblock after a user block (512, 1024 ... bytes in)."""
+    return _h5_with(d / "model.h5", _ext_link, userblock_size=1024)
+
+
+@case("BLOCK")
+def a_h5_latest_format_external_link(d: Path) -> Path:
+    return _h5_with(d / "model.h5", _ext_link, libver="latest")
+
+
+@case("BLOCK")
+def a_h5_link_in_attribute_creation_order_group(d: Path) -> Path:
+    import h5py
+
+    def plant(g) -> None:
+        sub = g.create_group("tracked", track_order=True)
+        for i in range(12):
+            sub.create_dataset(f"w{i}", data=[i])
+        sub["zz"] = h5py.ExternalLink("/root/.ssh/id_rsa", "/")
+    return _h5_with(d / "model.h5", plant, libver="latest")
+
+
+@case("PASS")
+def b_h5_userblock_plain(d: Path) -> Path:
+    return _h5_with(d / "model.h5", lambda g: None, userblock_size=512)
+
+
 # ----------------------------------------------------------------- runner ---------------------------
 
 def scan(path: Path) -> tuple[str, int, list[str], str]:

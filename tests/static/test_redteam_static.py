@@ -447,3 +447,46 @@ def test_sympy_really_evaluates_strings(tmp_path):
     mark = tmp_path / "ran"
     sympy.sympify(f"__import__('pathlib').Path({str(mark)!r}).touch()")
     assert mark.exists()
+
+
+# -- HDF5 behind a user block ----------------------------------------------------------------------------
+
+def _h5_model(path: Path, link: bool, userblock: int) -> Path:
+    import h5py
+
+    with h5py.File(path, "w", userblock_size=userblock) as f:
+        f.attrs["keras_version"] = "2.15.0"
+        g = f.create_group("model_weights/dense/dense")
+        g.create_dataset("kernel:0", data=np.zeros((4, 2), np.float32))
+        if link:
+            g["bias:0"] = h5py.ExternalLink("/etc/passwd", "/")
+    return path
+
+
+def _keras_scan(path: Path):
+    from hfguard.static.formats.keras import KerasCheck
+    from hfguard.static.provenance import ProvenanceCheck
+
+    report = scan(local_target([str(path)]), Policy(thresholds={"static.keras": {"use-h5py": False}}),
+                  [KerasCheck(), ProvenanceCheck()])
+    return report, {f.rule for f in report.all_findings()}
+
+
+@pytest.mark.parametrize("userblock", [512, 4096])
+def test_hdf5_after_a_user_block_is_walked(tmp_path, userblock):
+    """h5py opens a file whose superblock sits after a user block (512, 1024 ... bytes in); the
+    scan must too, not call it a format mismatch and skip the walk."""
+    report, rules = _keras_scan(_h5_model(tmp_path / "model.h5", True, userblock))
+    assert "hdf5/external-link" in rules and report.verdict is Verdict.BLOCK
+    report, rules = _keras_scan(_h5_model(tmp_path / "plain.h5", False, userblock))
+    assert report.verdict is Verdict.PASS, rules
+
+
+def test_hdf5_user_block_holding_another_format(tmp_path):
+    """The user block is free-form: a zip header there does not make an .h5 a zip for h5py."""
+    path = _h5_model(tmp_path / "model.h5", True, 512)
+    data = bytearray(path.read_bytes())
+    data[:4] = b"PK\x03\x04"
+    path.write_bytes(bytes(data))
+    report, rules = _keras_scan(path)
+    assert "hdf5/external-link" in rules and report.verdict is Verdict.BLOCK
