@@ -262,6 +262,7 @@ def b_joblib_compressions(d: Path) -> Path:
     joblib.dump(m, d / "mbz2.joblib", compress=("bz2", 3))
     joblib.dump(m, d / "mzlib.joblib", compress=("zlib", 3))
     joblib.dump(m, d / "mgz.pkl.gz", compress=("gzip", 3))
+    joblib.dump(m, d / "mlz4.joblib", compress=("lz4", 3))
     return d
 
 
@@ -1461,6 +1462,16 @@ def a_h5_link_in_attribute_creation_order_group(d: Path) -> Path:
 @case("PASS")
 def b_h5_userblock_plain(d: Path) -> Path:
     return _h5_with(d / "model.h5", lambda g: None, userblock_size=512)
+
+
+@case("PASS")
+def b_torch_save_protocol5_and_mmap_layout(d: Path) -> Path:
+    import torch
+    sd = torch.nn.TransformerEncoderLayer(16, 2, 32).state_dict()
+    torch.save(sd, d / "p5.pt", pickle_protocol=5)
+    torch.save(sd, d / "p2.pt", pickle_protocol=2)
+    torch.save({k: v.to(torch.bfloat16) for k, v in sd.items()}, d / "bf16.bin")
+    return d
 
 
 # ----------------------------------------------------------------- runner ---------------------------
