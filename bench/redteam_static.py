@@ -1474,6 +1474,35 @@ def b_torch_save_protocol5_and_mmap_layout(d: Path) -> Path:
     return d
 
 
+def _fiddle_io(d: Path, module: str, name: str) -> Path:
+    """A NeMo 2 checkpoint's context/io.json (fiddle JSON) configuring `module.name`."""
+    def pyref(m: str, n: str) -> dict:
+        return {"type": "pyref", "module": m, "name": n}
+    doc = {"root": {"type": "ref", "key": "config_1"},
+           "objects": {"config_1": {
+               "type": pyref("fiddle._src.config", "Config"),
+               "items": [["Attr(name='args')", {"type": pyref("builtins", "tuple"), "items": [
+                   ["Index(index=0)", {"type": "leaf", "value": "id"}]], "metadata": None}],
+                   ["Attr(name='params_dtype')", pyref("torch", "bfloat16")]],
+               "metadata": {"type": pyref("fiddle._src.config", "BuildableTraverserMetadata"),
+                            "items": [["Attr(name='fn_or_cls')", pyref(module, name)]], "metadata": None}}},
+           "refcounts": {"config_1": 1}, "version": "0.0.1"}
+    (d / "context").mkdir()
+    (d / "context" / "io.json").write_text(json.dumps(doc))
+    (d / "context" / "model.yaml").write_text("_target_: nemo.collections.llm.gpt.model.llama.LlamaModel\n")
+    return d
+
+
+@case("PASS")
+def b_nemo2_context_io_json(d: Path) -> Path:
+    return _fiddle_io(d, "nemo.collections.llm.gpt.model.llama", "LlamaModel")
+
+
+@case("BLOCK")
+def a_nemo2_context_io_json_subprocess(d: Path) -> Path:
+    return _fiddle_io(d, "subprocess", "check_output")
+
+
 # ----------------------------------------------------------------- runner ---------------------------
 
 def scan(path: Path) -> tuple[str, int, list[str], str]:

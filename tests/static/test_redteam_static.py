@@ -490,3 +490,56 @@ def test_hdf5_user_block_holding_another_format(tmp_path):
     path.write_bytes(bytes(data))
     report, rules = _keras_scan(path)
     assert "hdf5/external-link" in rules and report.verdict is Verdict.BLOCK
+
+
+# -- NeMo 2 context/io.json (fiddle JSON): every pyref is imported, configured ones are called ---
+
+def _pyref(module: str, name: str) -> dict:
+    return {"type": "pyref", "module": module, "name": name}
+
+
+def _io_json(fn: dict, extra: dict | None = None) -> dict:
+    """fiddle's JSON layout: a Config of `fn` with a tuple argument, a dtype and a path."""
+    return {
+        "root": {"type": "ref", "key": "config_1"},
+        "objects": {
+            "config_1": {"type": _pyref("fiddle._src.config", "Config"),
+                         "items": [["Attr(name='config')", {"type": "ref", "key": "tuple_2"}],
+                                   ["Attr(name='dtype')", _pyref("torch", "bfloat16")],
+                                   ["Attr(name='path')", {"type": _pyref("pathlib", "PosixPath"),
+                                                          "items": [], "metadata": "/ckpt"}]],
+                         "metadata": {"type": _pyref("fiddle._src.config", "BuildableTraverserMetadata"),
+                                      "items": [["Attr(name='fn_or_cls')", fn]], "metadata": None},
+                         **(extra or {})},
+            "tuple_2": {"type": _pyref("builtins", "tuple"),
+                        "items": [["Index(index=0)", {"type": "leaf", "value": 4096}]], "metadata": None},
+        },
+        "refcounts": {"config_1": 1, "tuple_2": 1}, "version": "0.0.1",
+    }
+
+
+def _io_scan(tmp_path, doc: dict):
+    from hfguard.static.formats.nemo import NemoCheck
+
+    (tmp_path / "context").mkdir()
+    (tmp_path / "context" / "io.json").write_text(json.dumps(doc))
+    report = scan(local_target([str(tmp_path)]), Policy(), [NemoCheck()])
+    return report, report.all_findings()
+
+
+def test_nemo2_io_json_of_a_stock_model_passes(tmp_path):
+    doc = _io_json(_pyref("nemo.collections.llm.gpt.model.llama", "LlamaModel"))
+    report, found = _io_scan(tmp_path, doc)
+    assert report.verdict is Verdict.PASS, [f.message for f in found]
+
+
+@pytest.mark.parametrize("module,name,severity", [
+    ("subprocess", "check_output", Severity.CRITICAL),
+    ("nemo.utils.subprocess", "run", Severity.CRITICAL),   # a re-export reaches subprocess.run
+    ("torch.ops", "load_library", Severity.CRITICAL),
+    ("some_package.models", "Net", Severity.MEDIUM),
+])
+def test_nemo2_io_json_pyrefs_are_judged(tmp_path, module, name, severity):
+    report, found = _io_scan(tmp_path, _io_json(_pyref(module, name)))
+    assert [(f.rule, f.severity) for f in found] == [("nemo/hydra-target", severity)]
+    assert found[0].evidence["target"] == f"{module}.{name}"

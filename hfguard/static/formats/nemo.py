@@ -23,7 +23,8 @@ from hfguard.budget import Budget
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Observation, Severity
 from hfguard.static.formats.hydra_interp import resolve
-from hfguard.static.problems import TooLarge, lfs_pointer_problem, read_bounded
+from hfguard.static.formats.nemo_io import io_json_problems, is_io_json
+from hfguard.static.problems import TooLarge, lfs_pointer_problem, load_json_bounded, read_bounded
 from hfguard.target import TargetFile
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
@@ -114,6 +115,11 @@ def config_problems(text: bytes, where: str, budget: Budget | None = None) -> li
     return out
 
 
+def judge_target(target: str, shown: str, loc: str, allowed: set[str]) -> list[Observation]:
+    """A dotted callable a config makes NeMo import and call (Hydra `_target_`, fiddle pyref)."""
+    return _judge(target, shown, loc, allowed, _rules()["denied"])
+
+
 def _judge(target: str, shown: str, loc: str, allowed: set[str], denied: list[str]) -> list[Observation]:
     # hydra's _locate imports the longest module prefix, then walks attributes: every suffix of
     # the path is what some module re-exports (nemo.utils.subprocess.run is subprocess.run)
@@ -185,12 +191,19 @@ class NemoCheck(Check):
     def applies_to(self, file: TargetFile, fmt: str) -> bool:
         name = file.name.lower()
         return (name.endswith(".nemo") or name in CONFIG_NAMES or _nemo2_context(file)
-                or (fmt == fmts.TAR and name.endswith(".tar")))
+                or is_io_json(file.path) or (fmt == fmts.TAR and name.endswith(".tar")))
 
     def check_file(self, file: TargetFile, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
         budget = ctx.budget()
         name = file.name.lower()
-        if name in CONFIG_NAMES or _nemo2_context(file):
+        if is_io_json(file.path):
+            try:
+                doc = load_json_bounded(file, MAX_CONFIG_BYTES)
+            except (TooLarge, ValueError) as exc:
+                problems = [Observation("nemo/bad-config", Severity.MEDIUM, f"io.json not analysed: {exc}")]
+            else:
+                problems = io_json_problems(doc, judge_target, set(_rules()["allowed_roots"]), budget)
+        elif name in CONFIG_NAMES or _nemo2_context(file):
             try:
                 problems = config_problems(read_bounded(file, MAX_CONFIG_BYTES), file.name, budget)
             except TooLarge as exc:
