@@ -380,7 +380,8 @@ def test_everyday_chat_template_with_transformers_tags_passes(tmp_path):
     tojson, raise_exception and strftime_now calls are ordinary."""
     from hfguard.static.code.template_ast import built_strings
 
-    assert built_strings(EVERYDAY_TEMPLATE) is not None  # parsed, not skipped
+    built = built_strings(EVERYDAY_TEMPLATE)
+    assert built is not None and built.unanalysed is None  # parsed and walked, not skipped
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": EVERYDAY_TEMPLATE}))
     (tmp_path / "chat_template.jinja").write_text(EVERYDAY_TEMPLATE)
     report, found = _custom_code_scan(tmp_path)
@@ -392,8 +393,20 @@ def test_folding_is_bounded():
 
     built = built_strings("{{ x['_' * 100000000] }}{{ x[('ab' * 64) * 64] }}")
     assert built is not None
-    strings, keys = built
-    assert all(len(s) <= MAX_TEXT for s in strings) and keys  # not folded, still a built key
+    assert all(len(s) <= MAX_TEXT for s in built.strings) and built.gadgets  # not folded, still built
+
+
+def test_hostile_template_shapes_stay_bounded():
+    """A 200k-deep subscript chain (jinja2's own find_all would overflow), a 50k-piece key, and a
+    template over the parse bound: findings, never a crash; the last one only medium."""
+    from hfguard.static.code.templates import template_problems
+
+    deep = template_problems("{{ x" + "[0]" * 200_000 + " }}", "t")
+    assert [o.severity for o in deep] in ([], [Severity.MEDIUM])
+    assert [o.severity for o in template_problems("{{ x[" + "+".join(["1"] * 50_000) + "] }}", "t")] \
+        == [Severity.CRITICAL]
+    big = template_problems(EVERYDAY_TEMPLATE * 400, "t")
+    assert [(o.severity, "unanalysed" in o.evidence) for o in big] == [(Severity.MEDIUM, True)]
 
 
 # -- TorchScript: torch.<fn> reached by its op name ---------------------------------------------------------

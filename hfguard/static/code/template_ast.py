@@ -8,11 +8,13 @@ text scan stands alone."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 MAX_TEXT = 4096      # longest folded string
 MAX_REPEAT = 64      # 'x' * n folded only up to this n
 MAX_NODES = 200_000  # syntax-tree nodes walked
+MAX_SOURCE = 512 * 1024  # characters parsed (jinja2 parses ~0.3 MB/s here); real templates are < 50 kB
 _BUILDERS = {"join", "format", "replace", "reverse", "string", "lower", "upper", "trim", "first", "last"}
 # callables a renderer puts in scope (Jinja's globals, transformers' helpers): an attribute or item of
 # the global itself is only ever a way into Python (`cycler.__init__`, `lipsum[...]`)
@@ -21,49 +23,66 @@ _GLOBAL_CALLABLES = {"cycler", "joiner", "namespace", "lipsum", "range", "dict",
 _UNKNOWN = object()
 
 
-def built_strings(template: str) -> tuple[list[str], list[str]] | None:
-    """(every string the template's expressions fold to, gadget shapes: subscripts keyed by render-time
-    string building, items or attributes of a global callable); None when jinja2 is missing or the
-    text is not a template jinja2 can parse."""
+@dataclass
+class Built:
+    strings: list[str] = field(default_factory=list)   # what the expressions fold to
+    gadgets: list[str] = field(default_factory=list)   # shapes only SSTI needs
+    unanalysed: str | None = None                      # why the tree was not walked
+
+
+def built_strings(template: str) -> Built | None:
+    """Every string the template's expressions fold to, and gadget shapes (subscripts keyed by
+    render-time string building, items or attributes of a global callable); None when jinja2 is
+    missing or cannot parse the text (then no renderer built on it can either)."""
     try:
         from jinja2 import Environment, nodes
         from jinja2.exceptions import TemplateError
     except ImportError:
         return None
+    if len(template) > MAX_SOURCE:
+        return Built(unanalysed=f"{len(template)} characters, over the {MAX_SOURCE} parsed")
     try:  # parse only, never compiled or rendered; with the tags transformers' renderer knows
         tree = Environment(extensions=["jinja2.ext.loopcontrols", _generation_tag()]).parse(template)
     except (TemplateError, RecursionError, MemoryError, ValueError):
-        return None
+        return None  # jinja2 itself could not compile it either: nothing renders
+    all_nodes = _walk(tree)
+    if all_nodes is None:
+        return Built(unanalysed=f"more than {MAX_NODES} syntax nodes")
     env: dict[str, Any] = {}
+    fold = _Folder(env, nodes)
     strings: list[str] = []
     built_keys: list[str] = []
-    for count, node in enumerate(tree.find_all(nodes.Expr)):
-        if count > MAX_NODES:
-            break
+    for node in all_nodes:
+        if not isinstance(node, nodes.Expr):
+            continue
         if isinstance(node, nodes.Const):
             if isinstance(node.value, str):
                 strings.append(node.value)
             continue
-        value = _fold(node, env, nodes)
+        value = fold(node)
         if isinstance(value, str):
             strings.append(value)
-        if isinstance(node, nodes.Getitem) and _fold(node.arg, env, nodes) is _UNKNOWN \
+        if isinstance(node, nodes.Getitem) and fold(node.arg) is _UNKNOWN \
                 and _builds_string(node.arg, nodes):
             built_keys.append(f"subscript keyed by {type(node.arg).__name__}")
         if isinstance(node, (nodes.Getitem, nodes.Getattr)) and isinstance(node.node, nodes.Name) \
                 and node.node.name in _GLOBAL_CALLABLES:
             kind = "item" if isinstance(node, nodes.Getitem) else "attribute"
             built_keys.append(f"{kind} of {node.node.name}")
-    for assign in tree.find_all(nodes.Assign):  # `set` variables, then their uses fold again
-        if isinstance(assign.target, nodes.Name):
-            env[assign.target.name] = _fold(assign.node, env, nodes)
+    fold = _Folder(env, nodes)
+    for assign in all_nodes:  # `set` variables in document order, then their uses fold again
+        if isinstance(assign, nodes.Assign) and isinstance(assign.target, nodes.Name):
+            env[assign.target.name] = fold(assign.node)
     if env:
-        for node in tree.find_all((nodes.Getitem, nodes.Concat, nodes.Add, nodes.Filter)):
+        fold = _Folder(env, nodes)  # names now stand for their values: fold again
+        for node in all_nodes:
+            if not isinstance(node, (nodes.Getitem, nodes.Concat, nodes.Add, nodes.Filter)):
+                continue
             target = node.arg if isinstance(node, nodes.Getitem) else node
-            value = _fold(target, env, nodes)
+            value = fold(target)
             if isinstance(value, str):
                 strings.append(value)
-    return strings, built_keys
+    return Built(strings, built_keys)
 
 
 def _generation_tag() -> type:
@@ -82,13 +101,29 @@ def _generation_tag() -> type:
     return Generation
 
 
-def _builds_string(node: Any, nodes: Any) -> bool:
+def _walk(tree: Any) -> list[Any] | None:
+    """Every node, iteratively (jinja2's find_all recurses: `x[0][0]...` 200k deep overflows it);
+    None past MAX_NODES."""
+    out: list[Any] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        if len(out) > MAX_NODES:
+            return None
+        stack.extend(reversed(list(node.iter_child_nodes())))  # document order: `set`s in sequence
+    return out
+
+
+def _builds_string(node: Any, nodes: Any, depth: int = 0) -> bool:
     """A key made at render time by joining strings: `~`, `+` with a string, a string filter."""
+    if depth > 64:
+        return True  # a key built from more than 64 pieces is no ordinary index
     if isinstance(node, nodes.Concat):
         return True
     if isinstance(node, nodes.Add):
         return _str_const(node.left, nodes) or _str_const(node.right, nodes) \
-            or _builds_string(node.left, nodes) or _builds_string(node.right, nodes)
+            or _builds_string(node.left, nodes, depth + 1) or _builds_string(node.right, nodes, depth + 1)
     if isinstance(node, nodes.Mul):
         return _str_const(node.left, nodes) or _str_const(node.right, nodes)
     return isinstance(node, nodes.Filter) and node.name in _BUILDERS
@@ -98,31 +133,46 @@ def _str_const(node: Any, nodes: Any) -> bool:
     return isinstance(node, nodes.Const) and isinstance(node.value, str)
 
 
-def _fold(node: Any, env: dict[str, Any], nodes: Any, depth: int = 0) -> Any:
-    """The value of a string expression when the template alone decides it, else _UNKNOWN."""
-    if depth > 64:
-        return _UNKNOWN
-    value: Any = _UNKNOWN
-    if isinstance(node, nodes.Const) and isinstance(node.value, (str, int)) \
-            and not isinstance(node.value, bool):
-        value = node.value
-    elif isinstance(node, nodes.Name):
-        value = env.get(node.name, _UNKNOWN)
-    elif isinstance(node, (nodes.List, nodes.Tuple)):
-        items = [_fold(n, env, nodes, depth + 1) for n in node.items]
-        value = _UNKNOWN if any(i is _UNKNOWN for i in items) else items
-    elif isinstance(node, nodes.Concat):
-        parts = [_fold(n, env, nodes, depth + 1) for n in node.nodes]
-        value = _UNKNOWN if any(p is _UNKNOWN or isinstance(p, list) for p in parts) \
-            else "".join(str(p) for p in parts)
-    elif isinstance(node, (nodes.Add, nodes.Mul)):
-        left, right = _fold(node.left, env, nodes, depth + 1), _fold(node.right, env, nodes, depth + 1)
-        value = _arith(type(node).__name__, left, right)
-    elif isinstance(node, nodes.Filter) and node.name in _BUILDERS and node.node is not None:
-        value = _filter(node, _fold(node.node, env, nodes, depth + 1), env, nodes, depth)
-    if isinstance(value, str) and len(value) > MAX_TEXT:
-        return _UNKNOWN
-    return value
+class _Folder:
+    """Folds string expressions to their values; each node once per environment (memo), so a
+    100k-node expression costs 100k steps, not 100k x depth."""
+
+    def __init__(self, env: dict[str, Any], nodes: Any) -> None:
+        self.env, self.nodes = env, nodes
+        self.memo: dict[int, Any] = {}
+
+    def __call__(self, node: Any, depth: int = 0) -> Any:
+        key = id(node)
+        if key not in self.memo:
+            self.memo[key] = self._fold(node, depth)
+        return self.memo[key]
+
+    def _fold(self, node: Any, depth: int) -> Any:
+        """The value of a string expression when the template alone decides it, else _UNKNOWN."""
+        nodes = self.nodes
+        if depth > 64:
+            return _UNKNOWN
+        value: Any = _UNKNOWN
+        if isinstance(node, nodes.Const) and isinstance(node.value, (str, int)) \
+                and not isinstance(node.value, bool):
+            value = node.value
+        elif isinstance(node, nodes.Name):
+            value = self.env.get(node.name, _UNKNOWN)
+        elif isinstance(node, (nodes.List, nodes.Tuple)):
+            items = [self(n, depth + 1) for n in node.items]
+            value = _UNKNOWN if any(i is _UNKNOWN for i in items) else items
+        elif isinstance(node, nodes.Concat):
+            parts = [self(n, depth + 1) for n in node.nodes]
+            value = _UNKNOWN if any(p is _UNKNOWN or isinstance(p, list) for p in parts) \
+                else "".join(str(p) for p in parts)
+        elif isinstance(node, (nodes.Add, nodes.Mul)):
+            value = _arith(type(node).__name__, self(node.left, depth + 1), self(node.right, depth + 1))
+        elif isinstance(node, nodes.Filter) and node.name in _BUILDERS and node.node is not None:
+            args = [self(a, depth + 1) for a in node.args]
+            value = _filter(node.name, self(node.node, depth + 1), args)
+        if isinstance(value, str) and len(value) > MAX_TEXT:
+            return _UNKNOWN
+        return value
 
 
 def _arith(op: str, left: Any, right: Any) -> Any:
@@ -137,13 +187,9 @@ def _arith(op: str, left: Any, right: Any) -> Any:
     return _UNKNOWN
 
 
-def _filter(node: Any, base: Any, env: dict[str, Any], nodes: Any, depth: int) -> Any:
-    if base is _UNKNOWN:
+def _filter(name: str, base: Any, args: list[Any]) -> Any:
+    if base is _UNKNOWN or any(a is _UNKNOWN for a in args):
         return _UNKNOWN
-    args = [_fold(a, env, nodes, depth + 1) for a in node.args]
-    if any(a is _UNKNOWN for a in args):
-        return _UNKNOWN
-    name = node.name
     if name == "join" and isinstance(base, list):
         sep = args[0] if args and isinstance(args[0], str) else ""
         return sep.join(str(b) for b in base)
@@ -153,7 +199,7 @@ def _filter(node: Any, base: Any, env: dict[str, Any], nodes: Any, depth: int) -
     if name == "format" and isinstance(base, str):
         try:
             return base % tuple(args) if args else base
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return _UNKNOWN
     if isinstance(base, (str, list)) and name in ("reverse", "first", "last"):
         if not base:

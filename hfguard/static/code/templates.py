@@ -20,13 +20,18 @@ def template_problems(template: str, location: str) -> list[Observation]:
     text, or in the strings its expressions build (escapes, concatenation, join; template_ast)."""
     found = {m.group(0) for m in _SSTI.finditer(template)}
     built = built_strings(template)
+    out: list[Observation] = []
     if built is not None:
-        strings, built_keys = built
-        found |= {m.group(0) for s in strings for m in _SSTI.finditer(s)}
-        found |= set(built_keys)
+        found |= {m.group(0) for s in built.strings for m in _SSTI.finditer(s)}
+        found |= set(built.gadgets)
+        if built.unanalysed is not None:
+            out.append(Observation("chat-template/injection", Severity.MEDIUM,
+                                   f"chat template not analysed as Jinja ({built.unanalysed}): names it "
+                                   "builds from pieces are unchecked", location,
+                                   {"unanalysed": built.unanalysed}))
     hits = sorted(found)
     if not hits:
-        return []
-    return [Observation("chat-template/injection", Severity.CRITICAL,
+        return out
+    return out + [Observation("chat-template/injection", Severity.CRITICAL,
                         f"chat template reaches Python internals ({', '.join(hits[:6])}): code runs when it "
                         "is rendered without a sandbox", location, {"gadgets": hits[:20]})]
