@@ -6,7 +6,9 @@ names unless the caller passes them in `trusted=` — commonly the whole `get_un
 list, which trusts whatever the file asks for. So every name outside skops' own default trusted
 set is reported: a callable the pickle signatures deny (`builtins.eval`, `os.system`,
 `operator.methodcaller` ...) at that signature's severity, any other at medium. Function, method,
-operator and partial nodes are never trusted by default (skops' own rule).
+operator, partial and constructor-from-reduce nodes are never trusted by default (skops' own rule); an
+sklearn name counts as trusted only where the pickle signatures allow it (an sklearn module holds its
+own test helpers and whatever it imports, not only estimators).
 The arrays beside the schema are .npy members that static.serialization opens.
 """
 
