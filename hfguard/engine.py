@@ -11,7 +11,7 @@ from hfguard.card import card_metadata
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import FileReport, Finding, Report, Severity
 from hfguard.policy import Policy
-from hfguard.sniff import sniff
+from hfguard.sniff import HDF5, HDF5_SUFFIXES, hdf5_after_userblock, sniff
 from hfguard.target import Target, TargetFile
 
 SNIFF_BYTES = 600  # enough for the tar magic at offset 257
@@ -44,6 +44,9 @@ def run_checks(check: Check, what: str, call: Callable[[], Iterable[Finding]],
 def scan_file(file: TargetFile, checks: list[Check], ctx: ScanContext) -> FileReport:
     try:
         fmt = sniff(file.head(SNIFF_BYTES), file.name, file.size)
+        if fmt != HDF5 and file.name.lower().endswith(HDF5_SUFFIXES):  # a user block before the superblock
+            with file.open() as fh:
+                fmt = HDF5 if hdf5_after_userblock(fh, file.size) else fmt
     except OSError as exc:
         report = FileReport(path=file.path, format="unreadable", size=file.size)
         # a remote read says why it failed (hub/gated, hub/read-failed ...): keep its rule

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import BinaryIO
 
 # Names used across checks; keep them stable (they appear in reports).
 PICKLE = "pickle"
@@ -49,6 +50,22 @@ MODEL_FORMATS = frozenset({PICKLE, TORCH_LEGACY, ZIP, TAR, GZIP, BZIP2, XZ, LZMA
 HEAD_BYTES = 512   # enough for every magic number above, the tar header included
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+HDF5_SUFFIXES = (".h5", ".hdf5", ".he5", ".hdf")
+
+
+def hdf5_after_userblock(fh: BinaryIO, size: int) -> bool:
+    """libhdf5 (and so h5py, Keras' legacy .h5 loader) looks for the superblock at 0, 512, 1024,
+    2048 ...: whatever a user block before it holds, the file opens as HDF5. At most ~40 probes."""
+    offset = 512
+    while offset + 8 <= size:
+        fh.seek(offset)
+        if fh.read(8) == HDF5_SIGNATURE:
+            return True
+        offset *= 2
+    return False
+
+
 def sniff(head: bytes, name: str = "", size: int | None = None) -> str:
     """Classify a file by its first bytes (64 are plenty; 512 help the tar check)."""
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
@@ -57,7 +74,7 @@ def sniff(head: bytes, name: str = "", size: int | None = None) -> str:
         return TORCH_LEGACY
     if head.startswith(b"\x93NUMPY"):
         return NUMPY
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+    if head.startswith(HDF5_SIGNATURE):
         return HDF5
     if head.startswith(b"GGUF"):
         return GGUF

@@ -40,9 +40,26 @@ def graph(ops: list[str], functions: dict[str, list[str]] | None = None,
 
 def saved_model(path: Path, ops: list[str], functions: dict[str, list[str]] | None = None,
                 const_bytes: int = 64) -> Path:
+    return saved_model_of(path, graph(ops, functions, const_bytes))
+
+
+def print_to(g: graph_pb2.GraphDef, stream: str, function: str | None = None) -> graph_pb2.GraphDef:
+    """Adds what tf.print(..., output_stream=stream) builds: a PrintV2 node (in `function` when given)."""
+    nodes = g.node
+    if function is not None:
+        f = g.library.function.add()
+        f.signature.name = function
+        nodes = f.node_def
+    n = nodes.add(name="print", op="PrintV2", input=["weights"])
+    n.attr["output_stream"].s = stream.encode()
+    n.attr["end"].s = b"\n"
+    return g
+
+
+def saved_model_of(path: Path, g: graph_pb2.GraphDef) -> Path:
     mg = meta_graph_pb2.MetaGraphDef()
     mg.meta_info_def.tags.append("serve")
-    mg.graph_def.CopyFrom(graph(ops, functions, const_bytes))
+    mg.graph_def.CopyFrom(g)
     body = mg.SerializeToString()
     path.mkdir(parents=True, exist_ok=True)
     (path / "saved_model.pb").write_bytes(b"\x08\x01" + b"\x12" + _varint(len(body)) + body)

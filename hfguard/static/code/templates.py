@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from hfguard.findings import Observation, Severity
+from hfguard.static.code.template_ast import built_strings
 
 # Jinja gadgets that reach Python objects from a template (SSTI); none belong in a chat template
 _SSTI = re.compile(r"__(class|mro|subclasses|globals|builtins|import|init|base|bases|dict|getattribute|"
@@ -15,10 +16,22 @@ _SSTI = re.compile(r"__(class|mro|subclasses|globals|builtins|import|init|base|b
 
 
 def template_problems(template: str, location: str) -> list[Observation]:
-    """A Jinja chat template that reaches Python internals (server-side template injection)."""
-    hits = sorted({m.group(0) for m in _SSTI.finditer(template)})
+    """A Jinja chat template that reaches Python internals (server-side template injection): in its
+    text, or in the strings its expressions build (escapes, concatenation, join; template_ast)."""
+    found = {m.group(0) for m in _SSTI.finditer(template)}
+    built = built_strings(template)
+    out: list[Observation] = []
+    if built is not None:
+        found |= {m.group(0) for s in built.strings for m in _SSTI.finditer(s)}
+        found |= set(built.gadgets)
+        if built.unanalysed is not None:
+            out.append(Observation("chat-template/injection", Severity.MEDIUM,
+                                   f"chat template not analysed as Jinja ({built.unanalysed}): names it "
+                                   "builds from pieces are unchecked", location,
+                                   {"unanalysed": built.unanalysed}))
+    hits = sorted(found)
     if not hits:
-        return []
-    return [Observation("chat-template/injection", Severity.CRITICAL,
+        return out
+    return out + [Observation("chat-template/injection", Severity.CRITICAL,
                         f"chat template reaches Python internals ({', '.join(hits[:6])}): code runs when it "
                         "is rendered without a sandbox", location, {"gadgets": hits[:20]})]

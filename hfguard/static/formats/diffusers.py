@@ -42,7 +42,10 @@ def index_problems(doc: Any, repo_files: set[str]) -> list[Observation]:
         if library is None or not isinstance(library, str):
             continue
         root = library.split(".")[0]
-        local = f"{library.replace('.', '/')}.py" in repo_files
+        # diffusers takes a custom component from <component>/<library>.py (the component's own
+        # folder, pipeline_utils._get_custom_components_and_folders); a custom pipeline from the root
+        local = (f"{key}/{library}.py" in repo_files
+                 or f"{library.replace('.', '/')}.py" in repo_files)
         if root in _DANGEROUS:
             out.append(Observation("diffusers/custom-component", Severity.HIGH,
                                    f"component {key} is loaded from {library}.{name}", key,

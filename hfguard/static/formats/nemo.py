@@ -22,7 +22,9 @@ from hfguard import sniff as fmts
 from hfguard.budget import Budget
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Observation, Severity
-from hfguard.static.problems import TooLarge, lfs_pointer_problem, read_bounded
+from hfguard.static.formats.hydra_interp import resolve
+from hfguard.static.formats.nemo_io import io_json_problems, is_io_json
+from hfguard.static.problems import TooLarge, lfs_pointer_problem, load_json_bounded, read_bounded
 from hfguard.target import TargetFile
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
@@ -37,13 +39,20 @@ def _rules() -> dict[str, Any]:
 
 
 def hydra_targets(doc: Any, budget: Budget | None = None) -> Iterator[tuple[str, Any]]:
-    """(path, value) of every `_target_` key. Iterative, and each shared node (a YAML alias) walked
-    once, so deep nesting and alias bombs stay bounded."""
-    stack: list[tuple[Any, str]] = [(doc, "")]
+    """(path, value) of every `_target_` key (see `hydra_nodes`)."""
+    for path, value, _node, _keys in hydra_nodes(doc, budget):
+        yield path, value
+
+
+def hydra_nodes(doc: Any, budget: Budget | None = None
+                ) -> Iterator[tuple[str, Any, dict[Any, Any], tuple[Any, ...]]]:
+    """(path, target, the mapping holding it, its key path) of every `_target_` key. Iterative, and
+    each shared node (a YAML alias) walked once, so deep nesting and alias bombs stay bounded."""
+    stack: list[tuple[Any, str, tuple[Any, ...]]] = [(doc, "", ())]
     seen: set[int] = set()
     nodes = 0
     while stack:
-        node, path = stack.pop()
+        node, path, keys = stack.pop()
         if isinstance(node, (dict, list)):
             if id(node) in seen:
                 continue
@@ -56,11 +65,11 @@ def hydra_targets(doc: Any, budget: Budget | None = None) -> Iterator[tuple[str,
         if isinstance(node, dict):
             for k, v in node.items():
                 if k == "_target_":
-                    yield f"{path}._target_" if path else "_target_", v
+                    yield (f"{path}._target_" if path else "_target_"), v, node, keys
                 else:
-                    stack.append((v, f"{path}.{k}" if path else str(k)))
+                    stack.append((v, f"{path}.{k}" if path else str(k), (*keys, k)))
         elif isinstance(node, list):
-            stack += [(v, f"{path}[{i}]") for i, v in enumerate(node)]
+            stack += [(v, f"{path}[{i}]", (*keys, i)) for i, v in enumerate(node)]
 
 
 def config_problems(text: bytes, where: str, budget: Budget | None = None) -> list[Observation]:
@@ -75,29 +84,57 @@ def config_problems(text: bytes, where: str, budget: Budget | None = None) -> li
     allowed, denied = set(rules["allowed_roots"]), rules["denied"]
     out: list[Observation] = []
     try:
-        targets = list(hydra_targets(doc, budget))
+        targets = list(hydra_nodes(doc, budget))
     except ValueError as exc:
         return [Observation("nemo/bad-config", Severity.MEDIUM, str(exc), where)]
-    for path, target in targets:
+    for path, target, node, keys in targets:
         loc = f"{where}:{path}"
         if not isinstance(target, str):
             out.append(Observation("nemo/hydra-target", Severity.MEDIUM,
                                    f"_target_ is not a dotted name: {str(target)[:100]!r}", loc))
             continue
-        # hydra's _locate imports the longest module prefix, then walks attributes: every suffix of
-        # the path is what some module re-exports (nemo.utils.subprocess.run is subprocess.run)
-        parts = target.strip().split(".")
-        suffixes = [".".join(parts[i:]) for i in range(len(parts))]
-        pattern = next((p for p in denied for sfx in suffixes if fnmatch.fnmatchcase(sfx, p)), None)
-        if pattern is not None:
-            out.append(Observation("nemo/hydra-target", Severity.CRITICAL,
-                                   f"_target_ {target!r} is called while the model loads (hydra instantiate)",
-                                   loc, {"target": target, "pattern": pattern}))
-        elif target.split(".")[0] not in allowed:
-            out.append(Observation("nemo/hydra-target", Severity.MEDIUM,
-                                   f"_target_ {target!r} is outside the usual NeMo ecosystem; loading "
-                                   "imports and calls it", loc, {"target": target}))
+        shown = target
+        if "${" in target:  # instantiate resolves the config first: judge what the target becomes
+            resolved = resolve(doc, keys, target)
+            if resolved is None:
+                out.append(Observation("nemo/hydra-target", Severity.MEDIUM,
+                                       f"_target_ {target!r} is an interpolation not resolvable from the "
+                                       "file; loading imports and calls whatever it becomes",
+                                       loc, {"target": target}))
+                continue
+            shown, target = f"{target!r} (resolves to {resolved!r})", resolved
+        else:
+            shown = repr(target)
+        out += _judge(target, shown, loc, allowed, denied)
+        flag = node.get("trust_remote_code")
+        if flag and not isinstance(flag, (dict, list)):  # any truthy value: "false" is a true string
+            out.append(Observation("nemo/hydra-target", Severity.HIGH,
+                                   f"_target_ {shown} is called with trust_remote_code=True: it downloads "
+                                   "and runs a repository's code while the model loads",
+                                   loc, {"target": target, "trust_remote_code": True}))
     return out
+
+
+def judge_target(target: str, shown: str, loc: str, allowed: set[str]) -> list[Observation]:
+    """A dotted callable a config makes NeMo import and call (Hydra `_target_`, fiddle pyref)."""
+    return _judge(target, shown, loc, allowed, _rules()["denied"])
+
+
+def _judge(target: str, shown: str, loc: str, allowed: set[str], denied: list[str]) -> list[Observation]:
+    # hydra's _locate imports the longest module prefix, then walks attributes: every suffix of
+    # the path is what some module re-exports (nemo.utils.subprocess.run is subprocess.run)
+    parts = target.strip().split(".")
+    suffixes = [".".join(parts[i:]) for i in range(len(parts))]
+    pattern = next((p for p in denied for sfx in suffixes if fnmatch.fnmatchcase(sfx, p)), None)
+    if pattern is not None:
+        return [Observation("nemo/hydra-target", Severity.CRITICAL,
+                            f"_target_ {shown} is called while the model loads (hydra instantiate)",
+                            loc, {"target": target, "pattern": pattern})]
+    if target.split(".")[0] not in allowed:
+        return [Observation("nemo/hydra-target", Severity.MEDIUM,
+                            f"_target_ {shown} is outside the usual NeMo ecosystem; loading "
+                            "imports and calls it", loc, {"target": target})]
+    return []
 
 
 def _tar_config(file: TargetFile, budget: Budget) -> list[Observation]:
@@ -154,12 +191,19 @@ class NemoCheck(Check):
     def applies_to(self, file: TargetFile, fmt: str) -> bool:
         name = file.name.lower()
         return (name.endswith(".nemo") or name in CONFIG_NAMES or _nemo2_context(file)
-                or (fmt == fmts.TAR and name.endswith(".tar")))
+                or is_io_json(file.path) or (fmt == fmts.TAR and name.endswith(".tar")))
 
     def check_file(self, file: TargetFile, fmt: str, ctx: ScanContext) -> Iterable[Finding]:
         budget = ctx.budget()
         name = file.name.lower()
-        if name in CONFIG_NAMES or _nemo2_context(file):
+        if is_io_json(file.path):
+            try:
+                doc = load_json_bounded(file, MAX_CONFIG_BYTES)
+            except (TooLarge, ValueError) as exc:
+                problems = [Observation("nemo/bad-config", Severity.MEDIUM, f"io.json not analysed: {exc}")]
+            else:
+                problems = io_json_problems(doc, judge_target, set(_rules()["allowed_roots"]), budget)
+        elif name in CONFIG_NAMES or _nemo2_context(file):
             try:
                 problems = config_problems(read_bounded(file, MAX_CONFIG_BYTES), file.name, budget)
             except TooLarge as exc:

@@ -6,7 +6,9 @@ names unless the caller passes them in `trusted=` — commonly the whole `get_un
 list, which trusts whatever the file asks for. So every name outside skops' own default trusted
 set is reported: a callable the pickle signatures deny (`builtins.eval`, `os.system`,
 `operator.methodcaller` ...) at that signature's severity, any other at medium. Function, method,
-operator and partial nodes are never trusted by default (skops' own rule).
+operator, partial and constructor-from-reduce nodes are never trusted by default (skops' own rule); an
+sklearn name counts as trusted only where the pickle signatures allow it (an sklearn module holds its
+own test helpers and whatever it imports, not only estimators).
 The arrays beside the schema are .npy members that static.serialization opens.
 """
 
@@ -38,8 +40,10 @@ _PLAIN_LOADERS = {"DictNode", "ListNode", "SetNode", "TupleNode", "JsonNode", "B
                   "SliceNode", "DefaultDictNode"}
 _NUMPY_LOADERS = {"NdArrayNode", "MaskedArrayNode", "RandomStateNode", "RandomGeneratorNode", "DTypeNode",
                   "SparseMatrixNode"}
-_SKLEARN_LOADERS = {"ObjectNode", "ReduceNode", "TreeNode", "LossNode", "ConstructorFromReduceNode"}
-_NEVER_TRUSTED = {"MethodNode", "OperatorFuncNode", "PartialNode"}
+_SKLEARN_LOADERS = {"ObjectNode", "ReduceNode", "TreeNode", "LossNode"}
+# ConstructorFromReduceNode calls the named callable with arguments from the file: skops trusts no
+# name there by default (an sklearn module's test helper or re-exported os.remove is callable too)
+_NEVER_TRUSTED = {"MethodNode", "OperatorFuncNode", "PartialNode", "ConstructorFromReduceNode"}
 # sklearn internals skops rebuilds through dedicated nodes (TreeNode, LossNode: their state is
 # arrays, not callables, so they are trusted here); TreePredictor stays untrusted (skops:
 # its node indices are not bounds-checked, a crafted file crashes inference)
@@ -58,7 +62,11 @@ def skops_trusts(loader: str, module: str, name: str) -> bool:
     if loader == "FunctionNode":   # numpy and scipy.special ufuncs
         return module in ("numpy", "scipy.special", "numpy._core.umath", "numpy.core.umath")
     if loader in _SKLEARN_LOADERS:
-        return root == "sklearn" and full not in _SKLEARN_UNTRUSTED
+        # skops trusts sklearn's estimators and internals, not every name an sklearn module holds:
+        # LossNode and ReduceNode call the named class with file-supplied arguments, so the name must
+        # be one the pickle signatures allow (sklearn.utils._testing's script runner is not)
+        return (root == "sklearn" and full not in _SKLEARN_UNTRUSTED
+                and load_rules().classify(full, name).status == "allowed")
     return False
 
 

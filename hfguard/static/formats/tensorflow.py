@@ -5,7 +5,8 @@ served or called: `PyFunc`/`EagerPyFunc` call Python, `ReadFile`/`WriteFile`/`Ma
 file system with paths the graph computes. The protobuf is read with a minimal wire-format reader
 (no tensorflow, no generated classes) along the few fields that lead to op names; everything else,
 constant tensors included, is skipped by length without being read. `saved_model.pbtxt` (text
-format) is searched for `op: "..."` lines. Ops and severities: signatures/tensorflow.yaml.
+format) is searched for `op: "..."` lines. Ops and severities: signatures/tensorflow.yaml. A `PrintV2`
+whose `output_stream` is `file://...` (tf.print to a file) appends to that file: rated as WriteFile.
 """
 
 from __future__ import annotations
@@ -48,6 +49,28 @@ def op_rules() -> dict[str, dict[str, Any]]:
 class GraphOps:
     ops: dict[str, list[str]] = field(default_factory=dict)   # op -> node names (first few)
     nodes: int = 0
+    file_prints: list[tuple[str, str]] = field(default_factory=list)   # (node, file:// stream)
+
+
+_NODE_ATTR = 5   # NodeDef.attr: map<string, AttrValue>; an entry is {1: key, 2: AttrValue}
+_ATTR_S = 2      # AttrValue.s (bytes)
+
+
+def _file_stream(src: Source, start: int, end: int) -> str | None:
+    """The `output_stream` attr of a PrintV2 node when it names a file: tf.print appends there."""
+    for num, _, s, e in fields(src, start, end):
+        if num != _NODE_ATTR:
+            continue
+        key, value = None, None
+        for n2, _, s2, e2 in fields(src, s, e):
+            if n2 == 1:
+                key = text(src, s2, e2, 64)
+            elif n2 == 2:
+                value = next((text(src, s3, e3, 512) for n3, _, s3, e3 in fields(src, s2, e2)
+                              if n3 == _ATTR_S), None)
+        if key == "output_stream" and value is not None and value.lower().startswith("file://"):
+            return value
+    return None
 
 
 def graph_ops(buf: bytes | Source, root: str = "SavedModel", budget: Budget | None = None) -> GraphOps:
@@ -70,8 +93,11 @@ def graph_ops(buf: bytes | Source, root: str = "SavedModel", budget: Budget | No
                     strings[num] = text(src, s, e)
             if kind == "NodeDef" and 2 in strings:
                 names = out.ops.setdefault(strings[2], [])
+                node = f"{where}/{strings.get(1, '?')}"
                 if len(names) < 8:
-                    names.append(f"{where}/{strings.get(1, '?')}")
+                    names.append(node)
+                if strings[2] == "PrintV2" and (stream := _file_stream(src, start, end)) is not None:
+                    out.file_prints.append((node, stream))
             continue
         children = _SCHEMA[kind]
         fn_name = where
@@ -104,6 +130,19 @@ def op_problems(ops: dict[str, list[str]], where: str = "",
     return out
 
 
+def print_problems(file_prints: list[tuple[str, str]]) -> list[Observation]:
+    """tf.print(..., output_stream="file://path") appends the printed text to that file when the graph
+    runs: a write of graph-chosen content (a command into ~/.bashrc), rated as WriteFile."""
+    severity = Severity.parse(op_rules()["WriteFile"]["severity"])
+    return [Observation("tf/dangerous-op", severity, f"op PrintV2 appends to {stream!r} when the graph runs",
+                        node, {"op": "PrintV2", "output_stream": stream})
+            for node, stream in file_prints[:20]]
+
+
+_PBTXT_FILE_STREAM = re.compile(
+    rb'key:\s*"output_stream"\s*value\s*\{\s*s:\s*"(file://[^"]{0,512})"', re.IGNORECASE)
+
+
 def _pbtxt_ops(data: bytes) -> dict[str, list[str]]:
     ops: dict[str, list[str]] = {}
     for m in _PBTXT_OP.finditer(data):
@@ -128,15 +167,18 @@ class TensorFlowCheck(Check):
             return
         if name.endswith(".pbtxt"):
             try:
-                problems = op_problems(_pbtxt_ops(read_bounded(file, MAX_PBTXT_BYTES)))
+                data = read_bounded(file, MAX_PBTXT_BYTES)
+                problems = op_problems(_pbtxt_ops(data)) + print_problems(
+                    [(f"offset {m.start()}", m.group(1).decode("utf-8", "replace"))
+                     for m in _PBTXT_FILE_STREAM.finditer(data)])
             except TooLarge as exc:
                 problems = [Observation("tf/malformed", Severity.MEDIUM, f"graph not analysed: {exc}")]
         else:
             try:
                 with file.open() as fh:
                     src = Source(fh, file.size)
-                    problems = op_problems(graph_ops(src, "SavedModel" if saved_model else "GraphDef",
-                                                     ctx.budget()).ops)
+                    graph = graph_ops(src, "SavedModel" if saved_model else "GraphDef", ctx.budget())
+                    problems = op_problems(graph.ops) + print_problems(graph.file_prints)
             except WireError as exc:
                 # any protobuf may be called .pb; only a SavedModel is ours to call broken
                 problems = []

@@ -82,6 +82,13 @@ class RuleSet:
                     if "*" in pat
                     else self._allow_exact.setdefault(pat, rule)
                 )
+        # the last part of every exact deny name (`functools.partial` -> partial, `sys` -> sys): a module
+        # matched by an allow glob re-exports what it imports (`from functools import partial` makes
+        # `sklearn.neighbors._base.partial` functools.partial), and no class or function those
+        # packages define shares such a name (bench/redteam_static.py lists the re-exports)
+        self._deny_bare: dict[str, GlobalRule] = {}
+        for name, rule in self._deny_exact.items():
+            self._deny_bare.setdefault(name.rsplit(".", 1)[-1], rule)
         self._memo: dict[tuple[str, str | None], Classification] = {}
         self.structural = {
             rid: StructuralRule(rid, Severity.parse(v["severity"]), v["description"])
@@ -118,6 +125,9 @@ class RuleSet:
         if not walk:
             for pat, rule in self._allow_glob:
                 if fnmatch.fnmatchcase(qualname, pat):
+                    reexported = self._deny_bare.get(parts[-1])
+                    if reexported is not None:
+                        return Classification("denied", reexported, f"{pat} (re-export of {parts[-1]})")
                     return Classification("allowed", rule, pat)
         return Classification("unknown")
 

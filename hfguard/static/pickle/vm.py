@@ -342,6 +342,18 @@ def _dotted(module: str, name: str) -> tuple[str, str]:
     return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
+def _module_class(value: Any) -> Any:
+    """torch's legacy format saves a whole nn.Module's class as the persistent id
+    ('module', cls, source_file, source), and its loader's persistent_load returns cls: calling
+    that reference calls the named global (judged as such), not an unknown value. Other loaders
+    (zip checkpoints, plain pickle.load) refuse such an id, so reading it this way hides nothing."""
+    if isinstance(value, PersistentRef):
+        pid = value.pid
+        if isinstance(pid, tuple) and len(pid) == 4 and pid[0] == "module" and isinstance(pid[1], Global):
+            return pid[1]
+    return value
+
+
 class PickleVM:
     """Interprets one pickle symbolically. Use `run_one` (one pickle) or `scan_stream` (all)."""
 
@@ -809,6 +821,7 @@ class PickleVM:
         return g
 
     def _call(self, func: Any, args: Any, kind: str, kwargs: Any = None) -> Call:
+        func = _module_class(func)
         if isinstance(func, Global):
             func.uses.add("called")
         elif not isinstance(func, Ext):  # an EXT code is already reported as such

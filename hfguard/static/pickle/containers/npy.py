@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import struct
 from typing import IO, Any
 
@@ -57,10 +58,19 @@ def _literal_dict(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+# numpy.lib.format.descr_to_dtype hands a string to numpy.dtype, which reads "O", "O8", "object",
+# "object_" and comma lists or subarrays of them ("f4,O", "(2,)O") as objects: any word of the
+# string that starts with o/O (no other type code or name does)
+_OBJECT_WORD = re.compile(r"(?:^|[^A-Za-z])[Oo]")
+
+
 def _descr_has_object(descr: Any) -> bool:
-    """A .npy descr: a type string ("|O", "<f4") or fields [(name, type[, shape]), ...]."""
+    """A .npy descr as descr_to_dtype reads it: a type string ("|O", "<f4"), a (type, shape)
+    subarray, or fields [(name, type[, shape]), ...] whose types are any of these."""
     if isinstance(descr, str):
-        return descr.lstrip("<>|=").startswith("O")
+        return _OBJECT_WORD.search(descr) is not None
+    if isinstance(descr, tuple):
+        return len(descr) >= 1 and _descr_has_object(descr[0])
     if isinstance(descr, list):
-        return any(isinstance(f, tuple) and len(f) >= 2 and _descr_has_object(f[1]) for f in descr)
+        return any(isinstance(f, (tuple, list)) and len(f) >= 2 and _descr_has_object(f[1]) for f in descr)
     return False

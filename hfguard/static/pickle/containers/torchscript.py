@@ -159,6 +159,11 @@ def _judge(sc: Scanner, tree: ast.AST, where: str, namespaces: set[str]) -> None
             if ns == "load_library" or parts[2] == "load_library":
                 report("torchscript/dangerous-call", Severity.HIGH, "torch.ops.load_library",
                        "TorchScript code loads a native library (torch.ops.load_library)", line)
+            elif ns in STOCK_NAMESPACES and parts[2] in DANGEROUS_TORCH:
+                # the op behind torch.<name>, called by its op name (ops.aten.from_file maps a file)
+                name = ".".join(parts[:3])
+                report("torchscript/dangerous-call", Severity.HIGH, name,
+                       f"TorchScript code reaches {name} (torch.{parts[2]} as an op)", line)
             elif ns not in STOCK_NAMESPACES:
                 name = ".".join(parts[:3])
                 report("torchscript/custom-op", Severity.MEDIUM, name,
