@@ -459,18 +459,31 @@ def _partial_blocks(isolated: list[TensorDelta], blocks: dict[int, set[str]],
 
 def _outliers_in_dense(f: Any, changed: list[TensorDelta], th: dict[str, Any],
                        spec: str) -> Iterator[Finding]:
-    """A surgical edit hidden in a fine-tune: one tensor moved far more than the rest, narrowly."""
+    """A surgical edit hidden in a fine-tune: one tensor moved far more than the rest, narrowly:
+    more than the changed matrices as a whole AND more than its own role in the other blocks
+    (where min-siblings of them changed). Either alone misleads: projections move on scales of
+    their own (a LoRA on attention and MLP moves v/o several times more than k or the MLP, in
+    every block), and a fine-tune moves a role more in some blocks than in others (DistilBERT's
+    last two q/k, low-rank too, 2x the other blocks')."""
     # matrices only: vectors (norm gains, biases) move on a different scale and would widen the MAD
     mats = [d for d in changed if d.rows and 0 < d.rel < math.inf]
-    logs = [math.log(d.rel) for d in mats]
-    if len(logs) < 8:
+    if len(mats) < 8:
         return
-    med, scale = robust_scale(logs, 0.1 * MAD_TO_SIGMA)
+    by_role: dict[str, list[TensorDelta]] = {}
     for d in mats:
-        if d.surgical_shape:
-            z = (math.log(d.rel) - med) / scale
-            if z >= th["outlier-rel-z"]:
-                yield f("weights/outlier-edit", Severity.MEDIUM,
-                        f"{d.name} moved {d.rel:.3g} relative to base {spec}, {z:.1f} robust sigmas "
-                        f"beyond the other changed tensors, in a {d.surgical_shape} shape", location=d.name,
-                        evidence={**d.evidence(), "robust_z": _r(z)})
+        by_role.setdefault(role_of(d.name)[0], []).append(d)
+    floor = 0.1 * MAD_TO_SIGMA
+    every = robust_scale([math.log(d.rel) for d in mats], floor)
+    for d in mats:
+        if not d.surgical_shape:
+            continue
+        peers = by_role[role_of(d.name)[0]]
+        refs = [every]
+        if len(peers) >= th.get("min-siblings", 4):
+            refs.append(robust_scale([math.log(p.rel) for p in peers], floor))
+        z = min((math.log(d.rel) - med) / scale for med, scale in refs)
+        if z >= th["outlier-rel-z"]:
+            yield f("weights/outlier-edit", Severity.MEDIUM,
+                    f"{d.name} moved {d.rel:.3g} relative to base {spec}, {z:.1f} robust sigmas "
+                    f"beyond the other changed tensors and its role's, in a {d.surgical_shape} shape",
+                    location=d.name, evidence={**d.evidence(), "robust_z": _r(z)})
