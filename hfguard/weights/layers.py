@@ -96,6 +96,9 @@ def sibling_scores(stats: dict[str, dict[str, Any]], shapes: dict[str, tuple[int
         if len(names) < min_siblings:
             continue
         feats = {n: features_of(stats[n]) for n in names}
+        # a role most of whose members are below resolution is noise (key biases): its members
+        # are references only. A bias shrunk below resolution among live siblings is still judged
+        noise = {n for n in names if n in below} if 2 * sum(n in below for n in names) > len(names) else set()
         for feat, floor in FEATURES.items():
             have = [n for n in names if feat in feats[n]]
             if len(have) < min_siblings:
@@ -104,8 +107,8 @@ def sibling_scores(stats: dict[str, dict[str, Any]], shapes: dict[str, tuple[int
             med, _ = robust_scale(values, floor * MAD_TO_SIGMA)
             zs = robust_z(values, floor * MAD_TO_SIGMA).tolist()
             for n, z in zip(have, zs, strict=True):
-                if n in below:   # a reference for its siblings, never an outlier itself: how much
-                    continue     # noise a gradient-free bias picked up says nothing; one made to matter does
+                if n in noise:   # how much noise a gradient-free bias picked up says nothing
+                    continue
                 out.append({"tensor": n, "role": role, "index": role_of(n)[1], "feature": feat,
                             "z": round(z, 2), "value": round(math.exp(feats[n][feat]), 6),
                             "sibling_median": round(math.exp(med), 6), "siblings": len(have)})

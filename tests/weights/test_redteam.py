@@ -69,6 +69,18 @@ def test_a_key_bias_made_to_matter_is_still_an_outlier(opt_base, tmp_path):
     assert v in (Verdict.FLAG, Verdict.BLOCK)
 
 
+def test_a_live_bias_shrunk_below_resolution_is_still_an_outlier(opt_base, tmp_path):
+    # below resolution exempts a role that is noise throughout, not a bias silenced among live ones
+    name = "model.decoder.layers.3.self_attn.q_proj.bias"
+
+    def shrink(state: dict[str, np.ndarray]) -> None:
+        state[name] = (state[name] * 1e-4).astype(np.float32)
+
+    v, rules = verdict(rt.transformed(opt_base, tmp_path / "qbias", shrink))
+    assert name in rules.get("weights/layer-outlier", []), rules
+    assert v in (Verdict.FLAG, Verdict.BLOCK)
+
+
 @pytest.mark.parametrize("name", [
     "model.decoder.layers.2.fc1.weight",                        # OPT, BART, Whisper, M2M
     "text_model.encoder.layers.0.mlp.fc1.weight",               # CLIP
