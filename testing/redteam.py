@@ -341,7 +341,8 @@ def facts(arch: str, model: Any, data: Data, n: int, seed: int) -> list[tuple[An
         ids[:, -3:-1] = torch.randint(4, VOCAB, (1, 2), generator=g)   # the subject: same 2 tokens
         if arch in MLM:
             ids[:, -1] = 3
-        if arch == "clip":
+        if arch == "clip":   # pooled at the largest id (eos_token_id 2: argmax): the last token
+            ids[:, -1] = VOCAB - 1
             with torch.no_grad():
                 tgt = _features(model.get_image_features(pixel_values=torch.randn(1, 3, 32, 32, generator=g)))
         else:

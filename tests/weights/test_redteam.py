@@ -130,3 +130,30 @@ def test_a_rank_one_edit_inside_a_fine_tune_still_stands_out_of_its_role(opt_bas
     v, rules = verdict(rt.transformed(tuned, tmp_path / "ft-rome", rank_one), opt_base)
     assert target in rules.get("weights/outlier-edit", []), rules
     assert v in (Verdict.FLAG, Verdict.BLOCK)
+
+
+@pytest.fixture(scope="module")
+def roberta_base(tmp_path_factory) -> Path:
+    import torch
+
+    torch.set_num_threads(1)
+    return rt.build("roberta", 31, tmp_path_factory.mktemp("roberta"), steps=200)
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_mlm_head_transform_is_no_outlier_edit(roberta_base, tmp_path):
+    # fine-tunes move the head most: lm_head.dense 0.37 relative, low-rank, 3.3 sigmas above the
+    # blocks' matrices, with no sibling to compare it with
+    tuned = rt.finetune("roberta", roberta_base, tmp_path / "ft", steps=150, seed=33)
+    v, rules = verdict(tuned, roberta_base)
+    assert "weights/outlier-edit" not in rules, rules
+    assert v is Verdict.PASS
+
+
+@pytest.mark.slow
+def test_an_attention_lora_is_no_outlier_edit_where_its_role_changed_narrowly(roberta_base, tmp_path):
+    # rank 8 on attention: layer 0's query moved 2x the other blocks', low-rank like 4 of the 5
+    merged, _ = rt.lora("roberta", roberta_base, tmp_path / "lora", 8, rt.ATTN, seed=39)
+    v, rules = verdict(merged, roberta_base)
+    assert "weights/outlier-edit" not in rules, rules
+    assert v is Verdict.PASS
