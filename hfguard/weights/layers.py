@@ -32,6 +32,31 @@ def role_of(name: str) -> tuple[str, int | None]:
     return name[: m.start(1)] + "{i}" + name[m.end(1):], int(m.group(1))
 
 
+# bfloat16 rounds a number to 2^-8 of itself: a bias smaller than that next to the pre-activation
+# it is added to changes nothing a bfloat16 copy of the model does not change
+RESOLUTION = 2.0 ** -8
+
+
+def below_resolution(name: str, stats: dict[str, dict[str, Any]], shapes: dict[str, tuple[int, ...]]) -> bool:
+    """A bias whose every entry is below RESOLUTION x the spread of its layer's pre-activations
+    (the weight's neuron norm: what unit-variance inputs, as a LayerNorm hands them, give). Key
+    biases get no gradient (softmax ignores a shift shared by all keys) and hold only optimiser
+    noise, 1e-4-3e-3 of that scale (MiniLM; OPT, DistilBERT, RoBERTa trained here), which varies
+    from layer to layer by 10x without meaning anything; every other bias measured is >= 0.02."""
+    if not name.endswith(".bias"):
+        return False
+    weight = name[: -len("bias")] + "weight"
+    st, wst, wshape = stats.get(name), stats.get(weight), shapes.get(weight)
+    if st is None or wst is None or wshape is None or len(wshape) != 2 or not st.get("n"):
+        return False
+    fan_in = math.prod(wshape) / st["n"]   # Conv1D (in, out) and Linear (out, in) alike
+    std, mean, absmax = wst.get("std"), wst.get("mean"), st.get("absmax")
+    if std is None or mean is None or absmax is None or fan_in < 1:
+        return False
+    second = std * std + mean * mean
+    return math.isfinite(second) and absmax < RESOLUTION * math.sqrt(fan_in * second)
+
+
 def features_of(st: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, feat in (("std", "log_std"), ("absmax", "log_absmax"), ("kurtosis", "log_kurtosis"),
@@ -65,11 +90,15 @@ def sibling_scores(stats: dict[str, dict[str, Any]], shapes: dict[str, tuple[int
         role, idx = role_of(name)
         if idx is not None and st.get("n", 0) >= 16:
             groups.setdefault((role, shapes[name]), []).append(name)
+    below = {n for names in groups.values() for n in names if below_resolution(n, stats, shapes)}
     out: list[dict[str, Any]] = []
     for (role, _shape), names in sorted(groups.items()):
         if len(names) < min_siblings:
             continue
         feats = {n: features_of(stats[n]) for n in names}
+        # a role most of whose members are below resolution is noise (key biases): its members
+        # are references only. A bias shrunk below resolution among live siblings is still judged
+        noise = {n for n in names if n in below} if 2 * sum(n in below for n in names) > len(names) else set()
         for feat, floor in FEATURES.items():
             have = [n for n in names if feat in feats[n]]
             if len(have) < min_siblings:
@@ -78,6 +107,8 @@ def sibling_scores(stats: dict[str, dict[str, Any]], shapes: dict[str, tuple[int
             med, _ = robust_scale(values, floor * MAD_TO_SIGMA)
             zs = robust_z(values, floor * MAD_TO_SIGMA).tolist()
             for n, z in zip(have, zs, strict=True):
+                if n in noise:   # how much noise a gradient-free bias picked up says nothing
+                    continue
                 out.append({"tensor": n, "role": role, "index": role_of(n)[1], "feature": feat,
                             "z": round(z, 2), "value": round(math.exp(feats[n][feat]), 6),
                             "sibling_median": round(math.exp(med), 6), "siblings": len(have)})

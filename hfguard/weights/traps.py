@@ -19,8 +19,11 @@ from hfguard import robust
 from hfguard.findings import Observation, Severity
 
 NORM_GAIN = re.compile(r"(norm|(^|\.)ln_?\w*|layernorm)[^.]*\.(weight|gamma|scale)$", re.I)
-UP_PROJ = re.compile(r"(intermediate\.dense|mlp\.c_fc|mlp\.fc1|up_proj|gate_proj|mlp\.w1|w1|fc_in|"
-                     r"dense_h_to_4h|mlp\.lin1|mlp\.0|ffn\.lin1|DenseReluDense\.wi(_[01])?)\.weight$")
+# the MLP's input projections: `fc1` stands alone in OPT / BART / Whisper / M2M blocks
+# (`model.decoder.layers.3.fc1`), under `mlp.` in CLIP / Phi; wav2vec2 says `intermediate_dense`,
+# Megatron `linear_fc1`
+UP_PROJ = re.compile(r"(intermediate[._]dense|mlp\.c_fc|(^|\.)(linear_)?fc1|up_proj|gate_proj|mlp\.w1|w1|"
+                     r"fc_in|dense_h_to_4h|mlp\.lin1|mlp\.0|ffn\.lin1|DenseReluDense\.wi(_[01])?)\.weight$")
 CONV1D_UP = re.compile(r"mlp\.c_fc\.weight$")   # GPT-2 Conv1D stores (in, out): neurons are columns
 POSITIONAL = re.compile(r"(position|wpe|pos_emb|pos_embed|positional)", re.I)
 
