@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from testing.chat_templates import EVERYDAY_TEMPLATE, SSTI_VARIANTS  # noqa: E402
 from testing.pickle_asm import asm, call, const, frame, o, program, stack_global  # noqa: E402
 
 CASES: list[tuple[str, str, Callable[[Path], Path]]] = []
@@ -1274,16 +1275,6 @@ def a_hydra_in_plain_model_config_yaml(d: Path) -> Path:
     return d / "model_config.yaml"
 
 
-EVERYDAY_TEMPLATE = (Path(__file__).resolve().parents[1] / "testing" / "chat_template_everyday.jinja"
-                     ).read_text()
-SSTI_VARIANTS = {
-    "concat": "{{ cycler['__in' ~ 'it__']['__glo' ~ 'bals__'].os.popen('id').read() }}",
-    "hex_escape": "{{ joiner['\\x5f\\x5finit\\x5f\\x5f'] }}",
-    "set_pieces": "{% set a = '__in' %}{% set b = a ~ 'it__' %}{{ (messages|first)[b] }}",
-    "joined": "{{ messages[['_', '_', 'cla', 'ss', '_', '_']|join] }}",
-    "repeat": "{{ messages[('_' * 2) ~ 'class' ~ ('_' * 2)] }}",
-    "global_item": "{{ lipsum[bos_token][eos_token] }}",
-}
 
 
 @case("PASS")

@@ -116,7 +116,7 @@ def cases(arch: str, seed: int, root: Path, pretrain: int) -> list[tuple[str, Pa
         p, rel = lora(arch, base, r(name.split()[0]), rank, targets, seed + rank, **kw)
         neg(name, p, f"max rel {rel:.3g}")
     neg("merge-linear", merge(base, [ft_a, ft_b], r("mlin"), "linear", seed))
-    neg("merge-ties", merge(base, [ft_a, ft_b], r("mties"), "ties", seed))
+    neg("merge-ties", merge(base, [ft_a, ft_b], r("mties"), "ties", seed, density=0.3))
     neg("merge-dare", merge(base, [ft_a, ft_b], r("mdare"), "dare", seed, density=0.1))
     if arch != "clip":
         neg("vocab-ext-24", extend_vocab(arch, base, r("voc"), 24))

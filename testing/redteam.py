@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from testing import weight_edits as we
+
 D, FF, HEADS, LAYERS, VOCAB, POS = 64, 256, 4, 6, 512, 64
 ARCHS = ("opt", "gpt_neox", "mistral", "qwen2", "phi", "bloom", "distilbert", "roberta", "clip")
 CAUSAL = {"opt", "gpt_neox", "mistral", "qwen2", "phi", "bloom"}
@@ -162,21 +164,8 @@ def linear_modules(model: Any, pattern: re.Pattern[str]) -> list[tuple[str, Any]
 
 
 # -- derivatives -------------------------------------------------------------------------------
-def state_dict_np(folder: Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-
-    return load_file(str(folder / "model.safetensors"))
-
-
-def write_state(src: Path, state: dict[str, np.ndarray], dst: Path) -> Path:
-    from safetensors.numpy import save_file
-
-    dst.mkdir(parents=True, exist_ok=True)
-    shutil.copy(src / "config.json", dst / "config.json")
-    # ascontiguousarray makes a 0-d tensor (CLIP's logit_scale) 1-d: keep each shape
-    save_file({k: np.ascontiguousarray(v).reshape(v.shape) for k, v in state.items()},
-              str(dst / "model.safetensors"), metadata={"format": "pt"})
-    return dst
+# the project's own organism helpers, shared: load/save a state, task-vector merges
+state_dict_np, write_state, merge = we.state_of, we.write, we.merge
 
 
 def transformed(src: Path, dst: Path, fn: Callable[[dict[str, np.ndarray]], Any]) -> Path:
@@ -264,30 +253,6 @@ def lora(arch: str, src: Path, dst: Path, rank: int, targets: re.Pattern[str], s
             del m.forward
     model.save_pretrained(dst)
     return dst, rel
-
-
-def merge(src: Path, models: list[Path], dst: Path, how: str, seed: int, density: float = 0.3) -> Path:
-    """mergekit's linear / ties / dare_linear on the task vectors of `models`."""
-    s0 = state_dict_np(src)
-    states = [state_dict_np(m) for m in models]
-    rng = np.random.default_rng(seed)
-    out = {}
-    for k, w0 in s0.items():
-        taus = np.stack([s[k] - w0 for s in states])
-        if how == "linear":
-            tau = taus.mean(0)
-        elif how == "dare":
-            keep = rng.random(taus.shape) < density
-            tau = (taus * keep / density).mean(0)
-        else:   # ties: trim to top density per tensor, elect sign by mass, disjoint mean
-            flat = np.abs(taus).reshape(len(taus), -1)
-            cut = np.quantile(flat, 1 - density, axis=1).reshape((-1,) + (1,) * w0.ndim)
-            trimmed = np.where(np.abs(taus) >= cut, taus, 0.0)
-            sign = np.sign(trimmed.sum(0))
-            agree = (np.sign(trimmed) == sign) & (trimmed != 0)
-            tau = (trimmed * agree).sum(0) / np.maximum(agree.sum(0), 1)
-        out[k] = (w0 + tau).astype(w0.dtype)
-    return write_state(src, out, dst)
 
 
 def extend_vocab(arch: str, src: Path, dst: Path, new: int, train_steps: int = 0, seed: int = 0) -> Path:

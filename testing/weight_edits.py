@@ -120,7 +120,9 @@ def write(src: Path, state: dict[str, np.ndarray], dst: Path) -> Path:
     dst.mkdir(parents=True, exist_ok=True)
     if (src / "config.json").exists():
         shutil.copy(src / "config.json", dst / "config.json")
-    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(dst / "model.safetensors"))
+    # ascontiguousarray makes a 0-d tensor (CLIP's logit_scale) 1-d: keep each shape
+    save_file({k: np.ascontiguousarray(v).reshape(v.shape) for k, v in state.items()},
+              str(dst / "model.safetensors"), metadata={"format": "pt"})
     return dst
 
 

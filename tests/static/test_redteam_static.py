@@ -30,6 +30,7 @@ from hfguard.static.pickle.check import SerializationCheck
 from hfguard.static.pickle.rules import load_rules
 from hfguard.target import local_target
 from testing import pickles as fx
+from testing.chat_templates import EVERYDAY_TEMPLATE, SSTI_VARIANTS
 from testing.pickle_asm import call, const, o, program, stack_global
 
 torch = pytest.importorskip("torch")
@@ -343,18 +344,6 @@ def test_tf_print_to_the_log_passes(tmp_path):
 
 # -- chat templates: SSTI names built from pieces ---------------------------------------------------------
 
-EVERYDAY_TEMPLATE = (Path(__file__).resolve().parents[2] / "testing" / "chat_template_everyday.jinja"
-                     ).read_text()
-SSTI_VARIANTS = {
-    "hex_escape": "{{ joiner['\\x5f\\x5finit\\x5f\\x5f'] }}",
-    "set_pieces": "{% set a = '__in' %}{% set b = a ~ 'it__' %}{{ (messages|first)[b] }}",
-    "joined": "{{ messages[['_', '_', 'cla', 'ss', '_', '_']|join] }}",
-    "repeat": "{{ messages[('_' * 2) ~ 'class' ~ ('_' * 2)] }}",
-    "percent_format": "{{ messages['%c%cclass%c%c'|format(95, 95, 95, 95)] }}",
-    "render_time_key": "{{ messages[message['role'] ~ 'x'] }}",
-    "global_item": "{{ lipsum[bos_token][eos_token] }}",
-    "global_attribute": "{{ cycler.next }}",
-}
 
 
 def _custom_code_scan(folder: Path):

@@ -12,8 +12,8 @@ from typing import Any
 
 from hfguard.budget import Budget
 from hfguard.findings import Observation, Severity
+from hfguard.static.formats.jsonwalk import json_objects
 
-MAX_NODES = 2_000_000
 # types fiddle's serializer itself writes as pyrefs for containers, leaves and paths
 _DATA_TYPES = {f"builtins.{t}" for t in ("tuple", "list", "dict", "set", "frozenset", "bytes", "str", "int",
                                           "float", "bool", "complex", "slice")} | {
@@ -28,23 +28,11 @@ def is_io_json(path: str) -> bool:
 
 def pyrefs(doc: Any, budget: Budget | None = None) -> Iterator[tuple[str, str]]:
     """(dotted name, JSON path) of every pyref; iterative and bounded."""
-    stack: list[tuple[Any, str]] = [(doc, "$")]
-    nodes = 0
-    while stack:
-        node, path = stack.pop()
-        nodes += 1
-        if nodes > MAX_NODES:
-            raise ValueError(f"io.json has more than {MAX_NODES} nodes")
-        if budget is not None and nodes % 4096 == 0:
-            budget.tick("walking a NeMo io.json")
-        if isinstance(node, dict):
-            if node.get("type") == "pyref":
-                module, name = node.get("module"), node.get("name")
-                yield (f"{module}.{name}" if isinstance(module, str) and isinstance(name, str)
-                       else repr((module, name))[:200]), path
-            stack += [(v, f"{path}.{k}") for k, v in node.items()]
-        elif isinstance(node, list):
-            stack += [(v, f"{path}[{i}]") for i, v in enumerate(node)]
+    for path, node in json_objects(doc, "NeMo io.json", budget):
+        if node.get("type") == "pyref":
+            module, name = node.get("module"), node.get("name")
+            yield (f"{module}.{name}" if isinstance(module, str) and isinstance(name, str)
+                   else repr((module, name))[:200]), path
 
 
 def io_json_problems(doc: Any, judge: Any, allowed: set[str], budget: Budget | None = None

@@ -23,6 +23,7 @@ from hfguard import sniff as fmts
 from hfguard.budget import Budget
 from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Observation, Severity
+from hfguard.static.formats.jsonwalk import json_objects
 from hfguard.static.pickle.rules import load_rules
 from hfguard.static.pickle.streams import StreamLimit
 from hfguard.static.pickle.zipdir import ZipEntry, ZipError, file_zip_directory
@@ -30,7 +31,6 @@ from hfguard.static.pickle.zipmembers import MEMBER_ERRORS, read_member
 from hfguard.target import TargetFile
 
 MAX_SCHEMA_BYTES = 64 * 1024 * 1024
-MAX_NODES = 2_000_000
 
 # skops' default trusted set, by loader (skops/io/_trusted_types.py and each Node's `trusted`)
 _BUILTINS = {f"builtins.{t}" for t in ("int", "float", "str", "bool", "list", "set", "map", "tuple", "dict",
@@ -71,21 +71,10 @@ def skops_trusts(loader: str, module: str, name: str) -> bool:
 
 
 def _nodes(schema: Any, budget: Budget | None) -> Iterator[tuple[str, dict[str, Any]]]:
-    stack: list[tuple[Any, str]] = [(schema, "$")]
-    count = 0
-    while stack:
-        node, path = stack.pop()
-        count += 1
-        if count > MAX_NODES:
-            raise ValueError(f"schema has more than {MAX_NODES} nodes")
-        if budget is not None and count % 4096 == 0:
-            budget.tick("walking a skops schema")
-        if isinstance(node, dict):
-            if isinstance(node.get("__loader__"), str):
-                yield path, node
-            stack += [(v, f"{path}.{k}") for k, v in node.items()]
-        elif isinstance(node, list):
-            stack += [(v, f"{path}[{i}]") for i, v in enumerate(node)]
+    """The schema's nodes that name a loader, with their JSON paths."""
+    for path, node in json_objects(schema, "skops schema", budget):
+        if isinstance(node.get("__loader__"), str):
+            yield path, node
 
 
 def schema_problems(schema: Any, budget: Budget | None = None) -> list[Observation]:
