@@ -59,7 +59,7 @@ class WeightsAnomalies(Check):
             yield from self._target(target, ctx, session)
 
     def _target(self, target: Target, ctx: ScanContext, session: Any) -> Iterator[Finding]:
-        from hfguard.weights.copies import digest_recorder, folders_with_copies, inconsistent_copies
+        from hfguard.weights.copies import Digests, digest_recorder, folders_with_copies, inconsistent_copies
         from hfguard.weights.stats import backend_for
 
         ckpts, failed = session.checkpoints(target)
@@ -76,19 +76,18 @@ class WeightsAnomalies(Check):
             return
         th = thresholds(ctx)
         configs = configs_by_dir(target)
-        ref = _diff_reference(target, ctx, session)
-        ref_label = "" if ref is None else session.base(target, ctx).label
+        base = _diff_reference(target, ctx, session)
 
         # two copies of one model in a folder: each tensor's raw digest is kept on the way, so the
         # copies are compared without fetching their shards again (copies.compare_copies)
-        digests: dict[Any, Any] | None = {} if folders_with_copies(ckpts) else None
+        digests: Digests | None = {} if folders_with_copies(ckpts) else None
         for ckpt in ckpts:
             ctx.progress(f"weights: {ckpt.name} ({len(ckpt.tensors)} tensors, {be.name})"
-                         + (f", diffed against {ref_label} on the way" if ref is not None else ""))
+                         + (f", diffed against {base.label} on the way" if base is not None else ""))
             record = None if digests is None else digest_recorder(ckpt, digests)
             try:
                 yield from self._checkpoint(ckpt, be, th, ctx, configs.get(ckpt.directory), session,
-                                            (ref, ref_label), record)
+                                            base, record)
             except Exception as exc:
                 session.aborted = exc   # weights.base_diff gives up with it too (the diffs are missing)
                 raise
@@ -97,10 +96,10 @@ class WeightsAnomalies(Check):
                 yield from self.findings_from([hit], file=file, remediation=_REMEDIATION.get)
 
     def _checkpoint(self, ckpt: Any, be: Any, th: dict[str, Any], ctx: ScanContext,
-                    config: tuple[str, dict[str, Any]] | None, session: Any, reference: tuple[Any, str],
+                    config: tuple[str, dict[str, Any]] | None, session: Any, base: Any,
                     record: Callable[[Any, Any], None] | None = None) -> Iterator[Finding]:
-        """`reference`: the base checkpoint diffed on the way (or None) and its label; `record`:
-        also fed each tensor the pass reads (copies.digest_recorder)."""
+        """`base`: the diff.DiffBase diffed on the way (or None); `record`: also fed each tensor
+        the pass reads (copies.digest_recorder)."""
         from hfguard.weights.analyze import analyze_checkpoint
         from hfguard.weights.diff import TensorDiffer, diff_thresholds
         from hfguard.weights.shards import checkpoint_meter, shard_findings
@@ -109,11 +108,11 @@ class WeightsAnomalies(Check):
 
         yield from shard_findings(self, ckpt.problems, ckpt.name)
         started = time.monotonic()
-        ref, ref_label = reference
+        ref = None if base is None else base.ref
         differ = None if ref is None else TensorDiffer(ref, ckpt, be, diff_thresholds(ctx, th))
-        label = f"weights: {ckpt.name}" + ("" if differ is None else f" + diff vs {ref_label}")
+        label = f"weights: {ckpt.name}" + ("" if base is None else f" + diff vs {base.label}")
         meter = checkpoint_meter(label, ckpt, ctx.budget_seconds, ctx.progress,
-                                 None if differ is None else {n: ref.tensors[n] for n in differ.todo})
+                                 None if differ is None else {n: differ.base.tensors[n] for n in differ.todo})
         plan_reads(_reads(ckpt, differ))
         try:
             hits, summary = analyze_checkpoint(ckpt, be, th, meter, config,
@@ -182,14 +181,16 @@ def _reads(ckpt: Any, differ: Any) -> list[Any]:
 
 
 def _diff_reference(target: Target, ctx: ScanContext, session: Any) -> Any:
-    """The base checkpoint the statistics pass diffs against on its way, when the session says
-    so and the base resolves; else None (weights.base_diff then reads, and reports, for itself)."""
+    """The base (diff.DiffBase) the statistics pass diffs against on its way, when the session
+    says so and the base resolves to a checkpoint; else None (weights.base_diff then reads, and
+    reports, for itself)."""
     if not session.diff_on_the_way:
         return None
     try:
-        return session.base(target, ctx).ref
+        base = session.base(target, ctx)
     except Exception:  # noqa: BLE001 - a base that fails to resolve is weights.base_diff's finding
         return None
+    return base if base.ref is not None else None
 
 
 def unreadable_findings(check: Check, failed: list[tuple[str, str]], examined: bool) -> Iterator[Finding]:

@@ -57,7 +57,8 @@ class ByteMeter(Budget):
         # in one read), each allowed `seconds`; `streamed`: its shards are downloaded as it goes
         super().__init__(seconds=seconds * checks, started=clock())
         self.streamed = streamed
-        self._shard_starts: list[tuple[float, int, str]] = []   # (when, bytes started before, file)
+        self._shard_starts: list[tuple[float, int]] = []   # (when, bytes started before) per file's start
+        self._files_started: set[str] = set()
         self.checks = checks
         self.label, self.work, self.progress, self.every, self.clock = label, work, progress, every, clock
         self.total = sum(w.nbytes for w in work.values())
@@ -85,8 +86,9 @@ class ByteMeter(Budget):
                     self._t0 = now
                 self.done, self.started_bytes = self.started_bytes, self.started_bytes + w.nbytes
                 if w.file != self.file:
-                    if all(w.file != f for _, _, f in self._shard_starts):
-                        self._shard_starts.append((now, self.done, w.file))
+                    if w.file not in self._files_started:
+                        self._files_started.add(w.file)
+                        self._shard_starts.append((now, self.done))
                     self.file = w.file
                     self._last = now - self.every   # a new shard: say so now
                 if now - self._last >= self.every:
@@ -103,7 +105,7 @@ class ByteMeter(Budget):
         if self.streamed:
             if len(self._shard_starts) < 3:
                 return None
-            (t1, b1, _), (tn, bn, _) = self._shard_starts[1], self._shard_starts[-1]
+            (t1, b1), (tn, bn) = self._shard_starts[1], self._shard_starts[-1]
             return (bn - b1) / (tn - t1) if tn > t1 and bn > b1 else None
         if self._t0 is None:
             return None
