@@ -155,18 +155,24 @@ def near_duplicate_counts(w: np.ndarray, cos: float, min_group: int = 2, block: 
                           exact_max: int = 1 << 28, proj_dim: int = 64,
                           norms: np.ndarray | None = None,
                           projected: np.ndarray | None = None) -> np.ndarray:
-    """For each row, how many other rows point the same way (cosine >= cos); exact for every row
-    of a group of `min_group` such rows (other rows may be left at 0).
+    """For each row, how many other rows point the same way (cosine >= cos) once the directions
+    the whole layer shares are set aside (`layer_wide_directions`); exact for every row of a group
+    of `min_group` such rows (other rows may be left at 0).
 
     Trap neurons built from one direction plus jitter form a clique; trained layers hold at most
-    pairs (MiniLM: at most 2 neighbours at 0.8). Small layers get exact Gram blocks. Above
-    `exact_max` multiply-adds, rows are compared in a random projection to `proj_dim` dimensions
-    (cosine error ~1/sqrt(proj_dim) = 0.125, so the cut is lowered by 2 of those: a true pair at
-    0.8 is missed with probability ~1e-3, an unrelated one passes with ~5e-6), and only within
-    min_group - 1 random chunks of rows: a group of min_group rows has two members in one chunk
-    (pigeonhole), which then nominate the whole group against all rows; nominated rows are
-    measured exactly. Cost: one pass over w (the projection is a sign sketch, `sketch`) plus
-    n^2*proj_dim/(min_group-1) instead of n^2*d.
+    pairs (MiniLM: at most 2 neighbours at 0.8). A merged adapter that dominates a layer (a rank-2
+    MLP LoRA at a high learning rate moves the matrix by 1-2x its norm) gives every neuron a share
+    of the same few directions and so cliques of hundreds; those directions are spread over most
+    neurons, a trap group's over its few members, so cosines are measured again without them
+    whenever the first count finds a group (clean layers pay nothing).
+
+    Small layers get exact Gram blocks. Above `exact_max` multiply-adds, rows are compared in a
+    random projection to `proj_dim` dimensions (cosine error ~1/sqrt(proj_dim) = 0.125, so the cut
+    is lowered by 2 of those: a true pair at 0.8 is missed with probability ~1e-3, an unrelated one
+    passes with ~5e-6), and only within min_group - 1 random chunks of rows: a group of min_group
+    rows has two members in one chunk (pigeonhole), which then nominate the whole group against
+    all rows; nominated rows are measured exactly. Cost: one pass over w (the projection is a sign
+    sketch, `sketch`) plus n^2*proj_dim/(min_group-1) instead of n^2*d.
     `norms`: the rows' norms (`row_norms`) when the caller has them: one pass over w fewer;
     `projected`: w @ projection(d, proj_dim), when the caller computed it (on a GPU)."""
     n, d = int(w.shape[0]), int(w.shape[1])
@@ -175,32 +181,110 @@ def near_duplicate_counts(w: np.ndarray, cos: float, min_group: int = 2, block: 
     counts = np.zeros(n, np.int64)
     if live.size < 2:
         return counts
-    if live.size * live.size * d > exact_max and d > proj_dim:
-        if projected is None:
-            projected = sketch(w, proj_dim)
-        live = _nominate(projected, live, cos - 2.0 / np.sqrt(proj_dim), min_group, block)
+    sketched = live.size * live.size * d > exact_max and d > proj_dim
+    if sketched and projected is None:
+        projected = sketch(w, proj_dim)
+    args = (w, norms, live, projected if sketched else None, cos, min_group, block)
+    if projected is not None and sketched:   # nominating is cheap, measuring a layer-wide clique is not
+        if _nominate(_sketch_rows(w, norms, live, projected, None), _cut(cos, projected), min_group,
+                     block).size < min_group:
+            return counts
+    else:
+        counts = _counts(*args, None)
+        if int((counts >= min_group - 1).sum()) < min_group:
+            return counts
+    shared = layer_wide_directions(w, norms, live, projected, exact_max=exact_max, proj_dim=proj_dim)
+    return counts if shared is None and not sketched else _counts(*args, shared)
+
+
+def _cut(cos: float, projected: np.ndarray) -> float:
+    """The cosine cut in the sketch: lowered by twice its error ~1/sqrt(proj_dim)."""
+    return cos - 2.0 / np.sqrt(int(projected.shape[1]))
+
+
+def _sketch_rows(w: np.ndarray, norms: np.ndarray, live: np.ndarray, projected: np.ndarray,
+                 shared: np.ndarray | None) -> np.ndarray:
+    """The live rows' sketches, scaled to unit rows, with the directions `shared` taken out."""
+    inv = (1.0 / norms[live]).astype(np.float32)
+    p = projected[live] * inv[:, None]   # projected first: no copy of w
+    if shared is not None:
+        p -= _coefficients(w, live, inv, shared) @ (shared.T @ projection(int(w.shape[1]), int(p.shape[1])))
+    return p
+
+
+def _counts(w: np.ndarray, norms: np.ndarray, live: np.ndarray, projected: np.ndarray | None,
+            cos: float, min_group: int, block: int, shared: np.ndarray | None) -> np.ndarray:
+    """near_duplicate_counts for the rows `live`, in the sketch when `projected` is given, with the
+    directions `shared` (orthonormal columns) taken out of every row first."""
+    counts = np.zeros(int(w.shape[0]), np.int64)
+    if projected is not None:
+        live = live[_nominate(_sketch_rows(w, norms, live, projected, shared), _cut(cos, projected),
+                              min_group, block)]
         if live.size < 2:
             return counts
-    u = w[live] / norms[live, None]
+    u = w[live] * (1.0 / norms[live]).astype(np.float32)[:, None]
+    if shared is not None:
+        u -= (u @ shared) @ shared.T
+        left = np.linalg.norm(u, axis=1)
+        ok = left > 1e-6     # a row made of the shared directions only has no direction of its own
+        u, live = u[ok] / left[ok, None], live[ok]
     counts[live] = _neighbours(u, cos, block)
     return counts
 
 
-def _nominate(projected: np.ndarray, live: np.ndarray, cut: float, min_group: int,
-              block: int) -> np.ndarray:
-    p = projected[live]   # projected first: no copy of w
+def _coefficients(w: np.ndarray, live: np.ndarray, inv: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """(w[live] / norms) @ basis, a block of rows at a time (no copy of w)."""
+    out = np.empty((int(live.size), int(basis.shape[1])), np.float32)
+    for i in range(0, int(live.size), 4096):
+        part = live[i:i + 4096]
+        out[i:i + 4096] = (w[part] @ basis) * inv[i:i + 4096, None]
+    return out
+
+
+def layer_wide_directions(w: np.ndarray, norms: np.ndarray, live: np.ndarray,
+                          projected: np.ndarray | None = None, *, share_min: float = 0.05,
+                          spread_min: float = 0.25, most: int = 8, exact_max: int = 1 << 28,
+                          proj_dim: int = 64) -> np.ndarray | None:
+    """Orthonormal (d, c) basis of the directions the layer's neurons share: principal directions
+    of the unit rows that hold at least `share_min` of their energy and are spread over at least
+    `spread_min` of the neurons (participation ratio of the component's neuron loadings: ~n/3
+    for a component every neuron carries at random, ~g for a group of g neurons). A merged
+    adapter's directions are carried by every neuron; a trap group's by its members, so it stays.
+    Small layers: an exact SVD; large ones: the randomized range finder on the row sketch (one
+    more pass over w), accurate for components well above the spectrum's 64th."""
+    rows = w if live.size == w.shape[0] else w[live]
+    inv = (1.0 / norms[live]).astype(np.float64)
+    m, d = int(live.size), int(w.shape[1])
+    if m * d * min(m, d) <= exact_max:
+        left, s, right = np.linalg.svd(rows * inv[:, None], full_matrices=False)
+    else:
+        y = (projected[live] if projected is not None else sketch(rows, proj_dim)) * inv[:, None]
+        q, _ = np.linalg.qr(y.astype(np.float64))
+        b = ((q * inv[:, None]).T.astype(np.float32) @ rows).astype(np.float64)   # q^T u
+        small, s, right = np.linalg.svd(b, full_matrices=False)
+        left = q @ small
+    share = s * s / m                    # unit rows: the energy is m
+    spread = 1.0 / np.maximum((left ** 4).sum(0), 1e-30) / m
+    take = [i for i in range(min(most, int(s.size))) if share[i] >= share_min and spread[i] >= spread_min]
+    if not take:
+        return None
+    return np.ascontiguousarray(right[take].T, dtype=np.float32)
+
+
+def _nominate(p: np.ndarray, cut: float, min_group: int, block: int) -> np.ndarray:
+    """Indices (into p's rows) of the rows a sketch search puts in a group of min_group."""
     p /= np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-30)
-    order = np.random.default_rng(0).permutation(int(live.size))
+    order = np.random.default_rng(0).permutation(int(p.shape[0]))
     seeds = [part[_neighbours(p[part], cut, block) > 0]
              for part in np.array_split(order, max(1, min_group - 1))]
     seed = np.concatenate(seeds)
-    chosen = np.zeros(int(live.size), bool)
+    chosen = np.zeros(int(p.shape[0]), bool)
     for i in range(0, int(seed.size), block):
         hit = (p[seed[i:i + block]] @ p.T) >= cut
         many = hit.sum(1) - 1 >= min_group - 1
         if many.any():
             chosen |= hit[many].any(0)   # the seed and all its neighbours
-    return live[chosen]
+    return np.flatnonzero(chosen)
 
 
 @functools.lru_cache(maxsize=16)

@@ -116,6 +116,30 @@ def test_a_lora_on_attention_and_mlp_is_judged_role_by_role(opt_base, tmp_path):
     assert v is Verdict.PASS
 
 
+@pytest.fixture(scope="module")
+def neox_base(tmp_path_factory) -> Path:
+    import torch
+
+    torch.set_num_threads(1)
+    return rt.build("gpt_neox", 7, tmp_path_factory.mktemp("neox"), steps=60)
+
+
+def test_an_mlp_lora_that_dominates_its_layers_holds_no_near_duplicate_neurons(neox_base, tmp_path):
+    # rank 2, alpha 16, lr 2e-3: the merged update outweighs the up-projection itself, so every
+    # neuron leans on the same two directions and plain cosines found cliques of 10-36 neurons in
+    # three layers here (112-157 in the red team's)
+    merged, rel = rt.lora("gpt_neox", neox_base, tmp_path / "lora", 2, rt.MLP, seed=10, alpha=16, lr=2e-3)
+    assert rel > 1.0, rel
+    for base in (None, neox_base):
+        v, rules = verdict(merged, base)
+        assert not {"weights/near-duplicate-neurons", "weights/trap-neurons"} & set(rules), rules
+        assert v is Verdict.PASS, rules
+    trapped = rt.transformed(merged, tmp_path / "traps", lambda s: rt.traps(s, seed=7, jitter=1e-3))
+    v, rules = verdict(trapped)
+    named = rules.get("weights/near-duplicate-neurons", []) + rules.get("weights/trap-neurons", [])
+    assert "gpt_neox.layers.2.mlp.dense_h_to_4h.weight" in named, rules
+
+
 def test_a_rank_one_edit_inside_a_fine_tune_still_stands_out_of_its_role(opt_base, tmp_path):
     tuned = rt.finetune("opt", opt_base, tmp_path / "ft", steps=10, seed=8)
     target = "model.decoder.layers.3.fc2.weight"

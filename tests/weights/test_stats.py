@@ -139,6 +139,44 @@ def test_near_duplicate_neurons_exact_and_projected_agree():
     assert np.array_equal(exact, projected)
 
 
+def _merged_adapter(rng: np.random.Generator, w: np.ndarray) -> np.ndarray:
+    """A rank-2 update twice w's norm: merged, every neuron carries the same two directions (a
+    rank-2 MLP LoRA at a high learning rate moved real layers by 0.8-2.3x)."""
+    delta = rng.standard_normal((w.shape[0], 2), dtype=np.float32) @ rng.standard_normal(
+        (2, w.shape[1]), dtype=np.float32)
+    return delta * np.float32(2.0 * np.linalg.norm(w) / np.linalg.norm(delta))
+
+
+def _plant_clique(w: np.ndarray, rng: np.random.Generator, rows: range) -> None:
+    t = rng.standard_normal(w.shape[1])
+    t /= np.linalg.norm(t)
+    for i in rows:
+        e = rng.standard_normal(w.shape[1])
+        w[i] = (t + 0.3 * e / np.linalg.norm(e)) * np.linalg.norm(w[i])
+
+
+@pytest.mark.parametrize("exact_max", [1 << 40, 1 << 28], ids=["exact", "sketched"])
+@pytest.mark.parametrize("order", ["no traps", "traps, then the merge", "the merge, then traps"])
+def test_near_duplicates_set_aside_the_directions_every_neuron_shares(exact_max, order):
+    """Plain cosines put most neurons of an adapter-dominated layer in one clique; set aside the
+    layer-wide directions and none is left, while a trap clique planted before or after the merge
+    is found with its 12 members exactly."""
+    from hfguard.weights.traps import near_duplicate_counts
+
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((3000, 256), dtype=np.float32)
+    if order == "traps, then the merge":
+        _plant_clique(w, rng, range(500, 512))
+    w += _merged_adapter(rng, w)
+    if order == "the merge, then traps":
+        _plant_clique(w, rng, range(500, 512))
+    u = w / np.linalg.norm(w, axis=1, keepdims=True)
+    plain = ((u @ u.T) >= 0.8).sum(1) - 1
+    assert int((plain >= 7).sum()) > 1000          # the premise: plain cosines see a huge clique
+    found = np.flatnonzero(near_duplicate_counts(w, 0.8, min_group=8, exact_max=exact_max) >= 7)
+    assert found.tolist() == ([] if order == "no traps" else list(range(500, 512)))
+
+
 def test_huge_finite_entry_keeps_the_spectral_pass_finite():
     """A 3e19 entry is finite, but W^T W q overflows float32 (the SVD then failed to converge and
     the scan ended in an error instead of the huge-constant finding)."""
