@@ -249,3 +249,28 @@ def test_block_by_block_widening_gives_the_whole_tensors_numbers(tmp_path, dtype
     assert {k: st[k] for k in KEYS} == {k: ref[k] for k in KEYS}
     np.testing.assert_array_equal(seen.norms, row_norms(whole))
     np.testing.assert_array_equal(seen.sketched, sketch(whole))
+
+
+@pytest.mark.parametrize(("shape", "ratio", "flagged"), [
+    ((32,), 3.0, False),        # a 32-entry bias: its own std is uncertain by 10-18%
+    ((32,), 12.0, True),        # ... but not by 12x
+    ((256, 64), 3.0, True),     # the same 3x on a weight matrix is a rescaled layer
+])
+def test_a_sibling_is_judged_by_its_own_uncertainty_too(shape, ratio, flagged):
+    """Six blocks whose tensors agree closely (MAD at its floor): the odd one out is an outlier
+    when its std differs by more than both the siblings' spread and its own estimate's error."""
+    from hfguard.weights.check import WeightsAnomalies
+    from hfguard.weights.layers import sibling_outliers
+
+    rng = np.random.default_rng(4)
+    be = backend_for("cpu")
+    stats, shapes = {}, {}
+    for i in range(6):
+        a = (0.0125 * rng.standard_normal(shape)).astype(np.float32)
+        a *= np.float32(0.0125 / a.std())               # siblings as alike as can be
+        if i == 0:
+            a *= np.float32(ratio)
+        name = f"model.layers.{i}.self_attn.v_proj.{'bias' if len(shape) == 1 else 'weight'}"
+        stats[name], shapes[name] = tensor_stats(a, be), shape
+    hits = sibling_outliers(stats, shapes, WeightsAnomalies.THRESHOLDS["robust-z"])
+    assert any(h["feature"] == "log_std" and h["index"] == 0 for h in hits) is flagged, hits
