@@ -35,17 +35,21 @@ from hfguard.findings import Severity, Verdict  # noqa: E402
 from hfguard.policy import Policy  # noqa: E402
 from hfguard.target import local_target  # noqa: E402
 from hfguard.weights import layers, traps  # noqa: E402
-from hfguard.weights.check import DEFAULTS, WeightsAnomalies, WeightsBaseDiff  # noqa: E402
+from hfguard.weights.check import DEFAULTS as ANOMALY_DEFAULTS  # noqa: E402
+from hfguard.weights.check import WeightsAnomalies, WeightsBaseDiff  # noqa: E402
+from hfguard.weights.defaults import DIFF_DEFAULTS  # noqa: E402
 from hfguard.weights.stats import backend_for, tensor_stats  # noqa: E402
 from hfguard.weights.tensors import checkpoints_of, load_tensor  # noqa: E402
 from testing import weight_edits as we  # noqa: E402
 
 MARGIN = 1.3   # thresholds sit at least 30% above the largest clean value
+DEFAULTS = {**ANOMALY_DEFAULTS, **DIFF_DEFAULTS}
 # threshold key -> the score it is compared with (measured on clean models below)
 SCORES = {"robust-z": "max sibling |z|", "huge-constant-z": "max bias/pos-emb robust z",
           "lone-bias-z": "most negative up-proj bias, robust z (abs)",
           "trap-min-neurons": "most near-duplicate neighbours of one neuron + 1",
-          "silenced-gain-min": "most silenced gains in one tensor"}
+          "silenced-gain-min": "most silenced gains in one tensor",
+          "outlier-rel-z": "largest outlier-edit z of a derivative vs its base"}
 
 
 def minilm() -> Path:
@@ -90,6 +94,15 @@ def scores(path: Path) -> dict[str, float]:
     return out
 
 
+def outlier_z(path: Path, base: Path) -> float:
+    """The largest `weights/outlier-edit` z the diff gives a derivative (the rule's cut set to 0)."""
+    policy = Policy(tiers=("weights",), thresholds={"weights": {"outlier-rel-z": 0.0}})
+    report = scan(local_target([str(path)]), policy, [WeightsBaseDiff()], options={"base": str(base)},
+                  budget_seconds=600)
+    return max((float(f.evidence.get("robust_z") or 0.0) for f in report.all_findings()
+                if f.rule == "weights/outlier-edit"), default=0.0)
+
+
 def verdict(path: Path, base: Path | None, th: dict[str, Any]) -> tuple[Verdict, set[str]]:
     policy = Policy(tiers=("weights",), thresholds={"weights": th})
     report = scan(local_target([str(path)]), policy, [WeightsAnomalies(), WeightsBaseDiff()],
@@ -126,8 +139,11 @@ def main() -> None:
         print(f"calibration seeds {args.calib_seeds}: clean models and their everyday derivatives")
         calib = [o for o in organisms(args.calib_seeds, Path(tmp) / "calib", not args.quick) if not o[4]]
         worst: dict[str, tuple[float, str]] = dict.fromkeys(SCORES, (0.0, ""))
-        for model, name, path, _base, _ in [*calib, ("minilm", "clean", minilm(), None, False)]:
-            for k, v in scores(path).items():
+        for model, name, path, base, _ in [*calib, ("minilm", "clean", minilm(), None, False)]:
+            found = scores(path)
+            if base is not None:
+                found["outlier-rel-z"] = outlier_z(path, base)
+            for k, v in found.items():
                 if v > worst[k][0]:
                     worst[k] = (v, f"{model}/{name}")
         th = {}

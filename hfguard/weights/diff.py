@@ -392,7 +392,7 @@ def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any
             yield f(f"weights/{rule}", sev, f"{len(names)} tensors {what}", evidence={"tensors": names[:50]})
     changed = res.deltas
     n = max(res.compared, 1)
-    confined = 0 < len(changed) <= max(th["surgical-max-tensors"], th["surgical-max-share"] * n)
+    confined = _confined(res, th)
     covered, adapter = _role_coverage(changed, res.roles, th)
     # LoRA merges and fine-tunes change a role in (nearly) every layer; ROME, MEMIT and FT-L edit
     # one or a few layers: only changes outside covered roles can be a targeted edit
@@ -421,7 +421,7 @@ def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any
                 evidence={**summary, "tensors": [d.evidence() for d in changed[:20]]},
                 remediation="Use the base model, or find out who made this edit and why.")
     elif changed and not confined:
-        yield from _outliers_in_dense(f, [d for d in changed if role_of(d.name)[0] not in adapter], th, spec)
+        yield from _outliers_in_dense(f, dense_candidates(res, th), th, spec)
     for d in changed:
         if d.edited_rows and len(d.edited_rows) <= max(64, 0.01 * (d.rows or 0)):
             # inside a dense fine-tune, rows of the tokens it saw move a lot too: low, with the rows
@@ -445,6 +445,20 @@ def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any
             x_label=f"changed tensors ({len(shown)} of {len(changed)} shown)", y_label="relative change")
     yield f("weights/base-diff-summary", Severity.INFO,
             f"{len(changed)} of {res.compared} tensors differ from base {spec}", evidence=summary)
+
+
+def _confined(res: DiffResult, th: dict[str, Any]) -> bool:
+    n = max(res.compared, 1)
+    return 0 < len(res.deltas) <= max(th["surgical-max-tensors"], th["surgical-max-share"] * n)
+
+
+def dense_candidates(res: DiffResult, th: dict[str, Any]) -> list[TensorDelta]:
+    """The changes `outlier_scores` judges: those of a dense (not confined) change outside the
+    roles a merged adapter covers; none for a confined one (the surgical rules judge that)."""
+    if _confined(res, th):
+        return []
+    adapter = _role_coverage(res.deltas, res.roles, th)[1]
+    return [d for d in res.deltas if role_of(d.name)[0] not in adapter]
 
 
 def _role_coverage(changed: list[TensorDelta], roles: dict[str, int],
@@ -474,29 +488,29 @@ def _partial_blocks(isolated: list[TensorDelta], blocks: dict[int, set[str]],
     return [d for idx, ds in sorted(by_block.items()) if len(ds) < len(blocks.get(idx, ())) for d in ds]
 
 
-def _outliers_in_dense(f: Any, changed: list[TensorDelta], th: dict[str, Any],
-                       spec: str) -> Iterator[Finding]:
-    """A surgical edit hidden in a fine-tune: one block matrix moved far more than the rest, and
-    narrowly where its role's other changes are not narrow. Judged against the changed matrices
-    as a whole AND against its own role in the other blocks (where min-siblings of them changed):
-    either alone misleads. Projections move on scales of their own (a LoRA on attention and MLP
-    moves v/o several times more than k or the MLP, in every block), and a fine-tune moves a role
-    more in some blocks than in others (DistilBERT's last two q/k, 2x the other blocks').
-    Narrowness is the signal only against a dense background: a merged LoRA's changes are all
-    narrow, and so are a trained encoder's q/k changes under fine-tuning (top-1 energy 0.91-0.99),
-    so a role most of whose other changes are narrow says nothing by one more. Matrices outside
-    the blocks (heads, projections) have no like-for-like reference, and fine-tunes move them most
-    (RoBERTa's lm_head.dense: 0.24-0.37, low-rank, 3.3-3.9 sigmas above the blocks'); rewritten
-    embedding or head rows have their own rule."""
+def outlier_scores(changed: list[TensorDelta], th: dict[str, Any]) -> list[tuple[TensorDelta, float]]:
+    """Each candidate's robust z (`outlier-rel-z` is the cut; bench/calibrate_weights.py measures the
+    largest on clean derivatives). A surgical edit hidden in a fine-tune: one block matrix moved far more
+    than the rest, and narrowly where its role's other changes are not narrow. Judged against the changed
+    matrices as a whole AND against its own role in the other blocks (where min-siblings of them
+    changed): either alone misleads. Projections move on scales of their own (a LoRA on attention and MLP
+    moves v/o several times more than k or the MLP, in every block), and a fine-tune moves a role more in
+    some blocks than in others (DistilBERT's last two q/k, 2x the other blocks'). Narrowness is the
+    signal only against a dense background: a merged LoRA's changes are all narrow, and so are a trained
+    encoder's q/k changes under fine-tuning (top-1 energy 0.91-0.99), so a role most of whose other
+    changes are narrow says nothing by one more. Matrices outside the blocks (heads, projections) have no
+    like-for-like reference, and fine-tunes move them most (RoBERTa's lm_head.dense: 0.24-0.37, low-rank,
+    3.3-3.9 sigmas above the blocks'); rewritten embedding or head rows have their own rule."""
     # matrices only: vectors (norm gains, biases) move on a different scale and would widen the MAD
     mats = [d for d in changed if d.rows and 0 < d.rel < math.inf]
     if len(mats) < 8:
-        return
+        return []
     by_role: dict[str, list[TensorDelta]] = {}
     for d in mats:
         by_role.setdefault(role_of(d.name)[0], []).append(d)
     floor = 0.1 * MAD_TO_SIGMA
     every = robust_scale([math.log(d.rel) for d in mats], floor)
+    out = []
     for d in mats:
         role, idx = role_of(d.name)
         if not d.surgical_shape or idx is None:
@@ -508,7 +522,14 @@ def _outliers_in_dense(f: Any, changed: list[TensorDelta], th: dict[str, Any],
         refs = [every]
         if len(peers) >= th.get("min-siblings", 4):
             refs.append(robust_scale([math.log(p.rel) for p in peers], floor))
-        z = min((math.log(d.rel) - med) / scale for med, scale in refs)
+        out.append((d, min((math.log(d.rel) - med) / scale for med, scale in refs)))
+    return out
+
+
+def _outliers_in_dense(f: Any, changed: list[TensorDelta], th: dict[str, Any],
+                       spec: str) -> Iterator[Finding]:
+    """`weights/outlier-edit` for each `outlier_scores` z at or above `outlier-rel-z`."""
+    for d, z in outlier_scores(changed, th):
         if z >= th["outlier-rel-z"]:
             yield f("weights/outlier-edit", Severity.MEDIUM,
                     f"{d.name} moved {d.rel:.3g} relative to base {spec}, {z:.1f} robust sigmas "

@@ -252,15 +252,17 @@ def layer_wide_directions(w: np.ndarray, norms: np.ndarray, live: np.ndarray,
     adapter's directions are carried by every neuron; a trap group's by its members, so it stays.
     Small layers: an exact SVD; large ones: the randomized range finder on the row sketch (one
     more pass over w), accurate for components well above the spectrum's 64th."""
-    rows = w if live.size == w.shape[0] else w[live]
     inv = (1.0 / norms[live]).astype(np.float64)
     m, d = int(live.size), int(w.shape[1])
     if m * d * min(m, d) <= exact_max:
-        left, s, right = np.linalg.svd(rows * inv[:, None], full_matrices=False)
+        left, s, right = np.linalg.svd(w[live] * inv[:, None], full_matrices=False)
     else:
-        y = (projected[live] if projected is not None else sketch(rows, proj_dim)) * inv[:, None]
+        y = (projected if projected is not None else sketch(w, proj_dim))[live] * inv[:, None]
         q, _ = np.linalg.qr(y.astype(np.float64))
-        b = ((q * inv[:, None]).T.astype(np.float32) @ rows).astype(np.float64)   # q^T u
+        qs = (q * inv[:, None]).astype(np.float32)
+        b = np.zeros((int(q.shape[1]), d), np.float64)   # q^T u, a block of rows at a time: no copy of w
+        for i in range(0, m, 4096):
+            b += qs[i:i + 4096].T @ w[live[i:i + 4096]]
         small, s, right = np.linalg.svd(b, full_matrices=False)
         left = q @ small
     share = s * s / m                    # unit rows: the energy is m
