@@ -18,7 +18,8 @@ from hfguard.policy import Policy
 @click.option("--deadline", type=float, default=None,
               help="Seconds all Hub traffic of this check may take, retries and Retry-After waits "
                    "included; past it the check ends with ERROR (hub/timeout). Default: "
-                   "HFGUARD_HUB_DEADLINE, else 60 (900 with --download); 0: no deadline.")
+                   "HFGUARD_HUB_DEADLINE, else 60 (900 with --download), plus 1 s per 10 MB the "
+                   "check downloads (--download, --tier weights/behavior, a Hub --base); 0: no deadline.")
 @report_options
 def check(ref: str, policy: Policy, fmt: str, output: str | None, budget: float, quiet: bool,
           no_cache: bool, download: bool, token: str | None, deadline: float | None) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from hfguard.card import declared_bases
 from hfguard.checks import options_fingerprint
 from hfguard.findings import Finding, Report, Severity
-from hfguard.hub.http import Deadline, DeadlineExceeded, current, default_deadline
+from hfguard.hub.http import SLOW_LINK_RATE, DeadlineExceeded, check_deadline, current
 from hfguard.hub.resolve import (
     SHA_RE,
     HubError,
@@ -72,10 +72,10 @@ def check_repo(spec: str, policy: Policy, *, use_cache: bool = True, download: b
 
     options["context"] == "hook" marks a pre-commit run (an unpinned reference is then a finding).
     `deadline_seconds` bounds all Hub traffic of this check, retries and waits included (default:
-    hfguard.hub.http.default_deadline; 0 or less: none), never past the deadline of an enclosing check.
+    hfguard.hub.http.check_deadline, which grows with what the check downloads; 0 or less: none),
+    never past the deadline of an enclosing check.
     """
-    seconds = default_deadline(download) if deadline_seconds is None else deadline_seconds
-    deadline = Deadline(seconds if seconds > 0 else None)
+    deadline = check_deadline(deadline_seconds, download)
     outer = current()   # a check inside a check (a lineage hop) never outlives the outer one
     if outer.end is not None and (deadline.end is None or outer.end < deadline.end):
         deadline = outer
@@ -140,6 +140,8 @@ def _check_repo(spec: str, policy: Policy, *, use_cache: bool, download: bool, t
     target = hub_target(resolved, stats=stats, token=token,
                         on_fetch_error=lambda exc, hf: late.append(fetch_error_finding(exc, hf)))
     repo_bytes = sum(f.size for f in target.files)
+    if download or WHOLE_FILE_TIERS & set(policy.tiers):
+        _grow_deadline(repo_bytes, progress)
     if download and not resolved.meta.get("offline"):
         progress(f"downloading {len(target.files)} files ({human_bytes(repo_bytes)}) into the HF cache…")
         for tf in target.files:
@@ -170,6 +172,18 @@ def _check_repo(spec: str, policy: Policy, *, use_cache: bool, download: bool, t
     if cache and cache.put(key, report):
         progress("verdict cached")
     return report
+
+
+# tiers that read whole weight files (downloaded as they go), not only headers by Range
+WHOLE_FILE_TIERS = {"weights", "behavior"}
+
+
+def _grow_deadline(nbytes: int, progress: Callable[[str], None]) -> None:
+    deadline = current()
+    extra = deadline.allow_download(nbytes)
+    if extra:
+        progress(f"Hub deadline {deadline.seconds or 0:.0f}s: {human_bytes(nbytes)} to download at "
+                 f"{human_bytes(int(SLOW_LINK_RATE))}/s or faster (--deadline sets it)")
 
 
 def verify_cached(resolved: Any) -> tuple[list[Finding], list[HubFile]]:

@@ -26,6 +26,10 @@ DEFAULT_DEADLINE = 60.0           # seconds for one `hfguard check` (metadata, l
 DEFAULT_DOWNLOAD_DEADLINE = 900.0  # with --download: whole files come over the wire
 MAX_BACKOFF = 8.0                 # seconds between two tries at most (unless Retry-After says more)
 MAX_RETRY_AFTER = 120.0           # a longer Retry-After is not waited for
+# bytes/s of a slow link: a default deadline grows by what a check must download at this rate
+# (the weights and behavior tiers read whole weight files); the scan's --budget, which projects
+# from the measured rate and gives up early, is what bounds a large model's time
+SLOW_LINK_RATE = 10e6
 
 
 class DeadlineExceeded(Exception):
@@ -38,9 +42,19 @@ class DeadlineExceeded(Exception):
 class Deadline:
     """A point in wall-clock (monotonic) time after which no Hub request starts or continues."""
 
-    def __init__(self, seconds: float | None) -> None:
+    def __init__(self, seconds: float | None, *, grows: bool = False) -> None:
         self.seconds = seconds
         self.end = None if seconds is None else time.monotonic() + max(0.0, seconds)
+        self.grows = grows and seconds is not None   # a default, not what the user chose
+
+    def allow_download(self, nbytes: int) -> float:
+        """A default deadline grows by `nbytes` at SLOW_LINK_RATE; returns the seconds added."""
+        if not self.grows or self.end is None or self.seconds is None or nbytes <= 0:
+            return 0.0
+        extra = nbytes / SLOW_LINK_RATE
+        self.end += extra
+        self.seconds += extra
+        return extra
 
     def remaining(self) -> float:
         return float("inf") if self.end is None else self.end - time.monotonic()
@@ -73,6 +87,14 @@ def default_deadline(download: bool = False) -> float:
     if env:
         return float(env)
     return DEFAULT_DOWNLOAD_DEADLINE if download else DEFAULT_DEADLINE
+
+
+def check_deadline(seconds: float | None, download: bool = False) -> Deadline:
+    """The deadline of one check: `seconds` (0 or less: none), else the default, which grows
+    with what the check downloads (Deadline.allow_download); one the user chose never does."""
+    chosen = seconds is not None or bool(os.environ.get("HFGUARD_HUB_DEADLINE"))
+    s = default_deadline(download) if seconds is None else seconds
+    return Deadline(s if s > 0 else None, grows=not chosen)
 
 
 def operation_deadline(download: bool = False) -> Deadline:

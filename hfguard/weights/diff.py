@@ -307,6 +307,10 @@ def resolve_base(target: Target, ctx: ScanContext, stream: Any) -> DiffBase:
         base = resolve_model(spec)
     except ModelSpecError as exc:
         return DiffBase(spec, bool(explicit), error=f"base: {exc}")
+    if base.source == "hub":   # its shards are downloaded too: a default Hub deadline allows for them
+        from hfguard.hub.http import current
+
+        current().allow_download(sum(f.size for f in base.files))
     ckpts, failed = model_checkpoints(base, stream)
     return DiffBase(spec, bool(explicit), ckpts=ckpts, failed=failed, ref=_primary(ckpts))
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+from safetensors.numpy import save as st_bytes
+
 from testing.fakehub.builders import safetensors_bytes
 from tests.hub.conftest import rules, run_check
 
@@ -133,3 +136,24 @@ def test_a_check_inside_a_check_shares_the_outer_deadline(hub):
     code, report, _, took = timed_check(f"acme/finetune@{sha}", "--deadline", "2")
     assert "lineage/base-unavailable" in rules(report), report
     assert took < 10   # the base's own default deadline would be 60 s
+
+
+def test_the_default_deadline_grows_with_what_a_weights_check_downloads(hub, monkeypatch):
+    """Every read of the weights file waits 1.2 s, so the check outlasts a 1 s deadline. A
+    weights-tier check downloads the file and its default deadline grows by its size at the slow
+    link rate: PASS. A deadline the user chose does not grow, nor the static tier's (range reads)."""
+    from hfguard.hub import http
+
+    monkeypatch.setattr(http, "DEFAULT_DEADLINE", 1.0)
+    monkeypatch.setattr(http, "SLOW_LINK_RATE", 200.0)   # bytes/s: ~40 s for this ~8 KB repo
+    rng = np.random.default_rng(0)
+    weights = st_bytes({"w": rng.standard_normal((32, 48), dtype=np.float32)})
+    hub.add_repo("acme/slow", {"model.safetensors": weights, "config.json": b'{"model_type": "bert"}'})
+    hub.fail(r"GET /acme/slow/resolve/.*model\.safetensors", delay=1.2, times=-1)
+    code, report, err, took = timed_check("acme/slow", "--no-cache", "--tier", "weights")
+    assert code == 0 and report["verdict"] == "PASS", (rules(report), err)
+    assert "Hub deadline" in err and took > 2.0
+    code, report, _, _ = timed_check("acme/slow", "--no-cache", "--tier", "weights", "--deadline", "1")
+    assert report["verdict"] == "ERROR" and {"hub/timeout", "hub/read-failed"} & rules(report), rules(report)
+    code, report, _, _ = timed_check("acme/slow", "--no-cache")
+    assert report["verdict"] == "ERROR" and {"hub/timeout", "hub/read-failed"} & rules(report), rules(report)
