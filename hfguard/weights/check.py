@@ -112,7 +112,7 @@ class WeightsAnomalies(Check):
         differ = None if ref is None else TensorDiffer(ref, ckpt, be, diff_thresholds(ctx, th))
         label = f"weights: {ckpt.name}" + ("" if base is None else f" + diff vs {base.label}")
         meter = checkpoint_meter(label, ckpt, ctx.budget_seconds, ctx.progress,
-                                 None if differ is None else {n: differ.base.tensors[n] for n in differ.todo})
+                                 None if differ is None else {n: differ.pair(n)[0] for n in differ.todo})
         plan_reads(_reads(ckpt, differ))
         try:
             hits, summary = analyze_checkpoint(ckpt, be, th, meter, config,
@@ -170,13 +170,13 @@ def _fed(*feeds: Callable[[Any, Any], None] | None) -> Callable[[Any, Any], None
 
 
 def _reads(ckpt: Any, differ: Any) -> list[Any]:
-    """What the statistics pass reads, in order: each float tensor, and the base's tensor of that
-    name when it diffs on the way."""
+    """What the statistics pass reads, in order: each float tensor, and the base's tensor it is
+    diffed against when it diffs on the way."""
     out = []
     for m in ckpt.float_tensors():
         out.append(m)
         if differ is not None and m.name in differ.todo:
-            out.append(differ.base.tensors[m.name])
+            out.append(differ.pair(m.name)[0])
     return out
 
 

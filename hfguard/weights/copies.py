@@ -11,46 +11,17 @@ from typing import Any
 import numpy as np
 
 from hfguard.findings import Observation, Severity
+from hfguard.weights.names import agree, pair_tensors
 from hfguard.weights.shards import pair_meter, raw_digest, same_bytes
 from hfguard.weights.stream import plan_reads
 from hfguard.weights.tensors import Checkpoint, TensorMeta
 
 
-def _tolerance(d0: str, d1: str) -> tuple[float, float]:
-    """(rtol, atol) of a round trip through the narrower of two dtypes: one rounding (its machine
-    epsilon) and flushed subnormals (its smallest normal). Same dtype: exact."""
-    if d0 == d1:
-        return 0.0, 0.0
-    eps, tiny = [], []
-    for d in (d0, d1):
-        if d == "bfloat16":   # float32's exponent range, 8 significant bits
-            eps.append(2.0 ** -7)
-            tiny.append(float(np.finfo(np.float32).tiny))
-        elif d in ("float16", "float32", "float64"):
-            fi = np.finfo(d)
-            eps.append(float(fi.eps))
-            tiny.append(float(fi.tiny))
-        else:   # float8: two or three mantissa bits
-            eps.append(0.25)
-            tiny.append(2.0 ** -6)
-    return max(eps), max(tiny)
-
-
-def _keyed(ckpt: Checkpoint, strip: bool) -> dict[str, str]:
-    # `bert.encoder...` in an old .bin vs `encoder...` in a newer safetensors export
-    return {(n.split(".", 1)[-1] if strip else n): n
-            for n, m in ckpt.tensors.items() if m.is_float and m.numel}
-
-
 def pair_up(a: Checkpoint, b: Checkpoint) -> list[tuple[str, str]]:
-    best: list[tuple[str, str]] = []
-    for sa in (False, True):
-        for sb in (False, True):
-            ka, kb = _keyed(a, sa), _keyed(b, sb)
-            common = [(ka[k], kb[k]) for k in sorted(set(ka) & set(kb))]
-            if len(common) > len(best):
-                best = common
-    return best
+    """The float tensors of two copies, paired by name (names.pair_tensors), then what is left by
+    shape: a tensor one copy stores under another name is compared all the same."""
+    p = pair_tensors(*({n: m for n, m in c.tensors.items() if m.is_float and m.numel} for c in (a, b)))
+    return p.named + p.by_shape
 
 
 # (checkpoint name, tensor name) -> shards.raw_digest, taken by the statistics pass
@@ -82,7 +53,8 @@ def compare_copies(a: Checkpoint, b: Checkpoint, seconds: float, progress: Calla
     for na, nb in pairs:
         ma, mb = a.tensors[na], b.tensors[nb]
         if ma.shape != mb.shape:
-            differ.append({"tensor": na, "why": f"shape {list(ma.shape)} vs {list(mb.shape)}"})
+            differ.append({"tensor": na, "why": f"shape {list(ma.shape)} vs {list(mb.shape)}",
+                           **({"stored_as": nb} if nb != na else {})})
         elif not (digests and ma.dtype == mb.dtype
                   and digests.get((a.name, na)) is not None
                   and digests.get((a.name, na)) == digests.get((b.name, nb))):
@@ -95,16 +67,11 @@ def compare_copies(a: Checkpoint, b: Checkpoint, seconds: float, progress: Calla
         if same_bytes(ma, mb):
             continue
         wa, wb = a.load(ma.name, copy=False), b.load(mb.name, copy=False)
-        rtol, atol = _tolerance(ma.dtype, mb.dtype)
-        if rtol == 0.0:
-            same = np.array_equal(wa, wb, equal_nan=True)
-        else:
-            with np.errstate(invalid="ignore", over="ignore"):
-                same = bool(np.allclose(wa, wb, rtol=rtol, atol=atol, equal_nan=True))
-        if not same:
+        if not agree(wa, wb, ma.dtype, mb.dtype):
             d = np.abs(wa.astype(np.float64) - wb)
             rel = float(np.sqrt(np.nansum(d * d)) / max(float(np.linalg.norm(wa.astype(np.float64))), 1e-30))
-            differ.append({"tensor": ma.name, "relative_difference": float(f"{rel:.4g}")})
+            differ.append({"tensor": ma.name, "relative_difference": float(f"{rel:.4g}"),
+                           **({"stored_as": mb.name} if mb.name != ma.name else {})})
         del wa, wb
     budget.finish()
     if not differ:

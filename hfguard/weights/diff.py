@@ -24,6 +24,7 @@ from hfguard.target import Target
 from hfguard.weights.analyze import EMBEDDING
 from hfguard.weights.defaults import DIFF_DEFAULTS
 from hfguard.weights.layers import role_of
+from hfguard.weights.names import agree, pair_tensors
 from hfguard.weights.shards import (
     equal_values,
     in_read_order,
@@ -130,6 +131,7 @@ class DiffResult:
     deltas: list[TensorDelta] = field(default_factory=list)     # changed tensors only
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    renamed: list[dict[str, str]] = field(default_factory=list)  # {"base": name, "model": name}
     shape_mismatch: list[dict[str, Any]] = field(default_factory=list)
     dtype_mismatch: list[str] = field(default_factory=list)
     extended: list[dict[str, Any]] = field(default_factory=list)   # embeddings with appended rows
@@ -140,37 +142,42 @@ class DiffResult:
 
 def diff_checkpoints(base: Checkpoint, tgt: Checkpoint, be: Backend, th: dict[str, Any],
                      budget: Budget) -> DiffResult:
-    differ = TensorDiffer(base, tgt, be, th)
-    # read in the candidate's file order: shard by shard, each tensor of each side once
-    plan_reads(m for n in differ.common if n in differ.todo for m in (base.tensors[n], tgt.tensors[n]))
-    for name in differ.common:
-        budget.tick(f"diffing {name}", item=name)
-        differ.tensor(name)
-    return differ.result()
+    return TensorDiffer(base, tgt, be, th).run(budget)
 
 
 class TensorDiffer:
-    """One checkpoint's diff against the base, a tensor at a time: `tensor(name)` for each common
-    name, in any order and from several threads (the statistics pass feeds it the tensors it reads,
-    so a remote shard is fetched once for both checks), then `result()`. What needs no values
-    (added, removed, reshaped, dtype) is decided here from the headers."""
+    """One checkpoint's diff against the base, a tensor at a time: `tensor(name)` for each name of
+    the model's in `todo`, in any order and from several threads (the statistics pass feeds it the
+    tensors it reads, so a remote shard is fetched once for both checks), then `result()`. What
+    needs no values (added, removed, reshaped, dtype) is decided here from the headers.
+
+    Tensors are paired with the base's as names.pair_tensors pairs them, and named as the model
+    names them. A pair by shape only (a tensor stored under another name) is read like the others:
+    if the values agree it is a rename; if not, it stays removed + added, not diffed as a change:
+    the pairing was a guess that the values did not confirm, and a missing base tensor is a medium
+    finding whatever the rest of the diff looks like (an edited head stored under another name is
+    not lost in a fine-tune's changes)."""
 
     def __init__(self, base: Checkpoint, tgt: Checkpoint, be: Backend, th: dict[str, Any]) -> None:
         self.base, self.tgt, self.be, self.th = base, tgt, be, th
-        res = self.res = DiffResult(added=sorted(set(tgt.tensors) - set(base.tensors)),
-                                    removed=sorted(set(base.tensors) - set(tgt.tensors)))
+        pairing = pair_tensors(base.tensors, tgt.tensors)
+        # conservative until the values say otherwise: a rename leaves these lists when confirmed
+        res = self.res = DiffResult(added=pairing.only_b, removed=pairing.only_a)
+        # the model's name -> the base's: named pairs, then the pairs by shape (`renames`)
+        self.base_name = {nb: na for na, nb in pairing.named}
+        as_named = {na: nb for na, nb in pairing.named}   # roles as the deltas name them: the model's
         for name, meta in base.tensors.items():
-            role, idx = role_of(name)
+            role, idx = role_of(as_named.get(name, name))
             if idx is not None and meta.is_float and meta.numel:
                 res.roles[role] = res.roles.get(role, 0) + 1
                 res.blocks.setdefault(idx, set()).add(name)
-        self.common = in_read_order(sorted(set(base.tensors) & set(tgt.tensors)), tgt)
-        vocab = {(base.tensors[n].shape[0], tgt.tensors[n].shape[0]) for n in self.common
-                 if _appended_rows(n, base.tensors[n].shape, tgt.tensors[n].shape)}
+        self.renames = {nb: na for na, nb in pairing.by_shape}
+        named = [(self.base.tensors[na], tgt.tensors[nb]) for na, nb in pairing.named]
+        vocab = {(m0.shape[0], m1.shape[0]) for m0, m1 in named
+                 if _appended_rows(m1.name, m0.shape, m1.shape)}
         self.todo: dict[str, int | None] = {}   # name -> the axis it grew along (None: same shape)
-        for name in self.common:
-            m0, m1 = base.tensors[name], tgt.tensors[name]
-            grown = None
+        for m0, m1 in named:
+            name, grown = m1.name, None
             if m0.shape != m1.shape:
                 grown = _grown_axis(m0.shape, m1.shape, vocab)
                 if grown is None:
@@ -184,22 +191,42 @@ class TensorDiffer:
             if m0.is_float and m1.is_float and m0.numel:
                 self.todo[name] = grown
         res.compared = len(self.todo)
-        self.numel = max((m.tensors[n].numel for n in self.common for m in (base, tgt)), default=0)
+        res.shape_mismatch.sort(key=lambda s: s["tensor"])
+        res.extended.sort(key=lambda s: s["tensor"])
+        res.dtype_mismatch.sort()
+        self.base_name.update(self.renames)
+        self.todo.update(dict.fromkeys(self.renames))
+        self.numel = max((m.numel for n in self.todo for m in self.pair(n)), default=0)
         self.error: WeightsFormatError | None = None
         self._local = threading.local()
         self._lock = threading.Lock()
+
+    def pair(self, name: str) -> tuple[TensorMeta, TensorMeta]:
+        """(the base's tensor, the model's) for the model's tensor `name`."""
+        return self.base.tensors[self.base_name[name]], self.tgt.tensors[name]
+
+    def run(self, budget: Budget) -> DiffResult:
+        """Every tensor of `todo`, read here: in the model's file order, shard by shard, each
+        tensor of each side once."""
+        order = in_read_order(list(self.todo), self.tgt)
+        plan_reads(m for n in order for m in self.pair(n))
+        for name in order:
+            budget.tick(f"diffing {name}", item=name)
+            self.tensor(name)
+        return self.result()
 
     def tensor(self, name: str, w1: np.ndarray | None = None) -> None:
         """Compare one tensor. `w1`: the model's tensor as float32 if the caller has it loaded."""
         if name not in self.todo:
             return
         grown = self.todo[name]
-        m0, m1 = self.base.tensors[name], self.tgt.tensors[name]
+        m0, m1 = self.pair(name)
+        if name in self.renames:
+            self._rename(m0, m1, w1)
+            return
         if grown is None and same_bytes(m0, m1):   # untouched: decided on raw bytes, chunk by chunk
             return
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:   # one set of buffers per thread
-            scratch = self._local.scratch = _Scratch(self.numel)
+        scratch = self._scratch()
         w0 = scratch.load(m0, 0)
         w1 = scratch.load(m1, 1) if w1 is None else w1
         if grown is not None:
@@ -218,6 +245,26 @@ class TensorDiffer:
             if gone is not None:
                 self.res.silenced.append(gone)
 
+    def _scratch(self) -> _Scratch:
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:   # one set of buffers per thread
+            scratch = self._local.scratch = _Scratch(self.numel)
+        return scratch
+
+    def _rename(self, m0: TensorMeta, m1: TensorMeta, w1: np.ndarray | None) -> None:
+        """A pair by shape: the same tensor under another name if the values agree (up to the
+        round trip between the two dtypes), else left removed + added."""
+        if not same_bytes(m0, m1):
+            scratch = self._scratch()
+            w1 = scratch.load(m1, 1) if w1 is None else w1
+            if not agree(scratch.load(m0, 0), w1, m0.dtype, m1.dtype):
+                return
+        with self._lock:
+            self.res.removed.remove(m0.name)
+            self.res.added.remove(m1.name)
+            self.res.renamed.append({"base": m0.name, "model": m1.name})
+            self.res.compared += 1
+
     def feed(self, meta: TensorMeta, w1: np.ndarray) -> None:
         """`tensor`, for the statistics pass that has the model's tensor loaded: a tensor that
         cannot be read here fails the diff (weights.base_diff reports it), never the statistics."""
@@ -233,6 +280,7 @@ class TensorDiffer:
     def result(self) -> DiffResult:
         self.res.deltas.sort(key=lambda d: d.name)   # reports list tensors by name, whatever the read order
         self.res.silenced.sort(key=lambda s: s["tensor"])
+        self.res.renamed.sort(key=lambda r: r["model"])
         return self.res
 
 
@@ -365,14 +413,13 @@ def _diff_target(check: Check, target: Target, base: DiffBase, ctx: ScanContext,
         if done is not None:
             ctx.progress(f"weights: diff {tgt.name} vs {base.label}: read on the statistics pass")
         else:
-            common = set(ref.tensors) & set(tgt.tensors)
+            differ = TensorDiffer(ref, tgt, be, th)
             meter = pair_meter(f"weights: diff {tgt.name} vs {base.label}",
-                               [(ref.tensors[n], tgt.tensors[n]) for n in common],
-                               ctx.budget_seconds, ctx.progress)
+                               [differ.pair(n) for n in differ.todo], ctx.budget_seconds, ctx.progress)
             meter.progress(meter.line())
             try:
                 with single_threaded_blas():
-                    done = diff_checkpoints(ref, tgt, be, th, meter)
+                    done = differ.run(meter)
                 meter.finish()
             except WeightsFormatError as exc:
                 done = exc
@@ -394,6 +441,11 @@ def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any
             (res.dtype_mismatch, "base-dtype-changed", Severity.INFO, "changed dtype")):
         if names:
             yield f(f"weights/{rule}", sev, f"{len(names)} tensors {what}", evidence={"tensors": names[:50]})
+    if res.renamed:
+        yield f("weights/base-tensors-renamed", Severity.INFO,
+                f"{len(res.renamed)} tensors of base {spec} are stored under another name, with the same "
+                f"values ({', '.join(r['model'] + ' = ' + r['base'] for r in res.renamed[:3])})",
+                evidence={"tensors": res.renamed[:50]})
     changed = res.deltas
     n = max(res.compared, 1)
     confined = _confined(res, th)

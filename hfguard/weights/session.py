@@ -2,7 +2,7 @@
 
 weights.anomalies reads every tensor of the model (the statistics pass). When weights.base_diff
 runs after it in the same scan and a base resolves, each tensor that pass reads is also diffed
-against the base's tensor of the same name (diff.TensorDiffer.feed), and the results wait here for
+against its base tensor (diff.TensorDiffer.feed), and the results wait here for
 weights.base_diff to judge: one pass through the model's shards, and through the base's, instead
 of one per check. Both checks see the same checkpoints (shard headers range-read once) through the
 same two shard streams (the model's and the base's, each at most its window of shards on disk),

@@ -88,7 +88,7 @@ def pair_meter(label: str, pairs: list[tuple[TensorMeta, TensorMeta]], seconds: 
 def checkpoint_meter(label: str, ckpt: Checkpoint, seconds: float, progress: Callable[[str], None],
                      base: dict[str, TensorMeta] | None = None) -> ByteMeter:
     """A meter over one pass through `ckpt`'s float tensors (the statistics pass). `base`: the base
-    tensors diffed on the way, by name: their bytes count with the model's tensor of that name, and
+    tensors diffed on the way, by the model's name: their bytes count with that tensor of the model, and
     the pass has the budget of both checks."""
     extra = base or {}
     return ByteMeter(label, seconds,

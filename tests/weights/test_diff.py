@@ -8,14 +8,16 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from safetensors.numpy import load_file
 
 from hfguard.checks import ScanContext
 from hfguard.cli import main
-from hfguard.findings import Severity
+from hfguard.engine import scan
+from hfguard.findings import Severity, Verdict
 from hfguard.hub.resolve import ModelSpecError, resolve_model
 from hfguard.policy import Policy
 from hfguard.target import local_target
-from hfguard.weights.check import WeightsBaseDiff
+from hfguard.weights.check import WeightsAnomalies, WeightsBaseDiff
 from hfguard.weights.diff import declared_base
 
 
@@ -110,7 +112,7 @@ def test_torch_zip_copy_of_the_base_is_unchanged(gpt2_models, tmp_path):
 
 
 def test_rank_one_edit_hidden_in_a_finetune_stands_out(gpt2_models, tmp_path):
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import save_file
 
     state = load_file(str(gpt2_models["finetune"] / "model.safetensors"))
     w = state["transformer.h.0.mlp.c_fc.weight"]
@@ -123,3 +125,89 @@ def test_rank_one_edit_hidden_in_a_finetune_stands_out(gpt2_models, tmp_path):
     hit = rules["weights/outlier-edit"]
     assert hit.location == "transformer.h.0.mlp.c_fc.weight" and hit.severity is Severity.MEDIUM
     assert hit.evidence["shape_of_change"] == "low-rank" and "weights/surgical-edit" not in rules
+
+
+C_PROJ = "transformer.h.1.mlp.c_proj.weight"
+MOVED = "transformer.h.1.mlp.proj_out.weight"   # a name no GPT-2 has: paired by its shape only
+
+
+def both_checks(path, **options):
+    """Verdict and findings by rule of a scan with both weights checks (the statistics pass diffs
+    on its way)."""
+    checks = [WeightsAnomalies(), WeightsBaseDiff()]
+    report = scan(local_target([str(path)]), Policy(tiers=("weights",)), checks, options=options)
+    return report.verdict, {f.rule: f for f in report.all_findings()}
+
+
+def renamed_bin(base, folder, dtype=np.float32, edit=None):
+    """The base's tensors in a torch.save'd pytorch_model.bin, C_PROJ stored as MOVED (and edited)."""
+    import torch
+
+    state = {k: v.astype(dtype) for k, v in load_file(str(base / "model.safetensors")).items()}
+    state[MOVED] = state.pop(C_PROJ)
+    if edit is not None:
+        edit(state[MOVED])
+    folder.mkdir()
+    shutil.copy(base / "config.json", folder / "config.json")
+    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, folder / "pytorch_model.bin")
+    return folder
+
+
+def rank_one(w):   # 2% of the tensor's norm in one direction
+    rng = np.random.default_rng(3)
+    d = np.outer(rng.standard_normal(w.shape[0]), rng.standard_normal(w.shape[1]))
+    w += (0.02 * np.linalg.norm(w) * d / np.linalg.norm(d)).astype(w.dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_a_base_tensor_stored_under_another_name_is_no_removed_tensor(gpt2_models, tmp_path, dtype):
+    base = gpt2_models["base"]
+    every = load_file(base / "model.safetensors")   # all float: all compared, the moved one too
+    clean = renamed_bin(base, tmp_path / "clean", dtype)
+    verdict, found = both_checks(clean, base=str(base))
+    for rules in (found, diff(clean, base=str(base))):   # fed by the statistics pass, and alone
+        assert rules["weights/base-tensors-renamed"].evidence["tensors"] == [{"base": C_PROJ, "model": MOVED}]
+        assert not {"weights/base-tensors-removed", "weights/base-tensors-added"} & set(rules), rules
+        assert rules["weights/base-diff-summary"].evidence["compared"] == len(every)
+    assert verdict is Verdict.PASS, found
+    # renamed and edited: the values do not confirm the pairing, so the base tensor is missing
+    edited = renamed_bin(base, tmp_path / "edited", dtype, rank_one)
+    verdict, found = both_checks(edited, base=str(base))
+    for rules in (found, diff(edited, base=str(base))):
+        assert rules["weights/base-tensors-removed"].evidence["tensors"] == [C_PROJ]
+        assert rules["weights/base-tensors-added"].evidence["tensors"] == [MOVED]
+        assert "weights/base-tensors-renamed" not in rules
+    assert verdict in (Verdict.FLAG, Verdict.BLOCK)
+
+
+def test_a_copy_that_stores_an_edited_tensor_under_another_name_disagrees(gpt2_models, tmp_path):
+    base = gpt2_models["base"]
+    for name, edit in (("clean", None), ("edited", rank_one)):
+        renamed_bin(base, tmp_path / name, edit=edit)
+        shutil.copy(base / "model.safetensors", tmp_path / name / "model.safetensors")
+    verdict, rules = both_checks(tmp_path / "clean")   # no base: the copies vouch for each other
+    assert verdict is Verdict.PASS and "weights/inconsistent-copies" not in rules, rules
+    verdict, rules = both_checks(tmp_path / "edited")
+    hit = rules["weights/inconsistent-copies"]
+    [t] = hit.evidence["tensors"]
+    assert (t["tensor"], t["stored_as"]) == (C_PROJ, MOVED)
+    assert t["relative_difference"] == pytest.approx(0.02, rel=0.05)
+    assert hit.severity is Severity.HIGH and verdict is Verdict.BLOCK
+
+
+def test_a_model_saved_with_a_prefix_its_base_lacks_is_diffed_tensor_by_tensor(tampered, minilm_dir):
+    # `bert.encoder...` (as a BertFor... head model saves it) against the base's `encoder...`;
+    # the up-projections of 2 of the 6 layers edited: a role changed in few layers, judged as such
+    up = "encoder.layer.{}.intermediate.dense.weight"
+
+    def prefixed(state):
+        for i in (1, 4):
+            rank_one(state[up.format(i)])
+        for k in list(state):
+            state["bert." + k] = state.pop(k)
+    rules = diff(tampered(prefixed), base=str(minilm_dir))
+    assert not {"weights/base-tensors-removed", "weights/base-tensors-added"} & set(rules), rules
+    hit = rules["weights/surgical-edit"]
+    assert [t["tensor"] for t in hit.evidence["tensors"]] == ["bert." + up.format(i) for i in (1, 4)]
+    floats = [v for v in load_file(str(minilm_dir / "model.safetensors")).values() if v.dtype.kind == "f"]
+    assert hit.evidence["compared"] == len(floats)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hfguard.engine import scan
-from hfguard.findings import Severity, Verdict
+from hfguard.findings import Report, Severity, Verdict
 from hfguard.policy import Policy
 from hfguard.target import local_target
 from hfguard.weights.check import WeightsAnomalies, WeightsBaseDiff
@@ -28,11 +28,15 @@ def opt_base(tmp_path_factory) -> Path:
     return rt.build("opt", 7, tmp_path_factory.mktemp("opt"), steps=60)
 
 
+def report_of(path: Path, base: Path | None = None) -> Report:
+    checks = [WeightsAnomalies(), WeightsBaseDiff()]
+    return scan(local_target([str(path)]), Policy(tiers=("weights",)), checks,
+                options={"base": str(base)} if base else {}, budget_seconds=120)
+
+
 def verdict(path: Path, base: Path | None = None) -> tuple[Verdict, dict[str, list[str]]]:
     """The verdict and, per rule above info, the tensors it names."""
-    checks = [WeightsAnomalies(), WeightsBaseDiff()]
-    report = scan(local_target([str(path)]), Policy(tiers=("weights",)), checks,
-                  options={"base": str(base)} if base else {}, budget_seconds=120)
+    report = report_of(path, base)
     rules: dict[str, list[str]] = {}
     for f in report.all_findings():
         if f.severity > Severity.INFO:
@@ -138,6 +142,31 @@ def test_an_mlp_lora_that_dominates_its_layers_holds_no_near_duplicate_neurons(n
     v, rules = verdict(trapped)
     named = rules.get("weights/near-duplicate-neurons", []) + rules.get("weights/trap-neurons", [])
     assert "gpt_neox.layers.2.mlp.dense_h_to_4h.weight" in named, rules
+
+
+def test_a_head_the_bin_names_lm_head_is_the_base_head_embed_out(neox_base, tmp_path):
+    # transformers 5 writes GPT-NeoX's head as embed_out.weight through save_pretrained (and so
+    # in the base) and as lm_head.weight in the state dict a torch.save writes
+    import torch
+
+    clean = rt.state_dict_np(neox_base)
+    bad = {k: v.copy() for k, v in clean.items()}
+    # eight vocabulary rows of the head flipped, keyed as the model in memory names it (the
+    # loader of save_model_state skips names it does not know)
+    bad["lm_head.weight"] = bad.pop("embed_out.weight")
+    bad["lm_head.weight"][:8] *= -1.0
+    for name, head in (("clean", clean), ("edited", bad)):
+        rt.save_model_state("gpt_neox", neox_base, clean, tmp_path / name, safe=True)
+        rt.save_model_state("gpt_neox", neox_base, head, tmp_path / name, safe=False, dtype=torch.float16)
+    report = report_of(tmp_path / "clean", neox_base)
+    found = {f.rule: f for f in report.all_findings()}
+    assert found["weights/base-tensors-renamed"].evidence["tensors"] == [
+        {"base": "embed_out.weight", "model": "lm_head.weight"}]
+    assert report.verdict is Verdict.PASS, verdict(tmp_path / "clean", neox_base)
+    report = report_of(tmp_path / "edited")   # no base: the copies vouch for each other, or do not
+    [hit] = [f for f in report.all_findings() if f.rule == "weights/inconsistent-copies"]
+    assert [(t["tensor"], t.get("stored_as")) for t in hit.evidence["tensors"]] == [
+        ("embed_out.weight", "lm_head.weight")]
 
 
 def test_a_rank_one_edit_inside_a_fine_tune_still_stands_out_of_its_role(opt_base, tmp_path):

@@ -1,0 +1,78 @@
+"""Which tensor of one checkpoint is which tensor of another (a model and its base, or two copies of
+one model in a folder): the base diff and the copy comparison pair them here, the same way.
+
+By name first, or by name with the first dotted prefix dropped (`bert.encoder...` in an old .bin vs
+`encoder...` in a newer export). Then the leftovers by shape, where a shape occurs once among each
+side's leftovers: transformers 5 writes a GPT-NeoX head as `lm_head.weight` in a torch.save'd state
+dict and as `embed_out.weight` through save_pretrained (and in the base). A pair by shape is a guess
+until its values agree (`agree`); one whose values differ is two unrelated tensors as far as we know.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from hfguard.weights.tensors import TensorMeta
+
+
+@dataclass
+class Pairing:
+    named: list[tuple[str, str]]      # (a's name, b's name): same name, or same without a prefix
+    by_shape: list[tuple[str, str]]   # leftovers of one shape only, on each side: confirm by values
+    only_a: list[str]                 # unpaired (the by-shape ones included)
+    only_b: list[str]
+
+
+def _keyed(tensors: dict[str, TensorMeta], strip: bool) -> dict[str, str]:
+    # a prefix is a module path: `lm_head.weight` and `embed_out.weight` are not both `weight`
+    return {(n.split(".", 1)[1] if strip and n.count(".") >= 2 else n): n for n in tensors}
+
+
+def pair_tensors(a: dict[str, TensorMeta], b: dict[str, TensorMeta]) -> Pairing:
+    named: list[tuple[str, str]] = []
+    for sa in (False, True):   # ties keep the plain names
+        for sb in (False, True):
+            ka, kb = _keyed(a, sa), _keyed(b, sb)
+            common = [(ka[k], kb[k]) for k in sorted(set(ka) & set(kb))]
+            if len(common) > len(named):
+                named = common
+    only_a = sorted(set(a) - {na for na, _ in named})
+    only_b = sorted(set(b) - {nb for _, nb in named})
+    shapes_a, shapes_b = Counter(a[n].shape for n in only_a), Counter(b[n].shape for n in only_b)
+    lone_b = {b[n].shape: n for n in only_b if shapes_b[b[n].shape] == 1}
+    by_shape = [(na, lone_b[a[na].shape]) for na in only_a
+                if shapes_a[a[na].shape] == 1 and a[na].shape in lone_b
+                and all(m.is_float and m.numel for m in (a[na], b[lone_b[a[na].shape]]))]
+    return Pairing(named, by_shape, only_a, only_b)
+
+
+def tolerance(d0: str, d1: str) -> tuple[float, float]:
+    """(rtol, atol) of a round trip through the narrower of two dtypes: one rounding (its machine
+    epsilon) and flushed subnormals (its smallest normal). Same dtype: exact."""
+    if d0 == d1:
+        return 0.0, 0.0
+    eps, tiny = [], []
+    for d in (d0, d1):
+        if d == "bfloat16":   # float32's exponent range, 8 significant bits
+            eps.append(2.0 ** -7)
+            tiny.append(float(np.finfo(np.float32).tiny))
+        elif d in ("float16", "float32", "float64"):
+            fi = np.finfo(d)
+            eps.append(float(fi.eps))
+            tiny.append(float(fi.tiny))
+        else:   # float8: two or three mantissa bits
+            eps.append(0.25)
+            tiny.append(2.0 ** -6)
+    return max(eps), max(tiny)
+
+
+def agree(wa: np.ndarray, wb: np.ndarray, da: str, db: str) -> bool:
+    """The same values, stored as dtypes `da` and `db`: equal up to the round trip between them."""
+    rtol, atol = tolerance(da, db)
+    if rtol == 0.0:
+        return bool(np.array_equal(wa, wb, equal_nan=True))
+    with np.errstate(invalid="ignore", over="ignore"):
+        return bool(np.allclose(wa, wb, rtol=rtol, atol=atol, equal_nan=True))
