@@ -185,16 +185,25 @@ def near_duplicate_counts(w: np.ndarray, cos: float, min_group: int = 2, block: 
     if sketched and projected is None:
         projected = sketch(w, proj_dim)
     args = (w, norms, live, projected if sketched else None, cos, min_group, block)
-    if projected is not None and sketched:   # nominating is cheap, measuring a layer-wide clique is not
-        if _nominate(_sketch_rows(w, norms, live, projected, None), _cut(cos, projected), min_group,
-                     block).size < min_group:
+    measured = True   # counts hold the plain exact measure of every nominated row
+    if projected is not None and sketched:
+        chosen = live[_nominate(_sketch_rows(w, norms, live, projected, None), _cut(cos, projected),
+                                min_group, block)]
+        if chosen.size < min_group:
             return counts
+        # trained layers nominate a few rows, cheap to measure; hundreds come from a layer-wide
+        # clique, whose exact measure would cost more than setting its directions aside
+        measured = chosen.size * chosen.size * d <= exact_max
+        if measured:
+            counts = _counts(w, norms, chosen, None, cos, min_group, block, None)
     else:
         counts = _counts(*args, None)
-        if int((counts >= min_group - 1).sum()) < min_group:
-            return counts
-    shared = layer_wide_directions(w, norms, live, projected, exact_max=exact_max, proj_dim=proj_dim)
-    return counts if shared is None and not sketched else _counts(*args, shared)
+    if measured and int((counts >= min_group - 1).sum()) < min_group:
+        return counts
+    shared = layer_wide_directions(w, norms, live, projected, proj_dim=proj_dim)
+    if shared is None:
+        return counts if measured else _counts(*args, None)
+    return _counts(*args, shared)
 
 
 def _cut(cos: float, projected: np.ndarray) -> float:
@@ -243,18 +252,18 @@ def _coefficients(w: np.ndarray, live: np.ndarray, inv: np.ndarray, basis: np.nd
 
 def layer_wide_directions(w: np.ndarray, norms: np.ndarray, live: np.ndarray,
                           projected: np.ndarray | None = None, *, share_min: float = 0.05,
-                          spread_min: float = 0.25, most: int = 8, exact_max: int = 1 << 28,
-                          proj_dim: int = 64) -> np.ndarray | None:
+                          spread_min: float = 0.25, most: int = 8, proj_dim: int = 64) -> np.ndarray | None:
     """Orthonormal (d, c) basis of the directions the layer's neurons share: principal directions
     of the unit rows that hold at least `share_min` of their energy and are spread over at least
     `spread_min` of the neurons (participation ratio of the component's neuron loadings: ~n/3
     for a component every neuron carries at random, ~g for a group of g neurons). A merged
     adapter's directions are carried by every neuron; a trap group's by its members, so it stays.
-    Small layers: an exact SVD; large ones: the randomized range finder on the row sketch (one
-    more pass over w), accurate for components well above the spectrum's 64th."""
+    Narrow layers (either side <= 2 x proj_dim): an exact SVD; others: the randomized range finder
+    on the row sketch (one more pass over w), accurate for components well above the spectrum's
+    proj_dim-th (an exact SVD of a MiniLM up-projection took 70 ms, this 10)."""
     inv = (1.0 / norms[live]).astype(np.float64)
     m, d = int(live.size), int(w.shape[1])
-    if m * d * min(m, d) <= exact_max:
+    if min(m, d) <= 2 * proj_dim:
         left, s, right = np.linalg.svd(w[live] * inv[:, None], full_matrices=False)
     else:
         y = (projected if projected is not None else sketch(w, proj_dim))[live] * inv[:, None]

@@ -274,3 +274,19 @@ def test_a_sibling_is_judged_by_its_own_uncertainty_too(shape, ratio, flagged):
         stats[name], shapes[name] = tensor_stats(a, be), shape
     hits = sibling_outliers(stats, shapes, WeightsAnomalies.THRESHOLDS["robust-z"])
     assert any(h["feature"] == "log_std" and h["index"] == 0 for h in hits) is flagged, hits
+
+
+def test_trained_layers_pay_nothing_for_the_layer_wide_directions(minilm_state, monkeypatch):
+    """MiniLM's up-projections nominate a few rows in the sketch (its near-duplicate pairs); they
+    are measured exactly, hold no group, and the layer-wide directions are never computed (they
+    took a third of MiniLM's whole pass when every nomination asked for them)."""
+    from hfguard.weights import traps
+
+    calls = []
+    real = traps.layer_wide_directions
+    monkeypatch.setattr(traps, "layer_wide_directions", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ups = {k: v for k, v in minilm_state.items() if traps.neuron_rows(k, v) is not None}
+    assert len(ups) == 6
+    for name, w in ups.items():
+        assert int((traps.near_duplicate_counts(w, 0.8, 8) >= 7).sum()) == 0, name
+    assert calls == []
