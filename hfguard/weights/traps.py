@@ -164,7 +164,8 @@ def near_duplicate_counts(w: np.ndarray, cos: float, min_group: int = 2, block: 
     MLP LoRA at a high learning rate moves the matrix by 1-2x its norm) gives every neuron a share
     of the same few directions and so cliques of hundreds; those directions are spread over most
     neurons, a trap group's over its few members, so cosines are measured again without them
-    whenever the first count finds a group (clean layers pay nothing).
+    whenever the plain count finds a group, or the sketch nominates more rows than are cheap to
+    measure (trained layers pay nothing: they nominate a few near-duplicate pairs).
 
     Small layers get exact Gram blocks. Above `exact_max` multiply-adds, rows are compared in a
     random projection to `proj_dim` dimensions (cosine error ~1/sqrt(proj_dim) = 0.125, so the cut
