@@ -8,7 +8,7 @@ from typing import Any
 from hfguard.card import declared_bases
 from hfguard.checks import options_fingerprint
 from hfguard.findings import Finding, Report, Severity
-from hfguard.hub.http import SLOW_LINK_RATE, DeadlineExceeded, check_deadline, current
+from hfguard.hub.http import DeadlineExceeded, check_deadline, current, grow_for_download
 from hfguard.hub.resolve import (
     SHA_RE,
     HubError,
@@ -141,7 +141,7 @@ def _check_repo(spec: str, policy: Policy, *, use_cache: bool, download: bool, t
                         on_fetch_error=lambda exc, hf: late.append(fetch_error_finding(exc, hf)))
     repo_bytes = sum(f.size for f in target.files)
     if download or WHOLE_FILE_TIERS & set(policy.tiers):
-        _grow_deadline(repo_bytes, progress)
+        grow_for_download(repo_bytes, f"the {len(target.files)} files of {resolved.repo_id}", progress)
     if download and not resolved.meta.get("offline"):
         progress(f"downloading {len(target.files)} files ({human_bytes(repo_bytes)}) into the HF cache…")
         for tf in target.files:
@@ -176,14 +176,6 @@ def _check_repo(spec: str, policy: Policy, *, use_cache: bool, download: bool, t
 
 # tiers that read whole weight files (downloaded as they go), not only headers by Range
 WHOLE_FILE_TIERS = {"weights", "behavior"}
-
-
-def _grow_deadline(nbytes: int, progress: Callable[[str], None]) -> None:
-    deadline = current()
-    extra = deadline.allow_download(nbytes)
-    if extra:
-        progress(f"Hub deadline {deadline.seconds or 0:.0f}s: {human_bytes(nbytes)} to download at "
-                 f"{human_bytes(int(SLOW_LINK_RATE))}/s or faster (--deadline sets it)")
 
 
 def verify_cached(resolved: Any) -> tuple[list[Finding], list[HubFile]]:

@@ -89,6 +89,16 @@ def default_deadline(download: bool = False) -> float:
     return DEFAULT_DOWNLOAD_DEADLINE if download else DEFAULT_DEADLINE
 
 
+def grow_for_download(nbytes: int, what: str, progress: Callable[[str], None]) -> None:
+    """Let the deadline in force (if a default) allow for downloading `nbytes` of `what`, and say so."""
+    from hfguard.units import human_bytes
+
+    deadline = current()
+    if deadline.allow_download(nbytes):
+        progress(f"Hub deadline now {deadline.seconds or 0:.0f}s: {what}, {human_bytes(nbytes)}, may be "
+                 f"downloaded at {human_bytes(int(SLOW_LINK_RATE))}/s or faster (--deadline sets it)")
+
+
 def check_deadline(seconds: float | None, download: bool = False) -> Deadline:
     """The deadline of one check: `seconds` (0 or less: none), else the default, which grows
     with what the check downloads (Deadline.allow_download); one the user chose never does."""

@@ -356,9 +356,9 @@ def resolve_base(target: Target, ctx: ScanContext, stream: Any) -> DiffBase:
     except ModelSpecError as exc:
         return DiffBase(spec, bool(explicit), error=f"base: {exc}")
     if base.source == "hub":   # its shards are downloaded too: a default Hub deadline allows for them
-        from hfguard.hub.http import current
+        from hfguard.hub.http import grow_for_download
 
-        current().allow_download(sum(f.size for f in base.files))
+        grow_for_download(sum(f.size for f in base.files), f"the base {spec}", ctx.progress)
     ckpts, failed = model_checkpoints(base, stream)
     return DiffBase(spec, bool(explicit), ckpts=ckpts, failed=failed, ref=_primary(ckpts))
 

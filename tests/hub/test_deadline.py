@@ -152,7 +152,12 @@ def test_the_default_deadline_grows_with_what_a_weights_check_downloads(hub, mon
     hub.fail(r"GET /acme/slow/resolve/.*model\.safetensors", delay=1.2, times=-1)
     code, report, err, took = timed_check("acme/slow", "--no-cache", "--tier", "weights")
     assert code == 0 and report["verdict"] == "PASS", (rules(report), err)
-    assert "Hub deadline" in err and took > 2.0
+    assert "Hub deadline now" in err and "the 2 files of acme/slow" in err and took > 2.0
+    hub.add_repo("acme/slow-base", {"model.safetensors": weights, "config.json": b'{"model_type": "bert"}'})
+    code, report, err, _ = timed_check("acme/slow", "--no-cache", "--tier", "weights",
+                                       "--base", "acme/slow-base")
+    assert report["verdict"] == "PASS", (rules(report), err)
+    assert "the base acme/slow-base" in err   # the base's shards are downloaded too
     code, report, _, _ = timed_check("acme/slow", "--no-cache", "--tier", "weights", "--deadline", "1")
     assert report["verdict"] == "ERROR" and {"hub/timeout", "hub/read-failed"} & rules(report), rules(report)
     code, report, _, _ = timed_check("acme/slow", "--no-cache")
