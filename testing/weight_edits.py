@@ -154,6 +154,49 @@ def cast_copy(src: Path, dst: Path, dtype: str) -> Path:
     return dst
 
 
+def quantized_copy(src: Path, dst: Path, codes: str = "float8_e4m3fn", layout: str = "channel",
+                   edit: Callable[[dict[str, np.ndarray]], Any] | None = None, tile: int = 16) -> Path:
+    """The blocks' matrices stored as a quantizer writes them (compressed-tensors / FBGEMM FP8 and
+    W8A8 int8: codes + `weight_scale` per tensor or per output row; DeepSeek-style FP8: codes +
+    `weight_scale_inv` per tile x tile block, 128 in real models), the rest as it was; `edit` is
+    applied to the float weights first (an edit shipped inside a quantized copy)."""
+    import torch
+    from safetensors.torch import save_file
+
+    state = {k: v.copy() for k, v in state_of(src).items()}
+    if edit is not None:
+        edit(state)
+    top = 448.0 if codes == "float8_e4m3fn" else 127.0
+    out = {}
+    for k, w in state.items():
+        block_matrix = MLP_IN.search(k) or MLP_OUT.search(k) or ATTN.search(k)
+        if not (k.endswith("weight") and w.ndim == 2 and block_matrix):
+            out[k] = torch.from_numpy(np.ascontiguousarray(w))
+            continue
+        t = torch.from_numpy(w).float()
+        if layout == "tensor":
+            scale = t.abs().max().reshape(1) / top
+            full = scale.expand_as(t)
+        elif layout == "channel":
+            scale = t.abs().amax(1, keepdim=True) / top
+            full = scale.expand_as(t)
+        else:   # tile x tile blocks
+            r, c = t.shape
+            pad = torch.nn.functional.pad(t.abs(), (0, -c % tile, 0, -r % tile))
+            scale = pad.reshape(pad.shape[0] // tile, tile, pad.shape[1] // tile, tile).amax((1, 3)) / top
+            full = scale.repeat_interleave(tile, 0).repeat_interleave(tile, 1)[:r, :c]
+        scale = scale.clamp(min=1e-12)
+        x = t / full.clamp(min=1e-12)
+        q = x.clamp(-top, top).to(torch.float8_e4m3fn) if codes == "float8_e4m3fn" else \
+            x.round().clamp(-top, top).to(torch.int8)
+        out[k] = q.contiguous()
+        out[k + ("_scale_inv" if layout == "block" else "_scale")] = scale.contiguous()
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src / "config.json", dst / "config.json")
+    save_file(out, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    return dst
+
+
 def quantize_dequantize(state: dict[str, np.ndarray], bits: int = 8) -> None:
     """Per-row absmax integer quantization of every matrix, written back as float32 (int8 round trip)."""
     q = 2 ** (bits - 1) - 1
@@ -368,6 +411,7 @@ def negatives(arch: str, seed: int, base: Path, root: Path, *, full: bool = Fals
         "lora-r1-attn": lora(arch, base, root / "lora1a", 1, ATTN, seed),
         "lora-r2-mlp": lora(arch, base, root / "lora2m", 2, MLP, seed),
         "lora-r64-attn+mlp": lora(arch, base, root / "lora64", 64, ATTN_MLP, seed),
+        "fp8-channel": quantized_copy(base, root / "fp8", "float8_e4m3fn", "channel"),
     }
     if arch != "vit":
         out["vocab-extended"] = extend_vocab(arch, base, root / "vocab")
@@ -381,6 +425,7 @@ def negatives(arch: str, seed: int, base: Path, root: Path, *, full: bool = Fals
         out["merge-ties"] = merge(base, [a, b], root / "m-ties", "ties")
         out["merge-dare"] = merge(base, [a, b], root / "m-dare", "dare", seed=seed)
         out["int4-roundtrip"] = edited(base, root / "int4", lambda s: quantize_dequantize(s, 4))
+        out["int8-block"] = quantized_copy(base, root / "int8q", "int8", "block")
     return out
 
 
@@ -399,6 +444,8 @@ def edits(arch: str, seed: int, base: Path, root: Path, *, full: bool = False) -
         "jittered-traps": edited(base, root / "traps", lambda s: jittered_traps(s, layer, seed)),
         "near-zero-gains": edited(base, root / "gains", lambda s: near_zero_gains(s, layer, seed)),
         "inconsistent-copies": inconsistent_copy(base, root / "copies", lambda s: rome(s, layer, seed)),
+        "rome-in-fp8": quantized_copy(base, root / "rome-fp8", "float8_e4m3fn", "block",
+                                      edit=lambda s: rome(s, layer, seed)),
     }
     if arch != "vit":
         out["embedding-rows"] = edited(base, root / "emb",
@@ -419,7 +466,8 @@ def pretrained_sets(model: Path, seed: int, root: Path) -> tuple[dict[str, Path]
     layer = 1 + seed % 3
     neg = {"fp16": cast_copy(model, root / "fp16", "float16"),
            "bf16": cast_copy(model, root / "bf16", "bfloat16"),
-           "int8-roundtrip": edited(model, root / "int8", quantize_dequantize)}
+           "int8-roundtrip": edited(model, root / "int8", quantize_dequantize),
+           "fp8-block": quantized_copy(model, root / "fp8", "float8_e4m3fn", "block")}
     ed = {"rome": edited(model, root / "rome", lambda s: rome(s, layer, seed)),
           "memit-3-layers": edited(model, root / "memit", lambda s: memit(s, [layer, layer + 1, layer + 2],
                                                                           seed)),
@@ -427,7 +475,9 @@ def pretrained_sets(model: Path, seed: int, root: Path) -> tuple[dict[str, Path]
           "near-zero-gains": edited(model, root / "gains", lambda s: near_zero_gains(s, layer, seed)),
           "embedding-rows": edited(model, root / "emb",
                                    lambda s: rewrite_embedding_rows(s, [101, 2000, 7592], seed)),
-          "inconsistent-copies": inconsistent_copy(model, root / "copies", lambda s: rome(s, layer, seed))}
+          "inconsistent-copies": inconsistent_copy(model, root / "copies", lambda s: rome(s, layer, seed)),
+          "rome-in-int8": quantized_copy(model, root / "rome-int8", "int8", "channel",
+                                         edit=lambda s: rome(s, layer, seed))}
     return neg, ed
 
 

@@ -137,9 +137,14 @@ class WeightsAnomalies(Check):
         over = {r: n - cap for r, n in counts.items() if n > cap}
         if over:
             summary["findings_not_shown"] = over
+        quantized = ""
+        if ckpt.dequantized:
+            summary["dequantized"] = ckpt.dequantized
+            quantized = f" ({ckpt.dequantized} quantized weights measured dequantized, by their scales)"
         yield self.finding("weights/summary", Severity.INFO,
                            f"{summary['tensors']} tensors, {summary['parameters']:,} parameters read "
-                           f"in {summary['seconds']}s on {be.name}", file=ckpt.name, evidence=summary)
+                           f"in {summary['seconds']}s on {be.name}{quantized}", file=ckpt.name,
+                           evidence=summary)
 
 
 class WeightsBaseDiff(Check):

@@ -35,7 +35,7 @@ from hfguard.weights.shards import (
 )
 from hfguard.weights.stats import Backend, backend_for
 from hfguard.weights.stream import plan_reads
-from hfguard.weights.tensors import Checkpoint, TensorMeta, WeightsFormatError, load_tensor
+from hfguard.weights.tensors import Checkpoint, TensorMeta, WeightsFormatError, load_tensor, within_code_error
 from hfguard.weights.traps import NORM_GAIN, POSITIONAL, silenced
 
 MAX_PLOTTED_TENSORS = 200   # bars in the report figure; every change is in the evidence
@@ -132,6 +132,7 @@ class DiffResult:
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     renamed: list[dict[str, str]] = field(default_factory=list)  # {"base": name, "model": name}
+    rounding_only: int = 0    # tensors that differ only by the model's storage rounding (not changed)
     shape_mismatch: list[dict[str, Any]] = field(default_factory=list)
     dtype_mismatch: list[str] = field(default_factory=list)
     extended: list[dict[str, Any]] = field(default_factory=list)   # embeddings with appended rows
@@ -232,6 +233,10 @@ class TensorDiffer:
         if grown is not None:
             w1 = w1[(slice(None),) * grown + (slice(0, m0.shape[grown]),)]
         if equal_values(w0, w1):
+            return
+        if _storage_rounding(m0, m1, w0, w1):   # the same values in a narrower dtype or quantized codes
+            with self._lock:
+                self.res.rounding_only += 1
             return
         delta = tensor_delta(name, w0, w1, self.be, self.th, out=scratch.buffer(2))
         gone = None
@@ -457,7 +462,7 @@ def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any
                "changed_share": _r(len(changed) / n),
                "median_relative_change": _r(float(np.median([d.rel for d in changed]))) if changed else 0.0,
                "confined": confined, "roles_changed_in_every_layer": sorted(covered)[:20],
-               "low_rank_in_every_layer": sorted(adapter)[:20]}
+               "low_rank_in_every_layer": sorted(adapter)[:20], "storage_rounding_only": res.rounding_only}
     surgical = [d for d in isolated if d.surgical_shape]
     partial = _partial_blocks(isolated, res.blocks, th)
     if confined and surgical:
@@ -499,8 +504,21 @@ def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any
             "bar", f"relative change per tensor vs base {spec}",
             [{"name": "‖Δ‖ / ‖base‖", "x": [d.name for d in shown], "y": [d.rel for d in shown]}],
             x_label=f"changed tensors ({len(shown)} of {len(changed)} shown)", y_label="relative change")
+    rounding = f" ({res.rounding_only} more only by their storage rounding)" if res.rounding_only else ""
     yield f("weights/base-diff-summary", Severity.INFO,
-            f"{len(changed)} of {res.compared} tensors differ from base {spec}", evidence=summary)
+            f"{len(changed)} of {res.compared} tensors differ from base {spec}{rounding}", evidence=summary)
+
+
+def _storage_rounding(m0: TensorMeta, m1: TensorMeta, w0: np.ndarray, w1: np.ndarray) -> bool:
+    """w1 is w0 as the model stores it: cast to a narrower dtype (within that round trip), or
+    quantized to codes and scales (within one code's rounding). A dtype round trip is no change,
+    and counting it as one hid a ROME edit in an fp16 or float8 copy among 'everything changed'."""
+    if m1.scale is not None:
+        return within_code_error(w0, w1, m1, m0.dtype)
+    if m0.dtype == m1.dtype or w0.ndim == 0:
+        return False
+    step = max(1, (1 << 20) // max(1, w0.size // max(1, w0.shape[0])))   # rows per block of ~1M entries
+    return all(agree(w0[i:i + step], w1[i:i + step], m0.dtype, m1.dtype) for i in range(0, w0.shape[0], step))
 
 
 def _confined(res: DiffResult, th: dict[str, Any]) -> bool:

@@ -138,6 +138,9 @@ def same_bytes(a: TensorMeta, b: TensorMeta) -> bool:
     'not shown identical here': compare the values (a -0.0/+0.0 or NaN payload may differ)."""
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
+    for qa, qb in ((a.scale, b.scale), (a.zero_point, b.zero_point)):   # a quantized weight's values
+        if (qa is None) != (qb is None) or (qa is not None and qb is not None and not same_bytes(qa, qb)):
+            return False
     sa, sb = _raw_span(a), _raw_span(b)
     if sa is None or sb is None or sa[1] != sb[1]:
         return False
@@ -161,6 +164,12 @@ def raw_digest(meta: TensorMeta) -> bytes | None:
     h = hashlib.sha256()
     for start in range(0, span[1], CHUNK):
         h.update(map_bytes(meta.data_path, span[0] + start, min(CHUNK, span[1] - start)).data)
+    for part in (meta.scale, meta.zero_point):   # a quantized weight's values depend on them too
+        if part is not None:
+            sub = raw_digest(part)
+            if sub is None:
+                return None
+            h.update(sub)
     return h.digest()
 
 

@@ -5,6 +5,7 @@ numpy arrays, each from its own short-lived mmap, so memory stays bounded by the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -49,6 +50,10 @@ class TensorMeta:
     storage_offset: int = 0                 # in elements
     # a remote shard fetched on first read (hfguard.weights.stream); None: `path` is on disk
     shard: Any = field(default=None, compare=False, repr=False)
+    # a quantized weight (float8 or int8) with the tensors that dequantize it (`attach_scales`):
+    # its values are (stored - zero_point) x scale, as the loader computes them
+    scale: TensorMeta | None = None
+    zero_point: TensorMeta | None = None
 
     @property
     def data_path(self) -> Path:
@@ -61,12 +66,12 @@ class TensorMeta:
 
     @property
     def is_float(self) -> bool:
-        return self.dtype in FLOAT_DTYPES
+        return self.dtype in FLOAT_DTYPES or self.scale is not None
 
     @property
     def mapped_as_is(self) -> bool:
         """float32 in C order: `load_tensor(copy=False)` returns the file's pages, no copy."""
-        return self.dtype == "float32" and self.contiguous
+        return self.dtype == "float32" and self.contiguous and self.scale is None
 
     @property
     def contiguous(self) -> bool:
@@ -88,6 +93,7 @@ class Checkpoint:
     kind: str                                   # "safetensors" | "torch-zip"
     tensors: dict[str, TensorMeta] = field(default_factory=dict)
     problems: list[Observation] = field(default_factory=list)
+    dequantized: int = 0                        # weights read as (stored - zero point) x scale
 
     @property
     def directory(self) -> str:
@@ -260,7 +266,7 @@ class Widening:
 def widening(meta: TensorMeta, out: np.ndarray) -> Widening | None:
     """A `Widening` of a contiguous tensor that is not float32 in place into `out` (a flat float32
     buffer of at least meta.numel entries); None where `load_tensor` must do it whole."""
-    if meta.mapped_as_is or out.size < meta.numel:
+    if meta.mapped_as_is or out.size < meta.numel or meta.scale is not None:
         return None
     raw = stored_values(meta)
     return None if raw is None else Widening(raw.reshape(meta.shape), meta.dtype, out)
@@ -298,7 +304,124 @@ def load_tensor(meta: TensorMeta, copy: bool = True, out: np.ndarray | None = No
             strides=tuple(s * itemsize for s in meta.stride), writeable=False)
     if not copy and meta.mapped_as_is:
         return arr
-    return widen(np.ascontiguousarray(arr), meta.dtype, out)
+    wide = widen(np.ascontiguousarray(arr), meta.dtype, out)
+    if meta.scale is not None:
+        _dequantize(wide, meta)
+    return wide
+
+
+# -- quantized weights with scales ---------------------------------------------------------------
+# float8 (compressed-tensors / FBGEMM `weight_scale`, DeepSeek-style block `weight_scale_inv`, which
+# multiplies too) and int8 (W8A8, optionally a `weight_zero_point`): a scan of the stored integers
+# or float8 codes would diff each matrix against its base at ~1/scale times its size and hide an edit
+QUANTIZED_DTYPES = {"float8_e4m3fn", "float8_e5m2", "int8"}
+SCALE_SUFFIXES = ("_scale", "_scale_inv")
+
+
+def scale_blocks(shape: tuple[int, ...], scale_shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """(rows, cols) of the weight block each scale entry covers: one for the tensor, one per row,
+    per group of columns, or per 2-D block (128 x 128); None where the shapes do not fit."""
+    if len(shape) != 2:
+        return None
+    rows, cols = shape
+    n = math.prod(scale_shape)
+    if n == 1:
+        s0, s1 = 1, 1
+    elif len(scale_shape) == 1 and scale_shape[0] == rows:
+        s0, s1 = rows, 1
+    elif len(scale_shape) == 2:
+        s0, s1 = scale_shape
+    else:
+        return None
+    if not (0 < s0 <= rows and 0 < s1 <= cols):
+        return None
+    b0, b1 = _block(rows, s0), _block(cols, s1)
+    return (b0, b1) if -(-rows // b0) == s0 and -(-cols // b1) == s1 else None
+
+
+def _block(n: int, count: int) -> int:
+    """The block length that cuts n entries into `count` blocks, the last one maybe shorter. Where
+    several do (1000 rows in 8 blocks: 125-142), quantizers use a power of two (128): the largest
+    one that fits, else the shortest length."""
+    low = -(-n // count)
+    high = (n - 1) // (count - 1) if count > 1 else n
+    pow2 = 1 << (high.bit_length() - 1) if high > 0 else 0
+    return pow2 if low <= pow2 <= high and count > 1 else low
+
+
+def _dequantize(w: np.ndarray, meta: TensorMeta) -> None:
+    """w (the stored values widened, float32, meta.shape) -> (w - zero_point) x scale, in place."""
+    scale, zp = quantization(meta)
+    for r0 in range(0, w.shape[0], ROW_BLOCK):
+        rows = w[r0:r0 + ROW_BLOCK]
+        if zp is not None:
+            np.subtract(rows, zp(r0, r0 + rows.shape[0]), out=rows)
+        np.multiply(rows, scale(r0, r0 + rows.shape[0]), out=rows)
+
+
+ROW_BLOCK = 256   # rows dequantized or bounded at a time: temporaries stay a block of the weight
+# the most a stored code is off the value it encodes, relative to the value (normal range) and
+# in units of the scale (float8's subnormals; int8's half step)
+CODE_ERROR = {"float8_e4m3fn": (2.0 ** -4, 2.0 ** -10), "float8_e5m2": (2.0 ** -3, 2.0 ** -17),
+              "int8": (0.0, 0.5)}
+
+
+def quantization(meta: TensorMeta) -> tuple[Any, Any]:
+    """(scale(r0, r1), zero_point(r0, r1) or None) of a quantized weight: each gives the factor of
+    rows r0:r1, shaped to broadcast over them (a column per row, or the rows' blocks expanded)."""
+    assert meta.scale is not None
+    b0, b1 = scale_blocks(meta.shape, meta.scale.shape) or (1, 1)
+    cols = meta.shape[1]
+
+    def rows_of(t: TensorMeta) -> Any:
+        grid = load_tensor(t).reshape(-(-meta.shape[0] // b0), -1)
+
+        def at(r0: int, r1: int) -> np.ndarray:
+            g = grid[np.arange(r0, r1) // b0]
+            return g if g.shape[1] == 1 else np.repeat(g, b1, axis=1)[:, :cols]
+        return at
+    return rows_of(meta.scale), None if meta.zero_point is None else rows_of(meta.zero_point)
+
+
+def within_code_error(w0: np.ndarray, w1: np.ndarray, meta: TensorMeta, base_dtype: str) -> bool:
+    """True when w1 (a quantized weight, dequantized) is w0 stored in its codes: every entry within
+    one code's rounding (CODE_ERROR) of w0, plus w0's own dtype rounding (a quantizer may have
+    started from a wider master copy)."""
+    rel, absolute = CODE_ERROR.get(meta.dtype, (0.0, 0.5))
+    rel += float(np.finfo(np.float32).eps) if base_dtype == "float32" else 2.0 ** -8
+    scale, _ = quantization(meta)
+    for r0 in range(0, w0.shape[0], ROW_BLOCK):
+        a, b = w0[r0:r0 + ROW_BLOCK], w1[r0:r0 + ROW_BLOCK]
+        bound = rel * np.abs(a) + absolute * np.abs(scale(r0, r0 + a.shape[0]))
+        with np.errstate(invalid="ignore"):
+            if not bool(np.all(np.abs(b - a) <= 1.01 * bound)):
+                return False
+    return True
+
+
+def attach_scales(tensors: dict[str, TensorMeta]) -> int:
+    """Join each quantized weight with the scale (and zero point) that dequantizes it; the scales
+    leave the checkpoint's tensors, read only through their weight. Returns how many were joined."""
+    joined = 0
+    for name, meta in list(tensors.items()):
+        if meta.dtype not in QUANTIZED_DTYPES or not name.endswith("weight"):
+            continue
+        found = [(name + sfx, tensors[name + sfx]) for sfx in SCALE_SUFFIXES if name + sfx in tensors]
+        if len(found) != 1:
+            continue
+        sname, scale = found[0]
+        if scale.dtype not in FLOAT_DTYPES or scale.dtype in QUANTIZED_DTYPES \
+                or scale_blocks(meta.shape, scale.shape) is None:
+            continue
+        zp = tensors.get(name + "_zero_point")
+        if zp is not None and (zp.shape != scale.shape or not (zp.is_float or zp.dtype.startswith("int"))):
+            continue
+        tensors[name] = dataclasses.replace(meta, scale=scale, zero_point=zp)
+        del tensors[sname]
+        if zp is not None:
+            del tensors[name + "_zero_point"]
+        joined += 1
+    return joined
 
 
 # -- grouping a target's files into checkpoints -------------------------------------------------
@@ -420,6 +543,7 @@ def checkpoints_of(target: Any, stream: Any = None) -> tuple[list[Checkpoint], l
                     f"{idx.name} lists {len(missing)} tensors that {tf.path} does not hold",
                     evidence={"tensors": missing[:20]}))
             ckpt.tensors.update(metas)
+        ckpt.dequantized = attach_scales(ckpt.tensors)
         out.append(ckpt)
     for display, (kind, tf) in sorted(weights.items()):
         if display in claimed:
@@ -429,5 +553,5 @@ def checkpoints_of(target: Any, stream: Any = None) -> tuple[list[Checkpoint], l
         except (WeightsFormatError, OSError) as exc:
             failed.append((display, str(exc)))
             continue
-        out.append(Checkpoint(name=display, kind=kind, tensors=metas))
+        out.append(Checkpoint(name=display, kind=kind, tensors=metas, dequantized=attach_scales(metas)))
     return out, failed

@@ -64,8 +64,11 @@ def test_the_diff_fed_by_the_statistics_pass_is_the_diff(gpt2, device):
     alone = diff_checkpoints(ref, tgt, be, TH, Budget(600))
     assert fed == alone
     assert {d.name for d in alone.deltas} >= {gpt2["edited"], "transformer.h.3.mlp.c_fc.weight",
-                                              "transformer.h.1.attn.c_proj.weight", "transformer.wte.weight"}
+                                              "transformer.wte.weight"}
     assert alone.extended and alone.silenced
+    # the float16 copy of a matrix is the same matrix (its round trip), on both paths
+    assert "transformer.h.1.attn.c_proj.weight" not in {d.name for d in alone.deltas}
+    assert alone.rounding_only == 1
     assert alone.dtype_mismatch == ["transformer.h.1.attn.c_proj.weight"]
 
 
