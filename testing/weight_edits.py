@@ -197,6 +197,86 @@ def quantized_copy(src: Path, dst: Path, codes: str = "float8_e4m3fn", layout: s
     return dst
 
 
+AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)   # the column of each 4-bit slot of an AWQ word, lowest first
+
+
+def pack_words(codes: np.ndarray, bits: int, along_rows: bool,
+               order: tuple[int, ...] | None = None) -> np.ndarray:
+    """Codes (0 .. 2^bits - 1) packed 32/bits to an int32 word, the first in the lowest bits: down
+    the rows (GPTQ qweight: word row r holds rows r*32/bits ...) or along the columns (qzeros;
+    AWQ's in `order`)."""
+    per = 32 // bits
+    c = (codes.astype(np.uint32) & ((1 << bits) - 1))
+    c = c.reshape(-1, per, c.shape[1]).transpose(0, 2, 1) if along_rows else c.reshape(c.shape[0], -1, per)
+    if order is not None:
+        c = c[..., list(order)]
+    words = np.zeros(c.shape[:2], np.uint32)
+    for j in range(per):
+        words |= c[..., j] << np.uint32(bits * j)
+    return words.view(np.int32)
+
+
+def pack_linear(w: np.ndarray, method: str = "gptq", bits: int = 4, group_size: int = 128, sym: bool = True,
+                act_order: bool = False, seed: int = 0, v2: bool = False) -> dict[str, np.ndarray]:
+    """An nn.Linear weight [out, in] as GPTQ (AutoGPTQ v1: qweight [in*bits/32, out], qzeros holding
+    zero - 1, scales [groups, out] float16, g_idx [in]; `act_order`: inputs in a random order
+    form the groups; `v2`: GPTQModel's v2 format, zeros as they are) or AWQ GEMM (qweight
+    [in, out*bits/32] in AWQ's column order, qzeros, scales) writes it: round to nearest on a
+    min/max grid per group and output (the quantizer's search is left out; the layout is what a
+    loader reads). An asymmetric zero point of 0 in v1 is stored as 2^bits - 1 and read back as
+    2^bits (the format's known underflow, as loaders compute it): use v2 for asymmetric copies."""
+    out_f, in_f = w.shape
+    maxq = (1 << bits) - 1
+    g_idx = np.arange(in_f) // group_size
+    if act_order:
+        g_idx[np.random.default_rng(seed).permutation(in_f)] = np.arange(in_f) // group_size
+    groups = int(g_idx.max()) + 1
+    scales, zeros = np.empty((groups, out_f), np.float32), np.empty((groups, out_f), np.float32)
+    for g in range(groups):
+        cols = w[:, g_idx == g]
+        lo, hi = np.minimum(cols.min(1), 0), np.maximum(cols.max(1), 0)
+        if sym:
+            hi = np.maximum(-lo, hi)
+            lo = np.where(lo < 0, -hi, 0)
+        scale = np.where(hi > lo, hi - lo, 2.0) / maxq
+        scales[g] = scale.astype(np.float16)   # stored in float16, and the codes taken against it
+        zeros[g] = (maxq + 1) // 2 if sym else np.clip(np.round(-lo / scales[g]), 0, maxq)
+    q = np.clip(np.round(w / scales[g_idx].T) + zeros[g_idx].T, 0, maxq).astype(np.uint32)   # [out, in]
+    if method == "gptq":
+        return {"qweight": pack_words(q.T, bits, along_rows=True),
+                "qzeros": pack_words(zeros.astype(np.int64) - (0 if v2 else 1), bits, along_rows=False),
+                "scales": scales.astype(np.float16), "g_idx": g_idx.astype(np.int32)}
+    assert bits == 4 and not act_order
+    return {"qweight": pack_words(q.T, bits, along_rows=False, order=AWQ_ORDER),
+            "qzeros": pack_words(zeros.astype(np.int64), bits, along_rows=False, order=AWQ_ORDER),
+            "scales": scales.astype(np.float16)}
+
+
+def packed_copy(src: Path, dst: Path, method: str = "gptq", *, sym: bool = True, act_order: bool = False,
+                v2: bool = False, group_size: int = 128,
+                edit: Callable[[dict[str, np.ndarray]], Any] | None = None) -> Path:
+    """A GPTQ (v1 format, or `v2`) or AWQ (GEMM) int4 copy of an nn.Linear model (BERT-like): the
+    blocks' matrices packed as `pack_linear` writes them, their config's `quantization_config` as
+    the quantizer writes it; `edit` is applied to the float weights first."""
+    state = {k: v.copy() for k, v in state_of(src).items()}
+    if edit is not None:
+        edit(state)
+    out: dict[str, np.ndarray] = {}
+    for k, w in state.items():
+        if k.endswith("weight") and w.ndim == 2 and (MLP_IN.search(k) or MLP_OUT.search(k) or ATTN.search(k)):
+            parts = pack_linear(w, method, group_size=group_size, sym=sym, act_order=act_order, v2=v2)
+            out.update({k[:-len("weight")] + p: v for p, v in parts.items()})
+        else:
+            out[k] = w
+    write(src, out, dst)
+    conf = {"quant_method": method, "bits": 4, "group_size": group_size}
+    conf.update({"desc_act": act_order, "sym": sym, "checkpoint_format": "gptq_v2" if v2 else "gptq"}
+                if method == "gptq"
+                else {"version": "gemm", "zero_point": True})
+    set_config(dst, quantization_config=conf)
+    return dst
+
+
 def quantize_dequantize(state: dict[str, np.ndarray], bits: int = 8) -> None:
     """Per-row absmax integer quantization of every matrix, written back as float32 (int8 round trip)."""
     q = 2 ** (bits - 1) - 1
@@ -462,12 +542,14 @@ WITHOUT_BASE = ("jittered-traps", "near-zero-gains", "inconsistent-copies")
 
 def pretrained_sets(model: Path, seed: int, root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     """Derivatives and edits of a real pre-trained BERT-like folder (MiniLM), placed by `seed`:
-    the changes that need no training run (dtype copies, quantization; published edit shapes)."""
+    the changes that need no training run (dtype copies, quantization, GPTQ packing; published edit
+    shapes)."""
     layer = 1 + seed % 3
     neg = {"fp16": cast_copy(model, root / "fp16", "float16"),
            "bf16": cast_copy(model, root / "bf16", "bfloat16"),
            "int8-roundtrip": edited(model, root / "int8", quantize_dequantize),
-           "fp8-block": quantized_copy(model, root / "fp8", "float8_e4m3fn", "block")}
+           "fp8-block": quantized_copy(model, root / "fp8", "float8_e4m3fn", "block"),
+           "gptq-copy": packed_copy(model, root / "gptq", "gptq", act_order=True)}
     ed = {"rome": edited(model, root / "rome", lambda s: rome(s, layer, seed)),
           "memit-3-layers": edited(model, root / "memit", lambda s: memit(s, [layer, layer + 1, layer + 2],
                                                                           seed)),
@@ -477,7 +559,8 @@ def pretrained_sets(model: Path, seed: int, root: Path) -> tuple[dict[str, Path]
                                    lambda s: rewrite_embedding_rows(s, [101, 2000, 7592], seed)),
           "inconsistent-copies": inconsistent_copy(model, root / "copies", lambda s: rome(s, layer, seed)),
           "rome-in-int8": quantized_copy(model, root / "rome-int8", "int8", "channel",
-                                         edit=lambda s: rome(s, layer, seed))}
+                                         edit=lambda s: rome(s, layer, seed)),
+          "rome-in-gptq": packed_copy(model, root / "rome-gptq", "gptq", edit=lambda s: rome(s, layer, seed))}
     return neg, ed
 
 

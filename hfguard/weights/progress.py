@@ -18,15 +18,14 @@ from dataclasses import dataclass
 
 from hfguard.budget import Budget, BudgetExceeded
 from hfguard.report.escape import safe
-from hfguard.weights.tensors import ST_DTYPES, TensorMeta
+from hfguard.weights.tensors import ITEM_BITS, TensorMeta
 
-_ITEMSIZE = {np_name: size for np_name, size, _ in ST_DTYPES.values()}
 MEASURE_S = 1.0   # seconds of reading before the rate is trusted for a budget projection
 
 
 def tensor_bytes(meta: TensorMeta) -> int:
     """Bytes the tensor's values occupy (a torch storage may be larger, or shared by several)."""
-    return meta.numel * _ITEMSIZE.get(meta.dtype, 0)
+    return meta.numel * ITEM_BITS.get(meta.dtype, 0) // 8
 
 
 def gb(n: float) -> str:

@@ -138,9 +138,10 @@ def same_bytes(a: TensorMeta, b: TensorMeta) -> bool:
     'not shown identical here': compare the values (a -0.0/+0.0 or NaN payload may differ)."""
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
-    for qa, qb in ((a.scale, b.scale), (a.zero_point, b.zero_point)):   # a quantized weight's values
-        if (qa is None) != (qb is None) or (qa is not None and qb is not None and not same_bytes(qa, qb)):
-            return False
+    pa, pb = a.value_parts, b.value_parts   # a quantized weight's values depend on them too
+    if len(pa) != len(pb) or (a.packed and a.packed.packing) != (b.packed and b.packed.packing) \
+            or not all(same_bytes(qa, qb) for qa, qb in zip(pa, pb, strict=True)):
+        return False
     sa, sb = _raw_span(a), _raw_span(b)
     if sa is None or sb is None or sa[1] != sb[1]:
         return False
@@ -164,12 +165,13 @@ def raw_digest(meta: TensorMeta) -> bytes | None:
     h = hashlib.sha256()
     for start in range(0, span[1], CHUNK):
         h.update(map_bytes(meta.data_path, span[0] + start, min(CHUNK, span[1] - start)).data)
-    for part in (meta.scale, meta.zero_point):   # a quantized weight's values depend on them too
-        if part is not None:
-            sub = raw_digest(part)
-            if sub is None:
-                return None
-            h.update(sub)
+    for part in meta.value_parts:   # a quantized weight's values depend on them too
+        sub = raw_digest(part)
+        if sub is None:
+            return None
+        h.update(sub)
+    if meta.packed is not None:     # and on how its codes and zero points are read
+        h.update(repr(meta.packed.packing).encode())
     return h.digest()
 
 

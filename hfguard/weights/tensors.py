@@ -31,6 +31,8 @@ ST_DTYPES: dict[str, tuple[str, int, bool]] = {
 }
 FLOAT_DTYPES = {"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"}
 _ITEMSIZE = {v[0]: v[1] for v in ST_DTYPES.values()}
+# bits per entry, packed codes (`attach_packed`) included
+ITEM_BITS = {**{k: 8 * v for k, v in _ITEMSIZE.items()}, "uint2": 2, "uint4": 4}
 
 
 class WeightsFormatError(ValueError):
@@ -54,11 +56,20 @@ class TensorMeta:
     # its values are (stored - zero_point) x scale, as the loader computes them
     scale: TensorMeta | None = None
     zero_point: TensorMeta | None = None
+    # a packed GPTQ / AWQ linear weight (`attach_packed`): its codes live in int32 words, `scale`
+    # and `zero_point` are the layer's `scales` and packed `qzeros`
+    packed: Packed | None = None
 
     @property
     def data_path(self) -> Path:
         """Where the bytes are now: `path`, or the remote shard once fetched (fetched here)."""
         return self.path if self.shard is None else self.shard.local(self.name)
+
+    @property
+    def value_parts(self) -> list[TensorMeta]:
+        """The other stored tensors its values are computed from (scales, zero points, g_idx)."""
+        parts = [self.scale, self.zero_point, self.packed.g_idx if self.packed else None]
+        return [p for p in parts if p is not None]
 
     @property
     def numel(self) -> int:
@@ -106,6 +117,26 @@ class Checkpoint:
         """Floating tensors with entries, in file order (reads stay sequential)."""
         return sorted((m for m in self.tensors.values() if m.is_float and m.numel),
                       key=lambda m: (str(m.path), m.offset))
+
+
+@dataclass(frozen=True)
+class Packing:
+    """How a checkpoint packs its integer codes, from its quantization config (`packing_of`)."""
+
+    method: str               # "gptq": qweight [in * bits / 32, out]; "awq" (GEMM): [in, out * bits / 32]
+    bits: int
+    zero_offset: int          # added to the stored zero points: 1 in GPTQ's v1 format (stored minus one)
+    group_size: int | None    # inputs per group; None: from the shapes
+
+
+@dataclass(frozen=True)
+class Packed:
+    """The packed parts of one linear weight beyond its scales and zero points."""
+
+    packing: Packing
+    qweight: TensorMeta
+    g_idx: TensorMeta | None   # each input's group (GPTQ act-order); None: consecutive groups
+    group_size: int
 
 
 # -- safetensors --------------------------------------------------------------------------------
@@ -288,9 +319,13 @@ def load_tensor(meta: TensorMeta, copy: bool = True, out: np.ndarray | None = No
     """The tensor as float32. With copy=False a contiguous float32 tensor comes back as a read-only
     view of the file's pages (no copy; the mapping lives as long as the array); others are
     widened into `out` when given (see `widen`)."""
-    itemsize = _ITEMSIZE[meta.dtype]
     if meta.numel == 0:
         return np.zeros(meta.shape, dtype=np.float32)
+    if meta.packed is not None:
+        wide = _unpacked(meta, out)
+        _dequantize(wide, meta)
+        return wide
+    itemsize = _ITEMSIZE[meta.dtype]
     raw = map_bytes(meta.data_path, meta.offset, meta.nbytes).view(_storage_dtype(meta.dtype))
     if meta.stride is None:
         arr = raw[: meta.numel].reshape(meta.shape)
@@ -361,15 +396,18 @@ def _dequantize(w: np.ndarray, meta: TensorMeta) -> None:
 
 ROW_BLOCK = 256   # rows dequantized or bounded at a time: temporaries stay a block of the weight
 # the most a stored code is off the value it encodes, relative to the value (normal range) and
-# in units of the scale (float8's subnormals; int8's half step)
+# in units of the scale (float8's subnormals; int8's half step; packed codes: half a step, plus
+# their float16 scale's rounding over up to 2^bits steps from the zero point)
 CODE_ERROR = {"float8_e4m3fn": (2.0 ** -4, 2.0 ** -10), "float8_e5m2": (2.0 ** -3, 2.0 ** -17),
-              "int8": (0.0, 0.5)}
+              "int8": (0.0, 0.5), **{f"uint{b}": (0.0, 0.5 + 2.0 ** (b - 11)) for b in (2, 4, 8)}}
 
 
 def quantization(meta: TensorMeta) -> tuple[Any, Any]:
     """(scale(r0, r1), zero_point(r0, r1) or None) of a quantized weight: each gives the factor of
     rows r0:r1, shaped to broadcast over them (a column per row, or the rows' blocks expanded)."""
     assert meta.scale is not None
+    if meta.packed is not None:
+        return _packed_quantization(meta, meta.packed)
     b0, b1 = scale_blocks(meta.shape, meta.scale.shape) or (1, 1)
     cols = meta.shape[1]
 
@@ -381,6 +419,25 @@ def quantization(meta: TensorMeta) -> tuple[Any, Any]:
             return g if g.shape[1] == 1 else np.repeat(g, b1, axis=1)[:, :cols]
         return at
     return rows_of(meta.scale), None if meta.zero_point is None else rows_of(meta.zero_point)
+
+
+def _packed_quantization(meta: TensorMeta, pk: Packed) -> tuple[Any, Any]:
+    """`quantization` of a packed weight: its scales and zero points are [groups, out], each input
+    column takes its group's (g_idx, or consecutive groups of group_size)."""
+    assert meta.scale is not None and meta.zero_point is not None
+    n_in = meta.shape[1]
+    groups = np.arange(n_in) // pk.group_size if pk.g_idx is None else \
+        load_tensor(pk.g_idx).astype(np.int64)
+    if groups.size and (groups.min() < 0 or groups.max() >= meta.scale.shape[0]):
+        raise WeightsFormatError(f"{meta.file}: {pk.g_idx.name if pk.g_idx else meta.name} names a "
+                                 "group its scales do not have")
+    scales = load_tensor(meta.scale)
+    zeros = _codes(_words(meta.zero_point), pk.packing.bits, along_rows=False,
+                   awq=pk.packing.method == "awq").astype(np.float32) + pk.packing.zero_offset
+
+    def rows_of(grid: np.ndarray) -> Any:
+        return lambda r0, r1: grid[:, r0:r1].T[:, groups]
+    return rows_of(scales), rows_of(zeros)
 
 
 def within_code_error(w0: np.ndarray, w1: np.ndarray, meta: TensorMeta, base_dtype: str) -> bool:
@@ -422,6 +479,121 @@ def attach_scales(tensors: dict[str, TensorMeta]) -> int:
             del tensors[name + "_zero_point"]
         joined += 1
     return joined
+
+
+# -- packed int4 / int8 linear weights (GPTQ, AWQ) -------------------------------------------------
+# X.qweight (int32 words of 32/bits codes), X.scales [groups, out] and X.qzeros (int32 words)
+# [groups, out * bits / 32], GPTQ also X.g_idx [in]; a loader computes the linear weight [out, in]
+# as (code - zero) x scale of each input's group. Read so, a GPTQ or AWQ copy diffs against its
+# base's X.weight instead of looking like a model whose linear layers were removed.
+AWQ_UNORDER = np.array([0, 4, 1, 5, 2, 6, 3, 7])   # AWQ packs columns 0 2 4 6 1 3 5 7 in a word
+
+
+def packing_of(conf: Any, method: str | None = None) -> Packing | None:
+    """The packing a quantization config declares (config.json's `quantization_config`, or
+    AutoGPTQ's quantize_config.json, which may not name its `method`); None where it is not one
+    read here (marlin, bitblas, AWQ GEMV, ...): those weights stay as stored."""
+    if not isinstance(conf, dict):
+        return None
+    method = str(conf.get("quant_method", method)).lower()
+    bits, group = conf.get("bits", conf.get("w_bit")), conf.get("group_size", conf.get("q_group_size"))
+    if type(bits) is not int or (group is not None and type(group) is not int):
+        return None
+    group = group if group is not None and group > 0 else None
+    if method == "gptq" and bits in (2, 4, 8):
+        fmt = str(conf.get("checkpoint_format", conf.get("format", "gptq"))).lower()
+        offset = {"gptq": 1, "gptq_v2": 0}.get(fmt)
+        return None if offset is None else Packing("gptq", bits, offset, group)
+    if method == "awq" and bits == 4 and str(conf.get("version", "gemm")).lower() == "gemm" \
+            and conf.get("zero_point", True) is True:
+        return Packing("awq", bits, 0, group)
+    return None
+
+
+def attach_packed(tensors: dict[str, TensorMeta], packing: Packing | None) -> int:
+    """Join each packed linear layer's qweight, qzeros, scales (and g_idx) into one `X.weight` of
+    shape [out, in], read dequantized; its parts leave the checkpoint's tensors. Layers whose
+    shapes do not fit `packing` stay as stored. Returns how many were joined."""
+    if packing is None:
+        return 0
+    joined = 0
+    for name in [n for n in tensors if n.endswith(".qweight")]:
+        prefix = name[:-len(".qweight")]
+        parts = [tensors.get(f"{prefix}.{p}") for p in ("qweight", "qzeros", "scales", "g_idx")]
+        qweight, qzeros, scales, g_idx = parts
+        if qweight is None or qzeros is None or scales is None or f"{prefix}.weight" in tensors:
+            continue
+        layout = _packed_layout(packing, qweight, qzeros, scales, g_idx)
+        if layout is None:
+            continue
+        shape, group_size = layout
+        # the words are the weight's own bytes: raw comparisons (same_bytes, digests) read them
+        tensors[f"{prefix}.weight"] = dataclasses.replace(
+            qweight, name=f"{prefix}.weight", dtype=f"uint{packing.bits}", shape=shape, stride=None,
+            offset=qweight.offset + 4 * qweight.storage_offset, nbytes=4 * qweight.numel,
+            storage_offset=0, scale=scales, zero_point=qzeros,
+            packed=Packed(packing, qweight, g_idx, group_size))
+        for p in ("qweight", "qzeros", "scales", "g_idx"):
+            tensors.pop(f"{prefix}.{p}", None)
+        joined += 1
+    return joined
+
+
+def _packed_layout(packing: Packing, qweight: TensorMeta, qzeros: TensorMeta, scales: TensorMeta,
+                   g_idx: TensorMeta | None) -> tuple[tuple[int, int], int] | None:
+    """((out, in), group size) where the parts' dtypes and shapes are the ones `packing` writes."""
+    per = 32 // packing.bits
+    if qweight.dtype != "int32" or qzeros.dtype != "int32" or not (qweight.contiguous and qzeros.contiguous) \
+            or scales.dtype not in FLOAT_DTYPES or scales.dtype in QUANTIZED_DTYPES \
+            or len(qweight.shape) != 2 or len(scales.shape) != 2:
+        return None
+    groups, out = scales.shape
+    gptq = packing.method == "gptq"
+    n_in = qweight.shape[0] * per if gptq else qweight.shape[0]
+    if qweight.shape[1] * (1 if gptq else per) != out or out % per or not 0 < groups <= n_in \
+            or qzeros.shape != (groups, out // per):
+        return None
+    if g_idx is not None and (g_idx.dtype not in ("int32", "int64") or g_idx.shape != (n_in,)):
+        return None
+    size = packing.group_size or (n_in // groups if n_in % groups == 0 else 0)
+    if not size or -(-n_in // size) != groups:
+        return None
+    return (out, n_in), size
+
+
+def _words(meta: TensorMeta) -> np.ndarray:
+    """An int32 tensor's words as stored (little-endian), mapped read-only."""
+    return map_bytes(meta.data_path, meta.offset + 4 * meta.storage_offset, 4 * meta.numel) \
+        .view("<u4").reshape(meta.shape)
+
+
+def _codes(words: np.ndarray, bits: int, along_rows: bool, awq: bool = False) -> np.ndarray:
+    """int32 words [r, c] -> their codes, lowest bits first: [r * 32/bits, c] along the rows
+    (GPTQ's qweight), or [r, c * 32/bits] along the columns (qzeros; AWQ's in its column order)."""
+    shifts = np.arange(0, 32, bits, dtype=np.uint32)
+    codes = ((words[..., None] >> shifts) & np.uint32((1 << bits) - 1)).astype(np.uint8)
+    if awq:
+        codes = codes[..., AWQ_UNORDER]
+    if along_rows:
+        return codes.transpose(0, 2, 1).reshape(-1, words.shape[1])
+    return codes.reshape(words.shape[0], -1)
+
+
+def _unpacked(meta: TensorMeta, out: np.ndarray | None) -> np.ndarray:
+    """A packed weight's codes as float32 [out, in], a block of output rows at a time."""
+    assert meta.packed is not None
+    pk, (rows, _) = meta.packed, meta.shape
+    wide = np.empty(meta.shape, np.float32) if out is None or out.size < meta.numel \
+        else out[: meta.numel].reshape(meta.shape)
+    words, bits, per = _words(pk.qweight), pk.packing.bits, 32 // pk.packing.bits
+    for r0 in range(0, rows, ROW_BLOCK):   # ROW_BLOCK is a multiple of any 32/bits
+        r1 = min(rows, r0 + ROW_BLOCK)
+        if pk.packing.method == "gptq":    # inputs along the words' rows
+            block = _codes(words[:, r0:r1], bits, along_rows=True)
+        else:                              # outputs along the words' columns
+            block = _codes(words[:, r0 // per:r1 // per], bits, along_rows=False, awq=True)
+        wide[r0:r1] = block.T
+    return wide
 
 
 # -- grouping a target's files into checkpoints -------------------------------------------------
@@ -470,6 +642,25 @@ def _read_file(kind: str, tf: Any, stream: Any = None) -> dict[str, TensorMeta]:
         read_torch_zip_layout(path, tf.path)
 
 
+def _packings(target: Any) -> dict[str, Packing]:
+    """Folder -> the packing its quantization config declares: config.json's
+    `quantization_config`, else AutoGPTQ's quantize_config.json (small files only, see read_config)."""
+    from hfguard.weights.traps import read_config
+
+    docs: dict[tuple[str, str], dict[str, Any]] = {}
+    for f in target.files:
+        if f.name in ("config.json", "quantize_config.json") and f.size <= 4 << 20:
+            docs[(_dirname(f.path), f.name)] = read_config(f.materialize()) or {}
+    out: dict[str, Packing] = {}
+    for folder in {d for d, _ in docs}:
+        conf = docs.get((folder, "config.json"), {}).get("quantization_config")
+        packing = packing_of(conf) if conf is not None else \
+            packing_of(docs.get((folder, "quantize_config.json")), "gptq")
+        if packing is not None:
+            out[folder] = packing
+    return out
+
+
 def checkpoints_of(target: Any, stream: Any = None) -> tuple[list[Checkpoint], list[tuple[str, str]]]:
     """Group a Target's weight files into checkpoints (shards joined through their index json).
 
@@ -505,6 +696,7 @@ def checkpoints_of(target: Any, stream: Any = None) -> tuple[list[Checkpoint], l
             failed.append((f.path, f"{UNSUPPORTED}: the weights tier does not read {fmt} tensors yet"))
     out: list[Checkpoint] = []
     claimed: set[str] = set()
+    packings = _packings(target)
     for idx in indexes:
         folder = _dirname(idx.path)
         ckpt = Checkpoint(name=idx.path, kind="safetensors" if ".safetensors." in idx.name else "torch-zip")
@@ -543,7 +735,7 @@ def checkpoints_of(target: Any, stream: Any = None) -> tuple[list[Checkpoint], l
                     f"{idx.name} lists {len(missing)} tensors that {tf.path} does not hold",
                     evidence={"tensors": missing[:20]}))
             ckpt.tensors.update(metas)
-        ckpt.dequantized = attach_scales(ckpt.tensors)
+        ckpt.dequantized = attach_scales(ckpt.tensors) + attach_packed(ckpt.tensors, packings.get(folder))
         out.append(ckpt)
     for display, (kind, tf) in sorted(weights.items()):
         if display in claimed:
@@ -553,5 +745,6 @@ def checkpoints_of(target: Any, stream: Any = None) -> tuple[list[Checkpoint], l
         except (WeightsFormatError, OSError) as exc:
             failed.append((display, str(exc)))
             continue
-        out.append(Checkpoint(name=display, kind=kind, tensors=metas, dequantized=attach_scales(metas)))
+        joined = attach_scales(metas) + attach_packed(metas, packings.get(_dirname(display)))
+        out.append(Checkpoint(name=display, kind=kind, tensors=metas, dequantized=joined))
     return out, failed
