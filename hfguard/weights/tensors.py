@@ -650,7 +650,10 @@ def _packings(target: Any) -> dict[str, Packing]:
     docs: dict[tuple[str, str], dict[str, Any]] = {}
     for f in target.files:
         if f.name in ("config.json", "quantize_config.json") and f.size <= 4 << 20:
-            docs[(_dirname(f.path), f.name)] = read_config(f.materialize()) or {}
+            try:
+                docs[(_dirname(f.path), f.name)] = read_config(f.materialize()) or {}
+            except Exception:  # noqa: BLE001 - an unreadable config declares nothing: layers stay as stored
+                continue
     out: dict[str, Packing] = {}
     for folder in {d for d, _ in docs}:
         conf = docs.get((folder, "config.json"), {}).get("quantization_config")
