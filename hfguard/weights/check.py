@@ -6,6 +6,7 @@ Nothing heavy is imported at module level: `hfguard checks` instantiates every c
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -107,6 +108,12 @@ class WeightsAnomalies(Check):
         from hfguard.weights.tensors import WeightsFormatError
 
         yield from shard_findings(self, ckpt.problems, ckpt.name)
+        if unread := _packed_not_read(ckpt):
+            yield self.finding(
+                "weights/quantized-not-read", Severity.LOW,
+                f"{len(unread)} packed or integer weight tensors are not measured or diffed "
+                f"({', '.join(unread[:3])}): hfguard does not dequantize their format", file=ckpt.name,
+                evidence={"tensors": unread[:50]})
         started = time.monotonic()
         ref = None if base is None else base.ref
         differ = None if ref is None else TensorDiffer(ref, ckpt, be, diff_thresholds(ctx, th))
@@ -172,6 +179,17 @@ def _fed(*feeds: Callable[[Any, Any], None] | None) -> Callable[[Any, Any], None
         for f in live:
             f(meta, values)
     return both
+
+
+# integer tensors that hold a layer's weights in a format not read (tensors.attach_scales and
+# attach_packed read float8/int8 with scales, GPTQ and AWQ-GEMM): bitsandbytes' uint8 `weight`,
+# compressed-tensors' `weight_packed`, a GPTQ/AWQ `qweight` without a config that declares it
+_PACKED_NAMES = re.compile(r"(\.qweight|\.weight_packed|\.weight)$")
+
+
+def _packed_not_read(ckpt: Any) -> list[str]:
+    return sorted(n for n, m in ckpt.tensors.items()
+                  if not m.is_float and m.numel > 1 and len(m.shape) >= 1 and _PACKED_NAMES.search(n))
 
 
 def _reads(ckpt: Any, differ: Any) -> list[Any]:

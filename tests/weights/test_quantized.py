@@ -225,3 +225,18 @@ def test_a_packed_copy_passes_and_an_edit_inside_one_blocks(method, sym, act_ord
     edit = found.get("weights/surgical-edit") or found["weights/confined-edit"]
     assert edit.severity is Severity.HIGH and edit.location == EDITED
     assert found["weights/base-diff-summary"].evidence["changed"] == 1
+
+
+def test_packed_weights_not_read_are_said(tmp_path):
+    """A GPTQ layer without a config that declares its layout is not read: the scan says so
+    (low) instead of passing in silence, and names the tensor."""
+    w = np.random.default_rng(1).normal(0, 0.05, (48, 320)).astype(np.float32)
+    folder = tmp_path / "m"
+    packed_folder(folder, we.pack_linear(w, "gptq", group_size=64), {})
+    verdict, found = scanned(folder)
+    hit = found["weights/quantized-not-read"]
+    assert hit.severity is Severity.LOW and hit.evidence["tensors"] == ["l.qweight"]
+    declared = tmp_path / "d"
+    packed_folder(declared, we.pack_linear(w, "gptq", group_size=64),
+                  {"quant_method": "gptq", "bits": 4, "group_size": 64})
+    assert "weights/quantized-not-read" not in scanned(declared)[1]
