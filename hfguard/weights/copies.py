@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from hfguard.findings import Observation, Severity
-from hfguard.weights.names import agree, pair_tensors
+from hfguard.weights.names import agree, pair_tensors, stored_alike
 from hfguard.weights.shards import pair_meter, raw_digest, same_bytes
 from hfguard.weights.stream import plan_reads
 from hfguard.weights.tensors import Checkpoint, TensorMeta
@@ -67,7 +67,10 @@ def compare_copies(a: Checkpoint, b: Checkpoint, seconds: float, progress: Calla
         if same_bytes(ma, mb):
             continue
         wa, wb = a.load(ma.name, copy=False), b.load(mb.name, copy=False)
-        if not agree(wa, wb, ma.dtype, mb.dtype):
+        quantized = ma.scale is not None or mb.scale is not None
+        same = stored_alike(ma, mb, wa, wb) or stored_alike(mb, ma, wb, wa) if quantized else \
+            agree(wa, wb, ma.dtype, mb.dtype)
+        if not same:
             d = np.abs(wa.astype(np.float64) - wb)
             rel = float(np.sqrt(np.nansum(d * d)) / max(float(np.linalg.norm(wa.astype(np.float64))), 1e-30))
             differ.append({"tensor": ma.name, "relative_difference": float(f"{rel:.4g}"),

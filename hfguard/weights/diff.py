@@ -24,7 +24,7 @@ from hfguard.target import Target
 from hfguard.weights.analyze import EMBEDDING
 from hfguard.weights.defaults import DIFF_DEFAULTS
 from hfguard.weights.layers import role_of
-from hfguard.weights.names import agree, pair_tensors
+from hfguard.weights.names import agree, pair_tensors, stored_alike
 from hfguard.weights.shards import (
     equal_values,
     in_read_order,
@@ -35,7 +35,7 @@ from hfguard.weights.shards import (
 )
 from hfguard.weights.stats import Backend, backend_for
 from hfguard.weights.stream import plan_reads
-from hfguard.weights.tensors import Checkpoint, TensorMeta, WeightsFormatError, load_tensor, within_code_error
+from hfguard.weights.tensors import Checkpoint, TensorMeta, WeightsFormatError, load_tensor
 from hfguard.weights.traps import NORM_GAIN, POSITIONAL, silenced
 
 MAX_PLOTTED_TENSORS = 200   # bars in the report figure; every change is in the evidence
@@ -234,7 +234,7 @@ class TensorDiffer:
             w1 = w1[(slice(None),) * grown + (slice(0, m0.shape[grown]),)]
         if equal_values(w0, w1):
             return
-        if _storage_rounding(m0, m1, w0, w1):   # the same values in a narrower dtype or quantized codes
+        if stored_alike(m0, m1, w0, w1):   # the same values in a narrower dtype or quantized codes
             with self._lock:
                 self.res.rounding_only += 1
             return
@@ -507,18 +507,6 @@ def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any
     rounding = f" ({res.rounding_only} more only by their storage rounding)" if res.rounding_only else ""
     yield f("weights/base-diff-summary", Severity.INFO,
             f"{len(changed)} of {res.compared} tensors differ from base {spec}{rounding}", evidence=summary)
-
-
-def _storage_rounding(m0: TensorMeta, m1: TensorMeta, w0: np.ndarray, w1: np.ndarray) -> bool:
-    """w1 is w0 as the model stores it: cast to a narrower dtype (within that round trip), or
-    quantized to codes and scales (within one code's rounding). A dtype round trip is no change,
-    and counting it as one hid a ROME edit in an fp16 or float8 copy among 'everything changed'."""
-    if m1.scale is not None:
-        return within_code_error(w0, w1, m1, m0.dtype)
-    if m0.dtype == m1.dtype or w0.ndim == 0:
-        return False
-    step = max(1, (1 << 20) // max(1, w0.size // max(1, w0.shape[0])))   # rows per block of ~1M entries
-    return all(agree(w0[i:i + step], w1[i:i + step], m0.dtype, m1.dtype) for i in range(0, w0.shape[0], step))
 
 
 def _confined(res: DiffResult, th: dict[str, Any]) -> bool:

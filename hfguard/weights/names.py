@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hfguard.weights.tensors import TensorMeta
+from hfguard.weights.tensors import TensorMeta, within_code_error
 
 
 @dataclass
@@ -76,3 +76,16 @@ def agree(wa: np.ndarray, wb: np.ndarray, da: str, db: str) -> bool:
         return bool(np.array_equal(wa, wb, equal_nan=True))
     with np.errstate(invalid="ignore", over="ignore"):
         return bool(np.allclose(wa, wb, rtol=rtol, atol=atol, equal_nan=True))
+
+
+def stored_alike(m0: TensorMeta, m1: TensorMeta, w0: np.ndarray, w1: np.ndarray) -> bool:
+    """w1 is w0 as m1 stores it: cast to a narrower dtype (within that round trip, in row blocks:
+    allclose's temporaries stay small), or quantized to codes and scales (within one code's
+    rounding). A dtype round trip is no change, and counting it as one hid a ROME edit in an fp16
+    or float8 copy among 'everything changed'."""
+    if m1.scale is not None:
+        return within_code_error(w0, w1, m1, m0.dtype)
+    if m0.dtype == m1.dtype or w0.ndim == 0:
+        return False
+    step = max(1, (1 << 20) // max(1, w0.size // max(1, w0.shape[0])))   # rows per block of ~1M entries
+    return all(agree(w0[i:i + step], w1[i:i + step], m0.dtype, m1.dtype) for i in range(0, w0.shape[0], step))

@@ -240,3 +240,21 @@ def test_packed_weights_not_read_are_said(tmp_path):
     packed_folder(declared, we.pack_linear(w, "gptq", group_size=64),
                   {"quant_method": "gptq", "bits": 4, "group_size": 64})
     assert "weights/quantized-not-read" not in scanned(declared)[1]
+
+
+def test_a_quantized_copy_beside_the_float_one_agrees_unless_edited(minilm_dir, tmp_path):
+    """Copies in one folder are compared as stored: an FP8 copy beside the float32 weights is the
+    same model (within one code's rounding); beside an edited float32 copy it is not."""
+    import shutil
+
+    for name, edit in (("same", None), ("edited", lambda s: we.rome(s, 2, 1))):
+        folder = we.quantized_copy(minilm_dir, tmp_path / name, "float8_e4m3fn", "channel")
+        other = minilm_dir if edit is None else we.edited(minilm_dir, tmp_path / f"{name}-float", edit)
+        shutil.copy(other / "model.safetensors", folder / "model-float32.safetensors")
+        target = local_target([str(folder)])
+        ctx = ScanContext(policy=Policy(tiers=("weights",)), target=target, options={})
+        found = {f.rule: f for f in WeightsAnomalies().check_target(target, ctx)}
+        if edit is None:
+            assert "weights/inconsistent-copies" not in found
+        else:
+            assert [t["tensor"] for t in found["weights/inconsistent-copies"].evidence["tensors"]] == [EDITED]
