@@ -258,23 +258,102 @@ def packed_copy(src: Path, dst: Path, method: str = "gptq", *, sym: bool = True,
     """A GPTQ (v1 format, or `v2`) or AWQ (GEMM) int4 copy of an nn.Linear model (BERT-like): the
     blocks' matrices packed as `pack_linear` writes them, their config's `quantization_config` as
     the quantizer writes it; `edit` is applied to the float weights first."""
-    state = {k: v.copy() for k, v in state_of(src).items()}
-    if edit is not None:
-        edit(state)
-    out: dict[str, np.ndarray] = {}
-    for k, w in state.items():
-        if k.endswith("weight") and w.ndim == 2 and (MLP_IN.search(k) or MLP_OUT.search(k) or ATTN.search(k)):
-            parts = pack_linear(w, method, group_size=group_size, sym=sym, act_order=act_order, v2=v2)
-            out.update({k[:-len("weight")] + p: v for p, v in parts.items()})
-        else:
-            out[k] = w
-    write(src, out, dst)
     conf = {"quant_method": method, "bits": 4, "group_size": group_size}
     conf.update({"desc_act": act_order, "sym": sym, "checkpoint_format": "gptq_v2" if v2 else "gptq"}
                 if method == "gptq"
                 else {"version": "gemm", "zero_point": True})
+    return linear_copy(src, dst, lambda w: pack_linear(w, method, group_size=group_size, sym=sym,
+                                                       act_order=act_order, v2=v2), conf, edit)
+
+
+def linear_copy(src: Path, dst: Path, pack: Callable[[np.ndarray], dict[str, Any]], conf: dict[str, Any],
+                edit: Callable[[dict[str, np.ndarray]], Any] | None = None) -> Path:
+    """src with the blocks' matrices `X.weight` replaced by the parts `pack` writes (`X.<part>`,
+    numpy or torch), config.json's `quantization_config` set to `conf`; `edit` is applied to the
+    float weights first (an edit shipped inside a quantized copy)."""
+    import torch
+    from safetensors.torch import save_file
+
+    state = {k: v.copy() for k, v in state_of(src).items()}
+    if edit is not None:
+        edit(state)
+    out: dict[str, Any] = {}
+    for k, w in state.items():
+        if k.endswith("weight") and w.ndim == 2 and (MLP_IN.search(k) or MLP_OUT.search(k) or ATTN.search(k)):
+            out.update({k[:-len("weight")] + p: v for p, v in pack(w).items()})
+        else:
+            out[k] = w
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src / "config.json", dst / "config.json")
+    save_file({k: torch.from_numpy(np.ascontiguousarray(v).reshape(v.shape)) if isinstance(v, np.ndarray)
+               else v.contiguous()
+               for k, v in out.items()}, str(dst / "model.safetensors"), metadata={"format": "pt"})
     set_config(dst, quantization_config=conf)
     return dst
+
+
+def bnb_int8_linear(w: np.ndarray) -> dict[str, np.ndarray]:
+    """An nn.Linear weight [out, in] as bitsandbytes' LLM.int8 saves it (Int8Params quantized by
+    int8_vectorwise_quant, Linear8bitLt._save_to_state_dict): `weight` int8 = round(w x 127 /
+    absmax of its row), `SCB` float32 = that absmax, `weight_format` uint8 0 (row-major)."""
+    absmax = np.abs(w).max(1).astype(np.float32)
+    q = np.round(w * (np.float32(127.0) / absmax)[:, None])
+    return {"weight": q.astype(np.int8), "SCB": absmax, "weight_format": np.array(0, np.uint8)}
+
+
+def bnb_int8_copy(src: Path, dst: Path, edit: Callable[[dict[str, np.ndarray]], Any] | None = None) -> Path:
+    """A `load_in_8bit` model's `save_pretrained` of an nn.Linear model (BERT-like)."""
+    conf = {"quant_method": "bitsandbytes", "load_in_8bit": True, "load_in_4bit": False,
+            "llm_int8_threshold": 6.0, "llm_int8_has_fp16_weight": False}
+    return linear_copy(src, dst, bnb_int8_linear, conf, edit)
+
+
+def pack_quantized_linear(w: np.ndarray, bits: int = 4, group_size: int | None = None, sym: bool = True,
+                          scale_dtype: str = "bfloat16") -> dict[str, Any]:
+    """An nn.Linear weight [out, in] as compressed-tensors' pack-quantized format writes it
+    (llm-compressor W4A16 / W8A16): signed codes q = clamp(round(w / scale) + zero, -2^(b-1),
+    2^(b-1) - 1) per output row (`group_size` None) or group of inputs, against the scale as stored
+    ([out, groups], `scale_dtype`); pack_to_int32 adds 2^(b-1) and packs 32/b codes to an int32
+    word, lowest bits first, along the inputs (`weight_packed` [out, in*b/32]); an asymmetric zero
+    point the same way down the outputs (`weight_zero_point` [ceil(out*b/32), groups]);
+    `weight_shape` [out, in] (int64, as torch.tensor(weight.shape) makes it)."""
+    import torch
+
+    out_f, in_f = w.shape
+    size = group_size or in_f
+    qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    g = w.reshape(out_f, in_f // size, size)
+    lo, hi = np.minimum(g.min(2), 0), np.maximum(g.max(2), 0)
+    scale = np.maximum(-lo, hi) / ((qmax - qmin) / 2) if sym else (hi - lo) / (qmax - qmin)
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    stored = torch.from_numpy(scale).to(getattr(torch, scale_dtype))
+    s = stored.float().numpy()
+    zero = np.zeros_like(s) if sym else np.clip(np.round(qmin - lo / s), qmin, qmax)
+    q = np.clip(np.round(w / np.repeat(s, size, 1)) + np.repeat(zero, size, 1), qmin, qmax)
+    offset = 1 << (bits - 1)
+    parts = {"weight_packed": pack_words(q + offset, bits, along_rows=False), "weight_scale": stored,
+             "weight_shape": np.array([out_f, in_f], np.int64)}
+    if not sym:
+        per = 32 // bits
+        padded = np.zeros((-(-out_f // per) * per, zero.shape[1]))
+        padded[:out_f] = zero + offset
+        parts["weight_zero_point"] = pack_words(padded, bits, along_rows=True)
+    return parts
+
+
+def pack_quantized_copy(src: Path, dst: Path, bits: int = 4, group_size: int | None = 128, sym: bool = True,
+                        edit: Callable[[dict[str, np.ndarray]], Any] | None = None) -> Path:
+    """An llm-compressor W4A16 / W8A16 copy of an nn.Linear model (BERT-like), its
+    `quantization_config` as compressed-tensors writes it."""
+    weights = {"num_bits": bits, "type": "int", "symmetric": sym, "group_size": group_size,
+               "strategy": "group" if group_size else "channel", "dynamic": False, "actorder": None,
+               "block_structure": None, "observer": "minmax"}
+    group = {"targets": ["Linear"], "weights": weights, "input_activations": None, "output_activations": None,
+             "format": "pack-quantized"}
+    conf = {"quant_method": "compressed-tensors", "format": "pack-quantized",
+            "quantization_status": "compressed", "config_groups": {"group_0": group},
+            "ignore": ["classifier"], "kv_cache_scheme": None}
+    return linear_copy(src, dst, lambda w: pack_quantized_linear(w, bits, group_size, sym), conf, edit)
 
 
 def quantize_dequantize(state: dict[str, np.ndarray], bits: int = 8) -> None:

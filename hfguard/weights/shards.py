@@ -140,6 +140,7 @@ def same_bytes(a: TensorMeta, b: TensorMeta) -> bool:
         return False
     pa, pb = a.value_parts, b.value_parts   # a quantized weight's values depend on them too
     if len(pa) != len(pb) or (a.packed and a.packed.packing) != (b.packed and b.packed.packing) \
+            or a.scale_factor != b.scale_factor \
             or not all(same_bytes(qa, qb) for qa, qb in zip(pa, pb, strict=True)):
         return False
     sa, sb = _raw_span(a), _raw_span(b)
@@ -172,6 +173,8 @@ def raw_digest(meta: TensorMeta) -> bytes | None:
         h.update(sub)
     if meta.packed is not None:     # and on how its codes and zero points are read
         h.update(repr(meta.packed.packing).encode())
+    if meta.scale_factor != 1.0:
+        h.update(repr(meta.scale_factor).encode())
     return h.digest()
 
 

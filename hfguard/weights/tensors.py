@@ -59,6 +59,11 @@ class TensorMeta:
     # a packed GPTQ / AWQ linear weight (`attach_packed`): its codes live in int32 words, `scale`
     # and `zero_point` are the layer's `scales` and packed `qzeros`
     packed: Packed | None = None
+    # bitsandbytes' LLM.int8 stores each row's absmax (`SCB`): its step is SCB / 127
+    scale_factor: float = 1.0
+    # small integer tensors whose values the read assumes, checked when the weight is read
+    # (compressed-tensors' `weight_shape` [out, in]; bitsandbytes' `weight_format` 0, row-major)
+    declared: tuple[tuple[TensorMeta, tuple[int, ...]], ...] = ()
 
     @property
     def data_path(self) -> Path:
@@ -69,7 +74,7 @@ class TensorMeta:
     def value_parts(self) -> list[TensorMeta]:
         """The other stored tensors its values are computed from (scales, zero points, g_idx)."""
         parts = [self.scale, self.zero_point, self.packed.g_idx if self.packed else None]
-        return [p for p in parts if p is not None]
+        return [p for p in parts if p is not None] + [t for t, _ in self.declared]
 
     @property
     def numel(self) -> int:
@@ -123,9 +128,11 @@ class Checkpoint:
 class Packing:
     """How a checkpoint packs its integer codes, from its quantization config (`packing_of`)."""
 
-    method: str               # "gptq": qweight [in * bits / 32, out]; "awq" (GEMM): [in, out * bits / 32]
+    method: str               # "gptq": qweight [in * bits / 32, out]; "awq" (GEMM): [in, out * bits / 32];
+    #                           "pack-quantized" (compressed-tensors): weight_packed [out, in * bits / 32]
     bits: int
-    zero_offset: int          # added to the stored zero points: 1 in GPTQ's v1 format (stored minus one)
+    zero_offset: int          # added to the stored zero points: 1 in GPTQ's v1 format (stored minus one);
+    #                           pack-quantized: the zero of a symmetric layer (2^(bits-1), no zero points)
     group_size: int | None    # inputs per group; None: from the shapes
 
 
@@ -321,6 +328,11 @@ def load_tensor(meta: TensorMeta, copy: bool = True, out: np.ndarray | None = No
     widened into `out` when given (see `widen`)."""
     if meta.numel == 0:
         return np.zeros(meta.shape, dtype=np.float32)
+    for t, expect in meta.declared:
+        got = tuple(int(v) for v in load_tensor(t).reshape(-1))
+        if got != expect:   # another layout than the one read here: refused, not guessed
+            raise WeightsFormatError(f"{meta.file}: {t.name} is {list(got)}, not the {list(expect)} "
+                                     f"{meta.name!r} is read as")
     if meta.packed is not None:
         wide = _unpacked(meta, out)
         _dequantize(wide, meta)
@@ -396,10 +408,20 @@ def _dequantize(w: np.ndarray, meta: TensorMeta) -> None:
 
 ROW_BLOCK = 256   # rows dequantized or bounded at a time: temporaries stay a block of the weight
 # the most a stored code is off the value it encodes, relative to the value (normal range) and
-# in units of the scale (float8's subnormals; int8's half step; packed codes: half a step, plus
-# their float16 scale's rounding over up to 2^bits steps from the zero point)
+# in units of the scale (float8's subnormals; int8's half step; packed codes: `code_error`)
 CODE_ERROR = {"float8_e4m3fn": (2.0 ** -4, 2.0 ** -10), "float8_e5m2": (2.0 ** -3, 2.0 ** -17),
-              "int8": (0.0, 0.5), **{f"uint{b}": (0.0, 0.5 + 2.0 ** (b - 11)) for b in (2, 4, 8)}}
+              "int8": (0.0, 0.5)}
+# a scale's own rounding, relative, by its dtype: a code clipped at the grid's end (a symmetric
+# int4 grid's +7.5 steps) is off by half a step plus this over up to 2^bits steps
+SCALE_ROUNDING = {"float16": 2.0 ** -11, "bfloat16": 2.0 ** -8, "float32": 2.0 ** -24, "float64": 2.0 ** -53}
+
+
+def code_error(meta: TensorMeta) -> tuple[float, float]:
+    """CODE_ERROR of a quantized weight; packed codes: half a step plus their scale's rounding
+    over up to 2^bits steps from the zero point."""
+    if meta.packed is None or meta.scale is None:
+        return CODE_ERROR.get(meta.dtype, (0.0, 0.5))
+    return 0.0, 0.5 + 2.0 ** meta.packed.packing.bits * SCALE_ROUNDING.get(meta.scale.dtype, 2.0 ** -8)
 
 
 def quantization(meta: TensorMeta) -> tuple[Any, Any]:
@@ -411,40 +433,50 @@ def quantization(meta: TensorMeta) -> tuple[Any, Any]:
     b0, b1 = scale_blocks(meta.shape, meta.scale.shape) or (1, 1)
     cols = meta.shape[1]
 
-    def rows_of(t: TensorMeta) -> Any:
+    def rows_of(t: TensorMeta, factor: float = 1.0) -> Any:
         grid = load_tensor(t).reshape(-(-meta.shape[0] // b0), -1)
+        if factor != 1.0:
+            grid *= np.float32(factor)
 
         def at(r0: int, r1: int) -> np.ndarray:
             g = grid[np.arange(r0, r1) // b0]
             return g if g.shape[1] == 1 else np.repeat(g, b1, axis=1)[:, :cols]
         return at
-    return rows_of(meta.scale), None if meta.zero_point is None else rows_of(meta.zero_point)
+    zp = None if meta.zero_point is None else rows_of(meta.zero_point)
+    return rows_of(meta.scale, meta.scale_factor), zp
 
 
 def _packed_quantization(meta: TensorMeta, pk: Packed) -> tuple[Any, Any]:
     """`quantization` of a packed weight: its scales and zero points are [groups, out], each input
     column takes its group's (g_idx, or consecutive groups of group_size)."""
-    assert meta.scale is not None and meta.zero_point is not None
-    n_in = meta.shape[1]
+    assert meta.scale is not None
+    n_in, compressed = meta.shape[1], pk.packing.method == "pack-quantized"
     groups = np.arange(n_in) // pk.group_size if pk.g_idx is None else \
         load_tensor(pk.g_idx).astype(np.int64)
-    if groups.size and (groups.min() < 0 or groups.max() >= meta.scale.shape[0]):
+    if groups.size and (groups.min() < 0 or groups.max() >= meta.scale.shape[1 if compressed else 0]):
         raise WeightsFormatError(f"{meta.file}: {pk.g_idx.name if pk.g_idx else meta.name} names a "
                                  "group its scales do not have")
-    scales = load_tensor(meta.scale)
-    zeros = _codes(_words(meta.zero_point), pk.packing.bits, along_rows=False,
-                   awq=pk.packing.method == "awq").astype(np.float32) + pk.packing.zero_offset
+    # [groups, out], or compressed-tensors' [out, groups] (its zero points packed down the outputs)
+    scales = load_tensor(meta.scale).T if compressed else load_tensor(meta.scale)
+    if meta.zero_point is None:   # symmetric: every code's zero is the packing's offset
+        zeros = np.full((1, 1), pk.packing.zero_offset, np.float32)
+    else:
+        zeros = _codes(_words(meta.zero_point), pk.packing.bits, along_rows=compressed,
+                       awq=pk.packing.method == "awq").astype(np.float32) + pk.packing.zero_offset
+        zeros = zeros[:meta.shape[0]].T if compressed else zeros
 
     def rows_of(grid: np.ndarray) -> Any:
+        if grid.shape == (1, 1):
+            return lambda r0, r1: grid
         return lambda r0, r1: grid[:, r0:r1].T[:, groups]
     return rows_of(scales), rows_of(zeros)
 
 
 def within_code_error(w0: np.ndarray, w1: np.ndarray, meta: TensorMeta, base_dtype: str) -> bool:
     """True when w1 (a quantized weight, dequantized) is w0 stored in its codes: every entry within
-    one code's rounding (CODE_ERROR) of w0, plus w0's own dtype rounding (a quantizer may have
+    one code's rounding (`code_error`) of w0, plus w0's own dtype rounding (a quantizer may have
     started from a wider master copy)."""
-    rel, absolute = CODE_ERROR.get(meta.dtype, (0.0, 0.5))
+    rel, absolute = code_error(meta)
     rel += float(np.finfo(np.float32).eps) if base_dtype == "float32" else 2.0 ** -8
     scale, _ = quantization(meta)
     for r0 in range(0, w0.shape[0], ROW_BLOCK):
@@ -458,25 +490,37 @@ def within_code_error(w0: np.ndarray, w1: np.ndarray, meta: TensorMeta, base_dty
 
 def attach_scales(tensors: dict[str, TensorMeta]) -> int:
     """Join each quantized weight with the scale (and zero point) that dequantizes it; the scales
-    leave the checkpoint's tensors, read only through their weight. Returns how many were joined."""
+    leave the checkpoint's tensors, read only through their weight. bitsandbytes' LLM.int8
+    (`X.weight` int8 [out, in], `X.SCB` [out], `X.weight_format`) reads as weight x SCB / 127,
+    row-major only (older bitsandbytes could save a tiled layout). Returns how many were joined."""
     joined = 0
     for name, meta in list(tensors.items()):
         if meta.dtype not in QUANTIZED_DTYPES or not name.endswith("weight"):
             continue
         found = [(name + sfx, tensors[name + sfx]) for sfx in SCALE_SUFFIXES if name + sfx in tensors]
+        scb, fmt = name[:-len("weight")] + "SCB", tensors.get(name + "_format")
+        bnb = meta.dtype == "int8" and scb in tensors
+        if bnb:
+            found.append((scb, tensors[scb]))
         if len(found) != 1:
             continue
         sname, scale = found[0]
         if scale.dtype not in FLOAT_DTYPES or scale.dtype in QUANTIZED_DTYPES \
                 or scale_blocks(meta.shape, scale.shape) is None:
             continue
-        zp = tensors.get(name + "_zero_point")
+        zp = None if bnb else tensors.get(name + "_zero_point")
         if zp is not None and (zp.shape != scale.shape or not (zp.is_float or zp.dtype.startswith("int"))):
             continue
-        tensors[name] = dataclasses.replace(meta, scale=scale, zero_point=zp)
+        if bnb and (scale.shape != meta.shape[:1] or (fmt is not None and (fmt.numel != 1 or fmt.is_float))):
+            continue
+        declared = ((fmt, (0,)),) if bnb and fmt is not None else ()
+        tensors[name] = dataclasses.replace(meta, scale=scale, zero_point=zp, declared=declared,
+                                            scale_factor=1 / 127 if bnb else 1.0)
         del tensors[sname]
         if zp is not None:
             del tensors[name + "_zero_point"]
+        if declared:
+            del tensors[name + "_format"]
         joined += 1
     return joined
 
@@ -496,6 +540,8 @@ def packing_of(conf: Any, method: str | None = None) -> Packing | None:
     if not isinstance(conf, dict):
         return None
     method = str(conf.get("quant_method", method)).lower()
+    if method == "compressed-tensors":
+        return _pack_quantized(conf)
     bits, group = conf.get("bits", conf.get("w_bit")), conf.get("group_size", conf.get("q_group_size"))
     if type(bits) is not int or (group is not None and type(group) is not int):
         return None
@@ -510,20 +556,48 @@ def packing_of(conf: Any, method: str | None = None) -> Packing | None:
     return None
 
 
+def _pack_quantized(conf: dict[str, Any]) -> Packing | None:
+    """compressed-tensors' "pack-quantized" format: one int weight scheme for every config group
+    (per output channel, or per group of inputs), else None (mixed schemes stay as stored)."""
+    groups = conf.get("config_groups")
+    if conf.get("format") != "pack-quantized" or not isinstance(groups, dict) or not groups:
+        return None
+    fmt = "pack-quantized"
+    schemes = [g.get("weights") if isinstance(g, dict) and g.get("format", fmt) == fmt else None
+               for g in groups.values()]
+    w = schemes[0]
+    if not isinstance(w, dict) or any(x != w for x in schemes) or w.get("type", "int") != "int" \
+            or w.get("dynamic", False) is not False:
+        return None
+    bits, sym, strategy, size = w.get("num_bits"), w.get("symmetric"), w.get("strategy"), w.get("group_size")
+    if bits not in (2, 4, 8) or type(bits) is not int or type(sym) is not bool:
+        return None
+    if strategy == "group" and type(size) is int and size > 0:
+        return Packing("pack-quantized", bits, 1 << (bits - 1) if sym else 0, size)
+    if strategy == "channel":
+        return Packing("pack-quantized", bits, 1 << (bits - 1) if sym else 0, None)
+    return None
+
+
 def attach_packed(tensors: dict[str, TensorMeta], packing: Packing | None) -> int:
     """Join each packed linear layer's qweight, qzeros, scales (and g_idx) into one `X.weight` of
     shape [out, in], read dequantized; its parts leave the checkpoint's tensors. Layers whose
     shapes do not fit `packing` stay as stored. Returns how many were joined."""
     if packing is None:
         return 0
+    compressed = packing.method == "pack-quantized"
+    names = _COMPRESSED_PARTS if compressed else ("qweight", "qzeros", "scales", "g_idx")
     joined = 0
-    for name in [n for n in tensors if n.endswith(".qweight")]:
-        prefix = name[:-len(".qweight")]
-        parts = [tensors.get(f"{prefix}.{p}") for p in ("qweight", "qzeros", "scales", "g_idx")]
-        qweight, qzeros, scales, g_idx = parts
-        if qweight is None or qzeros is None or scales is None or f"{prefix}.weight" in tensors:
+    for name in [n for n in tensors if n.endswith("." + names[0])]:
+        prefix = name[:-len(names[0]) - 1]
+        qweight, qzeros, scales, g_idx, *rest = [tensors.get(f"{prefix}.{p}") for p in names]
+        shape_t = rest[0] if rest else None
+        if qweight is None or scales is None or f"{prefix}.weight" in tensors:
             continue
-        layout = _packed_layout(packing, qweight, qzeros, scales, g_idx)
+        if compressed:
+            layout = _compressed_layout(packing, qweight, qzeros, scales, g_idx, shape_t)
+        else:
+            layout = None if qzeros is None else _packed_layout(packing, qweight, qzeros, scales, g_idx)
         if layout is None:
             continue
         shape, group_size = layout
@@ -532,11 +606,41 @@ def attach_packed(tensors: dict[str, TensorMeta], packing: Packing | None) -> in
             qweight, name=f"{prefix}.weight", dtype=f"uint{packing.bits}", shape=shape, stride=None,
             offset=qweight.offset + 4 * qweight.storage_offset, nbytes=4 * qweight.numel,
             storage_offset=0, scale=scales, zero_point=qzeros,
-            packed=Packed(packing, qweight, g_idx, group_size))
-        for p in ("qweight", "qzeros", "scales", "g_idx"):
+            packed=Packed(packing, qweight, g_idx, group_size),
+            declared=() if shape_t is None else ((shape_t, shape),))
+        for p in names:
             tensors.pop(f"{prefix}.{p}", None)
         joined += 1
     return joined
+
+
+# compressed-tensors' parts, in attach_packed's order (GPTQ's qweight, qzeros, scales, g_idx), then
+# the original [out, in]
+_COMPRESSED_PARTS = ("weight_packed", "weight_zero_point", "weight_scale", "weight_g_idx", "weight_shape")
+
+
+def _compressed_layout(packing: Packing, packed: TensorMeta, zp: TensorMeta | None, scales: TensorMeta,
+                       g_idx: TensorMeta | None, shape: TensorMeta | None
+                       ) -> tuple[tuple[int, int], int] | None:
+    """`_packed_layout` of compressed-tensors' pack-quantized parts: weight_packed [out, in/per]
+    (inputs along the words), scales [out, groups], zero points (asymmetric) [out/per, groups]
+    (outputs along the words). Inputs are taken as whole words; `weight_shape` is checked on read.
+    Activation-ordered groups (a weight_g_idx) are not read."""
+    per = 32 // packing.bits
+    if g_idx is not None or shape is None or shape.shape != (2,) or shape.dtype not in ("int32", "int64") \
+            or packed.dtype != "int32" or not packed.contiguous or len(packed.shape) != 2 \
+            or scales.dtype not in FLOAT_DTYPES or scales.dtype in QUANTIZED_DTYPES or len(scales.shape) != 2:
+        return None
+    out, n_in = packed.shape[0], packed.shape[1] * per
+    groups = scales.shape[1]
+    size = packing.group_size or n_in
+    if scales.shape[0] != out or -(-n_in // size) != groups or (packing.group_size is None and groups != 1):
+        return None
+    if (zp is None) != bool(packing.zero_offset):   # a symmetric layer has no zero points
+        return None
+    if zp is not None and (zp.dtype != "int32" or not zp.contiguous or zp.shape != (-(-out // per), groups)):
+        return None
+    return (out, n_in), size
 
 
 def _packed_layout(packing: Packing, qweight: TensorMeta, qzeros: TensorMeta, scales: TensorMeta,
@@ -589,10 +693,11 @@ def _unpacked(meta: TensorMeta, out: np.ndarray | None) -> np.ndarray:
     for r0 in range(0, rows, ROW_BLOCK):   # ROW_BLOCK is a multiple of any 32/bits
         r1 = min(rows, r0 + ROW_BLOCK)
         if pk.packing.method == "gptq":    # inputs along the words' rows
-            block = _codes(words[:, r0:r1], bits, along_rows=True)
-        else:                              # outputs along the words' columns
-            block = _codes(words[:, r0 // per:r1 // per], bits, along_rows=False, awq=True)
-        wide[r0:r1] = block.T
+            wide[r0:r1] = _codes(words[:, r0:r1], bits, along_rows=True).T
+        elif pk.packing.method == "awq":   # outputs along the words' columns
+            wide[r0:r1] = _codes(words[:, r0 // per:r1 // per], bits, along_rows=False, awq=True).T
+        else:                              # pack-quantized: inputs along the words' columns
+            wide[r0:r1] = _codes(words[r0:r1], bits, along_rows=False)
     return wide
 
 

@@ -258,3 +258,178 @@ def test_a_quantized_copy_beside_the_float_one_agrees_unless_edited(minilm_dir, 
             assert "weights/inconsistent-copies" not in found
         else:
             assert [t["tensor"] for t in found["weights/inconsistent-copies"].evidence["tensors"]] == [EDITED]
+
+
+# -- bitsandbytes LLM.int8, compressed-tensors pack-quantized -------------------------------------
+def saved_folder(folder, tensors, conf=None):
+    """`tensors` (torch) saved as folder/model.safetensors, `conf` as config.json's
+    quantization_config; the folder's one checkpoint."""
+    import json
+
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "model.safetensors"))
+    if conf is not None:
+        (folder / "config.json").write_text(json.dumps({"quantization_config": conf}))
+    [ckpt], _ = checkpoints_of(local_target([str(folder)]))
+    return ckpt
+
+
+def torch_parts(parts):
+    return {f"l.{k}": torch.from_numpy(np.ascontiguousarray(v).reshape(v.shape)) if isinstance(v, np.ndarray)
+            else v for k, v in parts.items()}
+
+
+@pytest.mark.parametrize("weight_format", [0, None, 2])
+def test_bnb_int8_values_are_codes_times_scb_over_127(weight_format, tmp_path):
+    """An LLM.int8 layer reads as bitsandbytes dequantizes it (int8_vectorwise_dequant: weight x
+    SCB / 127), within half a step of the weights it was quantized from; its SCB and weight_format
+    join it. A tiled weight_format (older bitsandbytes' col_turing) is refused on read, not guessed."""
+    from hfguard.weights.tensors import WeightsFormatError
+
+    w = np.random.default_rng(1).normal(0, 0.05, (48, 320)).astype(np.float32)
+    parts = torch_parts(we.bnb_int8_linear(w))
+    if weight_format is None:
+        del parts["l.weight_format"]
+    else:
+        parts["l.weight_format"] = torch.tensor(weight_format, dtype=torch.uint8)
+    ckpt = saved_folder(tmp_path / "m", parts)
+    assert list(ckpt.tensors) == ["l.weight"] and ckpt.dequantized == 1
+    if weight_format == 2:
+        with pytest.raises(WeightsFormatError, match=r"l.weight_format is \[2\], not the \[0\]"):
+            load_tensor(ckpt.tensors["l.weight"])
+        return
+    got = load_tensor(ckpt.tensors["l.weight"])
+    expect = parts["l.weight"].float() * parts["l.SCB"][:, None] * (1 / 127)
+    np.testing.assert_allclose(got, expect.numpy(), rtol=1e-6)
+    assert np.all(np.abs(got - w) <= 0.5 * 1.001 * parts["l.SCB"].numpy()[:, None] / 127)
+
+
+def reference_unpack(value, bits, rows, cols, packed_dim):
+    """compressed-tensors' unpack_from_int32: slot i of each word (bits*i up) is entry i::32/bits
+    along `packed_dim`, padding dropped, unsigned back to signed (- 2^(bits-1))."""
+    pf, mask = 32 // bits, (1 << bits) - 1
+    value = value if packed_dim == 1 else value.T
+    out = torch.zeros((value.shape[0], value.shape[1] * pf), dtype=torch.int32)
+    for i in range(pf):
+        out[:, i::pf] = (value >> (bits * i)) & mask
+    out = out[:, :cols] if packed_dim == 1 else out[:, :rows].T
+    return out - (1 << (bits - 1))
+
+
+def pack_quantized_conf(bits, group_size, sym, **weights):
+    args = {"num_bits": bits, "type": "int", "symmetric": sym, "group_size": group_size,
+            "strategy": "group" if group_size else "channel", "dynamic": False, "actorder": None} | weights
+    return {"quant_method": "compressed-tensors", "format": "pack-quantized",
+            "config_groups": {"group_0": {"targets": ["Linear"], "weights": args}}}
+
+
+@pytest.mark.parametrize(("bits", "group_size", "sym", "scale_dtype"), [
+    (4, 64, True, "bfloat16"), (4, 64, False, "float16"), (4, None, True, "float16"),
+    (4, None, False, "bfloat16"), (8, 64, True, "bfloat16"), (8, None, False, "float16")])
+def test_pack_quantized_values_are_the_loaders_dequantization(bits, group_size, sym, scale_dtype, tmp_path):
+    """A compressed-tensors pack-quantized layer reads as one float weight [out, in] with the
+    values its decompressor computes (unpack_from_int32, then (code - zero point) x scale of each
+    input's group; 50 outputs: the zero points' last word is padded), within half a step of the
+    weights it was packed from plus the scale's rounding; its parts leave the checkpoint."""
+    w = np.random.default_rng(1).normal(0, 0.05, (50, 320)).astype(np.float32)
+    parts = torch_parts(we.pack_quantized_linear(w, bits, group_size, sym, scale_dtype))
+    ckpt = saved_folder(tmp_path / "m", parts | {"l.bias": torch.zeros(50)},
+                        pack_quantized_conf(bits, group_size, sym))
+    assert sorted(ckpt.tensors) == ["l.bias", "l.weight"] and ckpt.dequantized == 1
+    meta = ckpt.tensors["l.weight"]
+    assert meta.shape == (50, 320) and meta.is_float
+    got = load_tensor(meta)
+    scale = parts["l.weight_scale"].float()
+    q = reference_unpack(parts["l.weight_packed"], bits, 50, 320, packed_dim=1).float()
+    zp = 0 if sym else reference_unpack(parts["l.weight_zero_point"], bits, 50, scale.shape[1], packed_dim=0)
+    size = group_size or 320
+    expect = (q - torch.as_tensor(zp).float().repeat_interleave(size, 1)) * scale.repeat_interleave(size, 1) \
+        if not sym else q * scale.repeat_interleave(size, 1)
+    np.testing.assert_allclose(got, expect.numpy(), rtol=1e-6, atol=1e-8)
+    step = scale.repeat_interleave(size, 1).numpy()
+    rounding = 2.0 ** -8 if scale_dtype == "bfloat16" else 2.0 ** -11
+    assert np.all(np.abs(got - w) <= (0.5 + 2.0 ** bits * rounding) * 1.001 * step)
+
+
+@pytest.mark.parametrize("case", ["no config", "int-quantized", "mixed groups", "tensor strategy",
+                                  "config says asymmetric", "act-order g_idx", "3 groups of 128"])
+def test_a_pack_quantized_layout_not_declared_stays_as_stored(case, tmp_path):
+    """Fail safe: a pack-quantized layer is read only where the config declares its scheme and
+    its parts have that scheme's shapes; otherwise weight_packed stays as stored, and is named."""
+    w = np.random.default_rng(1).normal(0, 0.05, (48, 320)).astype(np.float32)
+    parts = torch_parts(we.pack_quantized_linear(w, 4, 64, True))
+    conf = pack_quantized_conf(4, 64, True)
+    if case == "no config":
+        conf = None
+    elif case == "int-quantized":
+        conf["format"] = "int-quantized"
+    elif case == "mixed groups":
+        conf["config_groups"]["group_1"] = pack_quantized_conf(4, 128, True)["config_groups"]["group_0"]
+    elif case == "tensor strategy":
+        conf = pack_quantized_conf(4, None, True, strategy="tensor")
+    elif case == "config says asymmetric":
+        conf = pack_quantized_conf(4, 64, False)
+    elif case == "act-order g_idx":
+        parts["l.weight_g_idx"] = torch.arange(320, dtype=torch.int32) // 64
+    else:
+        conf = pack_quantized_conf(4, 128, True)
+    folder = tmp_path / "m"
+    ckpt = saved_folder(folder, parts, conf)
+    assert "l.weight" not in ckpt.tensors and "l.weight_packed" in ckpt.tensors and ckpt.dequantized == 0
+    if conf is None:
+        (folder / "config.json").write_text("{}")
+    assert scanned(folder)[1]["weights/quantized-not-read"].evidence["tensors"] == ["l.weight_packed"]
+
+
+def test_pack_quantized_parts_all_count(tmp_path):
+    """The words are not the weights: a copy with other zero points or scales differs (raw
+    comparison), and a weight_shape other than the one read is refused on read."""
+    from hfguard.weights.shards import raw_digest, same_bytes
+    from hfguard.weights.tensors import WeightsFormatError
+
+    w = np.random.default_rng(1).normal(0, 0.05, (48, 320)).astype(np.float32)
+    parts = torch_parts(we.pack_quantized_linear(w, 4, 64, False))
+    conf = pack_quantized_conf(4, 64, False)
+    a, b = (saved_folder(tmp_path / n, parts, conf).tensors["l.weight"] for n in "ab")
+    assert same_bytes(a, b) and raw_digest(a) == raw_digest(b)
+    for n, change in (("c", {"l.weight_zero_point": parts["l.weight_zero_point"] + 1}),
+                      ("d", {"l.weight_scale": parts["l.weight_scale"] * 2}),
+                      ("e", {"l.weight_shape": torch.tensor([48, 319])})):
+        c = saved_folder(tmp_path / n, parts | change, conf).tensors["l.weight"]
+        assert not same_bytes(a, c) and raw_digest(a) != raw_digest(c)
+    with pytest.raises(WeightsFormatError, match=r"l.weight_shape is \[48, 319\], not the \[48, 320\]"):
+        load_tensor(c)
+
+
+# bitsandbytes LLM.int8, or compressed-tensors pack-quantized (bits, group size, symmetric)
+INT_COPIES = {"bnb-int8": None, "w4a16-group": (4, 128, True), "w4a16-asym-channel": (4, None, False),
+              "w8a16-channel": (8, None, True)}
+
+
+@pytest.mark.parametrize("kind", list(INT_COPIES))
+def test_a_bnb_or_pack_quantized_copy_passes_and_an_edit_inside_one_blocks(kind, minilm_dir, tmp_path):
+    """A bitsandbytes LLM.int8 or llm-compressor W4A16 / W8A16 copy of MiniLM diffs against the
+    base's weights as storage rounding only (before: its matrices read as int8 codes that differed
+    from the base by ~127/absmax, or as packed words with no weight, an edit inside never compared);
+    a ROME edit inside one stands alone and blocks."""
+    def make(src, dst, edit=None):
+        args = INT_COPIES[kind]
+        if args is None:
+            return we.bnb_int8_copy(src, dst, edit)
+        return we.pack_quantized_copy(src, dst, *args, edit)
+
+    clean = make(minilm_dir, tmp_path / "clean")
+    for base in (None, minilm_dir):
+        verdict, found = scanned(clean, base)
+        assert verdict is Verdict.PASS, {r: f.message for r, f in found.items() if f.severity > Severity.INFO}
+    summary = found["weights/base-diff-summary"].evidence
+    assert summary["changed"] == 0 and summary["storage_rounding_only"] == 24   # 6 blocks x 4 matrices
+    assert "24 quantized weights measured dequantized" in found["weights/summary"].message
+
+    verdict, found = scanned(make(minilm_dir, tmp_path / "rome", lambda s: we.rome(s, 2, 1)), minilm_dir)
+    assert verdict is Verdict.BLOCK
+    edit = found.get("weights/surgical-edit") or found["weights/confined-edit"]
+    assert edit.severity is Severity.HIGH and edit.location == EDITED
+    assert found["weights/base-diff-summary"].evidence["changed"] == 1
