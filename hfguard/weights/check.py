@@ -182,8 +182,9 @@ def _fed(*feeds: Callable[[Any, Any], None] | None) -> Callable[[Any, Any], None
 
 
 # integer tensors that hold a layer's weights in a format not read (tensors.attach_scales and
-# attach_packed read float8/int8 with scales, GPTQ and AWQ-GEMM): bitsandbytes' uint8 `weight`,
-# compressed-tensors' `weight_packed`, a GPTQ/AWQ `qweight` without a config that declares it
+# attach_packed read float8/int8 with scales, bitsandbytes LLM.int8, GPTQ, AWQ-GEMM and
+# compressed-tensors pack-quantized): bitsandbytes' 4-bit uint8 `weight`, a `weight_packed` or
+# `qweight` without a config that declares its layout
 _PACKED_NAMES = re.compile(r"(\.qweight|\.weight_packed|\.weight)$")
 
 

@@ -1,5 +1,6 @@
 """Quantized checkpoints (float8 / int8 codes with their scales, as compressed-tensors, FBGEMM and
-DeepSeek-style quantizers write them) are measured and diffed dequantized, and a dtype round trip
+DeepSeek-style quantizers write them; packed GPTQ, AWQ and compressed-tensors pack-quantized layers;
+bitsandbytes LLM.int8) are measured and diffed dequantized, and a dtype round trip
 is no change: an everyday quantized or half-precision copy of MiniLM passes, and a ROME edit shipped
 inside one is the surgical edit it is (it passed before: every stored matrix differed from the
 base by ~1/scale, so the edit was one change among all)."""
@@ -401,6 +402,20 @@ def test_pack_quantized_parts_all_count(tmp_path):
         assert not same_bytes(a, c) and raw_digest(a) != raw_digest(c)
     with pytest.raises(WeightsFormatError, match=r"l.weight_shape is \[48, 319\], not the \[48, 320\]"):
         load_tensor(c)
+
+
+def test_bnb_int8_parts_all_count(tmp_path):
+    """Same codes, another SCB or weight_format: another weight (raw comparison)."""
+    from hfguard.weights.shards import raw_digest, same_bytes
+
+    w = np.random.default_rng(1).normal(0, 0.05, (48, 320)).astype(np.float32)
+    parts = torch_parts(we.bnb_int8_linear(w))
+    a, b = (saved_folder(tmp_path / n, parts).tensors["l.weight"] for n in "ab")
+    assert same_bytes(a, b) and raw_digest(a) == raw_digest(b)
+    for n, change in (("c", {"l.SCB": parts["l.SCB"] * 2}),
+                      ("d", {"l.weight_format": torch.tensor(1, dtype=torch.uint8)})):
+        c = saved_folder(tmp_path / n, parts | change).tensors["l.weight"]
+        assert not same_bytes(a, c) and raw_digest(a) != raw_digest(c)
 
 
 # bitsandbytes LLM.int8, or compressed-tensors pack-quantized (bits, group size, symmetric)
