@@ -447,8 +447,9 @@ def quantization(meta: TensorMeta) -> tuple[Any, Any]:
 
 
 def _packed_quantization(meta: TensorMeta, pk: Packed) -> tuple[Any, Any]:
-    """`quantization` of a packed weight: its scales and zero points are [groups, out], each input
-    column takes its group's (g_idx, or consecutive groups of group_size)."""
+    """`quantization` of a packed weight: its scales and zero points are [groups, out] (pack-quantized
+    stores [out, groups]; a symmetric one has no zero points), each input column takes its group's
+    (g_idx, or consecutive groups of group_size)."""
     assert meta.scale is not None
     n_in, compressed = meta.shape[1], pk.packing.method == "pack-quantized"
     groups = np.arange(n_in) // pk.group_size if pk.g_idx is None else \
