@@ -33,24 +33,31 @@ def scanned(path, base=None):
     return report.verdict, {f.rule: f for f in report.all_findings()}
 
 
-@pytest.mark.parametrize(("codes", "layout"), LAYOUTS)
-def test_a_quantized_copy_passes_and_an_edit_inside_one_is_surgical(codes, layout, minilm_dir, tmp_path):
-    clean = we.quantized_copy(minilm_dir, tmp_path / "clean", codes, layout)
+def clean_passes_and_edit_blocks(make, minilm_dir, tmp_path, quantized=24):
+    """`make(src, dst, edit)` writes a quantized copy: the clean one PASSes with and without the
+    base, diffing as storage rounding only for its `quantized` weights; one with a ROME edit
+    applied before quantizing BLOCKs on the edited matrix (high: surgical, or confined where the
+    codes' rounding spreads the rank-1 change below the low-rank cut). Returns the edit finding."""
+    clean = make(minilm_dir, tmp_path / "clean", None)
     for base in (None, minilm_dir):
         verdict, found = scanned(clean, base)
         assert verdict is Verdict.PASS, {r: f.message for r, f in found.items() if f.severity > Severity.INFO}
-    from safetensors.torch import load_file
-
-    stored = load_file(str(clean / "model.safetensors"))
-    quantized = sum(1 for k in stored if k.endswith(("_scale", "_scale_inv")))
     summary = found["weights/base-diff-summary"].evidence
-    assert summary["changed"] == 0 and summary["storage_rounding_only"] == quantized > 20
+    assert summary["changed"] == 0 and summary["storage_rounding_only"] == quantized
     assert f"{quantized} quantized weights measured dequantized" in found["weights/summary"].message
-
-    edited = we.quantized_copy(minilm_dir, tmp_path / "rome", codes, layout, edit=lambda s: we.rome(s, 2, 1))
-    verdict, found = scanned(edited, minilm_dir)
+    verdict, found = scanned(make(minilm_dir, tmp_path / "rome", lambda s: we.rome(s, 2, 1)), minilm_dir)
     assert verdict is Verdict.BLOCK
-    assert found["weights/surgical-edit"].location == EDITED
+    edit = found.get("weights/surgical-edit") or found["weights/confined-edit"]
+    assert edit.severity is Severity.HIGH and edit.location == EDITED
+    assert found["weights/base-diff-summary"].evidence["changed"] == 1
+    return edit
+
+
+@pytest.mark.parametrize(("codes", "layout"), LAYOUTS)
+def test_a_quantized_copy_passes_and_an_edit_inside_one_is_surgical(codes, layout, minilm_dir, tmp_path):
+    edit = clean_passes_and_edit_blocks(
+        lambda src, dst, e: we.quantized_copy(src, dst, codes, layout, edit=e), minilm_dir, tmp_path)
+    assert edit.rule == "weights/surgical-edit"
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -211,21 +218,9 @@ def test_a_packed_copy_passes_and_an_edit_inside_one_blocks(method, sym, act_ord
     read as removed from the base, and an edit inside was never compared). The edit stands alone;
     int4 rounding is 25-45% of its delta's energy, so the rank-1 update measures top-1 energy
     0.67-0.78, below the low-rank cut: a confined (FT-L-shaped) edit, BLOCK all the same."""
-    clean = we.packed_copy(minilm_dir, tmp_path / "clean", method, sym=sym, act_order=act_order, v2=v2)
-    for base in (None, minilm_dir):
-        verdict, found = scanned(clean, base)
-        assert verdict is Verdict.PASS, {r: f.message for r, f in found.items() if f.severity > Severity.INFO}
-    summary = found["weights/base-diff-summary"].evidence
-    assert summary["changed"] == 0 and summary["storage_rounding_only"] == 24   # 6 blocks x 4 matrices
-    assert "24 quantized weights measured dequantized" in found["weights/summary"].message
-
-    edited = we.packed_copy(minilm_dir, tmp_path / "rome", method, sym=sym, act_order=act_order, v2=v2,
-                            edit=lambda s: we.rome(s, 2, 1))
-    verdict, found = scanned(edited, minilm_dir)
-    assert verdict is Verdict.BLOCK
-    edit = found.get("weights/surgical-edit") or found["weights/confined-edit"]
-    assert edit.severity is Severity.HIGH and edit.location == EDITED
-    assert found["weights/base-diff-summary"].evidence["changed"] == 1
+    clean_passes_and_edit_blocks(
+        lambda src, dst, e: we.packed_copy(src, dst, method, sym=sym, act_order=act_order, v2=v2, edit=e),
+        minilm_dir, tmp_path)
 
 
 def test_packed_weights_not_read_are_said(tmp_path):
@@ -429,22 +424,10 @@ def test_a_bnb_or_pack_quantized_copy_passes_and_an_edit_inside_one_blocks(kind,
     base's weights as storage rounding only (before: its matrices read as int8 codes that differed
     from the base by ~127/absmax, or as packed words with no weight, an edit inside never compared);
     a ROME edit inside one stands alone and blocks."""
-    def make(src, dst, edit=None):
-        args = INT_COPIES[kind]
+    args = INT_COPIES[kind]
+
+    def make(src, dst, edit):
         if args is None:
             return we.bnb_int8_copy(src, dst, edit)
         return we.pack_quantized_copy(src, dst, *args, edit)
-
-    clean = make(minilm_dir, tmp_path / "clean")
-    for base in (None, minilm_dir):
-        verdict, found = scanned(clean, base)
-        assert verdict is Verdict.PASS, {r: f.message for r, f in found.items() if f.severity > Severity.INFO}
-    summary = found["weights/base-diff-summary"].evidence
-    assert summary["changed"] == 0 and summary["storage_rounding_only"] == 24   # 6 blocks x 4 matrices
-    assert "24 quantized weights measured dequantized" in found["weights/summary"].message
-
-    verdict, found = scanned(make(minilm_dir, tmp_path / "rome", lambda s: we.rome(s, 2, 1)), minilm_dir)
-    assert verdict is Verdict.BLOCK
-    edit = found.get("weights/surgical-edit") or found["weights/confined-edit"]
-    assert edit.severity is Severity.HIGH and edit.location == EDITED
-    assert found["weights/base-diff-summary"].evidence["changed"] == 1
+    clean_passes_and_edit_blocks(make, minilm_dir, tmp_path)
