@@ -628,7 +628,8 @@ def pretrained_sets(model: Path, seed: int, root: Path) -> tuple[dict[str, Path]
            "bf16": cast_copy(model, root / "bf16", "bfloat16"),
            "int8-roundtrip": edited(model, root / "int8", quantize_dequantize),
            "fp8-block": quantized_copy(model, root / "fp8", "float8_e4m3fn", "block"),
-           "gptq-copy": packed_copy(model, root / "gptq", "gptq", act_order=True)}
+           "gptq-copy": packed_copy(model, root / "gptq", "gptq", act_order=True),
+           "w4a16-copy": pack_quantized_copy(model, root / "w4a16", 4, 128, True)}
     ed = {"rome": edited(model, root / "rome", lambda s: rome(s, layer, seed)),
           "memit-3-layers": edited(model, root / "memit", lambda s: memit(s, [layer, layer + 1, layer + 2],
                                                                           seed)),
@@ -639,7 +640,8 @@ def pretrained_sets(model: Path, seed: int, root: Path) -> tuple[dict[str, Path]
           "inconsistent-copies": inconsistent_copy(model, root / "copies", lambda s: rome(s, layer, seed)),
           "rome-in-int8": quantized_copy(model, root / "rome-int8", "int8", "channel",
                                          edit=lambda s: rome(s, layer, seed)),
-          "rome-in-gptq": packed_copy(model, root / "rome-gptq", "gptq", edit=lambda s: rome(s, layer, seed))}
+          "rome-in-gptq": packed_copy(model, root / "rome-gptq", "gptq", edit=lambda s: rome(s, layer, seed)),
+          "rome-in-bnb-int8": bnb_int8_copy(model, root / "rome-bnb", lambda s: rome(s, layer, seed))}
     return neg, ed
 
 
