@@ -356,6 +356,76 @@ def pack_quantized_copy(src: Path, dst: Path, bits: int = 4, group_size: int | N
     return linear_copy(src, dst, lambda w: pack_quantized_linear(w, bits, group_size, sym), conf, edit)
 
 
+# bitsandbytes' 4-bit tables (functional.get_4bit_type): NF4's normal quantiles, FP4 (e2m1) over its max
+NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+                -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+                0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+                0.7229568362236023, 1.0], np.float32)
+FP4 = (np.array([0, 0.0625, 8, 12, 4, 6, 2, 3, -0.0, -0.0625, -8, -12, -4, -6, -2, -3]) / 12) \
+    .astype(np.float32)
+
+
+def dynamic_map() -> np.ndarray:
+    """bitsandbytes' signed 8-bit dynamic map (create_dynamic_map(signed=True)): for each decade
+    10^-6 .. 10^0, 2^i midpoints of linspace(0.1, 1) either sign, plus 0 and 1; 256 sorted."""
+    data = [0.0, 1.0]
+    for i in range(7):
+        bounds = np.linspace(0.1, 1, 2 ** i + 1)
+        means = (bounds[:-1] + bounds[1:]) / 2 * 10.0 ** (i - 6)
+        data += list(means) + list(-means)
+    return np.sort(np.array(data, np.float32))
+
+
+def nearest_codes(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Each entry's index in `table` of the value nearest to it (bitsandbytes' quantizers)."""
+    return np.abs(x.reshape(-1, 1) - table.reshape(1, -1)).argmin(1).astype(np.uint8)
+
+
+def blockwise(x: np.ndarray, table: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, absmax per block of `size` entries in C order): x / absmax to the nearest table value."""
+    flat = x.reshape(-1).astype(np.float32)
+    pad = np.zeros(-(-flat.size // size) * size, np.float32)
+    pad[:flat.size] = flat
+    absmax = np.abs(pad.reshape(-1, size)).max(1)
+    norm = pad.reshape(-1, size) / np.where(absmax > 0, absmax, 1)[:, None]
+    return nearest_codes(norm, table)[:flat.size], absmax
+
+
+def bnb4_linear(w: np.ndarray, quant_type: str = "nf4", double: bool = True,
+                blocksize: int = 64) -> dict[str, Any]:
+    """An nn.Linear weight [out, in] as transformers' save_pretrained of a `load_in_4bit` model
+    writes it (Params4bit._save_to_state_dict, QuantState.as_dict(packed=True)): codes of each block
+    of `blocksize` entries over its absmax, two a byte, the first in the high nibble (`weight` uint8
+    [n/2, 1]); `weight.absmax` float32, or with double quantization (`double`) absmax minus its mean
+    (nested_offset) as 8-bit dynamic-map codes per 256 with their own absmax; the JSON quant_state
+    as uint8 bytes."""
+    table = NF4 if quant_type == "nf4" else FP4
+    codes, absmax = blockwise(w, table, blocksize)
+    codes = np.append(codes, np.uint8(0)) if codes.size % 2 else codes
+    state: dict[str, Any] = {"quant_type": quant_type, "blocksize": blocksize, "dtype": "float32",
+                             "shape": list(w.shape)}
+    parts: dict[str, Any] = {"weight": ((codes[0::2] << 4) | codes[1::2]).astype(np.uint8).reshape(-1, 1),
+                             "weight.absmax": absmax, "weight.quant_map": table.copy()}
+    if double:
+        offset = float(absmax.mean())
+        n_codes, n_absmax = blockwise(absmax - offset, dynamic_map(), 256)
+        parts |= {"weight.absmax": n_codes, "weight.nested_absmax": n_absmax,
+                  "weight.nested_quant_map": dynamic_map()}
+        state |= {"nested_blocksize": 256, "nested_dtype": "float32", "nested_offset": offset}
+    raw = np.frombuffer(json.dumps(state).encode(), np.uint8).copy()
+    parts[f"weight.quant_state.bitsandbytes__{quant_type}"] = raw
+    return parts
+
+
+def bnb4_copy(src: Path, dst: Path, quant_type: str = "nf4", double: bool = True,
+              edit: Callable[[dict[str, np.ndarray]], Any] | None = None) -> Path:
+    """A `load_in_4bit` model's `save_pretrained` of an nn.Linear model (BERT-like)."""
+    conf = {"quant_method": "bitsandbytes", "load_in_8bit": False, "load_in_4bit": True,
+            "bnb_4bit_quant_type": quant_type, "bnb_4bit_use_double_quant": double,
+            "bnb_4bit_compute_dtype": "float32", "bnb_4bit_quant_storage": "uint8"}
+    return linear_copy(src, dst, lambda w: bnb4_linear(w, quant_type, double), conf, edit)
+
+
 def quantize_dequantize(state: dict[str, np.ndarray], bits: int = 8) -> None:
     """Per-row absmax integer quantization of every matrix, written back as float32 (int8 round trip)."""
     q = 2 ** (bits - 1) - 1

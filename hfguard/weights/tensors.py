@@ -74,7 +74,8 @@ class TensorMeta:
     def value_parts(self) -> list[TensorMeta]:
         """The other stored tensors its values are computed from (scales, zero points, g_idx)."""
         parts = [self.scale, self.zero_point, self.packed.g_idx if self.packed else None]
-        return [p for p in parts if p is not None] + [t for t, _ in self.declared]
+        return [p for p in parts if p is not None] + list(self.packed.parts if self.packed else ()) \
+            + [t for t, _ in self.declared]
 
     @property
     def numel(self) -> int:
@@ -143,7 +144,12 @@ class Packed:
     packing: Packing
     qweight: TensorMeta
     g_idx: TensorMeta | None   # each input's group (GPTQ act-order); None: consecutive groups
-    group_size: int
+    group_size: int            # bitsandbytes 4-bit: entries per absmax block, in C order
+    # bitsandbytes 4-bit (`attach_bnb4`): the other stored parts its values depend on (quant_map,
+    # the JSON quant_state, nested absmax and map), and with double quantization (nested_absmax,
+    # nested_quant_map, nested_blocksize, nested_offset): absmax is itself 8-bit codes
+    parts: tuple[TensorMeta, ...] = ()
+    nested: tuple[TensorMeta, TensorMeta, int, float] | None = None
 
 
 # -- safetensors --------------------------------------------------------------------------------
@@ -421,6 +427,8 @@ def code_error(meta: TensorMeta) -> tuple[float, float]:
     over up to 2^bits steps from the zero point."""
     if meta.packed is None or meta.scale is None:
         return CODE_ERROR.get(meta.dtype, (0.0, 0.5))
+    if meta.packed.packing.method in BNB4_MAPS:   # half the table's widest gap
+        return 0.0, float(np.diff(np.sort(BNB4_MAPS[meta.packed.packing.method])).max()) / 2
     return 0.0, 0.5 + 2.0 ** meta.packed.packing.bits * SCALE_ROUNDING.get(meta.scale.dtype, 2.0 ** -8)
 
 
@@ -428,6 +436,8 @@ def quantization(meta: TensorMeta) -> tuple[Any, Any]:
     """(scale(r0, r1), zero_point(r0, r1) or None) of a quantized weight: each gives the factor of
     rows r0:r1, shaped to broadcast over them (a column per row, or the rows' blocks expanded)."""
     assert meta.scale is not None
+    if meta.packed is not None and meta.packed.packing.method in BNB4_MAPS:
+        return _per_block(_bnb4_absmax(meta.packed, meta.scale), meta), None
     if meta.packed is not None:
         return _packed_quantization(meta, meta.packed)
     b0, b1 = scale_blocks(meta.shape, meta.scale.shape) or (1, 1)
@@ -480,9 +490,12 @@ def within_code_error(w0: np.ndarray, w1: np.ndarray, meta: TensorMeta, base_dty
     rel, absolute = code_error(meta)
     rel += float(np.finfo(np.float32).eps) if base_dtype == "float32" else 2.0 ** -8
     scale, _ = quantization(meta)
+    slack = scale_error(meta)
     for r0 in range(0, w0.shape[0], ROW_BLOCK):
         a, b = w0[r0:r0 + ROW_BLOCK], w1[r0:r0 + ROW_BLOCK]
         bound = rel * np.abs(a) + absolute * np.abs(scale(r0, r0 + a.shape[0]))
+        if slack is not None:
+            bound += (1 + absolute) * slack(r0, r0 + a.shape[0])
         with np.errstate(invalid="ignore"):
             if not bool(np.all(np.abs(b - a) <= 1.01 * bound)):
                 return False
@@ -523,7 +536,133 @@ def attach_scales(tensors: dict[str, TensorMeta]) -> int:
         if declared:
             del tensors[name + "_format"]
         joined += 1
+    return joined + attach_bnb4(tensors)
+
+
+# -- bitsandbytes 4-bit (NF4, FP4) -----------------------------------------------------------------
+# Params4bit's save: X.weight uint8 [ceil(n/2), 1] (two codes a byte, the first entry in the high
+# nibble), X.weight.absmax (float32 per block of `blocksize` entries in C order, or with double
+# quantization uint8 codes of X.weight.nested_quant_map x X.weight.nested_absmax per block of
+# nested_blocksize, plus nested_offset), X.weight.quant_map and X.weight.quant_state.bitsandbytes__<type>
+# (JSON as uint8). bitsandbytes' kernels decode with their own tables, not the stored quant_map:
+# one that differs from the table is not read.
+BNB4_MAPS: dict[str, np.ndarray] = {
+    "nf4": np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+                     -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+                     0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+                     0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0], np.float32),
+    "fp4": np.array([0, 0.0625, 8, 12, 4, 6, 2, 3, -0.0, -0.0625, -8, -12, -4, -6, -2, -3], np.float32) / 12,
+}
+MAX_QUANT_STATE = 64 << 10   # a quant_state is a few hundred bytes of JSON
+_BNB4_DTYPES = ("float16", "bfloat16", "float32")
+
+
+def attach_bnb4(tensors: dict[str, TensorMeta]) -> int:
+    """Join each bitsandbytes 4-bit weight with its parts into one `X.weight` of its declared
+    shape, read as quant_map[code] x absmax of its block; its parts leave the tensors. A layer
+    with a field not validated here stays as stored (weights/quantized-not-read). Returns how many."""
+    joined = 0
+    for name in [n for n in tensors if ".weight.quant_state.bitsandbytes__" in n]:
+        prefix, qtype = name.split(".quant_state.bitsandbytes__", 1)
+        found = _bnb4_layer(tensors, prefix, qtype, tensors[name])
+        if found is None:
+            continue
+        weight, parts, (shape, size, nested) = found
+        tensors[prefix] = dataclasses.replace(
+            weight, dtype="uint4", shape=shape, stride=None, offset=weight.offset + weight.storage_offset,
+            nbytes=weight.numel, storage_offset=0, scale=tensors[prefix + ".absmax"],
+            packed=Packed(Packing(qtype, 4, 0, size), weight, None, size, parts, nested))
+        for p in parts + (tensors[prefix + ".absmax"],):
+            del tensors[p.name]
+        joined += 1
     return joined
+
+
+def _bnb4_layer(tensors: dict[str, TensorMeta], prefix: str, qtype: str, state: TensorMeta) -> Any:
+    """(weight, its other parts, (shape, blocksize, nested)) of a 4-bit layer whose parts all
+    validate; else None."""
+    weight, absmax, qmap = (tensors.get(prefix + s) for s in ("", ".absmax", ".quant_map"))
+    doc = _quant_state(state)
+    if weight is None or absmax is None or qmap is None or doc is None or qtype not in BNB4_MAPS \
+            or doc.get("quant_type") != qtype or doc.get("dtype") not in _BNB4_DTYPES:
+        return None
+    shape, size = doc.get("shape"), doc.get("blocksize")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(type(d) is int and d > 0 for d in shape)) \
+            or type(size) is not int or size <= 0:
+        return None
+    n = math.prod(shape)
+    if weight.dtype != "uint8" or not weight.contiguous or weight.numel != -(-n // 2) \
+            or absmax.numel != -(-n // size) or not _is_table(qmap, BNB4_MAPS[qtype]):
+        return None
+    parts = [qmap, state]
+    nested = None
+    if "nested_offset" in doc or prefix + ".nested_absmax" in tensors:
+        n_absmax, n_map = tensors.get(prefix + ".nested_absmax"), tensors.get(prefix + ".nested_quant_map")
+        n_size, offset = doc.get("nested_blocksize"), doc.get("nested_offset")
+        if type(offset) is int:
+            offset = float(offset)
+        if n_absmax is None or n_map is None or type(n_size) is not int or n_size <= 0 \
+                or not isinstance(offset, float) or not math.isfinite(offset) \
+                or doc.get("nested_dtype") != "float32" or absmax.dtype != "uint8" or not absmax.contiguous \
+                or n_absmax.dtype != "float32" or n_absmax.numel != -(-absmax.numel // n_size) \
+                or n_map.dtype != "float32" or n_map.numel != 256:
+            return None
+        parts += [n_absmax, n_map]
+        nested = (n_absmax, n_map, n_size, offset)
+    elif absmax.dtype != "float32":
+        return None
+    return weight, tuple(parts), ((shape[0], shape[1]), size, nested)
+
+
+def _quant_state(meta: TensorMeta) -> dict[str, Any] | None:
+    """A quant_state's JSON (bounded; parsed, never executed); None where it is not a JSON object."""
+    if meta.dtype != "uint8" or len(meta.shape) != 1 or meta.numel > MAX_QUANT_STATE:
+        return None
+    raw = stored_values(meta)
+    try:
+        doc = json.loads(bytes(raw)) if raw is not None else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _is_table(meta: TensorMeta, table: np.ndarray) -> bool:
+    return meta.dtype == "float32" and meta.shape == table.shape \
+        and bool(np.allclose(load_tensor(meta), table, rtol=0, atol=1e-6))
+
+
+def _bnb4_absmax(pk: Packed, absmax: TensorMeta) -> np.ndarray:
+    """Each block's absmax, flat float32; nested: nested_quant_map[code] x nested_absmax[block] + offset."""
+    if pk.nested is None:
+        return load_tensor(absmax).reshape(-1)
+    n_absmax, n_map, n_size, offset = pk.nested
+    codes = stored_values(absmax)
+    assert codes is not None
+    block = np.arange(codes.size) // n_size
+    values = load_tensor(n_map).reshape(-1)[codes] * load_tensor(n_absmax).reshape(-1)[block]
+    return values + np.float32(offset)
+
+
+def scale_error(meta: TensorMeta) -> Any:
+    """(r0, r1) -> how far each entry's scale of rows r0:r1 may be off the one its codes were
+    chosen against, where the scale is itself quantized (bitsandbytes' nested absmax: half the
+    widest gap of its map x its block's nested_absmax); None where it is stored as is. A code
+    error of `absolute` scales grows by (1 + absolute) x this."""
+    pk = meta.packed
+    if pk is None or pk.nested is None:
+        return None
+    n_absmax, n_map, n_size, _ = pk.nested
+    half = float(np.diff(np.sort(load_tensor(n_map).reshape(-1))).max()) / 2
+    per = half * np.abs(load_tensor(n_absmax).reshape(-1))
+    assert meta.scale is not None
+    return _per_block(per[np.arange(meta.scale.numel) // n_size], meta)
+
+
+def _per_block(values: np.ndarray, meta: TensorMeta) -> Any:
+    """(r0, r1) -> each entry of rows r0:r1 its block's value (blocks of group_size in C order)."""
+    assert meta.packed is not None
+    size, cols = meta.packed.group_size, meta.shape[1]
+    return lambda r0, r1: values[np.arange(r0 * cols, r1 * cols) // size].reshape(r1 - r0, cols)
 
 
 # -- packed int4 / int8 linear weights (GPTQ, AWQ) -------------------------------------------------
@@ -690,6 +829,8 @@ def _unpacked(meta: TensorMeta, out: np.ndarray | None) -> np.ndarray:
     pk, (rows, _) = meta.packed, meta.shape
     wide = np.empty(meta.shape, np.float32) if out is None or out.size < meta.numel \
         else out[: meta.numel].reshape(meta.shape)
+    if pk.packing.method in BNB4_MAPS:
+        return _bnb4_values(pk, wide)
     words, bits, per = _words(pk.qweight), pk.packing.bits, 32 // pk.packing.bits
     for r0 in range(0, rows, ROW_BLOCK):   # ROW_BLOCK is a multiple of any 32/bits
         r1 = min(rows, r0 + ROW_BLOCK)
@@ -699,6 +840,20 @@ def _unpacked(meta: TensorMeta, out: np.ndarray | None) -> np.ndarray:
             wide[r0:r1] = _codes(words[:, r0 // per:r1 // per], bits, along_rows=False, awq=True).T
         else:                              # pack-quantized: inputs along the words' columns
             wide[r0:r1] = _codes(words[r0:r1], bits, along_rows=False)
+    return wide
+
+
+def _bnb4_values(pk: Packed, wide: np.ndarray) -> np.ndarray:
+    """A 4-bit weight's table values [out, in], a block of rows at a time (codes two a byte, the
+    first in the high nibble; a row of odd length starts mid-byte)."""
+    raw = map_bytes(pk.qweight.data_path, pk.qweight.offset + pk.qweight.storage_offset, pk.qweight.numel)
+    table, (rows, cols) = BNB4_MAPS[pk.packing.method], wide.shape
+    for r0 in range(0, rows, ROW_BLOCK):
+        r1 = min(rows, r0 + ROW_BLOCK)
+        a, b = r0 * cols, r1 * cols
+        chunk = raw[a // 2:-(-b // 2)]
+        codes = np.stack((chunk >> 4, chunk & 0x0F), axis=1).reshape(-1)[a % 2:a % 2 + b - a]
+        wide[r0:r1] = table[codes].reshape(r1 - r0, cols)
     return wide
 
 

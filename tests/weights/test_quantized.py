@@ -431,3 +431,129 @@ def test_a_bnb_or_pack_quantized_copy_passes_and_an_edit_inside_one_blocks(kind,
             return we.bnb_int8_copy(src, dst, edit)
         return we.pack_quantized_copy(src, dst, *args, edit)
     clean_passes_and_edit_blocks(make, minilm_dir, tmp_path)
+
+
+# -- bitsandbytes 4-bit (NF4, FP4) ----------------------------------------------------------------
+def reference_bnb4(parts, quant_type):
+    """bitsandbytes' dequantize_4bit as its reference states it: code i (byte i // 2, high nibble
+    first) -> table[code] x absmax[i // blocksize], absmax first dequantize_blockwise'd
+    (nested_quant_map[code] x nested_absmax[j // nested_blocksize]) plus nested_offset."""
+    import json
+
+    state = json.loads(bytes(parts[f"l.weight.quant_state.bitsandbytes__{quant_type}"].numpy()))
+    size, n = state["blocksize"], int(np.prod(state["shape"]))
+    byte = parts["l.weight"].numpy().reshape(-1).astype(np.int64)
+    codes = np.column_stack([byte // 16, byte % 16]).reshape(-1)[:n]
+    absmax = parts["l.weight.absmax"].numpy()
+    if "nested_offset" in state:
+        j = np.arange(absmax.size) // state["nested_blocksize"]
+        absmax = parts["l.weight.nested_quant_map"].numpy()[absmax.astype(np.int64)] \
+            * parts["l.weight.nested_absmax"].numpy()[j] + state["nested_offset"]
+    table = {"nf4": we.NF4, "fp4": we.FP4}[quant_type]
+    return (table[codes] * absmax[np.arange(n) // size]).reshape(state["shape"]), absmax
+
+
+@pytest.mark.parametrize("shape", [(48, 320), (7, 75)])
+@pytest.mark.parametrize("double", [True, False])
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+def test_bnb4_values_are_table_codes_times_block_absmax(quant_type, double, shape, tmp_path):
+    """A 4-bit layer reads as bitsandbytes dequantizes it, within half the table's widest gap
+    (plus, nested, absmax's own rounding) of each block's absmax from the weights it was quantized
+    from; all its parts join it. An odd row length puts blocks and bytes across rows."""
+    from hfguard.weights.tensors import code_error, quantization, scale_error, within_code_error
+
+    w = np.random.default_rng(2).normal(0, 0.05, shape).astype(np.float32)
+    parts = torch_parts(we.bnb4_linear(w, quant_type, double))
+    ckpt = saved_folder(tmp_path / "m", parts)
+    assert list(ckpt.tensors) == ["l.weight"] and ckpt.dequantized == 1
+    meta = ckpt.tensors["l.weight"]
+    got = load_tensor(meta)
+    expect, absmax = reference_bnb4(parts, quant_type)
+    np.testing.assert_allclose(got, expect, rtol=1e-6, atol=1e-9)
+    scale = quantization(meta)[0](0, shape[0])
+    np.testing.assert_allclose(scale, absmax[np.arange(w.size) // 64].reshape(shape), rtol=1e-6)
+    table = {"nf4": we.NF4, "fp4": we.FP4}[quant_type]
+    half = np.diff(np.sort(table)).max() / 2
+    true_absmax = np.repeat(np.abs(np.pad(w.reshape(-1), (0, -w.size % 64))).reshape(-1, 64).max(1), 64)
+    if not double:   # nested: absmax's own rounding too (code_error's bound, below)
+        assert np.all(np.abs(got - w).reshape(-1) <= 1.0001 * half * true_absmax[:w.size])
+    assert code_error(meta) == (0.0, pytest.approx(half))
+    slack = scale_error(meta)
+    assert (slack is None) is not double
+    if double:   # absmax's own rounding: half the dynamic map's widest gap x nested_absmax
+        gap = np.diff(np.sort(parts["l.weight.nested_quant_map"].numpy())).max() / 2
+        assert np.all(np.abs(absmax - true_absmax[::64]) <= 1.0001 * gap * np.repeat(
+            parts["l.weight.nested_absmax"].numpy(), 256)[:absmax.size])
+        bound = half * np.abs(scale) + (1 + half) * slack(0, shape[0])
+    else:
+        bound = half * np.abs(scale)
+    assert np.all(np.abs(got - w) <= 1.0001 * bound)
+    assert within_code_error(w, got, meta, "float32")
+    edited = w.copy()
+    edited[3, 5] += 0.4 * scale[3, 5]   # past half the widest gap: a change, not storage rounding
+    assert not within_code_error(edited, got, meta, "float32")
+
+
+def _bnb4_edits():
+    def state_edit(**change):
+        def edit(parts):
+            import json
+
+            key = "l.weight.quant_state.bitsandbytes__nf4"
+            state = json.loads(bytes(parts[key].numpy())) | change
+            parts[key] = torch.frombuffer(bytearray(json.dumps(state).encode()), dtype=torch.uint8)
+        return edit
+
+    def renamed(parts):
+        parts["l.weight.quant_state.bitsandbytes__int4"] = parts.pop("l.weight.quant_state.bitsandbytes__nf4")
+
+    def padded(parts):   # valid JSON, past the size bound
+        key = "l.weight.quant_state.bitsandbytes__nf4"
+        parts[key] = torch.cat([parts[key], torch.full((65 << 10,), 32, dtype=torch.uint8)])
+
+    def table(parts):
+        parts["l.weight.quant_map"] = parts["l.weight.quant_map"].flip(0).contiguous()
+
+    return {"quant_type": state_edit(quant_type="int4"), "renamed": renamed,
+            "blocksize": state_edit(blocksize=128),
+            "shape": state_edit(shape=[48, 160]), "dtype": state_edit(dtype="float64"),
+            "offset": state_edit(nested_offset="0.1"), "oversize": padded, "quant_map": table}
+
+
+@pytest.mark.parametrize("case", list(_bnb4_edits()))
+def test_a_bnb4_field_not_validated_stays_as_stored(case, tmp_path):
+    """Any quant_state field or part that does not validate (unknown quant_type, a blocksize or
+    shape its absmax or codes do not have, a quant_map other than the table bitsandbytes decodes
+    with, a quant_state past 64 KB) leaves the layer as stored, named by weights/quantized-not-read."""
+    from hfguard.weights.check import _packed_not_read
+
+    w = np.random.default_rng(2).normal(0, 0.05, (48, 320)).astype(np.float32)
+    parts = torch_parts(we.bnb4_linear(w))
+    _bnb4_edits()[case](parts)
+    ckpt = saved_folder(tmp_path / "m", parts)
+    assert ckpt.dequantized == 0 and ckpt.tensors["l.weight"].dtype == "uint8"
+    assert _packed_not_read(ckpt) == ["l.weight"]
+
+
+def test_bnb4_parts_all_count(tmp_path):
+    """Same codes, another nested offset or absmax: another weight (raw comparison)."""
+    from hfguard.weights.shards import raw_digest, same_bytes
+
+    w = np.random.default_rng(2).normal(0, 0.05, (48, 320)).astype(np.float32)
+    parts = torch_parts(we.bnb4_linear(w))
+    a, b = (saved_folder(tmp_path / n, parts).tensors["l.weight"] for n in "ab")
+    assert same_bytes(a, b) and raw_digest(a) == raw_digest(b)
+    other = torch_parts(we.bnb4_linear(w * 1.5))
+    for n, change in (("c", {"l.weight.nested_absmax": parts["l.weight.nested_absmax"] * 2}),
+                      ("d", {k: v for k, v in other.items() if "quant_state" in k})):
+        c = saved_folder(tmp_path / n, parts | change).tensors["l.weight"]
+        assert not same_bytes(a, c) and raw_digest(a) != raw_digest(c)
+
+
+@pytest.mark.parametrize(("quant_type", "double"), [("nf4", True), ("nf4", False), ("fp4", True)])
+def test_a_bnb4_copy_passes_and_an_edit_inside_one_blocks(quant_type, double, minilm_dir, tmp_path):
+    """A bitsandbytes NF4 / FP4 copy of MiniLM (double quantization on and off) diffs against the
+    base's weights as storage rounding only (before: its matrices were uint8 bytes with no weight,
+    an edit inside never compared); a ROME edit inside one blocks."""
+    clean_passes_and_edit_blocks(lambda src, dst, e: we.bnb4_copy(src, dst, quant_type, double, e),
+                                 minilm_dir, tmp_path)
