@@ -699,7 +699,8 @@ def pretrained_sets(model: Path, seed: int, root: Path) -> tuple[dict[str, Path]
            "int8-roundtrip": edited(model, root / "int8", quantize_dequantize),
            "fp8-block": quantized_copy(model, root / "fp8", "float8_e4m3fn", "block"),
            "gptq-copy": packed_copy(model, root / "gptq", "gptq", act_order=True),
-           "w4a16-copy": pack_quantized_copy(model, root / "w4a16", 4, 128, True)}
+           "w4a16-copy": pack_quantized_copy(model, root / "w4a16", 4, 128, True),
+           "nf4-copy": bnb4_copy(model, root / "nf4")}
     ed = {"rome": edited(model, root / "rome", lambda s: rome(s, layer, seed)),
           "memit-3-layers": edited(model, root / "memit", lambda s: memit(s, [layer, layer + 1, layer + 2],
                                                                           seed)),
@@ -711,7 +712,8 @@ def pretrained_sets(model: Path, seed: int, root: Path) -> tuple[dict[str, Path]
           "rome-in-int8": quantized_copy(model, root / "rome-int8", "int8", "channel",
                                          edit=lambda s: rome(s, layer, seed)),
           "rome-in-gptq": packed_copy(model, root / "rome-gptq", "gptq", edit=lambda s: rome(s, layer, seed)),
-          "rome-in-bnb-int8": bnb_int8_copy(model, root / "rome-bnb", lambda s: rome(s, layer, seed))}
+          "rome-in-bnb-int8": bnb_int8_copy(model, root / "rome-bnb", lambda s: rome(s, layer, seed)),
+          "rome-in-nf4": bnb4_copy(model, root / "rome-nf4", edit=lambda s: rome(s, layer, seed))}
     return neg, ed
 
 
