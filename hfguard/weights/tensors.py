@@ -614,21 +614,38 @@ def _bnb4_layer(tensors: dict[str, TensorMeta], prefix: str, qtype: str, state: 
     return weight, tuple(parts), ((shape[0], shape[1]), size, nested)
 
 
+def _small_bytes(meta: TensorMeta) -> bytes | None:
+    """A small contiguous tensor's stored bytes, read while checkpoints are grouped: by range from a
+    remote shard not fetched yet (fetching whole shards here fetched each once more than the pass
+    needs), else from the file's pages."""
+    if not meta.contiguous or meta.storage_offset:
+        return None
+    n = meta.numel * _ITEMSIZE[meta.dtype]
+    if meta.shard is not None and meta.shard.local_path is None:
+        with meta.shard.tf.open() as fh:
+            fh.seek(meta.offset)
+            data = fh.read(n)
+        return data if len(data) == n else None
+    return bytes(map_bytes(meta.data_path, meta.offset, n))
+
+
 def _quant_state(meta: TensorMeta) -> dict[str, Any] | None:
     """A quant_state's JSON (bounded; parsed, never executed); None where it is not a JSON object."""
     if meta.dtype != "uint8" or len(meta.shape) != 1 or meta.numel > MAX_QUANT_STATE:
         return None
-    raw = stored_values(meta)
+    raw = _small_bytes(meta)
     try:
-        doc = json.loads(bytes(raw)) if raw is not None else None
+        doc = json.loads(raw) if raw is not None else None
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
     return doc if isinstance(doc, dict) else None
 
 
 def _is_table(meta: TensorMeta, table: np.ndarray) -> bool:
-    return meta.dtype == "float32" and meta.shape == table.shape \
-        and bool(np.allclose(load_tensor(meta), table, rtol=0, atol=1e-6))
+    if meta.dtype != "float32" or meta.shape != table.shape:
+        return False
+    raw = _small_bytes(meta)
+    return raw is not None and bool(np.allclose(np.frombuffer(raw, "<f4"), table, rtol=0, atol=1e-6))
 
 
 def _bnb4_absmax(pk: Packed, absmax: TensorMeta) -> np.ndarray:

