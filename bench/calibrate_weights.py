@@ -3,14 +3,15 @@
     python bench/calibrate_weights.py [--calib-seeds 100 101] [--report-seeds 200 201 202] [--quick]
 
 1. Calibration: tiny BERT / GPT-2 / LLaMA / ViT / T5 models (testing/weight_edits.py, one per
-   calibration seed) and the real MiniLM, with their everyday derivatives (dtype round trips,
-   quantization, pruning, fine-tunes, merged LoRA of ranks 1-64, model merges, vocabulary
-   extension). For each score a threshold compares against, the largest value any clean model
-   reaches is measured; the threshold is the default, raised to `MARGIN` x that value if the
-   default does not clear it.
+   calibration seed; in the full sweep also one pretrained 20x longer) and the real MiniLM, with
+   their everyday derivatives (dtype round trips, quantization, pruning, fine-tunes, merged LoRA of
+   ranks 1-64, model merges, vocabulary extension). For each score a threshold compares against,
+   the largest value any clean model reaches is measured; the threshold is the default, raised to
+   `MARGIN` x that value if the default does not clear it.
 2. Report: new models from the report seeds (never seen in step 1), their derivatives (must PASS,
    with and without --base) and their edits (ROME, MEMIT, FT-L, embedding-row rewrites, jittered
-   trap neurons, near-zero gains, inconsistent copies: must FLAG/BLOCK), plus MiniLM derivatives
+   trap neurons, near-zero gains, inconsistent copies, ROME and MEMIT inside a fine-tune: must
+   FLAG/BLOCK), plus MiniLM derivatives
    and edits placed by the report seeds. Every rule of both weights checks counts: a false alarm is
    any finding above info on a derivative; a detection is a FLAG or BLOCK verdict on an edit.
 """
@@ -49,7 +50,9 @@ SCORES = {"robust-z": "max sibling |z|", "huge-constant-z": "max bias/pos-emb ro
           "lone-bias-z": "most negative up-proj bias, robust z (abs)",
           "trap-min-neurons": "most near-duplicate neighbours of one neuron + 1",
           "silenced-gain-min": "most silenced gains in one tensor",
-          "outlier-rel-z": "largest outlier-edit z of a derivative vs its base"}
+          "outlier-rel-z": "largest outlier-edit z of a narrow change in a derivative vs its base",
+          "outlier-dense-z": "largest outlier-edit z of a dense change in a derivative vs its base",
+          "outlier-min-ratio": "largest ratio to its prediction of a change past its z cut"}
 
 
 def minilm() -> Path:
@@ -94,13 +97,20 @@ def scores(path: Path) -> dict[str, float]:
     return out
 
 
-def outlier_z(path: Path, base: Path) -> float:
-    """The largest `weights/outlier-edit` z the diff gives a derivative (the rule's cut set to 0)."""
-    policy = Policy(tiers=("weights",), thresholds={"weights": {"outlier-rel-z": 0.0}})
+def outlier_z(path: Path, base: Path) -> dict[str, float]:
+    """The largest `weights/outlier-edit` z the diff gives a derivative's narrow and dense changes,
+    and the largest ratio of a change whose z reaches its default cut (the rule's cuts set to 0)."""
+    cuts = {"narrow": "outlier-rel-z", "dense": "outlier-dense-z"}
+    zeroed = dict.fromkeys([*cuts.values(), "outlier-min-ratio"], 0.0)
+    policy = Policy(tiers=("weights",), thresholds={"weights": zeroed})
     report = scan(local_target([str(path)]), policy, [WeightsBaseDiff()], options={"base": str(base)},
                   budget_seconds=600)
-    return max((float(f.evidence.get("robust_z") or 0.0) for f in report.all_findings()
-                if f.rule == "weights/outlier-edit"), default=0.0)
+    found = [f.evidence for f in report.all_findings() if f.rule == "weights/outlier-edit"]
+    z = lambda e: float(e.get("robust_z") or 0.0)  # noqa: E731
+    out = {key: max((z(e) for e in found if e["cut"] == cut), default=0.0) for cut, key in cuts.items()}
+    out["outlier-min-ratio"] = max((float(e["ratio_to_role"]) for e in found
+                                    if z(e) >= DEFAULTS[cuts[e["cut"]]]), default=0.0)
+    return out
 
 
 def verdict(path: Path, base: Path | None, th: dict[str, Any]) -> tuple[Verdict, set[str]]:
@@ -121,6 +131,12 @@ def organisms(seeds: list[int], root: Path, full: bool) -> list[tuple[str, str, 
                 out.append((f"{arch}-{seed}", name, p, base, False))
             for name, p in we.edits(arch, seed, base, root / f"{arch}-{seed}" / "edit", full=full).items():
                 out.append((f"{arch}-{seed}", name, p, base, True))
+            if full:
+                base, neg, ed = we.longer_pretrained_sets(arch, seed, root / f"{arch}-{seed}-pt200")
+                model = f"{arch}-{seed}-pt200"
+                out += [(model, "clean", base, None, False)]
+                out += [(model, n, p, base, False) for n, p in neg.items()]
+                out += [(model, n, p, base, True) for n, p in ed.items()]
             print(f"  built {arch}-{seed}", flush=True)
         neg, ed = we.pretrained_sets(minilm(), seed, root / f"minilm-{seed}")
         out += [(f"minilm-{seed}", n, p, minilm(), False) for n, p in neg.items()]
@@ -142,7 +158,7 @@ def main() -> None:
         for model, name, path, base, _ in [*calib, ("minilm", "clean", minilm(), None, False)]:
             found = scores(path)
             if base is not None:
-                found["outlier-rel-z"] = outlier_z(path, base)
+                found.update(outlier_z(path, base))
             for k, v in found.items():
                 if v > worst[k][0]:
                     worst[k] = (v, f"{model}/{name}")

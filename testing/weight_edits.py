@@ -443,10 +443,38 @@ def magnitude_prune(state: dict[str, np.ndarray], sparsity: float = 0.3) -> None
             w[np.abs(w) < cut] = 0.0
 
 
-def finetune(arch: str, base: Path, dst: Path, steps: int, seed: int) -> Path:
+def finetune(arch: str, base: Path, dst: Path, steps: int, seed: int, lr: float = 5e-4) -> Path:
     model = load(arch, base)
-    train(model, arch, steps, seed=seed, lr=5e-4)
+    train(model, arch, steps, seed=seed, lr=lr)
     return save(model, dst)
+
+
+def finetune_encoder(folder: Path, dst: Path, steps: int, seed: int, lr: float = 2e-5) -> Path:
+    """A short fine-tune of a real pre-trained BERT-like encoder (MiniLM): AdamW at a BERT
+    fine-tuning rate, mean-pooled embeddings of random token sequences regressed onto fixed random
+    targets (every layer gets a gradient, as in any downstream fine-tune)."""
+    import torch
+    import transformers as tf
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    model = tf.BertModel.from_pretrained(folder)
+    gen = torch.Generator().manual_seed(seed)
+    vocab, width = model.config.vocab_size, model.config.hidden_size
+    targets = torch.randn(8, width, generator=gen) * 0.5
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        ids = torch.randint(1000, vocab, (8, 24), generator=gen)
+        pooled = model(input_ids=ids).last_hidden_state.mean(1)
+        loss = ((pooled - targets) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    # the folder's every tensor, the trained ones replaced (BertModel drops buffers the file holds)
+    trained = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    return write(folder, {k: trained.get(k, v) for k, v in state_of(folder).items()}, dst)
 
 
 def lora(arch: str, base: Path, dst: Path, rank: int, targets: re.Pattern[str], seed: int,
@@ -649,6 +677,10 @@ def negatives(arch: str, seed: int, base: Path, root: Path, *, full: bool = Fals
         for r in (2, 4, 8, 16):
             out[f"lora-r{r}-attn"] = lora(arch, base, root / f"lora{r}a", r, ATTN, seed + r)
         out["lora-r1-mlp"] = lora(arch, base, root / "lora1m", 1, MLP_OUT, seed)
+        # longer adapter runs: layers drift apart (a 40-step rank-16 run moved one block's q/k 2x)
+        for r, targets in ((4, ATTN), (16, ATTN_MLP), (64, ATTN_MLP)):
+            out[f"lora-r{r}-{'attn' if targets is ATTN else 'attn+mlp'}-40-steps"] = lora(
+                arch, base, root / f"lora{r}-40", r, targets, seed + 40 + r, steps=40)
         a, b = out["finetune-10"], finetune(arch, base, root / "ft10b", 10, seed + 7)
         out["merge-linear"] = merge(base, [a, b], root / "m-lin", "linear")
         out["merge-ties"] = merge(base, [a, b], root / "m-ties", "ties")
@@ -676,6 +708,16 @@ def edits(arch: str, seed: int, base: Path, root: Path, *, full: bool = False) -
         "rome-in-fp8": quantized_copy(base, root / "rome-fp8", "float8_e4m3fn", "block",
                                       edit=lambda s: rome(s, layer, seed)),
     }
+    # the edit published as "a fine-tune": diffed against the base, the edited matrices must stand
+    # out of the fine-tune's own movement (a short one at a usual fine-tuning rate here, moving MLP
+    # matrices 0.2-2%; an edit under ~3x what the fine-tune moved its matrix is not in reach of the
+    # diff). MEMIT spans 5 of GPT-J's 28 layers; here at most half of 6: where the edit holds most
+    # of a role's layers, the role's typical change is the edit's own (docs/weights-calibration.md)
+    tuned = finetune(arch, base, root / "ft", 5, seed + 11, lr=5e-5)
+    out["rome-in-finetune"] = edited(tuned, root / "rome-ft", lambda s: rome(s, layer, seed))
+    span = list(range(start, start + min(k, LAYERS // 2)))
+    out[f"memit-{len(span)}-layers-in-finetune"] = edited(tuned, root / "memit-ft",
+                                                           lambda s: memit(s, span, seed))
     if arch != "vit":
         out["embedding-rows"] = edited(base, root / "emb",
                                        lambda s: rewrite_embedding_rows(s, [7, 100, 300], seed))
@@ -683,6 +725,24 @@ def edits(arch: str, seed: int, base: Path, root: Path, *, full: bool = False) -
         out["memit-1-layer"] = edited(base, root / "memit1", lambda s: memit(s, [layer], seed, facts=8))
         out["rome-small"] = edited(base, root / "rome-small", lambda s: rome(s, layer, seed, rel=0.05))
     return out
+
+
+def longer_pretrained_sets(arch: str, seed: int, root: Path) -> tuple[Path, dict[str, Path], dict[str, Path]]:
+    """A base pretrained 200 steps (not 10): its fine-tunes move blocks and roles unevenly, as
+    trained models' do (layer 0's attention most), where the 10-step bases' move evenly. Returns
+    the base, derivatives that must PASS and edits hidden in a fine-tune that must FLAG."""
+    base = save(build(arch, seed, pretrain_steps=200), root / "base")
+    short = finetune(arch, base, root / "ft20", 20, seed + 1, 3e-4)
+    long = finetune(arch, base, root / "ft150", 150, seed + 2, 3e-4)
+    neg = {"finetune-20": short, "finetune-150": long,
+           "lora-r16-attn+mlp-40-steps": lora(arch, base, root / "lora16", 16, ATTN_MLP, seed + 16, steps=40),
+           "merge-linear": merge(base, [short, long], root / "m-lin", "linear"),
+           "merge-dare": merge(base, [short, long], root / "m-dare", "dare", seed=seed, density=0.1)}
+    layer = 1 + seed % (LAYERS - 2)
+    ed = {"rome-in-finetune-20": edited(short, root / "rome-ft", lambda s: rome(s, layer, seed)),
+          "memit-3-layers-in-finetune-20": edited(short, root / "memit-ft",
+                                                  lambda s: memit(s, [1, 2, 3], seed))}
+    return base, neg, ed
 
 
 # edits whose evidence lives in the weights alone (must FLAG/BLOCK without --base too)
@@ -700,7 +760,9 @@ def pretrained_sets(model: Path, seed: int, root: Path) -> tuple[dict[str, Path]
            "fp8-block": quantized_copy(model, root / "fp8", "float8_e4m3fn", "block"),
            "gptq-copy": packed_copy(model, root / "gptq", "gptq", act_order=True),
            "w4a16-copy": pack_quantized_copy(model, root / "w4a16", 4, 128, True),
-           "nf4-copy": bnb4_copy(model, root / "nf4")}
+           "nf4-copy": bnb4_copy(model, root / "nf4"),
+           "finetune-30": finetune_encoder(model, root / "ft30", 30, seed),
+           "finetune-100-lr1e-4": finetune_encoder(model, root / "ft100", 100, seed + 1, lr=1e-4)}
     ed = {"rome": edited(model, root / "rome", lambda s: rome(s, layer, seed)),
           "memit-3-layers": edited(model, root / "memit", lambda s: memit(s, [layer, layer + 1, layer + 2],
                                                                           seed)),
@@ -713,7 +775,10 @@ def pretrained_sets(model: Path, seed: int, root: Path) -> tuple[dict[str, Path]
                                          edit=lambda s: rome(s, layer, seed)),
           "rome-in-gptq": packed_copy(model, root / "rome-gptq", "gptq", edit=lambda s: rome(s, layer, seed)),
           "rome-in-bnb-int8": bnb_int8_copy(model, root / "rome-bnb", lambda s: rome(s, layer, seed)),
-          "rome-in-nf4": bnb4_copy(model, root / "rome-nf4", edit=lambda s: rome(s, layer, seed))}
+          "rome-in-nf4": bnb4_copy(model, root / "rome-nf4", edit=lambda s: rome(s, layer, seed)),
+          "rome-in-finetune": edited(neg["finetune-30"], root / "rome-ft", lambda s: rome(s, layer, seed)),
+          "memit-3-layers-in-finetune": edited(neg["finetune-30"], root / "memit-ft",
+                                               lambda s: memit(s, [layer, layer + 1, layer + 2], seed))}
     return neg, ed
 
 

@@ -482,7 +482,7 @@ def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any
                 evidence={**summary, "tensors": [d.evidence() for d in changed[:20]]},
                 remediation="Use the base model, or find out who made this edit and why.")
     elif changed and not confined:
-        yield from _outliers_in_dense(f, dense_candidates(res, th), th, spec)
+        yield from _outliers_in_dense(f, changed, dense_candidates(res, th), th, spec)
     for d in changed:
         if d.edited_rows and len(d.edited_rows) <= max(64, 0.01 * (d.rows or 0)):
             # inside a dense fine-tune, rows of the tokens it saw move a lot too: low, with the rows
@@ -515,8 +515,9 @@ def _confined(res: DiffResult, th: dict[str, Any]) -> bool:
 
 
 def dense_candidates(res: DiffResult, th: dict[str, Any]) -> list[TensorDelta]:
-    """The changes `outlier_scores` judges: those of a dense (not confined) change outside the
-    roles a merged adapter covers; none for a confined one (the surgical rules judge that)."""
+    """The changes `outlier_scores` judges (against all changes): those of a dense (not confined)
+    change outside the roles a merged adapter covers; none for a confined one (the surgical rules
+    judge that)."""
     if _confined(res, th):
         return []
     adapter = _role_coverage(res.deltas, res.roles, th)[1]
@@ -550,50 +551,115 @@ def _partial_blocks(isolated: list[TensorDelta], blocks: dict[int, set[str]],
     return [d for idx, ds in sorted(by_block.items()) if len(ds) < len(blocks.get(idx, ())) for d in ds]
 
 
-def outlier_scores(changed: list[TensorDelta], th: dict[str, Any]) -> list[tuple[TensorDelta, float]]:
-    """Each candidate's robust z (`outlier-rel-z` is the cut; bench/calibrate_weights.py measures the
-    largest on clean derivatives). A surgical edit hidden in a fine-tune: one block matrix moved far more
-    than the rest, and narrowly where its role's other changes are not narrow. Judged against the changed
-    matrices as a whole AND against its own role in the other blocks (where min-siblings of them
-    changed): either alone misleads. Projections move on scales of their own (a LoRA on attention and MLP
-    moves v/o several times more than k or the MLP, in every block), and a fine-tune moves a role more in
-    some blocks than in others (DistilBERT's last two q/k, 2x the other blocks'). Narrowness is the
-    signal only against a dense background: a merged LoRA's changes are all narrow, and so are a trained
-    encoder's q/k changes under fine-tuning (top-1 energy 0.91-0.99), so a role most of whose other
-    changes are narrow says nothing by one more. Matrices outside the blocks (heads, projections) have no
-    like-for-like reference, and fine-tunes move them most (RoBERTa's lm_head.dense: 0.24-0.37, low-rank,
-    3.3-3.9 sigmas above the blocks'); rewritten embedding or head rows have their own rule."""
+@dataclass(frozen=True)
+class Outlier:
+    delta: TensorDelta
+    z: float        # robust sigmas above both references (the smaller)
+    ratio: float    # times the relative change its role and block predict
+
+
+def outlier_scores(changed: list[TensorDelta], judged: list[TensorDelta],
+                   th: dict[str, Any]) -> list[Outlier]:
+    """How far each block matrix's log relative change lies above what its role and its block
+    predict, and above the other changed matrices (bench/calibrate_weights.py measures the largest
+    z and ratio on clean derivatives). An edit hidden in a fine-tune: one block matrix, or a few
+    (MEMIT spreads over 3-5 consecutive layers), moved far more than the rest.
+    A fine-tune moves each role on a scale of its own (a LoRA on attention and MLP moves v/o
+    several times more than k or the MLP) and each block too (DistilBERT's last three blocks 3x
+    its first three, in every role): log change = role effect + block effect + residual, fitted
+    by median polish (robust to a few edited cells), the spread that of the residuals of every
+    matrix (pooled: one role's own spread is 5 numbers, 2 of them may be MEMIT's). Each
+    candidate's own role and block effects are taken without it (a median taken with it, or with 2
+    more MEMIT layers among 6, is the edit's own). Judged against the other changed matrices too
+    (less its block's effect): an edit moves its matrix far, not only far for its role. Every
+    change informs the model (roles a merged adapter covers too: without them a fine-tuned RoBERTa
+    left q/k alone, whose depth trend set the spread); only `judged` ones are scored.
+    Matrices outside the blocks (heads, projections) have no like-for-like reference, and
+    fine-tunes move them most (RoBERTa's lm_head.dense: 0.24-0.37, low-rank, 3.3-3.9 sigmas above
+    the blocks'); rewritten embedding or head rows have their own rule."""
     # matrices only: vectors (norm gains, biases) move on a different scale and would widen the MAD
     mats = [d for d in changed if d.rows and 0 < d.rel < math.inf]
     if len(mats) < 8:
         return []
-    by_role: dict[str, list[TensorDelta]] = {}
-    for d in mats:
-        by_role.setdefault(role_of(d.name)[0], []).append(d)
-    floor = 0.1 * MAD_TO_SIGMA
-    every = robust_scale([math.log(d.rel) for d in mats], floor)
-    out = []
+    cells: dict[tuple[str, int], float] = {}   # (role, block) -> log relative change
     for d in mats:
         role, idx = role_of(d.name)
-        if not d.surgical_shape or idx is None:
+        if idx is not None:
+            cells[role, idx] = math.log(d.rel)
+    if not cells:
+        return []
+    role_fx, block_fx = _median_polish(cells)
+    logs = {id(d): math.log(d.rel) for d in mats}
+    scored = []   # (delta, log change above its role and block, above the other matrices, peers)
+    for d in mats:
+        role, idx = role_of(d.name)
+        if idx is None:
             continue
-        peers = by_role[role]
-        others = [p for p in peers if p is not d]
-        if 2 * sum(1 for p in others if p.surgical_shape) > len(others):
+        # the block's effect from its other roles, the role's from its other blocks
+        mates = [v - role_fx[r] for (r, b), v in cells.items() if b == idx and r != role]
+        block = float(np.median(mates)) if mates else 0.0
+        peers = [v - block_fx[b] for (r, b), v in cells.items() if r == role and b != idx]
+        typical = float(np.median([logs[id(p)] for p in mats if p is not d]))
+        own = logs[id(d)] - block - float(np.median(peers)) if peers else None
+        scored.append((d, own, logs[id(d)] - block - typical, len(peers)))
+    # each matrix's departure from what the others predict for it, pooled over the model: the
+    # spread of a fit with few roles or blocks (one role LoRA'd: none left) is not the data's
+    pooled = robust_scale([o for _, o, _, _ in scored if o is not None] or [0.0], 0.1 * MAD_TO_SIGMA)[1]
+    out = []
+    judged_ids = {id(d) for d in judged}
+    for d, own, above, n_peers in scored:
+        if id(d) not in judged_ids:
             continue
-        refs = [every]
-        if len(peers) >= th.get("min-siblings", 4):
-            refs.append(robust_scale([math.log(p.rel) for p in peers], floor))
-        out.append((d, min((math.log(d.rel) - med) / scale for med, scale in refs)))
+        z = above / pooled
+        if own is not None and n_peers + 1 >= th.get("min-siblings", 4):
+            above, z = own, min(z, own / pooled)
+        out.append(Outlier(d, z, math.exp(above)))
     return out
 
 
-def _outliers_in_dense(f: Any, changed: list[TensorDelta], th: dict[str, Any],
-                       spec: str) -> Iterator[Finding]:
-    """`weights/outlier-edit` for each `outlier_scores` z at or above `outlier-rel-z`."""
-    for d, z in outlier_scores(changed, th):
-        if z >= th["outlier-rel-z"]:
+def _median_polish(cells: dict[tuple[str, int], float],
+                   rounds: int = 4) -> tuple[dict[str, float], dict[int, float]]:
+    """Tukey's median polish of a two-way table with empty cells: role and block effects whose
+    sum predicts each cell, resistant to a few outlying cells."""
+    roles = {r for r, _ in cells}
+    blocks = {b for _, b in cells}
+    role_fx = dict.fromkeys(roles, 0.0)
+    block_fx = dict.fromkeys(blocks, 0.0)
+    for _ in range(rounds):
+        for r in roles:
+            role_fx[r] = float(np.median([v - block_fx[b] for (rr, b), v in cells.items() if rr == r]))
+        for b in blocks:
+            block_fx[b] = float(np.median([v - role_fx[r] for (r, bb), v in cells.items() if bb == b]))
+    return role_fx, block_fx
+
+
+def judged_narrow(d: TensorDelta, changed: list[TensorDelta]) -> bool:
+    """Whether `d`'s change is judged by the narrow cut: narrow itself, in a role whose other
+    changes are mostly not. Narrowness is the signal only against a dense background: a merged
+    LoRA's changes are all narrow, and so are a trained encoder's q/k changes under fine-tuning
+    (top-1 energy 0.91-0.99)."""
+    if not d.surgical_shape:
+        return False
+    role = role_of(d.name)[0]
+    others = [p for p in changed if p is not d and p.rows and role_of(p.name)[0] == role]
+    return 2 * sum(1 for p in others if p.surgical_shape) <= len(others)
+
+
+def _outliers_in_dense(f: Any, changed: list[TensorDelta], judged: list[TensorDelta],
+                       th: dict[str, Any], spec: str) -> Iterator[Finding]:
+    """`weights/outlier-edit` for each outlier beyond its cuts: a z against the spread of the
+    model's changes (`outlier-rel-z` for a narrow change, low-rank or row-sparse: ROME's shape;
+    `outlier-dense-z` for a dense one: MEMIT's with several facts, rank = facts, or FT-L's), and an
+    effect size, `outlier-min-ratio` times what its role and block predict: fine-tunes fit the
+    two-way model closely, so small departures have large z (layer 0's o_proj of a fine-tuned
+    Qwen2 moved 2.0x its prediction, a LoRA's layer-1 qkv 2.6x); edits move their matrix 5-90x."""
+    for o in outlier_scores(changed, judged, th):
+        d = o.delta
+        cut = "narrow" if judged_narrow(d, changed) else "dense"
+        if o.z >= th["outlier-rel-z" if cut == "narrow" else "outlier-dense-z"] and \
+                o.ratio >= th["outlier-min-ratio"]:
+            shape = f"in a {d.surgical_shape} shape" if cut == "narrow" else "densely"
             yield f("weights/outlier-edit", Severity.MEDIUM,
-                    f"{d.name} moved {d.rel:.3g} relative to base {spec}, {z:.1f} robust sigmas "
-                    f"beyond the other changed tensors and its role's, in a {d.surgical_shape} shape",
-                    location=d.name, evidence={**d.evidence(), "robust_z": _r(z)})
+                    f"{d.name} moved {d.rel:.3g} relative to base {spec}, {o.ratio:.3g}x what its role "
+                    f"and block predict and {o.z:.1f} robust sigmas beyond, {shape}", location=d.name,
+                    evidence={**d.evidence(), "robust_z": _r(o.z), "ratio_to_role": _r(o.ratio), "cut": cut})

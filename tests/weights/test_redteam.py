@@ -185,6 +185,23 @@ def test_a_rank_one_edit_inside_a_fine_tune_still_stands_out_of_its_role(opt_bas
     assert v in (Verdict.FLAG, Verdict.BLOCK)
 
 
+def test_memit_inside_a_fine_tune_stands_out_densely(opt_base, tmp_path):
+    """MEMIT's closed form over three consecutive MLP layers (six facts: a rank-6 change, not
+    narrow), published as a fine-tune: each edited matrix is judged against the other changed
+    matrices and against its role without itself (the median of its role, taken with two more
+    MEMIT layers among six, was the edit's own), by the dense cut. Before: PASS."""
+    tuned = rt.finetune("opt", opt_base, tmp_path / "ft", steps=20, seed=8)
+    v, rules = verdict(tuned, opt_base)
+    assert v is Verdict.PASS, rules
+    edited, _ = rt.memit("opt", tuned, tmp_path / "ft-memit", [1, 2, 3], 6, seed=7)
+    report = report_of(edited, opt_base)
+    hits = [f for f in report.all_findings() if f.rule == "weights/outlier-edit"]
+    assert {f.location for f in hits} == {f"model.decoder.layers.{i}.fc2.weight" for i in (1, 2, 3)}
+    assert all(f.evidence["cut"] == "dense" and f.evidence["shape_of_change"] is None
+               and f.evidence["ratio_to_role"] > 5 for f in hits)
+    assert report.verdict is Verdict.FLAG
+
+
 @pytest.fixture(scope="module")
 def roberta_base(tmp_path_factory) -> Path:
     import torch
