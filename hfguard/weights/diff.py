@@ -555,7 +555,8 @@ def _partial_blocks(isolated: list[TensorDelta], blocks: dict[int, set[str]],
 class Outlier:
     delta: TensorDelta
     z: float        # robust sigmas above both references (the smaller)
-    ratio: float    # times the relative change its role and block predict
+    ratio: float    # times the relative change its role and block predict (a role of fewer than
+                    # min-siblings blocks: its block and the median of all changed matrices)
 
 
 def outlier_scores(changed: list[TensorDelta], judged: list[TensorDelta],
