@@ -85,6 +85,24 @@ def test_a_live_bias_shrunk_below_resolution_is_still_an_outlier(opt_base, tmp_p
     assert v in (Verdict.FLAG, Verdict.BLOCK)
 
 
+def test_a_live_bias_a_tenth_of_its_siblings_is_no_outlier(opt_base, tmp_path):
+    # zero-initialised biases grow with the gradient their layer gets: a clean 200-step OPT (red
+    # team seed 53) had layer 0's out_proj.bias at 1/3.3 of its siblings' spread (z -7.2). Even at
+    # a tenth, still above resolution, it is not silenced; grown 10x it is still judged, and the
+    # one shrunk below resolution too (test above)
+    name = "model.decoder.layers.3.self_attn.out_proj.bias"
+
+    def scaled(factor: float) -> Path:
+        def edit(state: dict[str, np.ndarray]) -> None:
+            state[name] = (state[name] * factor).astype(np.float32)
+        return rt.transformed(opt_base, tmp_path / f"x{factor}", edit)
+
+    v, rules = verdict(scaled(0.1))
+    assert "weights/layer-outlier" not in rules, rules
+    assert v is Verdict.PASS
+    assert name in verdict(scaled(10.0))[1].get("weights/layer-outlier", [])
+
+
 @pytest.mark.parametrize("name", [
     "model.decoder.layers.2.fc1.weight",                        # OPT, BART, Whisper, M2M
     "text_model.encoder.layers.0.mlp.fc1.weight",               # CLIP
