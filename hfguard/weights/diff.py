@@ -482,7 +482,9 @@ def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any
                 evidence={**summary, "tensors": [d.evidence() for d in changed[:20]]},
                 remediation="Use the base model, or find out who made this edit and why.")
     elif changed and not confined:
-        yield from _outliers_in_dense(f, changed, dense_candidates(res, th), th, spec)
+        # judged against every change, scored outside the roles a merged adapter covers
+        judged = [d for d in changed if role_of(d.name)[0] not in adapter]
+        yield from _outliers_in_dense(f, changed, judged, th, spec)
     for d in changed:
         if d.edited_rows and len(d.edited_rows) <= max(64, 0.01 * (d.rows or 0)):
             # inside a dense fine-tune, rows of the tokens it saw move a lot too: low, with the rows
@@ -512,16 +514,6 @@ def judge(check: Check, res: DiffResult, file: str, spec: str, th: dict[str, Any
 def _confined(res: DiffResult, th: dict[str, Any]) -> bool:
     n = max(res.compared, 1)
     return 0 < len(res.deltas) <= max(th["surgical-max-tensors"], th["surgical-max-share"] * n)
-
-
-def dense_candidates(res: DiffResult, th: dict[str, Any]) -> list[TensorDelta]:
-    """The changes `outlier_scores` judges (against all changes): those of a dense (not confined)
-    change outside the roles a merged adapter covers; none for a confined one (the surgical rules
-    judge that)."""
-    if _confined(res, th):
-        return []
-    adapter = _role_coverage(res.deltas, res.roles, th)[1]
-    return [d for d in res.deltas if role_of(d.name)[0] not in adapter]
 
 
 def _role_coverage(changed: list[TensorDelta], roles: dict[str, int],
