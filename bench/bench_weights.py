@@ -9,7 +9,9 @@ Figures (best of --repeat), with two yardsticks for "raw read" of the same file:
   decode       every float tensor mapped and widened to float32 (no statistics)
   floor        each tensor widened 2 MiB at a time in cache plus one dot product per block, on 1
                and on all workers' threads: the least any numpy pass over the file costs
-  stats/<be>   the full weights.anomalies pass (moments, rows, spectral, traps, siblings)
+  stats/<be>   the full weights.anomalies pass (moments, rows, spectral, traps, siblings) on each
+               backend: numba (the default CPU pass where numba is installed: compiled block sums),
+               numpy (numpy calls alone), torch-cpu (the GPU code path run on the CPU), cuda
   cpu, 1 worker  CPU seconds (process time) of a single-worker numpy pass
   peak         tracemalloc peak of the stats pass (numpy buffers are traced) vs the largest tensor
                times the workers
@@ -207,7 +209,9 @@ def bench(target: Path, repeat: int, prof: bool = False) -> None:
         fl = best(lambda w=w: floor_pass(ckpt, w))
         print(f"  floor/{w} thr   {gb / fl:7.2f} GB/s   ({raw / fl:.2f}x cached read: 2 MiB blocks widened "
               "in cache + one dot each, the least a numpy pass costs)")
-    devices = ["cpu", "torch-cpu"]   # torch-cpu: the GPU code path (device feed) run on the CPU
+    # cpu: the default CPU pass (compiled where numba is installed); numpy: the same without numba;
+    # torch-cpu: the GPU code path (device feed) run on the CPU
+    devices = ["cpu", "numpy", "torch-cpu"]
     try:
         import torch
 
@@ -227,7 +231,10 @@ def bench(target: Path, repeat: int, prof: bool = False) -> None:
           "single-worker pass: the figure other load on the machine moves least)")
     print(f"  stats / device = {direct / took['cpu']:.2f} (target >= 0.9)" if direct else
           "  stats / device = n/a (O_DIRECT refused here)")
-    print(f"  stats / cached = {raw / took['cpu']:.2f} (target >= 0.5)   [cpu, {workers} workers]")
+    print(f"  stats / cached = {raw / took['cpu']:.2f} (target >= 0.5)   [{backend_for('cpu').name}, "
+          f"{workers} workers]")
+    if backend_for("cpu").compiled:
+        print(f"  numba / numpy = {took['numpy'] / took['cpu']:.2f}x   (compiled sums vs numpy calls)")
     if "cuda" in took:
         print(f"  cuda stats = {gb / took['cuda']:.2f} GB/s from the page cache (target >= 5), "
               f"cuda / cached = {raw / took['cuda']:.2f}, cuda / cpu = {took['cpu'] / took['cuda']:.1f}x")

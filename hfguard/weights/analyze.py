@@ -140,7 +140,7 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
         st = tensor_stats(arr if x is None else x, be, tail_k=th["tail-k"],
                           spectral_max=th["spectral-max-elements"],
                           tick=functools.partial(budget.tick, f"measuring {meta.name}"),
-                          fill=lazy.upto if lazy is not None else None, each_rows=seen)
+                          widening=lazy, each_rows=seen)
         out = _Measured(meta, {k: st[k] for k in _KEEP if k in st}, tensor_hits(meta.name, arr, st, th))
         if rows is not None:
             projected = None

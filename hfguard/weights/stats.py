@@ -14,12 +14,16 @@ from typing import Any
 
 import numpy as np
 
+from hfguard.weights import compiled as compiled_sums
+from hfguard.weights.tensors import Widening
+
 
 @dataclass(frozen=True)
 class Backend:
-    name: str           # "numpy" | "torch-cpu" | "cuda"
+    name: str           # "numba" | "numpy" | "torch-cpu" | "cuda"
     xp: Any             # the array module: numpy or torch
     chunk: int          # elements per chunk for the moment passes
+    compiled: bool = False   # numpy blocks summed by hfguard.weights.compiled (numba) in one loop
 
     def put(self, a: Any) -> Any:
         if self.xp is np or not isinstance(a, np.ndarray):   # already on the backend (device feed)
@@ -40,7 +44,9 @@ class Backend:
 
 
 def backend_for(device: str = "auto") -> Backend:
-    """`auto`: CUDA through torch when present, else numpy. `torch-cpu` exists for equality tests."""
+    """`auto`: CUDA through torch when present, else the CPU. `cpu`: numpy with the compiled block
+    sums where numba is installed. `numpy` (numpy alone) and `torch-cpu` exist for equality tests
+    and benches."""
     if device == "auto" and not _nvidia_driver_present():
         return _cpu_backend()   # no GPU here: spare the seconds of importing torch
     if device in ("auto", "cuda", "torch-cpu"):
@@ -56,14 +62,18 @@ def backend_for(device: str = "auto") -> Backend:
             return Backend("cuda", torch, 1 << 28)
         if device == "cuda":
             raise RuntimeError("--device cuda: torch sees no CUDA device")
+    elif device == "numpy":
+        return _cpu_backend(compiled=False)
     elif device != "cpu":
         raise ValueError(f"unknown device {device!r}; expected auto, cpu or cuda")
     return _cpu_backend()
 
 
-def _cpu_backend() -> Backend:
+def _cpu_backend(compiled: bool = True) -> Backend:
     # 2 MiB blocks: per-call overhead falls 4x against 512 KiB ones, and a block and its square
-    # still sit in L2/L3 for the seven passes (2.95 -> 4.35 GB/s for a 2816x1024 matrix)
+    # still sit in L2/L3 for the seven numpy passes (2.95 -> 4.35 GB/s for a 2816x1024 matrix)
+    if compiled and compiled_sums.load() is not None:
+        return Backend("numba", np, 1 << 19, compiled=True)
     return Backend("numpy", np, 1 << 19)
 
 
@@ -73,44 +83,44 @@ def _nvidia_driver_present() -> bool:
     return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
 
 
+# each row block of a 2-D tensor, its first row's index, and its rows' float64 sums of squares or None
+EachRows = Callable[[np.ndarray, int, "np.ndarray | None"], None]
+
+
 def tensor_stats(arr: np.ndarray, be: Backend, *, tail_k: float = 6.0, spectral_max: int = 1 << 18,
-                 tick: Callable[[], None] = lambda: None, fill: Callable[[int], None] | None = None,
-                 each_rows: Callable[[np.ndarray, int], None] | None = None) -> dict[str, Any]:
+                 tick: Callable[[], None] = lambda: None, widening: Widening | None = None,
+                 each_rows: EachRows | None = None) -> dict[str, Any]:
     """Statistics of one tensor (float32, possibly a read-only map of the file); numbers only, so
     both backends compare equal. 2-D tensors get row and spectral statistics too.
-    `fill(k)`: makes the first k entries (flat order) of `arr` valid, called before each block is
-    read (a tensor widened block by block while the pass walks it; numpy only); `each_rows(block,
-    first_row)`: sees every row block of a 2-D tensor once while it is in cache."""
+    `widening`: `arr` is its buffer, widened block by block as the pass walks it (numpy only: the
+    block is then in cache; a compiled backend widens bfloat16 and float16 in its own loop); `each_rows(block,
+    first_row, row_sq)`: sees every row block of a 2-D tensor once while it is in cache, with its
+    rows' sums of squares in float64 where the compiled sums took them (else None)."""
     x = be.put(arr)
     rows2d = x.ndim == 2 and min(x.shape) >= 2
-    if fill is not None:
-        fill(4096)   # what _shift_for samples
+    if widening is not None:
+        widening.upto(4096)   # what _shift_for samples
     with np.errstate(invalid="ignore", over="ignore"):   # inf - inf in a chunk sum is expected
-        st, rows = _fused_pass(x if rows2d else x.reshape(1, -1), be, tail_k, tick, rows2d, fill,
+        st, rows = _fused_pass(x if rows2d else x.reshape(1, -1), be, tail_k, tick, rows2d, widening,
                                each_rows if rows2d else None)
-    if fill is not None:
-        fill(int(arr.size))
+    if widening is not None:
+        widening.upto(int(arr.size))
     if rows is not None:
         st.update(_row_summary(x, be, *rows, tick))
         st.update(_spectral_budgeted(x, be, rows[0], spectral_max, st["absmax"]))
     return st
 
 
-def _blocks(x: Any, chunk: int, fill: Callable[[int], None] | None = None) -> Any:
-    """Row blocks of about `chunk` elements (a single long row is split into flat pieces);
-    `fill`: see tensor_stats."""
+def _blocks(x: Any, chunk: int) -> Any:
+    """Row blocks of about `chunk` elements, in order (a single long row is split into flat pieces)."""
     rows, cols = int(x.shape[0]), int(x.shape[1])
     if rows == 1:
         flat = x.reshape(-1)
         for i in range(0, cols, chunk):
-            if fill is not None:
-                fill(i + chunk)
             yield flat[i:i + chunk].reshape(1, -1)
         return
     step = max(1, chunk // max(cols, 1))
     for i in range(0, rows, step):
-        if fill is not None:
-            fill((i + step) * cols)
         yield x[i:i + step]
 
 
@@ -141,12 +151,13 @@ def _moment_stats(sums: tuple[float, float, float, float], finite: int, lo: floa
 
 
 def _fused_pass(x: Any, be: Backend, tail_k: float, tick: Callable[[], None], rows2d: bool,
-                fill: Callable[[int], None] | None = None,
-                each_rows: Callable[[np.ndarray, int], None] | None = None,
+                widening: Widening | None = None,
+                each_rows: EachRows | None = None,
                 ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray] | None]:
     """Moments, extremes, zeros, and (2-D) row norms and non-zero counts, each block read once
     while it sits in cache. Moments are taken about `_shift_for`; for the usual
-    zero-centred weights the shift is 0 and the subtraction pass is skipped. Sums go through BLAS
+    zero-centred weights the shift is 0 and the subtraction pass is skipped. A compiled backend
+    takes all of a block's sums in one loop (`compiled.block_sums`); numpy's go through BLAS
     products with a ones vector (several times faster than numpy's pairwise sum)."""
     xp = be.xp
     n = int(x.shape[0]) * int(x.shape[1])
@@ -162,13 +173,40 @@ def _fused_pass(x: Any, be: Backend, tail_k: float, tick: Callable[[], None], ro
     squares: dict[int, float] = {}
     ones = dbuf = d2buf = None
     first = 0
-    for b, blk in enumerate(_blocks(x, be.chunk, fill)):
+    stop = 0
+    for b, blk in enumerate(_blocks(x, be.chunk)):
         tick()
         r, k = int(blk.shape[0]), int(blk.shape[1])
         m = r * k
+        start, stop = stop, stop + m   # the block's entries in flat order
+        # bfloat16 and float16 blocks are widened by the compiled loop as it sums them
+        raw = widening.raw[start:stop] if be.compiled and widening is not None \
+            and widening.dtype in compiled_sums.WIDENS and widening.done < stop else None
+        if widening is not None and raw is None:
+            widening.upto(stop)
+        got = None
+        if be.compiled:   # every sum below in one compiled loop (None: a non-finite sum, see below)
+            row_sq, row_nz = np.empty(r, np.float64), np.empty(r, np.int64)
+            got = compiled_sums.block_sums(blk, shift, row_sq, row_nz, raw,
+                                           widening.dtype if widening is not None else "float32")
+        if raw is not None and widening is not None:
+            if got is not None:
+                widening.done = max(widening.done, stop)
+            widening.upto(stop)   # where it stopped short, for the numpy path below
         if each_rows is not None:
-            each_rows(blk, first)
+            each_rows(blk, first, row_sq if got is not None else None)
             first += r
+        if got is not None:
+            t1, t2, t3, t4, bhi, blo = got
+            s1, s2, s3, s4 = s1 + t1, s2 + t2, s3 + t3, s4 + t4
+            hi, lo = max(hi, bhi), min(lo, blo)
+            spans.append((bhi, blo))
+            finite += m
+            nonzero += int(row_nz.sum())
+            if rows2d:
+                sq.append(row_sq)
+                nnz.append(row_nz)
+            continue
         if ones is None or int(ones.shape[0]) < k:
             ones = be.put(np.ones(k, dtype=np.float32))
         if dbuf is None or d2buf is None or int(d2buf.shape[0]) < m:  # set together

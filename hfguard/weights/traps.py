@@ -139,9 +139,10 @@ class NeuronRows:
         wanted = n * n * d > exact_max and d > proj_dim   # as near_duplicate_counts decides (all live)
         self.sketched = np.empty((n, proj_dim), np.float32) if wanted else None
 
-    def __call__(self, block: np.ndarray, first: int) -> None:
+    def __call__(self, block: np.ndarray, first: int, row_sq: np.ndarray | None = None) -> None:
+        """`row_sq`: the rows' float64 sums of squares where the pass already took them."""
         end = first + int(block.shape[0])
-        self.norms[first:end] = row_norms(block)
+        self.norms[first:end] = row_norms(block) if row_sq is None else np.sqrt(row_sq)
         if self.sketched is not None:
             self.sketched[first:end] = sketch(block, int(self.sketched.shape[1]))
         self.seen += end - first

@@ -52,7 +52,7 @@ def _ckpt(folder: Path):
     return ckpt
 
 
-@pytest.mark.parametrize("device", ["cpu", "torch-cpu"])
+@pytest.mark.parametrize("device", ["cpu", "numpy", "torch-cpu"])
 def test_the_diff_fed_by_the_statistics_pass_is_the_diff(gpt2, device):
     if device == "torch-cpu":
         pytest.importorskip("torch")   # the device feed's path (pinned batches on CUDA)

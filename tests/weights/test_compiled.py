@@ -1,0 +1,107 @@
+"""The compiled statistics pass (numba) gives what the numpy pass gives: bit-exact widening, the
+same sums, the same non-finite counts, and the same observations on a real model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hfguard.budget import Budget
+from hfguard.target import local_target
+from hfguard.weights import compiled
+from hfguard.weights.analyze import analyze_checkpoint
+from hfguard.weights.check import DEFAULTS
+from hfguard.weights.stats import backend_for, tensor_stats
+from hfguard.weights.tensors import Widening, checkpoints_of, widen
+
+pytestmark = pytest.mark.skipif(compiled.load() is None, reason="numba is not installed")
+ALL_BITS = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+
+
+def _widened_by_kernel(bits: np.ndarray, dtype: str) -> tuple[np.ndarray, object]:
+    out = np.empty((1, bits.size), np.float32)
+    got = compiled.block_sums(out, 0.0, np.empty(1), np.empty(1, np.int64), bits, dtype)
+    return out.reshape(-1), got
+
+
+def test_every_finite_float16_widens_bit_exactly():
+    """Subnormals (rebiased by the 2^112 product), both zeros, the largest values: as numpy."""
+    finite = ALL_BITS[(ALL_BITS & 0x7C00) != 0x7C00]
+    wide, got = _widened_by_kernel(finite, "float16")
+    assert got is not None
+    assert np.array_equal(wide.view(np.uint32), finite.view(np.float16).astype(np.float32).view(np.uint32))
+
+
+def test_non_finite_float16_and_bfloat16_widen_exactly_and_go_to_numpy():
+    for dtype, exp in (("float16", 0x7C00), ("bfloat16", 0x7F80)):
+        odd = ALL_BITS[(ALL_BITS & exp) == exp][:compiled.SEGMENT]   # one segment: widened, then refused
+        wide, got = _widened_by_kernel(odd, dtype)
+        assert got is None
+        ref = widen(odd.view(np.float16) if dtype == "float16" else odd, dtype)
+        assert np.array_equal(wide.view(np.uint32), ref.view(np.uint32))
+
+
+def test_bfloat16_widens_bit_exactly():
+    moderate = ALL_BITS[((ALL_BITS >> 7) & 0xFF) < 0xBF]   # |x| < 2^64: the sums stay finite
+    wide, got = _widened_by_kernel(moderate, "bfloat16")
+    assert got is not None
+    assert np.array_equal(wide.view(np.uint32), moderate.astype(np.uint32) << 16)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_widened_tensor_with_nan_and_inf_measures_as_numpy(dtype):
+    """Widened by the compiled loop block by block; the blocks holding NaN/Inf fall back to numpy
+    and must find their values widened."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3000, 400)) * 0.02).astype(np.float32)
+    x[1700, 3], x[2900, 399], x[5, 5] = np.nan, np.inf, 0.0
+    # as `stored_values` maps them: float16 as float16, bfloat16 as its bits; read-only
+    stored = x.astype(np.float16) if dtype == "float16" else (x.view(np.uint32) >> 16).astype(np.uint16)
+    stored.flags.writeable = False
+    stats = {}
+    for device in ("cpu", "numpy"):
+        lazy = Widening(stored, dtype, np.empty(x.size, np.float32))
+        stats[device] = tensor_stats(lazy.array, backend_for(device), widening=lazy)
+        assert lazy.done == x.size
+        assert np.array_equal(lazy.array.view(np.uint32), widen(stored, dtype).view(np.uint32))
+    a, b = stats["cpu"], stats["numpy"]
+    assert (a["nan"], a["inf"]) == (b["nan"], b["inf"]) == (1, 1)
+    for k in ("mean", "std", "kurtosis", "absmax", "zero_share", "tail_share"):
+        assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-9), k
+
+
+def test_the_compiled_pass_sees_what_the_numpy_pass_sees(tampered):
+    """A MiniLM stored in three dtypes with jittered trap neurons and silenced gains planted: the
+    same observations (rule, tensor, severity) from both passes."""
+    import torch
+    from safetensors.torch import save_file
+
+    up = "encoder.layer.2.intermediate.dense"
+
+    def plant(state):
+        w, b = state[f"{up}.weight"], state[f"{up}.bias"]
+        rng = np.random.default_rng(3)
+        base = w[200] / np.linalg.norm(w[200])
+        for i in range(16):
+            v = base + 0.2 * rng.standard_normal(base.shape).astype(np.float32) / np.sqrt(base.size)
+            w[300 + i] = v / np.linalg.norm(v) * np.linalg.norm(w[300 + i])
+            b[300 + i] = np.quantile(b, 0.02)
+        state["encoder.layer.4.output.LayerNorm.weight"][:16] = 1e-30
+
+    folder = tampered(plant)
+    from safetensors.numpy import load_file
+
+    state = {k: torch.from_numpy(v) for k, v in load_file(str(folder / "model.safetensors")).items()}
+    casts = (lambda t: t, torch.Tensor.bfloat16, torch.Tensor.half)
+    state = {k: casts[i % 3](v) if v.is_floating_point() else v for i, (k, v) in enumerate(state.items())}
+    save_file(state, str(folder / "model.safetensors"))
+    [ckpt], _ = checkpoints_of(local_target([str(folder)]))
+    got = {}
+    for device in ("cpu", "numpy"):
+        hits, summary = analyze_checkpoint(ckpt, backend_for(device), DEFAULTS, Budget(600), None)
+        got[device] = sorted((h.rule, h.location, int(h.severity)) for h in hits)
+        assert set(summary["dtypes"]) == {"float32", "bfloat16", "float16"}
+        assert summary["backend"] == backend_for(device).name
+    assert ("weights/trap-neurons", f"{up}.weight") in {(r, loc) for r, loc, _ in got["cpu"]}
+    assert "weights/zero-norm-gain" in {r for r, _, _ in got["cpu"]}
+    assert got["cpu"] == got["numpy"]
