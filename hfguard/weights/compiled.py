@@ -24,104 +24,15 @@ SEGMENT = 1024   # float32 sums over at most this many values (then float64): er
 def load() -> Any:
     """The compiled block-sums function, or None where numba is missing or refused
     (HFGUARD_NO_NUMBA=1). Imported on first use: numba takes ~0.15 s to import, and compiles each
-    signature on its first call (~1 s; then cached on disk, `cache=True`)."""
+    signature on its first call (~1.5 s; then cached on disk beside the module, or in the user's
+    cache where that is read-only: `cache=True`)."""
     if os.environ.get("HFGUARD_NO_NUMBA"):
         return None
     try:
-        import numba
-    except ImportError:
+        from hfguard.weights import kernels
+    except ImportError:   # numba missing
         return None
-    fast = {"reassoc", "contract", "nsz", "arcp"}   # no "nnan"/"ninf": non-finite values are data here
-    jit = numba.njit(nogil=True, cache=True, fastmath=fast, error_model="numpy")
-    # the inner loops as inlined functions over a slice: written inline in the row loop, LLVM
-    # left them scalar (3.4x slower, measured)
-    inline = numba.njit(nogil=True, cache=True, fastmath=fast, error_model="numpy", inline="always")
-
-    @inline
-    def segment_sums(v: Any, shift: Any) -> Any:
-        a1 = a2 = a3 = a4 = np.float32(0.0)
-        sq, nz = 0.0, np.int32(0)
-        for j in range(v.size):
-            x = v[j]
-            d = x - shift
-            d2 = d * d
-            a1 += d
-            a2 += d2
-            a3 += d2 * d
-            a4 += d2 * d2
-            sq += np.float64(x) * np.float64(x)
-            nz += np.int32(x != 0)
-        return a1, a2, a3, a4, sq, nz
-
-    @inline
-    def segment_extremes(bits: Any, hi: Any, lo: Any) -> Any:
-        for j in range(bits.size):
-            key = bits[j] ^ ((bits[j] >> 31) & np.int32(0x7FFFFFFF))
-            hi = key if key > hi else hi
-            lo = key if key < lo else lo
-        return hi, lo
-
-    @inline
-    def widen_bf16(raw: Any, out: Any) -> None:   # bfloat16 is the top half of a float32
-        for j in range(raw.size):
-            out[j] = np.uint32(raw[j]) << np.uint32(16)
-
-    @inline
-    def widen_f16(raw: Any, out: Any, wide: Any) -> None:
-        """float16 bits -> float32 (`out` its bits, `wide` the same memory as float32): the exponent
-        and mantissa moved into place and rebiased by a multiplication by 2^112 (which also
-        normalises subnormals), then Inf/NaN and the sign set."""
-        for j in range(raw.size):
-            out[j] = (np.uint32(raw[j]) & np.uint32(0x7FFF)) << np.uint32(13)
-        for j in range(raw.size):
-            wide[j] *= np.float32(2.0 ** 112)
-        for j in range(raw.size):
-            h = np.uint32(raw[j])
-            b = out[j]
-            b = (np.uint32(0x7F800000) | ((h & np.uint32(0x3FF)) << np.uint32(13))
-                 if (h & np.uint32(0x7C00)) == np.uint32(0x7C00) else b)
-            out[j] = b | ((h & np.uint32(0x8000)) << np.uint32(16))
-
-    @jit
-    def block_sums(src: Any, out: Any, raw: Any, kind: int, shift: float, row_sq: Any, row_nz: Any) -> Any:
-        """Sums of d, d^2, d^3, d^4 (d = value - shift), the extremes, per row sum of value^2 (float64,
-        into row_sq) and non-zero count (into row_nz) of a C-ordered float32 block `src`. With
-        kind 1 (bfloat16) or 2 (float16), `src` is first written segment by segment from `raw` (its
-        stored bits, flat) through `out` (src's memory as flat uint32). Returns
-        (finite, s1, s2, s3, s4, hi, lo); finite False (the rest unset) when a sum is not finite."""
-        r, k = src.shape
-        flat = src.reshape(-1)
-        bits = flat.view(np.int32)
-        sh = np.float32(shift)
-        s1 = s2 = s3 = s4 = 0.0
-        hi, lo = np.int32(-2147483648), np.int32(2147483647)
-        for i in range(r):
-            sq, nz = 0.0, 0
-            for j0 in range(i * k, i * k + k, SEGMENT):
-                j1 = min(j0 + SEGMENT, i * k + k)
-                if kind == 1:
-                    widen_bf16(raw[j0:j1], out[j0:j1])
-                elif kind == 2:
-                    widen_f16(raw[j0:j1], out[j0:j1], out[j0:j1].view(np.float32))
-                a1, a2, a3, a4, q, n = segment_sums(flat[j0:j1], sh)
-                if not np.isfinite(a1):   # a finite sum proves every value finite
-                    return False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
-                hi, lo = segment_extremes(bits[j0:j1], hi, lo)
-                s1 += a1
-                s2 += a2
-                s3 += a3
-                s4 += a4
-                sq += q
-                nz += n
-            row_sq[i] = sq
-            row_nz[i] = nz
-        ends = np.empty(2, np.int32)
-        ends[0] = hi ^ ((hi >> 31) & np.int32(0x7FFFFFFF))
-        ends[1] = lo ^ ((lo >> 31) & np.int32(0x7FFFFFFF))
-        vals = ends.view(np.float32)
-        return True, s1, s2, s3, s4, np.float64(vals[0]), np.float64(vals[1])
-
-    return block_sums
+    return kernels.block_sums
 
 
 _NOTHING = np.empty(0, np.uint32)   # `out` and `raw` of a block that is float32 already
