@@ -41,6 +41,25 @@ def tampered(tmp_path, minilm_dir, minilm_state):
     return make
 
 
+@pytest.fixture
+def jittered_traps():
+    """plant(state): 16 trap neurons in MiniLM's layer-2 up-projection (one direction plus jitter,
+    their own norms, biases at the layer's 2nd percentile) and 16 gains of layer 4 silenced to 1e-30."""
+    up = "encoder.layer.2.intermediate.dense"
+
+    def plant(state: dict[str, np.ndarray]) -> None:
+        w, b = state[f"{up}.weight"], state[f"{up}.bias"]
+        rng = np.random.default_rng(3)
+        base = w[200] / np.linalg.norm(w[200])
+        for i in range(16):
+            v = base + 0.2 * rng.standard_normal(base.shape).astype(np.float32) / np.sqrt(base.size)
+            w[300 + i] = v / np.linalg.norm(v) * np.linalg.norm(w[300 + i])
+            b[300 + i] = np.quantile(b, 0.02)
+        state["encoder.layer.4.output.LayerNorm.weight"][:16] = 1e-30
+
+    return plant
+
+
 @pytest.fixture(scope="session")
 def gpt2_models(tmp_path_factory) -> dict[str, Path]:
     """A random-init tiny GPT-2 (the base), a ROME-like rank-one edit of one MLP, and an honest

@@ -218,7 +218,7 @@ def test_budget_runs_out_between_tensors(minilm_dir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("device", ["torch-cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
-def test_device_feed_gives_the_numpy_verdict(tampered, monkeypatch, device):
+def test_device_feed_gives_the_numpy_verdict(tampered, jittered_traps, monkeypatch, device):
     """The GPU path's feed (pinned batches, copies overlapped on a side stream; on torch-cpu the
     same batching without pinning or streams): small tensors packed into shared buffers, bfloat16
     widened and float32 copied into them, norms and the near-duplicate projection computed on the
@@ -235,17 +235,7 @@ def test_device_feed_gives_the_numpy_verdict(tampered, monkeypatch, device):
     from hfguard.weights.stats import backend_for
     from hfguard.weights.tensors import checkpoints_of
 
-    def plant(state):
-        w, b = state[f"{UP}.weight"], state[f"{UP}.bias"]
-        rng = np.random.default_rng(3)
-        base = w[200] / np.linalg.norm(w[200])
-        for i in range(16):   # jittered trap neurons: near-duplicate directions, low biases
-            v = base + 0.2 * rng.standard_normal(base.shape).astype(np.float32) / np.sqrt(base.size)
-            w[300 + i] = v / np.linalg.norm(v) * np.linalg.norm(w[300 + i])
-            b[300 + i] = np.quantile(b, 0.02)
-        state["encoder.layer.4.output.LayerNorm.weight"][:16] = 1e-30
-
-    folder = tampered(plant)
+    folder = tampered(jittered_traps)
     from safetensors.numpy import load_file
 
     # half the tensors bfloat16 (widened into the buffer), half float32 (copied from the map)

@@ -70,25 +70,14 @@ def test_a_widened_tensor_with_nan_and_inf_measures_as_numpy(dtype):
         assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-9), k
 
 
-def test_the_compiled_pass_sees_what_the_numpy_pass_sees(tampered):
+def test_the_compiled_pass_sees_what_the_numpy_pass_sees(tampered, jittered_traps):
     """A MiniLM stored in three dtypes with jittered trap neurons and silenced gains planted: the
     same observations (rule, tensor, severity) from both passes."""
     import torch
     from safetensors.torch import save_file
 
     up = "encoder.layer.2.intermediate.dense"
-
-    def plant(state):
-        w, b = state[f"{up}.weight"], state[f"{up}.bias"]
-        rng = np.random.default_rng(3)
-        base = w[200] / np.linalg.norm(w[200])
-        for i in range(16):
-            v = base + 0.2 * rng.standard_normal(base.shape).astype(np.float32) / np.sqrt(base.size)
-            w[300 + i] = v / np.linalg.norm(v) * np.linalg.norm(w[300 + i])
-            b[300 + i] = np.quantile(b, 0.02)
-        state["encoder.layer.4.output.LayerNorm.weight"][:16] = 1e-30
-
-    folder = tampered(plant)
+    folder = tampered(jittered_traps)
     from safetensors.numpy import load_file
 
     state = {k: torch.from_numpy(v) for k, v in load_file(str(folder / "model.safetensors")).items()}
