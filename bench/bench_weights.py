@@ -1,6 +1,7 @@
 """Weights tier speed and memory: the statistics pass against raw read bandwidth of the same file.
 
     python bench/bench_weights.py [--model DIR_OR_FILE ...] [--synthetic-mb 1100] [--repeat 3] [--profile]
+                                  [--diff]
 
 Figures (best of --repeat), with two yardsticks for "raw read" of the same file:
   device read  O_DIRECT reads, 16 MiB at a time: the storage itself, no page cache (what a scan of
@@ -18,6 +19,10 @@ Figures (best of --repeat), with two yardsticks for "raw read" of the same file:
 Targets (issue 13), printed as ratios: CPU stats >= 0.9x the device read and >= 0.5x the cached
 read; on a GPU >= 5 GB/s from the page cache; peak <= 2x the largest tensor per worker.
 --profile adds the top functions of one single-worker CPU pass (cProfile, by own time).
+--diff also writes the synthetic model as a fine-tune would leave it (every matrix moved densely)
+and times `--base` against the original: the diff alone (weights.base_diff's own pass, one thread)
+and the statistics pass diffing on its way (what `hfguard scan --tier weights --base` runs), each
+on the compiled (numba) and the numpy path in the same run, in GB/s over the bytes of both sides.
 """
 
 from __future__ import annotations
@@ -248,6 +253,58 @@ def bench(target: Path, repeat: int, prof: bool = False) -> None:
         profile(ckpt)
 
 
+def finetuned(src: Path, folder: Path) -> Path:
+    """The model as a fine-tune leaves it: every matrix moved densely (0.5% of its spread per entry,
+    a few percent of its norm), the gains untouched."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(src))
+    g = torch.Generator().manual_seed(1)
+    for k, v in state.items():
+        if v.ndim == 2:
+            state[k] = (v.float() + torch.randn(v.shape, generator=g) * 1e-4).to(v.dtype)
+    out = folder / "model.safetensors"
+    save_file(state, str(out))
+    return out
+
+
+def bench_diff(base_file: Path, model_file: Path, repeat: int) -> None:
+    from hfguard.weights.defaults import DIFF_DEFAULTS
+    from hfguard.weights.diff import TensorDiffer, diff_checkpoints
+
+    [base], _ = checkpoints_of(local_target([str(base_file)]))
+    [model], _ = checkpoints_of(local_target([str(model_file)]))
+    gb = (base_file.stat().st_size + model_file.stat().st_size) / 1e9
+    th = {**DEFAULTS, **DIFF_DEFAULTS}
+    best = lambda f: min(f() for _ in range(repeat))  # noqa: E731
+
+    def alone(dev: str) -> float:
+        t = time.perf_counter()
+        with single_threaded_blas():
+            res = diff_checkpoints(base, model, backend_for(dev), th, Budget(3600))
+        assert len(res.deltas) >= 7 * len(model.tensors) // 10, "the fine-tune should change most tensors"
+        return time.perf_counter() - t
+
+    def fed(dev: str) -> float:
+        be = backend_for(dev)
+        t = time.perf_counter()
+        differ = TensorDiffer(base, model, be, th)
+        analyze_checkpoint(model, be, th, Budget(3600), None, differ.feed)
+        differ.outcome()
+        return time.perf_counter() - t
+
+    print(f"\n--base diff of a fine-tune of {base.name} ({gb:.2f} GB over both sides), best of {repeat}:")
+    took = {}
+    for what, f in (("diff alone, 1 thread", alone), ("stats + diff, one pass", fed)):
+        for dev in ("cpu", "numpy"):
+            took[what, dev] = best(lambda f=f, dev=dev: f(dev))
+            print(f"  {what:24s} {backend_for(dev).name:6s} {gb / took[what, dev]:6.2f} GB/s   "
+                  f"{took[what, dev]:.2f}s")
+        if backend_for("cpu").compiled:
+            print(f"  {what:24s} numba / numpy = {took[what, 'numpy'] / took[what, 'cpu']:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", help="model folder or safetensors file (repeatable)")
@@ -256,6 +313,7 @@ def main() -> None:
     ap.add_argument("--synthetic-width", type=int, default=2048, help="its hidden size")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="top functions of a single-worker cpu pass")
+    ap.add_argument("--diff", action="store_true", help="also a --base diff of a fine-tuned copy")
     args = ap.parse_args()
     print(f"cpu cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}, numpy {np.__version__}, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
@@ -263,7 +321,11 @@ def main() -> None:
         bench(Path(m), args.repeat, args.profile)
     if args.synthetic_mb:
         with tempfile.TemporaryDirectory() as tmp:
-            bench(synthetic(Path(tmp), args.synthetic_mb, args.synthetic_width), args.repeat, args.profile)
+            model = synthetic(Path(tmp), args.synthetic_mb, args.synthetic_width)
+            bench(model, args.repeat, args.profile)
+            if args.diff:
+                (Path(tmp) / "ft").mkdir()
+                bench_diff(model, finetuned(model, Path(tmp) / "ft"), args.repeat)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""The statistics pass's per-block sums as one compiled loop (numba), where numba is installed.
+"""The weights tier's elementwise passes as compiled loops (numba, hfguard.weights.kernels), where
+numba is installed: the statistics pass's per-block sums (`block_sums`) and a base diff's delta
+with its norms and row energies (`delta_sums`).
 
 numpy makes a separate pass over a block for each sum (moments, square, extremes, zeros, row
 norms: ~9 calls per 2 MiB block); here every value is read once, in segments short enough to stay
@@ -17,12 +19,10 @@ from typing import Any
 
 import numpy as np
 
-SEGMENT = 1024   # float32 sums over at most this many values (then float64): error ~1e-7 relative
-
 
 @functools.lru_cache(maxsize=1)
 def load() -> Any:
-    """The compiled block-sums function, or None where numba is missing or refused
+    """The compiled kernels module (hfguard.weights.kernels), or None where numba is missing or refused
     (HFGUARD_NO_NUMBA=1). Imported on first use: numba takes ~0.15 s to import, and compiles each
     signature on its first call (~1.5 s; then cached on disk beside the module, or in the user's
     cache where that is read-only: `cache=True`)."""
@@ -32,7 +32,7 @@ def load() -> Any:
         from hfguard.weights import kernels
     except ImportError:   # numba missing
         return None
-    return kernels.block_sums
+    return kernels
 
 
 _NOTHING = np.empty(0, np.uint32)   # `out` and `raw` of a block that is float32 already
@@ -48,12 +48,29 @@ def block_sums(blk: np.ndarray, shift: float, row_sq: np.ndarray, row_nz: np.nda
     with `raw` (the block's stored bits, flat, of a dtype in WIDENS), `blk` (writable) is first
     filled from it. None where the numpy path must do it: no numba, a block not in C order, or a
     non-finite sum (`blk` may then be part-filled)."""
-    kernel = load()
-    if kernel is None or not blk.flags.c_contiguous or blk.dtype != np.float32:
+    kernels = load()
+    if kernels is None or not blk.flags.c_contiguous or blk.dtype != np.float32:
         return None
     if raw is None:
-        finite, *sums = kernel(blk, _NOTHING, _NOTHING_RAW, 0, shift, row_sq, row_nz)
+        finite, *sums = kernels.block_sums(blk, _NOTHING, _NOTHING_RAW, 0, shift, row_sq, row_nz)
     else:
-        finite, *sums = kernel(blk, blk.reshape(-1).view(np.uint32), raw.view(np.uint16), WIDENS[dtype],
-                               shift, row_sq, row_nz)
+        finite, *sums = kernels.block_sums(blk, blk.reshape(-1).view(np.uint32), raw.view(np.uint16),
+                                           WIDENS[dtype], shift, row_sq, row_nz)
     return tuple(sums) if finite else None
+
+
+def delta_sums(w0: np.ndarray, w1: np.ndarray, out: np.ndarray,
+               ) -> tuple[float, float, int, np.ndarray] | None:
+    """A diff's pass over one tensor pair in one loop: out[:size] = w1 - w0 (flat float32), and
+    (|delta|^2, |w0|^2, changed entries, per-row delta energy as float64; a 1-D tensor is one
+    row); None where numpy must do it (no numba, not both float32 in C order)."""
+    kernels = load()
+    if kernels is None or w0.shape != w1.shape or out.size < w0.size or w0.ndim == 0 \
+            or not all(a.flags.c_contiguous and a.dtype == np.float32 for a in (w0, w1, out)):
+        return None
+    rows = int(w0.shape[0]) if w0.ndim >= 2 else 1
+    a, b = w0.reshape(rows, -1), w1.reshape(rows, -1)
+    row_e = np.empty(rows, np.float64)
+    dn2, wn2, changed = kernels.delta_sums(a, b, out.reshape(-1)[: w0.size], row_e)
+    return float(dn2), float(wn2), int(changed), row_e
+

@@ -21,6 +21,7 @@ from hfguard.checks import Check, ScanContext
 from hfguard.findings import Finding, Severity, plot_evidence
 from hfguard.robust import MAD_TO_SIGMA, robust_scale
 from hfguard.target import Target
+from hfguard.weights import compiled
 from hfguard.weights.analyze import EMBEDDING
 from hfguard.weights.defaults import DIFF_DEFAULTS
 from hfguard.weights.layers import role_of
@@ -93,17 +94,24 @@ def tensor_delta(name: str, w0: np.ndarray, w1: np.ndarray, be: Backend, th: dic
     from hfguard.weights.stats import _spectral
 
     # the one full-size temporary: memory stays ~3x the largest tensor
-    d = w1 - w0 if out is None or out.size < w0.size else \
-        np.subtract(w1, w0, out=out[: w0.size].reshape(w0.shape))
-    flat = d.reshape(-1)
-    dn2 = float(np.dot(flat, flat))
+    fused = compiled.delta_sums(w0, w1, out) if be.compiled and out is not None else None
+    d: np.ndarray
+    if fused is not None and out is not None:   # the delta, its norm, the base's, changes, row energies
+        d = out[: w0.size].reshape(w0.shape)
+        dn2, wn2, changed, e = fused
+    else:
+        d = w1 - w0 if out is None or out.size < w0.size else \
+            np.subtract(w1, w0, out=out[: w0.size].reshape(w0.shape))
+        flat = d.reshape(-1)
+        dn2, changed, e = float(np.dot(flat, flat)), int(np.count_nonzero(flat)), None   # NaN counts
+        wn2 = float(np.dot(w0.reshape(-1), w0.reshape(-1))) if math.isfinite(dn2) else 0.0
     if not math.isfinite(dn2):   # NaN/Inf in either side: weights.anomalies reports them
-        return TensorDelta(name, math.inf, float(np.count_nonzero(flat != 0)) / max(d.size, 1))
-    wn = math.sqrt(float(np.dot(w0.reshape(-1), w0.reshape(-1))))
-    td = TensorDelta(name, math.sqrt(dn2) / wn if wn > 0 else math.inf,
-                     float(np.count_nonzero(flat)) / max(d.size, 1))
+        return TensorDelta(name, math.inf, changed / max(d.size, 1))
+    wn = math.sqrt(wn2)
+    td = TensorDelta(name, math.sqrt(dn2) / wn if wn > 0 else math.inf, changed / max(d.size, 1))
     if d.ndim == 2 and min(d.shape) >= 2 and dn2 > 0:
-        e = np.einsum("ij,ij->i", d, d).astype(np.float64)
+        if e is None:
+            e = np.einsum("ij,ij->i", d, d).astype(np.float64)
         cum = np.cumsum(np.sort(e)[::-1])
         td.rows, td.rows_90 = int(d.shape[0]), int(np.searchsorted(cum, 0.9 * cum[-1]) + 1)
         # a larger delta is measured on every k-th row (a copy of at most the budget): a low-rank

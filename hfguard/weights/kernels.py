@@ -9,7 +9,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from hfguard.weights.compiled import SEGMENT
+SEGMENT = 1024   # float32 sums over at most this many values (then float64): error ~1e-7 relative
 
 _FAST = {"reassoc", "contract", "nsz", "arcp"}   # no "nnan"/"ninf": non-finite values are data here
 _jit = numba.njit(nogil=True, cache=True, fastmath=_FAST, error_model="numpy")
@@ -106,4 +106,40 @@ def block_sums(src: Any, out: Any, raw: Any, kind: int, shift: float, row_sq: An
     ends[1] = lo ^ ((lo >> 31) & np.int32(0x7FFFFFFF))
     vals = ends.view(np.float32)
     return True, s1, s2, s3, s4, np.float64(vals[0]), np.float64(vals[1])
+
+
+
+@_inline
+def segment_delta(w0: Any, w1: Any, out: Any) -> Any:
+    e = w = np.float32(0.0)
+    nz = np.int32(0)
+    for j in range(w0.size):
+        d = w1[j] - w0[j]
+        out[j] = d
+        e += d * d
+        w += w0[j] * w0[j]
+        nz += np.int32(d != 0)
+    return e, w, nz
+
+
+@_jit
+def delta_sums(w0: Any, w1: Any, out: Any, row_e: Any) -> Any:
+    """out = w1 - w0 (C-ordered float32 (r, k) arrays; out flat), with the squared norms of the
+    delta and of w0 and the number of changed entries (NaN counts as changed); each row's delta
+    energy into row_e (float64). Returns (delta_norm2, base_norm2, changed)."""
+    r, k = w0.shape
+    f0, f1 = w0.reshape(-1), w1.reshape(-1)
+    dn2 = wn2 = 0.0
+    nz = 0
+    for i in range(r):
+        e = 0.0
+        for j0 in range(i * k, i * k + k, SEGMENT):
+            j1 = min(j0 + SEGMENT, i * k + k)
+            a, b, n = segment_delta(f0[j0:j1], f1[j0:j1], out[j0:j1])
+            e += a
+            wn2 += b
+            nz += n
+        row_e[i] = e
+        dn2 += e
+    return dn2, wn2, nz
 

@@ -375,10 +375,25 @@ def _spectral(x: Any, be: Backend, fro2: float, k: int = 4, iters: int = 3) -> d
     k = min(k, int(x.shape[0]), int(x.shape[1]))
     q = be.put(_start_block(int(x.shape[1]), k))
     for _ in range(iters):
-        q, _r = xp.linalg.qr(x.T @ (x @ q))
+        q, _r = xp.linalg.qr(_gram_times(x, q, be))
     sv = be.host(xp.linalg.svd(x @ q, full_matrices=False)[1]).astype(np.float64)
     s1 = float(sv[0]) if sv.size else 0.0
     return {"sigma": [float(s) for s in sv], "stable_rank": fro2 / (s1 * s1) if s1 > 0 else None}
+
+
+def _gram_times(x: Any, q: Any, be: Backend) -> Any:
+    """x^T (x q). On the CPU a matrix larger than a few blocks is walked in ~2 MiB row blocks, each
+    multiplied twice while in cache: one read of x per round, not two (a diff's full-size deltas:
+    its spectral estimate was a third of a fine-tune diff's time, measured)."""
+    rows, cols = int(x.shape[0]), int(x.shape[1])
+    step = max(1, be.chunk // max(cols, 1))
+    if be.xp is not np or rows <= 4 * step:
+        return x.T @ (x @ q)
+    acc = np.zeros((cols, int(q.shape[1])), np.float32)
+    for i in range(0, rows, step):
+        b = x[i:i + step]
+        acc += b.T @ (b @ q)
+    return acc
 
 
 @functools.lru_cache(maxsize=64)

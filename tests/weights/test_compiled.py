@@ -3,6 +3,8 @@ same sums, the same non-finite counts, and the same observations on a real model
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -34,7 +36,7 @@ def test_every_finite_float16_widens_bit_exactly():
 
 def test_non_finite_float16_and_bfloat16_widen_exactly_and_go_to_numpy():
     for dtype, exp in (("float16", 0x7C00), ("bfloat16", 0x7F80)):
-        odd = ALL_BITS[(ALL_BITS & exp) == exp][:compiled.SEGMENT]   # one segment: widened, then refused
+        odd = ALL_BITS[(ALL_BITS & exp) == exp][:1024]   # one kernels.SEGMENT: widened, then refused
         wide, got = _widened_by_kernel(odd, dtype)
         assert got is None
         ref = widen(odd.view(np.float16) if dtype == "float16" else odd, dtype)
@@ -94,3 +96,45 @@ def test_the_compiled_pass_sees_what_the_numpy_pass_sees(tampered, jittered_trap
     assert ("weights/trap-neurons", f"{up}.weight") in {(r, loc) for r, loc, _ in got["cpu"]}
     assert "weights/zero-norm-gain" in {r for r, _, _ in got["cpu"]}
     assert got["cpu"] == got["numpy"]
+
+
+@pytest.mark.parametrize("case", ["rank-one", "row-sparse", "dense", "bias-with-nan", "identical-but-one"])
+def test_the_compiled_delta_pass_measures_as_numpy(case):
+    """A diff's per-tensor numbers from the compiled loop (delta, norms, changed entries, row
+    energies) and from numpy agree; the tall matrices also take the blocked spectral product
+    (9000 rows of 256: more than four 2 MiB blocks), which must match an exact SVD."""
+    from hfguard.weights.defaults import DIFF_DEFAULTS
+    from hfguard.weights.diff import tensor_delta
+
+    th = {**DEFAULTS, **DIFF_DEFAULTS}
+    rng = np.random.default_rng(11)
+    w0 = (rng.standard_normal((9000, 256)) * 0.02).astype(np.float32)
+    w1 = w0.copy()
+    if case == "rank-one":
+        w1 += np.outer(rng.standard_normal(9000), rng.standard_normal(256)).astype(np.float32) * 1e-3
+    elif case == "row-sparse":
+        w1[[5, 4000, 8999]] += 0.05
+    elif case == "dense":
+        w1 += rng.standard_normal(w1.shape).astype(np.float32) * 2e-3
+    elif case == "bias-with-nan":
+        w0, w1 = w0[0].copy(), w1[0].copy()
+        w1[3] = np.nan
+    else:
+        w1[8999, 255] += 1.0
+    got = {}
+    for device in ("cpu", "numpy"):
+        got[device] = tensor_delta("model.layers.3.mlp.down_proj.weight", w0, w1, backend_for(device), th,
+                                   out=np.empty(w0.size + 3, np.float32))
+    a, b = got["cpu"], got["numpy"]
+    assert a.changed_share == b.changed_share and (a.rows, a.rows_90) == (b.rows, b.rows_90)
+    assert a.surgical_shape == b.surgical_shape and a.rel == pytest.approx(b.rel, rel=1e-4)
+    if case == "bias-with-nan":
+        assert a.rel == math.inf and a.changed_share == 1 / 256
+        return
+    assert a.top1_energy == pytest.approx(b.top1_energy, rel=1e-4, abs=1e-6)
+    d = (w1 - w0).astype(np.float64)
+    sv = np.linalg.svd(d, compute_uv=False)
+    if case != "dense":   # a flat spectrum: three rounds of subspace iteration only bound it
+        assert a.top1_energy == pytest.approx(sv[0] ** 2 / (sv ** 2).sum(), rel=1e-3)
+    assert a.surgical_shape == {"rank-one": "low-rank", "row-sparse": "low-rank", "dense": None,
+                                "identical-but-one": "low-rank"}[case]

@@ -293,3 +293,25 @@ def test_a_tensor_in_two_unindexed_shards_is_reported(gpt2, tmp_path):
     report = _scan(folder, gpt2["base"])
     [dup] = {f.message: f for f in report.all_findings() if f.rule == "weights/duplicate-tensor"}.values()
     assert dup.location == gpt2["edited"] and report.verdict is Verdict.BLOCK   # the first copy is diffed
+
+
+@pytest.mark.parametrize("shape", [(3000, 700), (40, 50), (5_000_000,)])
+def test_equal_values_decides_on_every_entry_whatever_block_it_lies_in(shape):
+    """Small first block, then 16 MiB blocks (large tensors) or the whole (small ones): a
+    difference anywhere is found, NaNs in the same places and -0.0 against 0.0 are equal."""
+    from hfguard.weights.shards import equal_values
+
+    rng = np.random.default_rng(0)
+    w0 = rng.standard_normal(shape).astype(np.float32)
+    w0.reshape(-1)[-7] = np.nan
+    w0.reshape(-1)[5] = 0.0
+    w1 = w0.copy()
+    w1.reshape(-1)[5] = -0.0
+    assert equal_values(w0, w1)
+    for at in (0, 70_000 % w0.size, w0.size // 2, w0.size - 1):
+        w2 = w1.copy()
+        w2.reshape(-1)[at] += 1.0
+        assert not equal_values(w0, w2), at
+    w3 = w1.copy()
+    w3.reshape(-1)[-7] = 1.0
+    assert not equal_values(w0, w3)   # a NaN against a number
