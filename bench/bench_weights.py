@@ -12,7 +12,9 @@ Figures (best of --repeat), with two yardsticks for "raw read" of the same file:
                and on all workers' threads: the least any numpy pass over the file costs
   stats/<be>   the full weights.anomalies pass (moments, rows, spectral, traps, siblings) on each
                backend: numba (the default CPU pass where numba is installed: compiled block sums),
-               numpy (numpy calls alone), torch-cpu (the GPU code path run on the CPU), cuda
+               numpy (the sums as numpy calls; whole-tensor widening is compiled wherever numba
+               is installed: HFGUARD_NO_NUMBA=1 for numpy throughout), torch-cpu (the GPU code
+               path run on the CPU), cuda
   cpu, 1 worker  CPU seconds (process time) of a single-worker numpy pass
   peak         tracemalloc peak of the stats pass (numpy buffers are traced) vs the largest tensor
                times the workers

@@ -74,3 +74,14 @@ def delta_sums(w0: np.ndarray, w1: np.ndarray, out: np.ndarray,
     dn2, wn2, changed = kernels.delta_sums(a, b, out.reshape(-1)[: w0.size], row_e)
     return float(dn2), float(wn2), int(changed), row_e
 
+
+
+def widen(raw: np.ndarray, dtype: str, out: np.ndarray) -> bool:
+    """`out` (flat float32, C order, raw.size entries) filled from `raw`'s stored bits in one
+    loop (numpy: a copy and a shift, or a conversion); False where numpy must do it."""
+    kernels = load()
+    if kernels is None or dtype not in WIDENS or not raw.flags.c_contiguous \
+            or not out.flags.c_contiguous or out.size != raw.size or raw.size == 0:
+        return False
+    kernels.widen(raw.reshape(-1).view(np.uint16), out.reshape(-1).view(np.uint32), WIDENS[dtype])
+    return True

@@ -143,3 +143,15 @@ def delta_sums(w0: Any, w1: Any, out: Any, row_e: Any) -> Any:
         dn2 += e
     return dn2, wn2, nz
 
+
+
+@_jit
+def widen(raw: Any, out: Any, kind: int) -> None:
+    """Stored bits (flat uint16) -> float32 bits (`out`, flat uint32): kind 1 bfloat16, 2 float16."""
+    wide = out.view(np.float32)
+    for j0 in range(0, raw.size, SEGMENT):
+        j1 = min(j0 + SEGMENT, raw.size)
+        if kind == 1:
+            widen_bf16(raw[j0:j1], out[j0:j1])
+        else:
+            widen_f16(raw[j0:j1], out[j0:j1], wide[j0:j1])

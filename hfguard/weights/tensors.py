@@ -17,6 +17,7 @@ import numpy as np
 
 from hfguard.findings import Observation, Severity
 from hfguard.sniff import TORCH_SUFFIXES as _TORCH_EXTS
+from hfguard.weights import compiled
 
 MAX_HEADER = 100 << 20  # the reference implementation's own limit on a safetensors header
 
@@ -256,6 +257,8 @@ def widen(raw: np.ndarray, dtype: str, out: np.ndarray | None = None) -> np.ndar
         wide = np.empty(raw.shape, np.float32)
     else:
         wide = out[: raw.size].reshape(raw.shape)
+    if compiled.widen(raw, dtype, wide):   # bfloat16 and float16 in one compiled loop (numba)
+        return wide
     if dtype == "bfloat16":   # bfloat16 is the top half of a float32
         # 4 MiB at a time: the shift then finds its block in cache (3.1 vs 4.1 ms for 11.5M)
         bits, half = wide.reshape(-1).view(np.uint32), raw.reshape(-1).view(np.uint16)

@@ -138,3 +138,18 @@ def test_the_compiled_delta_pass_measures_as_numpy(case):
         assert a.top1_energy == pytest.approx(sv[0] ** 2 / (sv ** 2).sum(), rel=1e-3)
     assert a.surgical_shape == {"rank-one": "low-rank", "row-sparse": "low-rank", "dense": None,
                                 "identical-but-one": "low-rank"}[case]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_whole_tensors_widen_bit_exactly_every_bit_pattern(dtype):
+    """tensors.widen (load_tensor, the diff's reads) through the compiled loop: all 65536
+    patterns, NaN payloads and infinities included, as numpy widens them."""
+    if dtype == "float16":
+        stored, reference = ALL_BITS.view(np.float16), ALL_BITS.view(np.float16).astype(np.float32)
+    else:
+        stored, reference = ALL_BITS, (ALL_BITS.astype(np.uint32) << 16).view(np.float32)
+    out = np.full(ALL_BITS.size + 9, 7.0, np.float32)
+    assert compiled.widen(stored, dtype, out[:ALL_BITS.size])
+    assert np.array_equal(widen(stored, dtype, out).view(np.uint32), reference.view(np.uint32))
+    assert np.array_equal(out[:ALL_BITS.size].view(np.uint32), reference.view(np.uint32))
+    assert (out[ALL_BITS.size:] == 7.0).all()   # nothing written past the tensor
