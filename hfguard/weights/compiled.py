@@ -75,7 +75,6 @@ def delta_sums(w0: np.ndarray, w1: np.ndarray, out: np.ndarray,
     return float(dn2), float(wn2), int(changed), row_e
 
 
-
 def widen(raw: np.ndarray, dtype: str, out: np.ndarray) -> bool:
     """`out` (flat float32, C order, raw.size entries) filled from `raw`'s stored bits in one
     loop (numpy: a copy and a shift, or a conversion); False where numpy must do it."""

@@ -18,7 +18,6 @@ _jit = numba.njit(nogil=True, cache=True, fastmath=_FAST, error_model="numpy")
 _inline = numba.njit(nogil=True, cache=True, fastmath=_FAST, error_model="numpy", inline="always")
 
 
-
 @_inline
 def segment_sums(v: Any, shift: Any) -> Any:
     a1 = a2 = a3 = a4 = np.float32(0.0)
@@ -53,18 +52,19 @@ def widen_bf16(raw: Any, out: Any) -> None:   # bfloat16 is the top half of a fl
 
 @_inline
 def widen_f16(raw: Any, out: Any, wide: Any) -> None:
-    """float16 bits -> float32 (`out` its bits, `wide` the same memory as float32): the exponent
-    and mantissa moved into place and rebiased by a multiplication by 2^112 (which also
-    normalises subnormals), then Inf/NaN and the sign set."""
-    for j in range(raw.size):
-        out[j] = (np.uint32(raw[j]) & np.uint32(0x7FFF)) << np.uint32(13)
-    for j in range(raw.size):
-        wide[j] *= np.float32(2.0 ** 112)
+    """float16 bits -> float32 (`out` its bits, `wide` the same memory as float32) without a
+    subnormal float anywhere (a process may run with denormals flushed: a library built with
+    -ffast-math sets that when loaded): subnormals as their 10-bit integer times 2^-24 (both
+    normal float32s), the rest by moving and rebiasing the bits; then the sign."""
+    for j in range(raw.size):   # (int32: the signed conversion is the one that vectorises)
+        wide[j] = np.float32(np.int32(raw[j]) & np.int32(0x3FF)) * np.float32(2.0 ** -24)
     for j in range(raw.size):
         h = np.uint32(raw[j])
-        b = out[j]
-        b = (np.uint32(0x7F800000) | ((h & np.uint32(0x3FF)) << np.uint32(13))
-             if (h & np.uint32(0x7C00)) == np.uint32(0x7C00) else b)
+        e = h & np.uint32(0x7C00)
+        b = ((h & np.uint32(0x7FFF)) << np.uint32(13)) + np.uint32(112 << 23)   # normal numbers
+        special = np.uint32(0x7F800000) | ((h & np.uint32(0x3FF)) << np.uint32(13))   # Inf, NaN
+        b = special if e == np.uint32(0x7C00) else b
+        b = out[j] if e == np.uint32(0) else b
         out[j] = b | ((h & np.uint32(0x8000)) << np.uint32(16))
 
 
@@ -108,7 +108,6 @@ def block_sums(src: Any, out: Any, raw: Any, kind: int, shift: float, row_sq: An
     return True, s1, s2, s3, s4, np.float64(vals[0]), np.float64(vals[1])
 
 
-
 @_inline
 def segment_delta(w0: Any, w1: Any, out: Any) -> Any:
     e = w = np.float32(0.0)
@@ -142,7 +141,6 @@ def delta_sums(w0: Any, w1: Any, out: Any, row_e: Any) -> Any:
         row_e[i] = e
         dn2 += e
     return dn2, wn2, nz
-
 
 
 @_jit

@@ -287,10 +287,14 @@ def map_bytes(path: Path, offset: int, nbytes: int) -> np.ndarray:
     with open(path, "rb") as fh:
         if offset + nbytes > os.fstat(fh.fileno()).st_size:
             raise WeightsFormatError(f"{path}: tensor data lies beyond the end of the file")
-        # MAP_POPULATE: the page tables filled in one call, not one fault per 64 KiB as the pass
-        # walks the tensor (15% of a compiled pass's time over bfloat16 in the page cache)
-        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-        mm = mmap.mmap(fh.fileno(), offset - start + nbytes, flags=flags, prot=mmap.PROT_READ, offset=start)
+        length = offset - start + nbytes
+        if hasattr(mmap, "MAP_POPULATE"):   # Linux
+            # the page tables filled in one call, not one fault per 64 KiB as the pass walks the
+            # tensor (15% of a compiled pass's time over bfloat16 in the page cache)
+            mm = mmap.mmap(fh.fileno(), length, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE,
+                           prot=mmap.PROT_READ, offset=start)
+        else:
+            mm = mmap.mmap(fh.fileno(), length, offset=start, access=mmap.ACCESS_READ)
     return np.frombuffer(mm, dtype=np.uint8, count=nbytes, offset=offset - start)
 
 

@@ -153,3 +153,20 @@ def test_whole_tensors_widen_bit_exactly_every_bit_pattern(dtype):
     assert np.array_equal(widen(stored, dtype, out).view(np.uint32), reference.view(np.uint32))
     assert np.array_equal(out[:ALL_BITS.size].view(np.uint32), reference.view(np.uint32))
     assert (out[ALL_BITS.size:] == 7.0).all()   # nothing written past the tensor
+
+
+def test_float16_subnormals_survive_a_process_that_flushes_denormals():
+    """A library built with -ffast-math sets flush-to-zero/denormals-are-zero when loaded; the
+    float16 widening makes no subnormal float32 on its way, so the tiny values stay."""
+    torch = pytest.importorskip("torch")
+    tiny = np.arange(1, 1024, dtype=np.uint16).view(np.float16)   # every positive subnormal
+    reference = tiny.astype(np.float32)
+    out = np.empty(tiny.size, np.float32)
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        assert np.float32(1e-39) * np.float32(1.0) == 0.0   # flushing is on in this thread
+        assert compiled.widen(tiny, "float16", out)
+    finally:
+        torch.set_flush_denormal(False)
+    assert np.array_equal(out, reference) and (out > 0).all()
