@@ -61,6 +61,7 @@ class WeightsAnomalies(Check):
 
     def _target(self, target: Target, ctx: ScanContext, session: Any) -> Iterator[Finding]:
         from hfguard.weights.copies import Digests, digest_recorder, folders_with_copies, inconsistent_copies
+        from hfguard.weights.progress import weight_bytes
         from hfguard.weights.stats import backend_for
 
         ckpts, failed = session.checkpoints(target)
@@ -71,7 +72,7 @@ class WeightsAnomalies(Check):
                                    f"no safetensors or torch zip checkpoint in {target.display}")
             return
         try:
-            be = backend_for(str(ctx.options.get("device") or "auto"))
+            be = backend_for(str(ctx.options.get("device") or "auto"), weight_bytes(ckpts))
         except (RuntimeError, ValueError) as exc:   # e.g. --device cuda on a machine without one
             yield self.finding("weights/device-unavailable", Severity.MEDIUM, str(exc), error=True)
             return

@@ -13,26 +13,39 @@ order the same as the float order): integer max/min vectorise where float ones (
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any
 
 import numpy as np
 
+# below this much tensor data a scan stays on numpy: numba's import and first call from its disk
+# cache cost ~0.5 s and ~120 MB RSS per process (MiniLM's weights-tier scan: 0.41 -> 1.0 s),
+# while the compiled loops save ~0.3 s per GB of bfloat16 on 2 cores (bench/bench_weights.py)
+MIN_BYTES = 2 << 30
 
-@functools.lru_cache(maxsize=1)
+_loaded: dict[str, Any] = {}
+
+
 def load() -> Any:
     """The compiled kernels module (hfguard.weights.kernels), or None where numba is missing or refused
     (HFGUARD_NO_NUMBA=1). Imported on first use: numba takes ~0.15 s to import, and compiles each
     signature on its first call (~1.5 s; then cached on disk beside the module, or in the user's
-    cache where that is read-only: `cache=True`)."""
-    if os.environ.get("HFGUARD_NO_NUMBA"):
-        return None
-    try:
-        from hfguard.weights import kernels
-    except ImportError:   # numba missing
-        return None
-    return kernels
+    cache where that is read-only: `cache=True`; ~0.35 s to load the first one per process)."""
+    if "kernels" not in _loaded:
+        _loaded["kernels"] = None
+        if not os.environ.get("HFGUARD_NO_NUMBA"):
+            try:
+                from hfguard.weights import kernels
+                _loaded["kernels"] = kernels
+            except ImportError:   # numba missing
+                pass
+    return _loaded["kernels"]
+
+
+def loaded() -> Any:
+    """The kernels module if a compiled backend already loaded it in this process, else None:
+    helpers that any scan calls (widening) use numba only where the scan chose to pay for it."""
+    return _loaded.get("kernels")
 
 
 _NOTHING = np.empty(0, np.uint32)   # `out` and `raw` of a block that is float32 already
@@ -78,7 +91,7 @@ def delta_sums(w0: np.ndarray, w1: np.ndarray, out: np.ndarray,
 def widen(raw: np.ndarray, dtype: str, out: np.ndarray) -> bool:
     """`out` (flat float32, C order, raw.size entries) filled from `raw`'s stored bits in one
     loop (numpy: a copy and a shift, or a conversion); False where numpy must do it."""
-    kernels = load()
+    kernels = loaded()
     if kernels is None or dtype not in WIDENS or not raw.flags.c_contiguous \
             or not out.flags.c_contiguous or out.size != raw.size or raw.size == 0:
         return False

@@ -26,6 +26,7 @@ from hfguard.weights.analyze import EMBEDDING
 from hfguard.weights.defaults import DIFF_DEFAULTS
 from hfguard.weights.layers import role_of
 from hfguard.weights.names import agree, pair_tensors, stored_alike
+from hfguard.weights.progress import weight_bytes
 from hfguard.weights.shards import (
     equal_values,
     in_read_order,
@@ -409,7 +410,7 @@ def _diff_target(check: Check, target: Target, base: DiffBase, ctx: ScanContext,
                             evidence={"base": spec, "unreadable": base.failed})
         return
     try:
-        be = backend_for(str(ctx.options.get("device") or "auto"))
+        be = backend_for(str(ctx.options.get("device") or "auto"), weight_bytes([*mine, ref]))
     except (RuntimeError, ValueError) as exc:
         yield check.finding("weights/device-unavailable", Severity.MEDIUM, str(exc), error=True)
         return

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from hfguard.budget import Budget, BudgetExceeded
 from hfguard.report.escape import safe
@@ -26,6 +27,11 @@ MEASURE_S = 1.0   # seconds of reading before the rate is trusted for a budget p
 def tensor_bytes(meta: TensorMeta) -> int:
     """Bytes the tensor's values occupy (a torch storage may be larger, or shared by several)."""
     return meta.numel * ITEM_BITS.get(meta.dtype, 0) // 8
+
+
+def weight_bytes(ckpts: Any) -> int:
+    """The float tensor bytes of some checkpoints: what a pass over them reads."""
+    return sum(tensor_bytes(m) for c in ckpts for m in c.tensors.values() if m.is_float)
 
 
 def gb(n: float) -> str:

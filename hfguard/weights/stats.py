@@ -43,12 +43,13 @@ class Backend:
         return x.astype(np.float64) if self.xp is np else x.double()
 
 
-def backend_for(device: str = "auto") -> Backend:
+def backend_for(device: str = "auto", weight_bytes: int | None = None) -> Backend:
     """`auto`: CUDA through torch when present, else the CPU. `cpu`: numpy with the compiled block
-    sums where numba is installed. `numpy` (numpy alone) and `torch-cpu` exist for equality tests
-    and benches."""
+    sums where numba is installed and the scan reads `weight_bytes` >= compiled.MIN_BYTES (None:
+    unknown, compiled). `numpy` (numpy alone) and `torch-cpu` exist for equality tests and benches."""
+    big = weight_bytes is None or weight_bytes >= compiled_sums.MIN_BYTES
     if device == "auto" and not _nvidia_driver_present():
-        return _cpu_backend()   # no GPU here: spare the seconds of importing torch
+        return _cpu_backend(big)   # no GPU here: spare the seconds of importing torch
     if device in ("auto", "cuda", "torch-cpu"):
         try:
             import torch
@@ -66,7 +67,7 @@ def backend_for(device: str = "auto") -> Backend:
         return _cpu_backend(compiled=False)
     elif device != "cpu":
         raise ValueError(f"unknown device {device!r}; expected auto, cpu or cuda")
-    return _cpu_backend()
+    return _cpu_backend(big)
 
 
 def _cpu_backend(compiled: bool = True) -> Backend:

@@ -170,3 +170,20 @@ def test_float16_subnormals_survive_a_process_that_flushes_denormals():
     finally:
         torch.set_flush_denormal(False)
     assert np.array_equal(out, reference) and (out > 0).all()
+
+
+def test_a_small_model_is_scanned_without_loading_numba(minilm_dir):
+    """numba's import and first call cost ~0.5 s and ~120 MB per process: a scan of less than
+    compiled.MIN_BYTES of weights stays on numpy and never imports it (run in a fresh process)."""
+    import subprocess
+    import sys
+
+    assert backend_for("cpu", 100 << 20).name == "numpy"
+    assert backend_for("cpu", compiled.MIN_BYTES).name == backend_for("cpu").name == "numba"
+    code = ("import sys; from hfguard.engine import scan; from hfguard.policy import Policy; "
+            "from hfguard.target import local_target; from hfguard.weights.check import WeightsAnomalies; "
+            f"r = scan(local_target([{str(minilm_dir)!r}]), Policy(tiers=('weights',)), "
+            "[WeightsAnomalies()]); print(r.verdict.name, 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["PASS", "False"]
