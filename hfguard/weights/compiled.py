@@ -28,17 +28,20 @@ _loaded: dict[str, Any] = {}
 
 def load() -> Any:
     """The compiled kernels module (hfguard.weights.kernels), or None where numba is missing or refused
-    (HFGUARD_NO_NUMBA=1). Imported on first use: numba takes ~0.15 s to import, and compiles each
-    signature on its first call (~1.5 s; then cached on disk beside the module, or in the user's
-    cache where that is read-only: `cache=True`; ~0.35 s to load the first one per process)."""
+    (HFGUARD_NO_NUMBA=1). Loaded and warmed here, before any pass starts its clock: numba imports in
+    ~0.15 s and compiles each kernel on its first call (~1 s each the first time on a machine, then
+    from its disk cache, `cache=True`: ~0.35 s for all three per process). Compiled inside a pass,
+    that second stalled the first tensor, and a budget's rate projection read it as a crawl
+    (a 60 s budget refused a 45 MB model: "needs --budget 96860")."""
     if "kernels" not in _loaded:
         _loaded["kernels"] = None
         if not os.environ.get("HFGUARD_NO_NUMBA"):
             try:
                 from hfguard.weights import kernels
-                _loaded["kernels"] = kernels
             except ImportError:   # numba missing
-                pass
+                return None
+            _warm(kernels)
+            _loaded["kernels"] = kernels
     return _loaded["kernels"]
 
 
@@ -48,9 +51,26 @@ def loaded() -> Any:
     return _loaded.get("kernels")
 
 
+def _ro(a: np.ndarray) -> np.ndarray:
+    """A read-only view: arrays the kernels only read are passed read-only whatever the caller's
+    (numba compiles one signature per writability; a mapped file's pages are read-only)."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
+def _warm(kernels: Any) -> None:
+    """Each kernel called once on tiny arrays: its one signature compiled (or loaded from cache)."""
+    f = np.zeros((2, 8), np.float32)
+    bits = np.zeros(16, np.uint16)
+    kernels.block_sums(_ro(f), f.reshape(-1).view(np.uint32), _ro(bits), 1, 0.0, np.empty(2),
+                       np.empty(2, np.int64))
+    kernels.delta_sums(_ro(f), _ro(f), np.empty(16, np.float32), np.empty(2))
+    kernels.widen(_ro(bits), np.empty(16, np.uint32), 1)
+
+
 _NOTHING = np.empty(0, np.uint32)   # `out` and `raw` of a block that is float32 already
-_NOTHING_RAW = np.empty(0, np.uint16)
-_NOTHING_RAW.flags.writeable = False   # as a mapped file's bits are: one compiled signature
+_NOTHING_RAW = _ro(np.empty(0, np.uint16))
 WIDENS = {"bfloat16": 1, "float16": 2}   # stored dtypes the kernel widens itself
 
 
@@ -65,10 +85,10 @@ def block_sums(blk: np.ndarray, shift: float, row_sq: np.ndarray, row_nz: np.nda
     if kernels is None or not blk.flags.c_contiguous or blk.dtype != np.float32:
         return None
     if raw is None:
-        finite, *sums = kernels.block_sums(blk, _NOTHING, _NOTHING_RAW, 0, shift, row_sq, row_nz)
+        finite, *sums = kernels.block_sums(_ro(blk), _NOTHING, _NOTHING_RAW, 0, shift, row_sq, row_nz)
     else:
-        finite, *sums = kernels.block_sums(blk, blk.reshape(-1).view(np.uint32), raw.view(np.uint16),
-                                           WIDENS[dtype], shift, row_sq, row_nz)
+        finite, *sums = kernels.block_sums(_ro(blk), blk.reshape(-1).view(np.uint32),
+                                           _ro(raw.view(np.uint16)), WIDENS[dtype], shift, row_sq, row_nz)
     return tuple(sums) if finite else None
 
 
@@ -84,7 +104,7 @@ def delta_sums(w0: np.ndarray, w1: np.ndarray, out: np.ndarray,
     rows = int(w0.shape[0]) if w0.ndim >= 2 else 1
     a, b = w0.reshape(rows, -1), w1.reshape(rows, -1)
     row_e = np.empty(rows, np.float64)
-    dn2, wn2, changed = kernels.delta_sums(a, b, out.reshape(-1)[: w0.size], row_e)
+    dn2, wn2, changed = kernels.delta_sums(_ro(a), _ro(b), out.reshape(-1)[: w0.size], row_e)
     return float(dn2), float(wn2), int(changed), row_e
 
 
@@ -95,5 +115,5 @@ def widen(raw: np.ndarray, dtype: str, out: np.ndarray) -> bool:
     if kernels is None or dtype not in WIDENS or not raw.flags.c_contiguous \
             or not out.flags.c_contiguous or out.size != raw.size or raw.size == 0:
         return False
-    kernels.widen(raw.reshape(-1).view(np.uint16), out.reshape(-1).view(np.uint32), WIDENS[dtype])
+    kernels.widen(_ro(raw.reshape(-1).view(np.uint16)), out.reshape(-1).view(np.uint32), WIDENS[dtype])
     return True

@@ -13,13 +13,12 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from hfguard.budget import Budget, BudgetExceeded
 from hfguard.report.escape import safe
-from hfguard.weights.tensors import ITEM_BITS, TensorMeta
+from hfguard.weights.tensors import ITEM_BITS, Checkpoint, TensorMeta
 
 MEASURE_S = 1.0   # seconds of reading before the rate is trusted for a budget projection
 
@@ -29,7 +28,7 @@ def tensor_bytes(meta: TensorMeta) -> int:
     return meta.numel * ITEM_BITS.get(meta.dtype, 0) // 8
 
 
-def weight_bytes(ckpts: Any) -> int:
+def weight_bytes(ckpts: Iterable[Checkpoint]) -> int:
     """The float tensor bytes of some checkpoints: what a pass over them reads."""
     return sum(tensor_bytes(m) for c in ckpts for m in c.tensors.values() if m.is_float)
 

@@ -187,3 +187,25 @@ def test_a_small_model_is_scanned_without_loading_numba(minilm_dir):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["PASS", "False"]
+
+
+def test_every_kernel_is_compiled_before_a_pass_starts_and_only_once():
+    """load() compiles (or loads from cache) one signature per kernel, and the wrappers pass any
+    caller's arrays (writable or mapped read-only) as that signature: a kernel compiled inside a
+    pass stalled its first tensor ~1 s, and a budget's rate projection read that as a crawl."""
+    kernels = compiled.load()
+    sigs = {k: list(getattr(kernels, k).signatures) for k in ("block_sums", "delta_sums", "widen")}
+    assert all(len(s) == 1 for s in sigs.values()), sigs
+    rng = np.random.default_rng(0)
+    for writable in (True, False):
+        w = rng.standard_normal((64, 40)).astype(np.float32)
+        bits = (w.view(np.uint32) >> 16).astype(np.uint16)
+        w.flags.writeable = bits.flags.writeable = writable
+        out = np.empty_like(w)
+        compiled.block_sums(w, 0.0, np.empty(64), np.empty(64, np.int64))
+        compiled.block_sums(out, 0.0, np.empty(64), np.empty(64, np.int64), bits.reshape(-1), "bfloat16")
+        compiled.block_sums(out, 0.0, np.empty(64), np.empty(64, np.int64), bits.reshape(-1).view(np.float16),
+                            "float16")
+        compiled.delta_sums(w, out, np.empty(w.size, np.float32))
+        compiled.widen(bits, "bfloat16", np.empty(bits.size, np.float32))
+    assert {k: list(getattr(kernels, k).signatures) for k in sigs} == sigs
