@@ -38,9 +38,11 @@ def load() -> Any:
         if not os.environ.get("HFGUARD_NO_NUMBA"):
             try:
                 from hfguard.weights import kernels
-            except ImportError:   # numba missing
+                _warm(kernels)
+            # numba missing, or unable to compile or cache here (no writable cache folder: numba
+            # raises RuntimeError): the numpy path gives the same numbers, only slower
+            except Exception:  # noqa: BLE001
                 return None
-            _warm(kernels)
             _loaded["kernels"] = kernels
     return _loaded["kernels"]
 

@@ -209,3 +209,15 @@ def test_every_kernel_is_compiled_before_a_pass_starts_and_only_once():
         compiled.delta_sums(w, out, np.empty(w.size, np.float32))
         compiled.widen(bits, "bfloat16", np.empty(bits.size, np.float32))
     assert {k: list(getattr(kernels, k).signatures) for k in sigs} == sigs
+
+
+def test_numba_that_cannot_compile_here_leaves_the_numpy_pass(monkeypatch):
+    """numba raises RuntimeError where it finds no writable cache folder (a read-only install and
+    home): the scan then runs numpy, the same numbers, instead of failing on its device."""
+    def broken(_kernels):
+        raise RuntimeError("cannot cache function 'block_sums': no locator available")
+
+    monkeypatch.setattr(compiled, "_loaded", {})
+    monkeypatch.setattr(compiled, "_warm", broken)
+    assert compiled.load() is None and compiled.loaded() is None
+    assert backend_for("cpu").name == "numpy"
