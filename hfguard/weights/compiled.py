@@ -1,6 +1,6 @@
 """The weights tier's elementwise passes as compiled loops (numba, hfguard.weights.kernels), where
-numba is installed: the statistics pass's per-block sums (`block_sums`) and a base diff's delta
-with its norms and row energies (`delta_sums`).
+numba is installed: the statistics pass's per-block sums (`block_sums`), a base diff's delta
+with its norms and row energies (`delta_sums`) and whole-tensor widening (`widen`).
 
 numpy makes a separate pass over a block for each sum (moments, square, extremes, zeros, row
 norms: ~9 calls per 2 MiB block); here every value is read once, in segments short enough to stay
@@ -14,6 +14,7 @@ order the same as the float order): integer max/min vectorise where float ones (
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ import numpy as np
 MIN_BYTES = 2 << 30
 
 _loaded: dict[str, Any] = {}
+_loading = threading.Lock()
 
 
 def load() -> Any:
@@ -33,18 +35,19 @@ def load() -> Any:
     from its disk cache, `cache=True`: ~0.35 s for all three per process). Compiled inside a pass,
     that second stalled the first tensor, and a budget's rate projection read it as a crawl
     (a 60 s budget refused a 45 MB model: "needs --budget 96860")."""
-    if "kernels" not in _loaded:
-        _loaded["kernels"] = None
-        if not os.environ.get("HFGUARD_NO_NUMBA"):
-            try:
-                from hfguard.weights import kernels
-                _warm(kernels)
-            # numba missing, or unable to compile or cache here (no writable cache folder: numba
-            # raises RuntimeError): the numpy path gives the same numbers, only slower
-            except Exception:  # noqa: BLE001
-                return None
-            _loaded["kernels"] = kernels
-    return _loaded["kernels"]
+    with _loading:   # one warm-up; no caller sees a half-loaded state
+        if "kernels" not in _loaded:
+            _loaded["kernels"] = None
+            if not os.environ.get("HFGUARD_NO_NUMBA"):
+                try:
+                    from hfguard.weights import kernels
+                    _warm(kernels)
+                # numba missing, or unable to compile or cache here (no writable cache folder: numba
+                # raises RuntimeError): the numpy path gives the same numbers, only slower
+                except Exception:  # noqa: BLE001
+                    return None
+                _loaded["kernels"] = kernels
+        return _loaded["kernels"]
 
 
 def loaded() -> Any:

@@ -23,7 +23,11 @@ class Backend:
     name: str           # "numba" | "numpy" | "torch-cpu" | "cuda"
     xp: Any             # the array module: numpy or torch
     chunk: int          # elements per chunk for the moment passes
-    compiled: bool = False   # numpy blocks summed by hfguard.weights.compiled (numba) in one loop
+
+    @property
+    def compiled(self) -> bool:
+        """numpy arrays whose elementwise passes run as hfguard.weights.compiled's loops (numba)."""
+        return self.name == "numba"
 
     def put(self, a: Any) -> Any:
         if self.xp is np or not isinstance(a, np.ndarray):   # already on the backend (device feed)
@@ -74,7 +78,7 @@ def _cpu_backend(compiled: bool = True) -> Backend:
     # 2 MiB blocks: per-call overhead falls 4x against 512 KiB ones, and a block and its square
     # still sit in L2/L3 for the seven numpy passes (2.95 -> 4.35 GB/s for a 2816x1024 matrix)
     if compiled and compiled_sums.load() is not None:
-        return Backend("numba", np, 1 << 19, compiled=True)
+        return Backend("numba", np, 1 << 19)
     return Backend("numpy", np, 1 << 19)
 
 
