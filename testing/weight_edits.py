@@ -220,8 +220,10 @@ def pack_linear(w: np.ndarray, method: str = "gptq", bits: int = 4, group_size: 
                 act_order: bool = False, seed: int = 0, v2: bool = False) -> dict[str, np.ndarray]:
     """An nn.Linear weight [out, in] as GPTQ (AutoGPTQ v1: qweight [in*bits/32, out], qzeros holding
     zero - 1, scales [groups, out] float16, g_idx [in]; `act_order`: inputs in a random order
-    form the groups; `v2`: GPTQModel's v2 format, zeros as they are) or AWQ GEMM (qweight
-    [in, out*bits/32] in AWQ's column order, qzeros, scales) writes it: round to nearest on a
+    form the groups; `v2`: GPTQModel's v2 format, zeros as they are), AWQ GEMM (qweight
+    [in, out*bits/32] in AWQ's column order, qzeros, scales) or AWQ GEMV ("awq-gemv",
+    WQLinear_GEMV.from_linear: qweight [out, in*bits/32], qzeros [out, width] and scales
+    [out, width*8] zero-padded past the groups, in order) writes it: round to nearest on a
     min/max grid per group and output (the quantizer's search is left out; the layout is what a
     loader reads). An asymmetric zero point of 0 in v1 is stored as 2^bits - 1 and read back as
     2^bits (the format's known underflow, as loaders compute it): use v2 for asymmetric copies."""
@@ -247,6 +249,18 @@ def pack_linear(w: np.ndarray, method: str = "gptq", bits: int = 4, group_size: 
                 "qzeros": pack_words(zeros.astype(np.int64) - (0 if v2 else 1), bits, along_rows=False),
                 "scales": scales.astype(np.float16), "g_idx": g_idx.astype(np.int32)}
     assert bits == 4 and not act_order
+    if method == "awq-gemv":
+        # AutoAWQ's calculate_zeros_width, as it is written there (not hfguard's reading of it)
+        multiplier = 1 if group_size >= 128 else 2 if group_size == 64 else 4 if group_size == 32 else None
+        assert multiplier is not None
+        width = (in_f // group_size + 7) // 8
+        width = (width + multiplier - 1) // multiplier * multiplier
+        padded = np.zeros((out_f, width * 8), np.float32)
+        padded[:, :groups] = zeros.T
+        wide_scales = np.zeros((out_f, width * 8), np.float16)
+        wide_scales[:, :groups] = scales.T
+        return {"qweight": pack_words(q, bits, along_rows=False),
+                "qzeros": pack_words(padded.astype(np.int64), bits, along_rows=False), "scales": wide_scales}
     return {"qweight": pack_words(q.T, bits, along_rows=False, order=AWQ_ORDER),
             "qzeros": pack_words(zeros.astype(np.int64), bits, along_rows=False, order=AWQ_ORDER),
             "scales": scales.astype(np.float16)}
@@ -255,13 +269,13 @@ def pack_linear(w: np.ndarray, method: str = "gptq", bits: int = 4, group_size: 
 def packed_copy(src: Path, dst: Path, method: str = "gptq", *, sym: bool = True, act_order: bool = False,
                 v2: bool = False, group_size: int = 128,
                 edit: Callable[[dict[str, np.ndarray]], Any] | None = None) -> Path:
-    """A GPTQ (v1 format, or `v2`) or AWQ (GEMM) int4 copy of an nn.Linear model (BERT-like): the
-    blocks' matrices packed as `pack_linear` writes them, their config's `quantization_config` as
-    the quantizer writes it; `edit` is applied to the float weights first."""
-    conf = {"quant_method": method, "bits": 4, "group_size": group_size}
+    """A GPTQ (v1 format, or `v2`) or AWQ (GEMM, or "awq-gemv") int4 copy of an nn.Linear model
+    (BERT-like): the blocks' matrices packed as `pack_linear` writes them, their config's
+    `quantization_config` as the quantizer writes it; `edit` is applied to the float weights first."""
+    conf = {"quant_method": method.split("-")[0], "bits": 4, "group_size": group_size}
     conf.update({"desc_act": act_order, "sym": sym, "checkpoint_format": "gptq_v2" if v2 else "gptq"}
                 if method == "gptq"
-                else {"version": "gemm", "zero_point": True})
+                else {"version": "gemv" if method == "awq-gemv" else "gemm", "zero_point": True})
     return linear_copy(src, dst, lambda w: pack_linear(w, method, group_size=group_size, sym=sym,
                                                        act_order=act_order, v2=v2), conf, edit)
 
@@ -309,30 +323,37 @@ def bnb_int8_copy(src: Path, dst: Path, edit: Callable[[dict[str, np.ndarray]], 
 
 
 def pack_quantized_linear(w: np.ndarray, bits: int = 4, group_size: int | None = None, sym: bool = True,
-                          scale_dtype: str = "bfloat16") -> dict[str, Any]:
+                          scale_dtype: str = "bfloat16", act_order: int | None = None) -> dict[str, Any]:
     """An nn.Linear weight [out, in] as compressed-tensors' pack-quantized format writes it
     (llm-compressor W4A16 / W8A16): signed codes q = clamp(round(w / scale) + zero, -2^(b-1),
     2^(b-1) - 1) per output row (`group_size` None) or group of inputs, against the scale as stored
     ([out, groups], `scale_dtype`); pack_to_int32 adds 2^(b-1) and packs 32/b codes to an int32
     word, lowest bits first, along the inputs (`weight_packed` [out, in*b/32]); an asymmetric zero
     point the same way down the outputs (`weight_zero_point` [ceil(out*b/32), groups]);
-    `weight_shape` [out, in] (int64, as torch.tensor(weight.shape) makes it)."""
+    `weight_shape` [out, in] (int64, as torch.tensor(weight.shape) makes it). `act_order` (a seed):
+    llm-compressor's GPTQ with actorder "group": the groups are formed from the inputs in a random
+    order, the codes stay in the inputs' order and `weight_g_idx` [in] (int32) names each one's group."""
     import torch
 
     out_f, in_f = w.shape
     size = group_size or in_f
     qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    g = w.reshape(out_f, in_f // size, size)
+    order = np.arange(in_f) if act_order is None else np.random.default_rng(act_order).permutation(in_f)
+    g = w[:, order].reshape(out_f, in_f // size, size)
     lo, hi = np.minimum(g.min(2), 0), np.maximum(g.max(2), 0)
     scale = np.maximum(-lo, hi) / ((qmax - qmin) / 2) if sym else (hi - lo) / (qmax - qmin)
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
     stored = torch.from_numpy(scale).to(getattr(torch, scale_dtype))
     s = stored.float().numpy()
     zero = np.zeros_like(s) if sym else np.clip(np.round(qmin - lo / s), qmin, qmax)
-    q = np.clip(np.round(w / np.repeat(s, size, 1)) + np.repeat(zero, size, 1), qmin, qmax)
+    g_idx = np.empty(in_f, np.int32)
+    g_idx[order] = np.arange(in_f) // size
+    q = np.clip(np.round(w / s[:, g_idx]) + zero[:, g_idx], qmin, qmax)
     offset = 1 << (bits - 1)
     parts = {"weight_packed": pack_words(q + offset, bits, along_rows=False), "weight_scale": stored,
              "weight_shape": np.array([out_f, in_f], np.int64)}
+    if act_order is not None:
+        parts["weight_g_idx"] = g_idx
     if not sym:
         per = 32 // bits
         padded = np.zeros((-(-out_f // per) * per, zero.shape[1]))
@@ -342,18 +363,21 @@ def pack_quantized_linear(w: np.ndarray, bits: int = 4, group_size: int | None =
 
 
 def pack_quantized_copy(src: Path, dst: Path, bits: int = 4, group_size: int | None = 128, sym: bool = True,
-                        edit: Callable[[dict[str, np.ndarray]], Any] | None = None) -> Path:
+                        edit: Callable[[dict[str, np.ndarray]], Any] | None = None,
+                        act_order: int | None = None) -> Path:
     """An llm-compressor W4A16 / W8A16 copy of an nn.Linear model (BERT-like), its
-    `quantization_config` as compressed-tensors writes it."""
+    `quantization_config` as compressed-tensors writes it; `act_order`: see pack_quantized_linear."""
     weights = {"num_bits": bits, "type": "int", "symmetric": sym, "group_size": group_size,
-               "strategy": "group" if group_size else "channel", "dynamic": False, "actorder": None,
+               "strategy": "group" if group_size else "channel", "dynamic": False,
+               "actorder": None if act_order is None else "group",
                "block_structure": None, "observer": "minmax"}
     group = {"targets": ["Linear"], "weights": weights, "input_activations": None, "output_activations": None,
              "format": "pack-quantized"}
     conf = {"quant_method": "compressed-tensors", "format": "pack-quantized",
             "quantization_status": "compressed", "config_groups": {"group_0": group},
             "ignore": ["classifier"], "kv_cache_scheme": None}
-    return linear_copy(src, dst, lambda w: pack_quantized_linear(w, bits, group_size, sym), conf, edit)
+    return linear_copy(src, dst, lambda w: pack_quantized_linear(w, bits, group_size, sym,
+                                                                 act_order=act_order), conf, edit)
 
 
 # bitsandbytes' 4-bit tables (functional.get_4bit_type): NF4's normal quantiles, FP4 (e2m1) over its max
@@ -392,19 +416,23 @@ def blockwise(x: np.ndarray, table: np.ndarray, size: int) -> tuple[np.ndarray, 
 
 
 def bnb4_linear(w: np.ndarray, quant_type: str = "nf4", double: bool = True,
-                blocksize: int = 64) -> dict[str, Any]:
+                blocksize: int = 64, storage: str = "uint8") -> dict[str, Any]:
     """An nn.Linear weight [out, in] as transformers' save_pretrained of a `load_in_4bit` model
     writes it (Params4bit._save_to_state_dict, QuantState.as_dict(packed=True)): codes of each block
     of `blocksize` entries over its absmax, two a byte, the first in the high nibble (`weight` uint8
     [n/2, 1]); `weight.absmax` float32, or with double quantization (`double`) absmax minus its mean
     (nested_offset) as 8-bit dynamic-map codes per 256 with their own absmax; the JSON quant_state
-    as uint8 bytes."""
+    as uint8 bytes. `storage` (bnb_4bit_quant_storage, e.g. "bfloat16" for FSDP QLoRA): the same
+    code bytes held by a tensor of that dtype, [n/2/itemsize, 1]."""
+    import torch
+
     table = NF4 if quant_type == "nf4" else FP4
     codes, absmax = blockwise(w, table, blocksize)
     codes = np.append(codes, np.uint8(0)) if codes.size % 2 else codes
     state: dict[str, Any] = {"quant_type": quant_type, "blocksize": blocksize, "dtype": "float32",
                              "shape": list(w.shape)}
-    parts: dict[str, Any] = {"weight": ((codes[0::2] << 4) | codes[1::2]).astype(np.uint8).reshape(-1, 1),
+    packed = torch.from_numpy(((codes[0::2] << 4) | codes[1::2]).astype(np.uint8))
+    parts: dict[str, Any] = {"weight": packed.view(getattr(torch, storage)).reshape(-1, 1),
                              "weight.absmax": absmax, "weight.quant_map": table.copy()}
     if double:
         offset = float(absmax.mean())
@@ -418,12 +446,12 @@ def bnb4_linear(w: np.ndarray, quant_type: str = "nf4", double: bool = True,
 
 
 def bnb4_copy(src: Path, dst: Path, quant_type: str = "nf4", double: bool = True,
-              edit: Callable[[dict[str, np.ndarray]], Any] | None = None) -> Path:
+              edit: Callable[[dict[str, np.ndarray]], Any] | None = None, storage: str = "uint8") -> Path:
     """A `load_in_4bit` model's `save_pretrained` of an nn.Linear model (BERT-like)."""
     conf = {"quant_method": "bitsandbytes", "load_in_8bit": False, "load_in_4bit": True,
             "bnb_4bit_quant_type": quant_type, "bnb_4bit_use_double_quant": double,
-            "bnb_4bit_compute_dtype": "float32", "bnb_4bit_quant_storage": "uint8"}
-    return linear_copy(src, dst, lambda w: bnb4_linear(w, quant_type, double), conf, edit)
+            "bnb_4bit_compute_dtype": "float32", "bnb_4bit_quant_storage": storage}
+    return linear_copy(src, dst, lambda w: bnb4_linear(w, quant_type, double, storage=storage), conf, edit)
 
 
 def quantize_dequantize(state: dict[str, np.ndarray], bits: int = 8) -> None:

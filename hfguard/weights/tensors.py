@@ -131,7 +131,8 @@ class Packing:
     """How a checkpoint packs its integer codes, from its quantization config (`packing_of`)."""
 
     method: str               # "gptq": qweight [in * bits / 32, out]; "awq" (GEMM): [in, out * bits / 32];
-    #                           "pack-quantized" (compressed-tensors): weight_packed [out, in * bits / 32]
+    #                           "awq-gemv": [out, in * bits / 32]; "pack-quantized" (compressed-tensors):
+    #                           weight_packed [out, in * bits / 32]
     bits: int
     zero_offset: int          # added to the stored zero points: 1 in GPTQ's v1 format (stored minus one);
     #                           pack-quantized: the zero of a symmetric layer (2^(bits-1), no zero points)
@@ -144,7 +145,7 @@ class Packed:
 
     packing: Packing
     qweight: TensorMeta
-    g_idx: TensorMeta | None   # each input's group (GPTQ act-order); None: consecutive groups
+    g_idx: TensorMeta | None   # each input's group (act-order: GPTQ, compressed-tensors); None: in order
     group_size: int            # bitsandbytes 4-bit: entries per absmax block, in C order
     # bitsandbytes 4-bit (`attach_bnb4`): the other stored parts its values depend on (quant_map,
     # the JSON quant_state, nested absmax and map), and with double quantization (nested_absmax,
@@ -468,29 +469,48 @@ def quantization(meta: TensorMeta) -> tuple[Any, Any]:
 
 def _packed_quantization(meta: TensorMeta, pk: Packed) -> tuple[Any, Any]:
     """`quantization` of a packed weight: its scales and zero points are [groups, out] (pack-quantized
-    stores [out, groups]; a symmetric one has no zero points), each input column takes its group's
-    (g_idx, or consecutive groups of group_size)."""
+    and AWQ GEMV store [out, groups]; a symmetric one has no zero points), each input column takes
+    its group's (g_idx, or consecutive groups of group_size)."""
     assert meta.scale is not None
-    n_in, compressed = meta.shape[1], pk.packing.method == "pack-quantized"
+    method = pk.packing.method
+    n_in, outputs_first = meta.shape[1], method in ("pack-quantized", "awq-gemv")
     groups = np.arange(n_in) // pk.group_size if pk.g_idx is None else \
         load_tensor(pk.g_idx).astype(np.int64)
-    if groups.size and (groups.min() < 0 or groups.max() >= meta.scale.shape[1 if compressed else 0]):
+    if method == "pack-quantized" and pk.g_idx is not None:
+        groups = _sorted_groups(groups, pk.group_size, f"{meta.file}: {pk.g_idx.name}")
+    if groups.size and (groups.min() < 0 or groups.max() >= meta.scale.shape[1 if outputs_first else 0]):
         raise WeightsFormatError(f"{meta.file}: {pk.g_idx.name if pk.g_idx else meta.name} names a "
                                  "group its scales do not have")
-    # [groups, out], or compressed-tensors' [out, groups] (its zero points packed down the outputs)
-    scales = load_tensor(meta.scale).T if compressed else load_tensor(meta.scale)
+    scales = load_tensor(meta.scale).T if outputs_first else load_tensor(meta.scale)
     if meta.zero_point is None:   # symmetric: every code's zero is the packing's offset
         zeros = np.full((1, 1), pk.packing.zero_offset, np.float32)
-    else:
-        zeros = _codes(_words(meta.zero_point), pk.packing.bits, along_rows=compressed,
-                       awq=pk.packing.method == "awq").astype(np.float32) + pk.packing.zero_offset
-        zeros = zeros[:meta.shape[0]].T if compressed else zeros
+    else:   # packed along the groups, or (pack-quantized) down the outputs
+        zeros = _codes(_words(meta.zero_point), pk.packing.bits, along_rows=method == "pack-quantized",
+                       awq=method == "awq").astype(np.float32) + pk.packing.zero_offset
+        zeros = zeros[:meta.shape[0]].T if outputs_first else zeros
 
     def rows_of(grid: np.ndarray) -> Any:
         if grid.shape == (1, 1):
             return lambda r0, r1: grid
         return lambda r0, r1: grid[:, r0:r1].T[:, groups]
     return rows_of(scales), rows_of(zeros)
+
+
+def _sorted_groups(g_idx: np.ndarray, size: int, where: str) -> np.ndarray:
+    """Each input's group as compressed-tensors reads a weight_g_idx: any -1 (never set) means the
+    inputs in order; else the inputs sorted by g_idx are cut into groups of `size`. That is each
+    input's own g_idx only where group k holds exactly `size` inputs (the last one the rest), which
+    is what its GPTQ writes; any other count is refused, as the cut would then depend on how the
+    sort orders ties."""
+    if (g_idx == -1).any():
+        return np.arange(g_idx.size) // size
+    n_groups = -(-g_idx.size // size)
+    if g_idx.min(initial=0) < 0 or g_idx.max(initial=0) >= n_groups:
+        raise WeightsFormatError(f"{where} names a group outside 0 .. {n_groups - 1}")
+    want = np.minimum(size, g_idx.size - np.arange(n_groups) * size)
+    if not np.array_equal(np.bincount(g_idx, minlength=n_groups), want):
+        raise WeightsFormatError(f"{where}: its groups do not hold {size} inputs each")
+    return g_idx
 
 
 def within_code_error(w0: np.ndarray, w1: np.ndarray, meta: TensorMeta, base_dtype: str) -> bool:
@@ -601,9 +621,14 @@ def _bnb4_layer(tensors: dict[str, TensorMeta], prefix: str, qtype: str, state: 
             or type(size) is not int or size <= 0:
         return None
     n = math.prod(shape)
-    if weight.dtype != "uint8" or not weight.contiguous or weight.numel != -(-n // 2) \
+    itemsize = _ITEMSIZE.get(weight.dtype, 0)
+    if not itemsize or not weight.contiguous or weight.numel * itemsize != -(-n // 2) \
             or absmax.numel != -(-n // size) or not _is_table(qmap, BNB4_MAPS[qtype]):
         return None
+    if weight.dtype != "uint8":   # bnb_4bit_quant_storage (e.g. bfloat16 for FSDP): the same bytes
+        weight = dataclasses.replace(weight, dtype="uint8", shape=(weight.numel * itemsize,),
+                                     offset=weight.offset + weight.storage_offset * itemsize,
+                                     storage_offset=0, stride=None)
     parts = [qmap, state]
     nested = None
     if "nested_offset" in doc or prefix + ".nested_absmax" in tensors:
@@ -703,7 +728,7 @@ AWQ_UNORDER = np.array([0, 4, 1, 5, 2, 6, 3, 7])   # AWQ packs columns 0 2 4 6 1
 def packing_of(conf: Any, method: str | None = None) -> Packing | None:
     """The packing a quantization config declares (config.json's `quantization_config`, or
     AutoGPTQ's quantize_config.json, which may not name its `method`); None where it is not one
-    read here (marlin, bitblas, AWQ GEMV, ...): those weights stay as stored."""
+    read here (marlin, bitblas, exllama, ...): those weights stay as stored."""
     if not isinstance(conf, dict):
         return None
     method = str(conf.get("quant_method", method)).lower()
@@ -717,9 +742,9 @@ def packing_of(conf: Any, method: str | None = None) -> Packing | None:
         fmt = str(conf.get("checkpoint_format", conf.get("format", "gptq"))).lower()
         offset = {"gptq": 1, "gptq_v2": 0}.get(fmt)
         return None if offset is None else Packing("gptq", bits, offset, group)
-    if method == "awq" and bits == 4 and str(conf.get("version", "gemm")).lower() == "gemm" \
-            and conf.get("zero_point", True) is True:
-        return Packing("awq", bits, 0, group)
+    version = str(conf.get("version", "gemm")).lower()
+    if method == "awq" and bits == 4 and version in ("gemm", "gemv") and conf.get("zero_point", True) is True:
+        return Packing("awq" if version == "gemm" else "awq-gemv", bits, 0, group)
     return None
 
 
@@ -763,6 +788,9 @@ def attach_packed(tensors: dict[str, TensorMeta], packing: Packing | None) -> in
             continue
         if compressed:
             layout = _compressed_layout(packing, qweight, qzeros, scales, g_idx, shape_t)
+        elif packing.method == "awq-gemv":
+            layout = None if qzeros is None or g_idx is not None else \
+                _gemv_layout(packing, qweight, qzeros, scales)
         else:
             layout = None if qzeros is None else _packed_layout(packing, qweight, qzeros, scales, g_idx)
         if layout is None:
@@ -792,9 +820,9 @@ def _compressed_layout(packing: Packing, packed: TensorMeta, zp: TensorMeta | No
     """`_packed_layout` of compressed-tensors' pack-quantized parts: weight_packed [out, in/per]
     (inputs along the words), scales [out, groups], zero points (asymmetric) [out/per, groups]
     (outputs along the words). Inputs are taken as whole words; `weight_shape` is checked on read.
-    Activation-ordered groups (a weight_g_idx) are not read."""
+    Activation-ordered groups: a weight_g_idx [in] (checked on read, `_sorted_groups`)."""
     per = 32 // packing.bits
-    if g_idx is not None or shape is None or shape.shape != (2,) or shape.dtype not in ("int32", "int64") \
+    if shape is None or shape.shape != (2,) or shape.dtype not in ("int32", "int64") \
             or packed.dtype != "int32" or not packed.contiguous or len(packed.shape) != 2 \
             or scales.dtype not in FLOAT_DTYPES or scales.dtype in QUANTIZED_DTYPES or len(scales.shape) != 2:
         return None
@@ -806,6 +834,38 @@ def _compressed_layout(packing: Packing, packed: TensorMeta, zp: TensorMeta | No
     if (zp is None) != bool(packing.zero_offset):   # a symmetric layer has no zero points
         return None
     if zp is not None and (zp.dtype != "int32" or not zp.contiguous or zp.shape != (-(-out // per), groups)):
+        return None
+    if g_idx is not None and (g_idx.dtype not in ("int32", "int64") or g_idx.shape != (n_in,)):
+        return None
+    return (out, n_in), size
+
+
+def gemv_groups_width(n_in: int, size: int) -> int | None:
+    """AutoAWQ's calculate_zeros_width: the int32 words of zero points per output of a GEMV layer
+    (the groups rounded up to whole words, then to 1, 2 or 4 words for groups of >= 128, 64 or 32
+    inputs; its scales are as many words x 8 wide); None for a group size it does not write."""
+    multiple = 1 if size >= 128 else {64: 2, 32: 4}.get(size)
+    if multiple is None:
+        return None
+    words = -(-(n_in // size) // 8)
+    return -(-words // multiple) * multiple
+
+
+def _gemv_layout(packing: Packing, qweight: TensorMeta, qzeros: TensorMeta, scales: TensorMeta
+                 ) -> tuple[tuple[int, int], int] | None:
+    """`_packed_layout` of AutoAWQ's GEMV layer: qweight [out, in/8] (inputs along the words, in
+    order), qzeros [out, width] (groups along the words), scales [out, width x 8] float (the groups
+    past the real ones are padding), width = gemv_groups_width."""
+    if qweight.dtype != "int32" or qzeros.dtype != "int32" or not (qweight.contiguous and qzeros.contiguous) \
+            or scales.dtype not in FLOAT_DTYPES or scales.dtype in QUANTIZED_DTYPES \
+            or len(qweight.shape) != 2 or len(qzeros.shape) != 2 or len(scales.shape) != 2:
+        return None
+    per = 32 // packing.bits
+    out, n_in = qweight.shape[0], qweight.shape[1] * per
+    size = packing.group_size or n_in
+    width = gemv_groups_width(n_in, size)
+    if width is None or n_in % size or out % per \
+            or qzeros.shape != (out, width) or scales.shape != (out, width * per):
         return None
     return (out, n_in), size
 
@@ -865,7 +925,7 @@ def _unpacked(meta: TensorMeta, out: np.ndarray | None) -> np.ndarray:
             wide[r0:r1] = _codes(words[:, r0:r1], bits, along_rows=True).T
         elif pk.packing.method == "awq":   # outputs along the words' columns
             wide[r0:r1] = _codes(words[:, r0 // per:r1 // per], bits, along_rows=False, awq=True).T
-        else:                              # pack-quantized: inputs along the words' columns
+        else:                              # pack-quantized, AWQ GEMV: inputs along the words' columns
             wide[r0:r1] = _codes(words[r0:r1], bits, along_rows=False)
     return wide
 

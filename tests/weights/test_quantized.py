@@ -118,13 +118,14 @@ def test_copies_with_the_same_codes_and_another_scale_disagree(minilm_dir, tmp_p
 
 # -- packed int4 (GPTQ, AWQ) ------------------------------------------------------------------------
 # method, symmetric, act-order, GPTQ v2 (asymmetric v1 stores a zero point of 0 as -1: see pack_linear)
-PACKED = [("gptq", True, False, False), ("gptq", False, True, True), ("awq", False, False, False)]
+PACKED = [("gptq", True, False, False), ("gptq", False, True, True), ("awq", False, False, False),
+          ("awq-gemv", False, False, False)]
 
 
-def reference_dequant(parts, method, bits, zero_offset):
+def reference_dequant(parts, method, bits, zero_offset, group_size=64):
     """nn.Linear weight [out, in] from the packed parts, as the reference kernels compute it
-    (AutoGPTQ's qlinear_cuda_old / AutoAWQ's unpack_awq + reverse order): unpack 32/bits codes
-    per int32, lowest bits first, then (code - zero) x scale of each input's group."""
+    (AutoGPTQ's qlinear_cuda_old / AutoAWQ's unpack_awq + reverse order / its GEMV layer): unpack
+    32/bits codes per int32, lowest bits first, then (code - zero) x scale of each input's group."""
     qweight, qzeros = torch.from_numpy(parts["qweight"]), torch.from_numpy(parts["qzeros"])
     scales = torch.from_numpy(parts["scales"]).float()
     shifts = torch.arange(0, 32, bits, dtype=torch.int32)
@@ -133,6 +134,10 @@ def reference_dequant(parts, method, bits, zero_offset):
     if method == "gptq":
         weight = ((qweight.unsqueeze(1) >> shifts[None, :, None]) & mask).reshape(-1, qweight.shape[1])
         g_idx = torch.from_numpy(parts["g_idx"]).long()
+    elif method == "awq-gemv":   # [out, in]: inputs along the words, groups along qzeros' words
+        weight = ((qweight.unsqueeze(2) >> shifts) & mask).reshape(qweight.shape[0], -1).T
+        g_idx = torch.arange(weight.shape[0]) // group_size
+        scales, zeros = scales.T, zeros.T
     else:
         reverse = [0, 4, 1, 5, 2, 6, 3, 7]
         weight = ((qweight.unsqueeze(2) >> shifts) & mask)[:, :, reverse].reshape(qweight.shape[0], -1)
@@ -158,7 +163,7 @@ def packed_folder(folder, parts, conf):
 @pytest.mark.parametrize(("method", "sym", "act_order", "bits", "fmt"), [
     ("gptq", True, False, 4, "gptq"), ("gptq", False, False, 4, "gptq"), ("gptq", True, True, 4, "gptq"),
     ("gptq", False, True, 4, "gptq"), ("gptq", False, True, 4, "gptq_v2"), ("gptq", False, False, 8, "gptq"),
-    ("awq", False, False, 4, None), ("awq", True, False, 4, None)])
+    ("awq", False, False, 4, None), ("awq", True, False, 4, None), ("awq-gemv", False, False, 4, None)])
 def test_packed_values_are_the_loaders_dequantization(method, sym, act_order, bits, fmt, tmp_path):
     """A packed layer reads as one float weight [out, in] with the values the reference kernels
     compute (GPTQ v1 stores each zero point minus one, v2 as is), within half a step of the
@@ -166,8 +171,8 @@ def test_packed_values_are_the_loaders_dequantization(method, sym, act_order, bi
     leave the checkpoint's tensors."""
     w = np.random.default_rng(1).normal(0, 0.05, (48, 320)).astype(np.float32)
     parts = we.pack_linear(w, method, bits, group_size=64, sym=sym, act_order=act_order, seed=2)
-    conf = {"quant_method": method, "bits": bits, "group_size": 64}
-    conf |= {"checkpoint_format": fmt} if fmt else {"version": "gemm"}
+    conf = {"quant_method": method.split("-")[0], "bits": bits, "group_size": 64}
+    conf |= {"checkpoint_format": fmt} if fmt else {"version": "gemv" if method == "awq-gemv" else "gemm"}
     ckpt = packed_folder(tmp_path / "m", parts, conf)
     assert sorted(ckpt.tensors) == ["l.bias", "l.weight"] and ckpt.dequantized == 1
     meta = ckpt.tensors["l.weight"]
@@ -177,7 +182,8 @@ def test_packed_values_are_the_loaders_dequantization(method, sym, act_order, bi
     np.testing.assert_allclose(got, reference_dequant(parts, method, bits, offset), rtol=1e-6, atol=1e-7)
     if fmt != "gptq_v2":   # the v1 file read as v2 would be a step off: not the weights packed
         groups = parts["g_idx"] if method == "gptq" else np.arange(320) // 64
-        step = parts["scales"].astype(np.float32)[groups].T
+        scales = parts["scales"].astype(np.float32)
+        step = scales[:, groups] if method == "awq-gemv" else scales[groups].T
         assert np.all(np.abs(got - w) <= (0.5 + 2.0 ** (bits - 11)) * 1.001 * step)
 
 
@@ -350,7 +356,7 @@ def test_pack_quantized_values_are_the_loaders_dequantization(bits, group_size, 
 
 
 @pytest.mark.parametrize("case", ["no config", "int-quantized", "mixed groups", "tensor strategy",
-                                  "config says asymmetric", "act-order g_idx", "3 groups of 128"])
+                                  "config says asymmetric", "g_idx of another length", "3 groups of 128"])
 def test_a_pack_quantized_layout_not_declared_stays_as_stored(case, tmp_path):
     """Fail safe: a pack-quantized layer is read only where the config declares its scheme and
     its parts have that scheme's shapes; otherwise weight_packed stays as stored, and is named."""
@@ -367,8 +373,8 @@ def test_a_pack_quantized_layout_not_declared_stays_as_stored(case, tmp_path):
         conf = pack_quantized_conf(4, None, True, strategy="tensor")
     elif case == "config says asymmetric":
         conf = pack_quantized_conf(4, 64, False)
-    elif case == "act-order g_idx":
-        parts["l.weight_g_idx"] = torch.arange(320, dtype=torch.int32) // 64
+    elif case == "g_idx of another length":
+        parts["l.weight_g_idx"] = torch.arange(319, dtype=torch.int32) // 64
     else:
         conf = pack_quantized_conf(4, 128, True)
     folder = tmp_path / "m"
@@ -377,6 +383,51 @@ def test_a_pack_quantized_layout_not_declared_stays_as_stored(case, tmp_path):
     if conf is None:
         (folder / "config.json").write_text("{}")
     assert scanned(folder)[1]["weights/quantized-not-read"].evidence["tensors"] == ["l.weight_packed"]
+
+
+def sorted_group_dequant(q, scale, zp, g_idx, size):
+    """compressed-tensors' dequantize with a g_idx, as its _process_quantization states it: with a
+    -1 in g_idx the inputs in order, else sorted by g_idx (argsort), cut into groups of `size`,
+    (code - zero point) x that group's scale, put back in the inputs' order."""
+    perm = torch.arange(q.shape[1]) if (g_idx == -1).any() else torch.argsort(g_idx)
+    x = q[:, perm].unflatten(-1, (-1, size))
+    out = ((x - zp.unsqueeze(-1)) * scale.unsqueeze(-1)).flatten(-2)
+    return out[:, torch.argsort(perm)]
+
+
+@pytest.mark.parametrize("sym", [True, False])
+def test_act_ordered_pack_quantized_values_are_the_loaders_dequantization(sym, tmp_path):
+    """llm-compressor's GPTQ with actorder "group" forms the groups from inputs in activation order
+    and saves weight_g_idx: the layer reads as its decompressor computes it (sorted by g_idx, cut
+    into groups) and within half a step of the weights it was packed from; a g_idx of -1 (never set)
+    reads in input order, and one whose groups are not of group_size is refused on read."""
+    from hfguard.weights.tensors import WeightsFormatError
+
+    w = np.random.default_rng(2).normal(0, 0.05, (48, 320)).astype(np.float32)
+    parts = torch_parts(we.pack_quantized_linear(w, 4, 64, sym, "float16", act_order=5))
+    g_idx = parts["l.weight_g_idx"]
+    assert g_idx.dtype == torch.int32 and not torch.equal(g_idx, torch.arange(320, dtype=torch.int32) // 64)
+    conf = pack_quantized_conf(4, 64, sym, actorder="group")
+    ckpt = saved_folder(tmp_path / "m", parts, conf)
+    assert sorted(ckpt.tensors) == ["l.weight"] and ckpt.dequantized == 1
+    got = load_tensor(ckpt.tensors["l.weight"])
+    scale = parts["l.weight_scale"].float()
+    q = reference_unpack(parts["l.weight_packed"], 4, 48, 320, packed_dim=1).float()
+    zp = torch.zeros_like(scale) if sym else \
+        reference_unpack(parts["l.weight_zero_point"], 4, 48, scale.shape[1], packed_dim=0).float()
+    np.testing.assert_allclose(got, sorted_group_dequant(q, scale, zp, g_idx.long(), 64).numpy(), rtol=1e-6)
+    step = scale.numpy()[:, g_idx.numpy()]
+    assert np.all(np.abs(got - w) <= (0.5 + 16 * 2.0 ** -11) * 1.001 * step)
+
+    never_set = torch.full((320,), -1, dtype=torch.int32)
+    unset = saved_folder(tmp_path / "unset", parts | {"l.weight_g_idx": never_set}, conf)
+    np.testing.assert_allclose(load_tensor(unset.tensors["l.weight"]),
+                               sorted_group_dequant(q, scale, zp, never_set, 64).numpy(), rtol=1e-6)
+    uneven = g_idx.clone()
+    uneven[uneven == 1] = 0   # group 0 holds 128 inputs, group 1 none
+    bad = saved_folder(tmp_path / "bad", parts | {"l.weight_g_idx": uneven}, conf)
+    with pytest.raises(WeightsFormatError, match="groups do not hold 64 inputs each"):
+        load_tensor(bad.tensors["l.weight"])
 
 
 def test_pack_quantized_parts_all_count(tmp_path):
@@ -415,7 +466,7 @@ def test_bnb_int8_parts_all_count(tmp_path):
 
 # bitsandbytes LLM.int8, or compressed-tensors pack-quantized (bits, group size, symmetric)
 INT_COPIES = {"bnb-int8": None, "w4a16-group": (4, 128, True), "w4a16-asym-channel": (4, None, False),
-              "w8a16-channel": (8, None, True)}
+              "w8a16-channel": (8, None, True), "w4a16-act-order": (4, 128, False, 3)}
 
 
 @pytest.mark.parametrize("kind", list(INT_COPIES))
@@ -429,7 +480,7 @@ def test_a_bnb_or_pack_quantized_copy_passes_and_an_edit_inside_one_blocks(kind,
     def make(src, dst, edit):
         if args is None:
             return we.bnb_int8_copy(src, dst, edit)
-        return we.pack_quantized_copy(src, dst, *args, edit)
+        return we.pack_quantized_copy(src, dst, *args[:3], edit, *args[3:])
     clean_passes_and_edit_blocks(make, minilm_dir, tmp_path)
 
 
@@ -494,6 +545,27 @@ def test_bnb4_values_are_table_codes_times_block_absmax(quant_type, double, shap
     assert not within_code_error(edited, got, meta, "float32")
 
 
+@pytest.mark.parametrize("storage", ["bfloat16", "float32", "int8"])
+def test_bnb4_codes_in_another_storage_dtype_read_as_their_bytes(storage, tmp_path):
+    """bnb_4bit_quant_storage (bfloat16 for FSDP QLoRA) keeps the same code bytes in a tensor of
+    that dtype [n/2/itemsize, 1]: the layer reads as the uint8-stored one, its parts join it (as
+    stored, a bfloat16 weight of packed codes would be measured as floats), and an edit still shows."""
+    from hfguard.weights.shards import raw_digest
+
+    w = np.random.default_rng(2).normal(0, 0.05, (48, 320)).astype(np.float32)
+    plain = saved_folder(tmp_path / "u8", torch_parts(we.bnb4_linear(w))).tensors["l.weight"]
+    parts = torch_parts(we.bnb4_linear(w, storage=storage))
+    assert parts["l.weight"].dtype == getattr(torch, storage) and parts["l.weight"].shape[1] == 1
+    ckpt = saved_folder(tmp_path / "m", parts)
+    assert list(ckpt.tensors) == ["l.weight"] and ckpt.dequantized == 1
+    meta = ckpt.tensors["l.weight"]
+    assert meta.shape == (48, 320) and meta.is_float
+    np.testing.assert_array_equal(load_tensor(meta), load_tensor(plain))
+    assert raw_digest(meta) == raw_digest(plain)
+    other = saved_folder(tmp_path / "e", torch_parts(we.bnb4_linear(w * 1.5, storage=storage)))
+    assert not np.array_equal(load_tensor(other.tensors["l.weight"]), load_tensor(meta))
+
+
 def _bnb4_edits():
     def state_edit(**change):
         def edit(parts):
@@ -550,10 +622,13 @@ def test_bnb4_parts_all_count(tmp_path):
         assert not same_bytes(a, c) and raw_digest(a) != raw_digest(c)
 
 
-@pytest.mark.parametrize(("quant_type", "double"), [("nf4", True), ("nf4", False), ("fp4", True)])
-def test_a_bnb4_copy_passes_and_an_edit_inside_one_blocks(quant_type, double, minilm_dir, tmp_path):
-    """A bitsandbytes NF4 / FP4 copy of MiniLM (double quantization on and off) diffs against the
-    base's weights as storage rounding only (before: its matrices were uint8 bytes with no weight,
-    an edit inside never compared); a ROME edit inside one blocks."""
-    clean_passes_and_edit_blocks(lambda src, dst, e: we.bnb4_copy(src, dst, quant_type, double, e),
+@pytest.mark.parametrize(("quant_type", "double", "storage"),
+                         [("nf4", True, "uint8"), ("nf4", False, "uint8"), ("fp4", True, "uint8"),
+                          ("nf4", True, "bfloat16")])
+def test_a_bnb4_copy_passes_and_an_edit_inside_one_blocks(quant_type, double, storage, minilm_dir, tmp_path):
+    """A bitsandbytes NF4 / FP4 copy of MiniLM (double quantization on and off, codes stored as
+    uint8 or bfloat16) diffs against the base's weights as storage rounding only (before: its
+    matrices were uint8 bytes with no weight, an edit inside never compared); a ROME edit inside
+    one blocks."""
+    clean_passes_and_edit_blocks(lambda src, dst, e: we.bnb4_copy(src, dst, quant_type, double, e, storage),
                                  minilm_dir, tmp_path)
