@@ -17,10 +17,14 @@ from hfguard.weights.stream import plan_reads
 from hfguard.weights.tensors import Checkpoint, TensorMeta
 
 
+def _floats(c: Checkpoint) -> dict[str, TensorMeta]:
+    return {n: m for n, m in c.tensors.items() if m.is_float and m.numel}
+
+
 def pair_up(a: Checkpoint, b: Checkpoint) -> list[tuple[str, str]]:
     """The float tensors of two copies, paired by name (names.pair_tensors), then what is left by
     shape: a tensor one copy stores under another name is compared all the same."""
-    p = pair_tensors(*({n: m for n, m in c.tensors.items() if m.is_float and m.numel} for c in (a, b)))
+    p = pair_tensors(_floats(a), _floats(b))
     return p.named + p.by_shape
 
 
@@ -43,11 +47,29 @@ def digest_recorder(ckpt: Checkpoint, digests: Digests) -> Callable[[TensorMeta,
     return record
 
 
+def lone_tensors(c: Checkpoint, paired: set[str], digests: Digests | None) -> list[str]:
+    """c's float tensors that the other copy has no counterpart for, less the aliases of a tensor
+    c shares with it: a tied weight (lm_head beside the embeddings it is tied to) shares their
+    storage in a torch file, while safetensors keeps one of the two; elsewhere its stored bytes are
+    the shared tensor's (raw digests taken by the statistics pass)."""
+    floats = _floats(c)
+
+    def place(m: TensorMeta) -> tuple[Any, ...]:
+        return m.path, m.offset, m.storage_offset, m.dtype, m.shape
+    storage = {place(m) for n, m in floats.items() if n in paired}
+    same = {digests.get((c.name, n)) for n in paired} - {None} if digests else set()
+    return sorted(n for n, m in floats.items() if n not in paired and place(m) not in storage
+                  and not (digests and digests.get((c.name, n)) in same))
+
+
 def compare_copies(a: Checkpoint, b: Checkpoint, seconds: float, progress: Callable[[str], None],
                    digests: Digests | None = None) -> Observation | None:
     """`digests`: pairs stored in one dtype whose raw digests (both taken by the statistics pass)
-    agree are the same without a read; only the others are read again, in b's file order."""
+    agree are the same without a read; only the others are read again, in b's file order. Copies
+    that agree on every shared tensor but not on which tensors they hold are said (info): a loader
+    of one uses a tensor that a loader of the other initialises or ignores."""
     pairs = pair_up(a, b)
+    only = {c.name: lone_tensors(c, {p[i] for p in pairs}, digests) for i, c in enumerate((a, b))}
     differ: list[dict[str, Any]] = []
     todo: list[tuple[TensorMeta, TensorMeta]] = []
     for na, nb in pairs:
@@ -77,16 +99,28 @@ def compare_copies(a: Checkpoint, b: Checkpoint, seconds: float, progress: Calla
                            **({"stored_as": mb.name} if mb.name != ma.name else {})})
         del wa, wb
     budget.finish()
+    lone = {file: names[:20] for file, names in only.items() if names}
+    said = "; " + "; ".join(f"only {file} holds {len(only[file])} ({', '.join(names[:3])})"
+                            for file, names in lone.items()) if lone else ""
+    evidence: dict[str, Any] = {"files": [a.name, b.name], "compared": len(pairs)} \
+        | ({"only_in": lone} if lone else {})
     if not differ:
-        return None
+        if not lone:
+            return None
+        return Observation(
+            "weights/copies-hold-other-tensors", Severity.INFO,
+            f"{a.name} and {b.name} agree on all {len(pairs)} shared tensors{said}: a loader of one copy "
+            "uses a tensor that a loader of the other initialises or ignores (old checkpoints keep "
+            "buffers such as GPT-2's attn.bias that newer saves leave out); each copy was scanned on its own",
+            next(iter(lone.values()))[0], evidence)
     differ.sort(key=lambda d: d["tensor"])
     return Observation(
         "weights/inconsistent-copies", Severity.HIGH,
         f"{a.name} and {b.name} are two copies of one model that disagree in {len(differ)} of "
-        f"{len(pairs)} shared tensors ({', '.join(d['tensor'] for d in differ[:3])}): which one loads "
-        "depends on the loader, so scanning one does not vouch for the other",
-        differ[0]["tensor"], {"files": [a.name, b.name], "compared": len(pairs), "differ": len(differ),
-                              "read_again": len(todo), "tensors": differ[:20]})
+        f"{len(pairs)} shared tensors ({', '.join(d['tensor'] for d in differ[:3])}){said}: which one "
+        "loads depends on the loader, so scanning one does not vouch for the other",
+        differ[0]["tensor"],
+        evidence | {"differ": len(differ), "read_again": len(todo), "tensors": differ[:20]})
 
 
 def inconsistent_copies(ckpts: list[Checkpoint], seconds: float,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,39 @@ def test_two_disagreeing_copies_in_one_folder(zoo, tmp_path):
     state = we.state_of(base)
     torch.save({k: torch.from_numpy(v).half() for k, v in state.items()}, half / "pytorch_model.bin")
     assert verdict(half) == (Verdict.PASS, [])
+
+
+@pytest.mark.parametrize("tied", ["shared storage", "separate copy"])
+def test_copies_that_hold_other_tensors_are_named(zoo, tmp_path, tied):
+    """A pytorch_model.bin beside model.safetensors that also holds the tied lm_head (in the
+    embeddings' storage as torch.save writes it, or as a separate copy of the same bytes) and an
+    old causal-mask buffer per block: the lm_head is an alias and not named; the buffers are, as
+    info (each copy scanned on its own, verdict PASS); with an edit too, the high finding names them."""
+    import torch
+
+    base = zoo("gpt2", 1)
+    masks = {f"transformer.h.{i}.attn.bias": torch.tril(torch.ones(1, 1, 32, 32)) for i in range(2)}
+    for name, edit in (("clean", None), ("edited", lambda s: we.rome(s, 3, seed=1))):
+        state = {k: v.copy() for k, v in we.state_of(base).items()}
+        if edit is not None:
+            edit(state)
+        saved = {k: torch.from_numpy(v) for k, v in state.items()}
+        wte = saved["transformer.wte.weight"]
+        saved["lm_head.weight"] = wte if tied == "shared storage" else wte.clone()
+        path = tmp_path / name
+        shutil.copytree(base, path)
+        torch.save(saved | masks, path / "pytorch_model.bin")
+        report = _scan(path, None)
+        found = {f.rule: f for f in report.all_findings()}
+        if edit is None:
+            assert report.verdict is Verdict.PASS, found
+            hit = found["weights/copies-hold-other-tensors"]
+            assert hit.severity is Severity.INFO and "weights/inconsistent-copies" not in found
+        else:
+            hit = found["weights/inconsistent-copies"]
+            assert hit.evidence["differ"] == 1 and report.verdict is Verdict.BLOCK
+        assert hit.evidence["only_in"] == {f"{path}/pytorch_model.bin": sorted(masks)}, hit.evidence
+        assert "only " in hit.message and "transformer.h.0.attn.bias" in hit.message
 
 
 def test_jittered_traps_whose_biases_say_nothing_are_near_duplicate_neurons(zoo):
