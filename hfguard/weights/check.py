@@ -71,14 +71,15 @@ class WeightsAnomalies(Check):
                 yield self.finding("weights/no-tensors", Severity.INFO,
                                    f"no safetensors or torch zip checkpoint in {target.display}")
             return
-        try:
-            be = backend_for(str(ctx.options.get("device") or "auto"), weight_bytes(ckpts))
+        base = _diff_reference(target, ctx, session)
+        try:   # the pass reads the base too when it diffs on its way
+            be = backend_for(str(ctx.options.get("device") or "auto"),
+                             weight_bytes([*ckpts, base.ref] if base is not None else ckpts))
         except (RuntimeError, ValueError) as exc:   # e.g. --device cuda on a machine without one
             yield self.finding("weights/device-unavailable", Severity.MEDIUM, str(exc), error=True)
             return
         th = thresholds(ctx)
         configs = configs_by_dir(target)
-        base = _diff_reference(target, ctx, session)
 
         # two copies of one model in a folder: each tensor's raw digest is kept on the way, so the
         # copies are compared without fetching their shards again (copies.compare_copies)

@@ -189,6 +189,26 @@ def test_a_small_model_is_scanned_without_loading_numba(minilm_dir):
     assert out.stdout.split() == ["PASS", "False"]
 
 
+def test_the_size_gate_counts_the_base_a_pass_diffs_on_its_way(minilm_dir, tampered, monkeypatch):
+    """The statistics pass that diffs against the base on its way reads both models: with the gate
+    between one model's weights and two, the pass alone stays on numpy and the pass with the base
+    compiles."""
+    from hfguard.engine import scan
+    from hfguard.policy import Policy
+    from hfguard.target import local_target
+    from hfguard.weights.check import WeightsAnomalies, WeightsBaseDiff
+
+    one = sum(f.stat().st_size for f in minilm_dir.glob("*.safetensors"))
+    monkeypatch.setattr(compiled, "MIN_BYTES", int(1.5 * one))
+    for base, backend in ((None, "numpy"), (minilm_dir, "numba")):
+        lines: list[str] = []
+        model = tampered(lambda s: None, name=f"copy-{backend}")
+        scan(local_target([str(model)]), Policy(tiers=("weights",)), [WeightsAnomalies(), WeightsBaseDiff()],
+             options={"base": str(base)} if base else {}, progress=lines.append)
+        [line] = [x for x in lines if x.startswith("weights: ") and " tensors, " in x]
+        assert f" tensors, {backend})" in line, line
+
+
 def test_every_kernel_is_compiled_before_a_pass_starts_and_only_once():
     """load() compiles (or loads from cache) one signature per kernel, and the wrappers pass any
     caller's arrays (writable or mapped read-only) as that signature: a kernel compiled inside a
