@@ -41,6 +41,7 @@ WINDOW = 2   # shards held per stream: the one being read and the next one downl
 # so one may still be about to read the last tensor of the previous shard when another starts the
 # next; evicting it then would fetch it again. A read on demand evicts the least recently read.
 GRACE_S = 1.0
+FETCH_EVERY_S = 5.0   # how often a download in progress says its bytes, rate and ETA
 
 
 @dataclass(eq=False)
@@ -205,13 +206,19 @@ class ShardStream:
         self.progress(f"{safe(self.label)}: {what} shard {shard.index + 1}/{n} {safe(name)} "
                       f"({gb(shard.tf.size)})…")
         started = time.monotonic()
+        folder = self.root / f"{shard.index:05d}"
+        done = threading.Event()
+        threading.Thread(target=self._say_download, args=(shard, folder, started, done), daemon=True,
+                         name="hfguard-fetch-progress").start()
         try:
-            path = Path(shard.tf.fetch(scratch=self.root / f"{shard.index:05d}"))
+            path = Path(shard.tf.fetch(scratch=folder))
         except Exception as exc:  # noqa: BLE001 - the pass reports the shard unreadable (ERROR)
             with self._lock:
                 shard.future = None
             fut.set_exception(WeightsFormatError(f"{shard.tf.path}: download failed: {exc}"))
             return
+        finally:
+            done.set()
         spent = time.monotonic() - started
         with self._lock:
             shard.local_path = path
@@ -221,6 +228,19 @@ class ShardStream:
         self.progress(f"{safe(self.label)}: shard {shard.index + 1}/{n} {safe(name)} fetched in "
                       f"{duration(spent)}{rate}" + ("" if shard.owned else " (from the HF cache)"))
         fut.set_result(path)
+
+    def _say_download(self, shard: RemoteShard, folder: Path, started: float, done: threading.Event) -> None:
+        """Every FETCH_EVERY_S until `done`: the bytes of the shard downloaded so far (the partial
+        file in its scratch folder), the rate and the ETA. The pass's own meter has nothing to say
+        while it waits for a shard: a single 10+ GB file was minutes of silence."""
+        total, n = shard.tf.size, len(self.shards)
+        while not done.wait(FETCH_EVERY_S):
+            got, spent = _bytes_under(folder), time.monotonic() - started
+            rate = got / spent if spent > 0 else 0.0
+            eta = f", ETA {duration((total - got) / rate)}" if rate > 0 and total and got < total else ""
+            of = f" of {gb(total)}" if total else ""
+            self.progress(f"{safe(self.label)}: shard {shard.index + 1}/{n} {safe(shard.tf.name)}: "
+                          f"{gb(got)}{of} fetched, {gb(rate)}/s{eta}")
 
     def _release(self, shard: RemoteShard) -> None:
         """Forget the shard's file; delete it only if it lies in our scratch folder. A reader that

@@ -72,6 +72,38 @@ def test_shards_are_fetched_once_each_in_order_and_at_most_the_window_is_held(gp
     assert any("fetched in" in ln for ln in lines)
 
 
+def test_a_download_in_progress_says_its_bytes_rate_and_eta(tmp_path, monkeypatch):
+    """A single large file is fetched before the pass reads anything, so the pass's meter has no
+    rate to show: the stream says the partial download's bytes, rate and ETA while it lasts."""
+    import time
+
+    from hfguard.weights import stream as stream_module
+
+    monkeypatch.setattr(stream_module, "FETCH_EVERY_S", 0.05)
+    size = 8 << 20
+
+    def fetch(scratch: Path | None = None) -> Path:   # as hf_hub_download writes: a growing .incomplete
+        assert scratch is not None
+        part = scratch / "blobs" / "abc.incomplete"
+        part.parent.mkdir(parents=True)
+        with open(part, "wb") as fh:
+            for _ in range(8):
+                fh.write(b"\0" * (1 << 20))
+                fh.flush()
+                time.sleep(0.05)
+        return part.rename(scratch / "model.safetensors")
+
+    lines: list[str] = []
+    with ShardStream("weights", lines.append) as stream:
+        shard = stream.add(TargetFile(path="model.safetensors", size=size, opener=lambda: None, fetch=fetch))
+        assert shard.local().stat().st_size == size
+        time.sleep(0.15)   # the reporter stopped with the download
+        said = [ln for ln in lines if " fetched, " in ln]
+        assert said and all(ln.startswith("weights: shard 1/1 model.safetensors: ") for ln in said), lines
+        assert any(" of 8.4 MB fetched, " in ln and "/s, ETA " in ln for ln in said), said
+        assert lines[-1].startswith("weights: shard 1/1 model.safetensors fetched in ")
+
+
 def test_a_base_whose_shards_interleave_beyond_the_window_is_refetched_not_skipped(gpt2, tmp_path):  # noqa: F811
     """Round-robin .bin shards (tensor k in shard k mod 4): the model's order asks for base shards
     1, 2, 3, 4, 1, 2... A window of 2 (a read may go one over it rather than evict a shard read
