@@ -99,6 +99,44 @@ def test_obj_and_escaped_strings(mark):
     assert g.qualname == "os.system" and set(g.sources) == {"escaped-string", "escaped-unicode"}
 
 
+def test_string_escapes_decode_as_pickle_does_without_warnings():
+    """A protocol-0 STRING with an escape Python warns about (an unknown `\\-`, an octal past
+    \\377) decodes to the bytes pickle gets, and no DeprecationWarning escapes: under
+    `python -W error` one was an exception, and a harmless old pickle an ERROR (check crashed)."""
+    import codecs
+    import random
+    import warnings
+
+    from hfguard.static.pickle.vm import string_escape_decode
+
+    rng = random.Random(7)
+    alphabet = b"\\\\\\x0123456789abfnrtv'\"-8Z\n"
+    cases = [b"a\\-b", b"\\400", b"\\777a", b"\\8", b"\\x4", b"\\", b"\\\\-", b"\\0\\12\\123"]
+    cases += [bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 12))) for _ in range(5000)]
+    for data in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                want: bytes | type[ValueError] = codecs.escape_decode(data)[0]
+            except ValueError:
+                want = ValueError
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                got: bytes | type[ValueError] = string_escape_decode(data)
+            except ValueError:
+                got = ValueError
+        assert got == want, data
+    code = ("import io, sys; from hfguard.static.pickle.vm import PickleVM, Reader, scan_stream; "
+            "d = sys.stdin.buffer.read(); "
+            "[r], _ = scan_stream(Reader(io.BytesIO(d), size=len(d)), PickleVM()); "
+            "print(r.complete, repr(r.value))")
+    out = subprocess.run([sys.executable, "-W", "error", "-c", code], input=b"S'a\\-b'\np0\n.",
+                         capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [b"True", b"'a\\\\-b'"]
+
+
 def test_ext_codes_are_anomalies():
     res = one(fx.ext_payload())
     assert [a.rule for a in res.anomalies] == ["pickle/unknown-extension"]

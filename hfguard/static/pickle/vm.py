@@ -15,6 +15,7 @@ import gc
 import io
 import lzma
 import pickletools
+import re
 import struct
 import zlib
 from collections.abc import Callable
@@ -24,8 +25,31 @@ from typing import IO, Any
 from hfguard.budget import Budget
 from hfguard.static.pickle.peek import Prefixed, is_seekable
 
-
 # -- symbolic values ---------------------------------------------------------------------------
+
+# the escapes pickle's STRING decoding (codecs.escape_decode) understands; any other backslash is
+# kept as it is, and an octal escape past \377 is taken modulo 256, each with a DeprecationWarning
+# that `python -W error` turns into an exception (a check crash on a harmless old pickle)
+_ESCAPES = frozenset(b"\n\\'\"abfnrtvx")
+_OCTAL = frozenset(b"01234567")
+_ANY_ESCAPE = re.compile(rb"\\([0-7]{1,3}|.)", re.DOTALL)
+
+
+def _quiet_escape(m: re.Match[bytes]) -> bytes:
+    arg = m.group(1)
+    if arg[0] in _ESCAPES:
+        return m.group(0)
+    if arg[0] in _OCTAL:
+        return b"\\x%02x" % (int(arg, 8) & 0xFF)
+    return b"\\" + m.group(0)   # unknown: the backslash stays
+
+
+def string_escape_decode(data: bytes) -> bytes:
+    """codecs.escape_decode(data)[0] as pickle's STRING opcode decodes it, without its warnings:
+    the escapes it would warn about are first rewritten to ones that give the same bytes. A bad
+    \\x escape or a trailing backslash still raises ValueError."""
+    return codecs.escape_decode(_ANY_ESCAPE.sub(_quiet_escape, data))[0]
+
 @dataclass(eq=False, slots=True)
 class Global:
     """`module.name` as named in the stream (GLOBAL / INST / STACK_GLOBAL). `uses` collects how the
@@ -918,7 +942,7 @@ class PickleVM:
         if len(line) < 2 or line[0] != line[-1] or line[:1] not in (b"'", b'"'):
             raise VMStop("pickle/malformed", "STRING argument is not quoted")
         try:
-            raw = codecs.escape_decode(line[1:-1])[0]
+            raw = string_escape_decode(line[1:-1])
         except ValueError:
             raise VMStop("pickle/malformed", "bad escape in STRING") from None
         value = raw.decode("latin-1")
