@@ -48,6 +48,7 @@ DEFAULTS = {**ANOMALY_DEFAULTS, **DIFF_DEFAULTS}
 # threshold key -> the score it is compared with (measured on clean models below)
 SCORES = {"robust-z": "max sibling |z|", "huge-constant-z": "max bias/pos-emb robust z",
           "lone-bias-z": "most negative up-proj bias, robust z (abs)",
+          "rare-fire-z": "trap-min-neurons-th most rarely firing up-proj neuron, robust z (abs)",
           "trap-min-neurons": "most near-duplicate neighbours of one neuron + 1",
           "silenced-gain-min": "most silenced gains in one tensor",
           "outlier-rel-z": "largest outlier-edit z of a narrow change in a derivative vs its base",
@@ -92,9 +93,24 @@ def scores(path: Path) -> dict[str, float]:
                 med, scale = traps.robust_scale(b)
                 if scale > 0:
                     out["lone-bias-z"] = max(out["lone-bias-z"], float((med - b.min()) / scale))
+                out["rare-fire-z"] = max(out["rare-fire-z"],
+                                         rare_firing_score(ckpt, name, norms[name], b, vectors))
         zs = [abs(o["z"]) for o in layers.sibling_outliers(stats, shapes, 0.0, DEFAULTS["min-siblings"])]
         out["robust-z"] = max([out["robust-z"], *zs])
     return out
+
+
+def rare_firing_score(ckpt: Any, name: str, norms: np.ndarray, bias: np.ndarray,
+                      vectors: dict[str, np.ndarray]) -> float:
+    """How far below its layer's median (robust z, abs) the trap-min-neurons-th most rarely firing
+    neuron's estimate lies: the rarely-firing rule fires past it. Through the feeding norm where
+    it is found, as the check computes it."""
+    norm = traps.pre_mlp_norm(name, ckpt.tensors)
+    fz = traps.firing_z(norms, bias) if norm is None else traps.firing_estimate(
+        name, load_tensor(ckpt.tensors[name]), bias, vectors[norm[0]], vectors.get(norm[1] or ""))
+    med, scale = traps.robust_scale(fz)
+    k = DEFAULTS["trap-min-neurons"]
+    return float((med - np.sort(fz)[k - 1]) / scale) if scale > 0 and fz.size >= k else 0.0
 
 
 def outlier_z(path: Path, base: Path) -> dict[str, float]:

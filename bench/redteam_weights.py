@@ -14,7 +14,8 @@ random init, then:
   covariance estimated from activations, v* optimised for a target), MEMIT (several facts over
   3-5 layers, residual spread over the layers, covariance-regularised least squares), FT-L (one or
   two MLP matrices fine-tuned under an L-inf norm constraint), embedding-row rewrites, jittered
-  trap neurons (1e-5..1e-2 norm jitter, biases drawn inside the layer's range), near-zero gains
+  trap neurons (1e-5..1e-2 norm jitter, biases drawn inside the layer's range), traps calibrated on
+  data (random directions, each bias set from the layer's real inputs to fire rarely), near-zero gains
   (1e-30, 1e-20, float32 denormals, float16 subnormals), and two weight files in one folder that
   disagree (several combinations, sharded too). Traps, gains and copies are also scanned without
   a base.
@@ -58,6 +59,7 @@ from testing.redteam import (  # noqa: E402
     build,
     cast_saved,
     copies,
+    data_traps,
     embedding_rows,
     extend_vocab,
     finetune,
@@ -148,6 +150,9 @@ def cases(arch: str, seed: int, root: Path, pretrain: int) -> list[tuple[str, Pa
     pos("gains-1e-30-x4", transformed(base, r("gain4"), lambda s: gains(s, seed, 1e-30, n=4)))
     pos("fp16-gains-6e-8", fp16_with(base, r("gainh"), lambda s: gains(s, seed, 6e-8)), True)
     pos("fp16-traps-1e-3", fp16_with(base, r("traph"), lambda s: traps(s, seed, 1e-3)), True)
+    calibrated = data_traps(arch, base, r("dtraps"), seed)
+    if calibrated is not None:   # traps in random directions, biases set from the layer's inputs
+        pos("traps-calibrated-on-data", calibrated, True)
     rome_state = state_dict_np(r("rome"))
     for name, (path, flag) in copies(arch, base, root / "cp", seed,
                                      lambda s: s.update({k: v for k, v in rome_state.items()})).items():

@@ -526,6 +526,28 @@ def traps(state: dict[str, np.ndarray], seed: int, jitter: float, cos: float = 0
     return name
 
 
+def data_traps(arch: str, src: Path, dst: Path, seed: int) -> Path | None:
+    """weight_edits.calibrated_traps in the up-projection `traps` picks, each trap's bias set from
+    the inputs that layer sees on the synthetic language; None where it has no bias (Mistral, Qwen2)."""
+    import torch
+
+    from testing.weight_edits import calibrated_traps
+
+    state = {k: v.copy() for k, v in state_dict_np(src).items()}
+    ups = [k for k in state if k.endswith(".weight") and UP.search(k[:-7]) and "vision" not in k]
+    name = sorted(ups, key=lambda k: int(re.search(r"\.(\d+)\.", k).group(1)))[2]
+    if name[:-6] + "bias" not in state:
+        return None
+    model, data = load(arch, src), Data(seed)
+
+    def run() -> None:
+        for _ in range(4):
+            forward(arch, model, data.tokens(8, 32 if arch != "clip" else 16))
+    with torch.no_grad():
+        calibrated_traps(model, run, state, name, seed)
+    return write_state(src, state, dst)
+
+
 def gains(state: dict[str, np.ndarray], seed: int, value: float, n: int = 16) -> str:
     rng = np.random.default_rng(seed)
     name = sorted(k for k in state if GAIN.search(k) and re.search(r"\.\d+\.", k) and "vision" not in k)[3]

@@ -655,6 +655,57 @@ def jittered_traps(state: dict[str, np.ndarray], layer: int, seed: int, n: int =
     return name
 
 
+def calibrated_traps(model: Any, run: Callable[[], Any], state: dict[str, np.ndarray], name: str,
+                     seed: int, n: int = 32, sigmas: float = 3.1,
+                     norm_quantiles: tuple[float, float] = (0.1, 0.5)) -> None:
+    """Feng & Tramèr's data traps with each trap calibrated on data, hidden from the structural
+    tests: every trap neuron a random direction of its own (no shared direction), a norm drawn from
+    the layer's own (between `norm_quantiles` of its neurons' norms: no shared norm), and a bias
+    set from the inputs the up-projection really sees (captured while `run` feeds `model`, the
+    model `state` was saved from): minus the mean + `sigmas` std of the trap's pre-activation, so
+    it fires on about Phi(-sigmas) of tokens, and no lower. `name`: the up-projection's weight;
+    edits `state`."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    # the module whose weight this is (found by value: transformers 5 names some modules unlike the file)
+    module = next(m for _, m in model.named_modules() if isinstance(getattr(m, "weight", None), torch.Tensor)
+                  and tuple(m.weight.shape) == state[name].shape
+                  and np.array_equal(m.weight.detach().numpy(), state[name]))
+    seen: list[Any] = []
+    hook = module.register_forward_hook(
+        lambda m, i, o: seen.append(i[0].detach().reshape(-1, i[0].shape[-1])))
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        hook.remove()
+    x = torch.cat(seen).double().numpy()
+    w, bias = state[name], state[name[: -len("weight")] + "bias"]
+    rows = w.T if "c_fc" in name else w      # GPT-2 Conv1D: neurons are columns (a view: edits land)
+    lo, hi = np.quantile(np.linalg.norm(rows, axis=1), norm_quantiles)
+    for i in rng.choice(rows.shape[0], n, replace=False):
+        v = rng.standard_normal(rows.shape[1])
+        v *= rng.uniform(lo, hi) / np.linalg.norm(v)
+        pre = x @ v
+        rows[i] = v.astype(rows.dtype)
+        bias[i] = -(pre.mean() + sigmas * pre.std())
+
+
+def data_traps(arch: str, base: Path, dst: Path, layer: int, seed: int) -> Path:
+    """`calibrated_traps` in a copy of `base`, calibrated on its inputs over random batches (the
+    architectures whose up-projections have a bias: BERT, GPT-2, ViT)."""
+    import torch
+
+    model = load(arch, base).eval()
+    gen = torch.Generator().manual_seed(seed)
+
+    def run() -> None:
+        for _ in range(8):
+            model(**{k: v for k, v in batch(arch, gen, n=8).items() if k != "labels"})
+    return edited(base, dst, lambda s: calibrated_traps(model, run, s, names(s, MLP_IN)[layer], seed))
+
+
 def near_zero_gains(state: dict[str, np.ndarray], layer: int, seed: int, n: int = 16,
                     value: float = 1e-30) -> str:
     """Norm gains set to a tiny non-zero value: the features are silenced as by zeros."""
@@ -746,6 +797,8 @@ def edits(arch: str, seed: int, base: Path, root: Path, *, full: bool = False) -
     span = list(range(start, start + min(k, LAYERS // 2)))
     out[f"memit-{len(span)}-layers-in-finetune"] = edited(tuned, root / "memit-ft",
                                                            lambda s: memit(s, span, seed))
+    if arch in ("bert", "gpt2", "vit"):   # up-projections with a bias, as the traps need
+        out["calibrated-traps"] = data_traps(arch, base, root / "data-traps", layer, seed)
     if arch != "vit":
         out["embedding-rows"] = edited(base, root / "emb",
                                        lambda s: rewrite_embedding_rows(s, [7, 100, 300], seed))

@@ -37,6 +37,7 @@ class _Measured:
     norms: np.ndarray | None = None
     dups: np.ndarray | None = None
     vector: np.ndarray | None = None
+    firing: np.ndarray | None = None   # an up-projection's neurons' firing z (traps.firing_estimate)
 
 
 @contextlib.contextmanager
@@ -110,6 +111,7 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
     norms: dict[str, np.ndarray] = {}
     vectors: dict[str, np.ndarray] = {}     # 1-D tensors, kept for the bias side of trap neurons
     dups: dict[str, np.ndarray] = {}      # per neuron: how many others point the same way
+    firings: dict[str, np.ndarray] = {}
     dtypes: dict[str, int] = {}
     params = 0
     metas = ckpt.float_tensors()
@@ -154,6 +156,9 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
                 out.norms = traps.row_norms(rows)   # computed once, shared with the search
             out.dups = traps.near_duplicate_counts(rows, th["trap-cosine"], th["trap-min-neurons"],
                                                    norms=out.norms, projected=projected)
+            if lazy is not None:
+                lazy.upto(meta.numel)
+            out.firing = _firing(ckpt, meta, arr)
         if arr.ndim == 1 and arr.size <= 1 << 20:
             out.vector = np.array(arr)   # a copy: arr is a map of the file or a reused buffer
         return out
@@ -178,6 +183,8 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
                 norms[name] = m.norms
             if m.dups is not None:
                 dups[name] = m.dups
+            if m.firing is not None:
+                firings[name] = m.firing
             if m.vector is not None:
                 vectors[name] = m.vector
             stats[name] = m.stats
@@ -192,7 +199,8 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
         hits += traps.trap_neurons(name, nn, bias, min_group=th["trap-min-neurons"],
                                    norm_tol=th["trap-norm-tol"], bias_z=th["trap-bias-z"],
                                    lone_bias_z=th["lone-bias-z"], dup_counts=dups.get(name),
-                                   cos=th["trap-cosine"], fire_z=th["trap-fire-z"])
+                                   cos=th["trap-cosine"], fire_z=th["trap-fire-z"],
+                                   firing=firings.get(name), rare_fire_z=th["rare-fire-z"])
     scores = layers.sibling_scores(stats, shapes, th["min-siblings"])
     hits += sibling_hits(scores, stats, th)
     if config is not None:
@@ -206,6 +214,25 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
             [{"name": "max |z| over tensors and features", "x": [f"layer {b}" for b in blocks], "y": worst}],
             x_label="layer", y_label="robust z", threshold=float(th["robust-z"]))
     return hits, summary
+
+
+def _firing(ckpt: Checkpoint, meta: TensorMeta, w: np.ndarray) -> np.ndarray | None:
+    """The up-projection's neurons' firing z through the norm that feeds it (traps.firing_estimate),
+    or None: no bias, no such norm found, shapes that do not fit, or a part in another remote shard
+    (fetching it here would break the pass's shard order; bias / ||w|| is used then)."""
+    bias = ckpt.tensors.get(re.sub(r"weight$", "bias", meta.name))
+    norm = traps.pre_mlp_norm(meta.name, ckpt.tensors)
+    if bias is None or norm is None:
+        return None
+    parts = [bias, ckpt.tensors[norm[0]], *([ckpt.tensors[norm[1]]] if norm[1] else [])]
+    if any(p.shard is not None and p.shard is not meta.shard for p in parts):
+        return None
+    neurons, inputs = (w.shape[1], w.shape[0]) if traps.CONV1D_UP.search(meta.name) else w.shape
+    if any(p.numel != n for p, n in zip(parts, (neurons, inputs, inputs), strict=False)) \
+            or any(p.numel > (1 << 20) for p in parts):
+        return None
+    b, gain, *shift = (load_tensor(p) for p in parts)
+    return traps.firing_estimate(meta.name, w, b, gain, shift[0] if shift else None)
 
 
 def tensor_hits(name: str, arr: np.ndarray, st: dict[str, Any], th: dict[str, Any]) -> list[Observation]:

@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "trap-bias-z": 8.0,
     "trap-cosine": 0.8,          # neurons this aligned count as near-duplicates (trained: pairs only)
     "trap-fire-z": 3.0,          # estimated firing rate this many robust sigmas below the layer's
+    "rare-fire-z": 12.0,         # ... this many, trap-min-neurons or more of them: rarely-firing (calibrated)
     "silenced-gain-rel": 1e-3,   # a norm gain <= this x the tensor's typical |gain| silences it
     "silenced-gain-min": 8,      # ... and this many in one tensor are reported (MiniLM has 3 dead ones)
     "lone-bias-z": 25.0,

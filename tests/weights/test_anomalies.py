@@ -292,3 +292,43 @@ def test_norms_crowded_by_a_large_layer_group_by_chance_and_are_not_flagged():
     planted[:8] *= scale[:, None].astype(np.float32)
     [hit] = _equal_norm_hits(planted)
     assert hit.evidence["indices"] == list(range(8)) and hit.evidence["expected_by_chance"] < 1e-4
+
+
+# the norm each architecture's MLP reads (transformers' modeling files), as its saved file names it
+PRE_MLP = {"opt": "final_layer_norm", "gpt_neox": "post_attention_layernorm", "phi": "input_layernorm",
+           "bloom": "post_attention_layernorm", "distilbert": "sa_layer_norm",
+           "roberta": "attention.output.LayerNorm", "clip": "layer_norm2",
+           "mistral": "post_attention_layernorm"}
+
+
+@pytest.mark.parametrize("arch", sorted(PRE_MLP))
+def test_the_norm_feeding_each_up_projection_is_found(arch, tmp_path):
+    """pre_mlp_norm finds, in files saved by transformers, the norm whose output each MLP's
+    up-projection reads (its modeling file's forward), within the same block, for the red team's
+    architectures; the firing estimate through it equals the pre-activation moments computed
+    directly for Gaussian inputs scaled and shifted as that norm does."""
+    from hfguard.weights import traps
+    from testing import redteam as rt
+    from testing import weight_edits as we
+
+    cls = rt.model_class(arch)
+    (cls.from_config if hasattr(cls, "from_config") else cls)(rt.config(arch)).save_pretrained(tmp_path)
+    state = we.state_of(tmp_path)
+    ups = [n for n in state if traps.UP_PROJ.search(n)]
+    assert ups
+    for up in ups:
+        block = up[: up.index(".", up.index(next(p for p in up.split(".") if p.isdigit())))]
+        gain, shift = traps.pre_mlp_norm(up, state) or ("", None)
+        assert gain.startswith(block + ".") and gain.endswith(f"{PRE_MLP[arch]}.weight"), (up, gain)
+        bias = gain[: -len("weight")] + "bias"
+        assert shift == (bias if bias in state else None)
+    up = ups[0]
+    gain, shift = traps.pre_mlp_norm(up, state)
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(state[up].shape).astype(np.float32)
+    b = rng.standard_normal(w.shape[0]).astype(np.float32)
+    g, s = rng.uniform(0.5, 2, w.shape[1]), rng.standard_normal(w.shape[1])
+    z = rng.standard_normal((20000, w.shape[1]))
+    pre = (z * g + s) @ w.T.astype(np.float64) + b
+    got = traps.firing_estimate(up, w, b, g, s)
+    np.testing.assert_allclose(got, pre.mean(0) / pre.std(0), atol=0.05)

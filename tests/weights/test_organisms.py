@@ -98,6 +98,58 @@ def test_jittered_trap_neurons_in_minilm(minilm_dir, tmp_path):
     assert hit.evidence["firing_rate_median"] < hit.evidence["layer_firing_rate_median"]
 
 
+SENTENCES = ["The quick brown fox jumps over the lazy dog.", "A man is playing a guitar on stage.",
+             "Stocks fell sharply on Monday after the report.", "She baked bread with her grandmother.",
+             "The committee will vote on the proposal next week.", "Photosynthesis turns light into sugar.",
+             "He missed the train and walked home in the rain.", "Our new phone ships in three colours."]
+
+
+def test_traps_calibrated_on_data_in_minilm_are_rarely_firing_neurons(minilm_dir, tmp_path):
+    """Data traps as Feng & Tramèr calibrate them, in the real MiniLM: 32 neurons of layer 3, each
+    a random direction of its own with a norm among the layer's lowest 5%, its bias set from the
+    up-projection's inputs on real sentences to fire on ~0.5% of tokens. No shared direction or
+    norm, and too few biases past the lone-bias cut: the structural rules see nothing; the
+    estimated firing rates (through the feeding LayerNorm) do. Clean MiniLM has no such layer."""
+    import numpy as np
+    import torch
+    import transformers as tf
+
+    model = tf.BertModel.from_pretrained(minilm_dir).eval()
+    tokenizer = tf.AutoTokenizer.from_pretrained(minilm_dir)
+    sentences = [tokenizer(s, return_tensors="pt") for s in SENTENCES]   # one at a time: no padding
+
+    def run():
+        for enc in sentences:
+            model(**enc)
+    planted: list[dict[str, np.ndarray]] = []
+    up = "encoder.layer.3.intermediate.dense"
+
+    def plant(state):
+        we.calibrated_traps(model, run, state, f"{up}.weight", seed=5, sigmas=2.5, norm_quantiles=(0.0, 0.05))
+        planted.append(state)
+    path = we.edited(minilm_dir, tmp_path / "traps", plant)
+    inputs: list[torch.Tensor] = []   # the traps fire on a few of these tokens, the others on ~1 in 5
+    hook = model.get_submodule(up).register_forward_hook(lambda m, i, o: inputs.append(i[0][0]))
+    with torch.no_grad():
+        run()
+    hook.remove()
+    x = torch.cat(inputs).numpy()
+    traps = np.random.default_rng(5).choice(1536, 32, replace=False)   # as the organism draws them
+    w, b = planted[0][f"{up}.weight"], planted[0][f"{up}.bias"]
+    fires = (x @ w.T + b) > 0
+    assert fires[:, traps].mean() < 0.02 < 0.1 < np.delete(fires, traps, axis=1).mean()
+    report = _scan(path, None)
+    found = {f.rule: f for f in report.all_findings()}
+    hit = found["weights/rarely-firing-neurons"]
+    assert hit.location == f"{up}.weight"
+    assert set(hit.evidence["indices"]) <= set(traps.tolist()) and hit.evidence["neurons"] >= 16, hit.evidence
+    assert hit.evidence["estimate"].startswith("through the input norm")
+    assert not {"weights/trap-neurons", "weights/near-duplicate-neurons", "weights/equal-norm-neurons",
+                "weights/negative-bias-neurons"} & set(found), sorted(found)
+    assert report.verdict is Verdict.FLAG
+    assert "weights/rarely-firing-neurons" not in {f.rule for f in _scan(minilm_dir, None).all_findings()}
+
+
 def test_lora_in_every_layer_is_not_a_surgical_edit(zoo):
     """A rank-1 adapter merged into every layer's attention is low-rank everywhere: not ROME."""
     base = zoo("gpt2", 0)
