@@ -228,8 +228,7 @@ def _firing(ckpt: Checkpoint, meta: TensorMeta, w: np.ndarray) -> np.ndarray | N
     if any(p.shard is not None and p.shard is not meta.shard for p in parts):
         return None
     neurons, inputs = (w.shape[1], w.shape[0]) if traps.CONV1D_UP.search(meta.name) else w.shape
-    if any(p.numel != n for p, n in zip(parts, (neurons, inputs, inputs), strict=False)) \
-            or any(p.numel > (1 << 20) for p in parts):
+    if any(p.numel != n for p, n in zip(parts, (neurons, inputs, inputs), strict=False)):
         return None
     b, gain, *shift = (load_tensor(p) for p in parts)
     return traps.firing_estimate(meta.name, w, b, gain, shift[0] if shift else None)
