@@ -840,7 +840,15 @@ def _compressed_layout(packing: Packing, packed: TensorMeta, zp: TensorMeta | No
     return (out, n_in), size
 
 
-def gemv_groups_width(n_in: int, size: int) -> int | None:
+def _words_and_scales(qweight: TensorMeta, qzeros: TensorMeta, scales: TensorMeta) -> bool:
+    """What GPTQ and AWQ write: codes and zero points in int32 words in C order, a 2-D qweight and
+    2-D float scales (their shapes against each other are the layout's to check)."""
+    return qweight.dtype == qzeros.dtype == "int32" and qweight.contiguous and qzeros.contiguous \
+        and scales.dtype in FLOAT_DTYPES and scales.dtype not in QUANTIZED_DTYPES \
+        and len(qweight.shape) == len(scales.shape) == 2
+
+
+def _gemv_groups_width(n_in: int, size: int) -> int | None:
     """AutoAWQ's calculate_zeros_width: the int32 words of zero points per output of a GEMV layer
     (the groups rounded up to whole words, then to 1, 2 or 4 words for groups of >= 128, 64 or 32
     inputs; its scales are as many words x 8 wide); None for a group size it does not write."""
@@ -855,15 +863,13 @@ def _gemv_layout(packing: Packing, qweight: TensorMeta, qzeros: TensorMeta, scal
                  ) -> tuple[tuple[int, int], int] | None:
     """`_packed_layout` of AutoAWQ's GEMV layer: qweight [out, in/8] (inputs along the words, in
     order), qzeros [out, width] (groups along the words), scales [out, width x 8] float (the groups
-    past the real ones are padding), width = gemv_groups_width."""
-    if qweight.dtype != "int32" or qzeros.dtype != "int32" or not (qweight.contiguous and qzeros.contiguous) \
-            or scales.dtype not in FLOAT_DTYPES or scales.dtype in QUANTIZED_DTYPES \
-            or len(qweight.shape) != 2 or len(qzeros.shape) != 2 or len(scales.shape) != 2:
+    past the real ones are padding), width = _gemv_groups_width."""
+    if not _words_and_scales(qweight, qzeros, scales):
         return None
     per = 32 // packing.bits
     out, n_in = qweight.shape[0], qweight.shape[1] * per
     size = packing.group_size or n_in
-    width = gemv_groups_width(n_in, size)
+    width = _gemv_groups_width(n_in, size)
     if width is None or n_in % size or out % per \
             or qzeros.shape != (out, width) or scales.shape != (out, width * per):
         return None
@@ -874,9 +880,7 @@ def _packed_layout(packing: Packing, qweight: TensorMeta, qzeros: TensorMeta, sc
                    g_idx: TensorMeta | None) -> tuple[tuple[int, int], int] | None:
     """((out, in), group size) where the parts' dtypes and shapes are the ones `packing` writes."""
     per = 32 // packing.bits
-    if qweight.dtype != "int32" or qzeros.dtype != "int32" or not (qweight.contiguous and qzeros.contiguous) \
-            or scales.dtype not in FLOAT_DTYPES or scales.dtype in QUANTIZED_DTYPES \
-            or len(qweight.shape) != 2 or len(scales.shape) != 2:
+    if not _words_and_scales(qweight, qzeros, scales):
         return None
     groups, out = scales.shape
     gptq = packing.method == "gptq"
