@@ -394,23 +394,24 @@ def firing_estimate(name: str, w: np.ndarray, bias: np.ndarray, gain: np.ndarray
     z unit Gaussian: (w . shift + b) / ||w * gain||. The norm's affine is where a trained model's
     inputs stop looking Gaussian (BERT's outlier features live in its gains and shifts): on MiniLM
     the layers' natural spread of this estimate is 3-5x tighter than bias / ||w||'s, whose tails
-    reach 10 robust sigmas. `w`: the up-projection as stored, a block of its rows at a time."""
-    g2 = gain.astype(np.float64) ** 2
-    s = None if shift is None else shift.astype(np.float64)
-    mean = bias.astype(np.float64).copy()
+    reach 10 robust sigmas. `w`: the up-projection as stored (float32), a block of its rows at a
+    time; float32 products (float64 ones cost 4.7x, 0.14 s per 16384x4096 matrix, for digits a
+    robust z at 12 does not need)."""
+    g2 = gain.astype(np.float32) ** 2
+    s = None if shift is None else shift.astype(np.float32)
+    mean = bias.astype(np.float64)
     if CONV1D_UP.search(name):   # GPT-2's Conv1D stores [in, out]: its rows are the inputs
         var = np.zeros(w.shape[1], np.float64)
         for i in range(0, w.shape[0], block):
-            b = w[i:i + block].astype(np.float64)
+            b = w[i:i + block]
             if s is not None:
-                mean += s[i:i + block] @ b
+                mean = mean + s[i:i + block] @ b
             var += g2[i:i + block] @ (b * b)
     else:
         var = np.empty(w.shape[0], np.float64)
+        mean = mean + (w @ s if s is not None else 0.0)
         for i in range(0, w.shape[0], block):
-            b = w[i:i + block].astype(np.float64)
-            if s is not None:
-                mean[i:i + block] += b @ s
+            b = w[i:i + block]
             var[i:i + block] = (b * b) @ g2
     return mean / np.sqrt(np.maximum(var, 1e-60))
 
