@@ -502,13 +502,18 @@ def embedding_rows(state: dict[str, np.ndarray], seed: int, how: str) -> None:
             w[r] = w[r] + (0.8 * np.linalg.norm(w[r]) / np.linalg.norm(v)) * v
 
 
+def trap_layer(state: dict[str, np.ndarray]) -> str:
+    """The up-projection the trap recipes plant in: the third block's (text tower for CLIP)."""
+    ups = [k for k in state if k.endswith(".weight") and UP.search(k[:-7]) and "vision" not in k]
+    return sorted(ups, key=lambda k: int(re.search(r"\.(\d+)\.", k).group(1)))[2]
+
+
 def traps(state: dict[str, np.ndarray], seed: int, jitter: float, cos: float = 0.92, n: int = 12) -> str:
     """Feng & Tramer data traps hidden from exact tests: n up-projection neurons along one shared
     direction (pairwise cosine ~cos), norms jittered by `jitter` (relative), biases drawn inside the
     layer's own range (its 2nd-25th percentile)."""
     rng = np.random.default_rng(seed)
-    ups = [k for k in state if k.endswith(".weight") and UP.search(k[:-7]) and "vision" not in k]
-    name = sorted(ups, key=lambda k: int(re.search(r"\.(\d+)\.", k).group(1)))[2]
+    name = trap_layer(state)
     w = state[name]
     idx = rng.choice(w.shape[0], n, replace=False)
     d = rng.standard_normal(w.shape[1])
@@ -527,15 +532,12 @@ def traps(state: dict[str, np.ndarray], seed: int, jitter: float, cos: float = 0
 
 
 def data_traps(arch: str, src: Path, dst: Path, seed: int) -> Path | None:
-    """weight_edits.calibrated_traps in the up-projection `traps` picks, each trap's bias set from
-    the inputs that layer sees on the synthetic language; None where it has no bias (Mistral, Qwen2)."""
-    import torch
-
+    """weight_edits.calibrated_traps in `trap_layer`'s up-projection, each trap's bias set from the
+    inputs that layer sees on the synthetic language; None where it has no bias (Mistral, Qwen2)."""
     from testing.weight_edits import calibrated_traps
 
     state = {k: v.copy() for k, v in state_dict_np(src).items()}
-    ups = [k for k in state if k.endswith(".weight") and UP.search(k[:-7]) and "vision" not in k]
-    name = sorted(ups, key=lambda k: int(re.search(r"\.(\d+)\.", k).group(1)))[2]
+    name = trap_layer(state)
     if name[:-6] + "bias" not in state:
         return None
     model, data = load(arch, src), Data(seed)
@@ -543,8 +545,7 @@ def data_traps(arch: str, src: Path, dst: Path, seed: int) -> Path | None:
     def run() -> None:
         for _ in range(4):
             forward(arch, model, data.tokens(8, 32 if arch != "clip" else 16))
-    with torch.no_grad():
-        calibrated_traps(model, run, state, name, seed)
+    calibrated_traps(model, run, state, name, seed)   # runs `run` without gradients
     return write_state(src, state, dst)
 
 

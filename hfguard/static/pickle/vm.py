@@ -25,8 +25,7 @@ from typing import IO, Any
 from hfguard.budget import Budget
 from hfguard.static.pickle.peek import Prefixed, is_seekable
 
-# -- symbolic values ---------------------------------------------------------------------------
-
+# -- STRING escapes ---------------------------------------------------------------------------
 # the escapes pickle's STRING decoding (codecs.escape_decode) understands; any other backslash is
 # kept as it is, and an octal escape past \377 is taken modulo 256, each with a DeprecationWarning
 # that `python -W error` turns into an exception (a check crash on a harmless old pickle)
@@ -50,6 +49,8 @@ def string_escape_decode(data: bytes) -> bytes:
     \\x escape or a trailing backslash still raises ValueError."""
     return codecs.escape_decode(_ANY_ESCAPE.sub(_quiet_escape, data))[0]
 
+
+# -- symbolic values ---------------------------------------------------------------------------
 @dataclass(eq=False, slots=True)
 class Global:
     """`module.name` as named in the stream (GLOBAL / INST / STACK_GLOBAL). `uses` collects how the
