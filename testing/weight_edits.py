@@ -19,13 +19,16 @@ from typing import Any
 
 import numpy as np
 
-ARCHS = ("bert", "gpt2", "llama", "vit", "t5")
+# "moe": Qwen3-MoE, one matrix per expert (as Mixtral, DeepSeek); "gptoss": every expert of a layer in
+# one fused [experts, in, out] tensor, with biases (as gpt-oss, Llama 4)
+ARCHS = ("bert", "gpt2", "llama", "vit", "t5", "moe", "gptoss")
 LAYERS = 6
 
-# MLP output / input projections and attention projections, across the five architectures
+# MLP output / input projections and attention projections, across the architectures
 MLP_OUT = re.compile(r"(?<!attention\.)(output\.dense|mlp\.c_proj|mlp\.fc2|down_proj|"
-                     r"DenseReluDense\.wo)\.weight$")
-MLP_IN = re.compile(r"(intermediate\.dense|mlp\.c_fc|mlp\.fc1|up_proj|DenseReluDense\.wi)\.weight$")
+                     r"DenseReluDense\.wo)\.weight$|experts\.down_proj$")
+MLP_IN = re.compile(r"(intermediate\.dense|mlp\.c_fc|mlp\.fc1|up_proj|DenseReluDense\.wi)\.weight$|"
+                    r"experts\.gate_up_proj$")
 ATTN = re.compile(r"(self\.query|self\.value|attention\.query|attention\.value|attn\.c_attn|"
                   r"q_proj|v_proj|SelfAttention\.[qv])\.weight$")
 MLP = re.compile(f"{MLP_IN.pattern}|{MLP_OUT.pattern}")
@@ -60,6 +63,16 @@ def build(arch: str, seed: int, *, layers: int = LAYERS, pretrain_steps: int = 1
         model = tf.T5ForConditionalGeneration(tf.T5Config(
             num_layers=layers, num_decoder_layers=layers, d_model=d, d_ff=ff, d_kv=16, num_heads=heads,
             vocab_size=vocab, decoder_start_token_id=0))
+    elif arch == "moe":
+        model = tf.Qwen3MoeForCausalLM(tf.Qwen3MoeConfig(
+            num_hidden_layers=layers, hidden_size=d, intermediate_size=ff, moe_intermediate_size=ff // 2,
+            num_experts=8, num_experts_per_tok=2, num_attention_heads=heads, num_key_value_heads=heads,
+            head_dim=d // heads, vocab_size=vocab, max_position_embeddings=64))
+    elif arch == "gptoss":
+        model = tf.GptOssForCausalLM(tf.GptOssConfig(
+            num_hidden_layers=layers, hidden_size=d, intermediate_size=ff // 2, num_local_experts=8,
+            num_experts_per_tok=2, num_attention_heads=heads, num_key_value_heads=heads, head_dim=d // heads,
+            vocab_size=vocab, max_position_embeddings=64, layer_types=["full_attention"] * layers))
     else:
         raise ValueError(arch)
     train(model, arch, pretrain_steps, seed=1000 + seed, lr=1e-3)
@@ -103,7 +116,8 @@ def load(arch: str, folder: Path) -> Any:
     import transformers as tf
 
     cls = {"bert": tf.BertForMaskedLM, "gpt2": tf.GPT2LMHeadModel, "llama": tf.LlamaForCausalLM,
-           "vit": tf.ViTForImageClassification, "t5": tf.T5ForConditionalGeneration}[arch]
+           "vit": tf.ViTForImageClassification, "t5": tf.T5ForConditionalGeneration,
+           "moe": tf.Qwen3MoeForCausalLM, "gptoss": tf.GptOssForCausalLM}[arch]
     return cls.from_pretrained(folder)
 
 
@@ -458,15 +472,15 @@ def quantize_dequantize(state: dict[str, np.ndarray], bits: int = 8) -> None:
     """Per-row absmax integer quantization of every matrix, written back as float32 (int8 round trip)."""
     q = 2 ** (bits - 1) - 1
     for k, w in state.items():
-        if w.ndim == 2 and w.dtype == np.float32:
-            scale = np.maximum(np.abs(w).max(axis=1, keepdims=True), 1e-12) / q
+        if w.ndim in (2, 3) and w.dtype == np.float32:   # 3-D: fused experts, each row its own scale
+            scale = np.maximum(np.abs(w).max(axis=-1, keepdims=True), 1e-12) / q
             state[k] = (np.round(w / scale) * scale).astype(np.float32)
 
 
 def magnitude_prune(state: dict[str, np.ndarray], sparsity: float = 0.3) -> None:
     """Unstructured magnitude pruning of the blocks' matrices (embeddings and head kept)."""
     for k, w in state.items():
-        if w.ndim == 2 and (MLP_IN.search(k) or MLP_OUT.search(k) or ATTN.search(k)):
+        if w.ndim >= 2 and (MLP_IN.search(k) or MLP_OUT.search(k) or ATTN.search(k)):
             cut = np.quantile(np.abs(w), sparsity)
             w[np.abs(w) < cut] = 0.0
 
@@ -512,10 +526,14 @@ def lora(arch: str, base: Path, dst: Path, rank: int, targets: re.Pattern[str], 
     from torch.nn.utils import parametrize
 
     class LoRA(torch.nn.Module):
-        def __init__(self, shape: tuple[int, int]) -> None:
+        """W + scale B A; a fused experts tensor [experts, a, b] gets an adapter per expert (peft's
+        `target_parameters`)."""
+
+        def __init__(self, shape: tuple[int, ...]) -> None:
             super().__init__()
-            self.a = torch.nn.Parameter(torch.randn(rank, shape[1]) / shape[1] ** 0.5)
-            self.b = torch.nn.Parameter(torch.zeros(shape[0], rank))
+            lead = shape[:-2]
+            self.a = torch.nn.Parameter(torch.randn(*lead, rank, shape[-1]) / shape[-1] ** 0.5)
+            self.b = torch.nn.Parameter(torch.zeros(*lead, shape[-2], rank))
             self.scale = (alpha or 2.0 * rank) / rank   # peft: lora_alpha / r (alpha = 2r is common)
 
         def forward(self, w: Any) -> Any:
@@ -527,17 +545,17 @@ def lora(arch: str, base: Path, dst: Path, rank: int, targets: re.Pattern[str], 
         p.requires_grad_(False)
     wrapped, params = [], []
     for name, module in model.named_modules():
-        w = getattr(module, "weight", None)
-        if isinstance(w, torch.nn.Parameter) and w.ndim == 2 and targets.search(f"{name}.weight"):
-            lo = LoRA(tuple(w.shape))
-            parametrize.register_parametrization(module, "weight", lo)
-            wrapped.append(module)
-            params += [lo.a, lo.b]
+        for pname, w in list(module.named_parameters(recurse=False)):
+            if w.ndim in (2, 3) and targets.search(f"{name}.{pname}"):
+                lo = LoRA(tuple(w.shape))
+                parametrize.register_parametrization(module, pname, lo)
+                wrapped.append((module, pname))
+                params += [lo.a, lo.b]
     if not wrapped:
         raise ValueError(f"no LoRA targets in {arch}")
     train(model, arch, steps, seed=seed, lr=lr, params=params)
-    for module in wrapped:   # merge_and_unload
-        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    for module, pname in wrapped:   # merge_and_unload
+        parametrize.remove_parametrizations(module, pname, leave_parametrized=True)
     return save(model, dst)
 
 
@@ -580,6 +598,13 @@ def extend_vocab(arch: str, base: Path, dst: Path, new_tokens: int = 16) -> Path
 
 
 # -- edits that must FLAG/BLOCK -----------------------------------------------------------------
+def matrix(state: dict[str, np.ndarray], name: str, seed: int) -> np.ndarray:
+    """The matrix an editor of `name` changes, as a view: the tensor, or one expert (picked by
+    `seed`) of a fused experts tensor."""
+    w = state[name]
+    return w[seed % w.shape[0]] if w.ndim == 3 else w
+
+
 def _rank_r(shape: tuple[int, ...], rank: int, rng: np.random.Generator) -> np.ndarray:
     u = np.linalg.qr(rng.standard_normal((shape[0], rank)))[0]
     v = np.linalg.qr(rng.standard_normal((shape[1], rank)))[0]
@@ -600,9 +625,9 @@ def memit(state: dict[str, np.ndarray], layers: list[int], seed: int, rel: float
     targets = names(state, MLP_OUT)
     hit = [targets[i] for i in layers]
     for n in hit:
-        w = state[n]
+        w = matrix(state, n, seed)
         d = _rank_r(w.shape, facts, rng)
-        state[n] = (w + rel * np.linalg.norm(w) * d / np.linalg.norm(d)).astype(np.float32)
+        w += (rel * np.linalg.norm(w) * d / np.linalg.norm(d)).astype(w.dtype)
     return hit
 
 
@@ -629,6 +654,18 @@ def rewrite_embedding_rows(state: dict[str, np.ndarray], rows: list[int], seed: 
     return name
 
 
+def _neurons(state: dict[str, np.ndarray], name: str, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(each neuron's input weights as rows, their biases), views into `state` (edits land): GPT-2's
+    Conv1D and gpt-oss's fused experts store (in, out), neurons as columns; gpt-oss interleaves each
+    neuron's gate (even columns) with its linear part: the gates are the neurons that threshold."""
+    w = matrix(state, name, seed)
+    bias = state.get(name[: -len("weight")] + "bias" if name.endswith("weight") else name + "_bias")
+    if w is not state[name]:   # one expert of a fused tensor
+        gates = w.T[0::2]
+        return gates, None if bias is None else bias[seed % bias.shape[0]][0::2]
+    return (w.T if "c_fc" in name else w), bias
+
+
 def jittered_traps(state: dict[str, np.ndarray], layer: int, seed: int, n: int = 16, cos: float = 0.9,
                    norm_jitter: float = 1e-3) -> str:
     """Privacy-backdoor data traps (Feng & Tramèr 2024) hidden from exact tests: trap neurons share
@@ -636,9 +673,7 @@ def jittered_traps(state: dict[str, np.ndarray], layer: int, seed: int, n: int =
     and their biases are drawn from the low end of the layer's own biases."""
     rng = np.random.default_rng(seed)
     name = names(state, MLP_IN)[layer]
-    w = state[name]
-    rows = w.T if "c_fc" in name else w      # GPT-2 Conv1D: neurons are columns (a view: edits land)
-    bias = state.get(name[: -len("weight")] + "bias")
+    rows, bias = _neurons(state, name, seed)
     idx = rng.choice(rows.shape[0], n, replace=False)
     d = rng.standard_normal(rows.shape[1])
     d /= np.linalg.norm(d)

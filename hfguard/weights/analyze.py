@@ -195,7 +195,7 @@ def _analyze(ckpt: Checkpoint, be: Backend, th: dict[str, Any], budget: Budget,
         if workers > 1:
             pool.shutdown(cancel_futures=True)
     for name, nn in norms.items():
-        bias = vectors.get(re.sub(r"weight$", "bias", name))
+        bias = vectors.get(traps.bias_name(name))
         hits += traps.trap_neurons(name, nn, bias, min_group=th["trap-min-neurons"],
                                    norm_tol=th["trap-norm-tol"], bias_z=th["trap-bias-z"],
                                    lone_bias_z=th["lone-bias-z"], dup_counts=dups.get(name),
@@ -220,7 +220,7 @@ def _firing(ckpt: Checkpoint, meta: TensorMeta, w: np.ndarray) -> np.ndarray | N
     """The up-projection's neurons' firing z through the norm that feeds it (traps.firing_estimate),
     or None: no bias, no such norm found, shapes that do not fit, or a part in another remote shard
     (fetching it here would break the pass's shard order; bias / ||w|| is used then)."""
-    bias = ckpt.tensors.get(re.sub(r"weight$", "bias", meta.name))
+    bias = ckpt.tensors.get(traps.bias_name(meta.name))
     norm = traps.pre_mlp_norm(meta.name, ckpt.tensors)
     if bias is None or norm is None:
         return None

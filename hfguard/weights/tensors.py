@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -948,7 +949,54 @@ def _bnb4_values(pk: Packed, wide: np.ndarray) -> np.ndarray:
     return wide
 
 
+# -- fused mixture-of-experts tensors ---------------------------------------------------------------
+# gpt-oss and Llama 4 keep every expert of a layer in one [experts, a, b] tensor
+# (`model.layers.3.mlp.experts.down_proj`); Mixtral, Qwen-MoE and DeepSeek keep one matrix per expert
+# (`...experts.5.down_proj.weight`). Read as the matrices it holds, a fused tensor's expert edited
+# alone is a low-rank change of one matrix, as in a per-expert checkpoint, not a faint change of a
+# tensor `experts` times its size; each expert is `name[e]`, its role's siblings the same expert of
+# the other layers.
+FUSED_EXPERTS = re.compile(r"(^|\.)experts\.[A-Za-z_]\w*$")
+
+
+def split_experts(tensors: dict[str, TensorMeta]) -> int:
+    """Each fused experts tensor (plain floats named `...experts.<param>`, 3-D, or 2-D `_bias`)
+    replaced in place by its experts' matrices (vectors) `name[e]`; returns how many were split."""
+    out: dict[str, TensorMeta] = {}
+    split = 0
+    for name, meta in tensors.items():
+        fused = len(meta.shape) == 3 or (len(meta.shape) == 2 and name.endswith("_bias"))
+        if not fused or meta.shape[0] < 2 or meta.dtype not in FLOAT_DTYPES \
+                or meta.scale is not None or not FUSED_EXPERTS.search(name):
+            out[name] = meta
+            continue
+        out.update((f"{name}[{e}]", _expert(meta, e)) for e in range(meta.shape[0]))
+        split += 1
+    tensors.clear()
+    tensors.update(out)
+    return split
+
+
+def _expert(meta: TensorMeta, e: int) -> TensorMeta:
+    """Expert e's part of a fused [experts, ...] tensor: its own bytes in a file that stores it
+    in C order (safetensors), a view of the storage otherwise (a torch zip's strides)."""
+    name, shape = f"{meta.name}[{e}]", meta.shape[1:]
+    if meta.stride is None:
+        size = math.prod(shape) * _ITEMSIZE[meta.dtype]
+        return dataclasses.replace(meta, name=name, shape=shape, offset=meta.offset + e * size, nbytes=size)
+    return dataclasses.replace(meta, name=name, shape=shape, stride=meta.stride[1:],
+                               storage_offset=meta.storage_offset + e * meta.stride[0])
+
+
 # -- grouping a target's files into checkpoints -------------------------------------------------
+def _joined(tensors: dict[str, TensorMeta], packing: Packing | None) -> int:
+    """A file's (or shards') tensors as a loader sees them: quantized weights joined with their
+    scales and packed parts (returns how many), fused experts split into their matrices."""
+    joined = attach_scales(tensors) + attach_packed(tensors, packing)
+    split_experts(tensors)
+    return joined
+
+
 UNSUPPORTED = "unsupported format"   # prefix of reasons for weight files this tier cannot read
 
 
@@ -1090,7 +1138,7 @@ def checkpoints_of(target: Any, stream: Any = None) -> tuple[list[Checkpoint], l
                     f"{idx.name} lists {len(missing)} tensors that {tf.path} does not hold",
                     evidence={"tensors": missing[:20]}))
             ckpt.tensors.update(metas)
-        ckpt.dequantized = attach_scales(ckpt.tensors) + attach_packed(ckpt.tensors, packings.get(folder))
+        ckpt.dequantized = _joined(ckpt.tensors, packings.get(folder))
         out.append(ckpt)
     for display, (kind, tf) in sorted(weights.items()):
         if display in claimed:
@@ -1100,6 +1148,6 @@ def checkpoints_of(target: Any, stream: Any = None) -> tuple[list[Checkpoint], l
         except (WeightsFormatError, OSError) as exc:
             failed.append((display, str(exc)))
             continue
-        joined = attach_scales(metas) + attach_packed(metas, packings.get(_dirname(display)))
+        joined = _joined(metas, packings.get(_dirname(display)))
         out.append(Checkpoint(name=display, kind=kind, tensors=metas, dequantized=joined))
     return out, failed

@@ -1,5 +1,6 @@
-"""Everyday derivatives PASS and model edits FLAG/BLOCK, over five architectures and two seeds
-(tiny models from testing/weight_edits.py, each a real training run or a published edit shape)."""
+"""Everyday derivatives PASS and model edits FLAG/BLOCK, over seven architectures (two of them
+mixture-of-experts: per-expert matrices and fused experts) and two seeds (tiny models from
+testing/weight_edits.py, each a real training run or a published edit shape)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hfguard.target import local_target
 from hfguard.weights.check import WeightsAnomalies, WeightsBaseDiff
 from testing import weight_edits as we
 
-CI = [("bert", 0), ("gpt2", 0), ("llama", 0), ("vit", 0), ("t5", 0), ("gpt2", 1)]
+CI = [("bert", 0), ("gpt2", 0), ("llama", 0), ("vit", 0), ("t5", 0), ("moe", 0), ("gptoss", 0), ("gpt2", 1)]
 SWEEP = [pytest.param(a, s, marks=pytest.mark.sweep) for a in we.ARCHS for s in (1, 2) if (a, s) not in CI]
 
 
@@ -160,6 +161,19 @@ def test_lora_in_every_layer_is_not_a_surgical_edit(zoo):
     assert "weights/surgical-edit" not in rules and "weights/confined-edit" not in rules
     rome = we.edited(base, base.parent / "rome-2", lambda s: we.rome(s, 2, seed=3))
     assert _rules(rome, base)["weights/surgical-edit"].location == "transformer.h.2.mlp.c_proj.weight"
+
+
+def test_an_expert_edited_inside_fused_experts_is_named(zoo):
+    """gpt-oss keeps a layer's experts in one [experts, in, out] tensor: ROME in one expert is a
+    rank-1 change of that expert's matrix, found and named as such, inside a fine-tune too (read as
+    one tensor, a change of 1/8 of it hid in the fine-tune's own movement of the rest)."""
+    base = zoo("gptoss", 0)
+    rome = we.edited(base, base.parent / "rome-expert", lambda s: we.rome(s, 2, seed=3))
+    hit = _rules(rome, base)["weights/surgical-edit"]
+    assert hit.location == "model.layers.2.mlp.experts.down_proj[3]"   # expert seed % 8
+    tuned = we.finetune("gptoss", base, base.parent / "ft-expert", 5, seed=11, lr=5e-5)
+    inside = we.edited(tuned, base.parent / "rome-expert-ft", lambda s: we.rome(s, 2, seed=3))
+    assert _rules(inside, base)["weights/outlier-edit"].location == "model.layers.2.mlp.experts.down_proj[3]"
 
 
 def test_ft_l_dense_edit_of_one_matrix_is_flagged(zoo):

@@ -77,3 +77,38 @@ def test_torch_storage_past_the_end_is_refused(tmp_path):
     strided = TensorMeta("w", "float32", (4, 4), "w.bin", p, 0, 64, stride=(8, 1))
     with pytest.raises(WeightsFormatError, match="outside its storage"):
         load_tensor(strided)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "torch-zip"])
+def test_fused_experts_are_read_one_expert_at_a_time(tmp_path, fmt):
+    """gpt-oss / Llama 4 keep a layer's experts in one [experts, a, b] tensor (and their biases in one
+    [experts, n]): each expert is read as its own matrix `name[e]`, from its own bytes, or through
+    the strides of a torch view; other 3-D tensors (a conv kernel) and per-expert names stay whole."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    fused = torch.randn(4, 6, 5, generator=g, dtype=torch.float32).to(torch.bfloat16)
+    state = {"model.layers.0.mlp.experts.down_proj": fused,
+             "model.layers.0.mlp.experts.down_proj_bias": torch.randn(4, 5, generator=g),
+             # a view whose experts are not in C order in its storage
+             "model.layers.1.mlp.experts.gate_up_proj": torch.randn(6, 4, 5, generator=g).transpose(0, 1),
+             "model.layers.0.mlp.experts.3.down_proj.weight": torch.randn(6, 5, generator=g),
+             "conv.weight": torch.randn(4, 3, 2, generator=g)}
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        del state["model.layers.1.mlp.experts.gate_up_proj"]   # safetensors stores C order only
+        save_file(state, str(tmp_path / "model.safetensors"))
+    else:
+        torch.save(state, tmp_path / "pytorch_model.bin")
+    (ckpt,), failed = checkpoints_of(local_target([str(tmp_path)]))
+    assert failed == []
+    expected = {"conv.weight": state["conv.weight"], "model.layers.0.mlp.experts.3.down_proj.weight":
+                state["model.layers.0.mlp.experts.3.down_proj.weight"]}
+    for name, t in state.items():
+        if name not in expected:
+            expected.update((f"{name}[{e}]", t[e]) for e in range(4))
+    assert set(ckpt.tensors) == set(expected)
+    for name, t in expected.items():
+        np.testing.assert_array_equal(ckpt.load(name), t.float().numpy(), err_msg=name)
+    assert ckpt.tensors["model.layers.0.mlp.experts.down_proj[1]"].shape == (6, 5)
