@@ -468,6 +468,45 @@ def bnb4_copy(src: Path, dst: Path, quant_type: str = "nf4", double: bool = True
     return linear_copy(src, dst, lambda w: bnb4_linear(w, quant_type, double, storage=storage), conf, edit)
 
 
+FP4_E2M1 = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], np.float32)   # the OCP E2M1 magnitudes
+
+
+def mxfp4_experts(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A fused experts tensor [experts, in, out] as gpt-oss ships it, by the OCP MX recipe: per 32
+    inputs of each output the shared exponent floor(log2 amax) - 2, each entry the nearest E2M1
+    value of entry / 2^exponent (clipped at 6), two codes a byte, the first in the low nibble.
+    Returns (blocks uint8 [experts, out, in/32, 16], scales uint8 [experts, out, in/32])."""
+    x = np.ascontiguousarray(np.swapaxes(w, 1, 2), np.float32)   # [experts, out, in]
+    e_, rows, cols = x.shape
+    groups = x.reshape(e_, rows, cols // 32, 32)
+    amax = np.abs(groups).max(-1)
+    exp = np.clip(np.floor(np.log2(np.where(amax > 0, amax, 1.0))) - 2, -127, 127).astype(np.int32)
+    exp[amax == 0] = -127
+    v = groups / np.ldexp(1.0, exp)[..., None]
+    mag = np.abs(FP4_E2M1[None, :] - np.minimum(np.abs(v), 6.0)[..., None]).argmin(-1)
+    codes = (mag + 8 * ((v < 0) & (mag > 0))).astype(np.uint8)
+    pairs = codes.reshape(e_, rows, cols // 32, 16, 2)
+    return (pairs[..., 0] | (pairs[..., 1] << 4)).astype(np.uint8), (exp + 127).astype(np.uint8)
+
+
+def mxfp4_copy(src: Path, dst: Path, edit: Callable[[dict[str, np.ndarray]], Any] | None = None) -> Path:
+    """gpt-oss's release format: the fused experts (`experts.gate_up_proj`, `experts.down_proj`) as
+    MXFP4 `_blocks` and `_scales`, the rest as it was, config.json saying `quant_method: mxfp4`."""
+    state = {k: v.copy() for k, v in state_of(src).items()}
+    if edit is not None:
+        edit(state)
+    out = {}
+    for k, w in state.items():
+        if re.search(r"experts\.(gate_up_proj|down_proj)$", k) and w.ndim == 3:
+            out[k + "_blocks"], out[k + "_scales"] = mxfp4_experts(w)
+        else:
+            out[k] = w
+    dst = write(src, out, dst)
+    set_config(dst, quantization_config={"quant_method": "mxfp4", "modules_to_not_convert": [
+        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]})
+    return dst
+
+
 def quantize_dequantize(state: dict[str, np.ndarray], bits: int = 8) -> None:
     """Per-row absmax integer quantization of every matrix, written back as float32 (int8 round trip)."""
     q = 2 ** (bits - 1) - 1
@@ -786,6 +825,8 @@ def negatives(arch: str, seed: int, base: Path, root: Path, *, full: bool = Fals
     }
     if arch != "vit":
         out["vocab-extended"] = extend_vocab(arch, base, root / "vocab")
+    if arch == "gptoss":   # its release format
+        out["mxfp4-copy"] = mxfp4_copy(base, root / "mxfp4")
     if full:
         out["finetune-50"] = finetune(arch, base, root / "ft50", 50, seed + 1)
         for r in (2, 4, 8, 16):
@@ -834,6 +875,8 @@ def edits(arch: str, seed: int, base: Path, root: Path, *, full: bool = False) -
                                                            lambda s: memit(s, span, seed))
     if arch in ("bert", "gpt2", "vit"):   # up-projections with a bias, as the traps need
         out["calibrated-traps"] = data_traps(arch, base, root / "data-traps", layer, seed)
+    if arch == "gptoss":
+        out["rome-in-mxfp4"] = mxfp4_copy(base, root / "rome-mxfp4", edit=lambda s: rome(s, layer, seed))
     if arch != "vit":
         out["embedding-rows"] = edited(base, root / "emb",
                                        lambda s: rewrite_embedding_rows(s, [7, 100, 300], seed))

@@ -441,6 +441,8 @@ def code_error(meta: TensorMeta) -> tuple[float, float]:
         return CODE_ERROR.get(meta.dtype, (0.0, 0.5))
     if meta.packed.packing.method in BNB4_MAPS:   # half the table's widest gap
         return 0.0, float(np.diff(np.sort(BNB4_MAPS[meta.packed.packing.method])).max()) / 2
+    if meta.packed.packing.method == "mxfp4":
+        return 0.0, MXFP4_CLIP
     return 0.0, 0.5 + 2.0 ** meta.packed.packing.bits * SCALE_ROUNDING.get(meta.scale.dtype, 2.0 ** -8)
 
 
@@ -450,6 +452,8 @@ def quantization(meta: TensorMeta) -> tuple[Any, Any]:
     assert meta.scale is not None
     if meta.packed is not None and meta.packed.packing.method in BNB4_MAPS:
         return _per_block(_bnb4_absmax(meta.packed, meta.scale), meta), None
+    if meta.packed is not None and meta.packed.packing.method == "mxfp4":
+        return _mxfp4_steps(meta), None
     if meta.packed is not None:
         return _packed_quantization(meta, meta.packed)
     b0, b1 = scale_blocks(meta.shape, meta.scale.shape) or (1, 1)
@@ -735,6 +739,8 @@ def packing_of(conf: Any, method: str | None = None) -> Packing | None:
     method = str(conf.get("quant_method", method)).lower()
     if method == "compressed-tensors":
         return _pack_quantized(conf)
+    if method == "mxfp4":
+        return Packing("mxfp4", 4, 0, MXFP4_BLOCK)
     bits, group = conf.get("bits", conf.get("w_bit")), conf.get("group_size", conf.get("q_group_size"))
     if type(bits) is not int or (group is not None and type(group) is not int):
         return None
@@ -778,6 +784,8 @@ def attach_packed(tensors: dict[str, TensorMeta], packing: Packing | None) -> in
     shapes do not fit `packing` stay as stored. Returns how many were joined."""
     if packing is None:
         return 0
+    if packing.method == "mxfp4":
+        return attach_mxfp4(tensors)
     compressed = packing.method == "pack-quantized"
     names = _COMPRESSED_PARTS if compressed else ("qweight", "qzeros", "scales", "g_idx")
     joined = 0
@@ -923,6 +931,8 @@ def _unpacked(meta: TensorMeta, out: np.ndarray | None) -> np.ndarray:
         else out[: meta.numel].reshape(meta.shape)
     if pk.packing.method in BNB4_MAPS:
         return _bnb4_values(pk, wide)
+    if pk.packing.method == "mxfp4":
+        return _mxfp4_values(pk, wide)
     words, bits, per = _words(pk.qweight), pk.packing.bits, 32 // pk.packing.bits
     for r0 in range(0, rows, ROW_BLOCK):   # ROW_BLOCK is a multiple of any 32/bits
         r1 = min(rows, r0 + ROW_BLOCK)
@@ -949,6 +959,69 @@ def _bnb4_values(pk: Packed, wide: np.ndarray) -> np.ndarray:
     return wide
 
 
+# -- MXFP4 (OCP microscaling; gpt-oss) --------------------------------------------------------------
+# gpt-oss ships its experts as X_blocks uint8 [experts, out, in/32, 16] (two E2M1 codes a byte, the
+# first in the low nibble) and X_scales uint8 [experts, out, in/32] (an E8M0 exponent per 32 inputs,
+# biased by 127). transformers' loader computes each expert as FP4[code] x 2^(scale - 127), [out, in],
+# and gives the model its transpose [in, out] (gpt-oss computes x @ W), as the bfloat16 copies store it;
+# read so, each expert is the matrix `X[e]` a bfloat16 copy's X splits into (`split_experts`).
+MXFP4_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+                         -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0], np.float32)
+MXFP4_BLOCK = 32
+# the most a code is off its value, in steps of its block: the OCP recipe's shared exponent
+# (floor(log2 amax) - 2) puts a block's largest entries in [4, 8) steps and clips those past 6 to 6
+MXFP4_CLIP = 2.0
+
+
+def attach_mxfp4(tensors: dict[str, TensorMeta]) -> int:
+    """Join each X_blocks with its X_scales into one matrix per expert `X[e]` of shape [in, out];
+    the parts leave the tensors. Shapes that do not fit stay as stored. Returns how many were joined."""
+    joined = 0
+    for name in [n for n in tensors if n.endswith("_blocks")]:
+        prefix = name[:-len("_blocks")]
+        blocks, scales = tensors[name], tensors.get(prefix + "_scales")
+        if scales is None or prefix in tensors or blocks.dtype != "uint8" or scales.dtype != "uint8" \
+                or len(blocks.shape) != 4 or blocks.shape[3] != MXFP4_BLOCK // 2 \
+                or scales.shape != blocks.shape[:3] or not (blocks.contiguous and scales.contiguous):
+            continue
+        experts, rows, groups, _ = blocks.shape
+        for e in range(experts):
+            codes = _expert(blocks, e)
+            tensors[expert_name(prefix, e)] = dataclasses.replace(
+                codes, name=expert_name(prefix, e), dtype="uint4", shape=(groups * MXFP4_BLOCK, rows),
+                stride=None, offset=codes.offset + codes.storage_offset, nbytes=codes.numel, storage_offset=0,
+                scale=_expert(scales, e), packed=Packed(Packing("mxfp4", 4, 0, MXFP4_BLOCK), codes, None,
+                                                        MXFP4_BLOCK))
+        del tensors[name], tensors[prefix + "_scales"]
+        joined += 1
+    return joined
+
+
+def _mxfp4_values(pk: Packed, wide: np.ndarray) -> np.ndarray:
+    """An MXFP4 expert's code values, written transposed into `wide` [in, out], a block of its
+    stored rows (outputs) at a time."""
+    q = pk.qweight
+    raw = map_bytes(q.data_path, q.offset + q.storage_offset, q.numel)
+    cols, rows = wide.shape
+    for r0 in range(0, rows, ROW_BLOCK):
+        r1 = min(rows, r0 + ROW_BLOCK)
+        chunk = raw[r0 * cols // 2:r1 * cols // 2]
+        codes = np.stack((chunk & 0x0F, chunk >> 4), axis=1).reshape(r1 - r0, cols)
+        wide[:, r0:r1] = MXFP4_VALUES[codes].T
+    return wide
+
+
+def _mxfp4_steps(meta: TensorMeta) -> Any:
+    """(r0, r1) -> the step 2^(scale - 127) of each entry of rows (inputs) r0:r1; E8M0's 255 is NaN."""
+    assert meta.scale is not None
+    exps = stored_values(meta.scale)
+    assert exps is not None
+    steps = np.ldexp(np.float32(1), exps.astype(np.int32) - 127).astype(np.float32)
+    steps[exps == 255] = np.nan
+    steps = steps.reshape(meta.scale.shape)   # [out, groups]
+    return lambda r0, r1: steps[:, np.arange(r0, r1) // MXFP4_BLOCK].T
+
+
 # -- fused mixture-of-experts tensors ---------------------------------------------------------------
 # gpt-oss and Llama 4 keep every expert of a layer in one [experts, a, b] tensor
 # (`model.layers.3.mlp.experts.down_proj`); Mixtral, Qwen-MoE and DeepSeek keep one matrix per expert
@@ -966,21 +1039,25 @@ def split_experts(tensors: dict[str, TensorMeta]) -> int:
     split = 0
     for name, meta in tensors.items():
         fused = len(meta.shape) == 3 or (len(meta.shape) == 2 and name.endswith("_bias"))
-        if not fused or meta.shape[0] < 2 or meta.dtype not in FLOAT_DTYPES \
+        if not fused or meta.dtype not in FLOAT_DTYPES \
                 or meta.scale is not None or not FUSED_EXPERTS.search(name):
             out[name] = meta
             continue
-        out.update((f"{name}[{e}]", _expert(meta, e)) for e in range(meta.shape[0]))
+        out.update((expert_name(name, e), _expert(meta, e)) for e in range(meta.shape[0]))
         split += 1
     tensors.clear()
     tensors.update(out)
     return split
 
 
+def expert_name(name: str, e: int) -> str:
+    return f"{name}[{e}]"
+
+
 def _expert(meta: TensorMeta, e: int) -> TensorMeta:
     """Expert e's part of a fused [experts, ...] tensor: its own bytes in a file that stores it
     in C order (safetensors), a view of the storage otherwise (a torch zip's strides)."""
-    name, shape = f"{meta.name}[{e}]", meta.shape[1:]
+    name, shape = expert_name(meta.name, e), meta.shape[1:]
     if meta.stride is None:
         size = math.prod(shape) * _ITEMSIZE[meta.dtype]
         return dataclasses.replace(meta, name=name, shape=shape, offset=meta.offset + e * size, nbytes=size)

@@ -1,9 +1,9 @@
 """Quantized checkpoints (float8 / int8 codes with their scales, as compressed-tensors, FBGEMM and
 DeepSeek-style quantizers write them; packed GPTQ, AWQ and compressed-tensors pack-quantized layers;
-bitsandbytes LLM.int8) are measured and diffed dequantized, and a dtype round trip
-is no change: an everyday quantized or half-precision copy of MiniLM passes, and a ROME edit shipped
-inside one is the surgical edit it is (it passed before: every stored matrix differed from the
-base by ~1/scale, so the edit was one change among all)."""
+bitsandbytes LLM.int8 and 4-bit; gpt-oss's MXFP4 experts) are measured and diffed dequantized, and
+a dtype round trip is no change: an everyday quantized or half-precision copy of MiniLM passes, and
+a ROME edit shipped inside one is the surgical edit it is (it passed before: every stored matrix
+differed from the base by ~1/scale, so the edit was one change among all)."""
 
 from __future__ import annotations
 
@@ -632,3 +632,60 @@ def test_a_bnb4_copy_passes_and_an_edit_inside_one_blocks(quant_type, double, st
     one blocks."""
     clean_passes_and_edit_blocks(lambda src, dst, e: we.bnb4_copy(src, dst, quant_type, double, e, storage),
                                  minilm_dir, tmp_path)
+
+
+# -- MXFP4 (gpt-oss) -------------------------------------------------------------------------------
+def _mxfp4_folder(folder, state, config=True):
+    from safetensors.numpy import save_file
+
+    folder.mkdir()
+    save_file(state, str(folder / "model.safetensors"))
+    conf = {"quantization_config": {"quant_method": "mxfp4"}} if config else {}
+    (folder / "config.json").write_text(__import__("json").dumps(conf))
+    return folder
+
+
+def test_mxfp4_experts_are_the_loaders_dequantization(tmp_path):
+    """Each expert of an MXFP4 tensor reads as transformers' gpt-oss loader computes it
+    (convert_moe_packed_tensors: E2M1 code x 2^(scale - 127), transposed to [in, out]), a block of
+    zeros, tiny and huge exponents included."""
+    mxfp4 = pytest.importorskip("transformers.integrations.mxfp4")
+    w = np.random.default_rng(0).standard_normal((3, 96, 40)).astype(np.float32)   # [experts, in, out]
+    w[1, :32, 5] = 0.0
+    w[2, 32:64] *= 1e-30
+    w[0, :, 7] *= 1e20
+    blocks, scales = we.mxfp4_experts(w)
+    folder = _mxfp4_folder(tmp_path / "mx", {"l.mlp.experts.down_proj_blocks": blocks,
+                                             "l.mlp.experts.down_proj_scales": scales})
+    (ckpt,), failed = checkpoints_of(local_target([str(folder)]))
+    assert failed == [] and ckpt.dequantized == 1
+    want = mxfp4.convert_moe_packed_tensors(torch.from_numpy(blocks), torch.from_numpy(scales),
+                                            dtype=torch.float32).numpy()
+    assert sorted(ckpt.tensors) == [f"l.mlp.experts.down_proj[{e}]" for e in range(3)]
+    for e in range(3):
+        got = ckpt.load(f"l.mlp.experts.down_proj[{e}]")
+        assert got.shape == (96, 40)
+        np.testing.assert_array_equal(got, want[e])
+    assert np.abs(want - w).max() <= np.abs(w).max() / 4   # the recipe's codes: within 2 steps
+
+
+def test_mxfp4_without_its_config_stays_as_stored(tmp_path):
+    blocks, scales = we.mxfp4_experts(np.ones((2, 64, 8), np.float32))
+    folder = _mxfp4_folder(tmp_path / "mx", {"l.experts.gate_up_proj_blocks": blocks,
+                                             "l.experts.gate_up_proj_scales": scales}, config=False)
+    unread = scanned(folder)[1]["weights/quantized-not-read"].evidence["tensors"]
+    assert unread == ["l.experts.gate_up_proj_blocks"]
+
+
+def test_an_mxfp4_gpt_oss_copy_passes_and_an_expert_edit_inside_blocks(tmp_path):
+    """gpt-oss's release format: a copy of a (tiny) gpt-oss in MXFP4 is its base in codes, every
+    expert storage rounding only; ROME on one expert before quantizing BLOCKs, naming the expert."""
+    base = we.save(we.build("gptoss", 0), tmp_path / "base")
+    copy = we.mxfp4_copy(base, tmp_path / "mx")
+    v, found = scanned(copy, base)
+    assert v is Verdict.PASS and scanned(copy)[0] is Verdict.PASS
+    assert found["weights/base-diff-summary"].evidence["storage_rounding_only"] == 2 * we.LAYERS * 8
+    edited = we.mxfp4_copy(base, tmp_path / "mx-rome", edit=lambda s: we.rome(s, 2, seed=3))
+    v, found = scanned(edited, base)
+    hit = found.get("weights/surgical-edit") or found["weights/confined-edit"]
+    assert v is Verdict.BLOCK and hit.location == "model.layers.2.mlp.experts.down_proj[3]"
