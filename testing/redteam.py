@@ -1,10 +1,10 @@
 """Red-team organisms for the weights tier (issue #13), built with recipes the calibration
 (testing/weight_edits.py) does not use: architectures it never saw (OPT, GPT-NeoX, Mistral and
-Qwen2 with GQA, Phi, BLOOM, DistilBERT, RoBERTa, CLIP), pretrained for a few hundred AdamW steps on
-a synthetic bigram language, and edits written the way the papers' code writes them (ROME's
-closed form with a key covariance from activations, MEMIT's spread least squares, FT-L under an
-L-inf constraint, peft-style LoRA merges, mergekit-style merges). Used by bench/redteam_weights.py
-and tests/weights/test_redteam.py.
+Qwen2 with GQA, Phi, BLOOM, DistilBERT, RoBERTa, CLIP, Qwen2-MoE with its shared expert),
+pretrained for a few hundred AdamW steps on a synthetic bigram language, and edits written the way
+the papers' code writes them (ROME's closed form with a key covariance from activations, MEMIT's
+spread least squares, FT-L under an L-inf constraint, peft-style LoRA merges, mergekit-style
+merges). Used by bench/redteam_weights.py and tests/weights/test_redteam.py.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 from testing import weight_edits as we
 
 D, FF, HEADS, LAYERS, VOCAB, POS = 64, 256, 4, 6, 512, 64
-ARCHS = ("opt", "gpt_neox", "mistral", "qwen2", "phi", "bloom", "distilbert", "roberta", "clip")
-CAUSAL = {"opt", "gpt_neox", "mistral", "qwen2", "phi", "bloom"}
+ARCHS = ("opt", "gpt_neox", "mistral", "qwen2", "phi", "bloom", "distilbert", "roberta", "clip", "qwen2_moe")
+CAUSAL = {"opt", "gpt_neox", "mistral", "qwen2", "phi", "bloom", "qwen2_moe"}
 MLM = {"distilbert", "roberta"}
 
 # the MLP's output (down) and input (up) projections, attention projections, per family
@@ -53,6 +53,11 @@ def config(arch: str) -> Any:
         cls = tf.MistralConfig if arch == "mistral" else tf.Qwen2Config
         return cls(hidden_size=D, intermediate_size=FF, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
                    num_key_value_heads=2, max_position_embeddings=POS, **common)
+    if arch == "qwen2_moe":   # in memory its experts are fused tensors: the edits reach its shared expert
+        return tf.Qwen2MoeConfig(hidden_size=D, intermediate_size=FF, moe_intermediate_size=FF // 2,
+                                 shared_expert_intermediate_size=FF, num_experts=8, num_experts_per_tok=2,
+                                 num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=2,
+                                 max_position_embeddings=POS, **common)
     if arch == "phi":
         return tf.PhiConfig(hidden_size=D, intermediate_size=FF, num_hidden_layers=LAYERS,
                             num_attention_heads=HEADS, max_position_embeddings=POS, **common)

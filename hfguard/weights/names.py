@@ -10,6 +10,7 @@ until its values agree (`agree`); one whose values differ is two unrelated tenso
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -26,9 +27,31 @@ class Pairing:
     only_b: list[str]
 
 
+# transformers 5 keeps a mixture-of-experts layer fused in memory (tensors.split_experts reads its
+# experts as `experts.down_proj[e]`, `experts.gate_up_proj[e, :I]` and `[e, I:]`) and Mixtral's under
+# `mlp.` with gate / up / down names: a torch.save'd state dict beside (or diffed against) the files
+# save_pretrained writes (`block_sparse_moe.experts.5.w1.weight`, `mlp.experts.5.gate_proj.weight`)
+_ALIASES = [(re.compile(r"\.block_sparse_moe\."), ".mlp.")] + [
+    (re.compile(rf"(\.experts\.\d+\.){old}\."), rf"\1{new}.")
+    for old, new in (("w1", "gate_proj"), ("w3", "up_proj"), ("w2", "down_proj"))]
+_FUSED = re.compile(r"\.experts\.(?:(down_proj)\[(\d+)\]|gate_up_proj\[(\d+), (:?)\d+:?\])$")
+
+
+def expert_key(name: str) -> str:
+    """The per-expert file name of an expert matrix, whichever layout holds it (see above)."""
+    for pattern, to in _ALIASES:
+        name = pattern.sub(to, name)
+    if m := _FUSED.search(name):
+        down, e_down, e_gate_up, gate = m.groups()
+        e, proj = (e_down, "down_proj") if down else (e_gate_up, "gate_proj" if gate else "up_proj")
+        name = f"{name[:m.start()]}.experts.{e}.{proj}.weight"
+    return name
+
+
 def _keyed(tensors: dict[str, TensorMeta], strip: bool) -> dict[str, str]:
     # a prefix is a module path: `lm_head.weight` and `embed_out.weight` are not both `weight`
-    return {(n.split(".", 1)[1] if strip and n.count(".") >= 2 else n): n for n in tensors}
+    keys = {n: expert_key(n) for n in tensors}
+    return {(k.split(".", 1)[1] if strip and k.count(".") >= 2 else k): n for n, k in keys.items()}
 
 
 def pair_tensors(a: dict[str, TensorMeta], b: dict[str, TensorMeta]) -> Pairing:

@@ -985,13 +985,14 @@ def attach_mxfp4(tensors: dict[str, TensorMeta]) -> int:
                 or scales.shape != blocks.shape[:3] or not (blocks.contiguous and scales.contiguous):
             continue
         experts, rows, groups, _ = blocks.shape
+        packing = Packing("mxfp4", 4, 0, MXFP4_BLOCK)
         for e in range(experts):
-            codes = _expert(blocks, e)
+            codes = _rows(blocks, e, 0, rows, expert_name(name, e))
+            exps = _rows(scales, e, 0, rows, expert_name(scales.name, e))
             tensors[expert_name(prefix, e)] = dataclasses.replace(
                 codes, name=expert_name(prefix, e), dtype="uint4", shape=(groups * MXFP4_BLOCK, rows),
                 stride=None, offset=codes.offset + codes.storage_offset, nbytes=codes.numel, storage_offset=0,
-                scale=_expert(scales, e), packed=Packed(Packing("mxfp4", 4, 0, MXFP4_BLOCK), codes, None,
-                                                        MXFP4_BLOCK))
+                scale=exps, packed=Packed(packing, codes, None, MXFP4_BLOCK))
         del tensors[name], tensors[prefix + "_scales"]
         joined += 1
     return joined
@@ -1023,18 +1024,21 @@ def _mxfp4_steps(meta: TensorMeta) -> Any:
 
 
 # -- fused mixture-of-experts tensors ---------------------------------------------------------------
-# gpt-oss and Llama 4 keep every expert of a layer in one [experts, a, b] tensor
-# (`model.layers.3.mlp.experts.down_proj`); Mixtral, Qwen-MoE and DeepSeek keep one matrix per expert
-# (`...experts.5.down_proj.weight`). Read as the matrices it holds, a fused tensor's expert edited
-# alone is a low-rank change of one matrix, as in a per-expert checkpoint, not a faint change of a
-# tensor `experts` times its size; each expert is `name[e]`, its role's siblings the same expert of
-# the other layers.
+# gpt-oss and Llama 4 keep every expert of a layer in one [experts, in, out] tensor
+# (`model.layers.3.mlp.experts.down_proj`); Mixtral, Qwen-MoE and DeepSeek files keep one matrix per
+# expert (`...experts.5.down_proj.weight`), which transformers 5 fuses in memory into [experts, out,
+# in] tensors, gate_up_proj the gate's rows then the up-projection's: what torch.save of its state
+# dict writes. Read as the matrices it holds, an expert edited alone is a low-rank change of one
+# matrix, as in a per-expert file, not a faint change of a tensor `experts` times its size. Each
+# expert is `name[e]`, a fused [gate; up] one its two halves `name[e, :I]` and `name[e, I:]` (the
+# per-expert gate_proj and up_proj: names.pair_tensors pairs them so); a role's siblings are the
+# same expert of the other layers.
 FUSED_EXPERTS = re.compile(r"(^|\.)experts\.[A-Za-z_]\w*$")
 
 
 def split_experts(tensors: dict[str, TensorMeta]) -> int:
     """Each fused experts tensor (plain floats named `...experts.<param>`, 3-D, or 2-D `_bias`)
-    replaced in place by its experts' matrices (vectors) `name[e]`; returns how many were split."""
+    replaced in place by its experts' matrices (vectors); returns how many were split."""
     out: dict[str, TensorMeta] = {}
     split = 0
     for name, meta in tensors.items():
@@ -1043,7 +1047,13 @@ def split_experts(tensors: dict[str, TensorMeta]) -> int:
                 or meta.scale is not None or not FUSED_EXPERTS.search(name):
             out[name] = meta
             continue
-        out.update((expert_name(name, e), _expert(meta, e)) for e in range(meta.shape[0]))
+        half = _gate_rows(name, meta, tensors)
+        for e in range(meta.shape[0]):
+            if half is None:
+                out[expert_name(name, e)] = _rows(meta, e, 0, meta.shape[1], expert_name(name, e))
+            else:
+                for r0, r1, part in ((0, half, f":{half}"), (half, 2 * half, f"{half}:")):
+                    out[f"{name}[{e}, {part}]"] = _rows(meta, e, r0, r1, f"{name}[{e}, {part}]")
         split += 1
     tensors.clear()
     tensors.update(out)
@@ -1054,15 +1064,29 @@ def expert_name(name: str, e: int) -> str:
     return f"{name}[{e}]"
 
 
-def _expert(meta: TensorMeta, e: int) -> TensorMeta:
-    """Expert e's part of a fused [experts, ...] tensor: its own bytes in a file that stores it
-    in C order (safetensors), a view of the storage otherwise (a torch zip's strides)."""
-    name, shape = expert_name(meta.name, e), meta.shape[1:]
+def _gate_rows(name: str, meta: TensorMeta, tensors: dict[str, TensorMeta]) -> int | None:
+    """I where `name` is transformers 5's fused [experts, 2I, H] gate_up_proj beside its
+    [experts, H, I] down_proj (gate rows first); None otherwise (gpt-oss and Llama 4 store
+    [experts, H, 2I], gate and up columns interleaved or side by side: read whole)."""
+    if not name.endswith("experts.gate_up_proj"):
+        return None
+    down = tensors.get(name[:-len("gate_up_proj")] + "down_proj")
+    if down is None or len(down.shape) != 3:
+        return None
+    e, rows, cols = meta.shape
+    return rows // 2 if (e, rows, cols) == (down.shape[0], 2 * down.shape[2], down.shape[1]) else None
+
+
+def _rows(meta: TensorMeta, e: int, r0: int, r1: int, name: str) -> TensorMeta:
+    """Rows r0:r1 of expert e of a fused [experts, rows, ...] tensor: their own bytes in a file
+    that stores it in C order (safetensors), a view of the storage otherwise (a torch zip's strides)."""
+    shape = (r1 - r0, *meta.shape[2:])
     if meta.stride is None:
-        size = math.prod(shape) * _ITEMSIZE[meta.dtype]
-        return dataclasses.replace(meta, name=name, shape=shape, offset=meta.offset + e * size, nbytes=size)
+        row = math.prod(meta.shape[2:]) * _ITEMSIZE[meta.dtype]
+        start = meta.offset + (e * meta.shape[1] + r0) * row
+        return dataclasses.replace(meta, name=name, shape=shape, offset=start, nbytes=(r1 - r0) * row)
     return dataclasses.replace(meta, name=name, shape=shape, stride=meta.stride[1:],
-                               storage_offset=meta.storage_offset + e * meta.stride[0])
+                               storage_offset=meta.storage_offset + e * meta.stride[0] + r0 * meta.stride[1])
 
 
 # -- grouping a target's files into checkpoints -------------------------------------------------

@@ -21,10 +21,10 @@ from hfguard.findings import Observation, Severity
 NORM_GAIN = re.compile(r"(norm|(^|\.)ln_?\w*|layernorm)[^.]*\.(weight|gamma|scale)$", re.I)
 # the MLP's input projections: `fc1` stands alone in OPT / BART / Whisper / M2M blocks
 # (`model.decoder.layers.3.fc1`), under `mlp.` in CLIP / Phi; wav2vec2 says `intermediate_dense`,
-# Megatron `linear_fc1`; gpt-oss's fused experts are read one expert at a time (tensors.split_experts)
+# Megatron `linear_fc1`; fused experts are read one expert (gate, up half) at a time (tensors.split_experts)
 UP_PROJ = re.compile(r"(intermediate[._]dense|mlp\.c_fc|(^|\.)(linear_)?fc1|up_proj|gate_proj|mlp\.w1|w1|"
                      r"fc_in|dense_h_to_4h|mlp\.lin1|mlp\.0|ffn\.lin1|DenseReluDense\.wi(_[01])?)\.weight$|"
-                     r"experts\.gate_up_proj\[\d+\]$")
+                     r"experts\.gate_up_proj\[\d+(, [\d:]+)?\]$")
 # GPT-2's Conv1D and gpt-oss's experts store (in, out): neurons are columns (gpt-oss interleaves each
 # neuron's gate and linear columns; both are neurons here, the gates the ones that threshold)
 CONV1D_UP = re.compile(r"mlp\.c_fc\.weight$|experts\.gate_up_proj\[\d+\]$")

@@ -176,6 +176,48 @@ def test_an_expert_edited_inside_fused_experts_is_named(zoo):
     assert _rules(inside, base)["weights/outlier-edit"].location == "model.layers.2.mlp.experts.down_proj[3]"
 
 
+def test_a_transformers5_state_dict_of_a_moe_pairs_with_its_files(zoo, tmp_path):
+    """transformers 5 fuses a Qwen-MoE layer's experts in memory ([experts, 2I, H] gate_up_proj, the
+    gate's rows first): torch.save of its state dict holds other names and shapes than the per-expert
+    files save_pretrained writes. Beside them it is the same model, not an unrelated one; edited in one
+    expert it disagrees there; alone it diffs against the per-expert base expert by expert."""
+    import torch
+
+    base = zoo("moe", 0)
+
+    def torch_saved(dst: Path, edit=None, beside: bool = True) -> Path:
+        model = we.load("moe", base)
+        if edit is not None:
+            with torch.no_grad():
+                edit(dict(model.named_parameters()))
+        if beside:
+            shutil.copytree(base, dst)
+        else:
+            dst.mkdir()
+            shutil.copy(base / "config.json", dst)
+        torch.save(model.state_dict(), dst / "pytorch_model.bin")
+        return dst
+
+    def rank1_in_gate_of_expert_3(params) -> None:
+        w = params["model.layers.2.mlp.experts.gate_up_proj"][3, :128]
+        u, v = torch.randn(128, 1, generator=torch.Generator().manual_seed(0)), torch.randn(1, 64)
+        w += 0.3 * w.norm() * (u @ v) / (u @ v).norm()
+
+    same = torch_saved(tmp_path / "same")
+    saved = torch.load(same / "pytorch_model.bin", weights_only=True)
+    assert saved["model.layers.2.mlp.experts.gate_up_proj"].shape == (8, 256, 64)
+    assert verdict(same) == (Verdict.PASS, []) and verdict(same, base) == (Verdict.PASS, [])
+    assert "weights/copies-hold-other-tensors" not in _rules(same)
+    edited = torch_saved(tmp_path / "edited", rank1_in_gate_of_expert_3)
+    hit = _rules(edited)["weights/inconsistent-copies"]
+    assert hit.location == "model.layers.2.mlp.experts.3.gate_proj.weight" and hit.evidence["differ"] == 1
+    assert hit.evidence["tensors"][0]["stored_as"] == "model.layers.2.mlp.experts.gate_up_proj[3, :128]"
+    alone = torch_saved(tmp_path / "alone", rank1_in_gate_of_expert_3, beside=False)
+    rules = _rules(alone, base)
+    assert rules["weights/surgical-edit"].location == "model.layers.2.mlp.experts.gate_up_proj[3, :128]"
+    assert not {"weights/base-tensors-added", "weights/base-tensors-removed"} & set(rules)
+
+
 def test_ft_l_dense_edit_of_one_matrix_is_flagged(zoo):
     base = zoo("llama", 0)
     path, target = we.ft_l("llama", base, base.parent / "ftl-2", 2, seed=5)
