@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -583,27 +583,33 @@ def outlier_scores(changed: list[TensorDelta], judged: list[TensorDelta],
     mats = [d for d in changed if d.rows and 0 < d.rel < math.inf]
     if len(mats) < 8:
         return []
-    cells: dict[tuple[str, int], float] = {}   # (role, block) -> log relative change
-    for d in mats:
-        role, idx = role_of(d.name)
-        if idx is not None:
-            cells[role, idx] = math.log(d.rel)
+    # (delta, role, block, log relative change) of the block matrices; a role holds several per
+    # block where a layer has experts (layers.role_of)
+    cells = [(d, role, idx, math.log(d.rel))
+             for d in mats for role, idx in [role_of(d.name)] if idx is not None]
     if not cells:
         return []
-    role_fx, block_fx = _median_polish(cells)
-    logs = {id(d): math.log(d.rel) for d in mats}
+    roles = sorted({c[1] for c in cells})
+    code = {r: k for k, r in enumerate(roles)}
+    role_of_cell = np.array([code[c[1]] for c in cells])
+    block_of_cell = np.array([c[2] for c in cells])
+    logs = np.array([c[3] for c in cells])
+    role_fx, block_fx = _median_polish(role_of_cell, block_of_cell, logs)
+    minus_role = logs - role_fx[role_of_cell]      # a cell less its role's effect, and less its block's
+    minus_block = logs - np.array([block_fx[b] for b in block_of_cell])
+    in_block = {b: np.flatnonzero(block_of_cell == b) for b in block_fx}
+    in_role = [np.flatnonzero(role_of_cell == k) for k in range(len(roles))]
+    every = np.sort([math.log(d.rel) for d in mats])
     scored = []   # (delta, log change above its role and block, above the other matrices, peers)
-    for d in mats:
-        role, idx = role_of(d.name)
-        if idx is None:
-            continue
+    for i, (d, _, idx, log) in enumerate(cells):
         # the block's effect from its other roles, the role's from its other blocks
-        mates = [v - role_fx[r] for (r, b), v in cells.items() if b == idx and r != role]
-        block = float(np.median(mates)) if mates else 0.0
-        peers = [v - block_fx[b] for (r, b), v in cells.items() if r == role and b != idx]
-        typical = float(np.median([logs[id(p)] for p in mats if p is not d]))
-        own = logs[id(d)] - block - float(np.median(peers)) if peers else None
-        scored.append((d, own, logs[id(d)] - block - typical, len(peers)))
+        here = in_block[idx]
+        mates = minus_role[here[role_of_cell[here] != role_of_cell[i]]]
+        block = float(np.median(mates)) if mates.size else 0.0
+        mine = in_role[role_of_cell[i]]
+        peers = minus_block[mine[block_of_cell[mine] != idx]]
+        own = log - block - float(np.median(peers)) if peers.size else None
+        scored.append((d, own, log - block - _median_without(every, log), int(peers.size)))
     # each matrix's departure from what the others predict for it, pooled over the model: the
     # spread of a fit with few roles or blocks (one role LoRA'd: none left) is not the data's
     pooled = robust_scale([o for _, o, _, _ in scored if o is not None] or [0.0], 0.1 * MAD_TO_SIGMA)[1]
@@ -619,32 +625,52 @@ def outlier_scores(changed: list[TensorDelta], judged: list[TensorDelta],
     return out
 
 
-def _median_polish(cells: dict[tuple[str, int], float],
-                   rounds: int = 4) -> tuple[dict[str, float], dict[int, float]]:
-    """Tukey's median polish of a two-way table with empty cells: role and block effects whose
-    sum predicts each cell, resistant to a few outlying cells."""
-    roles = {r for r, _ in cells}
-    blocks = {b for _, b in cells}
-    role_fx = dict.fromkeys(roles, 0.0)
-    block_fx = dict.fromkeys(blocks, 0.0)
+def _median_without(ordered: np.ndarray, value: float) -> float:
+    """The median of sorted `ordered` with one entry equal to `value` left out."""
+    k = int(np.searchsorted(ordered, value))
+    n = ordered.size - 1
+
+    def at(j: int) -> float:   # the j-th of the rest
+        return float(ordered[j if j < k else j + 1])
+    return at(n // 2) if n % 2 else 0.5 * (at(n // 2 - 1) + at(n // 2))
+
+
+def _median_polish(roles: np.ndarray, blocks: np.ndarray, values: np.ndarray,
+                   rounds: int = 4) -> tuple[np.ndarray, dict[int, float]]:
+    """Tukey's median polish of a two-way table with empty (and repeated) cells: role and block
+    effects whose sum predicts each cell, resistant to a few outlying cells. `roles`: each cell's
+    role code (0..n-1); returns the roles' effects by code and the blocks' by block."""
+    role_cells = [np.flatnonzero(roles == k) for k in range(int(roles.max()) + 1)]
+    block_cells = {int(b): np.flatnonzero(blocks == b) for b in np.unique(blocks)}
+    role_fx = np.zeros(len(role_cells))
+    block_fx = dict.fromkeys(block_cells, 0.0)
     for _ in range(rounds):
-        for r in roles:
-            role_fx[r] = float(np.median([v - block_fx[b] for (rr, b), v in cells.items() if rr == r]))
-        for b in blocks:
-            block_fx[b] = float(np.median([v - role_fx[r] for (r, bb), v in cells.items() if bb == b]))
+        rest = values - np.array([block_fx[int(b)] for b in blocks])
+        role_fx = np.array([float(np.median(rest[ix])) for ix in role_cells])
+        rest = values - role_fx[roles]
+        block_fx = {b: float(np.median(rest[ix])) for b, ix in block_cells.items()}
     return role_fx, block_fx
 
 
-def judged_narrow(d: TensorDelta, changed: list[TensorDelta]) -> bool:
-    """Whether `d`'s change is judged by the narrow cut: narrow itself, in a role whose other
-    changes are mostly not. Narrowness is the signal only against a dense background: a merged
+def narrow_judge(changed: list[TensorDelta]) -> Callable[[TensorDelta], bool]:
+    """Whether a change is judged by the narrow cut: narrow itself, in a role whose other changed
+    matrices are mostly not. Narrowness is the signal only against a dense background: a merged
     LoRA's changes are all narrow, and so are a trained encoder's q/k changes under fine-tuning
     (top-1 energy 0.91-0.99)."""
-    if not d.surgical_shape:
-        return False
-    role = role_of(d.name)[0]
-    others = [p for p in changed if p is not d and p.rows and role_of(p.name)[0] == role]
-    return 2 * sum(1 for p in others if p.surgical_shape) <= len(others)
+    total: dict[str, int] = {}
+    narrow: dict[str, int] = {}
+    for p in changed:
+        if p.rows:
+            role = role_of(p.name)[0]
+            total[role] = total.get(role, 0) + 1
+            narrow[role] = narrow.get(role, 0) + bool(p.surgical_shape)
+
+    def judge(d: TensorDelta) -> bool:
+        if not d.surgical_shape:
+            return False
+        role, mine = role_of(d.name)[0], 1 if d.rows else 0
+        return 2 * (narrow.get(role, 0) - mine) <= total.get(role, 0) - mine
+    return judge
 
 
 def _outliers_in_dense(f: Any, changed: list[TensorDelta], judged: list[TensorDelta],
@@ -655,9 +681,10 @@ def _outliers_in_dense(f: Any, changed: list[TensorDelta], judged: list[TensorDe
     effect size, `outlier-min-ratio` times what its role and block predict: fine-tunes fit the
     two-way model closely, so small departures have large z (layer 0's o_proj of a fine-tuned
     Qwen2 moved 2.0x its prediction, a LoRA's layer-1 qkv 2.6x); edits move their matrix 5-90x."""
+    narrow = narrow_judge(changed)
     for o in outlier_scores(changed, judged, th):
         d = o.delta
-        cut = "narrow" if judged_narrow(d, changed) else "dense"
+        cut = "narrow" if narrow(d) else "dense"
         if o.z >= th["outlier-rel-z" if cut == "narrow" else "outlier-dense-z"] and \
                 o.ratio >= th["outlier-min-ratio"]:
             shape = f"in a {d.surgical_shape} shape" if cut == "narrow" else "densely"

@@ -25,11 +25,20 @@ FEATURES: dict[str, float] = {
 }
 
 
+# a mixture-of-experts layer's experts are exchangeable (expert 5 of one layer has nothing to do
+# with expert 5 of the next, and routing leaves some experts of a layer far less trained than the
+# rest): one role for every expert of every layer, `experts.{e}` (per-expert files) or `[{e}`
+# (fused tensors read one expert at a time, tensors.split_experts)
+_EXPERT_INDEX = re.compile(r"(?<=\.experts\.)\d+(?=\.)|(?<=\[)\d+(?=[],])")
+
+
 def role_of(name: str) -> tuple[str, int | None]:
+    """(the tensor's role, its block): `encoder.layer.{i}.attention.self.query.weight`, 3."""
     m = _INDEX.search(name)
     if not m:
         return name, None
-    return name[: m.start(1)] + "{i}" + name[m.end(1):], int(m.group(1))
+    rest = _EXPERT_INDEX.sub("{e}", name[m.end(1):])
+    return name[: m.start(1)] + "{i}" + rest, int(m.group(1))
 
 
 # bfloat16 rounds a number to 2^-8 of itself: a bias smaller than that next to the pre-activation

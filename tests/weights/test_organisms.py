@@ -5,6 +5,7 @@ testing/weight_edits.py, each a real training run or a published edit shape)."""
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -216,6 +217,22 @@ def test_a_transformers5_state_dict_of_a_moe_pairs_with_its_files(zoo, tmp_path)
     rules = _rules(alone, base)
     assert rules["weights/surgical-edit"].location == "model.layers.2.mlp.experts.gate_up_proj[3, :128]"
     assert not {"weights/base-tensors-added", "weights/base-tensors-removed"} & set(rules)
+
+
+def test_experts_are_siblings_of_every_expert_not_of_their_index():
+    """Routing trains a layer's experts unevenly: after 200 steps one expert of a Qwen-MoE layer is
+    ~5x lower in stable rank than expert 5 of the other layers (layer-outlier, z -8, when an
+    expert's siblings were the same index elsewhere). An expert index means nothing across layers:
+    every expert of every layer is one role (layers.role_of)."""
+    from hfguard.weights.layers import role_of
+
+    assert role_of("model.layers.3.mlp.experts.5.down_proj.weight") == \
+        ("model.layers.{i}.mlp.experts.{e}.down_proj.weight", 3)
+    assert role_of("model.layers.3.mlp.experts.gate_up_proj[5, :128]") == \
+        ("model.layers.{i}.mlp.experts.gate_up_proj[{e}, :128]", 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = we.save(we.build("moe", 100, pretrain_steps=200), Path(tmp) / "base")
+        assert verdict(base) == (Verdict.PASS, [])
 
 
 def test_ft_l_dense_edit_of_one_matrix_is_flagged(zoo):
