@@ -471,22 +471,55 @@ def bnb4_copy(src: Path, dst: Path, quant_type: str = "nf4", double: bool = True
 FP4_E2M1 = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], np.float32)   # the OCP E2M1 magnitudes
 
 
+def e2m1_packed(v: np.ndarray) -> np.ndarray:
+    """Values in units of their block's step -> the nearest E2M1 codes (clipped at 6; bit 3 the
+    sign), two a byte along the last axis, the first in the low nibble."""
+    mag = np.abs(FP4_E2M1 - np.minimum(np.abs(v), 6.0)[..., None]).argmin(-1)
+    codes = (mag + 8 * ((v < 0) & (mag > 0))).astype(np.uint8)
+    return (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
+
+
 def mxfp4_experts(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A fused experts tensor [experts, in, out] as gpt-oss ships it, by the OCP MX recipe: per 32
     inputs of each output the shared exponent floor(log2 amax) - 2, each entry the nearest E2M1
-    value of entry / 2^exponent (clipped at 6), two codes a byte, the first in the low nibble.
-    Returns (blocks uint8 [experts, out, in/32, 16], scales uint8 [experts, out, in/32])."""
+    value of entry / 2^exponent. Returns (blocks uint8 [experts, out, in/32, 16], scales uint8
+    [experts, out, in/32])."""
     x = np.ascontiguousarray(np.swapaxes(w, 1, 2), np.float32)   # [experts, out, in]
     e_, rows, cols = x.shape
     groups = x.reshape(e_, rows, cols // 32, 32)
     amax = np.abs(groups).max(-1)
     exp = np.clip(np.floor(np.log2(np.where(amax > 0, amax, 1.0))) - 2, -127, 127).astype(np.int32)
     exp[amax == 0] = -127
-    v = groups / np.ldexp(1.0, exp)[..., None]
-    mag = np.abs(FP4_E2M1[None, :] - np.minimum(np.abs(v), 6.0)[..., None]).argmin(-1)
-    codes = (mag + 8 * ((v < 0) & (mag > 0))).astype(np.uint8)
-    pairs = codes.reshape(e_, rows, cols // 32, 16, 2)
-    return (pairs[..., 0] | (pairs[..., 1] << 4)).astype(np.uint8), (exp + 127).astype(np.uint8)
+    return e2m1_packed(groups / np.ldexp(1.0, exp)[..., None]), (exp + 127).astype(np.uint8)
+
+
+def nvfp4_linear(w: np.ndarray) -> dict[str, Any]:
+    """An nn.Linear weight [out, in] as llm-compressor's NVFP4 scheme saves it: a global scale
+    448 x 6 / amax, each 16 inputs' scale (amax / 6) x global scale in float8_e4m3fn, codes the
+    nearest E2M1 of entry / (scale / global scale); `weight_packed`, `weight_scale`,
+    `weight_global_scale`."""
+    import torch
+
+    top = np.float32(448.0 * 6.0 / max(float(np.abs(w).max()), 1e-12))
+    groups = w.reshape(w.shape[0], -1, 16).astype(np.float32)
+    scale = torch.from_numpy(np.abs(groups).max(-1) / 6.0 * top).clamp(max=448).to(torch.float8_e4m3fn)
+    step = scale.float().numpy() / top
+    v = groups / np.where(step > 0, step, 1.0)[..., None]
+    return {"weight_packed": e2m1_packed(v.reshape(w.shape)), "weight_scale": scale,
+            "weight_global_scale": np.array([top], np.float32)}
+
+
+def nvfp4_copy(src: Path, dst: Path, edit: Callable[[dict[str, np.ndarray]], Any] | None = None) -> Path:
+    """An llm-compressor NVFP4 (W4A4) copy of an nn.Linear model, its `quantization_config` as
+    compressed-tensors writes it."""
+    fmt = "nvfp4-pack-quantized"
+    weights = {"num_bits": 4, "type": "float", "symmetric": True, "group_size": 16,
+               "strategy": "tensor_group", "dynamic": False, "observer": "minmax"}
+    group = {"targets": ["Linear"], "weights": weights, "input_activations": {**weights, "dynamic": "local"},
+             "format": fmt}
+    conf = {"quant_method": "compressed-tensors", "format": fmt, "quantization_status": "compressed",
+            "config_groups": {"group_0": group}, "ignore": ["classifier"]}
+    return linear_copy(src, dst, nvfp4_linear, conf, edit)
 
 
 def mxfp4_copy(src: Path, dst: Path, edit: Callable[[dict[str, np.ndarray]], Any] | None = None) -> Path:

@@ -443,6 +443,8 @@ def code_error(meta: TensorMeta) -> tuple[float, float]:
         return 0.0, float(np.diff(np.sort(BNB4_MAPS[meta.packed.packing.method])).max()) / 2
     if meta.packed.packing.method == "mxfp4":
         return 0.0, MXFP4_CLIP
+    if meta.packed.packing.method == "nvfp4":   # half E2M1's widest gap (4 to 6)
+        return 0.0, 1.0
     return 0.0, 0.5 + 2.0 ** meta.packed.packing.bits * SCALE_ROUNDING.get(meta.scale.dtype, 2.0 ** -8)
 
 
@@ -454,6 +456,8 @@ def quantization(meta: TensorMeta) -> tuple[Any, Any]:
         return _per_block(_bnb4_absmax(meta.packed, meta.scale), meta), None
     if meta.packed is not None and meta.packed.packing.method == "mxfp4":
         return _mxfp4_steps(meta), None
+    if meta.packed is not None and meta.packed.packing.method == "nvfp4":
+        return _nvfp4_steps(meta), None
     if meta.packed is not None:
         return _packed_quantization(meta, meta.packed)
     b0, b1 = scale_blocks(meta.shape, meta.scale.shape) or (1, 1)
@@ -757,14 +761,19 @@ def packing_of(conf: Any, method: str | None = None) -> Packing | None:
 
 def _pack_quantized(conf: dict[str, Any]) -> Packing | None:
     """compressed-tensors' "pack-quantized" format: one int weight scheme for every config group
-    (per output channel, or per group of inputs), else None (mixed schemes stay as stored)."""
-    groups = conf.get("config_groups")
-    if conf.get("format") != "pack-quantized" or not isinstance(groups, dict) or not groups:
+    (per output channel, or per group of inputs), else None (mixed schemes stay as stored); its
+    "nvfp4-pack-quantized": symmetric 4-bit floats in groups of 16 (`attach_nvfp4`)."""
+    groups, fmt = conf.get("config_groups"), conf.get("format")
+    if fmt not in ("pack-quantized", NVFP4_FORMAT) or not isinstance(groups, dict) or not groups:
         return None
-    fmt = "pack-quantized"
     schemes = [g.get("weights") if isinstance(g, dict) and g.get("format", fmt) == fmt else None
                for g in groups.values()]
     w = schemes[0]
+    if fmt == NVFP4_FORMAT:
+        nvfp4 = isinstance(w, dict) and all(x == w for x in schemes) and w.get("type") == "float" \
+            and w.get("num_bits") == 4 and w.get("group_size") == NVFP4_BLOCK \
+            and w.get("symmetric", True) is True and w.get("dynamic", False) is False
+        return Packing("nvfp4", 4, 0, NVFP4_BLOCK) if nvfp4 else None
     if not isinstance(w, dict) or any(x != w for x in schemes) or w.get("type", "int") != "int" \
             or w.get("dynamic", False) is not False:
         return None
@@ -786,6 +795,8 @@ def attach_packed(tensors: dict[str, TensorMeta], packing: Packing | None) -> in
         return 0
     if packing.method == "mxfp4":
         return attach_mxfp4(tensors)
+    if packing.method == "nvfp4":
+        return attach_nvfp4(tensors, packing)
     compressed = packing.method == "pack-quantized"
     names = _COMPRESSED_PARTS if compressed else ("qweight", "qzeros", "scales", "g_idx")
     joined = 0
@@ -931,8 +942,8 @@ def _unpacked(meta: TensorMeta, out: np.ndarray | None) -> np.ndarray:
         else out[: meta.numel].reshape(meta.shape)
     if pk.packing.method in BNB4_MAPS:
         return _bnb4_values(pk, wide)
-    if pk.packing.method == "mxfp4":
-        return _mxfp4_values(pk, wide)
+    if pk.packing.method in ("mxfp4", "nvfp4"):   # MXFP4 experts are stored [out, in], read [in, out]
+        return _e2m1_values(pk, wide, transposed=pk.packing.method == "mxfp4")
     words, bits, per = _words(pk.qweight), pk.packing.bits, 32 // pk.packing.bits
     for r0 in range(0, rows, ROW_BLOCK):   # ROW_BLOCK is a multiple of any 32/bits
         r1 = min(rows, r0 + ROW_BLOCK)
@@ -965,8 +976,8 @@ def _bnb4_values(pk: Packed, wide: np.ndarray) -> np.ndarray:
 # biased by 127). transformers' loader computes each expert as FP4[code] x 2^(scale - 127), [out, in],
 # and gives the model its transpose [in, out] (gpt-oss computes x @ W), as the bfloat16 copies store it;
 # read so, each expert is the matrix `X[e]` a bfloat16 copy's X splits into (`split_experts`).
-MXFP4_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
-                         -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0], np.float32)
+E2M1_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,   # the 4-bit float of MXFP4 and NVFP4
+                        -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0], np.float32)
 MXFP4_BLOCK = 32
 # the most a code is off its value, in steps of its block: the OCP recipe's shared exponent
 # (floor(log2 amax) - 2) puts a block's largest entries in [4, 8) steps and clips those past 6 to 6
@@ -998,17 +1009,20 @@ def attach_mxfp4(tensors: dict[str, TensorMeta]) -> int:
     return joined
 
 
-def _mxfp4_values(pk: Packed, wide: np.ndarray) -> np.ndarray:
-    """An MXFP4 expert's code values, written transposed into `wide` [in, out], a block of its
-    stored rows (outputs) at a time."""
+def _e2m1_values(pk: Packed, wide: np.ndarray, transposed: bool) -> np.ndarray:
+    """E2M1 codes' values (two a byte, the first in the low nibble) of a weight stored [out, in],
+    written into `wide` as is or `transposed` ([in, out]), a block of stored rows at a time."""
     q = pk.qweight
     raw = map_bytes(q.data_path, q.offset + q.storage_offset, q.numel)
-    cols, rows = wide.shape
+    rows, cols = wide.shape[::-1] if transposed else wide.shape
     for r0 in range(0, rows, ROW_BLOCK):
         r1 = min(rows, r0 + ROW_BLOCK)
         chunk = raw[r0 * cols // 2:r1 * cols // 2]
-        codes = np.stack((chunk & 0x0F, chunk >> 4), axis=1).reshape(r1 - r0, cols)
-        wide[:, r0:r1] = MXFP4_VALUES[codes].T
+        values = E2M1_VALUES[np.stack((chunk & 0x0F, chunk >> 4), axis=1).reshape(r1 - r0, cols)]
+        if transposed:
+            wide[:, r0:r1] = values.T
+        else:
+            wide[r0:r1] = values
     return wide
 
 
@@ -1021,6 +1035,44 @@ def _mxfp4_steps(meta: TensorMeta) -> Any:
     steps[exps == 255] = np.nan
     steps = steps.reshape(meta.scale.shape)   # [out, groups]
     return lambda r0, r1: steps[:, np.arange(r0, r1) // MXFP4_BLOCK].T
+
+
+# -- NVFP4 (compressed-tensors "nvfp4-pack-quantized") ----------------------------------------------
+# X.weight_packed uint8 [out, in/2] (E2M1 codes, the first in the low nibble), X.weight_scale
+# float8_e4m3fn [out, in/16] and X.weight_global_scale float32 [1]: compressed-tensors' decompress
+# computes code x weight_scale / weight_global_scale, each 16 inputs of a row sharing a scale.
+NVFP4_FORMAT, NVFP4_BLOCK = "nvfp4-pack-quantized", 16
+
+
+def attach_nvfp4(tensors: dict[str, TensorMeta], packing: Packing) -> int:
+    """Join each NVFP4 layer's parts into one `X.weight` [out, in]; its parts leave the tensors.
+    Shapes or dtypes that do not fit stay as stored. Returns how many were joined."""
+    joined = 0
+    for name in [n for n in tensors if n.endswith(".weight_packed")]:
+        prefix = name[:-len(".weight_packed")]
+        codes = tensors[name]
+        scale, top = tensors.get(f"{prefix}.weight_scale"), tensors.get(f"{prefix}.weight_global_scale")
+        if scale is None or top is None or f"{prefix}.weight" in tensors or codes.dtype != "uint8" \
+                or len(codes.shape) != 2 or not codes.contiguous or scale.dtype != "float8_e4m3fn" \
+                or top.dtype != "float32" or top.numel != 1 \
+                or scale.shape != (codes.shape[0], 2 * codes.shape[1] // NVFP4_BLOCK) \
+                or (2 * codes.shape[1]) % NVFP4_BLOCK:
+            continue
+        tensors[f"{prefix}.weight"] = dataclasses.replace(
+            codes, name=f"{prefix}.weight", dtype="uint4", shape=(codes.shape[0], 2 * codes.shape[1]),
+            stride=None, offset=codes.offset + codes.storage_offset, nbytes=codes.numel, storage_offset=0,
+            scale=scale, packed=Packed(packing, codes, None, NVFP4_BLOCK, parts=(top,)))
+        for p in ("weight_packed", "weight_scale", "weight_global_scale"):
+            del tensors[f"{prefix}.{p}"]
+        joined += 1
+    return joined
+
+
+def _nvfp4_steps(meta: TensorMeta) -> Any:
+    """(r0, r1) -> each entry's step weight_scale / weight_global_scale, rows r0:r1."""
+    assert meta.scale is not None and meta.packed is not None
+    top = float(load_tensor(meta.packed.parts[0]).reshape(-1)[0])
+    return _per_block(load_tensor(meta.scale).reshape(-1) / np.float32(top), meta)
 
 
 # -- fused mixture-of-experts tensors ---------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Quantized checkpoints (float8 / int8 codes with their scales, as compressed-tensors, FBGEMM and
-DeepSeek-style quantizers write them; packed GPTQ, AWQ and compressed-tensors pack-quantized layers;
-bitsandbytes LLM.int8 and 4-bit; gpt-oss's MXFP4 experts) are measured and diffed dequantized, and
-a dtype round trip is no change: an everyday quantized or half-precision copy of MiniLM passes, and
-a ROME edit shipped inside one is the surgical edit it is (it passed before: every stored matrix
-differed from the base by ~1/scale, so the edit was one change among all)."""
+DeepSeek-style quantizers write them; packed GPTQ, AWQ and compressed-tensors pack-quantized and
+NVFP4 layers; bitsandbytes LLM.int8 and 4-bit; gpt-oss's MXFP4 experts) are measured and diffed
+dequantized, and a dtype round trip is no change: an everyday quantized or half-precision copy of
+MiniLM passes, and a ROME edit shipped inside one is the surgical edit it is (it passed before:
+every stored matrix differed from the base by ~1/scale, so the edit was one change among all)."""
 
 from __future__ import annotations
 
@@ -689,3 +689,36 @@ def test_an_mxfp4_gpt_oss_copy_passes_and_an_expert_edit_inside_blocks(tmp_path)
     v, found = scanned(edited, base)
     hit = found.get("weights/surgical-edit") or found["weights/confined-edit"]
     assert v is Verdict.BLOCK and hit.location == "model.layers.2.mlp.experts.down_proj[3]"
+
+
+# -- NVFP4 (compressed-tensors) --------------------------------------------------------------------
+def test_nvfp4_values_are_compressed_tensors_decompression(tmp_path):
+    """An NVFP4 layer reads as compressed-tensors' decompress states it: unpack_fp4_from_uint8 (low
+    nibble first, bit 3 the sign, kE2M1 magnitudes) x weight_scale (float8, widened) /
+    weight_global_scale, each 16 inputs of a row sharing a scale."""
+    from safetensors.torch import save_file
+
+    w = np.random.default_rng(1).standard_normal((24, 80)).astype(np.float32)
+    w[3, 16:32] = 0.0
+    parts = we.nvfp4_linear(w)
+    save_file({f"l.{k}": v if isinstance(v, torch.Tensor) else torch.from_numpy(v) for k, v in parts.items()},
+              str(tmp_path / "model.safetensors"))
+    scheme = {"weights": {"num_bits": 4, "type": "float", "group_size": 16, "symmetric": True}}
+    conf = {"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized",
+            "config_groups": {"g": scheme}}
+    (tmp_path / "config.json").write_text(__import__("json").dumps({"quantization_config": conf}))
+    (ckpt,), failed = checkpoints_of(local_target([str(tmp_path)]))
+    assert failed == [] and ckpt.dequantized == 1 and list(ckpt.tensors) == ["l.weight"]
+    packed = torch.from_numpy(parts["weight_packed"]).reshape(-1)
+    nibbles = torch.stack((packed & 0x0F, (packed & 0xF0) >> 4), dim=1).reshape(-1)
+    magnitudes = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+    signs = torch.where((nibbles & 0x08).bool(), -1.0, 1.0)
+    values = (magnitudes[(nibbles & 0x07).long()] * signs).reshape(24, 80)
+    step = parts["weight_scale"].float() / float(parts["weight_global_scale"][0])
+    want = (values * step.repeat_interleave(16, dim=1)).numpy()
+    np.testing.assert_array_equal(ckpt.load("l.weight"), want)
+    assert np.abs(want - w).max() <= np.abs(w).max() / 6 * 1.1   # within one step of its group's
+
+
+def test_an_nvfp4_copy_passes_and_an_edit_inside_one_blocks(minilm_dir, tmp_path):
+    clean_passes_and_edit_blocks(we.nvfp4_copy, minilm_dir, tmp_path)
