@@ -332,3 +332,13 @@ def test_the_norm_feeding_each_up_projection_is_found(arch, tmp_path):
     pre = (z * g + s) @ w.T.astype(np.float64) + b
     got = traps.firing_estimate(up, w, b, g, s)
     np.testing.assert_allclose(got, pre.mean(0) / pre.std(0), atol=0.05)
+
+
+@pytest.mark.parametrize("model_type", ["qwen3_moe", "qwen2_moe", "gpt_oss", "deepseek_v3", "olmoe",
+                                        "llama4_text"])
+def test_mixture_of_experts_architectures_expect_silu(model_type):
+    from hfguard.weights.traps import activation_hits
+
+    assert activation_hits({"model_type": model_type, "hidden_act": "silu"}, "config.json") == []
+    [hit] = activation_hits({"model_type": model_type, "hidden_act": "relu"}, "config.json")
+    assert hit.rule == "weights/unusual-activation"
