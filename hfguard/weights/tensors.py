@@ -1083,16 +1083,15 @@ def _nvfp4_steps(meta: TensorMeta) -> Any:
 # dict writes. Read as the matrices it holds, an expert edited alone is a low-rank change of one
 # matrix, as in a per-expert file, not a faint change of a tensor `experts` times its size. Each
 # expert is `name[e]`, a fused [gate; up] one its two halves `name[e, :I]` and `name[e, I:]` (the
-# per-expert gate_proj and up_proj: names.pair_tensors pairs them so); a role's siblings are the
-# same expert of the other layers.
+# per-expert gate_proj and up_proj: names.pair_tensors pairs them so). Every expert of every layer
+# is one role (layers.role_of).
 FUSED_EXPERTS = re.compile(r"(^|\.)experts\.[A-Za-z_]\w*$")
 
 
-def split_experts(tensors: dict[str, TensorMeta]) -> int:
+def split_experts(tensors: dict[str, TensorMeta]) -> None:
     """Each fused experts tensor (plain floats named `...experts.<param>`, 3-D, or 2-D `_bias`)
-    replaced in place by its experts' matrices (vectors); returns how many were split."""
+    replaced in place by its experts' matrices (vectors)."""
     out: dict[str, TensorMeta] = {}
-    split = 0
     for name, meta in tensors.items():
         fused = len(meta.shape) == 3 or (len(meta.shape) == 2 and name.endswith("_bias"))
         if not fused or meta.dtype not in FLOAT_DTYPES \
@@ -1106,10 +1105,8 @@ def split_experts(tensors: dict[str, TensorMeta]) -> int:
             else:
                 for r0, r1, part in ((0, half, f":{half}"), (half, 2 * half, f"{half}:")):
                     out[f"{name}[{e}, {part}]"] = _rows(meta, e, r0, r1, f"{name}[{e}, {part}]")
-        split += 1
     tensors.clear()
     tensors.update(out)
-    return split
 
 
 def expert_name(name: str, e: int) -> str:
