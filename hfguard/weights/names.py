@@ -48,17 +48,18 @@ def expert_key(name: str) -> str:
     return name
 
 
-def _keyed(tensors: dict[str, TensorMeta], strip: bool) -> dict[str, str]:
-    # a prefix is a module path: `lm_head.weight` and `embed_out.weight` are not both `weight`
-    keys = {n: expert_key(n) for n in tensors}
+def _keyed(keys: dict[str, str], strip: bool) -> dict[str, str]:
+    """key -> name, from name -> expert_key; `strip`: without the first dotted prefix (a prefix is a
+    module path: `lm_head.weight` and `embed_out.weight` are not both `weight`)."""
     return {(k.split(".", 1)[1] if strip and k.count(".") >= 2 else k): n for n, k in keys.items()}
 
 
 def pair_tensors(a: dict[str, TensorMeta], b: dict[str, TensorMeta]) -> Pairing:
     named: list[tuple[str, str]] = []
+    keys_a, keys_b = {n: expert_key(n) for n in a}, {n: expert_key(n) for n in b}
     for sa in (False, True):   # ties keep the plain names
         for sb in (False, True):
-            ka, kb = _keyed(a, sa), _keyed(b, sb)
+            ka, kb = _keyed(keys_a, sa), _keyed(keys_b, sb)
             common = [(ka[k], kb[k]) for k in sorted(set(ka) & set(kb))]
             if len(common) > len(named):
                 named = common
