@@ -493,33 +493,49 @@ def mxfp4_experts(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return e2m1_packed(groups / np.ldexp(1.0, exp)[..., None]), (exp + 127).astype(np.uint8)
 
 
-def nvfp4_linear(w: np.ndarray) -> dict[str, Any]:
-    """An nn.Linear weight [out, in] as llm-compressor's NVFP4 scheme saves it: a global scale
-    448 x 6 / amax, each 16 inputs' scale (amax / 6) x global scale in float8_e4m3fn, codes the
-    nearest E2M1 of entry / (scale / global scale); `weight_packed`, `weight_scale`,
-    `weight_global_scale`."""
+def nvfp4_linear(w: np.ndarray, layout: str = "compressed-tensors") -> dict[str, Any]:
+    """An nn.Linear weight [out, in] as NVFP4 quantizers save it: a per-tensor scale from the
+    weight's amax (compressed-tensors: global scale 448 x 6 / amax; ModelOpt: weight_scale_2 =
+    amax / (6 x 448)), each 16 inputs' scale amax / 6 in those units as float8_e4m3fn, codes the
+    nearest E2M1 of entry / step. compressed-tensors: `weight_packed`, `weight_scale`,
+    `weight_global_scale`; ModelOpt ("modelopt"): `weight`, `weight_scale`, `weight_scale_2`."""
     import torch
 
-    top = np.float32(448.0 * 6.0 / max(float(np.abs(w).max()), 1e-12))
+    amax = max(float(np.abs(w).max()), 1e-12)
     groups = w.reshape(w.shape[0], -1, 16).astype(np.float32)
-    scale = torch.from_numpy(np.abs(groups).max(-1) / 6.0 * top).clamp(max=448).to(torch.float8_e4m3fn)
-    step = scale.float().numpy() / top
-    v = groups / np.where(step > 0, step, 1.0)[..., None]
-    return {"weight_packed": e2m1_packed(v.reshape(w.shape)), "weight_scale": scale,
-            "weight_global_scale": np.array([top], np.float32)}
+    if layout == "modelopt":
+        top = np.float32(amax / (6.0 * 448.0))
+        scale = torch.from_numpy(np.abs(groups).max(-1) / (6.0 * top)).clamp(2.0 ** -9, 448) \
+            .to(torch.float8_e4m3fn)
+        step = scale.float().numpy() * top
+    else:
+        top = np.float32(448.0 * 6.0 / amax)
+        scale = torch.from_numpy(np.abs(groups).max(-1) / 6.0 * top).clamp(max=448).to(torch.float8_e4m3fn)
+        step = scale.float().numpy() / top
+    codes = e2m1_packed((groups / np.where(step > 0, step, 1.0)[..., None]).reshape(w.shape))
+    if layout == "modelopt":
+        return {"weight": codes, "weight_scale": scale, "weight_scale_2": np.array(top, np.float32)}
+    return {"weight_packed": codes, "weight_scale": scale, "weight_global_scale": np.array([top], np.float32)}
 
 
-def nvfp4_copy(src: Path, dst: Path, edit: Callable[[dict[str, np.ndarray]], Any] | None = None) -> Path:
-    """An llm-compressor NVFP4 (W4A4) copy of an nn.Linear model, its `quantization_config` as
-    compressed-tensors writes it."""
-    fmt = "nvfp4-pack-quantized"
-    weights = {"num_bits": 4, "type": "float", "symmetric": True, "group_size": 16,
-               "strategy": "tensor_group", "dynamic": False, "observer": "minmax"}
-    group = {"targets": ["Linear"], "weights": weights, "input_activations": {**weights, "dynamic": "local"},
-             "format": fmt}
-    conf = {"quant_method": "compressed-tensors", "format": fmt, "quantization_status": "compressed",
-            "config_groups": {"group_0": group}, "ignore": ["classifier"]}
-    return linear_copy(src, dst, nvfp4_linear, conf, edit)
+def nvfp4_copy(src: Path, dst: Path, edit: Callable[[dict[str, np.ndarray]], Any] | None = None,
+               layout: str = "compressed-tensors") -> Path:
+    """An NVFP4 (W4A4) copy of an nn.Linear model, its `quantization_config` as llm-compressor's
+    compressed-tensors or NVIDIA ModelOpt's export ("modelopt") writes it."""
+    if layout == "modelopt":
+        group = {"weights": {"dynamic": False, "num_bits": 4, "type": "float", "group_size": 16},
+                 "targets": ["Linear"]}
+        conf = {"config_groups": {"group_0": group}, "ignore": ["classifier"], "quant_algo": "NVFP4",
+                "producer": {"name": "modelopt", "version": "0.47.0"}, "quant_method": "modelopt"}
+    else:
+        fmt = "nvfp4-pack-quantized"
+        weights = {"num_bits": 4, "type": "float", "symmetric": True, "group_size": 16,
+                   "strategy": "tensor_group", "dynamic": False, "observer": "minmax"}
+        group = {"targets": ["Linear"], "weights": weights,
+                 "input_activations": {**weights, "dynamic": "local"}, "format": fmt}
+        conf = {"quant_method": "compressed-tensors", "format": fmt, "quantization_status": "compressed",
+                "config_groups": {"group_0": group}, "ignore": ["classifier"]}
+    return linear_copy(src, dst, lambda w: nvfp4_linear(w, layout), conf, edit)
 
 
 def mxfp4_copy(src: Path, dst: Path, edit: Callable[[dict[str, np.ndarray]], Any] | None = None) -> Path:

@@ -186,7 +186,7 @@ def _fed(*feeds: Callable[[Any, Any], None] | None) -> Callable[[Any, Any], None
 
 # integer tensors that hold a layer's weights in a format not read (tensors.attach_scales and
 # attach_packed read float8/int8 with scales, bitsandbytes LLM.int8 and 4-bit, GPTQ, AWQ,
-# compressed-tensors pack-quantized and NVFP4, and MXFP4): a bitsandbytes 4-bit uint8 `weight` whose parts do
+# compressed-tensors pack-quantized, NVFP4 and MXFP4): a bitsandbytes 4-bit uint8 `weight` whose parts do
 # not validate, a `weight_packed`, `qweight` or MXFP4 `_blocks` without a config that declares its layout
 _PACKED_NAMES = re.compile(r"(\.qweight|\.weight_packed|\.weight|_blocks)$")
 

@@ -443,7 +443,7 @@ def code_error(meta: TensorMeta) -> tuple[float, float]:
         return 0.0, float(np.diff(np.sort(BNB4_MAPS[meta.packed.packing.method])).max()) / 2
     if meta.packed.packing.method == "mxfp4":
         return 0.0, MXFP4_CLIP
-    if meta.packed.packing.method == "nvfp4":   # half E2M1's widest gap (4 to 6)
+    if meta.packed.packing.method in NVFP4_LAYOUTS:   # half E2M1's widest gap (4 to 6)
         return 0.0, 1.0
     return 0.0, 0.5 + 2.0 ** meta.packed.packing.bits * SCALE_ROUNDING.get(meta.scale.dtype, 2.0 ** -8)
 
@@ -456,7 +456,7 @@ def quantization(meta: TensorMeta) -> tuple[Any, Any]:
         return _per_block(_bnb4_absmax(meta.packed, meta.scale), meta), None
     if meta.packed is not None and meta.packed.packing.method == "mxfp4":
         return _mxfp4_steps(meta), None
-    if meta.packed is not None and meta.packed.packing.method == "nvfp4":
+    if meta.packed is not None and meta.packed.packing.method in NVFP4_LAYOUTS:
         return _nvfp4_steps(meta), None
     if meta.packed is not None:
         return _packed_quantization(meta, meta.packed)
@@ -745,6 +745,10 @@ def packing_of(conf: Any, method: str | None = None) -> Packing | None:
         return _pack_quantized(conf)
     if method == "mxfp4":
         return Packing("mxfp4", 4, 0, MXFP4_BLOCK)
+    if method == "modelopt":   # NVIDIA ModelOpt's export: NVFP4 weights (W4A4, or W4A16)
+        algo, size = str(conf.get("quant_algo", "")).upper(), conf.get("group_size", NVFP4_BLOCK)
+        return Packing("nvfp4-modelopt", 4, 0, NVFP4_BLOCK) \
+            if algo in ("NVFP4", "W4A16_NVFP4") and size == NVFP4_BLOCK else None
     bits, group = conf.get("bits", conf.get("w_bit")), conf.get("group_size", conf.get("q_group_size"))
     if type(bits) is not int or (group is not None and type(group) is not int):
         return None
@@ -795,7 +799,7 @@ def attach_packed(tensors: dict[str, TensorMeta], packing: Packing | None) -> in
         return 0
     if packing.method == "mxfp4":
         return attach_mxfp4(tensors)
-    if packing.method == "nvfp4":
+    if packing.method in NVFP4_LAYOUTS:
         return attach_nvfp4(tensors, packing)
     compressed = packing.method == "pack-quantized"
     names = _COMPRESSED_PARTS if compressed else ("qweight", "qzeros", "scales", "g_idx")
@@ -942,7 +946,7 @@ def _unpacked(meta: TensorMeta, out: np.ndarray | None) -> np.ndarray:
         else out[: meta.numel].reshape(meta.shape)
     if pk.packing.method in BNB4_MAPS:
         return _bnb4_values(pk, wide)
-    if pk.packing.method in ("mxfp4", "nvfp4"):   # MXFP4 experts are stored [out, in], read [in, out]
+    if pk.packing.method == "mxfp4" or pk.packing.method in NVFP4_LAYOUTS:   # MXFP4: [out, in] read [in, out]
         return _e2m1_values(pk, wide, transposed=pk.packing.method == "mxfp4")
     words, bits, per = _words(pk.qweight), pk.packing.bits, 32 // pk.packing.bits
     for r0 in range(0, rows, ROW_BLOCK):   # ROW_BLOCK is a multiple of any 32/bits
@@ -1037,24 +1041,30 @@ def _mxfp4_steps(meta: TensorMeta) -> Any:
     return lambda r0, r1: steps[:, np.arange(r0, r1) // MXFP4_BLOCK].T
 
 
-# -- NVFP4 (compressed-tensors "nvfp4-pack-quantized") ----------------------------------------------
-# X.weight_packed uint8 [out, in/2] (E2M1 codes, the first in the low nibble), X.weight_scale
-# float8_e4m3fn [out, in/16] and X.weight_global_scale float32 [1]: compressed-tensors' decompress
-# computes code x weight_scale / weight_global_scale, each 16 inputs of a row sharing a scale.
+# -- NVFP4 (compressed-tensors "nvfp4-pack-quantized"; NVIDIA ModelOpt) -----------------------------
+# E2M1 codes uint8 [out, in/2] (the first in the low nibble), a float8_e4m3fn scale per 16 inputs
+# [out, in/16] and a float32 per-tensor one. compressed-tensors: X.weight_packed, X.weight_scale,
+# X.weight_global_scale, and its decompress computes code x weight_scale / weight_global_scale;
+# ModelOpt's export: X.weight, X.weight_scale, X.weight_scale_2 (amax / (6 x 448)), and its
+# dequantize computes code x weight_scale x weight_scale_2.
 NVFP4_FORMAT, NVFP4_BLOCK = "nvfp4-pack-quantized", 16
+# packing method -> (the codes' part, the per-tensor scale's part, whether the step divides by it)
+NVFP4_LAYOUTS = {"nvfp4": ("weight_packed", "weight_global_scale", True),
+                 "nvfp4-modelopt": ("weight", "weight_scale_2", False)}
 
 
 def attach_nvfp4(tensors: dict[str, TensorMeta], packing: Packing) -> int:
     """Join each NVFP4 layer's parts into one `X.weight` [out, in]; its parts leave the tensors.
     Shapes or dtypes that do not fit stay as stored. Returns how many were joined."""
+    codes_part, top_part, _ = NVFP4_LAYOUTS[packing.method]
     joined = 0
-    for name in [n for n in tensors if n.endswith(".weight_packed")]:
-        prefix = name[:-len(".weight_packed")]
+    for name in [n for n in tensors if n.endswith("." + codes_part)]:
+        prefix = name[:-len(codes_part) - 1]
         codes = tensors[name]
-        scale, top = tensors.get(f"{prefix}.weight_scale"), tensors.get(f"{prefix}.weight_global_scale")
-        if scale is None or top is None or f"{prefix}.weight" in tensors or codes.dtype != "uint8" \
-                or len(codes.shape) != 2 or not codes.contiguous or scale.dtype != "float8_e4m3fn" \
-                or top.dtype != "float32" or top.numel != 1 \
+        scale, top = tensors.get(f"{prefix}.weight_scale"), tensors.get(f"{prefix}.{top_part}")
+        if scale is None or top is None or (codes_part != "weight" and f"{prefix}.weight" in tensors) \
+                or codes.dtype != "uint8" or len(codes.shape) != 2 or not codes.contiguous \
+                or scale.dtype != "float8_e4m3fn" or top.dtype != "float32" or top.numel != 1 \
                 or scale.shape != (codes.shape[0], 2 * codes.shape[1] // NVFP4_BLOCK) \
                 or (2 * codes.shape[1]) % NVFP4_BLOCK:
             continue
@@ -1062,17 +1072,19 @@ def attach_nvfp4(tensors: dict[str, TensorMeta], packing: Packing) -> int:
             codes, name=f"{prefix}.weight", dtype="uint4", shape=(codes.shape[0], 2 * codes.shape[1]),
             stride=None, offset=codes.offset + codes.storage_offset, nbytes=codes.numel, storage_offset=0,
             scale=scale, packed=Packed(packing, codes, None, NVFP4_BLOCK, parts=(top,)))
-        for p in ("weight_packed", "weight_scale", "weight_global_scale"):
+        for p in {codes_part, "weight_scale", top_part} - {"weight"}:   # X.weight: now the joined one
             del tensors[f"{prefix}.{p}"]
         joined += 1
     return joined
 
 
 def _nvfp4_steps(meta: TensorMeta) -> Any:
-    """(r0, r1) -> each entry's step weight_scale / weight_global_scale, rows r0:r1."""
+    """(r0, r1) -> each entry's step, rows r0:r1: weight_scale / (or x) the per-tensor scale."""
     assert meta.scale is not None and meta.packed is not None
-    top = float(load_tensor(meta.packed.parts[0]).reshape(-1)[0])
-    return _per_block(load_tensor(meta.scale).reshape(-1) / np.float32(top), meta)
+    top = np.float32(load_tensor(meta.packed.parts[0]).reshape(-1)[0])
+    scale = load_tensor(meta.scale).reshape(-1)
+    divide = NVFP4_LAYOUTS[meta.packed.packing.method][2]
+    return _per_block(scale / top if divide else scale * top, meta)
 
 
 # -- fused mixture-of-experts tensors ---------------------------------------------------------------
@@ -1194,12 +1206,13 @@ def _read_file(kind: str, tf: Any, stream: Any = None) -> dict[str, TensorMeta]:
 
 def _packings(target: Any) -> dict[str, Packing]:
     """Folder -> the packing its quantization config declares: config.json's
-    `quantization_config`, else AutoGPTQ's quantize_config.json (small files only, see read_config)."""
+    `quantization_config`, else AutoGPTQ's quantize_config.json or ModelOpt's hf_quant_config.json
+    (small files only, see read_config)."""
     from hfguard.weights.traps import read_config
 
     docs: dict[tuple[str, str], dict[str, Any]] = {}
     for f in target.files:
-        if f.name in ("config.json", "quantize_config.json") and f.size <= 4 << 20:
+        if f.name in ("config.json", "quantize_config.json", "hf_quant_config.json") and f.size <= 4 << 20:
             try:
                 docs[(_dirname(f.path), f.name)] = read_config(f.materialize()) or {}
             except Exception:  # noqa: BLE001 - an unreadable config declares nothing: layers stay as stored
@@ -1207,8 +1220,13 @@ def _packings(target: Any) -> dict[str, Packing]:
     out: dict[str, Packing] = {}
     for folder in {d for d, _ in docs}:
         conf = docs.get((folder, "config.json"), {}).get("quantization_config")
-        packing = packing_of(conf) if conf is not None else \
-            packing_of(docs.get((folder, "quantize_config.json")), "gptq")
+        modelopt = docs.get((folder, "hf_quant_config.json"), {}).get("quantization")
+        if conf is not None:
+            packing = packing_of(conf)
+        elif isinstance(modelopt, dict):
+            packing = packing_of(modelopt, "modelopt")
+        else:
+            packing = packing_of(docs.get((folder, "quantize_config.json")), "gptq")
         if packing is not None:
             out[folder] = packing
     return out

@@ -7,6 +7,8 @@ every stored matrix differed from the base by ~1/scale, so the edit was one chan
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -691,34 +693,55 @@ def test_an_mxfp4_gpt_oss_copy_passes_and_an_expert_edit_inside_blocks(tmp_path)
     assert v is Verdict.BLOCK and hit.location == "model.layers.2.mlp.experts.down_proj[3]"
 
 
-# -- NVFP4 (compressed-tensors) --------------------------------------------------------------------
-def test_nvfp4_values_are_compressed_tensors_decompression(tmp_path):
-    """An NVFP4 layer reads as compressed-tensors' decompress states it: unpack_fp4_from_uint8 (low
-    nibble first, bit 3 the sign, kE2M1 magnitudes) x weight_scale (float8, widened) /
-    weight_global_scale, each 16 inputs of a row sharing a scale."""
+# -- NVFP4 (compressed-tensors, NVIDIA ModelOpt) --------------------------------------------------
+def _e2m1_reference(packed: np.ndarray) -> Any:
+    """E2M1 codes as both decoders state them (compressed-tensors' unpack_fp4_from_uint8, ModelOpt's
+    NVFP4QTensor.dequantize): low nibble first, bit 3 the sign, magnitudes 0 .5 1 1.5 2 3 4 6."""
+    flat = torch.from_numpy(packed).reshape(-1)
+    nibbles = torch.stack((flat & 0x0F, (flat & 0xF0) >> 4), dim=1).reshape(-1)
+    magnitudes = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+    signs = torch.where((nibbles & 0x08).bool(), -1.0, 1.0)
+    return (magnitudes[(nibbles & 0x07).long()] * signs).reshape(packed.shape[0], -1)
+
+
+@pytest.mark.parametrize("layout", ["compressed-tensors", "modelopt", "modelopt-hf_quant_config"])
+def test_nvfp4_values_are_the_decoders_dequantization(layout, tmp_path):
+    """An NVFP4 layer reads as its decoder states it, each 16 inputs of a row sharing a float8
+    scale: compressed-tensors' decompress, code x weight_scale / weight_global_scale; ModelOpt's
+    dequantize, code x weight_scale x weight_scale_2, declared in config.json's
+    quantization_config or (older exports) only in hf_quant_config.json."""
+    import json
+
     from safetensors.torch import save_file
 
     w = np.random.default_rng(1).standard_normal((24, 80)).astype(np.float32)
     w[3, 16:32] = 0.0
-    parts = we.nvfp4_linear(w)
+    modelopt = layout.startswith("modelopt")
+    parts = we.nvfp4_linear(w, "modelopt" if modelopt else layout)
     save_file({f"l.{k}": v if isinstance(v, torch.Tensor) else torch.from_numpy(v) for k, v in parts.items()},
               str(tmp_path / "model.safetensors"))
     scheme = {"weights": {"num_bits": 4, "type": "float", "group_size": 16, "symmetric": True}}
-    conf = {"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized",
-            "config_groups": {"g": scheme}}
-    (tmp_path / "config.json").write_text(__import__("json").dumps({"quantization_config": conf}))
+    method = {"quant_method": "modelopt", "quant_algo": "NVFP4"} if modelopt \
+        else {"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized"}
+    conf = {**method, "config_groups": {"g": scheme}}
+    if layout == "modelopt-hf_quant_config":
+        (tmp_path / "config.json").write_text("{}")
+        (tmp_path / "hf_quant_config.json").write_text(json.dumps(
+            {"producer": {"name": "modelopt"}, "quantization": {"quant_algo": "NVFP4", "group_size": 16}}))
+    else:
+        (tmp_path / "config.json").write_text(json.dumps({"quantization_config": conf}))
     (ckpt,), failed = checkpoints_of(local_target([str(tmp_path)]))
     assert failed == [] and ckpt.dequantized == 1 and list(ckpt.tensors) == ["l.weight"]
-    packed = torch.from_numpy(parts["weight_packed"]).reshape(-1)
-    nibbles = torch.stack((packed & 0x0F, (packed & 0xF0) >> 4), dim=1).reshape(-1)
-    magnitudes = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
-    signs = torch.where((nibbles & 0x08).bool(), -1.0, 1.0)
-    values = (magnitudes[(nibbles & 0x07).long()] * signs).reshape(24, 80)
-    step = parts["weight_scale"].float() / float(parts["weight_global_scale"][0])
-    want = (values * step.repeat_interleave(16, dim=1)).numpy()
+    scale = parts["weight_scale"].float()
+    step = scale * float(parts["weight_scale_2"]) if modelopt \
+        else scale / float(parts["weight_global_scale"][0])
+    want = (_e2m1_reference(parts["weight" if modelopt else "weight_packed"])
+            * step.repeat_interleave(16, dim=1)).numpy()
     np.testing.assert_array_equal(ckpt.load("l.weight"), want)
     assert np.abs(want - w).max() <= np.abs(w).max() / 6 * 1.1   # within one step of its group's
 
 
-def test_an_nvfp4_copy_passes_and_an_edit_inside_one_blocks(minilm_dir, tmp_path):
-    clean_passes_and_edit_blocks(we.nvfp4_copy, minilm_dir, tmp_path)
+@pytest.mark.parametrize("layout", ["compressed-tensors", "modelopt"])
+def test_an_nvfp4_copy_passes_and_an_edit_inside_one_blocks(layout, minilm_dir, tmp_path):
+    clean_passes_and_edit_blocks(lambda src, dst, edit: we.nvfp4_copy(src, dst, edit, layout),
+                                 minilm_dir, tmp_path)
