@@ -48,6 +48,13 @@ def expert_key(name: str) -> str:
     return name
 
 
+def _expert_keys(tensors: dict[str, TensorMeta]) -> dict[str, str]:
+    """name -> expert_key, or name -> name where two of a checkpoint's names would share a key (a
+    model that holds both a `mlp.` and a `block_sparse_moe.` module)."""
+    keys = {n: expert_key(n) for n in tensors}
+    return keys if len(set(keys.values())) == len(keys) else {n: n for n in tensors}
+
+
 def _keyed(keys: dict[str, str], strip: bool) -> dict[str, str]:
     """key -> name, from name -> expert_key; `strip`: without the first dotted prefix (a prefix is a
     module path: `lm_head.weight` and `embed_out.weight` are not both `weight`)."""
@@ -56,7 +63,7 @@ def _keyed(keys: dict[str, str], strip: bool) -> dict[str, str]:
 
 def pair_tensors(a: dict[str, TensorMeta], b: dict[str, TensorMeta]) -> Pairing:
     named: list[tuple[str, str]] = []
-    keys_a, keys_b = {n: expert_key(n) for n in a}, {n: expert_key(n) for n in b}
+    keys_a, keys_b = _expert_keys(a), _expert_keys(b)
     for sa in (False, True):   # ties keep the plain names
         for sb in (False, True):
             ka, kb = _keyed(keys_a, sa), _keyed(keys_b, sb)

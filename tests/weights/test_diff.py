@@ -236,3 +236,22 @@ def test_the_outlier_model_helpers_equal_their_plain_definitions():
         want_b = {k: float(np.median([v - want_r[r] for r, b, v in cells if b == k])) for k in range(6)}
     np.testing.assert_allclose(role_fx, want_r)
     assert block_fx == pytest.approx(want_b)
+
+
+def test_expert_layouts_pair_and_colliding_keys_fall_back_to_names():
+    """Per-expert files and transformers 5's fused halves pair expert by expert (Mixtral's
+    block_sparse_moe / w1 / w2 / w3 names too); a checkpoint whose own names would share a key keeps
+    its plain names (pairing must not drop one of them)."""
+    from hfguard.weights.names import pair_tensors
+    from hfguard.weights.tensors import TensorMeta
+
+    def metas(*names):
+        return {n: TensorMeta(n, "float32", (4, 4), "f", None, 0, 64) for n in names}
+    moe, mlp = "model.layers.0.block_sparse_moe.experts.1.", "model.layers.0.mlp.experts."
+    per_expert = metas(moe + "w1.weight", moe + "w3.weight", moe + "w2.weight")
+    fused = metas(mlp + "gate_up_proj[1, :4]", mlp + "gate_up_proj[1, 4:]", mlp + "down_proj[1]")
+    assert sorted(pair_tensors(per_expert, fused).named) == [
+        (moe + "w1.weight", mlp + "gate_up_proj[1, :4]"), (moe + "w2.weight", mlp + "down_proj[1]"),
+        (moe + "w3.weight", mlp + "gate_up_proj[1, 4:]")]
+    both = metas("model.layers.0.mlp.gate.weight", "model.layers.0.block_sparse_moe.gate.weight")
+    assert sorted(pair_tensors(both, both).named) == sorted((n, n) for n in both)
