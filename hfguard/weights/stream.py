@@ -208,8 +208,9 @@ class ShardStream:
         started = time.monotonic()
         folder = self.root / f"{shard.index:05d}"
         done = threading.Event()
-        threading.Thread(target=self._say_download, args=(shard, folder, started, done), daemon=True,
-                         name="hfguard-fetch-progress").start()
+        reporter = threading.Thread(target=self._say_download, args=(shard, folder, started, done),
+                                    daemon=True, name="hfguard-fetch-progress")
+        reporter.start()
         try:
             path = Path(shard.tf.fetch(scratch=folder))
         except Exception as exc:  # noqa: BLE001 - the pass reports the shard unreadable (ERROR)
@@ -219,6 +220,7 @@ class ShardStream:
             return
         finally:
             done.set()
+            reporter.join()   # its last line comes before "fetched in", not after
         spent = time.monotonic() - started
         with self._lock:
             shard.local_path = path

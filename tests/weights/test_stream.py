@@ -79,7 +79,7 @@ def test_a_download_in_progress_says_its_bytes_rate_and_eta(tmp_path, monkeypatc
 
     from hfguard.weights import stream as stream_module
 
-    monkeypatch.setattr(stream_module, "FETCH_EVERY_S", 0.05)
+    monkeypatch.setattr(stream_module, "FETCH_EVERY_S", 0.02)   # several lines per write, even under load
     size = 8 << 20
 
     def fetch(scratch: Path | None = None) -> Path:   # as hf_hub_download writes: a growing .incomplete
