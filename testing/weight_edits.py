@@ -804,8 +804,8 @@ def calibrated_traps(model: Any, run: Callable[[], Any], state: dict[str, np.nda
     finally:
         hook.remove()
     x = torch.cat(seen).double().numpy()
-    w, bias = state[name], state[name[: -len("weight")] + "bias"]
-    rows = w.T if "c_fc" in name else w      # GPT-2 Conv1D: neurons are columns (a view: edits land)
+    rows, bias = _neurons(state, name, seed)
+    assert bias is not None, f"{name} has no bias: the traps' thresholds live there"
     lo, hi = np.quantile(np.linalg.norm(rows, axis=1), norm_quantiles)
     for i in rng.choice(rows.shape[0], n, replace=False):
         v = rng.standard_normal(rows.shape[1])

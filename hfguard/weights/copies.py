@@ -62,13 +62,12 @@ def lone_tensors(c: Checkpoint, paired: set[str], digests: Digests | None) -> li
                   and not (digests and digests.get((c.name, n)) in same))
 
 
-def compare_copies(a: Checkpoint, b: Checkpoint, seconds: float, progress: Callable[[str], None],
-                   digests: Digests | None = None) -> Observation | None:
-    """`digests`: pairs stored in one dtype whose raw digests (both taken by the statistics pass)
-    agree are the same without a read; only the others are read again, in b's file order. Copies
-    that agree on every shared tensor but not on which tensors they hold are said (info): a loader
-    of one uses a tensor that a loader of the other initialises or ignores."""
-    pairs = pair_up(a, b)
+def compare_copies(a: Checkpoint, b: Checkpoint, pairs: list[tuple[str, str]], seconds: float,
+                   progress: Callable[[str], None], digests: Digests | None = None) -> Observation | None:
+    """`pairs`: pair_up(a, b). `digests`: pairs stored in one dtype whose raw digests (both taken
+    by the statistics pass) agree are the same without a read; only the others are read again, in
+    b's file order. Copies that agree on every shared tensor but not on which tensors they hold are
+    said (info): a loader of one uses a tensor that a loader of the other initialises or ignores."""
     only = {c.name: lone_tensors(c, {p[i] for p in pairs}, digests) for i, c in enumerate((a, b))}
     differ: list[dict[str, Any]] = []
     todo: list[tuple[TensorMeta, TensorMeta]] = []
@@ -130,9 +129,10 @@ def inconsistent_copies(ckpts: list[Checkpoint], seconds: float,
     out: list[tuple[str, Observation]] = []
     for group in folders_with_copies(ckpts):
         for other in group[1:]:
-            if len(pair_up(group[0], other)) * 2 < min(len(group[0].tensors), len(other.tensors)):
+            pairs = pair_up(group[0], other)
+            if len(pairs) * 2 < min(len(group[0].tensors), len(other.tensors)):
                 continue   # not two copies of one model (e.g. a model and its separate adapter)
-            hit = compare_copies(group[0], other, seconds, progress, digests)
+            hit = compare_copies(group[0], other, pairs, seconds, progress, digests)
             if hit is not None:
                 out.append((other.name, hit))
     return out
